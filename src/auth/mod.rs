@@ -1,0 +1,3 @@
+//! Credentials: server keys (minting, hashing, constant-time verification).
+
+pub mod keys;

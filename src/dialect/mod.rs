@@ -1,0 +1,5 @@
+//! Wire formats. One module per vendor dialect turns request bytes into canonical
+//! [`Draft`](crate::event::Draft)s. Dialects are pure: no I/O, no clock, no store.
+
+pub mod json;
+pub mod reflect;

@@ -1,0 +1,285 @@
+//! The canonical event every dialect decodes into, its validation, and the stable rejection
+//! reasons shared by all stages.
+//!
+//! A dialect produces a [`Draft`]; [`Draft::validate`] is the only way to get a [`ValidEvent`],
+//! and the writer only accepts `ValidEvent`s, so an unchecked event cannot reach the log.
+
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// Longest accepted `event_name`, in characters.
+pub const MAX_EVENT_NAME: usize = 128;
+/// Longest accepted identifier (`event_id`, `install_uuid`, `user_id`, ...), in characters.
+pub const MAX_ID: usize = 256;
+
+/// A field of the canonical event, named as on the wire of the native dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    EventId,
+    EventName,
+    EventTsMs,
+    InstallUuid,
+    UserId,
+    AnonymousId,
+    Revenue,
+    Currency,
+    TransactionId,
+    ProductId,
+    Props,
+    Ids,
+    Events,
+}
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::EventId => "event_id",
+            Field::EventName => "event_name",
+            Field::EventTsMs => "event_ts_ms",
+            Field::InstallUuid => "install_uuid",
+            Field::UserId => "user_id",
+            Field::AnonymousId => "anonymous_id",
+            Field::Revenue => "revenue",
+            Field::Currency => "currency",
+            Field::TransactionId => "transaction_id",
+            Field::ProductId => "product_id",
+            Field::Props => "props",
+            Field::Ids => "ids",
+            Field::Events => "events",
+        }
+    }
+}
+
+/// Why a request or one event of it was not accepted. Each has a stable snake_case tag that
+/// clients can match on; the HTTP status is chosen in one place, `server::reply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    BadJson,
+    TooManyEvents,
+    Required(Field),
+    Invalid(Field),
+    TooLong(Field),
+    MissingBearerToken,
+    UnknownOrRevokedKey,
+    EventNotAllowedByKey,
+    BodyTooLarge,
+    CapExceeded,
+    /// The writer queue is full: retry shortly.
+    Overloaded,
+    /// The commit failed (I/O error, disk full): nothing of the request was stored.
+    StorageUnavailable,
+    /// The server is shutting down and no longer takes new work.
+    ShuttingDown,
+    RequestTimeout,
+    /// The body could not be read (the client went away mid-body, bad chunking).
+    BodyUnreadable,
+    /// A `Content-Encoding` other than identity: inlet takes uncompressed bodies only.
+    UnsupportedEncoding,
+    NotFound,
+    MethodNotAllowed,
+}
+
+impl Reason {
+    pub fn tag(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Reason::BadJson => "bad_json",
+            Reason::TooManyEvents => "too_many_events",
+            Reason::Required(f) => return format!("{}_required", f.name()).into(),
+            Reason::Invalid(f) => return format!("{}_invalid", f.name()).into(),
+            Reason::TooLong(f) => return format!("{}_too_long", f.name()).into(),
+            Reason::MissingBearerToken => "missing_bearer_token",
+            Reason::UnknownOrRevokedKey => "unknown_or_revoked_key",
+            Reason::EventNotAllowedByKey => "event_not_allowed_by_key",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::CapExceeded => "cap_exceeded",
+            Reason::Overloaded => "overloaded",
+            Reason::StorageUnavailable => "storage_unavailable",
+            Reason::ShuttingDown => "shutting_down",
+            Reason::RequestTimeout => "request_timeout",
+            Reason::BodyUnreadable => "body_unreadable",
+            Reason::UnsupportedEncoding => "unsupported_content_encoding",
+            Reason::NotFound => "not_found",
+            Reason::MethodNotAllowed => "method_not_allowed",
+        })
+    }
+}
+
+/// A decoded, not yet validated canonical event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Draft {
+    /// `None`: the sender gave no id; one is generated and no dedupe is possible.
+    pub event_id: Option<String>,
+    pub event_name: String,
+    pub event_ts_ms: i64,
+    pub install_uuid: Option<String>,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// Other identifiers (`player_id`, `device_id`, `idfa`, ...), in the order given.
+    pub ids: Vec<(String, String)>,
+    pub revenue: Option<f64>,
+    pub currency: Option<String>,
+    pub transaction_id: Option<String>,
+    pub product_id: Option<String>,
+    /// Every other field the sender gave, kept losslessly.
+    pub props: Map<String, Value>,
+    /// Request context: ip, user agent, utm, ...
+    pub context: Map<String, Value>,
+}
+
+/// A canonical event that passed validation and carries its final `event_id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent(Draft);
+
+impl ValidEvent {
+    pub fn get(&self) -> &Draft {
+        &self.0
+    }
+
+    /// The event id: the sender's, or the one generated in [`Draft::validate`].
+    pub fn event_id(&self) -> &str {
+        self.0.event_id.as_deref().unwrap_or_default()
+    }
+
+    pub fn into_inner(self) -> Draft {
+        self.0
+    }
+}
+
+impl Draft {
+    /// Checks the limits every dialect shares and fixes the event id, generating one with
+    /// `new_id` when the sender gave none.
+    pub fn validate(mut self, new_id: impl FnOnce() -> String) -> Result<ValidEvent, Reason> {
+        match &self.event_id {
+            Some(id) => check_id(Field::EventId, id)?,
+            None => self.event_id = Some(new_id()),
+        }
+        if self.event_name.is_empty() {
+            return Err(Reason::Required(Field::EventName));
+        }
+        if self.event_name.chars().count() > MAX_EVENT_NAME {
+            return Err(Reason::TooLong(Field::EventName));
+        }
+        for (field, value) in [
+            (Field::InstallUuid, &self.install_uuid),
+            (Field::UserId, &self.user_id),
+            (Field::AnonymousId, &self.anonymous_id),
+            (Field::TransactionId, &self.transaction_id),
+            (Field::ProductId, &self.product_id),
+        ] {
+            if let Some(v) = value {
+                check_id(field, v)?;
+            }
+        }
+        for (name, value) in &self.ids {
+            if name.is_empty() || name.chars().count() > MAX_ID {
+                return Err(Reason::Invalid(Field::Ids));
+            }
+            check_id(Field::Ids, value)?;
+        }
+        if let Some(r) = self.revenue
+            && !r.is_finite()
+        {
+            return Err(Reason::Invalid(Field::Revenue));
+        }
+        if let Some(c) = &mut self.currency {
+            if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(Reason::Invalid(Field::Currency));
+            }
+            c.make_ascii_uppercase();
+        }
+        Ok(ValidEvent(self))
+    }
+}
+
+fn check_id(field: Field, value: &str) -> Result<(), Reason> {
+    if value.is_empty() {
+        return Err(Reason::Invalid(field));
+    }
+    if value.chars().count() > MAX_ID {
+        return Err(Reason::TooLong(field));
+    }
+    Ok(())
+}
+
+/// A fresh random 128-bit id as 32 lowercase hex characters (a dashless uuid4-like id).
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::fill(&mut bytes[..]);
+    hex(&bytes)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> Draft {
+        Draft {
+            event_name: "purchase".into(),
+            event_ts_ms: 1,
+            ..Draft::default()
+        }
+    }
+
+    #[test]
+    fn generates_an_id_only_when_absent() {
+        let v = draft().validate(|| "gen".into()).unwrap();
+        assert_eq!(v.event_id(), "gen");
+        let mut d = draft();
+        d.event_id = Some("mine".into());
+        assert_eq!(d.validate(|| "gen".into()).unwrap().event_id(), "mine");
+    }
+
+    #[test]
+    fn enforces_lengths_and_formats() {
+        let mut d = draft();
+        d.event_name = "x".repeat(129);
+        assert_eq!(
+            d.validate(random_id),
+            Err(Reason::TooLong(Field::EventName))
+        );
+        let mut d = draft();
+        d.event_name = "é".repeat(128);
+        assert!(
+            d.validate(random_id).is_ok(),
+            "limit counts characters, not bytes"
+        );
+        let mut d = draft();
+        d.user_id = Some("u".repeat(257));
+        assert_eq!(d.validate(random_id), Err(Reason::TooLong(Field::UserId)));
+        let mut d = draft();
+        d.currency = Some("US".into());
+        assert_eq!(d.validate(random_id), Err(Reason::Invalid(Field::Currency)));
+        let mut d = draft();
+        d.currency = Some("usd".into());
+        assert_eq!(
+            d.validate(random_id).unwrap().get().currency.as_deref(),
+            Some("USD")
+        );
+    }
+
+    #[test]
+    fn tags_are_stable() {
+        assert_eq!(
+            Reason::Required(Field::InstallUuid).tag(),
+            "install_uuid_required"
+        );
+        assert_eq!(
+            Reason::TooLong(Field::EventName).tag(),
+            "event_name_too_long"
+        );
+        assert_eq!(Reason::UnknownOrRevokedKey.tag(), "unknown_or_revoked_key");
+        assert_eq!(hex(&[0, 255, 16]), "00ff10");
+        assert_eq!(random_id().len(), 32);
+    }
+}

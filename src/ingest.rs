@@ -1,0 +1,254 @@
+//! The ingest pipeline: the whole order of a request, top to bottom, per endpoint.
+//!
+//! headers → auth → body (limit) → dialect decode → validate → key's allowed events →
+//! encode → group-commit writer (dedupe, quota, append, one fsync) → response.
+
+use crate::clock::{Date, next_month_start_ms, now_ms};
+use crate::dialect::reflect;
+use crate::event::{Draft, Reason, ValidEvent, random_id};
+use crate::server::reply::{Reply, status_of};
+use crate::server::{State, read_body};
+use crate::store::codec::{EventRecord, encode_event};
+use crate::store::read::KeyInfo;
+use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, HeaderMap};
+use serde_json::{Value, json};
+
+/// `POST /s2s/event`.
+pub async fn reflect_single(state: &State, req: Request<Incoming>) -> Reply {
+    match reflect_single_inner(state, req).await {
+        Ok(reply) => reply,
+        Err(reason) => error_reply(reason, now_ms()),
+    }
+}
+
+async fn reflect_single_inner(state: &State, req: Request<Incoming>) -> Result<Reply, Reason> {
+    let key = bearer_key(state, req.headers())?;
+    let body = read_body(state, req, state.config.limits.single_body).await?;
+    let received_at_ms = now_ms();
+    let event = reflect::decode_single(&body)?.validate(random_id)?;
+    if !key.allows(&event.get().event_name) {
+        return Err(Reason::EventNotAllowedByKey);
+    }
+    let audit_key = format!(
+        "s2s/{}/{}.json",
+        Date::from_ms(received_at_ms as i64).iso(),
+        event.event_id()
+    );
+    let event_id = event.event_id().to_owned();
+    let pending = pending(&key, "reflect", received_at_ms, event, &audit_key);
+    let sub = Submission {
+        app_id: key.app_id,
+        tenant_id: key.tenant_id,
+        key_id: key.key_id,
+        received_at_ms,
+        events: vec![pending],
+        audit: Some((audit_key.clone(), body.to_vec())),
+    };
+    let outcome = submit(state, sub, body.len()).await?[0];
+    Ok(match outcome {
+        Outcome::Accepted { .. } => Reply::json(
+            200,
+            &json!({ "accepted": 1, "event_id": event_id, "audit_key": audit_key }),
+        ),
+        Outcome::Duplicate { seq } => {
+            let mut body = json!({ "accepted": 0, "duplicate": true, "event_id": event_id });
+            if let Ok(Some(original)) = state.store.event(seq) {
+                body["audit_key"] = Value::String(original.audit_key);
+            }
+            Reply::json(200, &body)
+        }
+        Outcome::OverQuota => return Err(Reason::CapExceeded),
+    })
+}
+
+/// `POST /s2s/events/bulk`.
+pub async fn reflect_bulk(state: &State, req: Request<Incoming>) -> Reply {
+    match reflect_bulk_inner(state, req).await {
+        Ok(reply) => reply,
+        Err(reason) => error_reply(reason, now_ms()),
+    }
+}
+
+/// Per-event status of a bulk request, in request order.
+enum Slot {
+    Rejected(Option<String>, Reason),
+    /// Index into the submission's events.
+    Queued(String, usize),
+}
+
+async fn reflect_bulk_inner(state: &State, req: Request<Incoming>) -> Result<Reply, Reason> {
+    let key = bearer_key(state, req.headers())?;
+    let body = read_body(state, req, state.config.limits.bulk_body).await?;
+    let received_at_ms = now_ms();
+    let items = reflect::decode_bulk(&body)?;
+    let audit_key = format!(
+        "s2s/bulk/{}/{}.json",
+        Date::from_ms(received_at_ms as i64).iso(),
+        random_id()
+    );
+    let mut slots = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    for item in items {
+        match item.draft.and_then(|d| checked(&key, d)) {
+            Ok(ev) => {
+                slots.push(Slot::Queued(ev.event_id().to_owned(), events.len()));
+                events.push(pending(&key, "reflect", received_at_ms, ev, &audit_key));
+            }
+            Err(reason) => slots.push(Slot::Rejected(item.event_id, reason)),
+        }
+    }
+    let outcomes = if events.is_empty() {
+        Vec::new()
+    } else {
+        let sub = Submission {
+            app_id: key.app_id,
+            tenant_id: key.tenant_id,
+            key_id: key.key_id,
+            received_at_ms,
+            events,
+            audit: Some((audit_key.clone(), body.to_vec())),
+        };
+        submit(state, sub, body.len()).await?
+    };
+
+    let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
+    let mut first_reason = None;
+    let results: Vec<Value> = slots
+        .into_iter()
+        .map(|slot| {
+            let (event_id, reason) = match slot {
+                Slot::Queued(id, i) => match outcomes[i] {
+                    Outcome::Accepted { .. } => {
+                        accepted += 1;
+                        return json!({ "event_id": id, "status": "accepted" });
+                    }
+                    Outcome::Duplicate { .. } => {
+                        duplicates += 1;
+                        return json!({ "event_id": id, "status": "duplicate" });
+                    }
+                    Outcome::OverQuota => (Some(id), Reason::CapExceeded),
+                },
+                Slot::Rejected(id, reason) => (id, reason),
+            };
+            rejected += 1;
+            first_reason.get_or_insert(reason);
+            json!({ "event_id": event_id, "status": "rejected", "reason": reason.tag() })
+        })
+        .collect();
+    let mut body = json!({
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": rejected,
+        "results": results,
+    });
+    if accepted > 0 {
+        body["audit_key"] = Value::String(audit_key);
+    }
+    match first_reason {
+        Some(reason) if accepted == 0 && duplicates == 0 => {
+            body["error"] = Value::String(reason.tag().into_owned());
+            let reply = Reply::json(status_of(reason), &body);
+            Ok(with_quota_retry(reply, reason, received_at_ms))
+        }
+        _ => Ok(Reply::json(200, &body)),
+    }
+}
+
+/// Validation and the key's event allow-list, for one decoded event.
+fn checked(key: &KeyInfo, draft: Draft) -> Result<ValidEvent, Reason> {
+    let ev = draft.validate(random_id)?;
+    if key.allows(&ev.get().event_name) {
+        Ok(ev)
+    } else {
+        Err(Reason::EventNotAllowedByKey)
+    }
+}
+
+/// The key named by `Authorization: Bearer srv_...`.
+fn bearer_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or(Reason::MissingBearerToken)?;
+    lookup_key(state, token)
+}
+
+/// Authenticates a presented key; a revoked or unknown key is refused alike.
+pub fn lookup_key(state: &State, token: &str) -> Result<KeyInfo, Reason> {
+    match state.store.authenticate(token) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(Reason::UnknownOrRevokedKey),
+        Err(e) => {
+            tracing::error!(error = %e, "key lookup failed");
+            Err(Reason::StorageUnavailable)
+        }
+    }
+}
+
+/// Hands a submission to the writer and waits for its commit.
+async fn submit(state: &State, sub: Submission, bytes: usize) -> Result<Vec<Outcome>, Reason> {
+    state.writer.submit(sub, bytes).await.map_err(|e| match e {
+        SubmitError::Overloaded => Reason::Overloaded,
+        SubmitError::ShuttingDown => Reason::ShuttingDown,
+        SubmitError::CommitFailed => Reason::StorageUnavailable,
+    })
+}
+
+/// Encodes a validated event as it will be stored.
+pub fn pending(
+    key: &KeyInfo,
+    source: &str,
+    received_at_ms: u64,
+    event: ValidEvent,
+    audit_key: &str,
+) -> Pending {
+    let d = event.into_inner();
+    let event_id = d.event_id.unwrap_or_default();
+    let record = EventRecord {
+        received_at_ms,
+        tenant: key.tenant.clone(),
+        app: key.app.clone(),
+        key_id: key.key_id,
+        source: source.to_owned(),
+        event_id: event_id.clone(),
+        event_name: d.event_name,
+        event_ts_ms: d.event_ts_ms,
+        install_uuid: d.install_uuid,
+        user_id: d.user_id,
+        anonymous_id: d.anonymous_id,
+        ids: d.ids,
+        revenue: d.revenue,
+        currency: d.currency,
+        transaction_id: d.transaction_id,
+        product_id: d.product_id,
+        props: Value::Object(d.props).to_string(),
+        context: Value::Object(d.context).to_string(),
+        audit_key: audit_key.to_owned(),
+    };
+    Pending {
+        event_id,
+        record: encode_event(&record),
+    }
+}
+
+/// The native error reply, with `Retry-After` until the month turns for `cap_exceeded`.
+fn error_reply(reason: Reason, now: u64) -> Reply {
+    with_quota_retry(Reply::error(reason), reason, now)
+}
+
+fn with_quota_retry(reply: Reply, reason: Reason, now: u64) -> Reply {
+    if reason == Reason::CapExceeded {
+        let secs = (next_month_start_ms(now) - now).div_ceil(1000);
+        reply.retry_after(secs)
+    } else {
+        reply.with_default_retry(reason)
+    }
+}

@@ -1,0 +1,30 @@
+//! inlet: a self-hosted, single-binary server-to-server event ingestion appliance.
+//!
+//! # Layout
+//!
+//! Data flows one way: socket → body → dialect decode → auth → validate → quota →
+//! group-commit writer → redb → response.
+//!
+//! - [`cli`]: clap definitions; `main.rs` dispatches.
+//! - [`config`]: the resolved configuration of a serving process.
+//! - [`server`]: accept loop, router, body limits, the Reason → HTTP mapping ([`server::reply`]).
+//! - [`ingest`]: the pipeline, one function per endpoint showing the whole order.
+//! - [`dialect`]: wire formats → canonical [`event::Draft`]s; pure (no I/O, no clock).
+//! - [`event`]: the canonical event, its validation and the stable rejection reasons.
+//! - [`auth`]: server keys (mint, hash, constant-time compare).
+//! - [`store`]: tables, versioned record codec, the writer thread, admin writes, reads.
+//! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
+//!   control socket.
+//! - [`clock`]: time and UTC calendar helpers.
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod control;
+pub mod dialect;
+pub mod event;
+pub mod ingest;
+pub mod ops;
+pub mod server;
+pub mod store;

@@ -1,0 +1,179 @@
+//! The `inlet` binary: parse the command line and hand over to the library.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use inlet::cli::{AppsCmd, AuditCmd, Cli, Command, KeysCmd, ServeArgs, TenantsCmd};
+use inlet::config::{Config, Limits};
+use inlet::control;
+use inlet::ops::{Exec, Op, execute};
+use inlet::server::{self, State};
+use inlet::store::{self, Store, writer::Writer};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        None => serve(&cli.data, ServeArgs::parse_default()),
+        Some(Command::Serve(args)) => serve(&cli.data, args),
+        Some(other) => admin(&cli.data, to_op(other)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("inlet: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+trait ParseDefault {
+    fn parse_default() -> Self;
+}
+
+impl ParseDefault for ServeArgs {
+    /// `inlet` with no command: serve with flags' defaults and environment.
+    fn parse_default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        Only::parse_from(["inlet"]).args
+    }
+}
+
+fn to_op(cmd: Command) -> Op {
+    match cmd {
+        Command::Serve(_) => unreachable!("serve is dispatched before"),
+        Command::Tenants(TenantsCmd::Add {
+            name,
+            monthly_quota,
+        }) => Op::TenantsAdd {
+            name,
+            monthly_quota,
+        },
+        Command::Tenants(TenantsCmd::List { json }) => Op::TenantsList { json },
+        Command::Tenants(TenantsCmd::SetQuota { name, quota }) => Op::TenantsSetQuota {
+            name,
+            monthly_quota: quota,
+        },
+        Command::Apps(AppsCmd::Add { name, tenant }) => Op::AppsAdd { name, tenant },
+        Command::Apps(AppsCmd::List { json }) => Op::AppsList { json },
+        Command::Keys(KeysCmd::Mint {
+            app,
+            label,
+            events,
+            rate_limit,
+        }) => Op::KeysMint {
+            app,
+            label,
+            events: events
+                .into_iter()
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty())
+                .collect(),
+            rate_limit,
+        },
+        Command::Keys(KeysCmd::List { app, json }) => Op::KeysList { app, json },
+        Command::Keys(KeysCmd::Revoke { id }) => Op::KeysRevoke { id },
+        Command::Export(a) => Op::Export {
+            app: a.app,
+            after: a.after,
+            limit: a.limit,
+        },
+        Command::Audit(AuditCmd::Get { audit_key }) => Op::AuditGet { key: audit_key },
+    }
+}
+
+/// How long a command waits for the database held by a server that is starting or stopping.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs an admin command through a running server, or on the database directly.
+fn admin(data: &Path, op: Op) -> anyhow::Result<()> {
+    let stdout = &mut std::io::stdout().lock();
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        if let Some(conn) = control::connect(data) {
+            return control::call(conn, &op, stdout).map_err(anyhow::Error::msg);
+        }
+        match Store::open(data) {
+            Ok(store) => return Ok(execute(&Exec::Direct(&store), op, stdout)?),
+            Err(store::Error::AlreadyOpen) if Instant::now() < deadline => {
+                // A server holds the file but its socket is not up yet (or is going away).
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(store::Error::AlreadyOpen) => bail!(
+                "the database in {} is held by another process that does not answer on {}",
+                data.display(),
+                control::socket_path(data).display()
+            ),
+            Err(e) => return Err(e).context(format!("opening {}", data.display())),
+        }
+    }
+}
+
+fn open_waiting(data: &Path) -> anyhow::Result<Store> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match Store::open(data) {
+            Ok(store) => return Ok(store),
+            // An admin command may hold the file for a moment.
+            Err(store::Error::AlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(store::Error::AlreadyOpen) => {
+                bail!("{} is in use by another inlet process", data.display())
+            }
+            Err(e) => return Err(e).context(format!("opening {}", data.display())),
+        }
+    }
+}
+
+fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::new(data.to_owned(), args.listen);
+    config.limits = Limits {
+        single_body: args.max_body_single,
+        bulk_body: args.max_body_bulk,
+    };
+    let store = open_waiting(data)?;
+    let writer = Writer::start(store.db().clone(), config.queue_bytes)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(State {
+        config,
+        store,
+        writer,
+    });
+    let socket = control::serve(data, state.clone()).context("binding the control socket")?;
+    tracing::info!(data = %data.display(), "inlet listening on http://{addr}");
+    runtime.block_on(server::run(listener, state.clone(), shutdown_signal()))?;
+    tracing::info!("shutting down: committing what is queued");
+    let _ = std::fs::remove_file(socket);
+    state.writer.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,269 @@
+//! Admin operations of the CLI, run the same way whether this process opened the database
+//! itself or a serving process runs them for it over the control socket.
+
+use crate::clock::{now_ms, rfc3339_ms};
+use crate::store::read::ExportFilter;
+use crate::store::writer::Writer;
+use crate::store::{self, Store, admin};
+use redb::WriteTransaction;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+
+/// One admin operation, as sent over the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    TenantsAdd {
+        name: String,
+        monthly_quota: u64,
+    },
+    TenantsList {
+        json: bool,
+    },
+    TenantsSetQuota {
+        name: String,
+        monthly_quota: u64,
+    },
+    AppsAdd {
+        name: String,
+        tenant: String,
+    },
+    AppsList {
+        json: bool,
+    },
+    KeysMint {
+        app: String,
+        label: String,
+        events: Vec<String>,
+        rate_limit: Option<u32>,
+    },
+    KeysList {
+        app: Option<String>,
+        json: bool,
+    },
+    KeysRevoke {
+        id: u32,
+    },
+    Export {
+        app: Option<String>,
+        after: u64,
+        limit: Option<u64>,
+    },
+    AuditGet {
+        key: String,
+    },
+}
+
+/// Where writes go: straight into the database this process holds, or through the serving
+/// process's writer thread (which owns every write transaction while it runs).
+pub enum Exec<'a> {
+    Direct(&'a Store),
+    Server(&'a Store, &'a Writer),
+}
+
+impl Exec<'_> {
+    fn store(&self) -> &Store {
+        match self {
+            Exec::Direct(s) | Exec::Server(s, _) => s,
+        }
+    }
+
+    fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> store::Result<R> + Send + 'static,
+    ) -> store::Result<R> {
+        let in_txn = move |db: &redb::Database| -> store::Result<R> {
+            let txn = db.begin_write()?;
+            let r = f(&txn)?;
+            txn.commit()?;
+            Ok(r)
+        };
+        match self {
+            Exec::Direct(s) => in_txn(s.db()),
+            Exec::Server(_, w) => w.run_blocking(in_txn)?,
+        }
+    }
+}
+
+/// Runs `op`, writing what is meant for stdout to `out`.
+pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
+    let store = exec.store();
+    match op {
+        Op::TenantsAdd {
+            name,
+            monthly_quota,
+        } => {
+            let t = exec.write(move |txn| admin::add_tenant(txn, &name, monthly_quota))?;
+            writeln!(
+                out,
+                "tenant {} added (monthly quota: {})",
+                t.name,
+                quota(t.monthly_quota)
+            )?;
+        }
+        Op::TenantsSetQuota {
+            name,
+            monthly_quota,
+        } => {
+            let t = exec.write(move |txn| admin::set_quota(txn, &name, monthly_quota))?;
+            writeln!(
+                out,
+                "tenant {} monthly quota: {}",
+                t.name,
+                quota(t.monthly_quota)
+            )?;
+        }
+        Op::TenantsList { json } => {
+            let rows = store.tenants(now_ms())?;
+            if json {
+                return json_lines(out, &rows);
+            }
+            table(
+                out,
+                &["ID", "NAME", "MONTHLY_QUOTA", "USED_THIS_MONTH", "CREATED"],
+                rows.iter().map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.name.clone(),
+                        quota(t.monthly_quota),
+                        t.used_this_month.to_string(),
+                        rfc3339_ms(t.created_ms),
+                    ]
+                }),
+            )?;
+        }
+        Op::AppsAdd { name, tenant } => {
+            let a = exec.write(move |txn| admin::add_app(txn, &name, &tenant))?;
+            writeln!(out, "app {} added", a.name)?;
+        }
+        Op::AppsList { json } => {
+            let rows = store.apps()?;
+            if json {
+                return json_lines(out, &rows);
+            }
+            table(
+                out,
+                &["ID", "NAME", "TENANT", "CREATED"],
+                rows.iter().map(|a| {
+                    vec![
+                        a.id.to_string(),
+                        a.name.clone(),
+                        a.tenant.clone(),
+                        rfc3339_ms(a.created_ms),
+                    ]
+                }),
+            )?;
+        }
+        Op::KeysMint {
+            app,
+            label,
+            events,
+            rate_limit,
+        } => {
+            let k =
+                exec.write(move |txn| admin::mint_key(txn, &app, &label, events, rate_limit))?;
+            // Only the key goes to stdout, so `KEY=$(inlet keys mint ...)` works.
+            writeln!(out, "{}", k.plaintext)?;
+        }
+        Op::KeysList { app, json } => {
+            let rows = store.keys(app.as_deref())?;
+            if json {
+                return json_lines(out, &rows);
+            }
+            let when = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), rfc3339_ms);
+            table(
+                out,
+                &[
+                    "ID",
+                    "APP",
+                    "LABEL",
+                    "EVENTS",
+                    "RATE_LIMIT",
+                    "CREATED",
+                    "LAST_USED",
+                    "REVOKED",
+                ],
+                rows.iter().map(|k| {
+                    vec![
+                        k.id.to_string(),
+                        k.app.clone(),
+                        k.label.clone(),
+                        if k.allowed_events.is_empty() {
+                            "*".to_owned()
+                        } else {
+                            k.allowed_events.join(",")
+                        },
+                        k.rate_limit
+                            .map_or_else(|| "-".to_owned(), |r| r.to_string()),
+                        rfc3339_ms(k.created_ms),
+                        when(k.last_used_ms),
+                        when(k.revoked_ms),
+                    ]
+                }),
+            )?;
+        }
+        Op::KeysRevoke { id } => {
+            exec.write(move |txn| admin::revoke_key(txn, id))?;
+            writeln!(out, "key {id} revoked")?;
+        }
+        Op::Export { app, after, limit } => {
+            if let Some(name) = &app
+                && !store.apps()?.iter().any(|a| &a.name == name)
+            {
+                return Err(store::Error::NotFound(format!("no app {name:?}")));
+            }
+            store.export(&ExportFilter { app, after, limit }, out)?;
+        }
+        Op::AuditGet { key } => match store.audit(&key)? {
+            Some(body) => out.write_all(&body)?,
+            None => return Err(store::Error::NotFound(format!("no audit body {key:?}"))),
+        },
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn quota(q: u64) -> String {
+    if q == 0 {
+        "unlimited".to_owned()
+    } else {
+        q.to_string()
+    }
+}
+
+fn json_lines<T: Serialize>(out: &mut dyn Write, rows: &[T]) -> store::Result<()> {
+    for row in rows {
+        serde_json::to_writer(&mut *out, row).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes rows as columns aligned with two spaces, headed by `head`.
+fn table(
+    out: &mut dyn Write,
+    head: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&head).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! HTTP: the accept loop, the router, body reading with limits, and the one place where
+//! outcomes become HTTP responses ([`reply`]).
+
+pub mod reply;
+
+use crate::config::Config;
+use crate::event::Reason;
+use crate::ingest;
+use crate::store::Store;
+use crate::store::writer::Writer;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use reply::Reply;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Everything a request handler needs.
+pub struct State {
+    pub config: Config,
+    pub store: Store,
+    pub writer: Writer,
+}
+
+/// Longest a graceful shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
+/// requests finish (bounded by [`DRAIN_TIMEOUT`]) and returns.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(state.config.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let header_timeout = state.config.header_timeout;
+        let conn_state = state.clone();
+        let service = service_fn(move |req| {
+            let state = conn_state.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("in-flight requests did not finish in time");
+        }
+    }
+    Ok(())
+}
+
+/// The router: method and path to handler.
+async fn route(
+    state: &State,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let reply = match (req.method(), path.as_str()) {
+        (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(200, "ok\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") => readyz(state),
+        (&Method::POST, "/s2s/event") => ingest::reflect_single(state, req).await,
+        (&Method::POST, "/s2s/events/bulk") => ingest::reflect_bulk(state, req).await,
+        (_, "/healthz" | "/readyz" | "/s2s/event" | "/s2s/events/bulk") => {
+            Reply::error(Reason::MethodNotAllowed)
+        }
+        _ => Reply::error(Reason::NotFound),
+    };
+    let status = reply.status;
+    tracing::debug!(%method, %path, status, %peer, ms = started.elapsed().as_millis() as u64, "request");
+    reply.into_response()
+}
+
+fn readyz(state: &State) -> Reply {
+    let stats = state.writer.stats();
+    if stats.running.load(Ordering::SeqCst) && stats.healthy.load(Ordering::SeqCst) {
+        Reply::text(200, "ready\n")
+    } else {
+        Reply::text(503, "writer unavailable\n")
+    }
+}
+
+/// Reads a request body of at most `limit` bytes, within the configured body timeout.
+/// A declared `Content-Length` over the limit is refused before reading anything.
+pub async fn read_body(
+    state: &State,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, Reason> {
+    let headers = req.headers();
+    if let Some(enc) = headers.get(hyper::header::CONTENT_ENCODING)
+        && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(Reason::UnsupportedEncoding);
+    }
+    if let Some(len) = headers.get(hyper::header::CONTENT_LENGTH)
+        && let Some(len) = len.to_str().ok().and_then(|s| s.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(Reason::BodyTooLarge);
+    }
+    let body = Limited::new(req.into_body(), limit);
+    match tokio::time::timeout(state.config.body_timeout, body.collect()).await {
+        Err(_) => Err(Reason::RequestTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Reason::BodyTooLarge),
+        Ok(Err(_)) => Err(Reason::BodyUnreadable),
+    }
+}

@@ -1,0 +1,106 @@
+//! Responses, and the one mapping from [`Reason`] to HTTP status.
+
+use crate::event::Reason;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+
+/// A response before it goes on the wire.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    pub retry_after: Option<u64>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The HTTP status of a rejection.
+pub fn status_of(reason: Reason) -> u16 {
+    match reason {
+        Reason::BadJson
+        | Reason::TooManyEvents
+        | Reason::Required(_)
+        | Reason::Invalid(_)
+        | Reason::TooLong(_)
+        | Reason::BodyUnreadable => 400,
+        Reason::MissingBearerToken | Reason::UnknownOrRevokedKey => 401,
+        Reason::EventNotAllowedByKey => 403,
+        Reason::NotFound => 404,
+        Reason::MethodNotAllowed => 405,
+        Reason::RequestTimeout => 408,
+        Reason::BodyTooLarge => 413,
+        Reason::UnsupportedEncoding => 415,
+        Reason::CapExceeded => 429,
+        Reason::Overloaded | Reason::StorageUnavailable | Reason::ShuttingDown => 503,
+    }
+}
+
+/// Seconds a client should wait before retrying after a transient refusal.
+pub const RETRY_SOON_SECS: u64 = 1;
+
+impl Reply {
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(serde_json::to_vec(value).expect("a Value always serializes")),
+            retry_after: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn text(status: u16, text: &'static str) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from_static(text.as_bytes()),
+            retry_after: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The native error body `{"error": "<reason>"}` with the reason's status.
+    pub fn error(reason: Reason) -> Reply {
+        Reply::json(
+            status_of(reason),
+            &serde_json::json!({ "error": reason.tag() }),
+        )
+        .with_default_retry(reason)
+    }
+
+    /// Adds `Retry-After` to transient refusals (queue full, storage down, shutting down).
+    pub fn with_default_retry(mut self, reason: Reason) -> Reply {
+        if status_of(reason) == 503 && self.retry_after.is_none() {
+            self.retry_after = Some(RETRY_SOON_SECS);
+        }
+        if status_of(reason) >= 500 || reason == Reason::CapExceeded {
+            tracing::warn!(reason = %reason.tag(), status = self.status, "refused");
+        }
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Reply {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(self.body));
+        *resp.status_mut() =
+            hyper::StatusCode::from_u16(self.status).unwrap_or(hyper::StatusCode::OK);
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = self.retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+        resp
+    }
+}

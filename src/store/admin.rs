@@ -1,0 +1,143 @@
+//! Configuration writes: tenants, apps, keys. Each function works inside a caller's write
+//! transaction, so the same code runs in the server's writer thread and in a CLI process that
+//! opened the database itself.
+
+use super::codec::{App, Key, Tenant, decode_config, encode_config};
+use super::tables::*;
+use super::{Error, Result, find_app, find_tenant, next_id, now};
+use crate::auth::keys;
+use crate::event::hex;
+use redb::{ReadableTable, WriteTransaction};
+
+/// Longest tenant, app or key label name.
+const MAX_NAME: usize = 64;
+
+/// Tenant and app names: 1–64 of `A-Z a-z 0-9 _ . -`.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{kind} name {name:?} must be 1-{MAX_NAME} characters of A-Z a-z 0-9 _ . -"
+        )))
+    }
+}
+
+pub fn add_tenant(txn: &WriteTransaction, name: &str, monthly_quota: u64) -> Result<Tenant> {
+    check_name("tenant", name)?;
+    let mut table = txn.open_table(TENANTS)?;
+    if find_tenant(&table, name)?.is_some() {
+        return Err(Error::Conflict(format!("tenant {name:?} already exists")));
+    }
+    let id = next_id(&table)?;
+    let tenant = Tenant {
+        name: name.to_owned(),
+        monthly_quota,
+        created_ms: now(),
+    };
+    table.insert(id, encode_config(&tenant).as_slice())?;
+    Ok(tenant)
+}
+
+pub fn set_quota(txn: &WriteTransaction, name: &str, monthly_quota: u64) -> Result<Tenant> {
+    let mut table = txn.open_table(TENANTS)?;
+    let (id, mut tenant) =
+        find_tenant(&table, name)?.ok_or_else(|| Error::NotFound(format!("no tenant {name:?}")))?;
+    tenant.monthly_quota = monthly_quota;
+    table.insert(id, encode_config(&tenant).as_slice())?;
+    Ok(tenant)
+}
+
+pub fn add_app(txn: &WriteTransaction, name: &str, tenant: &str) -> Result<App> {
+    check_name("app", name)?;
+    let tenant_id = find_tenant(&txn.open_table(TENANTS)?, tenant)?
+        .ok_or_else(|| Error::NotFound(format!("no tenant {tenant:?}")))?
+        .0;
+    let mut table = txn.open_table(APPS)?;
+    if find_app(&table, name)?.is_some() {
+        return Err(Error::Conflict(format!("app {name:?} already exists")));
+    }
+    let id = next_id(&table)?;
+    let app = App {
+        name: name.to_owned(),
+        tenant_id,
+        created_ms: now(),
+    };
+    table.insert(id, encode_config(&app).as_slice())?;
+    Ok(app)
+}
+
+/// What minting returns: the key id and the plaintext, which is never stored.
+pub struct MintedKey {
+    pub id: u32,
+    pub plaintext: String,
+}
+
+pub fn mint_key(
+    txn: &WriteTransaction,
+    app: &str,
+    label: &str,
+    allowed_events: Vec<String>,
+    rate_limit: Option<u32>,
+) -> Result<MintedKey> {
+    if label.is_empty() || label.chars().count() > MAX_NAME {
+        return Err(Error::Invalid(format!(
+            "key label must be 1-{MAX_NAME} characters"
+        )));
+    }
+    if let Some(bad) = allowed_events
+        .iter()
+        .find(|e| e.is_empty() || e.chars().count() > crate::event::MAX_EVENT_NAME)
+    {
+        return Err(Error::Invalid(format!(
+            "allowed event {bad:?} is not a valid event name"
+        )));
+    }
+    let app_id = find_app(&txn.open_table(APPS)?, app)?
+        .ok_or_else(|| Error::NotFound(format!("no app {app:?}")))?
+        .0;
+    let mut lookup = txn.open_table(KEY_LOOKUP)?;
+    // Re-draw on the (2^-64-unlikely) event that the lookup prefix is taken.
+    let minted = loop {
+        let m = keys::mint();
+        if lookup.get(keys::lookup_prefix(&m.hash))?.is_none() {
+            break m;
+        }
+    };
+    let mut table = txn.open_table(KEYS)?;
+    let id = next_id(&table)?;
+    let key = Key {
+        app_id,
+        label: label.to_owned(),
+        sha256: hex(&minted.hash),
+        allowed_events,
+        created_ms: now(),
+        revoked_ms: None,
+        rate_limit,
+    };
+    table.insert(id, encode_config(&key).as_slice())?;
+    lookup.insert(keys::lookup_prefix(&minted.hash), id)?;
+    Ok(MintedKey {
+        id,
+        plaintext: minted.plaintext,
+    })
+}
+
+/// Revokes a key; revoking a revoked key is not an error (the first revocation time stays).
+pub fn revoke_key(txn: &WriteTransaction, id: u32) -> Result<Key> {
+    let mut table = txn.open_table(KEYS)?;
+    let mut key: Key = match table.get(id)? {
+        Some(bytes) => decode_config("key", bytes.value())?,
+        None => return Err(Error::NotFound(format!("no key {id}"))),
+    };
+    if key.revoked_ms.is_none() {
+        key.revoked_ms = Some(now());
+        table.insert(id, encode_config(&key).as_slice())?;
+    }
+    Ok(key)
+}

@@ -1,0 +1,196 @@
+//! Record encodings. Every stored value starts with a version byte so that a later build can
+//! still read what an earlier one wrote.
+//!
+//! - Events (the hot path, by far the most records) are postcard: compact, serde-based, with a
+//!   documented stable wire format. Postcard is not self-describing, so any change of
+//!   [`EventRecord`] needs a new version byte and a decoder for the old one.
+//! - Configuration records (tenants, apps, keys; few, small, growing new optional fields as
+//!   features land) are JSON, so a field added with `#[serde(default)]` keeps old records
+//!   readable without a version bump.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+pub const EVENT_V1: u8 = 1;
+pub const CONFIG_V1: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable {what} record: {detail}")]
+pub struct CodecError {
+    what: &'static str,
+    detail: String,
+}
+
+/// One stored event. Its `seq` is the table key, not part of the record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub received_at_ms: u64,
+    pub tenant: String,
+    pub app: String,
+    pub key_id: u32,
+    pub source: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub event_ts_ms: i64,
+    pub install_uuid: Option<String>,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub ids: Vec<(String, String)>,
+    pub revenue: Option<f64>,
+    pub currency: Option<String>,
+    pub transaction_id: Option<String>,
+    pub product_id: Option<String>,
+    /// JSON object text; `{}` when empty.
+    pub props: String,
+    /// JSON object text; `{}` when empty.
+    pub context: String,
+    pub audit_key: String,
+}
+
+pub fn encode_event(record: &EventRecord) -> Vec<u8> {
+    let mut out = vec![EVENT_V1];
+    postcard::to_io(record, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+pub fn decode_event(bytes: &[u8]) -> Result<EventRecord, CodecError> {
+    match bytes.split_first() {
+        Some((&EVENT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| CodecError {
+            what: "event",
+            detail: e.to_string(),
+        }),
+        other => Err(CodecError {
+            what: "event",
+            detail: format!("unknown version {:?}", other.map(|(v, _)| *v)),
+        }),
+    }
+}
+
+pub fn encode_config<T: Serialize>(record: &T) -> Vec<u8> {
+    let mut out = vec![CONFIG_V1];
+    serde_json::to_writer(&mut out, record).expect("config records always serialize");
+    out
+}
+
+pub fn decode_config<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    match bytes.split_first() {
+        Some((&CONFIG_V1, rest)) => serde_json::from_slice(rest).map_err(|e| CodecError {
+            what,
+            detail: e.to_string(),
+        }),
+        other => Err(CodecError {
+            what,
+            detail: format!("unknown version {:?}", other.map(|(v, _)| *v)),
+        }),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub name: String,
+    /// Events accepted per calendar month (UTC); 0 = unlimited.
+    pub monthly_quota: u64,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub name: String,
+    pub tenant_id: u32,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Key {
+    pub app_id: u32,
+    pub label: String,
+    /// SHA-256 of the key, lowercase hex.
+    pub sha256: String,
+    /// Event names this key may send; empty = all.
+    #[serde(default)]
+    pub allowed_events: Vec<String>,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub revoked_ms: Option<u64>,
+    /// Requests per minute (GameRebellion dialect); `None` = the server default.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EventRecord {
+        EventRecord {
+            received_at_ms: 1_764_137_630_000,
+            tenant: "default".into(),
+            app: "default".into(),
+            key_id: 1,
+            source: "reflect".into(),
+            event_id: "txn_abc123".into(),
+            event_name: "purchase".into(),
+            event_ts_ms: 1_735_999_999_000,
+            install_uuid: Some("8f2a1c0e94d7423b8b53af7c9e21d630".into()),
+            user_id: Some("user_42".into()),
+            anonymous_id: None,
+            ids: vec![("player_id".into(), "p1".into())],
+            revenue: Some(9.99),
+            currency: Some("USD".into()),
+            transaction_id: Some("txn_abc123".into()),
+            product_id: Some("sku_pro_pack".into()),
+            props: r#"{"channel":"web_checkout"}"#.into(),
+            context: "{}".into(),
+            audit_key: "s2s/2025-01-04/txn_abc123.json".into(),
+        }
+    }
+
+    /// Bytes a v1 build wrote. If this test fails, the event encoding changed: add a new
+    /// version byte and keep decoding this one.
+    const V1_FIXTURE: &str = "01b0f2aff6ab330764656661756c740764656661756c7401077265666c6563740a74786e5f61626331323308\
+        7075726368617365b0b0ce9a8665012038663261316330653934643734323362386235336166376339653231\
+        643633300107757365725f3432000109706c617965725f6964027031017b14ae47e1fa23400103555344010a\
+        74786e5f616263313233010c736b755f70726f5f7061636b1a7b226368616e6e656c223a227765625f636865\
+        636b6f7574227d027b7d1e7332732f323032352d30312d30342f74786e5f6162633132332e6a736f6e";
+
+    #[test]
+    fn event_round_trip() {
+        let r = sample();
+        assert_eq!(decode_event(&encode_event(&r)).unwrap(), r);
+        assert!(decode_event(&[9, 1, 2]).is_err());
+        assert!(decode_event(&[]).is_err());
+        assert!(decode_event(&[EVENT_V1, 0xff]).is_err());
+    }
+
+    #[test]
+    fn v1_fixture_still_decodes() {
+        let hex: String = V1_FIXTURE.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(decode_event(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn config_records_tolerate_new_fields_missing() {
+        let old = [
+            &[CONFIG_V1][..],
+            br#"{"app_id":1,"label":"ci","sha256":"00","created_ms":5}"#,
+        ]
+        .concat();
+        let key: Key = decode_config("key", &old).unwrap();
+        assert!(key.allowed_events.is_empty() && key.revoked_ms.is_none());
+        let t = Tenant {
+            name: "t".into(),
+            monthly_quota: 3,
+            created_ms: 1,
+        };
+        assert_eq!(
+            decode_config::<Tenant>("tenant", &encode_config(&t)).unwrap(),
+            t
+        );
+    }
+}

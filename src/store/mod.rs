@@ -1,0 +1,188 @@
+//! The embedded redb database: tables, record codec, the group-commit writer, admin writes
+//! and reads. The store knows nothing of HTTP.
+
+pub mod admin;
+pub mod codec;
+pub mod read;
+pub mod tables;
+pub mod writer;
+
+use crate::clock::now_ms;
+use codec::{App, CodecError, Tenant, decode_config};
+use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tables::*;
+
+/// The database file inside the data dir.
+pub const DB_FILE: &str = "inlet.redb";
+/// Page cache of the database. redb's default is far larger than this appliance needs.
+const CACHE_BYTES: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("the database is open in another process")]
+    AlreadyOpen,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the writer has stopped")]
+    WriterGone,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An open database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`. A new database gets its tables, the
+    /// schema version, tenant `default` (no quota) and app `default`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        create_private_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
+                e => Error::Db(e.into()),
+            })?;
+        let store = Store {
+            db: Arc::new(db),
+            path,
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn init(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let version = meta
+                .get("schema_version")?
+                .map(|v| u32::from_be_bytes(v.value().try_into().unwrap_or([0; 4])));
+            match version {
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => {
+                    return Err(Error::Invalid(format!(
+                        "database schema version {v} is not supported by this build (it writes {SCHEMA_VERSION})"
+                    )));
+                }
+                None => {
+                    meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes()[..])?;
+                }
+            }
+        }
+        open_all_tables(&txn)?;
+        if txn.open_table(TENANTS)?.is_empty()? {
+            let t = admin::add_tenant(&txn, "default", 0)?;
+            admin::add_app(&txn, "default", &t.name)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// Creates every table so that read transactions never meet a missing one.
+fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(EVENTS)?;
+    txn.open_table(DEDUPE)?;
+    txn.open_table(TENANTS)?;
+    txn.open_table(APPS)?;
+    txn.open_table(KEYS)?;
+    txn.open_table(KEY_LOOKUP)?;
+    txn.open_table(KEY_USED)?;
+    txn.open_table(USAGE)?;
+    txn.open_table(AUDIT)?;
+    Ok(())
+}
+
+/// Creates `dir` (and parents) readable by the owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Finds a tenant by name in any readable table of tenants.
+pub(crate) fn find_tenant(
+    table: &impl ReadableTable<u32, &'static [u8]>,
+    name: &str,
+) -> Result<Option<(u32, Tenant)>> {
+    for row in table.iter()? {
+        let (id, bytes) = row?;
+        let t: Tenant = decode_config("tenant", bytes.value())?;
+        if t.name == name {
+            return Ok(Some((id.value(), t)));
+        }
+    }
+    Ok(None)
+}
+
+/// Finds an app by name.
+pub(crate) fn find_app(
+    table: &impl ReadableTable<u32, &'static [u8]>,
+    name: &str,
+) -> Result<Option<(u32, App)>> {
+    for row in table.iter()? {
+        let (id, bytes) = row?;
+        let a: App = decode_config("app", bytes.value())?;
+        if a.name == name {
+            return Ok(Some((id.value(), a)));
+        }
+    }
+    Ok(None)
+}
+
+/// The next free id of a table keyed by u32 ids: one past the largest.
+pub(crate) fn next_id(table: &impl ReadableTable<u32, &'static [u8]>) -> Result<u32> {
+    Ok(table.last()?.map_or(1, |(k, _)| k.value() + 1))
+}
+
+pub(crate) fn now() -> u64 {
+    now_ms()
+}

@@ -1,0 +1,312 @@
+//! Reads: authentication lookups, listings, export. Each runs in its own read transaction and
+//! never waits for the writer.
+
+use super::codec::{App, EventRecord, Key, Tenant, decode_config, decode_event};
+use super::tables::*;
+use super::{Result, Store, find_app};
+use crate::auth::keys;
+use crate::clock::month_key;
+use redb::{ReadableDatabase, ReadableTable};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde_json::value::RawValue;
+use std::io::Write;
+
+/// An authenticated, unrevoked key and where its events go.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub key_id: u32,
+    pub app_id: u32,
+    pub app: String,
+    pub tenant_id: u32,
+    pub tenant: String,
+    /// Empty = every event name.
+    pub allowed_events: Vec<String>,
+    pub rate_limit: Option<u32>,
+}
+
+impl KeyInfo {
+    pub fn allows(&self, event_name: &str) -> bool {
+        self.allowed_events.is_empty() || self.allowed_events.iter().any(|e| e == event_name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRow {
+    pub id: u32,
+    pub name: String,
+    pub monthly_quota: u64,
+    /// Events accepted in the current calendar month (UTC).
+    pub used_this_month: u64,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppRow {
+    pub id: u32,
+    pub name: String,
+    pub tenant: String,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRow {
+    pub id: u32,
+    pub app: String,
+    pub label: String,
+    pub allowed_events: Vec<String>,
+    pub rate_limit: Option<u32>,
+    pub created_ms: u64,
+    pub last_used_ms: Option<u64>,
+    pub revoked_ms: Option<u64>,
+}
+
+/// What `export` selects.
+#[derive(Debug, Clone, Default)]
+pub struct ExportFilter {
+    pub app: Option<String>,
+    /// Only events with a larger seq.
+    pub after: u64,
+    pub limit: Option<u64>,
+}
+
+impl Store {
+    /// Finds the unrevoked key whose SHA-256 is `hash`; the hash is compared in constant time.
+    pub fn authenticate(&self, presented: &str) -> Result<Option<KeyInfo>> {
+        if !keys::well_formed(presented) {
+            return Ok(None);
+        }
+        let hash = keys::hash(presented);
+        let txn = self.db.begin_read()?;
+        let Some(id) = txn
+            .open_table(KEY_LOOKUP)?
+            .get(keys::lookup_prefix(&hash))?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let Some(bytes) = txn.open_table(KEYS)?.get(id)? else {
+            return Ok(None);
+        };
+        let key: Key = decode_config("key", bytes.value())?;
+        let stored = crate::event::hex(&hash);
+        if !keys::ct_eq(stored.as_bytes(), key.sha256.as_bytes()) || key.revoked_ms.is_some() {
+            return Ok(None);
+        }
+        let apps = txn.open_table(APPS)?;
+        let Some(app_bytes) = apps.get(key.app_id)? else {
+            return Ok(None);
+        };
+        let app: App = decode_config("app", app_bytes.value())?;
+        let Some(t_bytes) = txn.open_table(TENANTS)?.get(app.tenant_id)? else {
+            return Ok(None);
+        };
+        let tenant: Tenant = decode_config("tenant", t_bytes.value())?;
+        Ok(Some(KeyInfo {
+            key_id: id,
+            app_id: key.app_id,
+            app: app.name,
+            tenant_id: app.tenant_id,
+            tenant: tenant.name,
+            allowed_events: key.allowed_events,
+            rate_limit: key.rate_limit,
+        }))
+    }
+
+    pub fn tenants(&self, now_ms: u64) -> Result<Vec<TenantRow>> {
+        let txn = self.db.begin_read()?;
+        let usage = txn.open_table(USAGE)?;
+        let month = month_key(now_ms);
+        let mut rows = Vec::new();
+        for row in txn.open_table(TENANTS)?.iter()? {
+            let (id, bytes) = row?;
+            let t: Tenant = decode_config("tenant", bytes.value())?;
+            let used = usage
+                .get(usage_key(id.value(), month))?
+                .map_or(0, |v| v.value());
+            rows.push(TenantRow {
+                id: id.value(),
+                name: t.name,
+                monthly_quota: t.monthly_quota,
+                used_this_month: used,
+                created_ms: t.created_ms,
+            });
+        }
+        Ok(rows)
+    }
+
+    pub fn apps(&self) -> Result<Vec<AppRow>> {
+        let txn = self.db.begin_read()?;
+        let tenants = txn.open_table(TENANTS)?;
+        let mut rows = Vec::new();
+        for row in txn.open_table(APPS)?.iter()? {
+            let (id, bytes) = row?;
+            let a: App = decode_config("app", bytes.value())?;
+            let tenant = match tenants.get(a.tenant_id)? {
+                Some(t) => decode_config::<Tenant>("tenant", t.value())?.name,
+                None => String::new(),
+            };
+            rows.push(AppRow {
+                id: id.value(),
+                name: a.name,
+                tenant,
+                created_ms: a.created_ms,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Keys, optionally of one app. Never includes the key or its hash.
+    pub fn keys(&self, app: Option<&str>) -> Result<Vec<KeyRow>> {
+        let txn = self.db.begin_read()?;
+        let apps = txn.open_table(APPS)?;
+        let only = match app {
+            Some(name) => match find_app(&apps, name)? {
+                Some((id, _)) => Some(id),
+                None => return Err(super::Error::NotFound(format!("no app {name:?}"))),
+            },
+            None => None,
+        };
+        let used = txn.open_table(KEY_USED)?;
+        let mut rows = Vec::new();
+        for row in txn.open_table(KEYS)?.iter()? {
+            let (id, bytes) = row?;
+            let k: Key = decode_config("key", bytes.value())?;
+            if only.is_some_and(|a| a != k.app_id) {
+                continue;
+            }
+            let app = match apps.get(k.app_id)? {
+                Some(a) => decode_config::<App>("app", a.value())?.name,
+                None => String::new(),
+            };
+            rows.push(KeyRow {
+                id: id.value(),
+                app,
+                label: k.label,
+                allowed_events: k.allowed_events,
+                rate_limit: k.rate_limit,
+                created_ms: k.created_ms,
+                last_used_ms: used.get(id.value())?.map(|v| v.value()),
+                revoked_ms: k.revoked_ms,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Events accepted this month by `tenant_id`.
+    pub fn usage(&self, tenant_id: u32, now_ms: u64) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let v = txn
+            .open_table(USAGE)?
+            .get(usage_key(tenant_id, month_key(now_ms)))?;
+        Ok(v.map_or(0, |v| v.value()))
+    }
+
+    /// One stored event.
+    pub fn event(&self, seq: u64) -> Result<Option<EventRecord>> {
+        let txn = self.db.begin_read()?;
+        let v = txn.open_table(EVENTS)?.get(seq)?;
+        Ok(match v {
+            Some(bytes) => Some(decode_event(bytes.value())?),
+            None => None,
+        })
+    }
+
+    /// The raw request body stored under an audit key.
+    pub fn audit(&self, audit_key: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let v = txn.open_table(AUDIT)?.get(audit_key)?;
+        Ok(v.map(|b| b.value().to_vec()))
+    }
+
+    /// Writes the selected events as NDJSON canonical events, in log order. Returns how many.
+    pub fn export(&self, filter: &ExportFilter, out: &mut dyn Write) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut written = 0;
+        let start = filter.after.saturating_add(1);
+        for row in events.range(start..)? {
+            if filter.limit.is_some_and(|l| written >= l) {
+                break;
+            }
+            let (seq, bytes) = row?;
+            let record = decode_event(bytes.value())?;
+            if filter.app.as_ref().is_some_and(|a| *a != record.app) {
+                continue;
+            }
+            serde_json::to_writer(&mut *out, &Canonical::new(seq.value(), &record))
+                .map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            written += 1;
+        }
+        Ok(written)
+    }
+}
+
+/// One canonical event as exported (field order and names of PRODUCT.md; absent omitted).
+pub struct Canonical<'a> {
+    seq: u64,
+    r: &'a EventRecord,
+}
+
+impl<'a> Canonical<'a> {
+    pub fn new(seq: u64, r: &'a EventRecord) -> Self {
+        Canonical { seq, r }
+    }
+}
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let r = self.r;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("seq", &self.seq)?;
+        m.serialize_entry("received_at_ms", &r.received_at_ms)?;
+        m.serialize_entry("tenant", &r.tenant)?;
+        m.serialize_entry("app", &r.app)?;
+        m.serialize_entry("key_id", &r.key_id)?;
+        m.serialize_entry("source", &r.source)?;
+        m.serialize_entry("event_id", &r.event_id)?;
+        m.serialize_entry("event_name", &r.event_name)?;
+        m.serialize_entry("event_ts_ms", &r.event_ts_ms)?;
+        for (k, v) in [
+            ("install_uuid", &r.install_uuid),
+            ("user_id", &r.user_id),
+            ("anonymous_id", &r.anonymous_id),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if !r.ids.is_empty() {
+            m.serialize_entry("ids", &Pairs(&r.ids))?;
+        }
+        if let Some(v) = r.revenue {
+            m.serialize_entry("revenue", &v)?;
+        }
+        for (k, v) in [
+            ("currency", &r.currency),
+            ("transaction_id", &r.transaction_id),
+            ("product_id", &r.product_id),
+        ] {
+            if let Some(v) = v {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        for (k, v) in [("props", &r.props), ("context", &r.context)] {
+            if v != "{}" && !v.is_empty() {
+                let raw: &RawValue = serde_json::from_str(v).map_err(serde::ser::Error::custom)?;
+                m.serialize_entry(k, raw)?;
+            }
+        }
+        m.serialize_entry("audit_key", &r.audit_key)?;
+        m.end()
+    }
+}
+
+struct Pairs<'a>(&'a [(String, String)]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}

@@ -1,0 +1,42 @@
+//! Every redb table of the database, in one place.
+//!
+//! Values are records from [`super::codec`], each starting with a version byte.
+
+use redb::TableDefinition;
+
+/// The schema version this build writes, stored under [`META`] `"schema_version"`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Small settings: `"schema_version"` (u32 BE), ...
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The append-only event log: seq (1, 2, 3, ... with no gaps) → event record.
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Dedupe index: app id (u32 BE) ++ event_id bytes → seq of the stored event.
+pub const DEDUPE: TableDefinition<&[u8], u64> = TableDefinition::new("dedupe");
+/// Tenant id → tenant record.
+pub const TENANTS: TableDefinition<u32, &[u8]> = TableDefinition::new("tenants");
+/// App id → app record.
+pub const APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("apps");
+/// Key id → key record (holds the SHA-256 of the key, never the key).
+pub const KEYS: TableDefinition<u32, &[u8]> = TableDefinition::new("keys");
+/// First 8 bytes of a key's SHA-256 (big-endian) → key id.
+pub const KEY_LOOKUP: TableDefinition<u64, u32> = TableDefinition::new("key_lookup");
+/// Key id → last time (ms) a request with it was committed.
+pub const KEY_USED: TableDefinition<u32, u64> = TableDefinition::new("key_used");
+/// [`usage_key`] (tenant, month) → events accepted that month.
+pub const USAGE: TableDefinition<u64, u64> = TableDefinition::new("usage");
+/// Audit key (`s2s/2026-04-26/<event_id>.json`, ...) → raw request body.
+pub const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
+
+/// The [`USAGE`] key of a tenant's month (`month` as from [`crate::clock::month_key`]).
+pub fn usage_key(tenant_id: u32, month: u32) -> u64 {
+    (u64::from(tenant_id) << 32) | u64::from(month)
+}
+
+/// The [`DEDUPE`] key of an event id within an app.
+pub fn dedupe_key(app_id: u32, event_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + event_id.len());
+    k.extend_from_slice(&app_id.to_be_bytes());
+    k.extend_from_slice(event_id.as_bytes());
+    k
+}

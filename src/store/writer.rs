@@ -1,0 +1,479 @@
+//! The group-commit writer: one thread owns every write transaction of a serving process.
+//!
+//! Requests hand their validated, pre-encoded events to [`Writer::submit`] and wait. The thread
+//! takes everything queued (up to [`MAX_BATCH_EVENTS`]), runs dedupe check, append and quota
+//! increment for all of it in one transaction, commits durably (fsync), and only then answers
+//! each request. So many requests share one fsync, and no request is answered before the
+//! commit holding its events returned.
+//!
+//! The queue is bounded by the bytes of the requests in it ([`Writer::new`]'s budget); a
+//! request that does not fit gets [`SubmitError::Overloaded`] at once instead of waiting.
+
+use super::tables::*;
+use super::{Error, Result};
+use crate::clock::month_key;
+use redb::{Database, ReadableTable, WriteTransaction};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+/// Most events one commit takes (it may take one request more to finish a request whole).
+pub const MAX_BATCH_EVENTS: usize = 16_384;
+/// Most requests one commit answers.
+pub const MAX_BATCH_REQUESTS: usize = 4_096;
+/// Default queue budget: bytes of request bodies waiting for the writer.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+/// One event ready for the log: its id (for dedupe) and its encoded record.
+pub struct Pending {
+    pub event_id: String,
+    pub record: Vec<u8>,
+}
+
+/// The events of one request, all of the same key.
+pub struct Submission {
+    pub app_id: u32,
+    pub tenant_id: u32,
+    pub key_id: u32,
+    pub received_at_ms: u64,
+    pub events: Vec<Pending>,
+    /// Audit key and raw body, stored when at least one event is accepted.
+    pub audit: Option<(String, Vec<u8>)>,
+}
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted {
+        seq: u64,
+    },
+    /// Its (app, event_id) was stored before, as `seq`.
+    Duplicate {
+        seq: u64,
+    },
+    /// The tenant's monthly quota is used up.
+    OverQuota,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the writer queue is full")]
+    Overloaded,
+    #[error("the writer has stopped")]
+    ShuttingDown,
+    #[error("the commit failed")]
+    CommitFailed,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Outcome>, SubmitError>>;
+type Job = Box<dyn FnOnce(&Database) + Send>;
+
+enum Msg {
+    Ingest(Submission, Reply, OwnedSemaphorePermit),
+    Job(Job),
+    Stop,
+}
+
+/// Handle to the writer thread.
+pub struct Writer {
+    tx: SyncSender<Msg>,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
+    stats: Arc<Stats>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Live figures of the writer, for readiness and metrics.
+#[derive(Default)]
+pub struct Stats {
+    pub running: AtomicBool,
+    /// False after a failed commit, true again after a successful one.
+    pub healthy: AtomicBool,
+    pub queued_requests: AtomicUsize,
+    pub commits: AtomicUsize,
+}
+
+/// Whether a batch holding `events` events from `requests` requests takes more.
+pub fn keep_collecting(events: usize, requests: usize) -> bool {
+    events < MAX_BATCH_EVENTS && requests < MAX_BATCH_REQUESTS
+}
+
+impl Writer {
+    /// Starts the writer thread on `db`, with a queue of at most `queue_bytes` of bodies.
+    pub fn start(db: Arc<Database>, queue_bytes: usize) -> Result<Writer> {
+        let next_seq = {
+            let txn = db.begin_write()?;
+            let last = txn
+                .open_table(EVENTS)?
+                .last()?
+                .map_or(0, |(k, _)| k.value());
+            txn.abort()?;
+            last + 1
+        };
+        let budget_kib = (queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
+        let (tx, rx) = sync_channel(MAX_BATCH_REQUESTS * 2);
+        let stats = Arc::new(Stats::default());
+        stats.running.store(true, Ordering::SeqCst);
+        stats.healthy.store(true, Ordering::SeqCst);
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("inlet-writer".into())
+            .spawn(move || {
+                run(&db, rx, next_seq, &thread_stats);
+                thread_stats.running.store(false, Ordering::SeqCst);
+            })?;
+        Ok(Writer {
+            tx,
+            budget: Arc::new(Semaphore::new(budget_kib as usize)),
+            budget_kib,
+            stats,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Queues `sub` (whose request body was `body_bytes` long) and waits for its commit.
+    pub async fn submit(
+        &self,
+        sub: Submission,
+        body_bytes: usize,
+    ) -> Result<Vec<Outcome>, SubmitError> {
+        let kib = (body_bytes / 1024 + 1).min(self.budget_kib as usize) as u32;
+        let permit = match self.budget.clone().try_acquire_many_owned(kib) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(SubmitError::Overloaded),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::ShuttingDown),
+        };
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Msg::Ingest(sub, reply, permit)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::ShuttingDown),
+        }
+        self.stats.queued_requests.fetch_add(1, Ordering::Relaxed);
+        rx.await.unwrap_or(Err(SubmitError::ShuttingDown))
+    }
+
+    /// Runs `f` on the writer thread, between commits, and returns its result. Blocking.
+    pub fn run_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> R + Send + 'static,
+    ) -> Result<R> {
+        let rx = self.send_job(f)?;
+        rx.blocking_recv().map_err(|_| Error::WriterGone)
+    }
+
+    /// Runs `f` on the writer thread, between commits, and returns its result.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> R + Send + 'static,
+    ) -> Result<R> {
+        let rx = self.send_job(f)?;
+        rx.await.map_err(|_| Error::WriterGone)
+    }
+
+    fn send_job<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> R + Send + 'static,
+    ) -> Result<oneshot::Receiver<R>> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |db| {
+            let _ = tx.send(f(db));
+        });
+        self.tx.send(Msg::Job(job)).map_err(|_| Error::WriterGone)?;
+        Ok(rx)
+    }
+
+    /// Commits what is queued, stops the thread and waits for it. Later submissions get
+    /// [`SubmitError::ShuttingDown`].
+    pub fn stop(&self) {
+        self.budget.close();
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.lock().expect("writer thread lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Item {
+    sub: Submission,
+    reply: Reply,
+    _permit: OwnedSemaphorePermit,
+}
+
+fn run(db: &Database, rx: Receiver<Msg>, mut next_seq: u64, stats: &Stats) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut stop = false;
+    while !stop {
+        let mut batch: Vec<Item> = Vec::new();
+        let mut events = 0;
+        let mut block = true;
+        while keep_collecting(events, batch.len()) {
+            let msg = if block {
+                match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            };
+            block = false;
+            match msg {
+                Msg::Ingest(sub, reply, permit) => {
+                    events += sub.events.len();
+                    batch.push(Item {
+                        sub,
+                        reply,
+                        _permit: permit,
+                    });
+                }
+                Msg::Job(job) => jobs.push(job),
+                Msg::Stop => {
+                    stop = true;
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            stats
+                .queued_requests
+                .fetch_sub(batch.len(), Ordering::Relaxed);
+            let result = commit_batch(db, next_seq, &batch);
+            match result {
+                Ok((outcomes, next)) => {
+                    next_seq = next;
+                    stats.healthy.store(true, Ordering::SeqCst);
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    for (item, out) in batch.into_iter().zip(outcomes) {
+                        let _ = item.reply.send(Ok(out));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, requests = batch.len(), "commit failed; nothing of the batch was acknowledged");
+                    stats.healthy.store(false, Ordering::SeqCst);
+                    for item in batch {
+                        let _ = item.reply.send(Err(SubmitError::CommitFailed));
+                    }
+                }
+            }
+        }
+        for job in jobs.drain(..) {
+            job(db);
+        }
+    }
+}
+
+/// Quota state of one (tenant, month) within a batch.
+struct Quota {
+    limit: u64,
+    stored: u64,
+    used: u64,
+}
+
+/// Appends a batch in one durable transaction. Returns each request's outcomes and the next
+/// free seq; on error nothing of the batch is stored.
+fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<Outcome>>, u64)> {
+    let txn = db.begin_write()?;
+    let mut all = Vec::with_capacity(batch.len());
+    {
+        let mut events = txn.open_table(EVENTS)?;
+        let mut dedupe = txn.open_table(DEDUPE)?;
+        let mut audit = txn.open_table(AUDIT)?;
+        let mut key_used = txn.open_table(KEY_USED)?;
+        let mut quotas: HashMap<u64, Quota> = HashMap::new();
+        let mut dkey = Vec::new();
+        for Item { sub, .. } in batch {
+            let qkey = usage_key(sub.tenant_id, month_key(sub.received_at_ms));
+            if !quotas.contains_key(&qkey) {
+                quotas.insert(qkey, load_quota(&txn, sub.tenant_id, qkey)?);
+            }
+            let quota = quotas.get_mut(&qkey).expect("inserted above");
+            let mut outcomes = Vec::with_capacity(sub.events.len());
+            let mut any_accepted = false;
+            for ev in &sub.events {
+                dkey.clear();
+                dkey.extend_from_slice(&sub.app_id.to_be_bytes());
+                dkey.extend_from_slice(ev.event_id.as_bytes());
+                if let Some(seen) = dedupe.get(dkey.as_slice())? {
+                    outcomes.push(Outcome::Duplicate { seq: seen.value() });
+                    continue;
+                }
+                if quota.limit != 0 && quota.used >= quota.limit {
+                    outcomes.push(Outcome::OverQuota);
+                    continue;
+                }
+                events.insert(seq, ev.record.as_slice())?;
+                dedupe.insert(dkey.as_slice(), seq)?;
+                outcomes.push(Outcome::Accepted { seq });
+                quota.used += 1;
+                seq += 1;
+                any_accepted = true;
+            }
+            if any_accepted && let Some((k, body)) = &sub.audit {
+                audit.insert(k.as_str(), body.as_slice())?;
+            }
+            let last = key_used.get(sub.key_id)?.map_or(0, |v| v.value());
+            if sub.received_at_ms > last {
+                key_used.insert(sub.key_id, sub.received_at_ms)?;
+            }
+            all.push(outcomes);
+        }
+        let mut usage = txn.open_table(USAGE)?;
+        for (k, q) in quotas {
+            if q.used != q.stored {
+                usage.insert(k, q.used)?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok((all, seq))
+}
+
+fn load_quota(txn: &WriteTransaction, tenant_id: u32, qkey: u64) -> Result<Quota> {
+    let limit = match txn.open_table(TENANTS)?.get(tenant_id)? {
+        Some(b) => {
+            super::codec::decode_config::<super::codec::Tenant>("tenant", b.value())?.monthly_quota
+        }
+        None => 0,
+    };
+    let stored = txn.open_table(USAGE)?.get(qkey)?.map_or(0, |v| v.value());
+    Ok(Quota {
+        limit,
+        stored,
+        used: stored,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn sub(ids: &[&str]) -> Submission {
+        Submission {
+            app_id: 1,
+            tenant_id: 1,
+            key_id: 1,
+            received_at_ms: 1_764_000_000_000,
+            events: ids
+                .iter()
+                .map(|id| Pending {
+                    event_id: id.to_string(),
+                    record: vec![1, 2, 3],
+                })
+                .collect(),
+            audit: None,
+        }
+    }
+
+    #[test]
+    fn batching_policy() {
+        assert!(keep_collecting(0, 0));
+        assert!(!keep_collecting(MAX_BATCH_EVENTS, 1));
+        assert!(!keep_collecting(1, MAX_BATCH_REQUESTS));
+    }
+
+    #[tokio::test]
+    async fn dedupes_within_and_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Writer::start(store.db().clone(), DEFAULT_QUEUE_BYTES).unwrap();
+        let out = w.submit(sub(&["a", "b", "a"]), 10).await.unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Accepted { seq: 1 },
+                Outcome::Accepted { seq: 2 },
+                Outcome::Duplicate { seq: 1 }
+            ]
+        );
+        let out = w.submit(sub(&["b", "c"]), 10).await.unwrap();
+        assert_eq!(
+            out,
+            vec![Outcome::Duplicate { seq: 2 }, Outcome::Accepted { seq: 3 }]
+        );
+        assert_eq!(store.usage(1, 1_764_000_000_000).unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_buffering() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Arc::new(Writer::start(store.db().clone(), 4 * 1024).unwrap());
+        // Hold the writer thread inside a job so nothing drains the queue.
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let blocker = w.send_job(move |_| {
+            entered_tx.send(()).unwrap();
+            hold.recv().unwrap();
+        });
+        assert!(blocker.is_ok());
+        entered.recv().unwrap();
+        let mut waiting = Vec::new();
+        let mut refused = None;
+        for i in 0..16 {
+            let w2 = w.clone();
+            let id = format!("e{i}");
+            let h = tokio::spawn(async move { w2.submit(sub(&[&id]), 1500).await });
+            tokio::task::yield_now().await;
+            // Each takes 2 KiB of the 4 KiB budget: the third must be refused.
+            if h.is_finished() {
+                refused = Some(h.await.unwrap());
+                break;
+            }
+            waiting.push(h);
+        }
+        assert_eq!(refused, Some(Err(SubmitError::Overloaded)));
+        release.send(()).unwrap();
+        for h in waiting {
+            assert!(matches!(
+                h.await.unwrap().unwrap()[0],
+                Outcome::Accepted { .. }
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn quota_is_exact_within_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .db()
+            .begin_write()
+            .map(|t| {
+                crate::store::admin::set_quota(&t, "default", 2).unwrap();
+                t.commit().unwrap();
+            })
+            .unwrap();
+        let w = Writer::start(store.db().clone(), DEFAULT_QUEUE_BYTES).unwrap();
+        let out = w.submit(sub(&["a", "b", "c"]), 10).await.unwrap();
+        assert_eq!(out[2], Outcome::OverQuota);
+        assert_eq!(
+            w.submit(sub(&["a"]), 10).await.unwrap()[0],
+            Outcome::Duplicate { seq: 1 }
+        );
+        assert_eq!(store.usage(1, 1_764_000_000_000).unwrap(), 2);
+    }
+}
