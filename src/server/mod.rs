@@ -9,7 +9,7 @@ use crate::ingest;
 use crate::store::Store;
 use crate::store::writer::Writer;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -123,8 +123,12 @@ fn readyz(state: &State) -> Reply {
     }
 }
 
+/// Beyond a body's limit, how much more is read and thrown away before answering 413, so
+/// that a client still writing gets the answer instead of a connection reset.
+const DRAIN_MAX: u64 = 1 << 20;
+
 /// Reads a request body of at most `limit` bytes, within the configured body timeout.
-/// A declared `Content-Length` over the limit is refused before reading anything.
+/// A declared `Content-Length` far over the limit is refused before reading anything.
 pub async fn read_body(
     state: &State,
     req: Request<Incoming>,
@@ -136,17 +140,38 @@ pub async fn read_body(
     {
         return Err(Reason::UnsupportedEncoding);
     }
-    if let Some(len) = headers.get(hyper::header::CONTENT_LENGTH)
-        && let Some(len) = len.to_str().ok().and_then(|s| s.parse::<u64>().ok())
-        && len > limit as u64
-    {
+    let declared = headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64 + DRAIN_MAX) {
         return Err(Reason::BodyTooLarge);
     }
-    let body = Limited::new(req.into_body(), limit);
-    match tokio::time::timeout(state.config.body_timeout, body.collect()).await {
-        Err(_) => Err(Reason::RequestTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Reason::BodyTooLarge),
-        Ok(Err(_)) => Err(Reason::BodyUnreadable),
-    }
+    let read = async {
+        let mut body = req.into_body();
+        let mut buf =
+            bytes::BytesMut::with_capacity(declared.map_or(8192, |l| l as usize).min(limit));
+        let mut seen: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| Reason::BodyUnreadable)?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen += data.len() as u64;
+            if seen > limit as u64 + DRAIN_MAX {
+                break;
+            }
+            if seen <= limit as u64 {
+                buf.extend_from_slice(&data);
+            }
+        }
+        if seen > limit as u64 {
+            Err(Reason::BodyTooLarge)
+        } else {
+            Ok(buf.freeze())
+        }
+    };
+    tokio::time::timeout(state.config.body_timeout, read)
+        .await
+        .unwrap_or(Err(Reason::RequestTimeout))
 }

@@ -14,6 +14,7 @@ use super::{Error, Result};
 use crate::clock::month_key;
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -306,10 +307,10 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
         let mut dkey = Vec::new();
         for Item { sub, .. } in batch {
             let qkey = usage_key(sub.tenant_id, month_key(sub.received_at_ms));
-            if !quotas.contains_key(&qkey) {
-                quotas.insert(qkey, load_quota(&txn, sub.tenant_id, qkey)?);
-            }
-            let quota = quotas.get_mut(&qkey).expect("inserted above");
+            let quota = match quotas.entry(qkey) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(load_quota(&txn, sub.tenant_id, qkey)?),
+            };
             let mut outcomes = Vec::with_capacity(sub.events.len());
             let mut any_accepted = false;
             for ev in &sub.events {

@@ -1,0 +1,7 @@
+//! Integration tests: a real server process, real HTTP, a real redb file in a temp dir.
+
+mod support;
+
+mod cli;
+mod durability;
+mod native;
