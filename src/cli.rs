@@ -88,6 +88,16 @@ pub enum AppsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Dialect settings of an app (an empty value clears a setting).
+    Configure {
+        name: String,
+        /// Adjust `app_token` that names this app.
+        #[arg(long)]
+        adjust_app_token: Option<String>,
+        /// AppsFlyer Web-S2S bundle id (`/v1/{bundleId}/event`) that names this app.
+        #[arg(long)]
+        appsflyer_bundle_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

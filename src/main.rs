@@ -69,6 +69,15 @@ fn to_op(cmd: Command) -> Op {
         },
         Command::Apps(AppsCmd::Add { name, tenant }) => Op::AppsAdd { name, tenant },
         Command::Apps(AppsCmd::List { json }) => Op::AppsList { json },
+        Command::Apps(AppsCmd::Configure {
+            name,
+            adjust_app_token,
+            appsflyer_bundle_id,
+        }) => Op::AppsConfigure {
+            name,
+            adjust_app_token,
+            appsflyer_bundle_id,
+        },
         Command::Keys(KeysCmd::Mint {
             app,
             label,

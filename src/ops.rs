@@ -31,6 +31,11 @@ pub enum Op {
     AppsList {
         json: bool,
     },
+    AppsConfigure {
+        name: String,
+        adjust_app_token: Option<String>,
+        appsflyer_bundle_id: Option<String>,
+    },
     KeysMint {
         app: String,
         label: String,
@@ -152,6 +157,23 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                         rfc3339_ms(a.created_ms),
                     ]
                 }),
+            )?;
+        }
+        Op::AppsConfigure {
+            name,
+            adjust_app_token,
+            appsflyer_bundle_id,
+        } => {
+            let a = exec.write(move |txn| {
+                admin::configure_app(txn, &name, adjust_app_token, appsflyer_bundle_id)
+            })?;
+            let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+            writeln!(
+                out,
+                "app {}: adjust app token {}, appsflyer bundle id {}",
+                a.name,
+                show(&a.adjust_app_token),
+                show(&a.appsflyer_bundle_id)
             )?;
         }
         Op::KeysMint {

@@ -67,7 +67,60 @@ pub fn add_app(txn: &WriteTransaction, name: &str, tenant: &str) -> Result<App> 
         name: name.to_owned(),
         tenant_id,
         created_ms: now(),
+        adjust_app_token: None,
+        appsflyer_bundle_id: None,
     };
+    table.insert(id, encode_config(&app).as_slice())?;
+    Ok(app)
+}
+
+/// Dialect settings of an app; `None` leaves a setting as it is, `Some("")` clears it.
+/// A token or bundle id names at most one app.
+pub fn configure_app(
+    txn: &WriteTransaction,
+    name: &str,
+    adjust_app_token: Option<String>,
+    appsflyer_bundle_id: Option<String>,
+) -> Result<App> {
+    let mut table = txn.open_table(APPS)?;
+    let (id, mut app) =
+        find_app(&table, name)?.ok_or_else(|| Error::NotFound(format!("no app {name:?}")))?;
+    for (what, value) in [
+        ("adjust app token", &adjust_app_token),
+        ("appsflyer bundle id", &appsflyer_bundle_id),
+    ] {
+        if let Some(v) = value
+            && (v.len() > 256 || v.chars().any(char::is_control))
+        {
+            return Err(Error::Invalid(format!("{what} {v:?} is not valid")));
+        }
+    }
+    let clash = |other: &App| {
+        other.name != app.name
+            && ((adjust_app_token.as_deref().is_some_and(|t| !t.is_empty())
+                && other.adjust_app_token == adjust_app_token)
+                || (appsflyer_bundle_id
+                    .as_deref()
+                    .is_some_and(|b| !b.is_empty())
+                    && other.appsflyer_bundle_id == appsflyer_bundle_id))
+    };
+    for row in table.iter()? {
+        let (_, bytes) = row?;
+        let other: App = decode_config("app", bytes.value())?;
+        if clash(&other) {
+            return Err(Error::Conflict(format!(
+                "app {:?} already uses that token or bundle id",
+                other.name
+            )));
+        }
+    }
+    let set = |slot: &mut Option<String>, v: Option<String>| {
+        if let Some(v) = v {
+            *slot = (!v.is_empty()).then_some(v);
+        }
+    };
+    set(&mut app.adjust_app_token, adjust_app_token);
+    set(&mut app.appsflyer_bundle_id, appsflyer_bundle_id);
     table.insert(id, encode_config(&app).as_slice())?;
     Ok(app)
 }

@@ -100,6 +100,12 @@ pub struct App {
     pub name: String,
     pub tenant_id: u32,
     pub created_ms: u64,
+    /// Adjust dialect: the `app_token` that names this app.
+    #[serde(default)]
+    pub adjust_app_token: Option<String>,
+    /// AppsFlyer Web-S2S dialect: the bundle id in `/v1/{bundleId}/...` that names this app.
+    #[serde(default)]
+    pub appsflyer_bundle_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -47,6 +47,10 @@ pub struct AppRow {
     pub name: String,
     pub tenant: String,
     pub created_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjust_app_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appsflyer_bundle_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,9 +155,24 @@ impl Store {
                 name: a.name,
                 tenant,
                 created_ms: a.created_ms,
+                adjust_app_token: a.adjust_app_token,
+                appsflyer_bundle_id: a.appsflyer_bundle_id,
             });
         }
         Ok(rows)
+    }
+
+    /// The first app (by id) for which `pred` holds, e.g. the one with a given Adjust app token.
+    pub fn app_where(&self, pred: impl Fn(&App) -> bool) -> Result<Option<(u32, App)>> {
+        let txn = self.db.begin_read()?;
+        for row in txn.open_table(APPS)?.iter()? {
+            let (id, bytes) = row?;
+            let app: App = decode_config("app", bytes.value())?;
+            if pred(&app) {
+                return Ok(Some((id.value(), app)));
+            }
+        }
+        Ok(None)
     }
 
     /// Keys, optionally of one app. Never includes the key or its hash.

@@ -56,6 +56,43 @@ fn admin_sequence(data: &std::path::Path) {
     assert_eq!(apps[1]["name"], "game");
     assert_eq!(apps[1]["tenant"], "acme");
 
+    cli_ok(
+        data,
+        &[
+            "apps",
+            "configure",
+            "game",
+            "--adjust-app-token",
+            "abc123",
+            "--appsflyer-bundle-id",
+            "com.acme.game",
+        ],
+    );
+    let clash = cli(
+        data,
+        &[
+            "apps",
+            "configure",
+            "default",
+            "--adjust-app-token",
+            "abc123",
+        ],
+    );
+    assert!(!clash.status.success(), "a token names one app");
+    let apps = parse_ndjson(&cli_ok(data, &["apps", "list", "--json"]));
+    assert_eq!(apps[1]["adjust_app_token"], "abc123");
+    assert_eq!(apps[1]["appsflyer_bundle_id"], "com.acme.game");
+    cli_ok(
+        data,
+        &["apps", "configure", "game", "--adjust-app-token", ""],
+    );
+    let apps = parse_ndjson(&cli_ok(data, &["apps", "list", "--json"]));
+    assert!(apps[1].get("adjust_app_token").is_none(), "cleared");
+    assert_eq!(
+        apps[1]["appsflyer_bundle_id"], "com.acme.game",
+        "left alone"
+    );
+
     let keys = parse_ndjson(&cli_ok(data, &["keys", "list", "--app", "game", "--json"]));
     assert_eq!(keys.len(), 1);
     assert_eq!(
