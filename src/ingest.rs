@@ -18,14 +18,23 @@ use serde_json::{Value, json};
 
 /// `POST /s2s/event`.
 pub async fn reflect_single(state: &State, req: Request<Incoming>) -> Reply {
-    match reflect_single_inner(state, req).await {
+    let mut app = None;
+    match reflect_single_inner(state, req, &mut app).await {
         Ok(reply) => reply,
-        Err(reason) => error_reply(reason, now_ms()),
+        Err(reason) => {
+            count_rejected(state, app.as_deref(), "reflect", reason, 1);
+            error_reply(reason, now_ms())
+        }
     }
 }
 
-async fn reflect_single_inner(state: &State, req: Request<Incoming>) -> Result<Reply, Reason> {
+async fn reflect_single_inner(
+    state: &State,
+    req: Request<Incoming>,
+    app: &mut Option<String>,
+) -> Result<Reply, Reason> {
     let key = bearer_key(state, req.headers())?;
+    *app = Some(key.app.clone());
     let body = read_body(state, req, state.config.limits.single_body).await?;
     let received_at_ms = now_ms();
     let event = reflect::decode_single(&body)?.validate(random_id)?;
@@ -48,6 +57,7 @@ async fn reflect_single_inner(state: &State, req: Request<Incoming>) -> Result<R
         audit: Some((audit_key.clone(), body.to_vec())),
     };
     let outcome = submit(state, sub, body.len()).await?[0];
+    count_outcomes(state, &key.app, "reflect", &[outcome]);
     Ok(match outcome {
         Outcome::Accepted { .. } => Reply::json(
             200,
@@ -66,9 +76,13 @@ async fn reflect_single_inner(state: &State, req: Request<Incoming>) -> Result<R
 
 /// `POST /s2s/events/bulk`.
 pub async fn reflect_bulk(state: &State, req: Request<Incoming>) -> Reply {
-    match reflect_bulk_inner(state, req).await {
+    let mut app = None;
+    match reflect_bulk_inner(state, req, &mut app).await {
         Ok(reply) => reply,
-        Err(reason) => error_reply(reason, now_ms()),
+        Err(reason) => {
+            count_rejected(state, app.as_deref(), "reflect", reason, 1);
+            error_reply(reason, now_ms())
+        }
     }
 }
 
@@ -79,8 +93,13 @@ enum Slot {
     Queued(String, usize),
 }
 
-async fn reflect_bulk_inner(state: &State, req: Request<Incoming>) -> Result<Reply, Reason> {
+async fn reflect_bulk_inner(
+    state: &State,
+    req: Request<Incoming>,
+    app: &mut Option<String>,
+) -> Result<Reply, Reason> {
     let key = bearer_key(state, req.headers())?;
+    *app = Some(key.app.clone());
     let body = read_body(state, req, state.config.limits.bulk_body).await?;
     let received_at_ms = now_ms();
     let items = reflect::decode_bulk(&body)?;
@@ -113,6 +132,7 @@ async fn reflect_bulk_inner(state: &State, req: Request<Incoming>) -> Result<Rep
         };
         submit(state, sub, body.len()).await?
     };
+    count_outcomes(state, &key.app, "reflect", &outcomes);
 
     let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
     let mut first_reason = None;
@@ -133,6 +153,7 @@ async fn reflect_bulk_inner(state: &State, req: Request<Incoming>) -> Result<Rep
                 },
                 Slot::Rejected(id, reason) => (id, reason),
             };
+            count_rejected(state, Some(&key.app), "reflect", reason, 1);
             rejected += 1;
             first_reason.get_or_insert(reason);
             json!({ "event_id": event_id, "status": "rejected", "reason": reason.tag() })
@@ -155,6 +176,36 @@ async fn reflect_bulk_inner(state: &State, req: Request<Incoming>) -> Result<Rep
         }
         _ => Ok(Reply::json(200, &body)),
     }
+}
+
+/// Counts accepted and duplicate outcomes (over-quota ones are counted as rejections by the
+/// caller, which knows them as `cap_exceeded`).
+fn count_outcomes(state: &State, app: &str, source: &'static str, outcomes: &[Outcome]) {
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Accepted { .. }))
+        .count();
+    let duplicate = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Duplicate { .. }))
+        .count();
+    state.counters.add(app, source, "accepted", accepted as u64);
+    state
+        .counters
+        .add(app, source, "duplicate", duplicate as u64);
+}
+
+/// Counts `n` events rejected for `reason` (app `-` when no key named one).
+pub fn count_rejected(
+    state: &State,
+    app: Option<&str>,
+    source: &'static str,
+    reason: Reason,
+    n: u64,
+) {
+    state
+        .counters
+        .add(app.unwrap_or("-"), source, &reason.tag(), n);
 }
 
 /// Validation and the key's event allow-list, for one decoded event.

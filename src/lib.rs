@@ -15,6 +15,7 @@
 //! - [`store`]: tables, versioned record codec, the writer thread, admin writes, reads.
 //! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
 //!   control socket.
+//! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 
 pub mod auth;
@@ -27,4 +28,5 @@ pub mod event;
 pub mod ingest;
 pub mod ops;
 pub mod server;
+pub mod stats;
 pub mod store;

@@ -167,6 +167,7 @@ fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         config,
         store,
         writer,
+        counters: Default::default(),
     });
     let socket = control::serve(data, state.clone()).context("binding the control socket")?;
     tracing::info!(data = %data.display(), "inlet listening on http://{addr}");

@@ -28,6 +28,7 @@ pub struct State {
     pub config: Config,
     pub store: Store,
     pub writer: Writer,
+    pub counters: crate::stats::Counters,
 }
 
 /// Longest a graceful shutdown waits for in-flight requests.
