@@ -36,6 +36,11 @@ pub enum Op {
         adjust_app_token: Option<String>,
         appsflyer_bundle_id: Option<String>,
     },
+    AppsAdjustEvent {
+        name: String,
+        token: String,
+        event: String,
+    },
     KeysMint {
         app: String,
         label: String,
@@ -175,6 +180,15 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                 show(&a.adjust_app_token),
                 show(&a.appsflyer_bundle_id)
             )?;
+        }
+        Op::AppsAdjustEvent { name, token, event } => {
+            let (t, e) = (token.clone(), event.clone());
+            let a = exec.write(move |txn| admin::map_adjust_event(txn, &name, &t, &e))?;
+            if event.is_empty() {
+                writeln!(out, "app {}: adjust event token {token} removed", a.name)?;
+            } else {
+                writeln!(out, "app {}: adjust event token {token} -> {event}", a.name)?;
+            }
         }
         Op::KeysMint {
             app,

@@ -32,6 +32,23 @@ pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 pub struct Pending {
     pub event_id: String,
     pub record: Vec<u8>,
+    /// A condition checked, and state kept, in the same transaction as the event.
+    pub guard: Option<Guard>,
+}
+
+/// Per-event state a dialect needs decided atomically with the append (so that concurrent
+/// requests cannot race past it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// Adjust's ordering rule: refuse the event ([`Outcome::OutOfOrder`]) when `ts_ms` is
+    /// earlier than the last accepted one under `key` in [`ORDERING`]; on acceptance `ts_ms`
+    /// becomes the last one (it never moves back).
+    NotBefore { key: Vec<u8>, ts_ms: i64 },
+    /// GameRebellion sessions: on acceptance, `ts_ms` is the start of session `key` in
+    /// [`SESSIONS`].
+    SessionStart { key: Vec<u8>, ts_ms: i64 },
+    /// On acceptance, session `key` is forgotten.
+    SessionEnd { key: Vec<u8> },
 }
 
 /// The events of one request, all of the same key.
@@ -57,6 +74,8 @@ pub enum Outcome {
     },
     /// The tenant's monthly quota is used up.
     OverQuota,
+    /// Its [`Guard::NotBefore`] found a later timestamp already accepted.
+    OutOfOrder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -303,6 +322,8 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
         let mut dedupe = txn.open_table(DEDUPE)?;
         let mut audit = txn.open_table(AUDIT)?;
         let mut key_used = txn.open_table(KEY_USED)?;
+        let mut ordering = txn.open_table(ORDERING)?;
+        let mut sessions = txn.open_table(SESSIONS)?;
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut dkey = Vec::new();
         for Item { sub, .. } in batch {
@@ -321,12 +342,32 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
                     outcomes.push(Outcome::Duplicate { seq: seen.value() });
                     continue;
                 }
+                if let Some(Guard::NotBefore { key, ts_ms }) = &ev.guard
+                    && ordering
+                        .get(key.as_slice())?
+                        .is_some_and(|last| last.value() > *ts_ms)
+                {
+                    outcomes.push(Outcome::OutOfOrder);
+                    continue;
+                }
                 if quota.limit != 0 && quota.used >= quota.limit {
                     outcomes.push(Outcome::OverQuota);
                     continue;
                 }
                 events.insert(seq, ev.record.as_slice())?;
                 dedupe.insert(dkey.as_slice(), seq)?;
+                match &ev.guard {
+                    None => {}
+                    Some(Guard::NotBefore { key, ts_ms }) => {
+                        ordering.insert(key.as_slice(), *ts_ms)?;
+                    }
+                    Some(Guard::SessionStart { key, ts_ms }) => {
+                        sessions.insert(key.as_slice(), *ts_ms)?;
+                    }
+                    Some(Guard::SessionEnd { key }) => {
+                        sessions.remove(key.as_slice())?;
+                    }
+                }
                 outcomes.push(Outcome::Accepted { seq });
                 quota.used += 1;
                 seq += 1;
@@ -383,6 +424,7 @@ mod tests {
                 .map(|id| Pending {
                     event_id: id.to_string(),
                     record: vec![1, 2, 3],
+                    guard: None,
                 })
                 .collect(),
             audit: None,
