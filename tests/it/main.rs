@@ -2,6 +2,8 @@
 
 mod support;
 
+mod adjust;
 mod cli;
 mod durability;
+mod gamerebellion;
 mod native;
