@@ -499,6 +499,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ordering_guards_hold_within_and_across_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Writer::start(store.db().clone(), DEFAULT_QUEUE_BYTES).unwrap();
+        let guarded = |ids: &[(&str, i64)]| {
+            let mut s = sub(&ids.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+            for (p, (_, ts)) in s.events.iter_mut().zip(ids) {
+                p.guard = Some(Guard::NotBefore {
+                    key: b"dev".to_vec(),
+                    ts_ms: *ts,
+                });
+            }
+            s
+        };
+        let out = w
+            .submit(guarded(&[("a", 10), ("b", 5), ("c", 10), ("a", 1)]), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Accepted { seq: 1 },
+                Outcome::OutOfOrder,
+                Outcome::Accepted { seq: 2 },
+                Outcome::Duplicate { seq: 1 },
+            ]
+        );
+        let out = w.submit(guarded(&[("d", 9), ("e", 11)]), 10).await.unwrap();
+        assert_eq!(out, vec![Outcome::OutOfOrder, Outcome::Accepted { seq: 3 }]);
+        // Sessions: a start is remembered with its event, an end forgets it.
+        let mut s = sub(&["s1"]);
+        s.events[0].guard = Some(Guard::SessionStart {
+            key: crate::store::tables::session_key(1, "x"),
+            ts_ms: 42,
+        });
+        w.submit(s, 10).await.unwrap();
+        assert_eq!(store.session_start(1, "x").unwrap(), Some(42));
+        let mut s = sub(&["s2"]);
+        s.events[0].guard = Some(Guard::SessionEnd {
+            key: crate::store::tables::session_key(1, "x"),
+        });
+        w.submit(s, 10).await.unwrap();
+        assert_eq!(store.session_start(1, "x").unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn quota_is_exact_within_a_batch() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

@@ -6,4 +6,5 @@ mod adjust;
 mod cli;
 mod durability;
 mod gamerebellion;
+mod golden;
 mod native;
