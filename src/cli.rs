@@ -101,6 +101,10 @@ pub enum AppsCmd {
         /// AppsFlyer Web-S2S bundle id (`/v1/{bundleId}/event`) that names this app.
         #[arg(long)]
         appsflyer_bundle_id: Option<String>,
+        /// Whether Adjust requests must carry `Authorization: Bearer <key of this app>`
+        /// (default true).
+        #[arg(long, value_name = "true|false")]
+        adjust_require_token: Option<bool>,
     },
     /// Map an Adjust `event_token` to an event name for this app (an empty NAME removes it).
     AdjustEvent {

@@ -73,10 +73,12 @@ fn to_op(cmd: Command) -> Op {
             name,
             adjust_app_token,
             appsflyer_bundle_id,
+            adjust_require_token,
         }) => Op::AppsConfigure {
             name,
             adjust_app_token,
             appsflyer_bundle_id,
+            adjust_require_token,
         },
         Command::Apps(AppsCmd::AdjustEvent { name, token, event }) => {
             Op::AppsAdjustEvent { name, token, event }

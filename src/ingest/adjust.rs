@@ -2,7 +2,8 @@
 //!
 //! parameters (query string, then a form body within the limit) → `s2s=1`, `app_token`,
 //! `event_token` present → the app of the `app_token` (404) → `Authorization: Bearer` key of
-//! that app (401) → `event_token` → event name of that app (400) → the rest of the event
+//! that app (401; may be absent if the app is configured with `--adjust-require-token false`,
+//! the event is then attributed to key id 0) → `event_token` → event name of that app (400) → the rest of the event
 //! (device, timestamp, params, revenue, ...) → validate → key's allowed events (403) → writer
 //! (dedupe, ordering rule per device and event token, quota, append; one fsync) → `OK`.
 
@@ -86,7 +87,19 @@ async fn event_inner(
         })?
         .ok_or(Reason::UnknownAppToken)?;
     *app = Some(app_record.name.clone());
-    let key = lookup_key(state, &bearer.ok_or(Reason::MissingBearerToken)?)?;
+    // A key that is given must be right even where none is required.
+    let key = match bearer {
+        Some(token) => lookup_key(state, &token)?,
+        None if app_record.adjust_token_optional => state
+            .store
+            .keyless(app_id)
+            .map_err(|e| {
+                tracing::error!(error = %e, "app lookup failed");
+                Reason::StorageUnavailable
+            })?
+            .ok_or(Reason::UnknownAppToken)?,
+        None => return Err(Reason::MissingBearerToken),
+    };
     if key.app_id != app_id {
         return Err(Reason::KeyNotForApp);
     }

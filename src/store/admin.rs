@@ -70,6 +70,7 @@ pub fn add_app(txn: &WriteTransaction, name: &str, tenant: &str) -> Result<App> 
         adjust_app_token: None,
         appsflyer_bundle_id: None,
         adjust_events: Default::default(),
+        adjust_token_optional: false,
     };
     table.insert(id, encode_config(&app).as_slice())?;
     Ok(app)
@@ -158,6 +159,17 @@ pub fn map_adjust_event(txn: &WriteTransaction, app: &str, token: &str, name: &s
             .adjust_events
             .insert(token.to_owned(), name.to_owned());
     }
+    table.insert(id, encode_config(&record).as_slice())?;
+    Ok(record)
+}
+
+/// Whether Adjust requests for `app` must carry an `Authorization: Bearer` key of the app
+/// (the default) or may come without one.
+pub fn set_adjust_token_required(txn: &WriteTransaction, app: &str, required: bool) -> Result<App> {
+    let mut table = txn.open_table(APPS)?;
+    let (id, mut record) =
+        find_app(&table, app)?.ok_or_else(|| Error::NotFound(format!("no app {app:?}")))?;
+    record.adjust_token_optional = !required;
     table.insert(id, encode_config(&record).as_slice())?;
     Ok(record)
 }

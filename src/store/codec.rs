@@ -110,6 +110,10 @@ pub struct App {
     /// Adjust dialect: `event_token` → event name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub adjust_events: BTreeMap<String, String>,
+    /// Adjust dialect: accept requests without an `Authorization: Bearer` key (they are
+    /// attributed to key id 0). Off by default: the key is required.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adjust_token_optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

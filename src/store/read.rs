@@ -54,6 +54,9 @@ pub struct AppRow {
     /// Adjust `event_token` → event name.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub adjust_events: std::collections::BTreeMap<String, String>,
+    /// Adjust requests may come without a key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub adjust_token_optional: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,6 +185,7 @@ impl Store {
                 adjust_app_token: a.adjust_app_token,
                 appsflyer_bundle_id: a.appsflyer_bundle_id,
                 adjust_events: a.adjust_events,
+                adjust_token_optional: a.adjust_token_optional,
             });
         }
         Ok(rows)
@@ -235,6 +239,29 @@ impl Store {
             });
         }
         Ok(rows)
+    }
+
+    /// Where a request of `app_id` that carries no key goes: the app and its tenant, key id 0,
+    /// no event restriction (Adjust apps configured not to require a key).
+    pub fn keyless(&self, app_id: u32) -> Result<Option<KeyInfo>> {
+        let txn = self.db.begin_read()?;
+        let Some(a) = txn.open_table(APPS)?.get(app_id)? else {
+            return Ok(None);
+        };
+        let app: App = decode_config("app", a.value())?;
+        let Some(t) = txn.open_table(TENANTS)?.get(app.tenant_id)? else {
+            return Ok(None);
+        };
+        let tenant: Tenant = decode_config("tenant", t.value())?;
+        Ok(Some(KeyInfo {
+            key_id: 0,
+            app_id,
+            app: app.name,
+            tenant_id: app.tenant_id,
+            tenant: tenant.name,
+            allowed_events: Vec::new(),
+            rate_limit: None,
+        }))
     }
 
     /// Start time (ms) of a GameRebellion session that has not ended.

@@ -541,3 +541,55 @@ fn event_tokens_are_configured_with_and_without_a_server() {
     assert_eq!((r.status, r.text()), (200, "OK".to_owned()));
     assert_eq!(inlet.export()[0]["event_name"], "purchase");
 }
+
+#[test]
+fn the_key_is_required_unless_the_app_says_otherwise() {
+    let (inlet, key) = adjust_inlet();
+    let mut c = inlet.client();
+    let q = format!("/event?s2s=1&app_token={APP_TOKEN}&event_token={EVENT_TOKEN}&web_uuid=w-1");
+    let r = c.request("GET", &q, &[], b"").unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (401, failed("Failed to authorize request"))
+    );
+    inlet.cli_ok(&[
+        "apps",
+        "configure",
+        "default",
+        "--adjust-require-token",
+        "false",
+    ]);
+    let apps = parse_ndjson(&inlet.cli_ok(&["apps", "list", "--json"]));
+    assert_eq!(apps[0]["adjust_token_optional"], true);
+    let r = c.request("GET", &q, &[], b"").unwrap();
+    assert_eq!((r.status, r.text()), (200, "OK".to_owned()));
+    let e = &inlet.export()[0];
+    assert_eq!(
+        (e["key_id"].clone(), e["app"].clone()),
+        (json!(0), json!("default"))
+    );
+    // A key that is given must still be right.
+    let r = c
+        .request("GET", &q, &[("Authorization", "Bearer srv_wrong")], b"")
+        .unwrap();
+    assert_eq!(r.status, 401);
+    let r = c
+        .request(
+            "GET",
+            &q,
+            &[("Authorization", &format!("Bearer {key}"))],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(inlet.export()[1]["key_id"], 1);
+    inlet.cli_ok(&[
+        "apps",
+        "configure",
+        "default",
+        "--adjust-require-token",
+        "true",
+    ]);
+    let r = c.request("GET", &q, &[], b"").unwrap();
+    assert_eq!(r.status, 401);
+}
