@@ -64,6 +64,13 @@ pub async fn handle(state: &State, req: Request<Incoming>, endpoint: Endpoint) -
     with_rate_headers(reply, &verdict)
 }
 
+/// A refusal before any key was looked at (wrong method), with the rate limit headers every
+/// GameRebellion answer carries.
+pub fn refuse(state: &State, reason: Reason) -> Reply {
+    let verdict = RateLimiter::unkeyed(state.config.default_rate_limit, now_ms());
+    with_rate_headers(Reply::gamerebellion_error(reason), &verdict)
+}
+
 /// The key named by `X-API-Key`; a revoked key is told apart (403) from an unknown one (401).
 fn api_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
     let presented = headers

@@ -117,10 +117,8 @@ async fn route(
         (_, "/healthz" | "/readyz" | "/s2s/event" | "/s2s/events/bulk") => {
             Reply::error(Reason::MethodNotAllowed)
         }
-        (_, "/api/v1/event" | "/api/v1/events") => {
-            Reply::gamerebellion_error(Reason::MethodNotAllowed)
-        }
-        (_, p) if gr_session(p).is_some() => Reply::gamerebellion_error(Reason::MethodNotAllowed),
+        (_, "/api/v1/event" | "/api/v1/events") => gr::refuse(state, Reason::MethodNotAllowed),
+        (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
         (_, "/event") => Reply::adjust_error(Reason::MethodNotAllowed),
         _ => Reply::error(Reason::NotFound),
     };
