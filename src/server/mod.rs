@@ -109,16 +109,17 @@ async fn route(
         (&Method::POST, "/s2s/events/bulk") => ingest::reflect_bulk(state, req).await,
         (&Method::POST, "/api/v1/event") => gr::handle(state, req, gr::Endpoint::Event).await,
         (&Method::POST, "/api/v1/events") => gr::handle(state, req, gr::Endpoint::Batch).await,
-        (&Method::POST, p) if gr_session(p).is_some() => {
-            let kind = gr_session(p).expect("matched just before");
-            gr::handle(state, req, gr::Endpoint::Session(kind)).await
-        }
+        (&Method::POST, p) if p.starts_with(GR_SESSIONS) => match gr_session(p) {
+            Some(kind) => gr::handle(state, req, gr::Endpoint::Session(kind)).await,
+            None => gr::refuse(state, Reason::NotFound),
+        },
         (&Method::GET | &Method::POST, "/event") => ingest::adjust::event(state, req).await,
         (_, "/healthz" | "/readyz" | "/s2s/event" | "/s2s/events/bulk") => {
             Reply::error(Reason::MethodNotAllowed)
         }
         (_, "/api/v1/event" | "/api/v1/events") => gr::refuse(state, Reason::MethodNotAllowed),
         (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
+        (_, p) if p.starts_with(GR_SESSIONS) => gr::refuse(state, Reason::NotFound),
         (_, "/event") => Reply::adjust_error(Reason::MethodNotAllowed),
         _ => Reply::error(Reason::NotFound),
     };
@@ -127,9 +128,11 @@ async fn route(
     reply.into_response()
 }
 
+const GR_SESSIONS: &str = "/api/v1/sessions/";
+
 /// The session kind of a GameRebellion `/api/v1/sessions/{start,stop,end}` path.
 fn gr_session(path: &str) -> Option<crate::dialect::gamerebellion::SessionKind> {
-    path.strip_prefix("/api/v1/sessions/")
+    path.strip_prefix(GR_SESSIONS)
         .and_then(crate::dialect::gamerebellion::SessionKind::from_segment)
 }
 

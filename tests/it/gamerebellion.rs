@@ -364,9 +364,10 @@ fn every_rule_broken_once() {
     let r = c.get("/api/v1/event").unwrap();
     expect_error(&r, 405, "method_not_allowed");
     assert_eq!(c.get("/api/v1/sessions/start").unwrap().status, 405);
-    assert_eq!(
-        post_json(&mut c, "/api/v1/sessions/pause", &key, &json!({})).status,
-        404
+    expect_error(
+        &post_json(&mut c, "/api/v1/sessions/pause", &key, &json!({})),
+        404,
+        "not_found",
     );
 
     assert_eq!(
