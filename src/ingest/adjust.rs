@@ -40,6 +40,7 @@ async fn event_inner(
     req: Request<Incoming>,
     app: &mut Option<String>,
 ) -> Result<Reply, Reason> {
+    let has_authorization = req.headers().contains_key(AUTHORIZATION);
     let bearer = req
         .headers()
         .get(AUTHORIZATION)
@@ -90,7 +91,7 @@ async fn event_inner(
     // A key that is given must be right even where none is required.
     let key = match bearer {
         Some(token) => lookup_key(state, &token)?,
-        None if app_record.adjust_token_optional => state
+        None if app_record.adjust_token_optional && !has_authorization => state
             .store
             .keyless(app_id)
             .map_err(|e| {
