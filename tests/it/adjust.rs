@@ -574,6 +574,13 @@ fn the_key_is_required_unless_the_app_says_otherwise() {
         .unwrap();
     assert_eq!(r.status, 401);
     let r = c
+        .request("GET", &q, &[("Authorization", "Basic dXNlcjpwdw==")], b"")
+        .unwrap();
+    assert_eq!(
+        r.status, 401,
+        "an Authorization header that is no bearer key"
+    );
+    let r = c
         .request(
             "GET",
             &q,
