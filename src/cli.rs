@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Largest body of a bulk request, in bytes.
     #[arg(long, env = "INLET_MAX_BODY_BULK", default_value_t = 5 << 20)]
     pub max_body_bulk: usize,
+    /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect).
+    #[arg(long, env = "INLET_DEFAULT_RATE_LIMIT", default_value_t = crate::config::DEFAULT_RATE_LIMIT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub default_rate_limit: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +101,19 @@ pub enum AppsCmd {
         /// AppsFlyer Web-S2S bundle id (`/v1/{bundleId}/event`) that names this app.
         #[arg(long)]
         appsflyer_bundle_id: Option<String>,
+        /// Whether Adjust requests must carry `Authorization: Bearer <key of this app>`
+        /// (default true).
+        #[arg(long, value_name = "true|false")]
+        adjust_require_token: Option<bool>,
+    },
+    /// Map an Adjust `event_token` to an event name for this app (an empty NAME removes it).
+    AdjustEvent {
+        #[arg(value_name = "APP")]
+        name: String,
+        #[arg(value_name = "TOKEN")]
+        token: String,
+        #[arg(value_name = "NAME")]
+        event: String,
     },
 }
 
@@ -112,7 +129,7 @@ pub enum KeysCmd {
         #[arg(long, value_delimiter = ',')]
         events: Vec<String>,
         /// Requests per minute allowed for this key (GameRebellion dialect).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rate_limit: Option<u32>,
     },
     /// List keys (never the key itself).

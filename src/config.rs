@@ -23,6 +23,9 @@ impl Default for Limits {
     }
 }
 
+/// Default requests per minute per key (GameRebellion's "Pro" tier).
+pub const DEFAULT_RATE_LIMIT: u32 = 1000;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -36,6 +39,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Time a client has to send its request body.
     pub body_timeout: Duration,
+    /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect).
+    pub default_rate_limit: u32,
 }
 
 impl Config {
@@ -48,6 +53,7 @@ impl Config {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            default_rate_limit: DEFAULT_RATE_LIMIT,
         }
     }
 }

@@ -28,6 +28,23 @@ pub enum Field {
     Props,
     Ids,
     Events,
+    // GameRebellion
+    EventType,
+    Identifiers,
+    Utm,
+    Payload,
+    Amount,
+    SessionId,
+    // Adjust
+    S2s,
+    AppToken,
+    EventToken,
+    DeviceId,
+    IpAddress,
+    CreatedAt,
+    CallbackParams,
+    PartnerParams,
+    Environment,
 }
 
 impl Field {
@@ -46,6 +63,21 @@ impl Field {
             Field::Props => "props",
             Field::Ids => "ids",
             Field::Events => "events",
+            Field::EventType => "event_type",
+            Field::Identifiers => "identifiers",
+            Field::Utm => "utm",
+            Field::Payload => "payload",
+            Field::Amount => "amount",
+            Field::SessionId => "session_id",
+            Field::S2s => "s2s",
+            Field::AppToken => "app_token",
+            Field::EventToken => "event_token",
+            Field::DeviceId => "device_id",
+            Field::IpAddress => "ip_address",
+            Field::CreatedAt => "created_at",
+            Field::CallbackParams => "callback_params",
+            Field::PartnerParams => "partner_params",
+            Field::Environment => "environment",
         }
     }
 }
@@ -77,6 +109,27 @@ pub enum Reason {
     UnsupportedEncoding,
     NotFound,
     MethodNotAllowed,
+    /// GameRebellion: no `X-API-Key` header.
+    MissingApiKey,
+    /// GameRebellion: the `X-API-Key` is no key of this server.
+    UnknownApiKey,
+    /// GameRebellion: the `X-API-Key` was revoked.
+    RevokedApiKey,
+    /// GameRebellion: the key's requests-per-minute limit is used up.
+    RateLimited,
+    /// Adjust: no app has this `app_token`.
+    UnknownAppToken,
+    /// Adjust: the bearer key belongs to another app than the `app_token`'s.
+    KeyNotForApp,
+    /// Adjust: the timestamp is more than 58 days before the receive time.
+    EventTooOld,
+    /// Adjust: the timestamp is earlier than the last accepted one of the same device and
+    /// event token.
+    EventOutOfOrder,
+    /// A parameter that may appear once appeared twice.
+    DuplicateParameter,
+    /// A body in a content type the endpoint does not take.
+    UnsupportedContentType,
 }
 
 impl Reason {
@@ -100,6 +153,16 @@ impl Reason {
             Reason::UnsupportedEncoding => "unsupported_content_encoding",
             Reason::NotFound => "not_found",
             Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::MissingApiKey => "missing_api_key",
+            Reason::UnknownApiKey => "unknown_api_key",
+            Reason::RevokedApiKey => "api_key_revoked",
+            Reason::RateLimited => "rate_limit_exceeded",
+            Reason::UnknownAppToken => "unknown_app_token",
+            Reason::KeyNotForApp => "key_not_for_app",
+            Reason::EventTooOld => "event_too_old",
+            Reason::EventOutOfOrder => "event_out_of_order",
+            Reason::DuplicateParameter => "duplicate_parameter",
+            Reason::UnsupportedContentType => "unsupported_content_type",
         })
     }
 }

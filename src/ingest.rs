@@ -16,6 +16,9 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 
+pub mod adjust;
+pub mod gamerebellion;
+
 /// `POST /s2s/event`.
 pub async fn reflect_single(state: &State, req: Request<Incoming>) -> Reply {
     let mut app = None;
@@ -71,6 +74,7 @@ async fn reflect_single_inner(
             Reply::json(200, &body)
         }
         Outcome::OverQuota => return Err(Reason::CapExceeded),
+        Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
     })
 }
 
@@ -150,6 +154,7 @@ async fn reflect_bulk_inner(
                         return json!({ "event_id": id, "status": "duplicate" });
                     }
                     Outcome::OverQuota => (Some(id), Reason::CapExceeded),
+                    Outcome::OutOfOrder => (Some(id), Reason::EventOutOfOrder),
                 },
                 Slot::Rejected(id, reason) => (id, reason),
             };
@@ -287,6 +292,7 @@ pub fn pending(
     Pending {
         event_id,
         record: encode_event(&record),
+        guard: None,
     }
 }
 

@@ -17,6 +17,7 @@
 //!   control socket.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
+//! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
 
 pub mod auth;
 pub mod cli;
@@ -27,6 +28,7 @@ pub mod dialect;
 pub mod event;
 pub mod ingest;
 pub mod ops;
+pub mod ratelimit;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -73,11 +73,16 @@ fn to_op(cmd: Command) -> Op {
             name,
             adjust_app_token,
             appsflyer_bundle_id,
+            adjust_require_token,
         }) => Op::AppsConfigure {
             name,
             adjust_app_token,
             appsflyer_bundle_id,
+            adjust_require_token,
         },
+        Command::Apps(AppsCmd::AdjustEvent { name, token, event }) => {
+            Op::AppsAdjustEvent { name, token, event }
+        }
         Command::Keys(KeysCmd::Mint {
             app,
             label,
@@ -154,6 +159,7 @@ fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         single_body: args.max_body_single,
         bulk_body: args.max_body_bulk,
     };
+    config.default_rate_limit = args.default_rate_limit;
     let store = open_waiting(data)?;
     let writer = Writer::start(store.db().clone(), config.queue_bytes)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -168,6 +174,7 @@ fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         store,
         writer,
         counters: Default::default(),
+        rate_limiter: Default::default(),
     });
     let socket = control::serve(data, state.clone()).context("binding the control socket")?;
     tracing::info!(data = %data.display(), "inlet listening on http://{addr}");

@@ -35,6 +35,13 @@ pub enum Op {
         name: String,
         adjust_app_token: Option<String>,
         appsflyer_bundle_id: Option<String>,
+        #[serde(default)]
+        adjust_require_token: Option<bool>,
+    },
+    AppsAdjustEvent {
+        name: String,
+        token: String,
+        event: String,
     },
     KeysMint {
         app: String,
@@ -163,9 +170,14 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             name,
             adjust_app_token,
             appsflyer_bundle_id,
+            adjust_require_token,
         } => {
             let a = exec.write(move |txn| {
-                admin::configure_app(txn, &name, adjust_app_token, appsflyer_bundle_id)
+                let a = admin::configure_app(txn, &name, adjust_app_token, appsflyer_bundle_id)?;
+                match adjust_require_token {
+                    Some(required) => admin::set_adjust_token_required(txn, &name, required),
+                    None => Ok(a),
+                }
             })?;
             let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
             writeln!(
@@ -175,6 +187,15 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                 show(&a.adjust_app_token),
                 show(&a.appsflyer_bundle_id)
             )?;
+        }
+        Op::AppsAdjustEvent { name, token, event } => {
+            let (t, e) = (token.clone(), event.clone());
+            let a = exec.write(move |txn| admin::map_adjust_event(txn, &name, &t, &e))?;
+            if event.is_empty() {
+                writeln!(out, "app {}: adjust event token {token} removed", a.name)?;
+            } else {
+                writeln!(out, "app {}: adjust event token {token} -> {event}", a.name)?;
+            }
         }
         Op::KeysMint {
             app,

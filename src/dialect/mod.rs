@@ -1,5 +1,7 @@
 //! Wire formats. One module per vendor dialect turns request bytes into canonical
 //! [`Draft`](crate::event::Draft)s. Dialects are pure: no I/O, no clock, no store.
 
+pub mod adjust;
+pub mod gamerebellion;
 pub mod json;
 pub mod reflect;

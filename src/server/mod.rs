@@ -6,6 +6,7 @@ pub mod reply;
 use crate::config::Config;
 use crate::event::Reason;
 use crate::ingest;
+use crate::ingest::gamerebellion as gr;
 use crate::store::Store;
 use crate::store::writer::Writer;
 use bytes::Bytes;
@@ -29,6 +30,7 @@ pub struct State {
     pub store: Store,
     pub writer: Writer,
     pub counters: crate::stats::Counters,
+    pub rate_limiter: crate::ratelimit::RateLimiter,
 }
 
 /// Longest a graceful shutdown waits for in-flight requests.
@@ -105,14 +107,33 @@ async fn route(
         (&Method::GET | &Method::HEAD, "/readyz") => readyz(state),
         (&Method::POST, "/s2s/event") => ingest::reflect_single(state, req).await,
         (&Method::POST, "/s2s/events/bulk") => ingest::reflect_bulk(state, req).await,
+        (&Method::POST, "/api/v1/event") => gr::handle(state, req, gr::Endpoint::Event).await,
+        (&Method::POST, "/api/v1/events") => gr::handle(state, req, gr::Endpoint::Batch).await,
+        (&Method::POST, p) if p.starts_with(GR_SESSIONS) => match gr_session(p) {
+            Some(kind) => gr::handle(state, req, gr::Endpoint::Session(kind)).await,
+            None => gr::refuse(state, Reason::NotFound),
+        },
+        (&Method::GET | &Method::POST, "/event") => ingest::adjust::event(state, req).await,
         (_, "/healthz" | "/readyz" | "/s2s/event" | "/s2s/events/bulk") => {
             Reply::error(Reason::MethodNotAllowed)
         }
+        (_, "/api/v1/event" | "/api/v1/events") => gr::refuse(state, Reason::MethodNotAllowed),
+        (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
+        (_, p) if p.starts_with(GR_SESSIONS) => gr::refuse(state, Reason::NotFound),
+        (_, "/event") => Reply::adjust_error(Reason::MethodNotAllowed),
         _ => Reply::error(Reason::NotFound),
     };
     let status = reply.status;
     tracing::debug!(%method, %path, status, %peer, ms = started.elapsed().as_millis() as u64, "request");
     reply.into_response()
+}
+
+const GR_SESSIONS: &str = "/api/v1/sessions/";
+
+/// The session kind of a GameRebellion `/api/v1/sessions/{start,stop,end}` path.
+fn gr_session(path: &str) -> Option<crate::dialect::gamerebellion::SessionKind> {
+    path.strip_prefix(GR_SESSIONS)
+        .and_then(crate::dialect::gamerebellion::SessionKind::from_segment)
 }
 
 fn readyz(state: &State) -> Reply {

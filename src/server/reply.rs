@@ -24,16 +24,41 @@ pub fn status_of(reason: Reason) -> u16 {
         | Reason::Required(_)
         | Reason::Invalid(_)
         | Reason::TooLong(_)
-        | Reason::BodyUnreadable => 400,
-        Reason::MissingBearerToken | Reason::UnknownOrRevokedKey => 401,
-        Reason::EventNotAllowedByKey => 403,
-        Reason::NotFound => 404,
+        | Reason::BodyUnreadable
+        | Reason::EventTooOld
+        | Reason::EventOutOfOrder
+        | Reason::DuplicateParameter => 400,
+        Reason::MissingBearerToken
+        | Reason::UnknownOrRevokedKey
+        | Reason::MissingApiKey
+        | Reason::UnknownApiKey
+        | Reason::KeyNotForApp => 401,
+        Reason::EventNotAllowedByKey | Reason::RevokedApiKey => 403,
+        Reason::NotFound | Reason::UnknownAppToken => 404,
         Reason::MethodNotAllowed => 405,
         Reason::RequestTimeout => 408,
         Reason::BodyTooLarge => 413,
-        Reason::UnsupportedEncoding => 415,
-        Reason::CapExceeded => 429,
+        Reason::UnsupportedEncoding | Reason::UnsupportedContentType => 415,
+        Reason::CapExceeded | Reason::RateLimited => 429,
         Reason::Overloaded | Reason::StorageUnavailable | Reason::ShuttingDown => 503,
+    }
+}
+
+/// The wire format a response speaks. Statuses follow [`status_of`] except where a vendor's
+/// table says otherwise; those exceptions live here too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Native,
+    GameRebellion,
+    Adjust,
+}
+
+/// The HTTP status of a rejection in `dialect`.
+pub fn dialect_status(dialect: Dialect, reason: Reason) -> u16 {
+    match (dialect, reason) {
+        // Adjust's table: "404 Device not found" when no device is given.
+        (Dialect::Adjust, Reason::Required(crate::event::Field::DeviceId)) => 404,
+        _ => status_of(reason),
     }
 }
 
@@ -68,6 +93,37 @@ impl Reply {
             &serde_json::json!({ "error": reason.tag() }),
         )
         .with_default_retry(reason)
+    }
+
+    /// GameRebellion's error body: `{"error": "<reason>"}` (its spec fixes only the statuses).
+    pub fn gamerebellion_error(reason: Reason) -> Reply {
+        Reply::json(
+            dialect_status(Dialect::GameRebellion, reason),
+            &serde_json::json!({ "error": reason.tag() }),
+        )
+        .with_default_retry(reason)
+    }
+
+    /// Adjust's success answer: `200 OK`.
+    pub fn adjust_ok() -> Reply {
+        Reply::text(200, "OK")
+    }
+
+    /// Adjust's error body `{"error": "Event request failed (<message>)"}`, with the message
+    /// of [`crate::dialect::adjust::message`].
+    pub fn adjust_error(reason: Reason) -> Reply {
+        let message = crate::dialect::adjust::message(reason);
+        Reply::json(
+            dialect_status(Dialect::Adjust, reason),
+            &serde_json::json!({ "error": format!("Event request failed ({message})") }),
+        )
+        .with_default_retry(reason)
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
     }
 
     /// Adds `Retry-After` to transient refusals (queue full, storage down, shutting down).

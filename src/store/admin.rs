@@ -69,6 +69,8 @@ pub fn add_app(txn: &WriteTransaction, name: &str, tenant: &str) -> Result<App> 
         created_ms: now(),
         adjust_app_token: None,
         appsflyer_bundle_id: None,
+        adjust_events: Default::default(),
+        adjust_token_optional: false,
     };
     table.insert(id, encode_config(&app).as_slice())?;
     Ok(app)
@@ -123,6 +125,53 @@ pub fn configure_app(
     set(&mut app.appsflyer_bundle_id, appsflyer_bundle_id);
     table.insert(id, encode_config(&app).as_slice())?;
     Ok(app)
+}
+
+/// Maps an Adjust `event_token` to an event name for `app`; an empty `name` removes the
+/// mapping. Tokens are 1–64 of `A-Z a-z 0-9 _ -` (Adjust's own are 6 alphanumerics).
+pub fn map_adjust_event(txn: &WriteTransaction, app: &str, token: &str, name: &str) -> Result<App> {
+    let token_ok = !token.is_empty()
+        && token.len() <= 64
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+    if !token_ok {
+        return Err(Error::Invalid(format!(
+            "adjust event token {token:?} must be 1-64 characters of A-Z a-z 0-9 _ -"
+        )));
+    }
+    if name.chars().count() > crate::event::MAX_EVENT_NAME || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "event name {name:?} is not a valid event name"
+        )));
+    }
+    let mut table = txn.open_table(APPS)?;
+    let (id, mut record) =
+        find_app(&table, app)?.ok_or_else(|| Error::NotFound(format!("no app {app:?}")))?;
+    if name.is_empty() {
+        if record.adjust_events.remove(token).is_none() {
+            return Err(Error::NotFound(format!(
+                "app {app:?} has no adjust event token {token:?}"
+            )));
+        }
+    } else {
+        record
+            .adjust_events
+            .insert(token.to_owned(), name.to_owned());
+    }
+    table.insert(id, encode_config(&record).as_slice())?;
+    Ok(record)
+}
+
+/// Whether Adjust requests for `app` must carry an `Authorization: Bearer` key of the app
+/// (the default) or may come without one.
+pub fn set_adjust_token_required(txn: &WriteTransaction, app: &str, required: bool) -> Result<App> {
+    let mut table = txn.open_table(APPS)?;
+    let (id, mut record) =
+        find_app(&table, app)?.ok_or_else(|| Error::NotFound(format!("no app {app:?}")))?;
+    record.adjust_token_optional = !required;
+    table.insert(id, encode_config(&record).as_slice())?;
+    Ok(record)
 }
 
 /// What minting returns: the key id and the plaintext, which is never stored.

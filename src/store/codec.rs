@@ -9,6 +9,7 @@
 //!   readable without a version bump.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
 
 pub const EVENT_V1: u8 = 1;
 pub const CONFIG_V1: u8 = 1;
@@ -106,6 +107,13 @@ pub struct App {
     /// AppsFlyer Web-S2S dialect: the bundle id in `/v1/{bundleId}/...` that names this app.
     #[serde(default)]
     pub appsflyer_bundle_id: Option<String>,
+    /// Adjust dialect: `event_token` → event name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adjust_events: BTreeMap<String, String>,
+    /// Adjust dialect: accept requests without an `Authorization: Bearer` key (they are
+    /// attributed to key id 0). Off by default: the key is required.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adjust_token_optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

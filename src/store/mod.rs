@@ -133,6 +133,8 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(KEY_USED)?;
     txn.open_table(USAGE)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(ORDERING)?;
+    txn.open_table(SESSIONS)?;
     Ok(())
 }
 

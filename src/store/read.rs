@@ -51,6 +51,12 @@ pub struct AppRow {
     pub adjust_app_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub appsflyer_bundle_id: Option<String>,
+    /// Adjust `event_token` → event name.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub adjust_events: std::collections::BTreeMap<String, String>,
+    /// Adjust requests may come without a key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub adjust_token_optional: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,11 +80,29 @@ pub struct ExportFilter {
     pub limit: Option<u64>,
 }
 
+/// What a presented key turned out to be.
+#[derive(Debug, Clone)]
+pub enum KeyCheck {
+    Valid(KeyInfo),
+    /// A key of this server that was revoked. Only someone holding the key itself learns this.
+    Revoked,
+    Unknown,
+}
+
 impl Store {
     /// Finds the unrevoked key whose SHA-256 is `hash`; the hash is compared in constant time.
     pub fn authenticate(&self, presented: &str) -> Result<Option<KeyInfo>> {
+        Ok(match self.check_key(presented)? {
+            KeyCheck::Valid(k) => Some(k),
+            KeyCheck::Revoked | KeyCheck::Unknown => None,
+        })
+    }
+
+    /// Like [`Store::authenticate`], but tells a revoked key from an unknown one (for dialects
+    /// whose answers differ, GameRebellion's 401 vs 403).
+    pub fn check_key(&self, presented: &str) -> Result<KeyCheck> {
         if !keys::well_formed(presented) {
-            return Ok(None);
+            return Ok(KeyCheck::Unknown);
         }
         let hash = keys::hash(presented);
         let txn = self.db.begin_read()?;
@@ -87,26 +111,29 @@ impl Store {
             .get(keys::lookup_prefix(&hash))?
             .map(|v| v.value())
         else {
-            return Ok(None);
+            return Ok(KeyCheck::Unknown);
         };
         let Some(bytes) = txn.open_table(KEYS)?.get(id)? else {
-            return Ok(None);
+            return Ok(KeyCheck::Unknown);
         };
         let key: Key = decode_config("key", bytes.value())?;
         let stored = crate::event::hex(&hash);
-        if !keys::ct_eq(stored.as_bytes(), key.sha256.as_bytes()) || key.revoked_ms.is_some() {
-            return Ok(None);
+        if !keys::ct_eq(stored.as_bytes(), key.sha256.as_bytes()) {
+            return Ok(KeyCheck::Unknown);
+        }
+        if key.revoked_ms.is_some() {
+            return Ok(KeyCheck::Revoked);
         }
         let apps = txn.open_table(APPS)?;
         let Some(app_bytes) = apps.get(key.app_id)? else {
-            return Ok(None);
+            return Ok(KeyCheck::Unknown);
         };
         let app: App = decode_config("app", app_bytes.value())?;
         let Some(t_bytes) = txn.open_table(TENANTS)?.get(app.tenant_id)? else {
-            return Ok(None);
+            return Ok(KeyCheck::Unknown);
         };
         let tenant: Tenant = decode_config("tenant", t_bytes.value())?;
-        Ok(Some(KeyInfo {
+        Ok(KeyCheck::Valid(KeyInfo {
             key_id: id,
             app_id: key.app_id,
             app: app.name,
@@ -157,6 +184,8 @@ impl Store {
                 created_ms: a.created_ms,
                 adjust_app_token: a.adjust_app_token,
                 appsflyer_bundle_id: a.appsflyer_bundle_id,
+                adjust_events: a.adjust_events,
+                adjust_token_optional: a.adjust_token_optional,
             });
         }
         Ok(rows)
@@ -210,6 +239,38 @@ impl Store {
             });
         }
         Ok(rows)
+    }
+
+    /// Where a request of `app_id` that carries no key goes: the app and its tenant, key id 0,
+    /// no event restriction (Adjust apps configured not to require a key).
+    pub fn keyless(&self, app_id: u32) -> Result<Option<KeyInfo>> {
+        let txn = self.db.begin_read()?;
+        let Some(a) = txn.open_table(APPS)?.get(app_id)? else {
+            return Ok(None);
+        };
+        let app: App = decode_config("app", a.value())?;
+        let Some(t) = txn.open_table(TENANTS)?.get(app.tenant_id)? else {
+            return Ok(None);
+        };
+        let tenant: Tenant = decode_config("tenant", t.value())?;
+        Ok(Some(KeyInfo {
+            key_id: 0,
+            app_id,
+            app: app.name,
+            tenant_id: app.tenant_id,
+            tenant: tenant.name,
+            allowed_events: Vec::new(),
+            rate_limit: None,
+        }))
+    }
+
+    /// Start time (ms) of a GameRebellion session that has not ended.
+    pub fn session_start(&self, app_id: u32, session_id: &str) -> Result<Option<i64>> {
+        let txn = self.db.begin_read()?;
+        let v = txn
+            .open_table(SESSIONS)?
+            .get(session_key(app_id, session_id).as_slice())?;
+        Ok(v.map(|v| v.value()))
     }
 
     /// Events accepted this month by `tenant_id`.

@@ -27,10 +27,31 @@ pub const KEY_USED: TableDefinition<u32, u64> = TableDefinition::new("key_used")
 pub const USAGE: TableDefinition<u64, u64> = TableDefinition::new("usage");
 /// Audit key (`s2s/2026-04-26/<event_id>.json`, ...) → raw request body.
 pub const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
+/// Adjust ordering: [`ordering_key`] (app, event token, device) → timestamp (ms) of the last
+/// accepted event. Written only by the writer, in the event's transaction.
+pub const ORDERING: TableDefinition<&[u8], i64> = TableDefinition::new("adjust_order");
+/// GameRebellion sessions: app id (u32 BE) ++ session id → start time (ms) of a session that
+/// has not ended. Written only by the writer, in the start or end event's transaction.
+pub const SESSIONS: TableDefinition<&[u8], i64> = TableDefinition::new("sessions");
 
 /// The [`USAGE`] key of a tenant's month (`month` as from [`crate::clock::month_key`]).
 pub fn usage_key(tenant_id: u32, month: u32) -> u64 {
     (u64::from(tenant_id) << 32) | u64::from(month)
+}
+
+/// The [`ORDERING`] key of a device (`name=value` of its identifier) and event token.
+pub fn ordering_key(app_id: u32, event_token: &str, device: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + event_token.len() + device.len());
+    k.extend_from_slice(&app_id.to_be_bytes());
+    k.extend_from_slice(event_token.as_bytes());
+    k.push(0);
+    k.extend_from_slice(device.as_bytes());
+    k
+}
+
+/// The [`SESSIONS`] key of a session id within an app (the same layout as [`dedupe_key`]).
+pub fn session_key(app_id: u32, session_id: &str) -> Vec<u8> {
+    dedupe_key(app_id, session_id)
 }
 
 /// The [`DEDUPE`] key of an event id within an app.

@@ -32,6 +32,23 @@ pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 pub struct Pending {
     pub event_id: String,
     pub record: Vec<u8>,
+    /// A condition checked, and state kept, in the same transaction as the event.
+    pub guard: Option<Guard>,
+}
+
+/// Per-event state a dialect needs decided atomically with the append (so that concurrent
+/// requests cannot race past it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// Adjust's ordering rule: refuse the event ([`Outcome::OutOfOrder`]) when `ts_ms` is
+    /// earlier than the last accepted one under `key` in [`ORDERING`]; on acceptance `ts_ms`
+    /// becomes the last one (it never moves back).
+    NotBefore { key: Vec<u8>, ts_ms: i64 },
+    /// GameRebellion sessions: on acceptance, `ts_ms` is the start of session `key` in
+    /// [`SESSIONS`].
+    SessionStart { key: Vec<u8>, ts_ms: i64 },
+    /// On acceptance, session `key` is forgotten.
+    SessionEnd { key: Vec<u8> },
 }
 
 /// The events of one request, all of the same key.
@@ -57,6 +74,8 @@ pub enum Outcome {
     },
     /// The tenant's monthly quota is used up.
     OverQuota,
+    /// Its [`Guard::NotBefore`] found a later timestamp already accepted.
+    OutOfOrder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -303,6 +322,8 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
         let mut dedupe = txn.open_table(DEDUPE)?;
         let mut audit = txn.open_table(AUDIT)?;
         let mut key_used = txn.open_table(KEY_USED)?;
+        let mut ordering = txn.open_table(ORDERING)?;
+        let mut sessions = txn.open_table(SESSIONS)?;
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut dkey = Vec::new();
         for Item { sub, .. } in batch {
@@ -321,12 +342,32 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
                     outcomes.push(Outcome::Duplicate { seq: seen.value() });
                     continue;
                 }
+                if let Some(Guard::NotBefore { key, ts_ms }) = &ev.guard
+                    && ordering
+                        .get(key.as_slice())?
+                        .is_some_and(|last| last.value() > *ts_ms)
+                {
+                    outcomes.push(Outcome::OutOfOrder);
+                    continue;
+                }
                 if quota.limit != 0 && quota.used >= quota.limit {
                     outcomes.push(Outcome::OverQuota);
                     continue;
                 }
                 events.insert(seq, ev.record.as_slice())?;
                 dedupe.insert(dkey.as_slice(), seq)?;
+                match &ev.guard {
+                    None => {}
+                    Some(Guard::NotBefore { key, ts_ms }) => {
+                        ordering.insert(key.as_slice(), *ts_ms)?;
+                    }
+                    Some(Guard::SessionStart { key, ts_ms }) => {
+                        sessions.insert(key.as_slice(), *ts_ms)?;
+                    }
+                    Some(Guard::SessionEnd { key }) => {
+                        sessions.remove(key.as_slice())?;
+                    }
+                }
                 outcomes.push(Outcome::Accepted { seq });
                 quota.used += 1;
                 seq += 1;
@@ -383,6 +424,7 @@ mod tests {
                 .map(|id| Pending {
                     event_id: id.to_string(),
                     record: vec![1, 2, 3],
+                    guard: None,
                 })
                 .collect(),
             audit: None,
@@ -454,6 +496,52 @@ mod tests {
                 Outcome::Accepted { .. }
             ));
         }
+    }
+
+    #[tokio::test]
+    async fn ordering_guards_hold_within_and_across_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Writer::start(store.db().clone(), DEFAULT_QUEUE_BYTES).unwrap();
+        let guarded = |ids: &[(&str, i64)]| {
+            let mut s = sub(&ids.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+            for (p, (_, ts)) in s.events.iter_mut().zip(ids) {
+                p.guard = Some(Guard::NotBefore {
+                    key: b"dev".to_vec(),
+                    ts_ms: *ts,
+                });
+            }
+            s
+        };
+        let out = w
+            .submit(guarded(&[("a", 10), ("b", 5), ("c", 10), ("a", 1)]), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Accepted { seq: 1 },
+                Outcome::OutOfOrder,
+                Outcome::Accepted { seq: 2 },
+                Outcome::Duplicate { seq: 1 },
+            ]
+        );
+        let out = w.submit(guarded(&[("d", 9), ("e", 11)]), 10).await.unwrap();
+        assert_eq!(out, vec![Outcome::OutOfOrder, Outcome::Accepted { seq: 3 }]);
+        // Sessions: a start is remembered with its event, an end forgets it.
+        let mut s = sub(&["s1"]);
+        s.events[0].guard = Some(Guard::SessionStart {
+            key: crate::store::tables::session_key(1, "x"),
+            ts_ms: 42,
+        });
+        w.submit(s, 10).await.unwrap();
+        assert_eq!(store.session_start(1, "x").unwrap(), Some(42));
+        let mut s = sub(&["s2"]);
+        s.events[0].guard = Some(Guard::SessionEnd {
+            key: crate::store::tables::session_key(1, "x"),
+        });
+        w.submit(s, 10).await.unwrap();
+        assert_eq!(store.session_start(1, "x").unwrap(), None);
     }
 
     #[tokio::test]

@@ -2,6 +2,9 @@
 
 mod support;
 
+mod adjust;
 mod cli;
 mod durability;
+mod gamerebellion;
+mod golden;
 mod native;

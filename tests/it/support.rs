@@ -305,7 +305,15 @@ impl Client {
                 }
                 Err(e) => {
                     self.conn = None;
-                    if attempt == 1 || e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    // A server that answered without reading a body (401, 404) closes the
+                    // connection; the next write on it may fail instead of the read.
+                    let closed = matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof
+                            | std::io::ErrorKind::BrokenPipe
+                            | std::io::ErrorKind::ConnectionReset
+                    );
+                    if attempt == 1 || !closed {
                         return Err(e);
                     }
                 }

@@ -1,0 +1,438 @@
+//! The GameRebellion dialect (`specs/gamerebellion-s2s.md`): `POST /api/v1/event` with one
+//! JSON event, `POST /api/v1/events` with `{"events": [...]}` of at most [`MAX_BATCH`], and
+//! `POST /api/v1/sessions/{start,stop,end}`.
+//!
+//! Mapping to the canonical event:
+//! - `event_type` → `event_name` (required, a non-empty string).
+//! - `identifiers`: `user_id`, `anonymous_id` and `install_uuid` go to those canonical fields,
+//!   every other identifier (`player_id`, `device_id`, ...) to `ids`, in the order given.
+//!   Values are strings or integers (kept as their decimal text).
+//! - `utm` → `context.utm`, as given.
+//! - `payload.amount` (a number) → `revenue`, `payload.currency` → `currency`,
+//!   `payload.transaction_id` / `payload.product_id` (strings) → those fields; the rest of
+//!   `payload`, `usd_value` included, → `props`.
+//! - Any other top-level field is kept in `props` under its name (a name that is also a key of
+//!   `payload` is refused as `payload_invalid` rather than renamed).
+//! - The spec has no event id and no timestamp: an `event_id` string, when given, is honoured
+//!   (a retry with the same id is a duplicate); otherwise one is generated and no dedupe is
+//!   possible. `event_ts_ms` is the receive time.
+//!
+//! Sessions are events named `session_start`, `session_stop`, `session_end` carrying
+//! `props.session_id`; the pipeline adds `props.duration_ms` to a stop or end whose start it
+//! knows.
+
+use super::json;
+use crate::event::{Draft, Field, Reason};
+use serde_json::{Map, Value};
+
+/// Most events in one batch request (the spec's limit).
+pub const MAX_BATCH: usize = 100;
+
+/// Decodes the body of `POST /api/v1/event`.
+pub fn decode_single(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> {
+    let object = json::parse_object(body).ok_or(Reason::BadJson)?;
+    decode_event(object, received_at_ms)
+}
+
+/// One event of a batch: its `event_id` when it had a string one, and its decoding.
+#[derive(Debug, PartialEq)]
+pub struct BatchItem {
+    pub event_id: Option<String>,
+    pub draft: Result<Draft, Reason>,
+}
+
+/// Decodes the body of `POST /api/v1/events`: the request fails as a whole only when it is not
+/// an object with a non-empty `events` array of at most [`MAX_BATCH`].
+pub fn decode_batch(body: &[u8], received_at_ms: u64) -> Result<Vec<BatchItem>, Reason> {
+    let mut object = json::parse_object(body).ok_or(Reason::BadJson)?;
+    let events = match object.remove("events") {
+        None | Some(Value::Null) => return Err(Reason::Required(Field::Events)),
+        Some(Value::Array(events)) => events,
+        Some(_) => return Err(Reason::Invalid(Field::Events)),
+    };
+    if events.is_empty() {
+        return Err(Reason::Required(Field::Events));
+    }
+    if events.len() > MAX_BATCH {
+        return Err(Reason::TooManyEvents);
+    }
+    Ok(events
+        .into_iter()
+        .map(|event| match event {
+            Value::Object(map) => BatchItem {
+                event_id: map
+                    .get("event_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                draft: decode_event(map, received_at_ms),
+            },
+            _ => BatchItem {
+                event_id: None,
+                draft: Err(Reason::BadJson),
+            },
+        })
+        .collect())
+}
+
+/// Which session endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Start,
+    Stop,
+    End,
+}
+
+impl SessionKind {
+    /// The kind named by the last segment of `/api/v1/sessions/<segment>`.
+    pub fn from_segment(segment: &str) -> Option<SessionKind> {
+        match segment {
+            "start" => Some(SessionKind::Start),
+            "stop" => Some(SessionKind::Stop),
+            "end" => Some(SessionKind::End),
+            _ => None,
+        }
+    }
+
+    pub fn event_name(self) -> &'static str {
+        match self {
+            SessionKind::Start => "session_start",
+            SessionKind::Stop => "session_stop",
+            SessionKind::End => "session_end",
+        }
+    }
+}
+
+/// A decoded session request.
+#[derive(Debug, PartialEq)]
+pub struct Session {
+    /// The sender's session id; `None` only for a start that gave none (the pipeline generates
+    /// one and answers with it).
+    pub session_id: Option<String>,
+    pub draft: Draft,
+}
+
+/// Decodes the body of `POST /api/v1/sessions/{start,stop,end}`: an optional JSON object with
+/// `session_id` (a string or integer; required for stop and end) and the fields of an event
+/// (`identifiers`, `utm`, `payload`, `event_id`), without `event_type`. An empty body is `{}`.
+pub fn decode_session(
+    kind: SessionKind,
+    body: &[u8],
+    received_at_ms: u64,
+) -> Result<Session, Reason> {
+    let mut object = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        json::parse_object(body).ok_or(Reason::BadJson)?
+    };
+    let session_id = match object.remove("session_id") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            id_text(v)
+                .filter(|s| !s.is_empty())
+                .ok_or(Reason::Invalid(Field::SessionId))?,
+        ),
+    };
+    if session_id.is_none() && kind != SessionKind::Start {
+        return Err(Reason::Required(Field::SessionId));
+    }
+    if object.contains_key("event_type") {
+        // The path names the event; a second name would be silently overridden.
+        return Err(Reason::Invalid(Field::EventType));
+    }
+    object.insert("event_type".into(), Value::String(kind.event_name().into()));
+    let draft = decode_event(object, received_at_ms)?;
+    Ok(Session { session_id, draft })
+}
+
+/// Puts the session id (and, when known, the duration) into a session event's props.
+pub fn mark_session(draft: &mut Draft, session_id: &str, duration_ms: Option<i64>) {
+    draft
+        .props
+        .insert("session_id".into(), Value::String(session_id.to_owned()));
+    if let Some(d) = duration_ms {
+        draft.props.insert("duration_ms".into(), Value::from(d));
+    }
+}
+
+fn decode_event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft, Reason> {
+    let event_name = match m.remove("event_type") {
+        None | Some(Value::Null) => return Err(Reason::Required(Field::EventType)),
+        Some(Value::String(s)) if s.is_empty() => return Err(Reason::Required(Field::EventType)),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(Reason::Invalid(Field::EventType)),
+    };
+    let event_id = match m.remove("event_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(Reason::Invalid(Field::EventId)),
+    };
+    let mut draft = Draft {
+        event_id,
+        event_name,
+        event_ts_ms: i64::try_from(received_at_ms).unwrap_or(i64::MAX),
+        ..Draft::default()
+    };
+    for (name, value) in take_object(&mut m, "identifiers", Field::Identifiers)? {
+        if value.is_null() {
+            continue;
+        }
+        let value = id_text(value).ok_or(Reason::Invalid(Field::Identifiers))?;
+        match name.as_str() {
+            "user_id" => draft.user_id = Some(value),
+            "anonymous_id" => draft.anonymous_id = Some(value),
+            "install_uuid" => draft.install_uuid = Some(value),
+            _ => draft.ids.push((name, value)),
+        }
+    }
+    match m.remove("utm") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(utm)) => {
+            draft.context.insert("utm".into(), Value::Object(utm));
+        }
+        Some(_) => return Err(Reason::Invalid(Field::Utm)),
+    }
+    let mut payload = take_object(&mut m, "payload", Field::Payload)?;
+    draft.revenue = match payload.remove("amount") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_f64().ok_or(Reason::Invalid(Field::Amount))?),
+        Some(_) => return Err(Reason::Invalid(Field::Amount)),
+    };
+    draft.currency = match payload.remove("currency") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(Reason::Invalid(Field::Currency)),
+    };
+    for (name, slot) in [
+        ("transaction_id", &mut draft.transaction_id),
+        ("product_id", &mut draft.product_id),
+    ] {
+        // Only strings move to the canonical field; anything else stays in props as given.
+        if let Some(Value::String(_)) = payload.get(name)
+            && let Some(Value::String(s)) = payload.remove(name)
+        {
+            *slot = Some(s);
+        }
+    }
+    draft.props = payload;
+    for (name, value) in m {
+        if draft.props.contains_key(&name) {
+            return Err(Reason::Invalid(Field::Payload));
+        }
+        draft.props.insert(name, value);
+    }
+    Ok(draft)
+}
+
+/// An identifier's text: a string as is, an integer in decimal.
+fn id_text(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn take_object(
+    m: &mut Map<String, Value>,
+    name: &str,
+    field: Field,
+) -> Result<Map<String, Value>, Reason> {
+    match m.remove(name) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(o)) => Ok(o),
+        Some(_) => Err(Reason::Invalid(field)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_764_137_630_000;
+
+    /// The spec's single-event example, verbatim.
+    const SPEC_EVENT: &str = r#"{
+"event_type": "transaction",
+"identifiers": {
+"player_id": "player-12345",
+"device_id": "device-uuid"
+},
+"utm": {
+"source": "facebook",
+"medium": "cpc",
+"campaign": "summer_2026"
+},
+"payload": {
+"amount": 4.99,
+"currency": "USD",
+"type": "iap",
+"description": "Premium Sword",
+"status": "success",
+"usd_value": 4.99
+}
+}"#;
+
+    #[test]
+    fn decodes_the_spec_example_completely() {
+        let d = decode_single(SPEC_EVENT.as_bytes(), NOW).unwrap();
+        assert_eq!(d.event_name, "transaction");
+        assert_eq!(d.event_id, None);
+        assert_eq!(d.event_ts_ms, NOW as i64);
+        assert_eq!(
+            d.ids,
+            vec![
+                ("player_id".to_owned(), "player-12345".to_owned()),
+                ("device_id".to_owned(), "device-uuid".to_owned())
+            ]
+        );
+        assert_eq!(d.revenue, Some(4.99));
+        assert_eq!(d.currency.as_deref(), Some("USD"));
+        assert_eq!(
+            Value::Object(d.props),
+            json!({"type": "iap", "description": "Premium Sword", "status": "success", "usd_value": 4.99})
+        );
+        assert_eq!(
+            Value::Object(d.context),
+            json!({"utm": {"source": "facebook", "medium": "cpc", "campaign": "summer_2026"}})
+        );
+    }
+
+    #[test]
+    fn canonical_identifiers_and_extra_fields() {
+        let body = br#"{"event_type":"login","event_id":"e1","level":3,
+            "identifiers":{"user_id":"u1","player_id":42,"anonymous_id":"a","gone":null},
+            "payload":{"transaction_id":"t1","product_id":7}}"#;
+        let d = decode_single(body, NOW).unwrap();
+        assert_eq!(d.event_id.as_deref(), Some("e1"));
+        assert_eq!(d.user_id.as_deref(), Some("u1"));
+        assert_eq!(d.anonymous_id.as_deref(), Some("a"));
+        assert_eq!(d.ids, vec![("player_id".to_owned(), "42".to_owned())]);
+        assert_eq!(d.transaction_id.as_deref(), Some("t1"));
+        assert_eq!(d.product_id, None);
+        assert_eq!(Value::Object(d.props), json!({"product_id": 7, "level": 3}));
+    }
+
+    #[test]
+    fn rejections() {
+        let cases: &[(&str, Reason)] = &[
+            (r#"{"payload":{}}"#, Reason::Required(Field::EventType)),
+            (r#"{"event_type":""}"#, Reason::Required(Field::EventType)),
+            (r#"{"event_type":1}"#, Reason::Invalid(Field::EventType)),
+            (
+                r#"{"event_type":"x","identifiers":[]}"#,
+                Reason::Invalid(Field::Identifiers),
+            ),
+            (
+                r#"{"event_type":"x","identifiers":{"p":{"a":1}}}"#,
+                Reason::Invalid(Field::Identifiers),
+            ),
+            (
+                r#"{"event_type":"x","identifiers":{"p":1.5}}"#,
+                Reason::Invalid(Field::Identifiers),
+            ),
+            (
+                r#"{"event_type":"x","utm":"fb"}"#,
+                Reason::Invalid(Field::Utm),
+            ),
+            (
+                r#"{"event_type":"x","payload":3}"#,
+                Reason::Invalid(Field::Payload),
+            ),
+            (
+                r#"{"event_type":"x","payload":{"amount":"4.99"}}"#,
+                Reason::Invalid(Field::Amount),
+            ),
+            (
+                r#"{"event_type":"x","payload":{"currency":1}}"#,
+                Reason::Invalid(Field::Currency),
+            ),
+            (
+                r#"{"event_type":"x","event_id":5}"#,
+                Reason::Invalid(Field::EventId),
+            ),
+            (
+                r#"{"event_type":"x","type":1,"payload":{"type":2}}"#,
+                Reason::Invalid(Field::Payload),
+            ),
+            (r#"{"event_type":"x","#, Reason::BadJson),
+            (r#"{"event_type":"x","event_type":"y"}"#, Reason::BadJson),
+        ];
+        for (body, reason) in cases {
+            assert_eq!(
+                decode_single(body.as_bytes(), NOW).err(),
+                Some(*reason),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_limits() {
+        let one = r#"{"event_type":"impression","payload":{"campaign_id":"c"}}"#;
+        let body = |n: usize| format!(r#"{{"events":[{}]}}"#, vec![one; n].join(","));
+        assert_eq!(
+            decode_batch(body(MAX_BATCH).as_bytes(), NOW).unwrap().len(),
+            MAX_BATCH
+        );
+        assert_eq!(
+            decode_batch(body(MAX_BATCH + 1).as_bytes(), NOW).err(),
+            Some(Reason::TooManyEvents)
+        );
+        assert_eq!(
+            decode_batch(br#"{"events":[]}"#, NOW).err(),
+            Some(Reason::Required(Field::Events))
+        );
+        let mixed = decode_batch(
+            br#"{"events":[{"event_type":"a"},{"event_id":"x"},2]}"#,
+            NOW,
+        )
+        .unwrap();
+        assert!(mixed[0].draft.is_ok());
+        assert_eq!(mixed[1].event_id.as_deref(), Some("x"));
+        assert_eq!(
+            mixed[1].draft.as_ref().err(),
+            Some(&Reason::Required(Field::EventType))
+        );
+        assert_eq!(mixed[2].draft.as_ref().err(), Some(&Reason::BadJson));
+    }
+
+    #[test]
+    fn sessions() {
+        let s = decode_session(SessionKind::Start, b"", NOW).unwrap();
+        assert_eq!(s.session_id, None);
+        assert_eq!(s.draft.event_name, "session_start");
+        let s = decode_session(
+            SessionKind::End,
+            br#"{"session_id":12,"identifiers":{"player_id":"p"}}"#,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(s.session_id.as_deref(), Some("12"));
+        assert_eq!(s.draft.event_name, "session_end");
+        assert_eq!(
+            decode_session(SessionKind::Stop, b"{}", NOW).err(),
+            Some(Reason::Required(Field::SessionId))
+        );
+        assert_eq!(
+            decode_session(SessionKind::Start, br#"{"session_id":""}"#, NOW).err(),
+            Some(Reason::Invalid(Field::SessionId))
+        );
+        assert_eq!(
+            decode_session(
+                SessionKind::Start,
+                br#"{"event_type":"x","session_id":"s"}"#,
+                NOW
+            )
+            .err(),
+            Some(Reason::Invalid(Field::EventType))
+        );
+        let mut d = s.draft;
+        mark_session(&mut d, "12", Some(5000));
+        assert_eq!(
+            Value::Object(d.props),
+            json!({"session_id": "12", "duration_ms": 5000})
+        );
+        assert_eq!(SessionKind::from_segment("pause"), None);
+    }
+}

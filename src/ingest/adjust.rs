@@ -1,0 +1,141 @@
+//! The Adjust endpoint (`GET /event`, `POST /event`), top to bottom:
+//!
+//! parameters (query string, then a form body within the limit) → `s2s=1`, `app_token`,
+//! `event_token` present → the app of the `app_token` (404) → `Authorization: Bearer` key of
+//! that app (401; may be absent if the app is configured with `--adjust-require-token false`,
+//! the event is then attributed to key id 0) → `event_token` → event name of that app (400) → the rest of the event
+//! (device, timestamp, params, revenue, ...) → validate → key's allowed events (403) → writer
+//! (dedupe, ordering rule per device and event token, quota, append; one fsync) → `OK`.
+
+use super::{
+    checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,
+};
+use crate::clock::{Date, now_ms};
+use crate::dialect::adjust::Params;
+use crate::event::Reason;
+use crate::server::reply::Reply;
+use crate::server::{State, read_body};
+use crate::store::tables::ordering_key;
+use crate::store::writer::{Guard, Outcome, Submission};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request};
+
+const SOURCE: &str = "adjust";
+
+/// `GET /event`, `POST /event`.
+pub async fn event(state: &State, req: Request<Incoming>) -> Reply {
+    let mut app = None;
+    match event_inner(state, req, &mut app).await {
+        Ok(reply) => reply,
+        Err(reason) => {
+            count_rejected(state, app.as_deref(), SOURCE, reason, 1);
+            with_quota_retry(Reply::adjust_error(reason), reason, now_ms())
+        }
+    }
+}
+
+async fn event_inner(
+    state: &State,
+    req: Request<Incoming>,
+    app: &mut Option<String>,
+) -> Result<Reply, Reason> {
+    let has_authorization = req.headers().contains_key(AUTHORIZATION);
+    let bearer = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
+        })
+        .filter(|t| !t.is_empty());
+    let is_form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let mut raw = req.uri().query().unwrap_or_default().as_bytes().to_vec();
+    if req.method() == Method::POST {
+        let body = read_body(state, req, state.config.limits.single_body).await?;
+        if !body.is_empty() {
+            if !is_form {
+                return Err(Reason::UnsupportedContentType);
+            }
+            if !raw.is_empty() {
+                raw.push(b'&');
+            }
+            raw.extend_from_slice(&body);
+        }
+    }
+    let received_at_ms = now_ms();
+    let params = Params::parse(&raw)?;
+
+    let (app_id, app_record) = state
+        .store
+        .app_where(|a| a.adjust_app_token.as_deref() == Some(params.app_token.as_str()))
+        .map_err(|e| {
+            tracing::error!(error = %e, "app lookup failed");
+            Reason::StorageUnavailable
+        })?
+        .ok_or(Reason::UnknownAppToken)?;
+    *app = Some(app_record.name.clone());
+    // A key that is given must be right even where none is required.
+    let key = match bearer {
+        Some(token) => lookup_key(state, &token)?,
+        None if app_record.adjust_token_optional && !has_authorization => state
+            .store
+            .keyless(app_id)
+            .map_err(|e| {
+                tracing::error!(error = %e, "app lookup failed");
+                Reason::StorageUnavailable
+            })?
+            .ok_or(Reason::UnknownAppToken)?,
+        None => return Err(Reason::MissingBearerToken),
+    };
+    if key.app_id != app_id {
+        return Err(Reason::KeyNotForApp);
+    }
+    let event_name = app_record
+        .adjust_events
+        .get(&params.event_token)
+        .ok_or(Reason::Invalid(crate::event::Field::EventToken))?;
+
+    let decoded = params.into_event(event_name, received_at_ms)?;
+    let event = checked(&key, decoded.draft)?;
+    let ts_ms = event.get().event_ts_ms;
+    let audit_key = format!(
+        "adjust/{}/{}.txt",
+        Date::from_ms(received_at_ms as i64).iso(),
+        event.event_id()
+    );
+    let mut p = pending(&key, SOURCE, received_at_ms, event, &audit_key);
+    p.guard = Some(Guard::NotBefore {
+        key: ordering_key(app_id, &decoded.event_token, &decoded.device),
+        ts_ms,
+    });
+    let sub = Submission {
+        app_id,
+        tenant_id: key.tenant_id,
+        key_id: key.key_id,
+        received_at_ms,
+        events: vec![p],
+        audit: Some((audit_key, raw.clone())),
+    };
+    let outcome = submit(state, sub, raw.len()).await?[0];
+    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    match outcome {
+        // An exact retry of an accepted request is answered like the original.
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(Reply::adjust_ok()),
+        Outcome::OverQuota => Err(Reason::CapExceeded),
+        Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),
+    }
+}

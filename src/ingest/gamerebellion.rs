@@ -1,0 +1,291 @@
+//! The GameRebellion endpoints, top to bottom:
+//!
+//! `X-API-Key` → key (401 missing/unknown, 403 revoked) → the key's per-minute window (429) →
+//! body (limit) → dialect decode → validate → key's allowed events (403) → [session: start
+//! time of the session] → writer (dedupe, quota, append, session table; one fsync) → reply.
+//! Every answer carries `X-RateLimit-Limit/Remaining/Reset`.
+
+use super::{checked, count_outcomes, count_rejected, pending, submit, with_quota_retry};
+use crate::clock::{Date, now_ms};
+use crate::dialect::gamerebellion::{self as gr, SessionKind};
+use crate::event::{Field, MAX_ID, Reason, random_id};
+use crate::ratelimit::{RateLimiter, Verdict};
+use crate::server::reply::{Dialect, Reply, dialect_status};
+use crate::server::{State, read_body};
+use crate::store::read::{KeyCheck, KeyInfo};
+use crate::store::tables::session_key;
+use crate::store::writer::{Guard, Outcome, Submission};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use serde_json::{Value, json};
+
+const SOURCE: &str = "gamerebellion";
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /api/v1/event`
+    Event,
+    /// `POST /api/v1/events`
+    Batch,
+    /// `POST /api/v1/sessions/{start,stop,end}`
+    Session(SessionKind),
+}
+
+/// Serves one GameRebellion request.
+pub async fn handle(state: &State, req: Request<Incoming>, endpoint: Endpoint) -> Reply {
+    let now = now_ms();
+    let key = match api_key(state, req.headers()) {
+        Ok(key) => key,
+        Err(reason) => {
+            count_rejected(state, None, SOURCE, reason, 1);
+            let verdict = RateLimiter::unkeyed(state.config.default_rate_limit, now);
+            return with_rate_headers(error_reply(reason, now), &verdict);
+        }
+    };
+    let limit = key.rate_limit.unwrap_or(state.config.default_rate_limit);
+    let verdict = state.rate_limiter.hit(key.key_id, limit, now);
+    if !verdict.allowed {
+        count_rejected(state, Some(&key.app), SOURCE, Reason::RateLimited, 1);
+        let reply =
+            Reply::gamerebellion_error(Reason::RateLimited).retry_after(verdict.retry_after(now));
+        return with_rate_headers(reply, &verdict);
+    }
+    let result = match endpoint {
+        Endpoint::Event => single(state, req, &key).await,
+        Endpoint::Batch => batch(state, req, &key).await,
+        Endpoint::Session(kind) => session(state, req, &key, kind).await,
+    };
+    let reply = result.unwrap_or_else(|reason| {
+        count_rejected(state, Some(&key.app), SOURCE, reason, 1);
+        error_reply(reason, now_ms())
+    });
+    with_rate_headers(reply, &verdict)
+}
+
+/// A refusal before any key was looked at (wrong method), with the rate limit headers every
+/// GameRebellion answer carries.
+pub fn refuse(state: &State, reason: Reason) -> Reply {
+    let verdict = RateLimiter::unkeyed(state.config.default_rate_limit, now_ms());
+    with_rate_headers(Reply::gamerebellion_error(reason), &verdict)
+}
+
+/// The key named by `X-API-Key`; a revoked key is told apart (403) from an unknown one (401).
+fn api_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or(Reason::MissingApiKey)?;
+    match state.store.check_key(presented) {
+        Ok(KeyCheck::Valid(key)) => Ok(key),
+        Ok(KeyCheck::Revoked) => Err(Reason::RevokedApiKey),
+        Ok(KeyCheck::Unknown) => Err(Reason::UnknownApiKey),
+        Err(e) => {
+            tracing::error!(error = %e, "key lookup failed");
+            Err(Reason::StorageUnavailable)
+        }
+    }
+}
+
+async fn single(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {
+    let body = read_body(state, req, state.config.limits.single_body).await?;
+    let received_at_ms = now_ms();
+    let event = checked(key, gr::decode_single(&body, received_at_ms)?)?;
+    let event_id = event.event_id().to_owned();
+    let audit_key = audit_key(received_at_ms, &event_id);
+    let sub = Submission {
+        app_id: key.app_id,
+        tenant_id: key.tenant_id,
+        key_id: key.key_id,
+        received_at_ms,
+        events: vec![pending(key, SOURCE, received_at_ms, event, &audit_key)],
+        audit: Some((audit_key.clone(), body.to_vec())),
+    };
+    let outcome = submit(state, sub, body.len()).await?[0];
+    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    single_reply(outcome, json!({ "event_id": event_id }), &audit_key)
+}
+
+/// The answer to a request of one event: `{"accepted": 1, ..., "audit_key"}` or, for a
+/// duplicate, `{"accepted": 0, "duplicate": true, ...}`; `fields` go in both.
+fn single_reply(outcome: Outcome, mut fields: Value, audit_key: &str) -> Result<Reply, Reason> {
+    match outcome {
+        Outcome::Accepted { .. } => {
+            fields["accepted"] = json!(1);
+            fields["audit_key"] = json!(audit_key);
+        }
+        Outcome::Duplicate { .. } => {
+            fields["accepted"] = json!(0);
+            fields["duplicate"] = json!(true);
+        }
+        Outcome::OverQuota => return Err(Reason::CapExceeded),
+        Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
+    }
+    Ok(Reply::json(200, &fields))
+}
+
+/// Per-event status of a batch, in request order.
+enum Slot {
+    Rejected(Option<String>, Reason),
+    /// Index into the submission's events.
+    Queued(String, usize),
+}
+
+async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {
+    let body = read_body(state, req, state.config.limits.bulk_body).await?;
+    let received_at_ms = now_ms();
+    let items = gr::decode_batch(&body, received_at_ms)?;
+    let audit_key = format!(
+        "gr/batch/{}/{}.json",
+        Date::from_ms(received_at_ms as i64).iso(),
+        random_id()
+    );
+    let mut slots = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    for item in items {
+        match item.draft.and_then(|d| checked(key, d)) {
+            Ok(ev) => {
+                slots.push(Slot::Queued(ev.event_id().to_owned(), events.len()));
+                events.push(pending(key, SOURCE, received_at_ms, ev, &audit_key));
+            }
+            Err(reason) => slots.push(Slot::Rejected(item.event_id, reason)),
+        }
+    }
+    let outcomes = if events.is_empty() {
+        Vec::new()
+    } else {
+        let sub = Submission {
+            app_id: key.app_id,
+            tenant_id: key.tenant_id,
+            key_id: key.key_id,
+            received_at_ms,
+            events,
+            audit: Some((audit_key.clone(), body.to_vec())),
+        };
+        submit(state, sub, body.len()).await?
+    };
+    count_outcomes(state, &key.app, SOURCE, &outcomes);
+
+    let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
+    let mut first_reason = None;
+    let results: Vec<Value> = slots
+        .into_iter()
+        .map(|slot| {
+            let (event_id, reason) = match slot {
+                Slot::Queued(id, i) => match outcomes[i] {
+                    Outcome::Accepted { .. } => {
+                        accepted += 1;
+                        return json!({ "event_id": id, "status": "accepted" });
+                    }
+                    Outcome::Duplicate { .. } => {
+                        duplicates += 1;
+                        return json!({ "event_id": id, "status": "duplicate" });
+                    }
+                    Outcome::OverQuota => (Some(id), Reason::CapExceeded),
+                    Outcome::OutOfOrder => (Some(id), Reason::EventOutOfOrder),
+                },
+                Slot::Rejected(id, reason) => (id, reason),
+            };
+            count_rejected(state, Some(&key.app), SOURCE, reason, 1);
+            rejected += 1;
+            first_reason.get_or_insert(reason);
+            json!({ "event_id": event_id, "status": "rejected", "reason": reason.tag() })
+        })
+        .collect();
+    let mut body = json!({
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": rejected,
+        "results": results,
+    });
+    if accepted > 0 {
+        body["audit_key"] = Value::String(audit_key);
+    }
+    match first_reason {
+        Some(reason) if accepted == 0 && duplicates == 0 => {
+            body["error"] = Value::String(reason.tag().into_owned());
+            let reply = Reply::json(dialect_status(Dialect::GameRebellion, reason), &body);
+            Ok(with_quota_retry(reply, reason, received_at_ms))
+        }
+        _ => Ok(Reply::json(200, &body)),
+    }
+}
+
+async fn session(
+    state: &State,
+    req: Request<Incoming>,
+    key: &KeyInfo,
+    kind: SessionKind,
+) -> Result<Reply, Reason> {
+    let body = read_body(state, req, state.config.limits.single_body).await?;
+    let received_at_ms = now_ms();
+    let gr::Session {
+        session_id,
+        mut draft,
+    } = gr::decode_session(kind, &body, received_at_ms)?;
+    let session_id = session_id.unwrap_or_else(random_id);
+    if session_id.chars().count() > MAX_ID {
+        return Err(Reason::TooLong(Field::SessionId));
+    }
+    // A stop or end after an acknowledged start finds the start committed.
+    let started = match kind {
+        SessionKind::Start => None,
+        SessionKind::Stop | SessionKind::End => state
+            .store
+            .session_start(key.app_id, &session_id)
+            .map_err(|e| {
+                tracing::error!(error = %e, "session lookup failed");
+                Reason::StorageUnavailable
+            })?,
+    };
+    let duration_ms = started.map(|start| (received_at_ms as i64 - start).max(0));
+    gr::mark_session(&mut draft, &session_id, duration_ms);
+    let event = checked(key, draft)?;
+    let event_id = event.event_id().to_owned();
+    let audit_key = audit_key(received_at_ms, &event_id);
+    let mut p = pending(key, SOURCE, received_at_ms, event, &audit_key);
+    let skey = session_key(key.app_id, &session_id);
+    p.guard = match kind {
+        SessionKind::Start => Some(Guard::SessionStart {
+            key: skey,
+            ts_ms: received_at_ms as i64,
+        }),
+        SessionKind::Stop => None,
+        SessionKind::End => Some(Guard::SessionEnd { key: skey }),
+    };
+    let sub = Submission {
+        app_id: key.app_id,
+        tenant_id: key.tenant_id,
+        key_id: key.key_id,
+        received_at_ms,
+        events: vec![p],
+        audit: Some((audit_key.clone(), body.to_vec())),
+    };
+    let outcome = submit(state, sub, body.len()).await?[0];
+    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    let mut fields = json!({ "event_id": event_id, "session_id": session_id });
+    if let Some(d) = duration_ms {
+        fields["duration_ms"] = json!(d);
+    }
+    single_reply(outcome, fields, &audit_key)
+}
+
+fn audit_key(received_at_ms: u64, event_id: &str) -> String {
+    format!(
+        "gr/{}/{}.json",
+        Date::from_ms(received_at_ms as i64).iso(),
+        event_id
+    )
+}
+
+fn error_reply(reason: Reason, now: u64) -> Reply {
+    with_quota_retry(Reply::gamerebellion_error(reason), reason, now)
+}
+
+fn with_rate_headers(mut reply: Reply, verdict: &Verdict) -> Reply {
+    reply.headers.extend(verdict.headers());
+    reply
+}
