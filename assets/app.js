@@ -297,15 +297,13 @@ function keyRow(k) {
   let action = '';
   if (!k.revoked_ms) {
     action = h('button', { type: 'button', class: 'danger revoke', 'data-id': k.id }, 'Revoke');
-    let armed = null;
+    // Two clicks: the first arms the button, the second revokes.
     action.addEventListener('click', async () => {
-      if (!armed) {
+      if (!action.classList.contains('armed')) {
         action.textContent = 'Really revoke?';
         action.classList.add('armed');
-        armed = setTimeout(() => { armed = null; action.textContent = 'Revoke'; action.classList.remove('armed'); }, 4000);
         return;
       }
-      clearTimeout(armed);
       try {
         await api('POST', `keys/${k.id}/revoke`, {});
         await keys();
@@ -418,6 +416,7 @@ async function events(seq) {
   let newest = 0;
   const first = await api('GET', 'events' + params({ ...f, limit: 50 }));
   newest = first.last_seq;
+  tbody.parentElement.dataset.loaded = 'true';
   tbody.append(...first.events.map((ev) => row(ev, false)));
   let before = first.next_before;
   more.hidden = !before;

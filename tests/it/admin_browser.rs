@@ -137,6 +137,9 @@ async fn a_studio_sets_up_inlet_in_the_browser() {
     // Run the story as its own task so that the browser is closed even when it fails.
     let (b2, base, addr) = (b.clone(), inlet.url(""), inlet.addr);
     let result = tokio::spawn(async move { story(&b2, &base, addr, &code).await }).await;
+    if result.is_err() {
+        screenshot(&b, "failure").await;
+    }
     b.close().await.expect("close the browser");
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
@@ -198,7 +201,9 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
 
     // The Events page is open when the event arrives: it appears without a reload.
     click(b, "a[data-page=events]").await;
-    find(b, "#no-events").await;
+    find(b, "#events-table[data-loaded]").await;
+    let empty = find(b, "#no-events").await;
+    assert!(empty.is_displayed().await.unwrap(), "no events yet");
     wait_text(b, "#live", "live").await;
     let mut c = Client::new(addr);
     let mut ev = event("order-7781");
