@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 /// Content-Security-Policy of every admin response: scripts, styles and fetches from this
 /// origin only, no inline script or style, no framing.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+    img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
     frame-ancestors 'none'";
 
 /// The admin panel's state in a serving process.

@@ -150,6 +150,11 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     // First run: the setup form, with the code typed in by hand.
     b.goto(&format!("{base}/admin/")).await.unwrap();
     fill(b, "#setup-code", code).await;
+    let nav = find(b, "#nav").await;
+    assert!(
+        !nav.is_displayed().await.unwrap(),
+        "no navigation before login"
+    );
     fill(b, "#setup-password", PASSWORD).await;
     fill(b, "#setup-password2", PASSWORD).await;
     screenshot(b, "01-setup").await;
