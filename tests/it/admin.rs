@@ -594,6 +594,13 @@ fn a_separate_admin_listener_takes_the_panel_off_the_ingest_port() {
         &json!({ "code": code, "password": PASSWORD }),
     );
     assert_eq!(r.status, 200);
+    // SIGTERM stops both listeners and the process exits cleanly.
+    let mut inlet = inlet;
+    assert!(inlet.signal_and_wait("TERM").success());
+    assert!(
+        std::net::TcpStream::connect(admin).is_err(),
+        "the admin port is closed"
+    );
 }
 
 #[test]
