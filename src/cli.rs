@@ -41,6 +41,15 @@ pub enum Command {
     /// Raw request bodies kept for audit.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// The admin panel.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// Set the admin panel password, read from stdin (first line). Ends every admin session.
+    SetPassword,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +67,12 @@ pub struct ServeArgs {
     #[arg(long, env = "INLET_DEFAULT_RATE_LIMIT", default_value_t = crate::config::DEFAULT_RATE_LIMIT,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub default_rate_limit: u32,
+    /// Serve the admin panel on this address only (e.g. 127.0.0.1:8081), not on --listen.
+    #[arg(long, env = "INLET_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Mark the admin session cookie Secure (when users reach inlet over HTTPS).
+    #[arg(long, env = "INLET_ADMIN_SECURE_COOKIE")]
+    pub admin_secure_cookie: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,6 +41,28 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect).
     pub default_rate_limit: u32,
+    pub admin: AdminConfig,
+}
+
+/// The admin panel's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Serve the panel on this address only (and not on `listen`); `None` = on `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Mark the session cookie `Secure` (served over TLS, directly or by a proxy in front).
+    pub secure_cookie: bool,
+    /// How long a login lasts.
+    pub session_ttl: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            secure_cookie: false,
+            session_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 impl Config {
@@ -54,6 +76,7 @@ impl Config {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             default_rate_limit: DEFAULT_RATE_LIMIT,
+            admin: AdminConfig::default(),
         }
     }
 }

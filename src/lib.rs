@@ -11,7 +11,8 @@
 //! - [`ingest`]: the pipeline, one function per endpoint showing the whole order.
 //! - [`dialect`]: wire formats → canonical [`event::Draft`]s; pure (no I/O, no clock).
 //! - [`event`]: the canonical event, its validation and the stable rejection reasons.
-//! - [`auth`]: server keys (mint, hash, constant-time compare).
+//! - [`auth`]: server keys (mint, hash, constant-time compare), the admin password hash.
+//! - [`admin`]: the embedded admin panel and its JSON API, admin sessions.
 //! - [`store`]: tables, versioned record codec, the writer thread, admin writes, reads.
 //! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
 //!   control socket.
@@ -19,6 +20,7 @@
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod clock;

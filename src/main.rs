@@ -2,11 +2,12 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use inlet::cli::{AppsCmd, AuditCmd, Cli, Command, KeysCmd, ServeArgs, TenantsCmd};
+use inlet::admin::AdminState;
+use inlet::cli::{AdminCmd, AppsCmd, AuditCmd, Cli, Command, KeysCmd, ServeArgs, TenantsCmd};
 use inlet::config::{Config, Limits};
 use inlet::control;
 use inlet::ops::{Exec, Op, execute};
-use inlet::server::{self, State};
+use inlet::server::{self, Site, State};
 use inlet::store::{self, Store, writer::Writer};
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         None => serve(&cli.data, ServeArgs::parse_default()),
         Some(Command::Serve(args)) => serve(&cli.data, args),
+        Some(Command::Admin(AdminCmd::SetPassword)) => set_password(&cli.data),
         Some(other) => admin(&cli.data, to_op(other)),
     };
     match result {
@@ -54,7 +56,7 @@ impl ParseDefault for ServeArgs {
 
 fn to_op(cmd: Command) -> Op {
     match cmd {
-        Command::Serve(_) => unreachable!("serve is dispatched before"),
+        Command::Serve(_) | Command::Admin(_) => unreachable!("dispatched before"),
         Command::Tenants(TenantsCmd::Add {
             name,
             monthly_quota,
@@ -160,7 +162,10 @@ fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         bulk_body: args.max_body_bulk,
     };
     config.default_rate_limit = args.default_rate_limit;
+    config.admin.listen = args.admin_listen;
+    config.admin.secure_cookie = args.admin_secure_cookie;
     let store = open_waiting(data)?;
+    let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
     let writer = Writer::start(store.db().clone(), config.queue_bytes)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -169,21 +174,89 @@ fn serve(data: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let admin_listener = match config.admin.listen {
+        Some(a) => Some(
+            runtime
+                .block_on(tokio::net::TcpListener::bind(a))
+                .with_context(|| format!("binding {a}"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = match &admin_listener {
+        Some(l) => l.local_addr()?,
+        None => addr,
+    };
     let state = Arc::new(State {
         config,
         store,
         writer,
         counters: Default::default(),
         rate_limiter: Default::default(),
+        admin,
     });
     let socket = control::serve(data, state.clone()).context("binding the control socket")?;
     tracing::info!(data = %data.display(), "inlet listening on http://{addr}");
-    runtime.block_on(server::run(listener, state.clone(), shutdown_signal()))?;
+    tracing::info!("admin panel on http://{admin_addr}/admin/");
+    if let Some(code) = setup_code {
+        // On stderr whatever the log level: whoever started the server needs it once.
+        eprintln!(
+            "\n  The admin panel is not set up yet. Open\n    http://{admin_addr}/admin/#setup={code}\n  \
+             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n"
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    runtime.block_on(async {
+        let main = server::run(listener, state.clone(), stopped());
+        let admin = async {
+            match admin_listener {
+                Some(l) => server::run_site(l, state.clone(), stopped(), Site::Admin).await,
+                None => Ok(()),
+            }
+        };
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        tokio::try_join!(main, admin).map(|_| ())
+    })?;
     tracing::info!("shutting down: committing what is queued");
     let _ = std::fs::remove_file(socket);
     state.writer.stop();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `inlet admin set-password`: reads the password from stdin, hashes it here, and stores the
+/// hash (through a running server or directly).
+fn set_password(data: &Path) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty").arg(arg).status();
+    };
+    if tty {
+        eprint!("New admin password: ");
+        stty("-echo");
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if tty {
+        stty("echo");
+        eprintln!();
+    }
+    read.context("reading the password from stdin")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    inlet::auth::password::check_new(password).map_err(anyhow::Error::msg)?;
+    let hash = inlet::auth::password::PasswordHash::new(password);
+    admin(data, Op::AdminSetPassword { hash })
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
 //! Admin operations of the CLI, run the same way whether this process opened the database
 //! itself or a serving process runs them for it over the control socket.
 
+use crate::auth::password::PasswordHash;
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::store::read::ExportFilter;
 use crate::store::writer::Writer;
@@ -63,6 +64,10 @@ pub enum Op {
     },
     AuditGet {
         key: String,
+    },
+    /// Hashed by the CLI process, so the password itself never leaves it.
+    AdminSetPassword {
+        hash: PasswordHash,
     },
 }
 
@@ -261,6 +266,10 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             Some(body) => out.write_all(&body)?,
             None => return Err(store::Error::NotFound(format!("no audit body {key:?}"))),
         },
+        Op::AdminSetPassword { hash } => {
+            exec.write(move |txn| store::panel::set_admin_password(txn, &hash))?;
+            writeln!(out, "admin password set; every admin session ended")?;
+        }
     }
     out.flush()?;
     Ok(())

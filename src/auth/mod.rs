@@ -1,3 +1,5 @@
-//! Credentials: server keys (minting, hashing, constant-time verification).
+//! Credentials: server keys (minting, hashing, constant-time verification) and the admin
+//! password hash.
 
 pub mod keys;
+pub mod password;

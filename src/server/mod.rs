@@ -31,6 +31,16 @@ pub struct State {
     pub writer: Writer,
     pub counters: crate::stats::Counters,
     pub rate_limiter: crate::ratelimit::RateLimiter,
+    pub admin: crate::admin::AdminState,
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// Ingest and operations; the admin panel too unless it has its own listener.
+    Main,
+    /// Only the admin panel (`--admin-listen`).
+    Admin,
 }
 
 /// Longest a graceful shutdown waits for in-flight requests.
@@ -42,6 +52,16 @@ pub async fn run(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_site(listener, state, shutdown, Site::Main).await
+}
+
+/// [`run`] for a listener that serves `site`.
+pub async fn run_site(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+    site: Site,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(state.config.max_connections));
@@ -68,7 +88,7 @@ pub async fn run(
         let conn_state = state.clone();
         let service = service_fn(move |req| {
             let state = conn_state.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer).await) }
+            async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer, site).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -98,11 +118,19 @@ async fn route(
     state: &State,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
+    site: Site,
 ) -> Response<Full<Bytes>> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let admin_here = match site {
+        Site::Main => state.config.admin.listen.is_none(),
+        Site::Admin => true,
+    };
+    let is_admin = path == "/admin" || path.starts_with("/admin/");
     let reply = match (req.method(), path.as_str()) {
+        _ if is_admin && admin_here => crate::admin::handle(state, req, peer).await,
+        _ if site == Site::Admin => Reply::error(Reason::NotFound),
         (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(200, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => readyz(state),
         (&Method::POST, "/s2s/event") => ingest::reflect_single(state, req).await,

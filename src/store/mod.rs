@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod codec;
+pub mod panel;
 pub mod read;
 pub mod tables;
 pub mod writer;
@@ -135,6 +136,8 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(AUDIT)?;
     txn.open_table(ORDERING)?;
     txn.open_table(SESSIONS)?;
+    txn.open_table(APP_DAYS)?;
+    txn.open_table(APP_HOURS)?;
     Ok(())
 }
 

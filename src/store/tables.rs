@@ -7,7 +7,8 @@ use redb::TableDefinition;
 /// The schema version this build writes, stored under [`META`] `"schema_version"`.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Small settings: `"schema_version"` (u32 BE), ...
+/// Small settings: `"schema_version"` (u32 BE), `"admin_password"` (JSON config record of
+/// [`crate::auth::password::PasswordHash`]), ...
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The append-only event log: seq (1, 2, 3, ... with no gaps) → event record.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -33,6 +34,16 @@ pub const ORDERING: TableDefinition<&[u8], i64> = TableDefinition::new("adjust_o
 /// GameRebellion sessions: app id (u32 BE) ++ session id → start time (ms) of a session that
 /// has not ended. Written only by the writer, in the start or end event's transaction.
 pub const SESSIONS: TableDefinition<&[u8], i64> = TableDefinition::new("sessions");
+
+/// [`app_period_key`] (app, UTC day number since the epoch) → events accepted that day.
+pub const APP_DAYS: TableDefinition<u64, u64> = TableDefinition::new("app_days");
+/// [`app_period_key`] (app, hour number since the epoch) → events accepted in that hour.
+pub const APP_HOURS: TableDefinition<u64, u64> = TableDefinition::new("app_hours");
+
+/// The [`APP_DAYS`] / [`APP_HOURS`] key of an app's day or hour.
+pub fn app_period_key(app_id: u32, period: u32) -> u64 {
+    (u64::from(app_id) << 32) | u64::from(period)
+}
 
 /// The [`USAGE`] key of a tenant's month (`month` as from [`crate::clock::month_key`]).
 pub fn usage_key(tenant_id: u32, month: u32) -> u64 {

@@ -326,6 +326,7 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
         let mut sessions = txn.open_table(SESSIONS)?;
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut dkey = Vec::new();
+        let mut tally = super::panel::Tally::default();
         for Item { sub, .. } in batch {
             let qkey = usage_key(sub.tenant_id, month_key(sub.received_at_ms));
             let quota = match quotas.entry(qkey) {
@@ -370,6 +371,7 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
                 }
                 outcomes.push(Outcome::Accepted { seq });
                 quota.used += 1;
+                tally.add(sub.app_id, sub.received_at_ms);
                 seq += 1;
                 any_accepted = true;
             }
@@ -382,6 +384,7 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
             }
             all.push(outcomes);
         }
+        tally.write(&txn)?;
         let mut usage = txn.open_table(USAGE)?;
         for (k, q) in quotas {
             if q.used != q.stored {

@@ -3,6 +3,8 @@
 mod support;
 
 mod adjust;
+mod admin;
+mod admin_browser;
 mod cli;
 mod durability;
 mod gamerebellion;

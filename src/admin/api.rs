@@ -1,0 +1,590 @@
+//! The admin JSON API under `/admin/api/`. The panel uses it; so can scripts (with the session
+//! cookie and the CSRF token from `login`).
+//!
+//! Only `setup` and `login` work without a session. Every other route, known or not, answers
+//! 401 without one: the session is checked before the route is looked at. Writes run on the
+//! writer thread (the one owner of write transactions) through [`write`].
+
+use super::session::{
+    AdminSession, NewSession, WriteSession, clear_cookie, same_origin, set_cookie,
+};
+use super::{AdminState, Error};
+use crate::auth::password::{self, PasswordHash};
+use crate::clock::now_ms;
+use crate::server::reply::Reply;
+use crate::server::{State, read_body};
+use crate::store::panel::{EventQuery, set_first_admin_password};
+use crate::store::read::Canonical;
+use crate::store::{self, admin};
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Method, Request};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 << 10;
+/// Largest part of a raw audit body the event detail returns.
+const MAX_AUDIT_SHOWN: usize = 256 << 10;
+/// Hours on the overview's chart.
+const CHART_HOURS: u32 = 48;
+
+/// Routes `/admin/api/<path>`.
+pub async fn handle(
+    state: &State,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    path: &str,
+) -> Result<Reply, Error> {
+    let method = req.method().clone();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let headers = req.headers().clone();
+    // Read the (small) body before answering anything, so that a refusal does not leave it
+    // unread and the connection can be kept alive.
+    let body = read_body(state, req, MAX_BODY).await?;
+    match (&method, path) {
+        (&Method::POST, "setup") => return setup(state, &headers, &body, peer).await,
+        (&Method::POST, "login") => return login(state, &headers, &body, peer).await,
+        _ => {}
+    }
+    let salt = state.store.admin_password()?.map(|p| p.salt);
+    let session = state
+        .admin
+        .sessions
+        .authenticate(&headers, now_ms(), salt.as_deref())?;
+    let segs: Vec<&str> = path.split('/').collect();
+    if method == Method::GET {
+        return match segs.as_slice() {
+            ["session"] => Ok(session_info(&session)),
+            ["overview"] => overview(state, &session),
+            ["tenants"] => Ok(Reply::json(
+                200,
+                &json!({ "tenants": state.store.tenants(now_ms())? }),
+            )),
+            ["apps"] => Ok(Reply::json(200, &json!({ "apps": state.store.apps()? }))),
+            ["keys"] => {
+                let app = param(&query, "app");
+                Ok(Reply::json(
+                    200,
+                    &json!({ "keys": state.store.keys(app.as_deref())? }),
+                ))
+            }
+            ["events"] => events(state, &session, &query),
+            ["events", seq] => event(state, &session, seq),
+            _ => Err(not_found_or_method(&segs, true)),
+        };
+    }
+    if method != Method::POST {
+        return Err(not_found_or_method(&segs, false));
+    }
+    let w = session.for_write(&headers)?;
+    match segs.as_slice() {
+        ["logout"] => {
+            state.admin.sessions.close(w);
+            let mut r = Reply::json(200, &json!({ "ok": true }));
+            r.headers
+                .push(("set-cookie", clear_cookie(state.admin.config.secure_cookie)));
+            Ok(r)
+        }
+        ["tenants"] => {
+            let b: NewTenant = parse(&body)?;
+            create_tenant(state, &w, b).await
+        }
+        ["tenants", name, "quota"] => {
+            let name = (*name).to_owned();
+            let b: Quota = parse(&body)?;
+            set_quota(state, &w, name, b).await
+        }
+        ["apps"] => {
+            let b: NewApp = parse(&body)?;
+            create_app(state, &w, b).await
+        }
+        ["keys"] => {
+            let b: NewKey = parse(&body)?;
+            mint_key(state, &w, b).await
+        }
+        ["keys", id, "revoke"] => {
+            let id = id
+                .parse::<u32>()
+                .map_err(|_| Error::BadRequest(format!("no key {id:?}")))?;
+            revoke_key(state, &w, id).await
+        }
+        _ => Err(not_found_or_method(&segs, false)),
+    }
+}
+
+/// 405 for a known route asked with the other method, else 404.
+fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
+    let get = matches!(
+        segs,
+        ["session" | "overview" | "tenants" | "apps" | "keys" | "events"] | ["events", _]
+    );
+    let post = matches!(
+        segs,
+        ["logout" | "tenants" | "apps" | "keys" | "setup" | "login"]
+            | ["tenants", _, "quota"]
+            | ["keys", _, "revoke"]
+    );
+    let other_method = if was_get { post } else { get || post };
+    if other_method {
+        Error::MethodNotAllowed
+    } else {
+        Error::NotFound
+    }
+}
+
+/// Parses a JSON body (unknown fields refused).
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|_| Error::BadJson)
+}
+
+/// Runs `f` in a write transaction on the writer thread and commits.
+async fn write<R: Send + 'static>(
+    state: &State,
+    f: impl FnOnce(&redb::WriteTransaction) -> store::Result<R> + Send + 'static,
+) -> Result<R, Error> {
+    let r = state
+        .writer
+        .run(move |db| -> store::Result<R> {
+            let txn = db.begin_write()?;
+            let r = f(&txn)?;
+            txn.commit()?;
+            Ok(r)
+        })
+        .await??;
+    Ok(r)
+}
+
+/// Runs PBKDF2 off the async threads, at most two at a time. `None` if the task failed.
+async fn hashing<R: Send + 'static>(
+    admin: &AdminState,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Option<R> {
+    let _permit = admin.hashing.acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+fn session_reply(state: &State, s: NewSession) -> Reply {
+    let mut r = Reply::json(
+        200,
+        &json!({ "csrf_token": s.csrf, "expires_ms": s.expires_ms }),
+    );
+    r.headers.push((
+        "set-cookie",
+        set_cookie(
+            &s,
+            state.admin.config.session_ttl,
+            state.admin.config.secure_cookie,
+        ),
+    ));
+    r
+}
+
+fn session_info(s: &AdminSession) -> Reply {
+    Reply::json(
+        200,
+        &json!({ "csrf_token": s.csrf(), "expires_ms": s.expires_ms() }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Setup {
+    code: String,
+    password: String,
+}
+
+/// `POST /admin/api/setup {"code","password"}`: first run, once.
+async fn setup(
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Result<Reply, Error> {
+    same_origin(headers)?;
+    let limiter = &state.admin.limiter;
+    limiter
+        .check(peer.ip(), now_ms())
+        .map_err(Error::TooManyAttempts)?;
+    let b: Setup = parse(body)?;
+    if state.store.admin_password()?.is_some() {
+        return Err(Error::AlreadySetUp);
+    }
+    password::check_new(&b.password).map_err(Error::PasswordInvalid)?;
+    if !state.admin.take_setup_code(&b.code) {
+        if let Some(secs) = limiter.failed(peer.ip(), now_ms()) {
+            return Err(Error::TooManyAttempts(secs));
+        }
+        return Err(Error::SetupCodeInvalid);
+    }
+    limiter.succeeded(peer.ip());
+    let pw = b.password;
+    let Some(hash) = hashing(&state.admin, move || PasswordHash::new(&pw)).await else {
+        state.admin.restore_setup_code(&b.code);
+        return Err(Error::Store(store::Error::WriterGone));
+    };
+    let salt = hash.salt.clone();
+    match write(state, move |txn| set_first_admin_password(txn, &hash)).await {
+        Ok(true) => {}
+        Ok(false) => return Err(Error::AlreadySetUp),
+        Err(e) => {
+            state.admin.restore_setup_code(&b.code);
+            return Err(e);
+        }
+    }
+    tracing::info!(peer = %peer.ip(), "admin password set up");
+    Ok(session_reply(
+        state,
+        state.admin.sessions.open(now_ms(), &salt),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    password: String,
+}
+
+/// `POST /admin/api/login {"password"}`.
+async fn login(
+    state: &State,
+    headers: &HeaderMap,
+    body: &[u8],
+    peer: SocketAddr,
+) -> Result<Reply, Error> {
+    same_origin(headers)?;
+    let limiter = &state.admin.limiter;
+    limiter
+        .check(peer.ip(), now_ms())
+        .map_err(Error::TooManyAttempts)?;
+    let b: Login = parse(body)?;
+    let Some(hash) = state.store.admin_password()? else {
+        return Err(Error::SetupRequired);
+    };
+    let ip = peer.ip();
+    let salt = hash.salt.clone();
+    // Check the limit again once it is this request's turn to hash: parallel guesses queue
+    // on the hashing permits, and must not all get past the check made before they queued.
+    let _permit = state
+        .admin
+        .hashing
+        .acquire()
+        .await
+        .map_err(|_| store::Error::WriterGone)?;
+    limiter
+        .check(ip, now_ms())
+        .map_err(Error::TooManyAttempts)?;
+    let ok = tokio::task::spawn_blocking(move || hash.verify(&b.password))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        tracing::warn!(peer = %ip, "admin login failed");
+        if let Some(secs) = limiter.failed(ip, now_ms()) {
+            tracing::warn!(peer = %ip, secs, "admin login locked out");
+            return Err(Error::TooManyAttempts(secs));
+        }
+        return Err(Error::WrongPassword);
+    }
+    limiter.succeeded(ip);
+    tracing::info!(peer = %ip, "admin logged in");
+    Ok(session_reply(
+        state,
+        state.admin.sessions.open(now_ms(), &salt),
+    ))
+}
+
+fn overview(state: &State, _s: &AdminSession) -> Result<Reply, Error> {
+    let now = now_ms();
+    let apps = state.store.apps()?;
+    let counts = state.store.app_counts(now)?;
+    let apps: Vec<Value> = apps
+        .iter()
+        .map(|a| {
+            let c = counts.iter().find(|c| c.app_id == a.id);
+            json!({
+                "app": a.name,
+                "tenant": a.tenant,
+                "today": c.map_or(0, |c| c.today),
+                "this_month": c.map_or(0, |c| c.this_month),
+            })
+        })
+        .collect();
+    let tenants: Vec<Value> = state
+        .store
+        .tenants(now)?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "monthly_quota": t.monthly_quota,
+                "used_this_month": t.used_this_month,
+            })
+        })
+        .collect();
+    let hourly = state.store.hourly(now, CHART_HOURS)?;
+    let first_hour_ms = (now / 3_600_000 + 1 - hourly.len() as u64) * 3_600_000;
+    let mut rejections: Vec<(String, u64)> = Vec::new();
+    let (mut accepted, mut duplicate) = (0, 0);
+    for row in state.counters.snapshot() {
+        match row.outcome.as_str() {
+            "accepted" => accepted += row.count,
+            "duplicate" => duplicate += row.count,
+            reason => match rejections.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, n)) => *n += row.count,
+                None => rejections.push((reason.to_owned(), row.count)),
+            },
+        }
+    }
+    rejections.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(Reply::json(
+        200,
+        &json!({
+            "now_ms": now,
+            "apps": apps,
+            "tenants": tenants,
+            "hourly": { "first_hour_ms": first_hour_ms, "counts": hourly },
+            "since_ms": state.admin.started_ms,
+            "accepted": accepted,
+            "duplicates": duplicate,
+            "rejections": rejections
+                .into_iter()
+                .map(|(reason, count)| json!({ "reason": reason, "count": count }))
+                .collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// `GET /admin/api/events?app=&event_name=&event_id=&install_uuid=&user_id=&before=&after=&limit=`
+fn events(state: &State, _s: &AdminSession, query: &str) -> Result<Reply, Error> {
+    let num = |name: &str| -> Result<Option<u64>, Error> {
+        param(query, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| Error::BadRequest(format!("{name} must be a number")))
+            })
+            .transpose()
+    };
+    let q = EventQuery {
+        app: param(query, "app"),
+        event_name: param(query, "event_name"),
+        event_id: param(query, "event_id"),
+        install_uuid: param(query, "install_uuid"),
+        user_id: param(query, "user_id"),
+        before: num("before")?,
+        after: num("after")?.unwrap_or(0),
+        limit: num("limit")?.unwrap_or(50).clamp(1, 500) as usize,
+    };
+    let page = state.store.list_events(&q)?;
+    let events: Vec<Value> = page
+        .events
+        .iter()
+        .map(|(seq, r)| {
+            let mut v = json!({
+                "seq": seq,
+                "received_at_ms": r.received_at_ms,
+                "app": r.app,
+                "source": r.source,
+                "event_name": r.event_name,
+                "event_id": r.event_id,
+                "key_id": r.key_id,
+            });
+            if let Some(i) = &r.install_uuid {
+                v["install_uuid"] = i.as_str().into();
+            }
+            if let Some(u) = &r.user_id {
+                v["user_id"] = u.as_str().into();
+            }
+            v
+        })
+        .collect();
+    Ok(Reply::json(
+        200,
+        &json!({ "events": events, "next_before": page.next_before, "last_seq": page.last_seq }),
+    ))
+}
+
+/// `GET /admin/api/events/{seq}`: the canonical event and its raw audit body.
+fn event(state: &State, _s: &AdminSession, seq: &str) -> Result<Reply, Error> {
+    let seq: u64 = seq.parse().map_err(|_| Error::NotFound)?;
+    let record = state.store.event(seq)?.ok_or(Error::NotFound)?;
+    let canonical =
+        serde_json::to_value(Canonical::new(seq, &record)).map_err(|_| Error::NotFound)?;
+    let audit = match state.store.audit(&record.audit_key)? {
+        Some(body) => {
+            let shown = &body[..body.len().min(MAX_AUDIT_SHOWN)];
+            json!({
+                "key": record.audit_key,
+                "body": String::from_utf8_lossy(shown),
+                "bytes": body.len(),
+                "truncated": shown.len() < body.len(),
+            })
+        }
+        None => Value::Null,
+    };
+    Ok(Reply::json(
+        200,
+        &json!({ "event": canonical, "audit": audit }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+    #[serde(default)]
+    monthly_quota: u64,
+}
+
+async fn create_tenant(state: &State, _w: &WriteSession, b: NewTenant) -> Result<Reply, Error> {
+    let t = write(state, move |txn| {
+        admin::add_tenant(txn, &b.name, b.monthly_quota)
+    })
+    .await?;
+    tracing::info!(tenant = %t.name, quota = t.monthly_quota, "admin: tenant added");
+    Ok(Reply::json(
+        201,
+        &json!({ "name": t.name, "monthly_quota": t.monthly_quota }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Quota {
+    monthly_quota: u64,
+}
+
+async fn set_quota(
+    state: &State,
+    _w: &WriteSession,
+    name: String,
+    b: Quota,
+) -> Result<Reply, Error> {
+    let name = percent_decode(&name);
+    let t = write(state, move |txn| {
+        admin::set_quota(txn, &name, b.monthly_quota)
+    })
+    .await?;
+    tracing::info!(tenant = %t.name, quota = t.monthly_quota, "admin: quota set");
+    Ok(Reply::json(
+        200,
+        &json!({ "name": t.name, "monthly_quota": t.monthly_quota }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApp {
+    name: String,
+    tenant: String,
+}
+
+async fn create_app(state: &State, _w: &WriteSession, b: NewApp) -> Result<Reply, Error> {
+    let a = write(state, move |txn| admin::add_app(txn, &b.name, &b.tenant)).await?;
+    tracing::info!(app = %a.name, "admin: app added");
+    Ok(Reply::json(201, &json!({ "name": a.name })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    app: String,
+    label: String,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    rate_limit: Option<u32>,
+}
+
+/// Mints a key; the answer holds the key itself, the only time it is ever shown.
+async fn mint_key(state: &State, _w: &WriteSession, b: NewKey) -> Result<Reply, Error> {
+    let events: Vec<String> = b
+        .events
+        .iter()
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    let app = b.app.clone();
+    let k = write(state, move |txn| {
+        admin::mint_key(txn, &b.app, &b.label, events, b.rate_limit)
+    })
+    .await?;
+    tracing::info!(key_id = k.id, app = %app, "admin: key minted");
+    Ok(Reply::json(201, &json!({ "id": k.id, "key": k.plaintext })))
+}
+
+async fn revoke_key(state: &State, _w: &WriteSession, id: u32) -> Result<Reply, Error> {
+    let k = write(state, move |txn| admin::revoke_key(txn, id)).await?;
+    tracing::info!(key_id = id, "admin: key revoked");
+    Ok(Reply::json(
+        200,
+        &json!({ "id": id, "revoked_ms": k.revoked_ms }),
+    ))
+}
+
+/// The decoded value of query parameter `name`; an empty value counts as absent.
+fn param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(&v.replace('+', " ")))
+        .filter(|v| !v.is_empty())
+}
+
+/// Decodes `%XX` escapes; invalid escapes and non-UTF-8 results are kept as they came.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_decode() {
+        let q = "app=my%20app&event_name=a+b&user_id=&x&event_id=%E2%82%AC%zz";
+        assert_eq!(param(q, "app").as_deref(), Some("my app"));
+        assert_eq!(param(q, "event_name").as_deref(), Some("a b"));
+        assert_eq!(param(q, "user_id"), None);
+        assert_eq!(param(q, "x"), None);
+        assert_eq!(param(q, "event_id").as_deref(), Some("€%zz"));
+        assert_eq!(param(q, "missing"), None);
+    }
+
+    #[test]
+    fn wrong_methods_are_told_apart_from_unknown_routes() {
+        assert!(matches!(
+            not_found_or_method(&["overview"], false),
+            Error::MethodNotAllowed
+        ));
+        assert!(matches!(
+            not_found_or_method(&["logout"], true),
+            Error::MethodNotAllowed
+        ));
+        assert!(matches!(
+            not_found_or_method(&["nope"], true),
+            Error::NotFound
+        ));
+        assert!(matches!(
+            not_found_or_method(&["events", "1"], false),
+            Error::MethodNotAllowed
+        ));
+    }
+}

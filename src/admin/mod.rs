@@ -1,0 +1,244 @@
+//! The admin panel: embedded assets under `/admin/`, the JSON API under `/admin/api/`, admin
+//! sessions and the first-run setup code.
+//!
+//! Every response of this module passes through [`handle`], which adds the security headers
+//! (CSP without inline script, `X-Frame-Options: DENY`, `Cache-Control: no-store`, ...).
+//! [`Error::reply`] is the one place where admin errors become HTTP statuses and reasons.
+
+pub mod api;
+pub mod assets;
+pub mod session;
+
+use crate::auth::keys::ct_eq;
+use crate::config::AdminConfig;
+use crate::event::Reason;
+use crate::server::State;
+use crate::server::reply::{Reply, status_of};
+use crate::store::{self, Store};
+use hyper::Request;
+use hyper::body::Incoming;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use tokio::sync::Semaphore;
+
+/// Content-Security-Policy of every admin response: scripts, styles and fetches from this
+/// origin only, no inline script or style, no framing.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+    frame-ancestors 'none'";
+
+/// The admin panel's state in a serving process.
+pub struct AdminState {
+    pub config: AdminConfig,
+    pub sessions: session::Sessions,
+    pub limiter: session::Limiter,
+    /// SHA-256 of the normalized one-time setup code, while no password is set.
+    setup_code: Mutex<Option<[u8; 32]>>,
+    /// PBKDF2 runs at most this many at a time (it is slow on purpose).
+    hashing: Semaphore,
+    /// Start of this process: the outcome counters count from here.
+    pub started_ms: u64,
+}
+
+impl AdminState {
+    /// The admin state of a server on `store`. When no admin password is set yet it makes a
+    /// one-time setup code and returns it (to be shown to whoever started the server); only
+    /// its hash is kept.
+    pub fn new(store: &Store, config: AdminConfig) -> store::Result<(AdminState, Option<String>)> {
+        let code = match store.admin_password()? {
+            Some(_) => None,
+            None => Some(new_setup_code()),
+        };
+        let state = AdminState {
+            sessions: session::Sessions::new(config.session_ttl),
+            config,
+            limiter: session::Limiter::default(),
+            setup_code: Mutex::new(code.as_deref().map(code_hash)),
+            hashing: Semaphore::new(2),
+            started_ms: crate::clock::now_ms(),
+        };
+        Ok((state, code))
+    }
+
+    /// Uses up the setup code if `code` is it.
+    fn take_setup_code(&self, code: &str) -> bool {
+        let mut slot = self.setup_code.lock().unwrap_or_else(|p| p.into_inner());
+        let matches = slot.as_ref().is_some_and(|h| ct_eq(h, &code_hash(code)));
+        if matches {
+            *slot = None;
+        }
+        matches
+    }
+
+    /// Puts back a setup code taken by a setup that then failed to store its password.
+    fn restore_setup_code(&self, code: &str) {
+        *self.setup_code.lock().unwrap_or_else(|p| p.into_inner()) = Some(code_hash(code));
+    }
+}
+
+const CODE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// 20 characters of a 32-letter alphabet (100 random bits), in four groups of five.
+fn new_setup_code() -> String {
+    let mut bytes = [0u8; 20];
+    rand::fill(&mut bytes[..]);
+    let mut code = String::with_capacity(23);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 && i % 5 == 0 {
+            code.push('-');
+        }
+        code.push(CODE_ALPHABET[(b & 31) as usize] as char);
+    }
+    code
+}
+
+/// SHA-256 of a setup code, ignoring case, dashes and spaces.
+fn code_hash(code: &str) -> [u8; 32] {
+    let norm: String = code
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    Sha256::digest(norm.as_bytes()).into()
+}
+
+/// Why an admin request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no admin session")]
+    Unauthorized,
+    #[error("cross-origin request")]
+    CrossOrigin,
+    #[error("missing or wrong CSRF token")]
+    CsrfTokenInvalid,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("wrong setup code")]
+    SetupCodeInvalid,
+    #[error("the admin password is already set")]
+    AlreadySetUp,
+    #[error("no admin password is set yet")]
+    SetupRequired,
+    #[error("too many failed attempts")]
+    TooManyAttempts(u64),
+    #[error("{0}")]
+    PasswordInvalid(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("bad JSON body")]
+    BadJson,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("body: {0:?}")]
+    Body(Reason),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    /// The HTTP answer: status, stable reason, and for validation errors a message meant for
+    /// the person at the panel. Internal errors are logged and answered without detail.
+    fn reply(self, setup_required: bool) -> Reply {
+        let (status, reason, message) = match self {
+            Error::Unauthorized => {
+                let body = json!({
+                    "error": "admin_session_required",
+                    "setup_required": setup_required,
+                });
+                return Reply::json(401, &body);
+            }
+            Error::CrossOrigin => (403, "cross_origin_request", None),
+            Error::CsrfTokenInvalid => (403, "csrf_token_invalid", None),
+            Error::WrongPassword => (401, "wrong_password", None),
+            Error::SetupCodeInvalid => (401, "setup_code_invalid", None),
+            Error::AlreadySetUp => (409, "already_set_up", None),
+            Error::SetupRequired => (409, "setup_required", None),
+            Error::TooManyAttempts(secs) => {
+                return Reply::json(429, &json!({ "error": "too_many_attempts" }))
+                    .retry_after(secs);
+            }
+            Error::PasswordInvalid(m) => (400, "password_invalid", Some(m)),
+            Error::BadRequest(m) => (400, "invalid", Some(m)),
+            Error::BadJson => (400, "bad_json", None),
+            Error::NotFound => (404, "not_found", None),
+            Error::MethodNotAllowed => (405, "method_not_allowed", None),
+            Error::Body(reason) => return Reply::error(reason),
+            Error::Store(store::Error::NotFound(m)) => (404, "not_found", Some(m)),
+            Error::Store(store::Error::Conflict(m)) => (409, "conflict", Some(m)),
+            Error::Store(store::Error::Invalid(m)) => (400, "invalid", Some(m)),
+            Error::Store(store::Error::WriterGone) => {
+                return Reply::error(Reason::ShuttingDown);
+            }
+            Error::Store(e) => {
+                tracing::error!(error = %e, "admin request failed");
+                (500, "internal_error", None)
+            }
+        };
+        let mut body = json!({ "error": reason });
+        if let Some(m) = message {
+            body["message"] = m.into();
+        }
+        Reply::json(status, &body)
+    }
+}
+
+impl From<Reason> for Error {
+    fn from(r: Reason) -> Self {
+        match status_of(r) {
+            400 if r == Reason::BadJson => Error::BadJson,
+            _ => Error::Body(r),
+        }
+    }
+}
+
+/// Everything under `/admin`: the page, its assets and the API. Adds the security headers.
+pub async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    let path = req.uri().path().to_owned();
+    let result = if let Some(rest) = path.strip_prefix("/admin/api/") {
+        api::handle(state, req, peer, rest).await
+    } else {
+        assets::serve(&req, &path)
+    };
+    let reply = result.unwrap_or_else(|e| {
+        let setup_required =
+            matches!(e, Error::Unauthorized) && matches!(state.store.admin_password(), Ok(None));
+        e.reply(setup_required)
+    });
+    secured(reply)
+}
+
+/// Adds the admin security headers (`Cache-Control: no-store` is set on every response by
+/// [`Reply::into_response`]).
+fn secured(mut reply: Reply) -> Reply {
+    reply.headers.extend([
+        ("content-security-policy", CSP.to_owned()),
+        ("x-frame-options", "DENY".to_owned()),
+        ("x-content-type-options", "nosniff".to_owned()),
+        ("referrer-policy", "no-referrer".to_owned()),
+        ("cross-origin-opener-policy", "same-origin".to_owned()),
+        ("cross-origin-resource-policy", "same-origin".to_owned()),
+    ]);
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_codes_are_random_grouped_and_forgiving_to_type() {
+        let c = new_setup_code();
+        assert_eq!(c.len(), 23);
+        assert_eq!(c.matches('-').count(), 3);
+        assert_ne!(c, new_setup_code());
+        assert_eq!(
+            code_hash(&c),
+            code_hash(&c.to_lowercase().replace('-', " "))
+        );
+        assert_ne!(code_hash(&c), code_hash(&new_setup_code()));
+    }
+}

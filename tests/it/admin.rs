@@ -1,0 +1,753 @@
+//! The admin API over real HTTP: sessions, setup, CSRF and origin checks, security headers,
+//! the login rate limit, the separate admin listener, and what the panel reads and writes.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// The one-time setup code the server printed on stderr.
+pub fn setup_code(inlet: &Inlet) -> String {
+    let mut code = String::new();
+    wait_for("the setup code on stderr", || {
+        let log = inlet.log.lock().unwrap();
+        match log.split("setup code ").nth(1) {
+            Some(rest) => {
+                code = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    code
+}
+
+/// An admin API client holding a session cookie and its CSRF token.
+pub struct Admin {
+    pub client: Client,
+    pub cookie: String,
+    pub csrf: String,
+}
+
+fn post_raw(client: &mut Client, path: &str, headers: &[(&str, &str)], body: &Value) -> Resp {
+    let mut h = vec![("Content-Type", "application/json")];
+    h.extend_from_slice(headers);
+    client
+        .post(path, &h, body.to_string().as_bytes())
+        .expect("request")
+}
+
+/// The `name=value` part of a `Set-Cookie` answer.
+fn cookie_of(r: &Resp) -> String {
+    let set = r.header("set-cookie").expect("a session cookie");
+    set.split(';').next().unwrap().to_owned()
+}
+
+impl Admin {
+    fn from_session(client: Client, r: &Resp) -> Admin {
+        assert_eq!(r.status, 200, "{}", r.text());
+        Admin {
+            cookie: cookie_of(r),
+            csrf: r.json()["csrf_token"].as_str().unwrap().to_owned(),
+            client,
+        }
+    }
+
+    /// Completes first-run setup with [`PASSWORD`].
+    pub fn setup(inlet: &Inlet) -> Admin {
+        let code = setup_code(inlet);
+        let mut client = Client::new(inlet.addr);
+        let r = post_raw(
+            &mut client,
+            "/admin/api/setup",
+            &[],
+            &json!({ "code": code, "password": PASSWORD }),
+        );
+        Admin::from_session(client, &r)
+    }
+
+    pub fn login(addr: SocketAddr, password: &str) -> Admin {
+        let mut client = Client::new(addr);
+        let r = post_raw(
+            &mut client,
+            "/admin/api/login",
+            &[],
+            &json!({ "password": password }),
+        );
+        Admin::from_session(client, &r)
+    }
+
+    pub fn get(&mut self, path: &str) -> Resp {
+        self.client
+            .request("GET", path, &[("Cookie", &self.cookie.clone())], b"")
+            .expect("request")
+    }
+
+    pub fn post(&mut self, path: &str, body: &Value) -> Resp {
+        let (cookie, csrf) = (self.cookie.clone(), self.csrf.clone());
+        post_raw(
+            &mut self.client,
+            path,
+            &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)],
+            body,
+        )
+    }
+}
+
+/// Every route of the API but `setup` and `login`.
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/admin/api/session"),
+    ("GET", "/admin/api/overview"),
+    ("GET", "/admin/api/tenants"),
+    ("GET", "/admin/api/apps"),
+    ("GET", "/admin/api/keys"),
+    ("GET", "/admin/api/keys?app=default"),
+    ("GET", "/admin/api/events"),
+    ("GET", "/admin/api/events?app=default&before=10"),
+    ("GET", "/admin/api/events/1"),
+    ("POST", "/admin/api/logout"),
+    ("POST", "/admin/api/tenants"),
+    ("POST", "/admin/api/tenants/default/quota"),
+    ("POST", "/admin/api/apps"),
+    ("POST", "/admin/api/keys"),
+    ("POST", "/admin/api/keys/1/revoke"),
+    ("GET", "/admin/api/no-such-route"),
+    ("DELETE", "/admin/api/keys/1"),
+];
+
+fn assert_all_401(addr: SocketAddr, cookie: Option<&str>) {
+    let mut c = Client::new(addr);
+    for (method, path) in ROUTES {
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(k) = cookie {
+            headers.push(("Cookie", k));
+        }
+        let r = c
+            .request(method, path, &headers, b"{\"name\":\"x\"}")
+            .unwrap();
+        assert_eq!(r.status, 401, "{method} {path}: {}", r.text());
+        assert_eq!(
+            r.json()["error"],
+            "admin_session_required",
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn every_api_route_answers_401_without_a_session() {
+    let inlet = Inlet::start();
+    assert_all_401(inlet.addr, None);
+    let r = Client::new(inlet.addr).get("/admin/api/tenants").unwrap();
+    assert_eq!(r.json()["setup_required"], true);
+    let mut admin = Admin::setup(&inlet);
+    assert_all_401(
+        inlet.addr,
+        Some(&format!("inlet_admin={}", "ab".repeat(32))),
+    );
+    assert_eq!(admin.get("/admin/api/tenants").status, 200);
+    let old = admin.cookie.clone();
+    assert_eq!(admin.post("/admin/api/logout", &json!({})).status, 200);
+    assert_all_401(inlet.addr, Some(&old));
+    let r = Client::new(inlet.addr).get("/admin/api/tenants").unwrap();
+    assert_eq!(r.json()["setup_required"], false);
+    // Nothing was created by the refused writes.
+    let admin = &mut Admin::login(inlet.addr, PASSWORD);
+    assert_eq!(
+        admin.get("/admin/api/tenants").json()["tenants"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        admin.get("/admin/api/keys").json()["keys"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_setup_code_works_once() {
+    let inlet = Inlet::start();
+    let code = setup_code(&inlet);
+    let mut c = inlet.client();
+    let r = post_raw(
+        &mut c,
+        "/admin/api/setup",
+        &[],
+        &json!({ "code": "AAAAA-AAAAA-AAAAA-AAAAA", "password": PASSWORD }),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (401, json!("setup_code_invalid"))
+    );
+    let r = post_raw(
+        &mut c,
+        "/admin/api/setup",
+        &[],
+        &json!({ "code": code, "password": "short" }),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("password_invalid"))
+    );
+    let r = post_raw(
+        &mut c,
+        "/admin/api/login",
+        &[],
+        &json!({ "password": PASSWORD }),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (409, json!("setup_required"))
+    );
+    // Typed in lower case without dashes: still the code.
+    let typed = code.replace('-', "").to_lowercase();
+    let r = post_raw(
+        &mut c,
+        "/admin/api/setup",
+        &[],
+        &json!({ "code": typed, "password": PASSWORD }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set = r.header("set-cookie").unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age="] {
+        assert!(set.contains(flag), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure flag: {set}");
+    let token = cookie_of(&r).split_once('=').unwrap().1.to_owned();
+    assert_eq!(token.len(), 64, "256 random bits");
+    let r = post_raw(
+        &mut c,
+        "/admin/api/setup",
+        &[],
+        &json!({ "code": code, "password": "another password" }),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (409, json!("already_set_up"))
+    );
+    // The first password stands; the second never took.
+    Admin::login(inlet.addr, PASSWORD);
+    let r = post_raw(
+        &mut c,
+        "/admin/api/login",
+        &[],
+        &json!({ "password": "another password" }),
+    );
+    assert_eq!(r.status, 401);
+    // Neither the password nor the session token is anywhere on disk.
+    assert_eq!(files_contain(inlet.data(), PASSWORD.as_bytes()), None);
+    assert_eq!(files_contain(inlet.data(), token.as_bytes()), None);
+    // A restart with a password set prints no new code.
+    let mut inlet = inlet;
+    inlet.kill();
+    inlet.restart();
+    Admin::login(inlet.addr, PASSWORD);
+    assert!(!inlet.log.lock().unwrap().contains("setup code"));
+}
+
+#[test]
+fn cross_origin_and_tokenless_writes_are_refused() {
+    let inlet = Inlet::start();
+    let mut admin = Admin::setup(&inlet);
+    let host = inlet.addr.to_string();
+    let same = format!("http://{host}");
+    let (cookie, csrf) = (admin.cookie.clone(), admin.csrf.clone());
+    let body = json!({ "name": "evil", "monthly_quota": 0 });
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![
+                ("Cookie", &cookie),
+                ("X-CSRF-Token", &csrf),
+                ("Origin", "http://evil.example"),
+            ],
+            "cross_origin_request",
+        ),
+        (
+            vec![
+                ("Cookie", &cookie),
+                ("X-CSRF-Token", &csrf),
+                ("Origin", "null"),
+            ],
+            "cross_origin_request",
+        ),
+        (
+            vec![
+                ("Cookie", &cookie),
+                ("X-CSRF-Token", &csrf),
+                ("Sec-Fetch-Site", "cross-site"),
+            ],
+            "cross_origin_request",
+        ),
+        (
+            vec![
+                ("Cookie", &cookie),
+                ("X-CSRF-Token", &csrf),
+                ("Sec-Fetch-Site", "same-site"),
+            ],
+            "cross_origin_request",
+        ),
+        (
+            vec![("Cookie", &cookie), ("Origin", &same)],
+            "csrf_token_invalid",
+        ),
+        (
+            vec![("Cookie", &cookie), ("X-CSRF-Token", "0000")],
+            "csrf_token_invalid",
+        ),
+    ];
+    for (headers, reason) in cases {
+        let r = post_raw(&mut admin.client, "/admin/api/tenants", &headers, &body);
+        assert_eq!(
+            (r.status, r.json()["error"].as_str().unwrap()),
+            (403, reason),
+            "{headers:?}"
+        );
+    }
+    let r = post_raw(
+        &mut admin.client,
+        "/admin/api/login",
+        &[("Origin", "http://evil.example")],
+        &json!({ "password": PASSWORD }),
+    );
+    assert_eq!(r.status, 403);
+    let tenants = admin.get("/admin/api/tenants").json();
+    assert!(!tenants.to_string().contains("evil"), "{tenants}");
+    // What a browser on the page sends passes.
+    let r = post_raw(
+        &mut admin.client,
+        "/admin/api/tenants",
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Origin", &same),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
+fn assert_secured(r: &Resp, what: &str) {
+    let csp = r
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no CSP"));
+    assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{what}: {csp}"
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "{what}");
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+}
+
+#[test]
+fn admin_responses_carry_the_security_headers_and_assets_their_types() {
+    let inlet = Inlet::start();
+    let mut c = inlet.client();
+    for (path, status, ctype) in [
+        ("/admin", 200, "text/html; charset=utf-8"),
+        ("/admin/", 200, "text/html; charset=utf-8"),
+        ("/admin/app.js", 200, "text/javascript; charset=utf-8"),
+        ("/admin/app.css", 200, "text/css; charset=utf-8"),
+        ("/admin/favicon.svg", 200, "image/svg+xml"),
+        ("/admin/nope.js", 404, "application/json"),
+        ("/admin/api/tenants", 401, "application/json"),
+    ] {
+        let r = c.get(path).unwrap();
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(r.header("content-type"), Some(ctype), "{path}");
+        assert_secured(&r, path);
+    }
+    // The page loads its script from a file: no inline script for the CSP to block.
+    let html = c.get("/admin/").unwrap().text();
+    assert!(html.contains(r#"<script src="/admin/app.js""#), "{html}");
+    assert_eq!(html.matches("<script").count(), 1);
+    // ETags: a matching If-None-Match gets 304 without a body.
+    let js = c.get("/admin/app.js").unwrap();
+    let etag = js.header("etag").expect("etag").to_owned();
+    let again = c
+        .request("GET", "/admin/app.js", &[("If-None-Match", &etag)], b"")
+        .unwrap();
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_secured(&again, "304");
+    let mut admin = Admin::setup(&inlet);
+    for path in ["/admin/api/overview", "/admin/api/keys"] {
+        let r = admin.get(path);
+        assert_eq!(r.status, 200);
+        assert_secured(&r, path);
+    }
+    let r = admin.post(
+        "/admin/api/apps",
+        &json!({ "name": "x", "tenant": "nobody" }),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (404, json!("not_found"))
+    );
+    assert_secured(&r, "404 from the API");
+    // Ingest responses are not admin responses: no admin CSP there.
+    let r = c.post("/s2s/event", &[], b"{}").unwrap();
+    assert!(r.header("content-security-policy").is_none());
+}
+
+#[test]
+fn the_secure_cookie_flag_marks_the_cookie() {
+    let inlet = Inlet::start_with(&["--admin-secure-cookie"]);
+    let code = setup_code(&inlet);
+    let mut c = inlet.client();
+    let r = post_raw(
+        &mut c,
+        "/admin/api/setup",
+        &[],
+        &json!({ "code": code, "password": PASSWORD }),
+    );
+    assert!(r.header("set-cookie").unwrap().contains("; Secure"));
+}
+
+#[test]
+fn ten_wrong_passwords_in_a_row_get_429() {
+    let inlet = Inlet::start();
+    Admin::setup(&inlet);
+    let mut c = inlet.client();
+    let mut login =
+        |pw: &str| post_raw(&mut c, "/admin/api/login", &[], &json!({ "password": pw }));
+    for i in 1..10 {
+        let r = login("wrong password");
+        assert_eq!(
+            (r.status, r.json()["error"].clone()),
+            (401, json!("wrong_password")),
+            "attempt {i}"
+        );
+    }
+    let r = login("wrong password");
+    assert_eq!(r.status, 429, "the 10th failure in a row");
+    assert_eq!(r.json()["error"], "too_many_attempts");
+    let secs: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    // Locked out: even the right password is not checked.
+    let r = login(PASSWORD);
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    // Setup attempts are refused too while the address is locked out.
+    let r = post_raw(
+        &mut inlet.client(),
+        "/admin/api/setup",
+        &[],
+        &json!({ "code": "x", "password": "whatever12" }),
+    );
+    assert_eq!(r.status, 429);
+}
+
+/// Runs `inlet admin set-password` with `password` on stdin.
+fn set_password(data: &std::path::Path, password: &str) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(data)
+        .args(["admin", "set-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn set_password_works_with_and_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = set_password(dir.path(), "short");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+    let out = set_password(dir.path(), "offline password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files_contain(dir.path(), b"offline password"), None);
+
+    // A server on that data dir has a password: no setup code, login works.
+    let mut inlet = Inlet::start();
+    inlet.kill();
+    std::fs::remove_dir_all(inlet.data()).unwrap();
+    copy_dir(dir.path(), inlet.data());
+    inlet.restart();
+    let mut admin = Admin::login(inlet.addr, "offline password");
+    assert!(!inlet.log.lock().unwrap().contains("setup code"));
+    let r = inlet
+        .client()
+        .post(
+            "/admin/api/setup",
+            &[("Content-Type", "application/json")],
+            br#"{"code":"x","password":"whatever12"}"#,
+        )
+        .unwrap();
+    assert_eq!(r.status, 409);
+
+    // While it runs: the new password works at once and every session ends.
+    let out = set_password(inlet.data(), "online password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(admin.get("/admin/api/session").status, 401);
+    let r = inlet
+        .client()
+        .post(
+            "/admin/api/login",
+            &[("Content-Type", "application/json")],
+            br#"{"password":"offline password"}"#,
+        )
+        .unwrap();
+    assert_eq!(r.status, 401);
+    Admin::login(inlet.addr, "online password");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The admin listener's address from the log.
+pub fn admin_addr(inlet: &Inlet) -> SocketAddr {
+    let mut addr = None;
+    wait_for("the admin address in the log", || {
+        let log = inlet.log.lock().unwrap();
+        addr = log
+            .split("admin panel on http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok());
+        addr.is_some()
+    });
+    addr.unwrap()
+}
+
+#[test]
+fn a_separate_admin_listener_takes_the_panel_off_the_ingest_port() {
+    let inlet = Inlet::start_with(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = admin_addr(&inlet);
+    assert_ne!(admin, inlet.addr);
+    let mut main = inlet.client();
+    for path in ["/admin", "/admin/", "/admin/api/session", "/admin/app.js"] {
+        assert_eq!(
+            main.get(path).unwrap().status,
+            404,
+            "{path} on the ingest port"
+        );
+    }
+    let r = main.post("/s2s/event", &[], b"{}").unwrap();
+    assert_eq!(r.status, 401, "ingest stays on the main port");
+    let mut side = Client::new(admin);
+    assert_eq!(side.get("/admin/").unwrap().status, 200);
+    assert_eq!(side.get("/admin/api/session").unwrap().status, 401);
+    assert_eq!(
+        side.post("/s2s/event", &[], b"{}").unwrap().status,
+        404,
+        "no ingest on the admin port"
+    );
+    assert!(
+        inlet
+            .log
+            .lock()
+            .unwrap()
+            .contains(&format!("http://{admin}/admin/#setup="))
+    );
+    let code = setup_code(&inlet);
+    let r = post_raw(
+        &mut side,
+        "/admin/api/setup",
+        &[],
+        &json!({ "code": code, "password": PASSWORD }),
+    );
+    assert_eq!(r.status, 200);
+    // SIGTERM stops both listeners and the process exits cleanly.
+    let mut inlet = inlet;
+    assert!(inlet.signal_and_wait("TERM").success());
+    assert!(
+        std::net::TcpStream::connect(admin).is_err(),
+        "the admin port is closed"
+    );
+}
+
+#[test]
+fn the_api_manages_tenants_apps_keys_and_shows_what_arrived() {
+    let inlet = Inlet::start();
+    let mut admin = Admin::setup(&inlet);
+    let r = admin.post(
+        "/admin/api/tenants",
+        &json!({ "name": "acme", "monthly_quota": 5 }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin.post("/admin/api/tenants", &json!({ "name": "acme" }));
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (409, json!("conflict"))
+    );
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+    let r = admin.post("/admin/api/tenants", &json!({ "name": "bad name!" }));
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid"))
+    );
+    let r = admin.post("/admin/api/tenants", &json!({ "name": "x", "extra": 1 }));
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("bad_json"))
+    );
+    let r = admin.post(
+        "/admin/api/tenants/acme/quota",
+        &json!({ "monthly_quota": 2 }),
+    );
+    assert_eq!(r.status, 200);
+    let r = admin.post(
+        "/admin/api/apps",
+        &json!({ "name": "game", "tenant": "acme" }),
+    );
+    assert_eq!(r.status, 201);
+    let r = admin.post(
+        "/admin/api/keys",
+        &json!({ "app": "game", "label": "billing", "events": ["purchase", " "] }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_owned();
+    let key_id = r.json()["id"].as_u64().unwrap();
+    assert!(key.starts_with("srv_") && key.len() == 52);
+    assert_eq!(files_contain(inlet.data(), key.as_bytes()), None);
+
+    let mut c = inlet.client();
+    for (id, user) in [("e1", "u1"), ("e2", "u2"), ("e3", "u1")] {
+        let mut ev = event(id);
+        ev["user_id"] = user.into();
+        c.post_json("/s2s/event", &key, &ev);
+    }
+    let mut other = event("e4");
+    other["event_name"] = "open".into();
+    assert_eq!(c.post_json("/s2s/event", &key, &other).status, 403);
+    c.post_json("/s2s/event", &key, &event("e1"));
+
+    let keys = admin.get("/admin/api/keys?app=game").json();
+    assert_eq!(keys["keys"][0]["allowed_events"], json!(["purchase"]));
+    assert!(keys["keys"][0]["last_used_ms"].is_u64());
+    assert!(!keys.to_string().contains(&key[4..]), "never the key");
+
+    let tenants = admin.get("/admin/api/tenants").json();
+    assert_eq!(tenants["tenants"][1]["used_this_month"], 2);
+    let page = admin.get("/admin/api/events?limit=1").json();
+    assert_eq!(page["events"][0]["seq"], 2);
+    assert_eq!(page["events"][0]["event_id"], "e2");
+    assert_eq!(page["last_seq"], 2);
+    assert_eq!(page["next_before"], 2);
+    let older = admin.get("/admin/api/events?limit=10&before=2").json();
+    assert_eq!(older["events"][0]["event_id"], "e1");
+    assert_eq!(older["next_before"], Value::Null);
+    let by_user = admin.get("/admin/api/events?user_id=u2&app=game").json();
+    assert_eq!(by_user["events"].as_array().unwrap().len(), 1);
+    let none = admin.get("/admin/api/events?event_name=open").json();
+    assert!(none["events"].as_array().unwrap().is_empty());
+    let newer = admin.get("/admin/api/events?after=1").json();
+    assert_eq!(newer["events"].as_array().unwrap().len(), 1);
+    let by_id = admin.get("/admin/api/events?app=game&event_id=e1").json();
+    assert_eq!(by_id["events"][0]["seq"], 1);
+    let r = admin.get("/admin/api/events?before=x");
+    assert_eq!(r.status, 400);
+
+    let detail = admin.get("/admin/api/events/1").json();
+    assert_eq!(detail["event"]["event_id"], "e1");
+    assert_eq!(detail["event"]["tenant"], "acme");
+    let audit_key = detail["event"]["audit_key"].as_str().unwrap();
+    assert_eq!(detail["audit"]["key"], audit_key);
+    let raw: Value = serde_json::from_str(detail["audit"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["user_id"], "u1");
+    assert_eq!(admin.get("/admin/api/events/99").status, 404);
+
+    let o = admin.get("/admin/api/overview").json();
+    let game = o["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app"] == "game")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (game["today"].clone(), game["this_month"].clone()),
+        (json!(2), json!(2))
+    );
+    let hourly: u64 = o["hourly"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(hourly, 2);
+    assert_eq!(o["hourly"]["counts"].as_array().unwrap().len(), 48);
+    assert_eq!(o["tenants"][1]["used_this_month"], 2);
+    assert_eq!(o["accepted"], 2);
+    assert_eq!(o["duplicates"], 1);
+    let reasons: Vec<(String, u64)> = o["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["reason"].as_str().unwrap().to_owned(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(reasons.contains(&("cap_exceeded".into(), 1)), "{reasons:?}");
+    assert!(
+        reasons.contains(&("event_not_allowed_by_key".into(), 1)),
+        "{reasons:?}"
+    );
+
+    let r = admin.post(&format!("/admin/api/keys/{key_id}/revoke"), &json!({}));
+    assert_eq!(r.status, 200);
+    assert!(r.json()["revoked_ms"].is_u64());
+    assert_eq!(c.post_json("/s2s/event", &key, &event("e9")).status, 401);
+    assert_eq!(
+        admin.post("/admin/api/keys/999/revoke", &json!({})).status,
+        404
+    );
+    // The CLI sees what the panel did.
+    let listed = parse_ndjson(&inlet.cli_ok(&["keys", "list", "--json"]));
+    assert!(listed[0]["revoked_ms"].is_u64());
+}
