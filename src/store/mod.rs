@@ -2,9 +2,11 @@
 //! and reads. The store knows nothing of HTTP.
 
 pub mod admin;
+pub mod backup;
 pub mod codec;
 pub mod panel;
 pub mod read;
+pub mod retention;
 pub mod tables;
 pub mod writer;
 
@@ -53,7 +55,8 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::DatabaseError
 );
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

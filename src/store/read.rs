@@ -39,6 +39,8 @@ pub struct TenantRow {
     /// Events accepted in the current calendar month (UTC).
     pub used_this_month: u64,
     pub created_ms: u64,
+    /// Its own retention in days (0 = forever); `None` = the server's `retention_days`.
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +80,24 @@ pub struct ExportFilter {
     /// Only events with a larger seq.
     pub after: u64,
     pub limit: Option<u64>,
+    /// Only events received at or after this time (ms).
+    pub since_ms: Option<u64>,
+    /// Only events received before this time (ms).
+    pub until_ms: Option<u64>,
+    /// Only events of this source (`reflect`, ...).
+    pub source: Option<String>,
+    /// Only events with this name.
+    pub event: Option<String>,
+}
+
+impl ExportFilter {
+    fn selects(&self, r: &EventRecord) -> bool {
+        self.app.as_ref().is_none_or(|a| *a == r.app)
+            && self.source.as_ref().is_none_or(|s| *s == r.source)
+            && self.event.as_ref().is_none_or(|e| *e == r.event_name)
+            && self.since_ms.is_none_or(|t| r.received_at_ms >= t)
+            && self.until_ms.is_none_or(|t| r.received_at_ms < t)
+    }
 }
 
 /// What a presented key turned out to be.
@@ -161,6 +181,7 @@ impl Store {
                 monthly_quota: t.monthly_quota,
                 used_this_month: used,
                 created_ms: t.created_ms,
+                retention_days: t.retention_days,
             });
         }
         Ok(rows)
@@ -299,7 +320,9 @@ impl Store {
         Ok(v.map(|b| b.value().to_vec()))
     }
 
-    /// Writes the selected events as NDJSON canonical events, in log order. Returns how many.
+    /// Writes the selected events as NDJSON canonical events, in log order, streaming from one
+    /// read transaction (a consistent snapshot). Returns how many. The admin API's export
+    /// route streams the same lines.
     pub fn export(&self, filter: &ExportFilter, out: &mut dyn Write) -> Result<u64> {
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
@@ -311,7 +334,7 @@ impl Store {
             }
             let (seq, bytes) = row?;
             let record = decode_event(bytes.value())?;
-            if filter.app.as_ref().is_some_and(|a| *a != record.app) {
+            if !filter.selects(&record) {
                 continue;
             }
             serde_json::to_writer(&mut *out, &Canonical::new(seq.value(), &record))
