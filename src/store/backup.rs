@@ -226,6 +226,13 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
     }
     let summary = verify(&staged.0)?;
     std::fs::File::open(&staged.0)?.sync_all()?;
+    // Run as root for a service user: the restored file keeps the owner of the database
+    // it replaces (or of the data dir), so the service can open it.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(&current).or_else(|_| std::fs::metadata(data_dir))?;
+        let _ = std::os::unix::fs::chown(&staged.0, Some(owner.uid()), Some(owner.gid()));
+    }
     let kept = match held {
         Some(_) => {
             let kept = data_dir.join(format!("{DB_FILE}.pre-restore-{}", crate::clock::now_ms()));
