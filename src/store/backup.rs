@@ -37,6 +37,8 @@ macro_rules! each_table {
         $m!(KEY_USED);
         $m!(USAGE);
         $m!(AUDIT);
+        $m!(ORDERING);
+        $m!(SESSIONS);
     };
 }
 

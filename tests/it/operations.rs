@@ -393,6 +393,7 @@ fn readyz_goes_unready_when_the_writer_stops() {
         store,
         writer,
         counters: Default::default(),
+        rate_limiter: Default::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let served = runtime.spawn(server::run(listener, state.clone(), async {
