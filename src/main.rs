@@ -122,8 +122,16 @@ fn time_arg(flag: &str, value: Option<String>) -> anyhow::Result<Option<u64>> {
 /// `inlet backup FILE`: written next to FILE, renamed into place when complete.
 fn backup(data: &Path, path: &Path) -> anyhow::Result<()> {
     let partial = path.with_extension("partial");
-    let mut file = std::fs::File::create(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
+    // Owner-only: a backup holds key hashes and audit bodies.
+    let mut file = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        0o600,
+    )
+    .open(&partial)
+    .with_context(|| format!("creating {}", partial.display()))?;
     let written = admin(data, Op::Backup, &mut file).and_then(|()| Ok(file.sync_all()?));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&partial);

@@ -216,7 +216,7 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
             e => Error::Db(e.into()),
         })?)
     } else {
-        std::fs::create_dir_all(data_dir)?;
+        super::create_private_dir(data_dir)?;
         None
     };
     let staged = TempFile(temp_path(data_dir, "restore"));

@@ -145,7 +145,7 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
 }
 
 /// Creates `dir` (and parents) readable by the owner only.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

@@ -535,6 +535,9 @@ fn restore_refuses_while_a_server_runs_and_refuses_a_bad_file() {
     let inlet = Inlet::start();
     let backup = inlet.data().join("copy.redb");
     inlet.cli_ok(&["backup", backup.to_str().unwrap()]);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&backup).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "a backup is owner-only");
     let out = inlet.cli(&["restore", backup.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("stop it first"));
@@ -797,6 +800,11 @@ fn sigterm_answers_or_refuses_a_request_in_flight_and_exits_promptly() {
     let body = event("in-flight").to_string();
     let mut sock = std::net::TcpStream::connect(inlet.addr).unwrap();
     sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    // A first request on the connection proves the server accepted it.
+    std::io::Write::write_all(&mut sock, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 512];
+    let n = std::io::Read::read(&mut sock, &mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
     let head = format!(
         "POST /s2s/event HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
          Content-Length: {}\r\n\r\n",
@@ -832,4 +840,38 @@ fn sigterm_answers_or_refuses_a_request_in_flight_and_exits_promptly() {
             "refused: {answer}"
         );
     }
+}
+
+#[test]
+fn systemd_is_notified_when_ready_and_when_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--data")
+        .arg(data.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    // Ready means serving: the address it names answers at once.
+    let addr = ready.split("http://").nth(1).unwrap().trim();
+    let r = Client::new(addr.parse().unwrap()).get("/readyz").unwrap();
+    assert_eq!(r.status, 200);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
 }
