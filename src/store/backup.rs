@@ -39,6 +39,8 @@ macro_rules! each_table {
         $m!(AUDIT);
         $m!(ORDERING);
         $m!(SESSIONS);
+        $m!(APP_DAYS);
+        $m!(APP_HOURS);
     };
 }
 

@@ -388,12 +388,14 @@ fn readyz_goes_unready_when_the_writer_stops() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
+    let (admin, _) = inlet::admin::AdminState::new(&store, config.admin.clone()).unwrap();
     let state = Arc::new(State {
         config,
         store,
         writer,
         counters: Default::default(),
         rate_limiter: Default::default(),
+        admin,
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let served = runtime.spawn(server::run(listener, state.clone(), async {
