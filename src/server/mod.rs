@@ -151,13 +151,21 @@ async fn serve_conn<I>(
     }
 }
 
+/// A response body: a whole buffer, or a stream (the admin API's export).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A buffered response as a [`Body`] response.
+pub fn boxed(resp: Response<Full<Bytes>>) -> Response<Body> {
+    resp.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
 /// The router: method and path to handler.
 async fn route(
     state: &State,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
     site: Site,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -166,6 +174,17 @@ async fn route(
         Site::Admin => true,
     };
     let is_admin = path == "/admin" || path.starts_with("/admin/");
+    if admin_here && method == Method::GET && path == "/admin/api/export" {
+        // Streamed: the only answer that is not a buffered `Reply`.
+        let resp = crate::admin::export(state, req).await;
+        let status = resp.status().as_u16();
+        state
+            .counters
+            .requests
+            .observe(status, started.elapsed().as_secs_f64());
+        tracing::debug!(%method, %path, status, %peer, "request (streamed)");
+        return resp;
+    }
     let reply = match (req.method(), path.as_str()) {
         _ if is_admin && admin_here => crate::admin::handle(state, req, peer).await,
         _ if site == Site::Admin => Reply::error(Reason::NotFound),
@@ -198,7 +217,7 @@ async fn route(
         .requests
         .observe(status, started.elapsed().as_secs_f64());
     tracing::debug!(%method, %path, status, %peer, ms = started.elapsed().as_millis() as u64, "request");
-    reply.into_response()
+    boxed(reply.into_response())
 }
 
 const GR_SESSIONS: &str = "/api/v1/sessions/";

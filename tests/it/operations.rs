@@ -877,3 +877,107 @@ fn systemd_is_notified_when_ready_and_when_stopping() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+/// GET with a cookie, `Connection: close`; returns status line, headers and the de-chunked
+/// body (the export is streamed with chunked transfer encoding).
+fn get_streamed(addr: std::net::SocketAddr, path: &str, cookie: &str) -> (String, String, Vec<u8>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(sock);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let mut headers = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        headers.push_str(&line.to_ascii_lowercase());
+    }
+    let mut body = Vec::new();
+    if headers.contains("transfer-encoding: chunked") {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        r.read_to_end(&mut body).unwrap();
+    }
+    (status, headers, body)
+}
+
+#[test]
+fn the_admin_api_streams_the_same_export() {
+    let inlet = Inlet::start();
+    let key = inlet.mint("default");
+    let mut c = inlet.client();
+    // Enough events for several chunks of the stream.
+    for b in 0..6 {
+        let events: Vec<_> = (0..200)
+            .map(|i| {
+                let mut e = event(&format!("s{b}-{i}"));
+                e["props"] = serde_json::json!({ "pad": "x".repeat(300) });
+                if i % 3 == 0 {
+                    e["event_name"] = "signup".into();
+                }
+                e
+            })
+            .collect();
+        let r = c.post_json(
+            "/s2s/events/bulk",
+            &key,
+            &serde_json::json!({ "events": events }),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let (status, _, body) = get_streamed(inlet.addr, "/admin/api/export", "none=1");
+    assert!(status.contains(" 401 "), "{status}");
+    assert!(String::from_utf8_lossy(&body).contains("admin_session_required"));
+
+    let admin = crate::admin::Admin::setup(&inlet);
+    let (status, headers, body) = get_streamed(inlet.addr, "/admin/api/export", &admin.cookie);
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        headers.contains("content-type: application/x-ndjson"),
+        "{headers}"
+    );
+    assert!(headers.contains("content-security-policy"), "{headers}");
+    assert!(
+        headers.contains("transfer-encoding: chunked"),
+        "streamed: {headers}"
+    );
+    assert_eq!(String::from_utf8(body).unwrap(), inlet.cli_ok(&["export"]));
+
+    let (_, _, body) = get_streamed(
+        inlet.addr,
+        "/admin/api/export?event=signup&after=10&limit=50",
+        &admin.cookie,
+    );
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        inlet.cli_ok(&[
+            "export", "--event", "signup", "--after", "10", "--limit", "50"
+        ])
+    );
+    let (status, _, body) = get_streamed(
+        inlet.addr,
+        "/admin/api/export?since=yesterday",
+        &admin.cookie,
+    );
+    assert!(status.contains(" 400 "), "{status}");
+    assert!(String::from_utf8_lossy(&body).contains("since"));
+}
