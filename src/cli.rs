@@ -1,7 +1,6 @@
 //! Command-line definitions (clap).
 
 use clap::{Args, Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -19,6 +18,9 @@ pub struct Cli {
         default_value = "./inlet-data"
     )]
     pub data: PathBuf,
+    /// Configuration file (TOML); flags and `INLET_*` variables override its keys.
+    #[arg(long, global = true, env = "INLET_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -41,6 +43,15 @@ pub enum Command {
     /// Raw request bodies kept for audit.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Retention of old events.
+    #[command(subcommand)]
+    Retention(RetentionCmd),
+    /// Validate the effective configuration (file, environment, flags) and print it.
+    CheckConfig(ServeArgs),
+    /// Write a consistent copy of the database to FILE (works while serving).
+    Backup { file: PathBuf },
+    /// Replace the database with the backup in FILE, after checking it (server stopped).
+    Restore { file: PathBuf },
     /// The admin panel.
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -52,27 +63,87 @@ pub enum AdminCmd {
     SetPassword,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "INLET_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Largest body of a single-event request, in bytes.
-    #[arg(long, env = "INLET_MAX_BODY_SINGLE", default_value_t = 64 << 10)]
-    pub max_body_single: usize,
-    /// Largest body of a bulk request, in bytes.
-    #[arg(long, env = "INLET_MAX_BODY_BULK", default_value_t = 5 << 20)]
-    pub max_body_bulk: usize,
-    /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect).
-    #[arg(long, env = "INLET_DEFAULT_RATE_LIMIT", default_value_t = crate::config::DEFAULT_RATE_LIMIT,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub default_rate_limit: u32,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "INLET_LISTEN")]
+    pub listen: Option<String>,
+    /// Largest body of a single-event request, in bytes [default: 65536].
+    #[arg(long, env = "INLET_MAX_BODY_SINGLE")]
+    pub max_body_single: Option<usize>,
+    /// Largest body of a bulk request, in bytes [default: 5242880].
+    #[arg(long, env = "INLET_MAX_BODY_BULK")]
+    pub max_body_bulk: Option<usize>,
+    /// Bytes of request bodies that may wait for the writer [default: 67108864].
+    #[arg(long, env = "INLET_QUEUE_BYTES")]
+    pub queue_bytes: Option<usize>,
+    /// Open client connections at most [default: 1024].
+    #[arg(long, env = "INLET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send its request headers [default: 10].
+    #[arg(long, env = "INLET_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a client has to send its request body [default: 30].
+    #[arg(long, env = "INLET_BODY_TIMEOUT_SECS")]
+    pub body_timeout_secs: Option<u64>,
+    /// Log line format on stderr [default: text].
+    #[arg(long, env = "INLET_LOG_FORMAT", value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
+    /// PEM certificate chain; with --tls-key, serve HTTPS.
+    #[arg(long, env = "INLET_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "INLET_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// /readyz fails below this much free disk space, in MiB [default: 256].
+    #[arg(long, env = "INLET_MIN_FREE_DISK_MB")]
+    pub min_free_disk_mb: Option<u64>,
+    /// Days to keep events of tenants without their own retention; 0 = forever [default: 0].
+    #[arg(long, env = "INLET_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+    /// Seconds between retention runs [default: 3600].
+    #[arg(long, env = "INLET_RETENTION_INTERVAL_SECS")]
+    pub retention_interval_secs: Option<u64>,
+    /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect)
+    /// [default: 1000].
+    #[arg(long, env = "INLET_DEFAULT_RATE_LIMIT")]
+    pub default_rate_limit: Option<u32>,
     /// Serve the admin panel on this address only (e.g. 127.0.0.1:8081), not on --listen.
     #[arg(long, env = "INLET_ADMIN_LISTEN")]
-    pub admin_listen: Option<SocketAddr>,
-    /// Mark the admin session cookie Secure (when users reach inlet over HTTPS).
-    #[arg(long, env = "INLET_ADMIN_SECURE_COOKIE")]
-    pub admin_secure_cookie: bool,
+    pub admin_listen: Option<String>,
+    /// Mark the admin session cookie Secure (users reach inlet over HTTPS); `--admin-secure-cookie`
+    /// alone means true [default: true with tls_cert, else false].
+    #[arg(long, env = "INLET_ADMIN_SECURE_COOKIE", num_args = 0..=1, default_missing_value = "true")]
+    pub admin_secure_cookie: Option<bool>,
+    /// Bearer token required by /metrics (default: none required).
+    #[arg(long, env = "INLET_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+}
+
+impl ServeArgs {
+    /// The flags and environment variables given, as a configuration layer.
+    pub fn raw(&self) -> crate::config::RawConfig {
+        crate::config::RawConfig {
+            data_dir: None,
+            listen: self.listen.clone(),
+            max_body_single: self.max_body_single,
+            max_body_bulk: self.max_body_bulk,
+            queue_bytes: self.queue_bytes,
+            max_connections: self.max_connections,
+            header_timeout_secs: self.header_timeout_secs,
+            body_timeout_secs: self.body_timeout_secs,
+            log_format: self.log_format,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            min_free_disk_mb: self.min_free_disk_mb,
+            retention_days: self.retention_days,
+            retention_interval_secs: self.retention_interval_secs,
+            metrics_token: self.metrics_token.clone(),
+            default_rate_limit: self.default_rate_limit,
+            admin_listen: self.admin_listen.clone(),
+            admin_secure_cookie: self.admin_secure_cookie,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +163,8 @@ pub enum TenantsCmd {
     },
     /// Set a tenant's monthly quota (0 = unlimited).
     SetQuota { name: String, quota: u64 },
+    /// Keep a tenant's events DAYS days (0 = forever; `default` = the server's retention_days).
+    SetRetention { name: String, days: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +242,32 @@ pub struct ExportArgs {
     /// At most this many events.
     #[arg(long)]
     pub limit: Option<u64>,
+    /// Only events received at or after this time (RFC 3339, or a date YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events received before this time (RFC 3339, or a date YYYY-MM-DD).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only events of this source (`reflect`, `adjust`, ...).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only events with this event name.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Compress the output with gzip.
+    #[arg(long)]
+    pub gzip: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCmd {
+    /// Remove now what retention removes (the server also runs this every
+    /// retention_interval_secs).
+    Run {
+        /// Apply the cut as of this time (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

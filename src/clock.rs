@@ -96,6 +96,75 @@ pub fn rfc3339_ms(ms: u64) -> String {
     format!("{}T{h:02}:{mi:02}:{s:02}.{frac:03}Z", d.iso())
 }
 
+/// Parses an RFC 3339 timestamp (`2026-11-26T06:13:50Z`, `...50.123+02:00`) or a plain UTC
+/// date (`2026-11-26`, meaning its midnight) into milliseconds since the epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let num = |s: &str| -> Option<i64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let date = t.get(..10)?;
+    let (y, m, d) = (
+        num(date.get(..4)?)?,
+        num(date.get(5..7)?)?,
+        num(date.get(8..10)?)?,
+    );
+    if date.as_bytes()[4] != b'-' || date.as_bytes()[7] != b'-' || !(1..=12).contains(&m) {
+        return None;
+    }
+    let days_in_month = days_from_civil(
+        if m == 12 { y as i32 + 1 } else { y as i32 },
+        if m == 12 { 1 } else { m as u32 + 1 },
+        1,
+    ) - days_from_civil(y as i32, m as u32, 1);
+    if d < 1 || d > days_in_month {
+        return None;
+    }
+    let day_ms = days_from_civil(y as i32, m as u32, d as u32) * MS_PER_DAY;
+    let rest = &t[10..];
+    if rest.is_empty() {
+        return Some(day_ms);
+    }
+    let rest = rest.strip_prefix(['T', 't', ' '])?;
+    let (h, mi, s) = (
+        num(rest.get(..2)?)?,
+        num(rest.get(3..5)?)?,
+        num(rest.get(6..8)?)?,
+    );
+    if rest.as_bytes()[2] != b':' || rest.as_bytes()[5] != b':' || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &rest[8..];
+    let mut frac_ms = 0;
+    if let Some(f) = rest.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let ms3: String = f[..digits].chars().chain("00".chars()).take(3).collect();
+        frac_ms = num(&ms3)?;
+        rest = &f[digits..];
+    }
+    let offset_ms = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = (num(rest.get(1..3)?)?, num(rest.get(4..6)?)?);
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' || oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3_600_000 + om * 60_000)
+        }
+    };
+    Some(day_ms + h * 3_600_000 + mi * 60_000 + s * 1000 + frac_ms - offset_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +185,29 @@ mod tests {
         assert_eq!(month_key(1_735_999_999_000), 202501);
         assert_eq!(Date::from_ms(951_782_400_000).iso(), "2000-02-29");
         assert_eq!(rfc3339_ms(1_735_999_999_123), "2025-01-04T14:13:19.123Z");
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(
+            parse_rfc3339_ms("2025-01-04T14:13:19.123Z"),
+            Some(1_735_999_999_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2025-01-04T16:13:19.1+02:00"),
+            Some(1_735_999_999_100)
+        );
+        assert_eq!(parse_rfc3339_ms("2025-01-04"), Some(1_735_948_800_000));
+        for bad in [
+            "",
+            "2025-13-01",
+            "2025-02-30",
+            "2025-01-04T25:00:00Z",
+            "2025-01-04T14:13:19",
+            "yesterday",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
     }
 
     #[test]

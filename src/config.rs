@@ -1,8 +1,14 @@
-//! Configuration of a serving process, resolved from flags and environment by `cli` and
-//! passed in explicitly (never a global).
+//! Configuration of a serving process, in two phases: [`RawConfig`] layers (the TOML file,
+//! then environment and flags, each optional and unknown keys refused) are merged and then
+//! resolved and checked into a [`Config`], which is passed in explicitly (never a global).
+//!
+//! Precedence, highest first: command-line flag, `INLET_*` environment variable, the file
+//! named by `--config` / `INLET_CONFIG`, the built-in default.
 
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Body size limits per endpoint kind, enforced while reading.
@@ -26,6 +32,25 @@ impl Default for Limits {
 /// Default requests per minute per key (GameRebellion's "Pro" tier).
 pub const DEFAULT_RATE_LIMIT: u32 = 1000;
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `tracing`'s key=value lines.
+    #[default]
+    Text,
+    /// One JSON object per line (journald, Loki).
+    Json,
+}
+
+/// TLS served directly by inlet (for studios without a reverse proxy).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -41,6 +66,17 @@ pub struct Config {
     pub body_timeout: Duration,
     /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect).
     pub default_rate_limit: u32,
+    pub log_format: LogFormat,
+    /// `None`: plain HTTP.
+    pub tls: Option<Tls>,
+    /// `/readyz` answers 503 when the data dir's file system has less free space than this.
+    pub min_free_disk_bytes: u64,
+    /// Retention of tenants without their own setting, in days; 0 keeps events forever.
+    pub retention_days: u32,
+    /// How often the retention task runs.
+    pub retention_interval: Duration,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
     pub admin: AdminConfig,
 }
 
@@ -77,6 +113,315 @@ impl Config {
             body_timeout: Duration::from_secs(30),
             default_rate_limit: DEFAULT_RATE_LIMIT,
             admin: AdminConfig::default(),
+            log_format: LogFormat::Text,
+            tls: None,
+            min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_MB << 20,
+            retention_days: 0,
+            retention_interval: Duration::from_secs(DEFAULT_RETENTION_INTERVAL_SECS),
+            metrics_token: None,
         }
+    }
+
+    /// The effective configuration as a complete TOML file, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        let raw = RawConfig {
+            data_dir: Some(self.data_dir.clone()),
+            listen: Some(self.listen.to_string()),
+            max_body_single: Some(self.limits.single_body),
+            max_body_bulk: Some(self.limits.bulk_body),
+            queue_bytes: Some(self.queue_bytes),
+            max_connections: Some(self.max_connections),
+            header_timeout_secs: Some(self.header_timeout.as_secs()),
+            body_timeout_secs: Some(self.body_timeout.as_secs()),
+            log_format: Some(self.log_format),
+            tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.key.clone()),
+            min_free_disk_mb: Some(self.min_free_disk_bytes >> 20),
+            retention_days: Some(self.retention_days),
+            retention_interval_secs: Some(self.retention_interval.as_secs()),
+            metrics_token: self.metrics_token.as_ref().map(|_| REDACTED.to_owned()),
+            default_rate_limit: Some(self.default_rate_limit),
+            admin_listen: self.admin.listen.map(|a| a.to_string()),
+            admin_secure_cookie: Some(self.admin.secure_cookie),
+        };
+        toml::to_string(&raw).expect("a config always serializes")
+    }
+}
+
+/// What `check-config` prints instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+pub const DEFAULT_DATA_DIR: &str = "./inlet-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
+pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 3600;
+
+/// One layer of configuration: every key optional. The TOML file uses exactly these names;
+/// flags are the same names with dashes, environment variables `INLET_` + upper case.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub max_body_single: Option<usize>,
+    pub max_body_bulk: Option<usize>,
+    pub queue_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub log_format: Option<LogFormat>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub min_free_disk_mb: Option<u64>,
+    pub retention_days: Option<u32>,
+    pub retention_interval_secs: Option<u64>,
+    pub metrics_token: Option<String>,
+    pub default_rate_limit: Option<u32>,
+    pub admin_listen: Option<String>,
+    pub admin_secure_cookie: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl RawConfig {
+    /// Reads a TOML file; unknown keys and wrong types are errors naming the key.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("reading config file {}: {e}", path.display())))?;
+        RawConfig::from_toml(&text)
+            .map_err(|e| bad(format!("config file {}: {}", path.display(), e.0)))
+    }
+
+    pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_owned()))
+    }
+
+    /// `self` with every key that `over` sets replaced by `over`'s value.
+    pub fn under(self, over: RawConfig) -> RawConfig {
+        RawConfig {
+            data_dir: over.data_dir.or(self.data_dir),
+            listen: over.listen.or(self.listen),
+            max_body_single: over.max_body_single.or(self.max_body_single),
+            max_body_bulk: over.max_body_bulk.or(self.max_body_bulk),
+            queue_bytes: over.queue_bytes.or(self.queue_bytes),
+            max_connections: over.max_connections.or(self.max_connections),
+            header_timeout_secs: over.header_timeout_secs.or(self.header_timeout_secs),
+            body_timeout_secs: over.body_timeout_secs.or(self.body_timeout_secs),
+            log_format: over.log_format.or(self.log_format),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
+            min_free_disk_mb: over.min_free_disk_mb.or(self.min_free_disk_mb),
+            retention_days: over.retention_days.or(self.retention_days),
+            retention_interval_secs: over
+                .retention_interval_secs
+                .or(self.retention_interval_secs),
+            metrics_token: over.metrics_token.or(self.metrics_token),
+            default_rate_limit: over.default_rate_limit.or(self.default_rate_limit),
+            admin_listen: over.admin_listen.or(self.admin_listen),
+            admin_secure_cookie: over.admin_secure_cookie.or(self.admin_secure_cookie),
+        }
+    }
+
+    /// Applies defaults and checks every value; loads the TLS certificate and key.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(format!(
+                "listen: {listen_text:?} is not an address like 127.0.0.1:8080"
+            ))
+        })?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if data_dir.as_os_str().is_empty() {
+            return Err(bad("data_dir: must not be empty"));
+        }
+        let mut c = Config::new(data_dir, listen);
+        let positive = |key: &str, v: Option<u64>, default: u64, max: u64| match v {
+            None => Ok(default),
+            Some(v) if (1..=max).contains(&v) => Ok(v),
+            Some(v) => Err(bad(format!("{key}: {v} is outside 1..={max}"))),
+        };
+        const GIB: u64 = 1 << 30;
+        c.limits.single_body = positive(
+            "max_body_single",
+            self.max_body_single.map(|v| v as u64),
+            c.limits.single_body as u64,
+            GIB,
+        )? as usize;
+        c.limits.bulk_body = positive(
+            "max_body_bulk",
+            self.max_body_bulk.map(|v| v as u64),
+            c.limits.bulk_body as u64,
+            GIB,
+        )? as usize;
+        c.queue_bytes = positive(
+            "queue_bytes",
+            self.queue_bytes.map(|v| v as u64),
+            c.queue_bytes as u64,
+            16 * GIB,
+        )? as usize;
+        if c.queue_bytes < 1 << 20 {
+            return Err(bad(format!(
+                "queue_bytes: {} is below the minimum of 1048576 (1 MiB)",
+                c.queue_bytes
+            )));
+        }
+        c.max_connections = positive(
+            "max_connections",
+            self.max_connections.map(|v| v as u64),
+            c.max_connections as u64,
+            1 << 20,
+        )? as usize;
+        c.header_timeout = Duration::from_secs(positive(
+            "header_timeout_secs",
+            self.header_timeout_secs,
+            c.header_timeout.as_secs(),
+            3600,
+        )?);
+        c.body_timeout = Duration::from_secs(positive(
+            "body_timeout_secs",
+            self.body_timeout_secs,
+            c.body_timeout.as_secs(),
+            3600,
+        )?);
+        c.log_format = self.log_format.unwrap_or_default();
+        c.min_free_disk_bytes = self
+            .min_free_disk_mb
+            .unwrap_or(DEFAULT_MIN_FREE_DISK_MB)
+            .saturating_mul(1 << 20);
+        c.retention_days = self.retention_days.unwrap_or(0);
+        if c.retention_days > crate::store::retention::MAX_DAYS {
+            return Err(bad(format!(
+                "retention_days: {} is more than {}",
+                c.retention_days,
+                crate::store::retention::MAX_DAYS
+            )));
+        }
+        c.retention_interval = Duration::from_secs(positive(
+            "retention_interval_secs",
+            self.retention_interval_secs,
+            DEFAULT_RETENTION_INTERVAL_SECS,
+            7 * 86_400,
+        )?);
+        c.metrics_token = match self.metrics_token {
+            Some(t) if t.trim().is_empty() => {
+                return Err(bad("metrics_token: must not be empty when set"));
+            }
+            t => t,
+        };
+        c.default_rate_limit = positive(
+            "default_rate_limit",
+            self.default_rate_limit.map(u64::from),
+            u64::from(DEFAULT_RATE_LIMIT),
+            u64::from(u32::MAX),
+        )? as u32;
+        c.tls = match (self.tls_cert, self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+            _ => return Err(bad("tls_cert and tls_key must be set together")),
+        };
+        c.admin.listen = match self.admin_listen.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                bad(format!(
+                    "admin_listen: {a:?} is not an address like 127.0.0.1:8081"
+                ))
+            })?),
+        };
+        // Served over TLS by inlet itself, the cookie is Secure unless said otherwise.
+        c.admin.secure_cookie = self.admin_secure_cookie.unwrap_or(c.tls.is_some());
+        Ok(c)
+    }
+}
+
+/// Loads a PEM certificate chain and private key into a rustls server configuration that
+/// uses the `ring` provider explicitly (no process-wide default provider needed).
+fn load_tls(cert: PathBuf, key: PathBuf) -> Result<Tls, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| bad(format!("tls_cert {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(bad(format!(
+            "tls_cert {}: no certificate found",
+            cert.display()
+        )));
+    }
+    let private = PrivateKeyDer::from_pem_file(&key)
+        .map_err(|e| bad(format!("tls_key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("tls: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| bad(format!("tls_cert/tls_key: {e}")))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Tls {
+        cert,
+        key,
+        server: Arc::new(server),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = RawConfig::from_toml("listne = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(e.0.contains("listne"), "{e}");
+        let e = RawConfig::from_toml("max_body_bulk = \"big\"\n").unwrap_err();
+        assert!(e.0.contains("max_body_bulk"), "{e}");
+    }
+
+    #[test]
+    fn layers_and_defaults() {
+        let file = RawConfig::from_toml("listen = \"127.0.0.1:1\"\nretention_days = 30\n").unwrap();
+        let flags = RawConfig {
+            listen: Some("127.0.0.1:2".into()),
+            ..RawConfig::default()
+        };
+        let c = file.under(flags).resolve().unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.retention_days, 30);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (toml, key) in [
+            ("listen = \"nowhere\"", "listen"),
+            ("max_body_single = 0", "max_body_single"),
+            ("queue_bytes = 10", "queue_bytes"),
+            ("tls_cert = \"/x.pem\"", "tls_cert and tls_key"),
+            ("metrics_token = \" \"", "metrics_token"),
+        ] {
+            let e = RawConfig::from_toml(toml).unwrap().resolve().unwrap_err();
+            assert!(e.0.contains(key), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn printed_config_redacts_secrets_and_reads_back() {
+        let raw = RawConfig {
+            metrics_token: Some("s3cret-token".into()),
+            ..RawConfig::default()
+        };
+        let text = raw.resolve().unwrap().to_toml();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains(REDACTED));
+        let back = RawConfig::from_toml(&text).unwrap();
+        assert_eq!(back.listen.as_deref(), Some(DEFAULT_LISTEN));
     }
 }

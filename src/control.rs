@@ -54,8 +54,12 @@ fn handle(conn: UnixStream, state: &State) -> io::Result<()> {
     BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line)?;
     let mut frames = Frames(BufWriter::new(&conn));
     let result = match serde_json::from_str::<Op>(&line) {
-        Ok(op) => {
+        Ok(mut op) => {
             tracing::info!(op = ?op_name(&op), "admin command");
+            // The serving process's own configuration decides the default retention.
+            if let Op::RetentionRun { default_days, .. } = &mut op {
+                *default_days = state.config.retention_days;
+            }
             execute(&Exec::Server(&state.store, &state.writer), op, &mut frames)
                 .map_err(|e| e.to_string())
         }

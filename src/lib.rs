@@ -6,19 +6,22 @@
 //! group-commit writer → redb → response.
 //!
 //! - [`cli`]: clap definitions; `main.rs` dispatches.
-//! - [`config`]: the resolved configuration of a serving process.
+//! - [`config`]: configuration layers (file, environment, flags) → the checked `Config`.
 //! - [`server`]: accept loop, router, body limits, the Reason → HTTP mapping ([`server::reply`]).
 //! - [`ingest`]: the pipeline, one function per endpoint showing the whole order.
 //! - [`dialect`]: wire formats → canonical [`event::Draft`]s; pure (no I/O, no clock).
 //! - [`event`]: the canonical event, its validation and the stable rejection reasons.
 //! - [`auth`]: server keys (mint, hash, constant-time compare), the admin password hash.
 //! - [`admin`]: the embedded admin panel and its JSON API, admin sessions.
-//! - [`store`]: tables, versioned record codec, the writer thread, admin writes, reads.
+//! - [`store`]: tables, versioned record codec, the writer thread, admin writes, reads,
+//!   backup/restore, retention.
 //! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
 //!   control socket.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
+//! - [`metrics`]: latency and commit histograms, free disk space; rendered by `server::metrics`.
+//! - [`notify`]: systemd readiness notification (`sd_notify` protocol).
 
 pub mod admin;
 pub mod auth;
@@ -29,6 +32,8 @@ pub mod control;
 pub mod dialect;
 pub mod event;
 pub mod ingest;
+pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod ratelimit;
 pub mod server;

@@ -5,7 +5,7 @@ use crate::auth::password::PasswordHash;
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::store::read::ExportFilter;
 use crate::store::writer::Writer;
-use crate::store::{self, Store, admin};
+use crate::store::{self, Store, admin, backup, retention};
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -61,7 +61,28 @@ pub enum Op {
         app: Option<String>,
         after: u64,
         limit: Option<u64>,
+        #[serde(default)]
+        since_ms: Option<u64>,
+        #[serde(default)]
+        until_ms: Option<u64>,
+        #[serde(default)]
+        source: Option<String>,
+        #[serde(default)]
+        event: Option<String>,
     },
+    TenantsSetRetention {
+        name: String,
+        /// `None`: the server's default.
+        days: Option<u32>,
+    },
+    /// One retention pass as of `at_ms` (default now). A serving process uses its own
+    /// configured default retention instead of `default_days`.
+    RetentionRun {
+        at_ms: Option<u64>,
+        default_days: u32,
+    },
+    /// The database copy, written to the output.
+    Backup,
     AuditGet {
         key: String,
     },
@@ -254,13 +275,53 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             exec.write(move |txn| admin::revoke_key(txn, id))?;
             writeln!(out, "key {id} revoked")?;
         }
-        Op::Export { app, after, limit } => {
+        Op::Export {
+            app,
+            after,
+            limit,
+            since_ms,
+            until_ms,
+            source,
+            event,
+        } => {
             if let Some(name) = &app
                 && !store.apps()?.iter().any(|a| &a.name == name)
             {
                 return Err(store::Error::NotFound(format!("no app {name:?}")));
             }
-            store.export(&ExportFilter { app, after, limit }, out)?;
+            let filter = ExportFilter {
+                app,
+                after,
+                limit,
+                since_ms,
+                until_ms,
+                source,
+                event,
+            };
+            store.export(&filter, out)?;
+        }
+        Op::TenantsSetRetention { name, days } => {
+            let t = exec.write(move |txn| admin::set_retention(txn, &name, days))?;
+            let days = match t.retention_days {
+                None => "server default".to_owned(),
+                Some(0) => "forever".to_owned(),
+                Some(d) => format!("{d} days"),
+            };
+            writeln!(out, "tenant {} retention: {days}", t.name)?;
+        }
+        Op::RetentionRun {
+            at_ms,
+            default_days,
+        } => {
+            let at = at_ms.unwrap_or_else(now_ms);
+            let removed = match exec {
+                Exec::Direct(s) => retention::run_direct(s, default_days, at)?,
+                Exec::Server(s, w) => retention::run_with_writer(s, w, default_days, at)?,
+            };
+            writeln!(out, "retention removed {removed} events")?;
+        }
+        Op::Backup => {
+            backup::backup(store, out)?;
         }
         Op::AuditGet { key } => match store.audit(&key)? {
             Some(body) => out.write_all(&body)?,

@@ -19,6 +19,8 @@ pub struct OutcomeCount {
 #[derive(Default)]
 pub struct Counters {
     inner: Mutex<HashMap<(String, &'static str, String), u64>>,
+    /// Request latency by status class, for `/metrics`.
+    pub requests: crate::metrics::RequestMetrics,
 }
 
 impl Counters {

@@ -118,7 +118,8 @@ pub async fn handle(
 fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
     let get = matches!(
         segs,
-        ["session" | "overview" | "tenants" | "apps" | "keys" | "events"] | ["events", _]
+        ["session" | "overview" | "tenants" | "apps" | "keys" | "events" | "export"]
+            | ["events", _]
     );
     let post = matches!(
         segs,
@@ -551,6 +552,57 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+/// `GET /admin/api/export?app=&after=&limit=&since=&until=&source=&event=`: checks the
+/// session and reads the filter of the export the caller then streams (the same NDJSON as
+/// `inlet export`; `since`/`until` RFC 3339 or a date).
+pub fn export_filter(
+    state: &State,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<crate::store::read::ExportFilter, Error> {
+    let salt = state.store.admin_password()?.map(|p| p.salt);
+    state
+        .admin
+        .sessions
+        .authenticate(headers, now_ms(), salt.as_deref())?;
+    let number = |name: &str| -> Result<Option<u64>, Error> {
+        param(query, name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| Error::BadRequest(format!("{name}: {v:?} is not a number")))
+            })
+            .transpose()
+    };
+    let time = |name: &str| -> Result<Option<u64>, Error> {
+        param(query, name)
+            .map(|v| {
+                crate::clock::parse_rfc3339_ms(&v)
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!("{name}: {v:?} is not an RFC 3339 time"))
+                    })
+            })
+            .transpose()
+    };
+    let app = param(query, "app");
+    if let Some(name) = &app
+        && !state.store.apps()?.iter().any(|a| &a.name == name)
+    {
+        return Err(Error::Store(store::Error::NotFound(format!(
+            "no app {name:?}"
+        ))));
+    }
+    Ok(crate::store::read::ExportFilter {
+        app,
+        after: number("after")?.unwrap_or(0),
+        limit: number("limit")?,
+        since_ms: time("since")?,
+        until_ms: time("until")?,
+        source: param(query, "source"),
+        event: param(query, "event"),
+    })
 }
 
 #[cfg(test)]

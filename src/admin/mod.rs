@@ -211,6 +211,49 @@ pub async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> 
     secured(reply)
 }
 
+/// A body that yields the chunks of an export as they are produced.
+struct ChunkBody(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
+
+impl hyper::body::Body for ChunkBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| c.map(hyper::body::Frame::data)))
+    }
+}
+
+/// `GET /admin/api/export`: the events as NDJSON (`application/x-ndjson`), streamed from one
+/// read snapshot while the client reads; refusals are the API's usual JSON errors.
+pub async fn export(state: &State, req: Request<Incoming>) -> hyper::Response<crate::server::Body> {
+    use http_body_util::BodyExt;
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let filter = match api::export_filter(state, req.headers(), &query) {
+        Ok(f) => f,
+        Err(e) => {
+            let setup_required = matches!(e, Error::Unauthorized)
+                && matches!(state.store.admin_password(), Ok(None));
+            return crate::server::boxed(secured(e.reply(setup_required)).into_response());
+        }
+    };
+    let head = secured(Reply {
+        status: 200,
+        content_type: "application/x-ndjson",
+        body: bytes::Bytes::new(),
+        retry_after: None,
+        headers: Vec::new(),
+    })
+    .into_response();
+    let (parts, _) = head.into_parts();
+    let rx = state.store.export_stream(filter);
+    hyper::Response::from_parts(parts, ChunkBody(rx).boxed())
+}
+
 /// Adds the admin security headers (`Cache-Control: no-store` is set on every response by
 /// [`Reply::into_response`]).
 fn secured(mut reply: Reply) -> Reply {

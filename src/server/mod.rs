@@ -1,6 +1,7 @@
 //! HTTP: the accept loop, the router, body reading with limits, and the one place where
 //! outcomes become HTTP responses ([`reply`]).
 
+pub mod metrics;
 pub mod reply;
 
 use crate::config::Config;
@@ -19,7 +20,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use reply::Reply;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -64,6 +64,11 @@ pub async fn run_site(
     site: Site,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = state
+        .config
+        .tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
     let slots = Arc::new(Semaphore::new(state.config.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -86,22 +91,29 @@ pub async fn run_site(
         let _ = stream.set_nodelay(true);
         let header_timeout = state.config.header_timeout;
         let conn_state = state.clone();
-        let service = service_fn(move |req| {
-            let state = conn_state.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer, site).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    serve_conn(TokioIo::new(stream), conn_state, peer, site, watcher).await;
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // The handshake gets the header timeout; nothing is read before it.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            serve_conn(TokioIo::new(tls), conn_state, peer, site, watcher).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
@@ -113,13 +125,47 @@ pub async fn run_site(
     Ok(())
 }
 
+/// Serves HTTP/1.1 on one accepted connection (plain or TLS) until it closes; graceful
+/// shutdown lets its in-flight request finish first.
+async fn serve_conn<I>(
+    io: I,
+    state: Arc<State>,
+    peer: std::net::SocketAddr,
+    site: Site,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let header_timeout = state.config.header_timeout;
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer, site).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true)
+        .serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// A response body: a whole buffer, or a stream (the admin API's export).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A buffered response as a [`Body`] response.
+pub fn boxed(resp: Response<Full<Bytes>>) -> Response<Body> {
+    resp.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
 /// The router: method and path to handler.
 async fn route(
     state: &State,
     req: Request<Incoming>,
     peer: std::net::SocketAddr,
     site: Site,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -128,11 +174,25 @@ async fn route(
         Site::Admin => true,
     };
     let is_admin = path == "/admin" || path.starts_with("/admin/");
+    if admin_here && method == Method::GET && path == "/admin/api/export" {
+        // Streamed: the only answer that is not a buffered `Reply`.
+        let resp = crate::admin::export(state, req).await;
+        let status = resp.status().as_u16();
+        state
+            .counters
+            .requests
+            .observe(status, started.elapsed().as_secs_f64());
+        tracing::debug!(%method, %path, status, %peer, "request (streamed)");
+        return resp;
+    }
     let reply = match (req.method(), path.as_str()) {
         _ if is_admin && admin_here => crate::admin::handle(state, req, peer).await,
         _ if site == Site::Admin => Reply::error(Reason::NotFound),
         (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(200, "ok\n"),
-        (&Method::GET | &Method::HEAD, "/readyz") => readyz(state),
+        (&Method::GET | &Method::HEAD, "/readyz") => metrics::readyz(state),
+        (&Method::GET, "/metrics") => {
+            metrics::metrics(state, req.headers().get(hyper::header::AUTHORIZATION))
+        }
         (&Method::POST, "/s2s/event") => ingest::reflect_single(state, req).await,
         (&Method::POST, "/s2s/events/bulk") => ingest::reflect_bulk(state, req).await,
         (&Method::POST, "/api/v1/event") => gr::handle(state, req, gr::Endpoint::Event).await,
@@ -142,7 +202,7 @@ async fn route(
             None => gr::refuse(state, Reason::NotFound),
         },
         (&Method::GET | &Method::POST, "/event") => ingest::adjust::event(state, req).await,
-        (_, "/healthz" | "/readyz" | "/s2s/event" | "/s2s/events/bulk") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/s2s/event" | "/s2s/events/bulk") => {
             Reply::error(Reason::MethodNotAllowed)
         }
         (_, "/api/v1/event" | "/api/v1/events") => gr::refuse(state, Reason::MethodNotAllowed),
@@ -152,8 +212,12 @@ async fn route(
         _ => Reply::error(Reason::NotFound),
     };
     let status = reply.status;
+    state
+        .counters
+        .requests
+        .observe(status, started.elapsed().as_secs_f64());
     tracing::debug!(%method, %path, status, %peer, ms = started.elapsed().as_millis() as u64, "request");
-    reply.into_response()
+    boxed(reply.into_response())
 }
 
 const GR_SESSIONS: &str = "/api/v1/sessions/";
@@ -162,15 +226,6 @@ const GR_SESSIONS: &str = "/api/v1/sessions/";
 fn gr_session(path: &str) -> Option<crate::dialect::gamerebellion::SessionKind> {
     path.strip_prefix(GR_SESSIONS)
         .and_then(crate::dialect::gamerebellion::SessionKind::from_segment)
-}
-
-fn readyz(state: &State) -> Reply {
-    let stats = state.writer.stats();
-    if stats.running.load(Ordering::SeqCst) && stats.healthy.load(Ordering::SeqCst) {
-        Reply::text(200, "ready\n")
-    } else {
-        Reply::text(503, "writer unavailable\n")
-    }
 }
 
 /// Beyond a body's limit, how much more is read and thrown away before answering 413, so

@@ -39,6 +39,7 @@ pub fn add_tenant(txn: &WriteTransaction, name: &str, monthly_quota: u64) -> Res
         name: name.to_owned(),
         monthly_quota,
         created_ms: now(),
+        retention_days: None,
     };
     table.insert(id, encode_config(&tenant).as_slice())?;
     Ok(tenant)
@@ -49,6 +50,24 @@ pub fn set_quota(txn: &WriteTransaction, name: &str, monthly_quota: u64) -> Resu
     let (id, mut tenant) =
         find_tenant(&table, name)?.ok_or_else(|| Error::NotFound(format!("no tenant {name:?}")))?;
     tenant.monthly_quota = monthly_quota;
+    table.insert(id, encode_config(&tenant).as_slice())?;
+    Ok(tenant)
+}
+
+/// Sets a tenant's retention: `Some(days)` (0 = forever) or `None` (the server default).
+pub fn set_retention(txn: &WriteTransaction, name: &str, days: Option<u32>) -> Result<Tenant> {
+    if let Some(d) = days
+        && d > super::retention::MAX_DAYS
+    {
+        return Err(Error::Invalid(format!(
+            "retention of {d} days is more than {}",
+            super::retention::MAX_DAYS
+        )));
+    }
+    let mut table = txn.open_table(TENANTS)?;
+    let (id, mut tenant) =
+        find_tenant(&table, name)?.ok_or_else(|| Error::NotFound(format!("no tenant {name:?}")))?;
+    tenant.retention_days = days;
     table.insert(id, encode_config(&tenant).as_slice())?;
     Ok(tenant)
 }

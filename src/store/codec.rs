@@ -94,6 +94,9 @@ pub struct Tenant {
     /// Events accepted per calendar month (UTC); 0 = unlimited.
     pub monthly_quota: u64,
     pub created_ms: u64,
+    /// Days its events are kept; `None` = the server's `retention_days`, `Some(0)` = forever.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +204,7 @@ mod tests {
             name: "t".into(),
             monthly_quota: 3,
             created_ms: 1,
+            retention_days: Some(7),
         };
         assert_eq!(
             decode_config::<Tenant>("tenant", &encode_config(&t)).unwrap(),

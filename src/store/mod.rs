@@ -2,9 +2,11 @@
 //! and reads. The store knows nothing of HTTP.
 
 pub mod admin;
+pub mod backup;
 pub mod codec;
 pub mod panel;
 pub mod read;
+pub mod retention;
 pub mod tables;
 pub mod writer;
 
@@ -53,7 +55,8 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::DatabaseError
 );
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -142,7 +145,7 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
 }
 
 /// Creates `dir` (and parents) readable by the owner only.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

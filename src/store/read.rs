@@ -39,6 +39,8 @@ pub struct TenantRow {
     /// Events accepted in the current calendar month (UTC).
     pub used_this_month: u64,
     pub created_ms: u64,
+    /// Its own retention in days (0 = forever); `None` = the server's `retention_days`.
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +80,24 @@ pub struct ExportFilter {
     /// Only events with a larger seq.
     pub after: u64,
     pub limit: Option<u64>,
+    /// Only events received at or after this time (ms).
+    pub since_ms: Option<u64>,
+    /// Only events received before this time (ms).
+    pub until_ms: Option<u64>,
+    /// Only events of this source (`reflect`, ...).
+    pub source: Option<String>,
+    /// Only events with this name.
+    pub event: Option<String>,
+}
+
+impl ExportFilter {
+    fn selects(&self, r: &EventRecord) -> bool {
+        self.app.as_ref().is_none_or(|a| *a == r.app)
+            && self.source.as_ref().is_none_or(|s| *s == r.source)
+            && self.event.as_ref().is_none_or(|e| *e == r.event_name)
+            && self.since_ms.is_none_or(|t| r.received_at_ms >= t)
+            && self.until_ms.is_none_or(|t| r.received_at_ms < t)
+    }
 }
 
 /// What a presented key turned out to be.
@@ -161,6 +181,7 @@ impl Store {
                 monthly_quota: t.monthly_quota,
                 used_this_month: used,
                 created_ms: t.created_ms,
+                retention_days: t.retention_days,
             });
         }
         Ok(rows)
@@ -299,7 +320,9 @@ impl Store {
         Ok(v.map(|b| b.value().to_vec()))
     }
 
-    /// Writes the selected events as NDJSON canonical events, in log order. Returns how many.
+    /// Writes the selected events as NDJSON canonical events, in log order, streaming from one
+    /// read transaction (a consistent snapshot). Returns how many. The admin API's export
+    /// route streams the same lines.
     pub fn export(&self, filter: &ExportFilter, out: &mut dyn Write) -> Result<u64> {
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
@@ -311,7 +334,7 @@ impl Store {
             }
             let (seq, bytes) = row?;
             let record = decode_event(bytes.value())?;
-            if filter.app.as_ref().is_some_and(|a| *a != record.app) {
+            if !filter.selects(&record) {
                 continue;
             }
             serde_json::to_writer(&mut *out, &Canonical::new(seq.value(), &record))
@@ -388,5 +411,140 @@ struct Pairs<'a>(&'a [(String, String)]);
 impl Serialize for Pairs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// A `Write` that sends what it is given as chunks of about `chunk` bytes into a bounded
+/// channel, blocking while the receiver lags (so a slow HTTP client slows the export instead
+/// of buffering it).
+struct ChannelWriter {
+    buf: Vec<u8>,
+    chunk: usize,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = bytes::Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.chunk),
+        ));
+        self.tx
+            .blocking_send(Ok(data))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver gone"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.chunk {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl Store {
+    /// The same NDJSON as [`Store::export`], streamed as chunks of about 64 KiB through a
+    /// bounded channel from a blocking thread: for an HTTP route that streams the export
+    /// (the admin API), e.g. as a `StreamBody`. A failure mid-way arrives as an `Err` item;
+    /// dropping the receiver stops the export. Call from within a tokio runtime.
+    pub fn export_stream(
+        &self,
+        filter: ExportFilter,
+    ) -> tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>> {
+        const CHUNK: usize = 64 << 10;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = ChannelWriter {
+                buf: Vec::with_capacity(CHUNK),
+                chunk: CHUNK,
+                tx: tx.clone(),
+            };
+            let result = store
+                .export(&filter, &mut w)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|_| w.flush());
+            if let Err(e) = result
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        rx
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use crate::store::writer::{Pending, Submission, Writer};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_stream_equals_the_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Writer::start(store.db().clone(), 1 << 20).unwrap();
+        let record = |i: u64| super::super::codec::EventRecord {
+            received_at_ms: 1_764_000_000_000 + i,
+            tenant: "default".into(),
+            app: "default".into(),
+            key_id: 1,
+            source: "reflect".into(),
+            event_id: format!("e{i}"),
+            event_name: if i.is_multiple_of(2) { "even" } else { "odd" }.into(),
+            event_ts_ms: 1,
+            install_uuid: Some("u".repeat(200)),
+            user_id: None,
+            anonymous_id: None,
+            ids: vec![],
+            revenue: None,
+            currency: None,
+            transaction_id: None,
+            product_id: None,
+            props: "{}".into(),
+            context: "{}".into(),
+            audit_key: "a".into(),
+        };
+        let events = (0..2000)
+            .map(|i| Pending {
+                event_id: format!("e{i}"),
+                record: super::super::codec::encode_event(&record(i)),
+                guard: None,
+            })
+            .collect();
+        let sub = Submission {
+            app_id: 1,
+            tenant_id: 1,
+            key_id: 1,
+            received_at_ms: 1_764_000_000_000,
+            events,
+            audit: None,
+        };
+        w.submit(sub, 10).await.unwrap();
+        let filter = ExportFilter {
+            event: Some("even".into()),
+            ..ExportFilter::default()
+        };
+        let mut expected = Vec::new();
+        assert_eq!(store.export(&filter, &mut expected).unwrap(), 1000);
+        let mut rx = store.export_stream(filter);
+        let mut got = Vec::new();
+        let mut chunks = 0;
+        while let Some(chunk) = rx.recv().await {
+            got.extend_from_slice(&chunk.unwrap());
+            chunks += 1;
+        }
+        assert!(chunks > 1, "streamed in chunks");
+        assert_eq!(got, expected);
     }
 }

@@ -114,6 +114,8 @@ pub struct Stats {
     pub healthy: AtomicBool,
     pub queued_requests: AtomicUsize,
     pub commits: AtomicUsize,
+    /// Commit latency and batch size histograms.
+    pub metrics: crate::metrics::WriterMetrics,
 }
 
 /// Whether a batch holding `events` events from `requests` requests takes more.
@@ -130,8 +132,10 @@ impl Writer {
                 .open_table(EVENTS)?
                 .last()?
                 .map_or(0, |(k, _)| k.value());
+            // Retention may have removed the newest events: never hand out their seqs again.
+            let removed = super::retention::removed_through(&txn)?;
             txn.abort()?;
-            last + 1
+            last.max(removed) + 1
         };
         let budget_kib = (queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
         let (tx, rx) = sync_channel(MAX_BATCH_REQUESTS * 2);
@@ -156,6 +160,12 @@ impl Writer {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Bytes of request bodies waiting for the writer (rounded up to KiB per request).
+    pub fn queued_bytes(&self) -> u64 {
+        let free = self.budget.available_permits() as u64;
+        u64::from(self.budget_kib).saturating_sub(free) * 1024
     }
 
     /// Queues `sub` (whose request body was `body_bytes` long) and waits for its commit.
@@ -280,9 +290,15 @@ fn run(db: &Database, rx: Receiver<Msg>, mut next_seq: u64, stats: &Stats) {
             stats
                 .queued_requests
                 .fetch_sub(batch.len(), Ordering::Relaxed);
+            let started = std::time::Instant::now();
             let result = commit_batch(db, next_seq, &batch);
             match result {
                 Ok((outcomes, next)) => {
+                    stats
+                        .metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    stats.metrics.batch_events.observe(events as f64);
                     next_seq = next;
                     stats.healthy.store(true, Ordering::SeqCst);
                     stats.commits.fetch_add(1, Ordering::Relaxed);

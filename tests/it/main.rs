@@ -10,3 +10,5 @@ mod durability;
 mod gamerebellion;
 mod golden;
 mod native;
+mod operations;
+mod packaging;

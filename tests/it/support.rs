@@ -149,11 +149,16 @@ fn spawn(dir: &Path, extra: &[String]) -> (Child, SocketAddr, Arc<Mutex<String>>
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.split("listening on http://").nth(1)
+            // Plain or TLS, text or JSON log lines.
+            let rest = line
+                .split("listening on http://")
+                .nth(1)
+                .or_else(|| line.split("listening on https://").nth(1));
+            if let Some(rest) = rest
                 && let Some(tx) = tx.take()
             {
                 let addr = rest
-                    .split_whitespace()
+                    .split(|c: char| c.is_whitespace() || c == '"')
                     .next()
                     .unwrap_or_default()
                     .to_owned();

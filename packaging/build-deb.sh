@@ -1,0 +1,102 @@
+#!/bin/sh
+# Builds inlet_<version>_<arch>.deb with dpkg-deb: the binary, the systemd unit, the example
+# config (a conffile), a sysusers.d entry and maintainer scripts that create the inlet user
+# and enable the service.
+#
+#   packaging/build-deb.sh [--binary PATH] [--out DIR] [--compress xz|gzip|none]
+#
+# Without --binary it runs `cargo build --release` and packages target/release/inlet.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+binary=""
+out="$repo/target/debian"
+compress=xz
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --binary) binary=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --compress) compress=$2; shift 2 ;;
+    *) echo "usage: $0 [--binary PATH] [--out DIR] [--compress xz|gzip|none]" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$binary" ]; then
+  (cd "$repo" && cargo build --release --locked)
+  binary="$repo/target/release/inlet"
+fi
+[ -x "$binary" ] || { echo "$binary is not an executable" >&2; exit 1; }
+
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)
+arch=$(dpkg --print-architecture)
+stage=$(mktemp -d)
+chmod 0755 "$stage"
+trap 'rm -rf "$stage"' EXIT
+
+install -D -m 0755 "$binary" "$stage/usr/bin/inlet"
+install -D -m 0644 "$here/inlet.service" "$stage/usr/lib/systemd/system/inlet.service"
+install -D -m 0644 "$here/inlet.toml" "$stage/etc/inlet/inlet.toml"
+install -D -m 0644 "$repo/README.md" "$stage/usr/share/doc/inlet/README.md"
+install -d -m 0755 "$stage/usr/lib/sysusers.d"
+echo 'u inlet - "inlet event ingestion" /var/lib/inlet /usr/sbin/nologin' \
+  > "$stage/usr/lib/sysusers.d/inlet.conf"
+chmod 0644 "$stage/usr/lib/sysusers.d/inlet.conf"
+
+install -d -m 0755 "$stage/DEBIAN"
+cat > "$stage/DEBIAN/control" <<CONTROL
+Package: inlet
+Version: $version
+Architecture: $arch
+Maintainer: inlet maintainers <inlet@localhost>
+Section: net
+Priority: optional
+Depends: adduser
+Installed-Size: $(du -sk "$stage/usr" | cut -f1)
+Description: self-hosted server-to-server event ingestion appliance
+ inlet authenticates events POSTed by your backends with hashed keys, validates,
+ dedupes and counts them against per-tenant quotas, and appends them durably to an
+ embedded database. One binary, one systemd service.
+CONTROL
+echo /etc/inlet/inlet.toml > "$stage/DEBIAN/conffiles"
+
+cat > "$stage/DEBIAN/postinst" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+  if ! getent passwd inlet >/dev/null; then
+    adduser --system --group --home /var/lib/inlet --no-create-home \
+      --shell /usr/sbin/nologin --quiet inlet
+  fi
+  if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    if [ -z "$2" ]; then
+      systemctl enable --now inlet.service
+    else
+      systemctl try-restart inlet.service
+    fi
+  fi
+fi
+exit 0
+SCRIPT
+cat > "$stage/DEBIAN/prerm" <<'SCRIPT'
+#!/bin/sh
+set -e
+if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+  systemctl disable --now inlet.service || true
+fi
+exit 0
+SCRIPT
+cat > "$stage/DEBIAN/postrm" <<'SCRIPT'
+#!/bin/sh
+set -e
+# The data in /var/lib/inlet is never removed by the package, not even on purge.
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload || true
+fi
+exit 0
+SCRIPT
+chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
+
+mkdir -p "$out"
+deb="$out/inlet_${version}_${arch}.deb"
+dpkg-deb "-Z$compress" --root-owner-group --build "$stage" "$deb" >/dev/null
+echo "$deb"

@@ -1,0 +1,215 @@
+//! `GET /metrics` (Prometheus / OpenMetrics text) and `GET /readyz`.
+//!
+//! The registry is built at scrape time: outcome counters come from
+//! [`crate::stats::Counters`] (their one source of truth), histograms are the live ones of the
+//! server and the writer, gauges are read now (queue, quota use, database and disk size).
+
+use super::State;
+use super::reply::Reply;
+use crate::clock::now_ms;
+use bytes::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use redb::ReadableDatabase;
+use std::sync::atomic::Ordering;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppSource {
+    app: String,
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Rejected {
+    app: String,
+    source: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabel {
+    tenant: String,
+}
+
+/// The whole exposition, as text.
+pub fn render(state: &State) -> String {
+    let mut reg = Registry::default();
+
+    let accepted = Family::<AppSource, Counter>::default();
+    let duplicate = Family::<AppSource, Counter>::default();
+    let rejected = Family::<Rejected, Counter>::default();
+    for row in state.counters.snapshot() {
+        let (app, source) = (row.app, row.source.to_owned());
+        match row.outcome.as_str() {
+            "accepted" => accepted.get_or_create(&AppSource { app, source }),
+            "duplicate" => duplicate.get_or_create(&AppSource { app, source }),
+            reason => rejected.get_or_create(&Rejected {
+                app,
+                source,
+                reason: reason.to_owned(),
+            }),
+        }
+        .inc_by(row.count);
+    }
+    reg.register(
+        "inlet_events_accepted",
+        "Events stored, by app and source (this process)",
+        accepted,
+    );
+    reg.register(
+        "inlet_events_duplicate",
+        "Events not stored because their event id was stored before",
+        duplicate,
+    );
+    reg.register(
+        "inlet_events_rejected",
+        "Events or requests refused, by reason (app \"-\" when no key named one)",
+        rejected,
+    );
+    reg.register(
+        "inlet_request_duration_seconds",
+        "Time from request headers to response, by status class",
+        state.counters.requests.seconds.clone(),
+    );
+    let w = state.writer.stats();
+    reg.register(
+        "inlet_commit_duration_seconds",
+        "Duration of one group commit, fsync included",
+        w.metrics.commit_seconds.clone(),
+    );
+    reg.register(
+        "inlet_commit_batch_events",
+        "Events per group commit",
+        w.metrics.batch_events.clone(),
+    );
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    reg.register(
+        "inlet_queue_requests",
+        "Requests waiting for the writer",
+        gauge(w.queued_requests.load(Ordering::Relaxed) as u64),
+    );
+    reg.register(
+        "inlet_queue_bytes",
+        "Request body bytes waiting for the writer",
+        gauge(state.writer.queued_bytes()),
+    );
+    reg.register(
+        "inlet_queue_capacity_bytes",
+        "Queue budget; requests beyond it get 503 overloaded",
+        gauge(state.config.queue_bytes as u64),
+    );
+    reg.register(
+        "inlet_writer_up",
+        "1 while the writer thread runs and its last commit succeeded",
+        gauge(u64::from(writer_ok(state))),
+    );
+    let used = Family::<TenantLabel, Gauge>::default();
+    let quota = Family::<TenantLabel, Gauge>::default();
+    match state.store.tenants(now_ms()) {
+        Ok(rows) => {
+            for t in rows {
+                let l = TenantLabel { tenant: t.name };
+                used.get_or_create(&l)
+                    .set(i64::try_from(t.used_this_month).unwrap_or(i64::MAX));
+                quota
+                    .get_or_create(&l)
+                    .set(i64::try_from(t.monthly_quota).unwrap_or(i64::MAX));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: reading tenants failed"),
+    }
+    reg.register(
+        "inlet_tenant_events_this_month",
+        "Events accepted this calendar month (UTC), the quota counter",
+        used,
+    );
+    reg.register(
+        "inlet_tenant_monthly_quota",
+        "Monthly quota of the tenant; 0 = unlimited",
+        quota,
+    );
+    let db_bytes = std::fs::metadata(state.store.path()).map_or(0, |m| m.len());
+    reg.register(
+        "inlet_database_bytes",
+        "Size of the database file",
+        gauge(db_bytes),
+    );
+    if let Ok(free) = crate::metrics::free_disk_bytes(&state.config.data_dir) {
+        reg.register(
+            "inlet_disk_free_bytes",
+            "Free space on the data dir's file system",
+            gauge(free),
+        );
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// `GET /metrics`, behind the optional bearer token.
+pub fn metrics(state: &State, auth: Option<&hyper::header::HeaderValue>) -> Reply {
+    if let Some(token) = &state.config.metrics_token {
+        let presented = auth
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crate::auth::keys::ct_eq(presented.trim().as_bytes(), token.as_bytes()) {
+            return Reply::text(401, "metrics need the configured bearer token\n");
+        }
+    }
+    Reply {
+        status: 200,
+        content_type: CONTENT_TYPE,
+        body: Bytes::from(render(state)),
+        retry_after: None,
+        headers: Vec::new(),
+    }
+}
+
+fn writer_ok(state: &State) -> bool {
+    let s = state.writer.stats();
+    s.running.load(Ordering::SeqCst) && s.healthy.load(Ordering::SeqCst)
+}
+
+/// `GET /readyz`: the database answers a read, the writer runs and its last commit worked,
+/// and the data dir's file system has at least `min_free_disk_mb` free.
+pub fn readyz(state: &State) -> Reply {
+    let mut problems = Vec::new();
+    if !writer_ok(state) {
+        problems.push("writer unavailable".to_owned());
+    }
+    if let Err(e) = state.store.db().begin_read() {
+        problems.push(format!("database unreadable: {e}"));
+    }
+    match crate::metrics::free_disk_bytes(&state.config.data_dir) {
+        Ok(free) if free < state.config.min_free_disk_bytes => problems.push(format!(
+            "disk space low: {} MiB free, {} MiB required",
+            free >> 20,
+            state.config.min_free_disk_bytes >> 20
+        )),
+        Ok(_) => {}
+        Err(e) => problems.push(format!("disk space unknown: {e}")),
+    }
+    let (status, text) = if problems.is_empty() {
+        (200, "ready\n".to_owned())
+    } else {
+        (503, problems.join("\n") + "\n")
+    };
+    Reply {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: Bytes::from(text),
+        retry_after: None,
+        headers: Vec::new(),
+    }
+}

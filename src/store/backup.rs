@@ -1,0 +1,292 @@
+//! Backup and restore of the whole database.
+//!
+//! A backup copies every table, as of one read transaction (a consistent snapshot: the log,
+//! dedupe entries and quota counters of exactly the same commits), into a fresh redb file.
+//! Read transactions never block the writer, so the server keeps serving while it runs.
+//! The copy is built in the data dir (where the serving process may write) and then streamed
+//! to the caller, which may be a CLI process on the other end of the control socket.
+//!
+//! A restore first checks the file (redb integrity, schema version, every record decodes,
+//! every dedupe entry points at a stored event) and then swaps it in, keeping the previous
+//! database next to it as `inlet.redb.pre-restore-<ms>`.
+
+use super::codec::{App, Key, Tenant, decode_config, decode_event};
+use super::tables::*;
+use super::{DB_FILE, Error, Result, Store};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    TableHandle,
+};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Rows per destination transaction while copying.
+const ROWS_PER_TXN: u64 = 50_000;
+
+/// Calls `$f!(TABLE)` for every table of the schema. A table missing here makes every backup
+/// fail loudly (see [`copy_all`]), so it cannot be forgotten silently.
+macro_rules! each_table {
+    ($m:ident) => {
+        $m!(META);
+        $m!(EVENTS);
+        $m!(DEDUPE);
+        $m!(TENANTS);
+        $m!(APPS);
+        $m!(KEYS);
+        $m!(KEY_LOOKUP);
+        $m!(KEY_USED);
+        $m!(USAGE);
+        $m!(AUDIT);
+        $m!(ORDERING);
+        $m!(SESSIONS);
+        $m!(APP_DAYS);
+        $m!(APP_HOURS);
+    };
+}
+
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    src: &ReadTransaction,
+    dst: &Database,
+    def: TableDefinition<K, V>,
+) -> Result<u64> {
+    let from = src.open_table(def)?;
+    let mut rows = from.iter()?;
+    let mut copied = 0;
+    loop {
+        let mut txn = dst.begin_write()?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut n = 0;
+        {
+            let mut to = txn.open_table(def)?;
+            for row in rows.by_ref() {
+                let (k, v) = row?;
+                to.insert(k.value(), v.value())?;
+                n += 1;
+                if n == ROWS_PER_TXN {
+                    break;
+                }
+            }
+        }
+        txn.commit()?;
+        copied += n;
+        if n < ROWS_PER_TXN {
+            return Ok(copied);
+        }
+    }
+}
+
+/// Copies every table of `src` (one snapshot) into the empty database `dst`.
+fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
+    let mut known = Vec::new();
+    let mut rows = 0;
+    macro_rules! copy {
+        ($t:ident) => {
+            known.push($t.name().to_owned());
+            rows += copy_table(src, dst, $t)?;
+        };
+    }
+    each_table!(copy);
+    if let Some(unknown) = src
+        .list_tables()?
+        .find(|t| !known.iter().any(|k| k == t.name()))
+    {
+        return Err(Error::Invalid(format!(
+            "backup does not know table {:?}; add it to store::backup",
+            unknown.name()
+        )));
+    }
+    // Make everything durable at once.
+    let mut txn = dst.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    txn.commit()?;
+    Ok(rows)
+}
+
+/// Removes a file when dropped (temporary copies, also on error paths).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_path(dir: &Path, what: &str) -> PathBuf {
+    dir.join(format!(
+        ".{what}-{}-{}.tmp",
+        std::process::id(),
+        crate::clock::now_ms()
+    ))
+}
+
+/// Writes a consistent copy of the database to `out`. Returns its size in bytes.
+pub fn backup(store: &Store, out: &mut dyn Write) -> Result<u64> {
+    let dir = store.path().parent().unwrap_or(Path::new("."));
+    let tmp = TempFile(temp_path(dir, "backup"));
+    {
+        let dst = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(&tmp.0)?;
+        let snapshot = store.db().begin_read()?;
+        copy_all(&snapshot, &dst)?;
+    }
+    let mut file = std::fs::File::open(&tmp.0)?;
+    Ok(std::io::copy(&mut file, out)?)
+}
+
+/// What a checked backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub events: u64,
+    pub tenants: u64,
+    pub apps: u64,
+    pub keys: u64,
+}
+
+/// Checks the database file at `path`: redb integrity, schema version, every event and config
+/// record decodes, every dedupe entry points at a stored event. Opens it for writing (redb
+/// may repair an unclean file), so pass a copy.
+pub fn verify(path: &Path) -> Result<Summary> {
+    let mut db = Database::open(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
+        e => Error::Invalid(format!("not a readable inlet database: {e}")),
+    })?;
+    if !db.check_integrity().map_err(|e| Error::Db(e.into()))? {
+        return Err(Error::Invalid(
+            "the database failed redb's integrity check".into(),
+        ));
+    }
+    let txn = db.begin_read()?;
+    let version = txn
+        .open_table(META)
+        .map_err(|_| Error::Invalid("no schema version: not an inlet database".into()))?
+        .get("schema_version")?
+        .and_then(|v| v.value().try_into().ok().map(u32::from_be_bytes));
+    if version != Some(SCHEMA_VERSION) {
+        return Err(Error::Invalid(format!(
+            "schema version {version:?}, this build reads {SCHEMA_VERSION}"
+        )));
+    }
+    let mut s = Summary {
+        events: 0,
+        tenants: 0,
+        apps: 0,
+        keys: 0,
+    };
+    let events = txn.open_table(EVENTS)?;
+    for row in events.iter()? {
+        let (seq, bytes) = row?;
+        decode_event(bytes.value())
+            .map_err(|e| Error::Invalid(format!("event {}: {e}", seq.value())))?;
+        s.events += 1;
+    }
+    for row in txn.open_table(DEDUPE)?.iter()? {
+        let (_, seq) = row?;
+        if events.get(seq.value())?.is_none() {
+            return Err(Error::Invalid(format!(
+                "a dedupe entry points at missing event {}",
+                seq.value()
+            )));
+        }
+    }
+    for row in txn.open_table(TENANTS)?.iter()? {
+        decode_config::<Tenant>("tenant", row?.1.value())?;
+        s.tenants += 1;
+    }
+    for row in txn.open_table(APPS)?.iter()? {
+        decode_config::<App>("app", row?.1.value())?;
+        s.apps += 1;
+    }
+    for row in txn.open_table(KEYS)?.iter()? {
+        decode_config::<Key>("key", row?.1.value())?;
+        s.keys += 1;
+    }
+    Ok(s)
+}
+
+/// Replaces the database of `data_dir` with the backup `file`, after checking it. Fails if
+/// another process (a server) holds the current database. The previous database is kept as
+/// `inlet.redb.pre-restore-<ms>`; returns that path (if there was one) and the summary.
+pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary)> {
+    let current = data_dir.join(DB_FILE);
+    // Hold the current database (if any) for the whole swap: proves no server is running.
+    let held = if current.exists() {
+        Some(Database::open(&current).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
+            e => Error::Db(e.into()),
+        })?)
+    } else {
+        super::create_private_dir(data_dir)?;
+        None
+    };
+    let staged = TempFile(temp_path(data_dir, "restore"));
+    {
+        let mut from = std::fs::File::open(file)?;
+        let mut to = std::fs::File::create(&staged.0)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.sync_all()?;
+    }
+    let summary = verify(&staged.0)?;
+    std::fs::File::open(&staged.0)?.sync_all()?;
+    // Run as root for a service user: the restored file keeps the owner of the database
+    // it replaces (or of the data dir), so the service can open it.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(&current).or_else(|_| std::fs::metadata(data_dir))?;
+        let _ = std::os::unix::fs::chown(&staged.0, Some(owner.uid()), Some(owner.gid()));
+    }
+    let kept = match held {
+        Some(_) => {
+            let kept = data_dir.join(format!("{DB_FILE}.pre-restore-{}", crate::clock::now_ms()));
+            std::fs::rename(&current, &kept)?;
+            Some(kept)
+        }
+        None => None,
+    };
+    std::fs::rename(&staged.0, &current)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    drop(held);
+    Ok((kept, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_then_verify_then_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut bytes = Vec::new();
+        backup(&store, &mut bytes).unwrap();
+        let file = dir.path().join("b.redb");
+        std::fs::write(&file, &bytes).unwrap();
+        let s = verify(&file).unwrap();
+        assert_eq!((s.tenants, s.apps, s.events), (1, 1, 0));
+        // No stray temp files are left in the data dir.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        // A server (here: this open store) holds the database: restore refuses.
+        assert!(matches!(
+            restore(dir.path(), &file),
+            Err(Error::AlreadyOpen)
+        ));
+        drop(store);
+        let (kept, _) = restore(dir.path(), &file).unwrap();
+        assert!(kept.unwrap().exists());
+        Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn verify_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("junk");
+        std::fs::write(&file, b"not a database at all").unwrap();
+        assert!(verify(&file).is_err());
+    }
+}

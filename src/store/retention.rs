@@ -1,0 +1,196 @@
+//! Retention: removing events older than their tenant's retention period, together with their
+//! dedupe entries and audit bodies.
+//!
+//! A pass finds victims in short read transactions ([`find_chunk`], never blocking ingest) and
+//! deletes them in small write transactions ([`delete_chunk`], at most [`CHUNK`] events each)
+//! that the serving process runs on its writer thread between ingest batches. So ingest waits
+//! at most for one small deletion commit.
+//!
+//! Consequences (documented for users):
+//! - A resubmitted event whose original was removed is accepted again (its dedupe entry is
+//!   gone with it) and gets a new seq.
+//! - Quota counters are not lowered: they count what was accepted in a month.
+//! - The log stays append-only and its seqs increasing; removed seqs are never reused
+//!   ([`removed_through`] keeps the highest removed seq for the writer's restart).
+
+use super::codec::{Tenant, decode_config, decode_event};
+use super::tables::*;
+use super::{Result, Store};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use std::collections::HashMap;
+
+/// Longest retention accepted, in days (100 years).
+pub const MAX_DAYS: u32 = 36_500;
+/// Events removed per write transaction.
+pub const CHUNK: usize = 500;
+/// Events examined per read transaction.
+const SCAN: usize = 20_000;
+/// How far past the newest cut a scan keeps looking. `received_at_ms` is taken before an
+/// event waits for its commit, so log order and receive time can disagree by the wait;
+/// ten minutes is far beyond any wait the body and queue limits allow.
+pub const SLACK_MS: u64 = 10 * 60 * 1000;
+const MS_PER_DAY: u64 = 86_400_000;
+/// [`META`] key: the highest seq retention removed (u64 BE).
+const REMOVED_THROUGH: &str = "retention_removed_through";
+
+/// The highest seq ever removed by retention (0 if none).
+pub fn removed_through(txn: &WriteTransaction) -> Result<u64> {
+    let meta = txn.open_table(META)?;
+    let v = meta.get(REMOVED_THROUGH)?;
+    Ok(
+        v.and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0),
+    )
+}
+
+/// Per tenant name, the receive time (ms) before which its events are removed at `now_ms`.
+/// Tenants that keep events forever are absent.
+pub fn cuts(db: &Database, default_days: u32, now_ms: u64) -> Result<HashMap<String, u64>> {
+    let txn = db.begin_read()?;
+    let mut cuts = HashMap::new();
+    for row in txn.open_table(TENANTS)?.iter()? {
+        let (_, bytes) = row?;
+        let t: Tenant = decode_config("tenant", bytes.value())?;
+        let days = t.retention_days.unwrap_or(default_days);
+        if days > 0 {
+            cuts.insert(t.name, now_ms.saturating_sub(u64::from(days) * MS_PER_DAY));
+        }
+    }
+    Ok(cuts)
+}
+
+/// An event to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Victim {
+    pub seq: u64,
+    pub dedupe_key: Vec<u8>,
+    pub audit_key: String,
+}
+
+/// What one scan step found.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub victims: Vec<Victim>,
+    /// Where the next step starts; `None` when the pass is complete.
+    pub next: Option<u64>,
+}
+
+/// Scans the log from seq `from` for events older than their tenant's cut.
+pub fn find_chunk(db: &Database, cuts: &HashMap<String, u64>, from: u64) -> Result<Chunk> {
+    let Some(&newest_cut) = cuts.values().max() else {
+        return Ok(Chunk::default());
+    };
+    let txn = db.begin_read()?;
+    let mut app_ids = HashMap::new();
+    for row in txn.open_table(APPS)?.iter()? {
+        let (id, bytes) = row?;
+        let app: super::codec::App = decode_config("app", bytes.value())?;
+        app_ids.insert(app.name, id.value());
+    }
+    let mut chunk = Chunk::default();
+    for (scanned, row) in txn.open_table(EVENTS)?.range(from..)?.enumerate() {
+        let (seq, bytes) = row?;
+        let seq = seq.value();
+        if scanned == SCAN || chunk.victims.len() == CHUNK {
+            chunk.next = Some(seq);
+            break;
+        }
+        let r = decode_event(bytes.value())?;
+        if r.received_at_ms > newest_cut.saturating_add(SLACK_MS) {
+            break;
+        }
+        if cuts
+            .get(&r.tenant)
+            .is_some_and(|&cut| r.received_at_ms < cut)
+        {
+            chunk.victims.push(Victim {
+                seq,
+                dedupe_key: dedupe_key(app_ids.get(&r.app).copied().unwrap_or(0), &r.event_id),
+                audit_key: r.audit_key,
+            });
+        }
+    }
+    Ok(chunk)
+}
+
+/// Removes `victims` in the caller's write transaction: the event, its dedupe entry (when it
+/// still points at this event) and its audit body. Returns how many events were removed.
+pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
+    let mut events = txn.open_table(EVENTS)?;
+    let mut dedupe = txn.open_table(DEDUPE)?;
+    let mut audit = txn.open_table(AUDIT)?;
+    let mut removed = 0;
+    let mut highest = 0;
+    for v in victims {
+        if events.remove(v.seq)?.is_none() {
+            continue;
+        }
+        removed += 1;
+        highest = highest.max(v.seq);
+        let points_here = dedupe
+            .get(v.dedupe_key.as_slice())?
+            .is_some_and(|s| s.value() == v.seq);
+        if points_here {
+            dedupe.remove(v.dedupe_key.as_slice())?;
+        }
+        // Every event of one request shares its audit body, and all of them have the same
+        // tenant and receive time, so they are all past the cut together.
+        audit.remove(v.audit_key.as_str())?;
+    }
+    drop((events, dedupe, audit));
+    if highest > removed_through(txn)? {
+        txn.open_table(META)?
+            .insert(REMOVED_THROUGH, &highest.to_be_bytes()[..])?;
+    }
+    Ok(removed)
+}
+
+/// One whole pass on a database this process holds alone (no writer thread).
+pub fn run_direct(store: &Store, default_days: u32, now_ms: u64) -> Result<u64> {
+    let db = store.db();
+    let cuts = cuts(db, default_days, now_ms)?;
+    let mut from = 0;
+    let mut removed = 0;
+    loop {
+        let chunk = find_chunk(db, &cuts, from)?;
+        if !chunk.victims.is_empty() {
+            let txn = db.begin_write()?;
+            removed += delete_chunk(&txn, &chunk.victims)?;
+            txn.commit()?;
+        }
+        match chunk.next {
+            Some(next) => from = next,
+            None => return Ok(removed),
+        }
+    }
+}
+
+/// One whole pass while serving: scans in read transactions on the calling thread, deletes
+/// through `writer` (between ingest batches). Blocking.
+pub fn run_with_writer(
+    store: &Store,
+    writer: &super::writer::Writer,
+    default_days: u32,
+    now_ms: u64,
+) -> Result<u64> {
+    let db = store.db();
+    let cuts = cuts(db, default_days, now_ms)?;
+    let mut from = 0;
+    let mut removed = 0;
+    loop {
+        let chunk = find_chunk(db, &cuts, from)?;
+        if !chunk.victims.is_empty() {
+            let victims = chunk.victims;
+            removed += writer.run_blocking(move |db| -> Result<u64> {
+                let txn = db.begin_write()?;
+                let n = delete_chunk(&txn, &victims)?;
+                txn.commit()?;
+                Ok(n)
+            })??;
+        }
+        match chunk.next {
+            Some(next) => from = next,
+            None => return Ok(removed),
+        }
+    }
+}
