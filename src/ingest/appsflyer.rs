@@ -1,6 +1,6 @@
 //! The AppsFlyer Web-S2S pipeline: `POST /v1/{bundleId}/event` and `POST /v1/{bundleId}/setcuid`.
 //!
-//! bundle id → app (404 when none) → body (≤ 1 KiB, the vendor's limit) → decode →
+//! body (≤ 1 KiB, the vendor's limit) → bundle id → app (404 when none) → decode →
 //! `webDevKey` authenticates as a key of that app → validate → key's allowed events →
 //! writer (dedupe, quota, append, identity links, one fsync) → `200 OK`.
 
@@ -50,6 +50,9 @@ async fn inner(
     }
     let path = req.uri().path().to_owned();
     let (bundle, method) = parse_path(&path).ok_or(Reason::NotFound)?;
+    // Read first (it is at most 1 KiB), so that a refused request leaves the connection
+    // usable for the client's next one.
+    let body = read_body(state, req, MAX_PAYLOAD).await?;
     let (app_id, found) = match state
         .store
         .app_where(|a| a.appsflyer_bundle_id.as_deref() == Some(bundle))
@@ -62,7 +65,6 @@ async fn inner(
         }
     };
     *app = Some(found.name);
-    let body = read_body(state, req, MAX_PAYLOAD).await?;
     let received_at_ms = now_ms();
     let decoded = appsflyer::decode(method, &body, received_at_ms)?;
     let key = lookup_key(state, &decoded.web_dev_key)?;

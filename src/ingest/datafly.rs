@@ -1,6 +1,6 @@
 //! The Datafly (Segment-style, signed) pipeline: `POST /v1/events`.
 //!
-//! headers (`X-Signature`, `X-Timestamp`) → body (limit) → HMAC-SHA256 over
+//! body (limit) → headers (`X-Signature`, `X-Timestamp`) → HMAC-SHA256 over
 //! `X-Timestamp + "." + body` against every active secret (401 when none matches) →
 //! timestamp within ±5 minutes (403) → decode → validate → writer (dedupe on `messageId`,
 //! quota, append, identity links, one fsync) → `200 {"success": true}`.
@@ -40,20 +40,21 @@ async fn inner(
     app: &mut Option<String>,
 ) -> Result<Reply, Reason> {
     let headers = req.headers();
-    let mac = headers
+    let signature = headers
         .get("x-signature")
-        .ok_or(Reason::SignatureRequired)?
-        .to_str()
-        .ok()
-        .and_then(parse_signature)
-        .ok_or(Reason::SignatureInvalid)?;
+        .map(|v| v.to_str().ok().and_then(parse_signature));
     let timestamp = headers
         .get("x-timestamp")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or(Reason::TimestampRequired)?;
+        .filter(|v| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()));
+    // The body is read (within its limit) even for a request refused for its headers, so
+    // that the connection stays usable for the client's next request.
     let body = read_body(state, req, state.config.limits.single_body).await?;
+    let mac = signature
+        .ok_or(Reason::SignatureRequired)?
+        .ok_or(Reason::SignatureInvalid)?;
+    let timestamp = timestamp.ok_or(Reason::TimestampRequired)?;
     let received_at_ms = now_ms();
     let signer = match state
         .store
