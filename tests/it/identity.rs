@@ -1,5 +1,6 @@
 //! The identity graph across dialects: identifiers that appear together in any stored event
-//! (Reflect, AppsFlyer, Datafly, ...) are linked per app, and `inlet profile` shows them.
+//! (Reflect, GameRebellion, Adjust, AppsFlyer, Datafly) are linked per app, and
+//! `inlet profile` shows them.
 
 use crate::support::*;
 use inlet::auth::secrets::sign;
@@ -87,6 +88,14 @@ fn identifiers_are_linked_across_every_dialect() {
         "--appsflyer-bundle-id",
         "web.bundle",
     ]);
+    inlet.cli_ok(&[
+        "apps",
+        "configure",
+        "default",
+        "--adjust-app-token",
+        "4w565xzmb54d",
+    ]);
+    inlet.cli_ok(&["apps", "adjust-event", "default", "f0ob4r", "purchase"]);
     inlet.cli_ok(&["apps", "add", "other", "--tenant", "default"]);
     let key = inlet.mint("default");
     let other_key = inlet.mint("other");
@@ -131,6 +140,29 @@ fn identifiers_are_linked_across_every_dialect() {
         &secret,
         json!({"type": "track", "event": "Viewed", "anonymousId": "N1"}),
     );
+    // 6. GameRebellion: the user and the device's advertising id.
+    let r = c
+        .post(
+            "/api/v1/event",
+            &[("X-API-Key", &key), ("Content-Type", "application/json")],
+            json!({"event_type": "level_up", "event_id": "g1",
+                   "identifiers": {"user_id": "U1", "idfa": "IDFA-1"}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // 7. Adjust: an event of that device only.
+    let auth = format!("Bearer {key}");
+    let r = c
+        .request(
+            "GET",
+            "/event?s2s=1&event_token=f0ob4r&app_token=4w565xzmb54d&idfa=IDFA-1",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "OK"));
     // Someone else, the same user id in another app, and two installs sharing only the
     // zeroed advertising id (a placeholder, not an identifier).
     let mut e = event("r2", "I2");
@@ -151,26 +183,34 @@ fn identifiers_are_linked_across_every_dialect() {
         ("install_uuid", "I1"),
         ("player_id", "P1"),
         ("af_user_id", "AF1"),
+        ("idfa", "IDFA-1"),
     ]);
-    for id in ["N1", "U1", "I1", "P1", "AF1"] {
+    for id in ["N1", "U1", "I1", "P1", "AF1", "IDFA-1"] {
         let p = profile(&inlet, "default", id);
         assert_eq!(identifiers(&p), everyone, "profile of {id}");
         assert_eq!(p["identifiers"][0]["value"], id, "the asked-for id first");
-        assert_eq!(seqs(&p), [5, 4, 3, 2, 1], "most recently stored first");
+        assert_eq!(
+            seqs(&p),
+            [7, 6, 5, 4, 3, 2, 1],
+            "most recently stored first"
+        );
         let sources: BTreeSet<&str> = p["events"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| e["source"].as_str().unwrap())
             .collect();
-        assert_eq!(sources, BTreeSet::from(["appsflyer", "datafly", "reflect"]));
+        assert_eq!(
+            sources,
+            BTreeSet::from(["adjust", "appsflyer", "datafly", "gamerebellion", "reflect"])
+        );
     }
     let p = profile(&inlet, "default", "U2");
     assert_eq!(
         identifiers(&p),
         set(&[("user_id", "U2"), ("install_uuid", "I2")])
     );
-    assert_eq!(seqs(&p), [6]);
+    assert_eq!(seqs(&p), [8]);
     let p = profile(&inlet, "other", "U1");
     assert_eq!(
         identifiers(&p),
@@ -191,7 +231,7 @@ fn identifiers_are_linked_across_every_dialect() {
         &inlet.cli_ok(&["profile", "default", "N1", "--json", "--limit", "2"]),
     )
     .unwrap();
-    assert_eq!(seqs(&limited), [5, 4]);
+    assert_eq!(seqs(&limited), [7, 6]);
     let text = inlet.cli_ok(&["profile", "default", "AF1"]);
     assert!(
         text.starts_with("identifiers linked to AF1 in app default:\nKIND"),
