@@ -192,23 +192,20 @@ currency: "USD",
 "#;
     let spec = dir.path().join("example.mjs");
     std::fs::write(&spec, adapt(node)).unwrap();
+    // Prints what the server answered, then runs the example untouched.
     let wrap = dir.path().join("wrap.mjs");
-    std::fs::write(
-        &wrap,
+    let script = format!(
         "const real = globalThis.fetch;\n\
-         globalThis.fetch = async (...a) => {\n\
+         globalThis.fetch = async (...a) => {{\n\
            const r = await real(...a);\n\
            console.log(r.status, await r.clone().text());\n\
            return r;\n\
-         };\n",
-    )
-    .unwrap();
-    let out = Command::new("node")
-        .arg("--import")
-        .arg(format!("file://{}", wrap.display()))
-        .arg(&spec)
-        .output()
-        .expect("node");
+         }};\n\
+         await import({:?});\n",
+        format!("file://{}", spec.display())
+    );
+    std::fs::write(&wrap, script).unwrap();
+    let out = Command::new("node").arg(&wrap).output().expect("node");
     assert!(
         out.status.success(),
         "{}",
