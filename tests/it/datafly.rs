@@ -524,3 +524,21 @@ fn secrets_are_never_stored_in_plaintext() {
     assert_eq!(status_with(&other, &direct), 401);
     assert_eq!(status_with(&other, &served), 401);
 }
+
+#[test]
+fn a_lost_sealing_key_is_reported_and_new_secrets_recover() {
+    let mut inlet = Inlet::start();
+    let old = mint_secret(&inlet, "default");
+    inlet.signal_and_wait("TERM");
+    std::fs::remove_file(inlet.data().join("secrets.key")).unwrap();
+    inlet.restart();
+    let body = json!({"type": "track", "event": "ping", "anonymousId": "a"}).to_string();
+    let r = send(&mut inlet.client(), &old, now_ms(), &body);
+    assert_eq!(outcome(&r), refused(503, "storage_unavailable"));
+    assert!(r.header("retry-after").is_some());
+    assert!(inlet.log.lock().unwrap().contains("secrets.key is missing"));
+    // A new secret brings a new key file; the old secret no longer opens and is skipped.
+    let new = mint_secret(&inlet, "default");
+    assert_eq!(status_with(&inlet, &new), 200);
+    assert_eq!(status_with(&inlet, &old), 401);
+}
