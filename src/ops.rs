@@ -4,7 +4,7 @@
 use crate::auth::password::PasswordHash;
 use crate::auth::secrets::Sealer;
 use crate::clock::{now_ms, rfc3339_ms};
-use crate::store::read::{Canonical, ExportFilter};
+use crate::store::read::ExportFilter;
 use crate::store::secrets;
 use crate::store::writer::Writer;
 use crate::store::{self, Store, admin, backup, retention};
@@ -485,21 +485,7 @@ fn profile(
         )));
     };
     if json {
-        let events: Vec<serde_json::Value> = p
-            .events
-            .iter()
-            .map(|(seq, r)| serde_json::to_value(Canonical::new(*seq, r)))
-            .collect::<Result<_, _>>()
-            .map_err(std::io::Error::from)?;
-        let ids: Vec<serde_json::Value> = p
-            .identifiers
-            .iter()
-            .map(|(k, v)| serde_json::json!({ "kind": k, "value": v }))
-            .collect();
-        let doc = serde_json::json!({
-            "app": app, "id": id, "identifiers": ids, "truncated": p.truncated, "events": events,
-        });
-        serde_json::to_writer(&mut *out, &doc).map_err(std::io::Error::from)?;
+        serde_json::to_writer(&mut *out, &p.to_json(app, id)).map_err(std::io::Error::from)?;
         writeln!(out)?;
         return Ok(());
     }

@@ -26,6 +26,7 @@ use super::tables::{EVENTS, ID_EVENTS, ID_LINKS};
 use super::{Result, Store, find_app};
 use crate::event::Draft;
 use crate::store::codec::{EventRecord, decode_event};
+use crate::store::read::Canonical;
 use redb::{ReadableDatabase, ReadableTable, Table};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
@@ -137,6 +138,27 @@ pub struct Profile {
     pub events: Vec<(u64, EventRecord)>,
     /// The walk stopped at [`MAX_PROFILE_IDENTIFIERS`].
     pub truncated: bool,
+}
+
+impl Profile {
+    /// The JSON document of `inlet profile --json` (and the admin API):
+    /// `{"app", "id", "identifiers": [{"kind", "value"}], "truncated", "events": [canonical]}`.
+    pub fn to_json(&self, app: &str, id: &str) -> serde_json::Value {
+        let events: Vec<serde_json::Value> = self
+            .events
+            .iter()
+            .filter_map(|(seq, r)| serde_json::to_value(Canonical::new(*seq, r)).ok())
+            .collect();
+        let identifiers: Vec<serde_json::Value> = self
+            .identifiers
+            .iter()
+            .map(|(k, v)| serde_json::json!({ "kind": k, "value": v }))
+            .collect();
+        serde_json::json!({
+            "app": app, "id": id, "identifiers": identifiers, "truncated": self.truncated,
+            "events": events,
+        })
+    }
 }
 
 impl Store {
