@@ -318,6 +318,10 @@ pub struct ProfileArgs {
     pub app: String,
     /// An identifier value (user id, anonymous id, install uuid, af user id, ...).
     pub id: String,
+    /// Only the identifier of this kind (`user_id`, `player_id`, ...), for a value known
+    /// under several.
+    #[arg(long)]
+    pub kind: Option<String>,
     /// At most this many events.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,

@@ -283,6 +283,7 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
         Command::Profile(a) => Op::Profile {
             app: a.app,
             id: a.id,
+            kind: a.kind,
             limit: a.limit,
             json: a.json,
         },

@@ -110,6 +110,8 @@ pub enum Op {
     Profile {
         app: String,
         id: String,
+        #[serde(default)]
+        kind: Option<String>,
         limit: usize,
         json: bool,
     },
@@ -377,9 +379,10 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
         Op::Profile {
             app,
             id,
+            kind,
             limit,
             json,
-        } => profile(store, &app, &id, limit, json, out)?,
+        } => profile(store, &app, kind.as_deref(), &id, limit, json, out)?,
     }
     out.flush()?;
     Ok(())
@@ -474,12 +477,13 @@ fn list_secrets(
 fn profile(
     store: &Store,
     app: &str,
+    kind: Option<&str>,
     id: &str,
     limit: usize,
     json: bool,
     out: &mut dyn Write,
 ) -> store::Result<()> {
-    let Some(p) = store.profile(app, id, limit)? else {
+    let Some(p) = store.profile_of_kind(app, kind, id, limit)? else {
         return Err(store::Error::NotFound(format!(
             "no event of app {app:?} carries the identifier {id:?}"
         )));

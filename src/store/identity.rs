@@ -5,18 +5,20 @@
 //! `user_id`, `anonymous_id`, or the name of an `ids` entry such as `af_user_id`,
 //! `player_id`, `device_id`). Kinds keep `player_id "1"` and `device_id "1"` apart.
 //!
-//! Storage is an adjacency table plus a per-identifier event index, both written by the
-//! writer in the same transaction as the event:
-//! - [`ID_EVENTS`]: app ++ identifier ++ seq → (): every stored event under each of its
-//!   identifiers; also the list of known identifiers.
+//! Storage is an adjacency table plus an event index, both written by the writer in the same
+//! transaction as the event:
+//! - [`ID_EVENTS`]: app ++ identifier ++ seq → (): every stored event under its first
+//!   identifier (one entry per event: all of an event's identifiers are in one profile, and a
+//!   profile's events are read under all of its identifiers).
 //! - [`ID_LINKS`]: app ++ a ++ b → (), both directions. An event with identifiers
 //!   `i0, i1, ..., ik` links `i0` with each other one (a star: connected with k edges instead
-//!   of k² pairs). An edge already present is only read, not rewritten.
+//!   of k² pairs). An edge already present is only looked up (once per commit), not
+//!   rewritten.
 //!
 //! A profile is the connected component of an identifier, found by a breadth-first walk at
 //! read time. Merging two profiles therefore costs nothing at write time (no relabelling
 //! under the writer lock, unlike a union-find with stored roots), and the hot path pays one
-//! index insert per identifier plus, for events with several identifiers, a lookup per edge.
+//! index insert per event plus, for events with several identifiers, a lookup per edge.
 //!
 //! Placeholder values (`""`, all zeros like the zeroed IDFA
 //! `00000000-0000-0000-0000-000000000000`, `null`, `undefined`, `unknown`, `none`) are not
@@ -96,35 +98,56 @@ pub fn identifiers(d: &Draft) -> Vec<Vec<u8>> {
     out
 }
 
-/// Writer side: indexes event `seq` of `app_id` under each of its identifiers and links them.
+/// Per-commit working memory of [`record`].
+#[derive(Default)]
+pub struct Scratch {
+    buf: Vec<u8>,
+    /// Links known to exist in this transaction (found or inserted), so that a batch with
+    /// many events of one person looks each up once.
+    linked: HashSet<Vec<u8>>,
+}
+
+/// Writer side: indexes event `seq` of `app_id` under its first identifier and links that
+/// one with each other identifier of the event.
+///
+/// One index entry per event suffices: all identifiers of an event end up in one profile,
+/// and a profile's events are read under every identifier of it. An identifier that is
+/// never first still has its links, so lookups by value search both tables.
 pub fn record(
     id_events: &mut Table<&[u8], ()>,
     id_links: &mut Table<&[u8], ()>,
     app_id: u32,
     seq: u64,
     idents: &[Vec<u8>],
-    buf: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> Result<()> {
-    for ident in idents {
-        buf.clear();
-        buf.extend_from_slice(&app_id.to_be_bytes());
-        buf.extend_from_slice(ident);
-        buf.extend_from_slice(&seq.to_be_bytes());
-        id_events.insert(buf.as_slice(), ())?;
-    }
     let Some((first, rest)) = idents.split_first() else {
         return Ok(());
     };
+    let buf = &mut scratch.buf;
+    buf.clear();
+    buf.extend_from_slice(&app_id.to_be_bytes());
+    buf.extend_from_slice(first);
+    buf.extend_from_slice(&seq.to_be_bytes());
+    id_events.insert(buf.as_slice(), ())?;
     for other in rest {
-        for (a, b) in [(first, other), (other, first)] {
-            buf.clear();
-            buf.extend_from_slice(&app_id.to_be_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b);
-            if id_links.get(buf.as_slice())?.is_none() {
-                id_links.insert(buf.as_slice(), ())?;
-            }
+        buf.clear();
+        buf.extend_from_slice(&app_id.to_be_bytes());
+        buf.extend_from_slice(first);
+        buf.extend_from_slice(other);
+        if scratch.linked.contains(buf.as_slice()) {
+            continue;
         }
+        // Links are always written in pairs: one lookup tells whether both exist.
+        if id_links.get(buf.as_slice())?.is_none() {
+            id_links.insert(buf.as_slice(), ())?;
+            let mut back = Vec::with_capacity(buf.len());
+            back.extend_from_slice(&app_id.to_be_bytes());
+            back.extend_from_slice(other);
+            back.extend_from_slice(first);
+            id_links.insert(back.as_slice(), ())?;
+        }
+        scratch.linked.insert(buf.clone());
     }
     Ok(())
 }
@@ -165,6 +188,19 @@ impl Store {
     /// The profile of identifier value `id` (of any kind) in `app`, with at most `limit`
     /// events; `None` when no stored event of the app carries that identifier.
     pub fn profile(&self, app: &str, id: &str, limit: usize) -> Result<Option<Profile>> {
+        self.profile_of_kind(app, None, id, limit)
+    }
+
+    /// Like [`Store::profile`], starting only from the identifier of that kind when `kind` is
+    /// given (a value known under several kinds, such as user id `42` and player id `42`,
+    /// otherwise shows all of their profiles together).
+    pub fn profile_of_kind(
+        &self,
+        app: &str,
+        kind: Option<&str>,
+        id: &str,
+        limit: usize,
+    ) -> Result<Option<Profile>> {
         let txn = self.db.begin_read()?;
         let app_id = find_app(&txn.open_table(super::tables::APPS)?, app)?
             .ok_or_else(|| super::Error::NotFound(format!("no app {app:?}")))?
@@ -173,23 +209,32 @@ impl Store {
         let id_links = txn.open_table(ID_LINKS)?;
         let app_prefix = app_id.to_be_bytes();
 
-        // Every kind this value is known under: one seek per kind.
+        // Every kind this value is known under: one seek per kind, in the event index and
+        // in the links (an identifier that was never first in an event is only there).
         let mut value_prefix = app_prefix.to_vec();
         push_part(&mut value_prefix, id);
         let mut start: Vec<Vec<u8>> = Vec::new();
-        let mut lower = value_prefix.clone();
-        loop {
-            let next = match id_events.range(lower.as_slice()..)?.next() {
-                Some(row) => row?.0.value().to_vec(),
-                None => break,
-            };
-            if !next.starts_with(&value_prefix) || next.len() < 12 {
-                break;
+        for table in [&id_events, &id_links] {
+            let mut lower = value_prefix.clone();
+            loop {
+                let next = match table.range(lower.as_slice()..)?.next() {
+                    Some(row) => row?.0.value().to_vec(),
+                    None => break,
+                };
+                if !next.starts_with(&value_prefix) {
+                    break;
+                }
+                let Some(((found_kind, _), len)) = decode(&next[4..]) else {
+                    break;
+                };
+                let ident = next[4..4 + len].to_vec();
+                // Past every key of this identifier: what follows it (a seq, or another
+                // identifier whose length prefix is below 0xFF00) is below 0xFF ×9.
+                lower = [&app_prefix[..], &ident, &[0xFF; 9]].concat();
+                if kind.is_none_or(|k| k == found_kind) && !start.contains(&ident) {
+                    start.push(ident);
+                }
             }
-            let ident = next[4..next.len() - 8].to_vec();
-            // Skip past every seq of this identifier.
-            lower = [&app_prefix[..], &ident, &u64::MAX.to_be_bytes(), &[0]].concat();
-            start.push(ident);
         }
         if start.is_empty() {
             return Ok(None);
@@ -306,5 +351,114 @@ mod tests {
             ]
         );
         assert!(is_placeholder("0") && is_placeholder("NULL") && !is_placeholder("u0"));
+    }
+
+    #[test]
+    fn profiles_are_connected_components() {
+        use crate::store::codec::encode_event;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let events: &[&[(&str, &str)]] = &[
+            &[("install_uuid", "i1"), ("user_id", "42")],
+            &[("user_id", "42"), ("af_user_id", "af1")],
+            &[("af_user_id", "af1")],
+            &[("player_id", "42")],
+            &[("install_uuid", "i2"), ("player_id", "42")],
+        ];
+        let txn = store.db().begin_write().unwrap();
+        {
+            let mut log = txn.open_table(EVENTS).unwrap();
+            let mut ev = txn.open_table(ID_EVENTS).unwrap();
+            let mut links = txn.open_table(ID_LINKS).unwrap();
+            let mut scratch = Scratch::default();
+            for (i, ids) in events.iter().enumerate() {
+                let seq = i as u64 + 1;
+                let record = EventRecord {
+                    received_at_ms: 1,
+                    tenant: "default".into(),
+                    app: "default".into(),
+                    key_id: 1,
+                    source: "reflect".into(),
+                    event_id: format!("e{seq}"),
+                    event_name: "x".into(),
+                    event_ts_ms: 1,
+                    install_uuid: None,
+                    user_id: None,
+                    anonymous_id: None,
+                    ids: Vec::new(),
+                    revenue: None,
+                    currency: None,
+                    transaction_id: None,
+                    product_id: None,
+                    props: "{}".into(),
+                    context: "{}".into(),
+                    audit_key: String::new(),
+                };
+                log.insert(seq, encode_event(&record).as_slice()).unwrap();
+                let idents: Vec<Vec<u8>> = ids.iter().map(|(k, v)| encode(k, v)).collect();
+                record_twice(&mut ev, &mut links, seq, &idents, &mut scratch);
+            }
+        }
+        txn.commit().unwrap();
+        let kinds = |id: &str| -> Vec<(String, String)> {
+            let mut v = store
+                .profile("default", id, 10)
+                .unwrap()
+                .unwrap()
+                .identifiers;
+            v.sort();
+            v
+        };
+        let seqs = |id: &str| -> Vec<u64> {
+            let p = store.profile("default", id, 10).unwrap().unwrap();
+            p.events.iter().map(|(s, _)| *s).collect()
+        };
+        // "42" is both a user id and a player id: two profiles meet in the lookup.
+        assert_eq!(kinds("42").len(), 5);
+        let players = store
+            .profile_of_kind("default", Some("player_id"), "42", 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(players.identifiers.len(), 2, "{:?}", players.identifiers);
+        assert!(
+            store
+                .profile_of_kind("default", Some("device_id"), "42", 10)
+                .unwrap()
+                .is_none()
+        );
+        // af1 was never the first identifier of a two-id event: found through its link.
+        assert_eq!(
+            kinds("af1"),
+            vec![
+                ("af_user_id".into(), "af1".into()),
+                ("install_uuid".into(), "i1".into()),
+                ("user_id".into(), "42".into()),
+            ]
+        );
+        assert_eq!(seqs("af1"), [3, 2, 1], "newest first, each once");
+        assert_eq!(seqs("i2"), [5, 4]);
+        assert!(store.profile("default", "nobody", 10).unwrap().is_none());
+        assert!(store.profile("ghost", "42", 10).is_err());
+        assert_eq!(
+            store
+                .profile("default", "af1", 2)
+                .unwrap()
+                .unwrap()
+                .events
+                .len(),
+            2
+        );
+    }
+
+    /// Recording an event twice (as a retried commit would) changes nothing.
+    fn record_twice(
+        ev: &mut Table<&[u8], ()>,
+        links: &mut Table<&[u8], ()>,
+        seq: u64,
+        idents: &[Vec<u8>],
+        scratch: &mut Scratch,
+    ) {
+        record(ev, links, 1, seq, idents, scratch).unwrap();
+        record(ev, links, 1, seq, idents, scratch).unwrap();
     }
 }

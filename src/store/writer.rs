@@ -347,7 +347,7 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
         let mut sessions = txn.open_table(SESSIONS)?;
         let mut id_events = txn.open_table(ID_EVENTS)?;
         let mut id_links = txn.open_table(ID_LINKS)?;
-        let mut ibuf = Vec::new();
+        let mut ibuf = super::identity::Scratch::default();
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut dkey = Vec::new();
         let mut tally = super::panel::Tally::default();

@@ -536,7 +536,9 @@ fn a_lost_sealing_key_is_reported_and_new_secrets_recover() {
     let r = send(&mut inlet.client(), &old, now_ms(), &body);
     assert_eq!(outcome(&r), refused(503, "storage_unavailable"));
     assert!(r.header("retry-after").is_some());
-    assert!(inlet.log.lock().unwrap().contains("secrets.key is missing"));
+    wait_for("the reason in the log", || {
+        inlet.log.lock().unwrap().contains("secrets.key is missing")
+    });
     // A new secret brings a new key file; the old secret no longer opens and is skipped.
     let new = mint_secret(&inlet, "default");
     assert_eq!(status_with(&inlet, &new), 200);

@@ -226,6 +226,19 @@ fn identifiers_are_linked_across_every_dialect() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("carries the identifier"));
 
+    // --kind narrows the start to one kind of the value.
+    let p: Value = serde_json::from_str(
+        &inlet.cli_ok(&["profile", "default", "U1", "--kind", "user_id", "--json"]),
+    )
+    .unwrap();
+    assert_eq!(identifiers(&p), everyone);
+    assert!(
+        !inlet
+            .cli(&["profile", "default", "U1", "--kind", "player_id"])
+            .status
+            .success()
+    );
+
     // --limit, and the table form.
     let limited: Value = serde_json::from_str(
         &inlet.cli_ok(&["profile", "default", "N1", "--json", "--limit", "2"]),
