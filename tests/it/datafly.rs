@@ -544,3 +544,50 @@ fn a_lost_sealing_key_is_reported_and_new_secrets_recover() {
     assert_eq!(status_with(&inlet, &new), 200);
     assert_eq!(status_with(&inlet, &old), 401);
 }
+
+#[test]
+fn secrets_through_the_admin_api() {
+    use crate::admin::Admin;
+    let inlet = Inlet::start();
+    let mut admin = Admin::setup(&inlet);
+    let r = admin.post(
+        "/admin/api/secrets",
+        &json!({"app": "default", "label": "panel"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let old = r.json()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["id"], 1);
+    assert_eq!(status_with(&inlet, &old), 200);
+
+    let r = admin.post("/admin/api/secrets/1/rotate", &json!({"grace": "24h"}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let new = r.json()["secret"].as_str().unwrap().to_owned();
+    assert_eq!(r.json()["replaces"], 1);
+    assert_eq!(status_with(&inlet, &old), 200, "in its grace period");
+    assert_eq!(status_with(&inlet, &new), 200);
+    let list = admin.get("/admin/api/secrets?app=default").json();
+    let states: Vec<&str> = list["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["expiring", "active"]);
+    let text = list.to_string();
+    assert!(
+        !text.contains(&old) && !text.contains(&new),
+        "never the secret"
+    );
+
+    let r = admin.post("/admin/api/secrets/2/rotate", &json!({"grace": "soon"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin.post("/admin/api/secrets/1/rotate", &json!({}));
+    assert_eq!(r.status, 409, "already rotated: {}", r.text());
+    let r = admin.post("/admin/api/secrets/1/revoke", &json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(status_with(&inlet, &old), 401);
+    let r = admin.post("/admin/api/secrets/9/revoke", &json!({}));
+    assert_eq!(r.status, 404);
+    let r = admin.post("/admin/api/secrets", &json!({"app": "ghost", "label": "x"}));
+    assert_eq!(r.status, 404);
+}

@@ -256,6 +256,18 @@ fn identifiers_are_linked_across_every_dialect() {
         "{text}"
     );
 
+    // The admin API gives the same document.
+    let mut admin = crate::admin::Admin::setup(&inlet);
+    let r = admin.get("/admin/api/profile?app=default&id=AF1&limit=3");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(identifiers(&r.json()), everyone);
+    assert_eq!(seqs(&r.json()), [7, 6, 5]);
+    assert_eq!(
+        admin.get("/admin/api/profile?app=default&id=nobody").status,
+        404
+    );
+    assert_eq!(admin.get("/admin/api/profile?app=default").status, 400);
+
     // The same answer without a server.
     inlet.signal_and_wait("TERM");
     let p = profile(&inlet, "default", "P1");
