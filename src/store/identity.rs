@@ -76,16 +76,42 @@ pub fn is_placeholder(value: &str) -> bool {
 /// The encoded identifiers of a canonical event, first occurrence of each, placeholders
 /// left out: `install_uuid`, `user_id`, `anonymous_id`, then `ids` in order.
 pub fn identifiers(d: &Draft) -> Vec<Vec<u8>> {
+    identifiers_of(
+        d.install_uuid.as_deref(),
+        d.user_id.as_deref(),
+        d.anonymous_id.as_deref(),
+        &d.ids,
+    )
+}
+
+/// The [`ID_EVENTS`] key of a stored event (under its first identifier), if it has one.
+pub fn index_key(app_id: u32, seq: u64, r: &EventRecord) -> Option<Vec<u8>> {
+    let idents = identifiers_of(
+        r.install_uuid.as_deref(),
+        r.user_id.as_deref(),
+        r.anonymous_id.as_deref(),
+        &r.ids,
+    );
+    let first = idents.first()?;
+    Some([&app_id.to_be_bytes()[..], first, &seq.to_be_bytes()].concat())
+}
+
+fn identifiers_of(
+    install_uuid: Option<&str>,
+    user_id: Option<&str>,
+    anonymous_id: Option<&str>,
+    ids: &[(String, String)],
+) -> Vec<Vec<u8>> {
     let named = [
-        ("install_uuid", d.install_uuid.as_deref()),
-        ("user_id", d.user_id.as_deref()),
-        ("anonymous_id", d.anonymous_id.as_deref()),
+        ("install_uuid", install_uuid),
+        ("user_id", user_id),
+        ("anonymous_id", anonymous_id),
     ];
     let mut out: Vec<Vec<u8>> = Vec::new();
     let all = named
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
-        .chain(d.ids.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        .chain(ids.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     for (kind, value) in all {
         if is_placeholder(value) {
             continue;
@@ -460,5 +486,73 @@ mod tests {
     ) {
         record(ev, links, 1, seq, idents, scratch).unwrap();
         record(ev, links, 1, seq, idents, scratch).unwrap();
+    }
+
+    #[test]
+    fn retention_removes_index_entries_with_their_events() {
+        use crate::store::codec::encode_event;
+        use crate::store::retention;
+        use redb::ReadableTableMetadata;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let txn = store.db().begin_write().unwrap();
+        {
+            let mut log = txn.open_table(EVENTS).unwrap();
+            let mut ev = txn.open_table(ID_EVENTS).unwrap();
+            let mut links = txn.open_table(ID_LINKS).unwrap();
+            let mut scratch = Scratch::default();
+            for seq in 1..=3u64 {
+                let record = EventRecord {
+                    received_at_ms: 1,
+                    tenant: "default".into(),
+                    app: "default".into(),
+                    key_id: 1,
+                    source: "reflect".into(),
+                    event_id: format!("e{seq}"),
+                    event_name: "x".into(),
+                    event_ts_ms: 1,
+                    install_uuid: Some(format!("i{seq}")),
+                    user_id: Some("u".into()),
+                    anonymous_id: None,
+                    ids: Vec::new(),
+                    revenue: None,
+                    currency: None,
+                    transaction_id: None,
+                    product_id: None,
+                    props: "{}".into(),
+                    context: "{}".into(),
+                    audit_key: format!("a{seq}"),
+                };
+                log.insert(seq, encode_event(&record).as_slice()).unwrap();
+                let d = Draft {
+                    install_uuid: record.install_uuid.clone(),
+                    user_id: record.user_id.clone(),
+                    ..Draft::default()
+                };
+                record_twice(&mut ev, &mut links, seq, &identifiers(&d), &mut scratch);
+            }
+        }
+        txn.commit().unwrap();
+        assert_eq!(
+            store
+                .profile("default", "u", 10)
+                .unwrap()
+                .unwrap()
+                .events
+                .len(),
+            3
+        );
+        let cuts = std::collections::HashMap::from([("default".to_owned(), 2u64)]);
+        let chunk = retention::find_chunk(store.db(), &cuts, 1).unwrap();
+        assert_eq!(chunk.victims.len(), 3);
+        let txn = store.db().begin_write().unwrap();
+        assert_eq!(retention::delete_chunk(&txn, &chunk.victims).unwrap(), 3);
+        txn.commit().unwrap();
+        let read = store.db().begin_read().unwrap();
+        assert!(read.open_table(ID_EVENTS).unwrap().is_empty().unwrap());
+        // The links stay: the identifiers are still known to belong together.
+        let p = store.profile("default", "u", 10).unwrap().unwrap();
+        assert!(p.events.is_empty());
+        assert_eq!(p.identifiers.len(), 4);
     }
 }
