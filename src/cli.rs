@@ -55,6 +55,11 @@ pub enum Command {
     /// The admin panel.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// HMAC signing secrets (`sk_...`, Datafly dialect).
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+    /// Every identifier linked to ID in an app, and the profile's latest events.
+    Profile(ProfileArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,4 +279,53 @@ pub enum RetentionCmd {
 pub enum AuditCmd {
     /// Print the raw request body stored under an audit key.
     Get { audit_key: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCmd {
+    /// Mint a signing secret: prints the secret, and only the secret. It is shown once.
+    Mint {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        label: String,
+    },
+    /// List secrets (never the secret itself).
+    List {
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a secret; the next request signed with it gets 401.
+    Revoke { id: u32 },
+    /// Replace a secret: prints the new one; the old one stays valid for the grace period.
+    Rotate {
+        id: u32,
+        /// How long the old secret stays valid: `24h`, `30m`, `90s`, `2d`, `0s`.
+        #[arg(long, default_value = "24h", value_parser = parse_grace)]
+        grace: u64,
+    },
+}
+
+fn parse_grace(text: &str) -> Result<u64, String> {
+    crate::auth::secrets::parse_duration_ms(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 24h, 30m, 90s or 2d"))
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    pub app: String,
+    /// An identifier value (user id, anonymous id, install uuid, af user id, ...).
+    pub id: String,
+    /// Only the identifier of this kind (`user_id`, `player_id`, ...), for a value known
+    /// under several.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// One JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }

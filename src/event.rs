@@ -130,6 +130,19 @@ pub enum Reason {
     DuplicateParameter,
     /// A body in a content type the endpoint does not take.
     UnsupportedContentType,
+    /// A field of a vendor dialect is missing or malformed (400). The tag is the dialect's
+    /// own, naming the field as on that vendor's wire: `eventName_required`, ...
+    VendorField(&'static str),
+    /// AppsFlyer: no app is configured with the bundle id of the path (404).
+    UnknownBundleId,
+    /// Datafly: no `X-Signature` header (401).
+    SignatureRequired,
+    /// Datafly: the signature is malformed or made with no active secret (401).
+    SignatureInvalid,
+    /// Datafly: no or a non-numeric `X-Timestamp` header (401).
+    TimestampRequired,
+    /// Datafly: `X-Timestamp` is more than 5 minutes from the server's clock (403).
+    TimestampOutsideWindow,
 }
 
 impl Reason {
@@ -163,6 +176,12 @@ impl Reason {
             Reason::EventOutOfOrder => "event_out_of_order",
             Reason::DuplicateParameter => "duplicate_parameter",
             Reason::UnsupportedContentType => "unsupported_content_type",
+            Reason::VendorField(tag) => tag,
+            Reason::UnknownBundleId => "unknown_bundle_id",
+            Reason::SignatureRequired => "signature_required",
+            Reason::SignatureInvalid => "signature_invalid",
+            Reason::TimestampRequired => "timestamp_required",
+            Reason::TimestampOutsideWindow => "timestamp_outside_window",
         })
     }
 }

@@ -17,6 +17,8 @@ use hyper::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 
 pub mod adjust;
+pub mod appsflyer;
+pub mod datafly;
 pub mod gamerebellion;
 
 /// `POST /s2s/event`.
@@ -185,7 +187,7 @@ async fn reflect_bulk_inner(
 
 /// Counts accepted and duplicate outcomes (over-quota ones are counted as rejections by the
 /// caller, which knows them as `cap_exceeded`).
-fn count_outcomes(state: &State, app: &str, source: &'static str, outcomes: &[Outcome]) {
+pub(crate) fn count_outcomes(state: &State, app: &str, source: &'static str, outcomes: &[Outcome]) {
     let accepted = outcomes
         .iter()
         .filter(|o| matches!(o, Outcome::Accepted { .. }))
@@ -214,7 +216,7 @@ pub fn count_rejected(
 }
 
 /// Validation and the key's event allow-list, for one decoded event.
-fn checked(key: &KeyInfo, draft: Draft) -> Result<ValidEvent, Reason> {
+pub(crate) fn checked(key: &KeyInfo, draft: Draft) -> Result<ValidEvent, Reason> {
     let ev = draft.validate(random_id)?;
     if key.allows(&ev.get().event_name) {
         Ok(ev)
@@ -250,7 +252,11 @@ pub fn lookup_key(state: &State, token: &str) -> Result<KeyInfo, Reason> {
 }
 
 /// Hands a submission to the writer and waits for its commit.
-async fn submit(state: &State, sub: Submission, bytes: usize) -> Result<Vec<Outcome>, Reason> {
+pub(crate) async fn submit(
+    state: &State,
+    sub: Submission,
+    bytes: usize,
+) -> Result<Vec<Outcome>, Reason> {
     state.writer.submit(sub, bytes).await.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,
         SubmitError::ShuttingDown => Reason::ShuttingDown,
@@ -266,6 +272,7 @@ pub fn pending(
     event: ValidEvent,
     audit_key: &str,
 ) -> Pending {
+    let idents = crate::store::identity::identifiers(event.get());
     let d = event.into_inner();
     let event_id = d.event_id.unwrap_or_default();
     let record = EventRecord {
@@ -293,6 +300,7 @@ pub fn pending(
         event_id,
         record: encode_event(&record),
         guard: None,
+        idents,
     }
 }
 
@@ -301,7 +309,7 @@ fn error_reply(reason: Reason, now: u64) -> Reply {
     with_quota_retry(Reply::error(reason), reason, now)
 }
 
-fn with_quota_retry(reply: Reply, reason: Reason, now: u64) -> Reply {
+pub(crate) fn with_quota_retry(reply: Reply, reason: Reason, now: u64) -> Reply {
     if reason == Reason::CapExceeded {
         let secs = (next_month_start_ms(now) - now).div_ceil(1000);
         reply.retry_after(secs)

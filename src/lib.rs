@@ -11,10 +11,11 @@
 //! - [`ingest`]: the pipeline, one function per endpoint showing the whole order.
 //! - [`dialect`]: wire formats → canonical [`event::Draft`]s; pure (no I/O, no clock).
 //! - [`event`]: the canonical event, its validation and the stable rejection reasons.
-//! - [`auth`]: server keys (mint, hash, constant-time compare), the admin password hash.
+//! - [`auth`]: server keys (mint, hash, constant-time compare), the admin password hash,
+//!   HMAC signing secrets (mint, seal at rest, verify request signatures).
 //! - [`admin`]: the embedded admin panel and its JSON API, admin sessions.
 //! - [`store`]: tables, versioned record codec, the writer thread, admin writes, reads,
-//!   backup/restore, retention.
+//!   backup/restore, retention, signing secrets, the identity graph.
 //! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
 //!   control socket.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.

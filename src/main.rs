@@ -4,7 +4,8 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::admin::AdminState;
 use inlet::cli::{
-    AdminCmd, AppsCmd, AuditCmd, Cli, Command, KeysCmd, RetentionCmd, ServeArgs, TenantsCmd,
+    AdminCmd, AppsCmd, AuditCmd, Cli, Command, KeysCmd, RetentionCmd, SecretsCmd, ServeArgs,
+    TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, LogFormat, RawConfig};
@@ -272,6 +273,20 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             event: a.event,
         },
         Command::Audit(AuditCmd::Get { audit_key }) => Op::AuditGet { key: audit_key },
+        Command::Secrets(SecretsCmd::Mint { app, label }) => Op::SecretsMint { app, label },
+        Command::Secrets(SecretsCmd::List { app, json }) => Op::SecretsList { app, json },
+        Command::Secrets(SecretsCmd::Revoke { id }) => Op::SecretsRevoke { id },
+        Command::Secrets(SecretsCmd::Rotate { id, grace }) => Op::SecretsRotate {
+            id,
+            grace_ms: grace,
+        },
+        Command::Profile(a) => Op::Profile {
+            app: a.app,
+            id: a.id,
+            kind: a.kind,
+            limit: a.limit,
+            json: a.json,
+        },
     })
 }
 

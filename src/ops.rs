@@ -2,8 +2,10 @@
 //! itself or a serving process runs them for it over the control socket.
 
 use crate::auth::password::PasswordHash;
+use crate::auth::secrets::Sealer;
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::store::read::ExportFilter;
+use crate::store::secrets;
 use crate::store::writer::Writer;
 use crate::store::{self, Store, admin, backup, retention};
 use redb::WriteTransaction;
@@ -89,6 +91,29 @@ pub enum Op {
     /// Hashed by the CLI process, so the password itself never leaves it.
     AdminSetPassword {
         hash: PasswordHash,
+    },
+    SecretsMint {
+        app: String,
+        label: String,
+    },
+    SecretsList {
+        app: Option<String>,
+        json: bool,
+    },
+    SecretsRevoke {
+        id: u32,
+    },
+    SecretsRotate {
+        id: u32,
+        grace_ms: u64,
+    },
+    Profile {
+        app: String,
+        id: String,
+        #[serde(default)]
+        kind: Option<String>,
+        limit: usize,
+        json: bool,
     },
 }
 
@@ -331,6 +356,33 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             exec.write(move |txn| store::panel::set_admin_password(txn, &hash))?;
             writeln!(out, "admin password set; every admin session ended")?;
         }
+        Op::SecretsMint { app, label } => {
+            let sealer = Sealer::load_or_create(store.data_dir())?;
+            let now = now_ms();
+            let m = exec.write(move |txn| secrets::mint_secret(txn, &sealer, &app, &label, now))?;
+            // Only the secret goes to stdout, so `SECRET=$(inlet secrets mint ...)` works.
+            writeln!(out, "{}", m.plaintext)?;
+        }
+        Op::SecretsRotate { id, grace_ms } => {
+            let sealer = Sealer::load_or_create(store.data_dir())?;
+            let now = now_ms();
+            let m =
+                exec.write(move |txn| secrets::rotate_secret(txn, &sealer, id, grace_ms, now))?;
+            writeln!(out, "{}", m.plaintext)?;
+        }
+        Op::SecretsRevoke { id } => {
+            let now = now_ms();
+            exec.write(move |txn| secrets::revoke_secret(txn, id, now))?;
+            writeln!(out, "secret {id} revoked")?;
+        }
+        Op::SecretsList { app, json } => list_secrets(store, app.as_deref(), json, out)?,
+        Op::Profile {
+            app,
+            id,
+            kind,
+            limit,
+            json,
+        } => profile(store, &app, kind.as_deref(), &id, limit, json, out)?,
     }
     out.flush()?;
     Ok(())
@@ -378,5 +430,106 @@ fn table(
         }
         writeln!(out, "{line}")?;
     }
+    Ok(())
+}
+
+fn list_secrets(
+    store: &Store,
+    app: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> store::Result<()> {
+    let rows = store.secrets(app, now_ms())?;
+    if json {
+        return json_lines(out, &rows);
+    }
+    let when = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), rfc3339_ms);
+    table(
+        out,
+        &[
+            "ID",
+            "APP",
+            "LABEL",
+            "STATE",
+            "CREATED",
+            "EXPIRES",
+            "REPLACED_BY",
+            "REVOKED",
+        ],
+        rows.iter().map(|s| {
+            vec![
+                s.id.to_string(),
+                s.app.clone(),
+                s.label.clone(),
+                s.state.to_owned(),
+                rfc3339_ms(s.created_ms),
+                when(s.expires_ms),
+                s.replaced_by
+                    .map_or_else(|| "-".to_owned(), |r| r.to_string()),
+                when(s.revoked_ms),
+            ]
+        }),
+    )?;
+    Ok(())
+}
+
+/// `inlet profile`: every identifier linked to `id`, then the profile's events.
+fn profile(
+    store: &Store,
+    app: &str,
+    kind: Option<&str>,
+    id: &str,
+    limit: usize,
+    json: bool,
+    out: &mut dyn Write,
+) -> store::Result<()> {
+    let Some(p) = store.profile_of_kind(app, kind, id, limit)? else {
+        return Err(store::Error::NotFound(format!(
+            "no event of app {app:?} carries the identifier {id:?}"
+        )));
+    };
+    if json {
+        serde_json::to_writer(&mut *out, &p.to_json(app, id)).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "identifiers linked to {id} in app {app}:")?;
+    table(
+        out,
+        &["KIND", "VALUE"],
+        p.identifiers
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.clone()]),
+    )?;
+    if p.truncated {
+        writeln!(
+            out,
+            "(stopped after {} identifiers)",
+            store::identity::MAX_PROFILE_IDENTIFIERS
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "events, most recently stored first:")?;
+    table(
+        out,
+        &[
+            "SEQ",
+            "RECEIVED",
+            "EVENT_TIME",
+            "SOURCE",
+            "EVENT_NAME",
+            "EVENT_ID",
+        ],
+        p.events.iter().map(|(seq, r)| {
+            vec![
+                seq.to_string(),
+                rfc3339_ms(r.received_at_ms),
+                rfc3339_ms(r.event_ts_ms.max(0) as u64),
+                r.source.clone(),
+                r.event_name.clone(),
+                r.event_id.clone(),
+            ]
+        }),
+    )?;
     Ok(())
 }

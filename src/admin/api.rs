@@ -8,7 +8,7 @@
 use super::session::{
     AdminSession, NewSession, WriteSession, clear_cookie, same_origin, set_cookie,
 };
-use super::{AdminState, Error};
+use super::{AdminState, Error, signing};
 use crate::auth::password::{self, PasswordHash};
 use crate::clock::now_ms;
 use crate::server::reply::Reply;
@@ -72,6 +72,8 @@ pub async fn handle(
             }
             ["events"] => events(state, &session, &query),
             ["events", seq] => event(state, &session, seq),
+            ["secrets"] => signing::list(state, &session, &query),
+            ["profile"] => signing::profile(state, &session, &query),
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -110,6 +112,12 @@ pub async fn handle(
                 .map_err(|_| Error::BadRequest(format!("no key {id:?}")))?;
             revoke_key(state, &w, id).await
         }
+        ["secrets"] => signing::mint(state, &w, parse(&body)?).await,
+        ["secrets", id, "revoke"] => signing::revoke(state, &w, signing::id(id)?).await,
+        ["secrets", id, "rotate"] => {
+            let id = signing::id(id)?;
+            signing::rotate(state, &w, id, parse(&body)?).await
+        }
         _ => Err(not_found_or_method(&segs, false)),
     }
 }
@@ -118,7 +126,15 @@ pub async fn handle(
 fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
     let get = matches!(
         segs,
-        ["session" | "overview" | "tenants" | "apps" | "keys" | "events" | "export"]
+        ["session"
+            | "overview"
+            | "tenants"
+            | "apps"
+            | "keys"
+            | "events"
+            | "export"
+            | "secrets"
+            | "profile"]
             | ["events", _]
     );
     let post = matches!(
@@ -126,6 +142,8 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
         ["logout" | "tenants" | "apps" | "keys" | "setup" | "login"]
             | ["tenants", _, "quota"]
             | ["keys", _, "revoke"]
+            | ["secrets"]
+            | ["secrets", _, "revoke" | "rotate"]
     );
     let other_method = if was_get { post } else { get || post };
     if other_method {
@@ -136,12 +154,12 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
 }
 
 /// Parses a JSON body (unknown fields refused).
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|_| Error::BadJson)
 }
 
 /// Runs `f` in a write transaction on the writer thread and commits.
-async fn write<R: Send + 'static>(
+pub(super) async fn write<R: Send + 'static>(
     state: &State,
     f: impl FnOnce(&redb::WriteTransaction) -> store::Result<R> + Send + 'static,
 ) -> Result<R, Error> {
@@ -524,7 +542,7 @@ async fn revoke_key(state: &State, _w: &WriteSession, id: u32) -> Result<Reply, 
 }
 
 /// The decoded value of query parameter `name`; an empty value counts as absent.
-fn param(query: &str, name: &str) -> Option<String> {
+pub(super) fn param(query: &str, name: &str) -> Option<String> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))

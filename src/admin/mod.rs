@@ -8,6 +8,7 @@
 pub mod api;
 pub mod assets;
 pub mod session;
+pub mod signing;
 
 use crate::auth::keys::ct_eq;
 use crate::config::AdminConfig;

@@ -1,5 +1,7 @@
-//! Credentials: server keys (minting, hashing, constant-time verification) and the admin
-//! password hash.
+//! Credentials: server keys (minting, hashing, constant-time verification), the admin
+//! password hash, and HMAC signing secrets (minting, sealing at rest, request signature
+//! verification).
 
 pub mod keys;
 pub mod password;
+pub mod secrets;

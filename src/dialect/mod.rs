@@ -2,6 +2,8 @@
 //! [`Draft`](crate::event::Draft)s. Dialects are pure: no I/O, no clock, no store.
 
 pub mod adjust;
+pub mod appsflyer;
+pub mod datafly;
 pub mod gamerebellion;
 pub mod json;
 pub mod reflect;

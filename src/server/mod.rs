@@ -209,6 +209,11 @@ async fn route(
         (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
         (_, p) if p.starts_with(GR_SESSIONS) => gr::refuse(state, Reason::NotFound),
         (_, "/event") => Reply::adjust_error(Reason::MethodNotAllowed),
+        (&Method::POST, "/v1/events") => ingest::datafly::handle(state, req).await,
+        (_, "/v1/events") => Reply::datafly_error(Reason::MethodNotAllowed),
+        (_, p) if ingest::appsflyer::parse_path(p).is_some() => {
+            ingest::appsflyer::handle(state, req).await
+        }
         _ => Reply::error(Reason::NotFound),
     };
     let status = reply.status;

@@ -27,14 +27,20 @@ pub fn status_of(reason: Reason) -> u16 {
         | Reason::BodyUnreadable
         | Reason::EventTooOld
         | Reason::EventOutOfOrder
-        | Reason::DuplicateParameter => 400,
+        | Reason::DuplicateParameter
+        | Reason::VendorField(_) => 400,
         Reason::MissingBearerToken
         | Reason::UnknownOrRevokedKey
         | Reason::MissingApiKey
         | Reason::UnknownApiKey
-        | Reason::KeyNotForApp => 401,
-        Reason::EventNotAllowedByKey | Reason::RevokedApiKey => 403,
-        Reason::NotFound | Reason::UnknownAppToken => 404,
+        | Reason::KeyNotForApp
+        | Reason::SignatureRequired
+        | Reason::SignatureInvalid
+        | Reason::TimestampRequired => 401,
+        Reason::EventNotAllowedByKey | Reason::RevokedApiKey | Reason::TimestampOutsideWindow => {
+            403
+        }
+        Reason::NotFound | Reason::UnknownAppToken | Reason::UnknownBundleId => 404,
         Reason::MethodNotAllowed => 405,
         Reason::RequestTimeout => 408,
         Reason::BodyTooLarge => 413,
@@ -158,5 +164,58 @@ impl Reply {
             }
         }
         resp
+    }
+}
+
+/// Vendor-shaped bodies of the compatibility dialects. The status of a rejection still comes
+/// from [`status_of`]; only the body differs. Callers add `Retry-After` (see
+/// `ingest::with_quota_retry`).
+impl Reply {
+    fn plain(status: u16, text: String) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from(text),
+            retry_after: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// AppsFlyer Web-S2S success: `200 OK` with the body `OK`.
+    pub fn appsflyer_ok() -> Reply {
+        Reply::plain(200, "OK".to_owned())
+    }
+
+    /// AppsFlyer Web-S2S error: the vendor's message for the status ("Bad request",
+    /// "Not found", ...) followed by the stable reason tag naming the problem, e.g.
+    /// `Bad request: eventName_required`.
+    pub fn appsflyer_error(reason: Reason) -> Reply {
+        let status = status_of(reason);
+        let message = match status {
+            400 => "Bad request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not found",
+            405 => "Method not allowed",
+            408 => "Request timeout",
+            413 => "Payload too large",
+            415 => "Unsupported media type",
+            429 => "Too many requests",
+            _ => "Service unavailable",
+        };
+        Reply::plain(status, format!("{message}: {}", reason.tag()))
+    }
+
+    /// Datafly success: `200 {"success": true}`.
+    pub fn datafly_ok() -> Reply {
+        Reply::json(200, &serde_json::json!({ "success": true }))
+    }
+
+    /// Datafly error: `{"success": false, "error": "<reason>"}`.
+    pub fn datafly_error(reason: Reason) -> Reply {
+        Reply::json(
+            status_of(reason),
+            &serde_json::json!({ "success": false, "error": reason.tag() }),
+        )
     }
 }

@@ -41,6 +41,9 @@ macro_rules! each_table {
         $m!(SESSIONS);
         $m!(APP_DAYS);
         $m!(APP_HOURS);
+        $m!(SECRETS);
+        $m!(ID_EVENTS);
+        $m!(ID_LINKS);
     };
 }
 

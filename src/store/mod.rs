@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod backup;
 pub mod codec;
+pub mod identity;
 pub mod panel;
 pub mod read;
 pub mod retention;
+pub mod secrets;
 pub mod tables;
 pub mod writer;
 
@@ -66,6 +68,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
+    /// Unsealed signing secrets, reloaded when their version in `meta` changes.
+    secret_cache: Arc<secrets::Cache>,
 }
 
 impl Store {
@@ -84,6 +88,7 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             path,
+            secret_cache: Default::default(),
         };
         store.init()?;
         Ok(store)
@@ -95,6 +100,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The data dir holding the database file (and the secrets' sealing key).
+    pub fn data_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     fn init(&self) -> Result<()> {
@@ -141,6 +151,9 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(SESSIONS)?;
     txn.open_table(APP_DAYS)?;
     txn.open_table(APP_HOURS)?;
+    txn.open_table(SECRETS)?;
+    txn.open_table(ID_EVENTS)?;
+    txn.open_table(ID_LINKS)?;
     Ok(())
 }
 

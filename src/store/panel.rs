@@ -282,6 +282,7 @@ mod tests {
                         event_id: format!("e{n}"),
                         record: record("default", name, &format!("e{n}")),
                         guard: None,
+                        idents: Vec::new(),
                     }
                 })
                 .collect();
@@ -305,6 +306,7 @@ mod tests {
                 event_id: "e1".into(),
                 record: record("default", "open", "e1"),
                 guard: None,
+                idents: Vec::new(),
             }],
             audit: None,
         };

@@ -72,3 +72,11 @@ pub fn dedupe_key(app_id: u32, event_id: &str) -> Vec<u8> {
     k.extend_from_slice(event_id.as_bytes());
     k
 }
+
+/// HMAC signing secret id → secret record (`store::secrets`): the secret sealed with the
+/// data dir's key (AES-256-GCM), never the plaintext.
+pub const SECRETS: TableDefinition<u32, &[u8]> = TableDefinition::new("secrets");
+/// Identity graph (`store::identity`): app id (u32 BE) ++ identifier ++ seq (u64 BE) → ().
+pub const ID_EVENTS: TableDefinition<&[u8], ()> = TableDefinition::new("id_events");
+/// Identity graph: app id (u32 BE) ++ identifier a ++ identifier b → (), both directions.
+pub const ID_LINKS: TableDefinition<&[u8], ()> = TableDefinition::new("id_links");

@@ -28,12 +28,16 @@ pub const MAX_BATCH_REQUESTS: usize = 4_096;
 /// Default queue budget: bytes of request bodies waiting for the writer.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
-/// One event ready for the log: its id (for dedupe) and its encoded record.
+/// One event ready for the log: its id (for dedupe), its encoded record and its encoded
+/// identifiers (`identity::identifiers`), linked in the identity graph when it is stored.
 pub struct Pending {
     pub event_id: String,
     pub record: Vec<u8>,
     /// A condition checked, and state kept, in the same transaction as the event.
     pub guard: Option<Guard>,
+    /// Encoded identifiers (`identity::identifiers`), linked in the identity graph when the
+    /// event is stored.
+    pub idents: Vec<Vec<u8>>,
 }
 
 /// Per-event state a dialect needs decided atomically with the append (so that concurrent
@@ -55,6 +59,7 @@ pub enum Guard {
 pub struct Submission {
     pub app_id: u32,
     pub tenant_id: u32,
+    /// 0 when the request was not made with a key (signed Datafly requests).
     pub key_id: u32,
     pub received_at_ms: u64,
     pub events: Vec<Pending>,
@@ -340,6 +345,9 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
         let mut key_used = txn.open_table(KEY_USED)?;
         let mut ordering = txn.open_table(ORDERING)?;
         let mut sessions = txn.open_table(SESSIONS)?;
+        let mut id_events = txn.open_table(ID_EVENTS)?;
+        let mut id_links = txn.open_table(ID_LINKS)?;
+        let mut ibuf = super::identity::Scratch::default();
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut dkey = Vec::new();
         let mut tally = super::panel::Tally::default();
@@ -385,6 +393,14 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
                         sessions.remove(key.as_slice())?;
                     }
                 }
+                super::identity::record(
+                    &mut id_events,
+                    &mut id_links,
+                    sub.app_id,
+                    seq,
+                    &ev.idents,
+                    &mut ibuf,
+                )?;
                 outcomes.push(Outcome::Accepted { seq });
                 quota.used += 1;
                 tally.add(sub.app_id, sub.received_at_ms);
@@ -395,7 +411,7 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
                 audit.insert(k.as_str(), body.as_slice())?;
             }
             let last = key_used.get(sub.key_id)?.map_or(0, |v| v.value());
-            if sub.received_at_ms > last {
+            if sub.key_id != 0 && sub.received_at_ms > last {
                 key_used.insert(sub.key_id, sub.received_at_ms)?;
             }
             all.push(outcomes);
@@ -444,6 +460,7 @@ mod tests {
                     event_id: id.to_string(),
                     record: vec![1, 2, 3],
                     guard: None,
+                    idents: Vec::new(),
                 })
                 .collect(),
             audit: None,

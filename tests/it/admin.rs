@@ -118,6 +118,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/apps"),
     ("POST", "/admin/api/keys"),
     ("POST", "/admin/api/keys/1/revoke"),
+    ("GET", "/admin/api/secrets"),
+    ("POST", "/admin/api/secrets"),
+    ("POST", "/admin/api/secrets/1/rotate"),
+    ("POST", "/admin/api/secrets/1/revoke"),
+    ("GET", "/admin/api/profile?app=default&id=u1"),
     ("GET", "/admin/api/no-such-route"),
     ("DELETE", "/admin/api/keys/1"),
 ];

@@ -11,7 +11,8 @@
 //! Fixtures run in file-name order against one server. Before parsing, `${KEY}`,
 //! `${NOW_UNIX}` (an hour ago, in seconds), `${NOW_MS}` (the same in ms), `${NOW_ISO}` (the
 //! same as URL-encoded ISO 8601), `${EARLIER_UNIX}` (a minute before that) and `${TODAY}` are
-//! replaced. In an expected value the string
+//! replaced. `"sign": true` adds Datafly's `X-Timestamp` (now) and `X-Signature` made with
+//! the key passed in as the secret. In an expected value the string
 //! `"<any>"` matches any value that is present: receive times, generated ids, audit keys.
 
 use crate::support::*;
@@ -71,7 +72,7 @@ pub fn check_fixtures(dialect: &str, inlet: &Inlet, key: &str) {
         }
         let fixture: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let req = &fixture["request"];
-        let headers: Vec<(String, String)> = req["headers"]
+        let mut headers: Vec<(String, String)> = req["headers"]
             .as_object()
             .map(|h| {
                 h.iter()
@@ -79,15 +80,26 @@ pub fn check_fixtures(dialect: &str, inlet: &Inlet, key: &str) {
                     .collect()
             })
             .unwrap_or_default();
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
         let body = match (&req["json"], &req["text"]) {
             (Value::Null, Value::Null) => Vec::new(),
             (Value::Null, Value::String(t)) => t.as_bytes().to_vec(),
             (json, _) => json.to_string().into_bytes(),
         };
+        if req["sign"] == true {
+            // Datafly: signed now, with `key` as the secret.
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                .to_string();
+            let signature = inlet::auth::secrets::sign(key, &ts, &body);
+            headers.push(("X-Timestamp".into(), ts));
+            headers.push(("X-Signature".into(), signature));
+        }
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let resp = client
             .request(
                 req["method"].as_str().unwrap(),
@@ -180,4 +192,28 @@ fn adjust_fixtures() {
     inlet.cli_ok(&["apps", "adjust-event", "default", "f0ob4r", "purchase"]);
     let key = inlet.mint("default");
     check_fixtures("adjust", &inlet, &key);
+}
+
+#[test]
+fn appsflyer_fixtures() {
+    let inlet = Inlet::start();
+    inlet.cli_ok(&[
+        "apps",
+        "configure",
+        "default",
+        "--appsflyer-bundle-id",
+        "com.studio.web",
+    ]);
+    let key = inlet.mint("default");
+    check_fixtures("appsflyer", &inlet, &key);
+}
+
+#[test]
+fn datafly_fixtures() {
+    let inlet = Inlet::start();
+    let secret = inlet
+        .cli_ok(&["secrets", "mint", "--app", "default", "--label", "golden"])
+        .trim()
+        .to_owned();
+    check_fixtures("datafly", &inlet, &secret);
 }

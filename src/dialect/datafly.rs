@@ -1,0 +1,316 @@
+//! Datafly Signal server-side events (`specs/datafly-server-side.md`), Segment-style:
+//! `POST /v1/events` with one JSON message. Authentication (HMAC over `X-Timestamp + "." +
+//! body`) is checked by the pipeline before this decoder runs; see `crate::auth::secrets`.
+//!
+//! Mapping to the canonical event:
+//! - `type` `track` → `event_name` = `event` (required); `page`, `identify`, `group` →
+//!   `event_name` = the type. `type` is also kept in `props`.
+//! - `userId` → `user_id`, `anonymousId` → `anonymous_id` (at least one); both present link
+//!   them in the identity graph. `groupId` stays in `props`: a group is not a person, and
+//!   linking it would merge every member into one profile.
+//! - `messageId` (Segment's message id, when sent) → `event_id`, so a retried message is
+//!   stored once; without it an id is generated.
+//! - `timestamp` (ISO 8601) → `event_ts_ms`, default the receive time.
+//! - `context` → `context`, with `userAgent` renamed `user_agent` (the canonical name).
+//! - `properties.revenue` (number) and `properties.currency` (3 letters) are copied to
+//!   `revenue` / `currency`, `properties.order_id` to `transaction_id`.
+//! - Every other top-level field (`properties`, `traits`, `groupId`, `name`, ...) is kept in
+//!   `props` as sent.
+
+use super::json;
+use crate::clock::days_from_civil;
+use crate::event::{Draft, Reason};
+use serde_json::{Map, Value};
+
+/// Decodes a message received at `received_at_ms`.
+pub fn decode(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> {
+    let mut m = json::parse_object(body).ok_or(Reason::BadJson)?;
+    let kind = match m.get("type") {
+        None | Some(Value::Null) => return Err(Reason::VendorField("type_required")),
+        Some(Value::String(t)) if matches!(t.as_str(), "track" | "page" | "identify" | "group") => {
+            t.clone()
+        }
+        Some(_) => return Err(Reason::VendorField("type_invalid")),
+    };
+    let event = text(&mut m, "event", "event_invalid")?;
+    let event_name = if kind == "track" {
+        event.ok_or(Reason::VendorField("event_required"))?
+    } else {
+        if let Some(e) = event {
+            m.insert("event".into(), Value::String(e));
+        }
+        kind
+    };
+    let user_id = text(&mut m, "userId", "userId_invalid")?;
+    let anonymous_id = text(&mut m, "anonymousId", "anonymousId_invalid")?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err(Reason::VendorField("userId_or_anonymousId_required"));
+    }
+    let event_id = text(&mut m, "messageId", "messageId_invalid")?;
+    let event_ts_ms = match text(&mut m, "timestamp", "timestamp_invalid")? {
+        None => received_at_ms as i64,
+        Some(ts) => parse_iso8601_ms(&ts).ok_or(Reason::VendorField("timestamp_invalid"))?,
+    };
+    let mut context = match m.remove("context") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(c)) => c,
+        Some(_) => return Err(Reason::VendorField("context_invalid")),
+    };
+    if let Some(ua) = context.remove("userAgent") {
+        context.insert("user_agent".into(), ua);
+    }
+    let (mut revenue, mut currency, mut transaction_id) = (None, None, None);
+    match m.get("properties") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(p)) => {
+            revenue = p.get("revenue").and_then(Value::as_f64);
+            currency = p
+                .get("currency")
+                .and_then(Value::as_str)
+                .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+                .map(str::to_owned);
+            transaction_id = p
+                .get("order_id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+        }
+        Some(_) => return Err(Reason::VendorField("properties_invalid")),
+    }
+    if matches!(m.get("traits"), Some(t) if !t.is_object() && !t.is_null()) {
+        return Err(Reason::VendorField("traits_invalid"));
+    }
+    Ok(Draft {
+        event_id,
+        event_name,
+        event_ts_ms,
+        user_id,
+        anonymous_id,
+        revenue,
+        currency,
+        transaction_id,
+        props: m,
+        context,
+        ..Draft::default()
+    })
+}
+
+/// Removes an optional string field; `null` and `""` count as absent.
+fn text(
+    m: &mut Map<String, Value>,
+    name: &str,
+    invalid: &'static str,
+) -> Result<Option<String>, Reason> {
+    match m.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Reason::VendorField(invalid)),
+    }
+}
+
+/// Parses an ISO 8601 / RFC 3339 date-time with a zone (`Z` or `±HH:MM`) and optional
+/// fraction, e.g. `2026-02-25T14:30:00.000Z`, into milliseconds since the epoch.
+pub fn parse_iso8601_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(r)?;
+        if part.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(part).ok()?.parse().ok()
+        } else {
+            None
+        }
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > days_in_month || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 3 {
+                millis = millis * 10 + u32::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start)..3 {
+            millis *= 10;
+        }
+    }
+    let offset_min: i64 = match &b[i..] {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digits = [*h1, *h2, *m1, *m2];
+            if !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let h = i64::from((h1 - b'0') * 10 + (h2 - b'0'));
+            let m = i64::from((m1 - b'0') * 10 + (m2 - b'0'));
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year as i32, month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_min * 60;
+    Some(secs * 1000 + i64::from(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_764_158_400_000;
+
+    const SPEC_EXAMPLE: &str = r#"{
+"type": "track",
+"event": "Order Completed",
+"userId": "user_98765",
+"properties": {
+"order_id": "ORD-2026-1234",
+"revenue": 149.99,
+"currency": "USD",
+"products": [
+{"product_id": "SKU-1234", "name": "Wireless Headphones", "price": 79.99, "quantity": 1}
+]
+},
+"context": {
+"ip": "203.0.113.42",
+"userAgent": "Mozilla/5.0 ..."
+},
+"timestamp": "2026-02-25T14:30:00.000Z"
+}"#;
+
+    #[test]
+    fn decodes_the_spec_example() {
+        let d = decode(SPEC_EXAMPLE.as_bytes(), NOW).unwrap();
+        assert_eq!(d.event_name, "Order Completed");
+        assert_eq!(d.user_id.as_deref(), Some("user_98765"));
+        assert_eq!(d.anonymous_id, None);
+        assert_eq!(d.event_ts_ms, 1_772_029_800_000);
+        assert_eq!(d.revenue, Some(149.99));
+        assert_eq!(d.currency.as_deref(), Some("USD"));
+        assert_eq!(d.transaction_id.as_deref(), Some("ORD-2026-1234"));
+        assert_eq!(d.props["type"], "track");
+        assert_eq!(
+            d.props["properties"]["products"][0]["product_id"],
+            "SKU-1234"
+        );
+        assert_eq!(
+            Value::Object(d.context),
+            json!({"ip": "203.0.113.42", "user_agent": "Mozilla/5.0 ..."})
+        );
+    }
+
+    #[test]
+    fn types_and_ids() {
+        let d = decode(
+            br#"{"type":"identify","userId":"u","anonymousId":"a","traits":{"plan":"pro"},"messageId":"m1"}"#,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(d.event_name, "identify");
+        assert_eq!(d.event_id.as_deref(), Some("m1"));
+        assert_eq!(d.anonymous_id.as_deref(), Some("a"));
+        assert_eq!(d.event_ts_ms, NOW as i64, "no timestamp: receive time");
+        assert_eq!(d.props["traits"], json!({"plan": "pro"}));
+        let g = decode(br#"{"type":"group","anonymousId":"a","groupId":"g1"}"#, NOW).unwrap();
+        assert_eq!(g.event_name, "group");
+        assert!(g.ids.is_empty(), "a group id is not a person's identifier");
+        assert_eq!(g.props["groupId"], "g1");
+        let p = decode(br#"{"type":"page","userId":"u","name":"Home"}"#, NOW).unwrap();
+        assert_eq!(p.event_name, "page");
+        for (body, tag) in [
+            (r#"{"event":"x","userId":"u"}"#, "type_required"),
+            (r#"{"type":"screen","userId":"u"}"#, "type_invalid"),
+            (r#"{"type":"track","userId":"u"}"#, "event_required"),
+            (
+                r#"{"type":"track","event":"x"}"#,
+                "userId_or_anonymousId_required",
+            ),
+            (
+                r#"{"type":"track","event":"x","userId":5}"#,
+                "userId_invalid",
+            ),
+            (
+                r#"{"type":"track","event":"x","userId":"u","timestamp":"yesterday"}"#,
+                "timestamp_invalid",
+            ),
+            (
+                r#"{"type":"track","event":"x","userId":"u","properties":[]}"#,
+                "properties_invalid",
+            ),
+            (
+                r#"{"type":"track","event":"x","userId":"u","context":1}"#,
+                "context_invalid",
+            ),
+        ] {
+            assert_eq!(
+                decode(body.as_bytes(), NOW).err(),
+                Some(Reason::VendorField(tag)),
+                "{body}"
+            );
+        }
+        assert_eq!(decode(b"[]", NOW).err(), Some(Reason::BadJson));
+    }
+
+    #[test]
+    fn iso8601() {
+        assert_eq!(parse_iso8601_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_iso8601_ms("2026-02-25T14:30:00.000Z"),
+            Some(1_772_029_800_000)
+        );
+        assert_eq!(
+            parse_iso8601_ms("2026-02-25T16:30:00.5+02:00"),
+            Some(1_772_029_800_500)
+        );
+        assert_eq!(
+            parse_iso8601_ms("2026-02-25T14:30:00.123456789Z"),
+            Some(1_772_029_800_123)
+        );
+        assert_eq!(
+            parse_iso8601_ms("2026-02-25T09:30:00-05:00"),
+            Some(1_772_029_800_000)
+        );
+        for bad in [
+            "2026-02-25",
+            "2026-02-30T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-02-25T14:30:00",
+            "2026-02-25T14:30:00.Z",
+            "2026-02-25T24:00:00Z",
+            "2026-02-25T14:30:00+2:00",
+            "２026-02-25T14:30:00Z",
+        ] {
+            assert_eq!(parse_iso8601_ms(bad), None, "{bad}");
+        }
+    }
+}

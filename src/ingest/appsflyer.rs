@@ -1,0 +1,115 @@
+//! The AppsFlyer Web-S2S pipeline: `POST /v1/{bundleId}/event` and `POST /v1/{bundleId}/setcuid`.
+//!
+//! body (≤ 1 KiB, the vendor's limit) → bundle id → app (404 when none) → decode →
+//! `webDevKey` authenticates as a key of that app → validate → key's allowed events →
+//! writer (dedupe, quota, append, identity links, one fsync) → `200 OK`.
+
+use super::{
+    checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,
+};
+use crate::clock::{Date, now_ms};
+use crate::dialect::appsflyer::{self, MAX_PAYLOAD, Method};
+use crate::event::Reason;
+use crate::server::reply::Reply;
+use crate::server::{State, read_body};
+use crate::store::writer::{Outcome, Submission};
+use hyper::body::Incoming;
+use hyper::{Method as HttpMethod, Request};
+
+const SOURCE: &str = "appsflyer";
+
+/// The bundle id and method of a `/v1/{bundleId}/{event|setcuid}` path.
+pub fn parse_path(path: &str) -> Option<(&str, Method)> {
+    let rest = path.strip_prefix("/v1/")?;
+    let (bundle, method) = rest.split_once('/')?;
+    if bundle.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some((bundle, Method::from_path(method)?))
+}
+
+/// Handles a request whose path [`parse_path`] accepted.
+pub async fn handle(state: &State, req: Request<Incoming>) -> Reply {
+    let mut app = None;
+    match inner(state, req, &mut app).await {
+        Ok(reply) => reply,
+        Err(reason) => {
+            count_rejected(state, app.as_deref(), SOURCE, reason, 1);
+            with_quota_retry(Reply::appsflyer_error(reason), reason, now_ms())
+        }
+    }
+}
+
+async fn inner(
+    state: &State,
+    req: Request<Incoming>,
+    app: &mut Option<String>,
+) -> Result<Reply, Reason> {
+    if req.method() != HttpMethod::POST {
+        return Err(Reason::MethodNotAllowed);
+    }
+    let path = req.uri().path().to_owned();
+    let (bundle, method) = parse_path(&path).ok_or(Reason::NotFound)?;
+    // Read first (it is at most 1 KiB), so that a refused request leaves the connection
+    // usable for the client's next one.
+    let body = read_body(state, req, MAX_PAYLOAD).await?;
+    let (app_id, found) = match state
+        .store
+        .app_where(|a| a.appsflyer_bundle_id.as_deref() == Some(bundle))
+    {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(Reason::UnknownBundleId),
+        Err(e) => {
+            tracing::error!(error = %e, "app lookup failed");
+            return Err(Reason::StorageUnavailable);
+        }
+    };
+    *app = Some(found.name);
+    let received_at_ms = now_ms();
+    let decoded = appsflyer::decode(method, &body, received_at_ms)?;
+    let key = lookup_key(state, &decoded.web_dev_key)?;
+    if key.app_id != app_id {
+        return Err(Reason::KeyNotForApp);
+    }
+    let event = checked(&key, decoded.draft)?;
+    let audit_key = format!(
+        "appsflyer/{}/{}.json",
+        Date::from_ms(received_at_ms as i64).iso(),
+        event.event_id()
+    );
+    let sub = Submission {
+        app_id: key.app_id,
+        tenant_id: key.tenant_id,
+        key_id: key.key_id,
+        received_at_ms,
+        events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
+        audit: Some((audit_key, body.to_vec())),
+    };
+    let outcome = submit(state, sub, body.len()).await?[0];
+    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    match outcome {
+        // A repeated setcuid is a duplicate: the link exists, the answer is the same.
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(Reply::appsflyer_ok()),
+        Outcome::OverQuota => Err(Reason::CapExceeded),
+        // Only Adjust events carry an ordering guard; none is set here.
+        Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            parse_path("/v1/com.studio.web/event"),
+            Some(("com.studio.web", Method::Event))
+        );
+        assert_eq!(parse_path("/v1/b/setCuId"), Some(("b", Method::SetCuid)));
+        assert_eq!(parse_path("/v1/events"), None);
+        assert_eq!(parse_path("/v1//event"), None);
+        assert_eq!(parse_path("/v1/b/event/x"), None);
+        assert_eq!(parse_path("/v2/b/event"), None);
+    }
+}

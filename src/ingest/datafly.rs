@@ -1,0 +1,111 @@
+//! The Datafly (Segment-style, signed) pipeline: `POST /v1/events`.
+//!
+//! body (limit) → headers (`X-Signature`, `X-Timestamp`) → HMAC-SHA256 over
+//! `X-Timestamp + "." + body` against every active secret (401 when none matches) →
+//! timestamp within ±5 minutes (403) → decode → validate → writer (dedupe on `messageId`,
+//! quota, append, identity links, one fsync) → `200 {"success": true}`.
+//!
+//! The signature is checked before the time window, so only a holder of a valid secret
+//! learns that a timestamp was stale.
+
+use super::{checked, count_outcomes, count_rejected, pending, submit, with_quota_retry};
+use crate::auth::secrets::{WINDOW_MS, parse_signature};
+use crate::clock::{Date, now_ms};
+use crate::dialect::datafly;
+use crate::event::Reason;
+use crate::server::reply::Reply;
+use crate::server::{State, read_body};
+use crate::store::writer::{Outcome, Submission};
+use hyper::Request;
+use hyper::body::Incoming;
+use serde_json::Value;
+
+const SOURCE: &str = "datafly";
+
+/// `POST /v1/events`.
+pub async fn handle(state: &State, req: Request<Incoming>) -> Reply {
+    let mut app = None;
+    match inner(state, req, &mut app).await {
+        Ok(reply) => reply,
+        Err(reason) => {
+            count_rejected(state, app.as_deref(), SOURCE, reason, 1);
+            with_quota_retry(Reply::datafly_error(reason), reason, now_ms())
+        }
+    }
+}
+
+async fn inner(
+    state: &State,
+    req: Request<Incoming>,
+    app: &mut Option<String>,
+) -> Result<Reply, Reason> {
+    let headers = req.headers();
+    let signature = headers
+        .get("x-signature")
+        .map(|v| v.to_str().ok().and_then(parse_signature));
+    let timestamp = headers
+        .get("x-timestamp")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_owned())
+        .filter(|v| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()));
+    // The body is read (within its limit) even for a request refused for its headers, so
+    // that the connection stays usable for the client's next request.
+    let body = read_body(state, req, state.config.limits.single_body).await?;
+    let mac = signature
+        .ok_or(Reason::SignatureRequired)?
+        .ok_or(Reason::SignatureInvalid)?;
+    let timestamp = timestamp.ok_or(Reason::TimestampRequired)?;
+    let received_at_ms = now_ms();
+    let signer = match state
+        .store
+        .verify_signature(&timestamp, &body, &mac, received_at_ms)
+    {
+        Ok(Some(signer)) => signer,
+        Ok(None) => return Err(Reason::SignatureInvalid),
+        Err(e) => {
+            tracing::error!(error = %e, "signature check failed");
+            return Err(Reason::StorageUnavailable);
+        }
+    };
+    *app = Some(signer.app.clone());
+    let sent_ms: u64 = timestamp.parse().map_err(|_| Reason::TimestampRequired)?;
+    if sent_ms.abs_diff(received_at_ms) > WINDOW_MS {
+        return Err(Reason::TimestampOutsideWindow);
+    }
+    let mut draft = datafly::decode(&body, received_at_ms)?;
+    draft
+        .context
+        .insert("secret_id".into(), Value::from(signer.secret_id));
+    // Signed requests carry no key: key id 0, every event name allowed.
+    let key = match state.store.keyless(signer.app_id) {
+        Ok(Some(key)) => key,
+        Ok(None) => return Err(Reason::SignatureInvalid),
+        Err(e) => {
+            tracing::error!(error = %e, "app lookup failed");
+            return Err(Reason::StorageUnavailable);
+        }
+    };
+    let event = checked(&key, draft)?;
+    let audit_key = format!(
+        "datafly/{}/{}.json",
+        Date::from_ms(received_at_ms as i64).iso(),
+        event.event_id()
+    );
+    let sub = Submission {
+        app_id: key.app_id,
+        tenant_id: key.tenant_id,
+        key_id: 0,
+        received_at_ms,
+        events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
+        audit: Some((audit_key, body.to_vec())),
+    };
+    let outcome = submit(state, sub, body.len()).await?[0];
+    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    match outcome {
+        // A retried message (same messageId) is stored once and answered alike.
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(Reply::datafly_ok()),
+        Outcome::OverQuota => Err(Reason::CapExceeded),
+        // Only Adjust events carry an ordering guard; none is set here.
+        Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),
+    }
+}
