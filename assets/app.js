@@ -5,6 +5,9 @@
 
 let csrf = null;
 let timer = null;
+// Bumped by every navigation: work begun for an earlier page (a slow fetch, a timer) must
+// not draw over the page shown now.
+let generation = 0;
 const view = document.getElementById('view');
 const nav = document.getElementById('nav');
 
@@ -82,6 +85,16 @@ function stopTimer() {
   timer = null;
 }
 
+// Shows a page's content, unless the user has navigated on since generation `g` began.
+function showPage(g, ...children) {
+  if (g === generation) view.replaceChildren(...children);
+}
+
+// Repeats `fn` every `ms` while generation `g` is the page shown.
+function every(g, ms, fn) {
+  if (g === generation) timer = setInterval(fn, ms);
+}
+
 function params(obj) {
   const p = new URLSearchParams();
   for (const [k, v] of Object.entries(obj)) if (v !== '' && v !== null && v !== undefined) p.set(k, v);
@@ -92,6 +105,7 @@ function params(obj) {
 // ---------- auth ----------
 
 function showAuth(setupRequired) {
+  generation++;
   stopTimer();
   nav.hidden = true;
   view.replaceChildren(setupRequired ? setupForm() : loginForm());
@@ -155,6 +169,7 @@ document.getElementById('logout').addEventListener('click', async () => {
 const pages = { overview, keys, tenants, events };
 
 async function route() {
+  const g = ++generation;
   stopTimer();
   if (!csrf) {
     try {
@@ -168,15 +183,16 @@ async function route() {
   try {
     await pages[page](arg);
   } catch (x) {
-    if (!(x instanceof ApiError && x.status === 401)) view.replaceChildren(h('p', { class: 'error' }, describe(x)));
+    if (!(x instanceof ApiError && x.status === 401)) showPage(g, h('p', { class: 'error' }, describe(x)));
   }
 }
 window.addEventListener('hashchange', route);
 
 async function overview() {
+  const g = generation;
   const render = async () => {
     const o = await api('GET', 'overview');
-    view.replaceChildren(
+    showPage(g,
       h('h1', {}, 'Overview'),
       h('div', { class: 'grid' },
         h('section', { class: 'card', id: 'apps-today' },
@@ -200,7 +216,7 @@ async function overview() {
             h('tbody', {}, o.rejections.map((r) => h('tr', {}, h('td', {}, h('code', {}, r.reason)), h('td', { class: 'num' }, fmtNum(r.count))))))));
   };
   await render();
-  timer = setInterval(() => render().catch(() => {}), 10000);
+  every(g, 10000, () => render().catch(() => {}));
 }
 
 function quotaRow(t) {
@@ -240,6 +256,7 @@ function chart(firstHourMs, counts) {
 }
 
 async function keys() {
+  const g = generation;
   const [{ keys: list }, { apps }] = await Promise.all([api('GET', 'keys'), api('GET', 'apps')]);
   const err = errorBox();
   const minted = h('div', { id: 'minted' });
@@ -264,7 +281,7 @@ async function keys() {
       document.getElementById('minted').replaceChildren(secretBox(r.key));
     } catch (x) { err.textContent = describe(x); }
   });
-  view.replaceChildren(
+  showPage(g,
     h('h1', {}, 'Keys'),
     h('section', { class: 'card' }, h('h2', {}, 'Mint a key'), form, err, minted),
     h('section', { class: 'card' },
@@ -320,6 +337,7 @@ function keyRow(k) {
 }
 
 async function tenants() {
+  const g = generation;
   const [{ tenants: ts }, { apps }] = await Promise.all([api('GET', 'tenants'), api('GET', 'apps')]);
   const terr = errorBox();
   const tform = h('form', { class: 'row', id: 'tenant-form' },
@@ -345,7 +363,7 @@ async function tenants() {
       await tenants();
     } catch (x) { aerr.textContent = describe(x); }
   });
-  view.replaceChildren(
+  showPage(g,
     h('h1', {}, 'Tenants & apps'),
     h('section', { class: 'card' }, h('h2', {}, 'Tenants'), tform, terr,
       h('table', { id: 'tenants-table' },
@@ -376,6 +394,7 @@ const FILTERS = ['app', 'event_name', 'event_id', 'install_uuid', 'user_id'];
 
 async function events(seq) {
   if (seq) return eventDetail(seq);
+  const g = generation;
   const { apps } = await api('GET', 'apps');
   const current = Object.fromEntries(new URLSearchParams(sessionStorage.getItem('inlet-filter') || ''));
   const inputs = {
@@ -390,7 +409,7 @@ async function events(seq) {
   const status = h('span', { class: 'badge live', id: 'live' }, 'live');
   const more = h('button', { type: 'button', class: 'secondary', id: 'older', hidden: true }, 'Older events');
   const empty = h('p', { class: 'muted', id: 'no-events', hidden: true }, 'No events match.');
-  view.replaceChildren(
+  showPage(g,
     h('h1', {}, 'Events'),
     h('section', { class: 'card' }, form),
     h('section', { class: 'card' },
@@ -415,6 +434,7 @@ async function events(seq) {
   const f = filter();
   let newest = 0;
   const first = await api('GET', 'events' + params({ ...f, limit: 50 }));
+  if (g !== generation) return;
   newest = first.last_seq;
   tbody.parentElement.dataset.loaded = 'true';
   tbody.append(...first.events.map((ev) => row(ev, false)));
@@ -427,7 +447,7 @@ async function events(seq) {
     before = page.next_before;
     more.hidden = !before;
   });
-  timer = setInterval(async () => {
+  every(g, 2000, async () => {
     try {
       const page = await api('GET', 'events' + params({ ...f, after: newest, limit: 500 }));
       newest = Math.max(newest, page.last_seq);
@@ -439,14 +459,15 @@ async function events(seq) {
     } catch (_) {
       status.textContent = 'offline';
     }
-  }, 2000);
+  });
 }
 
 async function eventDetail(seq) {
+  const g = generation;
   const r = await api('GET', 'events/' + encodeURIComponent(seq));
   let raw = r.audit ? r.audit.body : '';
   try { raw = JSON.stringify(JSON.parse(raw), null, 2); } catch (_) { /* not JSON: show as is */ }
-  view.replaceChildren(
+  showPage(g,
     h('p', {}, h('a', { href: '#events' }, '← Events')),
     h('h1', {}, `Event ${r.event.seq}: ${r.event.event_name}`),
     h('section', { class: 'card' }, h('h2', {}, 'Canonical event'), h('pre', { id: 'event-json' }, JSON.stringify(r.event, null, 2))),
