@@ -6,6 +6,7 @@ mod adjust;
 mod admin;
 mod admin_browser;
 mod appsflyer;
+mod bench;
 mod cli;
 mod datafly;
 mod durability;
