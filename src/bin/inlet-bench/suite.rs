@@ -255,6 +255,26 @@ impl Drop for RssSampler {
     }
 }
 
+/// CPU time (user + system) a process used so far (Linux clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 12th/13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let ticks = f.iter().sum::<u64>();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Server CPU per event of a run, in microseconds: robust where wall-clock figures are not.
+fn cpu_us_per_event(before: Duration, after: Duration, events: u64) -> f64 {
+    (after - before).as_secs_f64() * 1e6 / events.max(1) as f64
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -369,6 +389,23 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
         None,
     ));
 
+    // The floor under every request's latency: one durable commit of one event.
+    let scratch = Scratch::new(&base, "commit")?;
+    let one = ceiling::storage(&scratch.0, Index::None, 0, 300, 1)?;
+    drop(scratch);
+    let commit_ms = one.elapsed.as_secs_f64() * 1000.0 / one.events as f64;
+    say(format!("durable commit of one event: {commit_ms:.2} ms"));
+    rows.push(row(
+        "Durable commit latency: raw redb, one event per commit",
+        format!(
+            "{commit_ms:.2} ms ⇒ 64 connections can get at most {:.0} req/s durably",
+            64.0 / commit_ms * 1000.0
+        ),
+        String::new(),
+        "",
+        None,
+    ));
+
     // 3. inlet, single events.
     let data = Scratch::new(&base, "single")?;
     let srv = Server::inlet(&inlet, &data.0)?;
@@ -380,12 +417,18 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     )?
     .trim()
     .to_owned();
+    let cpu0 = cpu_time(srv.pid());
     let single = run(workload(srv.addr, &key, 1, 64, a.seconds));
+    let single_cpu = cpu_us_per_event(cpu0, cpu_time(srv.pid()), single.events_sent);
     say(format!("inlet single, 64 conns: {}", single.summary()));
     let ratio = single.requests_per_sec() / http_rps;
     rows.push(row(
         "inlet single events, 64 conns, unique ids",
-        format!("{:.0} req/s", single.requests_per_sec()),
+        format!(
+            "{:.0} req/s (p99 {:.1} ms; server CPU {single_cpu:.0} µs/event)",
+            single.requests_per_sec(),
+            single.quantile_ms(0.99)
+        ),
         format!("{ratio:.2} × HTTP"),
         "≥ 0.5 × HTTP",
         Some(ratio >= 0.5),
@@ -466,7 +509,9 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     ));
     let mut w = workload(srv.addr, &key, 1000, 16, a.seconds);
     w.seed = 11;
+    let cpu0 = cpu_time(srv.pid());
     let unique = run(w);
+    let unique_cpu = cpu_us_per_event(cpu0, cpu_time(srv.pid()), unique.events_sent);
     say(format!("bulk unique at {prefilled}: {}", unique.summary()));
     acked += unique.accepted;
     errors += unique.errors();
@@ -475,7 +520,7 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     rows.push(row(
         &format!("inlet bulk 1000 × 16 conns, unique ids, log at {prefilled}"),
         format!(
-            "{:.0} ev/s (p99 {:.0} ms)",
+            "{:.0} ev/s (p99 {:.0} ms; server CPU {unique_cpu:.1} µs/event)",
             unique.events_per_sec(),
             unique.quantile_ms(0.99)
         ),
