@@ -17,12 +17,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// mimalloc instead of glibc malloc: the bulk path allocates many small values on the
-/// request threads and frees them on the writer thread, where glibc spent about a third of
-/// the process's CPU (BENCHMARKS.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -415,6 +409,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     state.writer.stop();
     runtime.shutdown_timeout(Duration::from_secs(5));
+    // Close the database, so that the next start finds it closed cleanly instead of running
+    // redb's repair (seconds per GB): the runtime's tasks are gone, and the control socket
+    // only holds a weak reference.
+    match Arc::try_unwrap(state) {
+        Ok(state) => drop(state),
+        Err(_) => tracing::warn!("database still referenced at exit; the next start repairs it"),
+    }
     tracing::info!("stopped");
     Ok(())
 }
