@@ -276,6 +276,40 @@ pub fn forget(txn: &WriteTransaction, full: &[u8], seq: u64) -> Result<()> {
     Ok(())
 }
 
+/// The seq of `(app_id, event_id)` as committed, for readers outside the writer thread (the
+/// admin panel's lookup by id): `dedupe_fp`, then the full-key table, then a scan of the
+/// unmerged journal (at most about two freezes' worth of small entries).
+pub fn lookup_committed(
+    txn: &redb::ReadTransaction,
+    app_id: u32,
+    event_id: &str,
+) -> Result<Option<u64>> {
+    let fp = fingerprint(app_id, event_id);
+    let events = txn.open_table(super::tables::EVENTS)?;
+    let is_it = |seq: u64| -> Result<bool> {
+        Ok(match events.get(seq)? {
+            Some(r) => event_id_of(r.value()) == Some(event_id),
+            None => false,
+        })
+    };
+    if let Some(seq) = txn.open_table(DEDUPE_FP)?.get(fp)?.map(|v| v.value())
+        && is_it(seq)?
+    {
+        return Ok(Some(seq));
+    }
+    let full = dedupe_key(app_id, event_id);
+    if let Some(seq) = txn.open_table(DEDUPE)?.get(full.as_slice())? {
+        return Ok(Some(seq.value()));
+    }
+    for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
+        let (seq, f) = row?;
+        if f.value() == fp && is_it(seq.value())? {
+            return Ok(Some(seq.value()));
+        }
+    }
+    Ok(None)
+}
+
 /// Schema v1 → v2: v1 kept every id under its full key in [`DEDUPE`]. Moves each into
 /// [`DEDUPE_FP`] by fingerprint (the journal is only for what is not merged yet), keeping
 /// in [`DEDUPE`] only ids whose fingerprint another id owns.
@@ -478,5 +512,12 @@ mod tests {
         use redb::ReadableTableMetadata;
         assert_eq!(fp_len, 3000);
         assert_eq!(journal_len, 1, "only brand-new is unmerged");
+        // Readers find merged, journaled and missing ids alike.
+        use redb::ReadableDatabase;
+        let read = db.begin_read().unwrap();
+        assert_eq!(lookup_committed(&read, 1, "id-5").unwrap(), Some(6));
+        assert_eq!(lookup_committed(&read, 1, "brand-new").unwrap(), Some(3001));
+        assert_eq!(lookup_committed(&read, 1, "missing").unwrap(), None);
+        assert_eq!(lookup_committed(&read, 2, "id-5").unwrap(), None);
     }
 }
