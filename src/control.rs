@@ -31,12 +31,14 @@ pub fn serve(data_dir: &Path, state: Arc<State>) -> io::Result<PathBuf> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // Weak: a stopping server must be able to drop the last reference and close the file.
+    let state = Arc::downgrade(&state);
     std::thread::Builder::new()
         .name("inlet-control".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let state = state.clone();
+                let Some(state) = state.upgrade() else { break };
                 let _ = std::thread::Builder::new()
                     .name("inlet-control-conn".into())
                     .spawn(move || {

@@ -241,7 +241,12 @@ fn bearer_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
 
 /// Authenticates a presented key; a revoked or unknown key is refused alike.
 pub fn lookup_key(state: &State, token: &str) -> Result<KeyInfo, Reason> {
-    match state.store.authenticate(token) {
+    let generation = state
+        .writer
+        .stats()
+        .config_generation
+        .load(std::sync::atomic::Ordering::SeqCst);
+    match state.store.authenticate_cached(token, generation) {
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(Reason::UnknownOrRevokedKey),
         Err(e) => {

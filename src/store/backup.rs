@@ -30,6 +30,8 @@ macro_rules! each_table {
         $m!(META);
         $m!(EVENTS);
         $m!(DEDUPE);
+        $m!(DEDUPE_FP);
+        $m!(DEDUPE_JOURNAL);
         $m!(TENANTS);
         $m!(APPS);
         $m!(KEYS);

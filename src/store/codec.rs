@@ -48,9 +48,49 @@ pub struct EventRecord {
 }
 
 pub fn encode_event(record: &EventRecord) -> Vec<u8> {
-    let mut out = vec![EVENT_V1];
+    // Sized up front: growing the Vec field by field was a visible share of the bulk path.
+    let mut out = Vec::with_capacity(
+        192 + record.props.len() + record.context.len() + record.audit_key.len(),
+    );
+    out.push(EVENT_V1);
     postcard::to_io(record, &mut out).expect("writing to a Vec cannot fail");
     out
+}
+
+/// The `event_id` of an encoded event, read without decoding the rest (the dedupe index
+/// compares ids on its hot path). `None` when the bytes are not a v1 event.
+pub fn event_id_of(bytes: &[u8]) -> Option<&str> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f).checked_shl(shift)?;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn string<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = usize::try_from(varint(b)?).ok()?;
+        if len > b.len() {
+            return None;
+        }
+        let (s, rest) = b.split_at(len);
+        *b = rest;
+        Some(s)
+    }
+    let (&EVENT_V1, mut b) = bytes.split_first()? else {
+        return None;
+    };
+    // received_at_ms, tenant, app, key_id, source, then event_id (field order of v1).
+    varint(&mut b)?;
+    string(&mut b)?;
+    string(&mut b)?;
+    varint(&mut b)?;
+    string(&mut b)?;
+    std::str::from_utf8(string(&mut b)?).ok()
 }
 
 pub fn decode_event(bytes: &[u8]) -> Result<EventRecord, CodecError> {
@@ -139,6 +179,17 @@ pub struct Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_id_is_read_without_decoding() {
+        let mut r = sample();
+        assert_eq!(event_id_of(&encode_event(&r)), Some("txn_abc123"));
+        r.event_id = "é".repeat(200);
+        r.received_at_ms = u64::MAX;
+        assert_eq!(event_id_of(&encode_event(&r)), Some(r.event_id.as_str()));
+        assert_eq!(event_id_of(&[]), None);
+        assert_eq!(event_id_of(&[EVENT_V1, 0xff]), None);
+    }
 
     fn sample() -> EventRecord {
         EventRecord {

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod backup;
 pub mod codec;
+pub mod dedupe;
 pub mod identity;
+pub mod key_cache;
 pub mod panel;
 pub mod read;
 pub mod retention;
@@ -70,6 +72,7 @@ pub struct Store {
     path: PathBuf,
     /// Unsealed signing secrets, reloaded when their version in `meta` changes.
     secret_cache: Arc<secrets::Cache>,
+    keys: Arc<key_cache::KeyCache>,
 }
 
 impl Store {
@@ -89,6 +92,7 @@ impl Store {
             db: Arc::new(db),
             path,
             secret_cache: Default::default(),
+            keys: Default::default(),
         };
         store.init()?;
         Ok(store)
@@ -116,6 +120,11 @@ impl Store {
                 .map(|v| u32::from_be_bytes(v.value().try_into().unwrap_or([0; 4])));
             match version {
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    open_all_tables(&txn)?;
+                    dedupe::migrate_v1(&txn)?;
+                    meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes()[..])?;
+                }
                 Some(v) => {
                     return Err(Error::Invalid(format!(
                         "database schema version {v} is not supported by this build (it writes {SCHEMA_VERSION})"
@@ -140,6 +149,8 @@ impl Store {
 fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(EVENTS)?;
     txn.open_table(DEDUPE)?;
+    txn.open_table(DEDUPE_FP)?;
+    txn.open_table(DEDUPE_JOURNAL)?;
     txn.open_table(TENANTS)?;
     txn.open_table(APPS)?;
     txn.open_table(KEYS)?;

@@ -203,10 +203,7 @@ impl Store {
         if let (Some(app), Some(event_id)) = (&q.app, &q.event_id) {
             let apps = txn.open_table(APPS)?;
             if let Some((app_id, _)) = super::find_app(&apps, app)?
-                && let Some(seq) = txn
-                    .open_table(DEDUPE)?
-                    .get(dedupe_key(app_id, event_id).as_slice())?
-                    .map(|v| v.value())
+                && let Some(seq) = super::dedupe::lookup_committed(&txn, app_id, event_id)?
                 && (lo..hi).contains(&seq)
                 && let Some(bytes) = events.get(seq)?
             {

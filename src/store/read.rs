@@ -110,6 +110,17 @@ pub enum KeyCheck {
 }
 
 impl Store {
+    /// [`Store::authenticate`] through the key cache: `generation` is the writer's current
+    /// configuration generation ([`crate::store::writer::Stats::config_generation`]).
+    pub fn authenticate_cached(&self, presented: &str, generation: u64) -> Result<Option<KeyInfo>> {
+        if !keys::well_formed(presented) {
+            return Ok(None);
+        }
+        let hash = keys::hash(presented);
+        self.keys
+            .get_or_load(generation, hash, || self.authenticate(presented))
+    }
+
     /// Finds the unrevoked key whose SHA-256 is `hash`; the hash is compared in constant time.
     pub fn authenticate(&self, presented: &str) -> Result<Option<KeyInfo>> {
         Ok(match self.check_key(presented)? {

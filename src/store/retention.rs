@@ -139,6 +139,7 @@ pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
         if points_here {
             dedupe.remove(v.dedupe_key.as_slice())?;
         }
+        super::dedupe::forget(txn, &v.dedupe_key, v.seq)?;
         // Every event of one request shares its audit body, and all of them have the same
         // tenant and receive time, so they are all past the cut together.
         audit.remove(v.audit_key.as_str())?;

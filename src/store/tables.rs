@@ -5,15 +5,22 @@
 use redb::TableDefinition;
 
 /// The schema version this build writes, stored under [`META`] `"schema_version"`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2: the staged dedupe index ([`DEDUPE_FP`], [`DEDUPE_JOURNAL`]); a version 1 file
+/// is migrated on open by [`super::dedupe::migrate_v1`].
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Small settings: `"schema_version"` (u32 BE), `"admin_password"` (JSON config record of
 /// [`crate::auth::password::PasswordHash`]), ...
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The append-only event log: seq (1, 2, 3, ... with no gaps) → event record.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-/// Dedupe index: app id (u32 BE) ++ event_id bytes → seq of the stored event.
+/// Dedupe by full key, app id (u32 BE) ++ event_id bytes → seq, for the rare ids whose
+/// fingerprint another id owns (see [`super::dedupe`]). Schema v1 kept every id here.
 pub const DEDUPE: TableDefinition<&[u8], u64> = TableDefinition::new("dedupe");
+/// Merged dedupe index: fingerprint (`app_id << 64 | 64 bits of SHA-256(event_id)`) → seq.
+pub const DEDUPE_FP: TableDefinition<u128, u64> = TableDefinition::new("dedupe_fp");
+/// Fingerprints not merged into [`DEDUPE_FP`] yet: seq → fingerprint (appends only).
+pub const DEDUPE_JOURNAL: TableDefinition<u64, u128> = TableDefinition::new("dedupe_journal");
 /// Tenant id → tenant record.
 pub const TENANTS: TableDefinition<u32, &[u8]> = TableDefinition::new("tenants");
 /// App id → app record.

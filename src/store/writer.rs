@@ -9,13 +9,14 @@
 //! The queue is bounded by the bytes of the requests in it ([`Writer::new`]'s budget); a
 //! request that does not fit gets [`SubmitError::Overloaded`] at once instead of waiting.
 
+use super::dedupe::{Check, Committed, Staged};
 use super::tables::*;
 use super::{Error, Result};
 use crate::clock::month_key;
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -121,6 +122,9 @@ pub struct Stats {
     pub commits: AtomicUsize,
     /// Commit latency and batch size histograms.
     pub metrics: crate::metrics::WriterMetrics,
+    /// Bumped after every job (admin writes run as jobs) before its caller is answered;
+    /// caches of configuration (the key cache) are valid only within one generation.
+    pub config_generation: AtomicU64,
 }
 
 /// Whether a batch holding `events` events from `requests` requests takes more.
@@ -131,7 +135,7 @@ pub fn keep_collecting(events: usize, requests: usize) -> bool {
 impl Writer {
     /// Starts the writer thread on `db`, with a queue of at most `queue_bytes` of bodies.
     pub fn start(db: Arc<Database>, queue_bytes: usize) -> Result<Writer> {
-        let next_seq = {
+        let (next_seq, staged) = {
             let txn = db.begin_write()?;
             let last = txn
                 .open_table(EVENTS)?
@@ -139,8 +143,9 @@ impl Writer {
                 .map_or(0, |(k, _)| k.value());
             // Retention may have removed the newest events: never hand out their seqs again.
             let removed = super::retention::removed_through(&txn)?;
+            let staged = Staged::load(&txn)?;
             txn.abort()?;
-            last.max(removed) + 1
+            (last.max(removed) + 1, staged)
         };
         let budget_kib = (queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
         let (tx, rx) = sync_channel(MAX_BATCH_REQUESTS * 2);
@@ -151,7 +156,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("inlet-writer".into())
             .spawn(move || {
-                run(&db, rx, next_seq, &thread_stats);
+                run(&db, rx, next_seq, staged, &thread_stats);
                 thread_stats.running.store(false, Ordering::SeqCst);
             })?;
         Ok(Writer {
@@ -218,8 +223,11 @@ impl Writer {
         f: impl FnOnce(&Database) -> R + Send + 'static,
     ) -> Result<oneshot::Receiver<R>> {
         let (tx, rx) = oneshot::channel();
+        let stats = self.stats.clone();
         let job: Job = Box::new(move |db| {
-            let _ = tx.send(f(db));
+            let r = f(db);
+            stats.config_generation.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(r);
         });
         self.tx.send(Msg::Job(job)).map_err(|_| Error::WriterGone)?;
         Ok(rx)
@@ -248,7 +256,7 @@ struct Item {
     _permit: OwnedSemaphorePermit,
 }
 
-fn run(db: &Database, rx: Receiver<Msg>, mut next_seq: u64, stats: &Stats) {
+fn run(db: &Database, rx: Receiver<Msg>, mut next_seq: u64, mut staged: Staged, stats: &Stats) {
     let mut jobs: Vec<Job> = Vec::new();
     let mut stop = false;
     while !stop {
@@ -296,15 +304,16 @@ fn run(db: &Database, rx: Receiver<Msg>, mut next_seq: u64, stats: &Stats) {
                 .queued_requests
                 .fetch_sub(batch.len(), Ordering::Relaxed);
             let started = std::time::Instant::now();
-            let result = commit_batch(db, next_seq, &batch);
+            let result = commit_batch(db, next_seq, &staged, &batch);
             match result {
-                Ok((outcomes, next)) => {
+                Ok((outcomes, next, index)) => {
                     stats
                         .metrics
                         .commit_seconds
                         .observe(started.elapsed().as_secs_f64());
                     stats.metrics.batch_events.observe(events as f64);
                     next_seq = next;
+                    staged.apply(index);
                     stats.healthy.store(true, Ordering::SeqCst);
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     for (item, out) in batch.into_iter().zip(outcomes) {
@@ -333,14 +342,20 @@ struct Quota {
     used: u64,
 }
 
-/// Appends a batch in one durable transaction. Returns each request's outcomes and the next
-/// free seq; on error nothing of the batch is stored.
-fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<Outcome>>, u64)> {
+/// Appends a batch in one durable transaction. Returns each request's outcomes, the next
+/// free seq and what the dedupe index must take in; on error nothing of the batch is stored.
+fn commit_batch(
+    db: &Database,
+    mut seq: u64,
+    staged: &Staged,
+    batch: &[Item],
+) -> Result<(Vec<Vec<Outcome>>, u64, Committed)> {
     let txn = db.begin_write()?;
     let mut all = Vec::with_capacity(batch.len());
-    {
+    let first_seq = seq;
+    let index = {
         let mut events = txn.open_table(EVENTS)?;
-        let mut dedupe = txn.open_table(DEDUPE)?;
+        let mut dedupe = staged.begin(&txn)?;
         let mut audit = txn.open_table(AUDIT)?;
         let mut key_used = txn.open_table(KEY_USED)?;
         let mut ordering = txn.open_table(ORDERING)?;
@@ -349,7 +364,6 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
         let mut id_links = txn.open_table(ID_LINKS)?;
         let mut ibuf = super::identity::Scratch::default();
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
-        let mut dkey = Vec::new();
         let mut tally = super::panel::Tally::default();
         for Item { sub, .. } in batch {
             let qkey = usage_key(sub.tenant_id, month_key(sub.received_at_ms));
@@ -360,13 +374,13 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
             let mut outcomes = Vec::with_capacity(sub.events.len());
             let mut any_accepted = false;
             for ev in &sub.events {
-                dkey.clear();
-                dkey.extend_from_slice(&sub.app_id.to_be_bytes());
-                dkey.extend_from_slice(ev.event_id.as_bytes());
-                if let Some(seen) = dedupe.get(dkey.as_slice())? {
-                    outcomes.push(Outcome::Duplicate { seq: seen.value() });
-                    continue;
-                }
+                let slot = match dedupe.check(&events, sub.app_id, &ev.event_id)? {
+                    Check::Seen(seen) => {
+                        outcomes.push(Outcome::Duplicate { seq: seen });
+                        continue;
+                    }
+                    Check::New(slot) => slot,
+                };
                 if let Some(Guard::NotBefore { key, ts_ms }) = &ev.guard
                     && ordering
                         .get(key.as_slice())?
@@ -380,7 +394,7 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
                     continue;
                 }
                 events.insert(seq, ev.record.as_slice())?;
-                dedupe.insert(dkey.as_slice(), seq)?;
+                dedupe.insert(slot, seq)?;
                 match &ev.guard {
                     None => {}
                     Some(Guard::NotBefore { key, ts_ms }) => {
@@ -423,9 +437,11 @@ fn commit_batch(db: &Database, mut seq: u64, batch: &[Item]) -> Result<(Vec<Vec<
                 usage.insert(k, q.used)?;
             }
         }
-    }
+        dedupe.merge_step((seq - first_seq) as usize)?;
+        dedupe.finish()
+    };
     txn.commit()?;
-    Ok((all, seq))
+    Ok((all, seq, index))
 }
 
 fn load_quota(txn: &WriteTransaction, tenant_id: u32, qkey: u64) -> Result<Quota> {
@@ -448,6 +464,30 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
+    fn record(id: &str) -> Vec<u8> {
+        crate::store::codec::encode_event(&crate::store::codec::EventRecord {
+            received_at_ms: 1_764_000_000_000,
+            tenant: "default".into(),
+            app: "default".into(),
+            key_id: 1,
+            source: "reflect".into(),
+            event_id: id.into(),
+            event_name: "e".into(),
+            event_ts_ms: 1,
+            install_uuid: None,
+            user_id: None,
+            anonymous_id: None,
+            ids: Vec::new(),
+            revenue: None,
+            currency: None,
+            transaction_id: None,
+            product_id: None,
+            props: "{}".into(),
+            context: "{}".into(),
+            audit_key: "k".into(),
+        })
+    }
+
     fn sub(ids: &[&str]) -> Submission {
         Submission {
             app_id: 1,
@@ -458,7 +498,7 @@ mod tests {
                 .iter()
                 .map(|id| Pending {
                     event_id: id.to_string(),
-                    record: vec![1, 2, 3],
+                    record: record(id),
                     guard: None,
                     idents: Vec::new(),
                 })

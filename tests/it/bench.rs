@@ -1,0 +1,71 @@
+//! The benchmark harness (`inlet-bench`) in a tiny configuration, so that it cannot rot.
+//! The real figures come from `inlet-bench all` (BENCHMARKS.md), never from `cargo test`.
+
+use crate::support::*;
+use std::process::Command;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_inlet-bench");
+
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(BENCH)
+        .args(args)
+        .output()
+        .expect("run inlet-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "inlet-bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn load_counts_acknowledged_events_and_they_are_all_stored() {
+    let s = Inlet::start();
+    let key = s.mint("default");
+    let addr = s.addr.to_string();
+    let data = s.data().to_str().unwrap().to_owned();
+    let common = [
+        "--addr", &addr, "--key", &key, "--data", &data, "--inlet", BIN,
+    ];
+    let mut args = vec!["load", "--bulk", "20", "--conns", "4", "--requests", "15"];
+    args.extend(["--dup-share", "0.5"]);
+    args.extend(common);
+    let out = bench(&args);
+    assert!(out.contains("15 requests, 300 events"), "{out}");
+    assert!(out.contains("no non-2xx"), "{out}");
+    assert!(out.contains("equal"), "{out}");
+    // Half resubmitted: some were answered as duplicates, none stored twice.
+    let stored = s.export().len();
+    assert!(stored < 300 && stored > 0, "stored {stored}");
+    let mut args = vec!["load", "--conns", "8", "--requests", "40", "--seed", "2"];
+    args.extend(common);
+    let out = bench(&args);
+    assert!(out.contains("accepted 40, duplicate 0"), "{out}");
+    assert_eq!(s.export().len(), stored + 40);
+}
+
+#[test]
+fn the_whole_suite_runs_in_a_tiny_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "all",
+        "--inlet",
+        BIN,
+        "--seconds",
+        "0.3",
+        "--prefill",
+        "3000",
+        "--storage-events",
+        "2000",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("| scenario | figure | ratio | target | met |"),
+        "{out}"
+    );
+    assert!(out.contains("Stored = acknowledged"), "{out}");
+    assert!(out.contains("| yes | yes |"), "{out}");
+}
