@@ -8,6 +8,7 @@ mod admin_browser;
 mod appsflyer;
 mod cli;
 mod datafly;
+mod crash;
 mod durability;
 mod gamerebellion;
 mod golden;

@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_inlet");
 
+/// The `inlet` binary under test: `$INLET_TEST_BIN` when set (so a long campaign can run a
+/// copy while the tree is rebuilt), else the one cargo built.
+pub fn bin() -> String {
+    std::env::var("INLET_TEST_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// How long anything in a test may take to become true.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -129,7 +135,7 @@ impl Drop for Inlet {
 }
 
 fn spawn(dir: &Path, extra: &[String]) -> (Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg("--data")
         .arg(dir)
         .arg("serve")
@@ -181,7 +187,7 @@ fn recv_addr(rx: &Receiver<String>, log: &Arc<Mutex<String>>) -> SocketAddr {
 }
 
 pub fn cli(data: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
+    Command::new(bin())
         .arg("--data")
         .arg(data)
         .args(args)
