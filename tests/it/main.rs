@@ -16,3 +16,5 @@ mod identity;
 mod native;
 mod operations;
 mod packaging;
+mod powerloss;
+mod simdisk;
