@@ -409,6 +409,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     state.writer.stop();
     runtime.shutdown_timeout(Duration::from_secs(5));
+    // Close the database, so that the next start finds it closed cleanly instead of running
+    // redb's repair (seconds per GB): the runtime's tasks are gone, and the control socket
+    // only holds a weak reference.
+    match Arc::try_unwrap(state) {
+        Ok(state) => drop(state),
+        Err(_) => tracing::warn!("database still referenced at exit; the next start repairs it"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,6 +13,7 @@ mod durability;
 mod gamerebellion;
 mod golden;
 mod identity;
+mod hostile;
 mod native;
 mod operations;
 mod packaging;

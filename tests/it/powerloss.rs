@@ -66,6 +66,8 @@ fn submission(ids: &[String]) -> Submission {
             .map(|id| Pending {
                 event_id: id.clone(),
                 record: record(id),
+                guard: None,
+                idents: Default::default(),
             })
             .collect(),
         audit: Some((format!("s2s/bulk/x/{}.json", ids[0]), vec![b'{'; 300])),
@@ -193,7 +195,11 @@ async fn power_loss_campaign(torn: bool) {
         // The power goes out somewhere in the next ~800 mutating operations (a commit of
         // this load takes roughly 5-30).
         disk.cut_power_after(rng.below(800));
-        let plan = std::mem::take(&mut owed);
+        // Resubmit what failed, and a sample of what was acknowledged (must be duplicates).
+        let mut plan = std::mem::take(&mut owed);
+        let mut sample: Vec<&String> = acked.iter().take(16).collect();
+        sample.sort();
+        plan.extend(sample.into_iter().cloned());
         let answers = load(&writer, 4, &format!("r{round}"), &plan, 100, rng.next()).await;
         assert!(disk.is_dead() || answers.failed.is_empty());
         writer.stop();

@@ -39,6 +39,7 @@ pub struct Inlet {
     child: Option<Child>,
     pub log: Arc<Mutex<String>>,
     extra: Vec<String>,
+    log_level: String,
 }
 
 impl Inlet {
@@ -49,15 +50,21 @@ impl Inlet {
 
     /// Starts a server with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> Inlet {
+        Inlet::start_logged("info", extra)
+    }
+
+    /// Starts a server with `RUST_LOG=level` and extra `serve` flags.
+    pub fn start_logged(level: &str, extra: &[&str]) -> Inlet {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, log) = spawn(dir.path(), &extra);
+        let (child, addr, log) = spawn(dir.path(), &extra, level);
         Inlet {
             dir,
             addr,
             child: Some(child),
             log,
             extra,
+            log_level: level.to_owned(),
         }
     }
 
@@ -121,7 +128,7 @@ impl Inlet {
     /// Starts the server again on the same data dir (after `kill` or a signal).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, addr, log) = spawn(self.dir.path(), &self.extra);
+        let (child, addr, log) = spawn(self.dir.path(), &self.extra, &self.log_level);
         self.child = Some(child);
         self.addr = addr;
         self.log = log;
@@ -134,14 +141,14 @@ impl Drop for Inlet {
     }
 }
 
-fn spawn(dir: &Path, extra: &[String]) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+fn spawn(dir: &Path, extra: &[String], level: &str) -> (Child, SocketAddr, Arc<Mutex<String>>) {
     let mut child = Command::new(bin())
         .arg("--data")
         .arg(dir)
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
