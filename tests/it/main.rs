@@ -18,4 +18,5 @@ mod native;
 mod operations;
 mod packaging;
 mod powerloss;
+mod security;
 mod simdisk;
