@@ -20,3 +20,4 @@ mod packaging;
 mod powerloss;
 mod security;
 mod simdisk;
+mod soak;
