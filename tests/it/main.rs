@@ -9,6 +9,7 @@ mod appsflyer;
 mod cli;
 mod datafly;
 mod crash;
+mod diskfull;
 mod durability;
 mod gamerebellion;
 mod golden;

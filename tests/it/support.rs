@@ -55,7 +55,12 @@ impl Inlet {
 
     /// Starts a server with `RUST_LOG=level` and extra `serve` flags.
     pub fn start_logged(level: &str, extra: &[&str]) -> Inlet {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Inlet::start_in(&std::env::temp_dir(), level, extra)
+    }
+
+    /// Starts a server whose data dir is a new temp dir inside `parent`.
+    pub fn start_in(parent: &Path, level: &str, extra: &[&str]) -> Inlet {
+        let dir = tempfile::tempdir_in(parent).expect("temp dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, addr, log) = spawn(dir.path(), &extra, level);
         Inlet {
@@ -104,6 +109,13 @@ impl Inlet {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether the server process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL, no chance to clean up.
