@@ -194,7 +194,8 @@ fn extreme_shapes_are_refused_with_stable_reasons() {
         b"\xef\xbb\xbf{}",
         br#"{"event_ts_ms":1e400,"event_name":"x","install_uuid":"i"}"#,
         br#"{"event_ts_ms":18446744073709551616,"event_name":"x","install_uuid":"i"}"#,
-        br#"{"event_name":"x","event_name":"y"}"#,
+        br#"{"event_name":"x","event_ts_ms":1,"install_uuid":"i","event_name":"y"}"#,
+        br#"{"events":[{"event_name":"x","event_ts_ms":1,"install_uuid":"i","ids":{"a":"1","a":"2"}}]}"#,
     ] {
         check_decoders(body).unwrap();
         for (name, decode) in DECODERS {
