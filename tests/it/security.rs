@@ -75,3 +75,110 @@ fn keys_never_reach_disk_or_logs_and_apps_stay_apart() {
         }
     }
 }
+
+/// GameRebellion's per-key rate limit holds whatever else the request varies: forwarding
+/// headers, other credentials alongside, paths, key spelling. Only the key counts.
+#[test]
+fn the_rate_limit_cannot_be_bypassed_by_varying_headers() {
+    let inlet = Inlet::start();
+    let key = inlet
+        .cli_ok(&[
+            "keys",
+            "mint",
+            "--app",
+            "default",
+            "--label",
+            "limited",
+            "--rate-limit",
+            "3",
+        ])
+        .trim()
+        .to_owned();
+    let now_secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // A window is a calendar minute: run well inside one.
+    wait_for("not the last seconds of a minute", || now_secs() % 60 < 45);
+    let mut c = inlet.client();
+    let body = json!({"event_type": "tick"}).to_string();
+    let send = |c: &mut Client, path: &str, extra: &[(&str, &str)], k: &str| -> u16 {
+        let mut h: Vec<(&str, &str)> = vec![("X-API-Key", k), ("Content-Type", "application/json")];
+        h.extend_from_slice(extra);
+        c.post(path, &h, body.as_bytes()).expect("request").status
+    };
+    for _ in 0..3 {
+        assert_eq!(send(&mut c, "/api/v1/event", &[], &key), 200);
+    }
+    let other = inlet.mint("default");
+    let auth_other = format!("Bearer {other}");
+    let spaced = format!(" {key} ");
+    let upper = key.to_uppercase();
+    type Variant<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let variants: Vec<Variant> = vec![
+        (
+            "/api/v1/event",
+            vec![("X-Forwarded-For", "203.0.113.9")],
+            &key,
+        ),
+        ("/api/v1/event", vec![("X-Real-IP", "198.51.100.7")], &key),
+        ("/api/v1/event", vec![("Forwarded", "for=192.0.2.1")], &key),
+        ("/api/v1/event", vec![("Authorization", &auth_other)], &key),
+        ("/api/v1/event", vec![("User-Agent", "other/1.0")], &key),
+        ("/api/v1/events", vec![], &key),
+        ("/api/v1/sessions/start", vec![], &key),
+        ("/api/v1/event", vec![], &spaced),
+        ("/api/v1/event", vec![], &upper),
+    ];
+    for (path, extra, k) in &variants {
+        let status = send(&mut c, path, extra, k);
+        assert!(
+            status == 429 || status == 401,
+            "{path} {extra:?} {k:?} got {status}: the limit was bypassed"
+        );
+    }
+}
+
+/// Adjust names the app in the request (`app_token`): a key of another app is refused, and
+/// nothing is stored in either app.
+#[test]
+fn an_adjust_app_token_of_another_app_is_refused() {
+    let inlet = Inlet::start();
+    inlet.cli_ok(&["apps", "add", "b", "--tenant", "default"]);
+    inlet.cli_ok(&["apps", "configure", "b", "--adjust-app-token", "tokb"]);
+    inlet.cli_ok(&["apps", "adjust-event", "b", "ev1", "purchase"]);
+    let key_a = inlet.mint("default");
+    let key_b = inlet.mint("b");
+    let mut c = inlet.client();
+    let path = "/event?s2s=1&app_token=tokb&event_token=ev1&adid=abc123";
+    let r = c
+        .request(
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {key_a}"))],
+            b"",
+        )
+        .unwrap();
+    assert!(
+        (400..500).contains(&r.status),
+        "key of app default wrote to app b: {} {}",
+        r.status,
+        r.text()
+    );
+    assert!(inlet.export().is_empty(), "nothing stored");
+    // The right key works (so the refusal above was about the app).
+    let r = c
+        .request(
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {key_b}"))],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = inlet.export();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["app"], "b");
+}
