@@ -182,3 +182,55 @@ fn an_adjust_app_token_of_another_app_is_refused() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["app"], "b");
 }
+
+/// The admin password, session cookie, CSRF token and a key minted through the admin API
+/// appear in no file of the data dir and in no log line, with debug logging on.
+#[test]
+fn admin_secrets_never_reach_disk_or_logs() {
+    use crate::admin::{Admin, PASSWORD};
+    let inlet = Inlet::start_logged("debug", &[]);
+    let mut admin = Admin::setup(&inlet);
+    let r = admin.post(
+        "/admin/api/keys",
+        &json!({ "app": "default", "label": "from the panel" }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        inlet
+            .client()
+            .post_json("/s2s/event", &key, &event("x"))
+            .status,
+        200
+    );
+    let wrong = Client::new(inlet.addr)
+        .post(
+            "/admin/api/login",
+            &[("Content-Type", "application/json")],
+            json!({ "password": "not the password" })
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(wrong.status, 401);
+    let again = Admin::login(inlet.addr, PASSWORD);
+    let token = |cookie: &str| cookie.split_once('=').map(|(_, v)| v.to_owned()).unwrap();
+    let log = inlet.log.lock().unwrap().clone();
+    assert!(log.contains("request"), "debug logging was on");
+    for secret in [
+        PASSWORD.to_owned(),
+        "not the password".to_owned(),
+        token(&admin.cookie),
+        token(&again.cookie),
+        admin.csrf.clone(),
+        key.clone(),
+        key[4..].to_owned(),
+    ] {
+        assert_eq!(
+            files_contain(inlet.data(), secret.as_bytes()),
+            None,
+            "on disk"
+        );
+        assert!(!log.contains(&secret), "in the log: {secret}");
+    }
+}
