@@ -6,7 +6,7 @@
 //! each request. So many requests share one fsync, and no request is answered before the
 //! commit holding its events returned.
 //!
-//! The queue is bounded by the bytes of the requests in it ([`Writer::new`]'s budget); a
+//! The queue is bounded by the bytes of the requests in it ([`Writer::start`]'s `queue_bytes`); a
 //! request that does not fit gets [`SubmitError::Overloaded`] at once instead of waiting.
 //!
 //! A failed commit (I/O error, full disk, failed fsync) is never retried: every request of
