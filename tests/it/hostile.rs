@@ -7,7 +7,7 @@
 
 use crate::support::*;
 use inlet::dialect::gamerebellion::{self as gr, SessionKind};
-use inlet::dialect::{adjust, json, reflect};
+use inlet::dialect::{adjust, appsflyer, datafly, json, reflect};
 use inlet::event::{Reason, random_id};
 use inlet::server::reply::status_of;
 use proptest::prelude::*;
@@ -60,6 +60,22 @@ const DECODERS: &[(&str, Decoder)] = &[
             Ok(d) => d.draft.validate(random_id).err().into_iter().collect(),
             Err(r) => vec![r],
         }
+    }),
+    ("appsflyer event", |b| {
+        match appsflyer::decode(appsflyer::Method::Event, b, NOW) {
+            Ok(d) => d.draft.validate(random_id).err().into_iter().collect(),
+            Err(r) => vec![r],
+        }
+    }),
+    ("appsflyer setcuid", |b| {
+        match appsflyer::decode(appsflyer::Method::SetCuid, b, NOW) {
+            Ok(d) => d.draft.validate(random_id).err().into_iter().collect(),
+            Err(r) => vec![r],
+        }
+    }),
+    ("datafly", |b| match datafly::decode(b, NOW) {
+        Ok(d) => d.validate(random_id).err().into_iter().collect(),
+        Err(r) => vec![r],
     }),
 ];
 
@@ -281,6 +297,9 @@ fn random_requests_never_get_a_500() {
             Just("/event?s2s=1&app_token=abc123&event_token=ev1".to_owned()),
             Just("/event".to_owned()),
             Just("/admin/api/keys".to_owned()),
+            Just("/v1/com.example.game/event".to_owned()),
+            Just("/v1/com.example.game/setcuid".to_owned()),
+            Just("/v1/events".to_owned()),
             "/[a-z0-9/%._-]{0,40}",
         ],
         prop_oneof![
