@@ -14,8 +14,9 @@
 //! - [`auth`]: server keys (mint, hash, constant-time compare), the admin password hash,
 //!   HMAC signing secrets (mint, seal at rest, verify request signatures).
 //! - [`admin`]: the embedded admin panel and its JSON API, admin sessions.
-//! - [`store`]: tables, versioned record codec, the writer thread, admin writes, reads,
-//!   backup/restore, retention, signing secrets, the identity graph.
+//! - [`store`]: tables, versioned record codec, the writer thread (which reopens the database
+//!   after a failed commit), admin writes, reads, backup/restore, retention, signing secrets,
+//!   the identity graph, the whole-database consistency check.
 //! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
 //!   control socket.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.

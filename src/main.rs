@@ -338,7 +338,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let data = config.data_dir.clone();
     let store = open_waiting(&data)?;
     let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
-    let writer = Writer::start(store.db().clone(), config.queue_bytes)?;
+    let writer = Writer::start_store(&store, config.queue_bytes)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

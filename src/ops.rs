@@ -142,7 +142,7 @@ impl Exec<'_> {
             Ok(r)
         };
         match self {
-            Exec::Direct(s) => in_txn(s.db()),
+            Exec::Direct(s) => in_txn(&*s.db()?),
             Exec::Server(_, w) => w.run_blocking(in_txn)?,
         }
     }

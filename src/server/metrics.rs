@@ -13,7 +13,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use redb::ReadableDatabase;
 use std::sync::atomic::Ordering;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -188,7 +187,7 @@ pub fn readyz(state: &State) -> Reply {
     if !writer_ok(state) {
         problems.push("writer unavailable".to_owned());
     }
-    if let Err(e) = state.store.db().begin_read() {
+    if let Err(e) = state.store.db.begin_read() {
         problems.push(format!("database unreadable: {e}"));
     }
     match crate::metrics::free_disk_bytes(&state.config.data_dir) {

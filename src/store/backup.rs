@@ -134,7 +134,7 @@ pub fn backup(store: &Store, out: &mut dyn Write) -> Result<u64> {
         let dst = Database::builder()
             .set_cache_size(16 << 20)
             .create(&tmp.0)?;
-        let snapshot = store.db().begin_read()?;
+        let snapshot = store.db.begin_read()?;
         copy_all(&snapshot, &dst)?;
     }
     let mut file = std::fs::File::open(&tmp.0)?;

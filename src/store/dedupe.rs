@@ -414,7 +414,7 @@ mod tests {
             txn.commit().unwrap();
         }
         let store = crate::store::Store::open(dir.path()).unwrap();
-        let txn = store.db().begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         let version = txn
             .open_table(META)
             .unwrap()
@@ -426,7 +426,7 @@ mod tests {
         txn.abort().unwrap();
         let mut seq = 3;
         let fresh = ingest(
-            store.db(),
+            &store.db().unwrap(),
             &mut staged,
             &mut seq,
             &["old-2", "new", "old-1"],

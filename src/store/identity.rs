@@ -29,7 +29,7 @@ use super::{Result, Store, find_app};
 use crate::event::Draft;
 use crate::store::codec::{EventRecord, decode_event};
 use crate::store::read::Canonical;
-use redb::{ReadableDatabase, ReadableTable, Table};
+use redb::{ReadableTable, Table};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
 /// Most identifiers a profile walk visits; a larger component is reported truncated.
@@ -391,7 +391,7 @@ mod tests {
             &[("player_id", "42")],
             &[("install_uuid", "i2"), ("player_id", "42")],
         ];
-        let txn = store.db().begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         {
             let mut log = txn.open_table(EVENTS).unwrap();
             let mut ev = txn.open_table(ID_EVENTS).unwrap();
@@ -495,7 +495,7 @@ mod tests {
         use redb::ReadableTableMetadata;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let txn = store.db().begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         {
             let mut log = txn.open_table(EVENTS).unwrap();
             let mut ev = txn.open_table(ID_EVENTS).unwrap();
@@ -543,12 +543,12 @@ mod tests {
             3
         );
         let cuts = std::collections::HashMap::from([("default".to_owned(), 2u64)]);
-        let chunk = retention::find_chunk(store.db(), &cuts, 1).unwrap();
+        let chunk = retention::find_chunk(&store.db().unwrap(), &cuts, 1).unwrap();
         assert_eq!(chunk.victims.len(), 3);
-        let txn = store.db().begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         assert_eq!(retention::delete_chunk(&txn, &chunk.victims).unwrap(), 3);
         txn.commit().unwrap();
-        let read = store.db().begin_read().unwrap();
+        let read = store.db.begin_read().unwrap();
         assert!(read.open_table(ID_EVENTS).unwrap().is_empty().unwrap());
         // The links stay: the identifiers are still known to belong together.
         let p = store.profile("default", "u", 10).unwrap().unwrap();

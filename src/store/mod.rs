@@ -12,13 +12,17 @@ pub mod read;
 pub mod retention;
 pub mod secrets;
 pub mod tables;
+pub mod verify;
 pub mod writer;
 
 use crate::clock::now_ms;
 use codec::{App, CodecError, Tenant, decode_config};
-use redb::{Database, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageError, TransactionError, WriteTransaction,
+};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use tables::*;
 
 /// The database file inside the data dir.
@@ -44,6 +48,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("the writer has stopped")]
     WriterGone,
+    #[error("the database is being reopened after a storage failure")]
+    Reopening,
 }
 
 macro_rules! from_redb {
@@ -66,13 +72,59 @@ from_redb!(
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An open database.
+///
+/// Clones share one handle. After a failed commit redb refuses every later operation
+/// (`PreviousIo`), so the writer thread closes the handle and opens the file again
+/// ([`Store::reopen`]); meanwhile reads get [`Error::Reopening`] (through [`Slot`]) instead of
+/// waiting.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    pub(crate) db: Arc<Slot>,
     path: PathBuf,
     /// Unsealed signing secrets, reloaded when their version in `meta` changes.
     secret_cache: Arc<secrets::Cache>,
     keys: Arc<key_cache::KeyCache>,
+    opener: Arc<Opener>,
+}
+
+/// Opens the database file (or a test's storage backend) again.
+type Opener = dyn Fn() -> Result<Database, DatabaseError> + Send + Sync;
+
+/// The current database handle, absent while it is being reopened.
+pub struct Slot(RwLock<Option<Arc<Database>>>);
+
+impl Slot {
+    /// The current handle, if the database is open.
+    pub fn get(&self) -> Option<Arc<Database>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, db: Option<Arc<Database>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = db;
+    }
+
+    fn reopening() -> TransactionError {
+        TransactionError::Storage(StorageError::Io(std::io::Error::other(
+            "the database is being reopened after a storage failure",
+        )))
+    }
+
+    /// A read transaction on the current handle.
+    pub fn begin_read(&self) -> Result<ReadTransaction, TransactionError> {
+        self.get().ok_or_else(Slot::reopening)?.begin_read()
+    }
+
+    /// A write transaction on the current handle (only where no writer thread runs).
+    pub fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
+        self.get().ok_or_else(Slot::reopening)?.begin_write()
+    }
+}
+
+/// A redb builder with this appliance's settings.
+pub fn builder() -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_cache_size(CACHE_BYTES);
+    b
 }
 
 impl Store {
@@ -81,25 +133,53 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         create_private_dir(dir)?;
         let path = dir.join(DB_FILE);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
-                e => Error::Db(e.into()),
-            })?;
+        let file = path.clone();
+        Store::open_with(path, move || builder().create(&file))
+    }
+
+    /// Opens a database through `open` (e.g. a storage backend of a test), which is called
+    /// again whenever the database must be reopened. `path` only names it.
+    pub fn open_with(
+        path: PathBuf,
+        open: impl Fn() -> Result<Database, DatabaseError> + Send + Sync + 'static,
+    ) -> Result<Store> {
+        let db = open().map_err(open_error)?;
         let store = Store {
-            db: Arc::new(db),
+            db: Arc::new(Slot(RwLock::new(Some(Arc::new(db))))),
             path,
             secret_cache: Default::default(),
             keys: Default::default(),
+            opener: Arc::new(open),
         };
         store.init()?;
         Ok(store)
     }
 
-    pub fn db(&self) -> &Arc<Database> {
-        &self.db
+    /// The current database handle.
+    pub fn db(&self) -> Result<Arc<Database>> {
+        self.db.get().ok_or(Error::Reopening)
+    }
+
+    /// Closes the current handle and opens the database again (redb repairs it if the last
+    /// commit did not complete). Only the writer thread calls this, between commits. Reads
+    /// started before keep their handle until they end; the file is opened again once they
+    /// have, waiting at most `patience`.
+    pub fn reopen(&self, patience: std::time::Duration) -> Result<Arc<Database>> {
+        let old = self.db.0.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(old);
+        let deadline = std::time::Instant::now() + patience;
+        let db = loop {
+            match (self.opener)() {
+                Ok(db) => break Arc::new(db),
+                // Readers still hold the old handle.
+                Err(DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(e) => return Err(open_error(e)),
+            }
+        };
+        self.db.set(Some(db.clone()));
+        Ok(db)
     }
 
     pub fn path(&self) -> &Path {
@@ -142,6 +222,13 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+}
+
+fn open_error(e: DatabaseError) -> Error {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
+        e => Error::Db(e.into()),
     }
 }
 

@@ -7,7 +7,7 @@ use super::tables::*;
 use super::{Result, Store};
 use crate::auth::password::PasswordHash;
 use crate::clock::{Date, days_from_civil};
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 
 const MS_PER_HOUR: u64 = 3_600_000;
@@ -265,7 +265,7 @@ mod tests {
     async fn counters_follow_commits_and_listings_go_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start(store.db().clone(), 1 << 20).unwrap();
+        let w = Writer::start_store(&store, 1 << 20).unwrap();
         // 2026-11-26T10:30Z, and the same day's 11:10Z.
         let t0 = days_from_civil(2026, 11, 26) as u64 * MS_PER_DAY + 10 * MS_PER_HOUR + 1_800_000;
         let t1 = t0 + 2_400_000;

@@ -6,7 +6,7 @@ use super::tables::*;
 use super::{Result, Store, find_app};
 use crate::auth::keys;
 use crate::clock::month_key;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
@@ -504,7 +504,7 @@ mod stream_tests {
     async fn the_stream_equals_the_export() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start(store.db().clone(), 1 << 20).unwrap();
+        let w = Writer::start_store(&store, 1 << 20).unwrap();
         let record = |i: u64| super::super::codec::EventRecord {
             received_at_ms: 1_764_000_000_000 + i,
             tenant: "default".into(),

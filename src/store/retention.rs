@@ -157,7 +157,7 @@ pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
 
 /// One whole pass on a database this process holds alone (no writer thread).
 pub fn run_direct(store: &Store, default_days: u32, now_ms: u64) -> Result<u64> {
-    let db = store.db();
+    let db = &*store.db()?;
     let cuts = cuts(db, default_days, now_ms)?;
     let mut from = 0;
     let mut removed = 0;
@@ -183,7 +183,7 @@ pub fn run_with_writer(
     default_days: u32,
     now_ms: u64,
 ) -> Result<u64> {
-    let db = store.db();
+    let db = &*store.db()?;
     let cuts = cuts(db, default_days, now_ms)?;
     let mut from = 0;
     let mut removed = 0;

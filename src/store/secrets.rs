@@ -16,7 +16,7 @@ use super::tables::*;
 use super::{Error, Result, Store, find_app, next_id};
 use crate::auth::secrets::{Sealer, Verifier, mint};
 use crate::event::hex;
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
@@ -339,7 +339,7 @@ mod tests {
     use crate::auth::secrets::{parse_signature, sign};
 
     fn write<R>(store: &Store, f: impl FnOnce(&WriteTransaction) -> Result<R>) -> R {
-        let txn = store.db().begin_write().unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
         let r = f(&txn).unwrap();
         txn.commit().unwrap();
         r
@@ -373,6 +373,7 @@ mod tests {
         assert!(matches!(
             store
                 .db()
+                .unwrap()
                 .begin_write()
                 .map_err(Error::from)
                 .and_then(|t| rotate_secret(&t, &sealer, old.id, 0, t0)),

@@ -6,20 +6,30 @@
 //! each request. So many requests share one fsync, and no request is answered before the
 //! commit holding its events returned.
 //!
-//! The queue is bounded by the bytes of the requests in it ([`Writer::new`]'s budget); a
+//! The queue is bounded by the bytes of the requests in it ([`Writer::start`]'s `queue_bytes`); a
 //! request that does not fit gets [`SubmitError::Overloaded`] at once instead of waiting.
+//!
+//! A failed commit (I/O error, full disk, failed fsync) is never retried: every request of
+//! that batch gets [`SubmitError::CommitFailed`], even though redb may have made part of it
+//! durable (a client that retries then meets the dedupe entry). redb refuses every operation
+//! after an I/O failure, so a writer started with [`Writer::start_store`] then closes the
+//! database and opens it again (redb repairs it), retrying with backoff; until that succeeds
+//! every submission gets `CommitFailed` at once and readiness reports the writer unhealthy.
 
 use super::dedupe::{Check, Committed, Staged};
 use super::tables::*;
-use super::{Error, Result};
+use super::{Error, Result, Store};
 use crate::clock::month_key;
 use redb::{Database, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Most events one commit takes (it may take one request more to finish a request whole).
@@ -116,7 +126,8 @@ pub struct Writer {
 #[derive(Default)]
 pub struct Stats {
     pub running: AtomicBool,
-    /// False after a failed commit, true again after a successful one.
+    /// False after a failed commit, true again after the database was reopened or a commit
+    /// succeeded.
     pub healthy: AtomicBool,
     pub queued_requests: AtomicUsize,
     pub commits: AtomicUsize,
@@ -125,6 +136,39 @@ pub struct Stats {
     /// Bumped after every job (admin writes run as jobs) before its caller is answered;
     /// caches of configuration (the key cache) are valid only within one generation.
     pub config_generation: AtomicU64,
+    /// Commits that failed (nothing of them was acknowledged).
+    pub failed_commits: AtomicUsize,
+    /// Times the database was reopened after a failure.
+    pub reopens: AtomicUsize,
+}
+
+/// Where the writer's database comes from.
+enum Source {
+    /// A fixed handle: after a failed commit it stays unusable.
+    Fixed(Arc<Database>),
+    /// The store's handle, which the writer reopens after a failed commit.
+    Store(Store),
+}
+
+/// Longest wait between two attempts to reopen the database.
+const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a reopen waits for reads that still hold the failed handle.
+const REOPEN_PATIENCE: Duration = Duration::from_secs(2);
+
+/// What the writer keeps of a database in memory, loaded when it (re)opens it: the next free
+/// seq (one past the last stored event) and the staged dedupe fingerprints. Reloading both on
+/// a reopen matters: a failed commit may still have reached the disk.
+fn writer_state(db: &Database) -> Result<(u64, Staged)> {
+    let txn = db.begin_write()?;
+    let last = txn
+        .open_table(EVENTS)?
+        .last()?
+        .map_or(0, |(k, _)| k.value());
+    // Retention may have removed the newest events: never hand out their seqs again.
+    let removed = super::retention::removed_through(&txn)?;
+    let staged = Staged::load(&txn)?;
+    txn.abort()?;
+    Ok((last.max(removed) + 1, staged))
 }
 
 /// Whether a batch holding `events` events from `requests` requests takes more.
@@ -134,19 +178,22 @@ pub fn keep_collecting(events: usize, requests: usize) -> bool {
 
 impl Writer {
     /// Starts the writer thread on `db`, with a queue of at most `queue_bytes` of bodies.
+    /// After a failed commit this writer cannot recover (see [`Writer::start_store`]).
     pub fn start(db: Arc<Database>, queue_bytes: usize) -> Result<Writer> {
-        let (next_seq, staged) = {
-            let txn = db.begin_write()?;
-            let last = txn
-                .open_table(EVENTS)?
-                .last()?
-                .map_or(0, |(k, _)| k.value());
-            // Retention may have removed the newest events: never hand out their seqs again.
-            let removed = super::retention::removed_through(&txn)?;
-            let staged = Staged::load(&txn)?;
-            txn.abort()?;
-            (last.max(removed) + 1, staged)
+        Writer::spawn(Source::Fixed(db), queue_bytes)
+    }
+
+    /// Starts the writer thread on `store`'s database; after a failed commit it reopens it.
+    pub fn start_store(store: &Store, queue_bytes: usize) -> Result<Writer> {
+        Writer::spawn(Source::Store(store.clone()), queue_bytes)
+    }
+
+    fn spawn(source: Source, queue_bytes: usize) -> Result<Writer> {
+        let db = match &source {
+            Source::Fixed(db) => db.clone(),
+            Source::Store(store) => store.db()?,
         };
+        let (next_seq, staged) = writer_state(&db)?;
         let budget_kib = (queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
         let (tx, rx) = sync_channel(MAX_BATCH_REQUESTS * 2);
         let stats = Arc::new(Stats::default());
@@ -156,7 +203,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("inlet-writer".into())
             .spawn(move || {
-                run(&db, rx, next_seq, staged, &thread_stats);
+                run(source, db, rx, next_seq, staged, &thread_stats);
                 thread_stats.running.store(false, Ordering::SeqCst);
             })?;
         Ok(Writer {
@@ -256,15 +303,60 @@ struct Item {
     _permit: OwnedSemaphorePermit,
 }
 
-fn run(db: &Database, rx: Receiver<Msg>, mut next_seq: u64, mut staged: Staged, stats: &Stats) {
+fn run(
+    source: Source,
+    db: Arc<Database>,
+    rx: Receiver<Msg>,
+    mut next_seq: u64,
+    mut staged: Staged,
+    stats: &Stats,
+) {
+    let mut db = Some(db);
     let mut jobs: Vec<Job> = Vec::new();
     let mut stop = false;
+    let mut retry_at = Instant::now();
+    let mut backoff = Duration::from_millis(50);
     while !stop {
+        if db.is_none()
+            && Instant::now() >= retry_at
+            && let Source::Store(store) = &source
+        {
+            match store
+                .reopen(REOPEN_PATIENCE)
+                .and_then(|d| Ok((writer_state(&d)?, d)))
+            {
+                Ok(((next, reloaded), d)) => {
+                    tracing::warn!(next_seq = next, "database reopened after a storage failure");
+                    next_seq = next;
+                    staged = reloaded;
+                    db = Some(d);
+                    backoff = Duration::from_millis(50);
+                    stats.reopens.fetch_add(1, Ordering::Relaxed);
+                    stats.healthy.store(true, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "reopening the database failed");
+                    retry_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_REOPEN_BACKOFF);
+                }
+            }
+        }
         let mut batch: Vec<Item> = Vec::new();
         let mut events = 0;
         let mut block = true;
         while keep_collecting(events, batch.len()) {
-            let msg = if block {
+            let msg = if block && db.is_none() {
+                // Wake up for the next reopen attempt even when nothing arrives.
+                let wait = retry_at.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            } else if block {
                 match rx.recv() {
                     Ok(m) => m,
                     Err(_) => {
@@ -304,7 +396,10 @@ fn run(db: &Database, rx: Receiver<Msg>, mut next_seq: u64, mut staged: Staged, 
                 .queued_requests
                 .fetch_sub(batch.len(), Ordering::Relaxed);
             let started = std::time::Instant::now();
-            let result = commit_batch(db, next_seq, &staged, &batch);
+            let result = match &db {
+                Some(d) => commit_batch(d, next_seq, &staged, &batch),
+                None => Err(Error::Reopening),
+            };
             match result {
                 Ok((outcomes, next, index)) => {
                     stats
@@ -321,16 +416,30 @@ fn run(db: &Database, rx: Receiver<Msg>, mut next_seq: u64, mut staged: Staged, 
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, requests = batch.len(), "commit failed; nothing of the batch was acknowledged");
+                    if db.is_some() {
+                        tracing::error!(error = %e, requests = batch.len(), "commit failed; nothing of the batch was acknowledged");
+                        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                    }
                     stats.healthy.store(false, Ordering::SeqCst);
                     for item in batch {
                         let _ = item.reply.send(Err(SubmitError::CommitFailed));
                     }
+                    if matches!(source, Source::Store(_)) && db.is_some() {
+                        // Never retry the commit: drop the failed handle and reopen.
+                        db = None;
+                        retry_at = Instant::now();
+                    }
                 }
             }
         }
-        for job in jobs.drain(..) {
-            job(db);
+        match &db {
+            Some(d) => {
+                for job in jobs.drain(..) {
+                    job(d);
+                }
+            }
+            // Dropping a job answers its caller with `WriterGone`.
+            None => jobs.clear(),
         }
     }
 }
@@ -518,7 +627,7 @@ mod tests {
     async fn dedupes_within_and_across_batches() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start(store.db().clone(), DEFAULT_QUEUE_BYTES).unwrap();
+        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
         let out = w.submit(sub(&["a", "b", "a"]), 10).await.unwrap();
         assert_eq!(
             out,
@@ -540,7 +649,7 @@ mod tests {
     async fn a_full_queue_refuses_instead_of_buffering() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Arc::new(Writer::start(store.db().clone(), 4 * 1024).unwrap());
+        let w = Arc::new(Writer::start_store(&store, 4 * 1024).unwrap());
         // Hold the writer thread inside a job so nothing drains the queue.
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
@@ -578,7 +687,7 @@ mod tests {
     async fn ordering_guards_hold_within_and_across_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start(store.db().clone(), DEFAULT_QUEUE_BYTES).unwrap();
+        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
         let guarded = |ids: &[(&str, i64)]| {
             let mut s = sub(&ids.iter().map(|(id, _)| *id).collect::<Vec<_>>());
             for (p, (_, ts)) in s.events.iter_mut().zip(ids) {
@@ -626,13 +735,14 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store
             .db()
+            .unwrap()
             .begin_write()
             .map(|t| {
                 crate::store::admin::set_quota(&t, "default", 2).unwrap();
                 t.commit().unwrap();
             })
             .unwrap();
-        let w = Writer::start(store.db().clone(), DEFAULT_QUEUE_BYTES).unwrap();
+        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
         let out = w.submit(sub(&["a", "b", "c"]), 10).await.unwrap();
         assert_eq!(out[2], Outcome::OverQuota);
         assert_eq!(

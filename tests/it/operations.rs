@@ -380,7 +380,7 @@ fn readyz_goes_unready_when_the_writer_stops() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let writer = Writer::start(store.db().clone(), 1 << 20).unwrap();
+    let writer = Writer::start_store(&store, 1 << 20).unwrap();
     let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap());
     config.min_free_disk_bytes = 1;
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -412,7 +412,7 @@ fn readyz_goes_unready_when_the_writer_stops() {
     assert!(r.text().contains("writer unavailable"), "{}", r.text());
     // And ingest is refused, not acknowledged.
     let key = {
-        let txn = state.store.db().begin_write().unwrap();
+        let txn = state.store.db().unwrap().begin_write().unwrap();
         let k = inlet::store::admin::mint_key(&txn, "default", "t", vec![], None).unwrap();
         txn.commit().unwrap();
         k.plaintext

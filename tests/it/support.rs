@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_inlet");
 
+/// The `inlet` binary under test: `$INLET_TEST_BIN` when set (so a long campaign can run a
+/// copy while the tree is rebuilt), else the one cargo built.
+pub fn bin() -> String {
+    std::env::var("INLET_TEST_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// How long anything in a test may take to become true.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -33,6 +39,7 @@ pub struct Inlet {
     child: Option<Child>,
     pub log: Arc<Mutex<String>>,
     extra: Vec<String>,
+    log_level: String,
 }
 
 impl Inlet {
@@ -43,15 +50,26 @@ impl Inlet {
 
     /// Starts a server with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> Inlet {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Inlet::start_logged("info", extra)
+    }
+
+    /// Starts a server with `RUST_LOG=level` and extra `serve` flags.
+    pub fn start_logged(level: &str, extra: &[&str]) -> Inlet {
+        Inlet::start_in(&std::env::temp_dir(), level, extra)
+    }
+
+    /// Starts a server whose data dir is a new temp dir inside `parent`.
+    pub fn start_in(parent: &Path, level: &str, extra: &[&str]) -> Inlet {
+        let dir = tempfile::tempdir_in(parent).expect("temp dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, log) = spawn(dir.path(), &extra);
+        let (child, addr, log) = spawn(dir.path(), &extra, level);
         Inlet {
             dir,
             addr,
             child: Some(child),
             log,
             extra,
+            log_level: level.to_owned(),
         }
     }
 
@@ -93,6 +111,13 @@ impl Inlet {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Whether the server process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL, no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -115,7 +140,7 @@ impl Inlet {
     /// Starts the server again on the same data dir (after `kill` or a signal).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, addr, log) = spawn(self.dir.path(), &self.extra);
+        let (child, addr, log) = spawn(self.dir.path(), &self.extra, &self.log_level);
         self.child = Some(child);
         self.addr = addr;
         self.log = log;
@@ -128,14 +153,14 @@ impl Drop for Inlet {
     }
 }
 
-fn spawn(dir: &Path, extra: &[String]) -> (Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut child = Command::new(BIN)
+fn spawn(dir: &Path, extra: &[String], level: &str) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+    let mut child = Command::new(bin())
         .arg("--data")
         .arg(dir)
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -181,7 +206,7 @@ fn recv_addr(rx: &Receiver<String>, log: &Arc<Mutex<String>>) -> SocketAddr {
 }
 
 pub fn cli(data: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
+    Command::new(bin())
         .arg("--data")
         .arg(data)
         .args(args)
