@@ -102,6 +102,14 @@ pub async fn handle(
             let b: NewApp = parse(&body)?;
             create_app(state, &w, b).await
         }
+        ["apps", name, "configure"] => {
+            let name = (*name).to_owned();
+            configure_app(state, &w, name, parse(&body)?).await
+        }
+        ["apps", name, "adjust-events"] => {
+            let name = (*name).to_owned();
+            map_adjust_event(state, &w, name, parse(&body)?).await
+        }
         ["keys"] => {
             let b: NewKey = parse(&body)?;
             mint_key(state, &w, b).await
@@ -141,6 +149,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
         segs,
         ["logout" | "tenants" | "apps" | "keys" | "setup" | "login"]
             | ["tenants", _, "quota"]
+            | ["apps", _, "configure" | "adjust-events"]
             | ["keys", _, "revoke"]
             | ["secrets"]
             | ["secrets", _, "revoke" | "rotate"]
@@ -502,6 +511,62 @@ async fn create_app(state: &State, _w: &WriteSession, b: NewApp) -> Result<Reply
     let a = write(state, move |txn| admin::add_app(txn, &b.name, &b.tenant)).await?;
     tracing::info!(app = %a.name, "admin: app added");
     Ok(Reply::json(201, &json!({ "name": a.name })))
+}
+
+/// Dialect settings of an app, as `inlet apps configure`: absent fields stay as they are, an
+/// empty string clears a setting.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppSettings {
+    #[serde(default)]
+    adjust_app_token: Option<String>,
+    #[serde(default)]
+    appsflyer_bundle_id: Option<String>,
+    #[serde(default)]
+    adjust_require_token: Option<bool>,
+}
+
+async fn configure_app(
+    state: &State,
+    _w: &WriteSession,
+    name: String,
+    b: AppSettings,
+) -> Result<Reply, Error> {
+    let a = write(state, move |txn| {
+        let a = admin::configure_app(txn, &name, b.adjust_app_token, b.appsflyer_bundle_id)?;
+        match b.adjust_require_token {
+            Some(required) => admin::set_adjust_token_required(txn, &name, required),
+            None => Ok(a),
+        }
+    })
+    .await?;
+    tracing::info!(app = %a.name, "admin: app configured");
+    let app = state.store.apps()?.into_iter().find(|r| r.name == a.name);
+    Ok(Reply::json(200, &json!({ "app": app })))
+}
+
+/// An Adjust `event_token` → event name mapping, as `inlet apps adjust-event` (an empty
+/// `event` removes it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustEvent {
+    token: String,
+    event: String,
+}
+
+async fn map_adjust_event(
+    state: &State,
+    _w: &WriteSession,
+    name: String,
+    b: AdjustEvent,
+) -> Result<Reply, Error> {
+    let a = write(state, move |txn| {
+        admin::map_adjust_event(txn, &name, &b.token, &b.event)
+    })
+    .await?;
+    tracing::info!(app = %a.name, "admin: adjust event mapping changed");
+    let app = state.store.apps()?.into_iter().find(|r| r.name == a.name);
+    Ok(Reply::json(200, &json!({ "app": app })))
 }
 
 #[derive(Deserialize)]

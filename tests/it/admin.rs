@@ -116,6 +116,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/tenants"),
     ("POST", "/admin/api/tenants/default/quota"),
     ("POST", "/admin/api/apps"),
+    ("POST", "/admin/api/apps/default/configure"),
+    ("POST", "/admin/api/apps/default/adjust-events"),
     ("POST", "/admin/api/keys"),
     ("POST", "/admin/api/keys/1/revoke"),
     ("GET", "/admin/api/secrets"),
@@ -755,4 +757,69 @@ fn the_api_manages_tenants_apps_keys_and_shows_what_arrived() {
     // The CLI sees what the panel did.
     let listed = parse_ndjson(&inlet.cli_ok(&["keys", "list", "--json"]));
     assert!(listed[0]["revoked_ms"].is_u64());
+}
+
+#[test]
+fn the_api_configures_the_adjust_and_appsflyer_settings_of_an_app() {
+    let inlet = Inlet::start();
+    let mut admin = Admin::setup(&inlet);
+    let r = admin.post(
+        "/admin/api/apps/default/configure",
+        &json!({ "adjust_app_token": "abc123abc123", "appsflyer_bundle_id": "com.acme.game" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["app"]["adjust_app_token"], "abc123abc123");
+    let r = admin.post(
+        "/admin/api/apps/default/adjust-events",
+        &json!({ "token": "f2e728", "event": "purchase" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["app"]["adjust_events"]["f2e728"], "purchase");
+    let r = admin.post(
+        "/admin/api/apps/nope/adjust-events",
+        &json!({ "token": "f2e728", "event": "purchase" }),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = admin.post(
+        "/admin/api/apps/default/adjust-events",
+        &json!({ "token": "bad token!", "event": "purchase" }),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // The mapping is what the Adjust endpoint uses.
+    let key = inlet.mint("default");
+    let auth = format!("Bearer {key}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = format!(
+        "/event?s2s=1&app_token=abc123abc123&event_token=f2e728&gps_adid=38400000-8cf0-11bd-b23e-10b96e40000d&created_at_unix={now}"
+    );
+    let r = inlet
+        .client()
+        .request("GET", &path, &[("Authorization", &auth)], b"")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = inlet.export();
+    assert_eq!(events.last().unwrap()["event_name"], "purchase");
+    assert_eq!(events.last().unwrap()["source"], "adjust");
+
+    // Unmapping through the API: the same token is unknown again.
+    let r = admin.post(
+        "/admin/api/apps/default/adjust-events",
+        &json!({ "token": "f2e728", "event": "" }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = inlet
+        .client()
+        .request("GET", &path, &[("Authorization", &auth)], b"")
+        .unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            400,
+            r#"{"error":"Event request failed (Invalid event token)"}"#.to_owned()
+        )
+    );
 }
