@@ -257,11 +257,24 @@ impl Writer {
     }
 
     /// Runs `f` on the writer thread, between commits, and returns its result.
+    ///
+    /// Never blocks the async thread: while the queue is full (ingest saturating the writer)
+    /// it waits asynchronously for room.
     pub async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> R + Send + 'static,
     ) -> Result<R> {
-        let rx = self.send_job(f)?;
+        let (mut msg, rx) = self.job(f);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) => {
+                    msg = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(Error::WriterGone),
+            }
+        }
         rx.await.map_err(|_| Error::WriterGone)
     }
 
@@ -269,6 +282,18 @@ impl Writer {
         &self,
         f: impl FnOnce(&Database) -> R + Send + 'static,
     ) -> Result<oneshot::Receiver<R>> {
+        let (msg, rx) = self.job(f);
+        self.tx.send(msg).map_err(|_| Error::WriterGone)?;
+        Ok(rx)
+    }
+
+    /// Wraps `f` as a job message whose result arrives on the returned receiver. The config
+    /// generation is bumped before the caller hears back, so caches it invalidates are stale
+    /// by then.
+    fn job<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> R + Send + 'static,
+    ) -> (Msg, oneshot::Receiver<R>) {
         let (tx, rx) = oneshot::channel();
         let stats = self.stats.clone();
         let job: Job = Box::new(move |db| {
@@ -276,8 +301,7 @@ impl Writer {
             stats.config_generation.fetch_add(1, Ordering::SeqCst);
             let _ = tx.send(r);
         });
-        self.tx.send(Msg::Job(job)).map_err(|_| Error::WriterGone)?;
-        Ok(rx)
+        (Msg::Job(job), rx)
     }
 
     /// Commits what is queued, stops the thread and waits for it. Later submissions get
@@ -643,6 +667,43 @@ mod tests {
             vec![Outcome::Duplicate { seq: 2 }, Outcome::Accepted { seq: 3 }]
         );
         assert_eq!(store.usage(1, 1_764_000_000_000).unwrap(), 3);
+    }
+
+    /// An admin write while ingest has filled the queue must not block the (here single)
+    /// async thread: other tasks keep running while it waits for room.
+    #[tokio::test]
+    async fn an_admin_job_waits_for_room_without_blocking_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Arc::new(Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap());
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let _held = w
+            .send_job(move |_| {
+                entered_tx.send(()).unwrap();
+                hold.recv().unwrap();
+            })
+            .unwrap();
+        entered.recv().unwrap();
+        while w.tx.try_send(Msg::Job(Box::new(|_| {}))).is_ok() {}
+        // A watchdog frees the writer if the test itself cannot run any more.
+        let released_by_watchdog = Arc::new(AtomicBool::new(false));
+        let (flag, watchdog_release) = (released_by_watchdog.clone(), release.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(5));
+            flag.store(true, Ordering::SeqCst);
+            let _ = watchdog_release.send(());
+        });
+        let w2 = w.clone();
+        let runner = tokio::spawn(async move { w2.run(|_| 42).await });
+        tokio::task::yield_now().await;
+        assert!(
+            !released_by_watchdog.load(Ordering::SeqCst),
+            "the runtime was blocked until the watchdog freed the writer"
+        );
+        assert!(!runner.is_finished(), "the queue is still full");
+        release.send(()).unwrap();
+        assert_eq!(runner.await.unwrap().unwrap(), 42);
     }
 
     #[tokio::test]
