@@ -92,13 +92,6 @@ pub async fn reflect_bulk(state: &State, req: Request<Incoming>) -> Reply {
     }
 }
 
-/// Per-event status of a bulk request, in request order.
-enum Slot {
-    Rejected(Option<String>, Reason),
-    /// Index into the submission's events.
-    Queued(String, usize),
-}
-
 async fn reflect_bulk_inner(
     state: &State,
     req: Request<Incoming>,
@@ -114,15 +107,69 @@ async fn reflect_bulk_inner(
         Date::from_ms(received_at_ms as i64).iso(),
         random_id()
     );
-    let mut slots = Vec::with_capacity(items.len());
-    let mut events = Vec::with_capacity(items.len());
-    for item in items {
-        match item.draft.and_then(|d| checked(&key, d)) {
+    let items = items.into_iter().map(|i| (i.event_id, i.draft));
+    let done = submit_batch(
+        state,
+        &key,
+        "reflect",
+        received_at_ms,
+        items,
+        audit_key,
+        &body,
+    )
+    .await?;
+    Ok(done.reply(status_of, received_at_ms))
+}
+
+/// What a batch endpoint answers: the per-event results, and the first rejection when no
+/// event was accepted or a duplicate (the request then fails with that reason's status).
+pub(crate) struct BatchDone {
+    pub body: Value,
+    pub all_rejected: Option<Reason>,
+}
+
+impl BatchDone {
+    /// 200 with the results, or the first rejection's status (`status_of` of the dialect)
+    /// with the same results and an `error` field.
+    pub fn reply(mut self, status_of: impl Fn(Reason) -> u16, received_at_ms: u64) -> Reply {
+        match self.all_rejected {
+            Some(reason) => {
+                self.body["error"] = Value::String(reason.tag().into_owned());
+                let reply = Reply::json(status_of(reason), &self.body);
+                with_quota_retry(reply, reason, received_at_ms)
+            }
+            None => Reply::json(200, &self.body),
+        }
+    }
+}
+
+/// The part every batch endpoint shares: validates each decoded event against the key,
+/// submits the valid ones in one submission (the raw body stored under `audit_key`), and
+/// builds the per-event results `{"event_id", "status", "reason"?}` in request order.
+pub(crate) async fn submit_batch(
+    state: &State,
+    key: &KeyInfo,
+    source: &'static str,
+    received_at_ms: u64,
+    items: impl Iterator<Item = (Option<String>, Result<Draft, Reason>)>,
+    audit_key: String,
+    body: &[u8],
+) -> Result<BatchDone, Reason> {
+    /// Per-event status, in request order.
+    enum Slot {
+        Rejected(Option<String>, Reason),
+        /// Index into the submission's events.
+        Queued(String, usize),
+    }
+    let mut slots = Vec::new();
+    let mut events = Vec::new();
+    for (event_id, draft) in items {
+        match draft.and_then(|d| checked(key, d)) {
             Ok(ev) => {
                 slots.push(Slot::Queued(ev.event_id().to_owned(), events.len()));
-                events.push(pending(&key, "reflect", received_at_ms, ev, &audit_key));
+                events.push(pending(key, source, received_at_ms, ev, &audit_key));
             }
-            Err(reason) => slots.push(Slot::Rejected(item.event_id, reason)),
+            Err(reason) => slots.push(Slot::Rejected(event_id, reason)),
         }
     }
     let outcomes = if events.is_empty() {
@@ -138,7 +185,7 @@ async fn reflect_bulk_inner(
         };
         submit(state, sub, body.len()).await?
     };
-    count_outcomes(state, &key.app, "reflect", &outcomes);
+    count_outcomes(state, &key.app, source, &outcomes);
 
     let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
     let mut first_reason = None;
@@ -160,7 +207,7 @@ async fn reflect_bulk_inner(
                 },
                 Slot::Rejected(id, reason) => (id, reason),
             };
-            count_rejected(state, Some(&key.app), "reflect", reason, 1);
+            count_rejected(state, Some(&key.app), source, reason, 1);
             rejected += 1;
             first_reason.get_or_insert(reason);
             json!({ "event_id": event_id, "status": "rejected", "reason": reason.tag() })
@@ -175,14 +222,10 @@ async fn reflect_bulk_inner(
     if accepted > 0 {
         body["audit_key"] = Value::String(audit_key);
     }
-    match first_reason {
-        Some(reason) if accepted == 0 && duplicates == 0 => {
-            body["error"] = Value::String(reason.tag().into_owned());
-            let reply = Reply::json(status_of(reason), &body);
-            Ok(with_quota_retry(reply, reason, received_at_ms))
-        }
-        _ => Ok(Reply::json(200, &body)),
-    }
+    Ok(BatchDone {
+        body,
+        all_rejected: first_reason.filter(|_| accepted == 0 && duplicates == 0),
+    })
 }
 
 /// Counts accepted and duplicate outcomes (over-quota ones are counted as rejections by the

@@ -5,7 +5,9 @@
 //! time of the session] → writer (dedupe, quota, append, session table; one fsync) → reply.
 //! Every answer carries `X-RateLimit-Limit/Remaining/Reset`.
 
-use super::{checked, count_outcomes, count_rejected, pending, submit, with_quota_retry};
+use super::{
+    checked, count_outcomes, count_rejected, pending, submit, submit_batch, with_quota_retry,
+};
 use crate::clock::{Date, now_ms};
 use crate::dialect::gamerebellion::{self as gr, SessionKind};
 use crate::event::{Field, MAX_ID, Reason, random_id};
@@ -127,13 +129,6 @@ fn single_reply(outcome: Outcome, mut fields: Value, audit_key: &str) -> Result<
     Ok(Reply::json(200, &fields))
 }
 
-/// Per-event status of a batch, in request order.
-enum Slot {
-    Rejected(Option<String>, Reason),
-    /// Index into the submission's events.
-    Queued(String, usize),
-}
-
 async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {
     let body = read_body(state, req, state.config.limits.bulk_body).await?;
     let received_at_ms = now_ms();
@@ -143,75 +138,12 @@ async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<R
         Date::from_ms(received_at_ms as i64).iso(),
         random_id()
     );
-    let mut slots = Vec::with_capacity(items.len());
-    let mut events = Vec::with_capacity(items.len());
-    for item in items {
-        match item.draft.and_then(|d| checked(key, d)) {
-            Ok(ev) => {
-                slots.push(Slot::Queued(ev.event_id().to_owned(), events.len()));
-                events.push(pending(key, SOURCE, received_at_ms, ev, &audit_key));
-            }
-            Err(reason) => slots.push(Slot::Rejected(item.event_id, reason)),
-        }
-    }
-    let outcomes = if events.is_empty() {
-        Vec::new()
-    } else {
-        let sub = Submission {
-            app_id: key.app_id,
-            tenant_id: key.tenant_id,
-            key_id: key.key_id,
-            received_at_ms,
-            events,
-            audit: Some((audit_key.clone(), body.to_vec())),
-        };
-        submit(state, sub, body.len()).await?
-    };
-    count_outcomes(state, &key.app, SOURCE, &outcomes);
-
-    let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
-    let mut first_reason = None;
-    let results: Vec<Value> = slots
-        .into_iter()
-        .map(|slot| {
-            let (event_id, reason) = match slot {
-                Slot::Queued(id, i) => match outcomes[i] {
-                    Outcome::Accepted { .. } => {
-                        accepted += 1;
-                        return json!({ "event_id": id, "status": "accepted" });
-                    }
-                    Outcome::Duplicate { .. } => {
-                        duplicates += 1;
-                        return json!({ "event_id": id, "status": "duplicate" });
-                    }
-                    Outcome::OverQuota => (Some(id), Reason::CapExceeded),
-                    Outcome::OutOfOrder => (Some(id), Reason::EventOutOfOrder),
-                },
-                Slot::Rejected(id, reason) => (id, reason),
-            };
-            count_rejected(state, Some(&key.app), SOURCE, reason, 1);
-            rejected += 1;
-            first_reason.get_or_insert(reason);
-            json!({ "event_id": event_id, "status": "rejected", "reason": reason.tag() })
-        })
-        .collect();
-    let mut body = json!({
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "rejected": rejected,
-        "results": results,
-    });
-    if accepted > 0 {
-        body["audit_key"] = Value::String(audit_key);
-    }
-    match first_reason {
-        Some(reason) if accepted == 0 && duplicates == 0 => {
-            body["error"] = Value::String(reason.tag().into_owned());
-            let reply = Reply::json(dialect_status(Dialect::GameRebellion, reason), &body);
-            Ok(with_quota_retry(reply, reason, received_at_ms))
-        }
-        _ => Ok(Reply::json(200, &body)),
-    }
+    let items = items.into_iter().map(|i| (i.event_id, i.draft));
+    let done = submit_batch(state, key, SOURCE, received_at_ms, items, audit_key, &body).await?;
+    Ok(done.reply(
+        |reason| dialect_status(Dialect::GameRebellion, reason),
+        received_at_ms,
+    ))
 }
 
 async fn session(
