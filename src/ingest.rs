@@ -320,7 +320,6 @@ pub fn pending(
     event: ValidEvent,
     audit_key: &str,
 ) -> Pending {
-    let idents = crate::store::identity::identifiers(event.get());
     let d = event.into_inner();
     let event_id = d.event_id.unwrap_or_default();
     let record = EventRecord {
@@ -348,7 +347,6 @@ pub fn pending(
         event_id,
         record: encode_event(&record),
         guard: None,
-        idents,
     }
 }
 

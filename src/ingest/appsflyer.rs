@@ -2,7 +2,7 @@
 //!
 //! body (≤ 1 KiB, the vendor's limit) → bundle id → app (404 when none) → decode →
 //! `webDevKey` authenticates as a key of that app → validate → key's allowed events →
-//! writer (dedupe, quota, append, identity links, one fsync) → `200 OK`.
+//! writer (dedupe, quota, append, one fsync; identity links follow from the log) → `200 OK`.
 
 use super::{
     checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,

@@ -3,7 +3,7 @@
 //! body (limit) → headers (`X-Signature`, `X-Timestamp`) → HMAC-SHA256 over
 //! `X-Timestamp + "." + body` against every active secret (401 when none matches) →
 //! timestamp within ±5 minutes (403) → decode → validate → writer (dedupe on `messageId`,
-//! quota, append, identity links, one fsync) → `200 {"success": true}`.
+//! quota, append, one fsync; identity links follow from the log) → `200 {"success": true}`.
 //!
 //! The signature is checked before the time window, so only a holder of a valid secret
 //! learns that a timestamp was stale.

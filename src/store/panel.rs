@@ -279,7 +279,6 @@ mod tests {
                         event_id: format!("e{n}"),
                         record: record("default", name, &format!("e{n}")),
                         guard: None,
-                        idents: Vec::new(),
                     }
                 })
                 .collect();
@@ -303,7 +302,6 @@ mod tests {
                 event_id: "e1".into(),
                 record: record("default", "open", "e1"),
                 guard: None,
-                idents: Vec::new(),
             }],
             audit: None,
         };

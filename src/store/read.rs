@@ -531,7 +531,6 @@ mod stream_tests {
                 event_id: format!("e{i}"),
                 record: super::super::codec::encode_event(&record(i)),
                 guard: None,
-                idents: Vec::new(),
             })
             .collect();
         let sub = Submission {

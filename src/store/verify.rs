@@ -222,7 +222,6 @@ mod tests {
                     event_id: id.to_string(),
                     record: crate::store::codec::encode_event(&record(id)),
                     guard: None,
-                    idents: Default::default(),
                 })
                 .collect(),
             audit: None,

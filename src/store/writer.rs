@@ -38,17 +38,18 @@ pub const MAX_BATCH_EVENTS: usize = 16_384;
 pub const MAX_BATCH_REQUESTS: usize = 4_096;
 /// Default queue budget: bytes of request bodies waiting for the writer.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+/// How long the queue stays empty before the identity indexer catches up on its own (under
+/// load it runs whenever `identity::INDEX_CHUNK` events are waiting).
+pub const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
 
-/// One event ready for the log: its id (for dedupe), its encoded record and its encoded
-/// identifiers (`identity::identifiers`), linked in the identity graph when it is stored.
+/// One event ready for the log: its id (for dedupe) and its encoded record. Its identity
+/// links are not written here: the identity indexer (`identity::index_step`) catches up
+/// from the log between batches.
 pub struct Pending {
     pub event_id: String,
     pub record: Vec<u8>,
     /// A condition checked, and state kept, in the same transaction as the event.
     pub guard: Option<Guard>,
-    /// Encoded identifiers (`identity::identifiers`), linked in the identity graph when the
-    /// event is stored.
-    pub idents: Vec<Vec<u8>>,
 }
 
 /// Per-event state a dialect needs decided atomically with the append (so that concurrent
@@ -327,6 +328,63 @@ struct Item {
     _permit: OwnedSemaphorePermit,
 }
 
+/// The identity indexer's state on the writer thread: the graph's cursor, and whether the
+/// last step failed (then it waits for the next successful commit instead of retrying in a
+/// loop).
+struct Indexer {
+    indexed: u64,
+    paused: bool,
+}
+
+impl Indexer {
+    /// The cursor as stored in `db` (loaded at start and after a reopen).
+    fn load(db: &Database) -> Indexer {
+        let read = || -> Result<u64> {
+            let txn = db.begin_write()?;
+            let cursor = super::identity::indexed_seq(&txn.open_table(META)?)?;
+            txn.abort()?;
+            Ok(cursor)
+        };
+        match read() {
+            Ok(indexed) => Indexer {
+                indexed,
+                paused: false,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "reading the identity cursor failed; indexing after the next commit");
+                Indexer {
+                    indexed: 0,
+                    paused: true,
+                }
+            }
+        }
+    }
+
+    /// Events stored but not yet in the identity graph.
+    fn lag(&self, next_seq: u64) -> u64 {
+        if self.paused {
+            return 0;
+        }
+        (next_seq - 1).saturating_sub(self.indexed)
+    }
+
+    /// One indexing transaction of at most `identity::INDEX_CHUNK` events.
+    fn step(&mut self, db: &Database, next_seq: u64) {
+        let result = db.begin_write().map_err(Error::from).and_then(|txn| {
+            let cursor = super::identity::index_step(&txn, next_seq - 1)?;
+            txn.commit()?;
+            Ok(cursor)
+        });
+        match result {
+            Ok(cursor) => self.indexed = cursor,
+            Err(e) => {
+                tracing::error!(error = %e, "identity indexing failed; retrying after the next commit");
+                self.paused = true;
+            }
+        }
+    }
+}
+
 fn run(
     source: Source,
     db: Arc<Database>,
@@ -335,6 +393,7 @@ fn run(
     mut staged: Staged,
     stats: &Stats,
 ) {
+    let mut index = Indexer::load(&db);
     let mut db = Some(db);
     let mut jobs: Vec<Job> = Vec::new();
     let mut stop = false;
@@ -353,6 +412,7 @@ fn run(
                     tracing::warn!(next_seq = next, "database reopened after a storage failure");
                     next_seq = next;
                     staged = reloaded;
+                    index = Indexer::load(&d);
                     db = Some(d);
                     backoff = Duration::from_millis(50);
                     stats.reopens.fetch_add(1, Ordering::Relaxed);
@@ -375,6 +435,22 @@ fn run(
                 match rx.recv_timeout(wait) {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                }
+            } else if let Some(d) = db.as_deref().filter(|_| block && index.lag(next_seq) > 0) {
+                // Index when the queue has been idle for a while, one chunk at a time (a
+                // request arriving meanwhile waits at most one chunk). Not merely when it is
+                // empty between two commits: that would index a few events per commit, the
+                // per-event cost this indexer exists to avoid.
+                match rx.recv_timeout(INDEX_WHEN_IDLE_FOR) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        index.step(d, next_seq);
+                        continue;
+                    }
                     Err(RecvTimeoutError::Disconnected) => {
                         stop = true;
                         break;
@@ -425,14 +501,15 @@ fn run(
                 None => Err(Error::Reopening),
             };
             match result {
-                Ok((outcomes, next, index)) => {
+                Ok((outcomes, next, merged)) => {
                     stats
                         .metrics
                         .commit_seconds
                         .observe(started.elapsed().as_secs_f64());
                     stats.metrics.batch_events.observe(events as f64);
                     next_seq = next;
-                    staged.apply(index);
+                    staged.apply(merged);
+                    index.paused = false;
                     stats.healthy.store(true, Ordering::SeqCst);
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     for (item, out) in batch.into_iter().zip(outcomes) {
@@ -465,6 +542,13 @@ fn run(
             // Dropping a job answers its caller with `WriterGone`.
             None => jobs.clear(),
         }
+        // Under sustained load the queue is never idle for long: index whenever a whole
+        // chunk is waiting, so the tail that profile reads scan stays about one chunk long.
+        if let Some(d) = &db
+            && index.lag(next_seq) >= super::identity::INDEX_CHUNK as u64
+        {
+            index.step(d, next_seq);
+        }
     }
 }
 
@@ -493,9 +577,6 @@ fn commit_batch(
         let mut key_used = txn.open_table(KEY_USED)?;
         let mut ordering = txn.open_table(ORDERING)?;
         let mut sessions = txn.open_table(SESSIONS)?;
-        let mut id_events = txn.open_table(ID_EVENTS)?;
-        let mut id_links = txn.open_table(ID_LINKS)?;
-        let mut ibuf = super::identity::Scratch::default();
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut tally = super::panel::Tally::default();
         for Item { sub, .. } in batch {
@@ -540,14 +621,6 @@ fn commit_batch(
                         sessions.remove(key.as_slice())?;
                     }
                 }
-                super::identity::record(
-                    &mut id_events,
-                    &mut id_links,
-                    sub.app_id,
-                    seq,
-                    &ev.idents,
-                    &mut ibuf,
-                )?;
                 outcomes.push(Outcome::Accepted { seq });
                 quota.used += 1;
                 tally.add(sub.app_id, sub.received_at_ms);
@@ -633,7 +706,6 @@ mod tests {
                     event_id: id.to_string(),
                     record: record(id),
                     guard: None,
-                    idents: Vec::new(),
                 })
                 .collect(),
             audit: None,
@@ -788,6 +860,39 @@ mod tests {
         });
         w.submit(s, 10).await.unwrap();
         assert_eq!(store.session_start(1, "x").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_identity_graph_catches_up_between_batches() {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
+        let mut s = sub(&["a", "b", "c"]);
+        for (i, p) in s.events.iter_mut().enumerate() {
+            let mut r = crate::store::codec::decode_event(&p.record).unwrap();
+            r.user_id = Some("u".into());
+            r.install_uuid = Some(format!("i{i}"));
+            p.record = crate::store::codec::encode_event(&r);
+        }
+        w.submit(s, 10).await.unwrap();
+        // Exact at once (the tail is read with the graph), indexed once the queue is idle.
+        let p = store.profile("default", "u", 10).unwrap().unwrap();
+        assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
+        let indexed = || {
+            let txn = store.db().unwrap().begin_read().unwrap();
+            crate::store::identity::indexed_seq(&txn.open_table(META).unwrap()).unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while indexed() < 3 {
+            assert!(std::time::Instant::now() < deadline, "never indexed");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let txn = store.db().unwrap().begin_read().unwrap();
+        assert_eq!(txn.open_table(ID_EVENTS).unwrap().len().unwrap(), 3);
+        assert_eq!(txn.open_table(ID_LINKS).unwrap().len().unwrap(), 6);
+        let p = store.profile("default", "i2", 10).unwrap().unwrap();
+        assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
     }
 
     #[tokio::test]

@@ -67,7 +67,6 @@ fn submission(ids: &[String]) -> Submission {
                 event_id: id.clone(),
                 record: record(id),
                 guard: None,
-                idents: Default::default(),
             })
             .collect(),
         audit: Some((format!("s2s/bulk/x/{}.json", ids[0]), vec![b'{'; 300])),
