@@ -496,6 +496,15 @@ fn secrets_are_never_stored_in_plaintext() {
         let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
         assert_eq!(files_contain(inlet.data(), hex.as_bytes()), None);
     }
+    // Nor in what the server logged while minting, rotating and verifying with them.
+    let log = inlet.log.lock().unwrap().clone();
+    for s in [&served, &rotated] {
+        assert!(!log.contains(s.as_str()), "{s} found in the server log");
+        assert!(
+            !log.contains(&s[3..]),
+            "the hex of {s} found in the server log"
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
     let key_file = inlet.data().join("secrets.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
