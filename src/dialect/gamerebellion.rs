@@ -34,44 +34,13 @@ pub fn decode_single(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> 
     decode_event(object, received_at_ms)
 }
 
-/// One event of a batch: its `event_id` when it had a string one, and its decoding.
-#[derive(Debug, PartialEq)]
-pub struct BatchItem {
-    pub event_id: Option<String>,
-    pub draft: Result<Draft, Reason>,
-}
+/// One event of a batch.
+pub type BatchItem = super::BatchItem;
 
 /// Decodes the body of `POST /api/v1/events`: the request fails as a whole only when it is not
 /// an object with a non-empty `events` array of at most [`MAX_BATCH`].
 pub fn decode_batch(body: &[u8], received_at_ms: u64) -> Result<Vec<BatchItem>, Reason> {
-    let mut object = json::parse_object(body).ok_or(Reason::BadJson)?;
-    let events = match object.remove("events") {
-        None | Some(Value::Null) => return Err(Reason::Required(Field::Events)),
-        Some(Value::Array(events)) => events,
-        Some(_) => return Err(Reason::Invalid(Field::Events)),
-    };
-    if events.is_empty() {
-        return Err(Reason::Required(Field::Events));
-    }
-    if events.len() > MAX_BATCH {
-        return Err(Reason::TooManyEvents);
-    }
-    Ok(events
-        .into_iter()
-        .map(|event| match event {
-            Value::Object(map) => BatchItem {
-                event_id: map
-                    .get("event_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                draft: decode_event(map, received_at_ms),
-            },
-            _ => BatchItem {
-                event_id: None,
-                draft: Err(Reason::BadJson),
-            },
-        })
-        .collect())
+    super::decode_events(body, MAX_BATCH, |map| decode_event(map, received_at_ms))
 }
 
 /// Which session endpoint.

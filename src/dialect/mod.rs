@@ -7,3 +7,52 @@ pub mod datafly;
 pub mod gamerebellion;
 pub mod json;
 pub mod reflect;
+
+use crate::event::{Draft, Field, Reason};
+use serde_json::{Map, Value};
+
+/// One event of a batch request: its `event_id` when it had a string one (so that a
+/// rejection can name it) and its decoding.
+#[derive(Debug, PartialEq)]
+pub struct BatchItem {
+    pub event_id: Option<String>,
+    pub draft: Result<Draft, Reason>,
+}
+
+/// Decodes a `{"events": [...]}` batch body. The request fails as a whole only when it is not
+/// a JSON object with a non-empty `events` array of at most `max`; each event then gets its
+/// own result, decoded by `decode` (an event that is not an object is `bad_json`).
+pub fn decode_events(
+    body: &[u8],
+    max: usize,
+    decode: impl Fn(Map<String, Value>) -> Result<Draft, Reason>,
+) -> Result<Vec<BatchItem>, Reason> {
+    let mut object = json::parse_object(body).ok_or(Reason::BadJson)?;
+    let events = match object.remove("events") {
+        None | Some(Value::Null) => return Err(Reason::Required(Field::Events)),
+        Some(Value::Array(events)) => events,
+        Some(_) => return Err(Reason::Invalid(Field::Events)),
+    };
+    if events.is_empty() {
+        return Err(Reason::Required(Field::Events));
+    }
+    if events.len() > max {
+        return Err(Reason::TooManyEvents);
+    }
+    Ok(events
+        .into_iter()
+        .map(|event| match event {
+            Value::Object(map) => BatchItem {
+                event_id: map
+                    .get("event_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                draft: decode(map),
+            },
+            _ => BatchItem {
+                event_id: None,
+                draft: Err(Reason::BadJson),
+            },
+        })
+        .collect())
+}

@@ -18,46 +18,14 @@ pub fn decode_single(body: &[u8]) -> Result<Draft, Reason> {
     decode_event(object)
 }
 
-/// One event of a bulk request: its `event_id` when it had a string one (so that a rejection
-/// can name it) and its decoding.
-#[derive(Debug, PartialEq)]
-pub struct BulkItem {
-    pub event_id: Option<String>,
-    pub draft: Result<Draft, Reason>,
-}
+/// One event of a bulk request.
+pub type BulkItem = super::BatchItem;
 
 /// Decodes the body of `POST /s2s/events/bulk`: the request fails as a whole only when it is
 /// not a JSON object with a non-empty `events` array of at most [`MAX_BULK`]; each event then
 /// gets its own result.
 pub fn decode_bulk(body: &[u8]) -> Result<Vec<BulkItem>, Reason> {
-    let mut object = json::parse_object(body).ok_or(Reason::BadJson)?;
-    let events = match object.remove("events") {
-        None | Some(Value::Null) => return Err(Reason::Required(Field::Events)),
-        Some(Value::Array(events)) => events,
-        Some(_) => return Err(Reason::Invalid(Field::Events)),
-    };
-    if events.is_empty() {
-        return Err(Reason::Required(Field::Events));
-    }
-    if events.len() > MAX_BULK {
-        return Err(Reason::TooManyEvents);
-    }
-    Ok(events
-        .into_iter()
-        .map(|event| match event {
-            Value::Object(map) => BulkItem {
-                event_id: map
-                    .get("event_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                draft: decode_event(map),
-            },
-            _ => BulkItem {
-                event_id: None,
-                draft: Err(Reason::BadJson),
-            },
-        })
-        .collect())
+    super::decode_events(body, MAX_BULK, decode_event)
 }
 
 fn decode_event(mut m: Map<String, Value>) -> Result<Draft, Reason> {
