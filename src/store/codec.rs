@@ -177,6 +177,35 @@ pub struct Key {
 }
 
 #[cfg(test)]
+impl EventRecord {
+    /// A minimal record for tests: tenant and app `default`, source `reflect`, times 1,
+    /// no optional fields. Tests override what they need with struct update syntax.
+    pub fn for_test(event_id: &str) -> EventRecord {
+        EventRecord {
+            received_at_ms: 1,
+            tenant: "default".into(),
+            app: "default".into(),
+            key_id: 1,
+            source: "reflect".into(),
+            event_id: event_id.into(),
+            event_name: "x".into(),
+            event_ts_ms: 1,
+            install_uuid: None,
+            user_id: None,
+            anonymous_id: None,
+            ids: Vec::new(),
+            revenue: None,
+            currency: None,
+            transaction_id: None,
+            product_id: None,
+            props: "{}".into(),
+            context: "{}".into(),
+            audit_key: "a".into(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

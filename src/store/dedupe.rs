@@ -343,28 +343,7 @@ mod tests {
     use redb::Database;
 
     fn record(id: &str) -> Vec<u8> {
-        let r = crate::store::codec::EventRecord {
-            received_at_ms: 1,
-            tenant: "t".into(),
-            app: "a".into(),
-            key_id: 1,
-            source: "reflect".into(),
-            event_id: id.into(),
-            event_name: "e".into(),
-            event_ts_ms: 1,
-            install_uuid: None,
-            user_id: None,
-            anonymous_id: None,
-            ids: Vec::new(),
-            revenue: None,
-            currency: None,
-            transaction_id: None,
-            product_id: None,
-            props: "{}".into(),
-            context: "{}".into(),
-            audit_key: "k".into(),
-        };
-        crate::store::codec::encode_event(&r)
+        crate::store::codec::encode_event(&crate::store::codec::EventRecord::for_test(id))
     }
 
     /// Stores `ids` through the staged index the way the writer does; returns which were new.

@@ -543,28 +543,12 @@ mod tests {
 
     fn stored(seq: u64, ids: &[(&str, &str)]) -> EventRecord {
         EventRecord {
-            received_at_ms: 1,
-            tenant: "default".into(),
-            app: "default".into(),
-            key_id: 1,
-            source: "reflect".into(),
-            event_id: format!("e{seq}"),
-            event_name: "x".into(),
-            event_ts_ms: 1,
-            install_uuid: None,
-            user_id: None,
-            anonymous_id: None,
             ids: ids
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            revenue: None,
-            currency: None,
-            transaction_id: None,
-            product_id: None,
-            props: "{}".into(),
-            context: "{}".into(),
             audit_key: format!("a{seq}"),
+            ..EventRecord::for_test(&format!("e{seq}"))
         }
     }
 

@@ -240,24 +240,11 @@ mod tests {
     fn record(app: &str, name: &str, id: &str) -> Vec<u8> {
         super::super::codec::encode_event(&EventRecord {
             received_at_ms: 0,
-            tenant: "default".into(),
             app: app.into(),
-            key_id: 1,
-            source: "reflect".into(),
-            event_id: id.into(),
             event_name: name.into(),
             event_ts_ms: 0,
             install_uuid: Some("i1".into()),
-            user_id: None,
-            anonymous_id: None,
-            ids: vec![],
-            revenue: None,
-            currency: None,
-            transaction_id: None,
-            product_id: None,
-            props: "{}".into(),
-            context: "{}".into(),
-            audit_key: "a".into(),
+            ..EventRecord::for_test(id)
         })
     }
 

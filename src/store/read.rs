@@ -507,24 +507,9 @@ mod stream_tests {
         let w = Writer::start_store(&store, 1 << 20).unwrap();
         let record = |i: u64| super::super::codec::EventRecord {
             received_at_ms: 1_764_000_000_000 + i,
-            tenant: "default".into(),
-            app: "default".into(),
-            key_id: 1,
-            source: "reflect".into(),
-            event_id: format!("e{i}"),
             event_name: if i.is_multiple_of(2) { "even" } else { "odd" }.into(),
-            event_ts_ms: 1,
             install_uuid: Some("u".repeat(200)),
-            user_id: None,
-            anonymous_id: None,
-            ids: vec![],
-            revenue: None,
-            currency: None,
-            transaction_id: None,
-            product_id: None,
-            props: "{}".into(),
-            context: "{}".into(),
-            audit_key: "a".into(),
+            ..super::super::codec::EventRecord::for_test(&format!("e{i}"))
         };
         let events = (0..2000)
             .map(|i| Pending {

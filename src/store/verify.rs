@@ -192,24 +192,7 @@ mod tests {
         let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
         let record = |id: &str| crate::store::codec::EventRecord {
             received_at_ms: 1_764_000_000_000,
-            tenant: "default".into(),
-            app: "default".into(),
-            key_id: 1,
-            source: "reflect".into(),
-            event_id: id.into(),
-            event_name: "x".into(),
-            event_ts_ms: 1,
-            install_uuid: None,
-            user_id: None,
-            anonymous_id: None,
-            ids: vec![],
-            revenue: None,
-            currency: None,
-            transaction_id: None,
-            product_id: None,
-            props: "{}".into(),
-            context: "{}".into(),
-            audit_key: "a".into(),
+            ..crate::store::codec::EventRecord::for_test(id)
         };
         let sub = Submission {
             app_id: 1,

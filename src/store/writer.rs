@@ -673,24 +673,7 @@ mod tests {
     fn record(id: &str) -> Vec<u8> {
         crate::store::codec::encode_event(&crate::store::codec::EventRecord {
             received_at_ms: 1_764_000_000_000,
-            tenant: "default".into(),
-            app: "default".into(),
-            key_id: 1,
-            source: "reflect".into(),
-            event_id: id.into(),
-            event_name: "e".into(),
-            event_ts_ms: 1,
-            install_uuid: None,
-            user_id: None,
-            anonymous_id: None,
-            ids: Vec::new(),
-            revenue: None,
-            currency: None,
-            transaction_id: None,
-            product_id: None,
-            props: "{}".into(),
-            context: "{}".into(),
-            audit_key: "k".into(),
+            ..crate::store::codec::EventRecord::for_test(id)
         })
     }
 
