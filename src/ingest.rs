@@ -59,7 +59,7 @@ async fn reflect_single_inner(
         key_id: key.key_id,
         received_at_ms,
         events: vec![pending],
-        audit: Some((audit_key.clone(), body.to_vec())),
+        audit: Some((audit_key.clone(), body.clone())),
     };
     let outcome = submit(state, sub, body.len()).await?[0];
     count_outcomes(state, &key.app, "reflect", &[outcome]);
@@ -153,7 +153,7 @@ pub(crate) async fn submit_batch(
     received_at_ms: u64,
     items: impl Iterator<Item = (Option<String>, Result<Draft, Reason>)>,
     audit_key: String,
-    body: &[u8],
+    body: &bytes::Bytes,
 ) -> Result<BatchDone, Reason> {
     /// Per-event status, in request order.
     enum Slot {
@@ -181,7 +181,7 @@ pub(crate) async fn submit_batch(
             key_id: key.key_id,
             received_at_ms,
             events,
-            audit: Some((audit_key.clone(), body.to_vec())),
+            audit: Some((audit_key.clone(), body.clone())),
         };
         submit(state, sub, body.len()).await?
     };

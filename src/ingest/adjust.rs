@@ -122,15 +122,16 @@ async fn event_inner(
         key: ordering_key(app_id, &decoded.event_token, &decoded.device),
         ts_ms,
     });
+    let raw_len = raw.len();
     let sub = Submission {
         app_id,
         tenant_id: key.tenant_id,
         key_id: key.key_id,
         received_at_ms,
         events: vec![p],
-        audit: Some((audit_key, raw.clone())),
+        audit: Some((audit_key, raw.into())),
     };
-    let outcome = submit(state, sub, raw.len()).await?[0];
+    let outcome = submit(state, sub, raw_len).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
     match outcome {
         // An exact retry of an accepted request is answered like the original.

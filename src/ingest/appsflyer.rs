@@ -83,7 +83,7 @@ async fn inner(
         key_id: key.key_id,
         received_at_ms,
         events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
-        audit: Some((audit_key, body.to_vec())),
+        audit: Some((audit_key, body.clone())),
     };
     let outcome = submit(state, sub, body.len()).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);

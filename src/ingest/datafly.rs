@@ -97,7 +97,7 @@ async fn inner(
         key_id: 0,
         received_at_ms,
         events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
-        audit: Some((audit_key, body.to_vec())),
+        audit: Some((audit_key, body.clone())),
     };
     let outcome = submit(state, sub, body.len()).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);

@@ -104,7 +104,7 @@ async fn single(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<
         key_id: key.key_id,
         received_at_ms,
         events: vec![pending(key, SOURCE, received_at_ms, event, &audit_key)],
-        audit: Some((audit_key.clone(), body.to_vec())),
+        audit: Some((audit_key.clone(), body.clone())),
     };
     let outcome = submit(state, sub, body.len()).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
@@ -194,7 +194,7 @@ async fn session(
         key_id: key.key_id,
         received_at_ms,
         events: vec![p],
-        audit: Some((audit_key.clone(), body.to_vec())),
+        audit: Some((audit_key.clone(), body.clone())),
     };
     let outcome = submit(state, sub, body.len()).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);

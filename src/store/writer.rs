@@ -76,7 +76,7 @@ pub struct Submission {
     pub received_at_ms: u64,
     pub events: Vec<Pending>,
     /// Audit key and raw body, stored when at least one event is accepted.
-    pub audit: Option<(String, Vec<u8>)>,
+    pub audit: Option<(String, bytes::Bytes)>,
 }
 
 /// What became of one event.
@@ -628,7 +628,7 @@ fn commit_batch(
                 any_accepted = true;
             }
             if any_accepted && let Some((k, body)) = &sub.audit {
-                audit.insert(k.as_str(), body.as_slice())?;
+                audit.insert(k.as_str(), &body[..])?;
             }
             let last = key_used.get(sub.key_id)?.map_or(0, |v| v.value());
             if sub.key_id != 0 && sub.received_at_ms > last {

@@ -69,7 +69,10 @@ fn submission(ids: &[String]) -> Submission {
                 guard: None,
             })
             .collect(),
-        audit: Some((format!("s2s/bulk/x/{}.json", ids[0]), vec![b'{'; 300])),
+        audit: Some((
+            format!("s2s/bulk/x/{}.json", ids[0]),
+            vec![b'{'; 300].into(),
+        )),
     }
 }
 
