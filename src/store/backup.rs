@@ -44,8 +44,6 @@ macro_rules! each_table {
         $m!(APP_DAYS);
         $m!(APP_HOURS);
         $m!(SECRETS);
-        $m!(ID_EVENTS);
-        $m!(ID_LINKS);
     };
 }
 
@@ -92,6 +90,14 @@ fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
         };
     }
     each_table!(copy);
+    // The identity graph's sorted runs (`store::runs`): tables named at run time, including
+    // the output of a merge in progress (its progress in `META` refers to it).
+    for name in src.list_tables()?.map(|t| t.name().to_owned()) {
+        if super::runs::is_run_table(&name) {
+            rows += copy_table(src, dst, TableDefinition::<&[u8], ()>::new(&name))?;
+            known.push(name);
+        }
+    }
     if let Some(unknown) = src
         .list_tables()?
         .find(|t| !known.iter().any(|k| k == t.name()))

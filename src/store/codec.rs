@@ -93,6 +93,39 @@ pub fn event_id_of(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(string(&mut b)?).ok()
 }
 
+/// The fields of a stored event the identity graph reads, borrowed from the encoded bytes
+/// (no allocation but the `ids` list): the indexer reads every event back from the log.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct IdentityView<'a> {
+    pub received_at_ms: u64,
+    pub tenant: &'a str,
+    pub app: &'a str,
+    pub key_id: u32,
+    pub source: &'a str,
+    pub event_id: &'a str,
+    pub event_name: &'a str,
+    pub event_ts_ms: i64,
+    pub install_uuid: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub anonymous_id: Option<&'a str>,
+    pub ids: Vec<(&'a str, &'a str)>,
+}
+
+/// The [`IdentityView`] of an encoded event (the leading fields of v1, in order; the rest of
+/// the record is not read).
+pub fn identity_view(bytes: &[u8]) -> Result<IdentityView<'_>, CodecError> {
+    match bytes.split_first() {
+        Some((&EVENT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| CodecError {
+            what: "event",
+            detail: e.to_string(),
+        }),
+        other => Err(CodecError {
+            what: "event",
+            detail: format!("unknown version {:?}", other.map(|(v, _)| *v)),
+        }),
+    }
+}
+
 pub fn decode_event(bytes: &[u8]) -> Result<EventRecord, CodecError> {
     match bytes.split_first() {
         Some((&EVENT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| CodecError {
@@ -251,6 +284,26 @@ mod tests {
         643633300107757365725f3432000109706c617965725f6964027031017b14ae47e1fa23400103555344010a\
         74786e5f616263313233010c736b755f70726f5f7061636b1a7b226368616e6e656c223a227765625f636865\
         636b6f7574227d027b7d1e7332732f323032352d30312d30342f74786e5f6162633132332e6a736f6e";
+
+    #[test]
+    fn identity_view_borrows_the_leading_fields() {
+        let r = sample();
+        let bytes = encode_event(&r);
+        let v = identity_view(&bytes).unwrap();
+        assert_eq!(
+            (v.app, v.event_id, v.install_uuid, v.user_id, v.anonymous_id),
+            (
+                "default",
+                "txn_abc123",
+                r.install_uuid.as_deref(),
+                Some("user_42"),
+                None
+            )
+        );
+        assert_eq!(v.ids, vec![("player_id", "p1")]);
+        assert!(identity_view(&bytes[..20]).is_err());
+        assert!(identity_view(&[2, 0]).is_err());
+    }
 
     #[test]
     fn event_round_trip() {

@@ -68,9 +68,121 @@ impl Hasher for FpHasher {
 
 type FpMap = HashMap<u128, u64, BuildHasherDefault<FpHasher>>;
 
+/// A Bloom filter over fingerprints that grows by adding parts (each twice the capacity of
+/// the last), so it never has to be rebuilt. "No" is exact; "maybe" costs a B-tree lookup.
+/// Fingerprints are uniformly random already: the probes are taken from their bits.
+#[derive(Default)]
+pub struct FpFilter {
+    parts: Vec<FilterPart>,
+}
+
+struct FilterPart {
+    bits: Vec<u64>,
+    /// Bit count − 1 (a power of two).
+    mask: u64,
+    capacity: usize,
+    len: usize,
+}
+
+/// Bits per fingerprint and probes: about 1% false "maybe".
+const FILTER_BITS_PER_KEY: usize = 10;
+const FILTER_PROBES: u64 = 7;
+/// Capacity of the first part.
+const FILTER_FIRST_CAPACITY: usize = 1 << 20;
+
+impl FilterPart {
+    fn new(capacity: usize) -> FilterPart {
+        let bits = (capacity * FILTER_BITS_PER_KEY).next_power_of_two();
+        FilterPart {
+            bits: vec![0; bits / 64],
+            mask: bits as u64 - 1,
+            capacity,
+            len: 0,
+        }
+    }
+
+    fn probes(&self, fp: u128) -> impl Iterator<Item = u64> + use<> {
+        // The app id (high half) is mixed in: the same id in two apps is two fingerprints.
+        let h = (fp as u64) ^ ((fp >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let (a, b) = (h, h.rotate_left(32) | 1);
+        let mask = self.mask;
+        (0..FILTER_PROBES).map(move |i| a.wrapping_add(i.wrapping_mul(b)) & mask)
+    }
+
+    fn insert(&mut self, fp: u128) {
+        for bit in self.probes(fp) {
+            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        self.len += 1;
+    }
+
+    fn may_contain(&self, fp: u128) -> bool {
+        self.probes(fp)
+            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+}
+
+impl FpFilter {
+    pub fn insert(&mut self, fp: u128) {
+        let full = self.parts.last().is_none_or(|p| p.len >= p.capacity);
+        if full {
+            let capacity = self
+                .parts
+                .last()
+                .map_or(FILTER_FIRST_CAPACITY, |p| p.capacity * 2);
+            self.parts.push(FilterPart::new(capacity));
+        }
+        self.parts.last_mut().expect("a part").insert(fp);
+    }
+
+    pub fn may_contain(&self, fp: u128) -> bool {
+        self.parts.iter().any(|p| p.may_contain(fp))
+    }
+
+    /// A filter of every fingerprint in [`DEDUPE_FP`] as of one read transaction.
+    pub fn build(db: &redb::Database) -> Result<FpFilter> {
+        use redb::ReadableDatabase;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(DEDUPE_FP)?;
+        let mut filter = FpFilter::default();
+        let n = redb::ReadableTableMetadata::len(&table)? as usize;
+        if n > 0 {
+            filter.parts.push(FilterPart::new(n.next_power_of_two()));
+        }
+        for row in table.iter()? {
+            filter.insert(row?.0.value());
+        }
+        Ok(filter)
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.bits.len() * 8).sum()
+    }
+}
+
+/// The filter in front of [`DEDUPE_FP`]: built from the table in the background after the
+/// writer starts (a start does not wait for a scan of millions of entries). Until it is
+/// ready, every lookup goes to the B-tree, and the fingerprints frozen for merging meanwhile
+/// are kept to be added to it.
+#[derive(Default)]
+enum Filter {
+    /// No filter: every lookup goes to the B-tree (tests, or the build failed).
+    #[default]
+    Off,
+    Building {
+        done: std::sync::mpsc::Receiver<Result<FpFilter>>,
+        /// Frozen since the build started (a superset of what it may have missed).
+        missed: Vec<u128>,
+    },
+    Ready(FpFilter),
+}
+
 /// The committed, not yet merged part of the index, owned by the writer thread.
 #[derive(Default)]
 pub struct Staged {
+    /// Holds every fingerprint of [`DEDUPE_FP`] and of `frozen` (when ready).
+    filter: Filter,
     /// Fingerprint → seq, committed since the last freeze.
     active: FpMap,
     /// Sorted fingerprints being merged into [`DEDUPE_FP`].
@@ -91,6 +203,52 @@ impl Staged {
         }
         staged.maybe_freeze();
         Ok(staged)
+    }
+
+    /// Starts building the filter of [`DEDUPE_FP`] from `db` on a thread of its own; it is
+    /// used once a later [`Staged::apply`] finds it ready. Fingerprints frozen from now on are
+    /// added to it then, so it misses nothing merged after its snapshot.
+    pub fn build_filter(&mut self, db: std::sync::Arc<redb::Database>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("inlet-dedupe-filter".into())
+            .spawn(move || {
+                let _ = tx.send(FpFilter::build(&db));
+            });
+        if spawned.is_ok() {
+            let missed = self.frozen.iter().map(|&(fp, _)| fp).collect();
+            self.filter = Filter::Building { done: rx, missed };
+        }
+    }
+
+    /// Installs the filter when its build has finished.
+    fn poll_filter(&mut self) {
+        let Filter::Building { done, missed } = &mut self.filter else {
+            return;
+        };
+        match done.try_recv() {
+            Ok(Ok(mut filter)) => {
+                for &fp in missed.iter() {
+                    filter.insert(fp);
+                }
+                tracing::info!(bytes = filter.bytes(), "dedupe filter ready");
+                self.filter = Filter::Ready(filter);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "building the dedupe filter failed; lookups go to the index");
+                self.filter = Filter::Off;
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => self.filter = Filter::Off,
+        }
+    }
+
+    /// Whether `fp` is certainly not in [`DEDUPE_FP`].
+    fn surely_not_merged(&self, fp: u128) -> bool {
+        match &self.filter {
+            Filter::Ready(f) => !f.may_contain(fp),
+            _ => false,
+        }
     }
 
     /// Fingerprints held in memory (active and frozen).
@@ -119,6 +277,7 @@ impl Staged {
             self.merged = 0;
         }
         self.maybe_freeze();
+        self.poll_filter();
     }
 
     fn maybe_freeze(&mut self) {
@@ -126,6 +285,12 @@ impl Staged {
             let mut frozen: Vec<(u128, u64)> = self.active.drain().collect();
             frozen.sort_unstable_by_key(|&(k, _)| k);
             self.frozen_upto = frozen.iter().map(|&(_, s)| s).max().unwrap_or(0);
+            // Into the filter before any of them reaches `dedupe_fp`.
+            match &mut self.filter {
+                Filter::Ready(f) => frozen.iter().for_each(|&(fp, _)| f.insert(fp)),
+                Filter::Building { missed, .. } => missed.extend(frozen.iter().map(|&(fp, _)| fp)),
+                Filter::Off => {}
+            }
             self.frozen = frozen;
             self.merged = 0;
             self.active.shrink_to(FREEZE_AT / 4);
@@ -187,6 +352,7 @@ impl Batch<'_, '_> {
         let fp = fingerprint(app_id, event_id);
         let owner = match self.added.get(&fp).copied().or_else(|| self.staged.get(fp)) {
             Some(seq) => Some(seq),
+            None if self.staged.surely_not_merged(fp) => None,
             None => self.fp.get(fp)?.map(|v| v.value()),
         };
         let Some(owner) = owner else {
@@ -498,5 +664,68 @@ mod tests {
         assert_eq!(lookup_committed(&read, 1, "brand-new").unwrap(), Some(3001));
         assert_eq!(lookup_committed(&read, 1, "missing").unwrap(), None);
         assert_eq!(lookup_committed(&read, 2, "id-5").unwrap(), None);
+    }
+
+    #[test]
+    fn the_filter_has_no_false_no_and_few_false_maybe() {
+        let mut f = FpFilter::default();
+        let fp = |i: u64| fingerprint((i % 3) as u32, &format!("id-{i}"));
+        // Past the first part's capacity, so that it grows.
+        let n = FILTER_FIRST_CAPACITY as u64 + 50_000;
+        for i in 0..n {
+            f.insert(fp(i));
+        }
+        assert_eq!(f.parts.len(), 2);
+        assert!((0..n).all(|i| f.may_contain(fp(i))));
+        let false_maybe = (n..n + 100_000).filter(|&i| f.may_contain(fp(i))).count();
+        assert!(false_maybe < 3_000, "{false_maybe} of 100000 absent ids said maybe");
+    }
+
+    /// With the filter built in the background from a database holding merged fingerprints,
+    /// every merged id is still a duplicate and new ids are new.
+    #[test]
+    fn the_filter_never_hides_a_merged_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
+        let mut staged = Staged::default();
+        let mut seq = 1;
+        let ids: Vec<String> = (0..3000).map(|i| format!("id-{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        ingest(&db, &mut staged, &mut seq, &refs);
+        // Merge all of them into `dedupe_fp` (FREEZE_AT is large: freeze by hand).
+        let mut frozen: Vec<(u128, u64)> = staged.active.drain().collect();
+        frozen.sort_unstable();
+        staged.frozen_upto = frozen.iter().map(|f| f.1).max().unwrap();
+        staged.frozen = frozen;
+        while !staged.frozen.is_empty() {
+            ingest(&db, &mut staged, &mut seq, &["id-0"]);
+        }
+        let txn = db.begin_write().unwrap();
+        let mut fresh = Staged::load(&txn).unwrap();
+        txn.abort().unwrap();
+        assert_eq!(fresh.in_memory(), 0, "everything is merged");
+        fresh.build_filter(db.clone());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut n = 0;
+        while !matches!(fresh.filter, Filter::Ready(_)) {
+            assert!(std::time::Instant::now() < deadline, "the filter was never built");
+            // Each commit polls the build.
+            assert_eq!(ingest(&db, &mut fresh, &mut seq, &[&format!("new-{n}")]), [true]);
+            n += 1;
+        }
+        let out = ingest(&db, &mut fresh, &mut seq, &refs);
+        assert!(out.iter().all(|&new| !new), "a merged id passed as new");
+        let novel: Vec<String> = (0..3000).map(|i| format!("novel-{i}")).collect();
+        let novel: Vec<&str> = novel.iter().map(String::as_str).collect();
+        assert!(ingest(&db, &mut fresh, &mut seq, &novel).iter().all(|&new| new));
+        // And the filter really answered for most of them.
+        let Filter::Ready(f) = &fresh.filter else {
+            unreachable!()
+        };
+        let passed = novel
+            .iter()
+            .filter(|id| !f.may_contain(fingerprint(1, id)))
+            .count();
+        assert!(passed > 2_500, "the filter excluded only {passed} of 3000 new ids");
     }
 }

@@ -5,21 +5,23 @@
 //! `user_id`, `anonymous_id`, or the name of an `ids` entry such as `af_user_id`,
 //! `player_id`, `device_id`). Kinds keep `player_id "1"` and `device_id "1"` apart.
 //!
-//! Storage is an adjacency table plus an event index, derived from the log by the identity
-//! indexer ([`index_step`]), which the writer thread runs between ingest batches, never in
-//! an ingest commit:
-//! - [`ID_EVENTS`]: app ++ identifier ++ seq → (): every stored event under its first
-//!   identifier (one entry per event: all of an event's identifiers are in one profile, and a
-//!   profile's events are read under all of its identifiers).
-//! - [`ID_LINKS`]: app ++ a ++ b → (), both directions. An event with identifiers
+//! Storage is one set of sorted runs ([`super::runs`], named [`RUNS`]) holding two kinds of
+//! keys, derived from the log by the identity indexer ([`index_step`]), which the writer
+//! thread runs between ingest batches, never in an ingest commit:
+//! - event entries, [`TAG_EVENT`] ++ app ++ identifier ++ seq: every stored event under its
+//!   first identifier (one entry per event: all of an event's identifiers are in one
+//!   profile, and a profile's events are read under all of its identifiers);
+//! - links, [`TAG_LINK`] ++ app ++ a ++ b, both directions. An event with identifiers
 //!   `i0, i1, ..., ik` links `i0` with each other one (a star: connected with k edges instead
-//!   of k² pairs). An edge already present is only looked up, not rewritten.
-//! - [`META`] [`INDEXED_SEQ`]: the cursor. Every event up to it is in the two tables; it
-//!   advances in the transaction that indexed the events, so graph and cursor always agree.
+//!   of k² pairs).
+//! - [`META`] [`INDEXED_SEQ`]: the cursor. Every event up to it is in the runs; it advances
+//!   in the transaction that wrote the run, so graph and cursor always agree.
 //!
-//! The indexer reads up to [`INDEX_CHUNK`] events after the cursor, sorts their entries and
-//! inserts them in one transaction: a random-key insert per event inside every ingest commit
-//! (each dirtying its own page, like the v1 dedupe index) becomes one sorted pass per chunk.
+//! The indexer reads up to [`INDEX_CHUNK`] events after the cursor, sorts their keys and
+//! writes them as a new run (appends), then advances the background merges of the runs by a
+//! bounded number of keys. Random-key inserts into one big B-tree (each dirtying its own
+//! page) were a quarter of all server CPU at 1M events and grew with the graph; sorted runs
+//! cost a few sequential rewrites per key instead.
 //!
 //! A profile is the connected component of an identifier, found by a breadth-first walk at
 //! read time over the indexed graph *plus* the tail (the events after the cursor, read from
@@ -31,9 +33,12 @@
 //! `00000000-0000-0000-0000-000000000000`, `null`, `undefined`, `unknown`, `none`) are not
 //! identifiers: linking them would merge unrelated people.
 
-use super::tables::{APPS, EVENTS, ID_EVENTS, ID_LINKS, META};
+use super::runs::{Reader, RunSet};
+use super::tables::{APPS, EVENTS, META};
 use super::{Result, Store, find_app};
-use crate::store::codec::{App, EventRecord, decode_config, decode_event};
+use crate::store::codec::{
+    App, EventRecord, IdentityView, decode_config, decode_event, identity_view,
+};
 use crate::store::read::Canonical;
 use redb::{ReadableTable, WriteTransaction};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -87,22 +92,25 @@ pub fn record_identifiers(r: &EventRecord) -> Vec<Vec<u8>> {
         r.install_uuid.as_deref(),
         r.user_id.as_deref(),
         r.anonymous_id.as_deref(),
-        &r.ids,
+        r.ids.iter().map(|(k, v)| (k.as_str(), v.as_str())),
     )
 }
 
-/// The [`ID_EVENTS`] key of a stored event (under its first identifier), if it has one.
-pub fn index_key(app_id: u32, seq: u64, r: &EventRecord) -> Option<Vec<u8>> {
-    let idents = record_identifiers(r);
-    let first = idents.first()?;
-    Some([&app_id.to_be_bytes()[..], first, &seq.to_be_bytes()].concat())
+/// [`record_identifiers`] of an event read through [`IdentityView`].
+fn view_identifiers(v: &IdentityView<'_>) -> Vec<Vec<u8>> {
+    identifiers_of(
+        v.install_uuid,
+        v.user_id,
+        v.anonymous_id,
+        v.ids.iter().copied(),
+    )
 }
 
-fn identifiers_of(
-    install_uuid: Option<&str>,
-    user_id: Option<&str>,
-    anonymous_id: Option<&str>,
-    ids: &[(String, String)],
+fn identifiers_of<'a>(
+    install_uuid: Option<&'a str>,
+    user_id: Option<&'a str>,
+    anonymous_id: Option<&'a str>,
+    ids: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Vec<Vec<u8>> {
     let named = [
         ("install_uuid", install_uuid),
@@ -113,7 +121,7 @@ fn identifiers_of(
     let all = named
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
-        .chain(ids.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        .chain(ids);
     for (kind, value) in all {
         if is_placeholder(value) {
             continue;
@@ -130,8 +138,20 @@ fn identifiers_of(
 /// after it are the tail that [`index_step`] catches up and that profile reads scan.
 pub const INDEXED_SEQ: &str = "identity_indexed_seq";
 
-/// Most events one [`index_step`] indexes (one write transaction).
+/// Most events one [`index_step`] indexes (one write transaction, one new run).
 pub const INDEX_CHUNK: usize = 20_000;
+
+/// The name of the graph's run set (in [`META`], and in its run tables' names).
+pub const RUNS: &str = "identity";
+
+/// Keys of the run set: an event under its first identifier, or a link.
+pub const TAG_EVENT: u8 = 0;
+pub const TAG_LINK: u8 = 1;
+
+/// Most keys of background merges one [`index_step`] writes: enough for merges to keep up
+/// with the new runs (each key is rewritten about log_8(keys / chunk) times), small enough
+/// that a step holds the writer thread for tens of milliseconds.
+pub const MERGE_STEP_KEYS: usize = 400_000;
 
 /// The graph's cursor: every stored event with a seq up to it is indexed (0: none).
 pub fn indexed_seq(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
@@ -141,110 +161,120 @@ pub fn indexed_seq(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Re
         .unwrap_or(0))
 }
 
-/// The graph entries of one stored event: its [`ID_EVENTS`] key (under its first
-/// identifier) and its star of links (`first ++ other`, for each other identifier).
-fn entries(
-    app_id: u32,
-    seq: u64,
-    idents: &[Vec<u8>],
-    events: &mut Vec<Vec<u8>>,
-    links: &mut Vec<Vec<u8>>,
-) {
-    let Some((first, rest)) = idents.split_first() else {
-        return;
-    };
-    let app = app_id.to_be_bytes();
-    events.push([&app[..], first, &seq.to_be_bytes()].concat());
-    for other in rest {
-        links.push([&app[..], first, other].concat());
+/// The run keys of a chunk of events, in one buffer (a chunk has tens of thousands of keys:
+/// one allocation each, and their sorting and freeing, were most of the indexer's time).
+#[derive(Default)]
+struct ChunkKeys {
+    bytes: Vec<u8>,
+    /// (first 16 bytes of the key, big-endian, zero-padded; start; end) of each key.
+    keys: Vec<(u128, u32, u32)>,
+}
+
+impl ChunkKeys {
+    fn push(&mut self, parts: &[&[u8]]) {
+        let start = self.bytes.len();
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
+        let key = &self.bytes[start..];
+        let mut head = [0u8; 16];
+        let n = key.len().min(16);
+        head[..n].copy_from_slice(&key[..n]);
+        self.keys.push((
+            u128::from_be_bytes(head),
+            start as u32,
+            self.bytes.len() as u32,
+        ));
+    }
+
+    fn key(&self, k: &(u128, u32, u32)) -> &[u8] {
+        &self.bytes[k.1 as usize..k.2 as usize]
+    }
+
+    /// The run keys of one stored event: its event entry (under its first identifier) and
+    /// its star of links, both directions.
+    fn add_event(&mut self, app_id: u32, seq: u64, idents: &[Vec<u8>]) {
+        let Some((first, rest)) = idents.split_first() else {
+            return;
+        };
+        let app = app_id.to_be_bytes();
+        self.push(&[&[TAG_EVENT], &app, first, &seq.to_be_bytes()]);
+        for other in rest {
+            self.push(&[&[TAG_LINK], &app, first, other]);
+            self.push(&[&[TAG_LINK], &app, other, first]);
+        }
+    }
+
+    /// The keys sorted, each once.
+    fn sorted(&mut self) -> Vec<&[u8]> {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.key(a).cmp(self.key(b))));
+        let mut out: Vec<&[u8]> = keys.iter().map(|k| self.key(k)).collect();
+        out.dedup();
+        out
     }
 }
 
 /// Indexes the events after the cursor, up to `through` (the newest committed seq) and at
-/// most [`INDEX_CHUNK`] of them, and advances the cursor, all in `txn`: the graph and its
-/// cursor commit together, so after a crash the next step starts where the last committed
-/// one ended (re-indexing is idempotent anyway). Entries are sorted before they are
-/// inserted, so a chunk touches each B-tree page once; a link already present is only
-/// looked up. Returns the new cursor.
-pub fn index_step(txn: &WriteTransaction, through: u64) -> Result<u64> {
-    let mut meta = txn.open_table(META)?;
-    let from = indexed_seq(&meta)?;
-    if from >= through {
-        return Ok(from);
-    }
-    let app_ids: HashMap<String, u32> = {
-        let apps = txn.open_table(APPS)?;
-        let mut m = HashMap::new();
-        for row in apps.iter()? {
-            let (id, bytes) = row?;
-            let app: App = decode_config("app", bytes.value())?;
-            m.insert(app.name, id.value());
-        }
-        m
-    };
-    let mut ev_keys = Vec::new();
-    let mut link_keys = Vec::new();
-    let mut cursor = through;
-    {
-        let log = txn.open_table(EVENTS)?;
-        for (n, row) in log.range(from + 1..=through)?.enumerate() {
-            let (seq, bytes) = row?;
-            let seq = seq.value();
-            if n == INDEX_CHUNK {
-                // The chunk is full: everything before this event is indexed.
-                cursor = seq - 1;
-                break;
+/// most [`INDEX_CHUNK`] of them, as one new run, advances the cursor, and advances the runs'
+/// merges by at most [`MERGE_STEP_KEYS`], all in `txn`: the graph and its cursor commit
+/// together, so after a crash the next step starts where the last committed one ended
+/// (re-indexing is idempotent anyway: the run set is a set). Returns the new cursor and
+/// whether merge work is left.
+pub fn index_step(txn: &WriteTransaction, through: u64) -> Result<(u64, bool)> {
+    let from = indexed_seq(&txn.open_table(META)?)?;
+    let mut cursor = from;
+    if from < through {
+        let app_ids: HashMap<String, u32> = {
+            let apps = txn.open_table(APPS)?;
+            let mut m = HashMap::new();
+            for row in apps.iter()? {
+                let (id, bytes) = row?;
+                let app: App = decode_config("app", bytes.value())?;
+                m.insert(app.name, id.value());
             }
-            let r = decode_event(bytes.value())?;
-            // An app is never deleted while it has events; a missing one has nothing to link.
-            let Some(&app_id) = app_ids.get(&r.app) else {
-                continue;
-            };
-            entries(
-                app_id,
-                seq,
-                &record_identifiers(&r),
-                &mut ev_keys,
-                &mut link_keys,
-            );
-        }
-    }
-    ev_keys.sort_unstable();
-    link_keys.sort_unstable();
-    link_keys.dedup();
-    let mut id_events = txn.open_table(ID_EVENTS)?;
-    for k in &ev_keys {
-        id_events.insert(k.as_slice(), ())?;
-    }
-    let mut missing = Vec::new();
-    {
-        let mut id_links = txn.open_table(ID_LINKS)?;
-        // Links are always written in pairs: one lookup tells whether both exist.
-        for k in &link_keys {
-            if id_links.get(k.as_slice())?.is_none() {
-                missing.push(k);
+            m
+        };
+        let mut keys = ChunkKeys::default();
+        cursor = through;
+        {
+            let log = txn.open_table(EVENTS)?;
+            for (n, row) in log.range(from + 1..=through)?.enumerate() {
+                let (seq, bytes) = row?;
+                let seq = seq.value();
+                if n == INDEX_CHUNK {
+                    // The chunk is full: everything before this event is indexed.
+                    cursor = seq - 1;
+                    break;
+                }
+                let v = identity_view(bytes.value())?;
+                // An app is never deleted while it has events; a missing one has nothing to
+                // link.
+                let Some(&app_id) = app_ids.get(v.app) else {
+                    continue;
+                };
+                keys.add_event(app_id, seq, &view_identifiers(&v));
             }
         }
-        let mut pairs: Vec<Vec<u8>> = Vec::with_capacity(missing.len() * 2);
-        for k in missing {
-            let (a, b) = split_link(k);
-            pairs.push(k.clone());
-            pairs.push([&k[..4], b, a].concat());
-        }
-        pairs.sort_unstable();
-        for k in &pairs {
-            id_links.insert(k.as_slice(), ())?;
-        }
+        RunSet::add(txn, RUNS, &keys.sorted())?;
+        txn.open_table(META)?
+            .insert(INDEXED_SEQ, &cursor.to_be_bytes()[..])?;
     }
-    meta.insert(INDEXED_SEQ, &cursor.to_be_bytes()[..])?;
-    Ok(cursor)
+    let merging = RunSet::merge_step(txn, RUNS, MERGE_STEP_KEYS)?;
+    Ok((cursor, merging))
 }
 
-/// The two identifiers of a link key (`app ++ a ++ b`).
-fn split_link(key: &[u8]) -> (&[u8], &[u8]) {
-    let rest = &key[4..];
-    let len = decode(rest).map_or(rest.len(), |(_, n)| n);
-    (&rest[..len], &rest[len..])
+/// Schema v2 → v3: drops the v2 graph tables and resets the cursor; the indexer rebuilds the
+/// graph as runs from the log (profiles stay exact meanwhile: they read the unindexed tail).
+pub fn migrate_v2(
+    txn: &WriteTransaction,
+    meta: &mut redb::Table<&'static str, &'static [u8]>,
+) -> Result<()> {
+    txn.delete_table(super::tables::OLD_ID_EVENTS)?;
+    txn.delete_table(super::tables::OLD_ID_LINKS)?;
+    super::runs::clear(txn, meta, RUNS)?;
+    meta.remove(INDEXED_SEQ)?;
+    Ok(())
 }
 
 /// Indexes everything stored so far, in steps of [`INDEX_CHUNK`] events: for a process that
@@ -257,9 +287,9 @@ pub fn catch_up(db: &redb::Database) -> Result<u64> {
             .last()?
             .map_or(0, |(k, _)| k.value());
         let before = indexed_seq(&txn.open_table(META)?)?;
-        let cursor = index_step(&txn, through)?;
+        let (cursor, merging) = index_step(&txn, through)?;
         txn.commit()?;
-        if cursor >= through || cursor == before {
+        if (cursor >= through || cursor == before) && !merging {
             return Ok(cursor);
         }
     }
@@ -318,34 +348,30 @@ impl Store {
         let app_id = find_app(&txn.open_table(super::tables::APPS)?, app)?
             .ok_or_else(|| super::Error::NotFound(format!("no app {app:?}")))?
             .0;
-        let id_events = txn.open_table(ID_EVENTS)?;
-        let id_links = txn.open_table(ID_LINKS)?;
+        let runs = Reader::open(&txn, RUNS)?;
         let app_prefix = app_id.to_be_bytes();
         let events_table = txn.open_table(EVENTS)?;
         let tail = Tail::read(&events_table, indexed_seq(&txn.open_table(META)?)?, app)?;
 
-        // Every kind this value is known under: one seek per kind, in the event index and
-        // in the links (an identifier that was never first in an event is only there).
-        let mut value_prefix = app_prefix.to_vec();
-        push_part(&mut value_prefix, id);
+        // Every kind this value is known under: one seek per kind, among the event entries
+        // and among the links (an identifier that was never first in an event is only there).
         let mut start: Vec<Vec<u8>> = Vec::new();
-        for table in [&id_events, &id_links] {
+        for tag in [TAG_EVENT, TAG_LINK] {
+            let head = [&[tag][..], &app_prefix].concat();
+            let mut value_prefix = head.clone();
+            push_part(&mut value_prefix, id);
             let mut lower = value_prefix.clone();
-            loop {
-                let next = match table.range(lower.as_slice()..)?.next() {
-                    Some(row) => row?.0.value().to_vec(),
-                    None => break,
-                };
+            while let Some(next) = runs.first_from(&lower)? {
                 if !next.starts_with(&value_prefix) {
                     break;
                 }
-                let Some(((found_kind, _), len)) = decode(&next[4..]) else {
+                let Some(((found_kind, _), len)) = decode(&next[head.len()..]) else {
                     break;
                 };
-                let ident = next[4..4 + len].to_vec();
+                let ident = next[head.len()..head.len() + len].to_vec();
                 // Past every key of this identifier: what follows it (a seq, or another
                 // identifier whose length prefix is below 0xFF00) is below 0xFF ×9.
-                lower = [&app_prefix[..], &ident, &[0xFF; 9]].concat();
+                lower = [&head[..], &ident, &[0xFF; 9]].concat();
                 if kind.is_none_or(|k| k == found_kind) && !start.contains(&ident) {
                     start.push(ident);
                 }
@@ -373,15 +399,15 @@ impl Store {
         let mut order: Vec<Vec<u8>> = start.clone();
         let mut queue: VecDeque<Vec<u8>> = start.into();
         let mut truncated = false;
+        let link_head = [&[TAG_LINK][..], &app_prefix].concat();
         while let Some(node) = queue.pop_front() {
-            let prefix = [&app_prefix[..], &node].concat();
-            for row in id_links.range(prefix.as_slice()..)? {
-                let (k, _) = row?;
-                let k = k.value();
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                let neighbour = k[prefix.len()..].to_vec();
+            let prefix = [&link_head[..], &node].concat();
+            let indexed = runs
+                .with_prefix(&prefix)?
+                .into_iter()
+                .map(|k| k[prefix.len()..].to_vec());
+            let from_tail = tail.links.get(&node).into_iter().flatten().cloned();
+            for neighbour in indexed.chain(from_tail) {
                 if seen.contains(&neighbour) {
                     continue;
                 }
@@ -393,36 +419,33 @@ impl Store {
                 order.push(neighbour.clone());
                 queue.push_back(neighbour);
             }
-            for neighbour in tail.links.get(&node).into_iter().flatten() {
-                if seen.contains(neighbour) {
-                    continue;
-                }
-                if seen.len() >= MAX_PROFILE_IDENTIFIERS {
-                    truncated = true;
-                    break;
-                }
-                seen.insert(neighbour.clone());
-                order.push(neighbour.clone());
-                queue.push_back(neighbour.clone());
-            }
         }
 
-        // The newest `limit` seqs under each identifier, merged.
+        // The newest `limit` stored seqs under each identifier, merged. Entries of events
+        // that retention removed are skipped (the runs keep them).
         let mut seqs: BTreeSet<u64> = BTreeSet::new();
+        let event_head = [&[TAG_EVENT][..], &app_prefix].concat();
         for ident in &order {
-            let lo = [&app_prefix[..], ident, &0u64.to_be_bytes()].concat();
-            let hi = [&app_prefix[..], ident, &u64::MAX.to_be_bytes()].concat();
-            for row in id_events
-                .range(lo.as_slice()..=hi.as_slice())?
-                .rev()
-                .take(limit)
-            {
-                let (k, _) = row?;
-                let k = k.value();
-                let seq = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes"));
-                seqs.insert(seq);
+            let prefix = [&event_head[..], ident].concat();
+            let mut mine: Vec<u64> = runs
+                .with_prefix(&prefix)?
+                .into_iter()
+                .filter(|k| k.len() == prefix.len() + 8)
+                .map(|k| u64::from_be_bytes(k[prefix.len()..].try_into().expect("8 bytes")))
+                .collect();
+            mine.extend(tail.events.get(ident).into_iter().flatten());
+            mine.sort_unstable_by(|a, b| b.cmp(a));
+            mine.dedup();
+            let mut kept = 0;
+            for seq in mine {
+                if kept == limit {
+                    break;
+                }
+                if events_table.get(seq)?.is_some() {
+                    seqs.insert(seq);
+                    kept += 1;
+                }
             }
-            seqs.extend(tail.events.get(ident).into_iter().flatten());
         }
         let mut events = Vec::new();
         for seq in seqs.into_iter().rev().take(limit) {
@@ -457,11 +480,11 @@ impl Tail {
         let mut tail = Tail::default();
         for row in log.range(cursor.saturating_add(1)..)? {
             let (seq, bytes) = row?;
-            let r = decode_event(bytes.value())?;
-            if r.app != app {
+            let v = identity_view(bytes.value())?;
+            if v.app != app {
                 continue;
             }
-            let idents = record_identifiers(&r);
+            let idents = view_identifiers(&v);
             let Some((first, rest)) = idents.split_first() else {
                 continue;
             };
@@ -489,7 +512,7 @@ impl Tail {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use redb::ReadableDatabase;
 
@@ -568,6 +591,16 @@ mod tests {
     fn cursor(store: &Store) -> u64 {
         let txn = store.db().unwrap().begin_read().unwrap();
         indexed_seq(&txn.open_table(META).unwrap()).unwrap()
+    }
+
+    /// Distinct event entries and links in the graph's runs.
+    pub(crate) fn graph_keys(store: &Store) -> (usize, usize) {
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let runs = Reader::open(&txn, RUNS).unwrap();
+        (
+            runs.with_prefix(&[TAG_EVENT]).unwrap().len(),
+            runs.with_prefix(&[TAG_LINK]).unwrap().len(),
+        )
     }
 
     fn reset_cursor(store: &Store) {
@@ -656,18 +689,10 @@ mod tests {
         // was committed), changes nothing.
         assert_eq!(catch_up(&store.db().unwrap()).unwrap(), 5);
         check(&store);
-        let count = |store: &Store| {
-            use redb::ReadableTableMetadata;
-            let txn = store.db().unwrap().begin_read().unwrap();
-            (
-                txn.open_table(ID_EVENTS).unwrap().len().unwrap(),
-                txn.open_table(ID_LINKS).unwrap().len().unwrap(),
-            )
-        };
-        assert_eq!(count(&store), (5, 6));
+        assert_eq!(graph_keys(&store), (5, 6));
         reset_cursor(&store);
         assert_eq!(catch_up(&store.db().unwrap()).unwrap(), 5);
-        assert_eq!(count(&store), (5, 6));
+        assert_eq!(graph_keys(&store), (5, 6));
         check(&store);
     }
 
@@ -683,7 +708,7 @@ mod tests {
         records[n as usize - 1] = stored(n, &[("device_id", "dz"), ("user_id", "u")]);
         append(&store, &records);
         let txn = store.db().unwrap().begin_write().unwrap();
-        assert_eq!(index_step(&txn, n + 3).unwrap(), INDEX_CHUNK as u64);
+        assert_eq!(index_step(&txn, n + 3).unwrap().0, INDEX_CHUNK as u64);
         txn.commit().unwrap();
         assert_eq!(cursor(&store), INDEX_CHUNK as u64);
         let newest = |id: &str| -> (usize, Vec<u64>) {
@@ -701,7 +726,7 @@ mod tests {
         assert_eq!(newest("u"), (2, vec![n, n - 1, n - 2]));
         // Seqs up to `through` that are not in the log (removed by retention) are passed.
         let txn = store.db().unwrap().begin_write().unwrap();
-        assert_eq!(index_step(&txn, n + 3).unwrap(), n + 3);
+        assert_eq!(index_step(&txn, n + 3).unwrap().0, n + 3);
         txn.commit().unwrap();
         assert_eq!(cursor(&store), n + 3);
         assert_eq!(newest("dz"), (2, vec![n, n - 1, n - 2]));
@@ -710,7 +735,6 @@ mod tests {
     #[test]
     fn retention_removes_index_entries_with_their_events() {
         use crate::store::retention;
-        use redb::ReadableTableMetadata;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let records: Vec<EventRecord> = (1..=4u64)
@@ -741,8 +765,6 @@ mod tests {
         assert_eq!(retention::delete_chunk(&txn, &chunk.victims).unwrap(), 4);
         txn.commit().unwrap();
         catch_up(&store.db().unwrap()).unwrap();
-        let read = store.db().unwrap().begin_read().unwrap();
-        assert!(read.open_table(ID_EVENTS).unwrap().is_empty().unwrap());
         // The links stay: the identifiers are still known to belong together (the removed
         // tail event was never indexed, so its own install uuid is gone with it).
         let p = store.profile("default", "u", 10).unwrap().unwrap();

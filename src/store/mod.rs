@@ -10,6 +10,7 @@ pub mod key_cache;
 pub mod panel;
 pub mod read;
 pub mod retention;
+pub mod runs;
 pub mod secrets;
 pub mod tables;
 pub mod verify;
@@ -200,9 +201,12 @@ impl Store {
                 .map(|v| u32::from_be_bytes(v.value().try_into().unwrap_or([0; 4])));
             match version {
                 Some(SCHEMA_VERSION) => {}
-                Some(1) => {
+                Some(old @ (1 | 2)) => {
                     open_all_tables(&txn)?;
-                    dedupe::migrate_v1(&txn)?;
+                    if old == 1 {
+                        dedupe::migrate_v1(&txn)?;
+                    }
+                    identity::migrate_v2(&txn, &mut meta)?;
                     meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes()[..])?;
                 }
                 Some(v) => {
@@ -250,8 +254,6 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(APP_DAYS)?;
     txn.open_table(APP_HOURS)?;
     txn.open_table(SECRETS)?;
-    txn.open_table(ID_EVENTS)?;
-    txn.open_table(ID_LINKS)?;
     Ok(())
 }
 

@@ -66,8 +66,6 @@ pub struct Victim {
     pub seq: u64,
     pub dedupe_key: Vec<u8>,
     pub audit_key: String,
-    /// Its entry in the identity graph's event index (the links stay).
-    pub identity_key: Option<Vec<u8>>,
 }
 
 /// What one scan step found.
@@ -110,7 +108,6 @@ pub fn find_chunk(db: &Database, cuts: &HashMap<String, u64>, from: u64) -> Resu
             chunk.victims.push(Victim {
                 seq,
                 dedupe_key: dedupe_key(app_id, &r.event_id),
-                identity_key: super::identity::index_key(app_id, seq, &r),
                 audit_key: r.audit_key,
             });
         }
@@ -124,7 +121,6 @@ pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
     let mut events = txn.open_table(EVENTS)?;
     let mut dedupe = txn.open_table(DEDUPE)?;
     let mut audit = txn.open_table(AUDIT)?;
-    let mut id_events = txn.open_table(ID_EVENTS)?;
     let mut removed = 0;
     let mut highest = 0;
     for v in victims {
@@ -143,11 +139,8 @@ pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
         // Every event of one request shares its audit body, and all of them have the same
         // tenant and receive time, so they are all past the cut together.
         audit.remove(v.audit_key.as_str())?;
-        if let Some(k) = &v.identity_key {
-            id_events.remove(k.as_slice())?;
-        }
     }
-    drop((events, dedupe, audit, id_events));
+    drop((events, dedupe, audit));
     if highest > removed_through(txn)? {
         txn.open_table(META)?
             .insert(REMOVED_THROUGH, &highest.to_be_bytes()[..])?;

@@ -7,7 +7,10 @@ use redb::TableDefinition;
 /// The schema version this build writes, stored under [`META`] `"schema_version"`.
 /// Version 2: the staged dedupe index ([`DEDUPE_FP`], [`DEDUPE_JOURNAL`]); a version 1 file
 /// is migrated on open by [`super::dedupe::migrate_v1`].
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version 3: the identity graph in sorted runs ([`super::runs`]) instead of the
+/// [`OLD_ID_EVENTS`] / [`OLD_ID_LINKS`] B-trees; migrating drops those and resets the graph's
+/// cursor, and the indexer rebuilds the graph from the log in the background.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Small settings: `"schema_version"` (u32 BE), `"admin_password"` (JSON config record of
 /// [`crate::auth::password::PasswordHash`]), ...
@@ -83,7 +86,7 @@ pub fn dedupe_key(app_id: u32, event_id: &str) -> Vec<u8> {
 /// HMAC signing secret id → secret record (`store::secrets`): the secret sealed with the
 /// data dir's key (AES-256-GCM), never the plaintext.
 pub const SECRETS: TableDefinition<u32, &[u8]> = TableDefinition::new("secrets");
-/// Identity graph (`store::identity`): app id (u32 BE) ++ identifier ++ seq (u64 BE) → ().
-pub const ID_EVENTS: TableDefinition<&[u8], ()> = TableDefinition::new("id_events");
-/// Identity graph: app id (u32 BE) ++ identifier a ++ identifier b → (), both directions.
-pub const ID_LINKS: TableDefinition<&[u8], ()> = TableDefinition::new("id_links");
+/// Schema v2's identity event index (now in sorted runs); only dropped by the v3 migration.
+pub const OLD_ID_EVENTS: TableDefinition<&[u8], ()> = TableDefinition::new("id_events");
+/// Schema v2's identity links (now in sorted runs); only dropped by the v3 migration.
+pub const OLD_ID_LINKS: TableDefinition<&[u8], ()> = TableDefinition::new("id_links");

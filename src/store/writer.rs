@@ -194,7 +194,8 @@ impl Writer {
             Source::Fixed(db) => db.clone(),
             Source::Store(store) => store.db()?,
         };
-        let (next_seq, staged) = writer_state(&db)?;
+        let (next_seq, mut staged) = writer_state(&db)?;
+        staged.build_filter(db.clone());
         let budget_kib = (queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
         let (tx, rx) = sync_channel(MAX_BATCH_REQUESTS * 2);
         let stats = Arc::new(Stats::default());
@@ -333,27 +334,34 @@ struct Item {
 /// loop).
 struct Indexer {
     indexed: u64,
+    /// Merges of the graph's runs wait for steps.
+    merging: bool,
     paused: bool,
 }
 
 impl Indexer {
     /// The cursor as stored in `db` (loaded at start and after a reopen).
     fn load(db: &Database) -> Indexer {
-        let read = || -> Result<u64> {
+        let read = || -> Result<(u64, bool)> {
             let txn = db.begin_write()?;
-            let cursor = super::identity::indexed_seq(&txn.open_table(META)?)?;
+            let meta = txn.open_table(META)?;
+            let cursor = super::identity::indexed_seq(&meta)?;
+            let runs = super::runs::RunSet::load(&meta, super::identity::RUNS)?;
+            drop(meta);
             txn.abort()?;
-            Ok(cursor)
+            Ok((cursor, runs.merging()))
         };
         match read() {
-            Ok(indexed) => Indexer {
+            Ok((indexed, merging)) => Indexer {
                 indexed,
+                merging,
                 paused: false,
             },
             Err(e) => {
                 tracing::error!(error = %e, "reading the identity cursor failed; indexing after the next commit");
                 Indexer {
                     indexed: 0,
+                    merging: false,
                     paused: true,
                 }
             }
@@ -368,15 +376,24 @@ impl Indexer {
         (next_seq - 1).saturating_sub(self.indexed)
     }
 
-    /// One indexing transaction of at most `identity::INDEX_CHUNK` events.
+    /// Whether the indexer has work: events to index or merges to advance.
+    fn pending(&self, next_seq: u64) -> bool {
+        !self.paused && (self.merging || self.lag(next_seq) > 0)
+    }
+
+    /// One indexing transaction of at most `identity::INDEX_CHUNK` events (and a bounded
+    /// step of the graph's merges).
     fn step(&mut self, db: &Database, next_seq: u64) {
         let result = db.begin_write().map_err(Error::from).and_then(|txn| {
-            let cursor = super::identity::index_step(&txn, next_seq - 1)?;
+            let step = super::identity::index_step(&txn, next_seq - 1)?;
             txn.commit()?;
-            Ok(cursor)
+            Ok(step)
         });
         match result {
-            Ok(cursor) => self.indexed = cursor,
+            Ok((cursor, merging)) => {
+                self.indexed = cursor;
+                self.merging = merging;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "identity indexing failed; retrying after the next commit");
                 self.paused = true;
@@ -412,6 +429,7 @@ fn run(
                     tracing::warn!(next_seq = next, "database reopened after a storage failure");
                     next_seq = next;
                     staged = reloaded;
+                    staged.build_filter(d.clone());
                     index = Indexer::load(&d);
                     db = Some(d);
                     backoff = Duration::from_millis(50);
@@ -440,7 +458,7 @@ fn run(
                         break;
                     }
                 }
-            } else if let Some(d) = db.as_deref().filter(|_| block && index.lag(next_seq) > 0) {
+            } else if let Some(d) = db.as_deref().filter(|_| block && index.pending(next_seq)) {
                 // Index when the queue has been idle for a while, one chunk at a time (a
                 // request arriving meanwhile waits at most one chunk). Not merely when it is
                 // empty between two commits: that would index a few events per commit, the
@@ -847,7 +865,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_identity_graph_catches_up_between_batches() {
-        use redb::{ReadableDatabase, ReadableTableMetadata};
+        use redb::ReadableDatabase;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
@@ -871,9 +889,7 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never indexed");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let txn = store.db().unwrap().begin_read().unwrap();
-        assert_eq!(txn.open_table(ID_EVENTS).unwrap().len().unwrap(), 3);
-        assert_eq!(txn.open_table(ID_LINKS).unwrap().len().unwrap(), 6);
+        assert_eq!(crate::store::identity::tests::graph_keys(&store), (3, 6));
         let p = store.profile("default", "i2", 10).unwrap().unwrap();
         assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
     }

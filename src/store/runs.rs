@@ -1,0 +1,567 @@
+//! Sorted runs: a set of byte keys stored as several immutable sorted tables that are merged
+//! in the background, so that adding keys costs sequential writes instead of random B-tree
+//! inserts (the identity graph's index, `super::identity`, is kept this way).
+//!
+//! Why: a redb B-tree is copy-on-write, so inserting random keys into one big table rewrites
+//! about one 4 KiB page per key once the table has more leaves than a commit has keys, and
+//! the share of those pages outside the cache grows with the table. Here every chunk of keys
+//! becomes a new table written in key order (appends), and tables are merged geometrically:
+//! - a new run is on level 0; when a level holds [`FANOUT`] runs, they are merged into one
+//!   run of the next level, so a key is rewritten about log_FANOUT(total / chunk) times, each
+//!   time sequentially;
+//! - a merge is done in steps of a bounded number of keys ([`RunSet::merge_step`]), each in
+//!   the caller's write transaction, so the writer thread is never held long. Its progress
+//!   (the last key written) is stored with the keys, so a crash resumes it exactly;
+//! - readers see the runs listed in the set: a merge's inputs stay listed (and readable)
+//!   until the transaction that completes it swaps them for the output.
+//!
+//! The set is a set: a key added twice is kept once by the next merge; readers merge what
+//! the runs hold. Keys are never removed (the identity graph only grows; its readers skip
+//! entries that point at removed events).
+//!
+//! A run table does not hold one entry per key: it holds **blocks**, each up to
+//! [`BLOCK_BYTES`] of consecutive keys under the block's first key (`first key → version
+//! byte ++ (u16 BE length ++ key)*`). A redb insert costs about a microsecond whatever its
+//! size, so writing a block per ~50 keys instead of an entry per key is what makes adding and
+//! merging cheap; a lookup reads the block at or before the key.
+//!
+//! The list of runs and the merge state are one JSON record in `META` under the set's name.
+
+use super::Result;
+use super::codec::{decode_config, encode_config};
+use super::tables::META;
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::ops::Bound;
+
+/// Runs of one level merged together.
+pub const FANOUT: usize = 8;
+
+/// Largest block of keys stored as one redb value (a block holds at least one key).
+pub const BLOCK_BYTES: usize = 4000;
+const BLOCK_V1: u8 = 1;
+
+/// One immutable sorted run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: u32,
+    pub level: u8,
+    pub keys: u64,
+}
+
+/// A merge in progress: `inputs` (runs of `level`) into run `output` of `level + 1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merge {
+    pub output: u32,
+    pub level: u8,
+    pub inputs: Vec<u32>,
+    /// Keys written to the output so far.
+    pub written: u64,
+    /// The last key written: the next step continues after it.
+    pub after: Option<Vec<u8>>,
+}
+
+/// The runs of one set and its merges in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSet {
+    pub next_id: u32,
+    /// Oldest first.
+    pub runs: Vec<Run>,
+    pub merges: Vec<Merge>,
+}
+
+/// The table name of run `id` of set `set`. Every run table of every set starts with
+/// [`RUN_TABLE_PREFIX`] (backups copy them by that prefix).
+pub fn table_name(set: &str, id: u32) -> String {
+    format!("{RUN_TABLE_PREFIX}{set}.{id:010}")
+}
+
+pub const RUN_TABLE_PREFIX: &str = "run.";
+
+fn def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+type RunTableMut<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// Collects keys into blocks and writes each full block to a run table.
+struct BlockWriter {
+    block: Vec<u8>,
+    first: Option<Vec<u8>>,
+}
+
+impl BlockWriter {
+    fn new() -> BlockWriter {
+        BlockWriter {
+            block: vec![BLOCK_V1],
+            first: None,
+        }
+    }
+
+    fn push(&mut self, table: &mut RunTableMut<'_>, key: &[u8]) -> Result<()> {
+        if self.first.is_some() && self.block.len() + 2 + key.len() > BLOCK_BYTES {
+            self.flush(table)?;
+        }
+        if self.first.is_none() {
+            self.first = Some(key.to_vec());
+        }
+        // Keys are at most a few hundred bytes (identifiers are capped by validation).
+        let len = u16::try_from(key.len())
+            .map_err(|_| super::Error::Invalid(format!("run key of {} bytes", key.len())))?;
+        self.block.extend_from_slice(&len.to_be_bytes());
+        self.block.extend_from_slice(key);
+        Ok(())
+    }
+
+    fn flush(&mut self, table: &mut RunTableMut<'_>) -> Result<()> {
+        if let Some(first) = self.first.take() {
+            table.insert(first.as_slice(), self.block.as_slice())?;
+            self.block.truncate(1);
+        }
+        Ok(())
+    }
+}
+
+/// The keys of a block, in order.
+fn decode_block(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let bad = || super::Error::Invalid("undecodable run block".into());
+    let Some((&BLOCK_V1, mut rest)) = bytes.split_first() else {
+        return Err(bad());
+    };
+    let mut keys = Vec::new();
+    while let Some(len) = rest.get(..2) {
+        let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+        keys.push(rest.get(2..2 + len).ok_or_else(bad)?.to_vec());
+        rest = &rest[2 + len..];
+    }
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(keys)
+}
+
+/// Reads the keys of one run in order, from a starting point.
+struct Cursor<'t> {
+    blocks: redb::Range<'t, &'static [u8], &'static [u8]>,
+    /// The rest of the current block, reversed (the next key is at the end).
+    keys: Vec<Vec<u8>>,
+}
+
+impl<'t> Cursor<'t> {
+    /// The keys of `table` within `start` (and every key after it).
+    fn new(
+        table: &'t impl ReadableTable<&'static [u8], &'static [u8]>,
+        start: Bound<&[u8]>,
+    ) -> Result<Cursor<'t>> {
+        let mut keys = Vec::new();
+        let pivot = match start {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k),
+            Bound::Unbounded => None,
+        };
+        if let Some(k) = pivot
+            && let Some(row) = table.range::<&[u8]>(..=k)?.next_back()
+        {
+            // The block that may hold keys at and after `k` starts at or before it.
+            keys = decode_block(row?.1.value())?;
+            keys.retain(|x| match start {
+                Bound::Included(k) => x.as_slice() >= k,
+                Bound::Excluded(k) => x.as_slice() > k,
+                Bound::Unbounded => true,
+            });
+        }
+        keys.reverse();
+        let rest: (Bound<&[u8]>, Bound<&[u8]>) = match pivot {
+            Some(k) => (Bound::Excluded(k), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        Ok(Cursor {
+            blocks: table.range::<&[u8]>(rest)?,
+            keys,
+        })
+    }
+
+    fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(k) = self.keys.pop() {
+                return Ok(Some(k));
+            }
+            match self.blocks.next() {
+                Some(row) => {
+                    self.keys = decode_block(row?.1.value())?;
+                    self.keys.reverse();
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl RunSet {
+    /// The set stored under `set` in `meta` (empty when there is none).
+    pub fn load(
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        set: &str,
+    ) -> Result<RunSet> {
+        match meta.get(set)? {
+            Some(bytes) => Ok(decode_config("run set", bytes.value())?),
+            None => Ok(RunSet::default()),
+        }
+    }
+
+    fn save(&self, txn: &WriteTransaction, set: &str) -> Result<()> {
+        txn.open_table(META)?
+            .insert(set, encode_config(self).as_slice())?;
+        Ok(())
+    }
+
+    /// Whether merges are waiting for steps.
+    pub fn merging(&self) -> bool {
+        !self.merges.is_empty()
+    }
+
+    /// Adds `keys` (sorted, without repeats) as a new run of level 0 and starts the merges
+    /// that are due, in `txn`.
+    pub fn add(txn: &WriteTransaction, set: &str, keys: &[&[u8]]) -> Result<()> {
+        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
+        let mut this = RunSet::load(&txn.open_table(META)?, set)?;
+        if !keys.is_empty() {
+            let id = this.take_id();
+            let name = table_name(set, id);
+            let mut table = txn.open_table(def(&name))?;
+            let mut w = BlockWriter::new();
+            for k in keys {
+                w.push(&mut table, k)?;
+            }
+            w.flush(&mut table)?;
+            this.runs.push(Run {
+                id,
+                level: 0,
+                keys: keys.len() as u64,
+            });
+        }
+        this.plan_merges();
+        this.save(txn, set)
+    }
+
+    fn take_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Starts a merge for every level that holds [`FANOUT`] runs not already being merged.
+    fn plan_merges(&mut self) {
+        loop {
+            let busy: Vec<u32> = self
+                .merges
+                .iter()
+                .flat_map(|m| m.inputs.iter().copied())
+                .collect();
+            let mut levels: Vec<u8> = self.runs.iter().map(|r| r.level).collect();
+            levels.sort_unstable();
+            levels.dedup();
+            let due = levels.into_iter().find_map(|level| {
+                let idle: Vec<u32> = self
+                    .runs
+                    .iter()
+                    .filter(|r| r.level == level && !busy.contains(&r.id))
+                    .map(|r| r.id)
+                    .take(FANOUT)
+                    .collect();
+                (idle.len() == FANOUT).then_some((level, idle))
+            });
+            let Some((level, inputs)) = due else {
+                return;
+            };
+            let output = self.take_id();
+            self.merges.push(Merge {
+                output,
+                level,
+                inputs,
+                written: 0,
+                after: None,
+            });
+        }
+    }
+
+    /// Writes at most `budget` keys of the pending merges (lowest level first, so small runs
+    /// never pile up behind a large merge), completing the merges that end, in `txn`.
+    /// Returns whether merge work is left.
+    pub fn merge_step(txn: &WriteTransaction, set: &str, mut budget: usize) -> Result<bool> {
+        let mut this = RunSet::load(&txn.open_table(META)?, set)?;
+        this.merges.sort_by_key(|m| m.level);
+        let mut i = 0;
+        while i < this.merges.len() && budget > 0 {
+            let (done, used) = step_one(txn, set, &mut this.merges[i], budget)?;
+            budget -= used;
+            if done {
+                let m = this.merges.remove(i);
+                for id in &m.inputs {
+                    txn.delete_table(def(&table_name(set, *id)))?;
+                }
+                this.runs.retain(|r| !m.inputs.contains(&r.id));
+                // The output takes the place of its inputs in age order (before every run
+                // added since).
+                let at = this
+                    .runs
+                    .iter()
+                    .position(|r| r.id > m.output)
+                    .unwrap_or(this.runs.len());
+                this.runs.insert(
+                    at,
+                    Run {
+                        id: m.output,
+                        level: m.level + 1,
+                        keys: m.written,
+                    },
+                );
+                this.plan_merges();
+                this.merges.sort_by_key(|m| m.level);
+                i = 0;
+            } else {
+                i += 1;
+            }
+        }
+        this.save(txn, set)?;
+        Ok(this.merging())
+    }
+}
+
+/// Advances one merge by at most `budget` keys. Returns whether it is complete and how many
+/// keys it wrote. A step ends with its last block written, so the next one starts a new
+/// block after [`Merge::after`].
+fn step_one(
+    txn: &WriteTransaction,
+    set: &str,
+    m: &mut Merge,
+    budget: usize,
+) -> Result<(bool, usize)> {
+    let names: Vec<String> = m.inputs.iter().map(|id| table_name(set, *id)).collect();
+    let inputs = names
+        .iter()
+        .map(|n| txn.open_table(def(n)))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let start = match &m.after {
+        Some(k) => Bound::Excluded(k.as_slice()),
+        None => Bound::Unbounded,
+    };
+    let mut cursors = Vec::with_capacity(inputs.len());
+    let mut heads: Vec<Option<Vec<u8>>> = Vec::with_capacity(inputs.len());
+    for t in &inputs {
+        let mut c = Cursor::new(t, start)?;
+        heads.push(c.next()?);
+        cursors.push(c);
+    }
+    let out_name = table_name(set, m.output);
+    let mut out = txn.open_table(def(&out_name))?;
+    let mut w = BlockWriter::new();
+    let mut used = 0;
+    let mut last: Option<Vec<u8>> = None;
+    while used < budget {
+        let Some(min) = heads.iter().flatten().min().cloned() else {
+            break;
+        };
+        for (head, c) in heads.iter_mut().zip(cursors.iter_mut()) {
+            if head.as_ref() == Some(&min) {
+                *head = c.next()?;
+            }
+        }
+        w.push(&mut out, &min)?;
+        used += 1;
+        last = Some(min);
+    }
+    w.flush(&mut out)?;
+    m.written += used as u64;
+    if last.is_some() {
+        m.after = last;
+    }
+    Ok((heads.iter().all(Option::is_none), used))
+}
+
+/// The runs of a set as one read transaction sees them.
+pub struct Reader {
+    tables: Vec<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+}
+
+impl Reader {
+    pub fn open(txn: &ReadTransaction, set: &str) -> Result<Reader> {
+        let this = RunSet::load(&txn.open_table(META)?, set)?;
+        let mut tables = Vec::with_capacity(this.runs.len());
+        for r in &this.runs {
+            let name = table_name(set, r.id);
+            tables.push(txn.open_table(def(&name))?);
+        }
+        Ok(Reader { tables })
+    }
+
+    /// The smallest key at or after `lower`, in any run.
+    pub fn first_from(&self, lower: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut best: Option<Vec<u8>> = None;
+        for t in &self.tables {
+            if let Some(k) = Cursor::new(t, Bound::Included(lower))?.next()?
+                && best.as_ref().is_none_or(|b| k < *b)
+            {
+                best = Some(k);
+            }
+        }
+        Ok(best)
+    }
+
+    /// Every key starting with `prefix`, sorted, each once.
+    pub fn with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for t in &self.tables {
+            let mut c = Cursor::new(t, Bound::Included(prefix))?;
+            while let Some(k) = c.next()? {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                out.push(k);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Runs read.
+    pub fn runs(&self) -> usize {
+        self.tables.len()
+    }
+}
+
+/// Whether `name` is the table of a run (of any set).
+pub fn is_run_table(name: &str) -> bool {
+    name.starts_with(RUN_TABLE_PREFIX)
+}
+
+/// Drops every run of `set` (and its merges), in `txn` (whose `META` table the caller has
+/// open as `meta`).
+pub fn clear(
+    txn: &WriteTransaction,
+    meta: &mut redb::Table<&'static str, &'static [u8]>,
+    set: &str,
+) -> Result<()> {
+    let this = RunSet::load(meta, set)?;
+    let ids = this
+        .runs
+        .iter()
+        .map(|r| r.id)
+        .chain(this.merges.iter().map(|m| m.output));
+    for id in ids {
+        txn.delete_table(def(&table_name(set, id)))?;
+    }
+    meta.remove(set)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use redb::{ReadableDatabase, TableHandle};
+    use std::collections::BTreeSet;
+
+    fn all(store: &Store) -> (Vec<Vec<u8>>, usize) {
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let r = Reader::open(&txn, "t").unwrap();
+        (r.with_prefix(&[]).unwrap(), r.runs())
+    }
+
+    fn state(store: &Store) -> RunSet {
+        let txn = store.db().unwrap().begin_read().unwrap();
+        RunSet::load(&txn.open_table(META).unwrap(), "t").unwrap()
+    }
+
+    /// Chunks of random keys (with repeats across chunks), merged in small steps, some of
+    /// them rolled back as by a crash: readers always see exactly the keys added, and the
+    /// runs stay few.
+    #[test]
+    fn merges_keep_the_set_and_bound_the_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut expected = BTreeSet::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for chunk in 0..300u64 {
+            let mut keys: Vec<Vec<u8>> = (0..(next() % 40 + 1))
+                .map(|_| (next() % 5000).to_be_bytes()[5..].to_vec())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let txn = store.db().unwrap().begin_write().unwrap();
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            RunSet::add(&txn, "t", &refs).unwrap();
+            RunSet::merge_step(&txn, "t", (next() % 50) as usize).unwrap();
+            if chunk % 7 == 3 {
+                // A crash before the commit: nothing of it happened.
+                txn.abort().unwrap();
+            } else {
+                txn.commit().unwrap();
+                expected.extend(keys);
+            }
+            let (seen, _) = all(&store);
+            assert_eq!(seen, expected.iter().cloned().collect::<Vec<_>>());
+        }
+        // Let the merges finish: few runs, each key once.
+        loop {
+            let txn = store.db().unwrap().begin_write().unwrap();
+            let more = RunSet::merge_step(&txn, "t", 100).unwrap();
+            txn.commit().unwrap();
+            if !more {
+                break;
+            }
+        }
+        let (seen, runs) = all(&store);
+        assert_eq!(seen, expected.iter().cloned().collect::<Vec<_>>());
+        let set = state(&store);
+        assert!(runs < 3 * FANOUT, "{runs} runs: {set:?}");
+        assert!(set.runs.iter().any(|r| r.level >= 2), "{set:?}");
+        let stored: u64 = set.runs.iter().map(|r| r.keys).sum();
+        assert!(
+            stored < 2 * expected.len() as u64,
+            "{stored} keys for {}",
+            expected.len()
+        );
+        // No table of a finished merge's input is left behind.
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let tables = txn
+            .list_tables()
+            .unwrap()
+            .filter(|t| is_run_table(t.name()))
+            .count();
+        assert_eq!(tables, runs);
+    }
+
+    #[test]
+    fn clear_drops_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
+        for i in 0..FANOUT as u8 + 1 {
+            RunSet::add(&txn, "t", &[&[i]]).unwrap();
+        }
+        RunSet::merge_step(&txn, "t", 1).unwrap();
+        assert!(state_in(&txn).merging());
+        clear(&txn, &mut txn.open_table(META).unwrap(), "t").unwrap();
+        txn.commit().unwrap();
+        assert_eq!(all(&store), (vec![], 0));
+        let txn = store.db().unwrap().begin_read().unwrap();
+        assert_eq!(
+            txn.list_tables()
+                .unwrap()
+                .filter(|t| is_run_table(t.name()))
+                .count(),
+            0
+        );
+    }
+
+    fn state_in(txn: &WriteTransaction) -> RunSet {
+        RunSet::load(&txn.open_table(META).unwrap(), "t").unwrap()
+    }
+}
