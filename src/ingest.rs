@@ -42,17 +42,7 @@ async fn reflect_single_inner(
     *app = Some(key.app.clone());
     let body = read_body(state, req, state.config.limits.single_body).await?;
     let received_at_ms = now_ms();
-    let event = reflect::decode_single(&body)?.validate(random_id)?;
-    if !key.allows(&event.get().event_name) {
-        return Err(Reason::EventNotAllowedByKey);
-    }
-    let audit_key = format!(
-        "s2s/{}/{}.json",
-        Date::from_ms(received_at_ms as i64).iso(),
-        event.event_id()
-    );
-    let event_id = event.event_id().to_owned();
-    let pending = pending(&key, "reflect", received_at_ms, event, &audit_key);
+    let (event_id, audit_key, pending) = reflect_single_prepare(&key, received_at_ms, &body)?;
     let sub = Submission {
         app_id: key.app_id,
         tenant_id: key.tenant_id,
@@ -101,24 +91,62 @@ async fn reflect_bulk_inner(
     *app = Some(key.app.clone());
     let body = read_body(state, req, state.config.limits.bulk_body).await?;
     let received_at_ms = now_ms();
-    let items = reflect::decode_bulk(&body)?;
     let audit_key = format!(
         "s2s/bulk/{}/{}.json",
         Date::from_ms(received_at_ms as i64).iso(),
         random_id()
     );
-    let items = items.into_iter().map(|i| (i.event_id, i.draft));
-    let done = submit_batch(
+    let batch = reflect_bulk_prepare(&key, received_at_ms, &body, &audit_key)?;
+    let done = submit_prepared(
         state,
         &key,
         "reflect",
         received_at_ms,
-        items,
+        batch,
         audit_key,
         &body,
     )
     .await?;
     Ok(done.reply(status_of, received_at_ms))
+}
+
+/// The request side of `POST /s2s/event` once the key and body are known: decode →
+/// validate → the key's allow-list → encode. Returns the event id, the audit key and the
+/// encoded event.
+pub fn reflect_single_prepare(
+    key: &KeyInfo,
+    received_at_ms: u64,
+    body: &[u8],
+) -> Result<(String, String, Pending), Reason> {
+    let event = checked(key, reflect::decode_single(body)?)?;
+    let audit_key = format!(
+        "s2s/{}/{}.json",
+        Date::from_ms(received_at_ms as i64).iso(),
+        event.event_id()
+    );
+    let event_id = event.event_id().to_owned();
+    let pending = pending(key, "reflect", received_at_ms, event, &audit_key);
+    Ok((event_id, audit_key, pending))
+}
+
+/// The request side of `POST /s2s/events/bulk` once the key and body are known: decode →
+/// validate → the key's allow-list → encode, per event.
+pub fn reflect_bulk_prepare(
+    key: &KeyInfo,
+    received_at_ms: u64,
+    body: &[u8],
+    audit_key: &str,
+) -> Result<PreparedBatch, Reason> {
+    let items = reflect::decode_bulk(body)?
+        .into_iter()
+        .map(|i| (i.event_id, i.draft));
+    Ok(prepare_batch(
+        key,
+        "reflect",
+        received_at_ms,
+        items,
+        audit_key,
+    ))
 }
 
 /// What a batch endpoint answers: the per-event results, and the first rejection when no
@@ -155,23 +183,64 @@ pub(crate) async fn submit_batch(
     audit_key: String,
     body: &bytes::Bytes,
 ) -> Result<BatchDone, Reason> {
-    /// Per-event status, in request order.
-    enum Slot {
-        Rejected(Option<String>, Reason),
-        /// Index into the submission's events.
-        Queued(String, usize),
+    let batch = prepare_batch(key, source, received_at_ms, items, &audit_key);
+    submit_prepared(state, key, source, received_at_ms, batch, audit_key, body).await
+}
+
+/// Per-event status of a batch, in request order.
+enum Slot {
+    Rejected(Option<String>, Reason),
+    /// Index into the submission's events.
+    Queued(String, usize),
+}
+
+/// A decoded batch: each event's status in request order, and the encoded valid ones.
+pub struct PreparedBatch {
+    slots: Vec<Slot>,
+    events: Vec<Pending>,
+}
+
+impl PreparedBatch {
+    /// The encoded events to submit.
+    pub fn events(&self) -> &[Pending] {
+        &self.events
     }
+}
+
+/// Validates each decoded event against the key and encodes the valid ones.
+fn prepare_batch(
+    key: &KeyInfo,
+    source: &'static str,
+    received_at_ms: u64,
+    items: impl Iterator<Item = (Option<String>, Result<Draft, Reason>)>,
+    audit_key: &str,
+) -> PreparedBatch {
     let mut slots = Vec::new();
     let mut events = Vec::new();
     for (event_id, draft) in items {
         match draft.and_then(|d| checked(key, d)) {
             Ok(ev) => {
                 slots.push(Slot::Queued(ev.event_id().to_owned(), events.len()));
-                events.push(pending(key, source, received_at_ms, ev, &audit_key));
+                events.push(pending(key, source, received_at_ms, ev, audit_key));
             }
             Err(reason) => slots.push(Slot::Rejected(event_id, reason)),
         }
     }
+    PreparedBatch { slots, events }
+}
+
+/// Submits the valid events of a prepared batch in one submission (the raw body stored
+/// under `audit_key`) and builds the per-event results in request order.
+async fn submit_prepared(
+    state: &State,
+    key: &KeyInfo,
+    source: &'static str,
+    received_at_ms: u64,
+    batch: PreparedBatch,
+    audit_key: String,
+    body: &bytes::Bytes,
+) -> Result<BatchDone, Reason> {
+    let PreparedBatch { slots, events } = batch;
     let outcomes = if events.is_empty() {
         Vec::new()
     } else {
