@@ -15,11 +15,13 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 
 pub mod adjust;
 pub mod appsflyer;
 pub mod datafly;
 pub mod gamerebellion;
+pub mod native;
 
 /// `POST /s2s/event`.
 pub async fn reflect_single(state: &State, req: Request<Incoming>) -> Reply {
@@ -118,15 +120,17 @@ pub fn reflect_single_prepare(
     received_at_ms: u64,
     body: &[u8],
 ) -> Result<(String, String, Pending), Reason> {
-    let event = checked(key, reflect::decode_single(body)?)?;
+    let event = reflect::decode_single(body)?.validate(random_id)?;
+    if !key.allows(&event.get().event_name) {
+        return Err(Reason::EventNotAllowedByKey);
+    }
     let audit_key = format!(
         "s2s/{}/{}.json",
         Date::from_ms(received_at_ms as i64).iso(),
         event.event_id()
     );
-    let event_id = event.event_id().to_owned();
-    let pending = pending(key, "reflect", received_at_ms, event, &audit_key);
-    Ok((event_id, audit_key, pending))
+    let pending = native::pending(key, "reflect", received_at_ms, &event, &audit_key);
+    Ok((pending.event_id.clone(), audit_key, pending))
 }
 
 /// The request side of `POST /s2s/events/bulk` once the key and body are known: decode →
@@ -137,16 +141,27 @@ pub fn reflect_bulk_prepare(
     body: &[u8],
     audit_key: &str,
 ) -> Result<PreparedBatch, Reason> {
-    let items = reflect::decode_bulk(body)?
-        .into_iter()
-        .map(|i| (i.event_id, i.draft));
-    Ok(prepare_batch(
-        key,
-        "reflect",
-        received_at_ms,
-        items,
-        audit_key,
-    ))
+    let items = reflect::decode_bulk(body)?;
+    let mut slots = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    for reflect::BulkItem { event_id, draft } in items {
+        let checked = draft.and_then(|d| d.validate(random_id)).and_then(|ev| {
+            if key.allows(&ev.get().event_name) {
+                Ok(ev)
+            } else {
+                Err(Reason::EventNotAllowedByKey)
+            }
+        });
+        match checked {
+            Ok(ev) => {
+                let pending = native::pending(key, "reflect", received_at_ms, &ev, audit_key);
+                slots.push(Slot::Queued(pending.event_id.clone(), events.len()));
+                events.push(pending);
+            }
+            Err(reason) => slots.push(Slot::Rejected(event_id.map(Cow::into_owned), reason)),
+        }
+    }
+    Ok(PreparedBatch { slots, events })
 }
 
 /// What a batch endpoint answers: the per-event results, and the first rejection when no
