@@ -4,6 +4,7 @@
 //! encode → group-commit writer (dedupe, quota, append, one fsync) → response.
 
 use crate::clock::{Date, next_month_start_ms, now_ms};
+use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
 use crate::event::{Draft, Reason, ValidEvent, random_id};
 use crate::server::reply::{Reply, status_of};
@@ -16,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 use std::borrow::Cow;
+use std::io::Write as _;
 
 pub mod adjust;
 pub mod appsflyer;
@@ -56,10 +58,7 @@ async fn reflect_single_inner(
     let outcome = submit(state, sub, body.len()).await?[0];
     count_outcomes(state, &key.app, "reflect", &[outcome]);
     Ok(match outcome {
-        Outcome::Accepted { .. } => Reply::json(
-            200,
-            &json!({ "accepted": 1, "event_id": event_id, "audit_key": audit_key }),
-        ),
+        Outcome::Accepted { .. } => json_text(200, single_accepted(&event_id, &audit_key)),
         Outcome::Duplicate { seq } => {
             let mut body = json!({ "accepted": 0, "duplicate": true, "event_id": event_id });
             if let Ok(Some(original)) = state.store.event(seq) {
@@ -70,6 +69,18 @@ async fn reflect_single_inner(
         Outcome::OverQuota => return Err(Reason::CapExceeded),
         Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
     })
+}
+
+/// The answer to an accepted single event, `{"accepted": 1, "event_id", "audit_key"}`,
+/// written as text.
+pub fn single_accepted(event_id: &str, audit_key: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(48 + event_id.len() + audit_key.len());
+    body.extend_from_slice(br#"{"accepted":1,"event_id":"#);
+    write_str(&mut body, event_id);
+    body.extend_from_slice(br#","audit_key":"#);
+    write_str(&mut body, audit_key);
+    body.push(b'}');
+    body
 }
 
 /// `POST /s2s/events/bulk`.
@@ -164,25 +175,45 @@ pub fn reflect_bulk_prepare(
     Ok(PreparedBatch { slots, events })
 }
 
-/// What a batch endpoint answers: the per-event results, and the first rejection when no
-/// event was accepted or a duplicate (the request then fails with that reason's status).
-pub(crate) struct BatchDone {
-    pub body: Value,
+/// What a batch endpoint answers: the per-event results (JSON text), and the first rejection
+/// when no event was accepted or a duplicate (the request then fails with that reason's
+/// status).
+pub struct BatchDone {
+    body: Vec<u8>,
     pub all_rejected: Option<Reason>,
 }
 
 impl BatchDone {
+    /// The results as JSON text.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
     /// 200 with the results, or the first rejection's status (`status_of` of the dialect)
     /// with the same results and an `error` field.
     pub fn reply(mut self, status_of: impl Fn(Reason) -> u16, received_at_ms: u64) -> Reply {
         match self.all_rejected {
             Some(reason) => {
-                self.body["error"] = Value::String(reason.tag().into_owned());
-                let reply = Reply::json(status_of(reason), &self.body);
+                self.body.pop(); // the closing brace
+                self.body.extend_from_slice(br#","error":"#);
+                write_str(&mut self.body, &reason.tag());
+                self.body.push(b'}');
+                let reply = json_text(status_of(reason), self.body);
                 with_quota_retry(reply, reason, received_at_ms)
             }
-            None => Reply::json(200, &self.body),
+            None => json_text(200, self.body),
         }
+    }
+}
+
+/// A JSON reply whose body was written as text.
+fn json_text(status: u16, body: Vec<u8>) -> Reply {
+    Reply {
+        status,
+        content_type: "application/json",
+        body: body.into(),
+        retry_after: None,
+        headers: Vec::new(),
     }
 }
 
@@ -219,6 +250,11 @@ impl PreparedBatch {
     /// The encoded events to submit.
     pub fn events(&self) -> &[Pending] {
         &self.events
+    }
+
+    /// The per-event statuses (to answer with once the writer decided) and the events.
+    pub fn into_parts(self) -> (BatchSlots, Vec<Pending>) {
+        (BatchSlots(self.slots), self.events)
     }
 }
 
@@ -270,46 +306,81 @@ async fn submit_prepared(
         submit(state, sub, body.len()).await?
     };
     count_outcomes(state, &key.app, source, &outcomes);
+    Ok(BatchSlots(slots).answer(&outcomes, &audit_key, |reason| {
+        count_rejected(state, Some(&key.app), source, reason, 1)
+    }))
+}
 
-    let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
-    let mut first_reason = None;
-    let results: Vec<Value> = slots
-        .into_iter()
-        .map(|slot| {
+/// Each event's status of a prepared batch, in request order.
+pub struct BatchSlots(Vec<Slot>);
+
+impl BatchSlots {
+    /// The answer once the writer decided `outcomes` (one per queued event, in order):
+    /// `{"accepted", "duplicates", "rejected", "results": [{"event_id", "status",
+    /// "reason"?}], "audit_key"?}` in request order. Written as text: a tree of a thousand
+    /// small maps cost about as much CPU as decoding the events. `on_rejected` is called with
+    /// the reason of each rejected event.
+    pub fn answer(
+        self,
+        outcomes: &[Outcome],
+        audit_key: &str,
+        mut on_rejected: impl FnMut(Reason),
+    ) -> BatchDone {
+        let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
+        let mut first_reason = None;
+        let mut results = Vec::with_capacity(self.0.len() * 64);
+        for (n, slot) in self.0.into_iter().enumerate() {
+            if n > 0 {
+                results.push(b',');
+            }
+            results.extend_from_slice(br#"{"event_id":"#);
             let (event_id, reason) = match slot {
                 Slot::Queued(id, i) => match outcomes[i] {
                     Outcome::Accepted { .. } => {
                         accepted += 1;
-                        return json!({ "event_id": id, "status": "accepted" });
+                        write_str(&mut results, &id);
+                        results.extend_from_slice(br#","status":"accepted"}"#);
+                        continue;
                     }
                     Outcome::Duplicate { .. } => {
                         duplicates += 1;
-                        return json!({ "event_id": id, "status": "duplicate" });
+                        write_str(&mut results, &id);
+                        results.extend_from_slice(br#","status":"duplicate"}"#);
+                        continue;
                     }
                     Outcome::OverQuota => (Some(id), Reason::CapExceeded),
                     Outcome::OutOfOrder => (Some(id), Reason::EventOutOfOrder),
                 },
                 Slot::Rejected(id, reason) => (id, reason),
             };
-            count_rejected(state, Some(&key.app), source, reason, 1);
+            on_rejected(reason);
             rejected += 1;
             first_reason.get_or_insert(reason);
-            json!({ "event_id": event_id, "status": "rejected", "reason": reason.tag() })
-        })
-        .collect();
-    let mut body = json!({
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "rejected": rejected,
-        "results": results,
-    });
-    if accepted > 0 {
-        body["audit_key"] = Value::String(audit_key);
+            match event_id {
+                Some(id) => write_str(&mut results, &id),
+                None => results.extend_from_slice(b"null"),
+            }
+            results.extend_from_slice(br#","status":"rejected","reason":"#);
+            write_str(&mut results, &reason.tag());
+            results.push(b'}');
+        }
+        let mut body = Vec::with_capacity(results.len() + audit_key.len() + 128);
+        let _ = write!(
+            body,
+            r#"{{"accepted":{accepted},"duplicates":{duplicates},"rejected":{rejected},"results":["#
+        );
+        body.extend_from_slice(&results);
+        body.push(b']');
+        if accepted > 0 {
+            body.extend_from_slice(br#","audit_key":"#);
+            write_str(&mut body, audit_key);
+        }
+        body.push(b'}');
+        BatchDone {
+            body,
+            all_rejected: first_reason.filter(|_| accepted == 0 && duplicates == 0),
+        }
     }
-    Ok(BatchDone {
-        body,
-        all_rejected: first_reason.filter(|_| accepted == 0 && duplicates == 0),
-    })
 }
 
 /// Counts accepted and duplicate outcomes (over-quota ones are counted as rejections by the

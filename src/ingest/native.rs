@@ -608,3 +608,99 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod answer_tests {
+    use crate::event::{Field, Reason};
+    use crate::ingest::{BatchSlots, Slot, single_accepted};
+    use crate::server::reply::status_of;
+    use crate::store::writer::Outcome;
+    use serde_json::{Value, json};
+
+    /// The answer as the server built it before, as a `Value` tree.
+    fn tree_answer(rows: &[(Option<&str>, &str, Option<Reason>)], audit_key: &str) -> Value {
+        let count = |status| rows.iter().filter(|r| r.1 == status).count();
+        let results: Vec<Value> = rows
+            .iter()
+            .map(|(id, status, reason)| match reason {
+                None => json!({ "event_id": id, "status": status }),
+                Some(r) => json!({ "event_id": id, "status": status, "reason": r.tag() }),
+            })
+            .collect();
+        let mut body = json!({
+            "accepted": count("accepted"),
+            "duplicates": count("duplicate"),
+            "rejected": count("rejected"),
+            "results": results,
+        });
+        if count("accepted") > 0 {
+            body["audit_key"] = Value::String(audit_key.into());
+        }
+        body
+    }
+
+    #[test]
+    fn answers_are_the_bytes_of_the_tree() {
+        let audit = "s2s/bulk/2025-01-01/\"x\".json";
+        let slots = || {
+            BatchSlots(vec![
+                Slot::Queued("a".into(), 0),
+                Slot::Rejected(None, Reason::BadJson),
+                Slot::Queued("b\"é\u{1}".into(), 1),
+                Slot::Rejected(Some("x\\".into()), Reason::Required(Field::EventName)),
+                Slot::Queued("c".into(), 2),
+                Slot::Queued("d".into(), 3),
+            ])
+        };
+        let outcomes = [
+            Outcome::Accepted { seq: 1 },
+            Outcome::Duplicate { seq: 0 },
+            Outcome::OverQuota,
+            Outcome::OutOfOrder,
+        ];
+        let mut seen = Vec::new();
+        let done = slots().answer(&outcomes, audit, |r| seen.push(r));
+        let rows = [
+            (Some("a"), "accepted", None),
+            (None, "rejected", Some(Reason::BadJson)),
+            (Some("b\"é\u{1}"), "duplicate", None),
+            (
+                Some("x\\"),
+                "rejected",
+                Some(Reason::Required(Field::EventName)),
+            ),
+            (Some("c"), "rejected", Some(Reason::CapExceeded)),
+            (Some("d"), "rejected", Some(Reason::EventOutOfOrder)),
+        ];
+        let tree = serde_json::to_vec(&tree_answer(&rows, audit)).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(done.body()),
+            String::from_utf8_lossy(&tree)
+        );
+        assert_eq!(done.all_rejected, None);
+        assert_eq!(seen.len(), 4);
+        assert_eq!(done.reply(status_of, 0).body, tree);
+
+        // All rejected: the first reason's status, and an `error` field last.
+        let none_queued = BatchSlots(vec![
+            Slot::Rejected(Some("e".into()), Reason::Invalid(Field::Props)),
+            Slot::Rejected(None, Reason::BadJson),
+        ]);
+        let done = none_queued.answer(&[], audit, drop);
+        let rows = [
+            (Some("e"), "rejected", Some(Reason::Invalid(Field::Props))),
+            (None, "rejected", Some(Reason::BadJson)),
+        ];
+        let mut tree = tree_answer(&rows, audit);
+        tree["error"] = Value::String("props_invalid".into());
+        let reply = done.reply(status_of, 0);
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.body, serde_json::to_vec(&tree).unwrap());
+
+        assert_eq!(
+            single_accepted("i\"d", "s2s/k"),
+            serde_json::to_vec(&json!({ "accepted": 1, "event_id": "i\"d", "audit_key": "s2s/k" }))
+                .unwrap()
+        );
+    }
+}

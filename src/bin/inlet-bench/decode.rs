@@ -3,24 +3,60 @@
 //! (not wall time), so that a busy shared machine changes the figures little.
 
 use crate::load::{event_id, event_json};
-use inlet::ingest::{reflect_bulk_prepare, reflect_single_prepare};
+use inlet::ingest::{reflect_bulk_prepare, reflect_single_prepare, single_accepted};
 use inlet::store::read::KeyInfo;
+use inlet::store::writer::Outcome;
+use serde_json::{Value, json};
 use std::hint::black_box;
 
-/// The figures of one run, in ns of thread CPU per event.
+/// The figures of one run, in ns of thread CPU per event, one per round.
+#[derive(Default)]
 pub struct Figures {
+    /// Decode → validate → encode.
     pub bulk: Vec<f64>,
     pub single: Vec<f64>,
+    /// The answer once every event is accepted, as the server writes it ...
+    pub bulk_answer: Vec<f64>,
+    pub single_answer: Vec<f64>,
+    /// ... and built as a `serde_json::Value` tree, as the server did before (for comparison).
+    pub bulk_answer_tree: Vec<f64>,
+    pub single_answer_tree: Vec<f64>,
 }
 
 impl Figures {
     pub fn summary(&self) -> String {
-        format!(
-            "bulk of 1000 (/s2s/events/bulk): {}\nsingle (/s2s/event):            {}",
-            stats(&self.bulk),
-            stats(&self.single)
-        )
+        [
+            ("bulk of 1000, decode → validate → encode", &self.bulk),
+            ("bulk of 1000, answer", &self.bulk_answer),
+            (
+                "bulk of 1000, answer as a Value tree",
+                &self.bulk_answer_tree,
+            ),
+            ("single, decode → validate → encode", &self.single),
+            ("single, answer", &self.single_answer),
+            ("single, answer as a Value tree", &self.single_answer_tree),
+        ]
+        .iter()
+        .map(|(what, rounds)| format!("{what:<42} {}", stats(rounds)))
+        .collect::<Vec<_>>()
+        .join("\n")
     }
+}
+
+/// Builds the bulk answer as a `Value` tree and serialises it (the former way).
+fn tree_answer(ids: &[String], audit_key: &str) -> Vec<u8> {
+    let results: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({ "event_id": id, "status": "accepted" }))
+        .collect();
+    let mut body = json!({
+        "accepted": ids.len(),
+        "duplicates": 0,
+        "rejected": 0,
+        "results": results,
+    });
+    body["audit_key"] = Value::String(audit_key.to_owned());
+    serde_json::to_vec(&body).expect("a Value serialises")
 }
 
 /// "min X ns/event, median Y" over the rounds.
@@ -88,11 +124,10 @@ pub fn run(events: u64, rounds: usize) -> Figures {
         })
         .collect();
 
-    let mut figures = Figures {
-        bulk: Vec::new(),
-        single: Vec::new(),
-    };
+    let mut figures = Figures::default();
+    let per = |start: u64, n: u64| (thread_cpu_ns() - start) as f64 / n as f64;
     for _ in 0..rounds {
+        // Decode → validate → encode, the batch freed in the loop (as the old bench did).
         let requests = events.div_ceil(BULK);
         let start = thread_cpu_ns();
         for r in 0..requests {
@@ -102,9 +137,31 @@ pub fn run(events: u64, rounds: usize) -> Figures {
             assert_eq!(batch.events().len(), BULK as usize);
             black_box(batch);
         }
-        figures
-            .bulk
-            .push((thread_cpu_ns() - start) as f64 / (requests * BULK) as f64);
+        figures.bulk.push(per(start, requests * BULK));
+
+        // The answers, from batches prepared untimed.
+        let accepted: Vec<Outcome> = (0..BULK).map(|seq| Outcome::Accepted { seq }).collect();
+        let mut parts: Vec<_> = (0..requests)
+            .map(|r| {
+                let body = bulks[r as usize % bulks.len()].as_bytes();
+                let (slots, events) = reflect_bulk_prepare(&key, RECEIVED_AT_MS, body, audit_key)
+                    .expect("the bench's bulk decodes")
+                    .into_parts();
+                let ids: Vec<String> = events.iter().map(|p| p.event_id.clone()).collect();
+                (Some(slots), ids)
+            })
+            .collect();
+        let start = thread_cpu_ns();
+        for (slots, _) in &mut parts {
+            let slots = slots.take().expect("answered once");
+            black_box(slots.answer(&accepted, audit_key, drop));
+        }
+        figures.bulk_answer.push(per(start, requests * BULK));
+        let start = thread_cpu_ns();
+        for (_, ids) in &parts {
+            black_box(tree_answer(ids, audit_key));
+        }
+        figures.bulk_answer_tree.push(per(start, requests * BULK));
 
         let start = thread_cpu_ns();
         for n in 0..events {
@@ -113,9 +170,30 @@ pub fn run(events: u64, rounds: usize) -> Figures {
                 .expect("the bench's event decodes");
             black_box(prepared);
         }
-        figures
-            .single
-            .push((thread_cpu_ns() - start) as f64 / events as f64);
+        figures.single.push(per(start, events));
+
+        let replies: Vec<(String, String)> = singles
+            .iter()
+            .map(|body| {
+                let (event_id, audit_key, _) =
+                    reflect_single_prepare(&key, RECEIVED_AT_MS, body.as_bytes())
+                        .expect("the bench's event decodes");
+                (event_id, audit_key)
+            })
+            .collect();
+        let start = thread_cpu_ns();
+        for n in 0..events {
+            let (event_id, audit_key) = &replies[n as usize % replies.len()];
+            black_box(single_accepted(event_id, audit_key));
+        }
+        figures.single_answer.push(per(start, events));
+        let start = thread_cpu_ns();
+        for n in 0..events {
+            let (event_id, audit_key) = &replies[n as usize % replies.len()];
+            let body = json!({ "accepted": 1, "event_id": event_id, "audit_key": audit_key });
+            black_box(serde_json::to_vec(&body).expect("a Value serialises"));
+        }
+        figures.single_answer_tree.push(per(start, events));
     }
     figures
 }

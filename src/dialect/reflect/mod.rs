@@ -101,7 +101,7 @@ pub struct BulkItem<'a> {
 
 /// Decodes the body of `POST /s2s/event`.
 pub fn decode_single(body: &[u8]) -> Result<Event<'_>, Reason> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_str(utf8(body)?);
     let item = de
         .deserialize_any(EventVisitor)
         .and_then(|item| de.end().map(|()| item))
@@ -113,7 +113,7 @@ pub fn decode_single(body: &[u8]) -> Result<Event<'_>, Reason> {
 /// not a JSON object with a non-empty `events` array of at most [`MAX_BULK`]; each event then
 /// gets its own result (an event that is not an object is `bad_json`).
 pub fn decode_bulk(body: &[u8]) -> Result<Vec<BulkItem<'_>>, Reason> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_str(utf8(body)?);
     let events = de
         .deserialize_any(BulkVisitor {
             capacity: (body.len() / 128 + 1).min(MAX_BULK),
@@ -129,6 +129,12 @@ pub fn decode_bulk(body: &[u8]) -> Result<Vec<BulkItem<'_>>, Reason> {
         Some(Events::Array { overflow: true, .. }) => Err(Reason::TooManyEvents),
         Some(Events::Array { items, .. }) => Ok(items),
     }
+}
+
+/// The body as text: JSON is UTF-8, so a body that is not is `bad_json` however it would
+/// parse. Checked once up front, serde_json then does not check each string again.
+fn utf8(body: &[u8]) -> Result<&str, Reason> {
+    std::str::from_utf8(body).map_err(|_| Reason::BadJson)
 }
 
 /// The known top-level fields, in the order the reference decoder takes them out of the
