@@ -25,7 +25,7 @@ pub enum KeySet<'de> {
     Empty,
     Small(Vec<Cow<'de, str>>),
     /// Past [`LINEAR_KEYS`], a hash set, so that a hostile object of many keys stays linear.
-    Big(HashSet<Cow<'de, str>>),
+    Big(Box<HashSet<Cow<'de, str>>>),
 }
 
 impl<'de> KeySet<'de> {
@@ -42,7 +42,7 @@ impl<'de> KeySet<'de> {
                 } else {
                     let mut set: HashSet<_> = keys.drain(..).collect();
                     set.insert(key);
-                    *self = KeySet::Big(set);
+                    *self = KeySet::Big(Box::new(set));
                 }
             }
             KeySet::Big(set) => return set.insert(key),

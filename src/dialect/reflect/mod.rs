@@ -396,7 +396,7 @@ impl<'de> Raw<'de> {
     }
 
     /// The event, or the first reason it is refused for, judged in the reference order.
-    fn judge(mut self) -> Result<Event<'de>, Reason> {
+    fn judge(&mut self) -> Result<Event<'de>, Reason> {
         let event_name = self
             .string(Known::EventName, Field::EventName)?
             .filter(|s| !s.is_empty())
