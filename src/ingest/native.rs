@@ -260,6 +260,11 @@ mod tests {
         assert_eq!(same(&clash), Err(Reason::Invalid(Field::Props)));
         let escaped_clash = format!(r#"{{{BASE},"\u0061":1,"props":{{"a":2}}}}"#);
         assert_eq!(same(&escaped_clash), Err(Reason::Invalid(Field::Props)));
+        // A known field spelled with an escape is that field.
+        let escaped_known = r#"{"event\u005fname":"x","event_ts_ms":1,"install_uuid":"i"}"#;
+        assert_eq!(props_of(escaped_known), "{}");
+        let twice = format!(r#"{{{BASE},"event\u005fname":"y"}}"#);
+        assert_eq!(same(&twice), Err(Reason::BadJson));
     }
 
     #[test]

@@ -197,3 +197,16 @@ pub fn run(events: u64, rounds: usize) -> Figures {
     }
     figures
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_tiny_run_reports_every_figure() {
+        let f = super::run(1000, 1);
+        let summary = f.summary();
+        assert_eq!(summary.lines().count(), 6, "{summary}");
+        for rounds in [&f.bulk, &f.bulk_answer, &f.single, &f.single_answer] {
+            assert!(rounds.len() == 1 && rounds[0] > 0.0, "{summary}");
+        }
+    }
+}
