@@ -231,45 +231,89 @@ impl Draft {
     /// Checks the limits every dialect shares and fixes the event id, generating one with
     /// `new_id` when the sender gave none.
     pub fn validate(mut self, new_id: impl FnOnce() -> String) -> Result<ValidEvent, Reason> {
-        match &self.event_id {
-            Some(id) => check_id(Field::EventId, id)?,
-            None => self.event_id = Some(new_id()),
+        Checks {
+            event_id: self.event_id.as_deref(),
+            event_name: &self.event_name,
+            install_uuid: self.install_uuid.as_deref(),
+            user_id: self.user_id.as_deref(),
+            anonymous_id: self.anonymous_id.as_deref(),
+            transaction_id: self.transaction_id.as_deref(),
+            product_id: self.product_id.as_deref(),
+            ids: &self.ids,
+            revenue: self.revenue,
+            currency: self.currency.as_deref(),
+        }
+        .run()?;
+        if self.event_id.is_none() {
+            self.event_id = Some(new_id());
+        }
+        if let Some(c) = &mut self.currency {
+            c.make_ascii_uppercase();
+        }
+        Ok(ValidEvent(self))
+    }
+}
+
+/// The fields [`Draft::validate`] checks, borrowed, so that a dialect with its own event type
+/// (the native one, which borrows from the body) applies exactly the same checks in the same
+/// order. After `run` succeeds the caller generates a missing event id and upper-cases the
+/// currency.
+pub struct Checks<'a, S> {
+    pub event_id: Option<&'a str>,
+    pub event_name: &'a str,
+    pub install_uuid: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub anonymous_id: Option<&'a str>,
+    pub transaction_id: Option<&'a str>,
+    pub product_id: Option<&'a str>,
+    pub ids: &'a [(S, S)],
+    pub revenue: Option<f64>,
+    pub currency: Option<&'a str>,
+}
+
+impl<S: AsRef<str>> Checks<'_, S> {
+    /// The first limit the event breaks, in a fixed order.
+    pub fn run(&self) -> Result<(), Reason> {
+        if let Some(id) = self.event_id {
+            check_id(Field::EventId, id)?;
         }
         if self.event_name.is_empty() {
             return Err(Reason::Required(Field::EventName));
         }
-        if self.event_name.chars().count() > MAX_EVENT_NAME {
+        if self.event_name.len() > MAX_EVENT_NAME
+            && self.event_name.chars().count() > MAX_EVENT_NAME
+        {
             return Err(Reason::TooLong(Field::EventName));
         }
         for (field, value) in [
-            (Field::InstallUuid, &self.install_uuid),
-            (Field::UserId, &self.user_id),
-            (Field::AnonymousId, &self.anonymous_id),
-            (Field::TransactionId, &self.transaction_id),
-            (Field::ProductId, &self.product_id),
+            (Field::InstallUuid, self.install_uuid),
+            (Field::UserId, self.user_id),
+            (Field::AnonymousId, self.anonymous_id),
+            (Field::TransactionId, self.transaction_id),
+            (Field::ProductId, self.product_id),
         ] {
             if let Some(v) = value {
                 check_id(field, v)?;
             }
         }
-        for (name, value) in &self.ids {
-            if name.is_empty() || name.chars().count() > MAX_ID {
+        for (name, value) in self.ids {
+            let name = name.as_ref();
+            if name.is_empty() || (name.len() > MAX_ID && name.chars().count() > MAX_ID) {
                 return Err(Reason::Invalid(Field::Ids));
             }
-            check_id(Field::Ids, value)?;
+            check_id(Field::Ids, value.as_ref())?;
         }
         if let Some(r) = self.revenue
             && !r.is_finite()
         {
             return Err(Reason::Invalid(Field::Revenue));
         }
-        if let Some(c) = &mut self.currency {
-            if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
-                return Err(Reason::Invalid(Field::Currency));
-            }
-            c.make_ascii_uppercase();
+        if let Some(c) = self.currency
+            && (c.len() != 3 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
+        {
+            return Err(Reason::Invalid(Field::Currency));
         }
-        Ok(ValidEvent(self))
+        Ok(())
     }
 }
 
@@ -277,7 +321,8 @@ fn check_id(field: Field, value: &str) -> Result<(), Reason> {
     if value.is_empty() {
         return Err(Reason::Invalid(field));
     }
-    if value.chars().count() > MAX_ID {
+    // A string of at most MAX_ID bytes has at most MAX_ID characters.
+    if value.len() > MAX_ID && value.chars().count() > MAX_ID {
         return Err(Reason::TooLong(field));
     }
     Ok(())

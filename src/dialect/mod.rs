@@ -3,6 +3,7 @@
 
 pub mod adjust;
 pub mod appsflyer;
+pub mod canon;
 pub mod datafly;
 pub mod gamerebellion;
 pub mod json;

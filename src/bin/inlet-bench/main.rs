@@ -3,6 +3,7 @@
 //! `target/release/inlet-bench all`.
 
 mod ceiling;
+mod decode;
 mod load;
 mod suite;
 
@@ -82,6 +83,15 @@ enum Cmd {
         /// Directory for the database file (default: a temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// The request side of the native endpoints in-process (decode → validate → encode),
+    /// in ns of thread CPU per event, on the bodies `load` sends.
+    Decode {
+        /// Events per round and endpoint.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
     },
     /// Everything: ceilings, inlet scenarios, restarts, RSS; prints the BENCHMARKS.md table.
     All(suite::Args),
@@ -167,6 +177,9 @@ fn main() -> anyhow::Result<()> {
                 run.elapsed.as_secs_f64(),
                 run.file_bytes >> 20
             );
+        }
+        Cmd::Decode { events, rounds } => {
+            println!("{}", decode::run(events, rounds).summary());
         }
         Cmd::All(args) => suite::all(&args)?,
     }

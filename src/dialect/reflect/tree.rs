@@ -1,16 +1,16 @@
-//! The native dialect (Reflect S2S, `specs/reflect-s2s.md`): `POST /s2s/event` with one JSON
-//! event, `POST /s2s/events/bulk` with `{"events": [...]}` of at most [`MAX_BULK`].
+//! The native dialect decoded through a `serde_json::Value` tree: the straightforward
+//! reading of the spec, kept as the reference the fast decoder ([`super`]) is tested
+//! against (same results, same reasons, same stored record). Not used to serve requests.
 //!
 //! Known fields map to the canonical event; every unknown top-level field is kept in `props`
 //! (a name that is also a key of the sender's own `props` object is refused as
 //! `props_invalid`, since keeping both would need a rename the sender did not ask for).
 
-use super::json;
+use crate::dialect::json;
 use crate::event::{Draft, Field, Reason};
 use serde_json::{Map, Value};
 
-/// Most events in one bulk request.
-pub const MAX_BULK: usize = 1000;
+use super::MAX_BULK;
 
 /// Decodes the body of `POST /s2s/event`.
 pub fn decode_single(body: &[u8]) -> Result<Draft, Reason> {
@@ -19,13 +19,13 @@ pub fn decode_single(body: &[u8]) -> Result<Draft, Reason> {
 }
 
 /// One event of a bulk request.
-pub type BulkItem = super::BatchItem;
+pub type BulkItem = crate::dialect::BatchItem;
 
 /// Decodes the body of `POST /s2s/events/bulk`: the request fails as a whole only when it is
 /// not a JSON object with a non-empty `events` array of at most [`MAX_BULK`]; each event then
 /// gets its own result.
 pub fn decode_bulk(body: &[u8]) -> Result<Vec<BulkItem>, Reason> {
-    super::decode_events(body, MAX_BULK, decode_event)
+    crate::dialect::decode_events(body, MAX_BULK, decode_event)
 }
 
 fn decode_event(mut m: Map<String, Value>) -> Result<Draft, Reason> {
