@@ -6,7 +6,7 @@
 use crate::clock::{Date, next_month_start_ms, now_ms};
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
-use crate::event::{Draft, Reason, ValidEvent, random_id};
+use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::server::reply::{Reply, status_of};
 use crate::server::{State, read_body};
 use crate::store::codec::{EventRecord, encode_event};
@@ -107,7 +107,7 @@ async fn reflect_bulk_inner(
     let audit_key = format!(
         "s2s/bulk/{}/{}.json",
         Date::from_ms(received_at_ms as i64).iso(),
-        random_id()
+        time_ordered_id()
     );
     let batch = reflect_bulk_prepare(&key, received_at_ms, &body, &audit_key)?;
     let done = submit_prepared(

@@ -136,7 +136,7 @@ async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<R
     let audit_key = format!(
         "gr/batch/{}/{}.json",
         Date::from_ms(received_at_ms as i64).iso(),
-        random_id()
+        crate::event::time_ordered_id()
     );
     let items = items.into_iter().map(|i| (i.event_id, i.draft));
     let done = submit_batch(state, key, SOURCE, received_at_ms, items, audit_key, &body).await?;

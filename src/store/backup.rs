@@ -39,6 +39,8 @@ macro_rules! each_table {
         $m!(KEY_USED);
         $m!(USAGE);
         $m!(AUDIT);
+        $m!(AUDIT_BODIES);
+        $m!(AUDIT_BATCHES);
         $m!(ORDERING);
         $m!(SESSIONS);
         $m!(APP_DAYS);

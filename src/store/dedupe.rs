@@ -678,7 +678,10 @@ mod tests {
         assert_eq!(f.parts.len(), 2);
         assert!((0..n).all(|i| f.may_contain(fp(i))));
         let false_maybe = (n..n + 100_000).filter(|&i| f.may_contain(fp(i))).count();
-        assert!(false_maybe < 3_000, "{false_maybe} of 100000 absent ids said maybe");
+        assert!(
+            false_maybe < 3_000,
+            "{false_maybe} of 100000 absent ids said maybe"
+        );
     }
 
     /// With the filter built in the background from a database holding merged fingerprints,
@@ -708,16 +711,26 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut n = 0;
         while !matches!(fresh.filter, Filter::Ready(_)) {
-            assert!(std::time::Instant::now() < deadline, "the filter was never built");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the filter was never built"
+            );
             // Each commit polls the build.
-            assert_eq!(ingest(&db, &mut fresh, &mut seq, &[&format!("new-{n}")]), [true]);
+            assert_eq!(
+                ingest(&db, &mut fresh, &mut seq, &[&format!("new-{n}")]),
+                [true]
+            );
             n += 1;
         }
         let out = ingest(&db, &mut fresh, &mut seq, &refs);
         assert!(out.iter().all(|&new| !new), "a merged id passed as new");
         let novel: Vec<String> = (0..3000).map(|i| format!("novel-{i}")).collect();
         let novel: Vec<&str> = novel.iter().map(String::as_str).collect();
-        assert!(ingest(&db, &mut fresh, &mut seq, &novel).iter().all(|&new| new));
+        assert!(
+            ingest(&db, &mut fresh, &mut seq, &novel)
+                .iter()
+                .all(|&new| new)
+        );
         // And the filter really answered for most of them.
         let Filter::Ready(f) = &fresh.filter else {
             unreachable!()
@@ -726,6 +739,9 @@ mod tests {
             .iter()
             .filter(|id| !f.may_contain(fingerprint(1, id)))
             .count();
-        assert!(passed > 2_500, "the filter excluded only {passed} of 3000 new ids");
+        assert!(
+            passed > 2_500,
+            "the filter excluded only {passed} of 3000 new ids"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! and reads. The store knows nothing of HTTP.
 
 pub mod admin;
+pub mod audit;
 pub mod backup;
 pub mod codec;
 pub mod dedupe;
@@ -249,6 +250,8 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(KEY_USED)?;
     txn.open_table(USAGE)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(AUDIT_BODIES)?;
+    txn.open_table(AUDIT_BATCHES)?;
     txn.open_table(ORDERING)?;
     txn.open_table(SESSIONS)?;
     txn.open_table(APP_DAYS)?;

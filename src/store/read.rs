@@ -326,9 +326,7 @@ impl Store {
 
     /// The raw request body stored under an audit key.
     pub fn audit(&self, audit_key: &str) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
-        let v = txn.open_table(AUDIT)?.get(audit_key)?;
-        Ok(v.map(|b| b.value().to_vec()))
+        super::audit::get(&self.db.begin_read()?, audit_key)
     }
 
     /// Writes the selected events as NDJSON canonical events, in log order, streaming from one

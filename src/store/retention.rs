@@ -120,7 +120,6 @@ pub fn find_chunk(db: &Database, cuts: &HashMap<String, u64>, from: u64) -> Resu
 pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
     let mut events = txn.open_table(EVENTS)?;
     let mut dedupe = txn.open_table(DEDUPE)?;
-    let mut audit = txn.open_table(AUDIT)?;
     let mut removed = 0;
     let mut highest = 0;
     for v in victims {
@@ -138,9 +137,9 @@ pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
         super::dedupe::forget(txn, &v.dedupe_key, v.seq)?;
         // Every event of one request shares its audit body, and all of them have the same
         // tenant and receive time, so they are all past the cut together.
-        audit.remove(v.audit_key.as_str())?;
+        super::audit::forget(txn, &v.audit_key, v.seq)?;
     }
-    drop((events, dedupe, audit));
+    drop((events, dedupe));
     if highest > removed_through(txn)? {
         txn.open_table(META)?
             .insert(REMOVED_THROUGH, &highest.to_be_bytes()[..])?;

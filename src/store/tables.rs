@@ -36,8 +36,14 @@ pub const KEY_LOOKUP: TableDefinition<u64, u32> = TableDefinition::new("key_look
 pub const KEY_USED: TableDefinition<u32, u64> = TableDefinition::new("key_used");
 /// [`usage_key`] (tenant, month) → events accepted that month.
 pub const USAGE: TableDefinition<u64, u64> = TableDefinition::new("usage");
-/// Audit key (`s2s/2026-04-26/<event_id>.json`, ...) → raw request body.
+/// Raw request bodies of schema ≤ 2, by audit key. Read and emptied by retention, no longer
+/// written (see [`AUDIT_BODIES`]).
 pub const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
+/// Raw request bodies (`store::audit`): seq of the request's first accepted event → u16 BE
+/// key length ++ audit key ++ body. Appends only.
+pub const AUDIT_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_bodies");
+/// Audit keys that do not name their event (batches) → seq of their body in [`AUDIT_BODIES`].
+pub const AUDIT_BATCHES: TableDefinition<&str, u64> = TableDefinition::new("audit_batches");
 /// Adjust ordering: [`ordering_key`] (app, event token, device) → timestamp (ms) of the last
 /// accepted event. Written only by the writer, in the event's transaction.
 pub const ORDERING: TableDefinition<&[u8], i64> = TableDefinition::new("adjust_order");

@@ -591,7 +591,8 @@ fn commit_batch(
     let index = {
         let mut events = txn.open_table(EVENTS)?;
         let mut dedupe = staged.begin(&txn)?;
-        let mut audit = txn.open_table(AUDIT)?;
+        let mut audit_bodies = txn.open_table(AUDIT_BODIES)?;
+        let mut audit_batches = txn.open_table(AUDIT_BATCHES)?;
         let mut key_used = txn.open_table(KEY_USED)?;
         let mut ordering = txn.open_table(ORDERING)?;
         let mut sessions = txn.open_table(SESSIONS)?;
@@ -604,7 +605,7 @@ fn commit_batch(
                 Entry::Vacant(e) => e.insert(load_quota(&txn, sub.tenant_id, qkey)?),
             };
             let mut outcomes = Vec::with_capacity(sub.events.len());
-            let mut any_accepted = false;
+            let mut first_accepted = None;
             for ev in &sub.events {
                 let slot = match dedupe.check(&events, sub.app_id, &ev.event_id)? {
                     Check::Seen(seen) => {
@@ -642,11 +643,22 @@ fn commit_batch(
                 outcomes.push(Outcome::Accepted { seq });
                 quota.used += 1;
                 tally.add(sub.app_id, sub.received_at_ms);
+                first_accepted.get_or_insert(seq);
                 seq += 1;
-                any_accepted = true;
             }
-            if any_accepted && let Some((k, body)) = &sub.audit {
-                audit.insert(k.as_str(), &body[..])?;
+            if let Some(first) = first_accepted
+                && let Some((k, body)) = &sub.audit
+            {
+                let ids: Vec<&str> = sub.events.iter().map(|e| e.event_id.as_str()).collect();
+                let index_key = super::audit::needs_key_index(k, &ids);
+                super::audit::store(
+                    &mut audit_bodies,
+                    &mut audit_batches,
+                    k,
+                    body,
+                    first,
+                    index_key,
+                )?;
             }
             let last = key_used.get(sub.key_id)?.map_or(0, |v| v.value());
             if sub.key_id != 0 && sub.received_at_ms > last {
