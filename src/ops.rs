@@ -136,7 +136,7 @@ impl Exec<'_> {
         f: impl FnOnce(&WriteTransaction) -> store::Result<R> + Send + 'static,
     ) -> store::Result<R> {
         let in_txn = move |db: &redb::Database| -> store::Result<R> {
-            let txn = db.begin_write()?;
+            let txn = crate::store::begin_write(db)?;
             let r = f(&txn)?;
             txn.commit()?;
             Ok(r)

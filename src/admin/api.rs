@@ -175,7 +175,7 @@ pub(super) async fn write<R: Send + 'static>(
     let r = state
         .writer
         .run(move |db| -> store::Result<R> {
-            let txn = db.begin_write()?;
+            let txn = crate::store::begin_write(db)?;
             let r = f(&txn)?;
             txn.commit()?;
             Ok(r)

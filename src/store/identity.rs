@@ -281,7 +281,7 @@ pub fn migrate_v2(
 /// holds the database alone (no writer thread), and for tests.
 pub fn catch_up(db: &redb::Database) -> Result<u64> {
     loop {
-        let txn = db.begin_write()?;
+        let txn = super::begin_write(db)?;
         let through = txn
             .open_table(EVENTS)?
             .last()?

@@ -156,7 +156,7 @@ pub fn run_direct(store: &Store, default_days: u32, now_ms: u64) -> Result<u64> 
     loop {
         let chunk = find_chunk(db, &cuts, from)?;
         if !chunk.victims.is_empty() {
-            let txn = db.begin_write()?;
+            let txn = super::begin_write(db)?;
             removed += delete_chunk(&txn, &chunk.victims)?;
             txn.commit()?;
         }
@@ -184,7 +184,7 @@ pub fn run_with_writer(
         if !chunk.victims.is_empty() {
             let victims = chunk.victims;
             removed += writer.run_blocking(move |db| -> Result<u64> {
-                let txn = db.begin_write()?;
+                let txn = super::begin_write(db)?;
                 let n = delete_chunk(&txn, &victims)?;
                 txn.commit()?;
                 Ok(n)

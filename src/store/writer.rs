@@ -384,7 +384,7 @@ impl Indexer {
     /// One indexing transaction of at most `identity::INDEX_CHUNK` events (and a bounded
     /// step of the graph's merges).
     fn step(&mut self, db: &Database, next_seq: u64) {
-        let result = db.begin_write().map_err(Error::from).and_then(|txn| {
+        let result = super::begin_write(db).map_err(Error::from).and_then(|txn| {
             let step = super::identity::index_step(&txn, next_seq - 1)?;
             txn.commit()?;
             Ok(step)
@@ -585,7 +585,7 @@ fn commit_batch(
     staged: &Staged,
     batch: &[Item],
 ) -> Result<(Vec<Vec<Outcome>>, u64, Committed)> {
-    let txn = db.begin_write()?;
+    let txn = super::begin_write(db)?;
     let mut all = Vec::with_capacity(batch.len());
     let first_seq = seq;
     let index = {
