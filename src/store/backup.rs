@@ -177,9 +177,11 @@ pub fn verify(path: &Path) -> Result<Summary> {
         .map_err(|_| Error::Invalid("no schema version: not an inlet database".into()))?
         .get("schema_version")?
         .and_then(|v| v.value().try_into().ok().map(u32::from_be_bytes));
-    if version != Some(SCHEMA_VERSION) {
+    // Older versions are migrated when the restored file is first opened (the tables read
+    // here are in every version).
+    if !version.is_some_and(|v| (1..=SCHEMA_VERSION).contains(&v)) {
         return Err(Error::Invalid(format!(
-            "schema version {version:?}, this build reads {SCHEMA_VERSION}"
+            "schema version {version:?}, this build reads 1 to {SCHEMA_VERSION}"
         )));
     }
     let mut s = Summary {
@@ -267,6 +269,54 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backup made by the previous version (schema 2, identity graph in `id_events` /
+    /// `id_links`) restores, and the first open migrates it.
+    #[test]
+    fn a_schema_2_backup_restores_and_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        {
+            let store = Store::open(&old).unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", &2u32.to_be_bytes()[..])
+                .unwrap();
+            txn.open_table(OLD_ID_EVENTS)
+                .unwrap()
+                .insert(&b"x"[..], ())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let file = old.join(DB_FILE);
+        verify(&file).unwrap();
+        let data = dir.path().join("new");
+        restore(&data, &file).unwrap();
+        let store = Store::open(&data).unwrap();
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
+        assert_eq!(version.unwrap().value(), SCHEMA_VERSION.to_be_bytes());
+        assert!(
+            txn.open_table(OLD_ID_EVENTS).is_err(),
+            "v2 graph tables dropped"
+        );
+        // A file from the future is refused.
+        drop(txn);
+        drop(store);
+        let txn = Store::open(&old)
+            .unwrap()
+            .db()
+            .unwrap()
+            .begin_write()
+            .unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", &(SCHEMA_VERSION + 1).to_be_bytes()[..])
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(verify(&file).is_err());
+    }
 
     #[test]
     fn backup_then_verify_then_restore() {

@@ -31,11 +31,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Fingerprints kept in memory before they are frozen and merged into [`DEDUPE_FP`]. With
-/// the frozen copy being merged, memory holds at most about twice this (some 12 MiB), and a
+/// the frozen copy being merged, memory holds at most about twice this (some 25 MiB), and a
 /// start reads back at most that much journal. Larger means fewer merges (each rewrites up
-/// to every page of `dedupe_fp` once) but more memory and a slower start: 512Ki measured
-/// 211 MiB peak RSS and 1.7 s to ready at 1M events.
-pub const FREEZE_AT: usize = 128 * 1024;
+/// to every page of `dedupe_fp` once: at 10M events the merges were a quarter of the writer
+/// thread's time with 128Ki) but more memory and a slower start (512Ki once measured
+/// 211 MiB peak RSS and 1.7 s to ready at 1M events).
+pub const FREEZE_AT: usize = 256 * 1024;
 /// Fewest frozen fingerprints merged per commit; a commit merges at least twice as many as
 /// it adds, so a merge is over before `active` fills again.
 const MIN_MERGE_CHUNK: usize = 4096;
@@ -78,8 +79,9 @@ pub struct FpFilter {
 
 struct FilterPart {
     bits: Vec<u64>,
-    /// Bit count − 1 (a power of two).
-    mask: u64,
+    /// Bit count (a multiple of 64; probes are mapped onto it by multiply-shift, so it
+    /// need not be a power of two).
+    nbits: u64,
     capacity: usize,
     len: usize,
 }
@@ -92,10 +94,10 @@ const FILTER_FIRST_CAPACITY: usize = 1 << 20;
 
 impl FilterPart {
     fn new(capacity: usize) -> FilterPart {
-        let bits = (capacity * FILTER_BITS_PER_KEY).next_power_of_two();
+        let words = (capacity * FILTER_BITS_PER_KEY).div_ceil(64).max(1);
         FilterPart {
-            bits: vec![0; bits / 64],
-            mask: bits as u64 - 1,
+            bits: vec![0; words],
+            nbits: words as u64 * 64,
             capacity,
             len: 0,
         }
@@ -105,8 +107,11 @@ impl FilterPart {
         // The app id (high half) is mixed in: the same id in two apps is two fingerprints.
         let h = (fp as u64) ^ ((fp >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let (a, b) = (h, h.rotate_left(32) | 1);
-        let mask = self.mask;
-        (0..FILTER_PROBES).map(move |i| a.wrapping_add(i.wrapping_mul(b)) & mask)
+        let n = u128::from(self.nbits);
+        (0..FILTER_PROBES).map(move |i| {
+            let x = a.wrapping_add(i.wrapping_mul(b));
+            ((u128::from(x) * n) >> 64) as u64
+        })
     }
 
     fn insert(&mut self, fp: u128) {
@@ -147,7 +152,10 @@ impl FpFilter {
         let mut filter = FpFilter::default();
         let n = redb::ReadableTableMetadata::len(&table)? as usize;
         if n > 0 {
-            filter.parts.push(FilterPart::new(n.next_power_of_two()));
+            // Room for growth before a second part is needed.
+            filter
+                .parts
+                .push(FilterPart::new((n + n / 4).max(FILTER_FIRST_CAPACITY)));
         }
         for row in table.iter()? {
             filter.insert(row?.0.value());

@@ -9,7 +9,10 @@
 //!   unmerged journal, or under its full key after a fingerprint collision) and none of its
 //!   entries points at an event that is not there or has another fingerprint or id;
 //! - every (tenant, month) usage counter equals the number of stored events of that tenant
-//!   received in that month.
+//!   received in that month;
+//! - the identity graph's runs decode and hold every event up to the graph's cursor, and
+//!   nothing past it (`identity::check`);
+//! - every stored audit body belongs to a stored event.
 //!
 //! Once retention has removed events (`meta` `retention_removed_through`), seqs up to that
 //! mark may be missing and counters count removed events too, so only the seqs above the
@@ -129,6 +132,19 @@ impl Store {
             }
             report.events.push((seq, record.app, record.event_id));
         }
+        {
+            let log = txn.open_table(EVENTS)?;
+            let mut rows = log
+                .iter()?
+                .map(|row| -> Result<(u64, Option<u32>, Vec<u8>)> {
+                    let (seq, bytes) = row?;
+                    let app = super::codec::identity_view(bytes.value())
+                        .ok()
+                        .and_then(|v| app_ids.get(v.app).copied());
+                    Ok((seq.value(), app, bytes.value().to_vec()))
+                });
+            super::identity::check(&txn, &mut rows, problems)?;
+        }
         if removed_through > 0 {
             return Ok(report);
         }
@@ -141,6 +157,14 @@ impl Store {
             .filter(|seq| !stored.contains(seq))
             .copied()
             .collect();
+        for row in txn.open_table(AUDIT_BODIES)?.iter()? {
+            let seq = row?.0.value();
+            if !stored.contains(&seq) {
+                problems.push(format!(
+                    "an audit body is stored under seq {seq}, which is not stored"
+                ));
+            }
+        }
         dangling.sort_unstable();
         dangling.dedup();
         if !dangling.is_empty() {
@@ -231,6 +255,53 @@ mod tests {
         assert!(problems.contains("dedupe entries"), "{problems}");
         assert!(
             problems.contains("counter 7, stored events 2"),
+            "{problems}"
+        );
+    }
+
+    /// Graph damage is reported: an indexed event missing from the runs, and an audit body
+    /// whose event is gone.
+    #[test]
+    fn a_damaged_identity_graph_or_audit_table_fails() {
+        use crate::store::codec::{EventRecord, encode_event};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut log = txn.open_table(EVENTS).unwrap();
+            let mut fp = txn.open_table(DEDUPE_FP).unwrap();
+            for (seq, id) in [(1u64, "a"), (2, "b")] {
+                let r = EventRecord {
+                    user_id: Some(format!("u-{id}")),
+                    ..EventRecord::for_test(id)
+                };
+                log.insert(seq, encode_event(&r).as_slice()).unwrap();
+                fp.insert(fingerprint(1, id), seq).unwrap();
+            }
+            txn.open_table(USAGE)
+                .unwrap()
+                .insert(usage_key(1, month_key(1)), 2)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        crate::store::identity::catch_up(&db).unwrap();
+        assert_eq!(store.verify().unwrap().problems, Vec::<String>::new());
+
+        let txn = db.begin_write().unwrap();
+        crate::store::runs::clear(&txn, &mut txn.open_table(META).unwrap(), "identity").unwrap();
+        txn.open_table(AUDIT_BODIES)
+            .unwrap()
+            .insert(9, &b"\0\0{}"[..])
+            .unwrap();
+        txn.commit().unwrap();
+        let problems = store.verify().unwrap().problems.join("\n");
+        assert!(
+            problems.contains("seq 2: indexed (cursor 2) but not in the identity graph"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("audit body is stored under seq 9"),
             "{problems}"
         );
     }
