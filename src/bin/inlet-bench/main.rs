@@ -48,6 +48,12 @@ enum Cmd {
         /// Share of events (0..1) that resubmit an id sent before in this run.
         #[arg(long, default_value_t = 0.0)]
         dup_share: f64,
+        /// With --dup-share: resubmit ids of an earlier run instead, the first N unique ids
+        /// of the id stream --dup-seed (as `all` does after its fill).
+        #[arg(long, requires = "dup_seed")]
+        dup_count: Option<u64>,
+        #[arg(long)]
+        dup_seed: Option<u64>,
         /// Open-loop rate in requests/s (latency then counts from each scheduled start).
         #[arg(long)]
         rate: Option<f64>,
@@ -107,6 +113,8 @@ fn main() -> anyhow::Result<()> {
             requests,
             seconds,
             dup_share,
+            dup_count,
+            dup_seed,
             rate,
             seed,
             data,
@@ -125,7 +133,9 @@ fn main() -> anyhow::Result<()> {
                 requests,
                 duration,
                 dup_share,
-                dup_pool: None,
+                dup_pool: dup_count
+                    .zip(dup_seed)
+                    .map(|(count, seed)| load::IdPool { seed, count }),
                 seed,
                 first_unique: 0,
                 rate,
