@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let data_is_default =
@@ -330,6 +331,18 @@ fn open_waiting(data: &Path) -> anyhow::Result<Store> {
             }
             Err(e) => return Err(e).context(format!("opening {}", data.display())),
         }
+    }
+}
+
+/// glibc gives each thread that allocates its own arena (up to 8 per core), and memory freed
+/// in one arena is not reused by another: with the tokio workers and the writer handing
+/// buffers to each other, that cost ~16 MiB of RSS at 3M events. Two arenas are enough for
+/// two busy threads (measured: no throughput change).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

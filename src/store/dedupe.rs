@@ -40,6 +40,11 @@ pub const FREEZE_AT: usize = 256 * 1024;
 /// Fewest frozen fingerprints merged per commit; a commit merges at least twice as many as
 /// it adds, so a merge is over before `active` fills again.
 const MIN_MERGE_CHUNK: usize = 4096;
+/// Most frozen fingerprints merged per commit. A chunk of the sorted frozen vector dirties
+/// about (chunk / frozen) of all `dedupe_fp` leaves, and redb holds a transaction's dirty
+/// pages in memory until it commits: at 10M events, 32Ki per commit held ~40 MiB. With full
+/// batches (16Ki events) the cap still merges as fast as `active` fills.
+const MAX_MERGE_CHUNK: usize = FREEZE_AT / 16;
 
 /// `app_id << 64 | the first 64 bits of SHA-256(event_id)`. Stored on disk: never change.
 pub fn fingerprint(app_id: u32, event_id: &str) -> u128 {
@@ -400,15 +405,15 @@ impl Batch<'_, '_> {
     }
 
     /// Merges the next chunk of the frozen fingerprints (a commit that added `added_events`
-    /// events merges at least twice as many); the last chunk also clears the journal range.
+    /// events merges twice as many, within [`MIN_MERGE_CHUNK`]..[`MAX_MERGE_CHUNK`]); the
+    /// last chunk also clears the journal range.
     pub fn merge_step(&mut self, added_events: usize) -> Result<()> {
         let frozen = &self.staged.frozen;
         if self.merged_to >= frozen.len() {
             return Ok(());
         }
-        let end = frozen
-            .len()
-            .min(self.merged_to + (2 * added_events).max(MIN_MERGE_CHUNK));
+        let chunk = (2 * added_events).clamp(MIN_MERGE_CHUNK, MAX_MERGE_CHUNK);
+        let end = frozen.len().min(self.merged_to + chunk);
         for &(fp, seq) in &frozen[self.merged_to..end] {
             self.fp.insert(fp, seq)?;
         }

@@ -30,7 +30,7 @@ use tables::*;
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "inlet.redb";
 /// Page cache of the database. redb's default is far larger than this appliance needs.
-const CACHE_BYTES: usize = 64 << 20;
+const CACHE_BYTES: usize = 48 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
