@@ -309,21 +309,7 @@ mod tests {
 
     #[test]
     fn nulls_and_wrong_types_give_the_reference_reasons() {
-        let fields = [
-            "event_id",
-            "event_name",
-            "event_ts_ms",
-            "install_uuid",
-            "user_id",
-            "anonymous_id",
-            "revenue",
-            "currency",
-            "transaction_id",
-            "product_id",
-            "ids",
-            "context",
-            "props",
-        ];
+        let fields = FIELDS;
         let values = [
             "null",
             "true",

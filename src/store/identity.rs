@@ -84,20 +84,11 @@ pub fn is_placeholder(value: &str) -> bool {
             .any(|p| v.eq_ignore_ascii_case(p))
 }
 
-/// The encoded identifiers of a stored event, first occurrence of each, placeholders left
-/// out: `install_uuid`, `user_id`, `anonymous_id`, then `ids` in order (the canonical
-/// fields every dialect fills).
-pub fn record_identifiers(r: &EventRecord) -> Vec<Vec<u8>> {
-    identifiers_of(
-        r.install_uuid.as_deref(),
-        r.user_id.as_deref(),
-        r.anonymous_id.as_deref(),
-        r.ids.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )
-}
-
-/// [`record_identifiers`] of an event read through [`IdentityView`].
-fn view_identifiers(v: &IdentityView<'_>) -> Vec<Vec<u8>> {
+/// The encoded identifiers of a stored event (read through [`IdentityView`]), first
+/// occurrence of each, placeholders left out: `install_uuid`, `user_id`, `anonymous_id`,
+/// then `ids` in order (the canonical fields every dialect fills). The one function that
+/// decides what the graph links: the indexer, the tail of profile reads and `verify` use it.
+pub fn view_identifiers(v: &IdentityView<'_>) -> Vec<Vec<u8>> {
     identifiers_of(
         v.install_uuid,
         v.user_id,
@@ -608,7 +599,8 @@ pub(crate) mod tests {
         r.install_uuid = Some("i1".into());
         r.user_id = Some("u1".into());
         r.anonymous_id = Some("u1".into());
-        let ids: Vec<_> = record_identifiers(&r)
+        let bytes = crate::store::codec::encode_event(&r);
+        let ids: Vec<_> = view_identifiers(&identity_view(&bytes).unwrap())
             .iter()
             .map(|i| decode(i).unwrap().0)
             .collect();

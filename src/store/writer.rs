@@ -649,8 +649,11 @@ fn commit_batch(
             if let Some(first) = first_accepted
                 && let Some((k, body)) = &sub.audit
             {
-                let ids: Vec<&str> = sub.events.iter().map(|e| e.event_id.as_str()).collect();
-                let index_key = super::audit::needs_key_index(k, &ids);
+                let only = match sub.events.as_slice() {
+                    [one] => Some(one.event_id.as_str()),
+                    _ => None,
+                };
+                let index_key = super::audit::needs_key_index(k, only);
                 super::audit::store(
                     &mut audit_bodies,
                     &mut audit_batches,
