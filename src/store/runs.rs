@@ -84,67 +84,87 @@ fn def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
 
 type RunTableMut<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
-/// Collects keys into blocks and writes each full block to a run table.
+/// Collects keys into blocks and writes each full block to a run table (under the block's
+/// first key, which is read back from the block itself).
 struct BlockWriter {
     block: Vec<u8>,
-    first: Option<Vec<u8>>,
+    /// Offset of the last key's length prefix (0 while the block is empty).
+    last: usize,
 }
 
 impl BlockWriter {
     fn new() -> BlockWriter {
-        BlockWriter {
-            block: vec![BLOCK_V1],
-            first: None,
-        }
+        let mut block = Vec::with_capacity(BLOCK_BYTES);
+        block.push(BLOCK_V1);
+        BlockWriter { block, last: 0 }
     }
 
     fn push(&mut self, table: &mut RunTableMut<'_>, key: &[u8]) -> Result<()> {
-        if self.first.is_some() && self.block.len() + 2 + key.len() > BLOCK_BYTES {
+        if self.last != 0 && self.block.len() + 2 + key.len() > BLOCK_BYTES {
             self.flush(table)?;
-        }
-        if self.first.is_none() {
-            self.first = Some(key.to_vec());
         }
         // Keys are at most a few hundred bytes (identifiers are capped by validation).
         let len = u16::try_from(key.len())
             .map_err(|_| super::Error::Invalid(format!("run key of {} bytes", key.len())))?;
+        self.last = self.block.len();
         self.block.extend_from_slice(&len.to_be_bytes());
         self.block.extend_from_slice(key);
         Ok(())
     }
 
+    /// The key pushed last, while its block is not yet written.
+    fn last(&self) -> Option<&[u8]> {
+        (self.last != 0).then(|| key_at(&self.block, self.last))
+    }
+
     fn flush(&mut self, table: &mut RunTableMut<'_>) -> Result<()> {
-        if let Some(first) = self.first.take() {
-            table.insert(first.as_slice(), self.block.as_slice())?;
+        if self.last != 0 {
+            table.insert(key_at(&self.block, 1), self.block.as_slice())?;
             self.block.truncate(1);
+            self.last = 0;
         }
         Ok(())
     }
 }
 
-/// The keys of a block, in order.
-fn decode_block(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+/// The key whose length prefix is at `at` in a block this module wrote or checked.
+fn key_at(block: &[u8], at: usize) -> &[u8] {
+    let len = u16::from_be_bytes([block[at], block[at + 1]]) as usize;
+    &block[at + 2..at + 2 + len]
+}
+
+/// Checks a block's framing: the version byte, then length-prefixed keys that end exactly
+/// at its end. A block that passes can be walked without further checks.
+fn check_block(bytes: &[u8]) -> Result<()> {
     let bad = || super::Error::Invalid("undecodable run block".into());
     let Some((&BLOCK_V1, mut rest)) = bytes.split_first() else {
         return Err(bad());
     };
-    let mut keys = Vec::new();
-    while let Some(len) = rest.get(..2) {
-        let len = u16::from_be_bytes([len[0], len[1]]) as usize;
-        keys.push(rest.get(2..2 + len).ok_or_else(bad)?.to_vec());
-        rest = &rest[2 + len..];
-    }
-    if !rest.is_empty() {
+    if rest.is_empty() {
         return Err(bad());
     }
-    Ok(keys)
+    while !rest.is_empty() {
+        let len = key_len(rest).ok_or_else(bad)?;
+        rest = rest.get(2 + len..).ok_or_else(bad)?;
+    }
+    Ok(())
 }
 
-/// Reads the keys of one run in order, from a starting point.
+/// The length prefix at the start of `at`.
+fn key_len(at: &[u8]) -> Option<usize> {
+    let len = at.get(..2)?;
+    Some(u16::from_be_bytes([len[0], len[1]]) as usize)
+}
+
+type Block<'t> = redb::AccessGuard<'t, &'static [u8]>;
+
+/// Reads the keys of one run in order, from a starting point, without copying them: the
+/// current key is a slice of the block redb handed out ([`Cursor::head`]).
 struct Cursor<'t> {
     blocks: redb::Range<'t, &'static [u8], &'static [u8]>,
-    /// The rest of the current block, reversed (the next key is at the end).
-    keys: Vec<Vec<u8>>,
+    /// The current block (checked) and the offset of the current key's length prefix in it;
+    /// `None` once the run is exhausted.
+    block: Option<(Block<'t>, usize)>,
 }
 
 impl<'t> Cursor<'t> {
@@ -153,46 +173,80 @@ impl<'t> Cursor<'t> {
         table: &'t impl ReadableTable<&'static [u8], &'static [u8]>,
         start: Bound<&[u8]>,
     ) -> Result<Cursor<'t>> {
-        let mut keys = Vec::new();
         let pivot = match start {
             Bound::Included(k) | Bound::Excluded(k) => Some(k),
             Bound::Unbounded => None,
+        };
+        let rest: (Bound<&[u8]>, Bound<&[u8]>) = match pivot {
+            Some(k) => (Bound::Excluded(k), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let mut c = Cursor {
+            blocks: table.range::<&[u8]>(rest)?,
+            block: None,
         };
         if let Some(k) = pivot
             && let Some(row) = table.range::<&[u8]>(..=k)?.next_back()
         {
             // The block that may hold keys at and after `k` starts at or before it.
-            keys = decode_block(row?.1.value())?;
-            keys.retain(|x| match start {
-                Bound::Included(k) => x.as_slice() >= k,
-                Bound::Excluded(k) => x.as_slice() > k,
-                Bound::Unbounded => true,
-            });
+            let block = row?.1;
+            check_block(block.value())?;
+            c.block = Some((block, 1));
+            while let Some(head) = c.head()
+                && match start {
+                    Bound::Included(k) => head < k,
+                    Bound::Excluded(k) => head <= k,
+                    Bound::Unbounded => false,
+                }
+            {
+                c.advance()?;
+            }
+            if c.block.is_some() {
+                return Ok(c);
+            }
         }
-        keys.reverse();
-        let rest: (Bound<&[u8]>, Bound<&[u8]>) = match pivot {
-            Some(k) => (Bound::Excluded(k), Bound::Unbounded),
-            None => (Bound::Unbounded, Bound::Unbounded),
-        };
-        Ok(Cursor {
-            blocks: table.range::<&[u8]>(rest)?,
-            keys,
-        })
+        c.load_next()?;
+        Ok(c)
     }
 
-    fn next(&mut self) -> Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(k) = self.keys.pop() {
-                return Ok(Some(k));
+    /// Moves to the first key of the next block (or to the end).
+    fn load_next(&mut self) -> Result<()> {
+        self.block = match self.blocks.next() {
+            Some(row) => {
+                let block = row?.1;
+                check_block(block.value())?;
+                Some((block, 1))
             }
-            match self.blocks.next() {
-                Some(row) => {
-                    self.keys = decode_block(row?.1.value())?;
-                    self.keys.reverse();
-                }
-                None => return Ok(None),
-            }
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// The current key, `None` at the end.
+    fn head(&self) -> Option<&[u8]> {
+        let (block, at) = self.block.as_ref()?;
+        // The block was checked when loaded.
+        Some(key_at(block.value(), *at))
+    }
+
+    /// Steps past the current key.
+    fn advance(&mut self) -> Result<()> {
+        let Some((block, at)) = self.block.as_mut() else {
+            return Ok(());
+        };
+        let bytes = block.value();
+        *at += 2 + key_at(bytes, *at).len();
+        if *at >= bytes.len() {
+            self.load_next()?;
         }
+        Ok(())
+    }
+
+    /// The current key, copied, and a step past it.
+    fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        let key = self.head().map(<[u8]>::to_vec);
+        self.advance()?;
+        Ok(key)
     }
 }
 
@@ -345,37 +399,43 @@ fn step_one(
         Some(k) => Bound::Excluded(k.as_slice()),
         None => Bound::Unbounded,
     };
-    let mut cursors = Vec::with_capacity(inputs.len());
-    let mut heads: Vec<Option<Vec<u8>>> = Vec::with_capacity(inputs.len());
-    for t in &inputs {
-        let mut c = Cursor::new(t, start)?;
-        heads.push(c.next()?);
-        cursors.push(c);
-    }
+    let mut cursors = inputs
+        .iter()
+        .map(|t| Cursor::new(t, start))
+        .collect::<Result<Vec<_>>>()?;
     let out_name = table_name(set, m.output);
     let mut out = txn.open_table(def(&out_name))?;
     let mut w = BlockWriter::new();
     let mut used = 0;
-    let mut last: Option<Vec<u8>> = None;
     while used < budget {
-        let Some(min) = heads.iter().flatten().min().cloned() else {
-            break;
-        };
-        for (head, c) in heads.iter_mut().zip(cursors.iter_mut()) {
-            if head.as_ref() == Some(&min) {
-                *head = c.next()?;
+        // The smallest head (a handful of inputs: a linear scan beats a heap).
+        let mut min: Option<usize> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            if let Some(h) = c.head()
+                && min.is_none_or(|m| h < cursors[m].head().unwrap_or_default())
+            {
+                min = Some(i);
             }
         }
-        w.push(&mut out, &min)?;
+        let Some(min) = min else {
+            break;
+        };
+        w.push(&mut out, cursors[min].head().unwrap_or_default())?;
         used += 1;
-        last = Some(min);
+        // Every input holding the same key steps past it (the set keeps a key once).
+        for (i, c) in cursors.iter_mut().enumerate() {
+            if i != min && c.head() == w.last() {
+                c.advance()?;
+            }
+        }
+        cursors[min].advance()?;
+    }
+    if used > 0 {
+        m.after = w.last().map(<[u8]>::to_vec);
     }
     w.flush(&mut out)?;
     m.written += used as u64;
-    if last.is_some() {
-        m.after = last;
-    }
-    Ok((heads.iter().all(Option::is_none), used))
+    Ok((cursors.iter().all(|c| c.head().is_none()), used))
 }
 
 /// The runs of a set as one read transaction sees them.
