@@ -92,8 +92,11 @@ fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
         };
     }
     each_table!(copy);
-    // The identity graph's sorted runs (`store::runs`): tables named at run time, including
-    // the output of a merge in progress (its progress in `META` refers to it).
+    // Sorted runs (`store::runs`): tables named at run time, including the output of a merge
+    // in progress. Schema 3 kept the identity graph so; a schema 3 backup (made by the
+    // previous release) still holds them, and the first open after restoring it drops them
+    // (schema 4 keeps the graph in a file of its own, which backups leave out: it is rebuilt
+    // from the log).
     for name in src.list_tables()?.map(|t| t.name().to_owned()) {
         if super::runs::is_run_table(&name) {
             rows += copy_table(src, dst, TableDefinition::<&[u8], ()>::new(&name))?;

@@ -5,17 +5,19 @@
 //! `user_id`, `anonymous_id`, or the name of an `ids` entry such as `af_user_id`,
 //! `player_id`, `device_id`). Kinds keep `player_id "1"` and `device_id "1"` apart.
 //!
-//! Storage is one set of sorted runs ([`super::runs`], named [`RUNS`]) holding two kinds of
-//! keys, derived from the log by the identity indexer ([`index_step`]), which the writer
-//! thread runs between ingest batches, never in an ingest commit:
+//! Storage is one set of sorted runs ([`super::runs`], named [`RUNS`]) in the graph's own
+//! database file ([`super::graph`]), holding two kinds of keys, derived from the log by the
+//! identity indexer ([`index_step`]), which runs on a thread of its own
+//! ([`super::indexer`]), never in an ingest commit:
 //! - event entries, [`TAG_EVENT`] ++ app ++ identifier ++ seq: every stored event under its
 //!   first identifier (one entry per event: all of an event's identifiers are in one
 //!   profile, and a profile's events are read under all of its identifiers);
 //! - links, [`TAG_LINK`] ++ app ++ a ++ b, both directions. An event with identifiers
 //!   `i0, i1, ..., ik` links `i0` with each other one (a star: connected with k edges instead
 //!   of k² pairs).
-//! - [`META`] [`INDEXED_SEQ`]: the cursor. Every event up to it is in the runs; it advances
-//!   in the transaction that wrote the run, so graph and cursor always agree.
+//! - the graph's [`META`] [`INDEXED_SEQ`]: the cursor. Every event up to it is in the runs;
+//!   it advances in the transaction that wrote the run, so graph and cursor always agree
+//!   (with [`super::graph::BOUND`], which ties the graph to the log it was built from).
 //!
 //! The indexer reads up to [`INDEX_CHUNK`] events after the cursor, sorts their keys and
 //! writes them as a new run (appends), then advances the background merges of the runs by a
@@ -25,7 +27,8 @@
 //!
 //! A profile is the connected component of an identifier, found by a breadth-first walk at
 //! read time over the indexed graph *plus* the tail (the events after the cursor, read from
-//! the log in the same read transaction), so it is exact however far the indexer is behind.
+//! the log in a read transaction begun after the graph's), so it is exact however far the
+//! indexer is behind.
 //! Merging two profiles costs nothing at write time (no relabelling, unlike a union-find
 //! with stored roots).
 //!
@@ -33,6 +36,7 @@
 //! `00000000-0000-0000-0000-000000000000`, `null`, `undefined`, `unknown`, `none`) are not
 //! identifiers: linking them would merge unrelated people.
 
+use super::graph::{BOUND, bound};
 use super::runs::{Reader, RunSet};
 use super::tables::{APPS, EVENTS, META};
 use super::{Result, Store, find_app};
@@ -40,7 +44,7 @@ use crate::store::codec::{
     App, EventRecord, IdentityView, decode_config, decode_event, identity_view,
 };
 use crate::store::read::Canonical;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// Most identifiers a profile walk visits; a larger component is reported truncated.
@@ -206,18 +210,23 @@ impl ChunkKeys {
     }
 }
 
-/// Indexes the events after the cursor, up to `through` (the newest committed seq) and at
-/// most [`INDEX_CHUNK`] of them, as one new run, advances the cursor, and advances the runs'
-/// merges by at most [`MERGE_STEP_KEYS`], all in `txn`: the graph and its cursor commit
-/// together, so after a crash the next step starts where the last committed one ended
-/// (re-indexing is idempotent anyway: the run set is a set). Returns the new cursor and
-/// whether merge work is left.
-pub fn index_step(txn: &WriteTransaction, through: u64) -> Result<(u64, bool)> {
+/// Indexes the events of the log (read in `log`) after the cursor, up to `through` (the
+/// newest committed seq) and at most [`INDEX_CHUNK`] of them, as one new run, advances the
+/// cursor, and advances the runs' merges by at most [`MERGE_STEP_KEYS`], all in `txn` (a
+/// write transaction of the graph's database): the graph and its cursor commit together, so
+/// after a crash the next step starts where the last committed one ended (re-indexing is
+/// idempotent anyway: the run set is a set). Returns the new cursor and whether merge work
+/// is left.
+pub fn index_step(
+    log: &redb::ReadTransaction,
+    txn: &WriteTransaction,
+    through: u64,
+) -> Result<(u64, bool)> {
     let from = indexed_seq(&txn.open_table(META)?)?;
     let mut cursor = from;
     if from < through {
         let app_ids: HashMap<String, u32> = {
-            let apps = txn.open_table(APPS)?;
+            let apps = log.open_table(APPS)?;
             let mut m = HashMap::new();
             for row in apps.iter()? {
                 let (id, bytes) = row?;
@@ -227,10 +236,11 @@ pub fn index_step(txn: &WriteTransaction, through: u64) -> Result<(u64, bool)> {
             m
         };
         let mut keys = ChunkKeys::default();
+        let mut last_read = None;
         cursor = through;
         {
-            let log = txn.open_table(EVENTS)?;
-            for (n, row) in log.range(from + 1..=through)?.enumerate() {
+            let events = log.open_table(EVENTS)?;
+            for (n, row) in events.range(from + 1..=through)?.enumerate() {
                 let (seq, bytes) = row?;
                 let seq = seq.value();
                 if n == INDEX_CHUNK {
@@ -238,6 +248,7 @@ pub fn index_step(txn: &WriteTransaction, through: u64) -> Result<(u64, bool)> {
                     cursor = seq - 1;
                     break;
                 }
+                last_read = Some(bound(seq, bytes.value()));
                 let v = identity_view(bytes.value())?;
                 // An app is never deleted while it has events; a missing one has nothing to
                 // link.
@@ -248,8 +259,11 @@ pub fn index_step(txn: &WriteTransaction, through: u64) -> Result<(u64, bool)> {
             }
         }
         RunSet::add(txn, RUNS, &keys.sorted())?;
-        txn.open_table(META)?
-            .insert(INDEXED_SEQ, &cursor.to_be_bytes()[..])?;
+        let mut meta = txn.open_table(META)?;
+        meta.insert(INDEXED_SEQ, &cursor.to_be_bytes()[..])?;
+        if let Some(b) = last_read {
+            meta.insert(BOUND, &b[..])?;
+        }
     }
     let merging = RunSet::merge_step(txn, RUNS, MERGE_STEP_KEYS)?;
     Ok((cursor, merging))
@@ -257,7 +271,8 @@ pub fn index_step(txn: &WriteTransaction, through: u64) -> Result<(u64, bool)> {
 
 /// The graph's part of [`Store::verify`]: the runs decode, and they hold exactly the events
 /// up to the cursor (each with an identifier under its first one; none after the cursor).
-/// `events` are the stored (seq, app id, encoded record) in log order.
+/// `txn` reads the graph's database; `events` are the stored (seq, app id, encoded record)
+/// in log order, read after it.
 pub(crate) fn check(
     txn: &redb::ReadTransaction,
     events: &mut dyn Iterator<Item = Result<(u64, Option<u32>, Vec<u8>)>>,
@@ -315,9 +330,10 @@ pub(crate) fn check(
     Ok(())
 }
 
-/// Schema v2 → v3: drops the v2 graph tables and resets the cursor; the indexer rebuilds the
-/// graph as runs from the log (profiles stay exact meanwhile: they read the unindexed tail).
-pub fn migrate_v2(
+/// Schema ≤ 3 → 4: the graph moved out of the log's file. Drops what earlier schemas kept
+/// of it there (the v2 B-trees, the v3 runs and cursor); the indexer rebuilds the graph in
+/// its own file from the log (profiles stay exact meanwhile: they read the unindexed tail).
+pub fn drop_from_log(
     txn: &WriteTransaction,
     meta: &mut redb::Table<&'static str, &'static [u8]>,
 ) -> Result<()> {
@@ -328,18 +344,41 @@ pub fn migrate_v2(
     Ok(())
 }
 
+/// Empties the graph (in `txn`, a write transaction of the graph's database): its runs, its
+/// cursor and its binding to the log. The indexer then rebuilds it from the first event.
+pub fn reset(txn: &WriteTransaction) -> Result<()> {
+    let mut meta = txn.open_table(META)?;
+    super::runs::clear(txn, &mut meta, RUNS)?;
+    meta.remove(INDEXED_SEQ)?;
+    meta.remove(BOUND)?;
+    Ok(())
+}
+
+/// One indexing step of `store`'s graph (a read of the log, a commit of the graph's
+/// database) up to the newest stored event. Returns (cursor before, cursor after, newest
+/// seq, whether merges wait).
+pub fn step(store: &Store) -> Result<(u64, u64, u64, bool)> {
+    let graph = store.graph.db()?;
+    // The graph's transaction first: it is the only writer of the graph, and the log's
+    // snapshot then holds at least every event up to the graph's cursor.
+    let txn = super::begin_write(&graph)?;
+    let log = store.db.begin_read()?;
+    let through = log
+        .open_table(EVENTS)?
+        .last()?
+        .map_or(0, |(k, _)| k.value());
+    let before = indexed_seq(&txn.open_table(META)?)?;
+    let (cursor, merging) = index_step(&log, &txn, through)?;
+    drop(log);
+    txn.commit()?;
+    Ok((before, cursor, through, merging))
+}
+
 /// Indexes everything stored so far, in steps of [`INDEX_CHUNK`] events: for a process that
-/// holds the database alone (no writer thread), and for tests.
-pub fn catch_up(db: &redb::Database) -> Result<u64> {
+/// holds the database alone (no indexer thread), and for tests.
+pub fn catch_up(store: &Store) -> Result<u64> {
     loop {
-        let txn = super::begin_write(db)?;
-        let through = txn
-            .open_table(EVENTS)?
-            .last()?
-            .map_or(0, |(k, _)| k.value());
-        let before = indexed_seq(&txn.open_table(META)?)?;
-        let (cursor, merging) = index_step(&txn, through)?;
-        txn.commit()?;
+        let (before, cursor, through, merging) = step(store)?;
         if (cursor >= through || cursor == before) && !merging {
             return Ok(cursor);
         }
@@ -395,14 +434,18 @@ impl Store {
         id: &str,
         limit: usize,
     ) -> Result<Option<Profile>> {
+        // The graph's snapshot first, then the log's: the log then holds every event up to
+        // the graph's cursor, and the tail after it.
+        let graph = self.graph.db()?.begin_read()?;
+        let runs = Reader::open(&graph, RUNS)?;
+        let cursor = indexed_seq(&graph.open_table(META)?)?;
         let txn = self.db.begin_read()?;
         let app_id = find_app(&txn.open_table(super::tables::APPS)?, app)?
             .ok_or_else(|| super::Error::NotFound(format!("no app {app:?}")))?
             .0;
-        let runs = Reader::open(&txn, RUNS)?;
         let app_prefix = app_id.to_be_bytes();
         let events_table = txn.open_table(EVENTS)?;
-        let tail = Tail::read(&events_table, indexed_seq(&txn.open_table(META)?)?, app)?;
+        let tail = Tail::read(&events_table, cursor, app)?;
 
         // Every kind this value is known under: one seek per kind, among the event entries
         // and among the links (an identifier that was never first in an event is only there).
@@ -616,7 +659,7 @@ pub(crate) mod tests {
         assert!(is_placeholder("0") && is_placeholder("NULL") && !is_placeholder("u0"));
     }
 
-    fn stored(seq: u64, ids: &[(&str, &str)]) -> EventRecord {
+    pub(crate) fn stored(seq: u64, ids: &[(&str, &str)]) -> EventRecord {
         EventRecord {
             ids: ids
                 .iter()
@@ -627,7 +670,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn append(store: &Store, records: &[EventRecord]) {
+    pub(crate) fn append(store: &Store, records: &[EventRecord]) {
         let txn = store.db().unwrap().begin_write().unwrap();
         {
             let mut log = txn.open_table(EVENTS).unwrap();
@@ -640,14 +683,24 @@ pub(crate) mod tests {
         txn.commit().unwrap();
     }
 
-    fn cursor(store: &Store) -> u64 {
-        let txn = store.db().unwrap().begin_read().unwrap();
+    pub(crate) fn cursor(store: &Store) -> u64 {
+        let txn = store.graph.db().unwrap().begin_read().unwrap();
         indexed_seq(&txn.open_table(META).unwrap()).unwrap()
+    }
+
+    /// One [`index_step`] up to `through`; the new cursor.
+    fn step_to(store: &Store, through: u64) -> u64 {
+        let graph = store.graph.db().unwrap();
+        let txn = graph.begin_write().unwrap();
+        let log = store.db().unwrap().begin_read().unwrap();
+        let (cursor, _) = index_step(&log, &txn, through).unwrap();
+        txn.commit().unwrap();
+        cursor
     }
 
     /// Distinct event entries and links in the graph's runs.
     pub(crate) fn graph_keys(store: &Store) -> (usize, usize) {
-        let txn = store.db().unwrap().begin_read().unwrap();
+        let txn = store.graph.db().unwrap().begin_read().unwrap();
         let runs = Reader::open(&txn, RUNS).unwrap();
         (
             runs.with_prefix(&[TAG_EVENT]).unwrap().len(),
@@ -656,7 +709,7 @@ pub(crate) mod tests {
     }
 
     fn reset_cursor(store: &Store) {
-        let txn = store.db().unwrap().begin_write().unwrap();
+        let txn = store.graph.db().unwrap().begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
             .insert(INDEXED_SEQ, &0u64.to_be_bytes()[..])
@@ -682,7 +735,7 @@ pub(crate) mod tests {
             .collect();
         // Three events indexed, two in the tail: profiles are the same either way.
         append(&store, &records[..3]);
-        assert_eq!(catch_up(&store.db().unwrap()).unwrap(), 3);
+        assert_eq!(catch_up(&store).unwrap(), 3);
         append(&store, &records[3..]);
         let check = |store: &Store| {
             let kinds = |id: &str| -> Vec<(String, String)> {
@@ -739,11 +792,11 @@ pub(crate) mod tests {
         check(&store);
         // Indexing everything, and again from scratch (as after a crash before the cursor
         // was committed), changes nothing.
-        assert_eq!(catch_up(&store.db().unwrap()).unwrap(), 5);
+        assert_eq!(catch_up(&store).unwrap(), 5);
         check(&store);
         assert_eq!(graph_keys(&store), (5, 6));
         reset_cursor(&store);
-        assert_eq!(catch_up(&store.db().unwrap()).unwrap(), 5);
+        assert_eq!(catch_up(&store).unwrap(), 5);
         assert_eq!(graph_keys(&store), (5, 6));
         check(&store);
     }
@@ -759,9 +812,7 @@ pub(crate) mod tests {
         // Only the newest links a second identifier (first, so the tail indexes it under it).
         records[n as usize - 1] = stored(n, &[("device_id", "dz"), ("user_id", "u")]);
         append(&store, &records);
-        let txn = store.db().unwrap().begin_write().unwrap();
-        assert_eq!(index_step(&txn, n + 3).unwrap().0, INDEX_CHUNK as u64);
-        txn.commit().unwrap();
+        assert_eq!(step_to(&store, n + 3), INDEX_CHUNK as u64);
         assert_eq!(cursor(&store), INDEX_CHUNK as u64);
         let newest = |id: &str| -> (usize, Vec<u64>) {
             let p = store.profile("default", id, 3).unwrap().unwrap();
@@ -777,9 +828,7 @@ pub(crate) mod tests {
         );
         assert_eq!(newest("u"), (2, vec![n, n - 1, n - 2]));
         // Seqs up to `through` that are not in the log (removed by retention) are passed.
-        let txn = store.db().unwrap().begin_write().unwrap();
-        assert_eq!(index_step(&txn, n + 3).unwrap().0, n + 3);
-        txn.commit().unwrap();
+        assert_eq!(step_to(&store, n + 3), n + 3);
         assert_eq!(cursor(&store), n + 3);
         assert_eq!(newest("dz"), (2, vec![n, n - 1, n - 2]));
     }
@@ -798,7 +847,7 @@ pub(crate) mod tests {
             })
             .collect();
         append(&store, &records[..3]);
-        catch_up(&store.db().unwrap()).unwrap();
+        catch_up(&store).unwrap();
         // The fourth is in the tail when retention removes it.
         append(&store, &records[3..]);
         assert_eq!(
@@ -816,7 +865,7 @@ pub(crate) mod tests {
         let txn = store.db().unwrap().begin_write().unwrap();
         assert_eq!(retention::delete_chunk(&txn, &chunk.victims).unwrap(), 4);
         txn.commit().unwrap();
-        catch_up(&store.db().unwrap()).unwrap();
+        catch_up(&store).unwrap();
         // The links stay: the identifiers are still known to belong together (the removed
         // tail event was never indexed, so its own install uuid is gone with it).
         let p = store.profile("default", "u", 10).unwrap().unwrap();

@@ -6,7 +6,9 @@ pub mod audit;
 pub mod backup;
 pub mod codec;
 pub mod dedupe;
+pub mod graph;
 pub mod identity;
+pub mod indexer;
 pub mod key_cache;
 pub mod panel;
 pub mod read;
@@ -30,7 +32,7 @@ use tables::*;
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "inlet.redb";
 /// Page cache of the database. redb's default is far larger than this appliance needs.
-const CACHE_BYTES: usize = 48 << 20;
+pub const CACHE_BYTES: usize = 48 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -82,6 +84,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: Arc<Slot>,
+    /// The identity graph's own database (derived from the log; see [`graph`]).
+    pub(crate) graph: Arc<graph::Graph>,
     path: PathBuf,
     /// Unsealed signing secrets, reloaded when their version in `meta` changes.
     secret_cache: Arc<secrets::Cache>,
@@ -148,25 +152,59 @@ impl Store {
         create_private_dir(dir)?;
         let path = dir.join(DB_FILE);
         let file = path.clone();
-        Store::open_with(path, move || builder().create(&file))
+        Store::open_parts(
+            path,
+            move || builder().create(&file),
+            graph::Graph::file(dir),
+        )
     }
 
     /// Opens a database through `open` (e.g. a storage backend of a test), which is called
-    /// again whenever the database must be reopened. `path` only names it.
+    /// again whenever the database must be reopened. `path` only names it. The identity
+    /// graph is kept in memory (rebuilt from the log by each process).
     pub fn open_with(
         path: PathBuf,
         open: impl Fn() -> Result<Database, DatabaseError> + Send + Sync + 'static,
     ) -> Result<Store> {
+        Store::open_parts(path, open, graph::Graph::in_memory())
+    }
+
+    fn open_parts(
+        path: PathBuf,
+        open: impl Fn() -> Result<Database, DatabaseError> + Send + Sync + 'static,
+        graph: graph::Graph,
+    ) -> Result<Store> {
         let db = open().map_err(open_error)?;
         let store = Store {
             db: Arc::new(Slot(RwLock::new(Some(Arc::new(db))))),
+            graph: Arc::new(graph),
             path,
             secret_cache: Default::default(),
             keys: Default::default(),
             opener: Arc::new(open),
         };
         store.init()?;
+        // The log does not depend on its derived graph: a graph that cannot be opened now
+        // (e.g. no room for a new file on a full disk) leaves profiles unavailable, and the
+        // indexer tries again.
+        if let Err(e) = store.open_graph() {
+            tracing::error!(error = %e, "opening the identity graph failed; profiles are unavailable until it opens");
+        }
         Ok(store)
+    }
+
+    /// Opens the identity graph's database (again). A graph built from another log (a
+    /// different `inlet.redb` put in place, a backup restored over the data dir) is emptied:
+    /// the indexer rebuilds it from this one.
+    pub(crate) fn open_graph(&self) -> Result<()> {
+        let g = self.graph.reopen()?;
+        if !graph::matches_log(&g, &*self.db()?)? {
+            tracing::warn!("the identity graph was built from another log; rebuilding it");
+            let txn = begin_write(&g)?;
+            identity::reset(&txn)?;
+            txn.commit()?;
+        }
+        Ok(())
     }
 
     /// The current database handle.
@@ -214,12 +252,12 @@ impl Store {
                 .map(|v| u32::from_be_bytes(v.value().try_into().unwrap_or([0; 4])));
             match version {
                 Some(SCHEMA_VERSION) => {}
-                Some(old @ (1 | 2)) => {
+                Some(old @ (1..=3)) => {
                     open_all_tables(&txn)?;
                     if old == 1 {
                         dedupe::migrate_v1(&txn)?;
                     }
-                    identity::migrate_v2(&txn, &mut meta)?;
+                    identity::drop_from_log(&txn, &mut meta)?;
                     meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes()[..])?;
                 }
                 Some(v) => {
@@ -242,7 +280,7 @@ impl Store {
     }
 }
 
-fn open_error(e: DatabaseError) -> Error {
+pub(crate) fn open_error(e: DatabaseError) -> Error {
     match e {
         DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
         e => Error::Db(e.into()),

@@ -10,7 +10,9 @@ use redb::TableDefinition;
 /// Version 3: the identity graph in sorted runs ([`super::runs`]) instead of the
 /// [`OLD_ID_EVENTS`] / [`OLD_ID_LINKS`] B-trees; migrating drops those and resets the graph's
 /// cursor, and the indexer rebuilds the graph from the log in the background.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 4: the identity graph in a database file of its own ([`super::graph`]); migrating
+/// drops the graph's runs and cursor from this file, and the indexer rebuilds the graph there.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Small settings: `"schema_version"` (u32 BE), `"admin_password"` (JSON config record of
 /// [`crate::auth::password::PasswordHash`]), ...

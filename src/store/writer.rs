@@ -17,6 +17,7 @@
 //! every submission gets `CommitFailed` at once and readiness reports the writer unhealthy.
 
 use super::dedupe::{Check, Committed, Staged};
+use super::indexer::Indexer;
 use super::tables::*;
 use super::{Error, Result, Store};
 use crate::clock::month_key;
@@ -38,13 +39,10 @@ pub const MAX_BATCH_EVENTS: usize = 16_384;
 pub const MAX_BATCH_REQUESTS: usize = 4_096;
 /// Default queue budget: bytes of request bodies waiting for the writer.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
-/// How long the queue stays empty before the identity indexer catches up on its own (under
-/// load it runs whenever `identity::INDEX_CHUNK` events are waiting).
-pub const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
 
 /// One event ready for the log: its id (for dedupe) and its encoded record. Its identity
-/// links are not written here: the identity indexer (`identity::index_step`) catches up
-/// from the log between batches.
+/// links are not written here: the identity indexer (`super::indexer`, a thread of its own)
+/// catches up from the log.
 pub struct Pending {
     pub event_id: String,
     pub record: Vec<u8>,
@@ -121,6 +119,8 @@ pub struct Writer {
     budget_kib: u32,
     stats: Arc<Stats>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The identity indexer, told of every commit (only for a store's database).
+    indexer: Option<Arc<Indexer>>,
 }
 
 /// Live figures of the writer, for readiness and metrics.
@@ -196,6 +196,11 @@ impl Writer {
         };
         let (next_seq, mut staged) = writer_state(&db)?;
         staged.build_filter(db.clone());
+        let indexer = match &source {
+            Source::Fixed(_) => None,
+            Source::Store(store) => Some(Arc::new(Indexer::start(store.clone(), next_seq - 1)?)),
+        };
+        let thread_indexer = indexer.clone();
         let budget_kib = (queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
         let (tx, rx) = sync_channel(MAX_BATCH_REQUESTS * 2);
         let stats = Arc::new(Stats::default());
@@ -205,7 +210,15 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("inlet-writer".into())
             .spawn(move || {
-                run(source, db, rx, next_seq, staged, &thread_stats);
+                run(
+                    source,
+                    db,
+                    rx,
+                    next_seq,
+                    staged,
+                    &thread_stats,
+                    thread_indexer.as_deref(),
+                );
                 thread_stats.running.store(false, Ordering::SeqCst);
             })?;
         Ok(Writer {
@@ -214,6 +227,7 @@ impl Writer {
             budget_kib,
             stats,
             thread: Mutex::new(Some(thread)),
+            indexer,
         })
     }
 
@@ -314,6 +328,9 @@ impl Writer {
         if let Some(t) = self.thread.lock().expect("writer thread lock").take() {
             let _ = t.join();
         }
+        if let Some(i) = &self.indexer {
+            i.stop();
+        }
     }
 }
 
@@ -329,79 +346,6 @@ struct Item {
     _permit: OwnedSemaphorePermit,
 }
 
-/// The identity indexer's state on the writer thread: the graph's cursor, and whether the
-/// last step failed (then it waits for the next successful commit instead of retrying in a
-/// loop).
-struct Indexer {
-    indexed: u64,
-    /// Merges of the graph's runs wait for steps.
-    merging: bool,
-    paused: bool,
-}
-
-impl Indexer {
-    /// The cursor as stored in `db` (loaded at start and after a reopen).
-    fn load(db: &Database) -> Indexer {
-        let read = || -> Result<(u64, bool)> {
-            let txn = db.begin_write()?;
-            let meta = txn.open_table(META)?;
-            let cursor = super::identity::indexed_seq(&meta)?;
-            let runs = super::runs::RunSet::load(&meta, super::identity::RUNS)?;
-            drop(meta);
-            txn.abort()?;
-            Ok((cursor, runs.merging()))
-        };
-        match read() {
-            Ok((indexed, merging)) => Indexer {
-                indexed,
-                merging,
-                paused: false,
-            },
-            Err(e) => {
-                tracing::error!(error = %e, "reading the identity cursor failed; indexing after the next commit");
-                Indexer {
-                    indexed: 0,
-                    merging: false,
-                    paused: true,
-                }
-            }
-        }
-    }
-
-    /// Events stored but not yet in the identity graph.
-    fn lag(&self, next_seq: u64) -> u64 {
-        if self.paused {
-            return 0;
-        }
-        (next_seq - 1).saturating_sub(self.indexed)
-    }
-
-    /// Whether the indexer has work: events to index or merges to advance.
-    fn pending(&self, next_seq: u64) -> bool {
-        !self.paused && (self.merging || self.lag(next_seq) > 0)
-    }
-
-    /// One indexing transaction of at most `identity::INDEX_CHUNK` events (and a bounded
-    /// step of the graph's merges).
-    fn step(&mut self, db: &Database, next_seq: u64) {
-        let result = super::begin_write(db).map_err(Error::from).and_then(|txn| {
-            let step = super::identity::index_step(&txn, next_seq - 1)?;
-            txn.commit()?;
-            Ok(step)
-        });
-        match result {
-            Ok((cursor, merging)) => {
-                self.indexed = cursor;
-                self.merging = merging;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "identity indexing failed; retrying after the next commit");
-                self.paused = true;
-            }
-        }
-    }
-}
-
 fn run(
     source: Source,
     db: Arc<Database>,
@@ -409,8 +353,8 @@ fn run(
     mut next_seq: u64,
     mut staged: Staged,
     stats: &Stats,
+    indexer: Option<&Indexer>,
 ) {
-    let mut index = Indexer::load(&db);
     let mut db = Some(db);
     let mut jobs: Vec<Job> = Vec::new();
     let mut stop = false;
@@ -430,7 +374,9 @@ fn run(
                     next_seq = next;
                     staged = reloaded;
                     staged.build_filter(d.clone());
-                    index = Indexer::load(&d);
+                    if let Some(i) = indexer {
+                        i.committed(next - 1);
+                    }
                     db = Some(d);
                     backoff = Duration::from_millis(50);
                     stats.reopens.fetch_add(1, Ordering::Relaxed);
@@ -453,22 +399,6 @@ fn run(
                 match rx.recv_timeout(wait) {
                     Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        stop = true;
-                        break;
-                    }
-                }
-            } else if let Some(d) = db.as_deref().filter(|_| block && index.pending(next_seq)) {
-                // Index when the queue has been idle for a while, one chunk at a time (a
-                // request arriving meanwhile waits at most one chunk). Not merely when it is
-                // empty between two commits: that would index a few events per commit, the
-                // per-event cost this indexer exists to avoid.
-                match rx.recv_timeout(INDEX_WHEN_IDLE_FOR) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => {
-                        index.step(d, next_seq);
-                        continue;
-                    }
                     Err(RecvTimeoutError::Disconnected) => {
                         stop = true;
                         break;
@@ -527,7 +457,9 @@ fn run(
                     stats.metrics.batch_events.observe(events as f64);
                     next_seq = next;
                     staged.apply(merged);
-                    index.paused = false;
+                    if let Some(i) = indexer {
+                        i.committed(next_seq - 1);
+                    }
                     stats.healthy.store(true, Ordering::SeqCst);
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     for (item, out) in batch.into_iter().zip(outcomes) {
@@ -559,13 +491,6 @@ fn run(
             }
             // Dropping a job answers its caller with `WriterGone`.
             None => jobs.clear(),
-        }
-        // Under sustained load the queue is never idle for long: index whenever a whole
-        // chunk is waiting, so the tail that profile reads scan stays about one chunk long.
-        if let Some(d) = &db
-            && index.lag(next_seq) >= super::identity::INDEX_CHUNK as u64
-        {
-            index.step(d, next_seq);
         }
     }
 }
@@ -699,7 +624,7 @@ fn load_quota(txn: &WriteTransaction, tenant_id: u32, qkey: u64) -> Result<Quota
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Store;
 
@@ -710,7 +635,7 @@ mod tests {
         })
     }
 
-    fn sub(ids: &[&str]) -> Submission {
+    pub(crate) fn sub(ids: &[&str]) -> Submission {
         Submission {
             app_id: 1,
             tenant_id: 1,
@@ -876,37 +801,6 @@ mod tests {
         });
         w.submit(s, 10).await.unwrap();
         assert_eq!(store.session_start(1, "x").unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn the_identity_graph_catches_up_between_batches() {
-        use redb::ReadableDatabase;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
-        let mut s = sub(&["a", "b", "c"]);
-        for (i, p) in s.events.iter_mut().enumerate() {
-            let mut r = crate::store::codec::decode_event(&p.record).unwrap();
-            r.user_id = Some("u".into());
-            r.install_uuid = Some(format!("i{i}"));
-            p.record = crate::store::codec::encode_event(&r);
-        }
-        w.submit(s, 10).await.unwrap();
-        // Exact at once (the tail is read with the graph), indexed once the queue is idle.
-        let p = store.profile("default", "u", 10).unwrap().unwrap();
-        assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
-        let indexed = || {
-            let txn = store.db().unwrap().begin_read().unwrap();
-            crate::store::identity::indexed_seq(&txn.open_table(META).unwrap()).unwrap()
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while indexed() < 3 {
-            assert!(std::time::Instant::now() < deadline, "never indexed");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(crate::store::identity::tests::graph_keys(&store), (3, 6));
-        let p = store.profile("default", "i2", 10).unwrap().unwrap();
-        assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
     }
 
     #[tokio::test]

@@ -30,6 +30,8 @@ struct State {
     dead: bool,
     fault: Fault,
     faults_injected: u64,
+    /// Backends alive (each held by one redb `Database`).
+    open_backends: usize,
 }
 
 /// An injected fault, active until cleared.
@@ -72,8 +74,16 @@ impl SimDisk {
     }
 
     /// A backend on this disk, for `Builder::create_with_backend`.
-    pub fn backend(&self) -> SimBackend {
-        SimBackend(self.clone())
+    /// A backend over this disk. Like the lock on a real file, only one may be alive at a
+    /// time: while the last one's `Database` lives, this refuses with `DatabaseAlreadyOpen`
+    /// (so a reopen waits for readers of the old handle, as it does on a file).
+    pub fn backend(&self) -> Result<SimBackend, redb::DatabaseError> {
+        let mut s = self.state();
+        if s.open_backends > 0 {
+            return Err(redb::DatabaseError::DatabaseAlreadyOpen);
+        }
+        s.open_backends += 1;
+        Ok(SimBackend(self.clone()))
     }
 
     /// Mutating operations so far.
@@ -166,6 +176,12 @@ fn apply(image: &mut Vec<u8>, offset: Option<u64>, data: &[u8]) {
 /// exclusive-writer mode, which is how inlet uses it anyway).
 #[derive(Debug)]
 pub struct SimBackend(SimDisk);
+
+impl Drop for SimBackend {
+    fn drop(&mut self) {
+        self.0.state().open_backends -= 1;
+    }
+}
 
 impl StorageBackend for SimBackend {
     fn len(&self) -> Result<u64, Error> {

@@ -172,11 +172,16 @@ fn soak_at_half_the_maximum_levels_off() {
         "soak: {secs}s, max {max_rate:.0} ev/s, target {rate:.0} ev/s, acknowledged {acked}, refused {refused}, RSS {first} -> {last} KiB (peak {peak}), worst p99 {worst_p99} us\n{csv}"
     );
     assert_eq!(refused, 0, "no request refused at half the maximum");
-    // Levels off: over the second half, RSS grows by at most 4 MiB + 10%.
+    // Levels off: over the second half, RSS grows by at most 4 MiB + 10%, unless it is still
+    // within what the two page caches (log and identity graph) may take on top of the start
+    // (they fill for the first 10-20 s at this rate; the short CI run ends before that).
     let mid = samples[samples.len() / 2].1;
+    let caches_kib =
+        ((inlet::store::CACHE_BYTES + inlet::store::graph::GRAPH_CACHE_BYTES) / 1024) as u64;
+    let start = samples[0].1;
     assert!(
-        last <= mid + mid / 10 + 4 * 1024,
-        "RSS kept growing: {first} KiB at a quarter, {mid} KiB at half time, {last} KiB at the end"
+        last <= mid + mid / 10 + 4 * 1024 || last <= start + caches_kib + 16 * 1024,
+        "RSS kept growing: {first} KiB at a quarter, {mid} KiB at half time, {last} KiB at the end (start {start} KiB, page caches {caches_kib} KiB)"
     );
     inlet.kill();
     let report = inlet::store::Store::open(inlet.data())

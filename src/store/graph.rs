@@ -1,0 +1,264 @@
+//! The identity graph's own database file (`identity.redb` next to `inlet.redb`).
+//!
+//! The graph is derived data: the identity indexer rebuilds it from the log. Keeping it in a
+//! file of its own lets the indexer write it from a thread of its own, with its own write
+//! transactions and fsyncs, so the ingest writer never spends time on it (it was about a
+//! third of the writer thread in bulk loads).
+//!
+//! Because it can always be rebuilt, the file is treated as disposable:
+//! - it is bound to the log it was built from ([`BOUND`]: the seq and a hash of the last
+//!   event it indexed); when the log no longer holds that event (another `inlet.redb` was put
+//!   in place, a backup restored over the data dir), the graph is emptied on open;
+//! - a graph file that cannot be opened as a database (damaged) is replaced by an empty one;
+//! - after a failed commit the indexer drops the handle and opens the file again later.
+
+use super::tables::{EVENTS, META};
+use super::{Result, builder};
+use redb::{Database, DatabaseError, ReadableDatabase};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// The graph's file inside the data dir.
+pub const GRAPH_FILE: &str = "identity.redb";
+
+/// Page cache of the graph database: merges stream through it, so little is needed.
+pub const GRAPH_CACHE_BYTES: usize = 8 << 20;
+
+/// [`META`] key of the graph: `seq u64 BE ++ first 16 bytes of SHA-256(record)` of the last
+/// event indexed, absent while nothing is.
+pub const BOUND: &str = "identity_bound";
+
+/// Where the graph lives.
+enum Home {
+    File(PathBuf),
+    /// A test's storage backend for the log: the graph is kept in memory (it is rebuilt
+    /// after every reopen).
+    Memory,
+}
+
+/// The graph database's handle, absent while it is being reopened.
+pub struct Graph {
+    home: Home,
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Graph {
+    /// The graph file in `dir`, not opened yet ([`Graph::reopen`]).
+    pub fn file(dir: &std::path::Path) -> Graph {
+        Graph {
+            home: Home::File(dir.join(GRAPH_FILE)),
+            db: RwLock::new(None),
+        }
+    }
+
+    /// A graph kept in memory, not opened yet.
+    pub fn in_memory() -> Graph {
+        Graph {
+            home: Home::Memory,
+            db: RwLock::new(None),
+        }
+    }
+
+    /// The current handle; `None` after a failure until [`Graph::reopen`] succeeded.
+    pub fn get(&self) -> Option<Arc<Database>> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Drops the current handle (after a failed commit redb refuses every later operation).
+    pub fn close(&self) {
+        self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Opens the database (again: redb repairs it if a commit did not complete). A file that
+    /// cannot be opened for any reason but another holder (damaged, of a format redb does not
+    /// read, not readable by this user) is removed and created anew: it holds nothing that
+    /// cannot be rebuilt. A new file gets the owner of the log's file (a CLI run as root must
+    /// not leave a file the service user cannot open).
+    pub fn reopen(&self) -> Result<Arc<Database>> {
+        self.close();
+        let db = match &self.home {
+            Home::Memory => builder().create_with_backend(redb::backends::InMemoryBackend::new())?,
+            Home::File(path) => {
+                let fresh = !path.exists();
+                let db = match builder().create(path) {
+                    Ok(db) => db,
+                    Err(e @ DatabaseError::DatabaseAlreadyOpen) => {
+                        return Err(super::open_error(e));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, path = %path.display(), "the identity graph's file is unusable; starting it anew (the indexer rebuilds it from the log)");
+                        std::fs::remove_file(path)?;
+                        builder().create(path)?
+                    }
+                };
+                if fresh {
+                    give_owner_of_log(path);
+                }
+                db
+            }
+        };
+        // Read transactions never meet a missing table.
+        let txn = super::begin_write(&db)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        let db = Arc::new(db);
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
+        Ok(db)
+    }
+
+    /// The graph's database, or an error naming why there is none.
+    pub fn db(&self) -> Result<Arc<Database>> {
+        self.get().ok_or(super::Error::Reopening)
+    }
+}
+
+/// Gives `path` the owner of the log's file next to it, when this process may (root).
+fn give_owner_of_log(path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let log = path.with_file_name(super::DB_FILE);
+    if let Ok(owner) = std::fs::metadata(log) {
+        // Only root may give a file away; anyone else already owns what it creates.
+        let _ = std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()));
+    }
+}
+
+/// The [`BOUND`] value for the event `seq` stored as `record`.
+pub fn bound(seq: u64, record: &[u8]) -> [u8; 24] {
+    let mut out = [0u8; 24];
+    out[..8].copy_from_slice(&seq.to_be_bytes());
+    out[8..].copy_from_slice(&Sha256::digest(record)[..16]);
+    out
+}
+
+/// Whether the graph in `graph` was built from the log in `main`: its last indexed event is
+/// still stored, unchanged (true for an empty graph).
+pub fn matches_log(graph: &Database, main: &Database) -> Result<bool> {
+    let g = graph.begin_read()?;
+    let stored = g.open_table(META)?.get(BOUND)?.map(|v| v.value().to_vec());
+    let Some(stored) = stored else {
+        return Ok(true);
+    };
+    let Some(seq) = stored.get(..8).and_then(|b| b.try_into().ok()) else {
+        return Ok(false);
+    };
+    let seq = u64::from_be_bytes(seq);
+    let log = main.begin_read()?;
+    let events = log.open_table(EVENTS)?;
+    Ok(events
+        .get(seq)?
+        .is_some_and(|r| bound(seq, r.value())[..] == stored[..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::identity::tests::{append, cursor, graph_keys, stored};
+    use crate::store::identity::{INDEXED_SEQ, RUNS, catch_up};
+    use crate::store::{Store, runs};
+
+    fn with_user(seq: u64, user: &str) -> crate::store::codec::EventRecord {
+        let mut r = stored(seq, &[("device_id", &format!("d{seq}"))]);
+        r.user_id = Some(user.into());
+        r
+    }
+
+    fn profile_events(store: &Store, id: &str) -> usize {
+        store
+            .profile("default", id, 100)
+            .unwrap()
+            .map_or(0, |p| p.events.len())
+    }
+
+    /// The graph lives in its own file, survives a reopen, and is emptied when the log next to
+    /// it is not the one it was built from.
+    #[test]
+    fn a_graph_of_another_log_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            append(&store, &[with_user(1, "u"), with_user(2, "u")]);
+            assert_eq!(catch_up(&store).unwrap(), 2);
+            let store = Store::open(other.path()).unwrap();
+            append(&store, &[with_user(1, "v")]);
+        }
+        assert!(dir.path().join(GRAPH_FILE).is_file());
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!((cursor(&store), graph_keys(&store).0), (2, 2), "kept");
+        assert_eq!(profile_events(&store, "u"), 2);
+        drop(store);
+
+        // Another log put in place (as by hand, or a restore over the data dir).
+        std::fs::copy(
+            other.path().join(crate::store::DB_FILE),
+            dir.path().join(crate::store::DB_FILE),
+        )
+        .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!((cursor(&store), graph_keys(&store)), (0, (0, 0)), "emptied");
+        assert_eq!(profile_events(&store, "u"), 0);
+        assert_eq!(profile_events(&store, "v"), 1);
+        assert_eq!(catch_up(&store).unwrap(), 1);
+        // (The raw appends of this test have no dedupe entries or counters; the graph's part
+        // of verify must be clean.)
+        let problems = store.verify().unwrap().problems;
+        assert!(
+            !problems.iter().any(|p| p.contains("identity")),
+            "{problems:?}"
+        );
+    }
+
+    /// A damaged graph file does not stop the log from opening: it is replaced and rebuilt.
+    #[test]
+    fn a_damaged_graph_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            append(&store, &[with_user(1, "u"), with_user(2, "u")]);
+            catch_up(&store).unwrap();
+        }
+        std::fs::write(dir.path().join(GRAPH_FILE), b"not a database at all").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(cursor(&store), 0);
+        assert_eq!(profile_events(&store, "u"), 2, "the tail answers meanwhile");
+        assert_eq!(catch_up(&store).unwrap(), 2);
+        assert_eq!(graph_keys(&store).0, 2);
+    }
+
+    /// A schema 3 log kept the graph's runs and cursor itself: opening it drops them, and the
+    /// graph is rebuilt in its own file.
+    #[test]
+    fn a_schema_3_log_loses_its_graph_tables() {
+        use redb::ReadableDatabase;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            append(&store, &[with_user(1, "u")]);
+            let txn = store.db().unwrap().begin_write().unwrap();
+            runs::RunSet::add(&txn, RUNS, &[b"stale key".as_slice()]).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(INDEXED_SEQ, &1u64.to_be_bytes()[..]).unwrap();
+            meta.insert("schema_version", &3u32.to_be_bytes()[..])
+                .unwrap();
+            drop(meta);
+            txn.commit().unwrap();
+        }
+        std::fs::remove_file(dir.path().join(GRAPH_FILE)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let txn = store.db().unwrap().begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert!(meta.get(INDEXED_SEQ).unwrap().is_none());
+        assert!(meta.get(RUNS).unwrap().is_none());
+        assert_eq!(
+            txn.list_tables()
+                .unwrap()
+                .filter(|t| runs::is_run_table(redb::TableHandle::name(t)))
+                .count(),
+            0
+        );
+        assert_eq!(cursor(&store), 0);
+        assert_eq!(catch_up(&store).unwrap(), 1);
+        assert_eq!(profile_events(&store, "u"), 1);
+    }
+}

@@ -1,0 +1,208 @@
+//! The identity indexer's thread: keeps the graph ([`super::identity`], in its own database
+//! file, [`super::graph`]) caught up with the log, in parallel with the ingest writer.
+//!
+//! The writer tells it the newest committed seq after every commit ([`Indexer::committed`]).
+//! It indexes one chunk ([`identity::INDEX_CHUNK`] events, plus a bounded step of the runs'
+//! merges) whenever a whole chunk is waiting, and the rest (and the merges left) once no
+//! commit came for [`INDEX_WHEN_IDLE_FOR`]: small chunks would make many small runs, the
+//! per-event cost the runs exist to avoid. Each step reads the log in a read transaction and
+//! writes the graph in the graph's own write transaction, so the writer never waits for it.
+//!
+//! A failed step is logged and retried after a backoff. When the graph's own database refuses
+//! a commit (after a failed one redb refuses them all), its file is opened again first; when
+//! the log failed, the writer reopens it and the retry reads the reopened one.
+
+use super::Store;
+use super::identity;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long the log stays without a new commit before the indexer indexes a partial chunk
+/// (and advances the merges left).
+pub const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
+
+/// First wait after a failed step; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Handle to the indexer thread.
+pub struct Indexer {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+struct State {
+    /// The newest committed seq the writer reported.
+    committed: u64,
+    last_commit: Instant,
+    stop: bool,
+}
+
+impl Indexer {
+    /// Starts the thread for `store`, whose newest stored seq is `committed`.
+    pub fn start(store: Store, committed: u64) -> std::io::Result<Indexer> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                committed,
+                last_commit: Instant::now(),
+                stop: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("inlet-indexer".into())
+            .spawn(move || run(&store, &thread_shared))?;
+        Ok(Indexer {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Every event up to `seq` is committed.
+    pub fn committed(&self, seq: u64) {
+        let mut s = self.shared.lock();
+        s.committed = s.committed.max(seq);
+        s.last_commit = Instant::now();
+        drop(s);
+        self.shared.wake.notify_one();
+    }
+
+    /// Stops the thread (after the step in progress) and waits for it.
+    pub fn stop(&self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn run(store: &Store, shared: &Shared) {
+    // The graph's cursor and whether merges wait; unknown until the first step.
+    let mut indexed: Option<u64> = None;
+    let mut merging = true;
+    let mut backoff = FIRST_BACKOFF;
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        {
+            let mut s = shared.lock();
+            loop {
+                if s.stop {
+                    return;
+                }
+                let now = Instant::now();
+                let lag = indexed.map_or(u64::MAX, |i| s.committed.saturating_sub(i));
+                let idle_at = s.last_commit + INDEX_WHEN_IDLE_FOR;
+                let due = match retry_at {
+                    Some(at) => (now >= at).then_some(()).ok_or(at),
+                    None if lag >= identity::INDEX_CHUNK as u64 => Ok(()),
+                    None if lag > 0 || merging => (now >= idle_at).then_some(()).ok_or(idle_at),
+                    // Nothing to do until the next commit.
+                    None => Err(now + Duration::from_secs(3600)),
+                };
+                match due {
+                    Ok(()) => break,
+                    Err(at) => {
+                        s = shared
+                            .wake
+                            .wait_timeout(s, at.saturating_duration_since(now))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            }
+        }
+        if retry_at.take().is_some()
+            && store.graph.get().is_none()
+            && let Err(e) = store.open_graph()
+        {
+            tracing::error!(error = %e, "reopening the identity graph failed");
+            retry_at = Some(Instant::now() + backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
+        match identity::step(store) {
+            Ok((_, cursor, _, more)) => {
+                indexed = Some(cursor);
+                merging = more;
+                backoff = FIRST_BACKOFF;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "identity indexing failed");
+                // The log may be what failed (the writer reopens it); the graph's handle is
+                // dropped only when it refuses a commit itself.
+                if !graph_usable(store) {
+                    store.graph.close();
+                }
+                retry_at = Some(Instant::now() + backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Whether the graph's database takes a commit (after a failed one redb refuses them all).
+fn graph_usable(store: &Store) -> bool {
+    store
+        .graph
+        .db()
+        .and_then(|g| Ok(super::begin_write(&g)?.commit()?))
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::store::writer::tests::sub;
+
+    #[tokio::test]
+    async fn the_graph_catches_up_with_the_writer_once_the_log_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = crate::store::writer::Writer::start_store(
+            &store,
+            crate::store::writer::DEFAULT_QUEUE_BYTES,
+        )
+        .unwrap();
+        let mut s = sub(&["a", "b", "c"]);
+        for (i, p) in s.events.iter_mut().enumerate() {
+            let mut r = crate::store::codec::decode_event(&p.record).unwrap();
+            r.user_id = Some("u".into());
+            r.install_uuid = Some(format!("i{i}"));
+            p.record = crate::store::codec::encode_event(&r);
+        }
+        w.submit(s, 10).await.unwrap();
+        // Exact at once (the tail is read with the graph), indexed once no commit came for
+        // a while (on the indexer's thread).
+        let p = store.profile("default", "u", 10).unwrap().unwrap();
+        assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
+        let indexed = || crate::store::identity::tests::cursor(&store);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while indexed() < 3 {
+            assert!(std::time::Instant::now() < deadline, "never indexed");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(crate::store::identity::tests::graph_keys(&store), (3, 6));
+        let p = store.profile("default", "i2", 10).unwrap().unwrap();
+        assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
+    }
+}
