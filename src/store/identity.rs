@@ -146,7 +146,7 @@ pub const TAG_LINK: u8 = 1;
 /// Most keys of background merges one [`index_step`] writes: enough for merges to keep up
 /// with the new runs (each key is rewritten about log_8(keys / chunk) times), small enough
 /// that a step holds the writer thread for tens of milliseconds.
-pub const MERGE_STEP_KEYS: usize = 400_000;
+pub const MERGE_STEP_KEYS: usize = 100_000;
 
 /// The graph's cursor: every stored event with a seq up to it is indexed (0: none).
 pub fn indexed_seq(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {

@@ -32,7 +32,7 @@ use tables::*;
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "inlet.redb";
 /// Page cache of the database. redb's default is far larger than this appliance needs.
-pub const CACHE_BYTES: usize = 48 << 20;
+pub const CACHE_BYTES: usize = 40 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

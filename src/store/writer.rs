@@ -103,7 +103,9 @@ pub enum SubmitError {
     CommitFailed,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Outcome>, SubmitError>>;
+/// The outcomes, and the submission itself handed back so that its buffers (records, raw
+/// body) are freed on the request's thread rather than on the writer's.
+type Reply = oneshot::Sender<(Result<Vec<Outcome>, SubmitError>, Submission)>;
 type Job = Box<dyn FnOnce(&Database) + Send>;
 
 enum Msg {
@@ -260,7 +262,8 @@ impl Writer {
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::ShuttingDown),
         }
         self.stats.queued_requests.fetch_add(1, Ordering::Relaxed);
-        rx.await.unwrap_or(Err(SubmitError::ShuttingDown))
+        rx.await
+            .map_or(Err(SubmitError::ShuttingDown), |(r, _sub)| r)
     }
 
     /// Runs `f` on the writer thread, between commits, and returns its result. Blocking.
@@ -463,7 +466,7 @@ fn run(
                     stats.healthy.store(true, Ordering::SeqCst);
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     for (item, out) in batch.into_iter().zip(outcomes) {
-                        let _ = item.reply.send(Ok(out));
+                        let _ = item.reply.send((Ok(out), item.sub));
                     }
                 }
                 Err(e) => {
@@ -473,7 +476,7 @@ fn run(
                     }
                     stats.healthy.store(false, Ordering::SeqCst);
                     for item in batch {
-                        let _ = item.reply.send(Err(SubmitError::CommitFailed));
+                        let _ = item.reply.send((Err(SubmitError::CommitFailed), item.sub));
                     }
                     if matches!(source, Source::Store(_)) && db.is_some() {
                         // Never retry the commit: drop the failed handle and reopen.
