@@ -144,8 +144,10 @@ pub const TAG_EVENT: u8 = 0;
 pub const TAG_LINK: u8 = 1;
 
 /// Most keys of background merges one [`index_step`] writes: enough for merges to keep up
-/// with the new runs (each key is rewritten about log_8(keys / chunk) times), small enough
-/// that a step holds the writer thread for tens of milliseconds.
+/// with the new runs (each key is rewritten about log_8(keys / chunk) times; a step follows
+/// every chunk, and steps continue while the log is idle), small enough that the dirty
+/// pages a step holds until its commit stay a few MiB (the graph's transactions run beside
+/// the writer's, so both hold theirs at once).
 pub const MERGE_STEP_KEYS: usize = 100_000;
 
 /// The graph's cursor: every stored event with a seq up to it is indexed (0: none).

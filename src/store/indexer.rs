@@ -145,6 +145,7 @@ fn run(store: &Store, shared: &Shared) {
                 indexed = Some(cursor);
                 merging = more;
                 backoff = FIRST_BACKOFF;
+                return_freed_memory();
             }
             Err(e) => {
                 tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "identity indexing failed");
@@ -157,6 +158,18 @@ fn run(store: &Store, shared: &Shared) {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Hands the memory freed by a step (its chunk's key buffer, the transaction's dirty pages)
+/// back to the system. Those are megabytes freed between smaller allocations of the other
+/// threads, which glibc would otherwise keep inside its arenas: with the writer and the
+/// indexer both allocating, peak RSS at 10M events measured 213 MiB without this.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
