@@ -106,6 +106,13 @@ pub fn render(state: &State) -> String {
         "Queue budget; requests beyond it get 503 overloaded",
         gauge(state.config.queue_bytes as u64),
     );
+    if let Some(lag) = state.writer.identity_lag() {
+        reg.register(
+            "inlet_identity_lag_events",
+            "Events stored but not yet in the identity graph's index (profiles read them from the log meanwhile)",
+            gauge(lag),
+        );
+    }
     reg.register(
         "inlet_writer_up",
         "1 while the writer thread runs and its last commit succeeded",

@@ -40,6 +40,8 @@ struct Shared {
 struct State {
     /// The newest committed seq the writer reported.
     committed: u64,
+    /// The graph's cursor after the last step (`None` before the first).
+    indexed: Option<u64>,
     last_commit: Instant,
     stop: bool,
 }
@@ -50,6 +52,7 @@ impl Indexer {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 committed,
+                indexed: None,
                 last_commit: Instant::now(),
                 stop: false,
             }),
@@ -72,6 +75,12 @@ impl Indexer {
         s.last_commit = Instant::now();
         drop(s);
         self.shared.wake.notify_one();
+    }
+
+    /// Events committed but not yet in the graph (all of them before the first step).
+    pub fn lag(&self) -> u64 {
+        let s = self.shared.lock();
+        s.committed.saturating_sub(s.indexed.unwrap_or(0))
     }
 
     /// Stops the thread (after the step in progress) and waits for it.
@@ -143,6 +152,7 @@ fn run(store: &Store, shared: &Shared) {
         match identity::step(store) {
             Ok((_, cursor, _, more)) => {
                 indexed = Some(cursor);
+                shared.lock().indexed = Some(cursor);
                 merging = more;
                 backoff = FIRST_BACKOFF;
                 return_freed_memory();

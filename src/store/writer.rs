@@ -237,6 +237,12 @@ impl Writer {
         &self.stats
     }
 
+    /// Events committed but not yet in the identity graph (`None` without an indexer: a
+    /// writer on a fixed database handle).
+    pub fn identity_lag(&self) -> Option<u64> {
+        self.indexer.as_ref().map(|i| i.lag())
+    }
+
     /// Bytes of request bodies waiting for the writer (rounded up to KiB per request).
     pub fn queued_bytes(&self) -> u64 {
         let free = self.budget.available_permits() as u64;

@@ -354,6 +354,23 @@ fn metrics_parse_and_their_counters_equal_the_export() {
     );
     assert_eq!(sum(&m, "inlet_queue_requests", &[]), 0.0);
     assert_eq!(sum(&m, "inlet_writer_up", &[]), 1.0);
+    // The identity indexer catches up once the log is idle.
+    assert!(m.iter().any(|s| s.name == "inlet_identity_lag_events"));
+    crate::support::wait_for("the identity graph to catch up", || {
+        let r = c
+            .request(
+                "GET",
+                "/metrics",
+                &[("Authorization", "Bearer scrape-me")],
+                b"",
+            )
+            .unwrap();
+        sum(
+            &parse_exposition(&r.text()),
+            "inlet_identity_lag_events",
+            &[],
+        ) == 0.0
+    });
     assert!(sum(&m, "inlet_database_bytes", &[]) > 0.0);
 }
 
