@@ -86,9 +86,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// waiting.
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) db: Arc<Slot>,
-    /// The identity graph's own database (derived from the log; see [`graph`]).
+    /// The identity graph's own database (derived from the log; see [`graph`]). Declared
+    /// before the log so that it is closed first: a process that then gets the log's lock
+    /// finds the graph's free too.
     pub(crate) graph: Arc<graph::Graph>,
+    pub(crate) db: Arc<Slot>,
     path: PathBuf,
     /// Unsealed signing secrets, reloaded when their version in `meta` changes.
     secret_cache: Arc<secrets::Cache>,
@@ -179,8 +181,8 @@ impl Store {
     ) -> Result<Store> {
         let db = open().map_err(open_error)?;
         let store = Store {
-            db: Arc::new(Slot(RwLock::new(Some(Arc::new(db))))),
             graph: Arc::new(graph),
+            db: Arc::new(Slot(RwLock::new(Some(Arc::new(db))))),
             path,
             secret_cache: Default::default(),
             keys: Default::default(),
