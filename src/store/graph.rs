@@ -9,7 +9,8 @@
 //! - it is bound to the log it was built from ([`BOUND`]: the seq and a hash of the last
 //!   event it indexed); when the log no longer holds that event (another `inlet.redb` was put
 //!   in place, a backup restored over the data dir), the graph is emptied on open;
-//! - a graph file that cannot be opened as a database (damaged) is replaced by an empty one;
+//! - a graph file that cannot be opened for any reason but another process holding it
+//!   (damaged, unreadable for this user) is replaced by an empty one;
 //! - after a failed commit the indexer drops the handle and opens the file again later.
 
 use super::tables::{EVENTS, META};
@@ -80,7 +81,7 @@ impl Graph {
         let db = match &self.home {
             Home::Memory => builder().create_with_backend(redb::backends::InMemoryBackend::new())?,
             Home::File(path) => {
-                let fresh = !path.exists();
+                let mut fresh = !path.exists();
                 let db = match builder().create(path) {
                     Ok(db) => db,
                     Err(e @ DatabaseError::DatabaseAlreadyOpen) => {
@@ -89,6 +90,7 @@ impl Graph {
                     Err(e) => {
                         tracing::warn!(error = %e, path = %path.display(), "the identity graph's file is unusable; starting it anew (the indexer rebuilds it from the log)");
                         std::fs::remove_file(path)?;
+                        fresh = true;
                         builder().create(path)?
                     }
                 };
