@@ -149,8 +149,18 @@ fn run(store: &Store, shared: &Shared) {
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
+        // Every seq up to this one is committed, so the step's snapshot of the log holds it.
+        let committed = shared.lock().committed;
         match identity::step(store) {
-            Ok((_, cursor, _, more)) => {
+            Ok((_, cursor, through, more)) => {
+                // A step that reached the end of its snapshot has indexed everything
+                // committed: the newest seqs may be missing from the log (retention removed
+                // them), and the cursor then stops short of `committed`.
+                let cursor = if cursor >= through {
+                    cursor.max(committed)
+                } else {
+                    cursor
+                };
                 indexed = Some(cursor);
                 shared.lock().indexed = Some(cursor);
                 merging = more;
@@ -194,8 +204,30 @@ fn graph_usable(store: &Store) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::Indexer;
     use crate::store::Store;
+    use crate::store::identity::tests::{append, cursor, stored};
     use crate::store::writer::tests::sub;
+
+    /// The newest committed seqs may be missing from the log (retention removed them): the
+    /// indexer still counts itself caught up once it read the log to its end.
+    #[test]
+    fn seqs_missing_at_the_end_of_the_log_do_not_hold_the_indexer_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        append(&store, &[stored(1, &[]), stored(2, &[]), stored(3, &[])]);
+        let indexer = Indexer::start(store.clone(), 10).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while indexer.lag() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {} behind",
+                indexer.lag()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(cursor(&store), 3);
+    }
 
     #[tokio::test]
     async fn the_graph_catches_up_with_the_writer_once_the_log_is_idle() {
