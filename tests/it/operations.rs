@@ -271,14 +271,16 @@ fn metrics_parse_and_their_counters_equal_the_export() {
 
     let r = c.get("/metrics").unwrap();
     assert_eq!(r.status, 401, "the token is required");
-    let r = c
-        .request(
+    let scrape = |c: &mut crate::support::Client| {
+        c.request(
             "GET",
             "/metrics",
             &[("Authorization", "Bearer scrape-me")],
             b"",
         )
-        .unwrap();
+        .unwrap()
+    };
+    let r = scrape(&mut c);
     assert_eq!(r.status, 200);
     assert!(
         r.header("content-type")
@@ -357,19 +359,8 @@ fn metrics_parse_and_their_counters_equal_the_export() {
     // The identity indexer catches up once the log is idle.
     assert!(m.iter().any(|s| s.name == "inlet_identity_lag_events"));
     crate::support::wait_for("the identity graph to catch up", || {
-        let r = c
-            .request(
-                "GET",
-                "/metrics",
-                &[("Authorization", "Bearer scrape-me")],
-                b"",
-            )
-            .unwrap();
-        sum(
-            &parse_exposition(&r.text()),
-            "inlet_identity_lag_events",
-            &[],
-        ) == 0.0
+        let m = parse_exposition(&scrape(&mut c).text());
+        sum(&m, "inlet_identity_lag_events", &[]) == 0.0
     });
     assert!(sum(&m, "inlet_database_bytes", &[]) > 0.0);
 }
