@@ -114,19 +114,16 @@ pub struct IdentityView<'a> {
 /// The [`IdentityView`] of an encoded event (the leading fields of v1, in order; the rest of
 /// the record is not read).
 pub fn identity_view(bytes: &[u8]) -> Result<IdentityView<'_>, CodecError> {
-    match bytes.split_first() {
-        Some((&EVENT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| CodecError {
-            what: "event",
-            detail: e.to_string(),
-        }),
-        other => Err(CodecError {
-            what: "event",
-            detail: format!("unknown version {:?}", other.map(|(v, _)| *v)),
-        }),
-    }
+    decode_event_v1(bytes)
 }
 
 pub fn decode_event(bytes: &[u8]) -> Result<EventRecord, CodecError> {
+    decode_event_v1(bytes)
+}
+
+/// An encoded event (version byte, then postcard) read as `T`: the whole record, or a view
+/// of its leading fields.
+fn decode_event_v1<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
     match bytes.split_first() {
         Some((&EVENT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| CodecError {
             what: "event",
