@@ -1,6 +1,7 @@
 //! Sorted runs: a set of byte keys stored as several immutable sorted tables that are merged
 //! in the background, so that adding keys costs sequential writes instead of random B-tree
-//! inserts (the identity graph's index, `super::identity`, is kept this way).
+//! inserts (the identity graph's index, `super::identity`, and the dedupe index's
+//! fingerprints, `super::dedupe`, are kept this way).
 //!
 //! Why: a redb B-tree is copy-on-write, so inserting random keys into one big table rewrites
 //! about one 4 KiB page per key once the table has more leaves than a commit has keys, and
@@ -16,8 +17,8 @@
 //!   until the transaction that completes it swaps them for the output.
 //!
 //! The set is a set: a key added twice is kept once by the next merge; readers merge what
-//! the runs hold. Keys are never removed (the identity graph only grows; its readers skip
-//! entries that point at removed events).
+//! the runs hold. Keys are never removed (the identity graph only grows; its readers, and
+//! the dedupe index's, skip entries that point at removed events).
 //!
 //! A run table does not hold one entry per key: it holds **blocks**, each up to
 //! [`BLOCK_BYTES`] of consecutive keys under the block's first key (`first key → version
@@ -78,7 +79,8 @@ pub fn table_name(set: &str, id: u32) -> String {
 
 pub const RUN_TABLE_PREFIX: &str = "run.";
 
-fn def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
+/// The definition of a run table named `name` (see [`table_name`]).
+pub fn def(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
 }
 
@@ -274,12 +276,14 @@ impl RunSet {
     }
 
     /// Adds `keys` (sorted, without repeats) as a new run of level 0 and starts the merges
-    /// that are due, in `txn`.
-    pub fn add(txn: &WriteTransaction, set: &str, keys: &[&[u8]]) -> Result<()> {
+    /// that are due, in `txn`. Returns the new run's id (none for no keys).
+    pub fn add(txn: &WriteTransaction, set: &str, keys: &[&[u8]]) -> Result<Option<u32>> {
         debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
         let mut this = RunSet::load(&txn.open_table(META)?, set)?;
+        let mut added = None;
         if !keys.is_empty() {
             let id = this.take_id();
+            added = Some(id);
             let name = table_name(set, id);
             let mut table = txn.open_table(def(&name))?;
             let mut w = BlockWriter::new();
@@ -294,7 +298,8 @@ impl RunSet {
             });
         }
         this.plan_merges();
-        this.save(txn, set)
+        this.save(txn, set)?;
+        Ok(added)
     }
 
     fn take_id(&mut self) -> u32 {
@@ -488,6 +493,53 @@ impl Reader {
     pub fn runs(&self) -> usize {
         self.tables.len()
     }
+}
+
+/// The first key at or after `lower` in one run table, handed to `f` in place (a point
+/// lookup: reads the block at or before `lower`, and the next one only when `lower` is past
+/// that block's last key).
+pub fn seek<R>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    lower: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<Option<R>> {
+    if let Some(row) = table.range::<&[u8]>(..=lower)?.next_back() {
+        let block = row?.1;
+        let bytes = block.value();
+        check_block(bytes)?;
+        let mut at = 1;
+        while at < bytes.len() {
+            let key = key_at(bytes, at);
+            if key >= lower {
+                return Ok(Some(f(key)));
+            }
+            at += 2 + key.len();
+        }
+    }
+    let next = table
+        .range::<&[u8]>((Bound::Excluded(lower), Bound::Unbounded))?
+        .next();
+    match next {
+        Some(row) => {
+            let block = row?.1;
+            check_block(block.value())?;
+            Ok(Some(f(key_at(block.value(), 1))))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Hands every key of one run table to `f`, in order, in place.
+pub fn for_each_key(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    mut f: impl FnMut(&[u8]),
+) -> Result<()> {
+    let mut c = Cursor::new(table, Bound::Unbounded)?;
+    while let Some(key) = c.head() {
+        f(key);
+        c.advance()?;
+    }
+    Ok(())
 }
 
 /// Whether `name` is the table of a run (of any set).
