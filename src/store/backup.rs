@@ -32,6 +32,7 @@ macro_rules! each_table {
         $m!(DEDUPE);
         $m!(DEDUPE_FP);
         $m!(DEDUPE_JOURNAL);
+        $m!(DEDUPE_COMMITS);
         $m!(TENANTS);
         $m!(APPS);
         $m!(KEYS);
@@ -93,10 +94,10 @@ fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
     }
     each_table!(copy);
     // Sorted runs (`store::runs`): tables named at run time, including the output of a merge
-    // in progress. Schema 3 kept the identity graph so; a schema 3 backup (made by the
-    // previous release) still holds them, and the first open after restoring it drops them
-    // (schema 4 keeps the graph in a file of its own, which backups leave out: it is rebuilt
-    // from the log).
+    // in progress. Schema 5 keeps the dedupe index's fingerprints so (`run.dedupe.*`).
+    // Schema 3 kept the identity graph so too: a schema 3 backup still holds those, and the
+    // first open after restoring it drops them (schema 4 moved the graph to a file of its
+    // own, which backups leave out: it is rebuilt from the log).
     for name in src.list_tables()?.map(|t| t.name().to_owned()) {
         if super::runs::is_run_table(&name) {
             rows += copy_table(src, dst, TableDefinition::<&[u8], ()>::new(&name))?;

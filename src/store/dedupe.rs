@@ -3,48 +3,70 @@
 //! measurements behind it.
 //!
 //! A B-tree keyed by random ids dirties about one page per insert, so every commit rewrote
-//! about one page per event and ingest slowed as the index grew. Here the per-commit writes are
-//! appends, and the random-key B-tree is only touched in large sorted merges:
+//! about one page per event and ingest slowed as the index grew. Here every write is
+//! sequential:
 //!
 //! - Every event id gets a **fingerprint**: `app_id << 64 | first 64 bits of SHA-256(id)`.
-//! - A new id's fingerprint is appended to [`DEDUPE_JOURNAL`] (seq → fingerprint, so the
-//!   insert is an append) in the same transaction as the event, and kept in memory
-//!   ([`Staged`]'s `active` map) once that transaction committed.
-//! - When `active` holds [`FREEZE_AT`] fingerprints it is frozen (sorted) and merged into
-//!   [`DEDUPE_FP`] (fingerprint → seq) a chunk per commit, in key order, so each page of the
-//!   big B-tree is rewritten once per merge instead of once per event. The commit that
-//!   merges the last chunk also deletes the frozen range from the journal.
+//! - A commit's new fingerprints are written as **one row** of [`DEDUPE_COMMITS`] (the
+//!   commit's first new seq → its (fingerprint, seq) pairs) in the same transaction as the
+//!   events, and kept in memory (`active`) once that transaction committed.
+//! - When `active` holds [`FREEZE_AT`] fingerprints, the next commit writes them, sorted, as a
+//!   new **sorted run** ([`super::runs`], set [`RUNS`], keys `fingerprint ++ seq`, both
+//!   big-endian) and deletes the rows they came from. Runs are merged geometrically, a
+//!   bounded step per commit, so a fingerprint is rewritten about log8(ids / FREEZE_AT)
+//!   times, each time sequentially. (Schema 4 merged them into one B-tree, [`DEDUPE_FP`],
+//!   which rewrote most of its pages per merge: at 10M ids, about 1 KB per new id.)
+//! - Each run has a **Bloom filter** in memory (10 bits per fingerprint, about 1% false
+//!   "maybe"), so a new id reads no run at all, and a resubmitted one reads about one. The
+//!   filters are built in the background after a start (until then every run is read), and
+//!   for a merge's output while its inputs' filters answer for it.
 //! - A fingerprint is not an id: when one is found, the stored event's id is compared
-//!   (exact). A different id with an already-owned fingerprint (a 64-bit collision) is kept
-//!   under its full key in [`DEDUPE`], which is then consulted too. So a "duplicate" is never
-//!   false and a duplicate is never stored.
-//! - After a restart the journal (everything not yet merged) is read back into memory; a
-//!   merge cut short by a crash is simply done again (inserting the same key → seq twice
-//!   changes nothing).
+//!   (exact). A different id with an already-owned fingerprint (a 64-bit collision), or an id
+//!   whose fingerprint points at an event retention removed, is kept under its full key in
+//!   [`DEDUPE`], which is then consulted too. So a "duplicate" is never false and a duplicate
+//!   is never stored. A fingerprint is stored once: a new id with a taken one goes to
+//!   [`DEDUPE`].
+//! - After a restart the rows not yet in a run are read back into memory. A run write or
+//!   merge step cut short by a crash never committed, so it is simply done again.
+//! - Schema ≤ 4 databases keep their [`DEDUPE_FP`] (read with a filter of its own, never
+//!   written) and [`DEDUPE_JOURNAL`] (read back like [`DEDUPE_COMMITS`], emptied by the first
+//!   run).
 
 use super::Result;
 use super::codec::event_id_of;
-use super::tables::{DEDUPE, DEDUPE_FP, DEDUPE_JOURNAL, dedupe_key};
-use redb::{ReadableTable, Table, WriteTransaction};
+use super::runs::{self, Run, RunSet};
+use super::tables::{DEDUPE, DEDUPE_COMMITS, DEDUPE_FP, DEDUPE_JOURNAL, META, dedupe_key};
+use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Weak};
 
-/// Fingerprints kept in memory before they are frozen and merged into [`DEDUPE_FP`]. With
-/// the frozen copy being merged, memory holds at most about twice this (some 25 MiB), and a
-/// start reads back at most that much journal. Larger means fewer merges (each rewrites up
-/// to every page of `dedupe_fp` once: at 10M events the merges were a quarter of the writer
-/// thread's time with 128Ki) but more memory and a slower start (512Ki once measured
-/// 211 MiB peak RSS and 1.7 s to ready at 1M events).
-pub const FREEZE_AT: usize = 256 * 1024;
-/// Fewest frozen fingerprints merged per commit; a commit merges at least twice as many as
-/// it adds, so a merge is over before `active` fills again.
-const MIN_MERGE_CHUNK: usize = 4096;
-/// Most frozen fingerprints merged per commit. A chunk of the sorted frozen vector dirties
-/// about (chunk / frozen) of all `dedupe_fp` leaves, and redb holds a transaction's dirty
-/// pages in memory until it commits: at 10M events, 32Ki per commit held ~40 MiB. With full
-/// batches (16Ki events) the cap still merges as fast as `active` fills.
-const MAX_MERGE_CHUNK: usize = FREEZE_AT / 16;
+/// The name of the dedupe index's set of sorted runs (in the log's file).
+pub const RUNS: &str = "dedupe";
+
+/// Fingerprints kept in memory (and in [`DEDUPE_COMMITS`]) before they become a run. Larger
+/// means fewer, larger level-0 runs; memory holds about 40 bytes per fingerprint (some
+/// 10 MiB), and a start reads back at most that many. Debug builds (the test suites and
+/// the crash and power-loss campaigns) write a run every 512 fingerprints, so that their few
+/// thousand events go through run writes and merges of several levels too.
+pub const FREEZE_AT: usize = if cfg!(debug_assertions) {
+    512
+} else {
+    256 * 1024
+};
+/// Merge work per commit: this many keys per event the commit added, within
+/// [`MIN_MERGE_STEP`]..[`MAX_MERGE_STEP`]. Each id is rewritten once per level it passes
+/// through (two or three levels at 10M ids), so 4 keeps merges ahead of new runs.
+const MERGE_PER_EVENT: usize = 4;
+const MIN_MERGE_STEP: usize = 2048;
+/// redb holds a transaction's dirty pages in memory until it commits: 64Ki keys are some
+/// 1.7 MB of blocks.
+const MAX_MERGE_STEP: usize = 64 * 1024;
+
+const COMMIT_ROW_V1: u8 = 1;
 
 /// `app_id << 64 | the first 64 bits of SHA-256(event_id)`. Stored on disk: never change.
 pub fn fingerprint(app_id: u32, event_id: &str) -> u128 {
@@ -52,6 +74,42 @@ pub fn fingerprint(app_id: u32, event_id: &str) -> u128 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     (u128::from(app_id) << 64) | u128::from(u64::from_be_bytes(first))
+}
+
+/// A run key (and a pair of a [`DEDUPE_COMMITS`] row): fingerprint ++ seq, big-endian, so
+/// that runs sort by fingerprint.
+fn pair_bytes(fp: u128, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&fp.to_be_bytes());
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn split_pair(k: &[u8]) -> Option<(u128, u64)> {
+    let fp = u128::from_be_bytes(k.get(..16)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(k.get(16..24)?.try_into().ok()?);
+    (k.len() == 24).then_some((fp, seq))
+}
+
+/// The (fingerprint, seq) pairs of one [`DEDUPE_COMMITS`] row.
+fn commit_row_pairs(row: &[u8]) -> Result<impl Iterator<Item = (u128, u64)> + '_> {
+    match row.split_first() {
+        Some((&COMMIT_ROW_V1, pairs)) if pairs.len() % 24 == 0 => {
+            Ok(pairs.chunks_exact(24).filter_map(split_pair))
+        }
+        _ => Err(super::Error::Invalid(
+            "undecodable dedupe commit row".into(),
+        )),
+    }
+}
+
+/// The seq stored under `fp` in one run, if any.
+fn probe(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    fp: u128,
+) -> Result<Option<u64>> {
+    let found = runs::seek(table, &pair_bytes(fp, 0), split_pair)?.flatten();
+    Ok(found.and_then(|(f, seq)| (f == fp).then_some(seq)))
 }
 
 /// Fingerprints are already uniformly random: hashing them again is wasted work.
@@ -74,250 +132,435 @@ impl Hasher for FpHasher {
 
 type FpMap = HashMap<u128, u64, BuildHasherDefault<FpHasher>>;
 
-/// A Bloom filter over fingerprints that grows by adding parts (each twice the capacity of
-/// the last), so it never has to be rebuilt. "No" is exact; "maybe" costs a B-tree lookup.
-/// Fingerprints are uniformly random already: the probes are taken from their bits.
-#[derive(Default)]
+/// A blocked Bloom filter over a known number of fingerprints: "no" is exact, "maybe" costs
+/// a read. All probes of a fingerprint fall in one 64-byte block, so a lookup touches one
+/// cache line (the filters are megabytes: a miss per probe was most of a lookup's time).
+/// Fingerprints are uniformly random already: the block and the bits are taken from them.
 pub struct FpFilter {
-    parts: Vec<FilterPart>,
-}
-
-struct FilterPart {
-    bits: Vec<u64>,
-    /// Bit count (a multiple of 64; probes are mapped onto it by multiply-shift, so it
-    /// need not be a power of two).
-    nbits: u64,
-    capacity: usize,
+    blocks: Vec<[u64; 8]>,
+    /// Fingerprints added (a growing filter starts a new part past the capacity).
     len: usize,
+    capacity: usize,
 }
 
-/// Bits per fingerprint and probes: about 1% false "maybe".
+/// Bits per fingerprint and probes (within a 512-bit block): about 1% false "maybe".
 const FILTER_BITS_PER_KEY: usize = 10;
-const FILTER_PROBES: u64 = 7;
-/// Capacity of the first part.
-const FILTER_FIRST_CAPACITY: usize = 1 << 20;
+const FILTER_PROBES: u32 = 7;
 
-impl FilterPart {
-    fn new(capacity: usize) -> FilterPart {
-        let words = (capacity * FILTER_BITS_PER_KEY).div_ceil(64).max(1);
-        FilterPart {
-            bits: vec![0; words],
-            nbits: words as u64 * 64,
-            capacity,
+impl FpFilter {
+    pub fn with_capacity(keys: usize) -> FpFilter {
+        let blocks = (keys * FILTER_BITS_PER_KEY).div_ceil(512).max(1);
+        FpFilter {
+            blocks: vec![[0; 8]; blocks],
             len: 0,
+            capacity: keys,
         }
     }
 
-    fn probes(&self, fp: u128) -> impl Iterator<Item = u64> + use<> {
+    /// The block of `fp` and the bits to probe in it (9 bits each).
+    fn locate(&self, fp: u128) -> (usize, u64) {
         // The app id (high half) is mixed in: the same id in two apps is two fingerprints.
         let h = (fp as u64) ^ ((fp >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let (a, b) = (h, h.rotate_left(32) | 1);
-        let n = u128::from(self.nbits);
-        (0..FILTER_PROBES).map(move |i| {
-            let x = a.wrapping_add(i.wrapping_mul(b));
-            ((u128::from(x) * n) >> 64) as u64
-        })
+        let block = ((u128::from(h) * self.blocks.len() as u128) >> 64) as usize;
+        // The low bits, mixed, for the probes (the block came from the high ones).
+        let mut bits = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        bits ^= bits >> 29;
+        (block, bits)
     }
 
-    fn insert(&mut self, fp: u128) {
-        for bit in self.probes(fp) {
-            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+    pub fn insert(&mut self, fp: u128) {
+        let (b, bits) = self.locate(fp);
+        let block = &mut self.blocks[b];
+        for i in 0..FILTER_PROBES {
+            let bit = (bits >> (9 * i)) & 511;
+            block[(bit / 64) as usize] |= 1 << (bit % 64);
         }
         self.len += 1;
     }
 
-    fn may_contain(&self, fp: u128) -> bool {
-        self.probes(fp)
-            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    pub fn may_contain(&self, fp: u128) -> bool {
+        let (b, bits) = self.locate(fp);
+        let block = &self.blocks[b];
+        (0..FILTER_PROBES).all(|i| {
+            let bit = (bits >> (9 * i)) & 511;
+            block[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * 64
     }
 }
 
-impl FpFilter {
+/// A filter that grows by adding parts, each twice the capacity of the last, so that it
+/// never has to be rebuilt: the filter of every fingerprint in a run or in [`DEDUPE_FP`].
+#[derive(Default)]
+pub struct GrowingFilter {
+    parts: Vec<FpFilter>,
+}
+
+/// Capacity of a growing filter's first part.
+const GROWING_FIRST_CAPACITY: usize = 1 << 20;
+
+impl GrowingFilter {
+    fn with_capacity(keys: usize) -> GrowingFilter {
+        GrowingFilter {
+            parts: vec![FpFilter::with_capacity(keys.max(GROWING_FIRST_CAPACITY))],
+        }
+    }
+
     pub fn insert(&mut self, fp: u128) {
         let full = self.parts.last().is_none_or(|p| p.len >= p.capacity);
         if full {
             let capacity = self
                 .parts
                 .last()
-                .map_or(FILTER_FIRST_CAPACITY, |p| p.capacity * 2);
-            self.parts.push(FilterPart::new(capacity));
+                .map_or(GROWING_FIRST_CAPACITY, |p| p.capacity * 2);
+            self.parts.push(FpFilter::with_capacity(capacity));
         }
-        self.parts.last_mut().expect("a part").insert(fp);
+        if let Some(p) = self.parts.last_mut() {
+            p.insert(fp);
+        }
     }
 
     pub fn may_contain(&self, fp: u128) -> bool {
         self.parts.iter().any(|p| p.may_contain(fp))
     }
 
-    /// A filter of every fingerprint in [`DEDUPE_FP`] as of one read transaction.
-    pub fn build(db: &redb::Database) -> Result<FpFilter> {
-        use redb::ReadableDatabase;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(DEDUPE_FP)?;
-        let mut filter = FpFilter::default();
-        let n = redb::ReadableTableMetadata::len(&table)? as usize;
-        if n > 0 {
-            // Room for growth before a second part is needed.
-            filter
-                .parts
-                .push(FilterPart::new((n + n / 4).max(FILTER_FIRST_CAPACITY)));
-        }
-        for row in table.iter()? {
-            filter.insert(row?.0.value());
-        }
-        Ok(filter)
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.parts.iter().map(|p| p.bits.len() * 8).sum()
+    fn bytes(&self) -> usize {
+        self.parts.iter().map(FpFilter::bytes).sum()
     }
 }
 
-/// The filter in front of [`DEDUPE_FP`]: built from the table in the background after the
-/// writer starts (a start does not wait for a scan of millions of entries). Until it is
-/// ready, every lookup goes to the B-tree, and the fingerprints frozen for merging meanwhile
-/// are kept to be added to it.
+/// What a background build made.
+enum Built {
+    /// The filter of one run.
+    Run(u32, Result<FpFilter>),
+    /// The filter of everything in runs and [`DEDUPE_FP`] as of the build's snapshot.
+    All(Result<GrowingFilter>),
+}
+
+/// Builds filters on threads of their own, from read transactions of the database. It holds
+/// the database weakly: after a storage failure the writer reopens the file, which waits for
+/// every handle of the failed one to go (a build holds one only while it runs).
+struct Builder {
+    db: Weak<Database>,
+    tx: Sender<Built>,
+    rx: Receiver<Built>,
+}
+
+impl Builder {
+    /// Builds, in one snapshot, the filter of every run listed in it (smallest first, each
+    /// sent when done) and then the filter of everything.
+    fn spawn_all(&self) {
+        let (db, tx) = (self.db.clone(), self.tx.clone());
+        self.spawn(move || {
+            let Some(db) = db.upgrade() else {
+                return;
+            };
+            use redb::ReadableDatabase;
+            let all = (|| -> Result<GrowingFilter> {
+                let txn = db.begin_read()?;
+                let legacy = txn.open_table(DEDUPE_FP)?;
+                let mut runs = RunSet::load(&txn.open_table(META)?, RUNS)?.runs;
+                let keys = redb::ReadableTableMetadata::len(&legacy)?
+                    + runs.iter().map(|r| r.keys).sum::<u64>();
+                let mut all = GrowingFilter::with_capacity((keys + keys / 4) as usize);
+                runs.sort_by_key(|r| r.keys);
+                for r in runs {
+                    let built = run_filter(&txn, &r, Some(&mut all));
+                    let failed = built.is_err();
+                    if tx.send(Built::Run(r.id, built)).is_err() || failed {
+                        return Err(super::Error::Invalid("a run's filter failed".into()));
+                    }
+                }
+                for row in legacy.iter()? {
+                    all.insert(row?.0.value());
+                }
+                Ok(all)
+            })();
+            let _ = tx.send(Built::All(all));
+        });
+    }
+
+    /// Builds the filter of one run (the output of a merge).
+    fn spawn_run(&self, run: Run) {
+        let (db, tx) = (self.db.clone(), self.tx.clone());
+        self.spawn(move || {
+            let Some(db) = db.upgrade() else {
+                return;
+            };
+            use redb::ReadableDatabase;
+            let built = db
+                .begin_read()
+                .map_err(Into::into)
+                .and_then(|txn| run_filter(&txn, &run, None));
+            let _ = tx.send(Built::Run(run.id, built));
+        });
+    }
+
+    fn spawn(&self, work: impl FnOnce() + Send + 'static) {
+        let spawned = std::thread::Builder::new()
+            .name("inlet-dedupe-filter".into())
+            .spawn(work);
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to build a dedupe filter; lookups read the runs");
+        }
+    }
+}
+
+/// The filter of one run; its fingerprints also go into `all`.
+fn run_filter(
+    txn: &ReadTransaction,
+    run: &Run,
+    mut all: Option<&mut GrowingFilter>,
+) -> Result<FpFilter> {
+    let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
+    let mut filter = FpFilter::with_capacity(run.keys as usize);
+    runs::for_each_key(&table, |k| {
+        if let Some((fp, _)) = split_pair(k) {
+            filter.insert(fp);
+            if let Some(all) = all.as_deref_mut() {
+                all.insert(fp);
+            }
+        }
+    })?;
+    Ok(filter)
+}
+
+/// The filter of everything in runs and [`DEDUPE_FP`].
 #[derive(Default)]
-enum Filter {
-    /// No filter: every lookup goes to the B-tree (tests, or the build failed).
+enum All {
+    /// None (tests, or its build failed): lookups ask each run's filter.
     #[default]
     Off,
     Building {
-        done: std::sync::mpsc::Receiver<Result<FpFilter>>,
-        /// Frozen since the build started (a superset of what it may have missed).
+        /// Fingerprints of runs written since the build's snapshot.
         missed: Vec<u128>,
     },
-    Ready(FpFilter),
+    Ready(GrowingFilter),
 }
 
-/// The committed, not yet merged part of the index, owned by the writer thread.
+/// The filters in front of the runs and [`DEDUPE_FP`]: one of everything, which rules out
+/// almost every new id in one cache line, and one per run, which picks the run to read for
+/// the others. A run without a filter is read on every lookup that gets that far: exact,
+/// only slower.
 #[derive(Default)]
-pub struct Staged {
-    /// Holds every fingerprint of [`DEDUPE_FP`] and of `frozen` (when ready).
-    filter: Filter,
-    /// Fingerprint → seq, committed since the last freeze.
-    active: FpMap,
-    /// Sorted fingerprints being merged into [`DEDUPE_FP`].
-    frozen: Vec<(u128, u64)>,
-    /// How many of `frozen` are already in [`DEDUPE_FP`] (committed).
-    merged: usize,
-    /// Largest seq in `frozen`: the journal range the end of the merge deletes.
-    frozen_upto: u64,
+struct Filters {
+    all: All,
+    runs: HashMap<u32, FpFilter>,
+    /// A merge's output whose own filter is being built → the merge's inputs: their filters
+    /// answer for it meanwhile (it holds exactly their keys).
+    proxies: HashMap<u32, Vec<u32>>,
+    builder: Option<Builder>,
 }
 
-impl Staged {
-    /// Reads back the journal (all fingerprints not yet merged).
-    pub fn load(txn: &WriteTransaction) -> Result<Staged> {
-        let mut staged = Staged::default();
-        for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
-            let (seq, fp) = row?;
-            staged.active.insert(fp.value(), seq.value());
-        }
-        staged.maybe_freeze();
-        Ok(staged)
-    }
-
-    /// Starts building the filter of [`DEDUPE_FP`] from `db` on a thread of its own; it is
-    /// used once a later [`Staged::apply`] finds it ready. Fingerprints frozen from now on are
-    /// added to it then, so it misses nothing merged after its snapshot.
-    pub fn build_filter(&mut self, db: std::sync::Arc<redb::Database>) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("inlet-dedupe-filter".into())
-            .spawn(move || {
-                let _ = tx.send(FpFilter::build(&db));
-            });
-        if spawned.is_ok() {
-            let missed = self.frozen.iter().map(|&(fp, _)| fp).collect();
-            self.filter = Filter::Building { done: rx, missed };
-        }
-    }
-
-    /// Installs the filter when its build has finished.
-    fn poll_filter(&mut self) {
-        let Filter::Building { done, missed } = &mut self.filter else {
-            return;
-        };
-        match done.try_recv() {
-            Ok(Ok(mut filter)) => {
-                for &fp in missed.iter() {
-                    filter.insert(fp);
-                }
-                tracing::info!(bytes = filter.bytes(), "dedupe filter ready");
-                self.filter = Filter::Ready(filter);
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "building the dedupe filter failed; lookups go to the index");
-                self.filter = Filter::Off;
-            }
-            Err(std::sync::mpsc::TryRecvError::Empty) => {}
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => self.filter = Filter::Off,
-        }
-    }
-
-    /// Whether `fp` is certainly not in [`DEDUPE_FP`].
-    fn surely_not_merged(&self, fp: u128) -> bool {
-        match &self.filter {
-            Filter::Ready(f) => !f.may_contain(fp),
+impl Filters {
+    /// Whether `fp` is certainly in no run and not in [`DEDUPE_FP`].
+    fn surely_absent(&self, fp: u128) -> bool {
+        match &self.all {
+            All::Ready(f) => !f.may_contain(fp),
             _ => false,
         }
     }
 
-    /// Fingerprints held in memory (active and frozen).
+    fn may_contain(&self, run: u32, fp: u128) -> bool {
+        if let Some(f) = self.runs.get(&run) {
+            return f.may_contain(fp);
+        }
+        match self.proxies.get(&run) {
+            Some(inputs) => inputs.iter().any(|&i| self.may_contain(i, fp)),
+            None => true,
+        }
+    }
+
+    /// A run of `fps` was written (its own filter is in already).
+    fn add_run(&mut self, fps: impl Iterator<Item = u128>) {
+        match &mut self.all {
+            All::Ready(f) => fps.for_each(|fp| f.insert(fp)),
+            All::Building { missed } => missed.extend(fps),
+            All::Off => {}
+        }
+    }
+
+    /// Takes in finished builds.
+    fn poll(&mut self) {
+        let Some(b) = &self.builder else {
+            return;
+        };
+        while let Ok(built) = b.rx.try_recv() {
+            match built {
+                Built::All(Ok(mut f)) => {
+                    if let All::Building { missed } = &self.all {
+                        missed.iter().for_each(|&fp| f.insert(fp));
+                    }
+                    tracing::info!(bytes = f.bytes(), "dedupe filter ready");
+                    self.all = All::Ready(f);
+                }
+                Built::All(Err(e)) => {
+                    tracing::warn!(error = %e, "building the dedupe filter failed; lookups ask each run's filter");
+                    self.all = All::Off;
+                }
+                Built::Run(id, Ok(f)) => {
+                    self.runs.insert(id, f);
+                    self.proxies.remove(&id);
+                }
+                Built::Run(id, Err(e)) => {
+                    tracing::warn!(run = id, error = %e, "building a dedupe run's filter failed; lookups read that run");
+                }
+            }
+        }
+    }
+
+    /// Keeps the filters and proxies of the runs listed in `set` and of the inputs that
+    /// answer for them.
+    fn keep_live(&mut self, set: &RunSet) {
+        let mut live: Vec<u32> = set.runs.iter().map(|r| r.id).collect();
+        let mut i = 0;
+        while i < live.len() {
+            if let Some(inputs) = self.proxies.get(&live[i]) {
+                for id in inputs {
+                    if !live.contains(id) {
+                        live.push(*id);
+                    }
+                }
+            }
+            i += 1;
+        }
+        self.runs.retain(|id, _| live.contains(id));
+        self.proxies.retain(|id, _| live.contains(id));
+    }
+
+    /// Bytes held by the filters.
+    fn bytes(&self) -> usize {
+        let all = match &self.all {
+            All::Ready(f) => f.bytes(),
+            _ => 0,
+        };
+        all + self.runs.values().map(FpFilter::bytes).sum::<usize>()
+    }
+}
+
+/// The writer thread's part of the index: what is not in a run yet, and the filters.
+pub struct Staged {
+    /// [`FREEZE_AT`] (tests make runs of a few keys).
+    freeze_at: usize,
+    filters: Filters,
+    /// Fingerprint → seq, committed but not in a run yet (all of [`DEDUPE_COMMITS`] and
+    /// [`DEDUPE_JOURNAL`]).
+    active: FpMap,
+    /// Largest seq in `active`: the rows a run of it replaces are those up to it.
+    active_upto: u64,
+    /// The runs as of the last commit.
+    runs: RunSet,
+}
+
+impl Default for Staged {
+    fn default() -> Staged {
+        Staged {
+            freeze_at: FREEZE_AT,
+            filters: Filters::default(),
+            active: FpMap::default(),
+            active_upto: 0,
+            runs: RunSet::default(),
+        }
+    }
+}
+
+impl Staged {
+    /// Reads back everything not in a run yet, and the list of runs.
+    pub fn load(txn: &WriteTransaction) -> Result<Staged> {
+        let mut staged = Staged::default();
+        for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
+            let (seq, fp) = row?;
+            staged.remember(fp.value(), seq.value());
+        }
+        for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
+            let (_, pairs) = row?;
+            for (fp, seq) in commit_row_pairs(pairs.value())? {
+                staged.remember(fp, seq);
+            }
+        }
+        staged.runs = RunSet::load(&txn.open_table(META)?, RUNS)?;
+        Ok(staged)
+    }
+
+    fn remember(&mut self, fp: u128, seq: u64) {
+        self.active.insert(fp, seq);
+        self.active_upto = self.active_upto.max(seq);
+    }
+
+    /// Starts building the filters of every run (and of [`DEDUPE_FP`]) from `db` in the
+    /// background; later merges' outputs get theirs the same way. Until a filter is in, its
+    /// run is read on every lookup.
+    pub fn build_filter(&mut self, db: Arc<Database>) {
+        let (tx, rx) = channel();
+        let builder = Builder {
+            db: Arc::downgrade(&db),
+            tx,
+            rx,
+        };
+        builder.spawn_all();
+        // Run filters in from before (a reopen) stay: runs are immutable.
+        self.filters.all = All::Building { missed: Vec::new() };
+        self.filters.builder = Some(builder);
+    }
+
+    /// Fingerprints held in memory (not in a run yet).
     pub fn in_memory(&self) -> usize {
-        self.active.len() + self.frozen.len()
+        self.active.len()
+    }
+
+    /// Bytes held by the filters.
+    pub fn filter_bytes(&self) -> usize {
+        self.filters.bytes()
     }
 
     /// Starts the index work of one write transaction.
     pub fn begin<'s, 't>(&'s self, txn: &'t WriteTransaction) -> Result<Batch<'s, 't>> {
         Ok(Batch {
             staged: self,
+            txn,
             added: FpMap::default(),
-            merged_to: self.merged,
-            fp: txn.open_table(DEDUPE_FP)?,
-            journal: txn.open_table(DEDUPE_JOURNAL)?,
+            runs: RunSet::load(&txn.open_table(META)?, RUNS)?,
+            run_tables: RefCell::new(HashMap::new()),
+            legacy: txn.open_table(DEDUPE_FP)?,
             overflow: txn.open_table(DEDUPE)?,
         })
     }
 
     /// Takes in what a committed [`Batch`] did.
     pub fn apply(&mut self, done: Committed) {
-        self.active.extend(done.added);
-        self.merged = done.merged_to;
-        if !self.frozen.is_empty() && self.merged >= self.frozen.len() {
-            self.frozen = Vec::new();
-            self.merged = 0;
+        let new_run = done.new_run.as_ref().map(|(id, _)| *id);
+        if let Some((id, filter)) = done.new_run {
+            self.filters.add_run(self.active.keys().copied());
+            self.active.clear();
+            self.active_upto = 0;
+            self.filters.runs.insert(id, filter);
         }
-        self.maybe_freeze();
-        self.poll_filter();
-    }
-
-    fn maybe_freeze(&mut self) {
-        if self.frozen.is_empty() && self.active.len() >= FREEZE_AT {
-            let mut frozen: Vec<(u128, u64)> = self.active.drain().collect();
-            frozen.sort_unstable_by_key(|&(k, _)| k);
-            self.frozen_upto = frozen.iter().map(|&(_, s)| s).max().unwrap_or(0);
-            // Into the filter before any of them reaches `dedupe_fp`.
-            match &mut self.filter {
-                Filter::Ready(f) => frozen.iter().for_each(|&(fp, _)| f.insert(fp)),
-                Filter::Building { missed, .. } => missed.extend(frozen.iter().map(|&(fp, _)| fp)),
-                Filter::Off => {}
+        for (fp, seq) in done.added {
+            self.remember(fp, seq);
+        }
+        // Runs that merges completed: their inputs' filters answer until their own is built.
+        let appeared: Vec<Run> = done
+            .after
+            .runs
+            .iter()
+            .filter(|r| Some(r.id) != new_run && !self.runs.runs.iter().any(|o| o.id == r.id))
+            .cloned()
+            .collect();
+        for run in appeared {
+            if let Some(m) = self.runs.merges.iter().find(|m| m.output == run.id) {
+                self.filters.proxies.insert(run.id, m.inputs.clone());
             }
-            self.frozen = frozen;
-            self.merged = 0;
-            self.active.shrink_to(FREEZE_AT / 4);
+            if let Some(b) = &self.filters.builder {
+                b.spawn_run(run);
+            }
         }
-    }
-
-    fn get(&self, fp: u128) -> Option<u64> {
-        if let Some(&seq) = self.active.get(&fp) {
-            return Some(seq);
-        }
-        self.frozen
-            .binary_search_by_key(&fp, |&(k, _)| k)
-            .ok()
-            .map(|i| self.frozen[i].1)
+        self.runs = done.after;
+        self.filters.poll();
+        self.filters.keep_live(&self.runs);
     }
 }
 
@@ -331,27 +574,35 @@ pub enum Check {
 /// Where a new id will be indexed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Slot {
-    /// Its fingerprint is free: journal + memory.
+    /// Its fingerprint is free: a commit row + memory.
     Fingerprint(u128),
-    /// Its fingerprint belongs to another id: full key in [`DEDUPE`].
+    /// Its fingerprint is taken: full key in [`DEDUPE`].
     FullKey(Vec<u8>),
 }
+
+type RunTableMut<'t> = Table<'t, &'static [u8], &'static [u8]>;
 
 /// The index inside one write transaction.
 pub struct Batch<'s, 't> {
     staged: &'s Staged,
+    txn: &'t WriteTransaction,
     /// Fingerprints added by this transaction (not in `staged` until it commits).
     added: FpMap,
-    merged_to: usize,
-    fp: Table<'t, u128, u64>,
-    journal: Table<'t, u64, u128>,
+    /// The runs as this transaction sees them, oldest first.
+    runs: RunSet,
+    /// Run tables opened so far (only the runs a filter could not rule out are opened).
+    run_tables: RefCell<HashMap<u32, RunTableMut<'t>>>,
+    legacy: Table<'t, u128, u64>,
     overflow: Table<'t, &'static [u8], u64>,
 }
 
 /// What a committed batch changed in memory.
 pub struct Committed {
     added: FpMap,
-    merged_to: usize,
+    /// The run written from `active`, and its filter.
+    new_run: Option<(u32, FpFilter)>,
+    /// The runs after the commit.
+    after: RunSet,
 }
 
 impl Batch<'_, '_> {
@@ -363,10 +614,9 @@ impl Batch<'_, '_> {
         event_id: &str,
     ) -> Result<Check> {
         let fp = fingerprint(app_id, event_id);
-        let owner = match self.added.get(&fp).copied().or_else(|| self.staged.get(fp)) {
-            Some(seq) => Some(seq),
-            None if self.staged.surely_not_merged(fp) => None,
-            None => self.fp.get(fp)?.map(|v| v.value()),
+        let owner = match self.added.get(&fp).or_else(|| self.staged.active.get(&fp)) {
+            Some(&seq) => Some(seq),
+            None => self.stored(fp)?,
         };
         let Some(owner) = owner else {
             return Ok(Check::New(Slot::Fingerprint(fp)));
@@ -390,11 +640,35 @@ impl Batch<'_, '_> {
         })
     }
 
+    /// The seq `fp` is stored under in a run or in [`DEDUPE_FP`], newest run first.
+    fn stored(&self, fp: u128) -> Result<Option<u64>> {
+        let filters = &self.staged.filters;
+        if filters.surely_absent(fp) {
+            return Ok(None);
+        }
+        for run in self.runs.runs.iter().rev() {
+            if !filters.may_contain(run.id, fp) {
+                continue;
+            }
+            let mut tables = self.run_tables.borrow_mut();
+            let table = match tables.entry(run.id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    self.txn
+                        .open_table(runs::def(&runs::table_name(RUNS, run.id)))?,
+                ),
+            };
+            if let Some(seq) = probe(table, fp)? {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(self.legacy.get(fp)?.map(|v| v.value()))
+    }
+
     /// Records a new id stored as `seq` (in this transaction).
     pub fn insert(&mut self, slot: Slot, seq: u64) -> Result<()> {
         match slot {
             Slot::Fingerprint(fp) => {
-                self.journal.insert(seq, fp)?;
                 self.added.insert(fp, seq);
             }
             Slot::FullKey(key) => {
@@ -404,40 +678,79 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
-    /// Merges the next chunk of the frozen fingerprints (a commit that added `added_events`
-    /// events merges twice as many, within [`MIN_MERGE_CHUNK`]..[`MAX_MERGE_CHUNK`]); the
-    /// last chunk also clears the journal range.
-    pub fn merge_step(&mut self, added_events: usize) -> Result<()> {
-        let frozen = &self.staged.frozen;
-        if self.merged_to >= frozen.len() {
-            return Ok(());
+    /// Ends the index work of a transaction that added `added_events` events: writes its
+    /// commit row, the run of everything in memory once that is large enough, and a merge
+    /// step. Hand the result to [`Staged::apply`] once the commit succeeded.
+    pub fn finish(self, added_events: usize) -> Result<Committed> {
+        let Batch {
+            staged,
+            txn,
+            added,
+            runs: before,
+            run_tables,
+            legacy,
+            overflow,
+        } = self;
+        // Merges open (and delete) run tables themselves.
+        drop((run_tables, legacy, overflow));
+        if !added.is_empty() {
+            let mut pairs: Vec<(u64, u128)> = added.iter().map(|(&fp, &seq)| (seq, fp)).collect();
+            pairs.sort_unstable();
+            let mut row = Vec::with_capacity(1 + 24 * pairs.len());
+            row.push(COMMIT_ROW_V1);
+            for &(seq, fp) in &pairs {
+                row.extend_from_slice(&pair_bytes(fp, seq));
+            }
+            txn.open_table(DEDUPE_COMMITS)?
+                .insert(pairs[0].0, row.as_slice())?;
         }
-        let chunk = (2 * added_events).clamp(MIN_MERGE_CHUNK, MAX_MERGE_CHUNK);
-        let end = frozen.len().min(self.merged_to + chunk);
-        for &(fp, seq) in &frozen[self.merged_to..end] {
-            self.fp.insert(fp, seq)?;
-        }
-        if end == frozen.len() {
-            self.journal
-                .retain_in(..=self.staged.frozen_upto, |_, _| false)?;
-        }
-        self.merged_to = end;
-        Ok(())
-    }
-
-    /// Ends the index work; hand the result to [`Staged::apply`] once the commit succeeded.
-    pub fn finish(self) -> Committed {
-        Committed {
-            added: self.added,
-            merged_to: self.merged_to,
-        }
+        let new_run = if staged.active.len() >= staged.freeze_at {
+            Some(write_run(txn, &staged.active, staged.active_upto)?)
+        } else {
+            None
+        };
+        let after = if new_run.is_some() || before.merging() {
+            let budget = (MERGE_PER_EVENT * added_events).clamp(MIN_MERGE_STEP, MAX_MERGE_STEP);
+            RunSet::merge_step(txn, RUNS, budget)?;
+            RunSet::load(&txn.open_table(META)?, RUNS)?
+        } else {
+            before
+        };
+        Ok(Committed {
+            added,
+            new_run,
+            after,
+        })
     }
 }
 
+/// Writes `active` as a new run and deletes the rows it came from (every row up to `upto`:
+/// rows are keyed by their first seq, and this transaction's own row starts past `upto`).
+fn write_run(txn: &WriteTransaction, active: &FpMap, upto: u64) -> Result<(u32, FpFilter)> {
+    let mut keys: Vec<[u8; 24]> = active
+        .iter()
+        .map(|(&fp, &seq)| pair_bytes(fp, seq))
+        .collect();
+    keys.sort_unstable();
+    let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    let id = RunSet::add(txn, RUNS, &refs)?
+        .ok_or_else(|| super::Error::Invalid("an empty dedupe run".into()))?;
+    let mut filter = FpFilter::with_capacity(keys.len());
+    for &fp in active.keys() {
+        filter.insert(fp);
+    }
+    txn.open_table(DEDUPE_COMMITS)?
+        .retain_in(..=upto, |_, _| false)?;
+    txn.open_table(DEDUPE_JOURNAL)?
+        .retain_in(..=upto, |_, _| false)?;
+    Ok((id, filter))
+}
+
 /// Retention removed the event `seq` whose full key (`dedupe_key`) is `full`: drops its
-/// fingerprint entries when they point at it. The writer's in-memory copy may still name the
-/// seq; a lookup that finds the owner's record gone falls back to the full key, so a
-/// resubmission is accepted again (retention's documented behaviour), never miscounted.
+/// entry from schema 4's [`DEDUPE_FP`] when it points at it. Runs are immutable and commit
+/// rows are not rewritten: their entry stays, and a lookup that finds the owner's record gone
+/// falls back to the full key, so a resubmission is accepted again (retention's documented
+/// behaviour), never miscounted.
 pub fn forget(txn: &WriteTransaction, full: &[u8], seq: u64) -> Result<()> {
     let (app, id) = full.split_at(4.min(full.len()));
     let (Ok(app), Ok(id)) = (<[u8; 4]>::try_from(app), std::str::from_utf8(id)) else {
@@ -448,21 +761,57 @@ pub fn forget(txn: &WriteTransaction, full: &[u8], seq: u64) -> Result<()> {
     if fp_table.get(fp)?.is_some_and(|s| s.value() == seq) {
         fp_table.remove(fp)?;
     }
-    let mut journal = txn.open_table(DEDUPE_JOURNAL)?;
-    if journal.get(seq)?.is_some_and(|f| f.value() == fp) {
-        journal.remove(seq)?;
-    }
     Ok(())
 }
 
+/// Every fingerprint entry of the index as one read transaction sees it (for
+/// `Store::verify`): in runs or [`DEDUPE_FP`], and not yet in a run.
+#[derive(Default)]
+pub struct Entries {
+    /// Seq → fingerprint, in a run or in [`DEDUPE_FP`].
+    pub merged: Vec<(u64, u128)>,
+    /// Seq → fingerprint, in [`DEDUPE_COMMITS`] or [`DEDUPE_JOURNAL`].
+    pub unmerged: Vec<(u64, u128)>,
+}
+
+pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
+    let mut out = Entries::default();
+    for row in txn.open_table(DEDUPE_FP)?.iter()? {
+        let (fp, seq) = row?;
+        out.merged.push((seq.value(), fp.value()));
+    }
+    let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
+    for run in &set.runs {
+        let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
+        let mut bad = false;
+        runs::for_each_key(&table, |k| match split_pair(k) {
+            Some((fp, seq)) => out.merged.push((seq, fp)),
+            None => bad = true,
+        })?;
+        if bad {
+            return Err(super::Error::Invalid(format!(
+                "dedupe run {}: a key of the wrong size",
+                run.id
+            )));
+        }
+    }
+    for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
+        let (seq, fp) = row?;
+        out.unmerged.push((seq.value(), fp.value()));
+    }
+    for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
+        let (_, pairs) = row?;
+        out.unmerged
+            .extend(commit_row_pairs(pairs.value())?.map(|(fp, seq)| (seq, fp)));
+    }
+    Ok(out)
+}
+
 /// The seq of `(app_id, event_id)` as committed, for readers outside the writer thread (the
-/// admin panel's lookup by id): `dedupe_fp`, then the full-key table, then a scan of the
-/// unmerged journal (at most about two freezes' worth of small entries).
-pub fn lookup_committed(
-    txn: &redb::ReadTransaction,
-    app_id: u32,
-    event_id: &str,
-) -> Result<Option<u64>> {
+/// admin panel's lookup by id, audit keys): the runs (newest first), [`DEDUPE_FP`], the
+/// full-key table, then a scan of the rows not in a run yet (at most [`FREEZE_AT`] small
+/// entries).
+pub fn lookup_committed(txn: &ReadTransaction, app_id: u32, event_id: &str) -> Result<Option<u64>> {
     let fp = fingerprint(app_id, event_id);
     let events = txn.open_table(super::tables::EVENTS)?;
     let is_it = |seq: u64| -> Result<bool> {
@@ -471,6 +820,15 @@ pub fn lookup_committed(
             None => false,
         })
     };
+    let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
+    for run in set.runs.iter().rev() {
+        let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
+        if let Some(seq) = probe(&table, fp)?
+            && is_it(seq)?
+        {
+            return Ok(Some(seq));
+        }
+    }
     if let Some(seq) = txn.open_table(DEDUPE_FP)?.get(fp)?.map(|v| v.value())
         && is_it(seq)?
     {
@@ -479,6 +837,14 @@ pub fn lookup_committed(
     let full = dedupe_key(app_id, event_id);
     if let Some(seq) = txn.open_table(DEDUPE)?.get(full.as_slice())? {
         return Ok(Some(seq.value()));
+    }
+    for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
+        let (_, pairs) = row?;
+        for (f, seq) in commit_row_pairs(pairs.value())? {
+            if f == fp && is_it(seq)? {
+                return Ok(Some(seq));
+            }
+        }
     }
     for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
         let (seq, f) = row?;
@@ -490,8 +856,9 @@ pub fn lookup_committed(
 }
 
 /// Schema v1 → v2: v1 kept every id under its full key in [`DEDUPE`]. Moves each into
-/// [`DEDUPE_FP`] by fingerprint (the journal is only for what is not merged yet), keeping
-/// in [`DEDUPE`] only ids whose fingerprint another id owns.
+/// [`DEDUPE_FP`] by fingerprint, keeping in [`DEDUPE`] only ids whose fingerprint another id
+/// owns. (Schema 5 still reads [`DEDUPE_FP`]; the move is kept because it is the cheapest
+/// way from v1.)
 pub fn migrate_v1(txn: &WriteTransaction) -> Result<()> {
     let mut overflow = txn.open_table(DEDUPE)?;
     let mut fp_table = txn.open_table(DEDUPE_FP)?;
@@ -519,16 +886,25 @@ pub fn migrate_v1(txn: &WriteTransaction) -> Result<()> {
 mod tests {
     use super::*;
     use crate::store::tables::EVENTS;
-    use redb::Database;
+    use redb::{ReadableDatabase, ReadableTableMetadata};
 
     fn record(id: &str) -> Vec<u8> {
         crate::store::codec::encode_event(&crate::store::codec::EventRecord::for_test(id))
     }
 
-    /// Stores `ids` through the staged index the way the writer does; returns which were new.
-    fn ingest(db: &Database, staged: &mut Staged, seq: &mut u64, ids: &[&str]) -> Vec<bool> {
+    /// Stores `ids` through the staged index the way the writer does, committing only with
+    /// `commit` (else the transaction is dropped, as by a crash before its commit); returns
+    /// which were new.
+    fn ingest_or_crash(
+        db: &Database,
+        staged: &mut Staged,
+        seq: &mut u64,
+        ids: &[&str],
+        commit: bool,
+    ) -> Vec<bool> {
         let txn = db.begin_write().unwrap();
         let mut fresh = Vec::new();
+        let first = *seq;
         let done = {
             let mut events = txn.open_table(EVENTS).unwrap();
             let mut batch = staged.begin(&txn).unwrap();
@@ -543,17 +919,57 @@ mod tests {
                     }
                 }
             }
-            batch.merge_step(ids.len()).unwrap();
-            batch.finish()
+            batch.finish((*seq - first) as usize).unwrap()
         };
-        txn.commit().unwrap();
-        staged.apply(done);
+        if commit {
+            txn.commit().unwrap();
+            staged.apply(done);
+        } else {
+            *seq = first;
+        }
         fresh
+    }
+
+    fn ingest(db: &Database, staged: &mut Staged, seq: &mut u64, ids: &[&str]) -> Vec<bool> {
+        ingest_or_crash(db, staged, seq, ids, true)
+    }
+
+    fn reload(db: &Database, freeze_at: usize) -> Staged {
+        let txn = db.begin_write().unwrap();
+        let mut s = Staged::load(&txn).unwrap();
+        txn.abort().unwrap();
+        s.freeze_at = freeze_at;
+        s
+    }
+
+    fn ids(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    fn refs(ids: &[String]) -> Vec<&str> {
+        ids.iter().map(String::as_str).collect()
+    }
+
+    /// A database with the index's tables (as `Store::open` makes them).
+    fn fresh_db(dir: &std::path::Path) -> Database {
+        let db = Database::create(dir.join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(DEDUPE_FP).unwrap();
+        txn.open_table(DEDUPE_JOURNAL).unwrap();
+        txn.open_table(DEDUPE_COMMITS).unwrap();
+        txn.open_table(META).unwrap();
+        txn.commit().unwrap();
+        db
+    }
+
+    fn runs_of(db: &Database) -> RunSet {
+        let txn = db.begin_read().unwrap();
+        RunSet::load(&txn.open_table(META).unwrap(), RUNS).unwrap()
     }
 
     #[test]
     fn a_v1_database_is_migrated_and_keeps_its_duplicates() {
-        use crate::store::tables::{META, SCHEMA_VERSION};
+        use crate::store::tables::SCHEMA_VERSION;
         let dir = tempfile::tempdir().unwrap();
         {
             let db = Database::create(dir.path().join(crate::store::DB_FILE)).unwrap();
@@ -592,6 +1008,62 @@ mod tests {
         assert_eq!(fresh, [false, true, false]);
     }
 
+    /// A schema 4 database: merged fingerprints in `dedupe_fp`, unmerged ones in the per-seq
+    /// journal. Both stay duplicates, and the first run written empties the old journal.
+    #[test]
+    fn a_schema_4_index_is_read_and_its_journal_emptied_by_the_first_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let old = ids("old", 40);
+        {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut events = txn.open_table(EVENTS).unwrap();
+                let mut fp_table = txn.open_table(DEDUPE_FP).unwrap();
+                let mut journal = txn.open_table(DEDUPE_JOURNAL).unwrap();
+                for (i, id) in old.iter().enumerate() {
+                    let seq = i as u64 + 1;
+                    events.insert(seq, record(id).as_slice()).unwrap();
+                    if i < 25 {
+                        fp_table.insert(fingerprint(1, id), seq).unwrap();
+                    } else {
+                        journal.insert(seq, fingerprint(1, id)).unwrap();
+                    }
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let db = Arc::new(db);
+        let mut staged = reload(&db, 30);
+        assert_eq!(staged.in_memory(), 15);
+        staged.build_filter(db.clone());
+        let mut seq = 41;
+        assert!(
+            ingest(&db, &mut staged, &mut seq, &refs(&old))
+                .iter()
+                .all(|&n| !n)
+        );
+        let new = ids("new", 20);
+        assert!(
+            ingest(&db, &mut staged, &mut seq, &refs(&new))
+                .iter()
+                .all(|&n| n)
+        );
+        // 35 in memory ≥ 30: this commit writes them as a run.
+        ingest(&db, &mut staged, &mut seq, &["one-more"]);
+        assert_eq!(runs_of(&db).runs.len(), 1);
+        let txn = db.begin_read().unwrap();
+        assert_eq!(txn.open_table(DEDUPE_JOURNAL).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(DEDUPE_FP).unwrap().len().unwrap(), 25);
+        assert_eq!(lookup_committed(&txn, 1, "old-3").unwrap(), Some(4));
+        assert_eq!(lookup_committed(&txn, 1, "old-30").unwrap(), Some(31));
+        drop(txn);
+        for s in [&mut staged, &mut reload(&db, 30)] {
+            let all: Vec<&str> = refs(&old).into_iter().chain(refs(&new)).collect();
+            assert!(ingest(&db, s, &mut seq, &all).iter().all(|&n| !n));
+        }
+    }
+
     #[test]
     fn a_fingerprint_collision_is_neither_a_false_duplicate_nor_a_double() {
         let dir = tempfile::tempdir().unwrap();
@@ -608,7 +1080,6 @@ mod tests {
         );
         assert_eq!(ingest(&db, &mut staged, &mut seq, &["b"]), [false]);
         let txn = db.begin_read().unwrap();
-        use redb::ReadableDatabase;
         let overflow = txn.open_table(DEDUPE).unwrap();
         assert_eq!(
             overflow
@@ -619,142 +1090,182 @@ mod tests {
         );
     }
 
+    /// Thousands of ids through runs of 100 (so that runs are written and merged across
+    /// levels), with commits lost to "crashes" on the way: every id stays a duplicate, for
+    /// the writer, after a reload and for readers; the index holds each seq once.
     #[test]
-    fn frozen_fingerprints_merge_and_survive_a_reload() {
+    fn runs_are_written_merged_and_survive_crashes_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
-        let mut staged = Staged::default();
+        let db = fresh_db(dir.path());
+        let mut staged = Staged {
+            freeze_at: 100,
+            ..Staged::default()
+        };
         let mut seq = 1;
-        let ids: Vec<String> = (0..3000).map(|i| format!("id-{i}")).collect();
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        assert!(ingest(&db, &mut staged, &mut seq, &refs).iter().all(|&n| n));
-        // Freeze by hand (FREEZE_AT is large) and merge in steps.
-        let mut frozen: Vec<(u128, u64)> = staged.active.drain().collect();
-        frozen.sort_unstable();
-        staged.frozen_upto = frozen.iter().map(|f| f.1).max().unwrap();
-        staged.frozen = frozen;
-        // Half-merged, then "crash": reload from the journal.
-        staged.merged = 0;
-        {
-            let txn = db.begin_write().unwrap();
-            let done = {
-                let mut b = staged.begin(&txn).unwrap();
-                b.merged_to = 0;
-                for &(fp, s) in &staged.frozen[..1500] {
-                    b.fp.insert(fp, s).unwrap();
-                }
-                b.merged_to = 1500;
-                b.finish()
-            };
-            txn.commit().unwrap();
-            staged.apply(done);
+        let all = ids("id", 12_000);
+        for (i, chunk) in all.chunks(60).enumerate() {
+            if i % 7 == 3 {
+                // Lost before its commit, then reloaded as after a restart.
+                ingest_or_crash(&db, &mut staged, &mut seq, &refs(chunk), false);
+                staged = reload(&db, 100);
+            }
+            let out = ingest(&db, &mut staged, &mut seq, &refs(chunk));
+            assert!(out.iter().all(|&n| n), "chunk {i}");
+            // After every commit, each seq is indexed once.
+            let e = entries(&db.begin_read().unwrap()).unwrap();
+            let mut m: Vec<u64> = e.merged.iter().chain(&e.unmerged).map(|p| p.0).collect();
+            m.sort_unstable();
+            m.dedup();
+            assert_eq!(m.len(), e.merged.len() + e.unmerged.len(), "chunk {i}");
+            assert_eq!(m.len() as u64, seq - 1, "chunk {i}");
         }
-        let txn = db.begin_write().unwrap();
-        let mut reloaded = Staged::load(&txn).unwrap();
-        txn.abort().unwrap();
-        assert_eq!(reloaded.in_memory(), 3000);
-        // Everything is still a duplicate, and new ids are new.
-        let mut again: Vec<&str> = refs.clone();
-        again.push("brand-new");
-        let out = ingest(&db, &mut reloaded, &mut seq, &again);
-        assert!(out[..3000].iter().all(|&n| !n));
-        assert!(out[3000]);
-        // Finish the merge on the original: the journal range is cleared.
-        while !staged.frozen.is_empty() {
-            ingest(&db, &mut staged, &mut seq, &["id-0"]);
-        }
-        let txn = db.begin_write().unwrap();
-        let journal_len = txn.open_table(DEDUPE_JOURNAL).unwrap().len().unwrap();
-        let fp_len = txn.open_table(DEDUPE_FP).unwrap().len().unwrap();
-        txn.abort().unwrap();
-        use redb::ReadableTableMetadata;
-        assert_eq!(fp_len, 3000);
-        assert_eq!(journal_len, 1, "only brand-new is unmerged");
-        // Readers find merged, journaled and missing ids alike.
-        use redb::ReadableDatabase;
-        let read = db.begin_read().unwrap();
-        assert_eq!(lookup_committed(&read, 1, "id-5").unwrap(), Some(6));
-        assert_eq!(lookup_committed(&read, 1, "brand-new").unwrap(), Some(3001));
-        assert_eq!(lookup_committed(&read, 1, "missing").unwrap(), None);
-        assert_eq!(lookup_committed(&read, 2, "id-5").unwrap(), None);
+        let set = runs_of(&db);
+        assert!(set.runs.iter().any(|r| r.level >= 2), "{set:?}");
+        assert!(set.runs.len() < 30, "{} runs", set.runs.len());
+        assert!(staged.in_memory() < 100 + 60);
+        // (One writer at a time: the reload comes after the original's last commit.)
+        let out = ingest(&db, &mut staged, &mut seq, &refs(&all));
+        assert!(out.iter().all(|&n| !n), "an id passed as new");
+        let mut staged = reload(&db, 100);
+        let out = ingest(&db, &mut staged, &mut seq, &refs(&all));
+        assert!(
+            out.iter().all(|&n| !n),
+            "an id passed as new after a reload"
+        );
+        assert_eq!(
+            ingest(&db, &mut staged, &mut seq, &["brand-new", "id-5"]),
+            [true, false]
+        );
+        let txn = db.begin_read().unwrap();
+        assert_eq!(lookup_committed(&txn, 1, "id-5").unwrap(), Some(6));
+        assert_eq!(lookup_committed(&txn, 1, "id-11999").unwrap(), Some(12_000));
+        assert_eq!(
+            lookup_committed(&txn, 1, "brand-new").unwrap(),
+            Some(12_001)
+        );
+        assert_eq!(lookup_committed(&txn, 1, "missing").unwrap(), None);
+        assert_eq!(lookup_committed(&txn, 2, "id-5").unwrap(), None);
+        let e = entries(&txn).unwrap();
+        let mut seqs: Vec<u64> = e.merged.iter().chain(&e.unmerged).map(|p| p.0).collect();
+        seqs.sort_unstable();
+        let n = seqs.len();
+        seqs.dedup();
+        assert_eq!(n, seqs.len(), "a seq is indexed twice");
+        assert_eq!(seqs.first(), Some(&1));
+        assert_eq!((seqs.len(), seqs.last()), (12_001, Some(&12_001)));
     }
 
     #[test]
-    fn the_filter_has_no_false_no_and_few_false_maybe() {
-        let mut f = FpFilter::default();
+    fn the_filters_have_no_false_no_and_few_false_maybe() {
         let fp = |i: u64| fingerprint((i % 3) as u32, &format!("id-{i}"));
+        let n = 200_000;
+        let mut f = FpFilter::with_capacity(n as usize);
         // Past the first part's capacity, so that it grows.
-        let n = FILTER_FIRST_CAPACITY as u64 + 50_000;
-        for i in 0..n {
-            f.insert(fp(i));
+        let grown = GROWING_FIRST_CAPACITY as u64 + 50_000;
+        let mut g = GrowingFilter::default();
+        for i in 0..grown {
+            if i < n {
+                f.insert(fp(i));
+            }
+            g.insert(fp(i));
         }
-        assert_eq!(f.parts.len(), 2);
+        assert_eq!(g.parts.len(), 2);
         assert!((0..n).all(|i| f.may_contain(fp(i))));
-        let false_maybe = (n..n + 100_000).filter(|&i| f.may_contain(fp(i))).count();
+        assert!((0..grown).all(|i| g.may_contain(fp(i))));
+        let absent = grown..grown + 100_000;
+        let false_maybe = absent.clone().filter(|&i| f.may_contain(fp(i))).count();
         assert!(
-            false_maybe < 3_000,
+            false_maybe < 2_000,
             "{false_maybe} of 100000 absent ids said maybe"
+        );
+        let false_maybe = absent.filter(|&i| g.may_contain(fp(i))).count();
+        assert!(
+            false_maybe < 4_000,
+            "{false_maybe} of 100000 absent ids said maybe (two parts)"
         );
     }
 
-    /// With the filter built in the background from a database holding merged fingerprints,
-    /// every merged id is still a duplicate and new ids are new.
+    /// With filters built in the background (at a start, and for each merge's output while
+    /// merges go on), every stored id is still a duplicate, and the filters do answer for
+    /// new ids.
     #[test]
-    fn the_filter_never_hides_a_merged_id() {
+    fn the_filters_never_hide_a_stored_id() {
         let dir = tempfile::tempdir().unwrap();
-        let db = std::sync::Arc::new(Database::create(dir.path().join("t.redb")).unwrap());
-        let mut staged = Staged::default();
+        let db = Arc::new(fresh_db(dir.path()));
+        let mut staged = Staged {
+            freeze_at: 100,
+            ..Staged::default()
+        };
+        staged.build_filter(db.clone());
         let mut seq = 1;
-        let ids: Vec<String> = (0..3000).map(|i| format!("id-{i}")).collect();
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        ingest(&db, &mut staged, &mut seq, &refs);
-        // Merge all of them into `dedupe_fp` (FREEZE_AT is large: freeze by hand).
-        let mut frozen: Vec<(u128, u64)> = staged.active.drain().collect();
-        frozen.sort_unstable();
-        staged.frozen_upto = frozen.iter().map(|f| f.1).max().unwrap();
-        staged.frozen = frozen;
-        while !staged.frozen.is_empty() {
-            ingest(&db, &mut staged, &mut seq, &["id-0"]);
+        let all = ids("id", 6_000);
+        for chunk in all.chunks(50) {
+            assert!(
+                ingest(&db, &mut staged, &mut seq, &refs(chunk))
+                    .iter()
+                    .all(|&n| n)
+            );
+            // Every stored id so far, through whatever filters are in.
+            assert!(!ingest(&db, &mut staged, &mut seq, &[chunk[7].as_str()])[0]);
         }
-        let txn = db.begin_write().unwrap();
-        let mut fresh = Staged::load(&txn).unwrap();
-        txn.abort().unwrap();
-        assert_eq!(fresh.in_memory(), 0, "everything is merged");
+        assert!(
+            ingest(&db, &mut staged, &mut seq, &refs(&all))
+                .iter()
+                .all(|&n| !n)
+        );
+        // A start: one writer at a time, so the original is done with.
+        drop(staged);
+        let mut fresh = reload(&db, 100);
         fresh.build_filter(db.clone());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut n = 0;
-        while !matches!(fresh.filter, Filter::Ready(_)) {
+        let set = runs_of(&db);
+        while !set
+            .runs
+            .iter()
+            .all(|r| fresh.filters.runs.contains_key(&r.id))
+            || !matches!(fresh.filters.all, All::Ready(_))
+        {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the filter was never built"
+                "the filters were never built"
             );
-            // Each commit polls the build.
+            // Each commit polls the builds.
             assert_eq!(
                 ingest(&db, &mut fresh, &mut seq, &[&format!("new-{n}")]),
                 [true]
             );
             n += 1;
         }
-        let out = ingest(&db, &mut fresh, &mut seq, &refs);
-        assert!(out.iter().all(|&new| !new), "a merged id passed as new");
-        let novel: Vec<String> = (0..3000).map(|i| format!("novel-{i}")).collect();
-        let novel: Vec<&str> = novel.iter().map(String::as_str).collect();
         assert!(
-            ingest(&db, &mut fresh, &mut seq, &novel)
+            ingest(&db, &mut fresh, &mut seq, &refs(&all))
                 .iter()
-                .all(|&new| new)
+                .all(|&n| !n)
         );
-        // And the filter really answered for most of them.
-        let Filter::Ready(f) = &fresh.filter else {
-            unreachable!()
-        };
-        let passed = novel
+        let novel = ids("novel", 3000);
+        let set = runs_of(&db);
+        let fps: Vec<u128> = novel.iter().map(|id| fingerprint(1, id)).collect();
+        let ruled_out = fps
             .iter()
-            .filter(|id| !f.may_contain(fingerprint(1, id)))
+            .filter(|&&fp| fresh.filters.surely_absent(fp))
+            .count();
+        let no_run = fps
+            .iter()
+            .filter(|&&fp| {
+                set.runs
+                    .iter()
+                    .all(|r| !fresh.filters.may_contain(r.id, fp))
+            })
             .count();
         assert!(
-            passed > 2_500,
-            "the filter excluded only {passed} of 3000 new ids"
+            ruled_out > 2_500 && no_run > 2_500,
+            "the filters excluded only {ruled_out} (all) and {no_run} (each run) of 3000 new ids ({} runs)",
+            set.runs.len()
+        );
+        assert!(
+            ingest(&db, &mut fresh, &mut seq, &refs(&novel))
+                .iter()
+                .all(|&n| n)
         );
     }
 }

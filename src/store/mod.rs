@@ -257,12 +257,14 @@ impl Store {
                 .map(|v| u32::from_be_bytes(v.value().try_into().unwrap_or([0; 4])));
             match version {
                 Some(SCHEMA_VERSION) => {}
-                Some(old @ (1..=3)) => {
+                Some(old @ (1..=4)) => {
                     open_all_tables(&txn)?;
                     if old == 1 {
                         dedupe::migrate_v1(&txn)?;
                     }
-                    identity::drop_from_log(&txn, &mut meta)?;
+                    if old <= 3 {
+                        identity::drop_from_log(&txn, &mut meta)?;
+                    }
                     meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes()[..])?;
                 }
                 Some(v) => {
@@ -298,6 +300,7 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(DEDUPE)?;
     txn.open_table(DEDUPE_FP)?;
     txn.open_table(DEDUPE_JOURNAL)?;
+    txn.open_table(DEDUPE_COMMITS)?;
     txn.open_table(TENANTS)?;
     txn.open_table(APPS)?;
     txn.open_table(KEYS)?;

@@ -12,7 +12,11 @@ use redb::TableDefinition;
 /// cursor, and the indexer rebuilds the graph from the log in the background.
 /// Version 4: the identity graph in a database file of its own ([`super::graph`]); migrating
 /// drops the graph's runs and cursor from this file, and the indexer rebuilds the graph there.
-pub const SCHEMA_VERSION: u32 = 4;
+/// Version 5: new dedupe fingerprints go to [`DEDUPE_COMMITS`] and sorted runs (set
+/// [`super::dedupe::RUNS`]) instead of [`DEDUPE_JOURNAL`] and [`DEDUPE_FP`]; those two are
+/// still read (the old journal is emptied by the first run written), so nothing is migrated.
+/// A version 4 build must not open a version 5 file: it would not see the runs.
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Small settings: `"schema_version"` (u32 BE), `"admin_password"` (JSON config record of
 /// [`crate::auth::password::PasswordHash`]), ...
@@ -22,10 +26,16 @@ pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Dedupe by full key, app id (u32 BE) ++ event_id bytes → seq, for the rare ids whose
 /// fingerprint another id owns (see [`super::dedupe`]). Schema v1 kept every id here.
 pub const DEDUPE: TableDefinition<&[u8], u64> = TableDefinition::new("dedupe");
-/// Merged dedupe index: fingerprint (`app_id << 64 | 64 bits of SHA-256(event_id)`) → seq.
+/// Schema ≤ 4's merged dedupe index: fingerprint (`app_id << 64 | 64 bits of
+/// SHA-256(event_id)`) → seq. Read, never written from schema 5 on (only retention removes
+/// from it).
 pub const DEDUPE_FP: TableDefinition<u128, u64> = TableDefinition::new("dedupe_fp");
-/// Fingerprints not merged into [`DEDUPE_FP`] yet: seq → fingerprint (appends only).
+/// Schema ≤ 4's journal of unmerged fingerprints: seq → fingerprint. Read at start, emptied
+/// by the first run the writer writes.
 pub const DEDUPE_JOURNAL: TableDefinition<u64, u128> = TableDefinition::new("dedupe_journal");
+/// Fingerprints not yet in a run, one row per commit: the commit's first new seq → version
+/// byte ++ (fingerprint u128 BE ++ seq u64 BE)* (see [`super::dedupe`]). Appends only.
+pub const DEDUPE_COMMITS: TableDefinition<u64, &[u8]> = TableDefinition::new("dedupe_commits");
 /// Tenant id → tenant record.
 pub const TENANTS: TableDefinition<u32, &[u8]> = TableDefinition::new("tenants");
 /// App id → app record.

@@ -5,9 +5,10 @@
 //!
 //! - the log's seqs are 1, 2, 3, … with no gap, and every record decodes;
 //! - no (app, event_id) is stored twice;
-//! - the dedupe index finds every stored event (under its fingerprint in `dedupe_fp`, in the
-//!   unmerged journal, or under its full key after a fingerprint collision) and none of its
-//!   entries points at an event that is not there or has another fingerprint or id;
+//! - the dedupe index finds every stored event (under its fingerprint in a run or schema 4's
+//!   `dedupe_fp`, in the rows not yet in a run, or under its full key after a fingerprint
+//!   collision), exactly once, and none of its entries points at an event that is not there
+//!   or has another fingerprint or id;
 //! - every (tenant, month) usage counter equals the number of stored events of that tenant
 //!   received in that month;
 //! - the identity graph's runs decode and hold every event up to the graph's cursor, and
@@ -64,15 +65,21 @@ impl Store {
             .and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         // The dedupe index, read whole (campaign databases are small): seq → how it is indexed.
+        let entries = super::dedupe::entries(&txn)?;
         let mut by_fp: HashMap<u64, u128> = HashMap::new();
-        for row in txn.open_table(DEDUPE_FP)?.iter()? {
-            let (fp, seq) = row?;
-            by_fp.insert(seq.value(), fp.value());
-        }
         let mut by_journal: HashMap<u64, u128> = HashMap::new();
-        for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
-            let (seq, fp) = row?;
-            by_journal.insert(seq.value(), fp.value());
+        for (to, list) in [
+            (&mut by_fp, &entries.merged),
+            (&mut by_journal, &entries.unmerged),
+        ] {
+            for &(seq, fp) in list {
+                if to.insert(seq, fp).is_some() {
+                    problems.push(format!("seq {seq}: indexed twice by fingerprint"));
+                }
+            }
+        }
+        if let Some(seq) = by_fp.keys().find(|s| by_journal.contains_key(s)) {
+            problems.push(format!("seq {seq}: both in a run and not yet in one"));
         }
         let mut by_full: HashMap<u64, Vec<u8>> = HashMap::new();
         for row in txn.open_table(DEDUPE)?.iter()? {

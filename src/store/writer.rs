@@ -610,8 +610,7 @@ fn commit_batch(
                 usage.insert(k, q.used)?;
             }
         }
-        dedupe.merge_step((seq - first_seq) as usize)?;
-        dedupe.finish()
+        dedupe.finish((seq - first_seq) as usize)?
     };
     txn.commit()?;
     Ok((all, seq, index))
