@@ -519,7 +519,6 @@ impl Staged {
             rx,
         };
         builder.spawn_all();
-        // Run filters in from before (a reopen) stay: runs are immutable.
         self.filters.all = All::Building { missed: Vec::new() };
         self.filters.builder = Some(builder);
     }
@@ -749,8 +748,7 @@ fn write_run(txn: &WriteTransaction, active: &FpMap, upto: u64) -> Result<(u32, 
         .map(|(&fp, &seq)| pair_bytes(fp, seq))
         .collect();
     keys.sort_unstable();
-    let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
-    let id = RunSet::add(txn, RUNS, &refs)?
+    let id = RunSet::add(txn, RUNS, keys.iter().map(|k| k.as_slice()))?
         .ok_or_else(|| super::Error::Invalid("an empty dedupe run".into()))?;
     let mut filter = FpFilter::for_run(keys.len());
     for &fp in active.keys() {
@@ -1120,7 +1118,18 @@ mod tests {
         };
         let mut seq = 1;
         let all = ids("id", 12_000);
-        for (i, chunk) in all.chunks(60).enumerate() {
+        // Commits of varied sizes, single events among them (a run then replaces rows that
+        // start at its very last seq).
+        let sizes = [60, 1, 37, 1, 1, 13, 59, 2];
+        let mut chunks = Vec::new();
+        let mut rest = all.as_slice();
+        while !rest.is_empty() {
+            let n = sizes[chunks.len() % sizes.len()].min(rest.len());
+            let (chunk, tail) = rest.split_at(n);
+            chunks.push(chunk);
+            rest = tail;
+        }
+        for (i, chunk) in chunks.into_iter().enumerate() {
             if i % 7 == 3 {
                 // Lost before its commit, then reloaded as after a restart.
                 ingest_or_crash(&db, &mut staged, &mut seq, &refs(chunk), false);

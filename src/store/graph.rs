@@ -238,7 +238,7 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             append(&store, &[with_user(1, "u")]);
             let txn = store.db().unwrap().begin_write().unwrap();
-            runs::RunSet::add(&txn, RUNS, &[b"stale key".as_slice()]).unwrap();
+            runs::RunSet::add(&txn, RUNS, [b"stale key".as_slice()]).unwrap();
             let mut meta = txn.open_table(META).unwrap();
             meta.insert(INDEXED_SEQ, &1u64.to_be_bytes()[..]).unwrap();
             meta.insert("schema_version", &3u32.to_be_bytes()[..])

@@ -260,7 +260,7 @@ pub fn index_step(
                 keys.add_event(app_id, seq, &view_identifiers(&v));
             }
         }
-        RunSet::add(txn, RUNS, &keys.sorted())?;
+        RunSet::add(txn, RUNS, keys.sorted())?;
         let mut meta = txn.open_table(META)?;
         meta.insert(INDEXED_SEQ, &cursor.to_be_bytes()[..])?;
         if let Some(b) = last_read {

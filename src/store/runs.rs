@@ -276,25 +276,33 @@ impl RunSet {
     }
 
     /// Adds `keys` (sorted, without repeats) as a new run of level 0 and starts the merges
-    /// that are due, in `txn`. Returns the new run's id (none for no keys).
-    pub fn add(txn: &WriteTransaction, set: &str, keys: &[&[u8]]) -> Result<Option<u32>> {
-        debug_assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys must be sorted");
+    /// that are due, in `txn`. Returns the new run's id (none for no keys). The keys are
+    /// taken from an iterator so that a caller needs no second copy of them.
+    pub fn add<'k>(
+        txn: &WriteTransaction,
+        set: &str,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<Option<u32>> {
         let mut this = RunSet::load(&txn.open_table(META)?, set)?;
+        let mut keys = keys.into_iter().peekable();
         let mut added = None;
-        if !keys.is_empty() {
+        if keys.peek().is_some() {
             let id = this.take_id();
             added = Some(id);
             let name = table_name(set, id);
             let mut table = txn.open_table(def(&name))?;
             let mut w = BlockWriter::new();
+            let mut count = 0u64;
             for k in keys {
+                debug_assert!(w.last().is_none_or(|last| last < k), "keys must be sorted");
                 w.push(&mut table, k)?;
+                count += 1;
             }
             w.flush(&mut table)?;
             this.runs.push(Run {
                 id,
                 level: 0,
-                keys: keys.len() as u64,
+                keys: count,
             });
         }
         this.plan_merges();
@@ -608,7 +616,7 @@ mod tests {
             keys.dedup();
             let txn = store.db().unwrap().begin_write().unwrap();
             let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-            RunSet::add(&txn, "t", &refs).unwrap();
+            RunSet::add(&txn, "t", refs).unwrap();
             RunSet::merge_step(&txn, "t", (next() % 50) as usize).unwrap();
             if chunk % 7 == 3 {
                 // A crash before the commit: nothing of it happened.
@@ -656,7 +664,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let txn = store.db().unwrap().begin_write().unwrap();
         for i in 0..FANOUT as u8 + 1 {
-            RunSet::add(&txn, "t", &[&[i]]).unwrap();
+            RunSet::add(&txn, "t", [[i].as_slice()]).unwrap();
         }
         RunSet::merge_step(&txn, "t", 1).unwrap();
         assert!(state_in(&txn).merging());
