@@ -448,15 +448,6 @@ impl Filters {
         self.runs.retain(|id, _| live.contains(id));
         self.proxies.retain(|id, _| live.contains(id));
     }
-
-    /// Bytes held by the filters.
-    fn bytes(&self) -> usize {
-        let all = match &self.all {
-            All::Ready(f) => f.bytes(),
-            _ => 0,
-        };
-        all + self.runs.values().map(FpFilter::bytes).sum::<usize>()
-    }
 }
 
 /// The writer thread's part of the index: what is not in a run yet, and the filters.
@@ -526,11 +517,6 @@ impl Staged {
     /// Fingerprints held in memory (not in a run yet).
     pub fn in_memory(&self) -> usize {
         self.active.len()
-    }
-
-    /// Bytes held by the filters.
-    pub fn filter_bytes(&self) -> usize {
-        self.filters.bytes()
     }
 
     /// Starts the index work of one write transaction.
@@ -780,12 +766,15 @@ pub fn forget(txn: &WriteTransaction, full: &[u8], seq: u64) -> Result<()> {
 }
 
 /// Every fingerprint entry of the index as one read transaction sees it (for
-/// `Store::verify`): in runs or [`DEDUPE_FP`], and not yet in a run.
+/// `Store::verify`).
 #[derive(Default)]
 pub struct Entries {
-    /// Seq → fingerprint, in a run or in [`DEDUPE_FP`].
-    pub merged: Vec<(u64, u128)>,
-    /// Seq → fingerprint, in [`DEDUPE_COMMITS`] or [`DEDUPE_JOURNAL`].
+    /// (seq, fingerprint) in a run.
+    pub runs: Vec<(u64, u128)>,
+    /// (seq, fingerprint) in schema 4's [`DEDUPE_FP`]. A file upgraded while schema 4 was
+    /// merging may hold some of them in a run too (the journal it read back held them).
+    pub legacy: Vec<(u64, u128)>,
+    /// (seq, fingerprint) in [`DEDUPE_COMMITS`] or [`DEDUPE_JOURNAL`], not in a run yet.
     pub unmerged: Vec<(u64, u128)>,
 }
 
@@ -793,14 +782,14 @@ pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
     let mut out = Entries::default();
     for row in txn.open_table(DEDUPE_FP)?.iter()? {
         let (fp, seq) = row?;
-        out.merged.push((seq.value(), fp.value()));
+        out.legacy.push((seq.value(), fp.value()));
     }
     let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
     for run in &set.runs {
         let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
         let mut bad = false;
         runs::for_each_key(&table, |k| match split_pair(k) {
-            Some((fp, seq)) => out.merged.push((seq, fp)),
+            Some((fp, seq)) => out.runs.push((seq, fp)),
             None => bad = true,
         })?;
         if bad {
@@ -1139,10 +1128,10 @@ mod tests {
             assert!(out.iter().all(|&n| n), "chunk {i}");
             // After every commit, each seq is indexed once.
             let e = entries(&db.begin_read().unwrap()).unwrap();
-            let mut m: Vec<u64> = e.merged.iter().chain(&e.unmerged).map(|p| p.0).collect();
+            let mut m: Vec<u64> = e.runs.iter().chain(&e.unmerged).map(|p| p.0).collect();
             m.sort_unstable();
             m.dedup();
-            assert_eq!(m.len(), e.merged.len() + e.unmerged.len(), "chunk {i}");
+            assert_eq!(m.len(), e.runs.len() + e.unmerged.len(), "chunk {i}");
             assert_eq!(m.len() as u64, seq - 1, "chunk {i}");
         }
         let set = runs_of(&db);
@@ -1172,7 +1161,7 @@ mod tests {
         assert_eq!(lookup_committed(&txn, 1, "missing").unwrap(), None);
         assert_eq!(lookup_committed(&txn, 2, "id-5").unwrap(), None);
         let e = entries(&txn).unwrap();
-        let mut seqs: Vec<u64> = e.merged.iter().chain(&e.unmerged).map(|p| p.0).collect();
+        let mut seqs: Vec<u64> = e.runs.iter().chain(&e.unmerged).map(|p| p.0).collect();
         seqs.sort_unstable();
         let n = seqs.len();
         seqs.dedup();
