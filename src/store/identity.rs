@@ -238,10 +238,11 @@ pub fn index_step(
             m
         };
         let mut keys = ChunkKeys::default();
-        let mut last_read = None;
         cursor = through;
-        {
+        let last_read = {
             let events = log.open_table(EVENTS)?;
+            // The last event read (its record is hashed into the graph's binding once).
+            let mut last = None;
             for (n, row) in events.range(from + 1..=through)?.enumerate() {
                 let (seq, bytes) = row?;
                 let seq = seq.value();
@@ -250,16 +251,16 @@ pub fn index_step(
                     cursor = seq - 1;
                     break;
                 }
-                last_read = Some(bound(seq, bytes.value()));
                 let v = identity_view(bytes.value())?;
                 // An app is never deleted while it has events; a missing one has nothing to
                 // link.
-                let Some(&app_id) = app_ids.get(v.app) else {
-                    continue;
-                };
-                keys.add_event(app_id, seq, &view_identifiers(&v));
+                if let Some(&app_id) = app_ids.get(v.app) {
+                    keys.add_event(app_id, seq, &view_identifiers(&v));
+                }
+                last = Some((seq, bytes));
             }
-        }
+            last.map(|(seq, bytes)| bound(seq, bytes.value()))
+        };
         RunSet::add(txn, RUNS, keys.sorted())?;
         let mut meta = txn.open_table(META)?;
         meta.insert(INDEXED_SEQ, &cursor.to_be_bytes()[..])?;
