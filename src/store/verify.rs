@@ -289,12 +289,16 @@ mod tests {
             ..EventRecord::for_test(id)
         };
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
         let old: Vec<String> = (0..300).map(|i| format!("old-{i}")).collect();
         {
-            let db = store.db().unwrap();
+            // A file a schema 4 build left (its other tables are made on open).
+            let db = redb::Database::create(dir.path().join(crate::store::DB_FILE)).unwrap();
             let txn = db.begin_write().unwrap();
             {
+                txn.open_table(META)
+                    .unwrap()
+                    .insert("schema_version", &4u32.to_be_bytes()[..])
+                    .unwrap();
                 let mut log = txn.open_table(EVENTS).unwrap();
                 let mut fp_table = txn.open_table(DEDUPE_FP).unwrap();
                 let mut journal = txn.open_table(DEDUPE_JOURNAL).unwrap();
@@ -318,6 +322,18 @@ mod tests {
             }
             txn.commit().unwrap();
         }
+        let store = Store::open(dir.path()).unwrap();
+        let version = store
+            .db()
+            .unwrap()
+            .begin_read()
+            .unwrap()
+            .open_table(META)
+            .unwrap()
+            .get("schema_version")
+            .unwrap()
+            .map(|v| v.value().to_vec());
+        assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
         assert_eq!(store.verify().unwrap().problems, Vec::<String>::new());
         let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
         let sub = |ids: &[String]| Submission {
