@@ -248,6 +248,15 @@ impl Store {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
+    /// The schema version stamped in the file (tests of migrations).
+    #[cfg(test)]
+    pub(crate) fn schema_version(&self) -> Option<u32> {
+        let txn = self.db().ok()?.begin_read().ok()?;
+        let meta = txn.open_table(META).ok()?;
+        let v = meta.get("schema_version").ok()??;
+        Some(u32::from_be_bytes(v.value().try_into().ok()?))
+    }
+
     fn init(&self) -> Result<()> {
         let txn = self.db.begin_write()?;
         {

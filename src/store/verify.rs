@@ -323,17 +323,7 @@ mod tests {
             txn.commit().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        let version = store
-            .db()
-            .unwrap()
-            .begin_read()
-            .unwrap()
-            .open_table(META)
-            .unwrap()
-            .get("schema_version")
-            .unwrap()
-            .map(|v| v.value().to_vec());
-        assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+        assert_eq!(store.schema_version(), Some(SCHEMA_VERSION));
         assert_eq!(store.verify().unwrap().problems, Vec::<String>::new());
         let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
         let sub = |ids: &[String]| Submission {
