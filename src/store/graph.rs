@@ -13,8 +13,8 @@
 //!   (damaged, unreadable for this user) is replaced by an empty one;
 //! - after a failed commit the indexer drops the handle and opens the file again later.
 
+use super::Result;
 use super::tables::{EVENTS, META};
-use super::{Result, builder};
 use redb::{Database, DatabaseError, ReadableDatabase};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -113,6 +113,13 @@ impl Graph {
     pub fn db(&self) -> Result<Arc<Database>> {
         self.get().ok_or(super::Error::Reopening)
     }
+}
+
+/// A redb builder for the graph: the appliance's settings with the graph's smaller cache.
+fn builder() -> redb::Builder {
+    let mut b = super::builder();
+    b.set_cache_size(GRAPH_CACHE_BYTES);
+    b
 }
 
 /// Gives `path` the owner of the log's file next to it, when this process may (root).
