@@ -106,6 +106,13 @@ pub fn render(state: &State) -> String {
         "Queue budget; requests beyond it get 503 overloaded",
         gauge(state.config.queue_bytes as u64),
     );
+    let prechecked = Counter::<u64>::default();
+    prechecked.inc_by(w.prechecked_duplicates.load(Ordering::Relaxed));
+    reg.register(
+        "inlet_dedupe_prechecked_duplicates",
+        "Duplicates of stored events found by the request threads, before the writer (ARCHITECTURE.md \"Dedupe design\")",
+        prechecked,
+    );
     if let Some(lag) = state.writer.identity_lag() {
         reg.register(
             "inlet_identity_lag_events",

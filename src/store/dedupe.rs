@@ -42,7 +42,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, RwLockReadGuard, Weak};
 
 /// The name of the dedupe index's set of sorted runs (in the log's file).
 pub const RUNS: &str = "dedupe";
@@ -370,7 +370,6 @@ struct Filters {
     /// A merge's output whose own filter is being built → the merge's inputs: their filters
     /// answer for it meanwhile (it holds exactly their keys).
     proxies: HashMap<u32, Vec<u32>>,
-    builder: Option<Builder>,
 }
 
 impl Filters {
@@ -401,31 +400,26 @@ impl Filters {
         }
     }
 
-    /// Takes in finished builds.
-    fn poll(&mut self) {
-        let Some(b) = &self.builder else {
-            return;
-        };
-        while let Ok(built) = b.rx.try_recv() {
-            match built {
-                Built::All(Ok(mut f)) => {
-                    if let All::Building { missed } = &self.all {
-                        missed.iter().for_each(|&fp| f.insert(fp));
-                    }
-                    tracing::info!(bytes = f.bytes(), "dedupe filter ready");
-                    self.all = All::Ready(f);
+    /// Takes in a finished build.
+    fn take(&mut self, built: Built) {
+        match built {
+            Built::All(Ok(mut f)) => {
+                if let All::Building { missed } = &self.all {
+                    missed.iter().for_each(|&fp| f.insert(fp));
                 }
-                Built::All(Err(e)) => {
-                    tracing::warn!(error = %e, "building the dedupe filter failed; lookups ask each run's filter");
-                    self.all = All::Off;
-                }
-                Built::Run(id, Ok(f)) => {
-                    self.runs.insert(id, f);
-                    self.proxies.remove(&id);
-                }
-                Built::Run(id, Err(e)) => {
-                    tracing::warn!(run = id, error = %e, "building a dedupe run's filter failed; lookups read that run");
-                }
+                tracing::info!(bytes = f.bytes(), "dedupe filter ready");
+                self.all = All::Ready(f);
+            }
+            Built::All(Err(e)) => {
+                tracing::warn!(error = %e, "building the dedupe filter failed; lookups ask each run's filter");
+                self.all = All::Off;
+            }
+            Built::Run(id, Ok(f)) => {
+                self.runs.insert(id, f);
+                self.proxies.remove(&id);
+            }
+            Built::Run(id, Err(e)) => {
+                tracing::warn!(run = id, error = %e, "building a dedupe run's filter failed; lookups read that run");
             }
         }
     }
@@ -450,11 +444,171 @@ impl Filters {
     }
 }
 
-/// The writer thread's part of the index: what is not in a run yet, and the filters.
+/// What a request thread learnt about one event id before handing it to the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Its fingerprint; whether it was stored before is left to the writer.
+    Fingerprint(u128),
+    /// A committed snapshot holds it, as this seq: a duplicate.
+    Stored(u64),
+}
+
+/// Looks event ids up on the request threads, before the writer, in a read transaction of
+/// the log (the writer thread is the one serial stage of ingest, and a resubmitted old id
+/// costs it two random page reads: its run's block and the original record).
+///
+/// Only ids that the committed snapshot holds are settled here, each by comparing the stored
+/// record's id (exact, as the writer does). Everything else goes to the writer as before,
+/// with its fingerprint computed: ids the filters rule out, ids not in a run yet (the
+/// writer's memory), ids whose fingerprint belongs to another id, and every id while the
+/// filter of everything is being built or the database is being reopened. So the writer
+/// stays the only one to decide that an id is new, and a duplicate found here is one as of
+/// its snapshot (an event stays stored until retention removes it; the answer is then that
+/// of a request checked just before retention ran).
+///
+/// The filters are the writer's (`Staged` changes them under the lock, rarely: when a run is
+/// written, a merge completes or a build finishes); the lock is never held over a read.
+#[derive(Default)]
+pub struct Precheck {
+    filters: RwLock<Filters>,
+    /// The database the writer uses; empty while it is being reopened.
+    db: RwLock<Weak<Database>>,
+}
+
+impl Precheck {
+    fn filters(&self) -> RwLockReadGuard<'_, Filters> {
+        self.filters.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn filters_mut(&self) -> std::sync::RwLockWriteGuard<'_, Filters> {
+        self.filters.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops reading the database (the writer found it failed and will reopen it).
+    pub fn detach(&self) {
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Weak::new();
+    }
+
+    /// Whether the filter of everything is built (before, every id goes to the writer).
+    pub fn ready(&self) -> bool {
+        matches!(self.filters().all, All::Ready(_))
+    }
+
+    /// What the filters alone tell of each id of `ids` (events of app `app_id`): its
+    /// fingerprint, and whether it may be stored. Cheap (a hash and a cache line per id);
+    /// [`Precheck::settle`] does the reads.
+    pub fn check(&self, app_id: u32, ids: &[&str]) -> Prechecked {
+        let mut known = Vec::with_capacity(ids.len());
+        let mut maybe = Vec::new();
+        let filters = self.filters();
+        let ready = matches!(filters.all, All::Ready(_));
+        for id in ids {
+            let fp = fingerprint(app_id, id);
+            if ready && !filters.surely_absent(fp) {
+                maybe.push(known.len());
+            }
+            known.push(Known::Fingerprint(fp));
+        }
+        Prechecked { known, maybe }
+    }
+
+    /// Settles the ids of `pre` that may be stored (about two random page reads each) and
+    /// returns what is known of every id, in order. Never fails: an id it cannot settle (for
+    /// any reason, errors included) is left to the writer.
+    pub fn settle(&self, ids: &[&str], pre: Prechecked) -> Vec<Known> {
+        let Prechecked { mut known, maybe } = pre;
+        if maybe.is_empty() {
+            return known;
+        }
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner()).upgrade();
+        if let Some(db) = db
+            && let Err(e) = self.find(&db, ids, &maybe, &mut known)
+        {
+            tracing::debug!(error = %e, "dedupe pre-check skipped; the writer looks the ids up");
+        }
+        known
+    }
+
+    /// Settles the ids at `maybe` that a snapshot of `db` holds.
+    fn find(
+        &self,
+        db: &Database,
+        ids: &[&str],
+        maybe: &[usize],
+        known: &mut [Known],
+    ) -> Result<()> {
+        use redb::ReadableDatabase;
+        let txn = db.begin_read()?;
+        let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
+        let fp_at = |known: &[Known], i: usize| match known[i] {
+            Known::Fingerprint(fp) => fp,
+            Known::Stored(_) => 0,
+        };
+        // The runs each id may be in, newest first: decided under the lock, read after it.
+        let plans: Vec<(usize, Vec<u32>)> = {
+            let filters = self.filters();
+            maybe
+                .iter()
+                .map(|&i| {
+                    let fp = fp_at(known, i);
+                    let runs = set.runs.iter().rev().map(|r| r.id);
+                    (i, runs.filter(|&r| filters.may_contain(r, fp)).collect())
+                })
+                .collect()
+        };
+        let events = txn.open_table(super::tables::EVENTS)?;
+        let legacy = txn.open_table(DEDUPE_FP)?;
+        let mut tables = HashMap::new();
+        for (i, runs) in plans {
+            let fp = fp_at(known, i);
+            let mut owner = None;
+            for id in runs {
+                let table = match tables.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(txn.open_table(runs::def(&runs::table_name(RUNS, id)))?)
+                    }
+                };
+                owner = probe(table, fp)?;
+                if owner.is_some() {
+                    break;
+                }
+            }
+            if owner.is_none() {
+                owner = legacy.get(fp)?.map(|v| v.value());
+            }
+            // A fingerprint is stored once: the owner's record says whether it is this id.
+            if let Some(seq) = owner
+                && let Some(record) = events.get(seq)?
+                && event_id_of(record.value()) == Some(ids[i])
+            {
+                known[i] = Known::Stored(seq);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`Precheck::check`]'s answer: a fingerprint for every id, and which ids may be stored.
+pub struct Prechecked {
+    known: Vec<Known>,
+    maybe: Vec<usize>,
+}
+
+impl Prechecked {
+    /// How many ids [`Precheck::settle`] would look up.
+    pub fn to_settle(&self) -> usize {
+        self.maybe.len()
+    }
+}
+
+/// The writer thread's part of the index: what is not in a run yet, and the filters (shared
+/// with the request threads' [`Precheck`]).
 pub struct Staged {
     /// [`FREEZE_AT`] (tests make runs of a few keys).
     freeze_at: usize,
-    filters: Filters,
+    shared: Arc<Precheck>,
+    builder: Option<Builder>,
     /// Fingerprint → seq, committed but not in a run yet (all of [`DEDUPE_COMMITS`] and
     /// [`DEDUPE_JOURNAL`]).
     active: FpMap,
@@ -468,7 +622,8 @@ impl Default for Staged {
     fn default() -> Staged {
         Staged {
             freeze_at: FREEZE_AT,
-            filters: Filters::default(),
+            shared: Arc::default(),
+            builder: None,
             active: FpMap::default(),
             active_upto: 0,
             runs: RunSet::default(),
@@ -501,7 +656,7 @@ impl Staged {
 
     /// Starts building the filters of every run (and of [`DEDUPE_FP`]) from `db` in the
     /// background; later merges' outputs get theirs the same way. Until a filter is in, its
-    /// run is read on every lookup.
+    /// run is read on every lookup. The pre-checks read `db` from now on.
     pub fn build_filter(&mut self, db: Arc<Database>) {
         let (tx, rx) = channel();
         let builder = Builder {
@@ -510,8 +665,23 @@ impl Staged {
             rx,
         };
         builder.spawn_all();
-        self.filters.all = All::Building { missed: Vec::new() };
-        self.filters.builder = Some(builder);
+        *self.shared.filters_mut() = Filters {
+            all: All::Building { missed: Vec::new() },
+            ..Filters::default()
+        };
+        *self.shared.db.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&db);
+        self.builder = Some(builder);
+    }
+
+    /// The pre-check sharing this index's filters.
+    pub fn precheck(&self) -> Arc<Precheck> {
+        self.shared.clone()
+    }
+
+    /// Shares `precheck` (the one handed out before a reload) instead of its own: call before
+    /// [`Staged::build_filter`], which resets it.
+    pub fn share(&mut self, precheck: Arc<Precheck>) {
+        self.shared = precheck;
     }
 
     /// Fingerprints held in memory (not in a run yet).
@@ -523,6 +693,7 @@ impl Staged {
     pub fn begin<'s, 't>(&'s self, txn: &'t WriteTransaction) -> Result<Batch<'s, 't>> {
         Ok(Batch {
             staged: self,
+            filters: self.shared.filters(),
             txn,
             added: FpMap::default(),
             runs: RunSet::load(&txn.open_table(META)?, RUNS)?,
@@ -535,15 +706,6 @@ impl Staged {
     /// Takes in what a committed [`Batch`] did.
     pub fn apply(&mut self, done: Committed) {
         let new_run = done.new_run.as_ref().map(|(id, _)| *id);
-        if let Some((id, filter)) = done.new_run {
-            self.filters.add_run(self.active.keys().copied());
-            self.active.clear();
-            self.active_upto = 0;
-            self.filters.runs.insert(id, filter);
-        }
-        for (fp, seq) in done.added {
-            self.remember(fp, seq);
-        }
         // Runs that merges completed: their inputs' filters answer until their own is built.
         let appeared: Vec<Run> = done
             .after
@@ -552,17 +714,34 @@ impl Staged {
             .filter(|r| Some(r.id) != new_run && !self.runs.runs.iter().any(|o| o.id == r.id))
             .cloned()
             .collect();
-        for run in appeared {
-            if let Some(m) = self.runs.merges.iter().find(|m| m.output == run.id) {
-                self.filters.proxies.insert(run.id, m.inputs.clone());
+        let built: Vec<Built> = match &self.builder {
+            Some(b) => b.rx.try_iter().collect(),
+            None => Vec::new(),
+        };
+        // The pre-checks share the filters: lock only when they change (rarely).
+        if new_run.is_some() || !built.is_empty() || done.after.runs != self.runs.runs {
+            let mut filters = self.shared.filters_mut();
+            if let Some((id, filter)) = done.new_run {
+                filters.add_run(self.active.keys().copied());
+                self.active.clear();
+                self.active_upto = 0;
+                filters.runs.insert(id, filter);
             }
-            if let Some(b) = &self.filters.builder {
-                b.spawn_run(run);
+            for run in &appeared {
+                if let Some(m) = self.runs.merges.iter().find(|m| m.output == run.id) {
+                    filters.proxies.insert(run.id, m.inputs.clone());
+                }
             }
+            built.into_iter().for_each(|b| filters.take(b));
+            filters.keep_live(&done.after);
+        }
+        for (fp, seq) in done.added {
+            self.remember(fp, seq);
+        }
+        if let Some(b) = &self.builder {
+            appeared.into_iter().for_each(|run| b.spawn_run(run));
         }
         self.runs = done.after;
-        self.filters.poll();
-        self.filters.keep_live(&self.runs);
     }
 }
 
@@ -587,6 +766,8 @@ type RunTableMut<'t> = Table<'t, &'static [u8], &'static [u8]>;
 /// The index inside one write transaction.
 pub struct Batch<'s, 't> {
     staged: &'s Staged,
+    /// The filters, read-locked for the transaction ([`Staged::apply`] changes them after).
+    filters: RwLockReadGuard<'s, Filters>,
     txn: &'t WriteTransaction,
     /// Fingerprints added by this transaction (not in `staged` until it commits).
     added: FpMap,
@@ -615,7 +796,23 @@ impl Batch<'_, '_> {
         app_id: u32,
         event_id: &str,
     ) -> Result<Check> {
-        let fp = fingerprint(app_id, event_id);
+        self.check_known(events, app_id, event_id, None)
+    }
+
+    /// [`Batch::check`], taking what a [`Precheck`] found: a duplicate it settled, or the
+    /// fingerprint it computed.
+    pub fn check_known(
+        &self,
+        events: &impl ReadableTable<u64, &'static [u8]>,
+        app_id: u32,
+        event_id: &str,
+        known: Option<Known>,
+    ) -> Result<Check> {
+        let fp = match known {
+            Some(Known::Stored(seq)) => return Ok(Check::Seen(seq)),
+            Some(Known::Fingerprint(fp)) => fp,
+            None => fingerprint(app_id, event_id),
+        };
         let owner = match self.added.get(&fp).or_else(|| self.staged.active.get(&fp)) {
             Some(&seq) => Some(seq),
             None => self.stored(fp)?,
@@ -644,7 +841,7 @@ impl Batch<'_, '_> {
 
     /// The seq `fp` is stored under in a run or in [`DEDUPE_FP`], newest run first.
     fn stored(&self, fp: u128) -> Result<Option<u64>> {
-        let filters = &self.staged.filters;
+        let filters = &self.filters;
         if filters.surely_absent(fp) {
             return Ok(None);
         }
@@ -686,6 +883,7 @@ impl Batch<'_, '_> {
     pub fn finish(self, added_events: usize) -> Result<Committed> {
         let Batch {
             staged,
+            filters,
             txn,
             added,
             runs: before,
@@ -694,7 +892,7 @@ impl Batch<'_, '_> {
             overflow,
         } = self;
         // Merges open (and delete) run tables themselves.
-        drop((run_tables, legacy, overflow));
+        drop((filters, run_tables, legacy, overflow));
         if !added.is_empty() {
             let mut pairs: Vec<(u64, u128)> = added.iter().map(|(&fp, &seq)| (seq, fp)).collect();
             pairs.sort_unstable();
@@ -1062,6 +1260,128 @@ mod tests {
         }
     }
 
+    /// Commits one new id at a time until every run has its filter and the filter of
+    /// everything is in (builds are taken in at commits).
+    fn commit_until_filtered(db: &Database, staged: &mut Staged, seq: &mut u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut n = 0;
+        loop {
+            let set = runs_of(db);
+            let filters = staged.shared.filters();
+            if set.runs.iter().all(|r| filters.runs.contains_key(&r.id))
+                && matches!(filters.all, All::Ready(_))
+            {
+                return;
+            }
+            drop(filters);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the filters were never built"
+            );
+            assert_eq!(ingest(db, staged, seq, &[&format!("filler-{n}")]), [true]);
+            n += 1;
+        }
+    }
+
+    /// The pre-check settles an id only when a committed snapshot holds that very id (in a
+    /// run, as the seq it was stored as); everything else is left to the writer with its
+    /// fingerprint: ids not in a run yet, new ids, another app's, a forged fingerprint
+    /// collision, and every id while the filters are not built or the database is detached.
+    #[test]
+    fn the_precheck_settles_only_ids_a_snapshot_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(fresh_db(dir.path()));
+        let mut staged = Staged {
+            freeze_at: 100,
+            ..Staged::default()
+        };
+        let pre = staged.precheck();
+        let mut seq = 1;
+        let stored = ids("id", 1_000);
+        assert!(
+            ingest(&db, &mut staged, &mut seq, &refs(&stored))
+                .iter()
+                .all(|&n| n)
+        );
+        // No filters yet: nothing is settled.
+        let p = pre.check(1, &["id-3"]);
+        assert_eq!(p.to_settle(), 0);
+        assert_eq!(
+            pre.settle(&["id-3"], p),
+            [Known::Fingerprint(fingerprint(1, "id-3"))]
+        );
+
+        staged.build_filter(db.clone());
+        // A forged collision: "forged"'s fingerprint points at "id-0"'s event (seq 1), and
+        // goes into the next run with the ids below.
+        staged.active.insert(fingerprint(1, "forged"), 1);
+        let more = ids("more", 150);
+        assert!(
+            ingest(&db, &mut staged, &mut seq, &refs(&more))
+                .iter()
+                .all(|&n| n)
+        );
+        commit_until_filtered(&db, &mut staged, &mut seq);
+        let recent = format!("recent-{seq}");
+        assert_eq!(ingest(&db, &mut staged, &mut seq, &[&recent]), [true]);
+        assert!(staged.active.contains_key(&fingerprint(1, &recent)));
+
+        let asked = [
+            "id-0",
+            "id-517",
+            "more-149",
+            "never-stored",
+            recent.as_str(),
+            "forged",
+        ];
+        let p = pre.check(1, &asked);
+        let known = pre.settle(&asked, p);
+        let fp = |id: &str| Known::Fingerprint(fingerprint(1, id));
+        assert_eq!(
+            known,
+            [
+                Known::Stored(1),
+                Known::Stored(518),
+                Known::Stored(1_150),
+                fp("never-stored"),
+                fp(&recent),
+                fp("forged"),
+            ]
+        );
+        // Another app's ids are other ids.
+        let p = pre.check(2, &["id-0"]);
+        assert_eq!(
+            pre.settle(&["id-0"], p),
+            [Known::Fingerprint(fingerprint(2, "id-0"))]
+        );
+        // The writer takes a settled id as a duplicate without looking, and a fingerprint
+        // as the one to look up.
+        let txn = db.begin_write().unwrap();
+        {
+            let events = txn.open_table(EVENTS).unwrap();
+            let batch = staged.begin(&txn).unwrap();
+            let check = |id: &str, k| batch.check_known(&events, 1, id, Some(k)).unwrap();
+            assert_eq!(check("id-0", Known::Stored(1)), Check::Seen(1));
+            assert_eq!(check("id-5", fp("id-5")), Check::Seen(6));
+            assert_eq!(check(&recent, fp(&recent)), Check::Seen(seq - 1));
+            let forged = fingerprint(1, "forged");
+            assert_eq!(
+                check("forged", Known::Fingerprint(forged)),
+                Check::New(Slot::FullKey(dedupe_key(1, "forged")))
+            );
+            assert_eq!(
+                check("never-stored", fp("never-stored")),
+                Check::New(Slot::Fingerprint(fingerprint(1, "never-stored")))
+            );
+        }
+        txn.abort().unwrap();
+        // Detached (the writer is reopening the database): nothing is settled.
+        pre.detach();
+        let p = pre.check(1, &["id-0"]);
+        assert_eq!(p.to_settle(), 1);
+        assert_eq!(pre.settle(&["id-0"], p), [fp("id-0")]);
+    }
+
     #[test]
     fn a_fingerprint_collision_is_neither_a_false_duplicate_nor_a_double() {
         let dir = tempfile::tempdir().unwrap();
@@ -1242,8 +1562,8 @@ mod tests {
         while !set
             .runs
             .iter()
-            .all(|r| fresh.filters.runs.contains_key(&r.id))
-            || !matches!(fresh.filters.all, All::Ready(_))
+            .all(|r| fresh.shared.filters().runs.contains_key(&r.id))
+            || !matches!(fresh.shared.filters().all, All::Ready(_))
         {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -1266,7 +1586,7 @@ mod tests {
         let fps: Vec<u128> = novel.iter().map(|id| fingerprint(1, id)).collect();
         let ruled_out = fps
             .iter()
-            .filter(|&&fp| fresh.filters.surely_absent(fp))
+            .filter(|&&fp| fresh.shared.filters().surely_absent(fp))
             .count();
         assert!(
             ruled_out > 2_500,
@@ -1275,7 +1595,7 @@ mod tests {
         for r in &set.runs {
             let excluded = fps
                 .iter()
-                .filter(|&&fp| !fresh.filters.may_contain(r.id, fp))
+                .filter(|&&fp| !fresh.shared.filters().may_contain(r.id, fp))
                 .count();
             assert!(
                 excluded > 2_500,
