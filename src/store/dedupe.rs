@@ -26,6 +26,9 @@
 //!   [`DEDUPE`], which is then consulted too. So a "duplicate" is never false and a duplicate
 //!   is never stored. A fingerprint is stored once: a new id with a taken one goes to
 //!   [`DEDUPE`].
+//! - **Before the writer**, the request's thread computes the fingerprints and settles the
+//!   ids a committed snapshot holds ([`Precheck`]); the writer takes those as duplicates and
+//!   looks up the rest as above.
 //! - After a restart the rows not yet in a run are read back into memory. A run write or
 //!   merge step cut short by a crash never committed, so it is simply done again.
 //! - Schema ≤ 4 databases keep their [`DEDUPE_FP`] (read with a filter of its own, never
