@@ -1559,26 +1559,7 @@ mod tests {
         drop(staged);
         let mut fresh = reload(&db, 100);
         fresh.build_filter(db.clone());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let mut n = 0;
-        let set = runs_of(&db);
-        while !set
-            .runs
-            .iter()
-            .all(|r| fresh.shared.filters().runs.contains_key(&r.id))
-            || !matches!(fresh.shared.filters().all, All::Ready(_))
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the filters were never built"
-            );
-            // Each commit polls the builds.
-            assert_eq!(
-                ingest(&db, &mut fresh, &mut seq, &[&format!("new-{n}")]),
-                [true]
-            );
-            n += 1;
-        }
+        commit_until_filtered(&db, &mut fresh, &mut seq);
         assert!(
             ingest(&db, &mut fresh, &mut seq, &refs(&all))
                 .iter()
