@@ -356,6 +356,16 @@ fn metrics_parse_and_their_counters_equal_the_export() {
     );
     assert_eq!(sum(&m, "inlet_queue_requests", &[]), 0.0);
     assert_eq!(sum(&m, "inlet_writer_up", &[]), 1.0);
+    // Duplicates settled before the writer are among the duplicates (these three were
+    // recent, so the writer found them itself).
+    assert!(
+        m.iter()
+            .any(|s| s.name == "inlet_dedupe_prechecked_duplicates_total")
+    );
+    assert_eq!(
+        sum(&m, "inlet_dedupe_prechecked_duplicates_total", &[]),
+        0.0
+    );
     // The identity indexer catches up once the log is idle.
     assert!(m.iter().any(|s| s.name == "inlet_identity_lag_events"));
     crate::support::wait_for("the identity graph to catch up", || {
