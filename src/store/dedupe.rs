@@ -16,10 +16,11 @@
 //!   bounded step per commit, so a fingerprint is rewritten about log8(ids / FREEZE_AT)
 //!   times, each time sequentially. (Schema 4 merged them into one B-tree, [`DEDUPE_FP`],
 //!   which rewrote most of its pages per merge: at 10M ids, about 1 KB per new id.)
-//! - Each run has a **Bloom filter** in memory (10 bits per fingerprint, about 1% false
-//!   "maybe"), so a new id reads no run at all, and a resubmitted one reads about one. The
-//!   filters are built in the background after a start (until then every run is read), and
-//!   for a merge's output while its inputs' filters answer for it.
+//! - **Bloom filters** in memory: one of everything (10 bits per fingerprint, about 1% false
+//!   "maybe") and one per run (6 bits, about 6%), so a new id reads no run at all, and a
+//!   resubmitted one reads about one. They are built in the background after a start (until
+//!   then every run is read), and for a merge's output while its inputs' filters answer for
+//!   it.
 //! - A fingerprint is not an id: when one is found, the stored event's id is compared
 //!   (exact). A different id with an already-owned fingerprint (a 64-bit collision), or an id
 //!   whose fingerprint points at an event retention removed, is kept under its full key in
@@ -508,7 +509,7 @@ impl Precheck {
         for id in ids {
             let fp = fingerprint(app_id, id);
             if ready && !filters.surely_absent(fp) {
-                maybe.push(known.len());
+                maybe.push((known.len(), fp));
             }
             known.push(Known::Fingerprint(fp));
         }
@@ -532,38 +533,37 @@ impl Precheck {
         known
     }
 
-    /// Settles the ids at `maybe` that a snapshot of `db` holds.
+    /// Settles the ids at `maybe` (index in `ids`, fingerprint) that a snapshot of `db`
+    /// holds.
     fn find(
         &self,
         db: &Database,
         ids: &[&str],
-        maybe: &[usize],
+        maybe: &[(usize, u128)],
         known: &mut [Known],
     ) -> Result<()> {
         use redb::ReadableDatabase;
         let txn = db.begin_read()?;
         let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
-        let fp_at = |known: &[Known], i: usize| match known[i] {
-            Known::Fingerprint(fp) => fp,
-            Known::Stored(_) => 0,
-        };
         // The runs each id may be in, newest first: decided under the lock, read after it.
-        let plans: Vec<(usize, Vec<u32>)> = {
+        let plans: Vec<(usize, u128, Vec<u32>)> = {
             let filters = self.filters();
             maybe
                 .iter()
-                .map(|&i| {
-                    let fp = fp_at(known, i);
+                .map(|&(i, fp)| {
                     let runs = set.runs.iter().rev().map(|r| r.id);
-                    (i, runs.filter(|&r| filters.may_contain(r, fp)).collect())
+                    (
+                        i,
+                        fp,
+                        runs.filter(|&r| filters.may_contain(r, fp)).collect(),
+                    )
                 })
                 .collect()
         };
         let events = txn.open_table(super::tables::EVENTS)?;
         let legacy = txn.open_table(DEDUPE_FP)?;
         let mut tables = HashMap::new();
-        for (i, runs) in plans {
-            let fp = fp_at(known, i);
+        for (i, fp, runs) in plans {
             let mut owner = None;
             for id in runs {
                 let table = match tables.entry(id) {
@@ -595,7 +595,8 @@ impl Precheck {
 /// [`Precheck::check`]'s answer: a fingerprint for every id, and which ids may be stored.
 pub struct Prechecked {
     known: Vec<Known>,
-    maybe: Vec<usize>,
+    /// (index, fingerprint) of the ids the filter of everything did not rule out.
+    maybe: Vec<(usize, u128)>,
 }
 
 impl Prechecked {
