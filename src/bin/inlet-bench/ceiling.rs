@@ -1,6 +1,8 @@
 //! The two ceilings every inlet figure is divided by: a bare hyper server (HTTP) and raw
 //! durable redb appends (storage). Also the storage-level dedupe index variants that
-//! ARCHITECTURE.md's "Dedupe design" compares.
+//! ARCHITECTURE.md's "Dedupe design" compares, and the durable bare server: the bare server
+//! with a group-commit thread behind it, what any durable single-event server on this disk
+//! and these cores can reach whatever it does per request.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -32,6 +34,153 @@ pub async fn bare_server(listener: tokio::net::TcpListener) -> std::io::Result<(
         tokio::spawn(async move {
             let _ = conn.await;
         });
+    }
+}
+
+/// How the durable bare server makes a group of bodies durable before it answers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Commit {
+    /// A redb commit with quick-repair (two-phase, allocator state saved): inlet's setting,
+    /// the one that keeps the restart after a SIGKILL in milliseconds.
+    QuickRepair,
+    /// A plain durable redb commit (one phase): a SIGKILL then means a full repair on open.
+    Redb,
+    /// Appended to a plain file, then `fdatasync`: a bare write-ahead log.
+    File,
+}
+
+/// The bare server with a durable group commit behind it: each request's body goes to one
+/// writer thread, which takes everything queued, makes it durable in one commit (`how`, in a
+/// fresh file in `dir`) and only then lets the requests answer. No auth, parsing or index:
+/// the floor of a durable single-event server on this machine. Never returns.
+pub async fn durable_server(
+    listener: tokio::net::TcpListener,
+    dir: std::path::PathBuf,
+    how: Commit,
+) -> anyhow::Result<()> {
+    type Pending = (Bytes, tokio::sync::oneshot::Sender<u64>);
+    let (tx, rx) = std::sync::mpsc::channel::<Pending>();
+    let mut sink = Sink::create(&dir, how)?;
+    std::thread::Builder::new()
+        .name("group-commit".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut group = vec![first];
+                group.extend(rx.try_iter());
+                let last = sink
+                    .append(group.iter().map(|(body, _)| body.as_ref()))
+                    .expect("durable append");
+                let first = last + 1 - group.len() as u64;
+                for (seq, (_, reply)) in (first..).zip(group) {
+                    let _ = reply.send(seq);
+                }
+            }
+        })?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let tx = tx.clone();
+        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+            let tx = tx.clone();
+            async move {
+                let body = req.into_body().collect().await?.to_bytes();
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let status = match tx.send((body, reply)) {
+                    Ok(()) => answer.await.ok(),
+                    Err(_) => None,
+                };
+                let mut res = Response::new(Full::new(Bytes::from(match status {
+                    Some(seq) => format!(r#"{{"accepted":1,"seq":{seq}}}"#),
+                    None => r#"{"error":"not stored"}"#.to_owned(),
+                })));
+                if status.is_none() {
+                    *res.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                Ok::<_, hyper::Error>(res)
+            }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+/// Where the durable bare server's groups go.
+enum Sink {
+    Redb {
+        db: Database,
+        quick_repair: bool,
+        seq: u64,
+    },
+    File {
+        file: std::fs::File,
+        buf: Vec<u8>,
+        seq: u64,
+    },
+}
+
+impl Sink {
+    fn create(dir: &Path, how: Commit) -> anyhow::Result<Sink> {
+        Ok(match how {
+            Commit::QuickRepair | Commit::Redb => {
+                let path = dir.join("durable.redb");
+                let _ = std::fs::remove_file(&path);
+                Sink::Redb {
+                    db: Database::builder().set_cache_size(64 << 20).create(&path)?,
+                    quick_repair: how == Commit::QuickRepair,
+                    seq: 0,
+                }
+            }
+            Commit::File => Sink::File {
+                file: std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(dir.join("durable.log"))?,
+                buf: Vec::new(),
+                seq: 0,
+            },
+        })
+    }
+
+    /// Makes `bodies` durable in one commit; returns the seq of the last.
+    fn append<'a>(&mut self, bodies: impl Iterator<Item = &'a [u8]>) -> anyhow::Result<u64> {
+        match self {
+            Sink::Redb {
+                db,
+                quick_repair,
+                seq,
+            } => {
+                let mut txn = db.begin_write()?;
+                txn.set_quick_repair(*quick_repair);
+                {
+                    let mut log = txn.open_table(EVENTS)?;
+                    for body in bodies {
+                        *seq += 1;
+                        log.insert(*seq, body)?;
+                    }
+                }
+                txn.commit()?;
+                Ok(*seq)
+            }
+            Sink::File { file, buf, seq } => {
+                use std::io::Write;
+                buf.clear();
+                for body in bodies {
+                    *seq += 1;
+                    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                    buf.extend_from_slice(body);
+                }
+                file.write_all(buf)?;
+                file.sync_data()?;
+                Ok(*seq)
+            }
+        }
     }
 }
 
@@ -173,4 +322,100 @@ pub fn storage(
         elapsed,
         file_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    /// Every body the durable floor answered is in its file, under the seq it answered: the
+    /// floor measures real appends, not answers.
+    #[test]
+    fn the_durable_floor_stores_every_body_it_answers() {
+        for how in [Commit::QuickRepair, Commit::Redb, Commit::File] {
+            let dir = tempfile::tempdir().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let bodies: Vec<String> = (0..40).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+            let answered: Vec<(u64, String)> = rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                tokio::spawn(durable_server(listener, dir.path().to_owned(), how));
+                let sends: Vec<_> = bodies
+                    .iter()
+                    .map(|b| {
+                        let b = b.clone();
+                        tokio::spawn(async move {
+                            let req = Request::post("/")
+                                .header(hyper::header::HOST, addr.to_string())
+                                .body(Full::new(Bytes::from(b.clone())))
+                                .unwrap();
+                            (crate::load::send(&mut None, addr, req).await, b)
+                        })
+                    })
+                    .collect();
+                let mut answered = Vec::new();
+                for s in sends {
+                    let (answer, body) = s.await.unwrap();
+                    let (status, reply) = answer.expect("answered");
+                    assert_eq!(status, 200, "{how:?}");
+                    let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+                    answered.push((v["seq"].as_u64().unwrap(), body));
+                }
+                answered
+            });
+            // Dropping the runtime drops every sender, so the commit thread ends and closes
+            // the file.
+            rt.shutdown_timeout(Duration::from_secs(5));
+            let stored: Vec<(u64, String)> = match how {
+                Commit::File => {
+                    let bytes = std::fs::read(dir.path().join("durable.log")).unwrap();
+                    let mut rest = bytes.as_slice();
+                    let mut out = Vec::new();
+                    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                        let (body, tail) = tail.split_at(u32::from_le_bytes(*len) as usize);
+                        out.push((
+                            out.len() as u64 + 1,
+                            String::from_utf8(body.to_vec()).unwrap(),
+                        ));
+                        rest = tail;
+                    }
+                    out
+                }
+                Commit::QuickRepair | Commit::Redb => {
+                    let path = dir.path().join("durable.redb");
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    let db = loop {
+                        match Database::open(&path) {
+                            Ok(db) => break db,
+                            Err(e) if Instant::now() < deadline => {
+                                assert!(
+                                    matches!(e, redb::DatabaseError::DatabaseAlreadyOpen),
+                                    "{e}"
+                                );
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            Err(e) => panic!("the commit thread kept the file open: {e}"),
+                        }
+                    };
+                    let txn = db.begin_read().unwrap();
+                    let log = txn.open_table(EVENTS).unwrap();
+                    log.iter()
+                        .unwrap()
+                        .map(|row| {
+                            let (k, v) = row.unwrap();
+                            (k.value(), String::from_utf8(v.value().to_vec()).unwrap())
+                        })
+                        .collect()
+                }
+            };
+            let mut answered = answered;
+            answered.sort();
+            assert_eq!(stored, answered, "{how:?}");
+        }
+    }
 }

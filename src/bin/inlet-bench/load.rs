@@ -356,7 +356,7 @@ async fn worker(s: Arc<Shared>, worker_no: u64) -> Tally {
 }
 
 /// Sends `req` on the worker's connection, reconnecting once if it was closed.
-async fn send(
+pub(crate) async fn send(
     sender: &mut Option<Sender>,
     addr: SocketAddr,
     req: Request<Full<Bytes>>,

@@ -73,6 +73,17 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// The bare server with a durable group commit behind it (no auth, parsing or index):
+    /// the floor of any durable single-event server on this machine.
+    DurableServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[arg(long, value_enum, default_value_t = ceiling::Commit::QuickRepair)]
+        commit: ceiling::Commit,
+        /// Directory for the file it appends to (the file is replaced, and left behind).
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Durable redb appends in commits of N: the storage ceiling, or with --index a dedupe
     /// index variant.
     Storage {
@@ -167,6 +178,18 @@ fn main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(listen).await?;
                 println!("listening on http://{}", listener.local_addr()?);
                 ceiling::bare_server(listener).await
+            })?;
+        }
+        Cmd::DurableServer {
+            listen,
+            commit,
+            dir,
+        } => {
+            let rt = runtime()?;
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                println!("listening on http://{}", listener.local_addr()?);
+                ceiling::durable_server(listener, dir, commit).await
             })?;
         }
         Cmd::Storage {
