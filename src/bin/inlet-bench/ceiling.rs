@@ -236,6 +236,8 @@ pub fn record(n: u64) -> (String, Vec<u8>) {
 pub struct StorageRun {
     pub events: u64,
     pub elapsed: Duration,
+    /// CPU time of the appending thread over the timed part (user and kernel).
+    pub cpu: Duration,
     pub file_bytes: u64,
 }
 
@@ -307,12 +309,14 @@ pub fn storage(
         n += c;
     }
     let started = Instant::now();
+    let cpu0 = crate::decode::thread_cpu_ns();
     let end = n + events;
     while n < end {
         let c = (end - n).min(commit);
         append(n, c)?;
         n += c;
     }
+    let cpu = Duration::from_nanos(crate::decode::thread_cpu_ns() - cpu0);
     let elapsed = started.elapsed();
     drop(db);
     let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -320,6 +324,7 @@ pub fn storage(
     Ok(StorageRun {
         events,
         elapsed,
+        cpu,
         file_bytes,
     })
 }

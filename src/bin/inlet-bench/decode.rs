@@ -72,7 +72,7 @@ fn stats(rounds: &[f64]) -> String {
 }
 
 /// CPU time this thread has used.
-fn thread_cpu_ns() -> u64 {
+pub(crate) fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
