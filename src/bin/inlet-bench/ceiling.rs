@@ -18,19 +18,36 @@ use std::time::{Duration, Instant};
 /// Serves HTTP on `listener` like inlet's accept loop does (same hyper settings), reading
 /// every body whole and answering 200 with a small JSON body. Never returns.
 pub async fn bare_server(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
+    serve(listener, || {
+        service_fn(|req: Request<hyper::body::Incoming>| async move {
             let body = req.into_body().collect().await?.to_bytes();
             let reply = format!(r#"{{"accepted":0,"read":{}}}"#, body.len());
             Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(reply))))
-        });
+        })
+    })
+    .await
+}
+
+/// The accept loop of the bench's servers, with inlet's connection settings: each
+/// connection is served by the service `make` returns for it. Never returns.
+async fn serve<S>(listener: tokio::net::TcpListener, make: impl Fn() -> S) -> std::io::Result<()>
+where
+    S: hyper::service::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response<Full<Bytes>>,
+            Error = hyper::Error,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(stream), make());
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -76,11 +93,9 @@ pub async fn durable_server(
                 }
             }
         })?;
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
+    serve(listener, || {
         let tx = tx.clone();
-        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        service_fn(move |req: Request<hyper::body::Incoming>| {
             let tx = tx.clone();
             async move {
                 let body = req.into_body().collect().await?.to_bytes();
@@ -98,16 +113,10 @@ pub async fn durable_server(
                 }
                 Ok::<_, hyper::Error>(res)
             }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
+        })
+    })
+    .await?;
+    Ok(())
 }
 
 /// Where the durable bare server's groups go.

@@ -94,33 +94,26 @@ impl Server {
     }
 
     fn bare() -> anyhow::Result<Server> {
-        let started = Instant::now();
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("bare-server")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let addr = watch_for_address(child.stdout.take().expect("piped"))?;
-        Ok(Server {
-            child,
-            addr,
-            ready_after: started.elapsed(),
-        })
+        Server::bench(&["bare-server".as_ref()])
     }
 
     /// The durable bare server (`durable-server`), appending to a file in `dir`.
     fn durable(commit: ceiling::Commit, dir: &Path) -> anyhow::Result<Server> {
+        let commit = clap::ValueEnum::to_possible_value(&commit).expect("named");
+        Server::bench(&[
+            "durable-server".as_ref(),
+            "--commit".as_ref(),
+            commit.get_name().as_ref(),
+            "--dir".as_ref(),
+            dir.as_os_str(),
+        ])
+    }
+
+    /// This binary with `args`: a server that prints its address on stdout.
+    fn bench(args: &[&std::ffi::OsStr]) -> anyhow::Result<Server> {
         let started = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("durable-server")
-            .arg("--commit")
-            .arg(
-                clap::ValueEnum::to_possible_value(&commit)
-                    .expect("named")
-                    .get_name(),
-            )
-            .arg("--dir")
-            .arg(dir)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -499,57 +492,47 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
         "≥ 0.5 × HTTP",
         Some(ratio >= 0.5),
     ));
+    // Open-loop runs at a fixed rate: latency counts from each request's scheduled start.
+    let paced_at = |rate: f64, seed: u64| -> (Report, String) {
+        let mut w = workload(srv.addr, &key, 1, 64, a.seconds);
+        w.rate = Some(rate);
+        w.seed = seed;
+        let r = run(w);
+        say(format!("inlet single at {rate:.0} req/s: {}", r.summary()));
+        let figure = format!(
+            "p99 {:.1} ms (p50 {:.1}, max {:.1}; achieved {:.0} req/s)",
+            r.quantile_ms(0.99),
+            r.quantile_ms(0.5),
+            r.quantile_ms(1.0),
+            r.requests_per_sec()
+        );
+        (r, figure)
+    };
     // Latency at half the durable floor: what the target's "half of that load" means on a
     // machine whose durable floor is below the target itself (informative, no target).
     // Before the run at the target's half load, which overloads inlet on this machine.
     let floor_rate = 0.5 * floor_rps;
-    let mut w = workload(srv.addr, &key, 1, 64, a.seconds);
-    w.rate = Some(floor_rate);
-    w.seed = 3;
-    let half_floor = run(w);
-    say(format!(
-        "inlet single at {floor_rate:.0} req/s: {}",
-        half_floor.summary()
-    ));
+    let (half_floor, figure) = paced_at(floor_rate, 3);
     rows.push(row(
         &format!(
             "inlet single at half the durable floor ({floor_rate:.0} req/s = {:.2} × HTTP), p99 latency",
             floor_rate / http_rps
         ),
-        format!(
-            "p99 {:.1} ms (p50 {:.1}, max {:.1}; achieved {:.0} req/s)",
-            half_floor.quantile_ms(0.99),
-            half_floor.quantile_ms(0.5),
-            half_floor.quantile_ms(1.0),
-            half_floor.requests_per_sec()
-        ),
+        figure,
         String::new(),
         "",
         None,
     ));
     let rate = 0.25 * http_rps;
-    let mut w = workload(srv.addr, &key, 1, 64, a.seconds);
-    w.rate = Some(rate);
-    w.seed = 2;
-    let paced = run(w);
-    say(format!(
-        "inlet single at {rate:.0} req/s: {}",
-        paced.summary()
-    ));
-    let p99 = paced.quantile_ms(0.99);
+    let (paced, figure) = paced_at(rate, 2);
     rows.push(row(
         &format!(
             "inlet single at half the target load ({rate:.0} req/s = 0.25 × HTTP), p99 latency"
         ),
-        format!(
-            "p99 {p99:.1} ms (p50 {:.1}, max {:.1}; achieved {:.0} req/s)",
-            paced.quantile_ms(0.5),
-            paced.quantile_ms(1.0),
-            paced.requests_per_sec()
-        ),
+        figure,
         String::new(),
         "p99 ≤ 15 ms",
-        Some(p99 <= 15.0 && paced.requests_per_sec() >= 0.95 * rate),
+        Some(paced.quantile_ms(0.99) <= 15.0 && paced.requests_per_sec() >= 0.95 * rate),
     ));
     let acked = single.accepted + paced.accepted + half_floor.accepted;
     let stored_single = stored(&inlet, &data.0)?;
