@@ -116,6 +116,31 @@ fn probe(
     Ok(found.and_then(|(f, seq)| (f == fp).then_some(seq)))
 }
 
+/// The seq `fp` is stored under: in the first of `runs` (run ids, newest first) that holds
+/// it, else in [`DEDUPE_FP`]. Run tables are opened once per transaction, kept in `tables`.
+/// The writer ([`Batch`]) and the pre-check ([`Precheck`]) both look up this way, on a write
+/// and on a read transaction.
+fn owner_in_runs<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    fp: u128,
+    runs: impl IntoIterator<Item = u32>,
+    tables: &mut HashMap<u32, T>,
+    open: impl Fn(&str) -> std::result::Result<T, redb::TableError>,
+    legacy: &impl ReadableTable<u128, u64>,
+) -> Result<Option<u64>> {
+    for id in runs {
+        let table = match tables.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(open(&runs::table_name(RUNS, id))?)
+            }
+        };
+        if let Some(seq) = probe(table, fp)? {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(legacy.get(fp)?.map(|v| v.value()))
+}
+
 /// Fingerprints are already uniformly random: hashing them again is wasted work.
 #[derive(Default)]
 pub struct FpHasher(u64);
@@ -502,17 +527,19 @@ impl Precheck {
     /// fingerprint, and whether it may be stored. Cheap (a hash and a cache line per id);
     /// [`Precheck::settle`] does the reads.
     pub fn check(&self, app_id: u32, ids: &[&str]) -> Prechecked {
-        let mut known = Vec::with_capacity(ids.len());
+        // Hashed before the lock, so the writer never waits for a request's hashing.
+        let fps: Vec<u128> = ids.iter().map(|id| fingerprint(app_id, id)).collect();
         let mut maybe = Vec::new();
         let filters = self.filters();
-        let ready = matches!(filters.all, All::Ready(_));
-        for id in ids {
-            let fp = fingerprint(app_id, id);
-            if ready && !filters.surely_absent(fp) {
-                maybe.push((known.len(), fp));
+        if matches!(filters.all, All::Ready(_)) {
+            for (i, &fp) in fps.iter().enumerate() {
+                if !filters.surely_absent(fp) {
+                    maybe.push((i, fp));
+                }
             }
-            known.push(Known::Fingerprint(fp));
         }
+        drop(filters);
+        let known = fps.into_iter().map(Known::Fingerprint).collect();
         Prechecked { known, maybe }
     }
 
@@ -563,23 +590,9 @@ impl Precheck {
         let events = txn.open_table(super::tables::EVENTS)?;
         let legacy = txn.open_table(DEDUPE_FP)?;
         let mut tables = HashMap::new();
+        let open = |name: &str| txn.open_table(runs::def(name));
         for (i, fp, runs) in plans {
-            let mut owner = None;
-            for id in runs {
-                let table = match tables.entry(id) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(txn.open_table(runs::def(&runs::table_name(RUNS, id)))?)
-                    }
-                };
-                owner = probe(table, fp)?;
-                if owner.is_some() {
-                    break;
-                }
-            }
-            if owner.is_none() {
-                owner = legacy.get(fp)?.map(|v| v.value());
-            }
+            let owner = owner_in_runs(fp, runs, &mut tables, open, &legacy)?;
             // A fingerprint is stored once: the owner's record says whether it is this id.
             if let Some(seq) = owner
                 && let Some(record) = events.get(seq)?
@@ -849,23 +862,14 @@ impl Batch<'_, '_> {
         if filters.surely_absent(fp) {
             return Ok(None);
         }
-        for run in self.runs.runs.iter().rev() {
-            if !filters.may_contain(run.id, fp) {
-                continue;
-            }
-            let mut tables = self.run_tables.borrow_mut();
-            let table = match tables.entry(run.id) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    self.txn
-                        .open_table(runs::def(&runs::table_name(RUNS, run.id)))?,
-                ),
-            };
-            if let Some(seq) = probe(table, fp)? {
-                return Ok(Some(seq));
-            }
-        }
-        Ok(self.legacy.get(fp)?.map(|v| v.value()))
+        let runs = self.runs.runs.iter().rev().map(|r| r.id);
+        owner_in_runs(
+            fp,
+            runs.filter(|&id| filters.may_contain(id, fp)),
+            &mut self.run_tables.borrow_mut(),
+            |name| self.txn.open_table(runs::def(name)),
+            &self.legacy,
+        )
     }
 
     /// Records a new id stored as `seq` (in this transaction).

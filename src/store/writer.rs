@@ -301,15 +301,16 @@ impl Writer {
             .iter()
             .filter(|k| matches!(k, Known::Stored(_)))
             .count();
-        self.stats
-            .prechecked_duplicates
-            .fetch_add(settled as u64, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Msg::Ingest(sub, known, reply, permit)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::ShuttingDown),
         }
+        // Counted once queued: a refused submission answered nothing.
+        self.stats
+            .prechecked_duplicates
+            .fetch_add(settled as u64, Ordering::Relaxed);
         self.stats.queued_requests.fetch_add(1, Ordering::Relaxed);
         rx.await
             .map_or(Err(SubmitError::ShuttingDown), |(r, _sub)| r)
