@@ -85,9 +85,19 @@ pub struct ServeArgs {
     /// Open client connections at most [default: 1024].
     #[arg(long, env = "INLET_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Seconds a client has to send its request headers [default: 10].
+    /// Open connections of one peer address (IPv6: one /64) at most [default: 128].
+    #[arg(long, env = "INLET_MAX_CONNECTIONS_PER_PEER")]
+    pub max_connections_per_peer: Option<usize>,
+    /// Seconds a client has to send its request headers, and that a kept-alive connection
+    /// may stay idle [default: 10].
     #[arg(long, env = "INLET_HEADER_TIMEOUT_SECS")]
     pub header_timeout_secs: Option<u64>,
+    /// Seconds a response may wait for a client that does not read it [default: 30].
+    #[arg(long, env = "INLET_WRITE_TIMEOUT_SECS")]
+    pub write_timeout_secs: Option<u64>,
+    /// Bytes of request bodies held in memory at once, over all requests [default: 67108864].
+    #[arg(long, env = "INLET_BODY_BUDGET_BYTES")]
+    pub body_budget_bytes: Option<usize>,
     /// Seconds a client has to send its request body [default: 30].
     #[arg(long, env = "INLET_BODY_TIMEOUT_SECS")]
     pub body_timeout_secs: Option<u64>,
@@ -123,6 +133,10 @@ pub struct ServeArgs {
     /// Bearer token required by /metrics (default: none required).
     #[arg(long, env = "INLET_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Without --metrics-token, serve /metrics to every peer, not only loopback ones
+    /// [default: false].
+    #[arg(long, env = "INLET_METRICS_PUBLIC", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_public: Option<bool>,
 }
 
 impl ServeArgs {
@@ -135,7 +149,10 @@ impl ServeArgs {
             max_body_bulk: self.max_body_bulk,
             queue_bytes: self.queue_bytes,
             max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
             header_timeout_secs: self.header_timeout_secs,
+            write_timeout_secs: self.write_timeout_secs,
+            body_budget_bytes: self.body_budget_bytes,
             body_timeout_secs: self.body_timeout_secs,
             log_format: self.log_format,
             tls_cert: self.tls_cert.clone(),
@@ -144,6 +161,7 @@ impl ServeArgs {
             retention_days: self.retention_days,
             retention_interval_secs: self.retention_interval_secs,
             metrics_token: self.metrics_token.clone(),
+            metrics_public: self.metrics_public,
             default_rate_limit: self.default_rate_limit,
             admin_listen: self.admin_listen.clone(),
             admin_secure_cookie: self.admin_secure_cookie,

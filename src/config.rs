@@ -60,8 +60,17 @@ pub struct Config {
     pub queue_bytes: usize,
     /// Open client connections at most; further ones wait in the kernel's accept backlog.
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Open connections of one peer address (one IPv6 /64) at most; further ones from it
+    /// are closed at once, so that one client cannot take every slot.
+    pub max_connections_per_peer: usize,
+    /// Time a client has to send its request headers; on a kept-alive connection, also the
+    /// time it may stay idle before its next request.
     pub header_timeout: Duration,
+    /// Time a response may wait for a client that does not read it.
+    pub write_timeout: Duration,
+    /// Bytes of request bodies held in memory at once, over all requests; a request is
+    /// admitted against it before its body is read.
+    pub body_budget: usize,
     /// Time a client has to send its request body.
     pub body_timeout: Duration,
     /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect).
@@ -75,8 +84,10 @@ pub struct Config {
     pub retention_days: u32,
     /// How often the retention task runs.
     pub retention_interval: Duration,
-    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    /// When set, `/metrics` requires `Authorization: Bearer <token>` from any peer.
     pub metrics_token: Option<String>,
+    /// Without a token, serve `/metrics` to any peer (default: loopback peers only).
+    pub metrics_public: bool,
     pub admin: AdminConfig,
 }
 
@@ -109,7 +120,10 @@ impl Config {
             limits: Limits::default(),
             queue_bytes: crate::store::writer::DEFAULT_QUEUE_BYTES,
             max_connections: 1024,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            body_budget: DEFAULT_BODY_BUDGET,
             body_timeout: Duration::from_secs(30),
             default_rate_limit: DEFAULT_RATE_LIMIT,
             admin: AdminConfig::default(),
@@ -119,6 +133,7 @@ impl Config {
             retention_days: 0,
             retention_interval: Duration::from_secs(DEFAULT_RETENTION_INTERVAL_SECS),
             metrics_token: None,
+            metrics_public: false,
         }
     }
 
@@ -131,7 +146,10 @@ impl Config {
             max_body_bulk: Some(self.limits.bulk_body),
             queue_bytes: Some(self.queue_bytes),
             max_connections: Some(self.max_connections),
+            max_connections_per_peer: Some(self.max_connections_per_peer),
             header_timeout_secs: Some(self.header_timeout.as_secs()),
+            write_timeout_secs: Some(self.write_timeout.as_secs()),
+            body_budget_bytes: Some(self.body_budget),
             body_timeout_secs: Some(self.body_timeout.as_secs()),
             log_format: Some(self.log_format),
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
@@ -140,6 +158,7 @@ impl Config {
             retention_days: Some(self.retention_days),
             retention_interval_secs: Some(self.retention_interval.as_secs()),
             metrics_token: self.metrics_token.as_ref().map(|_| REDACTED.to_owned()),
+            metrics_public: Some(self.metrics_public),
             default_rate_limit: Some(self.default_rate_limit),
             admin_listen: self.admin.listen.map(|a| a.to_string()),
             admin_secure_cookie: Some(self.admin.secure_cookie),
@@ -154,6 +173,10 @@ pub const DEFAULT_DATA_DIR: &str = "./inlet-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
 pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 3600;
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
+/// Enough for a dozen full bulk bodies at once; with their decoded events it keeps a flood
+/// of bulk requests within a few hundred MiB.
+pub const DEFAULT_BODY_BUDGET: usize = 64 << 20;
 
 /// One layer of configuration: every key optional. The TOML file uses exactly these names;
 /// flags are the same names with dashes, environment variables `INLET_` + upper case.
@@ -166,7 +189,10 @@ pub struct RawConfig {
     pub max_body_bulk: Option<usize>,
     pub queue_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_peer: Option<usize>,
     pub header_timeout_secs: Option<u64>,
+    pub write_timeout_secs: Option<u64>,
+    pub body_budget_bytes: Option<usize>,
     pub body_timeout_secs: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub tls_cert: Option<PathBuf>,
@@ -175,6 +201,7 @@ pub struct RawConfig {
     pub retention_days: Option<u32>,
     pub retention_interval_secs: Option<u64>,
     pub metrics_token: Option<String>,
+    pub metrics_public: Option<bool>,
     pub default_rate_limit: Option<u32>,
     pub admin_listen: Option<String>,
     pub admin_secure_cookie: Option<bool>,
@@ -210,7 +237,12 @@ impl RawConfig {
             max_body_bulk: over.max_body_bulk.or(self.max_body_bulk),
             queue_bytes: over.queue_bytes.or(self.queue_bytes),
             max_connections: over.max_connections.or(self.max_connections),
+            max_connections_per_peer: over
+                .max_connections_per_peer
+                .or(self.max_connections_per_peer),
             header_timeout_secs: over.header_timeout_secs.or(self.header_timeout_secs),
+            write_timeout_secs: over.write_timeout_secs.or(self.write_timeout_secs),
+            body_budget_bytes: over.body_budget_bytes.or(self.body_budget_bytes),
             body_timeout_secs: over.body_timeout_secs.or(self.body_timeout_secs),
             log_format: over.log_format.or(self.log_format),
             tls_cert: over.tls_cert.or(self.tls_cert),
@@ -221,6 +253,7 @@ impl RawConfig {
                 .retention_interval_secs
                 .or(self.retention_interval_secs),
             metrics_token: over.metrics_token.or(self.metrics_token),
+            metrics_public: over.metrics_public.or(self.metrics_public),
             default_rate_limit: over.default_rate_limit.or(self.default_rate_limit),
             admin_listen: over.admin_listen.or(self.admin_listen),
             admin_secure_cookie: over.admin_secure_cookie.or(self.admin_secure_cookie),
@@ -279,6 +312,32 @@ impl RawConfig {
             c.max_connections as u64,
             1 << 20,
         )? as usize;
+        c.max_connections_per_peer = positive(
+            "max_connections_per_peer",
+            self.max_connections_per_peer.map(|v| v as u64),
+            c.max_connections_per_peer as u64,
+            1 << 20,
+        )? as usize;
+        c.write_timeout = Duration::from_secs(positive(
+            "write_timeout_secs",
+            self.write_timeout_secs,
+            c.write_timeout.as_secs(),
+            3600,
+        )?);
+        c.body_budget = positive(
+            "body_budget_bytes",
+            self.body_budget_bytes.map(|v| v as u64),
+            c.body_budget as u64,
+            // A semaphore counts at most u32::MAX permits at a time.
+            u64::from(u32::MAX),
+        )? as usize;
+        let largest_body = c.limits.single_body.max(c.limits.bulk_body);
+        if c.body_budget < largest_body {
+            return Err(bad(format!(
+                "body_budget_bytes: {} is below the largest body limit ({largest_body}); no such request could be admitted",
+                c.body_budget
+            )));
+        }
         c.header_timeout = Duration::from_secs(positive(
             "header_timeout_secs",
             self.header_timeout_secs,
@@ -316,6 +375,7 @@ impl RawConfig {
             }
             t => t,
         };
+        c.metrics_public = self.metrics_public.unwrap_or(false);
         c.default_rate_limit = positive(
             "default_rate_limit",
             self.default_rate_limit.map(u64::from),
@@ -364,7 +424,7 @@ fn load_tls(cert: PathBuf, key: PathBuf) -> Result<Tls, ConfigError> {
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|e| bad(format!("tls_cert/tls_key: {e}")))?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Tls {
         cert,
         key,

@@ -23,6 +23,7 @@
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
 //! - [`metrics`]: latency and commit histograms, free disk space; rendered by `server::metrics`.
+//! - [`logs`]: rate limits for log lines that clients can cause over and over.
 //! - [`notify`]: systemd readiness notification (`sd_notify` protocol).
 
 pub mod admin;
@@ -34,6 +35,7 @@ pub mod control;
 pub mod dialect;
 pub mod event;
 pub mod ingest;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod ops;

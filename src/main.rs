@@ -376,16 +376,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    let state = Arc::new(State {
-        config,
-        store,
-        writer,
-        counters: Default::default(),
-        rate_limiter: Default::default(),
-        admin,
-    });
+    let state = Arc::new(State::new(config, store, writer, admin));
     let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
     runtime.spawn(retention_task(state.clone()));
+    runtime.spawn(inlet::logs::flush_task());
     tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
     tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
     if let Some(code) = setup_code {

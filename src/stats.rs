@@ -21,6 +21,10 @@ pub struct Counters {
     inner: Mutex<HashMap<(String, &'static str, String), u64>>,
     /// Request latency by status class, for `/metrics`.
     pub requests: crate::metrics::RequestMetrics,
+    /// Connections closed at accept because their peer held its limit already.
+    pub connections_refused: prometheus_client::metrics::counter::Counter,
+    /// Connections closed because a response could not be written for `write_timeout`.
+    pub connections_write_stalled: prometheus_client::metrics::counter::Counter,
 }
 
 impl Counters {

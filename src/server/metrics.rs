@@ -106,6 +106,26 @@ pub fn render(state: &State) -> String {
         "Queue budget; requests beyond it get 503 overloaded",
         gauge(state.config.queue_bytes as u64),
     );
+    reg.register(
+        "inlet_body_budget_bytes",
+        "Request body bytes held in memory now, over all requests",
+        gauge(state.bodies.in_use() as u64),
+    );
+    reg.register(
+        "inlet_body_budget_capacity_bytes",
+        "Body budget; a request that finds no room within a few seconds gets 503 overloaded",
+        gauge(state.bodies.total() as u64),
+    );
+    reg.register(
+        "inlet_connections_refused",
+        "Connections closed at accept because their peer held max_connections_per_peer",
+        state.counters.connections_refused.clone(),
+    );
+    reg.register(
+        "inlet_connections_write_stalled",
+        "Connections closed because the client did not read a response for write_timeout",
+        state.counters.connections_write_stalled.clone(),
+    );
     let prechecked = Counter::<u64>::default();
     prechecked.inc_by(w.prechecked_duplicates.load(Ordering::Relaxed));
     reg.register(
@@ -169,16 +189,30 @@ pub fn render(state: &State) -> String {
     text
 }
 
-/// `GET /metrics`, behind the optional bearer token.
-pub fn metrics(state: &State, auth: Option<&hyper::header::HeaderValue>) -> Reply {
-    if let Some(token) = &state.config.metrics_token {
-        let presented = auth
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !crate::auth::keys::ct_eq(presented.trim().as_bytes(), token.as_bytes()) {
-            return Reply::text(401, "metrics need the configured bearer token\n");
+/// `GET /metrics`: with `metrics_token` set, to whoever presents it; without, to loopback
+/// peers only unless `metrics_public` is set (the exposition names every tenant and app).
+pub fn metrics(
+    state: &State,
+    auth: Option<&hyper::header::HeaderValue>,
+    peer: std::net::IpAddr,
+) -> Reply {
+    match &state.config.metrics_token {
+        Some(token) => {
+            let presented = auth
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !crate::auth::keys::ct_eq(presented.trim().as_bytes(), token.as_bytes()) {
+                return Reply::text(401, "metrics need the configured bearer token\n");
+            }
         }
+        None if !state.config.metrics_public && !is_loopback(peer) => {
+            return Reply::text(
+                403,
+                "metrics are served to loopback peers only; set metrics_token (or metrics_public = true)\n",
+            );
+        }
+        None => {}
     }
     Reply {
         status: 200,
@@ -187,6 +221,20 @@ pub fn metrics(state: &State, auth: Option<&hyper::header::HeaderValue>) -> Repl
         retry_after: None,
         headers: Vec::new(),
     }
+}
+
+/// The addresses a scraper on this machine connects from by default: 127.0.0.1 and ::1
+/// (the rest of 127.0.0.0/8 is not trusted: other local services may be reached through it).
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    let v4 = match ip {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(v6) if v6.is_loopback() => return true,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4,
+            None => return false,
+        },
+    };
+    v4 == std::net::Ipv4Addr::LOCALHOST
 }
 
 fn writer_ok(state: &State) -> bool {

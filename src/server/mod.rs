@@ -1,6 +1,8 @@
 //! HTTP: the accept loop, the router, body reading with limits, and the one place where
 //! outcomes become HTTP responses ([`reply`]).
 
+pub mod body;
+pub mod conn;
 pub mod metrics;
 pub mod reply;
 
@@ -11,12 +13,12 @@ use crate::ingest::gamerebellion as gr;
 use crate::store::Store;
 use crate::store::writer::Writer;
 use bytes::Bytes;
+use conn::{Guarded, InFlight, PeerSlots};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use reply::Reply;
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +34,27 @@ pub struct State {
     pub counters: crate::stats::Counters,
     pub rate_limiter: crate::ratelimit::RateLimiter,
     pub admin: crate::admin::AdminState,
+    /// Request bodies in memory, over all requests.
+    pub bodies: body::BodyBudget,
+}
+
+impl State {
+    pub fn new(
+        config: Config,
+        store: Store,
+        writer: Writer,
+        admin: crate::admin::AdminState,
+    ) -> State {
+        State {
+            bodies: body::BodyBudget::new(config.body_budget),
+            config,
+            store,
+            writer,
+            counters: Default::default(),
+            rate_limiter: Default::default(),
+            admin,
+        }
+    }
 }
 
 /// What a listener serves.
@@ -56,6 +79,9 @@ pub async fn run(
     run_site(listener, state, shutdown, Site::Main).await
 }
 
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// [`run`] for a listener that serves `site`.
 pub async fn run_site(
     listener: TcpListener,
@@ -70,6 +96,7 @@ pub async fn run_site(
         .as_ref()
         .map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
     let slots = Arc::new(Semaphore::new(state.config.max_connections));
+    let peers = PeerSlots::new(state.config.max_connections_per_peer);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -81,39 +108,59 @@ pub async fn run_site(
                 Ok(conn) => conn,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    crate::warn_throttled!("accept failed", error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let Some(peer_slot) = peers.take(peer.ip()) else {
+            // Closed at once: the peer holds its share of connections already.
+            state.counters.connections_refused.inc();
+            crate::warn_throttled!(
+                format!("peer limit {}", peer.ip()),
+                peer = %peer.ip(),
+                limit = state.config.max_connections_per_peer,
+                "connection refused: the peer holds max_connections_per_peer already"
+            );
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let in_flight = InFlight::default();
+        let stream = Guarded::new(
+            stream,
+            in_flight.clone(),
+            state.counters.connections_write_stalled.clone(),
+            state.config.write_timeout,
+            state.config.header_timeout,
+        );
         let header_timeout = state.config.header_timeout;
         let conn_state = state.clone();
         let watcher = graceful.watcher();
-        match &tls {
-            None => {
-                tokio::spawn(async move {
-                    serve_conn(TokioIo::new(stream), conn_state, peer, site, watcher).await;
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    // The handshake gets the header timeout; nothing is read before it.
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let io = TokioIo::new(stream);
+                    serve_conn(io, conn_state, peer, site, in_flight, watcher).await
+                }
+                // The handshake gets the header timeout; nothing is read before it.
+                Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            serve_conn(TokioIo::new(tls), conn_state, peer, site, watcher).await
+                            let io = TokioIo::new(tls);
+                            serve_conn(io, conn_state, peer, site, in_flight, watcher).await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    drop(permit);
-                });
+                }
             }
-        }
+            drop(peer_slot);
+            drop(permit);
+        });
     }
     drop(listener);
     tokio::select! {
@@ -125,13 +172,15 @@ pub async fn run_site(
     Ok(())
 }
 
-/// Serves HTTP/1.1 on one accepted connection (plain or TLS) until it closes; graceful
-/// shutdown lets its in-flight request finish first.
+/// Serves one accepted connection (plain or TLS; HTTP/1.1, or HTTP/2 when the client
+/// starts with its preface: ALPN `h2` over TLS or prior knowledge over plain TCP) until it
+/// closes; graceful shutdown lets its in-flight requests finish first.
 async fn serve_conn<I>(
     io: I,
     state: Arc<State>,
     peer: std::net::SocketAddr,
     site: Site,
+    in_flight: InFlight,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -139,14 +188,26 @@ async fn serve_conn<I>(
     let header_timeout = state.config.header_timeout;
     let service = service_fn(move |req| {
         let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(&state, req, peer, site).await) }
+        let guard = in_flight.enter();
+        async move {
+            let resp = route(&state, req, peer, site).await;
+            drop(guard);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
-    let conn = http1::Builder::new()
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .keep_alive(true)
-        .serve_connection(io, service);
-    if let Err(e) = watcher.watch(conn).await {
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_header_list_size(64 << 10);
+    let conn = builder.serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }
@@ -168,7 +229,7 @@ async fn route(
 ) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let path = endpoint_path(req.uri().path()).to_owned();
     let admin_here = match site {
         Site::Main => state.config.admin.listen.is_none(),
         Site::Admin => true,
@@ -190,9 +251,11 @@ async fn route(
         _ if site == Site::Admin => Reply::error(Reason::NotFound),
         (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(200, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => metrics::readyz(state),
-        (&Method::GET, "/metrics") => {
-            metrics::metrics(state, req.headers().get(hyper::header::AUTHORIZATION))
-        }
+        (&Method::GET, "/metrics") => metrics::metrics(
+            state,
+            req.headers().get(hyper::header::AUTHORIZATION),
+            peer.ip(),
+        ),
         (&Method::POST, "/s2s/event") => ingest::reflect_single(state, req).await,
         (&Method::POST, "/s2s/events/bulk") => ingest::reflect_bulk(state, req).await,
         (&Method::POST, "/api/v1/event") => gr::handle(state, req, gr::Endpoint::Event).await,
@@ -207,7 +270,8 @@ async fn route(
         }
         (_, "/api/v1/event" | "/api/v1/events") => gr::refuse(state, Reason::MethodNotAllowed),
         (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
-        (_, p) if p.starts_with(GR_SESSIONS) => gr::refuse(state, Reason::NotFound),
+        // Every answer under GameRebellion's prefix carries its rate limit headers.
+        (_, p) if p.starts_with(GR_PREFIX) => gr::refuse(state, Reason::NotFound),
         (_, "/event") => Reply::adjust_error(Reason::MethodNotAllowed),
         (&Method::POST, "/v1/events") => ingest::datafly::handle(state, req).await,
         (_, "/v1/events") => Reply::datafly_error(Reason::MethodNotAllowed),
@@ -225,7 +289,20 @@ async fn route(
     boxed(reply.into_response())
 }
 
+const GR_PREFIX: &str = "/api/v1/";
 const GR_SESSIONS: &str = "/api/v1/sessions/";
+
+/// The path an ingest request is routed by: one trailing slash is dropped, as vendors'
+/// servers do, so `/s2s/event/` is `/s2s/event`. The admin panel's own paths keep theirs.
+fn endpoint_path(path: &str) -> &str {
+    if path.starts_with("/admin") {
+        return path;
+    }
+    match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    }
+}
 
 /// The session kind of a GameRebellion `/api/v1/sessions/{start,stop,end}` path.
 fn gr_session(path: &str) -> Option<crate::dialect::gamerebellion::SessionKind> {
@@ -233,55 +310,12 @@ fn gr_session(path: &str) -> Option<crate::dialect::gamerebellion::SessionKind> 
         .and_then(crate::dialect::gamerebellion::SessionKind::from_segment)
 }
 
-/// Beyond a body's limit, how much more is read and thrown away before answering 413, so
-/// that a client still writing gets the answer instead of a connection reset.
-const DRAIN_MAX: u64 = 1 << 20;
-
-/// Reads a request body of at most `limit` bytes, within the configured body timeout.
-/// A declared `Content-Length` far over the limit is refused before reading anything.
+/// Reads a request body of at most `limit` bytes (inflated, when the client compressed it),
+/// admitted against the body budget and within the configured body timeout.
 pub async fn read_body(
     state: &State,
     req: Request<Incoming>,
     limit: usize,
 ) -> Result<Bytes, Reason> {
-    let headers = req.headers();
-    if let Some(enc) = headers.get(hyper::header::CONTENT_ENCODING)
-        && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
-    {
-        return Err(Reason::UnsupportedEncoding);
-    }
-    let declared = headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64 + DRAIN_MAX) {
-        return Err(Reason::BodyTooLarge);
-    }
-    let read = async {
-        let mut body = req.into_body();
-        let mut buf =
-            bytes::BytesMut::with_capacity(declared.map_or(8192, |l| l as usize).min(limit));
-        let mut seen: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| Reason::BodyUnreadable)?;
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            seen += data.len() as u64;
-            if seen > limit as u64 + DRAIN_MAX {
-                break;
-            }
-            if seen <= limit as u64 {
-                buf.extend_from_slice(&data);
-            }
-        }
-        if seen > limit as u64 {
-            Err(Reason::BodyTooLarge)
-        } else {
-            Ok(buf.freeze())
-        }
-    };
-    tokio::time::timeout(state.config.body_timeout, read)
-        .await
-        .unwrap_or(Err(Reason::RequestTimeout))
+    body::read(&state.bodies, state.config.body_timeout, req, limit).await
 }

@@ -138,7 +138,8 @@ impl Reply {
             self.retry_after = Some(RETRY_SOON_SECS);
         }
         if status_of(reason) >= 500 || reason == Reason::CapExceeded {
-            tracing::warn!(reason = %reason.tag(), status = self.status, "refused");
+            let tag = reason.tag();
+            crate::warn_throttled!(format!("refused {tag}"), reason = %tag, status = self.status, "refused");
         }
         self
     }

@@ -3,6 +3,7 @@
 mod support;
 
 mod adjust;
+mod abuse;
 mod admin;
 mod admin_browser;
 mod appsflyer;

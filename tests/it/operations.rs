@@ -407,14 +407,7 @@ fn readyz_goes_unready_when_the_writer_stops() {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (admin, _) = inlet::admin::AdminState::new(&store, config.admin.clone()).unwrap();
-    let state = Arc::new(State {
-        config,
-        store,
-        writer,
-        counters: Default::default(),
-        rate_limiter: Default::default(),
-        admin,
-    });
+    let state = Arc::new(State::new(config, store, writer, admin));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let served = runtime.spawn(server::run(listener, state.clone(), async {
         let _ = stop_rx.await;
