@@ -124,7 +124,10 @@ mod tests {
         let start = Instant::now();
         assert_eq!(t.check("a", start), Verdict::Write { suppressed: 0 });
         for i in 1..=99 {
-            assert_eq!(t.check("a", start + Duration::from_millis(i)), Verdict::Hold);
+            assert_eq!(
+                t.check("a", start + Duration::from_millis(i)),
+                Verdict::Hold
+            );
         }
         // Another kind is not held back by the first.
         assert_eq!(t.check("b", start), Verdict::Write { suppressed: 0 });

@@ -317,7 +317,9 @@ decoder!(flate2::write::DeflateDecoder<Vec<u8>>);
 /// each, so that the inflated size is checked as it grows.
 fn inflate(d: &mut impl Decoder, sink: &mut Sink, mut data: &[u8]) -> Result<(), Reason> {
     while !data.is_empty() {
-        let n = d.write(&data[..data.len().min(STEP / 16)]).map_err(|_| Reason::BodyUnreadable)?;
+        let n = d
+            .write(&data[..data.len().min(STEP / 16)])
+            .map_err(|_| Reason::BodyUnreadable)?;
         if n == 0 {
             // The stream ended; bytes after it are not part of the body.
             return Err(Reason::BodyUnreadable);
@@ -344,7 +346,12 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn inflate_all(coding: Coding, data: &[u8], limit: usize, chunk: usize) -> Result<Vec<u8>, Reason> {
+    fn inflate_all(
+        coding: Coding,
+        data: &[u8],
+        limit: usize,
+        chunk: usize,
+    ) -> Result<Vec<u8>, Reason> {
         let mut sink = Sink {
             buf: BytesMut::new(),
             limit,
@@ -365,7 +372,9 @@ mod tests {
 
     #[test]
     fn every_coding_round_trips_in_any_chunking() {
-        let text: Vec<u8> = (0..20_000u32).flat_map(|i| i.to_string().into_bytes()).collect();
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| i.to_string().into_bytes())
+            .collect();
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         z.write_all(&text).unwrap();
         let zlib = z.finish().unwrap();
@@ -373,10 +382,22 @@ mod tests {
         r.write_all(&text).unwrap();
         let raw = r.finish().unwrap();
         for chunk in [1, 7, 4096, 1 << 20] {
-            assert_eq!(inflate_all(Coding::Gzip, &gzip(&text), 1 << 20, chunk).unwrap(), text);
-            assert_eq!(inflate_all(Coding::Deflate, &zlib, 1 << 20, chunk).unwrap(), text);
-            assert_eq!(inflate_all(Coding::Deflate, &raw, 1 << 20, chunk).unwrap(), text);
-            assert_eq!(inflate_all(Coding::Identity, &text, 1 << 20, chunk).unwrap(), text);
+            assert_eq!(
+                inflate_all(Coding::Gzip, &gzip(&text), 1 << 20, chunk).unwrap(),
+                text
+            );
+            assert_eq!(
+                inflate_all(Coding::Deflate, &zlib, 1 << 20, chunk).unwrap(),
+                text
+            );
+            assert_eq!(
+                inflate_all(Coding::Deflate, &raw, 1 << 20, chunk).unwrap(),
+                text
+            );
+            assert_eq!(
+                inflate_all(Coding::Identity, &text, 1 << 20, chunk).unwrap(),
+                text
+            );
         }
     }
 

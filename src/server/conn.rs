@@ -277,7 +277,10 @@ mod tests {
         assert!(slots.take(a).is_none());
         assert!(slots.take(b).is_some(), "another peer is not affected");
         drop(s1);
-        assert!(slots.take(a).is_some(), "a closed connection gives its slot back");
+        assert!(
+            slots.take(a).is_some(),
+            "a closed connection gives its slot back"
+        );
 
         let x: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let y: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();

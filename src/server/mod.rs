@@ -271,7 +271,7 @@ async fn route(
         (_, "/api/v1/event" | "/api/v1/events") => gr::refuse(state, Reason::MethodNotAllowed),
         (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
         // Every answer under GameRebellion's prefix carries its rate limit headers.
-        (_, p) if p.starts_with(GR_PREFIX) => gr::refuse(state, Reason::NotFound),
+        (_, p) if p.starts_with(GR_PREFIX) || p == GR_ROOT => gr::refuse(state, Reason::NotFound),
         (_, "/event") => Reply::adjust_error(Reason::MethodNotAllowed),
         (&Method::POST, "/v1/events") => ingest::datafly::handle(state, req).await,
         (_, "/v1/events") => Reply::datafly_error(Reason::MethodNotAllowed),
@@ -289,6 +289,7 @@ async fn route(
     boxed(reply.into_response())
 }
 
+const GR_ROOT: &str = "/api/v1";
 const GR_PREFIX: &str = "/api/v1/";
 const GR_SESSIONS: &str = "/api/v1/sessions/";
 

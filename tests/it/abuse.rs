@@ -79,7 +79,8 @@ fn a_peer_that_pipelines_and_never_reads_cannot_stop_the_others() {
         else {
             continue;
         };
-        s.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let _ = s.write_all(pipelined.as_bytes());
         connected += 1;
         held.push(s);
@@ -91,8 +92,14 @@ fn a_peer_that_pipelines_and_never_reads_cannot_stop_the_others() {
     }
     // Turned away at accept beyond its share (the default, 128 per peer).
     let refused = metric(&inlet, "inlet_connections_refused_total");
-    assert!(connected > 1000, "the attack did not happen: {connected} connections");
-    assert!(refused >= (connected - 128) as f64, "refused {refused} of {connected}");
+    assert!(
+        connected > 1000,
+        "the attack did not happen: {connected} connections"
+    );
+    assert!(
+        refused >= (connected - 128) as f64,
+        "refused {refused} of {connected}"
+    );
 
     // A connection whose answers are not read is closed once a write stalls for the write
     // timeout: reading then finds the end long before all 1000 answers.
@@ -109,10 +116,16 @@ fn a_peer_that_pipelines_and_never_reads_cannot_stop_the_others() {
             Ok(0) | Err(_) => break,
             Ok(n) => got += n,
         }
-        assert!(started.elapsed() < DEADLINE, "the stalled connection stayed open");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the stalled connection stayed open"
+        );
     }
     let all = 1000 * 21_000;
-    assert!(got < all / 2, "{got} bytes of answers: the connection was not cut off");
+    assert!(
+        got < all / 2,
+        "{got} bytes of answers: the connection was not cut off"
+    );
     drop(held);
     probe(inlet.addr, Duration::from_secs(5)).unwrap();
 }
@@ -196,7 +209,14 @@ fn post_slowly(addr: SocketAddr, key: &str, body: &[u8], wait: Duration) -> Resp
         .expect("a whole answer");
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -229,7 +249,11 @@ fn concurrent_bulk_bodies_are_held_to_the_memory_budget() {
                         })
                         .collect();
                     let body = serde_json::json!({ "events": events }).to_string();
-                    assert!(body.len() > 5_000_000 && body.len() <= 5 << 20, "{}", body.len());
+                    assert!(
+                        body.len() > 5_000_000 && body.len() <= 5 << 20,
+                        "{}",
+                        body.len()
+                    );
                     // Slow in a debug build: a whole minute and more for the lot.
                     let r = post_slowly(addr, key, body.as_bytes(), Duration::from_secs(300));
                     let retry = r.header("retry-after").map(str::to_owned);

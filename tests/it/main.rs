@@ -1,9 +1,10 @@
 //! Integration tests: a real server process, real HTTP, a real redb file in a temp dir.
 
 mod support;
+mod transport;
 
-mod adjust;
 mod abuse;
+mod adjust;
 mod admin;
 mod admin_browser;
 mod appsflyer;

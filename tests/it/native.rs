@@ -590,13 +590,25 @@ fn router_and_transport_edges() {
     let r = c
         .post(
             "/s2s/event",
-            &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+            &[("Authorization", &auth), ("Content-Encoding", "br")],
             b"\x1f\x8b",
         )
         .unwrap();
     assert_eq!(
         (r.status, error_of(&r)),
         (415, "unsupported_content_encoding".to_owned())
+    );
+    // A gzip body that ends inside its header cannot be read.
+    let r = c
+        .post(
+            "/s2s/event",
+            &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+            b"\x1f\x8b",
+        )
+        .unwrap();
+    assert_eq!(
+        (r.status, error_of(&r)),
+        (400, "body_unreadable".to_owned())
     );
     // A declared length over the limit is refused before the body is read.
     use std::io::{Read, Write};
