@@ -471,6 +471,9 @@ fn admin(place: &Place, op: Op, stdout: &mut dyn std::io::Write) -> anyhow::Resu
                 control::socket_path(data).display()
             ),
             Err(store::Error::NoDatabase(_)) => return Err(no_database(place)),
+            Err(store::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                bail!("{e}: run the command as the service's user (sudo -u inlet inlet ...)")
+            }
             Err(e) => return Err(e).context(format!("opening {}", data.display())),
         }
     }
@@ -486,7 +489,8 @@ fn no_database(place: &Place) -> anyhow::Error {
         (DataFrom::ConfigFile, Some(c)) => format!("data_dir of {}", c.display()),
         (_, Some(c)) => format!("the default; {} names no data_dir", c.display()),
         (_, None) => format!(
-            "the default; no configuration file was read (--config, INLET_CONFIG or {DEFAULT_CONFIG_FILE})"
+            "the default; no configuration file was read: none named by --config or \
+             INLET_CONFIG, and no {DEFAULT_CONFIG_FILE}"
         ),
     };
     anyhow::anyhow!(

@@ -175,8 +175,16 @@ impl Store {
     /// running service does not know (and nothing is created in or for `dir`).
     pub fn open_existing(dir: &Path) -> Result<Store> {
         let path = dir.join(DB_FILE);
-        if !path.is_file() {
-            return Err(Error::NoDatabase(dir.to_owned()));
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            // Not "no database": one this user may not see (the service's 0700 data dir).
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                )));
+            }
+            _ => return Err(Error::NoDatabase(dir.to_owned())),
         }
         let file = path.clone();
         Store::open_parts(
