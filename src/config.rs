@@ -3,7 +3,8 @@
 //! resolved and checked into a [`Config`], which is passed in explicitly (never a global).
 //!
 //! Precedence, highest first: command-line flag, `INLET_*` environment variable, the file
-//! named by `--config` / `INLET_CONFIG`, the built-in default.
+//! named by `--config` / `INLET_CONFIG` (else [`DEFAULT_CONFIG_FILE`] when it exists; every
+//! command reads it, not only `serve`), the built-in default.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
