@@ -31,7 +31,9 @@ pub fn serve(data_dir: &Path, state: Arc<State>) -> io::Result<PathBuf> {
     // Bound under a temporary name and made owner-only before it is renamed into place:
     // `bind` makes it as the umask allows (0777 with umask 000), and a client must never
     // find it so, even for a moment.
-    let staged = data_dir.join(format!(".{SOCKET_FILE}.{}", std::process::id()));
+    // No longer than SOCKET_FILE (a socket's path is limited to 107 bytes); one name is
+    // enough, as only the process holding the database binds here.
+    let staged = data_dir.join(".sock.tmp");
     let _ = std::fs::remove_file(&staged);
     let listener = UnixListener::bind(&staged)?;
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
