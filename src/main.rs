@@ -102,21 +102,24 @@ fn run(mut cli: Cli, mut data_from: DataFrom) -> anyhow::Result<()> {
         None => serve(resolve(file, &data, &ServeArgs::parse_default())?),
         Some(Command::Serve(args)) => serve(resolve(file, &data, &args)?),
         Some(Command::CheckConfig(args)) => {
-            let config_ok = resolve(file, &data, &args)?;
-            if config_ok.data_dir.exists() && !config_ok.data_dir.is_dir() {
+            let effective = resolve(file, &data, &args)?;
+            if effective.data_dir.exists() && !effective.data_dir.is_dir() {
                 bail!(
                     "data_dir {} is not a directory",
-                    config_ok.data_dir.display()
+                    effective.data_dir.display()
                 );
             }
-            print!("{}", config_ok.to_toml());
+            print!("{}", effective.to_toml());
             match &config {
                 Some(path) => eprintln!("inlet: configuration ok (file {})", path.display()),
                 None => eprintln!("inlet: configuration ok (no configuration file)"),
             }
             Ok(())
         }
-        Some(Command::Init) => init(&place),
+        Some(Command::Init) => {
+            init_logs(LogFormat::Text);
+            init(&place)
+        }
         Some(Command::Admin(AdminCmd::SetPassword)) => {
             init_logs(LogFormat::Text);
             set_password(&place)
