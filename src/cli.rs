@@ -18,7 +18,8 @@ pub struct Cli {
         default_value = "./inlet-data"
     )]
     pub data: PathBuf,
-    /// Configuration file (TOML); flags and `INLET_*` variables override its keys.
+    /// Configuration file (TOML); flags and `INLET_*` variables override its keys. Every
+    /// command reads it, as the service does [default: /etc/inlet/inlet.toml when present].
     #[arg(long, global = true, env = "INLET_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -48,8 +49,17 @@ pub enum Command {
     Retention(RetentionCmd),
     /// Validate the effective configuration (file, environment, flags) and print it.
     CheckConfig(ServeArgs),
-    /// Write a consistent copy of the database to FILE (works while serving).
-    Backup { file: PathBuf },
+    /// Create the data dir (owner-only) and a new database with tenant and app `default`.
+    /// Only this and `serve` create a database; every other command needs an existing one.
+    Init,
+    /// Write a consistent copy of the database to FILE (works while serving). FILE must be
+    /// outside the data dir; an existing FILE is replaced only with --force.
+    Backup {
+        file: PathBuf,
+        /// Replace FILE if it exists (never the live database or anything in the data dir).
+        #[arg(long)]
+        force: bool,
+    },
     /// Replace the database with the backup in FILE, after checking it (server stopped).
     Restore { file: PathBuf },
     /// The admin panel.

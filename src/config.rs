@@ -3,7 +3,8 @@
 //! resolved and checked into a [`Config`], which is passed in explicitly (never a global).
 //!
 //! Precedence, highest first: command-line flag, `INLET_*` environment variable, the file
-//! named by `--config` / `INLET_CONFIG`, the built-in default.
+//! named by `--config` / `INLET_CONFIG` (else [`DEFAULT_CONFIG_FILE`] when it exists; every
+//! command reads it, not only `serve`), the built-in default.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -170,6 +171,8 @@ impl Config {
 /// What `check-config` prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 pub const DEFAULT_DATA_DIR: &str = "./inlet-data";
+/// The configuration file every command reads when none is named (the packaged one).
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/inlet/inlet.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
 pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 3600;

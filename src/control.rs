@@ -23,14 +23,21 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_FILE)
 }
 
-/// Binds the control socket (replacing a stale one: the caller holds the database, so no
-/// other server can be using it) and serves it on a background thread.
+/// Binds the control socket, owner-only (replacing a stale one: the caller holds the
+/// database, so no other server can be using it) and serves it on a background thread.
 pub fn serve(data_dir: &Path, state: Arc<State>) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = socket_path(data_dir);
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // Bound under a temporary name and made owner-only before it is renamed into place:
+    // `bind` makes it as the umask allows (0777 with umask 000), and a client must never
+    // find it so, even for a moment.
+    // No longer than SOCKET_FILE (a socket's path is limited to 107 bytes); one name is
+    // enough, as only the process holding the database binds here.
+    let staged = data_dir.join(".sock.tmp");
+    let _ = std::fs::remove_file(&staged);
+    let listener = UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staged, &path)?;
     // Weak: a stopping server must be able to drop the last reference and close the file.
     let state = Arc::downgrade(&state);
     std::thread::Builder::new()

@@ -8,12 +8,12 @@ use inlet::cli::{
     TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
-use inlet::config::{Config, LogFormat, RawConfig};
+use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
 use inlet::control;
 use inlet::ops::{Exec, Op, execute};
 use inlet::server::{self, Site, State};
 use inlet::store::{self, Store, writer::Writer};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,9 +21,12 @@ fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let data_is_default =
-        matches.value_source("data") == Some(clap::parser::ValueSource::DefaultValue);
-    match run(cli, data_is_default) {
+    let data_from = match matches.value_source("data") {
+        Some(clap::parser::ValueSource::CommandLine) => DataFrom::Flag,
+        Some(clap::parser::ValueSource::EnvVariable) => DataFrom::Env,
+        _ => DataFrom::Default,
+    };
+    match run(cli, data_from) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("inlet: {e:#}");
@@ -47,35 +50,83 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn run(mut cli: Cli, data_is_default: bool) -> anyhow::Result<()> {
+/// Where the data dir's path came from, for the messages of a command that finds none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataFrom {
+    Flag,
+    Env,
+    ConfigFile,
+    Default,
+}
+
+/// The data dir a command works on, and how it was chosen.
+struct Place {
+    data: PathBuf,
+    from: DataFrom,
+    /// The configuration file read, if any.
+    config: Option<PathBuf>,
+}
+
+/// The configuration file every command reads (as the service does): `--config` /
+/// `INLET_CONFIG` when given, else the packaged one when present. `INLET_DEFAULT_CONFIG`
+/// moves the packaged one's path (tests; a relocated install).
+fn config_file(named: Option<PathBuf>) -> Option<PathBuf> {
+    named.or_else(|| {
+        let default = std::env::var_os("INLET_DEFAULT_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        default.exists().then_some(default)
+    })
+}
+
+fn run(mut cli: Cli, mut data_from: DataFrom) -> anyhow::Result<()> {
     // The file layer; `--data` / `INLET_DATA` override its `data_dir`.
-    let file = match &cli.config {
+    let config = config_file(cli.config.take());
+    let file = match &config {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),
     };
-    if data_is_default && let Some(d) = &file.data_dir {
+    if data_from == DataFrom::Default
+        && let Some(d) = &file.data_dir
+    {
         cli.data = d.clone();
+        data_from = DataFrom::ConfigFile;
     }
+    let place = Place {
+        data: cli.data.clone(),
+        from: data_from,
+        config: config.clone(),
+    };
     let data = cli.data.clone();
     match cli.command {
         None => serve(resolve(file, &data, &ServeArgs::parse_default())?),
         Some(Command::Serve(args)) => serve(resolve(file, &data, &args)?),
         Some(Command::CheckConfig(args)) => {
-            let config = resolve(file, &data, &args)?;
-            if config.data_dir.exists() && !config.data_dir.is_dir() {
-                bail!("data_dir {} is not a directory", config.data_dir.display());
+            let effective = resolve(file, &data, &args)?;
+            if effective.data_dir.exists() && !effective.data_dir.is_dir() {
+                bail!(
+                    "data_dir {} is not a directory",
+                    effective.data_dir.display()
+                );
             }
-            print!("{}", config.to_toml());
-            eprintln!("inlet: configuration ok");
+            print!("{}", effective.to_toml());
+            match &config {
+                Some(path) => eprintln!("inlet: configuration ok (file {})", path.display()),
+                None => eprintln!("inlet: configuration ok (no configuration file)"),
+            }
             Ok(())
+        }
+        Some(Command::Init) => {
+            init_logs(LogFormat::Text);
+            init(&place)
         }
         Some(Command::Admin(AdminCmd::SetPassword)) => {
             init_logs(LogFormat::Text);
-            set_password(&data)
+            set_password(&place)
         }
-        Some(Command::Backup { file: path }) => {
+        Some(Command::Backup { file: path, force }) => {
             init_logs(LogFormat::Text);
-            backup(&data, &path)
+            backup(&place, &path, force)
         }
         Some(Command::Restore { file: path }) => {
             init_logs(LogFormat::Text);
@@ -88,16 +139,51 @@ fn run(mut cli: Cli, data_is_default: bool) -> anyhow::Result<()> {
                 std::io::stdout().lock(),
                 flate2::Compression::default(),
             );
-            admin(&data, op, &mut gz)?;
+            admin(&place, op, &mut gz)?;
             std::io::Write::flush(&mut gz.finish()?)?;
             Ok(())
         }
         Some(other) => {
             init_logs(LogFormat::Text);
             let op = to_op(other, &file)?;
-            admin(&data, op, &mut std::io::stdout().lock())
+            admin(&place, op, &mut std::io::stdout().lock())
         }
     }
+}
+
+/// `inlet init`: creates the data dir (0700) and a new database, and says what it made.
+fn init(place: &Place) -> anyhow::Result<()> {
+    let data = &place.data;
+    let db = data.join(store::DB_FILE);
+    if db.exists() {
+        bail!(
+            "{} already holds an inlet database: nothing to do",
+            data.display()
+        );
+    }
+    if data.exists() && !data.is_dir() {
+        bail!("{} exists and is not a directory", data.display());
+    }
+    let new_dir = !data.exists();
+    match Store::open(data) {
+        Ok(store) => drop(store),
+        Err(store::Error::AlreadyOpen) => {
+            bail!("{} is held by another process", db.display())
+        }
+        Err(e) => return Err(e).context(format!("creating a database in {}", data.display())),
+    }
+    if new_dir {
+        println!("created data dir {} (mode 0700)", data.display());
+    }
+    println!(
+        "created database {} (mode 0600) with tenant `default` and app `default`",
+        db.display()
+    );
+    eprintln!(
+        "inlet: next: `inlet --data {d} serve`, and `inlet --data {d} keys mint --app default --label NAME`",
+        d = data.display()
+    );
+    Ok(())
 }
 
 /// Layers file, environment and flags (and the resolved data dir) into the checked config.
@@ -121,31 +207,104 @@ fn time_arg(flag: &str, value: Option<String>) -> anyhow::Result<Option<u64>> {
         .transpose()
 }
 
-/// `inlet backup FILE`: written next to FILE, renamed into place when complete.
-fn backup(data: &Path, path: &Path) -> anyhow::Result<()> {
-    let partial = path.with_extension("partial");
-    // Owner-only: a backup holds key hashes and audit bodies.
-    let mut file = std::os::unix::fs::OpenOptionsExt::mode(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true),
-        0o600,
-    )
-    .open(&partial)
-    .with_context(|| format!("creating {}", partial.display()))?;
-    let written = admin(data, Op::Backup, &mut file).and_then(|()| Ok(file.sync_all()?));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
-    std::fs::rename(&partial, path)?;
-    let bytes = std::fs::metadata(path)?.len();
+/// `inlet backup FILE [--force]`: written to a temporary file next to FILE (owner-only),
+/// renamed into place when complete.
+fn backup(place: &Place, path: &Path, force: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let target = backup_target(&place.data, path, force)?;
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let partial = Partial(dir.join(format!(".{name}.{}.partial", std::process::id())));
+    // Owner-only whatever the umask: a backup holds key hashes and audit bodies. New, so
+    // that no earlier file's mode or owner carries over.
+    let _ = std::fs::remove_file(&partial.0);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial.0)
+        .with_context(|| format!("creating {}", partial.0.display()))?;
+    admin(place, Op::Backup, &mut file)?;
+    file.sync_all()?;
+    std::fs::rename(&partial.0, &target)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    let bytes = std::fs::metadata(&target)?.len();
     eprintln!(
         "inlet: backup written to {} ({bytes} bytes)",
-        path.display()
+        target.display()
     );
     Ok(())
+}
+
+/// A backup's temporary file, removed unless it was renamed into place.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Checks where a backup may go and returns that path (its directory resolved): never inside
+/// the data dir (by path with symlinks resolved, or by the directory's device and inode, as
+/// through a bind mount), never onto a file of it (a hard link), and never over an existing
+/// file without `--force`. A backup renamed over the live database replaces it under the
+/// running server, which goes on writing acknowledged events into the unlinked file.
+fn backup_target(data: &Path, path: &Path, force: bool) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::canonicalize(parent)
+        .with_context(|| format!("the directory of {}", path.display()))?;
+    let target = dir.join(name);
+    // A data dir that does not exist holds nothing to protect (and the backup then fails
+    // for want of a database).
+    if let Ok(data_dir) = std::fs::canonicalize(data) {
+        let data_meta = std::fs::metadata(&data_dir)?;
+        // A symlink at the target is followed: renaming over it would not touch what it
+        // points at, but an operator who named it meant that file.
+        let resolved = std::fs::canonicalize(&target).unwrap_or_else(|_| target.clone());
+        let inside = [&target, &resolved].iter().any(|p| {
+            p.starts_with(&data_dir)
+                || p.ancestors()
+                    .any(|a| std::fs::metadata(a).is_ok_and(|m| same(&m, &data_meta)))
+        });
+        if inside {
+            bail!(
+                "refusing to write a backup inside the data dir {}: it would replace or sit \
+                 beside the live database. Write it outside the data dir (ideally on other \
+                 storage), e.g. `inlet backup /var/backups/inlet-$(date +%F).redb`",
+                data_dir.display()
+            );
+        }
+        if let Ok(t) = std::fs::metadata(&target) {
+            for entry in std::fs::read_dir(&data_dir)?.flatten() {
+                if entry.metadata().is_ok_and(|m| same(&m, &t)) {
+                    bail!(
+                        "refusing to write a backup onto {}: it is the same file as {} (a hard \
+                         link into the data dir)",
+                        path.display(),
+                        entry.path().display()
+                    );
+                }
+            }
+        }
+    }
+    match std::fs::metadata(&target) {
+        Ok(m) if m.is_dir() => bail!("{} is a directory: name a file", path.display()),
+        Ok(_) if !force => bail!(
+            "{} already exists: refusing to overwrite it (pass --force to replace it)",
+            path.display()
+        ),
+        _ => Ok(target),
+    }
 }
 
 /// `inlet restore FILE`: only with no server on the data dir.
@@ -198,6 +357,7 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
         Command::Serve(_)
         | Command::Admin(_)
         | Command::CheckConfig(_)
+        | Command::Init
         | Command::Backup { .. }
         | Command::Restore { .. } => {
             unreachable!("dispatched before")
@@ -294,14 +454,15 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
 /// How long a command waits for the database held by a server that is starting or stopping.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// Runs an admin command through a running server, or on the database directly.
-fn admin(data: &Path, op: Op, stdout: &mut dyn std::io::Write) -> anyhow::Result<()> {
+/// Runs an admin command through a running server, or on the existing database directly.
+fn admin(place: &Place, op: Op, stdout: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let data = &place.data;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         if let Some(conn) = control::connect(data) {
             return control::call(conn, &op, stdout).map_err(anyhow::Error::msg);
         }
-        match Store::open(data) {
+        match Store::open_existing(data) {
             Ok(store) => return Ok(execute(&Exec::Direct(&store), op, stdout)?),
             Err(store::Error::AlreadyOpen) if Instant::now() < deadline => {
                 // A server holds the file but its socket is not up yet (or is going away).
@@ -312,24 +473,101 @@ fn admin(data: &Path, op: Op, stdout: &mut dyn std::io::Write) -> anyhow::Result
                 data.display(),
                 control::socket_path(data).display()
             ),
+            Err(store::Error::NoDatabase(_)) => return Err(no_database(place)),
+            Err(store::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                bail!("{e}: run the command as the service's user (sudo -u inlet inlet ...)")
+            }
             Err(e) => return Err(e).context(format!("opening {}", data.display())),
         }
     }
 }
 
+/// What a command says when it finds no database: where it looked, why there, and how to
+/// point it at the right one (a new database is made only by `serve` and `init`).
+fn no_database(place: &Place) -> anyhow::Error {
+    let data = place.data.display();
+    let why = match (place.from, &place.config) {
+        (DataFrom::Flag, _) => "given by --data".to_owned(),
+        (DataFrom::Env, _) => "given by INLET_DATA".to_owned(),
+        (DataFrom::ConfigFile, Some(c)) => format!("data_dir of {}", c.display()),
+        (_, Some(c)) => format!("the default; {} names no data_dir", c.display()),
+        (_, None) => format!(
+            "the default; no configuration file was read: none named by --config or \
+             INLET_CONFIG, and no {DEFAULT_CONFIG_FILE}"
+        ),
+    };
+    anyhow::anyhow!(
+        "no inlet database in {data} ({why}): looked for {data}/{} and for a server answering on \
+         {}. Name the data dir the service uses with --data DIR, INLET_DATA or data_dir in the \
+         configuration file; `inlet init` creates a new database",
+        store::DB_FILE,
+        control::socket_path(&place.data).display()
+    )
+}
+
+/// Opens the database for `serve`, creating it when new. Another server serving it is an
+/// error at once; a file held by a process that does not answer on the control socket (an
+/// admin command working on it directly, a server starting or stopping) is waited for, said
+/// so in the log at once, for [`LOCK_WAIT`] at most.
 fn open_waiting(data: &Path) -> anyhow::Result<Store> {
+    let serving = || {
+        anyhow::anyhow!(
+            "another inlet server is serving {} (it answers on {}): stop it first (systemctl \
+             stop inlet), or give this one another --data",
+            data.display(),
+            control::socket_path(data).display()
+        )
+    };
+    if control::connect(data).is_some() {
+        return Err(serving());
+    }
     let deadline = Instant::now() + LOCK_WAIT;
+    let mut said = false;
     loop {
         match Store::open(data) {
             Ok(store) => return Ok(store),
-            // An admin command may hold the file for a moment.
-            Err(store::Error::AlreadyOpen) if Instant::now() < deadline => {
+            Err(store::Error::AlreadyOpen) => {
+                if control::connect(data).is_some() {
+                    return Err(serving());
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "{} is held by another process, which does not answer on {} (another \
+                         inlet starting or stopping, or an admin command such as a long export \
+                         or backup): waited {} s. Stop it, or give this server another --data",
+                        data.join(store::DB_FILE).display(),
+                        control::socket_path(data).display(),
+                        LOCK_WAIT.as_secs()
+                    );
+                }
+                if !said {
+                    tracing::warn!(
+                        data = %data.display(),
+                        wait_secs = LOCK_WAIT.as_secs(),
+                        "the database is held by another process; waiting for it"
+                    );
+                    said = true;
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(store::Error::AlreadyOpen) => {
-                bail!("{} is in use by another inlet process", data.display())
-            }
             Err(e) => return Err(e).context(format!("opening {}", data.display())),
+        }
+    }
+}
+
+/// Logs a warning when the data dir is open to other users. inlet makes it 0700 when it
+/// creates it and every file in it 0600, but one that already existed is the operator's
+/// (it may be `.` or a shared path): said, not changed.
+fn warn_if_shared(data: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(data) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data = %data.display(),
+                mode = %format!("{mode:04o}"),
+                "the data dir is open to other users; `chmod 700` it (the files in it are owner-only)"
+            );
         }
     }
 }
@@ -350,6 +588,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(config.log_format);
     let data = config.data_dir.clone();
     let store = open_waiting(&data)?;
+    warn_if_shared(&data);
     let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
     let writer = Writer::start_store(&store, config.queue_bytes)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -429,7 +668,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
 
 /// `inlet admin set-password`: reads the password from stdin, hashes it here, and stores the
 /// hash (through a running server or directly).
-fn set_password(data: &Path) -> anyhow::Result<()> {
+fn set_password(place: &Place) -> anyhow::Result<()> {
     use std::io::{BufRead, IsTerminal};
     let stdin = std::io::stdin();
     let tty = stdin.is_terminal();
@@ -452,7 +691,7 @@ fn set_password(data: &Path) -> anyhow::Result<()> {
     inlet::auth::password::check_new(password).map_err(anyhow::Error::msg)?;
     let hash = inlet::auth::password::PasswordHash::new(password);
     admin(
-        data,
+        place,
         Op::AdminSetPassword { hash },
         &mut std::io::stdout().lock(),
     )

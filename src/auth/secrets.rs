@@ -52,6 +52,12 @@ impl Sealer {
                 rand::fill(&mut key[..]);
                 f.write_all(&key)?;
                 f.sync_all()?;
+                // Minted by a command run as root: the service's user (the data dir's owner)
+                // must still read it. Only root may give a file away.
+                use std::os::unix::fs::MetadataExt;
+                if let Ok(owner) = std::fs::metadata(data_dir) {
+                    let _ = std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()));
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Sealer::load(data_dir)?

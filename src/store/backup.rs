@@ -143,6 +143,8 @@ pub fn backup(store: &Store, out: &mut dyn Write) -> Result<u64> {
     let dir = store.path().parent().unwrap_or(Path::new("."));
     let tmp = TempFile(temp_path(dir, "backup"));
     {
+        // Owner-only whatever the umask: the copy holds key hashes and audit bodies.
+        super::private_file(&tmp.0)?;
         let dst = Database::builder()
             .set_cache_size(16 << 20)
             .create(&tmp.0)?;
@@ -236,26 +238,34 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
             redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
             e => Error::Db(e.into()),
         })?)
-    } else {
-        super::create_private_dir(data_dir)?;
+    } else if data_dir.is_dir() {
         None
+    } else {
+        // Like every command but `serve` and `init`: a mistyped --data creates nothing.
+        return Err(Error::Invalid(format!(
+            "the data dir {} does not exist (create it with `inlet init`, or name the right one with --data)",
+            data_dir.display()
+        )));
     };
     let staged = TempFile(temp_path(data_dir, "restore"));
     {
+        use std::os::unix::fs::OpenOptionsExt;
         let mut from = std::fs::File::open(file)?;
-        let mut to = std::fs::File::create(&staged.0)?;
+        // Owner-only whatever the umask (0600 is only ever narrowed by it).
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staged.0)?;
         std::io::copy(&mut from, &mut to)?;
         to.sync_all()?;
     }
     let summary = verify(&staged.0)?;
     std::fs::File::open(&staged.0)?.sync_all()?;
-    // Run as root for a service user: the restored file keeps the owner of the database
-    // it replaces (or of the data dir), so the service can open it.
-    {
-        use std::os::unix::fs::MetadataExt;
-        let owner = std::fs::metadata(&current).or_else(|_| std::fs::metadata(data_dir))?;
-        let _ = std::os::unix::fs::chown(&staged.0, Some(owner.uid()), Some(owner.gid()));
-    }
+    // Run as root for a service user: the restored file gets the owner of the data dir (the
+    // service's user, with the packaged unit's StateDirectory), so the service can open it;
+    // not the owner of the file it replaces, which an earlier slip may have left to root.
+    super::give_owner_of_dir(&staged.0, data_dir);
     let kept = match held {
         Some(_) => {
             let kept = data_dir.join(format!("{DB_FILE}.pre-restore-{}", crate::clock::now_ms()));
@@ -296,6 +306,12 @@ mod tests {
         let file = old.join(DB_FILE);
         verify(&file).unwrap();
         let data = dir.path().join("new");
+        assert!(
+            matches!(restore(&data, &file), Err(Error::Invalid(_))),
+            "no data dir is created by a restore"
+        );
+        assert!(!data.exists());
+        std::fs::create_dir(&data).unwrap();
         restore(&data, &file).unwrap();
         let store = Store::open(&data).unwrap();
         let txn = store.db().unwrap().begin_read().unwrap();

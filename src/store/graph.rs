@@ -82,6 +82,8 @@ impl Graph {
             Home::Memory => builder().create_with_backend(redb::backends::InMemoryBackend::new())?,
             Home::File(path) => {
                 let mut fresh = !path.exists();
+                // A file this user cannot open is handled below, with the other unusable ones.
+                let _ = super::private_file(path);
                 let db = match builder().create(path) {
                     Ok(db) => db,
                     Err(e @ DatabaseError::DatabaseAlreadyOpen) => {
@@ -91,6 +93,7 @@ impl Graph {
                         tracing::warn!(error = %e, path = %path.display(), "the identity graph's file is unusable; starting it anew (the indexer rebuilds it from the log)");
                         std::fs::remove_file(path)?;
                         fresh = true;
+                        super::private_file(path)?;
                         builder().create(path)?
                     }
                 };

@@ -45,6 +45,9 @@ pub enum Error {
     Codec(#[from] CodecError),
     #[error("the database is open in another process")]
     AlreadyOpen,
+    /// [`Store::open_existing`] found no database: only `serve` and `init` create one.
+    #[error("no inlet database in {}", .0.display())]
+    NoDatabase(PathBuf),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -159,7 +162,37 @@ impl Store {
         let file = path.clone();
         Store::open_parts(
             path,
-            move || builder().create(&file),
+            move || {
+                private_file(&file)?;
+                builder().create(&file)
+            },
+            graph::Graph::file(dir),
+        )
+    }
+
+    /// Opens the database in `dir`, which must exist: the admin commands' way in. A mistyped
+    /// or missing data dir is [`Error::NoDatabase`], never a new, empty database that the
+    /// running service does not know (and nothing is created in or for `dir`).
+    pub fn open_existing(dir: &Path) -> Result<Store> {
+        let path = dir.join(DB_FILE);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            // Not "no database": one this user may not see (the service's 0700 data dir).
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                )));
+            }
+            _ => return Err(Error::NoDatabase(dir.to_owned())),
+        }
+        let file = path.clone();
+        Store::open_parts(
+            path,
+            move || {
+                private_file(&file)?;
+                builder().open(&file)
+            },
             graph::Graph::file(dir),
         )
     }
@@ -325,6 +358,51 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(APP_HOURS)?;
     txn.open_table(SECRETS)?;
     Ok(())
+}
+
+/// Makes `path` owner-only (0600) whatever the umask: creates it empty when absent (redb
+/// initializes an empty file), giving it the data dir's owner when this process may (root:
+/// `sudo inlet ...` must not leave a file the service's user cannot open), and takes the
+/// group's and others' bits away from an existing file (one an older version made 0644).
+/// Every file inlet keeps in the data dir goes through here before it is opened. A file of
+/// another owner keeps its mode (only its owner or root may change it; opening it then fails
+/// on its own terms).
+pub(crate) fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {
+            if let Some(dir) = path.parent() {
+                give_owner_of_dir(path, dir);
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path).map_err(named)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                let _ =
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700));
+            }
+            Ok(())
+        }
+        Err(e) => Err(named(e)),
+    }
+}
+
+/// Gives `path` the owner of the data dir `dir` when this process may (root): a command run
+/// with sudo must not leave a file the service's user cannot open. Anyone else already owns
+/// what it creates.
+pub fn give_owner_of_dir(path: &Path, dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(owner) = std::fs::metadata(dir) {
+        let _ = std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()));
+    }
 }
 
 /// Creates `dir` (and parents) readable by the owner only.

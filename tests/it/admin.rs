@@ -473,6 +473,7 @@ fn set_password(data: &std::path::Path, password: &str) -> std::process::Output 
         .arg("--data")
         .arg(data)
         .args(["admin", "set-password"])
+        .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -490,6 +491,7 @@ fn set_password(data: &std::path::Path, password: &str) -> std::process::Output 
 #[test]
 fn set_password_works_with_and_without_a_server() {
     let dir = tempfile::tempdir().unwrap();
+    cli_ok(dir.path(), &["init"]);
     let out = set_password(dir.path(), "short");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));

@@ -115,6 +115,7 @@ fn admin_sequence(data: &std::path::Path) {
 #[test]
 fn admin_commands_work_without_a_server() {
     let dir = tempfile::tempdir().unwrap();
+    cli_ok(dir.path(), &["init"]);
     admin_sequence(dir.path());
     // The database it made is the one a server then serves.
     let inlet_dir = dir.path().to_owned();
@@ -135,6 +136,7 @@ fn admin_commands_work_while_a_server_runs() {
 #[test]
 fn a_key_minted_offline_works_once_the_server_starts() {
     let dir = tempfile::tempdir().unwrap();
+    cli_ok(dir.path(), &["init"]);
     let key = cli_ok(
         dir.path(),
         &["keys", "mint", "--app", "default", "--label", "x"],

@@ -21,6 +21,7 @@ mod identity;
 mod key_cache;
 mod native;
 mod operations;
+mod operator;
 mod packaging;
 mod powerloss;
 mod security;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 fn check_config(env: &[(&str, &str)], args: &[&str]) -> Result<toml::Table, String> {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("INLET_CONFIG")
+        .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
         .env_remove("INLET_DATA")
         .env_remove("INLET_LISTEN")
         .env_remove("INLET_RETENTION_DAYS")
@@ -103,6 +104,7 @@ fn check_config_refuses_unknown_keys_and_bad_values_and_never_prints_secrets() {
 
     let out = Command::new(BIN)
         .args(["check-config", "--metrics-token", "very-secret-token"])
+        .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -546,7 +548,8 @@ fn a_backup_under_load_restores_exactly_a_prefix_holding_everything_acknowledged
 #[test]
 fn restore_refuses_while_a_server_runs_and_refuses_a_bad_file() {
     let inlet = Inlet::start();
-    let backup = inlet.data().join("copy.redb");
+    let outside = tempfile::tempdir().unwrap();
+    let backup = outside.path().join("copy.redb");
     inlet.cli_ok(&["backup", backup.to_str().unwrap()]);
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&backup).unwrap().permissions());
@@ -867,6 +870,7 @@ fn systemd_is_notified_when_ready_and_when_stopping() {
         .arg(data.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("NOTIFY_SOCKET", &path)
+        .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -20,6 +20,23 @@ pub fn bin() -> String {
     std::env::var("INLET_TEST_BIN").unwrap_or_else(|_| BIN.to_owned())
 }
 
+/// Where every process a test starts looks for the packaged configuration file instead of
+/// `/etc/inlet/inlet.toml` (`INLET_DEFAULT_CONFIG`): nowhere, so no test depends on the
+/// host's /etc.
+pub const NO_DEFAULT_CONFIG: &str = "/nonexistent/inlet-test/inlet.toml";
+
+/// Sets the child's umask before it runs (the test process's own is left alone).
+pub fn with_umask(cmd: &mut Command, umask: u32) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask(2) is async-signal-safe and changes only the forked child.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        })
+    }
+}
+
 /// How long anything in a test may take to become true.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -40,6 +57,8 @@ pub struct Inlet {
     pub log: Arc<Mutex<String>>,
     extra: Vec<String>,
     log_level: String,
+    /// The server's umask, when a test sets one.
+    umask: Option<u32>,
 }
 
 impl Inlet {
@@ -60,9 +79,18 @@ impl Inlet {
 
     /// Starts a server whose data dir is a new temp dir inside `parent`.
     pub fn start_in(parent: &Path, level: &str, extra: &[&str]) -> Inlet {
+        Inlet::start_full(parent, level, extra, None)
+    }
+
+    /// Starts a server with this umask (kept across restarts).
+    pub fn start_umask(umask: u32) -> Inlet {
+        Inlet::start_full(&std::env::temp_dir(), "info", &[], Some(umask))
+    }
+
+    fn start_full(parent: &Path, level: &str, extra: &[&str], umask: Option<u32>) -> Inlet {
         let dir = tempfile::tempdir_in(parent).expect("temp dir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, log) = spawn(dir.path(), &extra, level);
+        let (child, addr, log) = spawn(dir.path(), &extra, level, umask);
         Inlet {
             dir,
             addr,
@@ -70,6 +98,7 @@ impl Inlet {
             log,
             extra,
             log_level: level.to_owned(),
+            umask,
         }
     }
 
@@ -140,7 +169,7 @@ impl Inlet {
     /// Starts the server again on the same data dir (after `kill` or a signal).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let (child, addr, log) = spawn(self.dir.path(), &self.extra, &self.log_level);
+        let (child, addr, log) = spawn(self.dir.path(), &self.extra, &self.log_level, self.umask);
         self.child = Some(child);
         self.addr = addr;
         self.log = log;
@@ -153,14 +182,24 @@ impl Drop for Inlet {
     }
 }
 
-fn spawn(dir: &Path, extra: &[String], level: &str) -> (Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut child = Command::new(bin())
+fn spawn(
+    dir: &Path,
+    extra: &[String],
+    level: &str,
+    umask: Option<u32>,
+) -> (Child, SocketAddr, Arc<Mutex<String>>) {
+    let mut cmd = Command::new(bin());
+    if let Some(umask) = umask {
+        with_umask(&mut cmd, umask);
+    }
+    let mut child = cmd
         .arg("--data")
         .arg(dir)
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", level)
+        .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -210,6 +249,7 @@ pub fn cli(data: &Path, args: &[&str]) -> Output {
         .arg("--data")
         .arg(data)
         .args(args)
+        .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
         .stdin(Stdio::null())
         .output()
         .expect("run inlet")
