@@ -11,15 +11,13 @@
 //!   confirms the key;
 //! - any other key (a batch's `s2s/bulk/<date>/<id>.json`, `gr/batch/...`) is indexed in
 //!   [`AUDIT_BATCHES`] (`key → seq`); batch ids are time-ordered, so that index grows at its
-//!   end too;
-//! - bodies written by schema ≤ 2 stay in the old key-ordered [`AUDIT`] table, which is
-//!   still read (and emptied by retention) but no longer written.
+//!   end too.
 //!
 //! The events of one request get consecutive seqs (the writer assigns a request's seqs
 //! together), so the body of any event is the entry at or before its seq.
 
 use super::Result;
-use super::tables::{APPS, AUDIT, AUDIT_BATCHES, AUDIT_BODIES, EVENTS};
+use super::tables::{APPS, AUDIT_BATCHES, AUDIT_BODIES, EVENTS};
 use redb::{ReadTransaction, ReadableTable, Table};
 
 /// The event id a per-event audit key names: `<source>/<YYYY-MM-DD>/<event_id>.<ext>`.
@@ -112,8 +110,7 @@ pub fn get(txn: &ReadTransaction, key: &str) -> Result<Option<Vec<u8>>> {
             }
         }
     }
-    // Written by schema ≤ 2.
-    Ok(txn.open_table(AUDIT)?.get(key)?.map(|b| b.value().to_vec()))
+    Ok(None)
 }
 
 /// Retention removed event `seq` whose audit key is `key`: drops the body stored under it (if
@@ -124,7 +121,6 @@ pub fn forget(txn: &redb::WriteTransaction, key: &str, seq: u64) -> Result<()> {
     if batches.get(key)?.is_some_and(|s| s.value() == seq) {
         batches.remove(key)?;
     }
-    txn.open_table(AUDIT)?.remove(key)?;
     Ok(())
 }
 
@@ -153,7 +149,7 @@ mod tests {
     }
 
     /// Bodies of single-event and batch requests committed together are found by their keys;
-    /// a key naming another event, a duplicate-only request and a legacy body behave.
+    /// a key naming another event and a duplicate-only request behave.
     #[tokio::test]
     async fn bodies_are_found_by_key() {
         use crate::store::codec::{EventRecord, encode_event};
@@ -210,16 +206,6 @@ mod tests {
         assert!(dup.is_none() || get(single).is_none(), "both stored");
         assert_eq!(get("s2s/2025-11-24/nope.json"), None);
         assert_eq!(get("s2s/bulk/2025-11-24/nope.json"), None);
-        // A body written by schema 2 is still found.
-        {
-            let txn = store.db().unwrap().begin_write().unwrap();
-            txn.open_table(AUDIT)
-                .unwrap()
-                .insert("s2s/2025-01-01/old.json", &b"old"[..])
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        assert_eq!(get("s2s/2025-01-01/old.json").as_deref(), Some("old"));
     }
 
     #[test]

@@ -30,8 +30,6 @@ macro_rules! each_table {
         $m!(META);
         $m!(EVENTS);
         $m!(DEDUPE);
-        $m!(DEDUPE_FP);
-        $m!(DEDUPE_JOURNAL);
         $m!(DEDUPE_COMMITS);
         $m!(TENANTS);
         $m!(APPS);
@@ -39,7 +37,6 @@ macro_rules! each_table {
         $m!(KEY_LOOKUP);
         $m!(KEY_USED);
         $m!(USAGE);
-        $m!(AUDIT);
         $m!(AUDIT_BODIES);
         $m!(AUDIT_BATCHES);
         $m!(ORDERING);
@@ -94,10 +91,8 @@ fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
     }
     each_table!(copy);
     // Sorted runs (`store::runs`): tables named at run time, including the output of a merge
-    // in progress. Schema 5 keeps the dedupe index's fingerprints so (`run.dedupe.*`).
-    // Schema 3 kept the identity graph so too: a schema 3 backup still holds those, and the
-    // first open after restoring it drops them (schema 4 moved the graph to a file of its
-    // own, which backups leave out: it is rebuilt from the log).
+    // in progress: the dedupe index's fingerprints (`run.dedupe.*`). The identity graph has
+    // a file of its own, which backups leave out: it is rebuilt from the log.
     for name in src.list_tables()?.map(|t| t.name().to_owned()) {
         if super::runs::is_run_table(&name) {
             rows += copy_table(src, dst, TableDefinition::<&[u8], ()>::new(&name))?;
@@ -183,11 +178,9 @@ pub fn verify(path: &Path) -> Result<Summary> {
         .map_err(|_| Error::Invalid("no schema version: not an inlet database".into()))?
         .get("schema_version")?
         .and_then(|v| v.value().try_into().ok().map(u32::from_be_bytes));
-    // Older versions are migrated when the restored file is first opened (the tables read
-    // here are in every version).
-    if !version.is_some_and(|v| (1..=SCHEMA_VERSION).contains(&v)) {
+    if version != Some(SCHEMA_VERSION) {
         return Err(Error::Invalid(format!(
-            "schema version {version:?}, this build reads 1 to {SCHEMA_VERSION}"
+            "schema version {version:?}, this build reads {SCHEMA_VERSION}"
         )));
     }
     let mut s = Summary {
@@ -284,25 +277,13 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
 mod tests {
     use super::*;
 
-    /// A backup made by the previous version (schema 2, identity graph in `id_events` /
-    /// `id_links`) restores, and the first open migrates it.
+    /// Only a file of this build's schema version restores, and only into an existing data
+    /// dir.
     #[test]
-    fn a_schema_2_backup_restores_and_migrates() {
+    fn restore_checks_the_version_and_creates_no_data_dir() {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("old");
-        {
-            let store = Store::open(&old).unwrap();
-            let txn = store.db().unwrap().begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert("schema_version", &2u32.to_be_bytes()[..])
-                .unwrap();
-            txn.open_table(OLD_ID_EVENTS)
-                .unwrap()
-                .insert(&b"x"[..], ())
-                .unwrap();
-            txn.commit().unwrap();
-        }
+        drop(Store::open(&old).unwrap());
         let file = old.join(DB_FILE);
         verify(&file).unwrap();
         let data = dir.path().join("new");
@@ -313,29 +294,28 @@ mod tests {
         assert!(!data.exists());
         std::fs::create_dir(&data).unwrap();
         restore(&data, &file).unwrap();
-        let store = Store::open(&data).unwrap();
-        let txn = store.db().unwrap().begin_read().unwrap();
-        let version = txn.open_table(META).unwrap().get("schema_version").unwrap();
-        assert_eq!(version.unwrap().value(), SCHEMA_VERSION.to_be_bytes());
-        assert!(
-            txn.open_table(OLD_ID_EVENTS).is_err(),
-            "v2 graph tables dropped"
-        );
-        // A file from the future is refused.
-        drop(txn);
-        drop(store);
-        let txn = Store::open(&old)
-            .unwrap()
-            .db()
-            .unwrap()
-            .begin_write()
-            .unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", &(SCHEMA_VERSION + 1).to_be_bytes()[..])
-            .unwrap();
-        txn.commit().unwrap();
-        assert!(verify(&file).is_err());
+        drop(Store::open(&data).unwrap());
+        // A file of any other version (older, or from the future) is refused.
+        for other in [0, SCHEMA_VERSION + 1] {
+            let store = Store::open(&old).unwrap();
+            let txn = store.db().unwrap().begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", &other.to_be_bytes()[..])
+                .unwrap();
+            txn.commit().unwrap();
+            drop(store);
+            assert!(verify(&file).is_err(), "version {other}");
+            assert!(Store::open(&old).is_err(), "version {other}");
+            // Put it back for the next round.
+            let db = redb::Database::open(&file).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", &SCHEMA_VERSION.to_be_bytes()[..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
     }
 
     #[test]

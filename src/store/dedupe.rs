@@ -14,8 +14,8 @@
 //!   new **sorted run** ([`super::runs`], set [`RUNS`], keys `fingerprint ++ seq`, both
 //!   big-endian) and deletes the rows they came from. Runs are merged geometrically, a
 //!   bounded step per commit, so a fingerprint is rewritten about log8(ids / FREEZE_AT)
-//!   times, each time sequentially. (Schema 4 merged them into one B-tree, [`DEDUPE_FP`],
-//!   which rewrote most of its pages per merge: at 10M ids, about 1 KB per new id.)
+//!   times, each time sequentially. (One merged B-tree instead rewrote most of its pages
+//!   per merge: at 10M ids, about 1 KB per new id.)
 //! - **Bloom filters** in memory: one of everything (10 bits per fingerprint, about 1% false
 //!   "maybe") and one per run (6 bits, about 6%), so a new id reads no run at all, and a
 //!   resubmitted one reads about one. They are built in the background after a start (until
@@ -32,14 +32,11 @@
 //!   looks up the rest as above.
 //! - After a restart the rows not yet in a run are read back into memory. A run write or
 //!   merge step cut short by a crash never committed, so it is simply done again.
-//! - Schema ≤ 4 databases keep their [`DEDUPE_FP`] (read with a filter of its own, never
-//!   written) and [`DEDUPE_JOURNAL`] (read back like [`DEDUPE_COMMITS`], emptied by the first
-//!   run).
 
 use super::Result;
 use super::codec::event_id_of;
 use super::runs::{self, Run, RunSet};
-use super::tables::{DEDUPE, DEDUPE_COMMITS, DEDUPE_FP, DEDUPE_JOURNAL, META, dedupe_key};
+use super::tables::{DEDUPE, DEDUPE_COMMITS, META, dedupe_key};
 use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -117,7 +114,7 @@ fn probe(
 }
 
 /// The seq `fp` is stored under: in the first of `runs` (run ids, newest first) that holds
-/// it, else in [`DEDUPE_FP`]. Run tables are opened once per transaction, kept in `tables`.
+/// it. Run tables are opened once per transaction, kept in `tables`.
 /// The writer ([`Batch`]) and the pre-check ([`Precheck`]) both look up this way, on a write
 /// and on a read transaction.
 fn owner_in_runs<T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -125,7 +122,6 @@ fn owner_in_runs<T: ReadableTable<&'static [u8], &'static [u8]>>(
     runs: impl IntoIterator<Item = u32>,
     tables: &mut HashMap<u32, T>,
     open: impl Fn(&str) -> std::result::Result<T, redb::TableError>,
-    legacy: &impl ReadableTable<u128, u64>,
 ) -> Result<Option<u64>> {
     for id in runs {
         let table = match tables.entry(id) {
@@ -138,7 +134,7 @@ fn owner_in_runs<T: ReadableTable<&'static [u8], &'static [u8]>>(
             return Ok(Some(seq));
         }
     }
-    Ok(legacy.get(fp)?.map(|v| v.value()))
+    Ok(None)
 }
 
 /// Fingerprints are already uniformly random: hashing them again is wasted work.
@@ -240,7 +236,7 @@ impl FpFilter {
 }
 
 /// A filter that grows by adding parts, each twice the capacity of the last, so that it
-/// never has to be rebuilt: the filter of every fingerprint in a run or in [`DEDUPE_FP`].
+/// never has to be rebuilt: the filter of every fingerprint in a run.
 #[derive(Default)]
 pub struct GrowingFilter {
     parts: Vec<FpFilter>,
@@ -283,7 +279,7 @@ impl GrowingFilter {
 enum Built {
     /// The filter of one run.
     Run(u32, Result<FpFilter>),
-    /// The filter of everything in runs and [`DEDUPE_FP`] as of the build's snapshot.
+    /// The filter of everything in runs as of the build's snapshot.
     All(Result<GrowingFilter>),
 }
 
@@ -308,10 +304,8 @@ impl Builder {
             use redb::ReadableDatabase;
             let all = (|| -> Result<GrowingFilter> {
                 let txn = db.begin_read()?;
-                let legacy = txn.open_table(DEDUPE_FP)?;
                 let mut runs = RunSet::load(&txn.open_table(META)?, RUNS)?.runs;
-                let keys = redb::ReadableTableMetadata::len(&legacy)?
-                    + runs.iter().map(|r| r.keys).sum::<u64>();
+                let keys = runs.iter().map(|r| r.keys).sum::<u64>();
                 let mut all = GrowingFilter::with_capacity((keys + keys / 4) as usize);
                 runs.sort_by_key(|r| r.keys);
                 for r in runs {
@@ -320,9 +314,6 @@ impl Builder {
                     if tx.send(Built::Run(r.id, built)).is_err() || failed {
                         return Err(super::Error::Invalid("a run's filter failed".into()));
                     }
-                }
-                for row in legacy.iter()? {
-                    all.insert(row?.0.value());
                 }
                 Ok(all)
             })();
@@ -375,7 +366,7 @@ fn run_filter(
     Ok(filter)
 }
 
-/// The filter of everything in runs and [`DEDUPE_FP`].
+/// The filter of everything in runs.
 #[derive(Default)]
 enum All {
     /// None (tests, or its build failed): lookups ask each run's filter.
@@ -388,7 +379,7 @@ enum All {
     Ready(GrowingFilter),
 }
 
-/// The filters in front of the runs and [`DEDUPE_FP`]: one of everything, which rules out
+/// The filters in front of the runs: one of everything, which rules out
 /// almost every new id in one cache line, and one per run, which picks the run to read for
 /// the others. A run without a filter is read on every lookup that gets that far: exact,
 /// only slower.
@@ -402,7 +393,7 @@ struct Filters {
 }
 
 impl Filters {
-    /// Whether `fp` is certainly in no run and not in [`DEDUPE_FP`].
+    /// Whether `fp` is certainly in no run.
     fn surely_absent(&self, fp: u128) -> bool {
         match &self.all {
             All::Ready(f) => !f.may_contain(fp),
@@ -588,11 +579,10 @@ impl Precheck {
                 .collect()
         };
         let events = txn.open_table(super::tables::EVENTS)?;
-        let legacy = txn.open_table(DEDUPE_FP)?;
         let mut tables = HashMap::new();
         let open = |name: &str| txn.open_table(runs::def(name));
         for (i, fp, runs) in plans {
-            let owner = owner_in_runs(fp, runs, &mut tables, open, &legacy)?;
+            let owner = owner_in_runs(fp, runs, &mut tables, open)?;
             // A fingerprint is stored once: the owner's record says whether it is this id.
             if let Some(seq) = owner
                 && let Some(record) = events.get(seq)?
@@ -626,8 +616,7 @@ pub struct Staged {
     freeze_at: usize,
     shared: Arc<Precheck>,
     builder: Option<Builder>,
-    /// Fingerprint → seq, committed but not in a run yet (all of [`DEDUPE_COMMITS`] and
-    /// [`DEDUPE_JOURNAL`]).
+    /// Fingerprint → seq, committed but not in a run yet (all of [`DEDUPE_COMMITS`]).
     active: FpMap,
     /// Largest seq in `active`: the rows a run of it replaces are those up to it.
     active_upto: u64,
@@ -652,10 +641,6 @@ impl Staged {
     /// Reads back everything not in a run yet, and the list of runs.
     pub fn load(txn: &WriteTransaction) -> Result<Staged> {
         let mut staged = Staged::default();
-        for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
-            let (seq, fp) = row?;
-            staged.remember(fp.value(), seq.value());
-        }
         for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
             let (_, pairs) = row?;
             for (fp, seq) in commit_row_pairs(pairs.value())? {
@@ -671,7 +656,7 @@ impl Staged {
         self.active_upto = self.active_upto.max(seq);
     }
 
-    /// Starts building the filters of every run (and of [`DEDUPE_FP`]) from `db` in the
+    /// Starts building the filters of every run from `db` in the
     /// background; later merges' outputs get theirs the same way. Until a filter is in, its
     /// run is read on every lookup. The pre-checks read `db` from now on.
     pub fn build_filter(&mut self, db: Arc<Database>) {
@@ -715,7 +700,6 @@ impl Staged {
             added: FpMap::default(),
             runs: RunSet::load(&txn.open_table(META)?, RUNS)?,
             run_tables: RefCell::new(HashMap::new()),
-            legacy: txn.open_table(DEDUPE_FP)?,
             overflow: txn.open_table(DEDUPE)?,
         })
     }
@@ -792,7 +776,6 @@ pub struct Batch<'s, 't> {
     runs: RunSet,
     /// Run tables opened so far (only the runs a filter could not rule out are opened).
     run_tables: RefCell<HashMap<u32, RunTableMut<'t>>>,
-    legacy: Table<'t, u128, u64>,
     overflow: Table<'t, &'static [u8], u64>,
 }
 
@@ -856,7 +839,7 @@ impl Batch<'_, '_> {
         })
     }
 
-    /// The seq `fp` is stored under in a run or in [`DEDUPE_FP`], newest run first.
+    /// The seq `fp` is stored under in a run, newest run first.
     fn stored(&self, fp: u128) -> Result<Option<u64>> {
         let filters = &self.filters;
         if filters.surely_absent(fp) {
@@ -868,7 +851,6 @@ impl Batch<'_, '_> {
             runs.filter(|&id| filters.may_contain(id, fp)),
             &mut self.run_tables.borrow_mut(),
             |name| self.txn.open_table(runs::def(name)),
-            &self.legacy,
         )
     }
 
@@ -896,11 +878,10 @@ impl Batch<'_, '_> {
             added,
             runs: before,
             run_tables,
-            legacy,
             overflow,
         } = self;
         // Merges open (and delete) run tables themselves.
-        drop((filters, run_tables, legacy, overflow));
+        drop((filters, run_tables, overflow));
         if !added.is_empty() {
             let mut pairs: Vec<(u64, u128)> = added.iter().map(|(&fp, &seq)| (seq, fp)).collect();
             pairs.sort_unstable();
@@ -948,27 +929,7 @@ fn write_run(txn: &WriteTransaction, active: &FpMap, upto: u64) -> Result<(u32, 
     }
     txn.open_table(DEDUPE_COMMITS)?
         .retain_in(..=upto, |_, _| false)?;
-    txn.open_table(DEDUPE_JOURNAL)?
-        .retain_in(..=upto, |_, _| false)?;
     Ok((id, filter))
-}
-
-/// Retention removed the event `seq` whose full key (`dedupe_key`) is `full`: drops its
-/// entry from schema 4's [`DEDUPE_FP`] when it points at it. Runs are immutable and commit
-/// rows are not rewritten: their entry stays, and a lookup that finds the owner's record gone
-/// falls back to the full key, so a resubmission is accepted again (retention's documented
-/// behaviour), never miscounted.
-pub fn forget(txn: &WriteTransaction, full: &[u8], seq: u64) -> Result<()> {
-    let (app, id) = full.split_at(4.min(full.len()));
-    let (Ok(app), Ok(id)) = (<[u8; 4]>::try_from(app), std::str::from_utf8(id)) else {
-        return Ok(());
-    };
-    let fp = fingerprint(u32::from_be_bytes(app), id);
-    let mut fp_table = txn.open_table(DEDUPE_FP)?;
-    if fp_table.get(fp)?.is_some_and(|s| s.value() == seq) {
-        fp_table.remove(fp)?;
-    }
-    Ok(())
 }
 
 /// Every fingerprint entry of the index as one read transaction sees it (for
@@ -977,19 +938,12 @@ pub fn forget(txn: &WriteTransaction, full: &[u8], seq: u64) -> Result<()> {
 pub struct Entries {
     /// (seq, fingerprint) in a run.
     pub runs: Vec<(u64, u128)>,
-    /// (seq, fingerprint) in schema 4's [`DEDUPE_FP`]. A file upgraded while schema 4 was
-    /// merging may hold some of them in a run too (the journal it read back held them).
-    pub legacy: Vec<(u64, u128)>,
-    /// (seq, fingerprint) in [`DEDUPE_COMMITS`] or [`DEDUPE_JOURNAL`], not in a run yet.
+    /// (seq, fingerprint) in [`DEDUPE_COMMITS`], not in a run yet.
     pub unmerged: Vec<(u64, u128)>,
 }
 
 pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
     let mut out = Entries::default();
-    for row in txn.open_table(DEDUPE_FP)?.iter()? {
-        let (fp, seq) = row?;
-        out.legacy.push((seq.value(), fp.value()));
-    }
     let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
     for run in &set.runs {
         let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
@@ -1005,10 +959,6 @@ pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
             )));
         }
     }
-    for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
-        let (seq, fp) = row?;
-        out.unmerged.push((seq.value(), fp.value()));
-    }
     for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
         let (_, pairs) = row?;
         out.unmerged
@@ -1018,8 +968,7 @@ pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
 }
 
 /// The seq of `(app_id, event_id)` as committed, for readers outside the writer thread (the
-/// admin panel's lookup by id, audit keys): the runs (newest first), [`DEDUPE_FP`], the
-/// full-key table, then a scan of the rows not in a run yet (at most [`FREEZE_AT`] small
+/// admin panel's lookup by id, audit keys): the runs (newest first), the full-key table, then a scan of the rows not in a run yet (at most [`FREEZE_AT`] small
 /// entries).
 pub fn lookup_committed(txn: &ReadTransaction, app_id: u32, event_id: &str) -> Result<Option<u64>> {
     let fp = fingerprint(app_id, event_id);
@@ -1039,11 +988,6 @@ pub fn lookup_committed(txn: &ReadTransaction, app_id: u32, event_id: &str) -> R
             return Ok(Some(seq));
         }
     }
-    if let Some(seq) = txn.open_table(DEDUPE_FP)?.get(fp)?.map(|v| v.value())
-        && is_it(seq)?
-    {
-        return Ok(Some(seq));
-    }
     let full = dedupe_key(app_id, event_id);
     if let Some(seq) = txn.open_table(DEDUPE)?.get(full.as_slice())? {
         return Ok(Some(seq.value()));
@@ -1056,47 +1000,15 @@ pub fn lookup_committed(txn: &ReadTransaction, app_id: u32, event_id: &str) -> R
             }
         }
     }
-    for row in txn.open_table(DEDUPE_JOURNAL)?.iter()? {
-        let (seq, f) = row?;
-        if f.value() == fp && is_it(seq.value())? {
-            return Ok(Some(seq.value()));
-        }
-    }
     Ok(None)
 }
 
-/// Schema v1 → v2: v1 kept every id under its full key in [`DEDUPE`]. Moves each into
-/// [`DEDUPE_FP`] by fingerprint, keeping in [`DEDUPE`] only ids whose fingerprint another id
-/// owns. (Schema 5 still reads [`DEDUPE_FP`]; the move is kept because it is the cheapest
-/// way from v1.)
-pub fn migrate_v1(txn: &WriteTransaction) -> Result<()> {
-    let mut overflow = txn.open_table(DEDUPE)?;
-    let mut fp_table = txn.open_table(DEDUPE_FP)?;
-    let mut moved: Vec<Vec<u8>> = Vec::new();
-    for row in overflow.iter()? {
-        let (key, seq) = row?;
-        let key = key.value();
-        let (app, id) = key.split_at(4.min(key.len()));
-        let (Ok(app), Ok(id)) = (<[u8; 4]>::try_from(app), std::str::from_utf8(id)) else {
-            continue;
-        };
-        let fp = fingerprint(u32::from_be_bytes(app), id);
-        if fp_table.get(fp)?.is_none() {
-            fp_table.insert(fp, seq.value())?;
-            moved.push(key.to_vec());
-        }
-    }
-    for key in moved {
-        overflow.remove(key.as_slice())?;
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::tables::EVENTS;
-    use redb::{ReadableDatabase, ReadableTableMetadata};
+    use redb::ReadableDatabase;
 
     fn record(id: &str) -> Vec<u8> {
         crate::store::codec::encode_event(&crate::store::codec::EventRecord::for_test(id))
@@ -1164,8 +1076,6 @@ mod tests {
     fn fresh_db(dir: &std::path::Path) -> Database {
         let db = Database::create(dir.join("t.redb")).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(DEDUPE_FP).unwrap();
-        txn.open_table(DEDUPE_JOURNAL).unwrap();
         txn.open_table(DEDUPE_COMMITS).unwrap();
         txn.open_table(META).unwrap();
         txn.commit().unwrap();
@@ -1175,97 +1085,6 @@ mod tests {
     fn runs_of(db: &Database) -> RunSet {
         let txn = db.begin_read().unwrap();
         RunSet::load(&txn.open_table(META).unwrap(), RUNS).unwrap()
-    }
-
-    #[test]
-    fn a_v1_database_is_migrated_and_keeps_its_duplicates() {
-        use crate::store::tables::SCHEMA_VERSION;
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = Database::create(dir.path().join(crate::store::DB_FILE)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut meta = txn.open_table(META).unwrap();
-                meta.insert("schema_version", &1u32.to_be_bytes()[..])
-                    .unwrap();
-                let mut events = txn.open_table(EVENTS).unwrap();
-                let mut v1 = txn.open_table(DEDUPE).unwrap();
-                for (seq, id) in [(1u64, "old-1"), (2, "old-2")] {
-                    events.insert(seq, record(id).as_slice()).unwrap();
-                    v1.insert(dedupe_key(1, id).as_slice(), seq).unwrap();
-                }
-            }
-            txn.commit().unwrap();
-        }
-        let store = crate::store::Store::open(dir.path()).unwrap();
-        assert_eq!(store.schema_version(), Some(SCHEMA_VERSION));
-        let txn = store.db().unwrap().begin_write().unwrap();
-        let mut staged = Staged::load(&txn).unwrap();
-        txn.abort().unwrap();
-        let mut seq = 3;
-        let fresh = ingest(
-            &store.db().unwrap(),
-            &mut staged,
-            &mut seq,
-            &["old-2", "new", "old-1"],
-        );
-        assert_eq!(fresh, [false, true, false]);
-    }
-
-    /// A schema 4 database: merged fingerprints in `dedupe_fp`, unmerged ones in the per-seq
-    /// journal. Both stay duplicates, and the first run written empties the old journal.
-    #[test]
-    fn a_schema_4_index_is_read_and_its_journal_emptied_by_the_first_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
-        let old = ids("old", 40);
-        {
-            let txn = db.begin_write().unwrap();
-            {
-                let mut events = txn.open_table(EVENTS).unwrap();
-                let mut fp_table = txn.open_table(DEDUPE_FP).unwrap();
-                let mut journal = txn.open_table(DEDUPE_JOURNAL).unwrap();
-                for (i, id) in old.iter().enumerate() {
-                    let seq = i as u64 + 1;
-                    events.insert(seq, record(id).as_slice()).unwrap();
-                    if i < 25 {
-                        fp_table.insert(fingerprint(1, id), seq).unwrap();
-                    } else {
-                        journal.insert(seq, fingerprint(1, id)).unwrap();
-                    }
-                }
-            }
-            txn.commit().unwrap();
-        }
-        let db = Arc::new(db);
-        let mut staged = reload(&db, 30);
-        assert_eq!(staged.in_memory(), 15);
-        staged.build_filter(db.clone());
-        let mut seq = 41;
-        assert!(
-            ingest(&db, &mut staged, &mut seq, &refs(&old))
-                .iter()
-                .all(|&n| !n)
-        );
-        let new = ids("new", 20);
-        assert!(
-            ingest(&db, &mut staged, &mut seq, &refs(&new))
-                .iter()
-                .all(|&n| n)
-        );
-        // 35 in memory ≥ 30: this commit writes them as a run.
-        ingest(&db, &mut staged, &mut seq, &["one-more"]);
-        assert_eq!(runs_of(&db).runs.len(), 1);
-        let txn = db.begin_read().unwrap();
-        assert_eq!(txn.open_table(DEDUPE_JOURNAL).unwrap().len().unwrap(), 0);
-        assert_eq!(txn.open_table(DEDUPE_FP).unwrap().len().unwrap(), 25);
-        assert_eq!(lookup_committed(&txn, 1, "old-3").unwrap(), Some(4));
-        assert_eq!(lookup_committed(&txn, 1, "old-30").unwrap(), Some(31));
-        drop(txn);
-        for s in [&mut staged, &mut reload(&db, 30)] {
-            let all: Vec<&str> = refs(&old).into_iter().chain(refs(&new)).collect();
-            assert!(ingest(&db, s, &mut seq, &all).iter().all(|&n| !n));
-        }
     }
 
     /// Commits one new id at a time until every run has its filter and the filter of

@@ -166,8 +166,8 @@ pub fn matches_log(graph: &Database, main: &Database) -> Result<bool> {
 mod tests {
     use super::*;
     use crate::store::identity::tests::{append, cursor, graph_keys, stored};
-    use crate::store::identity::{INDEXED_SEQ, RUNS, catch_up};
-    use crate::store::{Store, runs};
+    use crate::store::identity::catch_up;
+    use crate::store::Store;
 
     fn with_user(seq: u64, user: &str) -> crate::store::codec::EventRecord {
         let mut r = stored(seq, &[("device_id", &format!("d{seq}"))]);
@@ -238,39 +238,4 @@ mod tests {
         assert_eq!(graph_keys(&store).0, 2);
     }
 
-    /// A schema 3 log kept the graph's runs and cursor itself: opening it drops them, and the
-    /// graph is rebuilt in its own file.
-    #[test]
-    fn a_schema_3_log_loses_its_graph_tables() {
-        use redb::ReadableDatabase;
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            append(&store, &[with_user(1, "u")]);
-            let txn = store.db().unwrap().begin_write().unwrap();
-            runs::RunSet::add(&txn, RUNS, [b"stale key".as_slice()]).unwrap();
-            let mut meta = txn.open_table(META).unwrap();
-            meta.insert(INDEXED_SEQ, &1u64.to_be_bytes()[..]).unwrap();
-            meta.insert("schema_version", &3u32.to_be_bytes()[..])
-                .unwrap();
-            drop(meta);
-            txn.commit().unwrap();
-        }
-        std::fs::remove_file(dir.path().join(GRAPH_FILE)).unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let txn = store.db().unwrap().begin_read().unwrap();
-        let meta = txn.open_table(META).unwrap();
-        assert!(meta.get(INDEXED_SEQ).unwrap().is_none());
-        assert!(meta.get(RUNS).unwrap().is_none());
-        assert_eq!(
-            txn.list_tables()
-                .unwrap()
-                .filter(|t| runs::is_run_table(redb::TableHandle::name(t)))
-                .count(),
-            0
-        );
-        assert_eq!(cursor(&store), 0);
-        assert_eq!(catch_up(&store).unwrap(), 1);
-        assert_eq!(profile_events(&store, "u"), 1);
-    }
 }

@@ -333,20 +333,6 @@ pub(crate) fn check(
     Ok(())
 }
 
-/// Schema ≤ 3 → 4: the graph moved out of the log's file. Drops what earlier schemas kept
-/// of it there (the v2 B-trees, the v3 runs and cursor); the indexer rebuilds the graph in
-/// its own file from the log (profiles stay exact meanwhile: they read the unindexed tail).
-pub fn drop_from_log(
-    txn: &WriteTransaction,
-    meta: &mut redb::Table<&'static str, &'static [u8]>,
-) -> Result<()> {
-    txn.delete_table(super::tables::OLD_ID_EVENTS)?;
-    txn.delete_table(super::tables::OLD_ID_LINKS)?;
-    super::runs::clear(txn, meta, RUNS)?;
-    meta.remove(INDEXED_SEQ)?;
-    Ok(())
-}
-
 /// Empties the graph (in `txn`, a write transaction of the graph's database): its runs, its
 /// cursor and its binding to the log. The indexer then rebuilds it from the first event.
 pub fn reset(txn: &WriteTransaction) -> Result<()> {

@@ -281,15 +281,6 @@ impl Store {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    /// The schema version stamped in the file (tests of migrations).
-    #[cfg(test)]
-    pub(crate) fn schema_version(&self) -> Option<u32> {
-        let txn = self.db().ok()?.begin_read().ok()?;
-        let meta = txn.open_table(META).ok()?;
-        let v = meta.get("schema_version").ok()??;
-        Some(u32::from_be_bytes(v.value().try_into().ok()?))
-    }
-
     fn init(&self) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
@@ -299,16 +290,6 @@ impl Store {
                 .map(|v| u32::from_be_bytes(v.value().try_into().unwrap_or([0; 4])));
             match version {
                 Some(SCHEMA_VERSION) => {}
-                Some(old @ (1..=4)) => {
-                    open_all_tables(&txn)?;
-                    if old == 1 {
-                        dedupe::migrate_v1(&txn)?;
-                    }
-                    if old <= 3 {
-                        identity::drop_from_log(&txn, &mut meta)?;
-                    }
-                    meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes()[..])?;
-                }
                 Some(v) => {
                     return Err(Error::Invalid(format!(
                         "database schema version {v} is not supported by this build (it writes {SCHEMA_VERSION})"
@@ -340,8 +321,6 @@ pub(crate) fn open_error(e: DatabaseError) -> Error {
 fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(EVENTS)?;
     txn.open_table(DEDUPE)?;
-    txn.open_table(DEDUPE_FP)?;
-    txn.open_table(DEDUPE_JOURNAL)?;
     txn.open_table(DEDUPE_COMMITS)?;
     txn.open_table(TENANTS)?;
     txn.open_table(APPS)?;
@@ -349,7 +328,6 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(KEY_LOOKUP)?;
     txn.open_table(KEY_USED)?;
     txn.open_table(USAGE)?;
-    txn.open_table(AUDIT)?;
     txn.open_table(AUDIT_BODIES)?;
     txn.open_table(AUDIT_BATCHES)?;
     txn.open_table(ORDERING)?;

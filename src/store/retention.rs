@@ -134,7 +134,9 @@ pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
         if points_here {
             dedupe.remove(v.dedupe_key.as_slice())?;
         }
-        super::dedupe::forget(txn, &v.dedupe_key, v.seq)?;
+        // The event's fingerprint entry (in a run, or a commit row) stays: runs are
+        // immutable. A lookup that finds the owner's record gone falls back to the full key,
+        // so a resubmission is accepted again (retention's documented behaviour).
         // Every event of one request shares its audit body, and all of them have the same
         // tenant and receive time, so they are all past the cut together.
         super::audit::forget(txn, &v.audit_key, v.seq)?;

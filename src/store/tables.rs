@@ -4,19 +4,12 @@
 
 use redb::TableDefinition;
 
-/// The schema version this build writes, stored under [`META`] `"schema_version"`.
-/// Version 2: the staged dedupe index ([`DEDUPE_FP`], [`DEDUPE_JOURNAL`]); a version 1 file
-/// is migrated on open by [`super::dedupe::migrate_v1`].
-/// Version 3: the identity graph in sorted runs ([`super::runs`]) instead of the
-/// [`OLD_ID_EVENTS`] / [`OLD_ID_LINKS`] B-trees; migrating drops those and resets the graph's
-/// cursor, and the indexer rebuilds the graph from the log in the background.
-/// Version 4: the identity graph in a database file of its own ([`super::graph`]); migrating
-/// drops the graph's runs and cursor from this file, and the indexer rebuilds the graph there.
-/// Version 5: new dedupe fingerprints go to [`DEDUPE_COMMITS`] and sorted runs (set
-/// [`super::dedupe::RUNS`]) instead of [`DEDUPE_JOURNAL`] and [`DEDUPE_FP`]; those two are
-/// still read (the old journal is emptied by the first run written), so nothing is migrated.
-/// A version 4 build must not open a version 5 file: it would not see the runs.
-pub const SCHEMA_VERSION: u32 = 5;
+/// The schema version this build reads and writes, stored under [`META`]
+/// `"schema_version"`. The format is pinned by the committed fixture
+/// `tests/fixtures/schema-1.redb` (see `store::tests`): a change to any table or record
+/// layout raises this number and comes with an upgrade path from every released version
+/// and a fixture of its own. A file of another version is refused, never guessed at.
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Small settings: `"schema_version"` (u32 BE), `"admin_password"` (JSON config record of
 /// [`crate::auth::password::PasswordHash`]), ...
@@ -24,15 +17,8 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The append-only event log: seq (1, 2, 3, ... with no gaps) → event record.
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Dedupe by full key, app id (u32 BE) ++ event_id bytes → seq, for the rare ids whose
-/// fingerprint another id owns (see [`super::dedupe`]). Schema v1 kept every id here.
+/// fingerprint another id owns (see [`super::dedupe`]).
 pub const DEDUPE: TableDefinition<&[u8], u64> = TableDefinition::new("dedupe");
-/// Schema ≤ 4's merged dedupe index: fingerprint (`app_id << 64 | 64 bits of
-/// SHA-256(event_id)`) → seq. Read, never written from schema 5 on (only retention removes
-/// from it).
-pub const DEDUPE_FP: TableDefinition<u128, u64> = TableDefinition::new("dedupe_fp");
-/// Schema ≤ 4's journal of unmerged fingerprints: seq → fingerprint. Read at start, emptied
-/// by the first run the writer writes.
-pub const DEDUPE_JOURNAL: TableDefinition<u64, u128> = TableDefinition::new("dedupe_journal");
 /// Fingerprints not yet in a run, one row per commit: the commit's first new seq → version
 /// byte ++ (fingerprint u128 BE ++ seq u64 BE)* (see [`super::dedupe`]). Appends only.
 pub const DEDUPE_COMMITS: TableDefinition<u64, &[u8]> = TableDefinition::new("dedupe_commits");
@@ -48,9 +34,6 @@ pub const KEY_LOOKUP: TableDefinition<u64, u32> = TableDefinition::new("key_look
 pub const KEY_USED: TableDefinition<u32, u64> = TableDefinition::new("key_used");
 /// [`usage_key`] (tenant, month) → events accepted that month.
 pub const USAGE: TableDefinition<u64, u64> = TableDefinition::new("usage");
-/// Raw request bodies of schema ≤ 2, by audit key. Read and emptied by retention, no longer
-/// written (see [`AUDIT_BODIES`]).
-pub const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
 /// Raw request bodies (`store::audit`): seq of the request's first accepted event → u16 BE
 /// key length ++ audit key ++ body. Appends only.
 pub const AUDIT_BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_bodies");
@@ -104,7 +87,3 @@ pub fn dedupe_key(app_id: u32, event_id: &str) -> Vec<u8> {
 /// HMAC signing secret id → secret record (`store::secrets`): the secret sealed with the
 /// data dir's key (AES-256-GCM), never the plaintext.
 pub const SECRETS: TableDefinition<u32, &[u8]> = TableDefinition::new("secrets");
-/// Schema v2's identity event index (now in sorted runs); only dropped by the v3 migration.
-pub const OLD_ID_EVENTS: TableDefinition<&[u8], ()> = TableDefinition::new("id_events");
-/// Schema v2's identity links (now in sorted runs); only dropped by the v3 migration.
-pub const OLD_ID_LINKS: TableDefinition<&[u8], ()> = TableDefinition::new("id_links");

@@ -5,9 +5,8 @@
 //!
 //! - the log's seqs are 1, 2, 3, … with no gap, and every record decodes;
 //! - no (app, event_id) is stored twice;
-//! - the dedupe index finds every stored event (under its fingerprint in a run or schema 4's
-//!   `dedupe_fp`, in the rows not yet in a run, or under its full key after a fingerprint
-//!   collision), exactly once, and none of its entries points at an event that is not there
+//! - the dedupe index finds every stored event (under its fingerprint in a run, in the rows
+//!   not yet in a run, or under its full key after a fingerprint collision), exactly once, and none of its entries points at an event that is not there
 //!   or has another fingerprint or id;
 //! - every (tenant, month) usage counter equals the number of stored events of that tenant
 //!   received in that month;
@@ -68,14 +67,7 @@ impl Store {
         let entries = super::dedupe::entries(&txn)?;
         let mut by_fp: HashMap<u64, u128> = HashMap::new();
         let mut by_journal: HashMap<u64, u128> = HashMap::new();
-        let mut by_legacy: HashMap<u64, u128> = HashMap::new();
-        // (Schema 4's `dedupe_fp` may share entries with the runs and the journal read back
-        // after an upgrade: the same seq under the same fingerprint twice is harmless.)
-        for (to, list) in [
-            (&mut by_fp, &entries.runs),
-            (&mut by_journal, &entries.unmerged),
-            (&mut by_legacy, &entries.legacy),
-        ] {
+        for (to, list) in [(&mut by_fp, &entries.runs), (&mut by_journal, &entries.unmerged)] {
             for &(seq, fp) in list {
                 if to.insert(seq, fp).is_some() {
                     problems.push(format!("seq {seq}: indexed twice by fingerprint"));
@@ -120,7 +112,6 @@ impl Store {
                     let entries = [
                         by_fp.get(&seq).map(|f| *f == fp),
                         by_journal.get(&seq).map(|f| *f == fp),
-                        by_legacy.get(&seq).map(|f| *f == fp),
                         by_full.get(&seq).map(|k| *k == full),
                     ];
                     if entries.contains(&Some(false)) {
@@ -168,7 +159,6 @@ impl Store {
         let mut dangling: Vec<u64> = by_fp
             .keys()
             .chain(by_journal.keys())
-            .chain(by_legacy.keys())
             .chain(by_full.keys())
             .filter(|seq| !stored.contains(seq))
             .copied()
@@ -275,91 +265,6 @@ mod tests {
         );
     }
 
-    /// A schema 4 index caught in the middle of a merge (some fingerprints both in
-    /// `dedupe_fp` and in the journal), then upgraded: the writer reads the journal back and
-    /// writes it into a run (debug builds write one every 512 fingerprints). Every old id stays
-    /// a duplicate and the database verifies clean, the shared entries included.
-    #[tokio::test]
-    async fn a_schema_4_index_caught_mid_merge_upgrades_cleanly() {
-        use crate::store::codec::{EventRecord, encode_event};
-        use crate::store::writer::Outcome;
-        let at = 1_764_000_000_000;
-        let record = |id: &str| EventRecord {
-            received_at_ms: at,
-            ..EventRecord::for_test(id)
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let old: Vec<String> = (0..300).map(|i| format!("old-{i}")).collect();
-        {
-            // A file a schema 4 build left (its other tables are made on open).
-            let db = redb::Database::create(dir.path().join(crate::store::DB_FILE)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                txn.open_table(META)
-                    .unwrap()
-                    .insert("schema_version", &4u32.to_be_bytes()[..])
-                    .unwrap();
-                let mut log = txn.open_table(EVENTS).unwrap();
-                let mut fp_table = txn.open_table(DEDUPE_FP).unwrap();
-                let mut journal = txn.open_table(DEDUPE_JOURNAL).unwrap();
-                for (i, id) in old.iter().enumerate() {
-                    let seq = i as u64 + 1;
-                    log.insert(seq, encode_event(&record(id)).as_slice())
-                        .unwrap();
-                    let fp = fingerprint(1, id);
-                    // 0..200 merged, 100..300 still journaled: 100..200 in both.
-                    if i < 200 {
-                        fp_table.insert(fp, seq).unwrap();
-                    }
-                    if i >= 100 {
-                        journal.insert(seq, fp).unwrap();
-                    }
-                }
-                txn.open_table(USAGE)
-                    .unwrap()
-                    .insert(usage_key(1, month_key(at)), old.len() as u64)
-                    .unwrap();
-            }
-            txn.commit().unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.schema_version(), Some(SCHEMA_VERSION));
-        assert_eq!(store.verify().unwrap().problems, Vec::<String>::new());
-        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
-        let sub = |ids: &[String]| Submission {
-            app_id: 1,
-            tenant_id: 1,
-            key_id: 1,
-            received_at_ms: at,
-            events: ids
-                .iter()
-                .map(|id| Pending {
-                    event_id: id.clone(),
-                    record: encode_event(&record(id)),
-                    guard: None,
-                })
-                .collect(),
-            audit: None,
-        };
-        // 200 journaled + 400 new passes 512: the next commit writes the run.
-        let new: Vec<String> = (0..400).map(|i| format!("new-{i}")).collect();
-        let out = w.submit(sub(&new), 10).await.unwrap();
-        assert!(out.iter().all(|o| matches!(o, Outcome::Accepted { .. })));
-        let out = w.submit(sub(&old), 10).await.unwrap();
-        assert!(
-            out.iter().all(|o| matches!(o, Outcome::Duplicate { .. })),
-            "an old id passed as new"
-        );
-        let txn = store.db().unwrap().begin_read().unwrap();
-        let e = crate::store::dedupe::entries(&txn).unwrap();
-        assert!(!e.runs.is_empty(), "no run was written");
-        use redb::ReadableTableMetadata;
-        assert_eq!(txn.open_table(DEDUPE_JOURNAL).unwrap().len().unwrap(), 0);
-        drop(txn);
-        crate::store::identity::catch_up(&store).unwrap();
-        assert_eq!(store.verify().unwrap().problems, Vec::<String>::new());
-    }
-
     /// Graph damage is reported: an indexed event missing from the runs, and an audit body
     /// whose event is gone.
     #[test]
@@ -371,14 +276,14 @@ mod tests {
         let txn = db.begin_write().unwrap();
         {
             let mut log = txn.open_table(EVENTS).unwrap();
-            let mut fp = txn.open_table(DEDUPE_FP).unwrap();
+            let mut full = txn.open_table(DEDUPE).unwrap();
             for (seq, id) in [(1u64, "a"), (2, "b")] {
                 let r = EventRecord {
                     user_id: Some(format!("u-{id}")),
                     ..EventRecord::for_test(id)
                 };
                 log.insert(seq, encode_event(&r).as_slice()).unwrap();
-                fp.insert(fingerprint(1, id), seq).unwrap();
+                full.insert(dedupe_key(1, id).as_slice(), seq).unwrap();
             }
             txn.open_table(USAGE)
                 .unwrap()
