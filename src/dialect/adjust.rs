@@ -46,6 +46,13 @@ pub const MAX_REVENUE: f64 = 1e11;
 /// Smallest accepted revenue.
 pub const MIN_REVENUE: f64 = 0.001;
 
+/// The message of a request without `Authorization: Bearer` for an app that requires it (the
+/// default): Adjust's own message, then what to send, or the setting that lets this app's
+/// requests come without a key.
+pub const MISSING_TOKEN: &str = "Failed to authorize request: no Authorization: Bearer <S2S token>; \
+send a key of this app (inlet keys mint --app APP), or accept requests without one with \
+inlet apps configure APP --adjust-require-token false";
+
 /// The message in `{"error": "Event request failed (<message>)"}` for a refusal. Adjust's own
 /// messages where its table has a row for the case; plain ones in its style otherwise.
 pub fn message(reason: Reason) -> &'static str {
@@ -56,9 +63,9 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::Required(Field::EventToken) | Reason::Invalid(Field::EventToken) => {
             "Invalid event token"
         }
-        Reason::MissingBearerToken | Reason::UnknownOrRevokedKey | Reason::KeyNotForApp => {
-            "Failed to authorize request"
-        }
+        // Adjust's snippets send no token; say how to accept that instead of only refusing.
+        Reason::MissingBearerToken => MISSING_TOKEN,
+        Reason::UnknownOrRevokedKey | Reason::KeyNotForApp => "Failed to authorize request",
         Reason::EventNotAllowedByKey => "Event token blocklisted",
         Reason::Required(Field::DeviceId) | Reason::Invalid(Field::DeviceId) => "Device not found",
         Reason::Invalid(Field::IpAddress) => "Invalid IP address, only IPv4 is supported",

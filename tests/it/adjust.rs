@@ -68,6 +68,11 @@ fn curl(script: &str, key: &str) -> (u16, String) {
     (code.parse().unwrap(), body.to_owned())
 }
 
+/// The answer to a request without a token for an app that requires one.
+const MISSING_TOKEN: &str = "Failed to authorize request: no Authorization: Bearer <S2S token>; \
+send a key of this app (inlet keys mint --app APP), or accept requests without one with \
+inlet apps configure APP --adjust-require-token false";
+
 fn failed(message: &str) -> String {
     json!({ "error": format!("Event request failed ({message})") }).to_string()
 }
@@ -313,7 +318,7 @@ fn every_rule_broken_once() {
         expect("GET", query, &auth, *status, message);
     }
     // Authorization: missing, unknown, a key of another app, revoked.
-    expect("GET", &ok, "", 401, "Failed to authorize request");
+    expect("GET", &ok, "", 401, MISSING_TOKEN);
     expect(
         "GET",
         &ok,
@@ -548,10 +553,7 @@ fn the_key_is_required_unless_the_app_says_otherwise() {
     let mut c = inlet.client();
     let q = format!("/event?s2s=1&app_token={APP_TOKEN}&event_token={EVENT_TOKEN}&web_uuid=w-1");
     let r = c.request("GET", &q, &[], b"").unwrap();
-    assert_eq!(
-        (r.status, r.text()),
-        (401, failed("Failed to authorize request"))
-    );
+    assert_eq!((r.status, r.text()), (401, failed(MISSING_TOKEN)));
     inlet.cli_ok(&[
         "apps",
         "configure",
@@ -599,4 +601,35 @@ fn the_key_is_required_unless_the_app_says_otherwise() {
     ]);
     let r = c.request("GET", &q, &[], b"").unwrap();
     assert_eq!(r.status, 401);
+}
+
+#[test]
+fn the_specs_snippet_without_a_token_is_told_which_setting_lets_it_in() {
+    let (inlet, _key) = adjust_inlet();
+    // The spec's callback_params example, verbatim but for the host: it sends no token.
+    let script = format!(
+        "curl --location '{}/event?s2s=1&event_token=f0ob4r&app_token=4w565xzmb54d&idfa=8A3CB124-5A79-4334-8802-F75FEC099C58&callback_params={PARAMS}'",
+        inlet.url("")
+    );
+    let (status, body) = curl(&script, "");
+    assert_eq!((status, body.as_str()), (401, failed(MISSING_TOKEN).as_str()));
+    // Still Adjust's error shape, and the body names the setting that turns the token off.
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(message.starts_with("Event request failed (Failed to authorize request"));
+    assert!(message.contains("inlet apps configure APP --adjust-require-token false"));
+    assert!(inlet.export().is_empty());
+    // Doing what it says lets the same snippet in.
+    inlet.cli_ok(&[
+        "apps",
+        "configure",
+        "default",
+        "--adjust-require-token",
+        "false",
+    ]);
+    assert_eq!(curl(&script, ""), (200, "OK".to_owned()));
+    assert_eq!(inlet.export().len(), 1);
+    // A wrong token is not given the hint: no setting makes a wrong key right.
+    let (status, body) = curl(&format!("{script} -H 'Authorization: Bearer srv_nope'"), "");
+    assert_eq!((status, body), (401, failed("Failed to authorize request")));
 }
