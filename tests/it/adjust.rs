@@ -612,7 +612,10 @@ fn the_specs_snippet_without_a_token_is_told_which_setting_lets_it_in() {
         inlet.url("")
     );
     let (status, body) = curl(&script, "");
-    assert_eq!((status, body.as_str()), (401, failed(MISSING_TOKEN).as_str()));
+    assert_eq!(
+        (status, body.as_str()),
+        (401, failed(MISSING_TOKEN).as_str())
+    );
     // Still Adjust's error shape, and the body names the setting that turns the token off.
     let error: Value = serde_json::from_str(&body).unwrap();
     let message = error["error"].as_str().unwrap();

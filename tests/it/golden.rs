@@ -173,6 +173,13 @@ fn assert_matches(at: &str, got: Option<&Value>, want: &Value) {
 }
 
 #[test]
+fn reflect_fixtures() {
+    let inlet = Inlet::start();
+    let key = inlet.mint("default");
+    check_fixtures("reflect", &inlet, &key);
+}
+
+#[test]
 fn gamerebellion_fixtures() {
     let inlet = Inlet::start();
     let key = inlet.mint("default");
