@@ -44,6 +44,7 @@ macro_rules! each_table {
         $m!(AUDIT_BATCHES);
         $m!(ORDERING);
         $m!(SESSIONS);
+        $m!(OPEN_SESSIONS);
         $m!(APP_DAYS);
         $m!(APP_HOURS);
         $m!(SECRETS);
