@@ -45,6 +45,7 @@ pub enum Field {
     CallbackParams,
     PartnerParams,
     Environment,
+    SkadnRegisteredAt,
 }
 
 impl Field {
@@ -78,6 +79,7 @@ impl Field {
             Field::CallbackParams => "callback_params",
             Field::PartnerParams => "partner_params",
             Field::Environment => "environment",
+            Field::SkadnRegisteredAt => "skadn_registered_at",
         }
     }
 }

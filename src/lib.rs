@@ -22,6 +22,7 @@
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
+//! - [`skan`]: SKAdNetwork conversion value rules and values for Adjust's iOS 14+ answers.
 //! - [`metrics`]: latency and commit histograms, free disk space; rendered by `server::metrics`.
 //! - [`notify`]: systemd readiness notification (`sd_notify` protocol).
 
@@ -39,5 +40,6 @@ pub mod notify;
 pub mod ops;
 pub mod ratelimit;
 pub mod server;
+pub mod skan;
 pub mod stats;
 pub mod store;

@@ -45,6 +45,7 @@ macro_rules! each_table {
         $m!(ORDERING);
         $m!(SESSIONS);
         $m!(OPEN_SESSIONS);
+        $m!(SKAN_VALUES);
         $m!(APP_DAYS);
         $m!(APP_HOURS);
         $m!(SECRETS);

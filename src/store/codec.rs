@@ -219,6 +219,9 @@ pub struct App {
     /// attributed to key id 0). Off by default: the key is required.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adjust_token_optional: bool,
+    /// Adjust dialect: SKAdNetwork conversion value rules for iOS 14+ requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjust_skan: Option<crate::skan::Rules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,6 +389,22 @@ mod tests {
         assert_eq!(
             decode_config::<Tenant>("tenant", &encode_config(&t)).unwrap(),
             t
+        );
+        // An app record written before SKAdNetwork rules existed.
+        let old_app = [
+            &[CONFIG_V1][..],
+            br#"{"name":"a","tenant_id":1,"created_ms":5,"adjust_app_token":"t"}"#,
+        ]
+        .concat();
+        let app: App = decode_config("app", &old_app).unwrap();
+        assert_eq!(app.adjust_skan, None);
+        let with = App {
+            adjust_skan: Some(crate::skan::Rules::from_specs(&["p=5".into()], &[], None).unwrap()),
+            ..app
+        };
+        assert_eq!(
+            decode_config::<App>("app", &encode_config(&with)).unwrap(),
+            with
         );
     }
 }

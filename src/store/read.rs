@@ -59,6 +59,9 @@ pub struct AppRow {
     /// Adjust requests may come without a key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub adjust_token_optional: bool,
+    /// SKAdNetwork conversion value rules for Adjust iOS 14+ requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjust_skan: Option<crate::skan::Rules>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +221,7 @@ impl Store {
                 appsflyer_bundle_id: a.appsflyer_bundle_id,
                 adjust_events: a.adjust_events,
                 adjust_token_optional: a.adjust_token_optional,
+                adjust_skan: a.adjust_skan,
             });
         }
         Ok(rows)
@@ -331,6 +335,13 @@ impl Store {
             .unwrap_or(i64::MAX);
         let session_id = String::from_utf8_lossy(&rest[8..]).into_owned();
         Ok(Some((session_id, start)))
+    }
+
+    /// The SKAdNetwork conversion value stored for a device ([`skan_key`]) of an Adjust app.
+    pub fn skan_value(&self, key: &[u8]) -> Result<Option<crate::skan::Value>> {
+        let txn = self.db.begin_read()?;
+        let v = txn.open_table(SKAN_VALUES)?.get(key)?;
+        Ok(v.and_then(|v| crate::skan::decode(v.value())))
     }
 
     /// Events accepted this month by `tenant_id`.

@@ -59,6 +59,9 @@ pub const AUDIT_BATCHES: TableDefinition<&str, u64> = TableDefinition::new("audi
 /// Adjust ordering: [`ordering_key`] (app, event token, device) → timestamp (ms) of the last
 /// accepted event. Written only by the writer, in the event's transaction.
 pub const ORDERING: TableDefinition<&[u8], i64> = TableDefinition::new("adjust_order");
+/// Adjust SKAdNetwork: [`skan_key`] (app, device) → the device's conversion value
+/// ([`crate::skan::encode`]). Written only by the writer, in the event's transaction.
+pub const SKAN_VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("adjust_skan");
 /// GameRebellion sessions: [`session_key`] (app id ++ session id) → session record
 /// ([`super::codec::encode_session`]: start time, and the identifiers it was started with) of
 /// a session that has not ended. Written only by the writer, in the start or end event's
@@ -92,6 +95,11 @@ pub fn ordering_key(app_id: u32, event_token: &str, device: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(device.as_bytes());
     k
+}
+
+/// The [`SKAN_VALUES`] key of a device (`name=value` of its identifier) of an app.
+pub fn skan_key(app_id: u32, device: &str) -> Vec<u8> {
+    dedupe_key(app_id, device)
 }
 
 /// The [`SESSIONS`] key of a session id within an app (the same layout as [`dedupe_key`]).

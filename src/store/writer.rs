@@ -67,7 +67,13 @@ pub enum Guard {
     /// Adjust's ordering rule: refuse the event ([`Outcome::OutOfOrder`]) when `ts_ms` is
     /// earlier than the last accepted one under `key` in [`ORDERING`]; on acceptance `ts_ms`
     /// becomes the last one (it never moves back).
-    NotBefore { key: Vec<u8>, ts_ms: i64 },
+    /// On acceptance, `skan` (a SKAdNetwork conversion value the event earned) is merged
+    /// into the device's stored value in [`SKAN_VALUES`] ([`crate::skan::merge`]).
+    NotBefore {
+        key: Vec<u8>,
+        ts_ms: i64,
+        skan: Option<SkanUpdate>,
+    },
     /// GameRebellion sessions: on acceptance, `ts_ms` is the start of session `key` in
     /// [`SESSIONS`], and the session is the latest open one of its identifiers (`identity`,
     /// when it had any) in [`OPEN_SESSIONS`]. A restart of the same session id replaces it.
@@ -78,6 +84,13 @@ pub enum Guard {
     },
     /// On acceptance, session `key` is forgotten (in both tables).
     SessionEnd { key: Vec<u8> },
+}
+
+/// A conversion value an Adjust event earned for device `key` ([`skan_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkanUpdate {
+    pub key: Vec<u8>,
+    pub value: crate::skan::Value,
 }
 
 /// The events of one request, all of the same key.
@@ -601,6 +614,7 @@ fn commit_batch(
         let mut ordering = txn.open_table(ORDERING)?;
         let mut sessions = txn.open_table(SESSIONS)?;
         let mut open_sessions = txn.open_table(OPEN_SESSIONS)?;
+        let mut skan_values = txn.open_table(SKAN_VALUES)?;
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut tally = super::panel::Tally::default();
         for Item { sub, known, .. } in batch {
@@ -620,7 +634,7 @@ fn commit_batch(
                     }
                     Check::New(slot) => slot,
                 };
-                if let Some(Guard::NotBefore { key, ts_ms }) = &ev.guard
+                if let Some(Guard::NotBefore { key, ts_ms, .. }) = &ev.guard
                     && ordering
                         .get(key.as_slice())?
                         .is_some_and(|last| last.value() > *ts_ms)
@@ -636,8 +650,18 @@ fn commit_batch(
                 dedupe.insert(slot, seq)?;
                 match &ev.guard {
                     None => {}
-                    Some(Guard::NotBefore { key, ts_ms }) => {
+                    Some(Guard::NotBefore { key, ts_ms, skan }) => {
                         ordering.insert(key.as_slice(), *ts_ms)?;
+                        if let Some(SkanUpdate { key, value }) = skan {
+                            let stored = skan_values
+                                .get(key.as_slice())?
+                                .and_then(|v| crate::skan::decode(v.value()));
+                            let merged = crate::skan::merge(stored, *value);
+                            if stored != Some(merged) {
+                                let bytes = crate::skan::encode(merged);
+                                skan_values.insert(key.as_slice(), bytes.as_slice())?;
+                            }
+                        }
                     }
                     Some(Guard::SessionStart {
                         key,
@@ -907,6 +931,7 @@ pub(crate) mod tests {
                 p.guard = Some(Guard::NotBefore {
                     key: b"dev".to_vec(),
                     ts_ms: *ts,
+                    skan: None,
                 });
             }
             s
@@ -926,6 +951,35 @@ pub(crate) mod tests {
         );
         let out = w.submit(guarded(&[("d", 9), ("e", 11)]), 10).await.unwrap();
         assert_eq!(out, vec![Outcome::OutOfOrder, Outcome::Accepted { seq: 3 }]);
+        // A conversion value is merged into the device's with an accepted event only.
+        use crate::skan::{Coarse, Value};
+        let skan = |id: &str, ts_ms: i64, fine: u8| {
+            let mut s = sub(&[id]);
+            s.events[0].guard = Some(Guard::NotBefore {
+                key: b"dev2".to_vec(),
+                ts_ms,
+                skan: Some(SkanUpdate {
+                    key: b"skan-dev2".to_vec(),
+                    value: Value {
+                        fine,
+                        coarse: Coarse::of_fine(fine),
+                        lock: false,
+                    },
+                }),
+            });
+            s
+        };
+        w.submit(skan("k1", 10, 30), 10).await.unwrap();
+        w.submit(skan("k2", 5, 50), 10).await.unwrap(); // out of order: not merged
+        w.submit(skan("k3", 11, 20), 10).await.unwrap(); // lower: the value stays
+        assert_eq!(
+            store.skan_value(b"skan-dev2").unwrap(),
+            Some(Value {
+                fine: 30,
+                coarse: Coarse::Medium,
+                lock: false
+            })
+        );
         // Sessions: a start is remembered with its event, an end forgets it.
         let alice = [1u8; IDENTITY_LEN];
         for (event, session, ts_ms) in [("s1", "x", 42), ("s1b", "y", 50), ("s1c", "x", 60)] {
