@@ -95,7 +95,8 @@ impl Session {
 /// Decodes the body of `POST /api/v1/sessions/{start,stop,end}`: an optional JSON object with
 /// the fields of an event (`identifiers`, `utm`, `payload`, `event_id`), without
 /// `event_type`, and optionally the sender's `session_id` (a string or integer) at the top
-/// level, in `payload` or in `identifiers`. An empty body is `{}`.
+/// level, in `payload` or in `identifiers`. An empty body is `{}`. A stop or end needs a
+/// session id or identifiers (`session_id_required`).
 pub fn decode_session(
     kind: SessionKind,
     body: &[u8],
@@ -124,6 +125,10 @@ pub fn decode_session(
     }
     object.insert("event_type".into(), Value::String(kind.event_name().into()));
     let draft = decode_event(object, received_at_ms)?;
+    if kind != SessionKind::Start && session_id.is_none() && identity_key(&draft).is_none() {
+        // Nothing names the session to stop or end.
+        return Err(Reason::Required(Field::SessionId));
+    }
     Ok(Session { session_id, draft })
 }
 
@@ -436,9 +441,20 @@ mod tests {
         .unwrap();
         assert_eq!(s.session_id.as_deref(), Some("12"));
         assert_eq!(s.draft.event_name, "session_end");
-        // A stop or end may name no session: the pipeline finds it by the identifiers.
-        let s = decode_session(SessionKind::Stop, b"{}", NOW).unwrap();
-        assert_eq!((s.identity(), s.session_id), (None, None));
+        // A stop or end may name no session: the pipeline finds it by the identifiers. With
+        // neither, nothing names it.
+        let s = decode_session(
+            SessionKind::Stop,
+            br#"{"identifiers":{"player_id":"p"}}"#,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(s.session_id, None);
+        assert!(s.identity().is_some());
+        assert_eq!(
+            decode_session(SessionKind::Stop, b"{}", NOW).err(),
+            Some(Reason::Required(Field::SessionId))
+        );
         // The sender's id wherever an event carries it, and only the same id twice.
         for body in [
             r#"{"payload":{"session_id":"p-1","level":2}}"#,
