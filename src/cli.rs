@@ -227,6 +227,27 @@ pub enum AppsCmd {
         #[arg(long, value_name = "true|false")]
         adjust_require_token: Option<bool>,
     },
+    /// SKAdNetwork conversion value rules for Adjust iOS 14+ requests (those with
+    /// `skadn_registered_at`): they are answered with the device's value. Replaces the app's
+    /// rules; `--clear` removes them.
+    AdjustSkan {
+        #[arg(value_name = "APP")]
+        name: String,
+        /// An event (by its inlet event name) and the value it earns: NAME=FINE[/COARSE][/lock],
+        /// FINE 0-63, COARSE low|medium|high (default: by FINE's third), `lock` ends the window.
+        #[arg(long = "event", value_name = "NAME=FINE[/COARSE][/lock]")]
+        events: Vec<String>,
+        /// A revenue bucket: events with revenue >= MIN earn the value (the highest bucket
+        /// reached counts).
+        #[arg(long, value_name = "MIN=FINE[/COARSE][/lock]")]
+        revenue: Vec<String>,
+        /// Hours after `skadn_registered_at` in which events raise the value (default 24).
+        #[arg(long, value_name = "HOURS")]
+        window_hours: Option<u32>,
+        /// Remove the app's rules: iOS 14+ requests are answered `OK` again.
+        #[arg(long, conflicts_with_all = ["events", "revenue", "window_hours"])]
+        clear: bool,
+    },
     /// Map an Adjust `event_token` to an event name for this app (an empty NAME removes it).
     AdjustEvent {
         #[arg(value_name = "APP")]

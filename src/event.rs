@@ -45,6 +45,7 @@ pub enum Field {
     CallbackParams,
     PartnerParams,
     Environment,
+    SkadnRegisteredAt,
 }
 
 impl Field {
@@ -78,6 +79,7 @@ impl Field {
             Field::CallbackParams => "callback_params",
             Field::PartnerParams => "partner_params",
             Field::Environment => "environment",
+            Field::SkadnRegisteredAt => "skadn_registered_at",
         }
     }
 }
@@ -117,6 +119,9 @@ pub enum Reason {
     RevokedApiKey,
     /// GameRebellion: the key's requests-per-minute limit is used up.
     RateLimited,
+    /// GameRebellion: a session stop or end names no session id, and no session started with
+    /// the same identifiers is open (404).
+    NoOpenSession,
     /// Adjust: no app has this `app_token`.
     UnknownAppToken,
     /// Adjust: the bearer key belongs to another app than the `app_token`'s.
@@ -170,6 +175,7 @@ impl Reason {
             Reason::UnknownApiKey => "unknown_api_key",
             Reason::RevokedApiKey => "api_key_revoked",
             Reason::RateLimited => "rate_limit_exceeded",
+            Reason::NoOpenSession => "no_open_session",
             Reason::UnknownAppToken => "unknown_app_token",
             Reason::KeyNotForApp => "key_not_for_app",
             Reason::EventTooOld => "event_too_old",

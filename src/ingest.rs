@@ -118,9 +118,22 @@ async fn reflect_bulk_inner(
         batch,
         audit_key,
         &body,
+        ResultReasons::Reflect,
     )
     .await?;
     Ok(done.reply(status_of, received_at_ms))
+}
+
+/// How a batch answer names why an event was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultReasons {
+    /// The reason's own tag, as the single endpoint answers it (`event_type_required`):
+    /// GameRebellion, whose spec fixes only statuses ("400: invalid request body or missing
+    /// required fields"), so its batch speaks like its single endpoint.
+    Tags,
+    /// Reflect's bulk example: a missing field is `"reason": "missing_required_fields"` with
+    /// `"field": "<name>"`; every other reason its tag.
+    Reflect,
 }
 
 /// The request side of `POST /s2s/event` once the key and body are known: decode →
@@ -230,7 +243,18 @@ pub(crate) async fn submit_batch(
     body: &bytes::Bytes,
 ) -> Result<BatchDone, Reason> {
     let batch = prepare_batch(key, source, received_at_ms, items, &audit_key);
-    submit_prepared(state, key, source, received_at_ms, batch, audit_key, body).await
+    let reasons = ResultReasons::Tags;
+    submit_prepared(
+        state,
+        key,
+        source,
+        received_at_ms,
+        batch,
+        audit_key,
+        body,
+        reasons,
+    )
+    .await
 }
 
 /// Per-event status of a batch, in request order.
@@ -282,6 +306,7 @@ fn prepare_batch(
 
 /// Submits the valid events of a prepared batch in one submission (the raw body stored
 /// under `audit_key`) and builds the per-event results in request order.
+#[allow(clippy::too_many_arguments)]
 async fn submit_prepared(
     state: &State,
     key: &KeyInfo,
@@ -290,6 +315,7 @@ async fn submit_prepared(
     batch: PreparedBatch,
     audit_key: String,
     body: &bytes::Bytes,
+    reasons: ResultReasons,
 ) -> Result<BatchDone, Reason> {
     let PreparedBatch { slots, events } = batch;
     let outcomes = if events.is_empty() {
@@ -306,9 +332,11 @@ async fn submit_prepared(
         submit(state, sub, body.len()).await?
     };
     count_outcomes(state, &key.app, source, &outcomes);
-    Ok(BatchSlots(slots).answer(&outcomes, &audit_key, |reason| {
-        count_rejected(state, Some(&key.app), source, reason, 1)
-    }))
+    Ok(
+        BatchSlots(slots).answer(&outcomes, &audit_key, reasons, |reason| {
+            count_rejected(state, Some(&key.app), source, reason, 1)
+        }),
+    )
 }
 
 /// Each event's status of a prepared batch, in request order.
@@ -317,13 +345,16 @@ pub struct BatchSlots(Vec<Slot>);
 impl BatchSlots {
     /// The answer once the writer decided `outcomes` (one per queued event, in order):
     /// `{"accepted", "duplicates", "rejected", "results": [{"event_id", "status",
-    /// "reason"?}], "audit_key"?}` in request order. Written as text: a tree of a thousand
-    /// small maps cost about as much CPU as decoding the events. `on_rejected` is called with
-    /// the reason of each rejected event.
+    /// "reason"?, "field"?}], "audit_key"?}` in request order, reasons named as `reasons`
+    /// says. Written as text: a tree of a thousand small maps cost about as much CPU as
+    /// decoding the events. `on_rejected` is called with the reason of each rejected event.
+    /// The request's own `error` (all rejected) stays the first reason's tag, as the
+    /// endpoint's error table names it.
     pub fn answer(
         self,
         outcomes: &[Outcome],
         audit_key: &str,
+        reasons: ResultReasons,
         mut on_rejected: impl FnMut(Reason),
     ) -> BatchDone {
         let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
@@ -361,7 +392,13 @@ impl BatchSlots {
                 None => results.extend_from_slice(b"null"),
             }
             results.extend_from_slice(br#","status":"rejected","reason":"#);
-            write_str(&mut results, &reason.tag());
+            match (reasons, reason) {
+                (ResultReasons::Reflect, Reason::Required(field)) => {
+                    results.extend_from_slice(br#""missing_required_fields","field":"#);
+                    write_str(&mut results, field.name());
+                }
+                _ => write_str(&mut results, &reason.tag()),
+            }
             results.push(b'}');
         }
         let mut body = Vec::with_capacity(results.len() + audit_key.len() + 128);

@@ -22,6 +22,7 @@
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
+//! - [`skan`]: SKAdNetwork conversion value rules and values for Adjust's iOS 14+ answers.
 //! - [`metrics`]: latency and commit histograms, free disk space; rendered by `server::metrics`.
 //! - [`logs`]: rate limits for log lines that clients can cause over and over.
 //! - [`notify`]: systemd readiness notification (`sd_notify` protocol).
@@ -41,5 +42,6 @@ pub mod notify;
 pub mod ops;
 pub mod ratelimit;
 pub mod server;
+pub mod skan;
 pub mod stats;
 pub mod store;

@@ -407,6 +407,23 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
         Command::Apps(AppsCmd::AdjustEvent { name, token, event }) => {
             Op::AppsAdjustEvent { name, token, event }
         }
+        Command::Apps(AppsCmd::AdjustSkan {
+            name,
+            events,
+            revenue,
+            window_hours,
+            clear,
+        }) => Op::AppsAdjustSkan {
+            name,
+            rules: if clear {
+                None
+            } else {
+                Some(
+                    inlet::skan::Rules::from_specs(&events, &revenue, window_hours)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            },
+        },
         Command::Keys(KeysCmd::Mint {
             app,
             label,

@@ -46,6 +46,11 @@ pub enum Op {
         token: String,
         event: String,
     },
+    /// `None` removes the rules.
+    AppsAdjustSkan {
+        name: String,
+        rules: Option<crate::skan::Rules>,
+    },
     KeysMint {
         app: String,
         label: String,
@@ -246,6 +251,18 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                 writeln!(out, "app {}: adjust event token {token} removed", a.name)?;
             } else {
                 writeln!(out, "app {}: adjust event token {token} -> {event}", a.name)?;
+            }
+        }
+        Op::AppsAdjustSkan { name, rules } => {
+            let a = exec.write(move |txn| admin::set_adjust_skan(txn, &name, rules))?;
+            match &a.adjust_skan {
+                Some(r) => writeln!(
+                    out,
+                    "app {}: adjust skan rules {}",
+                    a.name,
+                    serde_json::to_string(r).expect("rules serialize")
+                )?,
+                None => writeln!(out, "app {}: adjust skan rules removed", a.name)?,
             }
         }
         Op::KeysMint {

@@ -110,6 +110,10 @@ pub async fn handle(
             let name = (*name).to_owned();
             map_adjust_event(state, &w, name, parse(&body)?).await
         }
+        ["apps", name, "adjust-skan"] => {
+            let name = (*name).to_owned();
+            set_adjust_skan(state, &w, name, parse(&body)?).await
+        }
         ["keys"] => {
             let b: NewKey = parse(&body)?;
             mint_key(state, &w, b).await
@@ -149,7 +153,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
         segs,
         ["logout" | "tenants" | "apps" | "keys" | "setup" | "login"]
             | ["tenants", _, "quota"]
-            | ["apps", _, "configure" | "adjust-events"]
+            | ["apps", _, "configure" | "adjust-events" | "adjust-skan"]
             | ["keys", _, "revoke"]
             | ["secrets"]
             | ["secrets", _, "revoke" | "rotate"]
@@ -565,6 +569,21 @@ async fn map_adjust_event(
     })
     .await?;
     tracing::info!(app = %a.name, "admin: adjust event mapping changed");
+    let app = state.store.apps()?.into_iter().find(|r| r.name == a.name);
+    Ok(Reply::json(200, &json!({ "app": app })))
+}
+
+/// An app's SKAdNetwork conversion value rules, as `inlet apps adjust-skan`: the rules
+/// (`{"events": {...}, "revenue": [...], "window_hours"}`, see [`crate::skan::Rules`]) or
+/// `null` to remove them.
+async fn set_adjust_skan(
+    state: &State,
+    _w: &WriteSession,
+    name: String,
+    rules: Option<crate::skan::Rules>,
+) -> Result<Reply, Error> {
+    let a = write(state, move |txn| admin::set_adjust_skan(txn, &name, rules)).await?;
+    tracing::info!(app = %a.name, "admin: adjust skan rules changed");
     let app = state.store.apps()?.into_iter().find(|r| r.name == a.name);
     Ok(Reply::json(200, &json!({ "app": app })))
 }

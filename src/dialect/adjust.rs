@@ -13,6 +13,9 @@
 //! `created_at` (ISO 8601) → `event_ts_ms` (none → the receive time); `revenue` (0.001 to
 //! 1e11) and `currency` → those fields; `callback_params` / `partner_params` (flat JSON
 //! objects) and every other parameter (`app_token` and `event_token` included) → `props`.
+//! `skadn_registered_at` (ISO 8601 as the Adjust SDK sends it, or Unix seconds; not ahead of
+//! the receive time by more than the clock skew allowance) stays in `props` and marks an
+//! iOS 14+ request ([`crate::skan`]).
 //!
 //! Event id: Adjust has none. When the sender gives a timestamp, the id is a hash of all the
 //! request's parameters, so an exact retry of a request is a duplicate (stored once, answered
@@ -46,6 +49,13 @@ pub const MAX_REVENUE: f64 = 1e11;
 /// Smallest accepted revenue.
 pub const MIN_REVENUE: f64 = 0.001;
 
+/// The message of a request without `Authorization: Bearer` for an app that requires it (the
+/// default): Adjust's own message, then what to send, or the setting that lets this app's
+/// requests come without a key.
+pub const MISSING_TOKEN: &str = "Failed to authorize request: no Authorization: Bearer <S2S token>; \
+send a key of this app (inlet keys mint --app APP), or accept requests without one with \
+inlet apps configure APP --adjust-require-token false";
+
 /// The message in `{"error": "Event request failed (<message>)"}` for a refusal. Adjust's own
 /// messages where its table has a row for the case; plain ones in its style otherwise.
 pub fn message(reason: Reason) -> &'static str {
@@ -56,9 +66,9 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::Required(Field::EventToken) | Reason::Invalid(Field::EventToken) => {
             "Invalid event token"
         }
-        Reason::MissingBearerToken | Reason::UnknownOrRevokedKey | Reason::KeyNotForApp => {
-            "Failed to authorize request"
-        }
+        // Adjust's snippets send no token; say how to accept that instead of only refusing.
+        Reason::MissingBearerToken => MISSING_TOKEN,
+        Reason::UnknownOrRevokedKey | Reason::KeyNotForApp => "Failed to authorize request",
         Reason::EventNotAllowedByKey => "Event token blocklisted",
         Reason::Required(Field::DeviceId) | Reason::Invalid(Field::DeviceId) => "Device not found",
         Reason::Invalid(Field::IpAddress) => "Invalid IP address, only IPv4 is supported",
@@ -73,6 +83,7 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::Invalid(Field::Revenue) => "Invalid revenue",
         Reason::Required(Field::Currency) | Reason::Invalid(Field::Currency) => "Invalid currency",
         Reason::Invalid(Field::Environment) => "Invalid environment",
+        Reason::Invalid(Field::SkadnRegisteredAt) => "Invalid skadn_registered_at",
         Reason::DuplicateParameter => "Bad event state: a parameter is given more than once",
         Reason::BodyTooLarge => "Request too large",
         Reason::UnsupportedContentType => {
@@ -142,6 +153,7 @@ impl Params {
         };
         let mut explicit_ts = None;
         let mut created_at = None;
+        let mut skadn_registered_at = None;
         let mut revenue = None;
         for (name, value) in self.pairs {
             match name.as_str() {
@@ -202,6 +214,19 @@ impl Params {
                         .ok_or(Reason::Invalid(Field::Revenue))?;
                     revenue = Some(r);
                 }
+                "skadn_registered_at" => {
+                    // The SDK's form (`2023-06-10T09:06:36.898Z+0200`) or Unix seconds.
+                    let ms = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+                        value.parse::<i64>().ok().and_then(|s| s.checked_mul(1000))
+                    } else {
+                        parse_iso8601(&value)
+                    };
+                    let ms = ms
+                        .filter(|ms| *ms <= received.saturating_add(MAX_AHEAD_MS))
+                        .ok_or(Reason::Invalid(Field::SkadnRegisteredAt))?;
+                    skadn_registered_at = Some(ms);
+                    d.props.insert(name, Value::String(value));
+                }
                 "currency" => d.currency = Some(value),
                 _ => {
                     d.props.insert(name, Value::String(value));
@@ -237,6 +262,7 @@ impl Params {
             draft: d,
             device,
             event_token: self.event_token,
+            skadn_registered_at,
         })
     }
 }
@@ -248,6 +274,9 @@ pub struct Decoded {
     /// `name=value` of the preferred device identifier given.
     pub device: String,
     pub event_token: String,
+    /// `skadn_registered_at` (ms): when the app registered for SKAdNetwork attribution. Its
+    /// presence marks an iOS 14+ request, answered with the device's conversion value.
+    pub skadn_registered_at: Option<i64>,
 }
 
 /// App and event tokens: 1–64 of `A-Z a-z 0-9 _ -`.
@@ -600,6 +629,14 @@ mod tests {
             ("revenue=abc&currency=EUR", Reason::Invalid(Field::Revenue)),
             ("revenue=5", Reason::Required(Field::Currency)),
             ("environment=staging", Reason::Invalid(Field::Environment)),
+            (
+                "skadn_registered_at=yesterday",
+                Reason::Invalid(Field::SkadnRegisteredAt),
+            ),
+            (
+                "skadn_registered_at=1764150000",
+                Reason::Invalid(Field::SkadnRegisteredAt),
+            ),
         ];
         for (extra, reason) in field_cases {
             let q = format!("{ok}&{extra}");
@@ -615,6 +652,20 @@ mod tests {
             "created_at_unix=1759137630",
         ] {
             assert!(event(&format!("{ok}&{fine}")).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn skadn_registered_at_marks_ios_14() {
+        let ok = "s2s=1&app_token=a&event_token=t&idfa=i";
+        assert_eq!(event(ok).unwrap().skadn_registered_at, None);
+        for (value, want) in [
+            ("2025-11-26T05%3A13%3A50.000Z%2B0100", 1_764_130_430_000),
+            ("1764130430", 1_764_130_430_000),
+        ] {
+            let e = event(&format!("{ok}&skadn_registered_at={value}")).unwrap();
+            assert_eq!(e.skadn_registered_at, Some(want), "{value}");
+            assert!(e.draft.props.contains_key("skadn_registered_at"));
         }
     }
 

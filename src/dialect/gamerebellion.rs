@@ -19,11 +19,16 @@
 //!
 //! Sessions are events named `session_start`, `session_stop`, `session_end` carrying
 //! `props.session_id`; the pipeline adds `props.duration_ms` to a stop or end whose start it
-//! knows.
+//! knows. The spec gives sessions no body schema, so a session request is an event without
+//! `event_type`, and the sender's session id is honoured wherever an event would carry it:
+//! top-level `session_id`, `payload.session_id` or `identifiers.session_id` (the same id
+//! when in more than one). A stop or end without one names the latest open session started
+//! with the same identifiers ([`identity_key`]).
 
 use super::json;
 use crate::event::{Draft, Field, Reason};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 /// Most events in one batch request (the spec's limit).
 pub const MAX_BATCH: usize = 100;
@@ -74,15 +79,24 @@ impl SessionKind {
 /// A decoded session request.
 #[derive(Debug, PartialEq)]
 pub struct Session {
-    /// The sender's session id; `None` only for a start that gave none (the pipeline generates
-    /// one and answers with it).
+    /// The sender's session id, wherever it was given; `None` when it gave none (a start gets
+    /// a generated one, a stop or end the latest open session of its identifiers).
     pub session_id: Option<String>,
     pub draft: Draft,
 }
 
+impl Session {
+    /// The key of the identifiers this request was made with ([`identity_key`]).
+    pub fn identity(&self) -> Option<[u8; 16]> {
+        identity_key(&self.draft)
+    }
+}
+
 /// Decodes the body of `POST /api/v1/sessions/{start,stop,end}`: an optional JSON object with
-/// `session_id` (a string or integer; required for stop and end) and the fields of an event
-/// (`identifiers`, `utm`, `payload`, `event_id`), without `event_type`. An empty body is `{}`.
+/// the fields of an event (`identifiers`, `utm`, `payload`, `event_id`), without
+/// `event_type`, and optionally the sender's `session_id` (a string or integer) at the top
+/// level, in `payload` or in `identifiers`. An empty body is `{}`. A stop or end needs a
+/// session id or identifiers (`session_id_required`).
 pub fn decode_session(
     kind: SessionKind,
     body: &[u8],
@@ -93,16 +107,17 @@ pub fn decode_session(
     } else {
         json::parse_object(body).ok_or(Reason::BadJson)?
     };
-    let session_id = match object.remove("session_id") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            id_text(v)
-                .filter(|s| !s.is_empty())
-                .ok_or(Reason::Invalid(Field::SessionId))?,
-        ),
-    };
-    if session_id.is_none() && kind != SessionKind::Start {
-        return Err(Reason::Required(Field::SessionId));
+    let mut session_id = take_session_id(&mut object)?;
+    for within in ["payload", "identifiers"] {
+        if let Some(Value::Object(inner)) = object.get_mut(within) {
+            match (take_session_id(inner)?, &session_id) {
+                (None, _) => {}
+                (Some(id), None) => session_id = Some(id),
+                (Some(id), Some(seen)) if id == *seen => {}
+                // Two different ids: which session is meant cannot be told.
+                (Some(_), Some(_)) => return Err(Reason::Invalid(Field::SessionId)),
+            }
+        }
     }
     if object.contains_key("event_type") {
         // The path names the event; a second name would be silently overridden.
@@ -110,7 +125,54 @@ pub fn decode_session(
     }
     object.insert("event_type".into(), Value::String(kind.event_name().into()));
     let draft = decode_event(object, received_at_ms)?;
+    if kind != SessionKind::Start && session_id.is_none() && identity_key(&draft).is_none() {
+        // Nothing names the session to stop or end.
+        return Err(Reason::Required(Field::SessionId));
+    }
     Ok(Session { session_id, draft })
+}
+
+/// Removes `session_id` from `m`: its text, `None` when absent or null.
+fn take_session_id(m: &mut Map<String, Value>) -> Result<Option<String>, Reason> {
+    match m.remove("session_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => id_text(v)
+            .filter(|s| !s.is_empty())
+            .map(Some)
+            .ok_or(Reason::Invalid(Field::SessionId)),
+    }
+}
+
+/// A key of the set of identifiers an event was sent with (`user_id`, `anonymous_id`,
+/// `install_uuid` and every other identifier, in any order): the first 16 bytes of a SHA-256
+/// over the sorted `name, value` pairs. `None` when it has none.
+pub fn identity_key(d: &Draft) -> Option<[u8; 16]> {
+    let mut pairs: Vec<(&str, &str)> = d
+        .ids
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for (name, value) in [
+        ("user_id", &d.user_id),
+        ("anonymous_id", &d.anonymous_id),
+        ("install_uuid", &d.install_uuid),
+    ] {
+        if let Some(v) = value {
+            pairs.push((name, v));
+        }
+    }
+    if pairs.is_empty() {
+        return None;
+    }
+    pairs.sort_unstable();
+    let mut h = Sha256::new();
+    for (k, v) in pairs {
+        for part in [k, v] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    Some(h.finalize()[..16].try_into().expect("16 of 32 bytes"))
 }
 
 /// Puts the session id (and, when known, the duration) into a session event's props.
@@ -379,9 +441,64 @@ mod tests {
         .unwrap();
         assert_eq!(s.session_id.as_deref(), Some("12"));
         assert_eq!(s.draft.event_name, "session_end");
+        // A stop or end may name no session: the pipeline finds it by the identifiers. With
+        // neither, nothing names it.
+        let s = decode_session(
+            SessionKind::Stop,
+            br#"{"identifiers":{"player_id":"p"}}"#,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(s.session_id, None);
+        assert!(s.identity().is_some());
         assert_eq!(
             decode_session(SessionKind::Stop, b"{}", NOW).err(),
             Some(Reason::Required(Field::SessionId))
+        );
+        // The sender's id wherever an event carries it, and only the same id twice.
+        for body in [
+            r#"{"payload":{"session_id":"p-1","level":2}}"#,
+            r#"{"identifiers":{"session_id":"p-1","player_id":"p"}}"#,
+            r#"{"session_id":"p-1","payload":{"session_id":"p-1"}}"#,
+        ] {
+            let s = decode_session(SessionKind::Start, body.as_bytes(), NOW).unwrap();
+            assert_eq!(s.session_id.as_deref(), Some("p-1"), "{body}");
+            assert!(!s.draft.props.contains_key("session_id"), "{body}");
+            assert!(s.draft.ids.iter().all(|(k, _)| k != "session_id"), "{body}");
+        }
+        assert_eq!(
+            decode_session(
+                SessionKind::Start,
+                br#"{"session_id":"a","payload":{"session_id":"b"}}"#,
+                NOW
+            )
+            .err(),
+            Some(Reason::Invalid(Field::SessionId))
+        );
+        assert_eq!(
+            decode_session(SessionKind::End, br#"{"payload":{"session_id":[1]}}"#, NOW).err(),
+            Some(Reason::Invalid(Field::SessionId))
+        );
+        // The identifiers key ignores order, and tells different sets apart.
+        let key = |body: &str| {
+            decode_session(SessionKind::End, body.as_bytes(), NOW)
+                .unwrap()
+                .identity()
+        };
+        let a = key(r#"{"identifiers":{"player_id":"p","device_id":"d"}}"#);
+        assert!(a.is_some());
+        assert_eq!(
+            a,
+            key(r#"{"identifiers":{"device_id":"d","player_id":"p"}}"#)
+        );
+        assert_ne!(a, key(r#"{"identifiers":{"player_id":"p"}}"#));
+        assert_ne!(
+            a,
+            key(r#"{"identifiers":{"player_id":"pd","device_id":""}}"#)
+        );
+        assert_ne!(
+            key(r#"{"identifiers":{"user_id":"u"}}"#),
+            key(r#"{"identifiers":{"player_id":"u"}}"#)
         );
         assert_eq!(
             decode_session(SessionKind::Start, br#"{"session_id":""}"#, NOW).err(),

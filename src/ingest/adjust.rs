@@ -5,7 +5,10 @@
 //! that app (401; may be absent if the app is configured with `--adjust-require-token false`,
 //! the event is then attributed to key id 0) → `event_token` → event name of that app (400) → the rest of the event
 //! (device, timestamp, params, revenue, ...) → validate → key's allowed events (403) → writer
-//! (dedupe, ordering rule per device and event token, quota, append; one fsync) → `OK`.
+//! (dedupe, ordering rule per device and event token, quota, append, an iOS 14+ request's
+//! conversion value merged into the device's; one fsync) → `OK`, or for an iOS 14+ request
+//! (`skadn_registered_at`) of an app with conversion value rules, the device's value as
+//! JSON ([`crate::skan`]).
 
 use super::{
     checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,
@@ -15,8 +18,8 @@ use crate::dialect::adjust::Params;
 use crate::event::Reason;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
-use crate::store::tables::ordering_key;
-use crate::store::writer::{Guard, Outcome, Submission};
+use crate::store::tables::{ordering_key, skan_key};
+use crate::store::writer::{Guard, Outcome, SkanUpdate, Submission};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request};
@@ -110,6 +113,18 @@ async fn event_inner(
         .ok_or(Reason::Invalid(crate::event::Field::EventToken))?;
 
     let decoded = params.into_event(event_name, received_at_ms)?;
+    // iOS 14+: the conversion value this event earns under the app's rules, within the
+    // window after the app registered for SKAdNetwork.
+    let skan_key = match (&app_record.adjust_skan, decoded.skadn_registered_at) {
+        (Some(_), Some(_)) => Some(skan_key(app_id, &decoded.device)),
+        _ => None,
+    };
+    let earned = match (&app_record.adjust_skan, decoded.skadn_registered_at) {
+        (Some(rules), Some(registered)) if rules.in_window(registered, received_at_ms as i64) => {
+            rules.value_of(&decoded.draft.event_name, decoded.draft.revenue)
+        }
+        _ => None,
+    };
     let event = checked(&key, decoded.draft)?;
     let ts_ms = event.get().event_ts_ms;
     let audit_key = format!(
@@ -121,6 +136,10 @@ async fn event_inner(
     p.guard = Some(Guard::NotBefore {
         key: ordering_key(app_id, &decoded.event_token, &decoded.device),
         ts_ms,
+        skan: skan_key
+            .clone()
+            .zip(earned)
+            .map(|(key, value)| SkanUpdate { key, value }),
     });
     let raw_len = raw.len();
     let sub = Submission {
@@ -135,8 +154,24 @@ async fn event_inner(
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
     match outcome {
         // An exact retry of an accepted request is answered like the original.
-        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(Reply::adjust_ok()),
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => skan_answer(state, skan_key),
         Outcome::OverQuota => Err(Reason::CapExceeded),
         Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),
     }
+}
+
+/// `OK`, or for an iOS 14+ request of an app with conversion value rules whose device has a
+/// value, the value as Adjust's SDK reads it (read after the commit: it includes this event).
+fn skan_answer(state: &State, skan_key: Option<Vec<u8>>) -> Result<Reply, Reason> {
+    let Some(key) = skan_key else {
+        return Ok(Reply::adjust_ok());
+    };
+    let value = state.store.skan_value(&key).map_err(|e| {
+        tracing::error!(error = %e, "conversion value lookup failed");
+        Reason::StorageUnavailable
+    })?;
+    Ok(match value {
+        Some(v) => Reply::json(200, &crate::skan::answer(v)),
+        None => Reply::adjust_ok(),
+    })
 }

@@ -1,8 +1,9 @@
 //! The GameRebellion endpoints, top to bottom:
 //!
 //! `X-API-Key` → key (401 missing/unknown, 403 revoked) → the key's per-minute window (429) →
-//! body (limit) → dialect decode → validate → key's allowed events (403) → [session: start
-//! time of the session] → writer (dedupe, quota, append, session table; one fsync) → reply.
+//! body (limit) → dialect decode → validate → key's allowed events (403) → [session: the
+//! session named, or the latest open one of the same identifiers (404 `no_open_session`),
+//! and its start time] → writer (dedupe, quota, append, session tables; one fsync) → reply.
 //! Every answer carries `X-RateLimit-Limit/Remaining/Reset`.
 
 use super::{
@@ -154,24 +155,42 @@ async fn session(
 ) -> Result<Reply, Reason> {
     let body = read_body(state, req, state.config.limits.single_body).await?;
     let received_at_ms = now_ms();
+    let session = gr::decode_session(kind, &body, received_at_ms)?;
+    let identity = session.identity();
     let gr::Session {
         session_id,
         mut draft,
-    } = gr::decode_session(kind, &body, received_at_ms)?;
-    let session_id = session_id.unwrap_or_else(random_id);
-    if session_id.chars().count() > MAX_ID {
+    } = session;
+    if session_id
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_ID)
+    {
         return Err(Reason::TooLong(Field::SessionId));
     }
-    // A stop or end after an acknowledged start finds the start committed.
-    let started = match kind {
-        SessionKind::Start => None,
-        SessionKind::Stop | SessionKind::End => state
-            .store
-            .session_start(key.app_id, &session_id)
-            .map_err(|e| {
-                tracing::error!(error = %e, "session lookup failed");
-                Reason::StorageUnavailable
-            })?,
+    let storage = |e: crate::store::Error| {
+        tracing::error!(error = %e, "session lookup failed");
+        Reason::StorageUnavailable
+    };
+    // A stop or end after an acknowledged start finds the start committed: by the id it
+    // names, or else as the latest open session started with the same identifiers.
+    let (session_id, started) = match (kind, session_id) {
+        (SessionKind::Start, id) => (id.unwrap_or_else(random_id), None),
+        (SessionKind::Stop | SessionKind::End, Some(id)) => {
+            let started = state
+                .store
+                .session_start(key.app_id, &id)
+                .map_err(storage)?;
+            (id, started)
+        }
+        (SessionKind::Stop | SessionKind::End, None) => {
+            let identity = identity.ok_or(Reason::Required(Field::SessionId))?;
+            let (id, start) = state
+                .store
+                .latest_open_session(key.app_id, &identity)
+                .map_err(storage)?
+                .ok_or(Reason::NoOpenSession)?;
+            (id, Some(start))
+        }
     };
     let duration_ms = started.map(|start| (received_at_ms as i64 - start).max(0));
     gr::mark_session(&mut draft, &session_id, duration_ms);
@@ -184,6 +203,7 @@ async fn session(
         SessionKind::Start => Some(Guard::SessionStart {
             key: skey,
             ts_ms: received_at_ms as i64,
+            identity,
         }),
         SessionKind::Stop => None,
         SessionKind::End => Some(Guard::SessionEnd { key: skey }),

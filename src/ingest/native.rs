@@ -603,7 +603,7 @@ mod tests {
 #[cfg(test)]
 mod answer_tests {
     use crate::event::{Field, Reason};
-    use crate::ingest::{BatchSlots, Slot, single_accepted};
+    use crate::ingest::{BatchSlots, ResultReasons, Slot, single_accepted};
     use crate::server::reply::status_of;
     use crate::store::writer::Outcome;
     use serde_json::{Value, json};
@@ -650,7 +650,7 @@ mod answer_tests {
             Outcome::OutOfOrder,
         ];
         let mut seen = Vec::new();
-        let done = slots().answer(&outcomes, audit, |r| seen.push(r));
+        let done = slots().answer(&outcomes, audit, ResultReasons::Tags, |r| seen.push(r));
         let rows = [
             (Some("a"), "accepted", None),
             (None, "rejected", Some(Reason::BadJson)),
@@ -677,7 +677,7 @@ mod answer_tests {
             Slot::Rejected(Some("e".into()), Reason::Invalid(Field::Props)),
             Slot::Rejected(None, Reason::BadJson),
         ]);
-        let done = none_queued.answer(&[], audit, drop);
+        let done = none_queued.answer(&[], audit, ResultReasons::Tags, drop);
         let rows = [
             (Some("e"), "rejected", Some(Reason::Invalid(Field::Props))),
             (None, "rejected", Some(Reason::BadJson)),
@@ -687,6 +687,26 @@ mod answer_tests {
         let reply = done.reply(status_of, 0);
         assert_eq!(reply.status, 400);
         assert_eq!(reply.body, serde_json::to_vec(&tree).unwrap());
+
+        // Reflect's bulk names a missing field as its example does, and which field.
+        let reflect = BatchSlots(vec![
+            Slot::Rejected(Some("r".into()), Reason::Required(Field::InstallUuid)),
+            Slot::Rejected(None, Reason::Invalid(Field::EventTsMs)),
+        ]);
+        let done = reflect.answer(&[], audit, ResultReasons::Reflect, drop);
+        let body: Value = serde_json::from_slice(done.body()).unwrap();
+        assert_eq!(
+            body["results"],
+            json!([
+                {"event_id": "r", "status": "rejected", "reason": "missing_required_fields",
+                 "field": "install_uuid"},
+                {"event_id": null, "status": "rejected", "reason": "event_ts_ms_invalid"},
+            ])
+        );
+        assert_eq!(
+            done.all_rejected,
+            Some(Reason::Required(Field::InstallUuid))
+        );
 
         assert_eq!(
             single_accepted("i\"d", "s2s/k"),

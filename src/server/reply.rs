@@ -40,7 +40,10 @@ pub fn status_of(reason: Reason) -> u16 {
         Reason::EventNotAllowedByKey | Reason::RevokedApiKey | Reason::TimestampOutsideWindow => {
             403
         }
-        Reason::NotFound | Reason::UnknownAppToken | Reason::UnknownBundleId => 404,
+        Reason::NotFound
+        | Reason::UnknownAppToken
+        | Reason::UnknownBundleId
+        | Reason::NoOpenSession => 404,
         Reason::MethodNotAllowed => 405,
         Reason::RequestTimeout => 408,
         Reason::BodyTooLarge => 413,

@@ -90,6 +90,7 @@ pub fn add_app(txn: &WriteTransaction, name: &str, tenant: &str) -> Result<App> 
         appsflyer_bundle_id: None,
         adjust_events: Default::default(),
         adjust_token_optional: false,
+        adjust_skan: None,
     };
     table.insert(id, encode_config(&app).as_slice())?;
     Ok(app)
@@ -189,6 +190,24 @@ pub fn set_adjust_token_required(txn: &WriteTransaction, app: &str, required: bo
     let (id, mut record) =
         find_app(&table, app)?.ok_or_else(|| Error::NotFound(format!("no app {app:?}")))?;
     record.adjust_token_optional = !required;
+    table.insert(id, encode_config(&record).as_slice())?;
+    Ok(record)
+}
+
+/// Sets (after checking them) or, with `None`, removes `app`'s SKAdNetwork conversion value
+/// rules for Adjust iOS 14+ requests.
+pub fn set_adjust_skan(
+    txn: &WriteTransaction,
+    app: &str,
+    rules: Option<crate::skan::Rules>,
+) -> Result<App> {
+    if let Some(r) = &rules {
+        r.check().map_err(Error::Invalid)?;
+    }
+    let mut table = txn.open_table(APPS)?;
+    let (id, mut record) =
+        find_app(&table, app)?.ok_or_else(|| Error::NotFound(format!("no app {app:?}")))?;
+    record.adjust_skan = rules;
     table.insert(id, encode_config(&record).as_slice())?;
     Ok(record)
 }

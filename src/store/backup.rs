@@ -41,6 +41,8 @@ macro_rules! each_table {
         $m!(AUDIT_BATCHES);
         $m!(ORDERING);
         $m!(SESSIONS);
+        $m!(OPEN_SESSIONS);
+        $m!(SKAN_VALUES);
         $m!(APP_DAYS);
         $m!(APP_HOURS);
         $m!(SECRETS);

@@ -136,6 +136,38 @@ fn decode_event_v1<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, 
     }
 }
 
+/// Version byte of a GameRebellion session record.
+pub const SESSION_V1: u8 = 1;
+
+/// A session record: version byte, start time (ms, i64 BE), then the 16-byte key of the
+/// identifiers it was started with, when it had any.
+pub fn encode_session(start_ms: i64, identity: Option<&[u8; 16]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25);
+    out.push(SESSION_V1);
+    out.extend_from_slice(&start_ms.to_be_bytes());
+    if let Some(id) = identity {
+        out.extend_from_slice(id);
+    }
+    out
+}
+
+/// The start time and identifiers key of a session record.
+pub fn decode_session(bytes: &[u8]) -> Result<(i64, Option<[u8; 16]>), CodecError> {
+    let bad = |detail: String| CodecError {
+        what: "session",
+        detail,
+    };
+    match bytes.split_first() {
+        Some((&SESSION_V1, rest)) if rest.len() == 8 || rest.len() == 24 => {
+            let start = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+            let identity = rest[8..].try_into().ok();
+            Ok((start, identity))
+        }
+        Some((&SESSION_V1, rest)) => Err(bad(format!("{} bytes after the version", rest.len()))),
+        other => Err(bad(format!("unknown version {:?}", other.map(|(v, _)| *v)))),
+    }
+}
+
 pub fn encode_config<T: Serialize>(record: &T) -> Vec<u8> {
     let mut out = vec![CONFIG_V1];
     serde_json::to_writer(&mut out, record).expect("config records always serialize");
@@ -187,6 +219,9 @@ pub struct App {
     /// attributed to key id 0). Off by default: the key is required.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adjust_token_optional: bool,
+    /// Adjust dialect: SKAdNetwork conversion value rules for iOS 14+ requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjust_skan: Option<crate::skan::Rules>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,6 +357,21 @@ mod tests {
     }
 
     #[test]
+    fn session_records_and_their_fixture() {
+        let id = [7u8; 16];
+        for (start, identity) in [(42, None), (1_764_137_630_000, Some(&id))] {
+            let bytes = encode_session(start, identity);
+            assert_eq!(decode_session(&bytes).unwrap(), (start, identity.copied()));
+        }
+        // Bytes this version writes; if this fails, add a version and keep decoding these.
+        let v1 = [1u8, 0, 0, 0, 0, 0, 0, 0, 42];
+        assert_eq!(decode_session(&v1).unwrap(), (42, None));
+        assert!(decode_session(&[1, 0, 0]).is_err());
+        assert!(decode_session(&[2; 9]).is_err());
+        assert!(decode_session(&[]).is_err());
+    }
+
+    #[test]
     fn config_records_tolerate_new_fields_missing() {
         let old = [
             &[CONFIG_V1][..],
@@ -339,6 +389,22 @@ mod tests {
         assert_eq!(
             decode_config::<Tenant>("tenant", &encode_config(&t)).unwrap(),
             t
+        );
+        // An app record written before SKAdNetwork rules existed.
+        let old_app = [
+            &[CONFIG_V1][..],
+            br#"{"name":"a","tenant_id":1,"created_ms":5,"adjust_app_token":"t"}"#,
+        ]
+        .concat();
+        let app: App = decode_config("app", &old_app).unwrap();
+        assert_eq!(app.adjust_skan, None);
+        let with = App {
+            adjust_skan: Some(crate::skan::Rules::from_specs(&["p=5".into()], &[], None).unwrap()),
+            ..app
+        };
+        assert_eq!(
+            decode_config::<App>("app", &encode_config(&with)).unwrap(),
+            with
         );
     }
 }

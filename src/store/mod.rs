@@ -332,6 +332,8 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(AUDIT_BATCHES)?;
     txn.open_table(ORDERING)?;
     txn.open_table(SESSIONS)?;
+    txn.open_table(OPEN_SESSIONS)?;
+    txn.open_table(SKAN_VALUES)?;
     txn.open_table(APP_DAYS)?;
     txn.open_table(APP_HOURS)?;
     txn.open_table(SECRETS)?;

@@ -59,6 +59,9 @@ pub struct AppRow {
     /// Adjust requests may come without a key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub adjust_token_optional: bool,
+    /// SKAdNetwork conversion value rules for Adjust iOS 14+ requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjust_skan: Option<crate::skan::Rules>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +221,7 @@ impl Store {
                 appsflyer_bundle_id: a.appsflyer_bundle_id,
                 adjust_events: a.adjust_events,
                 adjust_token_optional: a.adjust_token_optional,
+                adjust_skan: a.adjust_skan,
             });
         }
         Ok(rows)
@@ -302,7 +306,42 @@ impl Store {
         let v = txn
             .open_table(SESSIONS)?
             .get(session_key(app_id, session_id).as_slice())?;
-        Ok(v.map(|v| v.value()))
+        match v {
+            Some(v) => Ok(Some(super::codec::decode_session(v.value())?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// The latest started GameRebellion session of `app_id` that has not ended and was
+    /// started with the identifiers whose key is `identity`: its id and start time (ms).
+    pub fn latest_open_session(
+        &self,
+        app_id: u32,
+        identity: &[u8; IDENTITY_LEN],
+    ) -> Result<Option<(String, i64)>> {
+        let txn = self.db.begin_read()?;
+        let prefix = open_sessions_prefix(app_id, identity);
+        // Keys continue with 8 bytes of start time and a UTF-8 session id, which never holds
+        // a 0xff byte: the prefix followed by nine 0xff bytes is past every key of it.
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 9]);
+        let table = txn.open_table(OPEN_SESSIONS)?;
+        let Some(last) = table.range(prefix.as_slice()..end.as_slice())?.next_back() else {
+            return Ok(None);
+        };
+        let (key, _) = last?;
+        let rest = &key.value()[prefix.len()..];
+        let start = i64::try_from(u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")))
+            .unwrap_or(i64::MAX);
+        let session_id = String::from_utf8_lossy(&rest[8..]).into_owned();
+        Ok(Some((session_id, start)))
+    }
+
+    /// The SKAdNetwork conversion value stored for a device ([`skan_key`]) of an Adjust app.
+    pub fn skan_value(&self, key: &[u8]) -> Result<Option<crate::skan::Value>> {
+        let txn = self.db.begin_read()?;
+        let v = txn.open_table(SKAN_VALUES)?.get(key)?;
+        Ok(v.and_then(|v| crate::skan::decode(v.value())))
     }
 
     /// Events accepted this month by `tenant_id`.

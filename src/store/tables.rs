@@ -42,9 +42,18 @@ pub const AUDIT_BATCHES: TableDefinition<&str, u64> = TableDefinition::new("audi
 /// Adjust ordering: [`ordering_key`] (app, event token, device) → timestamp (ms) of the last
 /// accepted event. Written only by the writer, in the event's transaction.
 pub const ORDERING: TableDefinition<&[u8], i64> = TableDefinition::new("adjust_order");
-/// GameRebellion sessions: app id (u32 BE) ++ session id → start time (ms) of a session that
-/// has not ended. Written only by the writer, in the start or end event's transaction.
-pub const SESSIONS: TableDefinition<&[u8], i64> = TableDefinition::new("sessions");
+/// Adjust SKAdNetwork: [`skan_key`] (app, device) → the device's conversion value
+/// ([`crate::skan::encode`]). Written only by the writer, in the event's transaction.
+pub const SKAN_VALUES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("adjust_skan");
+/// GameRebellion sessions: [`session_key`] (app id ++ session id) → session record
+/// ([`super::codec::encode_session`]: start time, and the identifiers it was started with) of
+/// a session that has not ended. Written only by the writer, in the start or end event's
+/// transaction.
+pub const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("gr_sessions");
+/// The open sessions of each set of identifiers, so that a stop or end that names no session
+/// finds the latest: [`open_session_key`] (app id ++ identifiers key ++ start time ++ session
+/// id) → (). Kept in step with [`SESSIONS`] by the writer.
+pub const OPEN_SESSIONS: TableDefinition<&[u8], ()> = TableDefinition::new("gr_open_sessions");
 
 /// [`app_period_key`] (app, UTC day number since the epoch) → events accepted that day.
 pub const APP_DAYS: TableDefinition<u64, u64> = TableDefinition::new("app_days");
@@ -71,9 +80,41 @@ pub fn ordering_key(app_id: u32, event_token: &str, device: &str) -> Vec<u8> {
     k
 }
 
+/// The [`SKAN_VALUES`] key of a device (`name=value` of its identifier) of an app.
+pub fn skan_key(app_id: u32, device: &str) -> Vec<u8> {
+    dedupe_key(app_id, device)
+}
+
 /// The [`SESSIONS`] key of a session id within an app (the same layout as [`dedupe_key`]).
 pub fn session_key(app_id: u32, session_id: &str) -> Vec<u8> {
     dedupe_key(app_id, session_id)
+}
+
+/// Length of the identifiers key of a session (first 16 bytes of a SHA-256).
+pub const IDENTITY_LEN: usize = 16;
+
+/// The prefix of [`OPEN_SESSIONS`] keys of one set of identifiers within an app.
+pub fn open_sessions_prefix(app_id: u32, identity: &[u8; IDENTITY_LEN]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + IDENTITY_LEN + 8 + 32);
+    k.extend_from_slice(&app_id.to_be_bytes());
+    k.extend_from_slice(identity);
+    k
+}
+
+/// The [`OPEN_SESSIONS`] key of a session (`session_key` as from [`session_key`]): sorted by
+/// start time within its identifiers, so the last key of a prefix is the latest session.
+pub fn open_session_key(
+    session_key: &[u8],
+    identity: &[u8; IDENTITY_LEN],
+    start_ms: i64,
+) -> Vec<u8> {
+    let (app, session_id) = session_key.split_at(4);
+    let mut k = Vec::with_capacity(4 + IDENTITY_LEN + 8 + session_id.len());
+    k.extend_from_slice(app);
+    k.extend_from_slice(identity);
+    k.extend_from_slice(&(start_ms.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(session_id);
+    k
 }
 
 /// The [`DEDUPE`] key of an event id within an app.

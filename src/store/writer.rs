@@ -16,6 +16,7 @@
 //! database and opens it again (redb repairs it), retrying with backoff; until that succeeds
 //! every submission gets `CommitFailed` at once and readiness reports the writer unhealthy.
 
+use super::codec::{decode_session, encode_session};
 use super::dedupe::{Check, Committed, Known, Precheck, Staged};
 use super::indexer::Indexer;
 use super::tables::*;
@@ -66,12 +67,30 @@ pub enum Guard {
     /// Adjust's ordering rule: refuse the event ([`Outcome::OutOfOrder`]) when `ts_ms` is
     /// earlier than the last accepted one under `key` in [`ORDERING`]; on acceptance `ts_ms`
     /// becomes the last one (it never moves back).
-    NotBefore { key: Vec<u8>, ts_ms: i64 },
+    /// On acceptance, `skan` (a SKAdNetwork conversion value the event earned) is merged
+    /// into the device's stored value in [`SKAN_VALUES`] ([`crate::skan::merge`]).
+    NotBefore {
+        key: Vec<u8>,
+        ts_ms: i64,
+        skan: Option<SkanUpdate>,
+    },
     /// GameRebellion sessions: on acceptance, `ts_ms` is the start of session `key` in
-    /// [`SESSIONS`].
-    SessionStart { key: Vec<u8>, ts_ms: i64 },
-    /// On acceptance, session `key` is forgotten.
+    /// [`SESSIONS`], and the session is the latest open one of its identifiers (`identity`,
+    /// when it had any) in [`OPEN_SESSIONS`]. A restart of the same session id replaces it.
+    SessionStart {
+        key: Vec<u8>,
+        ts_ms: i64,
+        identity: Option<[u8; IDENTITY_LEN]>,
+    },
+    /// On acceptance, session `key` is forgotten (in both tables).
     SessionEnd { key: Vec<u8> },
+}
+
+/// A conversion value an Adjust event earned for device `key` ([`skan_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkanUpdate {
+    pub key: Vec<u8>,
+    pub value: crate::skan::Value,
 }
 
 /// The events of one request, all of the same key.
@@ -561,6 +580,20 @@ struct Quota {
     used: u64,
 }
 
+/// Removes session `key` from [`SESSIONS`] and its entry from [`OPEN_SESSIONS`].
+fn forget_session(
+    sessions: &mut redb::Table<&[u8], &[u8]>,
+    open_sessions: &mut redb::Table<&[u8], ()>,
+    key: &[u8],
+) -> Result<()> {
+    let old = sessions.remove(key)?.map(|v| decode_session(v.value()));
+    // An undecodable record is dropped with its session rather than failing the commit.
+    if let Some(Ok((start, Some(id)))) = old {
+        open_sessions.remove(open_session_key(key, &id, start).as_slice())?;
+    }
+    Ok(())
+}
+
 /// Appends a batch in one durable transaction. Returns each request's outcomes, the next
 /// free seq and what the dedupe index must take in; on error nothing of the batch is stored.
 fn commit_batch(
@@ -580,6 +613,8 @@ fn commit_batch(
         let mut key_used = txn.open_table(KEY_USED)?;
         let mut ordering = txn.open_table(ORDERING)?;
         let mut sessions = txn.open_table(SESSIONS)?;
+        let mut open_sessions = txn.open_table(OPEN_SESSIONS)?;
+        let mut skan_values = txn.open_table(SKAN_VALUES)?;
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut tally = super::panel::Tally::default();
         for Item { sub, known, .. } in batch {
@@ -599,7 +634,7 @@ fn commit_batch(
                     }
                     Check::New(slot) => slot,
                 };
-                if let Some(Guard::NotBefore { key, ts_ms }) = &ev.guard
+                if let Some(Guard::NotBefore { key, ts_ms, .. }) = &ev.guard
                     && ordering
                         .get(key.as_slice())?
                         .is_some_and(|last| last.value() > *ts_ms)
@@ -615,14 +650,34 @@ fn commit_batch(
                 dedupe.insert(slot, seq)?;
                 match &ev.guard {
                     None => {}
-                    Some(Guard::NotBefore { key, ts_ms }) => {
+                    Some(Guard::NotBefore { key, ts_ms, skan }) => {
                         ordering.insert(key.as_slice(), *ts_ms)?;
+                        if let Some(SkanUpdate { key, value }) = skan {
+                            let stored = skan_values
+                                .get(key.as_slice())?
+                                .and_then(|v| crate::skan::decode(v.value()));
+                            let merged = crate::skan::merge(stored, *value);
+                            if stored != Some(merged) {
+                                let bytes = crate::skan::encode(merged);
+                                skan_values.insert(key.as_slice(), bytes.as_slice())?;
+                            }
+                        }
                     }
-                    Some(Guard::SessionStart { key, ts_ms }) => {
-                        sessions.insert(key.as_slice(), *ts_ms)?;
+                    Some(Guard::SessionStart {
+                        key,
+                        ts_ms,
+                        identity,
+                    }) => {
+                        forget_session(&mut sessions, &mut open_sessions, key)?;
+                        let record = encode_session(*ts_ms, identity.as_ref());
+                        sessions.insert(key.as_slice(), record.as_slice())?;
+                        if let Some(id) = identity {
+                            open_sessions
+                                .insert(open_session_key(key, id, *ts_ms).as_slice(), ())?;
+                        }
                     }
                     Some(Guard::SessionEnd { key }) => {
-                        sessions.remove(key.as_slice())?;
+                        forget_session(&mut sessions, &mut open_sessions, key)?;
                     }
                 }
                 outcomes.push(Outcome::Accepted { seq });
@@ -876,6 +931,7 @@ pub(crate) mod tests {
                 p.guard = Some(Guard::NotBefore {
                     key: b"dev".to_vec(),
                     ts_ms: *ts,
+                    skan: None,
                 });
             }
             s
@@ -895,20 +951,65 @@ pub(crate) mod tests {
         );
         let out = w.submit(guarded(&[("d", 9), ("e", 11)]), 10).await.unwrap();
         assert_eq!(out, vec![Outcome::OutOfOrder, Outcome::Accepted { seq: 3 }]);
+        // A conversion value is merged into the device's with an accepted event only.
+        use crate::skan::{Coarse, Value};
+        let skan = |id: &str, ts_ms: i64, fine: u8| {
+            let mut s = sub(&[id]);
+            s.events[0].guard = Some(Guard::NotBefore {
+                key: b"dev2".to_vec(),
+                ts_ms,
+                skan: Some(SkanUpdate {
+                    key: b"skan-dev2".to_vec(),
+                    value: Value {
+                        fine,
+                        coarse: Coarse::of_fine(fine),
+                        lock: false,
+                    },
+                }),
+            });
+            s
+        };
+        w.submit(skan("k1", 10, 30), 10).await.unwrap();
+        w.submit(skan("k2", 5, 50), 10).await.unwrap(); // out of order: not merged
+        w.submit(skan("k3", 11, 20), 10).await.unwrap(); // lower: the value stays
+        assert_eq!(
+            store.skan_value(b"skan-dev2").unwrap(),
+            Some(Value {
+                fine: 30,
+                coarse: Coarse::Medium,
+                lock: false
+            })
+        );
         // Sessions: a start is remembered with its event, an end forgets it.
-        let mut s = sub(&["s1"]);
-        s.events[0].guard = Some(Guard::SessionStart {
-            key: crate::store::tables::session_key(1, "x"),
-            ts_ms: 42,
-        });
-        w.submit(s, 10).await.unwrap();
-        assert_eq!(store.session_start(1, "x").unwrap(), Some(42));
+        let alice = [1u8; IDENTITY_LEN];
+        for (event, session, ts_ms) in [("s1", "x", 42), ("s1b", "y", 50), ("s1c", "x", 60)] {
+            let mut s = sub(&[event]);
+            s.events[0].guard = Some(Guard::SessionStart {
+                key: crate::store::tables::session_key(1, session),
+                ts_ms,
+                identity: Some(alice),
+            });
+            w.submit(s, 10).await.unwrap();
+        }
+        // "x" restarted at 60 replaced its start at 42, and is the latest of its identifiers.
+        assert_eq!(store.session_start(1, "x").unwrap(), Some(60));
+        assert_eq!(
+            store.latest_open_session(1, &alice).unwrap(),
+            Some(("x".to_owned(), 60))
+        );
+        assert_eq!(store.latest_open_session(2, &alice).unwrap(), None);
+        assert_eq!(store.latest_open_session(1, &[2; 16]).unwrap(), None);
         let mut s = sub(&["s2"]);
         s.events[0].guard = Some(Guard::SessionEnd {
             key: crate::store::tables::session_key(1, "x"),
         });
         w.submit(s, 10).await.unwrap();
         assert_eq!(store.session_start(1, "x").unwrap(), None);
+        // Ending the latest makes the one before it the latest open one.
+        assert_eq!(
+            store.latest_open_session(1, &alice).unwrap(),
+            Some(("y".to_owned(), 50))
+        );
     }
 
     #[tokio::test]

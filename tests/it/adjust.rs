@@ -68,6 +68,11 @@ fn curl(script: &str, key: &str) -> (u16, String) {
     (code.parse().unwrap(), body.to_owned())
 }
 
+/// The answer to a request without a token for an app that requires one.
+const MISSING_TOKEN: &str = "Failed to authorize request: no Authorization: Bearer <S2S token>; \
+send a key of this app (inlet keys mint --app APP), or accept requests without one with \
+inlet apps configure APP --adjust-require-token false";
+
 fn failed(message: &str) -> String {
     json!({ "error": format!("Event request failed ({message})") }).to_string()
 }
@@ -313,7 +318,7 @@ fn every_rule_broken_once() {
         expect("GET", query, &auth, *status, message);
     }
     // Authorization: missing, unknown, a key of another app, revoked.
-    expect("GET", &ok, "", 401, "Failed to authorize request");
+    expect("GET", &ok, "", 401, MISSING_TOKEN);
     expect(
         "GET",
         &ok,
@@ -548,10 +553,7 @@ fn the_key_is_required_unless_the_app_says_otherwise() {
     let mut c = inlet.client();
     let q = format!("/event?s2s=1&app_token={APP_TOKEN}&event_token={EVENT_TOKEN}&web_uuid=w-1");
     let r = c.request("GET", &q, &[], b"").unwrap();
-    assert_eq!(
-        (r.status, r.text()),
-        (401, failed("Failed to authorize request"))
-    );
+    assert_eq!((r.status, r.text()), (401, failed(MISSING_TOKEN)));
     inlet.cli_ok(&[
         "apps",
         "configure",
@@ -599,4 +601,160 @@ fn the_key_is_required_unless_the_app_says_otherwise() {
     ]);
     let r = c.request("GET", &q, &[], b"").unwrap();
     assert_eq!(r.status, 401);
+}
+
+#[test]
+fn the_specs_snippet_without_a_token_is_told_which_setting_lets_it_in() {
+    let (inlet, _key) = adjust_inlet();
+    // The spec's callback_params example, verbatim but for the host: it sends no token.
+    let script = format!(
+        "curl --location '{}/event?s2s=1&event_token=f0ob4r&app_token=4w565xzmb54d&idfa=8A3CB124-5A79-4334-8802-F75FEC099C58&callback_params={PARAMS}'",
+        inlet.url("")
+    );
+    let (status, body) = curl(&script, "");
+    assert_eq!(
+        (status, body.as_str()),
+        (401, failed(MISSING_TOKEN).as_str())
+    );
+    // Still Adjust's error shape, and the body names the setting that turns the token off.
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let message = error["error"].as_str().unwrap();
+    assert!(message.starts_with("Event request failed (Failed to authorize request"));
+    assert!(message.contains("inlet apps configure APP --adjust-require-token false"));
+    assert!(inlet.export().is_empty());
+    // Doing what it says lets the same snippet in.
+    inlet.cli_ok(&[
+        "apps",
+        "configure",
+        "default",
+        "--adjust-require-token",
+        "false",
+    ]);
+    assert_eq!(curl(&script, ""), (200, "OK".to_owned()));
+    assert_eq!(inlet.export().len(), 1);
+    // A wrong token is not given the hint: no setting makes a wrong key right.
+    let (status, body) = curl(&format!("{script} -H 'Authorization: Bearer srv_nope'"), "");
+    assert_eq!((status, body), (401, failed("Failed to authorize request")));
+}
+
+#[test]
+fn ios_14_requests_get_the_conversion_value_of_the_apps_rules() {
+    let (inlet, key) = adjust_inlet();
+    inlet.cli_ok(&["apps", "adjust-event", "default", "tut001", "tutorial_done"]);
+    let out = inlet.cli_ok(&[
+        "apps",
+        "adjust-skan",
+        "default",
+        "--event",
+        "tutorial_done=5",
+        "--event",
+        "purchase=20/medium",
+        "--revenue",
+        "9.99=40/high",
+        "--revenue",
+        "99=63/high/lock",
+        "--window-hours",
+        "48",
+    ]);
+    assert!(out.contains("adjust skan rules"), "{out}");
+    let apps = parse_ndjson(&inlet.cli_ok(&["apps", "list", "--json"]));
+    assert_eq!(
+        apps[0]["adjust_skan"],
+        json!({
+            "events": {"purchase": {"fine": 20, "coarse": "medium"}, "tutorial_done": {"fine": 5}},
+            "revenue": [{"min": 9.99, "fine": 40, "coarse": "high"},
+                        {"min": 99.0, "fine": 63, "coarse": "high", "lock": true}],
+            "window_hours": 48
+        })
+    );
+    // Bad rules are refused with a reason, and change nothing.
+    for bad in [
+        &["--event", "purchase=64"][..],
+        &["--event", "purchase=5/huge"],
+        &["--revenue", "-1=5"],
+        &["--window-hours", "0", "--event", "a=1"],
+        &[],
+    ] {
+        let mut args = vec!["apps", "adjust-skan", "default"];
+        args.extend_from_slice(bad);
+        let o = inlet.cli(&args);
+        assert!(!o.status.success(), "{bad:?} was accepted");
+        assert!(!o.stderr.is_empty());
+    }
+
+    let mut c = inlet.client();
+    let auth = format!("Bearer {key}");
+    let registered = created_at(now_secs() - 3600);
+    let mut get = |query: &str| {
+        let r = c
+            .request(
+                "GET",
+                &format!("/event?{query}"),
+                &[("Authorization", &auth)],
+                b"",
+            )
+            .unwrap();
+        (
+            r.status,
+            r.header("content-type").unwrap_or_default().to_owned(),
+            r.text(),
+        )
+    };
+    let value = |fine: u8, coarse: &str, lock: bool| {
+        (
+            200,
+            "application/json".to_owned(),
+            json!({"skadn_conv_value": fine, "skadn_coarse_value": coarse, "skadn_lock_window": lock})
+                .to_string(),
+        )
+    };
+    let ok = (200, "text/plain; charset=utf-8".to_owned(), "OK".to_owned());
+    let ios = |token: &str, extra: &str| {
+        format!(
+            "s2s=1&app_token={APP_TOKEN}&event_token={token}&idfa={IDFA}&skadn_registered_at={registered}{extra}"
+        )
+    };
+    // Not iOS 14+ (no skadn_registered_at): `OK`, unchanged.
+    assert_eq!(
+        get(&format!(
+            "s2s=1&app_token={APP_TOKEN}&event_token=tut001&gps_adid=g-1"
+        )),
+        ok
+    );
+    // iOS 14+: the value the event earns, and the device's value only goes up.
+    assert_eq!(get(&ios("tut001", "")), value(5, "low", false));
+    let t = now_secs() - 60;
+    let purchase = ios(
+        EVENT_TOKEN,
+        &format!("&revenue=12&currency=EUR&created_at_unix={t}"),
+    );
+    assert_eq!(get(&purchase), value(40, "high", false));
+    // An exact retry (a duplicate, stored once) is answered the same.
+    assert_eq!(get(&purchase), value(40, "high", false));
+    assert_eq!(get(&ios(EVENT_TOKEN, "")), value(40, "high", false));
+    assert_eq!(get(&ios("tut001", "")), value(40, "high", false));
+    // The lock rule: the window ends, nothing moves the value any more.
+    assert_eq!(
+        get(&ios(EVENT_TOKEN, "&revenue=150&currency=USD")),
+        value(63, "high", true)
+    );
+    assert_eq!(get(&ios("tut001", "")), value(63, "high", true));
+    // Another device registered three days ago is past the 48-hour window: no value yet.
+    let old = format!(
+        "s2s=1&app_token={APP_TOKEN}&event_token={EVENT_TOKEN}&idfa=11111111-2222-3333-4444-555555555555&skadn_registered_at={}",
+        now_secs() - 3 * 86_400
+    );
+    assert_eq!(get(&old), ok);
+    // A malformed registration time is refused in Adjust's format.
+    let (status, _, body) = get(&ios("tut001", "x"));
+    assert_eq!((status, body), (400, failed("Invalid skadn_registered_at")));
+    // Every accepted request is stored, skadn_registered_at kept in props.
+    let events = inlet.export();
+    assert_eq!(events.len(), 8);
+    assert!(events[1]["props"]["skadn_registered_at"].is_string());
+
+    // Removing the rules: iOS 14+ requests are answered `OK` again.
+    let out = inlet.cli_ok(&["apps", "adjust-skan", "default", "--clear"]);
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(get(&ios("tut001", "")), ok);
 }

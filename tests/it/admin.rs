@@ -825,3 +825,35 @@ fn the_api_configures_the_adjust_and_appsflyer_settings_of_an_app() {
         )
     );
 }
+
+#[test]
+fn the_api_sets_the_skadnetwork_rules_of_an_app() {
+    let inlet = Inlet::start();
+    let mut admin = Admin::setup(&inlet);
+    let rules = json!({
+        "events": {"purchase": {"fine": 20, "coarse": "medium"}},
+        "revenue": [{"min": 9.99, "fine": 40, "lock": true}],
+        "window_hours": 72
+    });
+    let r = admin.post("/admin/api/apps/default/adjust-skan", &rules);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["app"]["adjust_skan"], rules);
+    // Checked like the CLI's: a fine value above 63, an unknown field, no rules at all.
+    for bad in [
+        json!({"events": {"purchase": {"fine": 64}}}),
+        json!({"events": {"purchase": {"fine": 1, "coarse": "huge"}}}),
+        json!({"events": {"purchase": {"fine": 1}}, "windows": 3}),
+        json!({}),
+    ] {
+        let r = admin.post("/admin/api/apps/default/adjust-skan", &bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    let r = admin.post("/admin/api/apps/nope/adjust-skan", &rules);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let apps = parse_ndjson(&inlet.cli_ok(&["apps", "list", "--json"]));
+    assert_eq!(apps[0]["adjust_skan"], rules);
+    // `null` removes them.
+    let r = admin.post("/admin/api/apps/default/adjust-skan", &Value::Null);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["app"].get("adjust_skan").is_none());
+}

@@ -608,3 +608,183 @@ fn sessions_are_events_and_an_end_after_a_start_has_a_duration() {
     );
     assert!(r.json()["duration_ms"].as_i64().is_some());
 }
+
+/// Waits until the wall clock is past `ms` (ms since the epoch).
+fn wait_past(ms: u64) {
+    wait_for("time to pass", || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            > ms
+    });
+}
+
+#[test]
+fn sessions_by_identifiers_or_the_clients_own_id_survive_a_restart() {
+    let mut inlet = Inlet::start();
+    let key = inlet.mint("default");
+    let mut c = inlet.client();
+    // Only identifiers, as for events: a generated session id.
+    let r = post_json(
+        &mut c,
+        "/api/v1/sessions/start",
+        &key,
+        &json!({"identifiers": {"player_id": "p9", "device_id": "d9"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let generated = r.json()["session_id"].as_str().unwrap().to_owned();
+    // The client's own id in `payload`, or in `identifiers`, is the session id.
+    let r = post_json(
+        &mut c,
+        "/api/v1/sessions/start",
+        &key,
+        &json!({"identifiers": {"player_id": "p7"}, "payload": {"session_id": "client-s1", "map": "forest"}}),
+    );
+    assert_eq!(
+        (r.status, r.json()["session_id"].clone()),
+        (200, json!("client-s1"))
+    );
+    let r = post_json(
+        &mut c,
+        "/api/v1/sessions/start",
+        &key,
+        &json!({"identifiers": {"player_id": "p8", "session_id": "client-s2"}}),
+    );
+    assert_eq!(r.json()["session_id"], "client-s2");
+    let started = inlet.export()[2]["received_at_ms"].as_u64().unwrap();
+
+    // Acknowledged sessions outlive the process, even a SIGKILL.
+    inlet.kill();
+    inlet.restart();
+    let mut c = inlet.client();
+    wait_past(started + 5);
+
+    // A stop naming no session finds the open one of the same identifiers (in any order) and
+    // leaves it open; the end closes it.
+    let ids = json!({"identifiers": {"device_id": "d9", "player_id": "p9"}});
+    for path in ["/api/v1/sessions/stop", "/api/v1/sessions/end"] {
+        let r = post_json(&mut c, path, &key, &ids);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.json()["session_id"], generated.as_str(), "{path}");
+        assert!(r.json()["duration_ms"].as_i64().unwrap() >= 5, "{path}");
+    }
+    // Nothing open any more for those identifiers: a stable 404.
+    expect_error(
+        &post_json(&mut c, "/api/v1/sessions/end", &key, &ids),
+        404,
+        "no_open_session",
+    );
+    // Other identifiers, or none at all, are no match.
+    expect_error(
+        &post_json(
+            &mut c,
+            "/api/v1/sessions/stop",
+            &key,
+            &json!({"identifiers": {"player_id": "p9"}}),
+        ),
+        404,
+        "no_open_session",
+    );
+    expect_error(
+        &post_json(
+            &mut c,
+            "/api/v1/sessions/end",
+            &key,
+            &json!({"payload": {}}),
+        ),
+        400,
+        "session_id_required",
+    );
+    // The client's id in `payload` closes its session, with the duration kept over the
+    // restart; its identifiers have nothing open afterwards.
+    let r = post_json(
+        &mut c,
+        "/api/v1/sessions/end",
+        &key,
+        &json!({"payload": {"session_id": "client-s1"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["session_id"], "client-s1");
+    assert!(r.json()["duration_ms"].as_i64().unwrap() >= 5);
+    expect_error(
+        &post_json(
+            &mut c,
+            "/api/v1/sessions/end",
+            &key,
+            &json!({"identifiers": {"player_id": "p7"}}),
+        ),
+        404,
+        "no_open_session",
+    );
+    // Identifiers alone close a session the client started with its own id.
+    let r = post_json(
+        &mut c,
+        "/api/v1/sessions/end",
+        &key,
+        &json!({"identifiers": {"player_id": "p8"}}),
+    );
+    assert_eq!(r.json()["session_id"], "client-s2");
+    // Two different ids for one request: refused, not guessed.
+    expect_error(
+        &post_json(
+            &mut c,
+            "/api/v1/sessions/end",
+            &key,
+            &json!({"session_id": "a", "payload": {"session_id": "b"}}),
+        ),
+        400,
+        "session_id_invalid",
+    );
+
+    // Two open sessions of the same identifiers: the latest closes first.
+    for id in ["older", "newer"] {
+        let r = post_json(
+            &mut c,
+            "/api/v1/sessions/start",
+            &key,
+            &json!({"session_id": id, "identifiers": {"player_id": "p5"}}),
+        );
+        assert_eq!(r.status, 200);
+        let at = inlet.export().last().unwrap()["received_at_ms"]
+            .as_u64()
+            .unwrap();
+        wait_past(at);
+    }
+    for id in ["newer", "older"] {
+        let r = post_json(
+            &mut c,
+            "/api/v1/sessions/end",
+            &key,
+            &json!({"identifiers": {"player_id": "p5"}}),
+        );
+        assert_eq!(r.json()["session_id"], id);
+    }
+
+    // What was stored: every session event carries its session id in props, never as an
+    // identifier, and the client's other payload fields stay.
+    let events = inlet.export();
+    let by_session = |id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["props"]["session_id"] == id)
+            .map(|e| e["event_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        by_session(&generated),
+        ["session_start", "session_stop", "session_end"]
+    );
+    assert_eq!(by_session("client-s1"), ["session_start", "session_end"]);
+    assert_eq!(by_session("client-s2"), ["session_start", "session_end"]);
+    assert_eq!(events[1]["props"]["map"], "forest");
+    assert_eq!(events[2]["ids"], json!({"player_id": "p8"}));
+    let end = events
+        .iter()
+        .find(|e| {
+            e["event_name"] == "session_end" && e["props"]["session_id"] == generated.as_str()
+        })
+        .unwrap();
+    assert_eq!(end["ids"], json!({"device_id": "d9", "player_id": "p9"}));
+    assert!(end["props"]["duration_ms"].as_i64().unwrap() >= 5);
+}

@@ -173,6 +173,13 @@ fn assert_matches(at: &str, got: Option<&Value>, want: &Value) {
 }
 
 #[test]
+fn reflect_fixtures() {
+    let inlet = Inlet::start();
+    let key = inlet.mint("default");
+    check_fixtures("reflect", &inlet, &key);
+}
+
+#[test]
 fn gamerebellion_fixtures() {
     let inlet = Inlet::start();
     let key = inlet.mint("default");
@@ -190,6 +197,15 @@ fn adjust_fixtures() {
         "4w565xzmb54d",
     ]);
     inlet.cli_ok(&["apps", "adjust-event", "default", "f0ob4r", "purchase"]);
+    inlet.cli_ok(&[
+        "apps",
+        "adjust-skan",
+        "default",
+        "--event",
+        "purchase=20/medium",
+        "--revenue",
+        "100=42/high/lock",
+    ]);
     let key = inlet.mint("default");
     check_fixtures("adjust", &inlet, &key);
 }

@@ -437,38 +437,26 @@ fn bulk_accepts_a_thousand_reports_per_event_and_is_idempotent() {
     let r = c.post_json("/s2s/events/bulk", &key, &mixed);
     assert_eq!(r.status, 200);
     let b = r.json();
-    let statuses: Vec<(Value, Value, Value)> = b["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["event_id"].clone(),
-                r["status"].clone(),
-                r["reason"].clone(),
-            )
-        })
-        .collect();
+    // A missing field as the spec's bulk example names it, and which field.
     assert_eq!(
-        statuses,
-        vec![
-            (json!("m1"), json!("accepted"), Value::Null),
-            (json!("m2"), json!("rejected"), json!("event_name_required")),
-            (
-                json!("m3"),
-                json!("rejected"),
-                json!("event_ts_ms_required")
-            ),
-            (Value::Null, json!("rejected"), json!("bad_json")),
-            (json!("b0"), json!("duplicate"), Value::Null),
-        ]
+        b["results"],
+        json!([
+            {"event_id": "m1", "status": "accepted"},
+            {"event_id": "m2", "status": "rejected", "reason": "missing_required_fields",
+             "field": "event_name"},
+            {"event_id": "m3", "status": "rejected", "reason": "missing_required_fields",
+             "field": "event_ts_ms"},
+            {"event_id": null, "status": "rejected", "reason": "bad_json"},
+            {"event_id": "b0", "status": "duplicate"},
+        ])
     );
     assert_eq!(
         (b["accepted"].clone(), b["rejected"].clone()),
         (json!(1), json!(3))
     );
 
-    // Nothing accepted at all: the first reason is the request's status.
+    // Nothing accepted at all: the first reason is the request's status, and its `error` the
+    // error table's reason.
     let r = c.post_json(
         "/s2s/events/bulk",
         &key,
@@ -478,6 +466,52 @@ fn bulk_accepts_a_thousand_reports_per_event_and_is_idempotent() {
         (r.status, error_of(&r)),
         (400, "event_ts_ms_required".to_owned())
     );
+    assert_eq!(r.json()["results"][0]["reason"], "missing_required_fields");
+}
+
+#[test]
+fn bulk_names_a_missing_field_as_the_specs_example_and_single_keeps_the_table() {
+    let inlet = Inlet::start();
+    let key = inlet.mint("default");
+    let mut c = inlet.client();
+    let mut no_uuid = event("n1");
+    no_uuid.as_object_mut().unwrap().remove("install_uuid");
+    let mut null_ts = event("n2");
+    null_ts["event_ts_ms"] = Value::Null;
+    let mut bad_ts = event("n3");
+    bad_ts["event_ts_ms"] = json!("soon");
+    let r = c.post_json(
+        "/s2s/events/bulk",
+        &key,
+        &json!({"events": [event("ok1"), no_uuid, null_ts, bad_ts]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(
+        (b["accepted"].clone(), b["rejected"].clone()),
+        (json!(1), json!(3))
+    );
+    assert_eq!(
+        b["results"],
+        json!([
+            {"event_id": "ok1", "status": "accepted"},
+            {"event_id": "n1", "status": "rejected", "reason": "missing_required_fields",
+             "field": "install_uuid"},
+            {"event_id": "n2", "status": "rejected", "reason": "missing_required_fields",
+             "field": "event_ts_ms"},
+            // A field that is there but wrong keeps its own reason.
+            {"event_id": "n3", "status": "rejected", "reason": "event_ts_ms_invalid"},
+        ])
+    );
+    // The single endpoint answers the error table's per-field reason.
+    let mut single = event("s1");
+    single.as_object_mut().unwrap().remove("install_uuid");
+    let r = c.post_json("/s2s/event", &key, &single);
+    assert_eq!(
+        (r.status, r.json()),
+        (400, json!({"error": "install_uuid_required"}))
+    );
+    assert_eq!(inlet.export().len(), 1);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! (not wall time), so that a busy shared machine changes the figures little.
 
 use crate::load::{event_id, event_json};
-use inlet::ingest::{reflect_bulk_prepare, reflect_single_prepare, single_accepted};
+use inlet::ingest::{ResultReasons, reflect_bulk_prepare, reflect_single_prepare, single_accepted};
 use inlet::store::read::KeyInfo;
 use inlet::store::writer::Outcome;
 use serde_json::{Value, json};
@@ -154,7 +154,7 @@ pub fn run(events: u64, rounds: usize) -> Figures {
         let start = thread_cpu_ns();
         for (slots, _) in &mut parts {
             let slots = slots.take().expect("answered once");
-            black_box(slots.answer(&accepted, audit_key, drop));
+            black_box(slots.answer(&accepted, audit_key, ResultReasons::Reflect, drop));
         }
         figures.bulk_answer.push(per(start, requests * BULK));
         let start = thread_cpu_ns();
