@@ -15,6 +15,7 @@ use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
+use redact::AuditFormat;
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -24,6 +25,7 @@ pub mod appsflyer;
 pub mod datafly;
 pub mod gamerebellion;
 pub mod native;
+pub mod redact;
 
 /// `POST /s2s/event`.
 pub async fn reflect_single(state: &State, req: Request<Incoming>) -> Reply {
@@ -55,7 +57,7 @@ async fn reflect_single_inner(
         events: vec![pending],
         audit: Some((audit_key.clone(), body.clone())),
     };
-    let outcome = submit(state, sub, body.len()).await?[0];
+    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
     count_outcomes(state, &key.app, "reflect", &[outcome]);
     Ok(match outcome {
         Outcome::Accepted { .. } => json_text(200, single_accepted(&event_id, &audit_key)),
@@ -329,7 +331,7 @@ async fn submit_prepared(
             events,
             audit: Some((audit_key.clone(), body.clone())),
         };
-        submit(state, sub, body.len()).await?
+        submit(state, sub, body.len(), AuditFormat::Json).await?
     };
     count_outcomes(state, &key.app, source, &outcomes);
     Ok(
@@ -491,12 +493,15 @@ pub fn lookup_key(state: &State, token: &str) -> Result<KeyInfo, Reason> {
     }
 }
 
-/// Hands a submission to the writer and waits for its commit.
+/// Takes the credentials out of a submission (its raw body written as `format`), hands it to
+/// the writer and waits for its commit.
 pub(crate) async fn submit(
     state: &State,
-    sub: Submission,
+    mut sub: Submission,
     bytes: usize,
+    format: AuditFormat,
 ) -> Result<Vec<Outcome>, Reason> {
+    redact::submission(state, &mut sub, format);
     state.writer.submit(sub, bytes).await.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,
         SubmitError::ShuttingDown => Reason::ShuttingDown,

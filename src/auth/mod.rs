@@ -4,4 +4,5 @@
 
 pub mod keys;
 pub mod password;
+pub mod redact;
 pub mod secrets;

@@ -165,6 +165,15 @@ impl Verifier {
         // Same-length constant-time comparison (what `hmac::verify` does internally).
         crate::auth::keys::ct_eq(expected.as_ref(), mac)
     }
+
+    /// Whether `secret` is this verifier's secret (compared through a MAC of a fixed text,
+    /// in constant time).
+    pub fn is(&self, secret: &str) -> bool {
+        const PROBE: &[u8] = b"inlet: which secret is this";
+        let mine = hmac::sign(&self.0, PROBE);
+        let theirs = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()), PROBE);
+        crate::auth::keys::ct_eq(mine.as_ref(), theirs.as_ref())
+    }
 }
 
 /// The header value a client sends: `sha256=` + hex HMAC-SHA256(secret, `ts.body`).

@@ -10,6 +10,7 @@
 //! (`skadn_registered_at`) of an app with conversion value rules, the device's value as
 //! JSON ([`crate::skan`]).
 
+use super::redact::AuditFormat;
 use super::{
     checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,
 };
@@ -150,7 +151,7 @@ async fn event_inner(
         events: vec![p],
         audit: Some((audit_key, raw.into())),
     };
-    let outcome = submit(state, sub, raw_len).await?[0];
+    let outcome = submit(state, sub, raw_len, AuditFormat::Form).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
     match outcome {
         // An exact retry of an accepted request is answered like the original.

@@ -4,6 +4,7 @@
 //! `webDevKey` authenticates as a key of that app → validate → key's allowed events →
 //! writer (dedupe, quota, append, one fsync; identity links follow from the log) → `200 OK`.
 
+use super::redact::AuditFormat;
 use super::{
     checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,
 };
@@ -85,7 +86,7 @@ async fn inner(
         events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
         audit: Some((audit_key, body.clone())),
     };
-    let outcome = submit(state, sub, body.len()).await?[0];
+    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
     match outcome {
         // A repeated setcuid is a duplicate: the link exists, the answer is the same.

@@ -8,6 +8,7 @@
 //! The signature is checked before the time window, so only a holder of a valid secret
 //! learns that a timestamp was stale.
 
+use super::redact::AuditFormat;
 use super::{checked, count_outcomes, count_rejected, pending, submit, with_quota_retry};
 use crate::auth::secrets::{WINDOW_MS, parse_signature};
 use crate::clock::{Date, now_ms};
@@ -99,7 +100,7 @@ async fn inner(
         events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
         audit: Some((audit_key, body.clone())),
     };
-    let outcome = submit(state, sub, body.len()).await?[0];
+    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
     match outcome {
         // A retried message (same messageId) is stored once and answered alike.

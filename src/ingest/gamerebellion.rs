@@ -6,6 +6,7 @@
 //! and its start time] → writer (dedupe, quota, append, session tables; one fsync) → reply.
 //! Every answer carries `X-RateLimit-Limit/Remaining/Reset`.
 
+use super::redact::AuditFormat;
 use super::{
     checked, count_outcomes, count_rejected, pending, submit, submit_batch, with_quota_retry,
 };
@@ -107,7 +108,7 @@ async fn single(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<
         events: vec![pending(key, SOURCE, received_at_ms, event, &audit_key)],
         audit: Some((audit_key.clone(), body.clone())),
     };
-    let outcome = submit(state, sub, body.len()).await?[0];
+    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
     single_reply(outcome, json!({ "event_id": event_id }), &audit_key)
 }
@@ -216,7 +217,7 @@ async fn session(
         events: vec![p],
         audit: Some((audit_key.clone(), body.clone())),
     };
-    let outcome = submit(state, sub, body.len()).await?[0];
+    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
     let mut fields = json!({ "event_id": event_id, "session_id": session_id });
     if let Some(d) = duration_ms {

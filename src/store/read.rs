@@ -6,7 +6,7 @@ use super::tables::*;
 use super::{Result, Store, find_app};
 use crate::auth::keys;
 use crate::clock::month_key;
-use redb::ReadableTable;
+use redb::{ReadTransaction, ReadableTable};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::value::RawValue;
@@ -112,6 +112,27 @@ pub enum KeyCheck {
     Unknown,
 }
 
+/// The key record whose SHA-256 is that of `presented` (compared in constant time).
+fn find_key(txn: &ReadTransaction, presented: &str) -> Result<Option<(u32, Key)>> {
+    if !keys::well_formed(presented) {
+        return Ok(None);
+    }
+    let hash = keys::hash(presented);
+    let Some(id) = txn
+        .open_table(KEY_LOOKUP)?
+        .get(keys::lookup_prefix(&hash))?
+        .map(|v| v.value())
+    else {
+        return Ok(None);
+    };
+    let Some(bytes) = txn.open_table(KEYS)?.get(id)? else {
+        return Ok(None);
+    };
+    let key: Key = decode_config("key", bytes.value())?;
+    let stored = crate::event::hex(&hash);
+    Ok(keys::ct_eq(stored.as_bytes(), key.sha256.as_bytes()).then_some((id, key)))
+}
+
 impl Store {
     /// [`Store::authenticate`] through the key cache: `generation` is the writer's current
     /// configuration generation ([`crate::store::writer::Stats::config_generation`]).
@@ -135,26 +156,10 @@ impl Store {
     /// Like [`Store::authenticate`], but tells a revoked key from an unknown one (for dialects
     /// whose answers differ, GameRebellion's 401 vs 403).
     pub fn check_key(&self, presented: &str) -> Result<KeyCheck> {
-        if !keys::well_formed(presented) {
-            return Ok(KeyCheck::Unknown);
-        }
-        let hash = keys::hash(presented);
         let txn = self.db.begin_read()?;
-        let Some(id) = txn
-            .open_table(KEY_LOOKUP)?
-            .get(keys::lookup_prefix(&hash))?
-            .map(|v| v.value())
-        else {
+        let Some((id, key)) = find_key(&txn, presented)? else {
             return Ok(KeyCheck::Unknown);
         };
-        let Some(bytes) = txn.open_table(KEYS)?.get(id)? else {
-            return Ok(KeyCheck::Unknown);
-        };
-        let key: Key = decode_config("key", bytes.value())?;
-        let stored = crate::event::hex(&hash);
-        if !keys::ct_eq(stored.as_bytes(), key.sha256.as_bytes()) {
-            return Ok(KeyCheck::Unknown);
-        }
         if key.revoked_ms.is_some() {
             return Ok(KeyCheck::Revoked);
         }
@@ -176,6 +181,12 @@ impl Store {
             allowed_events: key.allowed_events,
             rate_limit: key.rate_limit,
         }))
+    }
+
+    /// The id of the key `presented` is, revoked or not (to name it where it is redacted).
+    pub fn key_id_of(&self, presented: &str) -> Result<Option<u32>> {
+        let txn = self.db.begin_read()?;
+        Ok(find_key(&txn, presented)?.map(|(id, _)| id))
     }
 
     pub fn tenants(&self, now_ms: u64) -> Result<Vec<TenantRow>> {

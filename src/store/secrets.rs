@@ -254,6 +254,15 @@ impl Store {
             .map(|e| e.signer.clone()))
     }
 
+    /// The id of the unrevoked secret `plain` is (to name it where it is redacted).
+    pub fn secret_id_of(&self, plain: &str) -> Result<Option<u32>> {
+        Ok(self
+            .active_secrets()?
+            .iter()
+            .find(|e| e.verifier.is(plain))
+            .map(|e| e.signer.secret_id))
+    }
+
     fn active_secrets(&self) -> Result<Arc<Vec<Entry>>> {
         let txn = self.db.begin_read()?;
         let version = txn

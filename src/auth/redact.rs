@@ -1,0 +1,345 @@
+//! Credentials out of everything inlet stores: a server key (`srv_` + 48 hex) or a signing
+//! secret (`sk_` + 48 hex) found in a request is replaced by a marker before anything is
+//! written (raw audit bodies, canonical events, per-event state).
+//!
+//! The marker says what was there and, when it is a credential of this server, which one:
+//!
+//! | found | stored as |
+//! |---|---|
+//! | a key of this server (also revoked) | `[redacted: key 12]` (the id of `inlet keys list`) |
+//! | a key-shaped value that is no key of this server | `[redacted: key]` |
+//! | an unrevoked signing secret of this server | `[redacted: secret 3]` (`inlet secrets list`) |
+//! | any other secret-shaped value | `[redacted: secret]` |
+//!
+//! Only the credential's own characters are replaced, so the rest of a body stays as sent:
+//! AppsFlyer's `"webDevKey": "srv_…"` is stored as `"webDevKey": "[redacted: key 12]"`,
+//! `"note": "key srv_… leaked"` as `"note": "key [redacted: key 12] leaked"`.
+//!
+//! What is recognized: the credential's plain text anywhere in the bytes; in a JSON body also
+//! a credential spelled with escapes inside a string (`"srv\u005f…"`, which a JSON reader
+//! decodes to the key); in a form or query string (Adjust) also a percent-encoded one
+//! (`srv%5F…`). There, the marker is form-encoded (`%5Bredacted%3A+key+12%5D`).
+//!
+//! Pure: the caller says which id a credential has ([`Namer`]).
+
+use memchr::memmem;
+use std::borrow::Cow;
+
+/// Hex characters after a credential's prefix (keys and secrets alike).
+const HEX_LEN: usize = 48;
+
+/// Which kind of credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A server key, `srv_…`.
+    Key,
+    /// A signing secret, `sk_…`.
+    Secret,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Key => crate::auth::keys::PREFIX,
+            Kind::Secret => crate::auth::secrets::PREFIX,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Key => "key",
+            Kind::Secret => "secret",
+        }
+    }
+}
+
+/// The id of a credential found in a request, when it is one of this server's.
+pub trait Namer: FnMut(Kind, &str) -> Option<u32> {}
+impl<F: FnMut(Kind, &str) -> Option<u32>> Namer for F {}
+
+/// What a credential is replaced with: `[redacted: key 12]`, `[redacted: secret]`, ...
+pub fn marker(kind: Kind, id: Option<u32>) -> String {
+    match id {
+        Some(id) => format!("[redacted: {} {id}]", kind.name()),
+        None => format!("[redacted: {}]", kind.name()),
+    }
+}
+
+/// Where credentials are in `bytes`, in order: `(start, end, kind)`.
+fn find(bytes: &[u8]) -> Vec<(usize, usize, Kind)> {
+    let mut found = Vec::new();
+    for kind in [Kind::Key, Kind::Secret] {
+        let prefix = kind.prefix().as_bytes();
+        for at in memmem::find_iter(bytes, prefix) {
+            let end = at + prefix.len() + HEX_LEN;
+            let hex = bytes.get(at + prefix.len()..end);
+            if hex.is_some_and(|h| h.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
+                found.push((at, end, kind));
+            }
+        }
+    }
+    // The two shapes cannot overlap: neither prefix is made of hex characters.
+    found.sort_unstable_by_key(|f| f.0);
+    found
+}
+
+/// Whether `bytes` hold a credential in plain text.
+pub fn contains(bytes: &[u8]) -> bool {
+    !find(bytes).is_empty()
+}
+
+/// Replaces every credential in plain text; `encode` turns a marker into what is written.
+fn replace<'a>(
+    bytes: &'a [u8],
+    namer: &mut impl Namer,
+    encode: impl Fn(String) -> String,
+) -> Cow<'a, [u8]> {
+    let found = find(bytes);
+    if found.is_empty() {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut from = 0;
+    for (start, end, kind) in found {
+        out.extend_from_slice(&bytes[from..start]);
+        // The matched bytes are ASCII.
+        let credential = std::str::from_utf8(&bytes[start..end]).unwrap_or_default();
+        out.extend_from_slice(encode(marker(kind, namer(kind, credential))).as_bytes());
+        from = end;
+    }
+    out.extend_from_slice(&bytes[from..]);
+    Cow::Owned(out)
+}
+
+/// Any text: every credential in plain text replaced by its marker.
+pub fn text<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
+    replace(bytes, namer, |m| m)
+}
+
+/// A string: as [`text`].
+pub fn string(s: &str, namer: &mut impl Namer) -> Option<String> {
+    match text(s.as_bytes(), namer) {
+        Cow::Borrowed(_) => None,
+        // Only ASCII credentials were replaced by ASCII markers, at character boundaries.
+        Cow::Owned(v) => Some(String::from_utf8(v).expect("UTF-8 in, UTF-8 out")),
+    }
+}
+
+/// JSON text (a body, or a canonical event's `props`/`context`): as [`text`], and a string
+/// that spells a credential with escapes is written again, unescaped where it held one.
+/// Text that is not JSON is handled as [`text`] only.
+pub fn json<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
+    // Only a `\u` escape can spell a credential's characters.
+    if memmem::find(bytes, b"\\u").is_none() {
+        return text(bytes, namer);
+    }
+    let mut out: Option<Vec<u8>> = None;
+    let mut from = 0;
+    let mut i = 0;
+    while let Some(open) = memchr::memchr(b'"', &bytes[i..]).map(|p| i + p) {
+        // The closing quote: the first one not escaped.
+        let mut j = open + 1;
+        let mut escaped = false;
+        while j < bytes.len() {
+            match bytes[j] {
+                b'\\' => {
+                    escaped = true;
+                    j += 2;
+                }
+                b'"' => break,
+                _ => j += 1,
+            }
+        }
+        if j >= bytes.len() {
+            break; // unterminated: not JSON
+        }
+        let span = &bytes[open..=j];
+        if escaped
+            && let Ok(decoded) = serde_json::from_slice::<String>(span)
+            && let Some(clean) = string(&decoded, namer)
+        {
+            let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            out.extend_from_slice(&bytes[from..open]);
+            out.extend_from_slice(
+                serde_json::to_string(&clean)
+                    .expect("a string serializes")
+                    .as_bytes(),
+            );
+            from = j + 1;
+        }
+        i = j + 1;
+    }
+    match out {
+        None => text(bytes, namer),
+        Some(mut out) => {
+            out.extend_from_slice(&bytes[from..]);
+            // Credentials in plain text (outside the rewritten strings) too.
+            Cow::Owned(text(&out, namer).into_owned())
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` text or a query string (`a=1&b=2`): each `name=value`
+/// piece holding a credential in plain text has it replaced by the form-encoded marker; a
+/// piece holding one only once percent-decoded is written again, decoded, redacted and
+/// encoded.
+pub fn form<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
+    let hides = |piece: &[u8]| memchr::memchr2(b'%', b'+', piece).is_some();
+    if !bytes
+        .split(|&b| b == b'&')
+        .any(|p| contains(p) || (hides(p) && contains(&percent_decode(p))))
+    {
+        return Cow::Borrowed(bytes);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    for (n, piece) in bytes.split(|&b| b == b'&').enumerate() {
+        if n > 0 {
+            out.push(b'&');
+        }
+        if contains(piece) {
+            out.extend_from_slice(&replace(piece, namer, |m| form_encode(&m)));
+        } else if hides(piece) && contains(&percent_decode(piece)) {
+            let mut parts = piece.splitn(2, |&b| b == b'=');
+            let name = percent_decode(parts.next().unwrap_or_default());
+            out.extend_from_slice(form_encode(&lossy(&text(&name, namer))).as_bytes());
+            if let Some(value) = parts.next() {
+                out.push(b'=');
+                let value = percent_decode(value);
+                out.extend_from_slice(form_encode(&lossy(&text(&value, namer))).as_bytes());
+            }
+        } else {
+            out.extend_from_slice(piece);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+/// `+` is a space, `%XY` a byte; anything else as is.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Form encoding: unreserved characters as is, a space as `+`, every other byte `%XY`.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "srv_0123456789abcdef0123456789abcdef0123456789abcdef";
+    const SECRET: &str = "sk_fedcba9876543210fedcba9876543210fedcba9876543210";
+
+    fn ids(kind: Kind, credential: &str) -> Option<u32> {
+        match kind {
+            Kind::Key if credential == KEY => Some(12),
+            Kind::Secret if credential == SECRET => Some(3),
+            _ => None,
+        }
+    }
+
+    fn s(c: Cow<[u8]>) -> String {
+        String::from_utf8(c.into_owned()).unwrap()
+    }
+
+    #[test]
+    fn plain_text_credentials_are_replaced_and_named() {
+        let body = format!(r#"{{"webDevKey" : "{KEY}", "note": "x{SECRET}y", "n": 1}}"#);
+        assert_eq!(
+            s(json(body.as_bytes(), &mut ids)),
+            r#"{"webDevKey" : "[redacted: key 12]", "note": "x[redacted: secret 3]y", "n": 1}"#
+        );
+        let other = KEY.replace('0', "1");
+        assert_eq!(
+            s(text(format!("a {other} b").as_bytes(), &mut ids)),
+            "a [redacted: key] b"
+        );
+        // Not a credential: too short, upper case, another prefix.
+        for near in [
+            &KEY[..KEY.len() - 1],
+            &KEY.to_uppercase(),
+            &KEY.replace("srv_", "srv-"),
+        ] {
+            assert!(matches!(text(near.as_bytes(), &mut ids), Cow::Borrowed(_)));
+        }
+        // Longer runs of hex: the credential in them still goes.
+        assert_eq!(
+            s(text(format!("{KEY}ff").as_bytes(), &mut ids)),
+            "[redacted: key 12]ff"
+        );
+    }
+
+    #[test]
+    fn escaped_json_strings_are_decoded_and_written_again() {
+        let escaped = format!(
+            r#"{{"a":"q\"","webDevKey":"srv\u005f{}","b":"\n"}}"#,
+            &KEY[4..]
+        );
+        let out = s(json(escaped.as_bytes(), &mut ids));
+        assert_eq!(
+            out,
+            r#"{"a":"q\"","webDevKey":"[redacted: key 12]","b":"\n"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["webDevKey"], "[redacted: key 12]");
+        // Escapes elsewhere, nothing to redact: unchanged.
+        let plain = r#"{"a":"q\"\u00e9"}"#;
+        assert!(matches!(json(plain.as_bytes(), &mut ids), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn form_pieces_are_redacted_and_stay_form_encoded() {
+        let raw = format!("s2s=1&token={KEY}&callback_params=%7B%22k%22%3A%22{SECRET}%22%7D&x=%2C");
+        assert_eq!(
+            s(form(raw.as_bytes(), &mut ids)),
+            "s2s=1&token=%5Bredacted%3A+key+12%5D\
+             &callback_params=%7B%22k%22%3A%22%5Bredacted%3A+secret+3%5D%22%7D&x=%2C"
+        );
+        // Percent-encoded: decoded, redacted, encoded again.
+        let hidden = format!("a=b&t=srv%5F{}&c=d", &KEY[4..]);
+        let out = s(form(hidden.as_bytes(), &mut ids));
+        assert_eq!(out, "a=b&t=%5Bredacted%3A+key+12%5D&c=d");
+        assert!(matches!(form(b"a=%2C&b=c+d", &mut ids), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn markers_hold_no_credential_and_need_no_escaping() {
+        for m in [marker(Kind::Key, Some(7)), marker(Kind::Secret, None)] {
+            assert!(!contains(m.as_bytes()));
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
+        }
+    }
+}

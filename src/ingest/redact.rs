@@ -1,0 +1,115 @@
+//! Credentials out of a submission before the writer stores it (`crate::auth::redact` says
+//! what is recognized and the marker that replaces it): the raw audit body, every string of
+//! each canonical event, and each event's per-dialect state (session ids, ordering keys).
+//!
+//! The common case finds nothing and copies nothing: one scan of the body and of each encoded
+//! event; an event is decoded and encoded again only when it holds a credential.
+
+use crate::auth::redact::{self, Kind};
+use crate::server::State;
+use crate::store::codec::{decode_event, encode_event};
+use crate::store::writer::{Guard, Pending, Submission};
+use memchr::memmem;
+use std::borrow::Cow;
+
+/// How a submission's raw body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFormat {
+    /// A JSON document (every dialect but Adjust).
+    Json,
+    /// A query string and/or form body (Adjust).
+    Form,
+}
+
+/// Replaces every credential in what `sub` will store by its marker.
+pub fn submission(state: &State, sub: &mut Submission, format: AuditFormat) {
+    // The same credential is usually found in the body and in its event: looked up once.
+    let mut seen: Vec<(String, Option<u32>)> = Vec::new();
+    let mut namer = |kind: Kind, credential: &str| {
+        if let Some((_, id)) = seen.iter().find(|(c, _)| c == credential) {
+            return *id;
+        }
+        let id = match kind {
+            Kind::Key => state.store.key_id_of(credential),
+            Kind::Secret => state.store.secret_id_of(credential),
+        }
+        .unwrap_or_else(|e| {
+            // Still redacted, only not named.
+            tracing::error!(error = %e, "credential lookup failed");
+            None
+        });
+        seen.push((credential.to_owned(), id));
+        id
+    };
+    if let Some((audit_key, body)) = &mut sub.audit {
+        let clean = match format {
+            AuditFormat::Json => redact::json(body, &mut namer),
+            AuditFormat::Form => redact::form(body, &mut namer),
+        };
+        if let Cow::Owned(clean) = clean {
+            *body = clean.into();
+        }
+        if let Some(clean) = redact::string(audit_key, &mut namer) {
+            *audit_key = clean;
+        }
+    }
+    for p in &mut sub.events {
+        event(p, &mut namer);
+    }
+}
+
+fn event(p: &mut Pending, namer: &mut impl redact::Namer) {
+    if let Some(clean) = redact::string(&p.event_id, namer) {
+        p.event_id = clean;
+    }
+    if let Some(
+        Guard::NotBefore { key, .. } | Guard::SessionStart { key, .. } | Guard::SessionEnd { key },
+    ) = &mut p.guard
+        && let Cow::Owned(clean) = redact::text(key, namer)
+    {
+        *key = clean;
+    }
+    // Only `\u` escapes in JSON text (`props`, `context`) can spell a credential's characters.
+    if !redact::contains(&p.record) && memmem::find(&p.record, b"\\u").is_none() {
+        return;
+    }
+    let Ok(mut r) = decode_event(&p.record) else {
+        return; // encoded by this process a moment ago: cannot happen
+    };
+    let mut changed = false;
+    let mut one = |s: &mut String| {
+        if let Some(clean) = redact::string(s, namer) {
+            *s = clean;
+            changed = true;
+        }
+    };
+    one(&mut r.event_id);
+    one(&mut r.event_name);
+    one(&mut r.audit_key);
+    for s in [
+        &mut r.install_uuid,
+        &mut r.user_id,
+        &mut r.anonymous_id,
+        &mut r.currency,
+        &mut r.transaction_id,
+        &mut r.product_id,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        one(s);
+    }
+    for (k, v) in &mut r.ids {
+        one(k);
+        one(v);
+    }
+    for s in [&mut r.props, &mut r.context] {
+        if let Cow::Owned(clean) = redact::json(s.as_bytes(), namer) {
+            *s = String::from_utf8_lossy(&clean).into_owned();
+            changed = true;
+        }
+    }
+    if changed {
+        p.record = encode_event(&r);
+    }
+}
