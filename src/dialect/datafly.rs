@@ -9,7 +9,9 @@
 //!   them in the identity graph. `groupId` stays in `props`: a group is not a person, and
 //!   linking it would merge every member into one profile.
 //! - `messageId` (Segment's message id, when sent) → `event_id`, so a retried message is
-//!   stored once; without it an id is generated.
+//!   stored once. Without it the pipeline gives the message a [`derived_id`] (from the
+//!   signing secret's id, `X-Timestamp` and the body), so an exact retry — the same signed
+//!   request sent again — is stored once too.
 //! - `timestamp` (ISO 8601) → `event_ts_ms`, default the receive time.
 //! - `context` → `context`, with `userAgent` renamed `user_agent` (the canonical name).
 //! - `properties.revenue` (number) and `properties.currency` (3 letters) are copied to
@@ -19,8 +21,29 @@
 
 use super::json;
 use crate::clock::days_from_civil;
-use crate::event::{Draft, Reason};
+use crate::event::{Draft, Reason, hex};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Prefix of a [`derived_id`].
+pub const DERIVED_ID_PREFIX: &str = "datafly_";
+
+/// The id of a message sent without `messageId`: [`DERIVED_ID_PREFIX`] + 32 hex characters
+/// (128 bits) of SHA-256 over the id of the secret that signed the request, its
+/// `X-Timestamp`, the message's index in the request (0 for the single message of
+/// `/v1/events`; a batch gives each message its own) and the raw body. The same signed
+/// request sent again gets the same id, and is answered as a duplicate; the secret itself
+/// takes no part.
+pub fn derived_id(secret_id: u32, timestamp: &str, index: usize, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"inlet datafly message id v1\0");
+    h.update(secret_id.to_be_bytes());
+    h.update((timestamp.len() as u64).to_be_bytes());
+    h.update(timestamp.as_bytes());
+    h.update((index as u64).to_be_bytes());
+    h.update(body);
+    format!("{DERIVED_ID_PREFIX}{}", hex(&h.finalize()[..16]))
+}
 
 /// Decodes a message received at `received_at_ms`.
 pub fn decode(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> {
@@ -188,6 +211,21 @@ mod tests {
     use serde_json::json;
 
     const NOW: u64 = 1_764_158_400_000;
+
+    #[test]
+    fn derived_ids_are_stable_and_differ_in_each_input() {
+        let id = derived_id(3, "1764158400000", 0, b"{}");
+        assert_eq!(id, derived_id(3, "1764158400000", 0, b"{}"));
+        assert!(id.starts_with(DERIVED_ID_PREFIX) && id.len() == DERIVED_ID_PREFIX.len() + 32);
+        for other in [
+            derived_id(4, "1764158400000", 0, b"{}"),
+            derived_id(3, "1764158400001", 0, b"{}"),
+            derived_id(3, "1764158400000", 1, b"{}"),
+            derived_id(3, "1764158400000", 0, b"{ }"),
+        ] {
+            assert_ne!(id, other);
+        }
+    }
 
     const SPEC_EXAMPLE: &str = r#"{
 "type": "track",

@@ -2,7 +2,8 @@
 //!
 //! body (limit) → headers (`X-Signature`, `X-Timestamp`) → HMAC-SHA256 over
 //! `X-Timestamp + "." + body` against every active secret (401 when none matches) →
-//! timestamp within ±5 minutes (403) → decode → validate → writer (dedupe on `messageId`,
+//! timestamp within ±5 minutes (403) → decode → event id (`messageId`, else derived from the
+//! secret's id, `X-Timestamp` and the body) → validate → writer (dedupe on that id,
 //! quota, append, one fsync; identity links follow from the log) → `200 {"success": true}`.
 //!
 //! The signature is checked before the time window, so only a holder of a valid secret
@@ -74,6 +75,9 @@ async fn inner(
         return Err(Reason::TimestampOutsideWindow);
     }
     let mut draft = datafly::decode(&body, received_at_ms)?;
+    if draft.event_id.is_none() {
+        draft.event_id = Some(datafly::derived_id(signer.secret_id, &timestamp, 0, &body));
+    }
     draft
         .context
         .insert("secret_id".into(), Value::from(signer.secret_id));
