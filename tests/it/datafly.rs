@@ -600,3 +600,73 @@ fn secrets_through_the_admin_api() {
     let r = admin.post("/admin/api/secrets", &json!({"app": "ghost", "label": "x"}));
     assert_eq!(r.status, 404);
 }
+
+/// `inlet_events_duplicate_total` of the Datafly source, from `/metrics`.
+fn datafly_duplicates(c: &mut Client) -> f64 {
+    let r = c
+        .request(
+            "GET",
+            "/metrics",
+            &[("Authorization", "Bearer scrape-me")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+        .lines()
+        .filter(|l| {
+            l.starts_with("inlet_events_duplicate_total{") && l.contains("source=\"datafly\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn an_exact_retry_without_a_message_id_is_a_duplicate_and_stored_once() {
+    let inlet = Inlet::start_with(&["--metrics-token", "scrape-me"]);
+    let secret = mint_secret(&inlet, "default");
+    let mut c = inlet.client();
+    let body = json!({"type": "track", "event": "Order Completed", "userId": "user_1",
+                      "properties": {"order_id": "ORD-1"}})
+    .to_string();
+    let ts = now_ms();
+    assert_eq!(outcome(&send(&mut c, &secret, ts, &body)), ok());
+    // The client timed out before the answer and sends the same signed request again.
+    assert_eq!(outcome(&send(&mut c, &secret, ts, &body)), ok());
+    assert_eq!(datafly_duplicates(&mut c), 1.0, "the retry is a duplicate");
+    let events = inlet.export();
+    assert_eq!(events.len(), 1, "stored once: {events:?}");
+    let id = events[0]["event_id"].as_str().unwrap().to_owned();
+    assert!(
+        id.starts_with("datafly_") && id.len() == "datafly_".len() + 32,
+        "{id}"
+    );
+
+    // Not a retry: the same body at another time, another body at the same time, and the
+    // same request signed with another secret of the app are new messages.
+    let other_secret = mint_secret(&inlet, "default");
+    let other_body = body.replace("ORD-1", "ORD-2");
+    for (s, t, b) in [
+        (&secret, ts + 1, &body),
+        (&secret, ts, &other_body),
+        (&other_secret, ts, &body),
+    ] {
+        assert_eq!(outcome(&send(&mut c, s, t, b)), ok());
+    }
+    assert_eq!(datafly_duplicates(&mut c), 1.0);
+    let events = inlet.export();
+    let mut ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{events:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "four distinct ids");
+    assert!(ids.iter().all(|i| i.starts_with("datafly_")));
+    // The id names no secret.
+    assert!(events.iter().all(|e| {
+        let text = e.to_string();
+        !text.contains(&secret) && !text.contains(&other_secret)
+    }));
+}

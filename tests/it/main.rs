@@ -24,6 +24,7 @@ mod operations;
 mod operator;
 mod packaging;
 mod powerloss;
+mod redaction;
 mod security;
 mod simdisk;
 mod soak;
