@@ -256,10 +256,10 @@ fn no_key_or_secret_in_the_data_dir_a_backup_an_export_an_audit_copy_or_the_log(
     let mut copies = std::collections::HashMap::new();
     for e in &events {
         let key = e["audit_key"].as_str().unwrap().to_owned();
-        if !copies.contains_key(&key) {
-            let copy = inlet.cli_ok(&["audit", "get", &key]);
-            scan(&format!("audit copy {key}"), copy.as_bytes());
-            copies.insert(key, copy);
+        if let std::collections::hash_map::Entry::Vacant(slot) = copies.entry(key) {
+            let copy = inlet.cli_ok(&["audit", "get", slot.key()]);
+            scan(&format!("audit copy {}", slot.key()), copy.as_bytes());
+            slot.insert(copy);
         }
     }
 
