@@ -24,6 +24,7 @@
 
 use memchr::memmem;
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 /// Hex characters after a credential's prefix (keys and secrets alike).
 const HEX_LEN: usize = 48;
@@ -65,12 +66,17 @@ pub fn marker(kind: Kind, id: Option<u32>) -> String {
     }
 }
 
+/// The searchers of the two prefixes, built once (every stored byte passes through them).
+static FINDERS: LazyLock<[(memmem::Finder<'static>, Kind); 2]> = LazyLock::new(|| {
+    [Kind::Key, Kind::Secret].map(|kind| (memmem::Finder::new(kind.prefix()), kind))
+});
+
 /// Where credentials are in `bytes`, in order: `(start, end, kind)`.
 fn find(bytes: &[u8]) -> Vec<(usize, usize, Kind)> {
     let mut found = Vec::new();
-    for kind in [Kind::Key, Kind::Secret] {
-        let prefix = kind.prefix().as_bytes();
-        for at in memmem::find_iter(bytes, prefix) {
+    for (finder, kind) in FINDERS.iter() {
+        let (prefix, kind) = (finder.needle(), *kind);
+        for at in finder.find_iter(bytes) {
             let end = at + prefix.len() + HEX_LEN;
             let hex = bytes.get(at + prefix.len()..end);
             if hex.is_some_and(|h| h.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
@@ -81,6 +87,13 @@ fn find(bytes: &[u8]) -> Vec<(usize, usize, Kind)> {
     // The two shapes cannot overlap: neither prefix is made of hex characters.
     found.sort_unstable_by_key(|f| f.0);
     found
+}
+
+/// Whether JSON text may spell a credential with escapes: only a `\u` escape can write a
+/// credential's characters.
+pub fn may_hide_escaped(bytes: &[u8]) -> bool {
+    static ESCAPE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("\\u"));
+    ESCAPE.find(bytes).is_some()
 }
 
 /// Whether `bytes` hold a credential in plain text.
@@ -129,8 +142,7 @@ pub fn string(s: &str, namer: &mut impl Namer) -> Option<String> {
 /// that spells a credential with escapes is written again, unescaped where it held one.
 /// Text that is not JSON is handled as [`text`] only.
 pub fn json<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
-    // Only a `\u` escape can spell a credential's characters.
-    if memmem::find(bytes, b"\\u").is_none() {
+    if !may_hide_escaped(bytes) {
         return text(bytes, namer);
     }
     let mut out: Option<Vec<u8>> = None;

@@ -9,7 +9,6 @@ use crate::auth::redact::{self, Kind};
 use crate::server::State;
 use crate::store::codec::{decode_event, encode_event};
 use crate::store::writer::{Guard, Pending, Submission};
-use memchr::memmem;
 use std::borrow::Cow;
 
 /// How a submission's raw body is written.
@@ -69,8 +68,8 @@ fn event(p: &mut Pending, namer: &mut impl redact::Namer) {
     {
         *key = clean;
     }
-    // Only `\u` escapes in JSON text (`props`, `context`) can spell a credential's characters.
-    if !redact::contains(&p.record) && memmem::find(&p.record, b"\\u").is_none() {
+    // Escapes can hide one only in JSON text (`props`, `context`).
+    if !redact::contains(&p.record) && !redact::may_hide_escaped(&p.record) {
         return;
     }
     let Ok(mut r) = decode_event(&p.record) else {

@@ -1,8 +1,8 @@
 //! No credential in anything inlet stores, shows or exports (issue 16, item 1): after traffic
 //! through all five dialects, with keys and secrets where clients put them (AppsFlyer's
 //! `webDevKey`, and by mistake in fields, parameters and ids), no minted key or secret is in
-//! any file of the data dir, a backup, an export, an audit copy or the server's log; the
-//! stored copies say what was redacted and which key it was.
+//! any file of the data dir, a backup, an export, an audit copy, the admin API or the server's
+//! log; the stored copies say what was redacted and which key it was.
 
 use crate::support::*;
 use inlet::auth::secrets::sign;
@@ -261,6 +261,20 @@ fn no_key_or_secret_in_the_data_dir_a_backup_an_export_an_audit_copy_or_the_log(
             scan(&format!("audit copy {}", slot.key()), copy.as_bytes());
             slot.insert(copy);
         }
+    }
+
+    // What the admin API (and the panel's pages built on it) shows: the event list and each
+    // event with its audit copy.
+    let mut admin = crate::admin::Admin::setup(&inlet);
+    let list = admin.get("/admin/api/events");
+    assert_eq!(list.status, 200, "{}", list.text());
+    scan("GET /admin/api/events", &list.body);
+    for e in &events {
+        let seq = e["seq"].as_u64().unwrap();
+        let r = admin.get(&format!("/admin/api/events/{seq}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["audit"]["body"].is_string(), "{}", r.text());
+        scan(&format!("GET /admin/api/events/{seq}"), &r.body);
     }
 
     // A backup, taken while serving.
