@@ -361,6 +361,14 @@ fn no_key_or_secret_in_the_data_dir_a_backup_an_export_an_audit_copy_or_the_log(
         df_ev["props"]["writeKey"],
         format!("[redacted: secret {secret_id}]")
     );
+    let escaped = events
+        .iter()
+        .find(|e| e["event_id"] == "reflect-3")
+        .unwrap();
+    assert_eq!(
+        escaped["props"]["note"],
+        format!("[redacted: key {pasted_id}]")
+    );
     let adjust_ev = events.iter().find(|e| e["source"] == "adjust").unwrap();
     assert_eq!(
         adjust_ev["props"]["s2s_token"],
