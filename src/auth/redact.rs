@@ -129,12 +129,12 @@ pub fn text<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
     replace(bytes, namer, |m| m)
 }
 
-/// A string: as [`text`].
+/// A string: as [`text`]; `None` when it holds no credential.
 pub fn string(s: &str, namer: &mut impl Namer) -> Option<String> {
     match text(s.as_bytes(), namer) {
         Cow::Borrowed(_) => None,
-        // Only ASCII credentials were replaced by ASCII markers, at character boundaries.
-        Cow::Owned(v) => Some(String::from_utf8(v).expect("UTF-8 in, UTF-8 out")),
+        // ASCII credentials replaced by ASCII markers: still UTF-8 (lossy never applies).
+        Cow::Owned(v) => Some(String::from_utf8_lossy(&v).into_owned()),
     }
 }
 
@@ -208,26 +208,21 @@ pub fn form<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
         if n > 0 {
             out.push(b'&');
         }
-        if contains(piece) {
-            out.extend_from_slice(&replace(piece, namer, |m| form_encode(&m)));
-        } else if hides(piece) && contains(&percent_decode(piece)) {
+        let piece = replace(piece, namer, |m| form_encode(m.as_bytes()));
+        if hides(&piece) && contains(&percent_decode(&piece)) {
             let mut parts = piece.splitn(2, |&b| b == b'=');
             let name = percent_decode(parts.next().unwrap_or_default());
-            out.extend_from_slice(form_encode(&lossy(&text(&name, namer))).as_bytes());
+            out.extend_from_slice(form_encode(&text(&name, namer)).as_bytes());
             if let Some(value) = parts.next() {
                 out.push(b'=');
                 let value = percent_decode(value);
-                out.extend_from_slice(form_encode(&lossy(&text(&value, namer))).as_bytes());
+                out.extend_from_slice(form_encode(&text(&value, namer)).as_bytes());
             }
         } else {
-            out.extend_from_slice(piece);
+            out.extend_from_slice(&piece);
         }
     }
     Cow::Owned(out)
-}
-
-fn lossy(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
 }
 
 /// `+` is a space, `%XY` a byte; anything else as is.
@@ -254,9 +249,9 @@ fn percent_decode(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Form encoding: unreserved characters as is, a space as `+`, every other byte `%XY`.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for &b in s.as_bytes() {
+fn form_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 out.push(b as char)
@@ -345,6 +340,12 @@ mod tests {
         let out = s(form(hidden.as_bytes(), &mut ids));
         assert_eq!(out, "a=b&t=%5Bredacted%3A+key+12%5D&c=d");
         assert!(matches!(form(b"a=%2C&b=c+d", &mut ids), Cow::Borrowed(_)));
+        // Both in one piece.
+        let both = format!("t={KEY},srv%5F{}", &KEY[4..]);
+        assert_eq!(
+            s(form(both.as_bytes(), &mut ids)),
+            "t=%5Bredacted%3A+key+12%5D%2C%5Bredacted%3A+key+12%5D"
+        );
     }
 
     #[test]
