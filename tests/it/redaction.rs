@@ -1,8 +1,9 @@
 //! No credential in anything inlet stores, shows or exports (issue 16, item 1): after traffic
 //! through all five dialects, with keys and secrets where clients put them (AppsFlyer's
-//! `webDevKey`, and by mistake in fields, parameters and ids), no minted key or secret is in
-//! any file of the data dir, a backup, an export, an audit copy, the admin API or the server's
-//! log; the stored copies say what was redacted and which key it was.
+//! `webDevKey`, and by mistake in fields, parameters and ids; also in a gzip body), no minted
+//! key or secret is in any file of the data dir, a backup, an export, an audit copy, the
+//! admin API or the server's log; the stored copies say what was redacted and which key it
+//! was.
 
 use crate::support::*;
 use inlet::auth::secrets::sign;
@@ -161,6 +162,22 @@ fn no_key_or_secret_in_the_data_dir_a_backup_an_export_an_audit_copy_or_the_log(
         "/api/v1/sessions/start",
         &json!({"session_id": format!("sess-{gr}"), "identifiers": {"player_id": "p1"}}),
     );
+    // A gzip body: the copy kept is the inflated body, redacted like any other.
+    let gz_event = json!({"event_type": "gz", "api_key": gr}).to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, gz_event.as_bytes()).unwrap();
+    let r = c
+        .post(
+            "/api/v1/event",
+            &[
+                ("X-API-Key", &gr),
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "gzip"),
+            ],
+            &gz.finish().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
 
     // Adjust: the key as a parameter of the query, percent-encoded in a form body, and inside
     // callback_params; the real credential in the Authorization header.
@@ -249,7 +266,7 @@ fn no_key_or_secret_in_the_data_dir_a_backup_an_export_an_audit_copy_or_the_log(
     // The export.
     let export = inlet.cli_ok(&["export"]);
     let events = parse_ndjson(&export);
-    assert_eq!(events.len(), 3 + 4 + 2 + 2 + 2, "{export}");
+    assert_eq!(events.len(), 3 + 5 + 2 + 2 + 2, "{export}");
     scan("the export", export.as_bytes());
 
     // Each audit copy.
@@ -334,6 +351,10 @@ fn no_key_or_secret_in_the_data_dir_a_backup_an_export_an_audit_copy_or_the_log(
     );
     assert!(
         copy_of("gamerebellion", 0).contains(&format!(r#""api_key":"[redacted: key {gr_id}]""#))
+    );
+    assert_eq!(
+        copy_of("gamerebellion", 4),
+        &gz_event.replace(&gr, &format!("[redacted: key {gr_id}]"))
     );
     // Adjust's copies stay form-encoded.
     let adjust_marker = format!("%5Bredacted%3A+key+{adjust_id}%5D");
