@@ -107,7 +107,8 @@ async fn inner(
     let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
     count_outcomes(state, &key.app, SOURCE, &[outcome]);
     match outcome {
-        // A retried message (same messageId) is stored once and answered alike.
+        // A retried message (same messageId, or the same signed request without one) is
+        // stored once and answered alike.
         Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(Reply::datafly_ok()),
         Outcome::OverQuota => Err(Reason::CapExceeded),
         // Only Adjust events carry an ordering guard; none is set here.

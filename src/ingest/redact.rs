@@ -7,7 +7,7 @@
 
 use crate::auth::redact::{self, Kind};
 use crate::server::State;
-use crate::store::codec::{decode_event, encode_event};
+use crate::store::codec::{EventRecord, decode_event, encode_event};
 use crate::store::writer::{Guard, Pending, Submission};
 use std::borrow::Cow;
 
@@ -75,6 +75,28 @@ fn event(p: &mut Pending, namer: &mut impl redact::Namer) {
     let Ok(mut r) = decode_event(&p.record) else {
         return; // encoded by this process a moment ago: cannot happen
     };
+    // Every field named, so that a new one cannot be left out unnoticed.
+    let EventRecord {
+        received_at_ms: _,
+        tenant,
+        app,
+        key_id: _,
+        source,
+        event_id,
+        event_name,
+        event_ts_ms: _,
+        install_uuid,
+        user_id,
+        anonymous_id,
+        ids,
+        revenue: _,
+        currency,
+        transaction_id,
+        product_id,
+        props,
+        context,
+        audit_key,
+    } = &mut r;
     let mut changed = false;
     let mut one = |s: &mut String| {
         if let Some(clean) = redact::string(s, namer) {
@@ -82,27 +104,27 @@ fn event(p: &mut Pending, namer: &mut impl redact::Namer) {
             changed = true;
         }
     };
-    one(&mut r.event_id);
-    one(&mut r.event_name);
-    one(&mut r.audit_key);
+    for s in [tenant, app, source, event_id, event_name, audit_key] {
+        one(s);
+    }
     for s in [
-        &mut r.install_uuid,
-        &mut r.user_id,
-        &mut r.anonymous_id,
-        &mut r.currency,
-        &mut r.transaction_id,
-        &mut r.product_id,
+        install_uuid,
+        user_id,
+        anonymous_id,
+        currency,
+        transaction_id,
+        product_id,
     ]
     .into_iter()
     .flatten()
     {
         one(s);
     }
-    for (k, v) in &mut r.ids {
+    for (k, v) in ids {
         one(k);
         one(v);
     }
-    for s in [&mut r.props, &mut r.context] {
+    for s in [props, context] {
         if let Cow::Owned(clean) = redact::json(s.as_bytes(), namer) {
             *s = String::from_utf8_lossy(&clean).into_owned();
             changed = true;
