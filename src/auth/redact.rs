@@ -349,6 +349,76 @@ mod tests {
     }
 
     #[test]
+    fn no_output_holds_a_credential_whatever_the_input() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        // Pieces that make credentials, their escaped and encoded spellings, and the syntax
+        // around them, in any order.
+        let escaped_key = format!("srv\\u005f{}", &KEY[4..]);
+        let encoded_secret = format!("sk%5F{}", &SECRET[3..]);
+        let pieces: Vec<String> = [
+            KEY,
+            SECRET,
+            &escaped_key,
+            &encoded_secret,
+            "srv_",
+            "sk_",
+            "srv",
+            "_",
+            "0123456789abcdef",
+            "ff",
+            "\\u005f",
+            "\\u0073",
+            "\\",
+            "\"",
+            "%5F",
+            "%73",
+            "%",
+            "+",
+            "&",
+            "=",
+            "{",
+            "}",
+            ":",
+            ",",
+            "a",
+            "é",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let input = proptest::collection::vec(proptest::sample::select(pieces), 0..32)
+            .prop_map(|p| p.concat());
+        let mut runner = TestRunner::new(Config {
+            cases: 2000,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&input, |x| {
+                let b = x.as_bytes();
+                prop_assert!(!contains(&text(b, &mut ids)));
+                let j = json(b, &mut ids);
+                prop_assert!(!contains(&j));
+                // Inside a JSON document: what a JSON reader gets holds no credential either.
+                let doc = format!(r#"{{"k": "{x}", "n": 1}}"#);
+                let j = json(doc.as_bytes(), &mut ids);
+                prop_assert!(!contains(&j));
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&j) {
+                    let k = v["k"].as_str().unwrap_or_default();
+                    prop_assert!(!contains(k.as_bytes()), "{x:?} → {k:?}");
+                    prop_assert_eq!(&v["n"], 1);
+                }
+                let f = form(b, &mut ids);
+                prop_assert!(!contains(&f));
+                for piece in f.split(|&c| c == b'&') {
+                    prop_assert!(!contains(&percent_decode(piece)), "{x:?}");
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
     fn markers_hold_no_credential_and_need_no_escaping() {
         for m in [marker(Kind::Key, Some(7)), marker(Kind::Secret, None)] {
             assert!(!contains(m.as_bytes()));
