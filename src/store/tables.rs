@@ -5,8 +5,8 @@
 use redb::TableDefinition;
 
 /// The schema version this build reads and writes, stored under [`META`]
-/// `"schema_version"`. The format is pinned by the committed fixture
-/// `tests/fixtures/schema-1.redb` (see `store::tests`): a change to any table or record
+/// `"schema_version"`. The format is pinned by the committed data dir
+/// `tests/fixtures/schema-1/` (opened by `tests/it/fixture.rs`): a change to any table or record
 /// layout raises this number and comes with an upgrade path from every released version
 /// and a fixture of its own. A file of another version is refused, never guessed at.
 pub const SCHEMA_VERSION: u32 = 1;

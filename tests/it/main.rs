@@ -14,6 +14,7 @@ mod crash;
 mod datafly;
 mod diskfull;
 mod durability;
+mod fixture;
 mod gamerebellion;
 mod golden;
 mod hostile;
