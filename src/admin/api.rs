@@ -631,29 +631,17 @@ pub(super) fn param(query: &str, name: &str) -> Option<String> {
         .split('&')
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| percent_decode(&v.replace('+', " ")))
+        .map(|(_, v)| {
+            crate::dialect::form::decode_text(v.as_bytes()).unwrap_or_else(|| v.to_owned())
+        })
         .filter(|v| !v.is_empty())
 }
 
-/// Decodes `%XX` escapes; invalid escapes and non-UTF-8 results are kept as they came.
+/// Decodes `%XX` escapes (a path segment: `+` stays); a non-UTF-8 result is kept as it came.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map_or_else(|_| s.to_owned(), std::borrow::Cow::into_owned)
 }
 
 /// `GET /admin/api/export?app=&after=&limit=&since=&until=&source=&event=`: checks the

@@ -199,7 +199,7 @@ pub fn form<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
     let hides = |piece: &[u8]| memchr::memchr2(b'%', b'+', piece).is_some();
     if !bytes
         .split(|&b| b == b'&')
-        .any(|p| contains(p) || (hides(p) && contains(&percent_decode(p))))
+        .any(|p| contains(p) || (hides(p) && contains(&crate::dialect::form::decode_bytes(p))))
     {
         return Cow::Borrowed(bytes);
     }
@@ -209,13 +209,13 @@ pub fn form<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
             out.push(b'&');
         }
         let piece = replace(piece, namer, |m| form_encode(m.as_bytes()));
-        if hides(&piece) && contains(&percent_decode(&piece)) {
+        if hides(&piece) && contains(&crate::dialect::form::decode_bytes(&piece)) {
             let mut parts = piece.splitn(2, |&b| b == b'=');
-            let name = percent_decode(parts.next().unwrap_or_default());
+            let name = crate::dialect::form::decode_bytes(parts.next().unwrap_or_default());
             out.extend_from_slice(form_encode(&text(&name, namer)).as_bytes());
             if let Some(value) = parts.next() {
                 out.push(b'=');
-                let value = percent_decode(value);
+                let value = crate::dialect::form::decode_bytes(value);
                 out.extend_from_slice(form_encode(&text(&value, namer)).as_bytes());
             }
         } else {
@@ -223,29 +223,6 @@ pub fn form<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
         }
     }
     Cow::Owned(out)
-}
-
-/// `+` is a space, `%XY` a byte; anything else as is.
-fn percent_decode(bytes: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
 }
 
 /// Form encoding: unreserved characters as is, a space as `+`, every other byte `%XY`.
@@ -411,7 +388,10 @@ mod tests {
                 let f = form(b, &mut ids);
                 prop_assert!(!contains(&f));
                 for piece in f.split(|&c| c == b'&') {
-                    prop_assert!(!contains(&percent_decode(piece)), "{x:?}");
+                    prop_assert!(
+                        !contains(&crate::dialect::form::decode_bytes(piece)),
+                        "{x:?}"
+                    );
                 }
                 Ok(())
             })

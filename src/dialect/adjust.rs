@@ -326,31 +326,10 @@ pub fn parse_form(raw: &[u8]) -> Result<Vec<(String, String)>, Reason> {
                 Some(i) => (&piece[..i], &piece[i + 1..]),
                 None => (piece, &b""[..]),
             };
-            Ok((percent_decode(name)?, percent_decode(value)?))
+            let text = |b: &[u8]| super::form::decode_text(b).ok_or(Reason::BodyUnreadable);
+            Ok((text(name)?, text(value)?))
         })
         .collect()
-}
-
-fn percent_decode(bytes: &[u8]) -> Result<String, Reason> {
-    let hexval = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hexval(bytes[i + 1]), hexval(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| Reason::BodyUnreadable)
 }
 
 /// Parses an ISO 8601 date-time into ms since the epoch: `YYYY-MM-DDTHH:MM[:SS[.fff]]`

@@ -5,6 +5,7 @@ pub mod adjust;
 pub mod appsflyer;
 pub mod canon;
 pub mod datafly;
+pub mod form;
 pub mod gamerebellion;
 pub mod json;
 pub mod reflect;
