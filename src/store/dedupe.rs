@@ -1003,7 +1003,6 @@ pub fn lookup_committed(txn: &ReadTransaction, app_id: u32, event_id: &str) -> R
     Ok(None)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,9 +165,9 @@ pub fn matches_log(graph: &Database, main: &Database) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::identity::tests::{append, cursor, graph_keys, stored};
-    use crate::store::identity::catch_up;
     use crate::store::Store;
+    use crate::store::identity::catch_up;
+    use crate::store::identity::tests::{append, cursor, graph_keys, stored};
 
     fn with_user(seq: u64, user: &str) -> crate::store::codec::EventRecord {
         let mut r = stored(seq, &[("device_id", &format!("d{seq}"))]);
@@ -237,5 +237,4 @@ mod tests {
         assert_eq!(catch_up(&store).unwrap(), 2);
         assert_eq!(graph_keys(&store).0, 2);
     }
-
 }

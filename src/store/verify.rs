@@ -67,7 +67,10 @@ impl Store {
         let entries = super::dedupe::entries(&txn)?;
         let mut by_fp: HashMap<u64, u128> = HashMap::new();
         let mut by_journal: HashMap<u64, u128> = HashMap::new();
-        for (to, list) in [(&mut by_fp, &entries.runs), (&mut by_journal, &entries.unmerged)] {
+        for (to, list) in [
+            (&mut by_fp, &entries.runs),
+            (&mut by_journal, &entries.unmerged),
+        ] {
             for &(seq, fp) in list {
                 if to.insert(seq, fp).is_some() {
                     problems.push(format!("seq {seq}: indexed twice by fingerprint"));
