@@ -32,12 +32,13 @@ pub fn decode(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> {
         }
         Some(_) => return Err(Reason::VendorField("type_invalid")),
     };
-    let event = text(&mut m, "event", "event_invalid")?;
     let event_name = if kind == "track" {
-        event.ok_or(Reason::VendorField("event_required"))?
+        text(&mut m, "event", "event_invalid")?.ok_or(Reason::VendorField("event_required"))?
     } else {
-        if let Some(e) = event {
-            m.insert("event".into(), Value::String(e));
+        // Not the name of a page/identify/group: a non-empty one stays in props, in its
+        // place; a null or empty one is dropped, another type refused.
+        if !matches!(m.get("event"), Some(Value::String(e)) if !e.is_empty()) {
+            text(&mut m, "event", "event_invalid")?;
         }
         kind
     };
@@ -51,12 +52,12 @@ pub fn decode(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> {
         None => received_at_ms as i64,
         Some(ts) => parse_iso8601_ms(&ts).ok_or(Reason::VendorField("timestamp_invalid"))?,
     };
-    let mut context = match m.remove("context") {
+    let mut context = match m.shift_remove("context") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(c)) => c,
         Some(_) => return Err(Reason::VendorField("context_invalid")),
     };
-    if let Some(ua) = context.remove("userAgent") {
+    if let Some(ua) = context.shift_remove("userAgent") {
         context.insert("user_agent".into(), ua);
     }
     let (mut revenue, mut currency, mut transaction_id) = (None, None, None);
@@ -101,7 +102,7 @@ fn text(
     name: &str,
     invalid: &'static str,
 ) -> Result<Option<String>, Reason> {
-    match m.remove(name) {
+    match m.shift_remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),

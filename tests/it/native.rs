@@ -475,7 +475,10 @@ fn bulk_names_a_missing_field_as_the_specs_example_and_single_keeps_the_table() 
     let key = inlet.mint("default");
     let mut c = inlet.client();
     let mut no_uuid = event("n1");
-    no_uuid.as_object_mut().unwrap().remove("install_uuid");
+    no_uuid
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("install_uuid");
     let mut null_ts = event("n2");
     null_ts["event_ts_ms"] = Value::Null;
     let mut bad_ts = event("n3");
@@ -505,7 +508,7 @@ fn bulk_names_a_missing_field_as_the_specs_example_and_single_keeps_the_table() 
     );
     // The single endpoint answers the error table's per-field reason.
     let mut single = event("s1");
-    single.as_object_mut().unwrap().remove("install_uuid");
+    single.as_object_mut().unwrap().shift_remove("install_uuid");
     let r = c.post_json("/s2s/event", &key, &single);
     assert_eq!(
         (r.status, r.json()),
