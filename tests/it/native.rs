@@ -656,3 +656,46 @@ fn router_and_transport_edges() {
     raw.read_exact(&mut answer).unwrap();
     assert_eq!(&answer, b"HTTP/1.1 413");
 }
+
+/// `props` come back from `inlet export` as the sender wrote them: the `props` object's keys
+/// in their order (nested objects too), then the unknown top-level fields in theirs, though
+/// the known fields sit between them. The order is checked on the exported line's text.
+#[test]
+fn export_gives_props_in_the_senders_order() {
+    let inlet = Inlet::start();
+    let key = inlet.mint("default");
+    let auth = format!("Bearer {key}");
+    let event = |id: &str| {
+        format!(
+            r#"{{"zeta":1,"event_id":"{id}","event_name":"purchase","alpha":{{"z":1,"a":[{{"y":1,"b":2}}]}},
+            "event_ts_ms":1735999999000,"mid":"m","install_uuid":"i1",
+            "props":{{"z":"first","a":{{"zz":1,"aa":2}},"m":3,"b":null}},
+            "beta":true,"currency":"EUR","omega":-0.5}}"#
+        )
+    };
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let mut client = inlet.client();
+    let single = client
+        .post("/s2s/event", &headers, event("order-1").as_bytes())
+        .unwrap();
+    assert_eq!(single.status, 200, "{}", single.text());
+    let bulk = format!(r#"{{"events":[{}]}}"#, event("order-2"));
+    let bulk = client
+        .post("/s2s/events/bulk", &headers, bulk.as_bytes())
+        .unwrap();
+    assert_eq!(bulk.status, 200, "{}", bulk.text());
+
+    let want = r#""props":{"z":"first","a":{"zz":1,"aa":2},"m":3,"b":null,"zeta":1,"alpha":{"z":1,"a":[{"y":1,"b":2}]},"mid":"m","beta":true,"omega":-0.5}"#;
+    let export = inlet.cli_ok(&["export"]);
+    let lines: Vec<&str> = export.lines().collect();
+    assert_eq!(lines.len(), 2, "{export}");
+    for line in lines {
+        assert!(
+            line.contains(want),
+            "props not in the sender's order:\n{line}"
+        );
+    }
+}
