@@ -283,6 +283,30 @@ mod tests {
     }
 
     #[test]
+    fn props_keep_the_senders_order() {
+        let keys = |body: &str| -> Vec<String> {
+            let d = decode(body.as_bytes(), NOW).unwrap();
+            d.props.keys().cloned().collect()
+        };
+        // A page's `event` is not its name: it stays where the sender put it.
+        assert_eq!(
+            keys(r#"{"z":1,"type":"page","event":"e","userId":"u","name":"Home","a":2}"#),
+            ["z", "type", "event", "name", "a"]
+        );
+        for empty in [r#""""#, "null"] {
+            let body = format!(r#"{{"z":1,"type":"page","event":{empty},"userId":"u","a":2}}"#);
+            assert_eq!(keys(&body), ["z", "type", "a"], "{body}");
+        }
+        let body = r#"{"type":"page","event":7,"userId":"u"}"#;
+        assert_eq!(
+            decode(body.as_bytes(), NOW).err(),
+            Some(Reason::VendorField("event_invalid"))
+        );
+        let track = r#"{"traits":{},"messageId":"m","type":"track","userId":"u","event":"x","b":1,"properties":{"z":1,"a":2}}"#;
+        assert_eq!(keys(track), ["traits", "type", "b", "properties"]);
+    }
+
+    #[test]
     fn iso8601() {
         assert_eq!(parse_iso8601_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(
