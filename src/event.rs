@@ -208,7 +208,7 @@ pub struct Draft {
     pub currency: Option<String>,
     pub transaction_id: Option<String>,
     pub product_id: Option<String>,
-    /// Every other field the sender gave, kept losslessly.
+    /// Every other field the sender gave, kept losslessly and in the sender's order.
     pub props: Map<String, Value>,
     /// Request context: ip, user agent, utm, ...
     pub context: Map<String, Value>,

@@ -110,7 +110,7 @@ fn event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft, Reason
     let mut context = Map::new();
     let event_ts_ms = match m.get("timestamp") {
         None | Some(Value::Null) => {
-            m.remove("timestamp");
+            m.shift_remove("timestamp");
             received_at_ms as i64
         }
         Some(Value::Number(n)) => {
@@ -121,7 +121,7 @@ fn event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft, Reason
             match replaced(ts, received_at_ms as i64) {
                 // Used as the event time: not kept twice.
                 None => {
-                    m.remove("timestamp");
+                    m.shift_remove("timestamp");
                     ts
                 }
                 // Replaced: the sender's value stays in props under its own name.
@@ -147,7 +147,7 @@ fn event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft, Reason
         }
         Some(_) => return Err(Reason::VendorField("eventValue_invalid")),
     }
-    let revenue = match m.remove("eventRevenue") {
+    let revenue = match m.shift_remove("eventRevenue") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_f64(),
         Some(Value::String(s)) => Some(
@@ -209,7 +209,7 @@ fn text(
     name: &str,
     invalid: &'static str,
 ) -> Result<Option<String>, Reason> {
-    match m.remove(name) {
+    match m.shift_remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -233,7 +233,7 @@ mod tests {
         });
         for (k, v) in extra.as_object().unwrap() {
             if v.is_null() {
-                b.as_object_mut().unwrap().remove(k);
+                b.as_object_mut().unwrap().shift_remove(k);
             } else {
                 b[k] = v.clone();
             }

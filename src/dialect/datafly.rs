@@ -55,12 +55,13 @@ pub fn decode(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> {
         }
         Some(_) => return Err(Reason::VendorField("type_invalid")),
     };
-    let event = text(&mut m, "event", "event_invalid")?;
     let event_name = if kind == "track" {
-        event.ok_or(Reason::VendorField("event_required"))?
+        text(&mut m, "event", "event_invalid")?.ok_or(Reason::VendorField("event_required"))?
     } else {
-        if let Some(e) = event {
-            m.insert("event".into(), Value::String(e));
+        // Not the name of a page/identify/group: a non-empty one stays in props, in its
+        // place; a null or empty one is dropped, another type refused.
+        if !matches!(m.get("event"), Some(Value::String(e)) if !e.is_empty()) {
+            text(&mut m, "event", "event_invalid")?;
         }
         kind
     };
@@ -74,12 +75,12 @@ pub fn decode(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> {
         None => received_at_ms as i64,
         Some(ts) => parse_iso8601_ms(&ts).ok_or(Reason::VendorField("timestamp_invalid"))?,
     };
-    let mut context = match m.remove("context") {
+    let mut context = match m.shift_remove("context") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(c)) => c,
         Some(_) => return Err(Reason::VendorField("context_invalid")),
     };
-    if let Some(ua) = context.remove("userAgent") {
+    if let Some(ua) = context.shift_remove("userAgent") {
         context.insert("user_agent".into(), ua);
     }
     let (mut revenue, mut currency, mut transaction_id) = (None, None, None);
@@ -124,7 +125,7 @@ fn text(
     name: &str,
     invalid: &'static str,
 ) -> Result<Option<String>, Reason> {
-    match m.remove(name) {
+    match m.shift_remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -317,6 +318,30 @@ mod tests {
             );
         }
         assert_eq!(decode(b"[]", NOW).err(), Some(Reason::BadJson));
+    }
+
+    #[test]
+    fn props_keep_the_senders_order() {
+        let keys = |body: &str| -> Vec<String> {
+            let d = decode(body.as_bytes(), NOW).unwrap();
+            d.props.keys().cloned().collect()
+        };
+        // A page's `event` is not its name: it stays where the sender put it.
+        assert_eq!(
+            keys(r#"{"z":1,"type":"page","event":"e","userId":"u","name":"Home","a":2}"#),
+            ["z", "type", "event", "name", "a"]
+        );
+        for empty in [r#""""#, "null"] {
+            let body = format!(r#"{{"z":1,"type":"page","event":{empty},"userId":"u","a":2}}"#);
+            assert_eq!(keys(&body), ["z", "type", "a"], "{body}");
+        }
+        let body = r#"{"type":"page","event":7,"userId":"u"}"#;
+        assert_eq!(
+            decode(body.as_bytes(), NOW).err(),
+            Some(Reason::VendorField("event_invalid"))
+        );
+        let track = r#"{"traits":{},"messageId":"m","type":"track","userId":"u","event":"x","b":1,"properties":{"z":1,"a":2}}"#;
+        assert_eq!(keys(track), ["traits", "type", "b", "properties"]);
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn decode_session(
 
 /// Removes `session_id` from `m`: its text, `None` when absent or null.
 fn take_session_id(m: &mut Map<String, Value>) -> Result<Option<String>, Reason> {
-    match m.remove("session_id") {
+    match m.shift_remove("session_id") {
         None | Some(Value::Null) => Ok(None),
         Some(v) => id_text(v)
             .filter(|s| !s.is_empty())
@@ -186,13 +186,13 @@ pub fn mark_session(draft: &mut Draft, session_id: &str, duration_ms: Option<i64
 }
 
 fn decode_event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft, Reason> {
-    let event_name = match m.remove("event_type") {
+    let event_name = match m.shift_remove("event_type") {
         None | Some(Value::Null) => return Err(Reason::Required(Field::EventType)),
         Some(Value::String(s)) if s.is_empty() => return Err(Reason::Required(Field::EventType)),
         Some(Value::String(s)) => s,
         Some(_) => return Err(Reason::Invalid(Field::EventType)),
     };
-    let event_id = match m.remove("event_id") {
+    let event_id = match m.shift_remove("event_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(_) => return Err(Reason::Invalid(Field::EventId)),
@@ -215,7 +215,7 @@ fn decode_event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft,
             _ => draft.ids.push((name, value)),
         }
     }
-    match m.remove("utm") {
+    match m.shift_remove("utm") {
         None | Some(Value::Null) => {}
         Some(Value::Object(utm)) => {
             draft.context.insert("utm".into(), Value::Object(utm));
@@ -223,12 +223,12 @@ fn decode_event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft,
         Some(_) => return Err(Reason::Invalid(Field::Utm)),
     }
     let mut payload = take_object(&mut m, "payload", Field::Payload)?;
-    draft.revenue = match payload.remove("amount") {
+    draft.revenue = match payload.shift_remove("amount") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => Some(n.as_f64().ok_or(Reason::Invalid(Field::Amount))?),
         Some(_) => return Err(Reason::Invalid(Field::Amount)),
     };
-    draft.currency = match payload.remove("currency") {
+    draft.currency = match payload.shift_remove("currency") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(_) => return Err(Reason::Invalid(Field::Currency)),
@@ -239,7 +239,7 @@ fn decode_event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft,
     ] {
         // Only strings move to the canonical field; anything else stays in props as given.
         if let Some(Value::String(_)) = payload.get(name)
-            && let Some(Value::String(s)) = payload.remove(name)
+            && let Some(Value::String(s)) = payload.shift_remove(name)
         {
             *slot = Some(s);
         }
@@ -268,7 +268,7 @@ fn take_object(
     name: &str,
     field: Field,
 ) -> Result<Map<String, Value>, Reason> {
-    match m.remove(name) {
+    match m.shift_remove(name) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(o)) => Ok(o),
         Some(_) => Err(Reason::Invalid(field)),

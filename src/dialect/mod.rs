@@ -1,5 +1,10 @@
 //! Wire formats. One module per vendor dialect turns request bytes into canonical
 //! [`Draft`](crate::event::Draft)s. Dialects are pure: no I/O, no clock, no store.
+//!
+//! `props` keep the sender's order (serde_json's `preserve_order` is on). A dialect takes
+//! fields out of a parsed object with `Map::shift_remove`, never `Map::remove`, which is
+//! `swap_remove` under that feature and would move the last field into the hole (clippy's
+//! `disallowed-methods` in `clippy.toml` holds that).
 
 pub mod adjust;
 pub mod appsflyer;
@@ -30,7 +35,7 @@ pub fn decode_events(
     decode: impl Fn(Map<String, Value>) -> Result<Draft, Reason>,
 ) -> Result<Vec<BatchItem>, Reason> {
     let mut object = json::parse_object(body).ok_or(Reason::BadJson)?;
-    let events = match object.remove("events") {
+    let events = match object.shift_remove("events") {
         None | Some(Value::Null) => return Err(Reason::Required(Field::Events)),
         Some(Value::Array(events)) => events,
         Some(_) => return Err(Reason::Invalid(Field::Events)),

@@ -140,7 +140,7 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialect::reflect::tree;
+    use crate::dialect::reflect::reference;
     use crate::event::{Field, Reason};
     use crate::store::codec::{decode_event, encode_event};
     use proptest::prelude::*;
@@ -169,8 +169,8 @@ mod tests {
     }
 
     /// ... and through the reference decoder and the `Draft` path.
-    fn tree_single(body: &[u8]) -> Result<Vec<u8>, Reason> {
-        let ev = tree::decode_single(body)?.validate(|| "generated".into())?;
+    fn reference_single(body: &[u8]) -> Result<Vec<u8>, Reason> {
+        let ev = reference::decode_single(body)?.validate(|| "generated".into())?;
         Ok(crate::ingest::pending(&key(), "reflect", AT, ev, AUDIT).record)
     }
 
@@ -189,8 +189,8 @@ mod tests {
             .collect())
     }
 
-    fn tree_bulk(body: &[u8]) -> Result<Items, Reason> {
-        Ok(tree::decode_bulk(body)?
+    fn reference_bulk(body: &[u8]) -> Result<Items, Reason> {
+        Ok(reference::decode_bulk(body)?
             .into_iter()
             .map(|i| {
                 let stored = i
@@ -204,11 +204,11 @@ mod tests {
 
     fn same(body: &str) -> Result<Vec<u8>, Reason> {
         let fast = fast_single(body.as_bytes());
-        assert_eq!(fast, tree_single(body.as_bytes()), "{body}");
+        assert_eq!(fast, reference_single(body.as_bytes()), "{body}");
         let bulk = format!(r#"{{"events":[{body}]}}"#);
         assert_eq!(
             fast_bulk(bulk.as_bytes()),
-            tree_bulk(bulk.as_bytes()),
+            reference_bulk(bulk.as_bytes()),
             "{bulk}"
         );
         fast
@@ -245,13 +245,17 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_join_props_in_the_reference_order() {
-        // The reference removes known fields with swap_remove, which reorders what is left.
-        let body = format!(r#"{{"z":1,{BASE},"y":[true],"props":{{"p":"q"}},"a":{{"n":null}}}}"#);
+    fn unknown_fields_join_props_in_the_senders_order() {
+        // The sender's `props` first, then the unknown fields, each as written.
+        let body = format!(
+            r#"{{"z":1,{BASE},"y":[true],"props":{{"p":"q","c":{{"z":0,"b":1}}}},"a":{{"n":null,"m":2}}}}"#
+        );
         assert_eq!(
             props_of(&body),
-            r#"{"p":"q","z":1,"a":{"n":null},"y":[true]}"#
+            r#"{"p":"q","c":{"z":0,"b":1},"z":1,"y":[true],"a":{"n":null,"m":2}}"#
         );
+        let body = format!(r#"{{"m":1,"event_id":"e","b":2,{BASE},"a":3,"currency":"EUR","z":4}}"#);
+        assert_eq!(props_of(&body), r#"{"m":1,"b":2,"a":3,"z":4}"#);
         let body = format!(r#"{{"b":"\u0062",{BASE},"c":2}}"#);
         assert_eq!(props_of(&body), r#"{"b":"b","c":2}"#);
         let body = format!(r#"{{{BASE},"props":null,"context":null,"k":-0}}"#);
@@ -527,7 +531,11 @@ mod tests {
         runner
             .run(&event_text(), |body| {
                 let fast = fast_single(body.as_bytes());
-                prop_assert_eq!(&fast, &tree_single(body.as_bytes()), "{}", body);
+                prop_assert_eq!(&fast, &reference_single(body.as_bytes()), "{}", body);
+                if let Ok(record) = &fast {
+                    let stored = decode_event(record).unwrap().props;
+                    prop_assert_eq!(stored, senders_props(&body), "{}", body);
+                }
                 let i = match &fast {
                     Ok(r) if decode_event(r).unwrap().props.len() > 2 => 3,
                     Ok(_) => 0,
@@ -541,6 +549,60 @@ mod tests {
         // The generator reaches every kind of outcome (else the comparison proves little).
         let seen = seen.map(AtomicUsize::into_inner);
         assert!(seen.iter().all(|n| *n * 20 > seen.iter().sum()), "{seen:?}");
+    }
+
+    /// The `props` a stored event should have, worked out from the body independently of
+    /// both decoders: the `props` object's entries, then the unknown top-level fields, each in
+    /// the order of the body.
+    fn senders_props(body: &str) -> String {
+        let serde_json::Value::Object(sent) = crate::dialect::json::parse(body.as_bytes()).unwrap()
+        else {
+            panic!("not an object: {body}")
+        };
+        let mut props = match sent.get("props") {
+            Some(serde_json::Value::Object(p)) => p.clone(),
+            _ => serde_json::Map::new(),
+        };
+        for (k, v) in &sent {
+            if !FIELDS.contains(&k.as_str()) {
+                props.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::Value::Object(props).to_string()
+    }
+
+    /// A body cut short, with a byte changed, or with bytes put in that are never valid
+    /// (`0xff`, a lone surrogate).
+    fn damaged(body: impl Strategy<Value = String>) -> impl Strategy<Value = Vec<u8>> {
+        (body, any::<u16>(), any::<u8>(), 0u8..5).prop_map(|(body, at, byte, how)| {
+            let mut b = body.into_bytes();
+            let i = at as usize % (b.len() + 1);
+            match how {
+                0 => b.truncate(i),
+                1 if i < b.len() => b[i] = byte,
+                2 => b.insert(i, 0xff),
+                3 => drop(b.splice(i..i, *br"\ud800")),
+                _ => {}
+            }
+            b
+        })
+    }
+
+    #[test]
+    fn fast_answers_what_the_reference_answers_on_damaged_bodies() {
+        let single = damaged(event_text());
+        let bulk = damaged(
+            prop::collection::vec(event_text(), 1..3)
+                .prop_map(|events| format!(r#"{{"events":[{}]}}"#, events.join(","))),
+        );
+        let mut runner = TestRunner::new(cases(2000));
+        runner
+            .run(&(single, bulk), |(single, bulk)| {
+                prop_assert_eq!(fast_single(&single), reference_single(&single));
+                prop_assert_eq!(fast_bulk(&bulk), reference_bulk(&bulk));
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
@@ -560,7 +622,7 @@ mod tests {
             .run(&body, |body| {
                 prop_assert_eq!(
                     fast_bulk(body.as_bytes()),
-                    tree_bulk(body.as_bytes()),
+                    reference_bulk(body.as_bytes()),
                     "{}",
                     body
                 );
@@ -593,7 +655,7 @@ mod tests {
         ] {
             assert_eq!(
                 fast_bulk(body.as_bytes()),
-                tree_bulk(body.as_bytes()),
+                reference_bulk(body.as_bytes()),
                 "{body}"
             );
         }

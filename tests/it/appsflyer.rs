@@ -221,7 +221,7 @@ fn with(key: &str, changes: Value) -> Value {
     });
     for (k, v) in changes.as_object().unwrap() {
         if v.is_null() {
-            b.as_object_mut().unwrap().remove(k);
+            b.as_object_mut().unwrap().shift_remove(k);
         } else {
             b[k] = v.clone();
         }

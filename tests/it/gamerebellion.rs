@@ -788,3 +788,22 @@ fn sessions_by_identifiers_or_the_clients_own_id_survive_a_restart() {
     assert_eq!(end["ids"], json!({"device_id": "d9", "player_id": "p9"}));
     assert!(end["props"]["duration_ms"].as_i64().unwrap() >= 5);
 }
+
+/// `props` come back from `inlet export` in the sender's order: what is left of `payload`
+/// (nested objects too), then the other top-level fields, each as written.
+#[test]
+fn export_gives_props_in_the_senders_order() {
+    let inlet = Inlet::start();
+    let key = inlet.mint("default");
+    let body = br#"{"zeta":1,"event_type":"purchase","event_id":"gr-order-1",
+        "payload":{"z":1,"amount":2.5,"a":{"y":1,"b":2},"currency":"EUR","m":"x","b":[{"z":0,"a":0}]},
+        "identifiers":{"player_id":"p1"},"beta":2,"alpha":3}"#;
+    let resp = post(&mut inlet.client(), "/api/v1/event", &key, body);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let export = inlet.cli_ok(&["export"]);
+    let want = r#""props":{"z":1,"a":{"y":1,"b":2},"m":"x","b":[{"z":0,"a":0}],"zeta":1,"beta":2,"alpha":3}"#;
+    assert!(
+        export.contains(want),
+        "props not in the sender's order:\n{export}"
+    );
+}

@@ -14,6 +14,7 @@
 //! replaced. `"sign": true` adds Datafly's `X-Timestamp` (now) and `X-Signature` made with
 //! the key passed in as the secret. In an expected value the string
 //! `"<any>"` matches any value that is present: receive times, generated ids, audit keys.
+//! An expected `props` lists its keys in the order export must give them (the sender's).
 
 use crate::support::*;
 use serde_json::Value;
@@ -144,8 +145,12 @@ pub fn check_fixtures(dialect: &str, inlet: &Inlet, key: &str) {
 }
 
 /// `got` equals `want`, where a `"<any>"` in `want` matches any present value and objects
-/// must have exactly the same keys.
+/// must have exactly the same keys; within `props` in the same order too (the sender's).
 fn assert_matches(at: &str, got: Option<&Value>, want: &Value) {
+    assert_matches_in(at, got, want, false);
+}
+
+fn assert_matches_in(at: &str, got: Option<&Value>, want: &Value, ordered: bool) {
     if want == "<any>" {
         assert!(got.is_some_and(|g| !g.is_null()), "{at}: missing");
         return;
@@ -155,17 +160,20 @@ fn assert_matches(at: &str, got: Option<&Value>, want: &Value) {
         (Value::Object(g), Value::Object(w)) => {
             let mut gk: Vec<&String> = g.keys().collect();
             let mut wk: Vec<&String> = w.keys().collect();
-            gk.sort();
-            wk.sort();
+            if !ordered {
+                gk.sort();
+                wk.sort();
+            }
             assert_eq!(gk, wk, "{at}: keys of {got}");
             for (k, v) in w {
-                assert_matches(&format!("{at}.{k}"), g.get(k), v);
+                let ordered = ordered || k == "props";
+                assert_matches_in(&format!("{at}.{k}"), g.get(k), v, ordered);
             }
         }
         (Value::Array(g), Value::Array(w)) => {
             assert_eq!(g.len(), w.len(), "{at}: length of {got}");
             for (i, (gv, wv)) in g.iter().zip(w).enumerate() {
-                assert_matches(&format!("{at}[{i}]"), Some(gv), wv);
+                assert_matches_in(&format!("{at}[{i}]"), Some(gv), wv, ordered);
             }
         }
         _ => assert_eq!(got, want, "{at}"),

@@ -475,7 +475,10 @@ fn bulk_names_a_missing_field_as_the_specs_example_and_single_keeps_the_table() 
     let key = inlet.mint("default");
     let mut c = inlet.client();
     let mut no_uuid = event("n1");
-    no_uuid.as_object_mut().unwrap().remove("install_uuid");
+    no_uuid
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("install_uuid");
     let mut null_ts = event("n2");
     null_ts["event_ts_ms"] = Value::Null;
     let mut bad_ts = event("n3");
@@ -505,7 +508,7 @@ fn bulk_names_a_missing_field_as_the_specs_example_and_single_keeps_the_table() 
     );
     // The single endpoint answers the error table's per-field reason.
     let mut single = event("s1");
-    single.as_object_mut().unwrap().remove("install_uuid");
+    single.as_object_mut().unwrap().shift_remove("install_uuid");
     let r = c.post_json("/s2s/event", &key, &single);
     assert_eq!(
         (r.status, r.json()),
@@ -652,4 +655,47 @@ fn router_and_transport_edges() {
     let mut answer = [0u8; 12];
     raw.read_exact(&mut answer).unwrap();
     assert_eq!(&answer, b"HTTP/1.1 413");
+}
+
+/// `props` come back from `inlet export` as the sender wrote them: the `props` object's keys
+/// in their order (nested objects too), then the unknown top-level fields in theirs, though
+/// the known fields sit between them. The order is checked on the exported line's text.
+#[test]
+fn export_gives_props_in_the_senders_order() {
+    let inlet = Inlet::start();
+    let key = inlet.mint("default");
+    let auth = format!("Bearer {key}");
+    let event = |id: &str| {
+        format!(
+            r#"{{"zeta":1,"event_id":"{id}","event_name":"purchase","alpha":{{"z":1,"a":[{{"y":1,"b":2}}]}},
+            "event_ts_ms":1735999999000,"mid":"m","install_uuid":"i1",
+            "props":{{"z":"first","a":{{"zz":1,"aa":2}},"m":3,"b":null}},
+            "beta":true,"currency":"EUR","omega":-0.5}}"#
+        )
+    };
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let mut client = inlet.client();
+    let single = client
+        .post("/s2s/event", &headers, event("order-1").as_bytes())
+        .unwrap();
+    assert_eq!(single.status, 200, "{}", single.text());
+    let bulk = format!(r#"{{"events":[{}]}}"#, event("order-2"));
+    let bulk = client
+        .post("/s2s/events/bulk", &headers, bulk.as_bytes())
+        .unwrap();
+    assert_eq!(bulk.status, 200, "{}", bulk.text());
+
+    let want = r#""props":{"z":"first","a":{"zz":1,"aa":2},"m":3,"b":null,"zeta":1,"alpha":{"z":1,"a":[{"y":1,"b":2}]},"mid":"m","beta":true,"omega":-0.5}"#;
+    let export = inlet.cli_ok(&["export"]);
+    let lines: Vec<&str> = export.lines().collect();
+    assert_eq!(lines.len(), 2, "{export}");
+    for line in lines {
+        assert!(
+            line.contains(want),
+            "props not in the sender's order:\n{line}"
+        );
+    }
 }

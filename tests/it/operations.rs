@@ -257,7 +257,7 @@ fn metrics_parse_and_their_counters_equal_the_export() {
         assert_eq!(r.json()["duplicate"], true);
     }
     let mut nameless = event("g-bad");
-    nameless.as_object_mut().unwrap().remove("event_name");
+    nameless.as_object_mut().unwrap().shift_remove("event_name");
     let bulk = serde_json::json!({ "events": [
         event("g1"), event("g2"), nameless, event("g3"), event("g4"), event("g1")
     ]});

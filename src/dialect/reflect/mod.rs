@@ -4,16 +4,21 @@
 //! Known fields map to the canonical event; every unknown top-level field is kept in `props`
 //! (a name that is also a key of the sender's own `props` object is refused as
 //! `props_invalid`, since keeping both would need a rename the sender did not ask for).
+//! Stored `props` keep the sender's order: the `props` object's keys as written, then the
+//! unknown top-level fields as written.
 //!
 //! This is the hot path of the appliance, so the body is read in one pass without a JSON
 //! tree: each known field is classified as it is read (strings borrowed from the body unless
 //! they had escapes), `props`, `context` and unknown fields are written straight out as the
 //! JSON text that is stored ([`canon`]), with the same strictness as
 //! [`json::parse`](super::json::parse). Only after the whole body parsed are the fields
-//! judged, in the order of the reference decoder [`tree`], so the answer is the same reason
-//! the straightforward reading gives. Property tests compare the two on generated events.
+//! judged, in a fixed order (`Raw::judge`), so the answer is the same reason the
+//! straightforward reading gives. That reading, a decoder over a `serde_json::Value` tree,
+//! lives with the tests (`reference`) and property tests compare the two on generated and
+//! damaged events.
 
-pub mod tree;
+#[cfg(test)]
+pub(crate) mod reference;
 
 use super::canon::{self, Canon, Key, KeySet};
 use crate::event::{Checks, Field, Reason};
@@ -137,9 +142,7 @@ fn utf8(body: &[u8]) -> Result<&str, Reason> {
     std::str::from_utf8(body).map_err(|_| Reason::BadJson)
 }
 
-/// The known top-level fields, in the order the reference decoder takes them out of the
-/// object (which decides both the reason reported first and, through `Map::remove`'s swap,
-/// the order unknown fields end up in `props`).
+/// The known top-level fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Known {
     EventName,
@@ -158,22 +161,6 @@ enum Known {
 }
 
 const KNOWN: usize = 13;
-
-const TAKE_ORDER: [Known; KNOWN] = [
-    Known::EventName,
-    Known::EventTsMs,
-    Known::InstallUuid,
-    Known::Revenue,
-    Known::EventId,
-    Known::UserId,
-    Known::AnonymousId,
-    Known::Currency,
-    Known::TransactionId,
-    Known::ProductId,
-    Known::Ids,
-    Known::Context,
-    Known::Props,
-];
 
 impl Known {
     fn of(name: &str) -> Option<Known> {
@@ -323,12 +310,13 @@ impl<'de> Visitor<'de> for Classify<'_> {
 /// One event object as read, before it is judged.
 #[derive(Default)]
 struct Raw<'de> {
-    /// Each known field's value and its position among the object's keys.
-    known: [Option<(u32, Val<'de>)>; KNOWN],
+    /// Each known field's value.
+    known: [Option<Val<'de>>; KNOWN],
     props_text: Vec<u8>,
     context_text: Vec<u8>,
-    /// Unknown fields: position, name, and the range of their value's text in `unknown_text`.
-    unknown: Vec<(u32, Cow<'de, str>, std::ops::Range<usize>)>,
+    /// Unknown fields in the sender's order: name, and the range of their value's text in
+    /// `unknown_text`.
+    unknown: Vec<(Cow<'de, str>, std::ops::Range<usize>)>,
     unknown_keys: KeySet<'de>,
     unknown_text: Vec<u8>,
 }
@@ -336,7 +324,6 @@ struct Raw<'de> {
 /// Reads one event object (the caller has seen its `{`).
 fn read_event<'de, A: MapAccess<'de>>(mut map: A) -> Result<BulkItem<'de>, A::Error> {
     let mut raw = Raw::default();
-    let mut position = 0u32;
     while let Some(key) = map.next_key_seed(Key)? {
         match Known::of(&key) {
             Some(known) => {
@@ -354,7 +341,7 @@ fn read_event<'de, A: MapAccess<'de>>(mut map: A) -> Result<BulkItem<'de>, A::Er
                 if slot.is_some() {
                     return Err(canon::duplicate());
                 }
-                *slot = Some((position, value));
+                *slot = Some(value);
             }
             None => {
                 let start = raw.unknown_text.len();
@@ -362,14 +349,12 @@ fn read_event<'de, A: MapAccess<'de>>(mut map: A) -> Result<BulkItem<'de>, A::Er
                 if !raw.unknown_keys.insert(key.clone()) {
                     return Err(canon::duplicate());
                 }
-                raw.unknown
-                    .push((position, key, start..raw.unknown_text.len()));
+                raw.unknown.push((key, start..raw.unknown_text.len()));
             }
         }
-        position = position.saturating_add(1);
     }
     let event_id = match &raw.known[Known::EventId as usize] {
-        Some((_, Val::Str(s))) => Some(s.clone()),
+        Some(Val::Str(s)) => Some(s.clone()),
         _ => None,
     };
     Ok(BulkItem {
@@ -380,10 +365,7 @@ fn read_event<'de, A: MapAccess<'de>>(mut map: A) -> Result<BulkItem<'de>, A::Er
 
 impl<'de> Raw<'de> {
     fn take(&mut self, known: Known) -> Option<Val<'de>> {
-        self.known[known as usize].as_mut().map(|(_, v)| {
-            // The position stays for `unknown_order`.
-            std::mem::replace(v, Val::Null)
-        })
+        self.known[known as usize].take()
     }
 
     /// An optional string field: `null` counts as absent, any other type is invalid.
@@ -395,7 +377,8 @@ impl<'de> Raw<'de> {
         }
     }
 
-    /// The event, or the first reason it is refused for, judged in the reference order.
+    /// The event, or the first reason it is refused for. The order of the checks decides
+    /// which reason a sender sees first; the reference decoder checks in the same order.
     fn judge(&mut self) -> Result<Event<'de>, Reason> {
         let event_name = self
             .string(Known::EventName, Field::EventName)?
@@ -455,7 +438,7 @@ impl<'de> Raw<'de> {
     }
 
     /// `props`/`context`: absent or `null` is `None`, an object its keys; anything else is
-    /// `props_invalid` (for both, as in the reference decoder).
+    /// `props_invalid` (for both).
     fn object(&mut self, known: Known) -> Result<Option<KeySet<'de>>, Reason> {
         match self.take(known) {
             None | Some(Val::Null) => Ok(None),
@@ -464,7 +447,8 @@ impl<'de> Raw<'de> {
         }
     }
 
-    /// The stored `props` text: the sender's object, then the unknown top-level fields.
+    /// The stored `props` text: the sender's object, then the unknown top-level fields, each
+    /// in the order the sender wrote them.
     fn props(&mut self, keys: Option<KeySet<'de>>) -> Result<Cow<'de, str>, Reason> {
         let mut out = match keys {
             Some(_) => std::mem::take(&mut self.props_text),
@@ -472,8 +456,7 @@ impl<'de> Raw<'de> {
             None => b"{}".to_vec(),
         };
         let keys = keys.unwrap_or_default();
-        for i in self.unknown_order() {
-            let (_, name, range) = &self.unknown[i];
+        for (name, range) in &self.unknown {
             if keys.contains(name) {
                 return Err(Reason::Invalid(Field::Props));
             }
@@ -487,34 +470,6 @@ impl<'de> Raw<'de> {
             out.push(b'}');
         }
         text(out)
-    }
-
-    /// The order the reference decoder leaves unknown fields in: it removes each known field
-    /// from an insertion-ordered map with `swap_remove` (serde_json's `Map::remove` under
-    /// `preserve_order`), which moves the last entry into the hole.
-    fn unknown_order(&self) -> Vec<usize> {
-        if self.unknown.is_empty() {
-            return Vec::new();
-        }
-        // (position, Ok(known) | Err(index into `unknown`)), in key order.
-        let mut entries: Vec<(u32, Result<Known, usize>)> = self
-            .unknown
-            .iter()
-            .enumerate()
-            .map(|(i, (pos, _, _))| (*pos, Err(i)))
-            .chain(
-                TAKE_ORDER
-                    .iter()
-                    .filter_map(|&k| Some((self.known[k as usize].as_ref()?.0, Ok(k)))),
-            )
-            .collect();
-        entries.sort_unstable_by_key(|(pos, _)| *pos);
-        for known in TAKE_ORDER {
-            if let Some(at) = entries.iter().position(|(_, e)| *e == Ok(known)) {
-                let _known = entries.swap_remove(at);
-            }
-        }
-        entries.into_iter().filter_map(|(_, e)| e.err()).collect()
     }
 }
 

@@ -1,10 +1,12 @@
 //! The native dialect decoded through a `serde_json::Value` tree: the straightforward
-//! reading of the spec, kept as the reference the fast decoder ([`super`]) is tested
-//! against (same results, same reasons, same stored record). Not used to serve requests.
+//! reading of the spec, kept (in test builds only) as the reference the fast decoder
+//! ([`super`]) is tested against: same results, same reasons, same stored record.
 //!
 //! Known fields map to the canonical event; every unknown top-level field is kept in `props`
 //! (a name that is also a key of the sender's own `props` object is refused as
 //! `props_invalid`, since keeping both would need a rename the sender did not ask for).
+//! Known fields are taken out with `shift_remove`, so what is left, and then `props`, stays
+//! in the sender's order (`Map::remove` would be `swap_remove` under `preserve_order`).
 
 use crate::dialect::json;
 use crate::event::{Draft, Field, Reason};
@@ -32,7 +34,7 @@ fn decode_event(mut m: Map<String, Value>) -> Result<Draft, Reason> {
     let event_name = take_str(&mut m, Field::EventName)?
         .filter(|s| !s.is_empty())
         .ok_or(Reason::Required(Field::EventName))?;
-    let event_ts_ms = match m.remove("event_ts_ms") {
+    let event_ts_ms = match m.shift_remove("event_ts_ms") {
         None | Some(Value::Null) => return Err(Reason::Required(Field::EventTsMs)),
         Some(Value::Number(n)) => n
             .as_i64()
@@ -43,7 +45,7 @@ fn decode_event(mut m: Map<String, Value>) -> Result<Draft, Reason> {
     let install_uuid = take_str(&mut m, Field::InstallUuid)?
         .filter(|s| !s.is_empty())
         .ok_or(Reason::Required(Field::InstallUuid))?;
-    let revenue = match m.remove("revenue") {
+    let revenue = match m.shift_remove("revenue") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => Some(n.as_f64().ok_or(Reason::Invalid(Field::Revenue))?),
         Some(_) => return Err(Reason::Invalid(Field::Revenue)),
@@ -74,7 +76,7 @@ fn decode_event(mut m: Map<String, Value>) -> Result<Draft, Reason> {
 
 /// Removes an optional string field; `null` counts as absent, any other type is invalid.
 fn take_str(m: &mut Map<String, Value>, field: Field) -> Result<Option<String>, Reason> {
-    match m.remove(field.name()) {
+    match m.shift_remove(field.name()) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(Reason::Invalid(field)),
@@ -86,7 +88,7 @@ fn take_object(
     name: &str,
     field: Field,
 ) -> Result<Map<String, Value>, Reason> {
-    match m.remove(name) {
+    match m.shift_remove(name) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(o)) => Ok(o),
         Some(_) => Err(Reason::Invalid(field)),
