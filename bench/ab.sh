@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
 # Same-minute A/B of inlet builds under bulk load, with the CPU of each server thread.
 #
-#   bench/ab.sh [-r ROUNDS] [-f FILL_SECONDS] [-s SECONDS] BIN... [-- LOAD_ARGS...]
+#   bench/ab.sh [-r ROUNDS] [-f FILL_SECONDS] [-s SECONDS] [-m SHAPE] BIN... [-- LOAD_ARGS...]
 #
 # For each round and each build (alternating, so that a noisy machine hits all of them):
 # a fresh data dir, `BIN serve`, a key, FILL_SECONDS of bulk 1000 x 16 from empty, then
-# SECONDS measured with LOAD_ARGS added (e.g. `--dup-share 0.5 --dup-count 1000000
+# SECONDS measured in SHAPE (default `--bulk 1000 --conns 16`; `-m "--bulk 1 --conns 64"`
+# measures single events) with LOAD_ARGS added (e.g. `--dup-share 0.5 --dup-count 1000000
 # --dup-seed 1` to resubmit half of the ids from the first million filled). Prints the load
 # generator's line, each thread group's share of a core on CPU and runnable but waiting
 # for one (/proc/<pid>/task/*/schedstat), and peak RSS. Needs curl; uses 127.0.0.1:$AB_PORT
 # (18093) and $AB_DIR (/tmp). Data dirs are deleted after each run: a 20 s run writes GBs.
 set -euo pipefail
-rounds=2 fill=8 secs=15
-while getopts "r:f:s:" o; do
-  case $o in r) rounds=$OPTARG ;; f) fill=$OPTARG ;; s) secs=$OPTARG ;; *) exit 2 ;; esac
+rounds=2 fill=8 secs=15 shape="--bulk 1000 --conns 16"
+while getopts "r:f:s:m:" o; do
+  case $o in r) rounds=$OPTARG ;; f) fill=$OPTARG ;; s) secs=$OPTARG ;; m) shape=$OPTARG ;; *) exit 2 ;; esac
 done
 shift $((OPTIND - 1))
 bins=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do bins+=("$1"); shift; done
 [ $# -gt 0 ] && shift
-[ ${#bins[@]} -gt 0 ] || { echo "usage: $0 [-r N] [-f S] [-s S] BIN... [-- LOAD_ARGS...]" >&2; exit 2; }
+[ ${#bins[@]} -gt 0 ] || { echo "usage: $0 [-r N] [-f S] [-s S] [-m SHAPE] BIN... [-- LOAD_ARGS...]" >&2; exit 2; }
 bench=${INLET_BENCH:-$(dirname "$0")/../target/release/inlet-bench}
 port=${AB_PORT:-18093}
 addr=127.0.0.1:$port
@@ -47,7 +48,8 @@ for r in $(seq "$rounds"); do
     key=$("$bin" keys mint --data "$dir" --app default --label ab)
     "$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 --seconds "$fill" > /dev/null
     before=$(threads); t0=$(date +%s.%N)
-    line=$("$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 --seconds "$secs" --seed 2 "$@" 2>&1 | tail -1)
+    # shellcheck disable=SC2086 # SHAPE is a list of arguments
+    line=$("$bench" load --addr "$addr" --key "$key" $shape --seconds "$secs" --seed 2 "$@" 2>&1 | tail -1)
     after=$(threads); t1=$(date +%s.%N)
     echo "== round $r: $bin"
     echo "$line"

@@ -12,7 +12,8 @@
 //! `${NOW_UNIX}` (an hour ago, in seconds), `${NOW_MS}` (the same in ms), `${NOW_ISO}` (the
 //! same as URL-encoded ISO 8601), `${EARLIER_UNIX}` (a minute before that) and `${TODAY}` are
 //! replaced. `"sign": true` adds Datafly's `X-Timestamp` (now) and `X-Signature` made with
-//! the key passed in as the secret. In an expected value the string
+//! the key passed in as the secret; `"gzip": true` sends the body gzip-compressed with
+//! `Content-Encoding: gzip`. In an expected value the string
 //! `"<any>"` matches any value that is present: receive times, generated ids, audit keys.
 //! An expected `props` lists its keys in the order export must give them (the sender's).
 
@@ -81,7 +82,7 @@ pub fn check_fixtures(dialect: &str, inlet: &Inlet, key: &str) {
                     .collect()
             })
             .unwrap_or_default();
-        let body = match (&req["json"], &req["text"]) {
+        let mut body = match (&req["json"], &req["text"]) {
             (Value::Null, Value::Null) => Vec::new(),
             (Value::Null, Value::String(t)) => t.as_bytes().to_vec(),
             (json, _) => json.to_string().into_bytes(),
@@ -96,6 +97,15 @@ pub fn check_fixtures(dialect: &str, inlet: &Inlet, key: &str) {
             let signature = inlet::auth::secrets::sign(key, &ts, &body);
             headers.push(("X-Timestamp".into(), ts));
             headers.push(("X-Signature".into(), signature));
+        }
+        if req["gzip"] == true {
+            // Sent compressed, as backfill clients do; the signature (if any) is over the
+            // JSON itself.
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&body).unwrap();
+            body = gz.finish().unwrap();
+            headers.push(("Content-Encoding".into(), "gzip".into()));
         }
         let headers: Vec<(&str, &str)> = headers
             .iter()
