@@ -101,6 +101,41 @@ impl InFlight {
 
 pub struct InFlightGuard(Arc<AtomicUsize>);
 
+/// A response body that keeps its request counted in flight until it is sent or dropped.
+pub struct Held<B> {
+    body: B,
+    _guard: InFlightGuard,
+}
+
+impl<B> Held<B> {
+    pub fn new(body: B, guard: InFlightGuard) -> Held<B> {
+        Held {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);

@@ -190,9 +190,10 @@ async fn serve_conn<I>(
         let state = state.clone();
         let guard = in_flight.enter();
         async move {
+            // The request counts as in flight until its body is sent: a streamed export
+            // may take a while between rows without the connection being idle.
             let resp = route(&state, req, peer, site).await;
-            drop(guard);
-            Ok::<_, std::convert::Infallible>(resp)
+            Ok::<_, std::convert::Infallible>(resp.map(|body| conn::Held::new(body, guard)))
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -312,3 +312,30 @@ fn every_answer_under_the_gamerebellion_prefix_has_rate_limit_headers() {
         }
     }
 }
+
+#[test]
+fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let inlet = Inlet::start_with(&["--header-timeout-secs", "1"]);
+    let mut s = std::net::TcpStream::connect(inlet.addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    // The client preface and an empty SETTINGS frame, then nothing.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let waited = started.elapsed();
+    // The server spoke HTTP/2 (its SETTINGS frame, type 4), then hung up on the idle peer.
+    assert!(got.len() >= 9 && got[3] == 4, "{got:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(900) && waited < DEADLINE,
+        "closed after {waited:?}"
+    );
+}
