@@ -36,6 +36,10 @@ install -D -m 0755 "$binary" "$stage/usr/bin/inlet"
 install -D -m 0644 "$here/inlet.service" "$stage/usr/lib/systemd/system/inlet.service"
 install -D -m 0644 "$here/inlet.toml" "$stage/etc/inlet/inlet.toml"
 install -D -m 0644 "$repo/README.md" "$stage/usr/share/doc/inlet/README.md"
+# The README links into docs/ (API reference, migration guides, design notes).
+for doc in "$repo"/docs/*.md "$repo"/docs/design/*.md; do
+  install -D -m 0644 "$doc" "$stage/usr/share/doc/inlet/${doc#"$repo"/}"
+done
 install -d -m 0755 "$stage/usr/lib/sysusers.d"
 echo 'u inlet - "inlet event ingestion" /var/lib/inlet /usr/sbin/nologin' \
   > "$stage/usr/lib/sysusers.d/inlet.conf"
