@@ -19,7 +19,6 @@ use crate::store::{self, Store};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use tokio::sync::Semaphore;
@@ -102,7 +101,7 @@ fn code_hash(code: &str) -> [u8; 32] {
         .filter(|c| !c.is_whitespace() && *c != '-')
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    Sha256::digest(norm.as_bytes()).into()
+    crate::auth::keys::sha256(norm.as_bytes())
 }
 
 /// Why an admin request was refused.

@@ -13,7 +13,6 @@ use super::Error;
 use crate::auth::keys::ct_eq;
 use crate::event::hex;
 use hyper::HeaderMap;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -66,7 +65,7 @@ fn random_hex() -> String {
 }
 
 fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    crate::auth::keys::sha256(token.as_bytes())
 }
 
 impl Sessions {

@@ -5,7 +5,7 @@
 //! then compared in constant time.
 
 use crate::event::hex;
-use sha2::{Digest, Sha256};
+use ring::digest;
 
 pub const PREFIX: &str = "srv_";
 const HEX_LEN: usize = 48;
@@ -27,7 +27,14 @@ pub fn mint() -> Minted {
 
 /// SHA-256 of the key text.
 pub fn hash(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+    sha256(key.as_bytes())
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
 }
 
 /// Whether `text` has the shape of a server key; anything else cannot match a stored key.
