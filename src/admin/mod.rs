@@ -10,7 +10,6 @@ pub mod assets;
 pub mod session;
 pub mod signing;
 
-use crate::auth::keys::ct_eq;
 use crate::config::AdminConfig;
 use crate::event::Reason;
 use crate::server::State;
@@ -21,6 +20,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 /// Content-Security-Policy of every admin response: scripts, styles and fetches from this
@@ -65,7 +65,9 @@ impl AdminState {
     /// Uses up the setup code if `code` is it.
     fn take_setup_code(&self, code: &str) -> bool {
         let mut slot = self.setup_code.lock().unwrap_or_else(|p| p.into_inner());
-        let matches = slot.as_ref().is_some_and(|h| ct_eq(h, &code_hash(code)));
+        let matches = slot
+            .as_ref()
+            .is_some_and(|h| bool::from(h.ct_eq(&code_hash(code))));
         if matches {
             *slot = None;
         }

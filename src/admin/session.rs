@@ -10,13 +10,13 @@
 //! password changes (it remembers the salt of the password it was opened with).
 
 use super::Error;
-use crate::auth::keys::ct_eq;
 use crate::event::hex;
 use hyper::HeaderMap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "inlet_admin";
@@ -162,7 +162,7 @@ impl AdminSession {
             .get(CSRF_HEADER)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        if !ct_eq(sent, self.csrf.as_bytes()) {
+        if !bool::from(sent.ct_eq(self.csrf.as_bytes())) {
             return Err(Error::CsrfTokenInvalid);
         }
         Ok(WriteSession(self))

@@ -2,7 +2,7 @@
 //!
 //! Only a key's SHA-256 is stored. Lookup goes through the first 8 bytes of that hash (a
 //! B-tree search on a hash prefix reveals nothing useful about the key), and the full hash is
-//! then compared in constant time.
+//! then compared in constant time (`subtle`).
 
 use crate::event::hex;
 use ring::digest;
@@ -51,15 +51,6 @@ pub fn lookup_prefix(hash: &[u8; 32]) -> u64 {
     u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,12 +70,5 @@ mod tests {
         assert!(!well_formed(&format!("srv_{}", "A".repeat(48))));
         assert!(!well_formed(&format!("key_{}", "a".repeat(48))));
         assert!(!well_formed(&format!("srv_{}", "a".repeat(49))));
-    }
-
-    #[test]
-    fn ct_eq_compares() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
     }
 }

@@ -8,13 +8,15 @@
 //! alone reveals no secret; keep the key file with your backups.
 //!
 //! Request verification: `X-Signature: sha256=<hex>` is HMAC-SHA256(secret,
-//! `X-Timestamp + "." + body`); `ring::hmac::verify` compares in constant time.
+//! `X-Timestamp + "." + body`), computed over the parts and compared in constant time
+//! (`subtle`, see [`crate::auth`]); the MAC of two secrets is compared by `ring::hmac::verify`.
 
 use crate::event::hex;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use std::io::{Read, Write};
 use std::path::Path;
+use subtle::ConstantTimeEq;
 
 pub const PREFIX: &str = "sk_";
 const HEX_LEN: usize = 48;
@@ -162,17 +164,15 @@ impl Verifier {
         ctx.update(b".");
         ctx.update(body);
         let expected = ctx.sign();
-        // Same-length constant-time comparison (what `hmac::verify` does internally).
-        crate::auth::keys::ct_eq(expected.as_ref(), mac)
+        bool::from(expected.as_ref().ct_eq(mac))
     }
 
     /// Whether `secret` is this verifier's secret (compared through a MAC of a fixed text,
     /// in constant time).
     pub fn is(&self, secret: &str) -> bool {
         const PROBE: &[u8] = b"inlet: which secret is this";
-        let mine = hmac::sign(&self.0, PROBE);
         let theirs = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()), PROBE);
-        crate::auth::keys::ct_eq(mine.as_ref(), theirs.as_ref())
+        hmac::verify(&self.0, PROBE, theirs.as_ref()).is_ok()
     }
 }
 
