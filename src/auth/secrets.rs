@@ -140,13 +140,10 @@ fn aad(id: u32) -> [u8; 17] {
 /// The MAC bytes of an `X-Signature: sha256=<64 hex>` header; `None` when malformed.
 pub fn parse_signature(header: &str) -> Option<Vec<u8>> {
     let hex_part = header.trim().strip_prefix("sha256=")?;
-    if hex_part.len() != 64 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex_part.len() != 64 {
         return None;
     }
-    (0..64)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex_part.get(i..i + 2)?, 16).ok())
-        .collect()
+    crate::event::unhex(hex_part)
 }
 
 /// A secret ready to verify requests with.
