@@ -364,9 +364,33 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Bytes of lowercase or uppercase hex; `None` for anything else (no sign, no odd length).
+/// Hex is small enough to keep here rather than add a crate for it.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16);
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|p| Some(((digit(p[0])? << 4) | digit(p[1])?) as u8))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trips_and_unhex_takes_only_hex_digits() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&bytes)), Some(bytes.clone()));
+        assert_eq!(unhex(&hex(&bytes).to_uppercase()), Some(bytes));
+        assert_eq!(unhex(""), Some(vec![]));
+        for bad in ["a", "+a", "0g", " 0", "é"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
+    }
 
     fn draft() -> Draft {
         Draft {

@@ -10,7 +10,6 @@ pub mod assets;
 pub mod session;
 pub mod signing;
 
-use crate::auth::keys::ct_eq;
 use crate::config::AdminConfig;
 use crate::event::Reason;
 use crate::server::State;
@@ -19,9 +18,9 @@ use crate::store::{self, Store};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 /// Content-Security-Policy of every admin response: scripts, styles and fetches from this
@@ -66,7 +65,9 @@ impl AdminState {
     /// Uses up the setup code if `code` is it.
     fn take_setup_code(&self, code: &str) -> bool {
         let mut slot = self.setup_code.lock().unwrap_or_else(|p| p.into_inner());
-        let matches = slot.as_ref().is_some_and(|h| ct_eq(h, &code_hash(code)));
+        let matches = slot
+            .as_ref()
+            .is_some_and(|h| bool::from(h.ct_eq(&code_hash(code))));
         if matches {
             *slot = None;
         }
@@ -102,7 +103,7 @@ fn code_hash(code: &str) -> [u8; 32] {
         .filter(|c| !c.is_whitespace() && *c != '-')
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    Sha256::digest(norm.as_bytes()).into()
+    crate::auth::keys::sha256(norm.as_bytes())
 }
 
 /// Why an admin request was refused.

@@ -10,14 +10,13 @@
 //! password changes (it remembers the salt of the password it was opened with).
 
 use super::Error;
-use crate::auth::keys::ct_eq;
 use crate::event::hex;
 use hyper::HeaderMap;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "inlet_admin";
@@ -66,7 +65,7 @@ fn random_hex() -> String {
 }
 
 fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    crate::auth::keys::sha256(token.as_bytes())
 }
 
 impl Sessions {
@@ -163,7 +162,7 @@ impl AdminSession {
             .get(CSRF_HEADER)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        if !ct_eq(sent, self.csrf.as_bytes()) {
+        if !bool::from(sent.ct_eq(self.csrf.as_bytes())) {
             return Err(Error::CsrfTokenInvalid);
         }
         Ok(WriteSession(self))

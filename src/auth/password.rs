@@ -3,7 +3,7 @@
 //! Hashing happens where the password is typed (the CLI process or the server handling a
 //! setup/login request), so the plaintext never travels further and is never stored.
 
-use crate::event::hex;
+use crate::event::{hex, unhex};
 use ring::pbkdf2;
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
@@ -84,17 +84,6 @@ impl PasswordHash {
             )
             .is_ok()
     }
-}
-
-/// Decodes lowercase or uppercase hex.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

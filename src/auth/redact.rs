@@ -227,17 +227,15 @@ pub fn form<'a>(bytes: &'a [u8], namer: &mut impl Namer) -> Cow<'a, [u8]> {
 
 /// Form encoding: unreserved characters as is, a space as `+`, every other byte `%XY`.
 fn form_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for &b in bytes {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
+    const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encode(bytes, ESCAPED)
+        .map(|piece| if piece == "%20" { "+" } else { piece })
+        .collect()
 }
 
 #[cfg(test)]
@@ -302,6 +300,14 @@ mod tests {
         // Escapes elsewhere, nothing to redact: unchanged.
         let plain = r#"{"a":"q\"\u00e9"}"#;
         assert!(matches!(json(plain.as_bytes(), &mut ids), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn form_encoding_keeps_unreserved_bytes_and_writes_a_space_as_plus() {
+        assert_eq!(
+            form_encode("aZ9-._~ *%+é".as_bytes()),
+            "aZ9-._~+%2A%25%2B%C3%A9"
+        );
     }
 
     #[test]

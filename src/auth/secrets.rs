@@ -8,13 +8,15 @@
 //! alone reveals no secret; keep the key file with your backups.
 //!
 //! Request verification: `X-Signature: sha256=<hex>` is HMAC-SHA256(secret,
-//! `X-Timestamp + "." + body`); `ring::hmac::verify` compares in constant time.
+//! `X-Timestamp + "." + body`), computed over the parts and compared in constant time
+//! (`subtle`, see [`crate::auth`]); the MAC of two secrets is compared by `ring::hmac::verify`.
 
 use crate::event::hex;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use std::io::{Read, Write};
 use std::path::Path;
+use subtle::ConstantTimeEq;
 
 pub const PREFIX: &str = "sk_";
 const HEX_LEN: usize = 48;
@@ -138,13 +140,10 @@ fn aad(id: u32) -> [u8; 17] {
 /// The MAC bytes of an `X-Signature: sha256=<64 hex>` header; `None` when malformed.
 pub fn parse_signature(header: &str) -> Option<Vec<u8>> {
     let hex_part = header.trim().strip_prefix("sha256=")?;
-    if hex_part.len() != 64 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if hex_part.len() != 64 {
         return None;
     }
-    (0..64)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex_part.get(i..i + 2)?, 16).ok())
-        .collect()
+    crate::event::unhex(hex_part)
 }
 
 /// A secret ready to verify requests with.
@@ -162,17 +161,15 @@ impl Verifier {
         ctx.update(b".");
         ctx.update(body);
         let expected = ctx.sign();
-        // Same-length constant-time comparison (what `hmac::verify` does internally).
-        crate::auth::keys::ct_eq(expected.as_ref(), mac)
+        bool::from(expected.as_ref().ct_eq(mac))
     }
 
     /// Whether `secret` is this verifier's secret (compared through a MAC of a fixed text,
     /// in constant time).
     pub fn is(&self, secret: &str) -> bool {
         const PROBE: &[u8] = b"inlet: which secret is this";
-        let mine = hmac::sign(&self.0, PROBE);
         let theirs = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()), PROBE);
-        crate::auth::keys::ct_eq(mine.as_ref(), theirs.as_ref())
+        hmac::verify(&self.0, PROBE, theirs.as_ref()).is_ok()
     }
 }
 

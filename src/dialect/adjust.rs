@@ -23,8 +23,8 @@
 
 use super::json;
 use crate::event::{Draft, Field, Reason, hex};
+use ring::digest;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use std::net::Ipv4Addr;
 
 /// Accepted device identifiers, preferred first: the first one present names the device for
@@ -292,14 +292,14 @@ fn token_ok(t: &str) -> bool {
 fn fingerprint(pairs: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = pairs.iter().collect();
     sorted.sort();
-    let mut h = Sha256::new();
+    let mut h = digest::Context::new(&digest::SHA256);
     for (k, v) in sorted {
-        h.update((k.len() as u64).to_be_bytes());
+        h.update(&(k.len() as u64).to_be_bytes());
         h.update(k.as_bytes());
-        h.update((v.len() as u64).to_be_bytes());
+        h.update(&(v.len() as u64).to_be_bytes());
         h.update(v.as_bytes());
     }
-    hex(&h.finalize()[..16])
+    hex(&h.finish().as_ref()[..16])
 }
 
 /// A URL-encoded JSON object whose values are not objects or arrays.

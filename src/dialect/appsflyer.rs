@@ -22,8 +22,8 @@
 use super::json;
 use crate::clock::Date;
 use crate::event::{Draft, Reason, hex};
+use ring::digest;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 /// The vendor's payload limit, in bytes; enforced while reading the body.
 pub const MAX_PAYLOAD: usize = 1024;
@@ -81,9 +81,9 @@ pub fn decode(method: Method, body: &[u8], received_at_ms: u64) -> Result<Decode
             let afuid = af_user_id
                 .as_deref()
                 .ok_or(Reason::VendorField("afUserId_required"))?;
-            let digest = Sha256::digest(format!("{cuid}\n{afuid}").as_bytes());
+            let sum = digest::digest(&digest::SHA256, format!("{cuid}\n{afuid}").as_bytes());
             Draft {
-                event_id: Some(format!("setcuid_{}", hex(&digest[..16]))),
+                event_id: Some(format!("setcuid_{}", hex(&sum.as_ref()[..16]))),
                 event_name: SETCUID_EVENT.to_owned(),
                 event_ts_ms: received_at_ms as i64,
                 props: m,

@@ -22,8 +22,8 @@
 use super::json;
 use crate::clock::days_from_civil;
 use crate::event::{Draft, Reason, hex};
+use ring::digest;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 /// Prefix of a [`derived_id`].
 pub const DERIVED_ID_PREFIX: &str = "datafly_";
@@ -35,14 +35,14 @@ pub const DERIVED_ID_PREFIX: &str = "datafly_";
 /// request sent again gets the same id, and is answered as a duplicate; the secret itself
 /// takes no part.
 pub fn derived_id(secret_id: u32, timestamp: &str, index: usize, body: &[u8]) -> String {
-    let mut h = Sha256::new();
+    let mut h = digest::Context::new(&digest::SHA256);
     h.update(b"inlet datafly message id v1\0");
-    h.update(secret_id.to_be_bytes());
-    h.update((timestamp.len() as u64).to_be_bytes());
+    h.update(&secret_id.to_be_bytes());
+    h.update(&(timestamp.len() as u64).to_be_bytes());
     h.update(timestamp.as_bytes());
-    h.update((index as u64).to_be_bytes());
+    h.update(&(index as u64).to_be_bytes());
     h.update(body);
-    format!("{DERIVED_ID_PREFIX}{}", hex(&h.finalize()[..16]))
+    format!("{DERIVED_ID_PREFIX}{}", hex(&h.finish().as_ref()[..16]))
 }
 
 /// Decodes a message received at `received_at_ms`.

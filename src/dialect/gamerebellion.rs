@@ -27,8 +27,8 @@
 
 use super::json;
 use crate::event::{Draft, Field, Reason};
+use ring::digest;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 /// Most events in one batch request (the spec's limit).
 pub const MAX_BATCH: usize = 100;
@@ -165,14 +165,18 @@ pub fn identity_key(d: &Draft) -> Option<[u8; 16]> {
         return None;
     }
     pairs.sort_unstable();
-    let mut h = Sha256::new();
+    let mut h = digest::Context::new(&digest::SHA256);
     for (k, v) in pairs {
         for part in [k, v] {
-            h.update((part.len() as u64).to_be_bytes());
+            h.update(&(part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
     }
-    Some(h.finalize()[..16].try_into().expect("16 of 32 bytes"))
+    Some(
+        h.finish().as_ref()[..16]
+            .try_into()
+            .expect("16 of 32 bytes"),
+    )
 }
 
 /// Puts the session id (and, when known, the duration) into a session event's props.

@@ -38,7 +38,7 @@ use super::codec::event_id_of;
 use super::runs::{self, Run, RunSet};
 use super::tables::{DEDUPE, DEDUPE_COMMITS, META, dedupe_key};
 use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
-use sha2::{Digest, Sha256};
+use ring::digest;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -71,9 +71,9 @@ const COMMIT_ROW_V1: u8 = 1;
 
 /// `app_id << 64 | the first 64 bits of SHA-256(event_id)`. Stored on disk: never change.
 pub fn fingerprint(app_id: u32, event_id: &str) -> u128 {
-    let digest = Sha256::digest(event_id.as_bytes());
+    let digest = digest::digest(&digest::SHA256, event_id.as_bytes());
     let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
+    first.copy_from_slice(&digest.as_ref()[..8]);
     (u128::from(app_id) << 64) | u128::from(u64::from_be_bytes(first))
 }
 

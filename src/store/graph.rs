@@ -16,7 +16,7 @@
 use super::Result;
 use super::tables::{EVENTS, META};
 use redb::{Database, DatabaseError, ReadableDatabase};
-use sha2::{Digest, Sha256};
+use ring::digest;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -139,7 +139,7 @@ fn give_owner_of_log(path: &std::path::Path) {
 pub fn bound(seq: u64, record: &[u8]) -> [u8; 24] {
     let mut out = [0u8; 24];
     out[..8].copy_from_slice(&seq.to_be_bytes());
-    out[8..].copy_from_slice(&Sha256::digest(record)[..16]);
+    out[8..].copy_from_slice(&digest::digest(&digest::SHA256, record).as_ref()[..16]);
     out
 }
 

@@ -130,7 +130,8 @@ fn find_key(txn: &ReadTransaction, presented: &str) -> Result<Option<(u32, Key)>
     };
     let key: Key = decode_config("key", bytes.value())?;
     let stored = crate::event::hex(&hash);
-    Ok(keys::ct_eq(stored.as_bytes(), key.sha256.as_bytes()).then_some((id, key)))
+    let same = subtle::ConstantTimeEq::ct_eq(stored.as_bytes(), key.sha256.as_bytes());
+    Ok(bool::from(same).then_some((id, key)))
 }
 
 impl Store {

@@ -15,7 +15,7 @@ use super::codec::{App, Tenant, decode_config, encode_config};
 use super::tables::*;
 use super::{Error, Result, Store, find_app, next_id};
 use crate::auth::secrets::{Sealer, Verifier, mint};
-use crate::event::hex;
+use crate::event::{hex, unhex};
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -330,16 +330,6 @@ impl Store {
         *cache = Some((version, entries.clone()));
         Ok(entries)
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
