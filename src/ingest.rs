@@ -12,9 +12,9 @@ use crate::server::{State, read_body};
 use crate::store::codec::{EventRecord, encode_event};
 use crate::store::read::KeyInfo;
 use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
-use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
+use hyper::{Request, StatusCode};
 use redact::AuditFormat;
 use serde_json::{Value, json};
 use std::borrow::Cow;
@@ -60,13 +60,15 @@ async fn reflect_single_inner(
     let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
     count_outcomes(state, &key.app, "reflect", &[outcome]);
     Ok(match outcome {
-        Outcome::Accepted { .. } => json_text(200, single_accepted(&event_id, &audit_key)),
+        Outcome::Accepted { .. } => {
+            json_text(StatusCode::OK, single_accepted(&event_id, &audit_key))
+        }
         Outcome::Duplicate { seq } => {
             let mut body = json!({ "accepted": 0, "duplicate": true, "event_id": event_id });
             if let Ok(Some(original)) = state.store.event(seq) {
                 body["audit_key"] = Value::String(original.audit_key);
             }
-            Reply::json(200, &body)
+            Reply::json(StatusCode::OK, &body)
         }
         Outcome::OverQuota => return Err(Reason::CapExceeded),
         Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
@@ -206,7 +208,7 @@ impl BatchDone {
 
     /// 200 with the results, or the first rejection's status (`status_of` of the dialect)
     /// with the same results and an `error` field.
-    pub fn reply(mut self, status_of: impl Fn(Reason) -> u16, received_at_ms: u64) -> Reply {
+    pub fn reply(mut self, status_of: impl Fn(Reason) -> StatusCode, received_at_ms: u64) -> Reply {
         match self.all_rejected {
             Some(reason) => {
                 self.body.pop(); // the closing brace
@@ -216,13 +218,13 @@ impl BatchDone {
                 let reply = json_text(status_of(reason), self.body);
                 with_quota_retry(reply, reason, received_at_ms)
             }
-            None => json_text(200, self.body),
+            None => json_text(StatusCode::OK, self.body),
         }
     }
 }
 
 /// A JSON reply whose body was written as text.
-fn json_text(status: u16, body: Vec<u8>) -> Reply {
+fn json_text(status: StatusCode, body: Vec<u8>) -> Reply {
     Reply {
         status,
         content_type: "application/json",

@@ -16,8 +16,8 @@ use crate::event::Reason;
 use crate::server::State;
 use crate::server::reply::{Reply, status_of};
 use crate::store::{self, Store};
-use hyper::Request;
 use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -150,33 +150,38 @@ impl Error {
                     "error": "admin_session_required",
                     "setup_required": setup_required,
                 });
-                return Reply::json(401, &body);
+                return Reply::json(StatusCode::UNAUTHORIZED, &body);
             }
-            Error::CrossOrigin => (403, "cross_origin_request", None),
-            Error::CsrfTokenInvalid => (403, "csrf_token_invalid", None),
-            Error::WrongPassword => (401, "wrong_password", None),
-            Error::SetupCodeInvalid => (401, "setup_code_invalid", None),
-            Error::AlreadySetUp => (409, "already_set_up", None),
-            Error::SetupRequired => (409, "setup_required", None),
+            Error::CrossOrigin => (StatusCode::FORBIDDEN, "cross_origin_request", None),
+            Error::CsrfTokenInvalid => (StatusCode::FORBIDDEN, "csrf_token_invalid", None),
+            Error::WrongPassword => (StatusCode::UNAUTHORIZED, "wrong_password", None),
+            Error::SetupCodeInvalid => (StatusCode::UNAUTHORIZED, "setup_code_invalid", None),
+            Error::AlreadySetUp => (StatusCode::CONFLICT, "already_set_up", None),
+            Error::SetupRequired => (StatusCode::CONFLICT, "setup_required", None),
             Error::TooManyAttempts(secs) => {
-                return Reply::json(429, &json!({ "error": "too_many_attempts" }))
-                    .retry_after(secs);
+                return Reply::json(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({ "error": "too_many_attempts" }),
+                )
+                .retry_after(secs);
             }
-            Error::PasswordInvalid(m) => (400, "password_invalid", Some(m)),
-            Error::BadRequest(m) => (400, "invalid", Some(m)),
-            Error::BadJson => (400, "bad_json", None),
-            Error::NotFound => (404, "not_found", None),
-            Error::MethodNotAllowed => (405, "method_not_allowed", None),
+            Error::PasswordInvalid(m) => (StatusCode::BAD_REQUEST, "password_invalid", Some(m)),
+            Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid", Some(m)),
+            Error::BadJson => (StatusCode::BAD_REQUEST, "bad_json", None),
+            Error::NotFound => (StatusCode::NOT_FOUND, "not_found", None),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Error::Body(reason) => return Reply::error(reason),
-            Error::Store(store::Error::NotFound(m)) => (404, "not_found", Some(m)),
-            Error::Store(store::Error::Conflict(m)) => (409, "conflict", Some(m)),
-            Error::Store(store::Error::Invalid(m)) => (400, "invalid", Some(m)),
+            Error::Store(store::Error::NotFound(m)) => {
+                (StatusCode::NOT_FOUND, "not_found", Some(m))
+            }
+            Error::Store(store::Error::Conflict(m)) => (StatusCode::CONFLICT, "conflict", Some(m)),
+            Error::Store(store::Error::Invalid(m)) => (StatusCode::BAD_REQUEST, "invalid", Some(m)),
             Error::Store(store::Error::WriterGone) => {
                 return Reply::error(Reason::ShuttingDown);
             }
             Error::Store(e) => {
                 tracing::error!(error = %e, "admin request failed");
-                (500, "internal_error", None)
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
             }
         };
         let mut body = json!({ "error": reason });
@@ -190,7 +195,7 @@ impl Error {
 impl From<Reason> for Error {
     fn from(r: Reason) -> Self {
         match status_of(r) {
-            400 if r == Reason::BadJson => Error::BadJson,
+            StatusCode::BAD_REQUEST if r == Reason::BadJson => Error::BadJson,
             _ => Error::Body(r),
         }
     }
@@ -243,7 +248,7 @@ pub async fn export(state: &State, req: Request<Incoming>) -> hyper::Response<cr
         }
     };
     let head = secured(Reply {
-        status: 200,
+        status: StatusCode::OK,
         content_type: "application/x-ndjson",
         body: bytes::Bytes::new(),
         retry_after: None,

@@ -23,7 +23,7 @@ use crate::store::tables::{ordering_key, skan_key};
 use crate::store::writer::{Guard, Outcome, SkanUpdate, Submission};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Method, Request};
+use hyper::{Method, Request, StatusCode};
 
 const SOURCE: &str = "adjust";
 
@@ -172,7 +172,7 @@ fn skan_answer(state: &State, skan_key: Option<Vec<u8>>) -> Result<Reply, Reason
         Reason::StorageUnavailable
     })?;
     Ok(match value {
-        Some(v) => Reply::json(200, &crate::skan::answer(v)),
+        Some(v) => Reply::json(StatusCode::OK, &crate::skan::answer(v)),
         None => Reply::adjust_ok(),
     })
 }

@@ -19,9 +19,9 @@ use crate::server::{State, read_body};
 use crate::store::read::{KeyCheck, KeyInfo};
 use crate::store::tables::session_key;
 use crate::store::writer::{Guard, Outcome, Submission};
-use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
+use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "gamerebellion";
@@ -128,7 +128,7 @@ fn single_reply(outcome: Outcome, mut fields: Value, audit_key: &str) -> Result<
         Outcome::OverQuota => return Err(Reason::CapExceeded),
         Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
     }
-    Ok(Reply::json(200, &fields))
+    Ok(Reply::json(StatusCode::OK, &fields))
 }
 
 async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {

@@ -747,7 +747,7 @@ mod answer_tests {
         let mut tree = tree_answer(&rows, audit);
         tree["error"] = Value::String("props_invalid".into());
         let reply = done.reply(status_of, 0);
-        assert_eq!(reply.status, 400);
+        assert_eq!(reply.status, hyper::StatusCode::BAD_REQUEST);
         assert_eq!(reply.body, serde_json::to_vec(&tree).unwrap());
 
         // Reflect's bulk names a missing field as its example does, and which field.

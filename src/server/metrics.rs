@@ -8,6 +8,7 @@ use super::State;
 use super::reply::Reply;
 use crate::clock::now_ms;
 use bytes::Bytes;
+use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -203,19 +204,22 @@ pub fn metrics(
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
             if !crate::auth::keys::ct_eq(presented.trim().as_bytes(), token.as_bytes()) {
-                return Reply::text(401, "metrics need the configured bearer token\n");
+                return Reply::text(
+                    StatusCode::UNAUTHORIZED,
+                    "metrics need the configured bearer token\n",
+                );
             }
         }
         None if !state.config.metrics_public && !is_loopback(peer) => {
             return Reply::text(
-                403,
+                StatusCode::FORBIDDEN,
                 "metrics are served to loopback peers only; set metrics_token (or metrics_public = true)\n",
             );
         }
         None => {}
     }
     Reply {
-        status: 200,
+        status: StatusCode::OK,
         content_type: CONTENT_TYPE,
         body: Bytes::from(render(state)),
         retry_after: None,
@@ -262,9 +266,9 @@ pub fn readyz(state: &State) -> Reply {
         Err(e) => problems.push(format!("disk space unknown: {e}")),
     }
     let (status, text) = if problems.is_empty() {
-        (200, "ready\n".to_owned())
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (503, problems.join("\n") + "\n")
+        (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
     };
     Reply {
         status,
