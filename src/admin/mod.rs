@@ -175,11 +175,21 @@ impl Error {
                 (StatusCode::NOT_FOUND, "not_found", Some(m))
             }
             Error::Store(store::Error::Conflict(m)) => (StatusCode::CONFLICT, "conflict", Some(m)),
-            Error::Store(store::Error::Invalid(m)) => (StatusCode::BAD_REQUEST, "invalid", Some(m)),
+            Error::Store(store::Error::Refused(m)) => (StatusCode::BAD_REQUEST, "invalid", Some(m)),
             Error::Store(store::Error::WriterGone) => {
                 return Reply::error(Reason::ShuttingDown);
             }
-            Error::Store(e) => {
+            // Not the caller's doing (damaged data, a bug, the disk): the text is for the log,
+            // never for the body. Listed, not matched with `_`, so a new variant is decided.
+            Error::Store(
+                e @ (store::Error::Db(_)
+                | store::Error::Corrupt(_)
+                | store::Error::Internal(_)
+                | store::Error::AlreadyOpen
+                | store::Error::NoDatabase(_)
+                | store::Error::Io(_)
+                | store::Error::Reopening),
+            ) => {
                 tracing::error!(error = %e, "admin request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
             }
@@ -289,5 +299,37 @@ mod tests {
             code_hash(&c.to_lowercase().replace('-', " "))
         );
         assert_ne!(code_hash(&c), code_hash(&new_setup_code()));
+    }
+
+    /// Damaged data is answered 500 with a generic body (it once came back 400 with the
+    /// internal text); a caller's mistake keeps its 4xx and the message meant for them.
+    #[test]
+    fn damaged_data_is_internal_and_mistakes_are_the_callers() {
+        use crate::store::tables::{DEDUPE, DEDUPE_COMMITS, EVENTS, META};
+        use redb::ReadableDatabase;
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(EVENTS).unwrap();
+        txn.open_table(META).unwrap();
+        txn.open_table(DEDUPE).unwrap();
+        txn.open_table(DEDUPE_COMMITS)
+            .unwrap()
+            .insert(1, b"\xffgarbage".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let e = store::dedupe::lookup_committed(&db.begin_read().unwrap(), 1, "e1").unwrap_err();
+        assert!(matches!(e, store::Error::Corrupt(_)), "{e:?}");
+        let r = Error::Store(e).reply(false);
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(&r.body[..], br#"{"error":"internal_error"}"#);
+
+        let mistake = store::Error::Refused("tenant name \"a b\" must be 1-64 characters".into());
+        let r = Error::Store(mistake).reply(false);
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "invalid");
+        assert!(body["message"].as_str().unwrap().contains("must be"));
     }
 }

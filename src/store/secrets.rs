@@ -102,7 +102,7 @@ pub fn mint_secret(
     now_ms: u64,
 ) -> Result<Minted> {
     if label.is_empty() || label.chars().count() > MAX_LABEL {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "secret label must be 1-{MAX_LABEL} characters"
         )));
     }
@@ -284,7 +284,7 @@ impl Store {
         let table = txn.open_table(SECRETS)?;
         if !table.is_empty()? {
             let sealer = Sealer::load(self.data_dir())?.ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Corrupt(format!(
                     "signing secrets exist but {} is missing from the data dir",
                     crate::auth::secrets::KEY_FILE
                 ))
