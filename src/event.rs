@@ -2,7 +2,8 @@
 //! reasons shared by all stages.
 //!
 //! A dialect produces a [`Draft`]; [`Draft::validate`] is the only way to get a [`ValidEvent`],
-//! and the writer only accepts `ValidEvent`s, so an unchecked event cannot reach the log.
+//! and the writer only accepts a `store::pending::Pending`, made only from a `ValidEvent` (or
+//! the native fast path's `reflect::ValidEvent`), so an unchecked event cannot reach the log.
 
 use serde_json::{Map, Value};
 use std::borrow::Cow;

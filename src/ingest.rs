@@ -9,7 +9,6 @@ use crate::dialect::reflect;
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::server::reply::{Reply, status_of};
 use crate::server::{State, read_body};
-use crate::store::codec::{EventRecord, encode_event};
 use crate::store::read::KeyInfo;
 use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
 use hyper::body::Incoming;
@@ -24,7 +23,8 @@ pub mod adjust;
 pub mod appsflyer;
 pub mod datafly;
 pub mod gamerebellion;
-pub mod native;
+#[cfg(test)]
+mod native;
 pub mod redact;
 
 /// `POST /s2s/event`.
@@ -157,8 +157,8 @@ pub fn reflect_single_prepare(
         Date::from_ms(received_at_ms as i64).iso(),
         event.event_id()
     );
-    let pending = native::pending(key, "reflect", received_at_ms, &event, &audit_key);
-    Ok((pending.event_id.clone(), audit_key, pending))
+    let pending = Pending::from_native(key, "reflect", received_at_ms, &event, &audit_key);
+    Ok((pending.event_id().to_owned(), audit_key, pending))
 }
 
 /// The request side of `POST /s2s/events/bulk` once the key and body are known: decode →
@@ -182,8 +182,8 @@ pub fn reflect_bulk_prepare(
         });
         match checked {
             Ok(ev) => {
-                let pending = native::pending(key, "reflect", received_at_ms, &ev, audit_key);
-                slots.push(Slot::Queued(pending.event_id.clone(), events.len()));
+                let pending = Pending::from_native(key, "reflect", received_at_ms, &ev, audit_key);
+                slots.push(Slot::Queued(pending.event_id().to_owned(), events.len()));
                 events.push(pending);
             }
             Err(reason) => slots.push(Slot::Rejected(event_id.map(Cow::into_owned), reason)),
@@ -300,7 +300,13 @@ fn prepare_batch(
         match draft.and_then(|d| checked(key, d)) {
             Ok(ev) => {
                 slots.push(Slot::Queued(ev.event_id().to_owned(), events.len()));
-                events.push(pending(key, source, received_at_ms, ev, audit_key));
+                events.push(Pending::from_valid(
+                    key,
+                    source,
+                    received_at_ms,
+                    ev,
+                    audit_key,
+                ));
             }
             Err(reason) => slots.push(Slot::Rejected(event_id, reason)),
         }
@@ -509,44 +515,6 @@ pub(crate) async fn submit(
         SubmitError::ShuttingDown => Reason::ShuttingDown,
         SubmitError::CommitFailed => Reason::StorageUnavailable,
     })
-}
-
-/// Encodes a validated event as it will be stored.
-pub fn pending(
-    key: &KeyInfo,
-    source: &str,
-    received_at_ms: u64,
-    event: ValidEvent,
-    audit_key: &str,
-) -> Pending {
-    let d = event.into_inner();
-    let event_id = d.event_id.unwrap_or_default();
-    let record = EventRecord {
-        received_at_ms,
-        tenant: key.tenant.clone(),
-        app: key.app.clone(),
-        key_id: key.key_id,
-        source: source.to_owned(),
-        event_id: event_id.clone(),
-        event_name: d.event_name,
-        event_ts_ms: d.event_ts_ms,
-        install_uuid: d.install_uuid,
-        user_id: d.user_id,
-        anonymous_id: d.anonymous_id,
-        ids: d.ids,
-        revenue: d.revenue,
-        currency: d.currency,
-        transaction_id: d.transaction_id,
-        product_id: d.product_id,
-        props: Value::Object(d.props).to_string(),
-        context: Value::Object(d.context).to_string(),
-        audit_key: audit_key.to_owned(),
-    };
-    Pending {
-        event_id,
-        record: encode_event(&record),
-        guard: None,
-    }
 }
 
 /// The native error reply, with `Retry-After` until the month turns for `cap_exceeded`.

@@ -11,16 +11,14 @@
 //! JSON ([`crate::skan`]).
 
 use super::redact::AuditFormat;
-use super::{
-    checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,
-};
+use super::{checked, count_outcomes, count_rejected, lookup_key, submit, with_quota_retry};
 use crate::clock::{Date, now_ms};
 use crate::dialect::adjust::Params;
 use crate::event::Reason;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
 use crate::store::tables::{ordering_key, skan_key};
-use crate::store::writer::{Guard, Outcome, SkanUpdate, Submission};
+use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
@@ -133,15 +131,15 @@ async fn event_inner(
         Date::from_ms(received_at_ms as i64).iso(),
         event.event_id()
     );
-    let mut p = pending(&key, SOURCE, received_at_ms, event, &audit_key);
-    p.guard = Some(Guard::NotBefore {
+    let mut p = Pending::from_valid(&key, SOURCE, received_at_ms, event, &audit_key);
+    p.set_guard(Some(Guard::NotBefore {
         key: ordering_key(app_id, &decoded.event_token, &decoded.device),
         ts_ms,
         skan: skan_key
             .clone()
             .zip(earned)
             .map(|(key, value)| SkanUpdate { key, value }),
-    });
+    }));
     let raw_len = raw.len();
     let sub = Submission {
         app_id,

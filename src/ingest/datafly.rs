@@ -10,14 +10,14 @@
 //! learns that a timestamp was stale.
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, count_rejected, pending, submit, with_quota_retry};
+use super::{checked, count_outcomes, count_rejected, submit, with_quota_retry};
 use crate::auth::secrets::{WINDOW_MS, parse_signature};
 use crate::clock::{Date, now_ms};
 use crate::dialect::datafly;
 use crate::event::Reason;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
-use crate::store::writer::{Outcome, Submission};
+use crate::store::writer::{Outcome, Pending, Submission};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -101,7 +101,13 @@ async fn inner(
         tenant_id: key.tenant_id,
         key_id: 0,
         received_at_ms,
-        events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
+        events: vec![Pending::from_valid(
+            &key,
+            SOURCE,
+            received_at_ms,
+            event,
+            &audit_key,
+        )],
         audit: Some((audit_key, body.clone())),
     };
     let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];

@@ -7,9 +7,7 @@
 //! Every answer carries `X-RateLimit-Limit/Remaining/Reset`.
 
 use super::redact::AuditFormat;
-use super::{
-    checked, count_outcomes, count_rejected, pending, submit, submit_batch, with_quota_retry,
-};
+use super::{checked, count_outcomes, count_rejected, submit, submit_batch, with_quota_retry};
 use crate::clock::{Date, now_ms};
 use crate::dialect::gamerebellion::{self as gr, SessionKind};
 use crate::event::{Field, MAX_ID, Reason, random_id};
@@ -18,7 +16,7 @@ use crate::server::reply::{Dialect, Reply, dialect_status};
 use crate::server::{State, read_body};
 use crate::store::read::{KeyCheck, KeyInfo};
 use crate::store::tables::session_key;
-use crate::store::writer::{Guard, Outcome, Submission};
+use crate::store::writer::{Guard, Outcome, Pending, Submission};
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
@@ -105,7 +103,13 @@ async fn single(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<
         tenant_id: key.tenant_id,
         key_id: key.key_id,
         received_at_ms,
-        events: vec![pending(key, SOURCE, received_at_ms, event, &audit_key)],
+        events: vec![Pending::from_valid(
+            key,
+            SOURCE,
+            received_at_ms,
+            event,
+            &audit_key,
+        )],
         audit: Some((audit_key.clone(), body.clone())),
     };
     let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
@@ -198,9 +202,9 @@ async fn session(
     let event = checked(key, draft)?;
     let event_id = event.event_id().to_owned();
     let audit_key = audit_key(received_at_ms, &event_id);
-    let mut p = pending(key, SOURCE, received_at_ms, event, &audit_key);
+    let mut p = Pending::from_valid(key, SOURCE, received_at_ms, event, &audit_key);
     let skey = session_key(key.app_id, &session_id);
-    p.guard = match kind {
+    p.set_guard(match kind {
         SessionKind::Start => Some(Guard::SessionStart {
             key: skey,
             ts_ms: received_at_ms as i64,
@@ -208,7 +212,7 @@ async fn session(
         }),
         SessionKind::Stop => None,
         SessionKind::End => Some(Guard::SessionEnd { key: skey }),
-    };
+    });
     let sub = Submission {
         app_id: key.app_id,
         tenant_id: key.tenant_id,

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod indexer;
 pub mod key_cache;
 pub mod panel;
+pub mod pending;
 pub mod read;
 pub mod retention;
 pub mod runs;
