@@ -14,7 +14,7 @@ pub const MAX_EVENT_NAME: usize = 128;
 pub const MAX_ID: usize = 256;
 
 /// A field of the canonical event, named as on the wire of the native dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
     EventId,
     EventName,
@@ -87,7 +87,7 @@ impl Field {
 
 /// Why a request or one event of it was not accepted. Each has a stable snake_case tag that
 /// clients can match on; the HTTP status is chosen in one place, `server::reply`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     BadJson,
     TooManyEvents,

@@ -9,6 +9,7 @@ use crate::dialect::reflect;
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::server::reply::{Reply, status_of};
 use crate::server::{State, read_body};
+use crate::stats::Counted;
 use crate::store::read::KeyInfo;
 use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
 use hyper::body::Incoming;
@@ -441,10 +442,12 @@ pub(crate) fn count_outcomes(state: &State, app: &str, source: &'static str, out
         .iter()
         .filter(|o| matches!(o, Outcome::Duplicate { .. }))
         .count();
-    state.counters.add(app, source, "accepted", accepted as u64);
     state
         .counters
-        .add(app, source, "duplicate", duplicate as u64);
+        .add(app, source, Counted::Accepted, accepted as u64);
+    state
+        .counters
+        .add(app, source, Counted::Duplicate, duplicate as u64);
 }
 
 /// Counts `n` events rejected for `reason` (app `-` when no key named one).
@@ -457,7 +460,7 @@ pub fn count_rejected(
 ) {
     state
         .counters
-        .add(app.unwrap_or("-"), source, &reason.tag(), n);
+        .add(app.unwrap_or("-"), source, Counted::Rejected(reason), n);
 }
 
 /// Validation and the key's event allow-list, for one decoded event.

@@ -13,6 +13,7 @@ use crate::auth::password::{self, PasswordHash};
 use crate::clock::now_ms;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
+use crate::stats::Counted;
 use crate::store::panel::{EventQuery, set_first_admin_password};
 use crate::store::read::Canonical;
 use crate::store::{self, admin};
@@ -362,13 +363,16 @@ fn overview(state: &State, _s: &AdminSession) -> Result<Reply, Error> {
     let mut rejections: Vec<(String, u64)> = Vec::new();
     let (mut accepted, mut duplicate) = (0, 0);
     for row in state.counters.snapshot() {
-        match row.outcome.as_str() {
-            "accepted" => accepted += row.count,
-            "duplicate" => duplicate += row.count,
-            reason => match rejections.iter_mut().find(|(r, _)| r == reason) {
-                Some((_, n)) => *n += row.count,
-                None => rejections.push((reason.to_owned(), row.count)),
-            },
+        match row.outcome {
+            Counted::Accepted => accepted += row.count,
+            Counted::Duplicate => duplicate += row.count,
+            Counted::Rejected(reason) => {
+                let reason = reason.tag();
+                match rejections.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, n)) => *n += row.count,
+                    None => rejections.push((reason.into_owned(), row.count)),
+                }
+            }
         }
     }
     rejections.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

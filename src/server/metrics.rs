@@ -7,6 +7,7 @@
 use super::State;
 use super::reply::Reply;
 use crate::clock::now_ms;
+use crate::stats::Counted;
 use bytes::Bytes;
 use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -45,13 +46,13 @@ pub fn render(state: &State) -> String {
     let rejected = Family::<Rejected, Counter>::default();
     for row in state.counters.snapshot() {
         let (app, source) = (row.app, row.source.to_owned());
-        match row.outcome.as_str() {
-            "accepted" => accepted.get_or_create(&AppSource { app, source }),
-            "duplicate" => duplicate.get_or_create(&AppSource { app, source }),
-            reason => rejected.get_or_create(&Rejected {
+        match row.outcome {
+            Counted::Accepted => accepted.get_or_create(&AppSource { app, source }),
+            Counted::Duplicate => duplicate.get_or_create(&AppSource { app, source }),
+            Counted::Rejected(reason) => rejected.get_or_create(&Rejected {
                 app,
                 source,
-                reason: reason.to_owned(),
+                reason: reason.tag().into_owned(),
             }),
         }
         .inc_by(row.count);
