@@ -105,6 +105,9 @@ pub enum Reason {
     StorageUnavailable,
     /// The server is shutting down and no longer takes new work.
     ShuttingDown,
+    /// Stored data needed to judge the request is damaged, or a bug: retrying cannot help
+    /// (500; the detail is logged, never answered).
+    Internal,
     RequestTimeout,
     /// The body could not be read (the client went away mid-body, bad chunking).
     BodyUnreadable,
@@ -166,6 +169,7 @@ impl Reason {
             Reason::CapExceeded => "cap_exceeded",
             Reason::Overloaded => "overloaded",
             Reason::StorageUnavailable => "storage_unavailable",
+            Reason::Internal => "internal",
             Reason::ShuttingDown => "shutting_down",
             Reason::RequestTimeout => "request_timeout",
             Reason::BodyUnreadable => "body_unreadable",

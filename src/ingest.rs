@@ -10,6 +10,7 @@ use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::server::reply::{Reply, status_of};
 use crate::server::{State, read_body};
 use crate::stats::Counted;
+use crate::store;
 use crate::store::read::KeyInfo;
 use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
 use hyper::body::Incoming;
@@ -497,9 +498,30 @@ pub fn lookup_key(state: &State, token: &str) -> Result<KeyInfo, Reason> {
     match state.store.authenticate_cached(token, generation) {
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(Reason::UnknownOrRevokedKey),
-        Err(e) => {
-            tracing::error!(error = %e, "key lookup failed");
-            Err(Reason::StorageUnavailable)
+        Err(e) => Err(store_failed("key")(e)),
+    }
+}
+
+/// The one mapping of a failed store read while a request is judged (its key, app, session,
+/// secret): logged with the detail, answered without it. Damaged data or a bug is
+/// [`Reason::Internal`] (500: retrying cannot help); the database being unavailable is
+/// [`Reason::StorageUnavailable`] (503, retry).
+pub(crate) fn store_failed(lookup: &'static str) -> impl FnOnce(store::Error) -> Reason {
+    move |e| {
+        tracing::error!(error = %e, lookup, "store read failed");
+        match e {
+            store::Error::Db(_)
+            | store::Error::Io(_)
+            | store::Error::Reopening
+            | store::Error::WriterGone
+            | store::Error::AlreadyOpen
+            | store::Error::NoDatabase(_) => Reason::StorageUnavailable,
+            // A read that answers a caller's mistake is a bug here too.
+            store::Error::Corrupt(_)
+            | store::Error::Internal(_)
+            | store::Error::NotFound(_)
+            | store::Error::Conflict(_)
+            | store::Error::Refused(_) => Reason::Internal,
         }
     }
 }

@@ -11,7 +11,9 @@
 //! JSON ([`crate::skan`]).
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, count_rejected, lookup_key, submit, with_quota_retry};
+use super::{
+    checked, count_outcomes, count_rejected, lookup_key, store_failed, submit, with_quota_retry,
+};
 use crate::clock::{Date, now_ms};
 use crate::dialect::adjust::Params;
 use crate::event::Reason;
@@ -84,10 +86,7 @@ async fn event_inner(
     let (app_id, app_record) = state
         .store
         .app_where(|a| a.adjust_app_token.as_deref() == Some(params.app_token.as_str()))
-        .map_err(|e| {
-            tracing::error!(error = %e, "app lookup failed");
-            Reason::StorageUnavailable
-        })?
+        .map_err(store_failed("app"))?
         .ok_or(Reason::UnknownAppToken)?;
     *app = Some(app_record.name.clone());
     // A key that is given must be right even where none is required.
@@ -96,10 +95,7 @@ async fn event_inner(
         None if app_record.adjust_token_optional && !has_authorization => state
             .store
             .keyless(app_id)
-            .map_err(|e| {
-                tracing::error!(error = %e, "app lookup failed");
-                Reason::StorageUnavailable
-            })?
+            .map_err(store_failed("app"))?
             .ok_or(Reason::UnknownAppToken)?,
         None => return Err(Reason::MissingBearerToken),
     };
@@ -165,10 +161,10 @@ fn skan_answer(state: &State, skan_key: Option<Vec<u8>>) -> Result<Reply, Reason
     let Some(key) = skan_key else {
         return Ok(Reply::adjust_ok());
     };
-    let value = state.store.skan_value(&key).map_err(|e| {
-        tracing::error!(error = %e, "conversion value lookup failed");
-        Reason::StorageUnavailable
-    })?;
+    let value = state
+        .store
+        .skan_value(&key)
+        .map_err(store_failed("conversion value"))?;
     Ok(match value {
         Some(v) => Reply::json(StatusCode::OK, &crate::skan::answer(v)),
         None => Reply::adjust_ok(),

@@ -5,7 +5,9 @@
 //! writer (dedupe, quota, append, one fsync; identity links follow from the log) → `200 OK`.
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, count_rejected, lookup_key, submit, with_quota_retry};
+use super::{
+    checked, count_outcomes, count_rejected, lookup_key, store_failed, submit, with_quota_retry,
+};
 use crate::clock::{Date, now_ms};
 use crate::dialect::appsflyer::{self, MAX_PAYLOAD, Method};
 use crate::event::Reason;
@@ -58,10 +60,7 @@ async fn inner(
     {
         Ok(Some(found)) => found,
         Ok(None) => return Err(Reason::UnknownBundleId),
-        Err(e) => {
-            tracing::error!(error = %e, "app lookup failed");
-            return Err(Reason::StorageUnavailable);
-        }
+        Err(e) => return Err(store_failed("app")(e)),
     };
     *app = Some(found.name);
     let received_at_ms = now_ms();

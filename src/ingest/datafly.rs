@@ -10,7 +10,7 @@
 //! learns that a timestamp was stale.
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, count_rejected, submit, with_quota_retry};
+use super::{checked, count_outcomes, count_rejected, store_failed, submit, with_quota_retry};
 use crate::auth::secrets::{WINDOW_MS, parse_signature};
 use crate::clock::{Date, now_ms};
 use crate::dialect::datafly;
@@ -64,10 +64,7 @@ async fn inner(
     {
         Ok(Some(signer)) => signer,
         Ok(None) => return Err(Reason::SignatureInvalid),
-        Err(e) => {
-            tracing::error!(error = %e, "signature check failed");
-            return Err(Reason::StorageUnavailable);
-        }
+        Err(e) => return Err(store_failed("secret")(e)),
     };
     *app = Some(signer.app.clone());
     let sent_ms: u64 = timestamp.parse().map_err(|_| Reason::TimestampRequired)?;
@@ -85,10 +82,7 @@ async fn inner(
     let key = match state.store.keyless(signer.app_id) {
         Ok(Some(key)) => key,
         Ok(None) => return Err(Reason::SignatureInvalid),
-        Err(e) => {
-            tracing::error!(error = %e, "app lookup failed");
-            return Err(Reason::StorageUnavailable);
-        }
+        Err(e) => return Err(store_failed("app")(e)),
     };
     let event = checked(&key, draft)?;
     let audit_key = format!(

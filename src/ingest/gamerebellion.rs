@@ -7,7 +7,9 @@
 //! Every answer carries `X-RateLimit-Limit/Remaining/Reset`.
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, count_rejected, submit, submit_batch, with_quota_retry};
+use super::{
+    checked, count_outcomes, count_rejected, store_failed, submit, submit_batch, with_quota_retry,
+};
 use crate::clock::{Date, now_ms};
 use crate::dialect::gamerebellion::{self as gr, SessionKind};
 use crate::event::{Field, MAX_ID, Reason, random_id};
@@ -85,10 +87,7 @@ fn api_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
         Ok(KeyCheck::Valid(key)) => Ok(key),
         Ok(KeyCheck::Revoked) => Err(Reason::RevokedApiKey),
         Ok(KeyCheck::Unknown) => Err(Reason::UnknownApiKey),
-        Err(e) => {
-            tracing::error!(error = %e, "key lookup failed");
-            Err(Reason::StorageUnavailable)
-        }
+        Err(e) => Err(store_failed("key")(e)),
     }
 }
 
@@ -172,10 +171,6 @@ async fn session(
     {
         return Err(Reason::TooLong(Field::SessionId));
     }
-    let storage = |e: crate::store::Error| {
-        tracing::error!(error = %e, "session lookup failed");
-        Reason::StorageUnavailable
-    };
     // A stop or end after an acknowledged start finds the start committed: by the id it
     // names, or else as the latest open session started with the same identifiers.
     let (session_id, started) = match (kind, session_id) {
@@ -184,7 +179,7 @@ async fn session(
             let started = state
                 .store
                 .session_start(key.app_id, &id)
-                .map_err(storage)?;
+                .map_err(store_failed("session"))?;
             (id, started)
         }
         (SessionKind::Stop | SessionKind::End, None) => {
@@ -192,7 +187,7 @@ async fn session(
             let (id, start) = state
                 .store
                 .latest_open_session(key.app_id, &identity)
-                .map_err(storage)?
+                .map_err(store_failed("session"))?
                 .ok_or(Reason::NoOpenSession)?;
             (id, Some(start))
         }

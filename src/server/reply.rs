@@ -51,6 +51,7 @@ pub fn status_of(reason: Reason) -> StatusCode {
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         }
         Reason::CapExceeded | Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         Reason::Overloaded | Reason::StorageUnavailable | Reason::ShuttingDown => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -209,6 +210,7 @@ impl Reply {
             StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+            StatusCode::INTERNAL_SERVER_ERROR => "Internal server error",
             _ => "Service unavailable",
         };
         Reply::plain(status, format!("{message}: {}", reason.tag()))

@@ -47,7 +47,7 @@ pub enum Error {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
     /// Stored data that does not decode or does not agree with itself: an undecodable
-    /// record, a broken index entry, a data dir missing a file it needs.
+    /// record, a broken index entry.
     #[error("damaged data: {0}")]
     Corrupt(String),
     /// A broken invariant of this build (a bug), never the caller's doing.

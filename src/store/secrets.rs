@@ -283,10 +283,14 @@ impl Store {
         let mut entries = Vec::new();
         let table = txn.open_table(SECRETS)?;
         if !table.is_empty()? {
+            // A file the operator can put back: unavailable storage, not damaged records.
             let sealer = Sealer::load(self.data_dir())?.ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "signing secrets exist but {} is missing from the data dir",
-                    crate::auth::secrets::KEY_FILE
+                Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "signing secrets exist but {} is missing from the data dir",
+                        crate::auth::secrets::KEY_FILE
+                    ),
                 ))
             })?;
             let apps = txn.open_table(APPS)?;
