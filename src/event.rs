@@ -2,7 +2,8 @@
 //! reasons shared by all stages.
 //!
 //! A dialect produces a [`Draft`]; [`Draft::validate`] is the only way to get a [`ValidEvent`],
-//! and the writer only accepts `ValidEvent`s, so an unchecked event cannot reach the log.
+//! and the writer only accepts a `store::pending::Pending`, made only from a `ValidEvent` (or
+//! the native fast path's `reflect::ValidEvent`), so an unchecked event cannot reach the log.
 
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -13,7 +14,7 @@ pub const MAX_EVENT_NAME: usize = 128;
 pub const MAX_ID: usize = 256;
 
 /// A field of the canonical event, named as on the wire of the native dialect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
     EventId,
     EventName,
@@ -86,7 +87,7 @@ impl Field {
 
 /// Why a request or one event of it was not accepted. Each has a stable snake_case tag that
 /// clients can match on; the HTTP status is chosen in one place, `server::reply`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     BadJson,
     TooManyEvents,
@@ -104,6 +105,9 @@ pub enum Reason {
     StorageUnavailable,
     /// The server is shutting down and no longer takes new work.
     ShuttingDown,
+    /// Stored data needed to judge the request is damaged, or a bug: retrying cannot help
+    /// (500; the detail is logged, never answered).
+    Internal,
     RequestTimeout,
     /// The body could not be read (the client went away mid-body, bad chunking).
     BodyUnreadable,
@@ -165,6 +169,7 @@ impl Reason {
             Reason::CapExceeded => "cap_exceeded",
             Reason::Overloaded => "overloaded",
             Reason::StorageUnavailable => "storage_unavailable",
+            Reason::Internal => "internal",
             Reason::ShuttingDown => "shutting_down",
             Reason::RequestTimeout => "request_timeout",
             Reason::BodyUnreadable => "body_unreadable",

@@ -9,12 +9,13 @@ use crate::dialect::reflect;
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::server::reply::{Reply, status_of};
 use crate::server::{State, read_body};
-use crate::store::codec::{EventRecord, encode_event};
+use crate::stats::Counted;
+use crate::store;
 use crate::store::read::KeyInfo;
 use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
-use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
+use hyper::{Request, StatusCode};
 use redact::AuditFormat;
 use serde_json::{Value, json};
 use std::borrow::Cow;
@@ -24,7 +25,8 @@ pub mod adjust;
 pub mod appsflyer;
 pub mod datafly;
 pub mod gamerebellion;
-pub mod native;
+#[cfg(test)]
+mod native;
 pub mod redact;
 
 /// `POST /s2s/event`.
@@ -60,13 +62,15 @@ async fn reflect_single_inner(
     let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
     count_outcomes(state, &key.app, "reflect", &[outcome]);
     Ok(match outcome {
-        Outcome::Accepted { .. } => json_text(200, single_accepted(&event_id, &audit_key)),
+        Outcome::Accepted { .. } => {
+            json_text(StatusCode::OK, single_accepted(&event_id, &audit_key))
+        }
         Outcome::Duplicate { seq } => {
             let mut body = json!({ "accepted": 0, "duplicate": true, "event_id": event_id });
             if let Ok(Some(original)) = state.store.event(seq) {
                 body["audit_key"] = Value::String(original.audit_key);
             }
-            Reply::json(200, &body)
+            Reply::json(StatusCode::OK, &body)
         }
         Outcome::OverQuota => return Err(Reason::CapExceeded),
         Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
@@ -155,8 +159,8 @@ pub fn reflect_single_prepare(
         Date::from_ms(received_at_ms as i64).iso(),
         event.event_id()
     );
-    let pending = native::pending(key, "reflect", received_at_ms, &event, &audit_key);
-    Ok((pending.event_id.clone(), audit_key, pending))
+    let pending = Pending::from_native(key, "reflect", received_at_ms, &event, &audit_key);
+    Ok((pending.event_id().to_owned(), audit_key, pending))
 }
 
 /// The request side of `POST /s2s/events/bulk` once the key and body are known: decode →
@@ -180,8 +184,8 @@ pub fn reflect_bulk_prepare(
         });
         match checked {
             Ok(ev) => {
-                let pending = native::pending(key, "reflect", received_at_ms, &ev, audit_key);
-                slots.push(Slot::Queued(pending.event_id.clone(), events.len()));
+                let pending = Pending::from_native(key, "reflect", received_at_ms, &ev, audit_key);
+                slots.push(Slot::Queued(pending.event_id().to_owned(), events.len()));
                 events.push(pending);
             }
             Err(reason) => slots.push(Slot::Rejected(event_id.map(Cow::into_owned), reason)),
@@ -206,7 +210,7 @@ impl BatchDone {
 
     /// 200 with the results, or the first rejection's status (`status_of` of the dialect)
     /// with the same results and an `error` field.
-    pub fn reply(mut self, status_of: impl Fn(Reason) -> u16, received_at_ms: u64) -> Reply {
+    pub fn reply(mut self, status_of: impl Fn(Reason) -> StatusCode, received_at_ms: u64) -> Reply {
         match self.all_rejected {
             Some(reason) => {
                 self.body.pop(); // the closing brace
@@ -216,13 +220,13 @@ impl BatchDone {
                 let reply = json_text(status_of(reason), self.body);
                 with_quota_retry(reply, reason, received_at_ms)
             }
-            None => json_text(200, self.body),
+            None => json_text(StatusCode::OK, self.body),
         }
     }
 }
 
 /// A JSON reply whose body was written as text.
-fn json_text(status: u16, body: Vec<u8>) -> Reply {
+fn json_text(status: StatusCode, body: Vec<u8>) -> Reply {
     Reply {
         status,
         content_type: "application/json",
@@ -298,7 +302,13 @@ fn prepare_batch(
         match draft.and_then(|d| checked(key, d)) {
             Ok(ev) => {
                 slots.push(Slot::Queued(ev.event_id().to_owned(), events.len()));
-                events.push(pending(key, source, received_at_ms, ev, audit_key));
+                events.push(Pending::from_valid(
+                    key,
+                    source,
+                    received_at_ms,
+                    ev,
+                    audit_key,
+                ));
             }
             Err(reason) => slots.push(Slot::Rejected(event_id, reason)),
         }
@@ -433,10 +443,12 @@ pub(crate) fn count_outcomes(state: &State, app: &str, source: &'static str, out
         .iter()
         .filter(|o| matches!(o, Outcome::Duplicate { .. }))
         .count();
-    state.counters.add(app, source, "accepted", accepted as u64);
     state
         .counters
-        .add(app, source, "duplicate", duplicate as u64);
+        .add(app, source, Counted::Accepted, accepted as u64);
+    state
+        .counters
+        .add(app, source, Counted::Duplicate, duplicate as u64);
 }
 
 /// Counts `n` events rejected for `reason` (app `-` when no key named one).
@@ -449,7 +461,7 @@ pub fn count_rejected(
 ) {
     state
         .counters
-        .add(app.unwrap_or("-"), source, &reason.tag(), n);
+        .add(app.unwrap_or("-"), source, Counted::Rejected(reason), n);
 }
 
 /// Validation and the key's event allow-list, for one decoded event.
@@ -486,9 +498,30 @@ pub fn lookup_key(state: &State, token: &str) -> Result<KeyInfo, Reason> {
     match state.store.authenticate_cached(token, generation) {
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(Reason::UnknownOrRevokedKey),
-        Err(e) => {
-            tracing::error!(error = %e, "key lookup failed");
-            Err(Reason::StorageUnavailable)
+        Err(e) => Err(store_failed("key")(e)),
+    }
+}
+
+/// The one mapping of a failed store read while a request is judged (its key, app, session,
+/// secret): logged with the detail, answered without it. Damaged data or a bug is
+/// [`Reason::Internal`] (500: retrying cannot help); the database being unavailable is
+/// [`Reason::StorageUnavailable`] (503, retry).
+pub(crate) fn store_failed(lookup: &'static str) -> impl FnOnce(store::Error) -> Reason {
+    move |e| {
+        tracing::error!(error = %e, lookup, "store read failed");
+        match e {
+            store::Error::Db(_)
+            | store::Error::Io(_)
+            | store::Error::Reopening
+            | store::Error::WriterGone
+            | store::Error::AlreadyOpen
+            | store::Error::NoDatabase(_) => Reason::StorageUnavailable,
+            // A read that answers a caller's mistake is a bug here too.
+            store::Error::Corrupt(_)
+            | store::Error::Internal(_)
+            | store::Error::NotFound(_)
+            | store::Error::Conflict(_)
+            | store::Error::Refused(_) => Reason::Internal,
         }
     }
 }
@@ -507,44 +540,6 @@ pub(crate) async fn submit(
         SubmitError::ShuttingDown => Reason::ShuttingDown,
         SubmitError::CommitFailed => Reason::StorageUnavailable,
     })
-}
-
-/// Encodes a validated event as it will be stored.
-pub fn pending(
-    key: &KeyInfo,
-    source: &str,
-    received_at_ms: u64,
-    event: ValidEvent,
-    audit_key: &str,
-) -> Pending {
-    let d = event.into_inner();
-    let event_id = d.event_id.unwrap_or_default();
-    let record = EventRecord {
-        received_at_ms,
-        tenant: key.tenant.clone(),
-        app: key.app.clone(),
-        key_id: key.key_id,
-        source: source.to_owned(),
-        event_id: event_id.clone(),
-        event_name: d.event_name,
-        event_ts_ms: d.event_ts_ms,
-        install_uuid: d.install_uuid,
-        user_id: d.user_id,
-        anonymous_id: d.anonymous_id,
-        ids: d.ids,
-        revenue: d.revenue,
-        currency: d.currency,
-        transaction_id: d.transaction_id,
-        product_id: d.product_id,
-        props: Value::Object(d.props).to_string(),
-        context: Value::Object(d.context).to_string(),
-        audit_key: audit_key.to_owned(),
-    };
-    Pending {
-        event_id,
-        record: encode_event(&record),
-        guard: None,
-    }
 }
 
 /// The native error reply, with `Retry-After` until the month turns for `cap_exceeded`.

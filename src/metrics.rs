@@ -54,8 +54,8 @@ impl Default for RequestMetrics {
 }
 
 impl RequestMetrics {
-    pub fn observe(&self, status: u16, seconds: f64) {
-        let code = format!("{}xx", status / 100);
+    pub fn observe(&self, status: hyper::StatusCode, seconds: f64) {
+        let code = format!("{}xx", status.as_u16() / 100);
         self.seconds
             .get_or_create(&CodeClass { code })
             .observe(seconds);

@@ -2,23 +2,31 @@
 //! or were rejected (by reason), per app and source. The admin overview and `/metrics` read
 //! them; they start at zero with each process.
 
+use crate::event::Reason;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// What a counted event (or refused request) became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counted {
+    Accepted,
+    Duplicate,
+    Rejected(Reason),
+}
+
 /// One row of [`Counters::snapshot`].
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeCount {
     /// App name; `-` when the request was refused before its key named an app.
     pub app: String,
     pub source: &'static str,
-    /// `accepted`, `duplicate`, or a rejection reason tag.
-    pub outcome: String,
+    pub outcome: Counted,
     pub count: u64,
 }
 
 #[derive(Default)]
 pub struct Counters {
-    inner: Mutex<HashMap<(String, &'static str, String), u64>>,
+    inner: Mutex<HashMap<(String, &'static str, Counted), u64>>,
     /// Request latency by status class, for `/metrics`.
     pub requests: crate::metrics::RequestMetrics,
     /// Connections closed at accept because their peer held its limit already.
@@ -28,32 +36,38 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn add(&self, app: &str, source: &'static str, outcome: &str, n: u64) {
+    pub fn add(&self, app: &str, source: &'static str, outcome: Counted, n: u64) {
         if n == 0 {
             return;
         }
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match m.get_mut(&(app.to_owned(), source, outcome.to_owned())) {
+        match m.get_mut(&(app.to_owned(), source, outcome)) {
             Some(c) => *c += n,
             None => {
-                m.insert((app.to_owned(), source, outcome.to_owned()), n);
+                m.insert((app.to_owned(), source, outcome), n);
             }
         }
     }
 
-    /// Every counter, sorted.
+    /// Every counter, sorted by app, source, then outcome (accepted, duplicate, rejection
+    /// reasons by tag).
     pub fn snapshot(&self) -> Vec<OutcomeCount> {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows: Vec<OutcomeCount> = m
             .iter()
-            .map(|((app, source, outcome), count)| OutcomeCount {
+            .map(|(&(ref app, source, outcome), count)| OutcomeCount {
                 app: app.clone(),
                 source,
-                outcome: outcome.clone(),
+                outcome,
                 count: *count,
             })
             .collect();
-        rows.sort();
+        let order = |o: &Counted| match o {
+            Counted::Accepted => (0, String::new()),
+            Counted::Duplicate => (1, String::new()),
+            Counted::Rejected(r) => (2, r.tag().into_owned()),
+        };
+        rows.sort_by_cached_key(|r| (r.app.clone(), r.source, order(&r.outcome)));
         rows
     }
 }
@@ -65,13 +79,21 @@ mod tests {
     #[test]
     fn adds_up() {
         let c = Counters::default();
-        c.add("a", "reflect", "accepted", 2);
-        c.add("a", "reflect", "accepted", 3);
-        c.add("-", "reflect", "missing_bearer_token", 1);
-        c.add("a", "reflect", "duplicate", 0);
+        c.add("a", "reflect", Counted::Accepted, 2);
+        c.add("a", "reflect", Counted::Accepted, 3);
+        c.add(
+            "-",
+            "reflect",
+            Counted::Rejected(Reason::MissingBearerToken),
+            1,
+        );
+        c.add("a", "reflect", Counted::Duplicate, 0);
         let rows = c.snapshot();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].count, 5);
-        assert_eq!(rows[0].outcome, "missing_bearer_token");
+        assert_eq!(
+            rows[0].outcome,
+            Counted::Rejected(Reason::MissingBearerToken)
+        );
     }
 }

@@ -13,11 +13,12 @@ use crate::auth::password::{self, PasswordHash};
 use crate::clock::now_ms;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
+use crate::stats::Counted;
 use crate::store::panel::{EventQuery, set_first_admin_password};
 use crate::store::read::Canonical;
 use crate::store::{self, admin};
 use hyper::body::Incoming;
-use hyper::{HeaderMap, Method, Request};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -59,14 +60,17 @@ pub async fn handle(
             ["session"] => Ok(session_info(&session)),
             ["overview"] => overview(state, &session),
             ["tenants"] => Ok(Reply::json(
-                200,
+                StatusCode::OK,
                 &json!({ "tenants": state.store.tenants(now_ms())? }),
             )),
-            ["apps"] => Ok(Reply::json(200, &json!({ "apps": state.store.apps()? }))),
+            ["apps"] => Ok(Reply::json(
+                StatusCode::OK,
+                &json!({ "apps": state.store.apps()? }),
+            )),
             ["keys"] => {
                 let app = param(&query, "app");
                 Ok(Reply::json(
-                    200,
+                    StatusCode::OK,
                     &json!({ "keys": state.store.keys(app.as_deref())? }),
                 ))
             }
@@ -84,7 +88,7 @@ pub async fn handle(
     match segs.as_slice() {
         ["logout"] => {
             state.admin.sessions.close(w);
-            let mut r = Reply::json(200, &json!({ "ok": true }));
+            let mut r = Reply::json(StatusCode::OK, &json!({ "ok": true }));
             r.headers
                 .push(("set-cookie", clear_cookie(state.admin.config.secure_cookie)));
             Ok(r)
@@ -199,7 +203,7 @@ async fn hashing<R: Send + 'static>(
 
 fn session_reply(state: &State, s: NewSession) -> Reply {
     let mut r = Reply::json(
-        200,
+        StatusCode::OK,
         &json!({ "csrf_token": s.csrf, "expires_ms": s.expires_ms }),
     );
     r.headers.push((
@@ -215,7 +219,7 @@ fn session_reply(state: &State, s: NewSession) -> Reply {
 
 fn session_info(s: &AdminSession) -> Reply {
     Reply::json(
-        200,
+        StatusCode::OK,
         &json!({ "csrf_token": s.csrf(), "expires_ms": s.expires_ms() }),
     )
 }
@@ -359,18 +363,21 @@ fn overview(state: &State, _s: &AdminSession) -> Result<Reply, Error> {
     let mut rejections: Vec<(String, u64)> = Vec::new();
     let (mut accepted, mut duplicate) = (0, 0);
     for row in state.counters.snapshot() {
-        match row.outcome.as_str() {
-            "accepted" => accepted += row.count,
-            "duplicate" => duplicate += row.count,
-            reason => match rejections.iter_mut().find(|(r, _)| r == reason) {
-                Some((_, n)) => *n += row.count,
-                None => rejections.push((reason.to_owned(), row.count)),
-            },
+        match row.outcome {
+            Counted::Accepted => accepted += row.count,
+            Counted::Duplicate => duplicate += row.count,
+            Counted::Rejected(reason) => {
+                let reason = reason.tag();
+                match rejections.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, n)) => *n += row.count,
+                    None => rejections.push((reason.into_owned(), row.count)),
+                }
+            }
         }
     }
     rejections.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(Reply::json(
-        200,
+        StatusCode::OK,
         &json!({
             "now_ms": now,
             "apps": apps,
@@ -431,7 +438,7 @@ fn events(state: &State, _s: &AdminSession, query: &str) -> Result<Reply, Error>
         })
         .collect();
     Ok(Reply::json(
-        200,
+        StatusCode::OK,
         &json!({ "events": events, "next_before": page.next_before, "last_seq": page.last_seq }),
     ))
 }
@@ -455,7 +462,7 @@ fn event(state: &State, _s: &AdminSession, seq: &str) -> Result<Reply, Error> {
         None => Value::Null,
     };
     Ok(Reply::json(
-        200,
+        StatusCode::OK,
         &json!({ "event": canonical, "audit": audit }),
     ))
 }
@@ -475,7 +482,7 @@ async fn create_tenant(state: &State, _w: &WriteSession, b: NewTenant) -> Result
     .await?;
     tracing::info!(tenant = %t.name, quota = t.monthly_quota, "admin: tenant added");
     Ok(Reply::json(
-        201,
+        StatusCode::CREATED,
         &json!({ "name": t.name, "monthly_quota": t.monthly_quota }),
     ))
 }
@@ -499,7 +506,7 @@ async fn set_quota(
     .await?;
     tracing::info!(tenant = %t.name, quota = t.monthly_quota, "admin: quota set");
     Ok(Reply::json(
-        200,
+        StatusCode::OK,
         &json!({ "name": t.name, "monthly_quota": t.monthly_quota }),
     ))
 }
@@ -514,7 +521,7 @@ struct NewApp {
 async fn create_app(state: &State, _w: &WriteSession, b: NewApp) -> Result<Reply, Error> {
     let a = write(state, move |txn| admin::add_app(txn, &b.name, &b.tenant)).await?;
     tracing::info!(app = %a.name, "admin: app added");
-    Ok(Reply::json(201, &json!({ "name": a.name })))
+    Ok(Reply::json(StatusCode::CREATED, &json!({ "name": a.name })))
 }
 
 /// Dialect settings of an app, as `inlet apps configure`: absent fields stay as they are, an
@@ -546,7 +553,7 @@ async fn configure_app(
     .await?;
     tracing::info!(app = %a.name, "admin: app configured");
     let app = state.store.apps()?.into_iter().find(|r| r.name == a.name);
-    Ok(Reply::json(200, &json!({ "app": app })))
+    Ok(Reply::json(StatusCode::OK, &json!({ "app": app })))
 }
 
 /// An Adjust `event_token` → event name mapping, as `inlet apps adjust-event` (an empty
@@ -570,7 +577,7 @@ async fn map_adjust_event(
     .await?;
     tracing::info!(app = %a.name, "admin: adjust event mapping changed");
     let app = state.store.apps()?.into_iter().find(|r| r.name == a.name);
-    Ok(Reply::json(200, &json!({ "app": app })))
+    Ok(Reply::json(StatusCode::OK, &json!({ "app": app })))
 }
 
 /// An app's SKAdNetwork conversion value rules, as `inlet apps adjust-skan`: the rules
@@ -585,7 +592,7 @@ async fn set_adjust_skan(
     let a = write(state, move |txn| admin::set_adjust_skan(txn, &name, rules)).await?;
     tracing::info!(app = %a.name, "admin: adjust skan rules changed");
     let app = state.store.apps()?.into_iter().find(|r| r.name == a.name);
-    Ok(Reply::json(200, &json!({ "app": app })))
+    Ok(Reply::json(StatusCode::OK, &json!({ "app": app })))
 }
 
 #[derive(Deserialize)]
@@ -613,14 +620,17 @@ async fn mint_key(state: &State, _w: &WriteSession, b: NewKey) -> Result<Reply, 
     })
     .await?;
     tracing::info!(key_id = k.id, app = %app, "admin: key minted");
-    Ok(Reply::json(201, &json!({ "id": k.id, "key": k.plaintext })))
+    Ok(Reply::json(
+        StatusCode::CREATED,
+        &json!({ "id": k.id, "key": k.plaintext }),
+    ))
 }
 
 async fn revoke_key(state: &State, _w: &WriteSession, id: u32) -> Result<Reply, Error> {
     let k = write(state, move |txn| admin::revoke_key(txn, id)).await?;
     tracing::info!(key_id = id, "admin: key revoked");
     Ok(Reply::json(
-        200,
+        StatusCode::OK,
         &json!({ "id": id, "revoked_ms": k.revoked_ms }),
     ))
 }

@@ -4,7 +4,7 @@
 use super::Error;
 use crate::server::reply::Reply;
 use bytes::Bytes;
-use hyper::{Method, Request};
+use hyper::{Method, Request, StatusCode};
 use rust_embed::RustEmbed;
 
 #[derive(RustEmbed)]
@@ -43,7 +43,11 @@ pub fn serve<B>(req: &Request<B>, path: &str) -> Result<Reply, Error> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let mut reply = Reply {
-        status: if matches { 304 } else { 200 },
+        status: if matches {
+            StatusCode::NOT_MODIFIED
+        } else {
+            StatusCode::OK
+        },
         content_type: content_type(name),
         body: if matches {
             Bytes::new()
@@ -74,7 +78,7 @@ mod tests {
     fn etags_answer_304() {
         let req = Request::get("/admin/").body(()).unwrap();
         let first = serve(&req, "/admin/").unwrap();
-        assert_eq!(first.status, 200);
+        assert_eq!(first.status, StatusCode::OK);
         assert_eq!(first.content_type, "text/html; charset=utf-8");
         let etag = first.headers[0].1.clone();
         let again = Request::get("/admin/")
@@ -82,7 +86,7 @@ mod tests {
             .body(())
             .unwrap();
         let second = serve(&again, "/admin/").unwrap();
-        assert_eq!(second.status, 304);
+        assert_eq!(second.status, StatusCode::NOT_MODIFIED);
         assert!(second.body.is_empty());
         assert!(matches!(
             serve(&req, "/admin/nope.js"),

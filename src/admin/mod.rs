@@ -15,8 +15,8 @@ use crate::event::Reason;
 use crate::server::State;
 use crate::server::reply::{Reply, status_of};
 use crate::store::{self, Store};
-use hyper::Request;
 use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -151,33 +151,48 @@ impl Error {
                     "error": "admin_session_required",
                     "setup_required": setup_required,
                 });
-                return Reply::json(401, &body);
+                return Reply::json(StatusCode::UNAUTHORIZED, &body);
             }
-            Error::CrossOrigin => (403, "cross_origin_request", None),
-            Error::CsrfTokenInvalid => (403, "csrf_token_invalid", None),
-            Error::WrongPassword => (401, "wrong_password", None),
-            Error::SetupCodeInvalid => (401, "setup_code_invalid", None),
-            Error::AlreadySetUp => (409, "already_set_up", None),
-            Error::SetupRequired => (409, "setup_required", None),
+            Error::CrossOrigin => (StatusCode::FORBIDDEN, "cross_origin_request", None),
+            Error::CsrfTokenInvalid => (StatusCode::FORBIDDEN, "csrf_token_invalid", None),
+            Error::WrongPassword => (StatusCode::UNAUTHORIZED, "wrong_password", None),
+            Error::SetupCodeInvalid => (StatusCode::UNAUTHORIZED, "setup_code_invalid", None),
+            Error::AlreadySetUp => (StatusCode::CONFLICT, "already_set_up", None),
+            Error::SetupRequired => (StatusCode::CONFLICT, "setup_required", None),
             Error::TooManyAttempts(secs) => {
-                return Reply::json(429, &json!({ "error": "too_many_attempts" }))
-                    .retry_after(secs);
+                return Reply::json(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({ "error": "too_many_attempts" }),
+                )
+                .retry_after(secs);
             }
-            Error::PasswordInvalid(m) => (400, "password_invalid", Some(m)),
-            Error::BadRequest(m) => (400, "invalid", Some(m)),
-            Error::BadJson => (400, "bad_json", None),
-            Error::NotFound => (404, "not_found", None),
-            Error::MethodNotAllowed => (405, "method_not_allowed", None),
+            Error::PasswordInvalid(m) => (StatusCode::BAD_REQUEST, "password_invalid", Some(m)),
+            Error::BadRequest(m) => (StatusCode::BAD_REQUEST, "invalid", Some(m)),
+            Error::BadJson => (StatusCode::BAD_REQUEST, "bad_json", None),
+            Error::NotFound => (StatusCode::NOT_FOUND, "not_found", None),
+            Error::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Error::Body(reason) => return Reply::error(reason),
-            Error::Store(store::Error::NotFound(m)) => (404, "not_found", Some(m)),
-            Error::Store(store::Error::Conflict(m)) => (409, "conflict", Some(m)),
-            Error::Store(store::Error::Invalid(m)) => (400, "invalid", Some(m)),
+            Error::Store(store::Error::NotFound(m)) => {
+                (StatusCode::NOT_FOUND, "not_found", Some(m))
+            }
+            Error::Store(store::Error::Conflict(m)) => (StatusCode::CONFLICT, "conflict", Some(m)),
+            Error::Store(store::Error::Refused(m)) => (StatusCode::BAD_REQUEST, "invalid", Some(m)),
             Error::Store(store::Error::WriterGone) => {
                 return Reply::error(Reason::ShuttingDown);
             }
-            Error::Store(e) => {
+            // Not the caller's doing (damaged data, a bug, the disk): the text is for the log,
+            // never for the body. Listed, not matched with `_`, so a new variant is decided.
+            Error::Store(
+                e @ (store::Error::Db(_)
+                | store::Error::Corrupt(_)
+                | store::Error::Internal(_)
+                | store::Error::AlreadyOpen
+                | store::Error::NoDatabase(_)
+                | store::Error::Io(_)
+                | store::Error::Reopening),
+            ) => {
                 tracing::error!(error = %e, "admin request failed");
-                (500, "internal_error", None)
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
             }
         };
         let mut body = json!({ "error": reason });
@@ -191,7 +206,7 @@ impl Error {
 impl From<Reason> for Error {
     fn from(r: Reason) -> Self {
         match status_of(r) {
-            400 if r == Reason::BadJson => Error::BadJson,
+            StatusCode::BAD_REQUEST if r == Reason::BadJson => Error::BadJson,
             _ => Error::Body(r),
         }
     }
@@ -244,7 +259,7 @@ pub async fn export(state: &State, req: Request<Incoming>) -> hyper::Response<cr
         }
     };
     let head = secured(Reply {
-        status: 200,
+        status: StatusCode::OK,
         content_type: "application/x-ndjson",
         body: bytes::Bytes::new(),
         retry_after: None,
@@ -285,5 +300,37 @@ mod tests {
             code_hash(&c.to_lowercase().replace('-', " "))
         );
         assert_ne!(code_hash(&c), code_hash(&new_setup_code()));
+    }
+
+    /// Damaged data is answered 500 with a generic body (it once came back 400 with the
+    /// internal text); a caller's mistake keeps its 4xx and the message meant for them.
+    #[test]
+    fn damaged_data_is_internal_and_mistakes_are_the_callers() {
+        use crate::store::tables::{DEDUPE, DEDUPE_COMMITS, EVENTS, META};
+        use redb::ReadableDatabase;
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(EVENTS).unwrap();
+        txn.open_table(META).unwrap();
+        txn.open_table(DEDUPE).unwrap();
+        txn.open_table(DEDUPE_COMMITS)
+            .unwrap()
+            .insert(1, b"\xffgarbage".as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let e = store::dedupe::lookup_committed(&db.begin_read().unwrap(), 1, "e1").unwrap_err();
+        assert!(matches!(e, store::Error::Corrupt(_)), "{e:?}");
+        let r = Error::Store(e).reply(false);
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(&r.body[..], br#"{"error":"internal_error"}"#);
+
+        let mistake = store::Error::Refused("tenant name \"a b\" must be 1-64 characters".into());
+        let r = Error::Store(mistake).reply(false);
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"], "invalid");
+        assert!(body["message"].as_str().unwrap().contains("must be"));
     }
 }

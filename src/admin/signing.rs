@@ -18,6 +18,7 @@ use crate::clock::now_ms;
 use crate::server::State;
 use crate::server::reply::Reply;
 use crate::store::secrets;
+use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -35,7 +36,7 @@ pub fn id(text: &str) -> Result<u32, Error> {
 pub fn list(state: &State, _s: &AdminSession, query: &str) -> Result<Reply, Error> {
     let app = param(query, "app");
     let rows = state.store.secrets(app.as_deref(), now_ms())?;
-    Ok(Reply::json(200, &json!({ "secrets": rows })))
+    Ok(Reply::json(StatusCode::OK, &json!({ "secrets": rows })))
 }
 
 #[derive(Deserialize)]
@@ -55,7 +56,7 @@ pub async fn mint(state: &State, _w: &WriteSession, b: NewSecret) -> Result<Repl
     .await?;
     tracing::info!(secret_id = m.id, app = %app, "admin: signing secret minted");
     Ok(Reply::json(
-        201,
+        StatusCode::CREATED,
         &json!({ "id": m.id, "secret": m.plaintext }),
     ))
 }
@@ -88,7 +89,7 @@ pub async fn rotate(state: &State, _w: &WriteSession, id: u32, b: Rotate) -> Res
         "admin: signing secret rotated"
     );
     Ok(Reply::json(
-        201,
+        StatusCode::CREATED,
         &json!({
             "id": m.id, "secret": m.plaintext, "replaces": id,
             "old_expires_ms": now.saturating_add(grace_ms),
@@ -101,7 +102,7 @@ pub async fn revoke(state: &State, _w: &WriteSession, id: u32) -> Result<Reply, 
     let s = write(state, move |txn| secrets::revoke_secret(txn, id, now)).await?;
     tracing::info!(secret_id = id, "admin: signing secret revoked");
     Ok(Reply::json(
-        200,
+        StatusCode::OK,
         &json!({ "id": id, "revoked_ms": s.revoked_ms }),
     ))
 }
@@ -121,7 +122,7 @@ pub fn profile(state: &State, _s: &AdminSession, query: &str) -> Result<Reply, E
         .store
         .profile_of_kind(&app, kind.as_deref(), &id, limit)?
     {
-        Some(p) => Ok(Reply::json(200, &p.to_json(&app, &id))),
+        Some(p) => Ok(Reply::json(StatusCode::OK, &p.to_json(&app, &id))),
         None => Err(Error::NotFound),
     }
 }

@@ -95,6 +95,7 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::Overloaded | Reason::StorageUnavailable | Reason::ShuttingDown => {
             "Service temporarily unavailable, retry later"
         }
+        Reason::Internal => "Internal error",
         Reason::MethodNotAllowed => "Method not allowed",
         Reason::NotFound => "Not found",
         Reason::TooLong(_) => "Bad event state: a parameter is too long",

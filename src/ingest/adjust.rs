@@ -12,7 +12,7 @@
 
 use super::redact::AuditFormat;
 use super::{
-    checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,
+    checked, count_outcomes, count_rejected, lookup_key, store_failed, submit, with_quota_retry,
 };
 use crate::clock::{Date, now_ms};
 use crate::dialect::adjust::Params;
@@ -20,10 +20,10 @@ use crate::event::Reason;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
 use crate::store::tables::{ordering_key, skan_key};
-use crate::store::writer::{Guard, Outcome, SkanUpdate, Submission};
+use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Method, Request};
+use hyper::{Method, Request, StatusCode};
 
 const SOURCE: &str = "adjust";
 
@@ -86,10 +86,7 @@ async fn event_inner(
     let (app_id, app_record) = state
         .store
         .app_where(|a| a.adjust_app_token.as_deref() == Some(params.app_token.as_str()))
-        .map_err(|e| {
-            tracing::error!(error = %e, "app lookup failed");
-            Reason::StorageUnavailable
-        })?
+        .map_err(store_failed("app"))?
         .ok_or(Reason::UnknownAppToken)?;
     *app = Some(app_record.name.clone());
     // A key that is given must be right even where none is required.
@@ -98,10 +95,7 @@ async fn event_inner(
         None if app_record.adjust_token_optional && !has_authorization => state
             .store
             .keyless(app_id)
-            .map_err(|e| {
-                tracing::error!(error = %e, "app lookup failed");
-                Reason::StorageUnavailable
-            })?
+            .map_err(store_failed("app"))?
             .ok_or(Reason::UnknownAppToken)?,
         None => return Err(Reason::MissingBearerToken),
     };
@@ -133,15 +127,15 @@ async fn event_inner(
         Date::from_ms(received_at_ms as i64).iso(),
         event.event_id()
     );
-    let mut p = pending(&key, SOURCE, received_at_ms, event, &audit_key);
-    p.guard = Some(Guard::NotBefore {
+    let mut p = Pending::from_valid(&key, SOURCE, received_at_ms, event, &audit_key);
+    p.set_guard(Some(Guard::NotBefore {
         key: ordering_key(app_id, &decoded.event_token, &decoded.device),
         ts_ms,
         skan: skan_key
             .clone()
             .zip(earned)
             .map(|(key, value)| SkanUpdate { key, value }),
-    });
+    }));
     let raw_len = raw.len();
     let sub = Submission {
         app_id,
@@ -167,12 +161,12 @@ fn skan_answer(state: &State, skan_key: Option<Vec<u8>>) -> Result<Reply, Reason
     let Some(key) = skan_key else {
         return Ok(Reply::adjust_ok());
     };
-    let value = state.store.skan_value(&key).map_err(|e| {
-        tracing::error!(error = %e, "conversion value lookup failed");
-        Reason::StorageUnavailable
-    })?;
+    let value = state
+        .store
+        .skan_value(&key)
+        .map_err(store_failed("conversion value"))?;
     Ok(match value {
-        Some(v) => Reply::json(200, &crate::skan::answer(v)),
+        Some(v) => Reply::json(StatusCode::OK, &crate::skan::answer(v)),
         None => Reply::adjust_ok(),
     })
 }

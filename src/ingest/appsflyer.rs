@@ -6,14 +6,14 @@
 
 use super::redact::AuditFormat;
 use super::{
-    checked, count_outcomes, count_rejected, lookup_key, pending, submit, with_quota_retry,
+    checked, count_outcomes, count_rejected, lookup_key, store_failed, submit, with_quota_retry,
 };
 use crate::clock::{Date, now_ms};
 use crate::dialect::appsflyer::{self, MAX_PAYLOAD, Method};
 use crate::event::Reason;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
-use crate::store::writer::{Outcome, Submission};
+use crate::store::writer::{Outcome, Pending, Submission};
 use hyper::body::Incoming;
 use hyper::{Method as HttpMethod, Request};
 
@@ -60,10 +60,7 @@ async fn inner(
     {
         Ok(Some(found)) => found,
         Ok(None) => return Err(Reason::UnknownBundleId),
-        Err(e) => {
-            tracing::error!(error = %e, "app lookup failed");
-            return Err(Reason::StorageUnavailable);
-        }
+        Err(e) => return Err(store_failed("app")(e)),
     };
     *app = Some(found.name);
     let received_at_ms = now_ms();
@@ -83,7 +80,13 @@ async fn inner(
         tenant_id: key.tenant_id,
         key_id: key.key_id,
         received_at_ms,
-        events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
+        events: vec![Pending::from_valid(
+            &key,
+            SOURCE,
+            received_at_ms,
+            event,
+            &audit_key,
+        )],
         audit: Some((audit_key, body.clone())),
     };
     let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];

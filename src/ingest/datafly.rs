@@ -10,14 +10,14 @@
 //! learns that a timestamp was stale.
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, count_rejected, pending, submit, with_quota_retry};
+use super::{checked, count_outcomes, count_rejected, store_failed, submit, with_quota_retry};
 use crate::auth::secrets::{WINDOW_MS, parse_signature};
 use crate::clock::{Date, now_ms};
 use crate::dialect::datafly;
 use crate::event::Reason;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
-use crate::store::writer::{Outcome, Submission};
+use crate::store::writer::{Outcome, Pending, Submission};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -64,10 +64,7 @@ async fn inner(
     {
         Ok(Some(signer)) => signer,
         Ok(None) => return Err(Reason::SignatureInvalid),
-        Err(e) => {
-            tracing::error!(error = %e, "signature check failed");
-            return Err(Reason::StorageUnavailable);
-        }
+        Err(e) => return Err(store_failed("secret")(e)),
     };
     *app = Some(signer.app.clone());
     let sent_ms: u64 = timestamp.parse().map_err(|_| Reason::TimestampRequired)?;
@@ -85,10 +82,7 @@ async fn inner(
     let key = match state.store.keyless(signer.app_id) {
         Ok(Some(key)) => key,
         Ok(None) => return Err(Reason::SignatureInvalid),
-        Err(e) => {
-            tracing::error!(error = %e, "app lookup failed");
-            return Err(Reason::StorageUnavailable);
-        }
+        Err(e) => return Err(store_failed("app")(e)),
     };
     let event = checked(&key, draft)?;
     let audit_key = format!(
@@ -101,7 +95,13 @@ async fn inner(
         tenant_id: key.tenant_id,
         key_id: 0,
         received_at_ms,
-        events: vec![pending(&key, SOURCE, received_at_ms, event, &audit_key)],
+        events: vec![Pending::from_valid(
+            &key,
+            SOURCE,
+            received_at_ms,
+            event,
+            &audit_key,
+        )],
         audit: Some((audit_key, body.clone())),
     };
     let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];

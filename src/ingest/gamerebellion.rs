@@ -8,7 +8,7 @@
 
 use super::redact::AuditFormat;
 use super::{
-    checked, count_outcomes, count_rejected, pending, submit, submit_batch, with_quota_retry,
+    checked, count_outcomes, count_rejected, store_failed, submit, submit_batch, with_quota_retry,
 };
 use crate::clock::{Date, now_ms};
 use crate::dialect::gamerebellion::{self as gr, SessionKind};
@@ -18,10 +18,10 @@ use crate::server::reply::{Dialect, Reply, dialect_status};
 use crate::server::{State, read_body};
 use crate::store::read::{KeyCheck, KeyInfo};
 use crate::store::tables::session_key;
-use crate::store::writer::{Guard, Outcome, Submission};
-use hyper::Request;
+use crate::store::writer::{Guard, Outcome, Pending, Submission};
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
+use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "gamerebellion";
@@ -87,10 +87,7 @@ fn api_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
         Ok(KeyCheck::Valid(key)) => Ok(key),
         Ok(KeyCheck::Revoked) => Err(Reason::RevokedApiKey),
         Ok(KeyCheck::Unknown) => Err(Reason::UnknownApiKey),
-        Err(e) => {
-            tracing::error!(error = %e, "key lookup failed");
-            Err(Reason::StorageUnavailable)
-        }
+        Err(e) => Err(store_failed("key")(e)),
     }
 }
 
@@ -105,7 +102,13 @@ async fn single(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<
         tenant_id: key.tenant_id,
         key_id: key.key_id,
         received_at_ms,
-        events: vec![pending(key, SOURCE, received_at_ms, event, &audit_key)],
+        events: vec![Pending::from_valid(
+            key,
+            SOURCE,
+            received_at_ms,
+            event,
+            &audit_key,
+        )],
         audit: Some((audit_key.clone(), body.clone())),
     };
     let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
@@ -128,7 +131,7 @@ fn single_reply(outcome: Outcome, mut fields: Value, audit_key: &str) -> Result<
         Outcome::OverQuota => return Err(Reason::CapExceeded),
         Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
     }
-    Ok(Reply::json(200, &fields))
+    Ok(Reply::json(StatusCode::OK, &fields))
 }
 
 async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {
@@ -168,10 +171,6 @@ async fn session(
     {
         return Err(Reason::TooLong(Field::SessionId));
     }
-    let storage = |e: crate::store::Error| {
-        tracing::error!(error = %e, "session lookup failed");
-        Reason::StorageUnavailable
-    };
     // A stop or end after an acknowledged start finds the start committed: by the id it
     // names, or else as the latest open session started with the same identifiers.
     let (session_id, started) = match (kind, session_id) {
@@ -180,7 +179,7 @@ async fn session(
             let started = state
                 .store
                 .session_start(key.app_id, &id)
-                .map_err(storage)?;
+                .map_err(store_failed("session"))?;
             (id, started)
         }
         (SessionKind::Stop | SessionKind::End, None) => {
@@ -188,7 +187,7 @@ async fn session(
             let (id, start) = state
                 .store
                 .latest_open_session(key.app_id, &identity)
-                .map_err(storage)?
+                .map_err(store_failed("session"))?
                 .ok_or(Reason::NoOpenSession)?;
             (id, Some(start))
         }
@@ -198,9 +197,9 @@ async fn session(
     let event = checked(key, draft)?;
     let event_id = event.event_id().to_owned();
     let audit_key = audit_key(received_at_ms, &event_id);
-    let mut p = pending(key, SOURCE, received_at_ms, event, &audit_key);
+    let mut p = Pending::from_valid(key, SOURCE, received_at_ms, event, &audit_key);
     let skey = session_key(key.app_id, &session_id);
-    p.guard = match kind {
+    p.set_guard(match kind {
         SessionKind::Start => Some(Guard::SessionStart {
             key: skey,
             ts_ms: received_at_ms as i64,
@@ -208,7 +207,7 @@ async fn session(
         }),
         SessionKind::Stop => None,
         SessionKind::End => Some(Guard::SessionEnd { key: skey }),
-    };
+    });
     let sub = Submission {
         app_id: key.app_id,
         tenant_id: key.tenant_id,

@@ -1,141 +1,11 @@
-//! The stored encoding of a native event, written straight from the borrowed
-//! [`reflect::ValidEvent`] with no owned copy of its strings.
+//! Tests of the native fast path: [`reflect`]'s decoder and [`Pending::from_native`] write
+//! the same bytes as the reference decoder and [`Pending::from_valid`] for every body.
 
 use crate::dialect::reflect;
-use crate::store::codec::EVENT_V1;
-#[cfg(test)]
-use crate::store::codec::EventRecord;
+use crate::store::pending::native_record as record;
 use crate::store::read::KeyInfo;
 use crate::store::writer::Pending;
-use serde::Serialize;
 use std::borrow::Cow;
-
-/// [`EventRecord`] with borrowed fields: the same fields in the same order, so postcard
-/// writes the same bytes (the test below holds the two together).
-#[derive(Serialize)]
-struct RecordRef<'a> {
-    received_at_ms: u64,
-    tenant: &'a str,
-    app: &'a str,
-    key_id: u32,
-    source: &'a str,
-    event_id: &'a str,
-    event_name: &'a str,
-    event_ts_ms: i64,
-    install_uuid: Option<&'a str>,
-    user_id: Option<&'a str>,
-    anonymous_id: Option<&'a str>,
-    ids: &'a [(Cow<'a, str>, Cow<'a, str>)],
-    revenue: Option<f64>,
-    currency: Option<&'a str>,
-    transaction_id: Option<&'a str>,
-    product_id: Option<&'a str>,
-    props: &'a str,
-    context: &'a str,
-    audit_key: &'a str,
-}
-
-/// Encodes a validated native event as it will be stored; the same bytes as
-/// [`ingest::pending`](super::pending) gives for the same event decoded as a `Draft`.
-pub fn pending(
-    key: &KeyInfo,
-    source: &str,
-    received_at_ms: u64,
-    event: &reflect::ValidEvent<'_>,
-    audit_key: &str,
-) -> Pending {
-    let d = event.get();
-    let record = RecordRef {
-        received_at_ms,
-        tenant: &key.tenant,
-        app: &key.app,
-        key_id: key.key_id,
-        source,
-        event_id: event.event_id(),
-        event_name: &d.event_name,
-        event_ts_ms: d.event_ts_ms,
-        install_uuid: Some(&d.install_uuid),
-        user_id: d.user_id.as_deref(),
-        anonymous_id: d.anonymous_id.as_deref(),
-        ids: &d.ids,
-        revenue: d.revenue,
-        currency: d.currency.as_deref(),
-        transaction_id: d.transaction_id.as_deref(),
-        product_id: d.product_id.as_deref(),
-        props: &d.props,
-        context: &d.context,
-        audit_key,
-    };
-    let strings = [
-        record.tenant,
-        record.app,
-        record.source,
-        record.event_id,
-        record.event_name,
-        record.install_uuid.unwrap_or_default(),
-        record.user_id.unwrap_or_default(),
-        record.anonymous_id.unwrap_or_default(),
-        record.currency.unwrap_or_default(),
-        record.transaction_id.unwrap_or_default(),
-        record.product_id.unwrap_or_default(),
-        record.props,
-        record.context,
-        record.audit_key,
-    ];
-    // Varints and tags take at most 64 bytes besides the strings (each with a short length).
-    let size = 64
-        + strings.iter().map(|s| s.len() + 2).sum::<usize>()
-        + d.ids
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 4)
-            .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.push(EVENT_V1);
-    postcard::to_io(&record, &mut out).expect("writing to a Vec cannot fail");
-    Pending {
-        event_id: record.event_id.to_owned(),
-        record: out,
-        guard: None,
-    }
-}
-
-/// The record [`pending`] encodes, as an [`EventRecord`].
-#[cfg(test)]
-pub fn record(
-    key: &KeyInfo,
-    source: &str,
-    received_at_ms: u64,
-    event: &reflect::ValidEvent<'_>,
-    audit_key: &str,
-) -> EventRecord {
-    let d = event.get();
-    let owned = |s: &Option<Cow<str>>| s.as_deref().map(str::to_owned);
-    EventRecord {
-        received_at_ms,
-        tenant: key.tenant.clone(),
-        app: key.app.clone(),
-        key_id: key.key_id,
-        source: source.to_owned(),
-        event_id: event.event_id().to_owned(),
-        event_name: d.event_name.clone().into_owned(),
-        event_ts_ms: d.event_ts_ms,
-        install_uuid: Some(d.install_uuid.clone().into_owned()),
-        user_id: owned(&d.user_id),
-        anonymous_id: owned(&d.anonymous_id),
-        ids: d
-            .ids
-            .iter()
-            .map(|(k, v)| (k.clone().into_owned(), v.clone().into_owned()))
-            .collect(),
-        revenue: d.revenue,
-        currency: owned(&d.currency),
-        transaction_id: owned(&d.transaction_id),
-        product_id: owned(&d.product_id),
-        props: d.props.clone().into_owned(),
-        context: d.context.clone().into_owned(),
-        audit_key: audit_key.to_owned(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -165,13 +35,17 @@ mod tests {
     /// What a single body becomes through the fast path: the stored bytes, or the reason.
     fn fast_single(body: &[u8]) -> Result<Vec<u8>, Reason> {
         let ev = reflect::decode_single(body)?.validate(|| "generated".into())?;
-        Ok(pending(&key(), "reflect", AT, &ev, AUDIT).record)
+        Ok(Pending::from_native(&key(), "reflect", AT, &ev, AUDIT)
+            .record()
+            .to_vec())
     }
 
     /// ... and through the reference decoder and the `Draft` path.
     fn reference_single(body: &[u8]) -> Result<Vec<u8>, Reason> {
         let ev = reference::decode_single(body)?.validate(|| "generated".into())?;
-        Ok(crate::ingest::pending(&key(), "reflect", AT, ev, AUDIT).record)
+        Ok(Pending::from_valid(&key(), "reflect", AT, ev, AUDIT)
+            .record()
+            .to_vec())
     }
 
     type Items = Vec<(Option<String>, Result<Vec<u8>, Reason>)>;
@@ -183,7 +57,11 @@ mod tests {
                 let stored = i
                     .draft
                     .and_then(|d| d.validate(|| "generated".into()))
-                    .map(|ev| pending(&key(), "reflect", AT, &ev, AUDIT).record);
+                    .map(|ev| {
+                        Pending::from_native(&key(), "reflect", AT, &ev, AUDIT)
+                            .record()
+                            .to_vec()
+                    });
                 (i.event_id.map(Cow::into_owned), stored)
             })
             .collect())
@@ -196,7 +74,11 @@ mod tests {
                 let stored = i
                     .draft
                     .and_then(|d| d.validate(|| "generated".into()))
-                    .map(|ev| crate::ingest::pending(&key(), "reflect", AT, ev, AUDIT).record);
+                    .map(|ev| {
+                        Pending::from_valid(&key(), "reflect", AT, ev, AUDIT)
+                            .record()
+                            .to_vec()
+                    });
                 (i.event_id, stored)
             })
             .collect())
@@ -236,11 +118,11 @@ mod tests {
                 .validate(|| "generated".into())
                 .unwrap();
             let record = record(&key, "reflect", AT, &event, AUDIT);
-            let p = pending(&key, "reflect", AT, &event, AUDIT);
-            assert_eq!(p.record, encode_event(&record), "{body}");
-            assert_eq!(decode_event(&p.record).unwrap(), record);
-            assert_eq!(p.event_id, record.event_id);
-            assert_eq!(same(body), Ok(p.record));
+            let p = Pending::from_native(&key, "reflect", AT, &event, AUDIT);
+            assert_eq!(p.record(), encode_event(&record), "{body}");
+            assert_eq!(decode_event(p.record()).unwrap(), record);
+            assert_eq!(p.event_id(), record.event_id);
+            assert_eq!(same(body), Ok(p.record().to_vec()));
         }
     }
 
@@ -747,7 +629,7 @@ mod answer_tests {
         let mut tree = tree_answer(&rows, audit);
         tree["error"] = Value::String("props_invalid".into());
         let reply = done.reply(status_of, 0);
-        assert_eq!(reply.status, 400);
+        assert_eq!(reply.status, hyper::StatusCode::BAD_REQUEST);
         assert_eq!(reply.body, serde_json::to_vec(&tree).unwrap());
 
         // Reflect's bulk names a missing field as its example does, and which field.

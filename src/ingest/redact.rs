@@ -7,8 +7,7 @@
 
 use crate::auth::redact::{self, Kind};
 use crate::server::State;
-use crate::store::codec::{EventRecord, decode_event, encode_event};
-use crate::store::writer::{Guard, Pending, Submission};
+use crate::store::writer::Submission;
 use std::borrow::Cow;
 
 /// How a submission's raw body is written.
@@ -53,84 +52,6 @@ pub fn submission(state: &State, sub: &mut Submission, format: AuditFormat) {
         }
     }
     for p in &mut sub.events {
-        event(p, &mut namer);
-    }
-}
-
-fn event(p: &mut Pending, namer: &mut impl redact::Namer) {
-    if let Some(clean) = redact::string(&p.event_id, namer) {
-        p.event_id = clean;
-    }
-    if let Some(
-        Guard::NotBefore { key, .. } | Guard::SessionStart { key, .. } | Guard::SessionEnd { key },
-    ) = &mut p.guard
-        && let Cow::Owned(clean) = redact::text(key, namer)
-    {
-        *key = clean;
-    }
-    // Escapes can hide one only in JSON text (`props`, `context`).
-    if !redact::contains(&p.record) && !redact::may_hide_escaped(&p.record) {
-        return;
-    }
-    let Ok(mut r) = decode_event(&p.record) else {
-        return; // encoded by this process a moment ago: cannot happen
-    };
-    // Every field named, so that a new one cannot be left out unnoticed.
-    let EventRecord {
-        received_at_ms: _,
-        tenant,
-        app,
-        key_id: _,
-        source,
-        event_id,
-        event_name,
-        event_ts_ms: _,
-        install_uuid,
-        user_id,
-        anonymous_id,
-        ids,
-        revenue: _,
-        currency,
-        transaction_id,
-        product_id,
-        props,
-        context,
-        audit_key,
-    } = &mut r;
-    let mut changed = false;
-    let mut one = |s: &mut String| {
-        if let Some(clean) = redact::string(s, namer) {
-            *s = clean;
-            changed = true;
-        }
-    };
-    for s in [tenant, app, source, event_id, event_name, audit_key] {
-        one(s);
-    }
-    for s in [
-        install_uuid,
-        user_id,
-        anonymous_id,
-        currency,
-        transaction_id,
-        product_id,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        one(s);
-    }
-    for (k, v) in ids {
-        one(k);
-        one(v);
-    }
-    for s in [props, context] {
-        if let Cow::Owned(clean) = redact::json(s.as_bytes(), namer) {
-            *s = String::from_utf8_lossy(&clean).into_owned();
-            changed = true;
-        }
-    }
-    if changed {
-        p.record = encode_event(&r);
+        p.redact(&mut namer);
     }
 }

@@ -8,7 +8,9 @@ use super::State;
 use super::reply::Reply;
 use crate::auth::keys::sha256;
 use crate::clock::now_ms;
+use crate::stats::Counted;
 use bytes::Bytes;
+use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -46,13 +48,13 @@ pub fn render(state: &State) -> String {
     let rejected = Family::<Rejected, Counter>::default();
     for row in state.counters.snapshot() {
         let (app, source) = (row.app, row.source.to_owned());
-        match row.outcome.as_str() {
-            "accepted" => accepted.get_or_create(&AppSource { app, source }),
-            "duplicate" => duplicate.get_or_create(&AppSource { app, source }),
-            reason => rejected.get_or_create(&Rejected {
+        match row.outcome {
+            Counted::Accepted => accepted.get_or_create(&AppSource { app, source }),
+            Counted::Duplicate => duplicate.get_or_create(&AppSource { app, source }),
+            Counted::Rejected(reason) => rejected.get_or_create(&Rejected {
                 app,
                 source,
-                reason: reason.to_owned(),
+                reason: reason.tag().into_owned(),
             }),
         }
         .inc_by(row.count);
@@ -210,19 +212,22 @@ pub fn metrics(
                 sha256(token.as_bytes()),
             );
             if !bool::from(sent.ct_eq(&want)) {
-                return Reply::text(401, "metrics need the configured bearer token\n");
+                return Reply::text(
+                    StatusCode::UNAUTHORIZED,
+                    "metrics need the configured bearer token\n",
+                );
             }
         }
         None if !state.config.metrics_public && !is_loopback(peer) => {
             return Reply::text(
-                403,
+                StatusCode::FORBIDDEN,
                 "metrics are served to loopback peers only; set metrics_token (or metrics_public = true)\n",
             );
         }
         None => {}
     }
     Reply {
-        status: 200,
+        status: StatusCode::OK,
         content_type: CONTENT_TYPE,
         body: Bytes::from(render(state)),
         retry_after: None,
@@ -269,9 +274,9 @@ pub fn readyz(state: &State) -> Reply {
         Err(e) => problems.push(format!("disk space unknown: {e}")),
     }
     let (status, text) = if problems.is_empty() {
-        (200, "ready\n".to_owned())
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (503, problems.join("\n") + "\n")
+        (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
     };
     Reply {
         status,

@@ -17,7 +17,7 @@ use conn::{Guarded, InFlight, PeerSlots};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use reply::Reply;
 use std::future::Future;
@@ -239,18 +239,18 @@ async fn route(
     if admin_here && method == Method::GET && path == "/admin/api/export" {
         // Streamed: the only answer that is not a buffered `Reply`.
         let resp = crate::admin::export(state, req).await;
-        let status = resp.status().as_u16();
+        let status = resp.status();
         state
             .counters
             .requests
             .observe(status, started.elapsed().as_secs_f64());
-        tracing::debug!(%method, %path, status, %peer, "request (streamed)");
+        tracing::debug!(%method, %path, status = status.as_u16(), %peer, "request (streamed)");
         return resp;
     }
     let reply = match (req.method(), path.as_str()) {
         _ if is_admin && admin_here => crate::admin::handle(state, req, peer).await,
         _ if site == Site::Admin => Reply::error(Reason::NotFound),
-        (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(200, "ok\n"),
+        (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => metrics::readyz(state),
         (&Method::GET, "/metrics") => metrics::metrics(
             state,
@@ -286,7 +286,7 @@ async fn route(
         .counters
         .requests
         .observe(status, started.elapsed().as_secs_f64());
-    tracing::debug!(%method, %path, status, %peer, ms = started.elapsed().as_millis() as u64, "request");
+    tracing::debug!(%method, %path, status = status.as_u16(), %peer, ms = started.elapsed().as_millis() as u64, "request");
     boxed(reply.into_response())
 }
 

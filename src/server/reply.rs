@@ -3,13 +3,13 @@
 use crate::event::Reason;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::Response;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Response, StatusCode};
 
 /// A response before it goes on the wire.
 #[derive(Debug)]
 pub struct Reply {
-    pub status: u16,
+    pub status: StatusCode,
     pub content_type: &'static str,
     pub body: Bytes,
     pub retry_after: Option<u64>,
@@ -17,7 +17,7 @@ pub struct Reply {
 }
 
 /// The HTTP status of a rejection.
-pub fn status_of(reason: Reason) -> u16 {
+pub fn status_of(reason: Reason) -> StatusCode {
     match reason {
         Reason::BadJson
         | Reason::TooManyEvents
@@ -28,7 +28,7 @@ pub fn status_of(reason: Reason) -> u16 {
         | Reason::EventTooOld
         | Reason::EventOutOfOrder
         | Reason::DuplicateParameter
-        | Reason::VendorField(_) => 400,
+        | Reason::VendorField(_) => StatusCode::BAD_REQUEST,
         Reason::MissingBearerToken
         | Reason::UnknownOrRevokedKey
         | Reason::MissingApiKey
@@ -36,20 +36,25 @@ pub fn status_of(reason: Reason) -> u16 {
         | Reason::KeyNotForApp
         | Reason::SignatureRequired
         | Reason::SignatureInvalid
-        | Reason::TimestampRequired => 401,
+        | Reason::TimestampRequired => StatusCode::UNAUTHORIZED,
         Reason::EventNotAllowedByKey | Reason::RevokedApiKey | Reason::TimestampOutsideWindow => {
-            403
+            StatusCode::FORBIDDEN
         }
         Reason::NotFound
         | Reason::UnknownAppToken
         | Reason::UnknownBundleId
-        | Reason::NoOpenSession => 404,
-        Reason::MethodNotAllowed => 405,
-        Reason::RequestTimeout => 408,
-        Reason::BodyTooLarge => 413,
-        Reason::UnsupportedEncoding | Reason::UnsupportedContentType => 415,
-        Reason::CapExceeded | Reason::RateLimited => 429,
-        Reason::Overloaded | Reason::StorageUnavailable | Reason::ShuttingDown => 503,
+        | Reason::NoOpenSession => StatusCode::NOT_FOUND,
+        Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Reason::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Reason::UnsupportedEncoding | Reason::UnsupportedContentType => {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
+        Reason::CapExceeded | Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Reason::Overloaded | Reason::StorageUnavailable | Reason::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
@@ -63,10 +68,10 @@ pub enum Dialect {
 }
 
 /// The HTTP status of a rejection in `dialect`.
-pub fn dialect_status(dialect: Dialect, reason: Reason) -> u16 {
+pub fn dialect_status(dialect: Dialect, reason: Reason) -> StatusCode {
     match (dialect, reason) {
         // Adjust's table: "404 Device not found" when no device is given.
-        (Dialect::Adjust, Reason::Required(crate::event::Field::DeviceId)) => 404,
+        (Dialect::Adjust, Reason::Required(crate::event::Field::DeviceId)) => StatusCode::NOT_FOUND,
         _ => status_of(reason),
     }
 }
@@ -75,7 +80,7 @@ pub fn dialect_status(dialect: Dialect, reason: Reason) -> u16 {
 pub const RETRY_SOON_SECS: u64 = 1;
 
 impl Reply {
-    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+    pub fn json(status: StatusCode, value: &serde_json::Value) -> Reply {
         Reply {
             status,
             content_type: "application/json",
@@ -85,7 +90,7 @@ impl Reply {
         }
     }
 
-    pub fn text(status: u16, text: &'static str) -> Reply {
+    pub fn text(status: StatusCode, text: &'static str) -> Reply {
         Reply {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -115,7 +120,7 @@ impl Reply {
 
     /// Adjust's success answer: `200 OK`.
     pub fn adjust_ok() -> Reply {
-        Reply::text(200, "OK")
+        Reply::text(StatusCode::OK, "OK")
     }
 
     /// Adjust's error body `{"error": "Event request failed (<message>)"}`, with the message
@@ -137,12 +142,13 @@ impl Reply {
 
     /// Adds `Retry-After` to transient refusals (queue full, storage down, shutting down).
     pub fn with_default_retry(mut self, reason: Reason) -> Reply {
-        if status_of(reason) == 503 && self.retry_after.is_none() {
+        let status = status_of(reason);
+        if status == StatusCode::SERVICE_UNAVAILABLE && self.retry_after.is_none() {
             self.retry_after = Some(RETRY_SOON_SECS);
         }
-        if status_of(reason) >= 500 || reason == Reason::CapExceeded {
+        if status.is_server_error() || reason == Reason::CapExceeded {
             let tag = reason.tag();
-            crate::warn_throttled!(format!("refused {tag}"), reason = %tag, status = self.status, "refused");
+            crate::warn_throttled!(format!("refused {tag}"), reason = %tag, status = self.status.as_u16(), "refused");
         }
         self
     }
@@ -154,8 +160,7 @@ impl Reply {
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let mut resp = Response::new(Full::new(self.body));
-        *resp.status_mut() =
-            hyper::StatusCode::from_u16(self.status).unwrap_or(hyper::StatusCode::OK);
+        *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -175,7 +180,7 @@ impl Reply {
 /// from [`status_of`]; only the body differs. Callers add `Retry-After` (see
 /// `ingest::with_quota_retry`).
 impl Reply {
-    fn plain(status: u16, text: String) -> Reply {
+    fn plain(status: StatusCode, text: String) -> Reply {
         Reply {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -187,7 +192,7 @@ impl Reply {
 
     /// AppsFlyer Web-S2S success: `200 OK` with the body `OK`.
     pub fn appsflyer_ok() -> Reply {
-        Reply::plain(200, "OK".to_owned())
+        Reply::plain(StatusCode::OK, "OK".to_owned())
     }
 
     /// AppsFlyer Web-S2S error: the vendor's message for the status ("Bad request",
@@ -196,15 +201,16 @@ impl Reply {
     pub fn appsflyer_error(reason: Reason) -> Reply {
         let status = status_of(reason);
         let message = match status {
-            400 => "Bad request",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "Not found",
-            405 => "Method not allowed",
-            408 => "Request timeout",
-            413 => "Payload too large",
-            415 => "Unsupported media type",
-            429 => "Too many requests",
+            StatusCode::BAD_REQUEST => "Bad request",
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+            StatusCode::REQUEST_TIMEOUT => "Request timeout",
+            StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+            StatusCode::INTERNAL_SERVER_ERROR => "Internal server error",
             _ => "Service unavailable",
         };
         Reply::plain(status, format!("{message}: {}", reason.tag()))
@@ -212,7 +218,7 @@ impl Reply {
 
     /// Datafly success: `200 {"success": true}`.
     pub fn datafly_ok() -> Reply {
-        Reply::json(200, &serde_json::json!({ "success": true }))
+        Reply::json(StatusCode::OK, &serde_json::json!({ "success": true }))
     }
 
     /// Datafly error: `{"success": false, "error": "<reason>"}`.

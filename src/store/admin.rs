@@ -22,7 +22,7 @@ pub fn check_name(kind: &str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
+        Err(Error::Refused(format!(
             "{kind} name {name:?} must be 1-{MAX_NAME} characters of A-Z a-z 0-9 _ . -"
         )))
     }
@@ -59,7 +59,7 @@ pub fn set_retention(txn: &WriteTransaction, name: &str, days: Option<u32>) -> R
     if let Some(d) = days
         && d > super::retention::MAX_DAYS
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "retention of {d} days is more than {}",
             super::retention::MAX_DAYS
         )));
@@ -114,7 +114,7 @@ pub fn configure_app(
         if let Some(v) = value
             && (v.len() > 256 || v.chars().any(char::is_control))
         {
-            return Err(Error::Invalid(format!("{what} {v:?} is not valid")));
+            return Err(Error::Refused(format!("{what} {v:?} is not valid")));
         }
     }
     let clash = |other: &App| {
@@ -156,12 +156,12 @@ pub fn map_adjust_event(txn: &WriteTransaction, app: &str, token: &str, name: &s
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
     if !token_ok {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "adjust event token {token:?} must be 1-64 characters of A-Z a-z 0-9 _ -"
         )));
     }
     if name.chars().count() > crate::event::MAX_EVENT_NAME || name.chars().any(char::is_control) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "event name {name:?} is not a valid event name"
         )));
     }
@@ -202,7 +202,7 @@ pub fn set_adjust_skan(
     rules: Option<crate::skan::Rules>,
 ) -> Result<App> {
     if let Some(r) = &rules {
-        r.check().map_err(Error::Invalid)?;
+        r.check().map_err(Error::Refused)?;
     }
     let mut table = txn.open_table(APPS)?;
     let (id, mut record) =
@@ -226,7 +226,7 @@ pub fn mint_key(
     rate_limit: Option<u32>,
 ) -> Result<MintedKey> {
     if label.is_empty() || label.chars().count() > MAX_NAME {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "key label must be 1-{MAX_NAME} characters"
         )));
     }
@@ -234,7 +234,7 @@ pub fn mint_key(
         .iter()
         .find(|e| e.is_empty() || e.chars().count() > crate::event::MAX_EVENT_NAME)
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "allowed event {bad:?} is not a valid event name"
         )));
     }

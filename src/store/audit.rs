@@ -164,13 +164,14 @@ mod tests {
             received_at_ms: 1_764_000_000_000,
             events: ids
                 .iter()
-                .map(|id| Pending {
-                    event_id: id.to_string(),
-                    record: encode_event(&EventRecord {
-                        audit_key: key.into(),
-                        ..EventRecord::for_test(id)
-                    }),
-                    guard: None,
+                .map(|id| {
+                    Pending::for_test(
+                        id,
+                        encode_event(&EventRecord {
+                            audit_key: key.into(),
+                            ..EventRecord::for_test(id)
+                        }),
+                    )
                 })
                 .collect(),
             audit: Some((key.to_string(), bytes::Bytes::from_static(body.as_bytes()))),

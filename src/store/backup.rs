@@ -59,8 +59,7 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     let mut copied = 0;
     loop {
         let mut txn = dst.begin_write()?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+        txn.set_durability(Durability::None)?;
         let mut n = 0;
         {
             let mut to = txn.open_table(def)?;
@@ -105,15 +104,14 @@ fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
         .list_tables()?
         .find(|t| !known.iter().any(|k| k == t.name()))
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Internal(format!(
             "backup does not know table {:?}; add it to store::backup",
             unknown.name()
         )));
     }
     // Make everything durable at once.
     let mut txn = dst.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    txn.set_durability(Durability::Immediate)?;
     txn.commit()?;
     Ok(rows)
 }
@@ -167,21 +165,21 @@ pub struct Summary {
 pub fn verify(path: &Path) -> Result<Summary> {
     let mut db = Database::open(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
-        e => Error::Invalid(format!("not a readable inlet database: {e}")),
+        e => Error::Refused(format!("not a readable inlet database: {e}")),
     })?;
     if !db.check_integrity().map_err(|e| Error::Db(e.into()))? {
-        return Err(Error::Invalid(
+        return Err(Error::Corrupt(
             "the database failed redb's integrity check".into(),
         ));
     }
     let txn = db.begin_read()?;
     let version = txn
         .open_table(META)
-        .map_err(|_| Error::Invalid("no schema version: not an inlet database".into()))?
+        .map_err(|_| Error::Refused("no schema version: not an inlet database".into()))?
         .get("schema_version")?
         .and_then(|v| v.value().try_into().ok().map(u32::from_be_bytes));
     if version != Some(SCHEMA_VERSION) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "schema version {version:?}, this build reads {SCHEMA_VERSION}"
         )));
     }
@@ -195,13 +193,13 @@ pub fn verify(path: &Path) -> Result<Summary> {
     for row in events.iter()? {
         let (seq, bytes) = row?;
         decode_event(bytes.value())
-            .map_err(|e| Error::Invalid(format!("event {}: {e}", seq.value())))?;
+            .map_err(|e| Error::Corrupt(format!("event {}: {e}", seq.value())))?;
         s.events += 1;
     }
     for row in txn.open_table(DEDUPE)?.iter()? {
         let (_, seq) = row?;
         if events.get(seq.value())?.is_none() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Corrupt(format!(
                 "a dedupe entry points at missing event {}",
                 seq.value()
             )));
@@ -237,7 +235,7 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
         None
     } else {
         // Like every command but `serve` and `init`: a mistyped --data creates nothing.
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "the data dir {} does not exist (create it with `inlet init`, or name the right one with --data)",
             data_dir.display()
         )));
@@ -290,7 +288,7 @@ mod tests {
         verify(&file).unwrap();
         let data = dir.path().join("new");
         assert!(
-            matches!(restore(&data, &file), Err(Error::Invalid(_))),
+            matches!(restore(&data, &file), Err(Error::Refused(_))),
             "no data dir is created by a restore"
         );
         assert!(!data.exists());

@@ -98,7 +98,7 @@ fn commit_row_pairs(row: &[u8]) -> Result<impl Iterator<Item = (u128, u64)> + '_
         Some((&COMMIT_ROW_V1, pairs)) if pairs.len() % 24 == 0 => {
             Ok(pairs.chunks_exact(24).filter_map(split_pair))
         }
-        _ => Err(super::Error::Invalid(
+        _ => Err(super::Error::Corrupt(
             "undecodable dedupe commit row".into(),
         )),
     }
@@ -312,7 +312,7 @@ impl Builder {
                     let built = run_filter(&txn, &r, Some(&mut all));
                     let failed = built.is_err();
                     if tx.send(Built::Run(r.id, built)).is_err() || failed {
-                        return Err(super::Error::Invalid("a run's filter failed".into()));
+                        return Err(super::Error::Internal("a run's filter failed".into()));
                     }
                 }
                 Ok(all)
@@ -826,7 +826,7 @@ impl Batch<'_, '_> {
         // duplicate).
         if let Some(record) = events.get(owner)? {
             let owner_id = event_id_of(record.value()).ok_or_else(|| {
-                super::Error::Invalid(format!("event {owner}: unreadable event id"))
+                super::Error::Corrupt(format!("event {owner}: unreadable event id"))
             })?;
             if owner_id == event_id {
                 return Ok(Check::Seen(owner));
@@ -922,7 +922,7 @@ fn write_run(txn: &WriteTransaction, active: &FpMap, upto: u64) -> Result<(u32, 
         .collect();
     keys.sort_unstable();
     let id = RunSet::add(txn, RUNS, keys.iter().map(|k| k.as_slice()))?
-        .ok_or_else(|| super::Error::Invalid("an empty dedupe run".into()))?;
+        .ok_or_else(|| super::Error::Internal("an empty dedupe run".into()))?;
     let mut filter = FpFilter::for_run(keys.len());
     for &fp in active.keys() {
         filter.insert(fp);
@@ -953,7 +953,7 @@ pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
             None => bad = true,
         })?;
         if bad {
-            return Err(super::Error::Invalid(format!(
+            return Err(super::Error::Corrupt(format!(
                 "dedupe run {}: a key of the wrong size",
                 run.id
             )));

@@ -240,10 +240,11 @@ mod tests {
         .unwrap();
         let mut s = sub(&["a", "b", "c"]);
         for (i, p) in s.events.iter_mut().enumerate() {
-            let mut r = crate::store::codec::decode_event(&p.record).unwrap();
+            let mut r = crate::store::codec::decode_event(p.record()).unwrap();
             r.user_id = Some("u".into());
             r.install_uuid = Some(format!("i{i}"));
-            p.record = crate::store::codec::encode_event(&r);
+            let record = crate::store::codec::encode_event(&r);
+            *p = crate::store::writer::Pending::for_test(&r.event_id, record);
         }
         w.submit(s, 10).await.unwrap();
         // Exact at once (the tail is read with the graph), indexed once no commit came for

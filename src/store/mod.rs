@@ -11,6 +11,7 @@ pub mod identity;
 pub mod indexer;
 pub mod key_cache;
 pub mod panel;
+pub mod pending;
 pub mod read;
 pub mod retention;
 pub mod runs;
@@ -37,12 +38,21 @@ pub const DB_FILE: &str = "inlet.redb";
 /// the indexer ran beside the writer; 40 MiB measured 177 MiB at no lower rate).
 pub const CACHE_BYTES: usize = 40 << 20;
 
+/// What a store operation can fail with. Only [`Error::NotFound`], [`Error::Conflict`] and
+/// [`Error::Refused`] are the caller's doing: their text is written for the person who asked
+/// and may be shown to them. Every other variant is internal: an HTTP surface answers it 500
+/// without detail and logs it; the CLI, run by the operator, prints it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
-    #[error(transparent)]
-    Codec(#[from] CodecError),
+    /// Stored data that does not decode or does not agree with itself: an undecodable
+    /// record, a broken index entry.
+    #[error("damaged data: {0}")]
+    Corrupt(String),
+    /// A broken invariant of this build (a bug), never the caller's doing.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("the database is open in another process")]
     AlreadyOpen,
     /// [`Store::open_existing`] found no database: only `serve` and `init` create one.
@@ -52,8 +62,10 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A request or setting the caller can correct (a bad name, a value out of range, a file
+    /// that is not an inlet database); the text says what is wrong.
     #[error("{0}")]
-    Invalid(String),
+    Refused(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("the writer has stopped")]
@@ -72,12 +84,20 @@ macro_rules! from_redb {
     )*};
 }
 from_redb!(
+    redb::SetDurabilityError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
     redb::DatabaseError
 );
+
+/// A record that does not decode is damaged data.
+impl From<CodecError> for Error {
+    fn from(e: CodecError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -291,7 +311,7 @@ impl Store {
             match version {
                 Some(SCHEMA_VERSION) => {}
                 Some(v) => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Refused(format!(
                         "database schema version {v} is not supported by this build (it writes {SCHEMA_VERSION})"
                     )));
                 }

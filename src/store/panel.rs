@@ -262,11 +262,7 @@ mod tests {
                 .iter()
                 .map(|name| {
                     n += 1;
-                    Pending {
-                        event_id: format!("e{n}"),
-                        record: record("default", name, &format!("e{n}")),
-                        guard: None,
-                    }
+                    Pending::for_test(&format!("e{n}"), record("default", name, &format!("e{n}")))
                 })
                 .collect();
             let sub = Submission {
@@ -285,11 +281,7 @@ mod tests {
             tenant_id: 1,
             key_id: 1,
             received_at_ms: t1,
-            events: vec![Pending {
-                event_id: "e1".into(),
-                record: record("default", "open", "e1"),
-                guard: None,
-            }],
+            events: vec![Pending::for_test("e1", record("default", "open", "e1"))],
             audit: None,
         };
         w.submit(dup, 10).await.unwrap();

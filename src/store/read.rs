@@ -561,10 +561,11 @@ mod stream_tests {
             ..super::super::codec::EventRecord::for_test(&format!("e{i}"))
         };
         let events = (0..2000)
-            .map(|i| Pending {
-                event_id: format!("e{i}"),
-                record: super::super::codec::encode_event(&record(i)),
-                guard: None,
+            .map(|i| {
+                Pending::for_test(
+                    &format!("e{i}"),
+                    super::super::codec::encode_event(&record(i)),
+                )
             })
             .collect();
         let sub = Submission {

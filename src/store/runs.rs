@@ -107,7 +107,7 @@ impl BlockWriter {
         }
         // Keys are at most a few hundred bytes (identifiers are capped by validation).
         let len = u16::try_from(key.len())
-            .map_err(|_| super::Error::Invalid(format!("run key of {} bytes", key.len())))?;
+            .map_err(|_| super::Error::Internal(format!("run key of {} bytes", key.len())))?;
         self.last = self.block.len();
         self.block.extend_from_slice(&len.to_be_bytes());
         self.block.extend_from_slice(key);
@@ -138,7 +138,7 @@ fn key_at(block: &[u8], at: usize) -> &[u8] {
 /// Checks a block's framing: the version byte, then length-prefixed keys that end exactly
 /// at its end. A block that passes can be walked without further checks.
 fn check_block(bytes: &[u8]) -> Result<()> {
-    let bad = || super::Error::Invalid("undecodable run block".into());
+    let bad = || super::Error::Corrupt("undecodable run block".into());
     let Some((&BLOCK_V1, mut rest)) = bytes.split_first() else {
         return Err(bad());
     };

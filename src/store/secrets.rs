@@ -102,7 +102,7 @@ pub fn mint_secret(
     now_ms: u64,
 ) -> Result<Minted> {
     if label.is_empty() || label.chars().count() > MAX_LABEL {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "secret label must be 1-{MAX_LABEL} characters"
         )));
     }
@@ -283,10 +283,14 @@ impl Store {
         let mut entries = Vec::new();
         let table = txn.open_table(SECRETS)?;
         if !table.is_empty()? {
+            // A file the operator can put back: unavailable storage, not damaged records.
             let sealer = Sealer::load(self.data_dir())?.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "signing secrets exist but {} is missing from the data dir",
-                    crate::auth::secrets::KEY_FILE
+                Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "signing secrets exist but {} is missing from the data dir",
+                        crate::auth::secrets::KEY_FILE
+                    ),
                 ))
             })?;
             let apps = txn.open_table(APPS)?;

@@ -234,11 +234,7 @@ mod tests {
             received_at_ms: 1_764_000_000_000,
             events: ["a", "b", "c"]
                 .iter()
-                .map(|id| Pending {
-                    event_id: id.to_string(),
-                    record: crate::store::codec::encode_event(&record(id)),
-                    guard: None,
-                })
+                .map(|id| Pending::for_test(id, crate::store::codec::encode_event(&record(id))))
                 .collect(),
             audit: None,
         };

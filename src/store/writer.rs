@@ -50,15 +50,7 @@ fn multi_thread_runtime() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
-/// One event ready for the log: its id (for dedupe) and its encoded record. Its identity
-/// links are not written here: the identity indexer (`super::indexer`, a thread of its own)
-/// catches up from the log.
-pub struct Pending {
-    pub event_id: String,
-    pub record: Vec<u8>,
-    /// A condition checked, and state kept, in the same transaction as the event.
-    pub guard: Option<Guard>,
-}
+pub use super::pending::Pending;
 
 /// Per-event state a dialect needs decided atomically with the append (so that concurrent
 /// requests cannot race past it).
@@ -306,7 +298,7 @@ impl Writer {
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(SubmitError::Overloaded),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(SubmitError::ShuttingDown),
         };
-        let ids: Vec<&str> = sub.events.iter().map(|e| e.event_id.as_str()).collect();
+        let ids: Vec<&str> = sub.events.iter().map(|e| e.event_id()).collect();
         let pre = self.precheck.check(sub.app_id, &ids);
         // Settling reads pages (about 15 µs of CPU per id): many of them move this runtime
         // thread's other tasks elsewhere first.
@@ -627,14 +619,14 @@ fn commit_batch(
             let mut first_accepted = None;
             for (i, ev) in sub.events.iter().enumerate() {
                 let known = known.get(i).copied();
-                let slot = match dedupe.check_known(&events, sub.app_id, &ev.event_id, known)? {
+                let slot = match dedupe.check_known(&events, sub.app_id, ev.event_id(), known)? {
                     Check::Seen(seen) => {
                         outcomes.push(Outcome::Duplicate { seq: seen });
                         continue;
                     }
                     Check::New(slot) => slot,
                 };
-                if let Some(Guard::NotBefore { key, ts_ms, .. }) = &ev.guard
+                if let Some(Guard::NotBefore { key, ts_ms, .. }) = ev.guard()
                     && ordering
                         .get(key.as_slice())?
                         .is_some_and(|last| last.value() > *ts_ms)
@@ -646,9 +638,9 @@ fn commit_batch(
                     outcomes.push(Outcome::OverQuota);
                     continue;
                 }
-                events.insert(seq, ev.record.as_slice())?;
+                events.insert(seq, ev.record())?;
                 dedupe.insert(slot, seq)?;
-                match &ev.guard {
+                match ev.guard() {
                     None => {}
                     Some(Guard::NotBefore { key, ts_ms, skan }) => {
                         ordering.insert(key.as_slice(), *ts_ms)?;
@@ -690,7 +682,7 @@ fn commit_batch(
                 && let Some((k, body)) = &sub.audit
             {
                 let only = match sub.events.as_slice() {
-                    [one] => Some(one.event_id.as_str()),
+                    [one] => Some(one.event_id()),
                     _ => None,
                 };
                 let index_key = super::audit::needs_key_index(k, only);
@@ -757,11 +749,7 @@ pub(crate) mod tests {
             received_at_ms: 1_764_000_000_000,
             events: ids
                 .iter()
-                .map(|id| Pending {
-                    event_id: id.to_string(),
-                    record: record(id),
-                    guard: None,
-                })
+                .map(|id| Pending::for_test(id, record(id)))
                 .collect(),
             audit: None,
         }
@@ -928,11 +916,11 @@ pub(crate) mod tests {
         let guarded = |ids: &[(&str, i64)]| {
             let mut s = sub(&ids.iter().map(|(id, _)| *id).collect::<Vec<_>>());
             for (p, (_, ts)) in s.events.iter_mut().zip(ids) {
-                p.guard = Some(Guard::NotBefore {
+                p.set_guard(Some(Guard::NotBefore {
                     key: b"dev".to_vec(),
                     ts_ms: *ts,
                     skan: None,
-                });
+                }));
             }
             s
         };
@@ -955,7 +943,7 @@ pub(crate) mod tests {
         use crate::skan::{Coarse, Value};
         let skan = |id: &str, ts_ms: i64, fine: u8| {
             let mut s = sub(&[id]);
-            s.events[0].guard = Some(Guard::NotBefore {
+            s.events[0].set_guard(Some(Guard::NotBefore {
                 key: b"dev2".to_vec(),
                 ts_ms,
                 skan: Some(SkanUpdate {
@@ -966,7 +954,7 @@ pub(crate) mod tests {
                         lock: false,
                     },
                 }),
-            });
+            }));
             s
         };
         w.submit(skan("k1", 10, 30), 10).await.unwrap();
@@ -984,11 +972,11 @@ pub(crate) mod tests {
         let alice = [1u8; IDENTITY_LEN];
         for (event, session, ts_ms) in [("s1", "x", 42), ("s1b", "y", 50), ("s1c", "x", 60)] {
             let mut s = sub(&[event]);
-            s.events[0].guard = Some(Guard::SessionStart {
+            s.events[0].set_guard(Some(Guard::SessionStart {
                 key: crate::store::tables::session_key(1, session),
                 ts_ms,
                 identity: Some(alice),
-            });
+            }));
             w.submit(s, 10).await.unwrap();
         }
         // "x" restarted at 60 replaced its start at 42, and is the latest of its identifiers.
@@ -1000,9 +988,9 @@ pub(crate) mod tests {
         assert_eq!(store.latest_open_session(2, &alice).unwrap(), None);
         assert_eq!(store.latest_open_session(1, &[2; 16]).unwrap(), None);
         let mut s = sub(&["s2"]);
-        s.events[0].guard = Some(Guard::SessionEnd {
+        s.events[0].set_guard(Some(Guard::SessionEnd {
             key: crate::store::tables::session_key(1, "x"),
-        });
+        }));
         w.submit(s, 10).await.unwrap();
         assert_eq!(store.session_start(1, "x").unwrap(), None);
         // Ending the latest makes the one before it the latest open one.

@@ -857,3 +857,74 @@ fn the_api_sets_the_skadnetwork_rules_of_an_app() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["app"].get("adjust_skan").is_none());
 }
+
+/// Damaged data is the server's problem, not the caller's: the admin API and ingest answer
+/// 500 with a generic body and log the detail, while a caller's mistake keeps its 4xx and
+/// message.
+#[test]
+fn damaged_records_answer_500_without_detail_and_mistakes_keep_their_4xx() {
+    let mut inlet = Inlet::start();
+    drop(Admin::setup(&inlet));
+    let key = inlet.mint("default");
+    let mut c = inlet.client();
+    for id in ["e1", "e2"] {
+        assert_eq!(c.post_json("/s2s/event", &key, &event(id)).status, 200);
+    }
+    assert!(inlet.signal_and_wait("TERM").success());
+    {
+        // What a bad disk or a stray write leaves: an event record and a key record that do
+        // not decode.
+        use redb::ReadableTable;
+        let db = redb::Database::open(inlet.data().join("inlet.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(inlet::store::tables::EVENTS)
+            .unwrap()
+            .insert(2, b"\xffgarbage".as_slice())
+            .unwrap();
+        let mut keys = txn.open_table(inlet::store::tables::KEYS).unwrap();
+        let ids: Vec<u32> = keys.iter().unwrap().map(|r| r.unwrap().0.value()).collect();
+        assert_eq!(ids.len(), 1);
+        keys.insert(ids[0], b"\xffgarbage".as_slice()).unwrap();
+        drop(keys);
+        txn.commit().unwrap();
+    }
+    inlet.restart();
+    let mut admin = Admin::login(inlet.addr, PASSWORD);
+    for path in [
+        "/admin/api/events",
+        "/admin/api/events/2",
+        "/admin/api/keys",
+    ] {
+        let r = admin.get(path);
+        assert_eq!(
+            (r.status, r.text()),
+            (500, r#"{"error":"internal_error"}"#.to_owned()),
+            "{path}"
+        );
+    }
+    // Ingest alike: 500 in the dialect's own shape, not a 503 that invites a retry.
+    let r = inlet.client().post_json("/s2s/event", &key, &event("e3"));
+    assert_eq!(
+        (r.status, r.text()),
+        (500, r#"{"error":"internal"}"#.to_owned())
+    );
+    let log = inlet.log.lock().unwrap().clone();
+    assert!(log.contains("admin request failed"), "{log}");
+    assert!(log.contains("store read failed"), "{log}");
+    assert!(log.contains("damaged data"), "{log}");
+    // A caller's mistake: its 4xx, and a message that says what is wrong.
+    let r = admin.post("/admin/api/apps", &json!({ "name": "g", "tenant": "nope" }));
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (404, json!("not_found")),
+        "{}",
+        r.text()
+    );
+    assert!(r.json()["message"].as_str().unwrap().contains("no tenant"));
+    let r = admin.post("/admin/api/tenants", &json!({ "name": "bad name!" }));
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid"))
+    );
+    assert!(r.json()["message"].as_str().unwrap().contains("must be"));
+}

@@ -16,7 +16,8 @@
 
 use crate::crash::{Rng, env_u64, seed};
 use crate::simdisk::{Fault, Image, SimDisk};
-use inlet::store::codec::{EventRecord, encode_event};
+use inlet::event::Draft;
+use inlet::store::read::KeyInfo;
 use inlet::store::writer::{Outcome, Pending, Submission, SubmitError, Writer};
 use inlet::store::{Store, builder};
 use std::collections::{HashMap, HashSet};
@@ -31,28 +32,33 @@ fn open(disk: &SimDisk) -> Store {
     .expect("the simulated database opens")
 }
 
-fn record(id: &str) -> Vec<u8> {
-    encode_event(&EventRecord {
-        received_at_ms: inlet::clock::now_ms(),
-        tenant: "default".into(),
-        app: "default".into(),
+/// One event as a dialect hands it to the writer: a validated `Draft`, encoded.
+fn pending(id: &str) -> Pending {
+    let key = KeyInfo {
         key_id: 1,
-        source: "reflect".into(),
-        event_id: id.into(),
+        app_id: 1,
+        app: "default".into(),
+        tenant_id: 1,
+        tenant: "default".into(),
+        allowed_events: Vec::new(),
+        rate_limit: None,
+    };
+    let mut props = serde_json::Map::new();
+    props.insert("pad".into(), "x".repeat(200).into());
+    let event = Draft {
+        event_id: Some(id.into()),
         event_name: "purchase".into(),
         event_ts_ms: 1_735_999_999_000,
         install_uuid: Some("8f2a1c0e94d7423b8b53af7c9e21d630".into()),
-        user_id: None,
-        anonymous_id: None,
-        ids: vec![],
         revenue: Some(1.5),
         currency: Some("EUR".into()),
-        transaction_id: None,
-        product_id: None,
-        props: format!(r#"{{"pad":"{}"}}"#, "x".repeat(200)),
-        context: "{}".into(),
-        audit_key: format!("s2s/x/{id}.json"),
-    })
+        props,
+        ..Draft::default()
+    }
+    .validate(|| unreachable!("the event has an id"))
+    .expect("a valid event");
+    let audit_key = format!("s2s/x/{id}.json");
+    Pending::from_valid(&key, "reflect", inlet::clock::now_ms(), event, &audit_key)
 }
 
 fn submission(ids: &[String]) -> Submission {
@@ -61,14 +67,7 @@ fn submission(ids: &[String]) -> Submission {
         tenant_id: 1,
         key_id: 1,
         received_at_ms: inlet::clock::now_ms(),
-        events: ids
-            .iter()
-            .map(|id| Pending {
-                event_id: id.clone(),
-                record: record(id),
-                guard: None,
-            })
-            .collect(),
+        events: ids.iter().map(|id| pending(id)).collect(),
         audit: Some((
             format!("s2s/bulk/x/{}.json", ids[0]),
             vec![b'{'; 300].into(),

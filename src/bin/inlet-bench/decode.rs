@@ -147,7 +147,7 @@ pub fn run(events: u64, rounds: usize) -> Figures {
                 let (slots, events) = reflect_bulk_prepare(&key, RECEIVED_AT_MS, body, audit_key)
                     .expect("the bench's bulk decodes")
                     .into_parts();
-                let ids: Vec<String> = events.iter().map(|p| p.event_id.clone()).collect();
+                let ids: Vec<String> = events.iter().map(|p| p.event_id().to_owned()).collect();
                 (Some(slots), ids)
             })
             .collect();

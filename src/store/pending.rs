@@ -1,0 +1,308 @@
+//! What the writer accepts: one event that passed validation, encoded as it will be stored.
+//!
+//! A [`Pending`] is made only from what validation produced: an [`event::ValidEvent`] (every
+//! dialect's `Draft` after `Draft::validate`) or, on the native fast path, a
+//! [`reflect::ValidEvent`] (borrowed from the request body and written with no owned copy of
+//! its strings). Its fields are private, so nothing else can hand the writer an event that
+//! skipped validation. Afterwards only its dialect state ([`Guard`]) can be set and its
+//! credentials redacted.
+
+use super::codec::{EVENT_V1, EventRecord, decode_event, encode_event};
+use super::read::KeyInfo;
+use super::writer::Guard;
+use crate::auth::redact;
+use crate::dialect::reflect;
+use crate::event;
+use serde::Serialize;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// One event ready for the log: its id (for dedupe) and its encoded record. Its identity
+/// links are not written here: the identity indexer (`super::indexer`, a thread of its own)
+/// catches up from the log.
+#[derive(Debug)]
+pub struct Pending {
+    event_id: String,
+    record: Vec<u8>,
+    /// A condition checked, and state kept, in the same transaction as the event.
+    guard: Option<Guard>,
+}
+
+impl Pending {
+    /// A validated canonical event, encoded as it will be stored.
+    pub fn from_valid(
+        key: &KeyInfo,
+        source: &str,
+        received_at_ms: u64,
+        event: event::ValidEvent,
+        audit_key: &str,
+    ) -> Pending {
+        let d = event.into_inner();
+        let event_id = d.event_id.unwrap_or_default();
+        let record = EventRecord {
+            received_at_ms,
+            tenant: key.tenant.clone(),
+            app: key.app.clone(),
+            key_id: key.key_id,
+            source: source.to_owned(),
+            event_id: event_id.clone(),
+            event_name: d.event_name,
+            event_ts_ms: d.event_ts_ms,
+            install_uuid: d.install_uuid,
+            user_id: d.user_id,
+            anonymous_id: d.anonymous_id,
+            ids: d.ids,
+            revenue: d.revenue,
+            currency: d.currency,
+            transaction_id: d.transaction_id,
+            product_id: d.product_id,
+            props: Value::Object(d.props).to_string(),
+            context: Value::Object(d.context).to_string(),
+            audit_key: audit_key.to_owned(),
+        };
+        Pending {
+            event_id,
+            record: encode_event(&record),
+            guard: None,
+        }
+    }
+
+    /// A validated native event, encoded as it will be stored: the same bytes as
+    /// [`Pending::from_valid`] gives for the same event decoded as a `Draft`
+    /// (`ingest::native`'s tests hold the two together).
+    pub fn from_native(
+        key: &KeyInfo,
+        source: &str,
+        received_at_ms: u64,
+        event: &reflect::ValidEvent<'_>,
+        audit_key: &str,
+    ) -> Pending {
+        let d = event.get();
+        let record = RecordRef {
+            received_at_ms,
+            tenant: &key.tenant,
+            app: &key.app,
+            key_id: key.key_id,
+            source,
+            event_id: event.event_id(),
+            event_name: &d.event_name,
+            event_ts_ms: d.event_ts_ms,
+            install_uuid: Some(&d.install_uuid),
+            user_id: d.user_id.as_deref(),
+            anonymous_id: d.anonymous_id.as_deref(),
+            ids: &d.ids,
+            revenue: d.revenue,
+            currency: d.currency.as_deref(),
+            transaction_id: d.transaction_id.as_deref(),
+            product_id: d.product_id.as_deref(),
+            props: &d.props,
+            context: &d.context,
+            audit_key,
+        };
+        let strings = [
+            record.tenant,
+            record.app,
+            record.source,
+            record.event_id,
+            record.event_name,
+            record.install_uuid.unwrap_or_default(),
+            record.user_id.unwrap_or_default(),
+            record.anonymous_id.unwrap_or_default(),
+            record.currency.unwrap_or_default(),
+            record.transaction_id.unwrap_or_default(),
+            record.product_id.unwrap_or_default(),
+            record.props,
+            record.context,
+            record.audit_key,
+        ];
+        // Varints and tags take at most 64 bytes besides the strings (each with a short length).
+        let size = 64
+            + strings.iter().map(|s| s.len() + 2).sum::<usize>()
+            + d.ids
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.push(EVENT_V1);
+        postcard::to_io(&record, &mut out).expect("writing to a Vec cannot fail");
+        Pending {
+            event_id: record.event_id.to_owned(),
+            record: out,
+            guard: None,
+        }
+    }
+
+    /// An already encoded record, for tests of the writer and the store.
+    #[cfg(test)]
+    pub(crate) fn for_test(event_id: &str, record: Vec<u8>) -> Pending {
+        Pending {
+            event_id: event_id.to_owned(),
+            record,
+            guard: None,
+        }
+    }
+
+    /// Sets the dialect state decided in the event's commit.
+    pub fn set_guard(&mut self, guard: Option<Guard>) {
+        self.guard = guard;
+    }
+
+    pub fn event_id(&self) -> &str {
+        &self.event_id
+    }
+
+    /// The encoded record ([`super::codec::decode_event`] reads it).
+    pub fn record(&self) -> &[u8] {
+        &self.record
+    }
+
+    pub fn guard(&self) -> Option<&Guard> {
+        self.guard.as_ref()
+    }
+
+    /// Replaces every credential in what will be stored of this event (its id, its dialect
+    /// state's key, every string of its record) by its marker ([`crate::auth::redact`]).
+    /// The common case finds nothing and copies nothing.
+    pub fn redact(&mut self, namer: &mut impl redact::Namer) {
+        if let Some(clean) = redact::string(&self.event_id, namer) {
+            self.event_id = clean;
+        }
+        if let Some(
+            Guard::NotBefore { key, .. }
+            | Guard::SessionStart { key, .. }
+            | Guard::SessionEnd { key },
+        ) = &mut self.guard
+            && let Cow::Owned(clean) = redact::text(key, namer)
+        {
+            *key = clean;
+        }
+        // Escapes can hide one only in JSON text (`props`, `context`).
+        if !redact::contains(&self.record) && !redact::may_hide_escaped(&self.record) {
+            return;
+        }
+        let Ok(mut r) = decode_event(&self.record) else {
+            return; // encoded by this process a moment ago: cannot happen
+        };
+        // Every field named, so that a new one cannot be left out unnoticed.
+        let EventRecord {
+            received_at_ms: _,
+            tenant,
+            app,
+            key_id: _,
+            source,
+            event_id,
+            event_name,
+            event_ts_ms: _,
+            install_uuid,
+            user_id,
+            anonymous_id,
+            ids,
+            revenue: _,
+            currency,
+            transaction_id,
+            product_id,
+            props,
+            context,
+            audit_key,
+        } = &mut r;
+        let mut changed = false;
+        let mut one = |s: &mut String| {
+            if let Some(clean) = redact::string(s, namer) {
+                *s = clean;
+                changed = true;
+            }
+        };
+        for s in [tenant, app, source, event_id, event_name, audit_key] {
+            one(s);
+        }
+        for s in [
+            install_uuid,
+            user_id,
+            anonymous_id,
+            currency,
+            transaction_id,
+            product_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            one(s);
+        }
+        for (k, v) in ids {
+            one(k);
+            one(v);
+        }
+        for s in [props, context] {
+            if let Cow::Owned(clean) = redact::json(s.as_bytes(), namer) {
+                *s = String::from_utf8_lossy(&clean).into_owned();
+                changed = true;
+            }
+        }
+        if changed {
+            self.record = encode_event(&r);
+        }
+    }
+}
+
+/// [`EventRecord`] with borrowed fields: the same fields in the same order, so postcard
+/// writes the same bytes (the test below holds the two together).
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    received_at_ms: u64,
+    tenant: &'a str,
+    app: &'a str,
+    key_id: u32,
+    source: &'a str,
+    event_id: &'a str,
+    event_name: &'a str,
+    event_ts_ms: i64,
+    install_uuid: Option<&'a str>,
+    user_id: Option<&'a str>,
+    anonymous_id: Option<&'a str>,
+    ids: &'a [(Cow<'a, str>, Cow<'a, str>)],
+    revenue: Option<f64>,
+    currency: Option<&'a str>,
+    transaction_id: Option<&'a str>,
+    product_id: Option<&'a str>,
+    props: &'a str,
+    context: &'a str,
+    audit_key: &'a str,
+}
+
+/// The record [`Pending::from_native`] encodes, as an [`EventRecord`].
+#[cfg(test)]
+pub fn native_record(
+    key: &KeyInfo,
+    source: &str,
+    received_at_ms: u64,
+    event: &reflect::ValidEvent<'_>,
+    audit_key: &str,
+) -> EventRecord {
+    let d = event.get();
+    let owned = |s: &Option<Cow<str>>| s.as_deref().map(str::to_owned);
+    EventRecord {
+        received_at_ms,
+        tenant: key.tenant.clone(),
+        app: key.app.clone(),
+        key_id: key.key_id,
+        source: source.to_owned(),
+        event_id: event.event_id().to_owned(),
+        event_name: d.event_name.clone().into_owned(),
+        event_ts_ms: d.event_ts_ms,
+        install_uuid: Some(d.install_uuid.clone().into_owned()),
+        user_id: owned(&d.user_id),
+        anonymous_id: owned(&d.anonymous_id),
+        ids: d
+            .ids
+            .iter()
+            .map(|(k, v)| (k.clone().into_owned(), v.clone().into_owned()))
+            .collect(),
+        revenue: d.revenue,
+        currency: owned(&d.currency),
+        transaction_id: owned(&d.transaction_id),
+        product_id: owned(&d.product_id),
+        props: d.props.clone().into_owned(),
+        context: d.context.clone().into_owned(),
+        audit_key: audit_key.to_owned(),
+    }
+}
