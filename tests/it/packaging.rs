@@ -107,7 +107,12 @@ fn the_deb_installs_binary_unit_config_and_user_setup() {
     let config = r.join("etc/inlet/inlet.toml");
     assert!(config.exists());
     // The README and the docs it links to.
-    for doc in ["README.md", "docs/api.md", "docs/migrating.md", "docs/design/dedupe.md"] {
+    for doc in [
+        "README.md",
+        "docs/api.md",
+        "docs/migrating.md",
+        "docs/design/dedupe.md",
+    ] {
         assert!(r.join("usr/share/doc/inlet").join(doc).exists(), "{doc}");
     }
     assert!(
