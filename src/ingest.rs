@@ -185,10 +185,13 @@ pub fn reflect_bulk_prepare(
         match checked {
             Ok(ev) => {
                 let pending = Pending::from_native(key, "reflect", received_at_ms, &ev, audit_key);
-                slots.push(Slot::Queued(pending.event_id().to_owned(), events.len()));
+                slots.push(ItemSlot::Queued(
+                    pending.event_id().to_owned(),
+                    events.len(),
+                ));
                 events.push(pending);
             }
-            Err(reason) => slots.push(Slot::Rejected(event_id.map(Cow::into_owned), reason)),
+            Err(reason) => slots.push(ItemSlot::Rejected(event_id.map(Cow::into_owned), reason)),
         }
     }
     Ok(PreparedBatch { slots, events })
@@ -264,7 +267,7 @@ pub(crate) async fn submit_batch(
 }
 
 /// Per-event status of a batch, in request order.
-enum Slot {
+enum ItemSlot {
     Rejected(Option<String>, Reason),
     /// Index into the submission's events.
     Queued(String, usize),
@@ -272,7 +275,7 @@ enum Slot {
 
 /// A decoded batch: each event's status in request order, and the encoded valid ones.
 pub struct PreparedBatch {
-    slots: Vec<Slot>,
+    slots: Vec<ItemSlot>,
     events: Vec<Pending>,
 }
 
@@ -301,7 +304,7 @@ fn prepare_batch(
     for (event_id, draft) in items {
         match draft.and_then(|d| checked(key, d)) {
             Ok(ev) => {
-                slots.push(Slot::Queued(ev.event_id().to_owned(), events.len()));
+                slots.push(ItemSlot::Queued(ev.event_id().to_owned(), events.len()));
                 events.push(Pending::from_valid(
                     key,
                     source,
@@ -310,7 +313,7 @@ fn prepare_batch(
                     audit_key,
                 ));
             }
-            Err(reason) => slots.push(Slot::Rejected(event_id, reason)),
+            Err(reason) => slots.push(ItemSlot::Rejected(event_id, reason)),
         }
     }
     PreparedBatch { slots, events }
@@ -352,7 +355,7 @@ async fn submit_prepared(
 }
 
 /// Each event's status of a prepared batch, in request order.
-pub struct BatchSlots(Vec<Slot>);
+pub struct BatchSlots(Vec<ItemSlot>);
 
 impl BatchSlots {
     /// The answer once the writer decided `outcomes` (one per queued event, in order):
@@ -378,7 +381,7 @@ impl BatchSlots {
             }
             results.extend_from_slice(br#"{"event_id":"#);
             let (event_id, reason) = match slot {
-                Slot::Queued(id, i) => match outcomes[i] {
+                ItemSlot::Queued(id, i) => match outcomes[i] {
                     Outcome::Accepted { .. } => {
                         accepted += 1;
                         write_str(&mut results, &id);
@@ -394,7 +397,7 @@ impl BatchSlots {
                     Outcome::OverQuota => (Some(id), Reason::CapExceeded),
                     Outcome::OutOfOrder => (Some(id), Reason::EventOutOfOrder),
                 },
-                Slot::Rejected(id, reason) => (id, reason),
+                ItemSlot::Rejected(id, reason) => (id, reason),
             };
             on_rejected(reason);
             rejected += 1;

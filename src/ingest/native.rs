@@ -547,7 +547,7 @@ mod tests {
 #[cfg(test)]
 mod answer_tests {
     use crate::event::{Field, Reason};
-    use crate::ingest::{BatchSlots, ResultReasons, Slot, single_accepted};
+    use crate::ingest::{BatchSlots, ItemSlot, ResultReasons, single_accepted};
     use crate::server::reply::status_of;
     use crate::store::writer::Outcome;
     use serde_json::{Value, json};
@@ -579,12 +579,12 @@ mod answer_tests {
         let audit = "s2s/bulk/2025-01-01/\"x\".json";
         let slots = || {
             BatchSlots(vec![
-                Slot::Queued("a".into(), 0),
-                Slot::Rejected(None, Reason::BadJson),
-                Slot::Queued("b\"é\u{1}".into(), 1),
-                Slot::Rejected(Some("x\\".into()), Reason::Required(Field::EventName)),
-                Slot::Queued("c".into(), 2),
-                Slot::Queued("d".into(), 3),
+                ItemSlot::Queued("a".into(), 0),
+                ItemSlot::Rejected(None, Reason::BadJson),
+                ItemSlot::Queued("b\"é\u{1}".into(), 1),
+                ItemSlot::Rejected(Some("x\\".into()), Reason::Required(Field::EventName)),
+                ItemSlot::Queued("c".into(), 2),
+                ItemSlot::Queued("d".into(), 3),
             ])
         };
         let outcomes = [
@@ -618,8 +618,8 @@ mod answer_tests {
 
         // All rejected: the first reason's status, and an `error` field last.
         let none_queued = BatchSlots(vec![
-            Slot::Rejected(Some("e".into()), Reason::Invalid(Field::Props)),
-            Slot::Rejected(None, Reason::BadJson),
+            ItemSlot::Rejected(Some("e".into()), Reason::Invalid(Field::Props)),
+            ItemSlot::Rejected(None, Reason::BadJson),
         ]);
         let done = none_queued.answer(&[], audit, ResultReasons::Tags, drop);
         let rows = [
@@ -634,8 +634,8 @@ mod answer_tests {
 
         // Reflect's bulk names a missing field as its example does, and which field.
         let reflect = BatchSlots(vec![
-            Slot::Rejected(Some("r".into()), Reason::Required(Field::InstallUuid)),
-            Slot::Rejected(None, Reason::Invalid(Field::EventTsMs)),
+            ItemSlot::Rejected(Some("r".into()), Reason::Required(Field::InstallUuid)),
+            ItemSlot::Rejected(None, Reason::Invalid(Field::EventTsMs)),
         ]);
         let done = reflect.answer(&[], audit, ResultReasons::Reflect, drop);
         let body: Value = serde_json::from_slice(done.body()).unwrap();

@@ -33,11 +33,11 @@ pub struct Indexer {
 }
 
 struct Shared {
-    state: Mutex<State>,
+    state: Mutex<Progress>,
     wake: Condvar,
 }
 
-struct State {
+struct Progress {
     /// The newest committed seq the writer reported.
     committed: u64,
     /// The graph's cursor after the last step (`None` before the first).
@@ -50,7 +50,7 @@ impl Indexer {
     /// Starts the thread for `store`, whose newest stored seq is `committed`.
     pub fn start(store: Store, committed: u64) -> std::io::Result<Indexer> {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
+            state: Mutex::new(Progress {
                 committed,
                 indexed: None,
                 last_commit: Instant::now(),
@@ -100,7 +100,7 @@ impl Drop for Indexer {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

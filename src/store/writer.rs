@@ -125,11 +125,11 @@ pub enum SubmitError {
 
 /// The outcomes, and the submission itself handed back so that its buffers (records, raw
 /// body) are freed on the request's thread rather than on the writer's.
-type Reply = oneshot::Sender<(Result<Vec<Outcome>, SubmitError>, Submission)>;
+type Answer = oneshot::Sender<(Result<Vec<Outcome>, SubmitError>, Submission)>;
 type Job = Box<dyn FnOnce(&Database) + Send>;
 
 enum Msg {
-    Ingest(Submission, Vec<Known>, Reply, OwnedSemaphorePermit),
+    Ingest(Submission, Vec<Known>, Answer, OwnedSemaphorePermit),
     Job(Job),
     Stop,
 }
@@ -408,7 +408,7 @@ struct Item {
     sub: Submission,
     /// What the submitting thread found of each event (see [`Precheck`]).
     known: Vec<Known>,
-    reply: Reply,
+    reply: Answer,
     _permit: OwnedSemaphorePermit,
 }
 
