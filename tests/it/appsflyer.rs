@@ -7,13 +7,6 @@ use std::process::Command;
 
 const BUNDLE: &str = "com.studio.web";
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// A server with app `default` answering to [`BUNDLE`], and a key of it.
 fn setup() -> (Inlet, String) {
     let inlet = Inlet::start();

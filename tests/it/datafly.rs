@@ -7,13 +7,6 @@ use inlet::auth::secrets::sign;
 use serde_json::{Value, json};
 use std::process::Command;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 fn mint_secret(inlet: &Inlet, app: &str) -> String {
     let s = inlet
         .cli_ok(&["secrets", "mint", "--app", app, "--label", "backend"])

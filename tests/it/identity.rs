@@ -7,13 +7,6 @@ use inlet::auth::secrets::sign;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 fn reflect(c: &mut Client, key: &str, body: Value) {
     let r = c.post_json("/s2s/event", key, &body);
     assert_eq!(r.status, 200, "{}", r.text());

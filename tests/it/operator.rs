@@ -23,14 +23,8 @@ fn mode(path: &Path) -> u32 {
 /// The CLI with a umask of its own.
 fn cli_umask(data: &Path, umask: u32, args: &[&str]) -> Output {
     let mut cmd = Command::new(bin());
-    with_umask(&mut cmd, umask)
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run inlet")
+    with_umask(&mut cmd, umask);
+    cli_command(cmd, data, args)
 }
 
 fn send(inlet: &Inlet, key: &str, id: &str) {

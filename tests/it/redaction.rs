@@ -14,13 +14,6 @@ const BUNDLE: &str = "com.studio.web";
 const APP_TOKEN: &str = "4w565xzmb54d";
 const EVENT_TOKEN: &str = "f0ob4r";
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// Mints a key labelled `label` and returns it with its id.
 fn mint(inlet: &Inlet, label: &str) -> (String, u64) {
     let key = inlet

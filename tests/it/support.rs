@@ -245,14 +245,26 @@ fn recv_addr(rx: &Receiver<String>, log: &Arc<Mutex<String>>) -> SocketAddr {
 }
 
 pub fn cli(data: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--data")
+    cli_command(Command::new(bin()), data, args)
+}
+
+/// Runs the CLI through `cmd` (a `Command` of the binary, perhaps with a umask set) on `data`.
+pub fn cli_command(mut cmd: Command, data: &Path, args: &[&str]) -> Output {
+    cmd.arg("--data")
         .arg(data)
         .args(args)
         .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
         .stdin(Stdio::null())
         .output()
         .expect("run inlet")
+}
+
+/// Now, in ms since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 pub fn cli_ok(data: &Path, args: &[&str]) -> String {
