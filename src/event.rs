@@ -86,7 +86,7 @@ impl Field {
 }
 
 /// Why a request or one event of it was not accepted. Each has a stable snake_case tag that
-/// clients can match on; the HTTP status is chosen in one place, `server::reply`.
+/// clients can match on; the HTTP status is chosen in one place, `http::reply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     BadJson,

@@ -4,11 +4,11 @@
 //! encode → group-commit writer (dedupe, quota, append, one fsync) → response.
 
 use crate::clock::{Date, next_month_start_ms, now_ms};
+use crate::context::Context;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
-use crate::server::reply::{Reply, status_of};
-use crate::server::{State, read_body};
+use crate::http::reply::{Reply, status_of};
 use crate::stats::Counted;
 use crate::store;
 use crate::store::read::KeyInfo;
@@ -30,25 +30,25 @@ mod native;
 pub mod redact;
 
 /// `POST /s2s/event`.
-pub async fn reflect_single(state: &State, req: Request<Incoming>) -> Reply {
+pub async fn reflect_single(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
-    match reflect_single_inner(state, req, &mut app).await {
+    match reflect_single_inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
         Err(reason) => {
-            count_rejected(state, app.as_deref(), "reflect", reason, 1);
+            count_rejected(ctx, app.as_deref(), "reflect", reason, 1);
             error_reply(reason, now_ms())
         }
     }
 }
 
 async fn reflect_single_inner(
-    state: &State,
+    ctx: &Context,
     req: Request<Incoming>,
     app: &mut Option<String>,
 ) -> Result<Reply, Reason> {
-    let key = bearer_key(state, req.headers())?;
+    let key = bearer_key(ctx, req.headers())?;
     *app = Some(key.app.clone());
-    let body = read_body(state, req, state.config.limits.single_body).await?;
+    let body = ctx.read_body(req, ctx.config.limits.single_body).await?;
     let received_at_ms = now_ms();
     let (event_id, audit_key, pending) = reflect_single_prepare(&key, received_at_ms, &body)?;
     let sub = Submission {
@@ -59,15 +59,15 @@ async fn reflect_single_inner(
         events: vec![pending],
         audit: Some((audit_key.clone(), body.clone())),
     };
-    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
-    count_outcomes(state, &key.app, "reflect", &[outcome]);
+    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+    count_outcomes(ctx, &key.app, "reflect", &[outcome]);
     Ok(match outcome {
         Outcome::Accepted { .. } => {
             json_text(StatusCode::OK, single_accepted(&event_id, &audit_key))
         }
         Outcome::Duplicate { seq } => {
             let mut body = json!({ "accepted": 0, "duplicate": true, "event_id": event_id });
-            if let Ok(Some(original)) = state.store.event(seq) {
+            if let Ok(Some(original)) = ctx.store.event(seq) {
                 body["audit_key"] = Value::String(original.audit_key);
             }
             Reply::json(StatusCode::OK, &body)
@@ -90,25 +90,25 @@ pub fn single_accepted(event_id: &str, audit_key: &str) -> Vec<u8> {
 }
 
 /// `POST /s2s/events/bulk`.
-pub async fn reflect_bulk(state: &State, req: Request<Incoming>) -> Reply {
+pub async fn reflect_bulk(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
-    match reflect_bulk_inner(state, req, &mut app).await {
+    match reflect_bulk_inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
         Err(reason) => {
-            count_rejected(state, app.as_deref(), "reflect", reason, 1);
+            count_rejected(ctx, app.as_deref(), "reflect", reason, 1);
             error_reply(reason, now_ms())
         }
     }
 }
 
 async fn reflect_bulk_inner(
-    state: &State,
+    ctx: &Context,
     req: Request<Incoming>,
     app: &mut Option<String>,
 ) -> Result<Reply, Reason> {
-    let key = bearer_key(state, req.headers())?;
+    let key = bearer_key(ctx, req.headers())?;
     *app = Some(key.app.clone());
-    let body = read_body(state, req, state.config.limits.bulk_body).await?;
+    let body = ctx.read_body(req, ctx.config.limits.bulk_body).await?;
     let received_at_ms = now_ms();
     let audit_key = format!(
         "s2s/bulk/{}/{}.json",
@@ -117,7 +117,7 @@ async fn reflect_bulk_inner(
     );
     let batch = reflect_bulk_prepare(&key, received_at_ms, &body, &audit_key)?;
     let done = submit_prepared(
-        state,
+        ctx,
         &key,
         "reflect",
         received_at_ms,
@@ -243,7 +243,7 @@ fn json_text(status: StatusCode, body: Vec<u8>) -> Reply {
 /// submits the valid ones in one submission (the raw body stored under `audit_key`), and
 /// builds the per-event results `{"event_id", "status", "reason"?}` in request order.
 pub(crate) async fn submit_batch(
-    state: &State,
+    ctx: &Context,
     key: &KeyInfo,
     source: &'static str,
     received_at_ms: u64,
@@ -254,7 +254,7 @@ pub(crate) async fn submit_batch(
     let batch = prepare_batch(key, source, received_at_ms, items, &audit_key);
     let reasons = ResultReasons::Tags;
     submit_prepared(
-        state,
+        ctx,
         key,
         source,
         received_at_ms,
@@ -323,7 +323,7 @@ fn prepare_batch(
 /// under `audit_key`) and builds the per-event results in request order.
 #[allow(clippy::too_many_arguments)]
 async fn submit_prepared(
-    state: &State,
+    ctx: &Context,
     key: &KeyInfo,
     source: &'static str,
     received_at_ms: u64,
@@ -344,12 +344,12 @@ async fn submit_prepared(
             events,
             audit: Some((audit_key.clone(), body.clone())),
         };
-        submit(state, sub, body.len(), AuditFormat::Json).await?
+        submit(ctx, sub, body.len(), AuditFormat::Json).await?
     };
-    count_outcomes(state, &key.app, source, &outcomes);
+    count_outcomes(ctx, &key.app, source, &outcomes);
     Ok(
         BatchSlots(slots).answer(&outcomes, &audit_key, reasons, |reason| {
-            count_rejected(state, Some(&key.app), source, reason, 1)
+            count_rejected(ctx, Some(&key.app), source, reason, 1)
         }),
     )
 }
@@ -437,7 +437,7 @@ impl BatchSlots {
 
 /// Counts accepted and duplicate outcomes (over-quota ones are counted as rejections by the
 /// caller, which knows them as `cap_exceeded`).
-pub(crate) fn count_outcomes(state: &State, app: &str, source: &'static str, outcomes: &[Outcome]) {
+pub(crate) fn count_outcomes(ctx: &Context, app: &str, source: &'static str, outcomes: &[Outcome]) {
     let accepted = outcomes
         .iter()
         .filter(|o| matches!(o, Outcome::Accepted { .. }))
@@ -446,24 +446,21 @@ pub(crate) fn count_outcomes(state: &State, app: &str, source: &'static str, out
         .iter()
         .filter(|o| matches!(o, Outcome::Duplicate { .. }))
         .count();
-    state
-        .counters
+    ctx.counters
         .add(app, source, Counted::Accepted, accepted as u64);
-    state
-        .counters
+    ctx.counters
         .add(app, source, Counted::Duplicate, duplicate as u64);
 }
 
 /// Counts `n` events rejected for `reason` (app `-` when no key named one).
 pub fn count_rejected(
-    state: &State,
+    ctx: &Context,
     app: Option<&str>,
     source: &'static str,
     reason: Reason,
     n: u64,
 ) {
-    state
-        .counters
+    ctx.counters
         .add(app.unwrap_or("-"), source, Counted::Rejected(reason), n);
 }
 
@@ -478,7 +475,7 @@ pub(crate) fn checked(key: &KeyInfo, draft: Draft) -> Result<ValidEvent, Reason>
 }
 
 /// The key named by `Authorization: Bearer srv_...`.
-fn bearer_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
+fn bearer_key(ctx: &Context, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -488,17 +485,17 @@ fn bearer_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
         })
         .filter(|t| !t.is_empty())
         .ok_or(Reason::MissingBearerToken)?;
-    lookup_key(state, token)
+    lookup_key(ctx, token)
 }
 
 /// Authenticates a presented key; a revoked or unknown key is refused alike.
-pub fn lookup_key(state: &State, token: &str) -> Result<KeyInfo, Reason> {
-    let generation = state
+pub fn lookup_key(ctx: &Context, token: &str) -> Result<KeyInfo, Reason> {
+    let generation = ctx
         .writer
         .stats()
         .config_generation
         .load(std::sync::atomic::Ordering::SeqCst);
-    match state.store.authenticate_cached(token, generation) {
+    match ctx.store.authenticate_cached(token, generation) {
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(Reason::UnknownOrRevokedKey),
         Err(e) => Err(store_failed("key")(e)),
@@ -532,13 +529,13 @@ pub(crate) fn store_failed(lookup: &'static str) -> impl FnOnce(store::Error) ->
 /// Takes the credentials out of a submission (its raw body written as `format`), hands it to
 /// the writer and waits for its commit.
 pub(crate) async fn submit(
-    state: &State,
+    ctx: &Context,
     mut sub: Submission,
     bytes: usize,
     format: AuditFormat,
 ) -> Result<Vec<Outcome>, Reason> {
-    redact::submission(state, &mut sub, format);
-    state.writer.submit(sub, bytes).await.map_err(|e| match e {
+    redact::submission(ctx, &mut sub, format);
+    ctx.writer.submit(sub, bytes).await.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,
         SubmitError::ShuttingDown => Reason::ShuttingDown,
         SubmitError::CommitFailed => Reason::StorageUnavailable,

@@ -7,7 +7,10 @@
 //!
 //! - [`cli`]: clap definitions; `main.rs` dispatches.
 //! - [`config`]: configuration layers (file, environment, flags) → the checked `Config`.
-//! - [`server`]: accept loop, router, body limits, the Reason → HTTP mapping ([`server::reply`]).
+//! - [`server`]: accept loop, router, and the [`server::State`] the listeners serve from.
+//! - [`http`]: the HTTP toolkit below every surface: `Reply`, the Reason → status mapping
+//!   ([`http::reply`]), response bodies, request bodies read under a budget and limits.
+//! - [`context`]: the shared state of the request handlers, built at the top, passed down.
 //! - [`ingest`]: the pipeline, one function per endpoint showing the whole order.
 //! - [`dialect`]: wire formats → canonical [`event::Draft`]s; pure (no I/O, no clock).
 //! - [`event`]: the canonical event, its validation and the stable rejection reasons.
@@ -32,9 +35,11 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod control;
 pub mod dialect;
 pub mod event;
+pub mod http;
 pub mod ingest;
 pub mod logs;
 pub mod metrics;

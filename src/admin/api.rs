@@ -5,14 +5,14 @@
 //! 401 without one: the session is checked before the route is looked at. Writes run on the
 //! writer thread (the one owner of write transactions) through [`write`].
 
+use super::Env;
 use super::session::{
     AdminSession, NewSession, WriteSession, clear_cookie, same_origin, set_cookie,
 };
 use super::{AdminState, Error, signing};
 use crate::auth::password::{self, PasswordHash};
 use crate::clock::now_ms;
-use crate::server::reply::Reply;
-use crate::server::{State, read_body};
+use crate::http::reply::Reply;
 use crate::stats::Counted;
 use crate::store::panel::{EventQuery, set_first_admin_password};
 use crate::store::read::Canonical;
@@ -33,7 +33,7 @@ const CHART_HOURS: u32 = 48;
 
 /// Routes `/admin/api/<path>`.
 pub async fn handle(
-    state: &State,
+    state: &Env<'_>,
     req: Request<Incoming>,
     peer: SocketAddr,
     path: &str,
@@ -43,7 +43,7 @@ pub async fn handle(
     let headers = req.headers().clone();
     // Read the (small) body before answering anything, so that a refusal does not leave it
     // unread and the connection can be kept alive.
-    let body = read_body(state, req, MAX_BODY).await?;
+    let body = state.read_body(req, MAX_BODY).await?;
     match (&method, path) {
         (&Method::POST, "setup") => return setup(state, &headers, &body, peer).await,
         (&Method::POST, "login") => return login(state, &headers, &body, peer).await,
@@ -177,7 +177,7 @@ pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
 
 /// Runs `f` in a write transaction on the writer thread and commits.
 pub(super) async fn write<R: Send + 'static>(
-    state: &State,
+    state: &Env<'_>,
     f: impl FnOnce(&redb::WriteTransaction) -> store::Result<R> + Send + 'static,
 ) -> Result<R, Error> {
     let r = state
@@ -201,7 +201,7 @@ async fn hashing<R: Send + 'static>(
     tokio::task::spawn_blocking(f).await.ok()
 }
 
-fn session_reply(state: &State, s: NewSession) -> Reply {
+fn session_reply(state: &Env<'_>, s: NewSession) -> Reply {
     let mut r = Reply::json(
         StatusCode::OK,
         &json!({ "csrf_token": s.csrf, "expires_ms": s.expires_ms }),
@@ -233,7 +233,7 @@ struct Setup {
 
 /// `POST /admin/api/setup {"code","password"}`: first run, once.
 async fn setup(
-    state: &State,
+    state: &Env<'_>,
     headers: &HeaderMap,
     body: &[u8],
     peer: SocketAddr,
@@ -284,7 +284,7 @@ struct Login {
 
 /// `POST /admin/api/login {"password"}`.
 async fn login(
-    state: &State,
+    state: &Env<'_>,
     headers: &HeaderMap,
     body: &[u8],
     peer: SocketAddr,
@@ -330,7 +330,7 @@ async fn login(
     ))
 }
 
-fn overview(state: &State, _s: &AdminSession) -> Result<Reply, Error> {
+fn overview(state: &Env<'_>, _s: &AdminSession) -> Result<Reply, Error> {
     let now = now_ms();
     let apps = state.store.apps()?;
     let counts = state.store.app_counts(now)?;
@@ -395,7 +395,7 @@ fn overview(state: &State, _s: &AdminSession) -> Result<Reply, Error> {
 }
 
 /// `GET /admin/api/events?app=&event_name=&event_id=&install_uuid=&user_id=&before=&after=&limit=`
-fn events(state: &State, _s: &AdminSession, query: &str) -> Result<Reply, Error> {
+fn events(state: &Env<'_>, _s: &AdminSession, query: &str) -> Result<Reply, Error> {
     let num = |name: &str| -> Result<Option<u64>, Error> {
         param(query, name)
             .map(|v| {
@@ -444,7 +444,7 @@ fn events(state: &State, _s: &AdminSession, query: &str) -> Result<Reply, Error>
 }
 
 /// `GET /admin/api/events/{seq}`: the canonical event and its raw audit body.
-fn event(state: &State, _s: &AdminSession, seq: &str) -> Result<Reply, Error> {
+fn event(state: &Env<'_>, _s: &AdminSession, seq: &str) -> Result<Reply, Error> {
     let seq: u64 = seq.parse().map_err(|_| Error::NotFound)?;
     let record = state.store.event(seq)?.ok_or(Error::NotFound)?;
     let canonical =
@@ -475,7 +475,7 @@ struct NewTenant {
     monthly_quota: u64,
 }
 
-async fn create_tenant(state: &State, _w: &WriteSession, b: NewTenant) -> Result<Reply, Error> {
+async fn create_tenant(state: &Env<'_>, _w: &WriteSession, b: NewTenant) -> Result<Reply, Error> {
     let t = write(state, move |txn| {
         admin::add_tenant(txn, &b.name, b.monthly_quota)
     })
@@ -494,7 +494,7 @@ struct Quota {
 }
 
 async fn set_quota(
-    state: &State,
+    state: &Env<'_>,
     _w: &WriteSession,
     name: String,
     b: Quota,
@@ -518,7 +518,7 @@ struct NewApp {
     tenant: String,
 }
 
-async fn create_app(state: &State, _w: &WriteSession, b: NewApp) -> Result<Reply, Error> {
+async fn create_app(state: &Env<'_>, _w: &WriteSession, b: NewApp) -> Result<Reply, Error> {
     let a = write(state, move |txn| admin::add_app(txn, &b.name, &b.tenant)).await?;
     tracing::info!(app = %a.name, "admin: app added");
     Ok(Reply::json(StatusCode::CREATED, &json!({ "name": a.name })))
@@ -538,7 +538,7 @@ struct AppSettings {
 }
 
 async fn configure_app(
-    state: &State,
+    state: &Env<'_>,
     _w: &WriteSession,
     name: String,
     b: AppSettings,
@@ -566,7 +566,7 @@ struct AdjustEvent {
 }
 
 async fn map_adjust_event(
-    state: &State,
+    state: &Env<'_>,
     _w: &WriteSession,
     name: String,
     b: AdjustEvent,
@@ -584,7 +584,7 @@ async fn map_adjust_event(
 /// (`{"events": {...}, "revenue": [...], "window_hours"}`, see [`crate::skan::Rules`]) or
 /// `null` to remove them.
 async fn set_adjust_skan(
-    state: &State,
+    state: &Env<'_>,
     _w: &WriteSession,
     name: String,
     rules: Option<crate::skan::Rules>,
@@ -607,7 +607,7 @@ struct NewKey {
 }
 
 /// Mints a key; the answer holds the key itself, the only time it is ever shown.
-async fn mint_key(state: &State, _w: &WriteSession, b: NewKey) -> Result<Reply, Error> {
+async fn mint_key(state: &Env<'_>, _w: &WriteSession, b: NewKey) -> Result<Reply, Error> {
     let events: Vec<String> = b
         .events
         .iter()
@@ -626,7 +626,7 @@ async fn mint_key(state: &State, _w: &WriteSession, b: NewKey) -> Result<Reply, 
     ))
 }
 
-async fn revoke_key(state: &State, _w: &WriteSession, id: u32) -> Result<Reply, Error> {
+async fn revoke_key(state: &Env<'_>, _w: &WriteSession, id: u32) -> Result<Reply, Error> {
     let k = write(state, move |txn| admin::revoke_key(txn, id)).await?;
     tracing::info!(key_id = id, "admin: key revoked");
     Ok(Reply::json(
@@ -658,7 +658,7 @@ fn percent_decode(s: &str) -> String {
 /// session and reads the filter of the export the caller then streams (the same NDJSON as
 /// `inlet export`; `since`/`until` RFC 3339 or a date).
 pub fn export_filter(
-    state: &State,
+    state: &Env<'_>,
     headers: &HeaderMap,
     query: &str,
 ) -> Result<crate::store::read::ExportFilter, Error> {

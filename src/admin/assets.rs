@@ -2,7 +2,7 @@
 //! `debug-embed`, so debug builds embed them too), served with their content type and an ETag.
 
 use super::Error;
-use crate::server::reply::Reply;
+use crate::http::reply::Reply;
 use bytes::Bytes;
 use hyper::{Method, Request, StatusCode};
 use rust_embed::RustEmbed;

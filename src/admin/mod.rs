@@ -11,9 +11,9 @@ pub mod session;
 pub mod signing;
 
 use crate::config::AdminConfig;
+use crate::context::Context;
 use crate::event::Reason;
-use crate::server::State;
-use crate::server::reply::{Reply, status_of};
+use crate::http::reply::{Reply, status_of};
 use crate::store::{self, Store};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -28,6 +28,21 @@ use tokio::sync::Semaphore;
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; \
     frame-ancestors 'none'";
+
+/// What an admin handler sees: the shared request context and the admin panel's own state.
+/// Derefs to the context.
+pub struct Env<'a> {
+    pub ctx: &'a Context,
+    pub admin: &'a AdminState,
+}
+
+impl std::ops::Deref for Env<'_> {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        self.ctx
+    }
+}
 
 /// The admin panel's state in a serving process.
 pub struct AdminState {
@@ -213,7 +228,13 @@ impl From<Reason> for Error {
 }
 
 /// Everything under `/admin`: the page, its assets and the API. Adds the security headers.
-pub async fn handle(state: &State, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+pub async fn handle(
+    ctx: &Context,
+    admin: &AdminState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Reply {
+    let state = &Env { ctx, admin };
     let path = req.uri().path().to_owned();
     let result = if let Some(rest) = path.strip_prefix("/admin/api/") {
         api::handle(state, req, peer, rest).await
@@ -247,7 +268,12 @@ impl hyper::body::Body for ChunkBody {
 
 /// `GET /admin/api/export`: the events as NDJSON (`application/x-ndjson`), streamed from one
 /// read snapshot while the client reads; refusals are the API's usual JSON errors.
-pub async fn export(state: &State, req: Request<Incoming>) -> hyper::Response<crate::server::Body> {
+pub async fn export(
+    ctx: &Context,
+    admin: &AdminState,
+    req: Request<Incoming>,
+) -> hyper::Response<crate::http::Body> {
+    let state = &Env { ctx, admin };
     use http_body_util::BodyExt;
     let query = req.uri().query().unwrap_or_default().to_owned();
     let filter = match api::export_filter(state, req.headers(), &query) {
@@ -255,7 +281,7 @@ pub async fn export(state: &State, req: Request<Incoming>) -> hyper::Response<cr
         Err(e) => {
             let setup_required = matches!(e, Error::Unauthorized)
                 && matches!(state.store.admin_password(), Ok(None));
-            return crate::server::boxed(secured(e.reply(setup_required)).into_response());
+            return crate::http::boxed(secured(e.reply(setup_required)).into_response());
         }
     };
     let head = secured(Reply {

@@ -10,13 +10,13 @@
 //!
 //! They call the same store functions as the CLI (`store::secrets`, `Store::profile_of_kind`).
 
+use super::Env;
 use super::Error;
 use super::api::{param, write};
 use super::session::{AdminSession, WriteSession};
 use crate::auth::secrets::{Sealer, parse_duration_ms};
 use crate::clock::now_ms;
-use crate::server::State;
-use crate::server::reply::Reply;
+use crate::http::reply::Reply;
 use crate::store::secrets;
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -33,7 +33,7 @@ pub fn id(text: &str) -> Result<u32, Error> {
         .map_err(|_| Error::BadRequest(format!("no secret {text:?}")))
 }
 
-pub fn list(state: &State, _s: &AdminSession, query: &str) -> Result<Reply, Error> {
+pub fn list(state: &Env<'_>, _s: &AdminSession, query: &str) -> Result<Reply, Error> {
     let app = param(query, "app");
     let rows = state.store.secrets(app.as_deref(), now_ms())?;
     Ok(Reply::json(StatusCode::OK, &json!({ "secrets": rows })))
@@ -46,7 +46,7 @@ pub struct NewSecret {
     label: String,
 }
 
-pub async fn mint(state: &State, _w: &WriteSession, b: NewSecret) -> Result<Reply, Error> {
+pub async fn mint(state: &Env<'_>, _w: &WriteSession, b: NewSecret) -> Result<Reply, Error> {
     let dir = state.store.data_dir().to_owned();
     let app = b.app.clone();
     let m = write(state, move |txn| {
@@ -68,7 +68,12 @@ pub struct Rotate {
     grace: Option<String>,
 }
 
-pub async fn rotate(state: &State, _w: &WriteSession, id: u32, b: Rotate) -> Result<Reply, Error> {
+pub async fn rotate(
+    state: &Env<'_>,
+    _w: &WriteSession,
+    id: u32,
+    b: Rotate,
+) -> Result<Reply, Error> {
     let grace = b.grace.as_deref().unwrap_or(DEFAULT_GRACE);
     let grace_ms = parse_duration_ms(grace).ok_or_else(|| {
         Error::BadRequest(format!(
@@ -97,7 +102,7 @@ pub async fn rotate(state: &State, _w: &WriteSession, id: u32, b: Rotate) -> Res
     ))
 }
 
-pub async fn revoke(state: &State, _w: &WriteSession, id: u32) -> Result<Reply, Error> {
+pub async fn revoke(state: &Env<'_>, _w: &WriteSession, id: u32) -> Result<Reply, Error> {
     let now = now_ms();
     let s = write(state, move |txn| secrets::revoke_secret(txn, id, now)).await?;
     tracing::info!(secret_id = id, "admin: signing secret revoked");
@@ -107,7 +112,7 @@ pub async fn revoke(state: &State, _w: &WriteSession, id: u32) -> Result<Reply, 
     ))
 }
 
-pub fn profile(state: &State, _s: &AdminSession, query: &str) -> Result<Reply, Error> {
+pub fn profile(state: &Env<'_>, _s: &AdminSession, query: &str) -> Result<Reply, Error> {
     let app = param(query, "app").ok_or_else(|| Error::BadRequest("app is required".into()))?;
     let id = param(query, "id").ok_or_else(|| Error::BadRequest("id is required".into()))?;
     let kind = param(query, "kind");

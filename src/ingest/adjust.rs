@@ -15,10 +15,10 @@ use super::{
     checked, count_outcomes, count_rejected, lookup_key, store_failed, submit, with_quota_retry,
 };
 use crate::clock::{Date, now_ms};
+use crate::context::Context;
 use crate::dialect::adjust::Params;
 use crate::event::Reason;
-use crate::server::reply::Reply;
-use crate::server::{State, read_body};
+use crate::http::reply::Reply;
 use crate::store::tables::{ordering_key, skan_key};
 use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission};
 use hyper::body::Incoming;
@@ -28,19 +28,19 @@ use hyper::{Method, Request, StatusCode};
 const SOURCE: &str = "adjust";
 
 /// `GET /event`, `POST /event`.
-pub async fn event(state: &State, req: Request<Incoming>) -> Reply {
+pub async fn event(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
-    match event_inner(state, req, &mut app).await {
+    match event_inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
         Err(reason) => {
-            count_rejected(state, app.as_deref(), SOURCE, reason, 1);
+            count_rejected(ctx, app.as_deref(), SOURCE, reason, 1);
             with_quota_retry(Reply::adjust_error(reason), reason, now_ms())
         }
     }
 }
 
 async fn event_inner(
-    state: &State,
+    ctx: &Context,
     req: Request<Incoming>,
     app: &mut Option<String>,
 ) -> Result<Reply, Reason> {
@@ -69,7 +69,7 @@ async fn event_inner(
         });
     let mut raw = req.uri().query().unwrap_or_default().as_bytes().to_vec();
     if req.method() == Method::POST {
-        let body = read_body(state, req, state.config.limits.single_body).await?;
+        let body = ctx.read_body(req, ctx.config.limits.single_body).await?;
         if !body.is_empty() {
             if !is_form {
                 return Err(Reason::UnsupportedContentType);
@@ -83,7 +83,7 @@ async fn event_inner(
     let received_at_ms = now_ms();
     let params = Params::parse(&raw)?;
 
-    let (app_id, app_record) = state
+    let (app_id, app_record) = ctx
         .store
         .app_where(|a| a.adjust_app_token.as_deref() == Some(params.app_token.as_str()))
         .map_err(store_failed("app"))?
@@ -91,8 +91,8 @@ async fn event_inner(
     *app = Some(app_record.name.clone());
     // A key that is given must be right even where none is required.
     let key = match bearer {
-        Some(token) => lookup_key(state, &token)?,
-        None if app_record.adjust_token_optional && !has_authorization => state
+        Some(token) => lookup_key(ctx, &token)?,
+        None if app_record.adjust_token_optional && !has_authorization => ctx
             .store
             .keyless(app_id)
             .map_err(store_failed("app"))?
@@ -145,11 +145,11 @@ async fn event_inner(
         events: vec![p],
         audit: Some((audit_key, raw.into())),
     };
-    let outcome = submit(state, sub, raw_len, AuditFormat::Form).await?[0];
-    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    let outcome = submit(ctx, sub, raw_len, AuditFormat::Form).await?[0];
+    count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     match outcome {
         // An exact retry of an accepted request is answered like the original.
-        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => skan_answer(state, skan_key),
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => skan_answer(ctx, skan_key),
         Outcome::OverQuota => Err(Reason::CapExceeded),
         Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),
     }
@@ -157,11 +157,11 @@ async fn event_inner(
 
 /// `OK`, or for an iOS 14+ request of an app with conversion value rules whose device has a
 /// value, the value as Adjust's SDK reads it (read after the commit: it includes this event).
-fn skan_answer(state: &State, skan_key: Option<Vec<u8>>) -> Result<Reply, Reason> {
+fn skan_answer(ctx: &Context, skan_key: Option<Vec<u8>>) -> Result<Reply, Reason> {
     let Some(key) = skan_key else {
         return Ok(Reply::adjust_ok());
     };
-    let value = state
+    let value = ctx
         .store
         .skan_value(&key)
         .map_err(store_failed("conversion value"))?;

@@ -9,10 +9,10 @@ use super::{
     checked, count_outcomes, count_rejected, lookup_key, store_failed, submit, with_quota_retry,
 };
 use crate::clock::{Date, now_ms};
+use crate::context::Context;
 use crate::dialect::appsflyer::{self, MAX_PAYLOAD, Method};
 use crate::event::Reason;
-use crate::server::reply::Reply;
-use crate::server::{State, read_body};
+use crate::http::reply::Reply;
 use crate::store::writer::{Outcome, Pending, Submission};
 use hyper::body::Incoming;
 use hyper::{Method as HttpMethod, Request};
@@ -30,19 +30,19 @@ pub fn parse_path(path: &str) -> Option<(&str, Method)> {
 }
 
 /// Handles a request whose path [`parse_path`] accepted.
-pub async fn handle(state: &State, req: Request<Incoming>) -> Reply {
+pub async fn handle(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
-    match inner(state, req, &mut app).await {
+    match inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
         Err(reason) => {
-            count_rejected(state, app.as_deref(), SOURCE, reason, 1);
+            count_rejected(ctx, app.as_deref(), SOURCE, reason, 1);
             with_quota_retry(Reply::appsflyer_error(reason), reason, now_ms())
         }
     }
 }
 
 async fn inner(
-    state: &State,
+    ctx: &Context,
     req: Request<Incoming>,
     app: &mut Option<String>,
 ) -> Result<Reply, Reason> {
@@ -53,8 +53,8 @@ async fn inner(
     let (bundle, method) = parse_path(&path).ok_or(Reason::NotFound)?;
     // Read first (it is at most 1 KiB), so that a refused request leaves the connection
     // usable for the client's next one.
-    let body = read_body(state, req, MAX_PAYLOAD).await?;
-    let (app_id, found) = match state
+    let body = ctx.read_body(req, MAX_PAYLOAD).await?;
+    let (app_id, found) = match ctx
         .store
         .app_where(|a| a.appsflyer_bundle_id.as_deref() == Some(bundle))
     {
@@ -65,7 +65,7 @@ async fn inner(
     *app = Some(found.name);
     let received_at_ms = now_ms();
     let decoded = appsflyer::decode(method, &body, received_at_ms)?;
-    let key = lookup_key(state, &decoded.web_dev_key)?;
+    let key = lookup_key(ctx, &decoded.web_dev_key)?;
     if key.app_id != app_id {
         return Err(Reason::KeyNotForApp);
     }
@@ -89,8 +89,8 @@ async fn inner(
         )],
         audit: Some((audit_key, body.clone())),
     };
-    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
-    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+    count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     match outcome {
         // A repeated setcuid is a duplicate: the link exists, the answer is the same.
         Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(Reply::appsflyer_ok()),

@@ -13,10 +13,10 @@ use super::redact::AuditFormat;
 use super::{checked, count_outcomes, count_rejected, store_failed, submit, with_quota_retry};
 use crate::auth::secrets::{WINDOW_MS, parse_signature};
 use crate::clock::{Date, now_ms};
+use crate::context::Context;
 use crate::dialect::datafly;
 use crate::event::Reason;
-use crate::server::reply::Reply;
-use crate::server::{State, read_body};
+use crate::http::reply::Reply;
 use crate::store::writer::{Outcome, Pending, Submission};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -25,19 +25,19 @@ use serde_json::Value;
 const SOURCE: &str = "datafly";
 
 /// `POST /v1/events`.
-pub async fn handle(state: &State, req: Request<Incoming>) -> Reply {
+pub async fn handle(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
-    match inner(state, req, &mut app).await {
+    match inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
         Err(reason) => {
-            count_rejected(state, app.as_deref(), SOURCE, reason, 1);
+            count_rejected(ctx, app.as_deref(), SOURCE, reason, 1);
             with_quota_retry(Reply::datafly_error(reason), reason, now_ms())
         }
     }
 }
 
 async fn inner(
-    state: &State,
+    ctx: &Context,
     req: Request<Incoming>,
     app: &mut Option<String>,
 ) -> Result<Reply, Reason> {
@@ -52,13 +52,13 @@ async fn inner(
         .filter(|v| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()));
     // The body is read (within its limit) even for a request refused for its headers, so
     // that the connection stays usable for the client's next request.
-    let body = read_body(state, req, state.config.limits.single_body).await?;
+    let body = ctx.read_body(req, ctx.config.limits.single_body).await?;
     let mac = signature
         .ok_or(Reason::SignatureRequired)?
         .ok_or(Reason::SignatureInvalid)?;
     let timestamp = timestamp.ok_or(Reason::TimestampRequired)?;
     let received_at_ms = now_ms();
-    let signer = match state
+    let signer = match ctx
         .store
         .verify_signature(&timestamp, &body, &mac, received_at_ms)
     {
@@ -79,7 +79,7 @@ async fn inner(
         .context
         .insert("secret_id".into(), Value::from(signer.secret_id));
     // Signed requests carry no key: key id 0, every event name allowed.
-    let key = match state.store.keyless(signer.app_id) {
+    let key = match ctx.store.keyless(signer.app_id) {
         Ok(Some(key)) => key,
         Ok(None) => return Err(Reason::SignatureInvalid),
         Err(e) => return Err(store_failed("app")(e)),
@@ -104,8 +104,8 @@ async fn inner(
         )],
         audit: Some((audit_key, body.clone())),
     };
-    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
-    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+    count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     match outcome {
         // A retried message (same messageId, or the same signed request without one) is
         // stored once and answered alike.

@@ -11,11 +11,11 @@ use super::{
     checked, count_outcomes, count_rejected, store_failed, submit, submit_batch, with_quota_retry,
 };
 use crate::clock::{Date, now_ms};
+use crate::context::Context;
 use crate::dialect::gamerebellion::{self as gr, SessionKind};
 use crate::event::{Field, MAX_ID, Reason, random_id};
+use crate::http::reply::{Dialect, Reply, dialect_status};
 use crate::ratelimit::{RateLimiter, Verdict};
-use crate::server::reply::{Dialect, Reply, dialect_status};
-use crate::server::{State, read_body};
 use crate::store::read::{KeyCheck, KeyInfo};
 use crate::store::tables::session_key;
 use crate::store::writer::{Guard, Outcome, Pending, Submission};
@@ -38,31 +38,31 @@ pub enum Endpoint {
 }
 
 /// Serves one GameRebellion request.
-pub async fn handle(state: &State, req: Request<Incoming>, endpoint: Endpoint) -> Reply {
+pub async fn handle(ctx: &Context, req: Request<Incoming>, endpoint: Endpoint) -> Reply {
     let now = now_ms();
-    let key = match api_key(state, req.headers()) {
+    let key = match api_key(ctx, req.headers()) {
         Ok(key) => key,
         Err(reason) => {
-            count_rejected(state, None, SOURCE, reason, 1);
-            let verdict = RateLimiter::unkeyed(state.config.default_rate_limit, now);
+            count_rejected(ctx, None, SOURCE, reason, 1);
+            let verdict = RateLimiter::unkeyed(ctx.config.default_rate_limit, now);
             return with_rate_headers(error_reply(reason, now), &verdict);
         }
     };
-    let limit = key.rate_limit.unwrap_or(state.config.default_rate_limit);
-    let verdict = state.rate_limiter.hit(key.key_id, limit, now);
+    let limit = key.rate_limit.unwrap_or(ctx.config.default_rate_limit);
+    let verdict = ctx.rate_limiter.hit(key.key_id, limit, now);
     if !verdict.allowed {
-        count_rejected(state, Some(&key.app), SOURCE, Reason::RateLimited, 1);
+        count_rejected(ctx, Some(&key.app), SOURCE, Reason::RateLimited, 1);
         let reply =
             Reply::gamerebellion_error(Reason::RateLimited).retry_after(verdict.retry_after(now));
         return with_rate_headers(reply, &verdict);
     }
     let result = match endpoint {
-        Endpoint::Event => single(state, req, &key).await,
-        Endpoint::Batch => batch(state, req, &key).await,
-        Endpoint::Session(kind) => session(state, req, &key, kind).await,
+        Endpoint::Event => single(ctx, req, &key).await,
+        Endpoint::Batch => batch(ctx, req, &key).await,
+        Endpoint::Session(kind) => session(ctx, req, &key, kind).await,
     };
     let reply = result.unwrap_or_else(|reason| {
-        count_rejected(state, Some(&key.app), SOURCE, reason, 1);
+        count_rejected(ctx, Some(&key.app), SOURCE, reason, 1);
         error_reply(reason, now_ms())
     });
     with_rate_headers(reply, &verdict)
@@ -70,20 +70,20 @@ pub async fn handle(state: &State, req: Request<Incoming>, endpoint: Endpoint) -
 
 /// A refusal before any key was looked at (wrong method), with the rate limit headers every
 /// GameRebellion answer carries.
-pub fn refuse(state: &State, reason: Reason) -> Reply {
-    let verdict = RateLimiter::unkeyed(state.config.default_rate_limit, now_ms());
+pub fn refuse(ctx: &Context, reason: Reason) -> Reply {
+    let verdict = RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms());
     with_rate_headers(Reply::gamerebellion_error(reason), &verdict)
 }
 
 /// The key named by `X-API-Key`; a revoked key is told apart (403) from an unknown one (401).
-fn api_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
+fn api_key(ctx: &Context, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
     let presented = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .ok_or(Reason::MissingApiKey)?;
-    match state.store.check_key(presented) {
+    match ctx.store.check_key(presented) {
         Ok(KeyCheck::Valid(key)) => Ok(key),
         Ok(KeyCheck::Revoked) => Err(Reason::RevokedApiKey),
         Ok(KeyCheck::Unknown) => Err(Reason::UnknownApiKey),
@@ -91,8 +91,8 @@ fn api_key(state: &State, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
     }
 }
 
-async fn single(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {
-    let body = read_body(state, req, state.config.limits.single_body).await?;
+async fn single(ctx: &Context, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {
+    let body = ctx.read_body(req, ctx.config.limits.single_body).await?;
     let received_at_ms = now_ms();
     let event = checked(key, gr::decode_single(&body, received_at_ms)?)?;
     let event_id = event.event_id().to_owned();
@@ -111,8 +111,8 @@ async fn single(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<
         )],
         audit: Some((audit_key.clone(), body.clone())),
     };
-    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
-    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+    count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     single_reply(outcome, json!({ "event_id": event_id }), &audit_key)
 }
 
@@ -134,8 +134,8 @@ fn single_reply(outcome: Outcome, mut fields: Value, audit_key: &str) -> Result<
     Ok(Reply::json(StatusCode::OK, &fields))
 }
 
-async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {
-    let body = read_body(state, req, state.config.limits.bulk_body).await?;
+async fn batch(ctx: &Context, req: Request<Incoming>, key: &KeyInfo) -> Result<Reply, Reason> {
+    let body = ctx.read_body(req, ctx.config.limits.bulk_body).await?;
     let received_at_ms = now_ms();
     let items = gr::decode_batch(&body, received_at_ms)?;
     let audit_key = format!(
@@ -144,7 +144,7 @@ async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<R
         crate::event::time_ordered_id()
     );
     let items = items.into_iter().map(|i| (i.event_id, i.draft));
-    let done = submit_batch(state, key, SOURCE, received_at_ms, items, audit_key, &body).await?;
+    let done = submit_batch(ctx, key, SOURCE, received_at_ms, items, audit_key, &body).await?;
     Ok(done.reply(
         |reason| dialect_status(Dialect::GameRebellion, reason),
         received_at_ms,
@@ -152,12 +152,12 @@ async fn batch(state: &State, req: Request<Incoming>, key: &KeyInfo) -> Result<R
 }
 
 async fn session(
-    state: &State,
+    ctx: &Context,
     req: Request<Incoming>,
     key: &KeyInfo,
     kind: SessionKind,
 ) -> Result<Reply, Reason> {
-    let body = read_body(state, req, state.config.limits.single_body).await?;
+    let body = ctx.read_body(req, ctx.config.limits.single_body).await?;
     let received_at_ms = now_ms();
     let session = gr::decode_session(kind, &body, received_at_ms)?;
     let identity = session.identity();
@@ -176,7 +176,7 @@ async fn session(
     let (session_id, started) = match (kind, session_id) {
         (SessionKind::Start, id) => (id.unwrap_or_else(random_id), None),
         (SessionKind::Stop | SessionKind::End, Some(id)) => {
-            let started = state
+            let started = ctx
                 .store
                 .session_start(key.app_id, &id)
                 .map_err(store_failed("session"))?;
@@ -184,7 +184,7 @@ async fn session(
         }
         (SessionKind::Stop | SessionKind::End, None) => {
             let identity = identity.ok_or(Reason::Required(Field::SessionId))?;
-            let (id, start) = state
+            let (id, start) = ctx
                 .store
                 .latest_open_session(key.app_id, &identity)
                 .map_err(store_failed("session"))?
@@ -216,8 +216,8 @@ async fn session(
         events: vec![p],
         audit: Some((audit_key.clone(), body.clone())),
     };
-    let outcome = submit(state, sub, body.len(), AuditFormat::Json).await?[0];
-    count_outcomes(state, &key.app, SOURCE, &[outcome]);
+    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+    count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     let mut fields = json!({ "event_id": event_id, "session_id": session_id });
     if let Some(d) = duration_ms {
         fields["duration_ms"] = json!(d);

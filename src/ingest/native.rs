@@ -547,8 +547,8 @@ mod tests {
 #[cfg(test)]
 mod answer_tests {
     use crate::event::{Field, Reason};
+    use crate::http::reply::status_of;
     use crate::ingest::{BatchSlots, ItemSlot, ResultReasons, single_accepted};
-    use crate::server::reply::status_of;
     use crate::store::writer::Outcome;
     use serde_json::{Value, json};
 

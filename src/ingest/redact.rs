@@ -6,7 +6,7 @@
 //! event; an event is decoded and encoded again only when it holds a credential.
 
 use crate::auth::redact::{self, Kind};
-use crate::server::State;
+use crate::context::Context;
 use crate::store::writer::Submission;
 use std::borrow::Cow;
 
@@ -20,7 +20,7 @@ pub enum AuditFormat {
 }
 
 /// Replaces every credential in what `sub` will store by its marker.
-pub fn submission(state: &State, sub: &mut Submission, format: AuditFormat) {
+pub fn submission(ctx: &Context, sub: &mut Submission, format: AuditFormat) {
     // The same credential is usually found in the body and in its event: looked up once.
     let mut seen: Vec<(String, Option<u32>)> = Vec::new();
     let mut namer = |kind: Kind, credential: &str| {
@@ -28,8 +28,8 @@ pub fn submission(state: &State, sub: &mut Submission, format: AuditFormat) {
             return *id;
         }
         let id = match kind {
-            Kind::Key => state.store.key_id_of(credential),
-            Kind::Secret => state.store.secret_id_of(credential),
+            Kind::Key => ctx.store.key_id_of(credential),
+            Kind::Secret => ctx.store.secret_id_of(credential),
         }
         .unwrap_or_else(|e| {
             // Still redacted, only not named.

@@ -5,9 +5,9 @@
 //! server and the writer, gauges are read now (queue, quota use, database and disk size).
 
 use super::State;
-use super::reply::Reply;
 use crate::auth::keys::sha256;
 use crate::clock::now_ms;
+use crate::http::Reply;
 use crate::stats::Counted;
 use bytes::Bytes;
 use hyper::StatusCode;

@@ -1,59 +1,50 @@
-//! HTTP: the accept loop, the router, body reading with limits, and the one place where
-//! outcomes become HTTP responses ([`reply`]).
+//! The accept loop and the router; [`State`] is what the listeners serve from.
 
-pub mod body;
 pub mod conn;
 pub mod metrics;
-pub mod reply;
 
+use crate::admin::AdminState;
 use crate::config::Config;
+use crate::context::Context;
 use crate::event::Reason;
+use crate::http::{Body, Reply, boxed};
 use crate::ingest;
 use crate::ingest::gamerebellion as gr;
 use crate::store::Store;
 use crate::store::writer::Writer;
-use bytes::Bytes;
 use conn::{Guarded, InFlight, PeerSlots};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use reply::Reply;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Everything a request handler needs.
+/// Everything the listeners serve from: the shared [`Context`] of the request handlers and
+/// the admin panel's own state. Derefs to the context.
 pub struct State {
-    pub config: Config,
-    pub store: Store,
-    pub writer: Writer,
-    pub counters: crate::stats::Counters,
-    pub rate_limiter: crate::ratelimit::RateLimiter,
-    pub admin: crate::admin::AdminState,
-    /// Request bodies in memory, over all requests.
-    pub bodies: body::BodyBudget,
+    pub ctx: Context,
+    pub admin: AdminState,
 }
 
 impl State {
-    pub fn new(
-        config: Config,
-        store: Store,
-        writer: Writer,
-        admin: crate::admin::AdminState,
-    ) -> State {
+    /// The state of a server from its config, store, writer and admin state.
+    pub fn new(config: Config, store: Store, writer: Writer, admin: AdminState) -> State {
         State {
-            bodies: body::BodyBudget::new(config.body_budget),
-            config,
-            store,
-            writer,
-            counters: Default::default(),
-            rate_limiter: Default::default(),
+            ctx: Context::new(config, store, writer),
             admin,
         }
+    }
+}
+
+impl std::ops::Deref for State {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
     }
 }
 
@@ -213,14 +204,6 @@ async fn serve_conn<I>(
     }
 }
 
-/// A response body: a whole buffer, or a stream (the admin API's export).
-pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
-
-/// A buffered response as a [`Body`] response.
-pub fn boxed(resp: Response<Full<Bytes>>) -> Response<Body> {
-    resp.map(|b| b.map_err(|never| match never {}).boxed())
-}
-
 /// The router: method and path to handler.
 async fn route(
     state: &State,
@@ -238,7 +221,7 @@ async fn route(
     let is_admin = path == "/admin" || path.starts_with("/admin/");
     if admin_here && method == Method::GET && path == "/admin/api/export" {
         // Streamed: the only answer that is not a buffered `Reply`.
-        let resp = crate::admin::export(state, req).await;
+        let resp = crate::admin::export(&state.ctx, &state.admin, req).await;
         let status = resp.status();
         state
             .counters
@@ -248,7 +231,9 @@ async fn route(
         return resp;
     }
     let reply = match (req.method(), path.as_str()) {
-        _ if is_admin && admin_here => crate::admin::handle(state, req, peer).await,
+        _ if is_admin && admin_here => {
+            crate::admin::handle(&state.ctx, &state.admin, req, peer).await
+        }
         _ if site == Site::Admin => Reply::error(Reason::NotFound),
         (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => metrics::readyz(state),
@@ -310,14 +295,4 @@ fn endpoint_path(path: &str) -> &str {
 fn gr_session(path: &str) -> Option<crate::dialect::gamerebellion::SessionKind> {
     path.strip_prefix(GR_SESSIONS)
         .and_then(crate::dialect::gamerebellion::SessionKind::from_segment)
-}
-
-/// Reads a request body of at most `limit` bytes (inflated, when the client compressed it),
-/// admitted against the body budget and within the configured body timeout.
-pub async fn read_body(
-    state: &State,
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<Bytes, Reason> {
-    body::read(&state.bodies, state.config.body_timeout, req, limit).await
 }

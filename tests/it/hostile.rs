@@ -10,7 +10,7 @@ use crate::support::*;
 use inlet::dialect::gamerebellion::{self as gr, SessionKind};
 use inlet::dialect::{adjust, appsflyer, datafly, json, reflect};
 use inlet::event::{Reason, random_id};
-use inlet::server::reply::status_of;
+use inlet::http::reply::status_of;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::io::{Read, Write};

@@ -1,0 +1,44 @@
+//! What every request handler shares, built once at the top and passed down: the checked
+//! config, the store, the writer, the outcome counters, the rate limiter and the body budget.
+//! Defined below `server`, `ingest` and `admin` so that none of them imports the others' state.
+
+use crate::config::Config;
+use crate::event::Reason;
+use crate::http::body::{self, BodyBudget};
+use crate::ratelimit::RateLimiter;
+use crate::stats::Counters;
+use crate::store::Store;
+use crate::store::writer::Writer;
+use bytes::Bytes;
+use hyper::Request;
+use hyper::body::Incoming;
+
+/// The shared state of the ingest path (and the parts of it the admin and metrics read).
+pub struct Context {
+    pub config: Config,
+    pub store: Store,
+    pub writer: Writer,
+    pub counters: Counters,
+    pub rate_limiter: RateLimiter,
+    /// Request bodies in memory, over all requests.
+    pub bodies: BodyBudget,
+}
+
+impl Context {
+    pub fn new(config: Config, store: Store, writer: Writer) -> Context {
+        Context {
+            bodies: BodyBudget::new(config.body_budget),
+            config,
+            store,
+            writer,
+            counters: Default::default(),
+            rate_limiter: Default::default(),
+        }
+    }
+
+    /// Reads a request body of at most `limit` bytes (inflated, when the client compressed
+    /// it), admitted against the body budget and within the configured body timeout.
+    pub async fn read_body(&self, req: Request<Incoming>, limit: usize) -> Result<Bytes, Reason> {
+        body::read(&self.bodies, self.config.body_timeout, req, limit).await
+    }
+}
