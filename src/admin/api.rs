@@ -256,7 +256,7 @@ async fn setup(
     }
     limiter.succeeded(peer.ip());
     let pw = b.password;
-    let Some(hash) = hashing(&state.admin, move || PasswordHash::new(&pw)).await else {
+    let Some(hash) = hashing(state.admin, move || PasswordHash::new(&pw)).await else {
         state.admin.restore_setup_code(&b.code);
         return Err(Error::Store(store::Error::WriterGone));
     };
