@@ -7,8 +7,9 @@ use crate::clock::{Date, next_month_start_ms, now_ms};
 use crate::context::Context;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
+use crate::dialect::{Dialect, Native};
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
-use crate::http::reply::{Reply, status_of};
+use crate::http::reply::Reply;
 use crate::stats::Counted;
 use crate::store;
 use crate::store::read::KeyInfo;
@@ -34,10 +35,7 @@ pub async fn reflect_single(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
     match reflect_single_inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
-        Err(reason) => {
-            count_rejected(ctx, app.as_deref(), "reflect", reason, 1);
-            error_reply(reason, now_ms())
-        }
+        Err(reason) => refused::<Native>(ctx, app.as_deref(), reason),
     }
 }
 
@@ -94,10 +92,7 @@ pub async fn reflect_bulk(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
     match reflect_bulk_inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
-        Err(reason) => {
-            count_rejected(ctx, app.as_deref(), "reflect", reason, 1);
-            error_reply(reason, now_ms())
-        }
+        Err(reason) => refused::<Native>(ctx, app.as_deref(), reason),
     }
 }
 
@@ -127,7 +122,7 @@ async fn reflect_bulk_inner(
         ResultReasons::Reflect,
     )
     .await?;
-    Ok(done.reply(status_of, received_at_ms))
+    Ok(done.reply::<Native>(received_at_ms))
 }
 
 /// How a batch answer names why an event was rejected.
@@ -211,17 +206,17 @@ impl BatchDone {
         &self.body
     }
 
-    /// 200 with the results, or the first rejection's status (`status_of` of the dialect)
-    /// with the same results and an `error` field.
-    pub fn reply(mut self, status_of: impl Fn(Reason) -> StatusCode, received_at_ms: u64) -> Reply {
+    /// 200 with the results, or the first rejection's status in dialect `D` with the same
+    /// results and an `error` field.
+    pub fn reply<D: Dialect>(mut self, received_at_ms: u64) -> Reply {
         match self.all_rejected {
             Some(reason) => {
                 self.body.pop(); // the closing brace
                 self.body.extend_from_slice(br#","error":"#);
                 write_str(&mut self.body, &reason.tag());
                 self.body.push(b'}');
-                let reply = json_text(status_of(reason), self.body);
-                with_quota_retry(reply, reason, received_at_ms)
+                let reply = json_text(D::status(reason), self.body);
+                with_retry(reply, reason, received_at_ms)
             }
             None => json_text(StatusCode::OK, self.body),
         }
@@ -542,16 +537,28 @@ pub(crate) async fn submit(
     })
 }
 
-/// The native error reply, with `Retry-After` until the month turns for `cap_exceeded`.
-fn error_reply(reason: Reason, now: u64) -> Reply {
-    with_quota_retry(Reply::error(reason), reason, now)
+/// Counts a refused request (app `-` when no key named one) and answers it: see
+/// [`refusal`].
+pub(crate) fn refused<D: Dialect>(ctx: &Context, app: Option<&str>, reason: Reason) -> Reply {
+    count_rejected(ctx, app, D::SOURCE, reason, 1);
+    refusal::<D>(reason, now_ms())
 }
 
-pub(crate) fn with_quota_retry(reply: Reply, reason: Reason, now: u64) -> Reply {
+/// The one mapping of an ingest refusal to HTTP: the dialect's status (the default
+/// [`status_of`](crate::http::reply::status_of) unless its table says otherwise) and its
+/// error body, with `Retry-After` as [`with_retry`] says.
+pub fn refusal<D: Dialect>(reason: Reason, now: u64) -> Reply {
+    with_retry(D::error(reason, D::status(reason)), reason, now)
+}
+
+/// `Retry-After` until the month turns for `cap_exceeded`, a short one for transient
+/// refusals (queue full, storage down, shutting down).
+fn with_retry(reply: Reply, reason: Reason, now: u64) -> Reply {
+    let reply = reply.with_default_retry(reason);
     if reason == Reason::CapExceeded {
         let secs = (next_month_start_ms(now) - now).div_ceil(1000);
         reply.retry_after(secs)
     } else {
-        reply.with_default_retry(reason)
+        reply
     }
 }

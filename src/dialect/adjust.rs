@@ -23,9 +23,40 @@
 
 use super::json;
 use crate::event::{Draft, Field, Reason, hex};
+use crate::http::Reply;
+use hyper::StatusCode;
 use ring::digest;
 use serde_json::{Map, Value};
 use std::net::Ipv4Addr;
+
+/// The Adjust S2S dialect (`/event`).
+pub struct Adjust;
+
+impl super::Dialect for Adjust {
+    const SOURCE: &'static str = "adjust";
+
+    /// Adjust's table: "404 Device not found" when no device is given.
+    fn status(reason: Reason) -> StatusCode {
+        match reason {
+            Reason::Required(Field::DeviceId) => StatusCode::NOT_FOUND,
+            _ => crate::http::reply::status_of(reason),
+        }
+    }
+
+    /// `{"error": "Event request failed (<message>)"}`, with the message of [`message`].
+    fn error(reason: Reason, status: StatusCode) -> Reply {
+        let message = message(reason);
+        Reply::json(
+            status,
+            &serde_json::json!({ "error": format!("Event request failed ({message})") }),
+        )
+    }
+}
+
+/// Adjust's success answer: `200 OK`.
+pub fn ok() -> Reply {
+    Reply::text(StatusCode::OK, "OK")
+}
 
 /// Accepted device identifiers, preferred first: the first one present names the device for
 /// the ordering rule.

@@ -22,8 +22,41 @@
 use super::json;
 use crate::clock::Date;
 use crate::event::{Draft, Reason, hex};
+use crate::http::Reply;
+use hyper::StatusCode;
 use ring::digest;
 use serde_json::{Map, Value};
+
+/// The AppsFlyer Web-S2S dialect (`/v1/{bundleId}/{event|setcuid}`).
+pub struct AppsFlyer;
+
+impl super::Dialect for AppsFlyer {
+    const SOURCE: &'static str = "appsflyer";
+
+    /// The vendor's message for the status ("Bad request", "Not found", ...) followed by the
+    /// stable reason tag naming the problem, e.g. `Bad request: eventName_required`.
+    fn error(reason: Reason, status: StatusCode) -> Reply {
+        let message = match status {
+            StatusCode::BAD_REQUEST => "Bad request",
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+            StatusCode::REQUEST_TIMEOUT => "Request timeout",
+            StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+            StatusCode::INTERNAL_SERVER_ERROR => "Internal server error",
+            _ => "Service unavailable",
+        };
+        Reply::plain(status, format!("{message}: {}", reason.tag()))
+    }
+}
+
+/// AppsFlyer's success answer: `200 OK` with the body `OK`.
+pub fn ok() -> Reply {
+    Reply::text(StatusCode::OK, "OK")
+}
 
 /// The vendor's payload limit, in bytes; enforced while reading the body.
 pub const MAX_PAYLOAD: usize = 1024;

@@ -22,8 +22,30 @@
 use super::json;
 use crate::clock::days_from_civil;
 use crate::event::{Draft, Reason, hex};
+use crate::http::Reply;
+use hyper::StatusCode;
 use ring::digest;
 use serde_json::{Map, Value};
+
+/// The Datafly dialect (`/v1/events`, signed).
+pub struct Datafly;
+
+impl super::Dialect for Datafly {
+    const SOURCE: &'static str = "datafly";
+
+    /// `{"success": false, "error": "<reason>"}`.
+    fn error(reason: Reason, status: StatusCode) -> Reply {
+        Reply::json(
+            status,
+            &serde_json::json!({ "success": false, "error": reason.tag() }),
+        )
+    }
+}
+
+/// Datafly's success answer: `200 {"success": true}`.
+pub fn ok() -> Reply {
+    Reply::json(StatusCode::OK, &serde_json::json!({ "success": true }))
+}
 
 /// Prefix of a [`derived_id`].
 pub const DERIVED_ID_PREFIX: &str = "datafly_";

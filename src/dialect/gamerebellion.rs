@@ -30,6 +30,18 @@ use crate::event::{Draft, Field, Reason};
 use ring::digest;
 use serde_json::{Map, Value};
 
+/// The GameRebellion dialect (`/api/v1/...`).
+pub struct GameRebellion;
+
+impl super::Dialect for GameRebellion {
+    const SOURCE: &'static str = "gamerebellion";
+
+    /// `{"error": "<reason>"}` (its spec fixes only the statuses).
+    fn error(reason: Reason, status: hyper::StatusCode) -> crate::http::Reply {
+        crate::http::Reply::json(status, &serde_json::json!({ "error": reason.tag() }))
+    }
+}
+
 /// Most events in one batch request (the spec's limit).
 pub const MAX_BATCH: usize = 100;
 

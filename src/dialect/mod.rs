@@ -16,7 +16,34 @@ pub mod json;
 pub mod reflect;
 
 use crate::event::{Draft, Field, Reason};
+use crate::http::Reply;
+use crate::http::reply::status_of;
+use hyper::StatusCode;
 use serde_json::{Map, Value};
+
+pub use adjust::Adjust;
+pub use appsflyer::AppsFlyer;
+pub use datafly::Datafly;
+pub use gamerebellion::GameRebellion;
+pub use reflect::Native;
+
+/// How a vendor answers: the seam between the one ingest pipeline and a vendor's wire
+/// format. Each vendor implements it in its own file, next to its decoder. A refusal's
+/// status is the default [`status_of`] unless the vendor's table says otherwise
+/// ([`Dialect::status`]); its body is the vendor's ([`Dialect::error`]). `Retry-After` and
+/// the counting are the pipeline's (`ingest::refusal`), the same for every vendor.
+pub trait Dialect {
+    /// The `source` its events are stored and counted under.
+    const SOURCE: &'static str;
+
+    /// The HTTP status of a refusal for `reason`.
+    fn status(reason: Reason) -> StatusCode {
+        status_of(reason)
+    }
+
+    /// The vendor's refusal body for `reason`, answered with `status`.
+    fn error(reason: Reason, status: StatusCode) -> Reply;
+}
 
 /// One event of a batch request: its `event_id` when it had a string one (so that a
 /// rejection can name it) and its decoding.

@@ -1,4 +1,5 @@
-//! Responses, and the one mapping from [`Reason`] to HTTP status.
+//! Responses, and the default mapping from [`Reason`] to HTTP status ([`status_of`]); a vendor's
+//! exceptions and error bodies live in its `Dialect` impl (`crate::dialect`).
 
 use crate::event::Reason;
 use bytes::Bytes;
@@ -58,24 +59,6 @@ pub fn status_of(reason: Reason) -> StatusCode {
     }
 }
 
-/// The wire format a response speaks. Statuses follow [`status_of`] except where a vendor's
-/// table says otherwise; those exceptions live here too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Native,
-    GameRebellion,
-    Adjust,
-}
-
-/// The HTTP status of a rejection in `dialect`.
-pub fn dialect_status(dialect: Dialect, reason: Reason) -> StatusCode {
-    match (dialect, reason) {
-        // Adjust's table: "404 Device not found" when no device is given.
-        (Dialect::Adjust, Reason::Required(crate::event::Field::DeviceId)) => StatusCode::NOT_FOUND,
-        _ => status_of(reason),
-    }
-}
-
 /// Seconds a client should wait before retrying after a transient refusal.
 pub const RETRY_SOON_SECS: u64 = 1;
 
@@ -105,31 +88,6 @@ impl Reply {
         Reply::json(
             status_of(reason),
             &serde_json::json!({ "error": reason.tag() }),
-        )
-        .with_default_retry(reason)
-    }
-
-    /// GameRebellion's error body: `{"error": "<reason>"}` (its spec fixes only the statuses).
-    pub fn gamerebellion_error(reason: Reason) -> Reply {
-        Reply::json(
-            dialect_status(Dialect::GameRebellion, reason),
-            &serde_json::json!({ "error": reason.tag() }),
-        )
-        .with_default_retry(reason)
-    }
-
-    /// Adjust's success answer: `200 OK`.
-    pub fn adjust_ok() -> Reply {
-        Reply::text(StatusCode::OK, "OK")
-    }
-
-    /// Adjust's error body `{"error": "Event request failed (<message>)"}`, with the message
-    /// of [`crate::dialect::adjust::message`].
-    pub fn adjust_error(reason: Reason) -> Reply {
-        let message = crate::dialect::adjust::message(reason);
-        Reply::json(
-            dialect_status(Dialect::Adjust, reason),
-            &serde_json::json!({ "error": format!("Event request failed ({message})") }),
         )
         .with_default_retry(reason)
     }
@@ -176,11 +134,9 @@ impl Reply {
     }
 }
 
-/// Vendor-shaped bodies of the compatibility dialects. The status of a rejection still comes
-/// from [`status_of`]; only the body differs. Callers add `Retry-After` (see
-/// `ingest::with_quota_retry`).
 impl Reply {
-    fn plain(status: StatusCode, text: String) -> Reply {
+    /// A plain-text reply of an owned text.
+    pub fn plain(status: StatusCode, text: String) -> Reply {
         Reply {
             status,
             content_type: "text/plain; charset=utf-8",
@@ -188,44 +144,5 @@ impl Reply {
             retry_after: None,
             headers: Vec::new(),
         }
-    }
-
-    /// AppsFlyer Web-S2S success: `200 OK` with the body `OK`.
-    pub fn appsflyer_ok() -> Reply {
-        Reply::plain(StatusCode::OK, "OK".to_owned())
-    }
-
-    /// AppsFlyer Web-S2S error: the vendor's message for the status ("Bad request",
-    /// "Not found", ...) followed by the stable reason tag naming the problem, e.g.
-    /// `Bad request: eventName_required`.
-    pub fn appsflyer_error(reason: Reason) -> Reply {
-        let status = status_of(reason);
-        let message = match status {
-            StatusCode::BAD_REQUEST => "Bad request",
-            StatusCode::UNAUTHORIZED => "Unauthorized",
-            StatusCode::FORBIDDEN => "Forbidden",
-            StatusCode::NOT_FOUND => "Not found",
-            StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
-            StatusCode::REQUEST_TIMEOUT => "Request timeout",
-            StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
-            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
-            StatusCode::INTERNAL_SERVER_ERROR => "Internal server error",
-            _ => "Service unavailable",
-        };
-        Reply::plain(status, format!("{message}: {}", reason.tag()))
-    }
-
-    /// Datafly success: `200 {"success": true}`.
-    pub fn datafly_ok() -> Reply {
-        Reply::json(StatusCode::OK, &serde_json::json!({ "success": true }))
-    }
-
-    /// Datafly error: `{"success": false, "error": "<reason>"}`.
-    pub fn datafly_error(reason: Reason) -> Reply {
-        Reply::json(
-            status_of(reason),
-            &serde_json::json!({ "success": false, "error": reason.tag() }),
-        )
     }
 }

@@ -11,12 +11,11 @@
 //! JSON ([`crate::skan`]).
 
 use super::redact::AuditFormat;
-use super::{
-    checked, count_outcomes, count_rejected, lookup_key, store_failed, submit, with_quota_retry,
-};
+use super::{checked, count_outcomes, lookup_key, refused, store_failed, submit};
 use crate::clock::{Date, now_ms};
 use crate::context::Context;
 use crate::dialect::adjust::Params;
+use crate::dialect::{Adjust, Dialect};
 use crate::event::Reason;
 use crate::http::reply::Reply;
 use crate::store::tables::{ordering_key, skan_key};
@@ -25,17 +24,14 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 
-const SOURCE: &str = "adjust";
+const SOURCE: &str = Adjust::SOURCE;
 
 /// `GET /event`, `POST /event`.
 pub async fn event(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
     match event_inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
-        Err(reason) => {
-            count_rejected(ctx, app.as_deref(), SOURCE, reason, 1);
-            with_quota_retry(Reply::adjust_error(reason), reason, now_ms())
-        }
+        Err(reason) => refused::<Adjust>(ctx, app.as_deref(), reason),
     }
 }
 
@@ -159,7 +155,7 @@ async fn event_inner(
 /// value, the value as Adjust's SDK reads it (read after the commit: it includes this event).
 fn skan_answer(ctx: &Context, skan_key: Option<Vec<u8>>) -> Result<Reply, Reason> {
     let Some(key) = skan_key else {
-        return Ok(Reply::adjust_ok());
+        return Ok(crate::dialect::adjust::ok());
     };
     let value = ctx
         .store
@@ -167,6 +163,6 @@ fn skan_answer(ctx: &Context, skan_key: Option<Vec<u8>>) -> Result<Reply, Reason
         .map_err(store_failed("conversion value"))?;
     Ok(match value {
         Some(v) => Reply::json(StatusCode::OK, &crate::skan::answer(v)),
-        None => Reply::adjust_ok(),
+        None => crate::dialect::adjust::ok(),
     })
 }

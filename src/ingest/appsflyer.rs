@@ -5,19 +5,18 @@
 //! writer (dedupe, quota, append, one fsync; identity links follow from the log) → `200 OK`.
 
 use super::redact::AuditFormat;
-use super::{
-    checked, count_outcomes, count_rejected, lookup_key, store_failed, submit, with_quota_retry,
-};
+use super::{checked, count_outcomes, lookup_key, refused, store_failed, submit};
 use crate::clock::{Date, now_ms};
 use crate::context::Context;
 use crate::dialect::appsflyer::{self, MAX_PAYLOAD, Method};
+use crate::dialect::{AppsFlyer, Dialect};
 use crate::event::Reason;
 use crate::http::reply::Reply;
 use crate::store::writer::{Outcome, Pending, Submission};
 use hyper::body::Incoming;
 use hyper::{Method as HttpMethod, Request};
 
-const SOURCE: &str = "appsflyer";
+const SOURCE: &str = AppsFlyer::SOURCE;
 
 /// The bundle id and method of a `/v1/{bundleId}/{event|setcuid}` path.
 pub fn parse_path(path: &str) -> Option<(&str, Method)> {
@@ -34,10 +33,7 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
     match inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
-        Err(reason) => {
-            count_rejected(ctx, app.as_deref(), SOURCE, reason, 1);
-            with_quota_retry(Reply::appsflyer_error(reason), reason, now_ms())
-        }
+        Err(reason) => refused::<AppsFlyer>(ctx, app.as_deref(), reason),
     }
 }
 
@@ -93,7 +89,7 @@ async fn inner(
     count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     match outcome {
         // A repeated setcuid is a duplicate: the link exists, the answer is the same.
-        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(Reply::appsflyer_ok()),
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(appsflyer::ok()),
         Outcome::OverQuota => Err(Reason::CapExceeded),
         // Only Adjust events carry an ordering guard; none is set here.
         Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),

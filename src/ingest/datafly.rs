@@ -10,11 +10,12 @@
 //! learns that a timestamp was stale.
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, count_rejected, store_failed, submit, with_quota_retry};
+use super::{checked, count_outcomes, refused, store_failed, submit};
 use crate::auth::secrets::{WINDOW_MS, parse_signature};
 use crate::clock::{Date, now_ms};
 use crate::context::Context;
 use crate::dialect::datafly;
+use crate::dialect::{Datafly, Dialect};
 use crate::event::Reason;
 use crate::http::reply::Reply;
 use crate::store::writer::{Outcome, Pending, Submission};
@@ -22,17 +23,14 @@ use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::Value;
 
-const SOURCE: &str = "datafly";
+const SOURCE: &str = Datafly::SOURCE;
 
 /// `POST /v1/events`.
 pub async fn handle(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
     match inner(ctx, req, &mut app).await {
         Ok(reply) => reply,
-        Err(reason) => {
-            count_rejected(ctx, app.as_deref(), SOURCE, reason, 1);
-            with_quota_retry(Reply::datafly_error(reason), reason, now_ms())
-        }
+        Err(reason) => refused::<Datafly>(ctx, app.as_deref(), reason),
     }
 }
 
@@ -109,7 +107,7 @@ async fn inner(
     match outcome {
         // A retried message (same messageId, or the same signed request without one) is
         // stored once and answered alike.
-        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(Reply::datafly_ok()),
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(datafly::ok()),
         Outcome::OverQuota => Err(Reason::CapExceeded),
         // Only Adjust events carry an ordering guard; none is set here.
         Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),

@@ -7,14 +7,13 @@
 //! Every answer carries `X-RateLimit-Limit/Remaining/Reset`.
 
 use super::redact::AuditFormat;
-use super::{
-    checked, count_outcomes, count_rejected, store_failed, submit, submit_batch, with_quota_retry,
-};
+use super::{checked, count_outcomes, count_rejected, refusal, store_failed, submit, submit_batch};
 use crate::clock::{Date, now_ms};
 use crate::context::Context;
 use crate::dialect::gamerebellion::{self as gr, SessionKind};
+use crate::dialect::{Dialect, GameRebellion};
 use crate::event::{Field, MAX_ID, Reason, random_id};
-use crate::http::reply::{Dialect, Reply, dialect_status};
+use crate::http::reply::Reply;
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::store::read::{KeyCheck, KeyInfo};
 use crate::store::tables::session_key;
@@ -24,7 +23,7 @@ use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 
-const SOURCE: &str = "gamerebellion";
+const SOURCE: &str = GameRebellion::SOURCE;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +44,15 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>, endpoint: Endpoint) -
         Err(reason) => {
             count_rejected(ctx, None, SOURCE, reason, 1);
             let verdict = RateLimiter::unkeyed(ctx.config.default_rate_limit, now);
-            return with_rate_headers(error_reply(reason, now), &verdict);
+            return with_rate_headers(refusal::<GameRebellion>(reason, now), &verdict);
         }
     };
     let limit = key.rate_limit.unwrap_or(ctx.config.default_rate_limit);
     let verdict = ctx.rate_limiter.hit(key.key_id, limit, now);
     if !verdict.allowed {
         count_rejected(ctx, Some(&key.app), SOURCE, Reason::RateLimited, 1);
-        let reply =
-            Reply::gamerebellion_error(Reason::RateLimited).retry_after(verdict.retry_after(now));
+        let reply = refusal::<GameRebellion>(Reason::RateLimited, now)
+            .retry_after(verdict.retry_after(now));
         return with_rate_headers(reply, &verdict);
     }
     let result = match endpoint {
@@ -63,7 +62,7 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>, endpoint: Endpoint) -
     };
     let reply = result.unwrap_or_else(|reason| {
         count_rejected(ctx, Some(&key.app), SOURCE, reason, 1);
-        error_reply(reason, now_ms())
+        refusal::<GameRebellion>(reason, now_ms())
     });
     with_rate_headers(reply, &verdict)
 }
@@ -72,7 +71,7 @@ pub async fn handle(ctx: &Context, req: Request<Incoming>, endpoint: Endpoint) -
 /// GameRebellion answer carries.
 pub fn refuse(ctx: &Context, reason: Reason) -> Reply {
     let verdict = RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms());
-    with_rate_headers(Reply::gamerebellion_error(reason), &verdict)
+    with_rate_headers(refusal::<GameRebellion>(reason, now_ms()), &verdict)
 }
 
 /// The key named by `X-API-Key`; a revoked key is told apart (403) from an unknown one (401).
@@ -145,10 +144,7 @@ async fn batch(ctx: &Context, req: Request<Incoming>, key: &KeyInfo) -> Result<R
     );
     let items = items.into_iter().map(|i| (i.event_id, i.draft));
     let done = submit_batch(ctx, key, SOURCE, received_at_ms, items, audit_key, &body).await?;
-    Ok(done.reply(
-        |reason| dialect_status(Dialect::GameRebellion, reason),
-        received_at_ms,
-    ))
+    Ok(done.reply::<GameRebellion>(received_at_ms))
 }
 
 async fn session(
@@ -231,10 +227,6 @@ fn audit_key(received_at_ms: u64, event_id: &str) -> String {
         Date::from_ms(received_at_ms as i64).iso(),
         event_id
     )
-}
-
-fn error_reply(reason: Reason, now: u64) -> Reply {
-    with_quota_retry(Reply::gamerebellion_error(reason), reason, now)
 }
 
 fn with_rate_headers(mut reply: Reply, verdict: &Verdict) -> Reply {

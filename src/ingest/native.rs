@@ -546,8 +546,8 @@ mod tests {
 
 #[cfg(test)]
 mod answer_tests {
+    use crate::dialect::Native;
     use crate::event::{Field, Reason};
-    use crate::http::reply::status_of;
     use crate::ingest::{BatchSlots, ItemSlot, ResultReasons, single_accepted};
     use crate::store::writer::Outcome;
     use serde_json::{Value, json};
@@ -614,7 +614,7 @@ mod answer_tests {
         );
         assert_eq!(done.all_rejected, None);
         assert_eq!(seen.len(), 4);
-        assert_eq!(done.reply(status_of, 0).body, tree);
+        assert_eq!(done.reply::<Native>(0).body, tree);
 
         // All rejected: the first reason's status, and an `error` field last.
         let none_queued = BatchSlots(vec![
@@ -628,7 +628,7 @@ mod answer_tests {
         ];
         let mut tree = tree_answer(&rows, audit);
         tree["error"] = Value::String("props_invalid".into());
-        let reply = done.reply(status_of, 0);
+        let reply = done.reply::<Native>(0);
         assert_eq!(reply.status, hyper::StatusCode::BAD_REQUEST);
         assert_eq!(reply.body, serde_json::to_vec(&tree).unwrap());
 

@@ -4,8 +4,10 @@ pub mod conn;
 pub mod metrics;
 
 use crate::admin::AdminState;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::context::Context;
+use crate::dialect::{Adjust, Datafly};
 use crate::event::Reason;
 use crate::http::{Body, Reply, boxed};
 use crate::ingest;
@@ -258,9 +260,9 @@ async fn route(
         (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
         // Every answer under GameRebellion's prefix carries its rate limit headers.
         (_, p) if p.starts_with(GR_PREFIX) || p == GR_ROOT => gr::refuse(state, Reason::NotFound),
-        (_, "/event") => Reply::adjust_error(Reason::MethodNotAllowed),
+        (_, "/event") => ingest::refusal::<Adjust>(Reason::MethodNotAllowed, now_ms()),
         (&Method::POST, "/v1/events") => ingest::datafly::handle(state, req).await,
-        (_, "/v1/events") => Reply::datafly_error(Reason::MethodNotAllowed),
+        (_, "/v1/events") => ingest::refusal::<Datafly>(Reason::MethodNotAllowed, now_ms()),
         (_, p) if ingest::appsflyer::parse_path(p).is_some() => {
             ingest::appsflyer::handle(state, req).await
         }

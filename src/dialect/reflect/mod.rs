@@ -26,6 +26,18 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
+/// The native Reflect dialect (`/s2s/event`, `/s2s/events/bulk`).
+pub struct Native;
+
+impl super::Dialect for Native {
+    const SOURCE: &'static str = "reflect";
+
+    /// `{"error": "<reason>"}`.
+    fn error(reason: Reason, status: hyper::StatusCode) -> crate::http::Reply {
+        crate::http::Reply::json(status, &serde_json::json!({ "error": reason.tag() }))
+    }
+}
+
 /// Most events in one bulk request.
 pub const MAX_BULK: usize = 1000;
 
