@@ -49,15 +49,15 @@ async fn reflect_single_inner(
     let body = ctx.read_body(req, ctx.config.limits.single_body).await?;
     let received_at_ms = now_ms();
     let (event_id, audit_key, pending) = reflect_single_prepare(&key, received_at_ms, &body)?;
-    let sub = Submission {
-        app_id: key.app_id,
-        tenant_id: key.tenant_id,
-        key_id: key.key_id,
+    let outcome = submit(
+        ctx,
+        &key,
         received_at_ms,
-        events: vec![pending],
-        audit: Some((audit_key.clone(), body.clone())),
-    };
-    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+        vec![pending],
+        (audit_key.clone(), body.clone()),
+        AuditFormat::Json,
+    )
+    .await?[0];
     count_outcomes(ctx, &key.app, "reflect", &[outcome]);
     Ok(match outcome {
         Outcome::Accepted { .. } => {
@@ -105,11 +105,7 @@ async fn reflect_bulk_inner(
     *app = Some(key.app.clone());
     let body = ctx.read_body(req, ctx.config.limits.bulk_body).await?;
     let received_at_ms = now_ms();
-    let audit_key = format!(
-        "s2s/bulk/{}/{}.json",
-        Date::from_ms(received_at_ms as i64).iso(),
-        time_ordered_id()
-    );
+    let audit_key = audit_key("s2s/bulk", received_at_ms, &time_ordered_id(), "json");
     let batch = reflect_bulk_prepare(&key, received_at_ms, &body, &audit_key)?;
     let done = submit_prepared(
         ctx,
@@ -146,14 +142,8 @@ pub fn reflect_single_prepare(
     body: &[u8],
 ) -> Result<(String, String, Pending), Reason> {
     let event = reflect::decode_single(body)?.validate(random_id)?;
-    if !key.allows(&event.get().event_name) {
-        return Err(Reason::EventNotAllowedByKey);
-    }
-    let audit_key = format!(
-        "s2s/{}/{}.json",
-        Date::from_ms(received_at_ms as i64).iso(),
-        event.event_id()
-    );
+    allowed(key, &event.get().event_name)?;
+    let audit_key = audit_key("s2s", received_at_ms, event.event_id(), "json");
     let pending = Pending::from_native(key, "reflect", received_at_ms, &event, &audit_key);
     Ok((pending.event_id().to_owned(), audit_key, pending))
 }
@@ -170,13 +160,9 @@ pub fn reflect_bulk_prepare(
     let mut slots = Vec::with_capacity(items.len());
     let mut events = Vec::with_capacity(items.len());
     for reflect::BulkItem { event_id, draft } in items {
-        let checked = draft.and_then(|d| d.validate(random_id)).and_then(|ev| {
-            if key.allows(&ev.get().event_name) {
-                Ok(ev)
-            } else {
-                Err(Reason::EventNotAllowedByKey)
-            }
-        });
+        let checked = draft
+            .and_then(|d| d.validate(random_id))
+            .and_then(|ev| allowed(key, &ev.get().event_name).map(|()| ev));
         match checked {
             Ok(ev) => {
                 let pending = Pending::from_native(key, "reflect", received_at_ms, &ev, audit_key);
@@ -331,15 +317,15 @@ async fn submit_prepared(
     let outcomes = if events.is_empty() {
         Vec::new()
     } else {
-        let sub = Submission {
-            app_id: key.app_id,
-            tenant_id: key.tenant_id,
-            key_id: key.key_id,
+        submit(
+            ctx,
+            key,
             received_at_ms,
             events,
-            audit: Some((audit_key.clone(), body.clone())),
-        };
-        submit(ctx, sub, body.len(), AuditFormat::Json).await?
+            (audit_key.clone(), body.clone()),
+            AuditFormat::Json,
+        )
+        .await?
     };
     count_outcomes(ctx, &key.app, source, &outcomes);
     Ok(
@@ -462,8 +448,14 @@ pub fn count_rejected(
 /// Validation and the key's event allow-list, for one decoded event.
 pub(crate) fn checked(key: &KeyInfo, draft: Draft) -> Result<ValidEvent, Reason> {
     let ev = draft.validate(random_id)?;
-    if key.allows(&ev.get().event_name) {
-        Ok(ev)
+    allowed(key, &ev.get().event_name)?;
+    Ok(ev)
+}
+
+/// The key's event allow-list: the one check, for every dialect.
+pub(crate) fn allowed(key: &KeyInfo, event_name: &str) -> Result<(), Reason> {
+    if key.allows(event_name) {
+        Ok(())
     } else {
         Err(Reason::EventNotAllowedByKey)
     }
@@ -521,20 +513,42 @@ pub(crate) fn store_failed(lookup: &'static str) -> impl FnOnce(store::Error) ->
     }
 }
 
-/// Takes the credentials out of a submission (its raw body written as `format`), hands it to
-/// the writer and waits for its commit.
+/// The one place a request becomes a [`Submission`]: the key's app, tenant and key id (0 for
+/// a signed, keyless request), its encoded events, and its raw body kept under the audit key
+/// (written as `format`, credentials taken out). Hands it to the writer and waits for its
+/// commit.
 pub(crate) async fn submit(
     ctx: &Context,
-    mut sub: Submission,
-    bytes: usize,
+    key: &KeyInfo,
+    received_at_ms: u64,
+    events: Vec<Pending>,
+    (audit_key, body): (String, bytes::Bytes),
     format: AuditFormat,
 ) -> Result<Vec<Outcome>, Reason> {
+    let bytes = body.len();
+    let mut sub = Submission {
+        app_id: key.app_id,
+        tenant_id: key.tenant_id,
+        key_id: key.key_id,
+        received_at_ms,
+        events,
+        audit: Some((audit_key, body)),
+    };
     redact::submission(ctx, &mut sub, format);
     ctx.writer.submit(sub, bytes).await.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,
         SubmitError::ShuttingDown => Reason::ShuttingDown,
         SubmitError::CommitFailed => Reason::StorageUnavailable,
     })
+}
+
+/// Where a request's raw body is kept: `<prefix>/<UTC date>/<name>.<ext>`, the name being the
+/// event id of a single event or a time-ordered id of a batch.
+pub fn audit_key(prefix: &str, received_at_ms: u64, name: &str, ext: &str) -> String {
+    format!(
+        "{prefix}/{}/{name}.{ext}",
+        Date::from_ms(received_at_ms as i64).iso()
+    )
 }
 
 /// Counts a refused request (app `-` when no key named one) and answers it: see

@@ -11,15 +11,15 @@
 //! JSON ([`crate::skan`]).
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, lookup_key, refused, store_failed, submit};
-use crate::clock::{Date, now_ms};
+use super::{audit_key, checked, count_outcomes, lookup_key, refused, store_failed, submit};
+use crate::clock::now_ms;
 use crate::context::Context;
 use crate::dialect::adjust::Params;
 use crate::dialect::{Adjust, Dialect};
 use crate::event::Reason;
 use crate::http::reply::Reply;
 use crate::store::tables::{ordering_key, skan_key};
-use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission};
+use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
@@ -118,11 +118,7 @@ async fn event_inner(
     };
     let event = checked(&key, decoded.draft)?;
     let ts_ms = event.get().event_ts_ms;
-    let audit_key = format!(
-        "adjust/{}/{}.txt",
-        Date::from_ms(received_at_ms as i64).iso(),
-        event.event_id()
-    );
+    let audit_key = audit_key("adjust", received_at_ms, event.event_id(), "txt");
     let mut p = Pending::from_valid(&key, SOURCE, received_at_ms, event, &audit_key);
     p.set_guard(Some(Guard::NotBefore {
         key: ordering_key(app_id, &decoded.event_token, &decoded.device),
@@ -132,16 +128,15 @@ async fn event_inner(
             .zip(earned)
             .map(|(key, value)| SkanUpdate { key, value }),
     }));
-    let raw_len = raw.len();
-    let sub = Submission {
-        app_id,
-        tenant_id: key.tenant_id,
-        key_id: key.key_id,
+    let outcome = submit(
+        ctx,
+        &key,
         received_at_ms,
-        events: vec![p],
-        audit: Some((audit_key, raw.into())),
-    };
-    let outcome = submit(ctx, sub, raw_len, AuditFormat::Form).await?[0];
+        vec![p],
+        (audit_key, raw.into()),
+        AuditFormat::Form,
+    )
+    .await?[0];
     count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     match outcome {
         // An exact retry of an accepted request is answered like the original.

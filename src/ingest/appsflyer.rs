@@ -5,14 +5,14 @@
 //! writer (dedupe, quota, append, one fsync; identity links follow from the log) → `200 OK`.
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, lookup_key, refused, store_failed, submit};
-use crate::clock::{Date, now_ms};
+use super::{audit_key, checked, count_outcomes, lookup_key, refused, store_failed, submit};
+use crate::clock::now_ms;
 use crate::context::Context;
 use crate::dialect::appsflyer::{self, MAX_PAYLOAD, Method};
 use crate::dialect::{AppsFlyer, Dialect};
 use crate::event::Reason;
 use crate::http::reply::Reply;
-use crate::store::writer::{Outcome, Pending, Submission};
+use crate::store::writer::{Outcome, Pending};
 use hyper::body::Incoming;
 use hyper::{Method as HttpMethod, Request};
 
@@ -66,26 +66,22 @@ async fn inner(
         return Err(Reason::KeyNotForApp);
     }
     let event = checked(&key, decoded.draft)?;
-    let audit_key = format!(
-        "appsflyer/{}/{}.json",
-        Date::from_ms(received_at_ms as i64).iso(),
-        event.event_id()
-    );
-    let sub = Submission {
-        app_id: key.app_id,
-        tenant_id: key.tenant_id,
-        key_id: key.key_id,
+    let audit_key = audit_key("appsflyer", received_at_ms, event.event_id(), "json");
+    let outcome = submit(
+        ctx,
+        &key,
         received_at_ms,
-        events: vec![Pending::from_valid(
+        vec![Pending::from_valid(
             &key,
             SOURCE,
             received_at_ms,
             event,
             &audit_key,
         )],
-        audit: Some((audit_key, body.clone())),
-    };
-    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+        (audit_key, body.clone()),
+        AuditFormat::Json,
+    )
+    .await?[0];
     count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     match outcome {
         // A repeated setcuid is a duplicate: the link exists, the answer is the same.

@@ -10,15 +10,15 @@
 //! learns that a timestamp was stale.
 
 use super::redact::AuditFormat;
-use super::{checked, count_outcomes, refused, store_failed, submit};
+use super::{audit_key, checked, count_outcomes, refused, store_failed, submit};
 use crate::auth::secrets::{WINDOW_MS, parse_signature};
-use crate::clock::{Date, now_ms};
+use crate::clock::now_ms;
 use crate::context::Context;
 use crate::dialect::datafly;
 use crate::dialect::{Datafly, Dialect};
 use crate::event::Reason;
 use crate::http::reply::Reply;
-use crate::store::writer::{Outcome, Pending, Submission};
+use crate::store::writer::{Outcome, Pending};
 use hyper::Request;
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -83,26 +83,22 @@ async fn inner(
         Err(e) => return Err(store_failed("app")(e)),
     };
     let event = checked(&key, draft)?;
-    let audit_key = format!(
-        "datafly/{}/{}.json",
-        Date::from_ms(received_at_ms as i64).iso(),
-        event.event_id()
-    );
-    let sub = Submission {
-        app_id: key.app_id,
-        tenant_id: key.tenant_id,
-        key_id: 0,
+    let audit_key = audit_key("datafly", received_at_ms, event.event_id(), "json");
+    let outcome = submit(
+        ctx,
+        &key,
         received_at_ms,
-        events: vec![Pending::from_valid(
+        vec![Pending::from_valid(
             &key,
             SOURCE,
             received_at_ms,
             event,
             &audit_key,
         )],
-        audit: Some((audit_key, body.clone())),
-    };
-    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+        (audit_key, body.clone()),
+        AuditFormat::Json,
+    )
+    .await?[0];
     count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     match outcome {
         // A retried message (same messageId, or the same signed request without one) is

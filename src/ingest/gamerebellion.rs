@@ -8,7 +8,7 @@
 
 use super::redact::AuditFormat;
 use super::{checked, count_outcomes, count_rejected, refusal, store_failed, submit, submit_batch};
-use crate::clock::{Date, now_ms};
+use crate::clock::now_ms;
 use crate::context::Context;
 use crate::dialect::gamerebellion::{self as gr, SessionKind};
 use crate::dialect::{Dialect, GameRebellion};
@@ -17,7 +17,7 @@ use crate::http::reply::Reply;
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::store::read::{KeyCheck, KeyInfo};
 use crate::store::tables::session_key;
-use crate::store::writer::{Guard, Outcome, Pending, Submission};
+use crate::store::writer::{Guard, Outcome, Pending};
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
@@ -96,21 +96,21 @@ async fn single(ctx: &Context, req: Request<Incoming>, key: &KeyInfo) -> Result<
     let event = checked(key, gr::decode_single(&body, received_at_ms)?)?;
     let event_id = event.event_id().to_owned();
     let audit_key = audit_key(received_at_ms, &event_id);
-    let sub = Submission {
-        app_id: key.app_id,
-        tenant_id: key.tenant_id,
-        key_id: key.key_id,
+    let outcome = submit(
+        ctx,
+        key,
         received_at_ms,
-        events: vec![Pending::from_valid(
+        vec![Pending::from_valid(
             key,
             SOURCE,
             received_at_ms,
             event,
             &audit_key,
         )],
-        audit: Some((audit_key.clone(), body.clone())),
-    };
-    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+        (audit_key.clone(), body.clone()),
+        AuditFormat::Json,
+    )
+    .await?[0];
     count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     single_reply(outcome, json!({ "event_id": event_id }), &audit_key)
 }
@@ -137,10 +137,11 @@ async fn batch(ctx: &Context, req: Request<Incoming>, key: &KeyInfo) -> Result<R
     let body = ctx.read_body(req, ctx.config.limits.bulk_body).await?;
     let received_at_ms = now_ms();
     let items = gr::decode_batch(&body, received_at_ms)?;
-    let audit_key = format!(
-        "gr/batch/{}/{}.json",
-        Date::from_ms(received_at_ms as i64).iso(),
-        crate::event::time_ordered_id()
+    let audit_key = super::audit_key(
+        "gr/batch",
+        received_at_ms,
+        &crate::event::time_ordered_id(),
+        "json",
     );
     let items = items.into_iter().map(|i| (i.event_id, i.draft));
     let done = submit_batch(ctx, key, SOURCE, received_at_ms, items, audit_key, &body).await?;
@@ -204,15 +205,15 @@ async fn session(
         SessionKind::Stop => None,
         SessionKind::End => Some(Guard::SessionEnd { key: skey }),
     });
-    let sub = Submission {
-        app_id: key.app_id,
-        tenant_id: key.tenant_id,
-        key_id: key.key_id,
+    let outcome = submit(
+        ctx,
+        key,
         received_at_ms,
-        events: vec![p],
-        audit: Some((audit_key.clone(), body.clone())),
-    };
-    let outcome = submit(ctx, sub, body.len(), AuditFormat::Json).await?[0];
+        vec![p],
+        (audit_key.clone(), body.clone()),
+        AuditFormat::Json,
+    )
+    .await?[0];
     count_outcomes(ctx, &key.app, SOURCE, &[outcome]);
     let mut fields = json!({ "event_id": event_id, "session_id": session_id });
     if let Some(d) = duration_ms {
@@ -222,11 +223,7 @@ async fn session(
 }
 
 fn audit_key(received_at_ms: u64, event_id: &str) -> String {
-    format!(
-        "gr/{}/{}.json",
-        Date::from_ms(received_at_ms as i64).iso(),
-        event_id
-    )
+    super::audit_key("gr", received_at_ms, event_id, "json")
 }
 
 fn with_rate_headers(mut reply: Reply, verdict: &Verdict) -> Reply {
