@@ -7,7 +7,7 @@ use crate::admin::AdminState;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::context::Context;
-use crate::dialect::{Adjust, Datafly};
+use crate::dialect::{Adjust, Datafly, Native};
 use crate::event::Reason;
 use crate::http::{Body, Reply, boxed};
 use crate::ingest;
@@ -236,7 +236,7 @@ async fn route(
         _ if is_admin && admin_here => {
             crate::admin::handle(&state.ctx, &state.admin, req, peer).await
         }
-        _ if site == Site::Admin => Reply::error(Reason::NotFound),
+        _ if site == Site::Admin => ingest::refusal::<Native>(Reason::NotFound, now_ms()),
         (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => metrics::readyz(state),
         (&Method::GET, "/metrics") => metrics::metrics(
@@ -254,7 +254,7 @@ async fn route(
         },
         (&Method::GET | &Method::POST, "/event") => ingest::adjust::event(state, req).await,
         (_, "/healthz" | "/readyz" | "/metrics" | "/s2s/event" | "/s2s/events/bulk") => {
-            Reply::error(Reason::MethodNotAllowed)
+            ingest::refusal::<Native>(Reason::MethodNotAllowed, now_ms())
         }
         (_, "/api/v1/event" | "/api/v1/events") => gr::refuse(state, Reason::MethodNotAllowed),
         (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
@@ -266,7 +266,7 @@ async fn route(
         (_, p) if ingest::appsflyer::parse_path(p).is_some() => {
             ingest::appsflyer::handle(state, req).await
         }
-        _ => Reply::error(Reason::NotFound),
+        _ => ingest::refusal::<Native>(Reason::NotFound, now_ms()),
     };
     let status = reply.status;
     state
