@@ -576,3 +576,59 @@ fn with_retry(reply: Reply, reason: Reason, now: u64) -> Reply {
         reply
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialect::{Adjust, AppsFlyer, Datafly, GameRebellion};
+    use crate::event::Field;
+    use crate::http::reply::{RETRY_SOON_SECS, status_of};
+
+    /// `Retry-After` follows one rule whatever the dialect.
+    fn retries_alike<D: Dialect>() {
+        let now = 1_700_000_000_000;
+        let month = (next_month_start_ms(now) - now).div_ceil(1000);
+        assert_eq!(
+            refusal::<D>(Reason::CapExceeded, now).retry_after,
+            Some(month)
+        );
+        assert_eq!(
+            refusal::<D>(Reason::Overloaded, now).retry_after,
+            Some(RETRY_SOON_SECS)
+        );
+        assert_eq!(refusal::<D>(Reason::BadJson, now).retry_after, None);
+        assert_eq!(
+            refusal::<D>(Reason::BadJson, now).status,
+            status_of(Reason::BadJson)
+        );
+    }
+
+    #[test]
+    fn a_refusal_takes_the_dialects_status_and_body() {
+        retries_alike::<Native>();
+        retries_alike::<GameRebellion>();
+        retries_alike::<Adjust>();
+        retries_alike::<AppsFlyer>();
+        retries_alike::<Datafly>();
+        // Adjust's one exception to the default status.
+        let missing_device = Reason::Required(Field::DeviceId);
+        assert_eq!(
+            refusal::<Adjust>(missing_device, 0).status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            refusal::<Native>(missing_device, 0).status,
+            StatusCode::BAD_REQUEST
+        );
+        let tag = Reason::BadJson.tag();
+        let body = |r: Reply| String::from_utf8(r.body.to_vec()).unwrap();
+        assert_eq!(
+            body(refusal::<Datafly>(Reason::BadJson, 0)),
+            format!(r#"{{"success":false,"error":"{tag}"}}"#)
+        );
+        assert_eq!(
+            body(refusal::<AppsFlyer>(Reason::BadJson, 0)),
+            format!("Bad request: {tag}")
+        );
+    }
+}
