@@ -90,15 +90,18 @@ fn a_peer_that_pipelines_and_never_reads_cannot_stop_the_others() {
             panic!("probe {i} from another client failed while the attacker held on: {e}");
         }
     }
-    // Turned away at accept beyond its share (the default, 128 per peer).
+    // Turned away at accept beyond its share (the default, 128 per peer). On a slow machine
+    // the connect loop outlasts the write timeout, and each stalled connection the server has
+    // closed by then frees a slot that a later connection of the loop takes.
+    let stalled = metric(&inlet, "inlet_connections_write_stalled_total");
     let refused = metric(&inlet, "inlet_connections_refused_total");
     assert!(
         connected > 1000,
         "the attack did not happen: {connected} connections"
     );
     assert!(
-        refused >= (connected - 128) as f64,
-        "refused {refused} of {connected}"
+        refused + stalled >= (connected - 128) as f64,
+        "refused {refused} and closed {stalled} of {connected}"
     );
 
     // A connection whose answers are not read is closed once a write stalls for the write
