@@ -205,6 +205,75 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
     assert_eq!(pre.settle(&["id-0"], p), [fp("id-0")]);
 }
 
+/// The writer's batch and a reader (`lookup_committed`) go through the one lookup with
+/// their own views (memory and filters; commit rows, no filters) and give the same
+/// answers: ids in runs and ids not in a run yet as the seq they were stored as; a new id,
+/// another app's and a forged fingerprint collision as not stored.
+#[test]
+fn the_writer_and_readers_get_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(fresh_db(dir.path()));
+    let mut staged = Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    };
+    let mut seq = 1;
+    let stored = ids("id", 1_000);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&stored))
+            .iter()
+            .all(|&n| n)
+    );
+    staged.build_filter(db.clone());
+    // A forged collision: "forged"'s fingerprint points at "id-0"'s event (seq 1), and
+    // goes into the next run with the ids below.
+    staged.active.insert(fingerprint(1, "forged"), 1);
+    let more = ids("more", 150);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&more))
+            .iter()
+            .all(|&n| n)
+    );
+    commit_until_filtered(&db, &mut staged, &mut seq);
+    let recent = format!("recent-{seq}");
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &[&recent]), [true]);
+    assert!(staged.active.contains_key(&fingerprint(1, &recent)));
+
+    let asked: [(u32, &str, Option<u64>); 7] = [
+        (1, "id-0", Some(1)),
+        (1, "id-517", Some(518)),
+        (1, "more-149", Some(1_150)),
+        (1, recent.as_str(), Some(seq - 1)),
+        (1, "never-stored", None),
+        (1, "forged", None),
+        (2, "id-0", None),
+    ];
+    let read = db.begin_read().unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let events = txn.open_table(EVENTS).unwrap();
+        let mut batch = staged.begin(&txn).unwrap();
+        for (app, id, want) in asked {
+            let by_reader = lookup_committed(&read, app, id).unwrap();
+            assert_eq!(by_reader, want, "reader: {app}/{id}");
+            let by_writer = match batch.check(&events, app, id, None).unwrap() {
+                Check::Seen(seq) => Some(seq),
+                Check::New(_) => None,
+            };
+            assert_eq!(by_writer, want, "writer: {app}/{id}");
+        }
+        assert_eq!(
+            batch.check(&events, 1, "forged", None).unwrap(),
+            Check::New(Slot::FullKey(dedupe_key(1, "forged")))
+        );
+        assert_eq!(
+            batch.check(&events, 1, "never-stored", None).unwrap(),
+            Check::New(Slot::Fingerprint(fingerprint(1, "never-stored")))
+        );
+    }
+    txn.abort().unwrap();
+}
+
 #[test]
 fn a_fingerprint_collision_is_neither_a_false_duplicate_nor_a_double() {
     let dir = tempfile::tempdir().unwrap();
