@@ -255,7 +255,7 @@ impl Batch<'_, '_> {
         };
         let mut runs = Runs::with_tables(
             &self.runs,
-            &*self.filters,
+            &self.filters,
             std::mem::take(&mut self.run_tables),
             |name| self.txn.open_table(super::super::runs::def(name)),
         );
