@@ -619,7 +619,7 @@ fn commit_batch(
             let mut first_accepted = None;
             for (i, ev) in sub.events.iter().enumerate() {
                 let known = known.get(i).copied();
-                let slot = match dedupe.check_known(&events, sub.app_id, ev.event_id(), known)? {
+                let slot = match dedupe.check(&events, sub.app_id, ev.event_id(), known)? {
                     Check::Seen(seen) => {
                         outcomes.push(Outcome::Duplicate { seq: seen });
                         continue;

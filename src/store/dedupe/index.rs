@@ -1,0 +1,380 @@
+//! The index's storage: each commit's new fingerprints as one row of [`DEDUPE_COMMITS`]
+//! (and in the writer's memory), frozen into a sorted run every [`FREEZE_AT`] fingerprints,
+//! runs merged geometrically a bounded step per commit ([`super::super::runs`]); ids whose
+//! fingerprint another id owns under their full key in [`DEDUPE`].
+
+use super::super::Result;
+use super::super::runs::{Run, RunSet};
+use super::super::tables::{DEDUPE, DEDUPE_COMMITS, META};
+use super::filters::{Builder, Filters, FpFilter};
+use super::lookup::{Check, Id, Runs, Slot, Unstaged, find};
+use super::precheck::{Known, Precheck};
+use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, RwLockReadGuard};
+
+/// The name of the dedupe index's set of sorted runs (in the log's file).
+pub const RUNS: &str = "dedupe";
+
+/// Fingerprints kept in memory (and in [`DEDUPE_COMMITS`]) before they become a run. Larger
+/// means fewer, larger level-0 runs; memory holds about 40 bytes per fingerprint (some
+/// 10 MiB), and a start reads back at most that many. Debug builds (the test suites and
+/// the crash and power-loss campaigns) write a run every 512 fingerprints, so that their few
+/// thousand events go through run writes and merges of several levels too.
+pub const FREEZE_AT: usize = if cfg!(debug_assertions) {
+    512
+} else {
+    256 * 1024
+};
+/// Merge work per commit: this many keys per event the commit added, within
+/// [`MIN_MERGE_STEP`]..[`MAX_MERGE_STEP`]. Each id is rewritten once per level it passes
+/// through, so 4 keeps merges ahead of new runs.
+const MERGE_PER_EVENT: usize = 4;
+const MIN_MERGE_STEP: usize = 2048;
+/// redb holds a transaction's dirty pages in memory until it commits: 64Ki keys are some
+/// 1.7 MB of blocks.
+const MAX_MERGE_STEP: usize = 64 * 1024;
+
+const COMMIT_ROW_V1: u8 = 1;
+
+/// A run key (and a pair of a [`DEDUPE_COMMITS`] row): fingerprint ++ seq, big-endian, so
+/// that runs sort by fingerprint.
+pub(super) fn pair_bytes(fp: u128, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&fp.to_be_bytes());
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(super) fn split_pair(k: &[u8]) -> Option<(u128, u64)> {
+    let fp = u128::from_be_bytes(k.get(..16)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(k.get(16..24)?.try_into().ok()?);
+    (k.len() == 24).then_some((fp, seq))
+}
+
+/// The (fingerprint, seq) pairs of one [`DEDUPE_COMMITS`] row.
+pub(super) fn commit_row_pairs(row: &[u8]) -> Result<impl Iterator<Item = (u128, u64)> + '_> {
+    match row.split_first() {
+        Some((&COMMIT_ROW_V1, pairs)) if pairs.len() % 24 == 0 => {
+            Ok(pairs.chunks_exact(24).filter_map(split_pair))
+        }
+        _ => Err(super::super::Error::Corrupt(
+            "undecodable dedupe commit row".into(),
+        )),
+    }
+}
+
+/// Fingerprints are already uniformly random: hashing them again is wasted work.
+#[derive(Default)]
+pub struct FpHasher(u64);
+
+impl Hasher for FpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u128(&mut self, k: u128) {
+        self.0 = (k as u64) ^ ((k >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub(super) type FpMap = HashMap<u128, u64, BuildHasherDefault<FpHasher>>;
+
+/// The writer thread's part of the index: what is not in a run yet, and the filters (shared
+/// with the request threads' [`Precheck`]).
+pub struct Staged {
+    /// [`FREEZE_AT`] (tests make runs of a few keys).
+    pub(super) freeze_at: usize,
+    pub(super) shared: Arc<Precheck>,
+    pub(super) builder: Option<Builder>,
+    /// Fingerprint → seq, committed but not in a run yet (all of [`DEDUPE_COMMITS`]).
+    pub(super) active: FpMap,
+    /// Largest seq in `active`: the rows a run of it replaces are those up to it.
+    pub(super) active_upto: u64,
+    /// The runs as of the last commit.
+    pub(super) runs: RunSet,
+}
+
+impl Default for Staged {
+    fn default() -> Staged {
+        Staged {
+            freeze_at: FREEZE_AT,
+            shared: Arc::default(),
+            builder: None,
+            active: FpMap::default(),
+            active_upto: 0,
+            runs: RunSet::default(),
+        }
+    }
+}
+
+impl Staged {
+    /// Reads back everything not in a run yet, and the list of runs.
+    pub fn load(txn: &WriteTransaction) -> Result<Staged> {
+        let mut staged = Staged::default();
+        for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
+            let (_, pairs) = row?;
+            for (fp, seq) in commit_row_pairs(pairs.value())? {
+                staged.remember(fp, seq);
+            }
+        }
+        staged.runs = RunSet::load(&txn.open_table(META)?, RUNS)?;
+        Ok(staged)
+    }
+
+    fn remember(&mut self, fp: u128, seq: u64) {
+        self.active.insert(fp, seq);
+        self.active_upto = self.active_upto.max(seq);
+    }
+
+    /// Starts building the filters of every run from `db` in the background; later merges'
+    /// outputs get theirs the same way. Until a filter is in, its run is read on every
+    /// lookup. The pre-checks read `db` from now on.
+    pub fn build_filter(&mut self, db: Arc<Database>) {
+        let builder = Builder::new(Arc::downgrade(&db));
+        builder.spawn_all();
+        *self.shared.filters_mut() = Filters::building();
+        self.shared.attach(Arc::downgrade(&db));
+        self.builder = Some(builder);
+    }
+
+    /// The pre-check sharing this index's filters.
+    pub fn precheck(&self) -> Arc<Precheck> {
+        self.shared.clone()
+    }
+
+    /// Shares `precheck` (the one handed out before a reload) instead of its own: call before
+    /// [`Staged::build_filter`], which resets it.
+    pub fn share(&mut self, precheck: Arc<Precheck>) {
+        self.shared = precheck;
+    }
+
+    /// Fingerprints held in memory (not in a run yet).
+    pub fn in_memory(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Starts the index work of one write transaction.
+    pub fn begin<'s, 't>(&'s self, txn: &'t WriteTransaction) -> Result<Batch<'s, 't>> {
+        Ok(Batch {
+            staged: self,
+            filters: self.shared.filters(),
+            txn,
+            added: FpMap::default(),
+            runs: RunSet::load(&txn.open_table(META)?, RUNS)?,
+            run_tables: HashMap::new(),
+            overflow: txn.open_table(DEDUPE)?,
+        })
+    }
+
+    /// Takes in what a committed [`Batch`] did.
+    pub fn apply(&mut self, done: Committed) {
+        let new_run = done.new_run.as_ref().map(|(id, _)| *id);
+        // Runs that merges completed: read on lookups until their filter is built.
+        let appeared: Vec<Run> = done
+            .after
+            .runs
+            .iter()
+            .filter(|r| Some(r.id) != new_run && !self.runs.runs.iter().any(|o| o.id == r.id))
+            .cloned()
+            .collect();
+        let built = self.builder.as_ref().map(Builder::finished);
+        let built = built.unwrap_or_default();
+        // The pre-checks share the filters: lock only when they change (rarely).
+        if new_run.is_some() || !built.is_empty() || done.after.runs != self.runs.runs {
+            let mut filters = self.shared.filters_mut();
+            if let Some((id, filter)) = done.new_run {
+                filters.add_run(id, filter, self.active.keys().copied());
+                self.active.clear();
+                self.active_upto = 0;
+            }
+            built.into_iter().for_each(|b| filters.take(b));
+            filters.keep_live(&done.after);
+        }
+        for (fp, seq) in done.added {
+            self.remember(fp, seq);
+        }
+        if let Some(b) = &self.builder {
+            appeared.into_iter().for_each(|run| b.spawn_run(run));
+        }
+        self.runs = done.after;
+    }
+}
+
+type RunTableMut<'t> = Table<'t, &'static [u8], &'static [u8]>;
+
+/// The index inside one write transaction.
+pub struct Batch<'s, 't> {
+    staged: &'s Staged,
+    /// The filters, read-locked for the transaction ([`Staged::apply`] changes them after).
+    filters: RwLockReadGuard<'s, Filters>,
+    txn: &'t WriteTransaction,
+    /// Fingerprints added by this transaction (not in `staged` until it commits).
+    added: FpMap,
+    /// The runs as this transaction sees them, oldest first.
+    runs: RunSet,
+    /// Run tables opened so far (only the runs a filter could not rule out are opened).
+    run_tables: HashMap<u32, RunTableMut<'t>>,
+    overflow: Table<'t, &'static [u8], u64>,
+}
+
+/// What a committed batch changed in memory.
+pub struct Committed {
+    added: FpMap,
+    /// The run written from `active`, and its filter.
+    new_run: Option<(u32, FpFilter)>,
+    /// The runs after the commit.
+    after: RunSet,
+}
+
+impl Batch<'_, '_> {
+    /// Looks `event_id` of `app_id` up ([`find`]); `events` is the log as this transaction
+    /// sees it, `known` what a [`Precheck`] found (a duplicate it settled, or the
+    /// fingerprint it computed).
+    pub fn check(
+        &mut self,
+        events: &impl ReadableTable<u64, &'static [u8]>,
+        app_id: u32,
+        event_id: &str,
+        known: Option<Known>,
+    ) -> Result<Check> {
+        let fp = match known {
+            Some(Known::Stored(seq)) => return Ok(Check::Seen(seq)),
+            Some(Known::Fingerprint(fp)) => fp,
+            None => super::fingerprint(app_id, event_id),
+        };
+        let id = Id {
+            app_id,
+            event_id,
+            fp,
+        };
+        let mut runs = Runs::with_tables(
+            &self.runs,
+            &self.filters,
+            std::mem::take(&mut self.run_tables),
+            |name| self.txn.open_table(super::super::runs::def(name)),
+        );
+        let unstaged = Unstaged::Memory(&self.added, &self.staged.active);
+        let check = find(id, unstaged, &mut runs, events, &self.overflow);
+        self.run_tables = runs.into_tables();
+        check
+    }
+
+    /// Records a new id stored as `seq` (in this transaction).
+    pub fn insert(&mut self, slot: Slot, seq: u64) -> Result<()> {
+        match slot {
+            Slot::Fingerprint(fp) => {
+                self.added.insert(fp, seq);
+            }
+            Slot::FullKey(key) => {
+                self.overflow.insert(key.as_slice(), seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the index work of a transaction that added `added_events` events: writes its
+    /// commit row, the run of everything in memory once that is large enough, and a merge
+    /// step. Hand the result to [`Staged::apply`] once the commit succeeded.
+    pub fn finish(self, added_events: usize) -> Result<Committed> {
+        let Batch {
+            staged,
+            filters,
+            txn,
+            added,
+            runs: before,
+            run_tables,
+            overflow,
+        } = self;
+        // Merges open (and delete) run tables themselves.
+        drop((filters, run_tables, overflow));
+        if !added.is_empty() {
+            let mut pairs: Vec<(u64, u128)> = added.iter().map(|(&fp, &seq)| (seq, fp)).collect();
+            pairs.sort_unstable();
+            let mut row = Vec::with_capacity(1 + 24 * pairs.len());
+            row.push(COMMIT_ROW_V1);
+            for &(seq, fp) in &pairs {
+                row.extend_from_slice(&pair_bytes(fp, seq));
+            }
+            txn.open_table(DEDUPE_COMMITS)?
+                .insert(pairs[0].0, row.as_slice())?;
+        }
+        let new_run = if staged.active.len() >= staged.freeze_at {
+            Some(write_run(txn, &staged.active, staged.active_upto)?)
+        } else {
+            None
+        };
+        let after = if new_run.is_some() || before.merging() {
+            let budget = (MERGE_PER_EVENT * added_events).clamp(MIN_MERGE_STEP, MAX_MERGE_STEP);
+            RunSet::merge_step(txn, RUNS, budget)?;
+            RunSet::load(&txn.open_table(META)?, RUNS)?
+        } else {
+            before
+        };
+        Ok(Committed {
+            added,
+            new_run,
+            after,
+        })
+    }
+}
+
+/// Writes `active` as a new run and deletes the rows it came from (every row up to `upto`:
+/// rows are keyed by their first seq, and this transaction's own row starts past `upto`).
+fn write_run(txn: &WriteTransaction, active: &FpMap, upto: u64) -> Result<(u32, FpFilter)> {
+    let mut keys: Vec<[u8; 24]> = active
+        .iter()
+        .map(|(&fp, &seq)| pair_bytes(fp, seq))
+        .collect();
+    keys.sort_unstable();
+    let id = RunSet::add(txn, RUNS, keys.iter().map(|k| k.as_slice()))?
+        .ok_or_else(|| super::super::Error::Internal("an empty dedupe run".into()))?;
+    let mut filter = FpFilter::for_run(keys.len());
+    for &fp in active.keys() {
+        filter.insert(fp);
+    }
+    txn.open_table(DEDUPE_COMMITS)?
+        .retain_in(..=upto, |_, _| false)?;
+    Ok((id, filter))
+}
+
+/// Every fingerprint entry of the index as one read transaction sees it (for
+/// `Store::verify`).
+#[derive(Default)]
+pub struct Entries {
+    /// (seq, fingerprint) in a run.
+    pub runs: Vec<(u64, u128)>,
+    /// (seq, fingerprint) in [`DEDUPE_COMMITS`], not in a run yet.
+    pub unmerged: Vec<(u64, u128)>,
+}
+
+pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
+    use super::super::runs;
+    let mut out = Entries::default();
+    let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
+    for run in &set.runs {
+        let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
+        let mut bad = false;
+        runs::for_each_key(&table, |k| match split_pair(k) {
+            Some((fp, seq)) => out.runs.push((seq, fp)),
+            None => bad = true,
+        })?;
+        if bad {
+            return Err(super::super::Error::Corrupt(format!(
+                "dedupe run {}: a key of the wrong size",
+                run.id
+            )));
+        }
+    }
+    for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
+        let (_, pairs) = row?;
+        out.unmerged
+            .extend(commit_row_pairs(pairs.value())?.map(|(fp, seq)| (seq, fp)));
+    }
+    Ok(out)
+}

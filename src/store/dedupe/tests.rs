@@ -1,0 +1,444 @@
+//! The index end to end: the writer's batches, reloads after crashes, the pre-check and
+//! readers, on real redb files.
+
+use super::index::RUNS;
+use super::*;
+use crate::store::runs::RunSet;
+use crate::store::tables::{DEDUPE, DEDUPE_COMMITS, EVENTS, META, dedupe_key};
+use redb::{Database, ReadableDatabase};
+use std::sync::Arc;
+
+fn record(id: &str) -> Vec<u8> {
+    crate::store::codec::encode_event(&crate::store::codec::EventRecord::for_test(id))
+}
+
+/// Stores `ids` through the staged index the way the writer does, committing only with
+/// `commit` (else the transaction is dropped, as by a crash before its commit); returns
+/// which were new.
+fn ingest_or_crash(
+    db: &Database,
+    staged: &mut Staged,
+    seq: &mut u64,
+    ids: &[&str],
+    commit: bool,
+) -> Vec<bool> {
+    let txn = db.begin_write().unwrap();
+    let mut fresh = Vec::new();
+    let first = *seq;
+    let done = {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        let mut batch = staged.begin(&txn).unwrap();
+        for id in ids {
+            match batch.check(&events, 1, id, None).unwrap() {
+                Check::Seen(_) => fresh.push(false),
+                Check::New(slot) => {
+                    events.insert(*seq, record(id).as_slice()).unwrap();
+                    batch.insert(slot, *seq).unwrap();
+                    *seq += 1;
+                    fresh.push(true);
+                }
+            }
+        }
+        batch.finish((*seq - first) as usize).unwrap()
+    };
+    if commit {
+        txn.commit().unwrap();
+        staged.apply(done);
+    } else {
+        *seq = first;
+    }
+    fresh
+}
+
+fn ingest(db: &Database, staged: &mut Staged, seq: &mut u64, ids: &[&str]) -> Vec<bool> {
+    ingest_or_crash(db, staged, seq, ids, true)
+}
+
+fn reload(db: &Database, freeze_at: usize) -> Staged {
+    let txn = db.begin_write().unwrap();
+    let mut s = Staged::load(&txn).unwrap();
+    txn.abort().unwrap();
+    s.freeze_at = freeze_at;
+    s
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn refs(ids: &[String]) -> Vec<&str> {
+    ids.iter().map(String::as_str).collect()
+}
+
+/// A database with the index's tables (as `Store::open` makes them).
+fn fresh_db(dir: &std::path::Path) -> Database {
+    let db = Database::create(dir.join("t.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(DEDUPE_COMMITS).unwrap();
+    txn.open_table(META).unwrap();
+    txn.commit().unwrap();
+    db
+}
+
+fn runs_of(db: &Database) -> RunSet {
+    let txn = db.begin_read().unwrap();
+    RunSet::load(&txn.open_table(META).unwrap(), RUNS).unwrap()
+}
+
+/// Commits one new id at a time until every run has its filter and the filter of
+/// everything is in (builds are taken in at commits).
+fn commit_until_filtered(db: &Database, staged: &mut Staged, seq: &mut u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut n = 0;
+    loop {
+        let set = runs_of(db);
+        let filters = staged.shared.filters();
+        if set.runs.iter().all(|r| filters.has_run(r.id)) && filters.ready() {
+            return;
+        }
+        drop(filters);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the filters were never built"
+        );
+        assert_eq!(ingest(db, staged, seq, &[&format!("filler-{n}")]), [true]);
+        n += 1;
+    }
+}
+
+/// The pre-check settles an id only when a committed snapshot holds that very id (in a
+/// run, as the seq it was stored as); everything else is left to the writer with its
+/// fingerprint: ids not in a run yet, new ids, another app's, a forged fingerprint
+/// collision, and every id while the filters are not built or the database is detached.
+#[test]
+fn the_precheck_settles_only_ids_a_snapshot_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(fresh_db(dir.path()));
+    let mut staged = Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    };
+    let pre = staged.precheck();
+    let mut seq = 1;
+    let stored = ids("id", 1_000);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&stored))
+            .iter()
+            .all(|&n| n)
+    );
+    // No filters yet: nothing is settled.
+    let p = pre.check(1, &["id-3"]);
+    assert_eq!(p.to_settle(), 0);
+    assert_eq!(
+        pre.settle(&["id-3"], p),
+        [Known::Fingerprint(fingerprint(1, "id-3"))]
+    );
+
+    staged.build_filter(db.clone());
+    // A forged collision: "forged"'s fingerprint points at "id-0"'s event (seq 1), and
+    // goes into the next run with the ids below.
+    staged.active.insert(fingerprint(1, "forged"), 1);
+    let more = ids("more", 150);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&more))
+            .iter()
+            .all(|&n| n)
+    );
+    commit_until_filtered(&db, &mut staged, &mut seq);
+    let recent = format!("recent-{seq}");
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &[&recent]), [true]);
+    assert!(staged.active.contains_key(&fingerprint(1, &recent)));
+
+    let asked = [
+        "id-0",
+        "id-517",
+        "more-149",
+        "never-stored",
+        recent.as_str(),
+        "forged",
+    ];
+    let p = pre.check(1, &asked);
+    let known = pre.settle(&asked, p);
+    let fp = |id: &str| Known::Fingerprint(fingerprint(1, id));
+    assert_eq!(
+        known,
+        [
+            Known::Stored(1),
+            Known::Stored(518),
+            Known::Stored(1_150),
+            fp("never-stored"),
+            fp(&recent),
+            fp("forged"),
+        ]
+    );
+    // Another app's ids are other ids.
+    let p = pre.check(2, &["id-0"]);
+    assert_eq!(
+        pre.settle(&["id-0"], p),
+        [Known::Fingerprint(fingerprint(2, "id-0"))]
+    );
+    // The writer takes a settled id as a duplicate without looking, and a fingerprint
+    // as the one to look up.
+    let txn = db.begin_write().unwrap();
+    {
+        let events = txn.open_table(EVENTS).unwrap();
+        let mut batch = staged.begin(&txn).unwrap();
+        let mut check = |id: &str, k| batch.check(&events, 1, id, Some(k)).unwrap();
+        assert_eq!(check("id-0", Known::Stored(1)), Check::Seen(1));
+        assert_eq!(check("id-5", fp("id-5")), Check::Seen(6));
+        assert_eq!(check(&recent, fp(&recent)), Check::Seen(seq - 1));
+        let forged = fingerprint(1, "forged");
+        assert_eq!(
+            check("forged", Known::Fingerprint(forged)),
+            Check::New(Slot::FullKey(dedupe_key(1, "forged")))
+        );
+        assert_eq!(
+            check("never-stored", fp("never-stored")),
+            Check::New(Slot::Fingerprint(fingerprint(1, "never-stored")))
+        );
+    }
+    txn.abort().unwrap();
+    // Detached (the writer is reopening the database): nothing is settled.
+    pre.detach();
+    let p = pre.check(1, &["id-0"]);
+    assert_eq!(p.to_settle(), 1);
+    assert_eq!(pre.settle(&["id-0"], p), [fp("id-0")]);
+}
+
+/// The writer's batch and a reader (`lookup_committed`) go through the one lookup with
+/// their own views (memory and filters; commit rows, no filters) and give the same
+/// answers: ids in runs and ids not in a run yet as the seq they were stored as; a new id,
+/// another app's and a forged fingerprint collision as not stored.
+#[test]
+fn the_writer_and_readers_get_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(fresh_db(dir.path()));
+    let mut staged = Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    };
+    let mut seq = 1;
+    let stored = ids("id", 1_000);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&stored))
+            .iter()
+            .all(|&n| n)
+    );
+    staged.build_filter(db.clone());
+    // A forged collision: "forged"'s fingerprint points at "id-0"'s event (seq 1), and
+    // goes into the next run with the ids below.
+    staged.active.insert(fingerprint(1, "forged"), 1);
+    let more = ids("more", 150);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&more))
+            .iter()
+            .all(|&n| n)
+    );
+    commit_until_filtered(&db, &mut staged, &mut seq);
+    let recent = format!("recent-{seq}");
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &[&recent]), [true]);
+    assert!(staged.active.contains_key(&fingerprint(1, &recent)));
+
+    let asked: [(u32, &str, Option<u64>); 7] = [
+        (1, "id-0", Some(1)),
+        (1, "id-517", Some(518)),
+        (1, "more-149", Some(1_150)),
+        (1, recent.as_str(), Some(seq - 1)),
+        (1, "never-stored", None),
+        (1, "forged", None),
+        (2, "id-0", None),
+    ];
+    let read = db.begin_read().unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let events = txn.open_table(EVENTS).unwrap();
+        let mut batch = staged.begin(&txn).unwrap();
+        for (app, id, want) in asked {
+            let by_reader = lookup_committed(&read, app, id).unwrap();
+            assert_eq!(by_reader, want, "reader: {app}/{id}");
+            let by_writer = match batch.check(&events, app, id, None).unwrap() {
+                Check::Seen(seq) => Some(seq),
+                Check::New(_) => None,
+            };
+            assert_eq!(by_writer, want, "writer: {app}/{id}");
+        }
+        assert_eq!(
+            batch.check(&events, 1, "forged", None).unwrap(),
+            Check::New(Slot::FullKey(dedupe_key(1, "forged")))
+        );
+        assert_eq!(
+            batch.check(&events, 1, "never-stored", None).unwrap(),
+            Check::New(Slot::Fingerprint(fingerprint(1, "never-stored")))
+        );
+    }
+    txn.abort().unwrap();
+}
+
+#[test]
+fn a_fingerprint_collision_is_neither_a_false_duplicate_nor_a_double() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::create(dir.path().join("t.redb")).unwrap();
+    let mut staged = Staged::default();
+    let mut seq = 1;
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &["a"]), [true]);
+    // Forge a collision: make "b"'s fingerprint point at "a"'s event.
+    let fp_b = fingerprint(1, "b");
+    staged.active.insert(fp_b, 1);
+    assert_eq!(
+        ingest(&db, &mut staged, &mut seq, &["b", "b", "a"]),
+        [true, false, false]
+    );
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &["b"]), [false]);
+    let txn = db.begin_read().unwrap();
+    let overflow = txn.open_table(DEDUPE).unwrap();
+    assert_eq!(
+        overflow
+            .get(dedupe_key(1, "b").as_slice())
+            .unwrap()
+            .map(|v| v.value()),
+        Some(2)
+    );
+}
+
+/// Thousands of ids through runs of 100 (so that runs are written and merged across
+/// levels), with commits lost to "crashes" on the way: every id stays a duplicate, for
+/// the writer, after a reload and for readers; the index holds each seq once.
+#[test]
+fn runs_are_written_merged_and_survive_crashes_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(dir.path());
+    let mut staged = Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    };
+    let mut seq = 1;
+    let all = ids("id", 12_000);
+    // Commits of varied sizes, single events among them (a run then replaces rows that
+    // start at its very last seq).
+    let sizes = [60, 1, 37, 1, 1, 13, 59, 2];
+    let mut chunks = Vec::new();
+    let mut rest = all.as_slice();
+    while !rest.is_empty() {
+        let n = sizes[chunks.len() % sizes.len()].min(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        if i % 7 == 3 {
+            // Lost before its commit, then reloaded as after a restart.
+            ingest_or_crash(&db, &mut staged, &mut seq, &refs(chunk), false);
+            staged = reload(&db, 100);
+        }
+        let out = ingest(&db, &mut staged, &mut seq, &refs(chunk));
+        assert!(out.iter().all(|&n| n), "chunk {i}");
+        // After every commit, each seq is indexed once.
+        let e = entries(&db.begin_read().unwrap()).unwrap();
+        let mut m: Vec<u64> = e.runs.iter().chain(&e.unmerged).map(|p| p.0).collect();
+        m.sort_unstable();
+        m.dedup();
+        assert_eq!(m.len(), e.runs.len() + e.unmerged.len(), "chunk {i}");
+        assert_eq!(m.len() as u64, seq - 1, "chunk {i}");
+    }
+    let set = runs_of(&db);
+    assert!(set.runs.iter().any(|r| r.level >= 2), "{set:?}");
+    assert!(set.runs.len() < 30, "{} runs", set.runs.len());
+    assert!(staged.in_memory() < 100 + 60);
+    // (One writer at a time: the reload comes after the original's last commit.)
+    let out = ingest(&db, &mut staged, &mut seq, &refs(&all));
+    assert!(out.iter().all(|&n| !n), "an id passed as new");
+    let mut staged = reload(&db, 100);
+    let out = ingest(&db, &mut staged, &mut seq, &refs(&all));
+    assert!(
+        out.iter().all(|&n| !n),
+        "an id passed as new after a reload"
+    );
+    assert_eq!(
+        ingest(&db, &mut staged, &mut seq, &["brand-new", "id-5"]),
+        [true, false]
+    );
+    let txn = db.begin_read().unwrap();
+    assert_eq!(lookup_committed(&txn, 1, "id-5").unwrap(), Some(6));
+    assert_eq!(lookup_committed(&txn, 1, "id-11999").unwrap(), Some(12_000));
+    assert_eq!(
+        lookup_committed(&txn, 1, "brand-new").unwrap(),
+        Some(12_001)
+    );
+    assert_eq!(lookup_committed(&txn, 1, "missing").unwrap(), None);
+    assert_eq!(lookup_committed(&txn, 2, "id-5").unwrap(), None);
+    let e = entries(&txn).unwrap();
+    let mut seqs: Vec<u64> = e.runs.iter().chain(&e.unmerged).map(|p| p.0).collect();
+    seqs.sort_unstable();
+    let n = seqs.len();
+    seqs.dedup();
+    assert_eq!(n, seqs.len(), "a seq is indexed twice");
+    assert_eq!(seqs.first(), Some(&1));
+    assert_eq!((seqs.len(), seqs.last()), (12_001, Some(&12_001)));
+}
+
+/// With filters built in the background (at a start, and for each merge's output while
+/// merges go on), every stored id is still a duplicate, and the filters do answer for
+/// new ids.
+#[test]
+fn the_filters_never_hide_a_stored_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(fresh_db(dir.path()));
+    let mut staged = Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    };
+    staged.build_filter(db.clone());
+    let mut seq = 1;
+    let all = ids("id", 6_000);
+    for chunk in all.chunks(50) {
+        assert!(
+            ingest(&db, &mut staged, &mut seq, &refs(chunk))
+                .iter()
+                .all(|&n| n)
+        );
+        // Every stored id so far, through whatever filters are in.
+        assert!(!ingest(&db, &mut staged, &mut seq, &[chunk[7].as_str()])[0]);
+    }
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&all))
+            .iter()
+            .all(|&n| !n)
+    );
+    // A start: one writer at a time, so the original is done with.
+    drop(staged);
+    let mut fresh = reload(&db, 100);
+    fresh.build_filter(db.clone());
+    commit_until_filtered(&db, &mut fresh, &mut seq);
+    assert!(
+        ingest(&db, &mut fresh, &mut seq, &refs(&all))
+            .iter()
+            .all(|&n| !n)
+    );
+    let novel = ids("novel", 3000);
+    let set = runs_of(&db);
+    let fps: Vec<u128> = novel.iter().map(|id| fingerprint(1, id)).collect();
+    let ruled_out = fps
+        .iter()
+        .filter(|&&fp| fresh.shared.filters().surely_absent(fp))
+        .count();
+    assert!(
+        ruled_out > 2_500,
+        "the filter of everything excluded only {ruled_out} of 3000 new ids"
+    );
+    for r in &set.runs {
+        let excluded = fps
+            .iter()
+            .filter(|&&fp| !fresh.shared.filters().may_contain(r.id, fp))
+            .count();
+        assert!(
+            excluded > 2_500,
+            "run {}'s filter excluded only {excluded} of 3000 new ids",
+            r.id
+        );
+    }
+    assert!(
+        ingest(&db, &mut fresh, &mut seq, &refs(&novel))
+            .iter()
+            .all(|&n| n)
+    );
+}
