@@ -315,7 +315,7 @@ fn restore(data: &Path, path: &Path) -> anyhow::Result<()> {
             data.display()
         );
     }
-    let (kept, summary) = match store::backup::restore(data, path) {
+    let (kept, summary) = match inlet::ops::backup::restore(data, path) {
         Err(store::Error::AlreadyOpen) => bail!(
             "the database in {} is in use by another process: stop the server first",
             data.display()
@@ -607,7 +607,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let store = open_waiting(&data)?;
     warn_if_shared(&data);
     let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
-    let writer = Writer::start_store(&store, config.queue_bytes)?;
+    let indexer = Arc::new(store::indexer::Indexer::start(store.clone())?);
+    let listeners: store::writer::Listeners =
+        vec![Arc::new(store::panel::Tallies), indexer.clone()];
+    let writer = Writer::start(&store, config.queue_bytes, listeners)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -632,7 +635,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         "http"
     };
-    let state = Arc::new(State::new(config, store, writer, admin));
+    let mut state = State::new(config, store, writer, admin);
+    state.indexer = Some(indexer);
+    let state = Arc::new(state);
     let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
     runtime.spawn(retention_task(state.clone()));
     runtime.spawn(inlet::logs::flush_task());
@@ -720,7 +725,7 @@ async fn retention_task(state: Arc<State>) {
         let s = state.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let days = s.config.retention_days;
-            store::retention::run_with_writer(&s.store, &s.writer, days, inlet::clock::now_ms())
+            inlet::ops::retention::run_with_writer(&s.store, &s.writer, days, inlet::clock::now_ms())
         })
         .await;
         match pass {

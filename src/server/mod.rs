@@ -36,6 +36,8 @@ pub struct State {
     pub admin: crate::admin::AdminState,
     /// Request bodies in memory, over all requests.
     pub bodies: body::BodyBudget,
+    /// The identity indexer listening to the writer (for its lag), when one runs.
+    pub indexer: Option<std::sync::Arc<crate::store::indexer::Indexer>>,
 }
 
 impl State {
@@ -53,6 +55,7 @@ impl State {
             counters: Default::default(),
             rate_limiter: Default::default(),
             admin,
+            indexer: None,
         }
     }
 }

@@ -824,7 +824,7 @@ pub(crate) mod tests {
 
     #[test]
     fn retention_removes_index_entries_with_their_events() {
-        use crate::store::retention;
+        use crate::ops::retention;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let records: Vec<EventRecord> = (1..=4u64)

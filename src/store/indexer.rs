@@ -1,7 +1,8 @@
 //! The identity indexer's thread: keeps the graph ([`super::identity`], in its own database
 //! file, [`super::graph`]) caught up with the log, in parallel with the ingest writer.
 //!
-//! The writer tells it the newest committed seq after every commit ([`Indexer::committed`]).
+//! The writer tells it the newest committed seq after every commit: it is one of the writer's
+//! [`CommitListener`]s.
 //! It indexes one chunk ([`identity::INDEX_CHUNK`] events, plus a bounded step of the runs'
 //! merges) whenever a whole chunk is waiting, and the rest (and the merges left) once no
 //! commit came for [`INDEX_WHEN_IDLE_FOR`]: small chunks would make many small runs, the
@@ -14,6 +15,7 @@
 
 use super::Store;
 use super::identity;
+use super::writer::CommitListener;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,11 +49,12 @@ struct Progress {
 }
 
 impl Indexer {
-    /// Starts the thread for `store`, whose newest stored seq is `committed`.
-    pub fn start(store: Store, committed: u64) -> std::io::Result<Indexer> {
+    /// Starts the thread for `store`; the writer it listens to tells it the newest stored seq
+    /// when it starts.
+    pub fn start(store: Store) -> std::io::Result<Indexer> {
         let shared = Arc::new(Shared {
             state: Mutex::new(Progress {
-                committed,
+                committed: 0,
                 indexed: None,
                 last_commit: Instant::now(),
                 stop: false,
@@ -90,6 +93,16 @@ impl Indexer {
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
+    }
+}
+
+impl CommitListener for Indexer {
+    fn committed(&self, seq: u64) {
+        Indexer::committed(self, seq);
+    }
+
+    fn writer_stopped(&self) {
+        self.stop();
     }
 }
 
@@ -216,7 +229,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         append(&store, &[stored(1, &[]), stored(2, &[]), stored(3, &[])]);
-        let indexer = Indexer::start(store.clone(), 10).unwrap();
+        let indexer = Indexer::start(store.clone()).unwrap();
+        indexer.committed(10);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while indexer.lag() > 0 {
             assert!(
@@ -233,9 +247,11 @@ mod tests {
     async fn the_graph_catches_up_with_the_writer_once_the_log_is_idle() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = crate::store::writer::Writer::start_store(
+        let indexer = std::sync::Arc::new(Indexer::start(store.clone()).unwrap());
+        let w = crate::store::writer::Writer::start(
             &store,
             crate::store::writer::DEFAULT_QUEUE_BYTES,
+            vec![indexer],
         )
         .unwrap();
         let mut s = sub(&["a", "b", "c"]);

@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod audit;
-pub mod backup;
 pub mod codec;
 pub mod dedupe;
 pub mod graph;
@@ -13,11 +12,9 @@ pub mod key_cache;
 pub mod panel;
 pub mod pending;
 pub mod read;
-pub mod retention;
 pub mod runs;
 pub mod secrets;
 pub mod tables;
-pub mod verify;
 pub mod writer;
 
 use crate::clock::now_ms;

@@ -400,7 +400,7 @@ fn readyz_goes_unready_when_the_writer_stops() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let writer = Writer::start_store(&store, 1 << 20).unwrap();
+    let writer = Writer::start(&store, 1 << 20, vec![]).unwrap();
     let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap());
     config.min_free_disk_bytes = 1;
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -18,10 +18,10 @@
 //! mark may be missing and counters count removed events too, so only the seqs above the
 //! mark are checked for gaps and the counter and dedupe-count checks are skipped.
 
-use super::codec::{App, Tenant, decode_config, decode_event};
-use super::dedupe::fingerprint;
-use super::tables::*;
-use super::{Result, Store};
+use crate::store::codec::{App, Tenant, decode_config, decode_event};
+use crate::store::dedupe::fingerprint;
+use crate::store::tables::*;
+use crate::store::{Result, Store};
 use crate::clock::month_key;
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::HashMap;
@@ -64,7 +64,7 @@ impl Store {
             .and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         // The dedupe index, read whole (campaign databases are small): seq → how it is indexed.
-        let entries = super::dedupe::entries(&txn)?;
+        let entries = crate::store::dedupe::entries(&txn)?;
         let mut by_fp: HashMap<u64, u128> = HashMap::new();
         let mut by_journal: HashMap<u64, u128> = HashMap::new();
         for (to, list) in [
@@ -147,12 +147,12 @@ impl Store {
                 .iter()?
                 .map(|row| -> Result<(u64, Option<u32>, Vec<u8>)> {
                     let (seq, bytes) = row?;
-                    let app = super::codec::identity_view(bytes.value())
+                    let app = crate::store::codec::identity_view(bytes.value())
                         .ok()
                         .and_then(|v| app_ids.get(v.app).copied());
                     Ok((seq.value(), app, bytes.value().to_vec()))
                 });
-            super::identity::check(&graph, &mut rows, problems)?;
+            crate::store::identity::check(&graph, &mut rows, problems)?;
         }
         if removed_through > 0 {
             return Ok(report);
@@ -222,7 +222,7 @@ mod tests {
     async fn a_consistent_log_passes_and_a_tampered_one_fails() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
+        let w = Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap();
         let record = |id: &str| crate::store::codec::EventRecord {
             received_at_ms: 1_764_000_000_000,
             ..crate::store::codec::EventRecord::for_test(id)

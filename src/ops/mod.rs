@@ -1,5 +1,11 @@
 //! Admin operations of the CLI, run the same way whether this process opened the database
-//! itself or a serving process runs them for it over the control socket.
+//! itself or a serving process runs them for it over the control socket, and the operations
+//! on the whole database they use: backup and restore ([`backup`]), verify ([`verify`]) and
+//! retention ([`retention`]).
+
+pub mod backup;
+pub mod retention;
+pub mod verify;
 
 use crate::auth::password::PasswordHash;
 use crate::auth::secrets::Sealer;
@@ -7,7 +13,7 @@ use crate::clock::{now_ms, rfc3339_ms};
 use crate::store::read::ExportFilter;
 use crate::store::secrets;
 use crate::store::writer::Writer;
-use crate::store::{self, Store, admin, backup, retention};
+use crate::store::{self, Store, admin};
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
