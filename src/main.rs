@@ -609,7 +609,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
     let indexer = Arc::new(store::indexer::Indexer::start(store.clone())?);
     let listeners: store::writer::Listeners =
-        vec![Arc::new(store::panel::Tallies), indexer.clone()];
+        vec![Arc::new(inlet::admin::panel::Tallies), indexer.clone()];
     let writer = Writer::start(&store, config.queue_bytes, listeners)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,7 +14,7 @@ use crate::clock::now_ms;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
 use crate::stats::Counted;
-use crate::store::panel::{EventQuery, set_first_admin_password};
+use super::panel::{EventQuery, set_first_admin_password};
 use crate::store::read::Canonical;
 use crate::store::{self, admin};
 use hyper::body::Incoming;

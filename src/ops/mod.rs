@@ -376,7 +376,7 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             None => return Err(store::Error::NotFound(format!("no audit body {key:?}"))),
         },
         Op::AdminSetPassword { hash } => {
-            exec.write(move |txn| store::panel::set_admin_password(txn, &hash))?;
+            exec.write(move |txn| crate::admin::panel::set_admin_password(txn, &hash))?;
             writeln!(out, "admin password set; every admin session ended")?;
         }
         Op::SecretsMint { app, label } => {

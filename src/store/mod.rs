@@ -9,7 +9,6 @@ pub mod graph;
 pub mod identity;
 pub mod indexer;
 pub mod key_cache;
-pub mod panel;
 pub mod pending;
 pub mod read;
 pub mod runs;

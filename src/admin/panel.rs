@@ -2,10 +2,10 @@
 //! the writer in the same commit as the events they count), the admin password hash, and
 //! filtered event listings, newest first.
 
-use super::codec::{EventRecord, decode_config, decode_event, encode_config};
-use super::tables::*;
-use super::writer::{Accepted, CommitListener};
-use super::{Result, Store};
+use crate::store::codec::{EventRecord, decode_config, decode_event, encode_config};
+use crate::store::tables::*;
+use crate::store::writer::{Accepted, CommitListener};
+use crate::store::{Result, Store};
 use crate::auth::password::PasswordHash;
 use crate::clock::{Date, days_from_civil};
 use redb::{ReadableTable, WriteTransaction};
@@ -217,8 +217,8 @@ impl Store {
         // An event id within one app is a point lookup in the dedupe index.
         if let (Some(app), Some(event_id)) = (&q.app, &q.event_id) {
             let apps = txn.open_table(APPS)?;
-            if let Some((app_id, _)) = super::find_app(&apps, app)?
-                && let Some(seq) = super::dedupe::lookup_committed(&txn, app_id, event_id)?
+            if let Some((app_id, _)) = crate::store::find_app(&apps, app)?
+                && let Some(seq) = crate::store::dedupe::lookup_committed(&txn, app_id, event_id)?
                 && (lo..hi).contains(&seq)
                 && let Some(bytes) = events.get(seq)?
             {
@@ -253,7 +253,7 @@ mod tests {
     use crate::store::writer::{Pending, Submission, Writer};
 
     fn record(app: &str, name: &str, id: &str) -> Vec<u8> {
-        super::super::codec::encode_event(&EventRecord {
+        crate::store::codec::encode_event(&EventRecord {
             received_at_ms: 0,
             app: app.into(),
             event_name: name.into(),
