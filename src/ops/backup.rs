@@ -220,10 +220,19 @@ pub fn verify(path: &Path) -> Result<Summary> {
     Ok(s)
 }
 
+/// What [`restore`] did.
+#[derive(Debug)]
+pub struct Restored {
+    /// Where the previous database was kept, if there was one.
+    pub kept: Option<PathBuf>,
+    /// What the restored database holds.
+    pub summary: Summary,
+}
+
 /// Replaces the database of `data_dir` with the backup `file`, after checking it. Fails if
 /// another process (a server) holds the current database. The previous database is kept as
-/// `inlet.redb.pre-restore-<ms>`; returns that path (if there was one) and the summary.
-pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary)> {
+/// `inlet.redb.pre-restore-<ms>`.
+pub fn restore(data_dir: &Path, file: &Path) -> Result<Restored> {
     let current = data_dir.join(DB_FILE);
     // Hold the current database (if any) for the whole swap: proves no server is running.
     let held = if current.exists() {
@@ -270,7 +279,7 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
     std::fs::rename(&staged.0, &current)?;
     std::fs::File::open(data_dir)?.sync_all()?;
     drop(held);
-    Ok((kept, summary))
+    Ok(Restored { kept, summary })
 }
 
 #[cfg(test)]
@@ -340,7 +349,7 @@ mod tests {
             Err(Error::AlreadyOpen)
         ));
         drop(store);
-        let (kept, _) = restore(dir.path(), &file).unwrap();
+        let kept = restore(dir.path(), &file).unwrap().kept;
         assert!(kept.unwrap().exists());
         Store::open(dir.path()).unwrap();
     }

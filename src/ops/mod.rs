@@ -556,3 +556,7 @@ fn profile(
     )?;
     Ok(())
 }
+
+/// How long a command (or a starting server) waits for the database held by a server that is
+/// starting or stopping.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

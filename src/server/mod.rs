@@ -5,6 +5,8 @@ pub mod body;
 pub mod conn;
 pub mod metrics;
 pub mod reply;
+mod start;
+pub use start::*;
 
 use crate::config::Config;
 use crate::event::Reason;

@@ -223,7 +223,7 @@ pub fn index_step(
     log: &redb::ReadTransaction,
     txn: &WriteTransaction,
     through: u64,
-) -> Result<(u64, bool)> {
+) -> Result<Indexed> {
     let from = indexed_seq(&txn.open_table(META)?)?;
     let mut cursor = from;
     if from < through {
@@ -269,7 +269,27 @@ pub fn index_step(
         }
     }
     let merging = RunSet::merge_step(txn, RUNS, MERGE_STEP_KEYS)?;
-    Ok((cursor, merging))
+    Ok(Indexed { cursor, merging })
+}
+
+/// Where an indexing step left the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Indexed {
+    /// The graph's cursor: every event up to it is indexed.
+    pub cursor: u64,
+    /// Merges of the runs are left.
+    pub merging: bool,
+}
+
+/// What one [`step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// The cursor before the step.
+    pub before: u64,
+    /// The cursor after it, and whether merges are left.
+    pub after: Indexed,
+    /// The newest seq of the log's snapshot the step read.
+    pub through: u64,
 }
 
 /// The graph's part of [`Store::verify`]: the runs decode, and they hold exactly the events
@@ -344,9 +364,8 @@ pub fn reset(txn: &WriteTransaction) -> Result<()> {
 }
 
 /// One indexing step of `store`'s graph (a read of the log, a commit of the graph's
-/// database) up to the newest stored event. Returns (cursor before, cursor after, newest
-/// seq, whether merges wait).
-pub fn step(store: &Store) -> Result<(u64, u64, u64, bool)> {
+/// database) up to the newest stored event.
+pub fn step(store: &Store) -> Result<Step> {
     let graph = store.graph.db()?;
     // The graph's transaction first: it is the only writer of the graph, and the log's
     // snapshot then holds at least every event up to the graph's cursor.
@@ -357,17 +376,25 @@ pub fn step(store: &Store) -> Result<(u64, u64, u64, bool)> {
         .last()?
         .map_or(0, |(k, _)| k.value());
     let before = indexed_seq(&txn.open_table(META)?)?;
-    let (cursor, merging) = index_step(&log, &txn, through)?;
+    let after = index_step(&log, &txn, through)?;
     drop(log);
     txn.commit()?;
-    Ok((before, cursor, through, merging))
+    Ok(Step {
+        before,
+        after,
+        through,
+    })
 }
 
 /// Indexes everything stored so far, in steps of [`INDEX_CHUNK`] events: for a process that
 /// holds the database alone (no indexer thread), and for tests.
 pub fn catch_up(store: &Store) -> Result<u64> {
     loop {
-        let (before, cursor, through, merging) = step(store)?;
+        let Step {
+            before,
+            after: Indexed { cursor, merging },
+            through,
+        } = step(store)?;
         if (cursor >= through || cursor == before) && !merging {
             return Ok(cursor);
         }
@@ -682,7 +709,7 @@ pub(crate) mod tests {
         let graph = store.graph.db().unwrap();
         let txn = graph.begin_write().unwrap();
         let log = store.db().unwrap().begin_read().unwrap();
-        let (cursor, _) = index_step(&log, &txn, through).unwrap();
+        let cursor = index_step(&log, &txn, through).unwrap().cursor;
         txn.commit().unwrap();
         cursor
     }

@@ -165,7 +165,14 @@ fn run(store: &Store, shared: &Shared) {
         // Every seq up to this one is committed, so the step's snapshot of the log holds it.
         let committed = shared.lock().committed;
         match identity::step(store) {
-            Ok((_, cursor, through, more)) => {
+            Ok(identity::Step {
+                after: identity::Indexed {
+                    cursor,
+                    merging: more,
+                },
+                through,
+                ..
+            }) => {
                 // A step that reached the end of its snapshot has indexed everything
                 // committed: the newest seqs may be missing from the log (retention removed
                 // them), and the cursor then stops short of `committed`.
