@@ -5,7 +5,7 @@
 //! Data flows one way: socket → body → dialect decode → auth → validate → quota →
 //! group-commit writer → redb → response.
 //!
-//! - [`cli`]: clap definitions; `main.rs` dispatches.
+//! - [`cli`]: clap definitions; `main.rs` dispatches (`serve` is [`server::start`]).
 //! - [`config`]: configuration layers (file, environment, flags) → the checked `Config`.
 //! - [`server`]: accept loop, router, body limits, the Reason → HTTP mapping ([`server::reply`]).
 //! - [`ingest`]: the pipeline, one function per endpoint showing the whole order.
@@ -13,12 +13,13 @@
 //! - [`event`]: the canonical event, its validation and the stable rejection reasons.
 //! - [`auth`]: server keys (mint, hash, constant-time compare), the admin password hash,
 //!   HMAC signing secrets (mint, seal at rest, verify request signatures).
-//! - [`admin`]: the embedded admin panel and its JSON API, admin sessions.
+//! - [`admin`]: the embedded admin panel and its JSON API, admin sessions, the panel's read
+//!   models (tallies kept by a writer listener, listings).
 //! - [`store`]: tables, versioned record codec, the writer thread (which reopens the database
-//!   after a failed commit), admin writes, reads, backup/restore, retention, signing secrets,
-//!   the identity graph, the whole-database consistency check.
+//!   after a failed commit and publishes each batch to its listeners), admin writes, reads,
+//!   signing secrets, the identity graph. It imports nothing above it.
 //! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
-//!   control socket.
+//!   control socket; backup/restore, retention and the whole-database consistency check.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).

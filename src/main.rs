@@ -314,13 +314,14 @@ fn restore(data: &Path, path: &Path) -> anyhow::Result<()> {
             data.display()
         );
     }
-    let inlet::ops::backup::Restored { kept, summary } = match inlet::ops::backup::restore(data, path) {
-        Err(store::Error::AlreadyOpen) => bail!(
-            "the database in {} is in use by another process: stop the server first",
-            data.display()
-        ),
-        other => other.with_context(|| format!("restoring {}", path.display()))?,
-    };
+    let inlet::ops::backup::Restored { kept, summary } =
+        match inlet::ops::backup::restore(data, path) {
+            Err(store::Error::AlreadyOpen) => bail!(
+                "the database in {} is in use by another process: stop the server first",
+                data.display()
+            ),
+            other => other.with_context(|| format!("restoring {}", path.display()))?,
+        };
     eprintln!(
         "inlet: restored {} ({} events, {} tenants, {} apps, {} keys)",
         path.display(),

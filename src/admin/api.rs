@@ -5,6 +5,7 @@
 //! 401 without one: the session is checked before the route is looked at. Writes run on the
 //! writer thread (the one owner of write transactions) through [`write`].
 
+use super::panel::{EventQuery, set_first_admin_password};
 use super::session::{
     AdminSession, NewSession, WriteSession, clear_cookie, same_origin, set_cookie,
 };
@@ -14,7 +15,6 @@ use crate::clock::now_ms;
 use crate::server::reply::Reply;
 use crate::server::{State, read_body};
 use crate::stats::Counted;
-use super::panel::{EventQuery, set_first_admin_password};
 use crate::store::read::Canonical;
 use crate::store::{self, admin};
 use hyper::body::Incoming;

@@ -1,13 +1,13 @@
 //! What the admin panel needs from the database: per-app day and hour counters (written by
-//! the writer in the same commit as the events they count), the admin password hash, and
-//! filtered event listings, newest first.
+//! [`Tallies`], a writer listener, in the same commit as the events they count), the admin
+//! password hash, and filtered event listings, newest first.
 
+use crate::auth::password::PasswordHash;
+use crate::clock::{Date, days_from_civil};
 use crate::store::codec::{EventRecord, decode_config, decode_event, encode_config};
 use crate::store::tables::*;
 use crate::store::writer::{Accepted, CommitListener};
 use crate::store::{Result, Store};
-use crate::auth::password::PasswordHash;
-use crate::clock::{Date, days_from_civil};
 use redb::{ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 

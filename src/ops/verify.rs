@@ -18,11 +18,11 @@
 //! mark may be missing and counters count removed events too, so only the seqs above the
 //! mark are checked for gaps and the counter and dedupe-count checks are skipped.
 
+use crate::clock::month_key;
 use crate::store::codec::{App, Tenant, decode_config, decode_event};
 use crate::store::dedupe::fingerprint;
 use crate::store::tables::*;
 use crate::store::{Result, Store};
-use crate::clock::month_key;
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::HashMap;
 

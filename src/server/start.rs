@@ -152,7 +152,12 @@ async fn retention_task(state: Arc<State>) {
         let s = state.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let days = s.config.retention_days;
-            crate::ops::retention::run_with_writer(&s.store, &s.writer, days, crate::clock::now_ms())
+            crate::ops::retention::run_with_writer(
+                &s.store,
+                &s.writer,
+                days,
+                crate::clock::now_ms(),
+            )
         })
         .await;
         match pass {
@@ -165,7 +170,6 @@ async fn retention_task(state: Arc<State>) {
         tokio::time::sleep(state.config.retention_interval).await;
     }
 }
-
 
 /// Opens the database for `serve`, creating it when new. Another server serving it is an
 /// error at once; a file held by a process that does not answer on the control socket (an

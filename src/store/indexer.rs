@@ -166,10 +166,11 @@ fn run(store: &Store, shared: &Shared) {
         let committed = shared.lock().committed;
         match identity::step(store) {
             Ok(identity::Step {
-                after: identity::Indexed {
-                    cursor,
-                    merging: more,
-                },
+                after:
+                    identity::Indexed {
+                        cursor,
+                        merging: more,
+                    },
                 through,
                 ..
             }) => {

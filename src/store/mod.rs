@@ -1,5 +1,5 @@
 //! The embedded redb database: tables, record codec, the group-commit writer, admin writes
-//! and reads. The store knows nothing of HTTP.
+//! and reads. The store knows nothing of HTTP, nor of what listens to the writer's commits.
 
 pub mod admin;
 pub mod audit;

@@ -136,6 +136,8 @@ pub const REMOVED_THROUGH: &str = "retention_removed_through";
 pub fn removed_through(txn: &redb::WriteTransaction) -> Result<u64, redb::Error> {
     let meta = txn.open_table(META)?;
     let v = meta.get(REMOVED_THROUGH)?;
-    Ok(v.and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0))
+    Ok(
+        v.and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0),
+    )
 }

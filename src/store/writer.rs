@@ -519,7 +519,11 @@ fn run(
                 None => Err(Error::Reopening),
             };
             match result {
-                Ok(Appended { outcomes, next_seq: next, index: merged }) => {
+                Ok(Appended {
+                    outcomes,
+                    next_seq: next,
+                    index: merged,
+                }) => {
                     stats
                         .metrics
                         .commit_seconds
