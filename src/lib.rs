@@ -17,7 +17,9 @@
 //!   models (tallies kept by a writer listener, listings).
 //! - [`store`]: tables, versioned record codec, the writer thread (which reopens the database
 //!   after a failed commit and publishes each batch to its listeners), admin writes, reads,
-//!   signing secrets, the identity graph. It imports nothing above it.
+//!   signing secrets. It imports nothing above it.
+//! - [`identity`]: the identity graph derived from the log, in its own file, kept by an
+//!   indexer thread that listens to the writer; profiles.
 //! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
 //!   control socket; backup/restore, retention and the whole-database consistency check.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod control;
 pub mod dialect;
 pub mod event;
+pub mod identity;
 pub mod ingest;
 pub mod logs;
 pub mod metrics;

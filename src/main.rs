@@ -9,6 +9,7 @@ use inlet::cli::{
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
 use inlet::control;
+use inlet::identity::Identity;
 use inlet::ops::{Exec, Op, execute};
 use inlet::server;
 use inlet::store::{self, Store};
@@ -165,7 +166,7 @@ fn init(place: &Place) -> anyhow::Result<()> {
     }
     let new_dir = !data.exists();
     match Store::open(data) {
-        Ok(store) => drop(store),
+        Ok(store) => drop(Identity::open(&store)),
         Err(store::Error::AlreadyOpen) => {
             bail!("{} is held by another process", db.display())
         }
@@ -479,7 +480,11 @@ fn admin(place: &Place, op: Op, stdout: &mut dyn std::io::Write) -> anyhow::Resu
             return control::call(conn, &op, stdout).map_err(anyhow::Error::msg);
         }
         match Store::open_existing(data) {
-            Ok(store) => return Ok(execute(&Exec::Direct(&store), op, stdout)?),
+            Ok(store) => {
+                // The graph's file is opened with the log, as a server does (and closed first).
+                let identity = Identity::open(&store);
+                return Ok(execute(&Exec::Direct(&store, &identity), op, stdout)?);
+            }
             Err(store::Error::AlreadyOpen) if Instant::now() < deadline => {
                 // A server holds the file but its socket is not up yet (or is going away).
                 std::thread::sleep(Duration::from_millis(50));

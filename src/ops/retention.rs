@@ -184,3 +184,50 @@ pub fn run_with_writer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::{append, stored};
+    use crate::identity::{Identity, catch_up};
+    use crate::store::codec::EventRecord;
+
+    #[test]
+    fn retention_removes_index_entries_with_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
+        let records: Vec<EventRecord> = (1..=4u64)
+            .map(|seq| {
+                let mut r = stored(seq, &[]);
+                r.install_uuid = Some(format!("i{seq}"));
+                r.user_id = Some("u".into());
+                r
+            })
+            .collect();
+        append(&store, &records[..3]);
+        catch_up(&store).unwrap();
+        // The fourth is in the tail when retention removes it.
+        append(&store, &records[3..]);
+        assert_eq!(
+            store
+                .profile("default", "u", 10)
+                .unwrap()
+                .unwrap()
+                .events
+                .len(),
+            4
+        );
+        let cuts = std::collections::HashMap::from([("default".to_owned(), 2u64)]);
+        let chunk = find_chunk(&store.store().db().unwrap(), &cuts, 1).unwrap();
+        assert_eq!(chunk.victims.len(), 4);
+        let txn = store.store().db().unwrap().begin_write().unwrap();
+        assert_eq!(delete_chunk(&txn, &chunk.victims).unwrap(), 4);
+        txn.commit().unwrap();
+        catch_up(&store).unwrap();
+        // The links stay: the identifiers are still known to belong together (the removed
+        // tail event was never indexed, so its own install uuid is gone with it).
+        let p = store.profile("default", "u", 10).unwrap().unwrap();
+        assert!(p.events.is_empty());
+        assert_eq!(p.identifiers.len(), 4);
+    }
+}

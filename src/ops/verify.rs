@@ -19,6 +19,7 @@
 //! mark are checked for gaps and the counter and dedupe-count checks are skipped.
 
 use crate::clock::month_key;
+use crate::identity::Identity;
 use crate::store::codec::{App, Tenant, decode_config, decode_event};
 use crate::store::dedupe::fingerprint;
 use crate::store::tables::*;
@@ -38,179 +39,191 @@ pub struct Report {
 impl Store {
     /// Reads the whole database in one read transaction and checks its invariants.
     pub fn verify(&self) -> Result<Report> {
-        // The graph's snapshot before the log's (as profile reads take them): the log then
-        // holds every event up to the graph's cursor.
-        let graph = self.graph.db()?.begin_read()?;
-        let txn = self.db.begin_read()?;
-        let mut report = Report::default();
-        let problems = &mut report.problems;
+        verify(self, None)
+    }
+}
 
-        let mut tenant_ids = HashMap::new();
-        for row in txn.open_table(TENANTS)?.iter()? {
-            let (id, bytes) = row?;
-            let t: Tenant = decode_config("tenant", bytes.value())?;
-            tenant_ids.insert(t.name, id.value());
-        }
-        let mut app_ids = HashMap::new();
-        for row in txn.open_table(APPS)?.iter()? {
-            let (id, bytes) = row?;
-            let a: App = decode_config("app", bytes.value())?;
-            app_ids.insert(a.name, id.value());
-        }
+/// [`Store::verify`] of `identity`'s store, checking its identity graph against the log too.
+pub fn with_graph(identity: &Identity) -> Result<Report> {
+    verify(identity.store(), Some(identity))
+}
 
-        let removed_through = txn
-            .open_table(META)?
-            .get("retention_removed_through")?
-            .and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        // The dedupe index, read whole (campaign databases are small): seq → how it is indexed.
-        let entries = crate::store::dedupe::entries(&txn)?;
-        let mut by_fp: HashMap<u64, u128> = HashMap::new();
-        let mut by_journal: HashMap<u64, u128> = HashMap::new();
-        for (to, list) in [
-            (&mut by_fp, &entries.runs),
-            (&mut by_journal, &entries.unmerged),
-        ] {
-            for &(seq, fp) in list {
-                if to.insert(seq, fp).is_some() {
-                    problems.push(format!("seq {seq}: indexed twice by fingerprint"));
+fn verify(store: &Store, identity: Option<&Identity>) -> Result<Report> {
+    // The graph's snapshot before the log's (as profile reads take them): the log then
+    // holds every event up to the graph's cursor.
+    let graph = match identity {
+        Some(i) => Some(i.graph_db()?.begin_read()?),
+        None => None,
+    };
+    let txn = store.db()?.begin_read()?;
+    let mut report = Report::default();
+    let problems = &mut report.problems;
+
+    let mut tenant_ids = HashMap::new();
+    for row in txn.open_table(TENANTS)?.iter()? {
+        let (id, bytes) = row?;
+        let t: Tenant = decode_config("tenant", bytes.value())?;
+        tenant_ids.insert(t.name, id.value());
+    }
+    let mut app_ids = HashMap::new();
+    for row in txn.open_table(APPS)?.iter()? {
+        let (id, bytes) = row?;
+        let a: App = decode_config("app", bytes.value())?;
+        app_ids.insert(a.name, id.value());
+    }
+
+    let removed_through = txn
+        .open_table(META)?
+        .get("retention_removed_through")?
+        .and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0);
+    // The dedupe index, read whole (campaign databases are small): seq → how it is indexed.
+    let entries = crate::store::dedupe::entries(&txn)?;
+    let mut by_fp: HashMap<u64, u128> = HashMap::new();
+    let mut by_journal: HashMap<u64, u128> = HashMap::new();
+    for (to, list) in [
+        (&mut by_fp, &entries.runs),
+        (&mut by_journal, &entries.unmerged),
+    ] {
+        for &(seq, fp) in list {
+            if to.insert(seq, fp).is_some() {
+                problems.push(format!("seq {seq}: indexed twice by fingerprint"));
+            }
+        }
+    }
+    if let Some(seq) = by_fp.keys().find(|s| by_journal.contains_key(s)) {
+        problems.push(format!("seq {seq}: both in a run and not yet in one"));
+    }
+    let mut by_full: HashMap<u64, Vec<u8>> = HashMap::new();
+    for row in txn.open_table(DEDUPE)?.iter()? {
+        let (key, seq) = row?;
+        by_full.insert(seq.value(), key.value().to_vec());
+    }
+    let mut seen_ids: HashMap<(u32, String), u64> = HashMap::new();
+    let mut counted: HashMap<u64, u64> = HashMap::new();
+    let mut expected_seq = 1;
+    for row in txn.open_table(EVENTS)?.iter()? {
+        let (seq, bytes) = row?;
+        let seq = seq.value();
+        if seq != expected_seq && seq > removed_through + 1 {
+            problems.push(format!("seq gap: expected {expected_seq}, found {seq}"));
+        }
+        expected_seq = seq + 1;
+        let record = match decode_event(bytes.value()) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("seq {seq}: {e}"));
+                continue;
+            }
+        };
+        match app_ids.get(&record.app) {
+            Some(&app_id) => {
+                if let Some(first) = seen_ids.insert((app_id, record.event_id.clone()), seq) {
+                    problems.push(format!(
+                        "seq {seq} ({}/{}): stored twice, first as seq {first}",
+                        record.app, record.event_id
+                    ));
+                }
+                let fp = fingerprint(app_id, &record.event_id);
+                let full = dedupe_key(app_id, &record.event_id);
+                let entries = [
+                    by_fp.get(&seq).map(|f| *f == fp),
+                    by_journal.get(&seq).map(|f| *f == fp),
+                    by_full.get(&seq).map(|k| *k == full),
+                ];
+                if entries.contains(&Some(false)) {
+                    problems.push(format!(
+                        "seq {seq} ({}/{}): a dedupe entry for it has another fingerprint or id",
+                        record.app, record.event_id
+                    ));
+                }
+                if entries.iter().all(Option::is_none) {
+                    problems.push(format!(
+                        "seq {seq} ({}/{}): no dedupe entry finds it",
+                        record.app, record.event_id
+                    ));
                 }
             }
+            None => problems.push(format!("seq {seq}: unknown app {}", record.app)),
         }
-        if let Some(seq) = by_fp.keys().find(|s| by_journal.contains_key(s)) {
-            problems.push(format!("seq {seq}: both in a run and not yet in one"));
-        }
-        let mut by_full: HashMap<u64, Vec<u8>> = HashMap::new();
-        for row in txn.open_table(DEDUPE)?.iter()? {
-            let (key, seq) = row?;
-            by_full.insert(seq.value(), key.value().to_vec());
-        }
-        let mut seen_ids: HashMap<(u32, String), u64> = HashMap::new();
-        let mut counted: HashMap<u64, u64> = HashMap::new();
-        let mut expected_seq = 1;
-        for row in txn.open_table(EVENTS)?.iter()? {
-            let (seq, bytes) = row?;
-            let seq = seq.value();
-            if seq != expected_seq && seq > removed_through + 1 {
-                problems.push(format!("seq gap: expected {expected_seq}, found {seq}"));
+        match tenant_ids.get(&record.tenant) {
+            Some(&tenant_id) => {
+                let k = usage_key(tenant_id, month_key(record.received_at_ms));
+                *counted.entry(k).or_default() += 1;
             }
-            expected_seq = seq + 1;
-            let record = match decode_event(bytes.value()) {
-                Ok(r) => r,
-                Err(e) => {
-                    problems.push(format!("seq {seq}: {e}"));
-                    continue;
-                }
-            };
-            match app_ids.get(&record.app) {
-                Some(&app_id) => {
-                    if let Some(first) = seen_ids.insert((app_id, record.event_id.clone()), seq) {
-                        problems.push(format!(
-                            "seq {seq} ({}/{}): stored twice, first as seq {first}",
-                            record.app, record.event_id
-                        ));
-                    }
-                    let fp = fingerprint(app_id, &record.event_id);
-                    let full = dedupe_key(app_id, &record.event_id);
-                    let entries = [
-                        by_fp.get(&seq).map(|f| *f == fp),
-                        by_journal.get(&seq).map(|f| *f == fp),
-                        by_full.get(&seq).map(|k| *k == full),
-                    ];
-                    if entries.contains(&Some(false)) {
-                        problems.push(format!(
-                            "seq {seq} ({}/{}): a dedupe entry for it has another fingerprint or id",
-                            record.app, record.event_id
-                        ));
-                    }
-                    if entries.iter().all(Option::is_none) {
-                        problems.push(format!(
-                            "seq {seq} ({}/{}): no dedupe entry finds it",
-                            record.app, record.event_id
-                        ));
-                    }
-                }
-                None => problems.push(format!("seq {seq}: unknown app {}", record.app)),
-            }
-            match tenant_ids.get(&record.tenant) {
-                Some(&tenant_id) => {
-                    let k = usage_key(tenant_id, month_key(record.received_at_ms));
-                    *counted.entry(k).or_default() += 1;
-                }
-                None => problems.push(format!("seq {seq}: unknown tenant {}", record.tenant)),
-            }
-            report.events.push((seq, record.app, record.event_id));
+            None => problems.push(format!("seq {seq}: unknown tenant {}", record.tenant)),
         }
-        {
-            let log = txn.open_table(EVENTS)?;
-            let mut rows = log
-                .iter()?
-                .map(|row| -> Result<(u64, Option<u32>, Vec<u8>)> {
-                    let (seq, bytes) = row?;
-                    let app = crate::store::codec::identity_view(bytes.value())
-                        .ok()
-                        .and_then(|v| app_ids.get(v.app).copied());
-                    Ok((seq.value(), app, bytes.value().to_vec()))
-                });
-            crate::store::identity::check(&graph, &mut rows, problems)?;
-        }
-        if removed_through > 0 {
-            return Ok(report);
-        }
-        let stored: std::collections::HashSet<u64> =
-            report.events.iter().map(|(seq, _, _)| *seq).collect();
-        let mut dangling: Vec<u64> = by_fp
-            .keys()
-            .chain(by_journal.keys())
-            .chain(by_full.keys())
-            .filter(|seq| !stored.contains(seq))
-            .copied()
-            .collect();
-        for row in txn.open_table(AUDIT_BODIES)?.iter()? {
-            let seq = row?.0.value();
-            if !stored.contains(&seq) {
-                problems.push(format!(
-                    "an audit body is stored under seq {seq}, which is not stored"
-                ));
-            }
-        }
-        dangling.sort_unstable();
-        dangling.dedup();
-        if !dangling.is_empty() {
+        report.events.push((seq, record.app, record.event_id));
+    }
+    if let Some(graph) = &graph {
+        let log = txn.open_table(EVENTS)?;
+        let mut rows = log
+            .iter()?
+            .map(|row| -> Result<(u64, Option<u32>, Vec<u8>)> {
+                let (seq, bytes) = row?;
+                let app = crate::store::codec::identity_view(bytes.value())
+                    .ok()
+                    .and_then(|v| app_ids.get(v.app).copied());
+                Ok((seq.value(), app, bytes.value().to_vec()))
+            });
+        crate::identity::check(graph, &mut rows, problems)?;
+    }
+    if removed_through > 0 {
+        return Ok(report);
+    }
+    let stored: std::collections::HashSet<u64> =
+        report.events.iter().map(|(seq, _, _)| *seq).collect();
+    let mut dangling: Vec<u64> = by_fp
+        .keys()
+        .chain(by_journal.keys())
+        .chain(by_full.keys())
+        .filter(|seq| !stored.contains(seq))
+        .copied()
+        .collect();
+    for row in txn.open_table(AUDIT_BODIES)?.iter()? {
+        let seq = row?.0.value();
+        if !stored.contains(&seq) {
             problems.push(format!(
-                "{} events but dedupe entries point to {} missing seqs (first {})",
-                report.events.len(),
-                dangling.len(),
-                dangling[0]
+                "an audit body is stored under seq {seq}, which is not stored"
             ));
         }
-
-        let mut stored_usage = HashMap::new();
-        for row in txn.open_table(USAGE)?.iter()? {
-            let (k, v) = row?;
-            stored_usage.insert(k.value(), v.value());
-        }
-        for (k, n) in &counted {
-            let stored = stored_usage.get(k).copied().unwrap_or(0);
-            if stored != *n {
-                problems.push(format!(
-                    "usage of tenant {} month {}: counter {stored}, stored events {n}",
-                    k >> 32,
-                    k & 0xffff_ffff
-                ));
-            }
-        }
-        for (k, stored) in &stored_usage {
-            if *stored != 0 && !counted.contains_key(k) {
-                problems.push(format!(
-                    "usage of tenant {} month {}: counter {stored}, stored events 0",
-                    k >> 32,
-                    k & 0xffff_ffff
-                ));
-            }
-        }
-        Ok(report)
     }
+    dangling.sort_unstable();
+    dangling.dedup();
+    if !dangling.is_empty() {
+        problems.push(format!(
+            "{} events but dedupe entries point to {} missing seqs (first {})",
+            report.events.len(),
+            dangling.len(),
+            dangling[0]
+        ));
+    }
+
+    let mut stored_usage = HashMap::new();
+    for row in txn.open_table(USAGE)?.iter()? {
+        let (k, v) = row?;
+        stored_usage.insert(k.value(), v.value());
+    }
+    for (k, n) in &counted {
+        let stored = stored_usage.get(k).copied().unwrap_or(0);
+        if stored != *n {
+            problems.push(format!(
+                "usage of tenant {} month {}: counter {stored}, stored events {n}",
+                k >> 32,
+                k & 0xffff_ffff
+            ));
+        }
+    }
+    for (k, stored) in &stored_usage {
+        if *stored != 0 && !counted.contains_key(k) {
+            problems.push(format!(
+                "usage of tenant {} month {}: counter {stored}, stored events 0",
+                k >> 32,
+                k & 0xffff_ffff
+            ));
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -271,6 +284,7 @@ mod tests {
         use crate::store::codec::{EventRecord, encode_event};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        let identity = Identity::open(&store);
         let db = store.db().unwrap();
         let txn = db.begin_write().unwrap();
         {
@@ -290,10 +304,13 @@ mod tests {
                 .unwrap();
         }
         txn.commit().unwrap();
-        crate::store::identity::catch_up(&store).unwrap();
-        assert_eq!(store.verify().unwrap().problems, Vec::<String>::new());
+        crate::identity::catch_up(&identity).unwrap();
+        assert_eq!(
+            with_graph(&identity).unwrap().problems,
+            Vec::<String>::new()
+        );
 
-        let g = store.graph.db().unwrap().begin_write().unwrap();
+        let g = identity.graph_db().unwrap().begin_write().unwrap();
         crate::store::runs::clear(&g, &mut g.open_table(META).unwrap(), "identity").unwrap();
         g.commit().unwrap();
         let txn = db.begin_write().unwrap();
@@ -302,7 +319,7 @@ mod tests {
             .insert(9, &b"\0\0{}"[..])
             .unwrap();
         txn.commit().unwrap();
-        let problems = store.verify().unwrap().problems.join("\n");
+        let problems = with_graph(&identity).unwrap().problems.join("\n");
         assert!(
             problems.contains("seq 2: indexed (cursor 2) but not in the identity graph"),
             "{problems}"

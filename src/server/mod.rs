@@ -39,7 +39,7 @@ pub struct State {
     /// Request bodies in memory, over all requests.
     pub bodies: body::BodyBudget,
     /// The identity indexer listening to the writer (for its lag), when one runs.
-    pub indexer: Option<std::sync::Arc<crate::store::indexer::Indexer>>,
+    pub indexer: Option<std::sync::Arc<crate::identity::indexer::Indexer>>,
 }
 
 impl State {

@@ -7,8 +7,9 @@ use super::{Site, State};
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::control;
+use crate::identity::Identity;
+use crate::identity::indexer::Indexer;
 use crate::ops::LOCK_WAIT;
-use crate::store::indexer::Indexer;
 use crate::store::writer::{Listeners, Writer};
 use crate::store::{self, Store};
 use anyhow::{Context, bail};
@@ -40,7 +41,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     warn_if_shared(&data);
     let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
-    let indexer = Arc::new(Indexer::start(store.clone())?);
+    let indexer = Arc::new(Indexer::start(Identity::open(&store))?);
     let listeners: Listeners = vec![Arc::new(crate::admin::panel::Tallies), indexer.clone()];
     let writer = Writer::start(&store, config.queue_bytes, listeners)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

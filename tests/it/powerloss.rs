@@ -331,6 +331,7 @@ async fn io_errors_full_disk_and_failed_fsync_never_acknowledge_and_recover() {
 
 /// The writer's listeners of a serving process: the panel's tallies and the identity indexer.
 fn listeners(store: &Store) -> inlet::store::writer::Listeners {
-    let indexer = inlet::store::indexer::Indexer::start(store.clone()).expect("indexer");
+    let identity = inlet::identity::Identity::in_memory(store);
+    let indexer = inlet::identity::indexer::Indexer::start(identity).expect("indexer");
     vec![Arc::new(inlet::admin::panel::Tallies), Arc::new(indexer)]
 }
