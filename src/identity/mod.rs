@@ -392,9 +392,10 @@ pub fn step(identity: &Identity) -> Result<Step> {
     })
 }
 
-/// Indexes everything stored so far, in steps of [`INDEX_CHUNK`] events: for a process that
-/// holds the database alone (no indexer thread), and for tests.
-pub fn catch_up(identity: &Identity) -> Result<u64> {
+/// Indexes everything stored so far, in steps of [`INDEX_CHUNK`] events (the tests' way to
+/// bring the graph up to date without an indexer thread).
+#[cfg(test)]
+pub(crate) fn catch_up(identity: &Identity) -> Result<u64> {
     loop {
         let Step {
             before,
