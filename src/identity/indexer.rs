@@ -3,7 +3,7 @@
 //!
 //! The writer tells it the newest committed seq after every commit: it is one of the writer's
 //! [`CommitListener`]s.
-//! It indexes one chunk ([`identity::INDEX_CHUNK`] events, plus a bounded step of the runs'
+//! It indexes one chunk ([`super::INDEX_CHUNK`] events, plus a bounded step of the runs'
 //! merges) whenever a whole chunk is waiting, and the rest (and the merges left) once no
 //! commit came for [`INDEX_WHEN_IDLE_FOR`]: small chunks would make many small runs, the
 //! per-event cost the runs exist to avoid. Each step reads the log in a read transaction and

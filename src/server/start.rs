@@ -28,7 +28,11 @@ pub struct Server {
     /// Where the admin panel is served.
     pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    serving: JoinHandle<std::io::Result<()>>,
+    /// The accept loops: run on the caller's task by [`Server::run_until_signal`] (as `main`
+    /// does, so they do not compete with the connections' tasks for the runtime's workers),
+    /// or spawned by [`Server::spawn`] for a caller that goes on (tests).
+    serving: Serving,
+
     socket: PathBuf,
 }
 
@@ -89,7 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let serving = {
         let state = state.clone();
-        tokio::spawn(async move {
+        Box::pin(async move {
             let main = super::run(listener, state.clone(), stopped());
             let admin = async {
                 match admin_listener {
@@ -106,23 +110,47 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         addr,
         admin_addr,
         stop,
-        serving,
+        serving: Serving::Inline(serving),
         socket,
     })
 }
 
+type Serve = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+enum Serving {
+    Inline(Serve),
+    Spawned(JoinHandle<std::io::Result<()>>),
+}
+
+impl Serving {
+    async fn wait(&mut self) -> anyhow::Result<()> {
+        match self {
+            Serving::Inline(f) => Ok(f.await?),
+            Serving::Spawned(h) => Ok(h.await??),
+        }
+    }
+}
+
 impl Server {
+    /// Serves on a task of its own, so that the caller goes on (until [`Server::stop`]).
+    pub fn spawn(mut self) -> Server {
+        if let Serving::Inline(f) = self.serving {
+            self.serving = Serving::Spawned(tokio::spawn(f));
+        }
+        self
+    }
+
     /// Serves until SIGTERM or Ctrl-C (or until a listener fails), then stops.
     pub async fn run_until_signal(mut self) -> anyhow::Result<Arc<State>> {
         let failed = tokio::select! {
             _ = shutdown_signal() => None,
-            r = &mut self.serving => Some(r),
+            r = self.serving.wait() => Some(r),
         };
         match failed {
             None => self.stop().await,
             Some(r) => {
                 self.finish().await;
-                r??;
+                r?;
                 Ok(self.state)
             }
         }
@@ -132,9 +160,9 @@ impl Server {
     /// writer. Returns the state, whose last reference closes the database.
     pub async fn stop(mut self) -> anyhow::Result<Arc<State>> {
         let _ = self.stop.send(true);
-        let served = (&mut self.serving).await;
+        let served = self.serving.wait().await;
         self.finish().await;
-        served??;
+        served?;
         Ok(self.state)
     }
 

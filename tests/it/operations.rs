@@ -399,7 +399,9 @@ fn readyz_goes_unready_when_the_writer_stops() {
     let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap());
     config.min_free_disk_bytes = 1;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime.block_on(inlet::server::start(config)).unwrap();
+    let server = runtime
+        .block_on(async { inlet::server::start(config).await.map(|s| s.spawn()) })
+        .unwrap();
     let state = server.state.clone();
 
     let mut c = Client::new(server.addr);
