@@ -359,11 +359,11 @@ impl RawConfig {
             .unwrap_or(DEFAULT_MIN_FREE_DISK_MB)
             .saturating_mul(1 << 20);
         c.retention_days = self.retention_days.unwrap_or(0);
-        if c.retention_days > crate::store::retention::MAX_DAYS {
+        if c.retention_days > crate::store::admin::MAX_RETENTION_DAYS {
             return Err(bad(format!(
                 "retention_days: {} is more than {}",
                 c.retention_days,
-                crate::store::retention::MAX_DAYS
+                crate::store::admin::MAX_RETENTION_DAYS
             )));
         }
         c.retention_interval = Duration::from_secs(positive(

@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::event::Reason;
 use crate::http::body::{self, BodyBudget};
+use crate::identity::indexer::Indexer;
 use crate::ratelimit::RateLimiter;
 use crate::stats::Counters;
 use crate::store::Store;
@@ -12,6 +13,7 @@ use crate::store::writer::Writer;
 use bytes::Bytes;
 use hyper::Request;
 use hyper::body::Incoming;
+use std::sync::Arc;
 
 /// The shared state of the ingest path (and the parts of it the admin and metrics read).
 pub struct Context {
@@ -22,6 +24,8 @@ pub struct Context {
     pub rate_limiter: RateLimiter,
     /// Request bodies in memory, over all requests.
     pub bodies: BodyBudget,
+    /// The identity indexer listening to the writer (its graph, its lag), when one runs.
+    pub indexer: Option<Arc<Indexer>>,
 }
 
 impl Context {
@@ -33,6 +37,7 @@ impl Context {
             writer,
             counters: Default::default(),
             rate_limiter: Default::default(),
+            indexer: None,
         }
     }
 

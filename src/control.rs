@@ -69,8 +69,16 @@ fn handle(conn: UnixStream, state: &State) -> io::Result<()> {
             if let Op::RetentionRun { default_days, .. } = &mut op {
                 *default_days = state.config.retention_days;
             }
-            execute(&Exec::Server(&state.store, &state.writer), op, &mut frames)
-                .map_err(|e| e.to_string())
+            execute(
+                &Exec::Server(
+                    &state.store,
+                    &state.writer,
+                    state.indexer.as_ref().map(|i| i.identity()),
+                ),
+                op,
+                &mut frames,
+            )
+            .map_err(|e| e.to_string())
         }
         Err(e) => Err(format!("bad control request: {e}")),
     };

@@ -5,7 +5,7 @@
 //! Data flows one way: socket → body → dialect decode → auth → validate → quota →
 //! group-commit writer → redb → response.
 //!
-//! - [`cli`]: clap definitions; `main.rs` dispatches.
+//! - [`cli`]: clap definitions; `main.rs` dispatches (`serve` is [`server::start`]).
 //! - [`config`]: configuration layers (file, environment, flags) → the checked `Config`.
 //! - [`server`]: accept loop, router, and the [`server::State`] the listeners serve from.
 //! - [`http`]: the HTTP toolkit below every surface: `Reply`, the Reason → status mapping
@@ -16,12 +16,15 @@
 //! - [`event`]: the canonical event, its validation and the stable rejection reasons.
 //! - [`auth`]: server keys (mint, hash, constant-time compare), the admin password hash,
 //!   HMAC signing secrets (mint, seal at rest, verify request signatures).
-//! - [`admin`]: the embedded admin panel and its JSON API, admin sessions.
+//! - [`admin`]: the embedded admin panel and its JSON API, admin sessions, the panel's read
+//!   models (tallies kept by a writer listener, listings).
 //! - [`store`]: tables, versioned record codec, the writer thread (which reopens the database
-//!   after a failed commit), admin writes, reads, backup/restore, retention, signing secrets,
-//!   the identity graph, the whole-database consistency check.
+//!   after a failed commit and publishes each batch to its listeners), admin writes, reads,
+//!   signing secrets. It imports nothing above it.
+//! - [`identity`]: the identity graph derived from the log, in its own file, kept by an
+//!   indexer thread that listens to the writer; profiles.
 //! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
-//!   control socket.
+//!   control socket; backup/restore, retention and the whole-database consistency check.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
@@ -40,6 +43,7 @@ pub mod control;
 pub mod dialect;
 pub mod event;
 pub mod http;
+pub mod identity;
 pub mod ingest;
 pub mod logs;
 pub mod metrics;

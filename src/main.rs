@@ -2,7 +2,6 @@
 
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
-use inlet::admin::AdminState;
 use inlet::cli::{
     AdminCmd, AppsCmd, AuditCmd, Cli, Command, KeysCmd, RetentionCmd, SecretsCmd, ServeArgs,
     TenantsCmd,
@@ -10,9 +9,10 @@ use inlet::cli::{
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
 use inlet::control;
+use inlet::identity::Identity;
 use inlet::ops::{Exec, Op, execute};
-use inlet::server::{self, Site, State};
-use inlet::store::{self, Store, writer::Writer};
+use inlet::server;
+use inlet::store::{self, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,7 +166,7 @@ fn init(place: &Place) -> anyhow::Result<()> {
     }
     let new_dir = !data.exists();
     match Store::open(data) {
-        Ok(store) => drop(store),
+        Ok(store) => drop(Identity::open(&store)),
         Err(store::Error::AlreadyOpen) => {
             bail!("{} is held by another process", db.display())
         }
@@ -315,13 +315,14 @@ fn restore(data: &Path, path: &Path) -> anyhow::Result<()> {
             data.display()
         );
     }
-    let (kept, summary) = match store::backup::restore(data, path) {
-        Err(store::Error::AlreadyOpen) => bail!(
-            "the database in {} is in use by another process: stop the server first",
-            data.display()
-        ),
-        other => other.with_context(|| format!("restoring {}", path.display()))?,
-    };
+    let inlet::ops::backup::Restored { kept, summary } =
+        match inlet::ops::backup::restore(data, path) {
+            Err(store::Error::AlreadyOpen) => bail!(
+                "the database in {} is in use by another process: stop the server first",
+                data.display()
+            ),
+            other => other.with_context(|| format!("restoring {}", path.display()))?,
+        };
     eprintln!(
         "inlet: restored {} ({} events, {} tenants, {} apps, {} keys)",
         path.display(),
@@ -468,8 +469,7 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
     })
 }
 
-/// How long a command waits for the database held by a server that is starting or stopping.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+use inlet::ops::LOCK_WAIT;
 
 /// Runs an admin command through a running server, or on the existing database directly.
 fn admin(place: &Place, op: Op, stdout: &mut dyn std::io::Write) -> anyhow::Result<()> {
@@ -480,7 +480,11 @@ fn admin(place: &Place, op: Op, stdout: &mut dyn std::io::Write) -> anyhow::Resu
             return control::call(conn, &op, stdout).map_err(anyhow::Error::msg);
         }
         match Store::open_existing(data) {
-            Ok(store) => return Ok(execute(&Exec::Direct(&store), op, stdout)?),
+            Ok(store) => {
+                // The graph's file is opened with the log, as a server does (and closed first).
+                let identity = Identity::open(&store);
+                return Ok(execute(&Exec::Direct(&store, &identity), op, stdout)?);
+            }
             Err(store::Error::AlreadyOpen) if Instant::now() < deadline => {
                 // A server holds the file but its socket is not up yet (or is going away).
                 std::thread::sleep(Duration::from_millis(50));
@@ -522,73 +526,6 @@ fn no_database(place: &Place) -> anyhow::Error {
     )
 }
 
-/// Opens the database for `serve`, creating it when new. Another server serving it is an
-/// error at once; a file held by a process that does not answer on the control socket (an
-/// admin command working on it directly, a server starting or stopping) is waited for, said
-/// so in the log at once, for [`LOCK_WAIT`] at most.
-fn open_waiting(data: &Path) -> anyhow::Result<Store> {
-    let serving = || {
-        anyhow::anyhow!(
-            "another inlet server is serving {} (it answers on {}): stop it first (systemctl \
-             stop inlet), or give this one another --data",
-            data.display(),
-            control::socket_path(data).display()
-        )
-    };
-    if control::connect(data).is_some() {
-        return Err(serving());
-    }
-    let deadline = Instant::now() + LOCK_WAIT;
-    let mut said = false;
-    loop {
-        match Store::open(data) {
-            Ok(store) => return Ok(store),
-            Err(store::Error::AlreadyOpen) => {
-                if control::connect(data).is_some() {
-                    return Err(serving());
-                }
-                if Instant::now() >= deadline {
-                    bail!(
-                        "{} is held by another process, which does not answer on {} (another \
-                         inlet starting or stopping, or an admin command such as a long export \
-                         or backup): waited {} s. Stop it, or give this server another --data",
-                        data.join(store::DB_FILE).display(),
-                        control::socket_path(data).display(),
-                        LOCK_WAIT.as_secs()
-                    );
-                }
-                if !said {
-                    tracing::warn!(
-                        data = %data.display(),
-                        wait_secs = LOCK_WAIT.as_secs(),
-                        "the database is held by another process; waiting for it"
-                    );
-                    said = true;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => return Err(e).context(format!("opening {}", data.display())),
-        }
-    }
-}
-
-/// Logs a warning when the data dir is open to other users. inlet makes it 0700 when it
-/// creates it and every file in it 0600, but one that already existed is the operator's
-/// (it may be `.` or a shared path): said, not changed.
-fn warn_if_shared(data: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(data) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                data = %data.display(),
-                mode = %format!("{mode:04o}"),
-                "the data dir is open to other users; `chmod 700` it (the files in it are owner-only)"
-            );
-        }
-    }
-}
-
 /// glibc gives each thread that allocates its own arena (up to 8 per core), and memory freed
 /// in one arena is not reused by another: with the tokio workers and the writer handing
 /// buffers to each other, that cost ~16 MiB of RSS at 3M events. Two arenas are enough for
@@ -603,74 +540,13 @@ fn limit_malloc_arenas() {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(config.log_format);
-    let data = config.data_dir.clone();
-    let store = open_waiting(&data)?;
-    warn_if_shared(&data);
-    let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
-    let writer = Writer::start_store(&store, config.queue_bytes)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.listen))
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let admin_listener = match config.admin.listen {
-        Some(a) => Some(
-            runtime
-                .block_on(tokio::net::TcpListener::bind(a))
-                .with_context(|| format!("binding {a}"))?,
-        ),
-        None => None,
-    };
-    let admin_addr = match &admin_listener {
-        Some(l) => l.local_addr()?,
-        None => addr,
-    };
-    let scheme = if config.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let state = Arc::new(State::new(config, store, writer, admin));
-    let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
-    runtime.spawn(retention_task(state.clone()));
-    runtime.spawn(inlet::logs::flush_task());
-    tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
-    tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
-    if let Some(code) = setup_code {
-        // On stderr whatever the log level: whoever started the server needs it once.
-        eprintln!(
-            "\n  The admin panel is not set up yet. Open\n    {scheme}://{admin_addr}/admin/#setup={code}\n  \
-             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n"
-        );
-    }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    inlet::notify::notify(&format!("READY=1\nSTATUS=listening on {scheme}://{addr}"));
-    runtime.block_on(async {
-        let main = server::run(listener, state.clone(), stopped());
-        let admin = async {
-            match admin_listener {
-                Some(l) => server::run_site(l, state.clone(), stopped(), Site::Admin).await,
-                None => Ok(()),
-            }
-        };
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        });
-        tokio::try_join!(main, admin).map(|_| ())
+    let state = runtime.block_on(async {
+        let server = server::start(config).await?;
+        server.run_until_signal().await
     })?;
-    inlet::notify::notify("STOPPING=1");
-    tracing::info!("shutting down: committing what is queued");
-    let _ = std::fs::remove_file(socket);
-    state.writer.stop();
     runtime.shutdown_timeout(Duration::from_secs(5));
     // Close the database, so that the next start finds it closed cleanly instead of running
     // redb's repair (seconds per GB): the runtime's tasks are gone, and the control socket
@@ -712,33 +588,4 @@ fn set_password(place: &Place) -> anyhow::Result<()> {
         Op::AdminSetPassword { hash },
         &mut std::io::stdout().lock(),
     )
-}
-
-/// Runs a retention pass at start and then every `retention_interval`.
-async fn retention_task(state: Arc<State>) {
-    loop {
-        let s = state.clone();
-        let pass = tokio::task::spawn_blocking(move || {
-            let days = s.config.retention_days;
-            store::retention::run_with_writer(&s.store, &s.writer, days, inlet::clock::now_ms())
-        })
-        .await;
-        match pass {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(removed = n, "retention pass"),
-            Ok(Err(store::Error::WriterGone)) => return,
-            Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
-            Err(e) => tracing::warn!(error = %e, "retention pass panicked"),
-        }
-        tokio::time::sleep(state.config.retention_interval).await;
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

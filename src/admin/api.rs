@@ -6,6 +6,7 @@
 //! writer thread (the one owner of write transactions) through [`write`].
 
 use super::Env;
+use super::panel::{EventQuery, set_first_admin_password};
 use super::session::{
     AdminSession, NewSession, WriteSession, clear_cookie, same_origin, set_cookie,
 };
@@ -14,7 +15,6 @@ use crate::auth::password::{self, PasswordHash};
 use crate::clock::now_ms;
 use crate::http::reply::Reply;
 use crate::stats::Counted;
-use crate::store::panel::{EventQuery, set_first_admin_password};
 use crate::store::read::Canonical;
 use crate::store::{self, admin};
 use hyper::body::Incoming;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod panel;
 pub mod session;
 pub mod signing;
 

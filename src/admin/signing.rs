@@ -8,7 +8,7 @@
 //! - `GET /admin/api/profile?app=A&id=X[&kind=K][&limit=N]` → the document of
 //!   `inlet profile --json`, 404 when no event of the app carries X
 //!
-//! They call the same store functions as the CLI (`store::secrets`, `Store::profile_of_kind`).
+//! They call the same store functions as the CLI (`store::secrets`, `Identity::profile_of_kind`).
 
 use super::Env;
 use super::Error;
@@ -123,10 +123,14 @@ pub fn profile(state: &Env<'_>, _s: &AdminSession, query: &str) -> Result<Reply,
             .map_err(|_| Error::BadRequest("limit must be a number".into()))?
             .min(MAX_PROFILE_EVENTS),
     };
-    match state
-        .store
-        .profile_of_kind(&app, kind.as_deref(), &id, limit)?
-    {
+    let identity = state
+        .indexer
+        .as_ref()
+        .map(|i| i.identity())
+        .ok_or_else(|| {
+            crate::store::Error::Internal("this server keeps no identity graph".into())
+        })?;
+    match identity.profile_of_kind(&app, kind.as_deref(), &id, limit)? {
         Some(p) => Ok(Reply::json(StatusCode::OK, &p.to_json(&app, &id))),
         None => Err(Error::NotFound),
     }

@@ -137,7 +137,7 @@ pub fn render(state: &State) -> String {
         "Duplicates of stored events found by the request threads, before the writer (ARCHITECTURE.md \"Dedupe design\")",
         prechecked,
     );
-    if let Some(lag) = state.writer.identity_lag() {
+    if let Some(lag) = state.indexer.as_ref().map(|i| i.lag()) {
         reg.register(
             "inlet_identity_lag_events",
             "Events stored but not yet in the identity graph's index (profiles read them from the log meanwhile)",

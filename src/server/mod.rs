@@ -2,6 +2,8 @@
 
 pub mod conn;
 pub mod metrics;
+mod start;
+pub use start::*;
 
 use crate::admin::AdminState;
 use crate::clock::now_ms;

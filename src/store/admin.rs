@@ -54,14 +54,17 @@ pub fn set_quota(txn: &WriteTransaction, name: &str, monthly_quota: u64) -> Resu
     Ok(tenant)
 }
 
+/// Longest retention accepted, in days (100 years).
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
 /// Sets a tenant's retention: `Some(days)` (0 = forever) or `None` (the server default).
 pub fn set_retention(txn: &WriteTransaction, name: &str, days: Option<u32>) -> Result<Tenant> {
     if let Some(d) = days
-        && d > super::retention::MAX_DAYS
+        && d > MAX_RETENTION_DAYS
     {
         return Err(Error::Refused(format!(
             "retention of {d} days is more than {}",
-            super::retention::MAX_DAYS
+            MAX_RETENTION_DAYS
         )));
     }
     let mut table = txn.open_table(TENANTS)?;

@@ -156,7 +156,7 @@ mod tests {
         use crate::store::writer::{DEFAULT_QUEUE_BYTES, Pending, Submission, Writer};
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
-        let w = std::sync::Arc::new(Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap());
+        let w = std::sync::Arc::new(Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap());
         let sub = |key: &str, ids: &[&str], body: &'static str| Submission {
             app_id: 1,
             tenant_id: 1,

@@ -1,23 +1,16 @@
 //! The embedded redb database: tables, record codec, the group-commit writer, admin writes
-//! and reads. The store knows nothing of HTTP.
+//! and reads. The store knows nothing of HTTP, nor of what listens to the writer's commits.
 
 pub mod admin;
 pub mod audit;
-pub mod backup;
 pub mod codec;
 pub mod dedupe;
-pub mod graph;
-pub mod identity;
-pub mod indexer;
 pub mod key_cache;
-pub mod panel;
 pub mod pending;
 pub mod read;
-pub mod retention;
 pub mod runs;
 pub mod secrets;
 pub mod tables;
-pub mod verify;
 pub mod writer;
 
 use crate::clock::now_ms;
@@ -33,7 +26,7 @@ use tables::*;
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "inlet.redb";
 /// Page cache of the log's database. redb's default is far larger than this appliance needs;
-/// with the graph's 8 MiB (`graph::GRAPH_CACHE_BYTES`) it is what the 200 MiB bound of
+/// with the identity graph's 8 MiB (`identity::graph::GRAPH_CACHE_BYTES`) it is what the 200 MiB bound of
 /// ARCHITECTURE.md "Memory" allows (48 MiB here measured 200-215 MiB peak at 2M events once
 /// the indexer ran beside the writer; 40 MiB measured 177 MiB at no lower rate).
 pub const CACHE_BYTES: usize = 40 << 20;
@@ -109,10 +102,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// waiting.
 #[derive(Clone)]
 pub struct Store {
-    /// The identity graph's own database (derived from the log; see [`graph`]). Declared
-    /// before the log so that it is closed first: a process that then gets the log's lock
-    /// finds the graph's free too.
-    pub(crate) graph: Arc<graph::Graph>,
     pub(crate) db: Arc<Slot>,
     path: PathBuf,
     /// Unsealed signing secrets, reloaded when their version in `meta` changes.
@@ -180,14 +169,10 @@ impl Store {
         create_private_dir(dir)?;
         let path = dir.join(DB_FILE);
         let file = path.clone();
-        Store::open_parts(
-            path,
-            move || {
-                private_file(&file)?;
-                builder().create(&file)
-            },
-            graph::Graph::file(dir),
-        )
+        Store::open_parts(path, move || {
+            private_file(&file)?;
+            builder().create(&file)
+        })
     }
 
     /// Opens the database in `dir`, which must exist: the admin commands' way in. A mistyped
@@ -207,34 +192,27 @@ impl Store {
             _ => return Err(Error::NoDatabase(dir.to_owned())),
         }
         let file = path.clone();
-        Store::open_parts(
-            path,
-            move || {
-                private_file(&file)?;
-                builder().open(&file)
-            },
-            graph::Graph::file(dir),
-        )
+        Store::open_parts(path, move || {
+            private_file(&file)?;
+            builder().open(&file)
+        })
     }
 
     /// Opens a database through `open` (e.g. a storage backend of a test), which is called
-    /// again whenever the database must be reopened. `path` only names it. The identity
-    /// graph is kept in memory (rebuilt from the log by each process).
+    /// again whenever the database must be reopened. `path` only names it.
     pub fn open_with(
         path: PathBuf,
         open: impl Fn() -> Result<Database, DatabaseError> + Send + Sync + 'static,
     ) -> Result<Store> {
-        Store::open_parts(path, open, graph::Graph::in_memory())
+        Store::open_parts(path, open)
     }
 
     fn open_parts(
         path: PathBuf,
         open: impl Fn() -> Result<Database, DatabaseError> + Send + Sync + 'static,
-        graph: graph::Graph,
     ) -> Result<Store> {
         let db = open().map_err(open_error)?;
         let store = Store {
-            graph: Arc::new(graph),
             db: Arc::new(Slot(RwLock::new(Some(Arc::new(db))))),
             path,
             secret_cache: Default::default(),
@@ -242,27 +220,7 @@ impl Store {
             opener: Arc::new(open),
         };
         store.init()?;
-        // The log does not depend on its derived graph: a graph that cannot be opened now
-        // (e.g. no room for a new file on a full disk) leaves profiles unavailable, and the
-        // indexer tries again.
-        if let Err(e) = store.open_graph() {
-            tracing::error!(error = %e, "opening the identity graph failed; profiles are unavailable until it opens");
-        }
         Ok(store)
-    }
-
-    /// Opens the identity graph's database (again). A graph built from another log (a
-    /// different `inlet.redb` put in place, a backup restored over the data dir) is emptied:
-    /// the indexer rebuilds it from this one.
-    pub(crate) fn open_graph(&self) -> Result<()> {
-        let g = self.graph.reopen()?;
-        if !graph::matches_log(&g, &*self.db()?)? {
-            tracing::warn!("the identity graph was built from another log; rebuilding it");
-            let txn = begin_write(&g)?;
-            identity::reset(&txn)?;
-            txn.commit()?;
-        }
-        Ok(())
     }
 
     /// The current database handle.

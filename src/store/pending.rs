@@ -18,7 +18,7 @@ use serde_json::Value;
 use std::borrow::Cow;
 
 /// One event ready for the log: its id (for dedupe) and its encoded record. Its identity
-/// links are not written here: the identity indexer (`super::indexer`, a thread of its own)
+/// links are not written here: the identity indexer (`crate::identity::indexer`, a thread of its own)
 /// catches up from the log.
 #[derive(Debug)]
 pub struct Pending {

@@ -553,7 +553,7 @@ mod stream_tests {
     async fn the_stream_equals_the_export() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start_store(&store, 1 << 20).unwrap();
+        let w = Writer::start(&store, 1 << 20, vec![]).unwrap();
         let record = |i: u64| super::super::codec::EventRecord {
             received_at_ms: 1_764_000_000_000 + i,
             event_name: if i.is_multiple_of(2) { "even" } else { "odd" }.into(),

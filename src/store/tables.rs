@@ -2,7 +2,7 @@
 //!
 //! Values are records from [`super::codec`], each starting with a version byte.
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 
 /// The schema version this build reads and writes, stored under [`META`]
 /// `"schema_version"`. The format is pinned by the committed data dir
@@ -128,3 +128,16 @@ pub fn dedupe_key(app_id: u32, event_id: &str) -> Vec<u8> {
 /// HMAC signing secret id → secret record (`store::secrets`): the secret sealed with the
 /// data dir's key (AES-256-GCM), never the plaintext.
 pub const SECRETS: TableDefinition<u32, &[u8]> = TableDefinition::new("secrets");
+
+/// [`META`] key: the highest seq retention removed (u64 BE).
+pub const REMOVED_THROUGH: &str = "retention_removed_through";
+
+/// The highest seq ever removed by retention (0 if none): the writer never hands it out again.
+pub fn removed_through(txn: &redb::WriteTransaction) -> Result<u64, redb::Error> {
+    let meta = txn.open_table(META)?;
+    let v = meta.get(REMOVED_THROUGH)?;
+    Ok(
+        v.and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0),
+    )
+}

@@ -12,13 +12,15 @@
 //! A failed commit (I/O error, full disk, failed fsync) is never retried: every request of
 //! that batch gets [`SubmitError::CommitFailed`], even though redb may have made part of it
 //! durable (a client that retries then meets the dedupe entry). redb refuses every operation
-//! after an I/O failure, so a writer started with [`Writer::start_store`] then closes the
-//! database and opens it again (redb repairs it), retrying with backoff; until that succeeds
+//! after an I/O failure, so the writer then closes the database and opens it again (redb repairs it), retrying with backoff; until that succeeds
 //! every submission gets `CommitFailed` at once and readiness reports the writer unhealthy.
+//!
+//! The writer knows nothing of what is derived from the log: it publishes each batch to the
+//! [`CommitListener`]s it was started with (the panel's tallies, inside the transaction; the
+//! identity indexer, after the commit).
 
 use super::codec::{decode_session, encode_session};
 use super::dedupe::{Check, Committed, Known, Precheck, Staged};
-use super::indexer::Indexer;
 use super::tables::*;
 use super::{Error, Result, Store};
 use crate::clock::month_key;
@@ -134,6 +136,33 @@ enum Msg {
     Stop,
 }
 
+/// Something derived from the log, told of every batch the writer commits.
+pub trait CommitListener: Send + Sync {
+    /// Inside the batch's write transaction, after its events are appended: what it writes
+    /// here commits with the batch or not at all. An error fails the whole commit.
+    fn in_commit(&self, _txn: &WriteTransaction, _accepted: &[Accepted]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Every event up to `seq` is durable (after each commit, when the writer starts and after
+    /// it reopened the database).
+    fn committed(&self, _seq: u64) {}
+
+    /// The writer thread has stopped (its last batch is committed).
+    fn writer_stopped(&self) {}
+}
+
+/// The events of one submission that a batch accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub app_id: u32,
+    pub received_at_ms: u64,
+    pub events: u64,
+}
+
+/// The listeners a writer publishes to.
+pub type Listeners = Vec<Arc<dyn CommitListener>>;
+
 /// Handle to the writer thread.
 pub struct Writer {
     tx: SyncSender<Msg>,
@@ -141,8 +170,7 @@ pub struct Writer {
     budget_kib: u32,
     stats: Arc<Stats>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// The identity indexer, told of every commit (only for a store's database).
-    indexer: Option<Arc<Indexer>>,
+    listeners: Arc<Listeners>,
     /// Dedupe lookups on the submitting thread (shares the writer's filters).
     precheck: Arc<Precheck>,
 }
@@ -170,14 +198,6 @@ pub struct Stats {
     pub prechecked_duplicates: AtomicU64,
 }
 
-/// Where the writer's database comes from.
-enum Source {
-    /// A fixed handle: after a failed commit it stays unusable.
-    Fixed(Arc<Database>),
-    /// The store's handle, which the writer reopens after a failed commit.
-    Store(Store),
-}
-
 /// Longest wait between two attempts to reopen the database.
 const MAX_REOPEN_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a reopen waits for reads that still hold the failed handle.
@@ -193,7 +213,7 @@ fn writer_state(db: &Database) -> Result<(u64, Staged)> {
         .last()?
         .map_or(0, |(k, _)| k.value());
     // Retention may have removed the newest events: never hand out their seqs again.
-    let removed = super::retention::removed_through(&txn)?;
+    let removed = removed_through(&txn)?;
     let staged = Staged::load(&txn)?;
     txn.abort()?;
     Ok((last.max(removed) + 1, staged))
@@ -205,30 +225,20 @@ pub fn keep_collecting(events: usize, requests: usize) -> bool {
 }
 
 impl Writer {
-    /// Starts the writer thread on `db`, with a queue of at most `queue_bytes` of bodies.
-    /// After a failed commit this writer cannot recover (see [`Writer::start_store`]).
-    pub fn start(db: Arc<Database>, queue_bytes: usize) -> Result<Writer> {
-        Writer::spawn(Source::Fixed(db), queue_bytes)
-    }
-
-    /// Starts the writer thread on `store`'s database; after a failed commit it reopens it.
-    pub fn start_store(store: &Store, queue_bytes: usize) -> Result<Writer> {
-        Writer::spawn(Source::Store(store.clone()), queue_bytes)
-    }
-
-    fn spawn(source: Source, queue_bytes: usize) -> Result<Writer> {
-        let db = match &source {
-            Source::Fixed(db) => db.clone(),
-            Source::Store(store) => store.db()?,
-        };
+    /// Starts the writer thread on `store`'s database, with a queue of at most `queue_bytes`
+    /// of bodies, publishing every commit to `listeners`; after a failed commit it reopens
+    /// the database.
+    pub fn start(store: &Store, queue_bytes: usize, listeners: Listeners) -> Result<Writer> {
+        let store = store.clone();
+        let db = store.db()?;
         let (next_seq, mut staged) = writer_state(&db)?;
         staged.build_filter(db.clone());
         let precheck = staged.precheck();
-        let indexer = match &source {
-            Source::Fixed(_) => None,
-            Source::Store(store) => Some(Arc::new(Indexer::start(store.clone(), next_seq - 1)?)),
-        };
-        let thread_indexer = indexer.clone();
+        let listeners = Arc::new(listeners);
+        for l in listeners.iter() {
+            l.committed(next_seq - 1);
+        }
+        let thread_listeners = listeners.clone();
         let budget_kib = (queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
         let (tx, rx) = sync_channel(MAX_BATCH_REQUESTS * 2);
         let stats = Arc::new(Stats::default());
@@ -239,13 +249,13 @@ impl Writer {
             .name("inlet-writer".into())
             .spawn(move || {
                 run(
-                    source,
+                    &store,
                     db,
                     rx,
                     next_seq,
                     staged,
                     &thread_stats,
-                    thread_indexer.as_deref(),
+                    &thread_listeners,
                 );
                 thread_stats.running.store(false, Ordering::SeqCst);
             })?;
@@ -255,19 +265,13 @@ impl Writer {
             budget_kib,
             stats,
             thread: Mutex::new(Some(thread)),
-            indexer,
+            listeners,
             precheck,
         })
     }
 
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// Events committed but not yet in the identity graph (`None` without an indexer: a
-    /// writer on a fixed database handle).
-    pub fn identity_lag(&self) -> Option<u64> {
-        self.indexer.as_ref().map(|i| i.lag())
     }
 
     /// Bytes of request bodies waiting for the writer (rounded up to KiB per request).
@@ -392,8 +396,8 @@ impl Writer {
         if let Some(t) = self.thread.lock().expect("writer thread lock").take() {
             let _ = t.join();
         }
-        if let Some(i) = &self.indexer {
-            i.stop();
+        for l in self.listeners.iter() {
+            l.writer_stopped();
         }
     }
 }
@@ -413,13 +417,13 @@ struct Item {
 }
 
 fn run(
-    source: Source,
+    store: &Store,
     db: Arc<Database>,
     rx: Receiver<Msg>,
     mut next_seq: u64,
     mut staged: Staged,
     stats: &Stats,
-    indexer: Option<&Indexer>,
+    listeners: &Listeners,
 ) {
     let mut db = Some(db);
     let mut jobs: Vec<Job> = Vec::new();
@@ -427,10 +431,7 @@ fn run(
     let mut retry_at = Instant::now();
     let mut backoff = Duration::from_millis(50);
     while !stop {
-        if db.is_none()
-            && Instant::now() >= retry_at
-            && let Source::Store(store) = &source
-        {
+        if db.is_none() && Instant::now() >= retry_at {
             match store
                 .reopen(REOPEN_PATIENCE)
                 .and_then(|d| Ok((writer_state(&d)?, d)))
@@ -442,8 +443,8 @@ fn run(
                     reloaded.share(staged.precheck());
                     staged = reloaded;
                     staged.build_filter(d.clone());
-                    if let Some(i) = indexer {
-                        i.committed(next - 1);
+                    for l in listeners {
+                        l.committed(next - 1);
                     }
                     db = Some(d);
                     backoff = Duration::from_millis(50);
@@ -514,11 +515,15 @@ fn run(
                 .fetch_sub(batch.len(), Ordering::Relaxed);
             let started = std::time::Instant::now();
             let result = match &db {
-                Some(d) => commit_batch(d, next_seq, &staged, &batch),
+                Some(d) => commit_batch(d, next_seq, &staged, &batch, listeners),
                 None => Err(Error::Reopening),
             };
             match result {
-                Ok((outcomes, next, merged)) => {
+                Ok(Appended {
+                    outcomes,
+                    next_seq: next,
+                    index: merged,
+                }) => {
                     stats
                         .metrics
                         .commit_seconds
@@ -526,8 +531,8 @@ fn run(
                     stats.metrics.batch_events.observe(events as f64);
                     next_seq = next;
                     staged.apply(merged);
-                    if let Some(i) = indexer {
-                        i.committed(next_seq - 1);
+                    for l in listeners {
+                        l.committed(next_seq - 1);
                     }
                     stats.healthy.store(true, Ordering::SeqCst);
                     stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -544,7 +549,7 @@ fn run(
                     for item in batch {
                         let _ = item.reply.send((Err(SubmitError::CommitFailed), item.sub));
                     }
-                    if matches!(source, Source::Store(_)) && db.is_some() {
+                    if db.is_some() {
                         // Never retry the commit: drop the failed handle and reopen.
                         staged.precheck().detach();
                         db = None;
@@ -586,14 +591,23 @@ fn forget_session(
     Ok(())
 }
 
-/// Appends a batch in one durable transaction. Returns each request's outcomes, the next
-/// free seq and what the dedupe index must take in; on error nothing of the batch is stored.
+/// What a committed batch leaves: each request's outcomes, the next free seq and what the
+/// dedupe index must take in.
+struct Appended {
+    outcomes: Vec<Vec<Outcome>>,
+    next_seq: u64,
+    index: Committed,
+}
+
+/// Appends a batch in one durable transaction, with what `listeners` write in it; on error
+/// nothing of the batch is stored.
 fn commit_batch(
     db: &Database,
     mut seq: u64,
     staged: &Staged,
     batch: &[Item],
-) -> Result<(Vec<Vec<Outcome>>, u64, Committed)> {
+    listeners: &Listeners,
+) -> Result<Appended> {
     let txn = super::begin_write(db)?;
     let mut all = Vec::with_capacity(batch.len());
     let first_seq = seq;
@@ -608,7 +622,7 @@ fn commit_batch(
         let mut open_sessions = txn.open_table(OPEN_SESSIONS)?;
         let mut skan_values = txn.open_table(SKAN_VALUES)?;
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
-        let mut tally = super::panel::Tally::default();
+        let mut accepted = Vec::with_capacity(batch.len());
         for Item { sub, known, .. } in batch {
             let qkey = usage_key(sub.tenant_id, month_key(sub.received_at_ms));
             let quota = match quotas.entry(qkey) {
@@ -674,9 +688,15 @@ fn commit_batch(
                 }
                 outcomes.push(Outcome::Accepted { seq });
                 quota.used += 1;
-                tally.add(sub.app_id, sub.received_at_ms);
                 first_accepted.get_or_insert(seq);
                 seq += 1;
+            }
+            if let Some(first) = first_accepted {
+                accepted.push(Accepted {
+                    app_id: sub.app_id,
+                    received_at_ms: sub.received_at_ms,
+                    events: seq - first,
+                });
             }
             if let Some(first) = first_accepted
                 && let Some((k, body)) = &sub.audit
@@ -701,7 +721,9 @@ fn commit_batch(
             }
             all.push(outcomes);
         }
-        tally.write(&txn)?;
+        for l in listeners {
+            l.in_commit(&txn, &accepted)?;
+        }
         let mut usage = txn.open_table(USAGE)?;
         for (k, q) in quotas {
             if q.used != q.stored {
@@ -711,7 +733,11 @@ fn commit_batch(
         dedupe.finish((seq - first_seq) as usize)?
     };
     txn.commit()?;
-    Ok((all, seq, index))
+    Ok(Appended {
+        outcomes: all,
+        next_seq: seq,
+        index,
+    })
 }
 
 fn load_quota(txn: &WriteTransaction, tenant_id: u32, qkey: u64) -> Result<Quota> {
@@ -766,7 +792,7 @@ pub(crate) mod tests {
     async fn dedupes_within_and_across_batches() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
+        let w = Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap();
         let out = w.submit(sub(&["a", "b", "a"]), 10).await.unwrap();
         assert_eq!(
             out,
@@ -791,7 +817,7 @@ pub(crate) mod tests {
     async fn resubmitted_ids_are_settled_before_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
+        let w = Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap();
         let old: Vec<String> = (0..2_000).map(|i| format!("old-{i}")).collect();
         for chunk in old.chunks(500) {
             let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -839,7 +865,7 @@ pub(crate) mod tests {
     async fn an_admin_job_waits_for_room_without_blocking_the_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Arc::new(Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap());
+        let w = Arc::new(Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap());
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let _held = w
@@ -874,7 +900,7 @@ pub(crate) mod tests {
     async fn a_full_queue_refuses_instead_of_buffering() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Arc::new(Writer::start_store(&store, 4 * 1024).unwrap());
+        let w = Arc::new(Writer::start(&store, 4 * 1024, vec![]).unwrap());
         // Hold the writer thread inside a job so nothing drains the queue.
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
@@ -912,7 +938,7 @@ pub(crate) mod tests {
     async fn ordering_guards_hold_within_and_across_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
+        let w = Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap();
         let guarded = |ids: &[(&str, i64)]| {
             let mut s = sub(&ids.iter().map(|(id, _)| *id).collect::<Vec<_>>());
             for (p, (_, ts)) in s.events.iter_mut().zip(ids) {
@@ -1013,7 +1039,7 @@ pub(crate) mod tests {
                 t.commit().unwrap();
             })
             .unwrap();
-        let w = Writer::start_store(&store, DEFAULT_QUEUE_BYTES).unwrap();
+        let w = Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap();
         let out = w.submit(sub(&["a", "b", "c"]), 10).await.unwrap();
         assert_eq!(out[2], Outcome::OverQuota);
         assert_eq!(

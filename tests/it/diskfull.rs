@@ -121,7 +121,8 @@ fn a_full_disk_gets_503_never_2xx_and_recovers_when_space_returns() {
     // Everything acknowledged survives a SIGKILL, exactly once.
     inlet.kill();
     let store = inlet::store::Store::open(inlet.data()).unwrap();
-    let report = store.verify().unwrap();
+    let identity = inlet::identity::Identity::open(&store);
+    let report = inlet::ops::verify::with_graph(&identity).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let stored: HashSet<String> = report.events.iter().map(|e| e.2.clone()).collect();
     assert_eq!(stored.len(), report.events.len(), "stored once");

@@ -394,28 +394,17 @@ fn readyz_fails_below_the_free_disk_floor() {
 #[test]
 fn readyz_goes_unready_when_the_writer_stops() {
     use inlet::config::Config;
-    use inlet::server::{self, State};
-    use inlet::store::{Store, writer::Writer};
-    use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let writer = Writer::start_store(&store, 1 << 20).unwrap();
     let mut config = Config::new(dir.path().to_owned(), "127.0.0.1:0".parse().unwrap());
     config.min_free_disk_bytes = 1;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+    let server = runtime
+        .block_on(async { inlet::server::start(config).await.map(|s| s.spawn()) })
         .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (admin, _) = inlet::admin::AdminState::new(&store, config.admin.clone()).unwrap();
-    let state = Arc::new(State::new(config, store, writer, admin));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = runtime.spawn(server::run(listener, state.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let state = server.state.clone();
 
-    let mut c = Client::new(addr);
+    let mut c = Client::new(server.addr);
     assert_eq!(c.get("/readyz").unwrap().status, 200);
     state.writer.stop();
     wait_for("/readyz to fail", || {
@@ -434,8 +423,7 @@ fn readyz_goes_unready_when_the_writer_stops() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"], "shutting_down");
     assert_eq!(state.store.event(1).unwrap(), None);
-    stop_tx.send(()).unwrap();
-    runtime.block_on(served).unwrap().unwrap();
+    runtime.block_on(server.stop()).unwrap();
 }
 
 /// Sends single events with ids `<prefix><n>` from `clients` threads until `stop`; every

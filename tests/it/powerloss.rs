@@ -192,7 +192,7 @@ async fn power_loss_campaign(torn: bool) {
         let disk = SimDisk::with_image(image.clone());
         let store = open(&disk);
         stored = check(&store, &acked, &sent);
-        let writer = Arc::new(Writer::start_store(&store, 64 << 20).expect("writer"));
+        let writer = Arc::new(Writer::start(&store, 64 << 20, listeners(&store)).expect("writer"));
         // The power goes out somewhere in the next ~800 mutating operations (a commit of
         // this load takes roughly 5-30).
         disk.cut_power_after(rng.below(800));
@@ -262,7 +262,7 @@ async fn power_loss_tears_unsynced_writes() {
 async fn fault_round(fault: Fault) -> (u64, u64, usize) {
     let disk = SimDisk::default();
     let store = open(&disk);
-    let writer = Arc::new(Writer::start_store(&store, 64 << 20).expect("writer"));
+    let writer = Arc::new(Writer::start(&store, 64 << 20, listeners(&store)).expect("writer"));
     let mut acked = HashSet::new();
     let mut sent = HashSet::new();
 
@@ -327,4 +327,11 @@ async fn io_errors_full_disk_and_failed_fsync_never_acknowledge_and_recover() {
             "fault injection ({fault:?}): faults injected {injected} failed commits {failed} reopens {reopens} lost 0 doubled 0"
         ));
     }
+}
+
+/// The writer's listeners of a serving process: the panel's tallies and the identity indexer.
+fn listeners(store: &Store) -> inlet::store::writer::Listeners {
+    let identity = inlet::identity::Identity::in_memory(store);
+    let indexer = inlet::identity::indexer::Indexer::start(identity).expect("indexer");
+    vec![Arc::new(inlet::admin::panel::Tallies), Arc::new(indexer)]
 }

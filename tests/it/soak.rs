@@ -177,7 +177,7 @@ fn soak_at_half_the_maximum_levels_off() {
     // (they fill for the first 10-20 s at this rate; the short CI run ends before that).
     let mid = samples[samples.len() / 2].1;
     let caches_kib =
-        ((inlet::store::CACHE_BYTES + inlet::store::graph::GRAPH_CACHE_BYTES) / 1024) as u64;
+        ((inlet::store::CACHE_BYTES + inlet::identity::graph::GRAPH_CACHE_BYTES) / 1024) as u64;
     let start = samples[0].1;
     assert!(
         last <= mid + mid / 10 + 4 * 1024 || last <= start + caches_kib + 16 * 1024,
@@ -185,7 +185,7 @@ fn soak_at_half_the_maximum_levels_off() {
     );
     inlet.kill();
     let report = inlet::store::Store::open(inlet.data())
-        .and_then(|s| s.verify())
+        .and_then(|s| inlet::ops::verify::with_graph(&inlet::identity::Identity::open(&s)))
         .expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(

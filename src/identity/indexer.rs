@@ -1,8 +1,9 @@
-//! The identity indexer's thread: keeps the graph ([`super::identity`], in its own database
-//! file, [`super::graph`]) caught up with the log, in parallel with the ingest writer.
+//! The identity indexer's thread: keeps the graph ([`super`], in its own database file,
+//! [`super::graph`]) caught up with the log, in parallel with the ingest writer.
 //!
-//! The writer tells it the newest committed seq after every commit ([`Indexer::committed`]).
-//! It indexes one chunk ([`identity::INDEX_CHUNK`] events, plus a bounded step of the runs'
+//! The writer tells it the newest committed seq after every commit: it is one of the writer's
+//! [`CommitListener`]s.
+//! It indexes one chunk ([`super::INDEX_CHUNK`] events, plus a bounded step of the runs'
 //! merges) whenever a whole chunk is waiting, and the rest (and the merges left) once no
 //! commit came for [`INDEX_WHEN_IDLE_FOR`]: small chunks would make many small runs, the
 //! per-event cost the runs exist to avoid. Each step reads the log in a read transaction and
@@ -12,8 +13,8 @@
 //! a commit (after a failed one redb refuses them all), its file is opened again first; when
 //! the log failed, the writer reopens it and the retry reads the reopened one.
 
-use super::Store;
-use super::identity;
+use super::Identity;
+use crate::store::writer::CommitListener;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Handle to the indexer thread.
 pub struct Indexer {
+    identity: Identity,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -47,11 +49,12 @@ struct Progress {
 }
 
 impl Indexer {
-    /// Starts the thread for `store`, whose newest stored seq is `committed`.
-    pub fn start(store: Store, committed: u64) -> std::io::Result<Indexer> {
+    /// Starts the thread for `identity`'s graph; the writer it listens to tells it the newest
+    /// stored seq when it starts.
+    pub fn start(identity: Identity) -> std::io::Result<Indexer> {
         let shared = Arc::new(Shared {
             state: Mutex::new(Progress {
-                committed,
+                committed: 0,
                 indexed: None,
                 last_commit: Instant::now(),
                 stop: false,
@@ -59,10 +62,12 @@ impl Indexer {
             wake: Condvar::new(),
         });
         let thread_shared = shared.clone();
+        let thread_identity = identity.clone();
         let thread = std::thread::Builder::new()
             .name("inlet-indexer".into())
-            .spawn(move || run(&store, &thread_shared))?;
+            .spawn(move || run(&thread_identity, &thread_shared))?;
         Ok(Indexer {
+            identity,
             shared,
             thread: Mutex::new(Some(thread)),
         })
@@ -75,6 +80,11 @@ impl Indexer {
         s.last_commit = Instant::now();
         drop(s);
         self.shared.wake.notify_one();
+    }
+
+    /// The graph it keeps.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Events committed but not yet in the graph (all of them before the first step).
@@ -93,6 +103,16 @@ impl Indexer {
     }
 }
 
+impl CommitListener for Indexer {
+    fn committed(&self, seq: u64) {
+        Indexer::committed(self, seq);
+    }
+
+    fn writer_stopped(&self) {
+        self.stop();
+    }
+}
+
 impl Drop for Indexer {
     fn drop(&mut self) {
         self.stop();
@@ -105,7 +125,7 @@ impl Shared {
     }
 }
 
-fn run(store: &Store, shared: &Shared) {
+fn run(identity: &Identity, shared: &Shared) {
     // The graph's cursor and whether merges wait; unknown until the first step.
     let mut indexed: Option<u64> = None;
     let mut merging = true;
@@ -123,7 +143,7 @@ fn run(store: &Store, shared: &Shared) {
                 let idle_at = s.last_commit + INDEX_WHEN_IDLE_FOR;
                 let due = match retry_at {
                     Some(at) => (now >= at).then_some(()).ok_or(at),
-                    None if lag >= identity::INDEX_CHUNK as u64 => Ok(()),
+                    None if lag >= super::INDEX_CHUNK as u64 => Ok(()),
                     None if lag > 0 || merging => (now >= idle_at).then_some(()).ok_or(idle_at),
                     // Nothing to do until the next commit.
                     None => Err(now + Duration::from_secs(3600)),
@@ -141,8 +161,8 @@ fn run(store: &Store, shared: &Shared) {
             }
         }
         if retry_at.take().is_some()
-            && store.graph.get().is_none()
-            && let Err(e) = store.open_graph()
+            && identity.graph.get().is_none()
+            && let Err(e) = identity.open_graph()
         {
             tracing::error!(error = %e, "reopening the identity graph failed");
             retry_at = Some(Instant::now() + backoff);
@@ -151,8 +171,16 @@ fn run(store: &Store, shared: &Shared) {
         }
         // Every seq up to this one is committed, so the step's snapshot of the log holds it.
         let committed = shared.lock().committed;
-        match identity::step(store) {
-            Ok((_, cursor, through, more)) => {
+        match super::step(identity) {
+            Ok(super::Step {
+                after:
+                    super::Indexed {
+                        cursor,
+                        merging: more,
+                    },
+                through,
+                ..
+            }) => {
                 // A step that reached the end of its snapshot has indexed everything
                 // committed: the newest seqs may be missing from the log (retention removed
                 // them), and the cursor then stops short of `committed`.
@@ -171,8 +199,8 @@ fn run(store: &Store, shared: &Shared) {
                 tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "identity indexing failed");
                 // The log may be what failed (the writer reopens it); the graph's handle is
                 // dropped only when it refuses a commit itself.
-                if !graph_usable(store) {
-                    store.graph.close();
+                if !graph_usable(identity) {
+                    identity.graph.close();
                 }
                 retry_at = Some(Instant::now() + backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -194,19 +222,20 @@ fn return_freed_memory() {
 }
 
 /// Whether the graph's database takes a commit (after a failed one redb refuses them all).
-fn graph_usable(store: &Store) -> bool {
-    store
+fn graph_usable(identity: &Identity) -> bool {
+    identity
         .graph
         .db()
-        .and_then(|g| Ok(super::begin_write(&g)?.commit()?))
+        .and_then(|g| Ok(crate::store::begin_write(&g)?.commit()?))
         .is_ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::Indexer;
+    use crate::identity::Identity;
+    use crate::identity::tests::{append, cursor, stored};
     use crate::store::Store;
-    use crate::store::identity::tests::{append, cursor, stored};
     use crate::store::writer::tests::sub;
 
     /// The newest committed seqs may be missing from the log (retention removed them): the
@@ -214,9 +243,10 @@ mod tests {
     #[test]
     fn seqs_missing_at_the_end_of_the_log_do_not_hold_the_indexer_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
         append(&store, &[stored(1, &[]), stored(2, &[]), stored(3, &[])]);
-        let indexer = Indexer::start(store.clone(), 10).unwrap();
+        let indexer = Indexer::start(store.clone()).unwrap();
+        indexer.committed(10);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while indexer.lag() > 0 {
             assert!(
@@ -232,10 +262,12 @@ mod tests {
     #[tokio::test]
     async fn the_graph_catches_up_with_the_writer_once_the_log_is_idle() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let w = crate::store::writer::Writer::start_store(
-            &store,
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
+        let indexer = std::sync::Arc::new(Indexer::start(store.clone()).unwrap());
+        let w = crate::store::writer::Writer::start(
+            store.store(),
             crate::store::writer::DEFAULT_QUEUE_BYTES,
+            vec![indexer],
         )
         .unwrap();
         let mut s = sub(&["a", "b", "c"]);
@@ -251,13 +283,13 @@ mod tests {
         // a while (on the indexer's thread).
         let p = store.profile("default", "u", 10).unwrap().unwrap();
         assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
-        let indexed = || crate::store::identity::tests::cursor(&store);
+        let indexed = || crate::identity::tests::cursor(&store);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while indexed() < 3 {
             assert!(std::time::Instant::now() < deadline, "never indexed");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        assert_eq!(crate::store::identity::tests::graph_keys(&store), (3, 6));
+        assert_eq!(crate::identity::tests::graph_keys(&store), (3, 6));
         let p = store.profile("default", "i2", 10).unwrap().unwrap();
         assert_eq!((p.identifiers.len(), p.events.len()), (4, 3));
     }

@@ -13,8 +13,8 @@
 //!   (damaged, unreadable for this user) is replaced by an empty one;
 //! - after a failed commit the indexer drops the handle and opens the file again later.
 
-use super::Result;
-use super::tables::{EVENTS, META};
+use crate::store::Result;
+use crate::store::tables::{EVENTS, META};
 use redb::{Database, DatabaseError, ReadableDatabase};
 use ring::digest;
 use std::path::PathBuf;
@@ -83,17 +83,17 @@ impl Graph {
             Home::File(path) => {
                 let mut fresh = !path.exists();
                 // A file this user cannot open is handled below, with the other unusable ones.
-                let _ = super::private_file(path);
+                let _ = crate::store::private_file(path);
                 let db = match builder().create(path) {
                     Ok(db) => db,
                     Err(e @ DatabaseError::DatabaseAlreadyOpen) => {
-                        return Err(super::open_error(e));
+                        return Err(crate::store::open_error(e));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, path = %path.display(), "the identity graph's file is unusable; starting it anew (the indexer rebuilds it from the log)");
                         std::fs::remove_file(path)?;
                         fresh = true;
-                        super::private_file(path)?;
+                        crate::store::private_file(path)?;
                         builder().create(path)?
                     }
                 };
@@ -104,7 +104,7 @@ impl Graph {
             }
         };
         // Read transactions never meet a missing table.
-        let txn = super::begin_write(&db)?;
+        let txn = crate::store::begin_write(&db)?;
         txn.open_table(META)?;
         txn.commit()?;
         let db = Arc::new(db);
@@ -114,13 +114,13 @@ impl Graph {
 
     /// The graph's database, or an error naming why there is none.
     pub fn db(&self) -> Result<Arc<Database>> {
-        self.get().ok_or(super::Error::Reopening)
+        self.get().ok_or(crate::store::Error::Reopening)
     }
 }
 
 /// A redb builder for the graph: the appliance's settings with the graph's smaller cache.
 fn builder() -> redb::Builder {
-    let mut b = super::builder();
+    let mut b = crate::store::builder();
     b.set_cache_size(GRAPH_CACHE_BYTES);
     b
 }
@@ -128,7 +128,7 @@ fn builder() -> redb::Builder {
 /// Gives `path` the owner of the log's file next to it, when this process may (root).
 fn give_owner_of_log(path: &std::path::Path) {
     use std::os::unix::fs::MetadataExt;
-    let log = path.with_file_name(super::DB_FILE);
+    let log = path.with_file_name(crate::store::DB_FILE);
     if let Ok(owner) = std::fs::metadata(log) {
         // Only root may give a file away; anyone else already owns what it creates.
         let _ = std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()));
@@ -165,9 +165,10 @@ pub fn matches_log(graph: &Database, main: &Database) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
+    use crate::identity::catch_up;
+    use crate::identity::tests::{append, cursor, graph_keys, stored};
     use crate::store::Store;
-    use crate::store::identity::catch_up;
-    use crate::store::identity::tests::{append, cursor, graph_keys, stored};
 
     fn with_user(seq: u64, user: &str) -> crate::store::codec::EventRecord {
         let mut r = stored(seq, &[("device_id", &format!("d{seq}"))]);
@@ -175,7 +176,7 @@ mod tests {
         r
     }
 
-    fn profile_events(store: &Store, id: &str) -> usize {
+    fn profile_events(store: &Identity, id: &str) -> usize {
         store
             .profile("default", id, 100)
             .unwrap()
@@ -189,14 +190,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let other = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Identity::open(&Store::open(dir.path()).unwrap());
             append(&store, &[with_user(1, "u"), with_user(2, "u")]);
             assert_eq!(catch_up(&store).unwrap(), 2);
-            let store = Store::open(other.path()).unwrap();
+            let store = Identity::open(&Store::open(other.path()).unwrap());
             append(&store, &[with_user(1, "v")]);
         }
         assert!(dir.path().join(GRAPH_FILE).is_file());
-        let store = Store::open(dir.path()).unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
         assert_eq!((cursor(&store), graph_keys(&store).0), (2, 2), "kept");
         assert_eq!(profile_events(&store, "u"), 2);
         drop(store);
@@ -207,14 +208,14 @@ mod tests {
             dir.path().join(crate::store::DB_FILE),
         )
         .unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
         assert_eq!((cursor(&store), graph_keys(&store)), (0, (0, 0)), "emptied");
         assert_eq!(profile_events(&store, "u"), 0);
         assert_eq!(profile_events(&store, "v"), 1);
         assert_eq!(catch_up(&store).unwrap(), 1);
         // (The raw appends of this test have no dedupe entries or counters; the graph's part
         // of verify must be clean.)
-        let problems = store.verify().unwrap().problems;
+        let problems = crate::ops::verify::with_graph(&store).unwrap().problems;
         assert!(
             !problems.iter().any(|p| p.contains("identity")),
             "{problems:?}"
@@ -226,12 +227,12 @@ mod tests {
     fn a_damaged_graph_file_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Identity::open(&Store::open(dir.path()).unwrap());
             append(&store, &[with_user(1, "u"), with_user(2, "u")]);
             catch_up(&store).unwrap();
         }
         std::fs::write(dir.path().join(GRAPH_FILE), b"not a database at all").unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
         assert_eq!(cursor(&store), 0);
         assert_eq!(profile_events(&store, "u"), 2, "the tail answers meanwhile");
         assert_eq!(catch_up(&store).unwrap(), 2);

@@ -14,14 +14,12 @@
 //! - The log stays append-only and its seqs increasing; removed seqs are never reused
 //!   ([`removed_through`] keeps the highest removed seq for the writer's restart).
 
-use super::codec::{Tenant, decode_config, decode_event};
-use super::tables::*;
-use super::{Result, Store};
+use crate::store::codec::{Tenant, decode_config, decode_event};
+use crate::store::tables::*;
+use crate::store::{Result, Store};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 
-/// Longest retention accepted, in days (100 years).
-pub const MAX_DAYS: u32 = 36_500;
 /// Events removed per write transaction.
 pub const CHUNK: usize = 500;
 /// Events examined per read transaction.
@@ -31,18 +29,6 @@ const SCAN: usize = 20_000;
 /// ten minutes is far beyond any wait the body and queue limits allow.
 pub const SLACK_MS: u64 = 10 * 60 * 1000;
 const MS_PER_DAY: u64 = 86_400_000;
-/// [`META`] key: the highest seq retention removed (u64 BE).
-const REMOVED_THROUGH: &str = "retention_removed_through";
-
-/// The highest seq ever removed by retention (0 if none).
-pub fn removed_through(txn: &WriteTransaction) -> Result<u64> {
-    let meta = txn.open_table(META)?;
-    let v = meta.get(REMOVED_THROUGH)?;
-    Ok(
-        v.and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0),
-    )
-}
 
 /// Per tenant name, the receive time (ms) before which its events are removed at `now_ms`.
 /// Tenants that keep events forever are absent.
@@ -85,7 +71,7 @@ pub fn find_chunk(db: &Database, cuts: &HashMap<String, u64>, from: u64) -> Resu
     let mut app_ids = HashMap::new();
     for row in txn.open_table(APPS)?.iter()? {
         let (id, bytes) = row?;
-        let app: super::codec::App = decode_config("app", bytes.value())?;
+        let app: crate::store::codec::App = decode_config("app", bytes.value())?;
         app_ids.insert(app.name, id.value());
     }
     let mut chunk = Chunk::default();
@@ -139,7 +125,7 @@ pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
         // so a resubmission is accepted again (retention's documented behaviour).
         // Every event of one request shares its audit body, and all of them have the same
         // tenant and receive time, so they are all past the cut together.
-        super::audit::forget(txn, &v.audit_key, v.seq)?;
+        crate::store::audit::forget(txn, &v.audit_key, v.seq)?;
     }
     drop((events, dedupe));
     if highest > removed_through(txn)? {
@@ -158,7 +144,7 @@ pub fn run_direct(store: &Store, default_days: u32, now_ms: u64) -> Result<u64> 
     loop {
         let chunk = find_chunk(db, &cuts, from)?;
         if !chunk.victims.is_empty() {
-            let txn = super::begin_write(db)?;
+            let txn = crate::store::begin_write(db)?;
             removed += delete_chunk(&txn, &chunk.victims)?;
             txn.commit()?;
         }
@@ -173,7 +159,7 @@ pub fn run_direct(store: &Store, default_days: u32, now_ms: u64) -> Result<u64> 
 /// through `writer` (between ingest batches). Blocking.
 pub fn run_with_writer(
     store: &Store,
-    writer: &super::writer::Writer,
+    writer: &crate::store::writer::Writer,
     default_days: u32,
     now_ms: u64,
 ) -> Result<u64> {
@@ -186,7 +172,7 @@ pub fn run_with_writer(
         if !chunk.victims.is_empty() {
             let victims = chunk.victims;
             removed += writer.run_blocking(move |db| -> Result<u64> {
-                let txn = super::begin_write(db)?;
+                let txn = crate::store::begin_write(db)?;
                 let n = delete_chunk(&txn, &victims)?;
                 txn.commit()?;
                 Ok(n)
@@ -196,5 +182,52 @@ pub fn run_with_writer(
             Some(next) => from = next,
             None => return Ok(removed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::{append, stored};
+    use crate::identity::{Identity, catch_up};
+    use crate::store::codec::EventRecord;
+
+    #[test]
+    fn retention_removes_index_entries_with_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
+        let records: Vec<EventRecord> = (1..=4u64)
+            .map(|seq| {
+                let mut r = stored(seq, &[]);
+                r.install_uuid = Some(format!("i{seq}"));
+                r.user_id = Some("u".into());
+                r
+            })
+            .collect();
+        append(&store, &records[..3]);
+        catch_up(&store).unwrap();
+        // The fourth is in the tail when retention removes it.
+        append(&store, &records[3..]);
+        assert_eq!(
+            store
+                .profile("default", "u", 10)
+                .unwrap()
+                .unwrap()
+                .events
+                .len(),
+            4
+        );
+        let cuts = std::collections::HashMap::from([("default".to_owned(), 2u64)]);
+        let chunk = find_chunk(&store.store().db().unwrap(), &cuts, 1).unwrap();
+        assert_eq!(chunk.victims.len(), 4);
+        let txn = store.store().db().unwrap().begin_write().unwrap();
+        assert_eq!(delete_chunk(&txn, &chunk.victims).unwrap(), 4);
+        txn.commit().unwrap();
+        catch_up(&store).unwrap();
+        // The links stay: the identifiers are still known to belong together (the removed
+        // tail event was never indexed, so its own install uuid is gone with it).
+        let p = store.profile("default", "u", 10).unwrap().unwrap();
+        assert!(p.events.is_empty());
+        assert_eq!(p.identifiers.len(), 4);
     }
 }

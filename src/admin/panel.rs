@@ -1,12 +1,13 @@
 //! What the admin panel needs from the database: per-app day and hour counters (written by
-//! the writer in the same commit as the events they count), the admin password hash, and
-//! filtered event listings, newest first.
+//! [`Tallies`], a writer listener, in the same commit as the events they count), the admin
+//! password hash, and filtered event listings, newest first.
 
-use super::codec::{EventRecord, decode_config, decode_event, encode_config};
-use super::tables::*;
-use super::{Result, Store};
 use crate::auth::password::PasswordHash;
 use crate::clock::{Date, days_from_civil};
+use crate::store::codec::{EventRecord, decode_config, decode_event, encode_config};
+use crate::store::tables::*;
+use crate::store::writer::{Accepted, CommitListener};
+use crate::store::{Result, Store};
 use redb::{ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 
@@ -33,16 +34,16 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts one accepted event of `app_id` received at `received_at_ms`.
-    pub fn add(&mut self, app_id: u32, received_at_ms: u64) {
+    /// Counts `n` accepted events of `app_id` received at `received_at_ms`.
+    pub fn add(&mut self, app_id: u32, received_at_ms: u64, n: u64) {
         *self
             .days
             .entry(app_period_key(app_id, day_of(received_at_ms)))
-            .or_default() += 1;
+            .or_default() += n;
         *self
             .hours
             .entry(app_period_key(app_id, hour_of(received_at_ms)))
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     /// Adds the tally to the counter tables, inside the commit that stores the events.
@@ -58,6 +59,20 @@ impl Tally {
             }
         }
         Ok(())
+    }
+}
+
+/// The writer's listener that keeps the counters: each batch's tally is written in the
+/// commit that stores its events.
+pub struct Tallies;
+
+impl CommitListener for Tallies {
+    fn in_commit(&self, txn: &WriteTransaction, accepted: &[Accepted]) -> Result<()> {
+        let mut tally = Tally::default();
+        for a in accepted {
+            tally.add(a.app_id, a.received_at_ms, a.events);
+        }
+        tally.write(txn)
     }
 }
 
@@ -202,8 +217,8 @@ impl Store {
         // An event id within one app is a point lookup in the dedupe index.
         if let (Some(app), Some(event_id)) = (&q.app, &q.event_id) {
             let apps = txn.open_table(APPS)?;
-            if let Some((app_id, _)) = super::find_app(&apps, app)?
-                && let Some(seq) = super::dedupe::lookup_committed(&txn, app_id, event_id)?
+            if let Some((app_id, _)) = crate::store::find_app(&apps, app)?
+                && let Some(seq) = crate::store::dedupe::lookup_committed(&txn, app_id, event_id)?
                 && (lo..hi).contains(&seq)
                 && let Some(bytes) = events.get(seq)?
             {
@@ -238,7 +253,7 @@ mod tests {
     use crate::store::writer::{Pending, Submission, Writer};
 
     fn record(app: &str, name: &str, id: &str) -> Vec<u8> {
-        super::super::codec::encode_event(&EventRecord {
+        crate::store::codec::encode_event(&EventRecord {
             received_at_ms: 0,
             app: app.into(),
             event_name: name.into(),
@@ -252,7 +267,7 @@ mod tests {
     async fn counters_follow_commits_and_listings_go_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let w = Writer::start_store(&store, 1 << 20).unwrap();
+        let w = Writer::start(&store, 1 << 20, vec![std::sync::Arc::new(Tallies)]).unwrap();
         // 2026-11-26T10:30Z, and the same day's 11:10Z.
         let t0 = days_from_civil(2026, 11, 26) as u64 * MS_PER_DAY + 10 * MS_PER_HOUR + 1_800_000;
         let t1 = t0 + 2_400_000;

@@ -1,13 +1,20 @@
 //! Admin operations of the CLI, run the same way whether this process opened the database
-//! itself or a serving process runs them for it over the control socket.
+//! itself or a serving process runs them for it over the control socket, and the operations
+//! on the whole database they use: backup and restore ([`backup`]), verify ([`verify`]) and
+//! retention ([`retention`]).
+
+pub mod backup;
+pub mod retention;
+pub mod verify;
 
 use crate::auth::password::PasswordHash;
 use crate::auth::secrets::Sealer;
 use crate::clock::{now_ms, rfc3339_ms};
+use crate::identity::Identity;
 use crate::store::read::ExportFilter;
 use crate::store::secrets;
 use crate::store::writer::Writer;
-use crate::store::{self, Store, admin, backup, retention};
+use crate::store::{self, Store, admin};
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -125,14 +132,27 @@ pub enum Op {
 /// Where writes go: straight into the database this process holds, or through the serving
 /// process's writer thread (which owns every write transaction while it runs).
 pub enum Exec<'a> {
-    Direct(&'a Store),
-    Server(&'a Store, &'a Writer),
+    /// The store this process holds, and its identity graph.
+    Direct(&'a Store, &'a Identity),
+    /// The serving process's store, writer and identity graph (absent when no indexer runs).
+    Server(&'a Store, &'a Writer, Option<&'a Identity>),
 }
 
 impl Exec<'_> {
     fn store(&self) -> &Store {
         match self {
-            Exec::Direct(s) | Exec::Server(s, _) => s,
+            Exec::Direct(s, _) | Exec::Server(s, _, _) => s,
+        }
+    }
+
+    /// The identity graph: opened for this process, or the serving process's.
+    fn identity(&self) -> store::Result<Identity> {
+        match self {
+            Exec::Direct(_, i) => Ok((*i).clone()),
+            Exec::Server(_, _, Some(i)) => Ok((*i).clone()),
+            Exec::Server(_, _, None) => Err(store::Error::Internal(
+                "this server keeps no identity graph".into(),
+            )),
         }
     }
 
@@ -147,8 +167,8 @@ impl Exec<'_> {
             Ok(r)
         };
         match self {
-            Exec::Direct(s) => in_txn(&*s.db()?),
-            Exec::Server(_, w) => w.run_blocking(in_txn)?,
+            Exec::Direct(s, _) => in_txn(&*s.db()?),
+            Exec::Server(_, w, _) => w.run_blocking(in_txn)?,
         }
     }
 }
@@ -357,8 +377,8 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
         } => {
             let at = at_ms.unwrap_or_else(now_ms);
             let removed = match exec {
-                Exec::Direct(s) => retention::run_direct(s, default_days, at)?,
-                Exec::Server(s, w) => retention::run_with_writer(s, w, default_days, at)?,
+                Exec::Direct(s, _) => retention::run_direct(s, default_days, at)?,
+                Exec::Server(s, w, _) => retention::run_with_writer(s, w, default_days, at)?,
             };
             writeln!(out, "retention removed {removed} events")?;
         }
@@ -370,7 +390,7 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             None => return Err(store::Error::NotFound(format!("no audit body {key:?}"))),
         },
         Op::AdminSetPassword { hash } => {
-            exec.write(move |txn| store::panel::set_admin_password(txn, &hash))?;
+            exec.write(move |txn| crate::admin::panel::set_admin_password(txn, &hash))?;
             writeln!(out, "admin password set; every admin session ended")?;
         }
         Op::SecretsMint { app, label } => {
@@ -399,7 +419,15 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             kind,
             limit,
             json,
-        } => profile(store, &app, kind.as_deref(), &id, limit, json, out)?,
+        } => profile(
+            &exec.identity()?,
+            &app,
+            kind.as_deref(),
+            &id,
+            limit,
+            json,
+            out,
+        )?,
     }
     out.flush()?;
     Ok(())
@@ -492,7 +520,7 @@ fn list_secrets(
 
 /// `inlet profile`: every identifier linked to `id`, then the profile's events.
 fn profile(
-    store: &Store,
+    identity: &Identity,
     app: &str,
     kind: Option<&str>,
     id: &str,
@@ -500,7 +528,7 @@ fn profile(
     json: bool,
     out: &mut dyn Write,
 ) -> store::Result<()> {
-    let Some(p) = store.profile_of_kind(app, kind, id, limit)? else {
+    let Some(p) = identity.profile_of_kind(app, kind, id, limit)? else {
         return Err(store::Error::NotFound(format!(
             "no event of app {app:?} carries the identifier {id:?}"
         )));
@@ -522,7 +550,7 @@ fn profile(
         writeln!(
             out,
             "(stopped after {} identifiers)",
-            store::identity::MAX_PROFILE_IDENTIFIERS
+            crate::identity::MAX_PROFILE_IDENTIFIERS
         )?;
     }
     writeln!(out)?;
@@ -550,3 +578,7 @@ fn profile(
     )?;
     Ok(())
 }
+
+/// How long a command (or a starting server) waits for the database held by a server that is
+/// starting or stopping.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -5,10 +5,12 @@
 //! `user_id`, `anonymous_id`, or the name of an `ids` entry such as `af_user_id`,
 //! `player_id`, `device_id`). Kinds keep `player_id "1"` and `device_id "1"` apart.
 //!
-//! Storage is one set of sorted runs ([`super::runs`], named [`RUNS`]) in the graph's own
-//! database file ([`super::graph`]), holding two kinds of keys, derived from the log by the
-//! identity indexer ([`index_step`]), which runs on a thread of its own
-//! ([`super::indexer`]), never in an ingest commit:
+//! Storage is one set of sorted runs ([`crate::store::runs`], named [`RUNS`]) in the graph's
+//! own database file ([`graph`]), holding two kinds of keys, derived from the log by the
+//! identity indexer ([`index_step`]), which runs on a thread of its own ([`indexer`], a
+//! listener of the writer), never in an ingest commit. The store knows nothing of it:
+//! [`Identity`] holds the store and the graph.
+//!
 //! - event entries, [`TAG_EVENT`] ++ app ++ identifier ++ seq: every stored event under its
 //!   first identifier (one entry per event: all of an event's identifiers are in one
 //!   profile, and a profile's events are read under all of its identifiers);
@@ -17,7 +19,7 @@
 //!   of k² pairs).
 //! - the graph's [`META`] [`INDEXED_SEQ`]: the cursor. Every event up to it is in the runs;
 //!   it advances in the transaction that wrote the run, so graph and cursor always agree
-//!   (with [`super::graph::BOUND`], which ties the graph to the log it was built from).
+//!   (with [`graph::BOUND`], which ties the graph to the log it was built from).
 //!
 //! The indexer reads up to [`INDEX_CHUNK`] events after the cursor, sorts their keys and
 //! writes them as a new run (appends), then advances the background merges of the runs by a
@@ -36,16 +38,20 @@
 //! `00000000-0000-0000-0000-000000000000`, `null`, `undefined`, `unknown`, `none`) are not
 //! identifiers: linking them would merge unrelated people.
 
-use super::graph::{BOUND, bound};
-use super::runs::{Reader, RunSet};
-use super::tables::{APPS, EVENTS, META};
-use super::{Result, Store, find_app};
+pub mod graph;
+pub mod indexer;
+
 use crate::store::codec::{
     App, EventRecord, IdentityView, decode_config, decode_event, identity_view,
 };
 use crate::store::read::Canonical;
+use crate::store::runs::{Reader, RunSet};
+use crate::store::tables::{APPS, EVENTS, META};
+use crate::store::{Result, Store, find_app};
+use graph::{BOUND, Graph, bound};
 use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// Most identifiers a profile walk visits; a larger component is reported truncated.
 pub const MAX_PROFILE_IDENTIFIERS: usize = 10_000;
@@ -223,7 +229,7 @@ pub fn index_step(
     log: &redb::ReadTransaction,
     txn: &WriteTransaction,
     through: u64,
-) -> Result<(u64, bool)> {
+) -> Result<Indexed> {
     let from = indexed_seq(&txn.open_table(META)?)?;
     let mut cursor = from;
     if from < through {
@@ -269,7 +275,27 @@ pub fn index_step(
         }
     }
     let merging = RunSet::merge_step(txn, RUNS, MERGE_STEP_KEYS)?;
-    Ok((cursor, merging))
+    Ok(Indexed { cursor, merging })
+}
+
+/// Where an indexing step left the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Indexed {
+    /// The graph's cursor: every event up to it is indexed.
+    pub cursor: u64,
+    /// Merges of the runs are left.
+    pub merging: bool,
+}
+
+/// What one [`step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// The cursor before the step.
+    pub before: u64,
+    /// The cursor after it, and whether merges are left.
+    pub after: Indexed,
+    /// The newest seq of the log's snapshot the step read.
+    pub through: u64,
 }
 
 /// The graph's part of [`Store::verify`]: the runs decode, and they hold exactly the events
@@ -337,37 +363,45 @@ pub(crate) fn check(
 /// cursor and its binding to the log. The indexer then rebuilds it from the first event.
 pub fn reset(txn: &WriteTransaction) -> Result<()> {
     let mut meta = txn.open_table(META)?;
-    super::runs::clear(txn, &mut meta, RUNS)?;
+    crate::store::runs::clear(txn, &mut meta, RUNS)?;
     meta.remove(INDEXED_SEQ)?;
     meta.remove(BOUND)?;
     Ok(())
 }
 
 /// One indexing step of `store`'s graph (a read of the log, a commit of the graph's
-/// database) up to the newest stored event. Returns (cursor before, cursor after, newest
-/// seq, whether merges wait).
-pub fn step(store: &Store) -> Result<(u64, u64, u64, bool)> {
-    let graph = store.graph.db()?;
+/// database) up to the newest stored event.
+pub fn step(identity: &Identity) -> Result<Step> {
+    let graph = identity.graph.db()?;
     // The graph's transaction first: it is the only writer of the graph, and the log's
     // snapshot then holds at least every event up to the graph's cursor.
-    let txn = super::begin_write(&graph)?;
-    let log = store.db.begin_read()?;
+    let txn = crate::store::begin_write(&graph)?;
+    let log = identity.store.db()?.begin_read()?;
     let through = log
         .open_table(EVENTS)?
         .last()?
         .map_or(0, |(k, _)| k.value());
     let before = indexed_seq(&txn.open_table(META)?)?;
-    let (cursor, merging) = index_step(&log, &txn, through)?;
+    let after = index_step(&log, &txn, through)?;
     drop(log);
     txn.commit()?;
-    Ok((before, cursor, through, merging))
+    Ok(Step {
+        before,
+        after,
+        through,
+    })
 }
 
-/// Indexes everything stored so far, in steps of [`INDEX_CHUNK`] events: for a process that
-/// holds the database alone (no indexer thread), and for tests.
-pub fn catch_up(store: &Store) -> Result<u64> {
+/// Indexes everything stored so far, in steps of [`INDEX_CHUNK`] events (the tests' way to
+/// bring the graph up to date without an indexer thread).
+#[cfg(test)]
+pub(crate) fn catch_up(identity: &Identity) -> Result<u64> {
     loop {
-        let (before, cursor, through, merging) = step(store)?;
+        let Step {
+            before,
+            after: Indexed { cursor, merging },
+            through,
+        } = step(identity)?;
         if (cursor >= through || cursor == before) && !merging {
             return Ok(cursor);
         }
@@ -406,14 +440,73 @@ impl Profile {
     }
 }
 
-impl Store {
+/// The identity graph of a store: the store and the graph's own database, derived from its
+/// log. Clones share both.
+#[derive(Clone)]
+pub struct Identity {
+    /// Declared before the store so that it is closed first: a process that then gets the
+    /// log's lock finds the graph's free too.
+    graph: Arc<Graph>,
+    store: Store,
+}
+
+impl Identity {
+    /// The graph of `store`, in its file next to the log ([`graph::GRAPH_FILE`]).
+    pub fn open(store: &Store) -> Identity {
+        Identity::with(store, Graph::file(store.data_dir()))
+    }
+
+    /// The graph of `store` kept in memory (rebuilt from the log by each process): for a
+    /// store opened on a test's storage backend.
+    pub fn in_memory(store: &Store) -> Identity {
+        Identity::with(store, Graph::in_memory())
+    }
+
+    fn with(store: &Store, graph: Graph) -> Identity {
+        let identity = Identity {
+            graph: Arc::new(graph),
+            store: store.clone(),
+        };
+        // The log does not depend on its derived graph: a graph that cannot be opened now
+        // (e.g. no room for a new file on a full disk) leaves profiles unavailable, and the
+        // indexer tries again.
+        if let Err(e) = identity.open_graph() {
+            tracing::error!(error = %e, "opening the identity graph failed; profiles are unavailable until it opens");
+        }
+        identity
+    }
+
+    /// The store whose log the graph is derived from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The graph's database, or an error naming why there is none.
+    pub fn graph_db(&self) -> Result<Arc<redb::Database>> {
+        self.graph.db()
+    }
+
+    /// Opens the graph's database (again). A graph built from another log (a different
+    /// `inlet.redb` put in place, a backup restored over the data dir) is emptied: the
+    /// indexer rebuilds it from this one.
+    pub(crate) fn open_graph(&self) -> Result<()> {
+        let g = self.graph.reopen()?;
+        if !graph::matches_log(&g, &*self.store.db()?)? {
+            tracing::warn!("the identity graph was built from another log; rebuilding it");
+            let txn = crate::store::begin_write(&g)?;
+            reset(&txn)?;
+            txn.commit()?;
+        }
+        Ok(())
+    }
+
     /// The profile of identifier value `id` (of any kind) in `app`, with at most `limit`
     /// events; `None` when no stored event of the app carries that identifier.
     pub fn profile(&self, app: &str, id: &str, limit: usize) -> Result<Option<Profile>> {
         self.profile_of_kind(app, None, id, limit)
     }
 
-    /// Like [`Store::profile`], starting only from the identifier of that kind when `kind` is
+    /// Like [`Identity::profile`], starting only from the identifier of that kind when `kind` is
     /// given (a value known under several kinds, such as user id `42` and player id `42`,
     /// otherwise shows all of their profiles together).
     pub fn profile_of_kind(
@@ -428,9 +521,9 @@ impl Store {
         let graph = self.graph.db()?.begin_read()?;
         let runs = Reader::open(&graph, RUNS)?;
         let cursor = indexed_seq(&graph.open_table(META)?)?;
-        let txn = self.db.begin_read()?;
-        let app_id = find_app(&txn.open_table(super::tables::APPS)?, app)?
-            .ok_or_else(|| super::Error::NotFound(format!("no app {app:?}")))?
+        let txn = self.store.db()?.begin_read()?;
+        let app_id = find_app(&txn.open_table(APPS)?, app)?
+            .ok_or_else(|| crate::store::Error::NotFound(format!("no app {app:?}")))?
             .0;
         let app_prefix = app_id.to_be_bytes();
         let events_table = txn.open_table(EVENTS)?;
@@ -659,8 +752,8 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn append(store: &Store, records: &[EventRecord]) {
-        let txn = store.db().unwrap().begin_write().unwrap();
+    pub(crate) fn append(store: &Identity, records: &[EventRecord]) {
+        let txn = store.store().db().unwrap().begin_write().unwrap();
         {
             let mut log = txn.open_table(EVENTS).unwrap();
             let next = log.last().unwrap().map_or(0, |(k, _)| k.value()) + 1;
@@ -672,23 +765,23 @@ pub(crate) mod tests {
         txn.commit().unwrap();
     }
 
-    pub(crate) fn cursor(store: &Store) -> u64 {
+    pub(crate) fn cursor(store: &Identity) -> u64 {
         let txn = store.graph.db().unwrap().begin_read().unwrap();
         indexed_seq(&txn.open_table(META).unwrap()).unwrap()
     }
 
     /// One [`index_step`] up to `through`; the new cursor.
-    fn step_to(store: &Store, through: u64) -> u64 {
+    fn step_to(store: &Identity, through: u64) -> u64 {
         let graph = store.graph.db().unwrap();
         let txn = graph.begin_write().unwrap();
-        let log = store.db().unwrap().begin_read().unwrap();
-        let (cursor, _) = index_step(&log, &txn, through).unwrap();
+        let log = store.store().db().unwrap().begin_read().unwrap();
+        let cursor = index_step(&log, &txn, through).unwrap().cursor;
         txn.commit().unwrap();
         cursor
     }
 
     /// Distinct event entries and links in the graph's runs.
-    pub(crate) fn graph_keys(store: &Store) -> (usize, usize) {
+    pub(crate) fn graph_keys(store: &Identity) -> (usize, usize) {
         let txn = store.graph.db().unwrap().begin_read().unwrap();
         let runs = Reader::open(&txn, RUNS).unwrap();
         (
@@ -697,7 +790,7 @@ pub(crate) mod tests {
         )
     }
 
-    fn reset_cursor(store: &Store) {
+    fn reset_cursor(store: &Identity) {
         let txn = store.graph.db().unwrap().begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
@@ -709,7 +802,7 @@ pub(crate) mod tests {
     #[test]
     fn profiles_are_connected_components() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
         let events: &[&[(&str, &str)]] = &[
             &[("install_uuid", "i1"), ("user_id", "42")],
             &[("user_id", "42"), ("af_user_id", "af1")],
@@ -726,7 +819,7 @@ pub(crate) mod tests {
         append(&store, &records[..3]);
         assert_eq!(catch_up(&store).unwrap(), 3);
         append(&store, &records[3..]);
-        let check = |store: &Store| {
+        let check = |store: &Identity| {
             let kinds = |id: &str| -> Vec<(String, String)> {
                 let mut v = store
                     .profile("default", id, 10)
@@ -793,7 +886,7 @@ pub(crate) mod tests {
     #[test]
     fn indexing_goes_in_chunks_and_past_removed_seqs() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
         let n = INDEX_CHUNK as u64 + 5;
         let mut records: Vec<EventRecord> = (1..=n)
             .map(|seq| stored(seq, &[("user_id", "u")]))
@@ -820,45 +913,5 @@ pub(crate) mod tests {
         assert_eq!(step_to(&store, n + 3), n + 3);
         assert_eq!(cursor(&store), n + 3);
         assert_eq!(newest("dz"), (2, vec![n, n - 1, n - 2]));
-    }
-
-    #[test]
-    fn retention_removes_index_entries_with_their_events() {
-        use crate::store::retention;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let records: Vec<EventRecord> = (1..=4u64)
-            .map(|seq| {
-                let mut r = stored(seq, &[]);
-                r.install_uuid = Some(format!("i{seq}"));
-                r.user_id = Some("u".into());
-                r
-            })
-            .collect();
-        append(&store, &records[..3]);
-        catch_up(&store).unwrap();
-        // The fourth is in the tail when retention removes it.
-        append(&store, &records[3..]);
-        assert_eq!(
-            store
-                .profile("default", "u", 10)
-                .unwrap()
-                .unwrap()
-                .events
-                .len(),
-            4
-        );
-        let cuts = std::collections::HashMap::from([("default".to_owned(), 2u64)]);
-        let chunk = retention::find_chunk(&store.db().unwrap(), &cuts, 1).unwrap();
-        assert_eq!(chunk.victims.len(), 4);
-        let txn = store.db().unwrap().begin_write().unwrap();
-        assert_eq!(retention::delete_chunk(&txn, &chunk.victims).unwrap(), 4);
-        txn.commit().unwrap();
-        catch_up(&store).unwrap();
-        // The links stay: the identifiers are still known to belong together (the removed
-        // tail event was never indexed, so its own install uuid is gone with it).
-        let p = store.profile("default", "u", 10).unwrap().unwrap();
-        assert!(p.events.is_empty());
-        assert_eq!(p.identifiers.len(), 4);
     }
 }

@@ -10,9 +10,9 @@
 //! every dedupe entry points at a stored event) and then swaps it in, keeping the previous
 //! database next to it as `inlet.redb.pre-restore-<ms>`.
 
-use super::codec::{App, Key, Tenant, decode_config, decode_event};
-use super::tables::*;
-use super::{DB_FILE, Error, Result, Store};
+use crate::store::codec::{App, Key, Tenant, decode_config, decode_event};
+use crate::store::tables::*;
+use crate::store::{DB_FILE, Error, Result, Store};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
     TableHandle,
@@ -95,7 +95,7 @@ fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
     // in progress: the dedupe index's fingerprints (`run.dedupe.*`). The identity graph has
     // a file of its own, which backups leave out: it is rebuilt from the log.
     for name in src.list_tables()?.map(|t| t.name().to_owned()) {
-        if super::runs::is_run_table(&name) {
+        if crate::store::runs::is_run_table(&name) {
             rows += copy_table(src, dst, TableDefinition::<&[u8], ()>::new(&name))?;
             known.push(name);
         }
@@ -105,7 +105,7 @@ fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
         .find(|t| !known.iter().any(|k| k == t.name()))
     {
         return Err(Error::Internal(format!(
-            "backup does not know table {:?}; add it to store::backup",
+            "backup does not know table {:?}; add it to ops::backup",
             unknown.name()
         )));
     }
@@ -139,7 +139,7 @@ pub fn backup(store: &Store, out: &mut dyn Write) -> Result<u64> {
     let tmp = TempFile(temp_path(dir, "backup"));
     {
         // Owner-only whatever the umask: the copy holds key hashes and audit bodies.
-        super::private_file(&tmp.0)?;
+        crate::store::private_file(&tmp.0)?;
         let dst = Database::builder()
             .set_cache_size(16 << 20)
             .create(&tmp.0)?;
@@ -220,10 +220,19 @@ pub fn verify(path: &Path) -> Result<Summary> {
     Ok(s)
 }
 
+/// What [`restore`] did.
+#[derive(Debug)]
+pub struct Restored {
+    /// Where the previous database was kept, if there was one.
+    pub kept: Option<PathBuf>,
+    /// What the restored database holds.
+    pub summary: Summary,
+}
+
 /// Replaces the database of `data_dir` with the backup `file`, after checking it. Fails if
 /// another process (a server) holds the current database. The previous database is kept as
-/// `inlet.redb.pre-restore-<ms>`; returns that path (if there was one) and the summary.
-pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary)> {
+/// `inlet.redb.pre-restore-<ms>`.
+pub fn restore(data_dir: &Path, file: &Path) -> Result<Restored> {
     let current = data_dir.join(DB_FILE);
     // Hold the current database (if any) for the whole swap: proves no server is running.
     let held = if current.exists() {
@@ -258,7 +267,7 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
     // Run as root for a service user: the restored file gets the owner of the data dir (the
     // service's user, with the packaged unit's StateDirectory), so the service can open it;
     // not the owner of the file it replaces, which an earlier slip may have left to root.
-    super::give_owner_of_dir(&staged.0, data_dir);
+    crate::store::give_owner_of_dir(&staged.0, data_dir);
     let kept = match held {
         Some(_) => {
             let kept = data_dir.join(format!("{DB_FILE}.pre-restore-{}", crate::clock::now_ms()));
@@ -270,7 +279,7 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<(Option<PathBuf>, Summary
     std::fs::rename(&staged.0, &current)?;
     std::fs::File::open(data_dir)?.sync_all()?;
     drop(held);
-    Ok((kept, summary))
+    Ok(Restored { kept, summary })
 }
 
 #[cfg(test)]
@@ -340,7 +349,7 @@ mod tests {
             Err(Error::AlreadyOpen)
         ));
         drop(store);
-        let (kept, _) = restore(dir.path(), &file).unwrap();
+        let kept = restore(dir.path(), &file).unwrap().kept;
         assert!(kept.unwrap().exists());
         Store::open(dir.path()).unwrap();
     }

@@ -1,0 +1,277 @@
+//! `server::start`: the wiring of a serving process. Opens the store, starts the writer with
+//! its listeners (the panel's tallies, the identity indexer), builds the shared state, binds
+//! the listeners' sockets and the control socket, starts the retention task and tells systemd
+//! (`sd_notify`) when it is ready and when it stops. `main` and tests call it the same way.
+
+use super::{Site, State};
+use crate::admin::AdminState;
+use crate::config::Config;
+use crate::control;
+use crate::identity::Identity;
+use crate::identity::indexer::Indexer;
+use crate::ops::LOCK_WAIT;
+use crate::store::writer::{Listeners, Writer};
+use crate::store::{self, Store};
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A serving process, from [`start`] until [`Server::stop`].
+pub struct Server {
+    pub state: Arc<State>,
+    /// Where the ingest site listens (and the admin site, without an admin listener).
+    pub addr: SocketAddr,
+    /// Where the admin panel is served.
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    /// The accept loops: run on the caller's task by [`Server::run_until_signal`] (as `main`
+    /// does, so they do not compete with the connections' tasks for the runtime's workers),
+    /// or spawned by [`Server::spawn`] for a caller that goes on (tests).
+    serving: Serving,
+
+    socket: PathBuf,
+}
+
+/// Opens the store in `config.data_dir` and serves it until [`Server::stop`].
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    let data = config.data_dir.clone();
+    let store = {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || open_waiting(&data)).await??
+    };
+    warn_if_shared(&data);
+    let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
+    let indexer = Arc::new(Indexer::start(Identity::open(&store))?);
+    let listeners: Listeners = vec![Arc::new(crate::admin::panel::Tallies), indexer.clone()];
+    let writer = Writer::start(&store, config.queue_bytes, listeners)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let admin_listener = match config.admin.listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding {a}"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = match &admin_listener {
+        Some(l) => l.local_addr()?,
+        None => addr,
+    };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut state = State::new(config, store, writer, admin);
+    state.ctx.indexer = Some(indexer);
+    let state = Arc::new(state);
+    let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
+    tokio::spawn(retention_task(state.clone()));
+    tokio::spawn(crate::logs::flush_task());
+    tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
+    tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
+    if let Some(code) = setup_code {
+        // On stderr whatever the log level: whoever started the server needs it once.
+        eprintln!(
+            "\n  The admin panel is not set up yet. Open\n    {scheme}://{admin_addr}/admin/#setup={code}\n  \
+             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n"
+        );
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let serving = {
+        let state = state.clone();
+        Box::pin(async move {
+            let main = super::run(listener, state.clone(), stopped());
+            let admin = async {
+                match admin_listener {
+                    Some(l) => super::run_site(l, state.clone(), stopped(), Site::Admin).await,
+                    None => Ok(()),
+                }
+            };
+            tokio::try_join!(main, admin).map(|_| ())
+        })
+    };
+    crate::notify::notify(&format!("READY=1\nSTATUS=listening on {scheme}://{addr}"));
+    Ok(Server {
+        state,
+        addr,
+        admin_addr,
+        stop,
+        serving: Serving::Inline(serving),
+        socket,
+    })
+}
+
+type Serve = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
+
+enum Serving {
+    Inline(Serve),
+    Spawned(JoinHandle<std::io::Result<()>>),
+}
+
+impl Serving {
+    async fn wait(&mut self) -> anyhow::Result<()> {
+        match self {
+            Serving::Inline(f) => Ok(f.await?),
+            Serving::Spawned(h) => Ok(h.await??),
+        }
+    }
+}
+
+impl Server {
+    /// Serves on a task of its own, so that the caller goes on (until [`Server::stop`]).
+    pub fn spawn(mut self) -> Server {
+        if let Serving::Inline(f) = self.serving {
+            self.serving = Serving::Spawned(tokio::spawn(f));
+        }
+        self
+    }
+
+    /// Serves until SIGTERM or Ctrl-C (or until a listener fails), then stops.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<Arc<State>> {
+        let failed = tokio::select! {
+            _ = shutdown_signal() => None,
+            r = self.serving.wait() => Some(r),
+        };
+        match failed {
+            None => self.stop().await,
+            Some(r) => {
+                self.finish().await;
+                r?;
+                Ok(self.state)
+            }
+        }
+    }
+
+    /// Stops serving (connections in flight finish), commits what is queued and stops the
+    /// writer. Returns the state, whose last reference closes the database.
+    pub async fn stop(mut self) -> anyhow::Result<Arc<State>> {
+        let _ = self.stop.send(true);
+        let served = self.serving.wait().await;
+        self.finish().await;
+        served?;
+        Ok(self.state)
+    }
+
+    async fn finish(&self) {
+        crate::notify::notify("STOPPING=1");
+        tracing::info!("shutting down: committing what is queued");
+        let _ = std::fs::remove_file(&self.socket);
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.writer.stop()).await;
+    }
+}
+
+/// Runs a retention pass at start and then every `retention_interval`.
+async fn retention_task(state: Arc<State>) {
+    loop {
+        let s = state.clone();
+        let pass = tokio::task::spawn_blocking(move || {
+            let days = s.config.retention_days;
+            crate::ops::retention::run_with_writer(
+                &s.store,
+                &s.writer,
+                days,
+                crate::clock::now_ms(),
+            )
+        })
+        .await;
+        match pass {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "retention pass"),
+            Ok(Err(store::Error::WriterGone)) => return,
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
+            Err(e) => tracing::warn!(error = %e, "retention pass panicked"),
+        }
+        tokio::time::sleep(state.config.retention_interval).await;
+    }
+}
+
+/// Opens the database for `serve`, creating it when new. Another server serving it is an
+/// error at once; a file held by a process that does not answer on the control socket (an
+/// admin command working on it directly, a server starting or stopping) is waited for, said
+/// so in the log at once, for [`crate::ops::LOCK_WAIT`] at most.
+fn open_waiting(data: &Path) -> anyhow::Result<Store> {
+    let serving = || {
+        anyhow::anyhow!(
+            "another inlet server is serving {} (it answers on {}): stop it first (systemctl \
+             stop inlet), or give this one another --data",
+            data.display(),
+            control::socket_path(data).display()
+        )
+    };
+    if control::connect(data).is_some() {
+        return Err(serving());
+    }
+    let deadline = Instant::now() + LOCK_WAIT;
+    let mut said = false;
+    loop {
+        match Store::open(data) {
+            Ok(store) => return Ok(store),
+            Err(store::Error::AlreadyOpen) => {
+                if control::connect(data).is_some() {
+                    return Err(serving());
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "{} is held by another process, which does not answer on {} (another \
+                         inlet starting or stopping, or an admin command such as a long export \
+                         or backup): waited {} s. Stop it, or give this server another --data",
+                        data.join(store::DB_FILE).display(),
+                        control::socket_path(data).display(),
+                        LOCK_WAIT.as_secs()
+                    );
+                }
+                if !said {
+                    tracing::warn!(
+                        data = %data.display(),
+                        wait_secs = LOCK_WAIT.as_secs(),
+                        "the database is held by another process; waiting for it"
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).context(format!("opening {}", data.display())),
+        }
+    }
+}
+
+/// Logs a warning when the data dir is open to other users. inlet makes it 0700 when it
+/// creates it and every file in it 0600, but one that already existed is the operator's
+/// (it may be `.` or a shared path): said, not changed.
+fn warn_if_shared(data: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(data) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data = %data.display(),
+                mode = %format!("{mode:04o}"),
+                "the data dir is open to other users; `chmod 700` it (the files in it are owner-only)"
+            );
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
