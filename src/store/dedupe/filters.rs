@@ -7,7 +7,7 @@
 use super::super::Result;
 use super::super::runs::{self, Run, RunSet};
 use super::super::tables::META;
-use super::index::{RUNS, split_pair};
+use super::rows::{RUNS, split_pair};
 use redb::{Database, ReadTransaction};
 use std::collections::HashMap;
 use std::sync::Weak;

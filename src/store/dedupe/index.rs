@@ -9,13 +9,11 @@ use super::super::tables::{DEDUPE, DEDUPE_COMMITS, META};
 use super::filters::{Builder, Filters, FpFilter};
 use super::lookup::{Check, Id, Runs, Slot, Unstaged, find};
 use super::precheck::{Known, Precheck};
+use super::rows::{COMMIT_ROW_V1, FpMap, RUNS, commit_row_pairs, pair_bytes, split_pair};
 use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, RwLockReadGuard};
 
-/// The name of the dedupe index's set of sorted runs (in the log's file).
-pub const RUNS: &str = "dedupe";
+use std::sync::{Arc, RwLockReadGuard};
 
 /// Fingerprints kept in memory (and in [`DEDUPE_COMMITS`]) before they become a run. Larger
 /// means fewer, larger level-0 runs; memory holds about 40 bytes per fingerprint (some
@@ -35,55 +33,6 @@ const MIN_MERGE_STEP: usize = 2048;
 /// redb holds a transaction's dirty pages in memory until it commits: 64Ki keys are some
 /// 1.7 MB of blocks.
 const MAX_MERGE_STEP: usize = 64 * 1024;
-
-const COMMIT_ROW_V1: u8 = 1;
-
-/// A run key (and a pair of a [`DEDUPE_COMMITS`] row): fingerprint ++ seq, big-endian, so
-/// that runs sort by fingerprint.
-pub(super) fn pair_bytes(fp: u128, seq: u64) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(&fp.to_be_bytes());
-    k[16..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-pub(super) fn split_pair(k: &[u8]) -> Option<(u128, u64)> {
-    let fp = u128::from_be_bytes(k.get(..16)?.try_into().ok()?);
-    let seq = u64::from_be_bytes(k.get(16..24)?.try_into().ok()?);
-    (k.len() == 24).then_some((fp, seq))
-}
-
-/// The (fingerprint, seq) pairs of one [`DEDUPE_COMMITS`] row.
-pub(super) fn commit_row_pairs(row: &[u8]) -> Result<impl Iterator<Item = (u128, u64)> + '_> {
-    match row.split_first() {
-        Some((&COMMIT_ROW_V1, pairs)) if pairs.len() % 24 == 0 => {
-            Ok(pairs.chunks_exact(24).filter_map(split_pair))
-        }
-        _ => Err(super::super::Error::Corrupt(
-            "undecodable dedupe commit row".into(),
-        )),
-    }
-}
-
-/// Fingerprints are already uniformly random: hashing them again is wasted work.
-#[derive(Default)]
-pub struct FpHasher(u64);
-
-impl Hasher for FpHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u128(&mut self, k: u128) {
-        self.0 = (k as u64) ^ ((k >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-pub(super) type FpMap = HashMap<u128, u64, BuildHasherDefault<FpHasher>>;
 
 /// The writer thread's part of the index: what is not in a run yet, and the filters (shared
 /// with the request threads' [`Precheck`]).

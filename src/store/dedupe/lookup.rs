@@ -7,7 +7,7 @@ use super::super::codec::event_id_of;
 use super::super::runs::{self, Run, RunSet};
 use super::super::tables::{DEDUPE, DEDUPE_COMMITS, EVENTS, META, dedupe_key};
 use super::filters::Filters;
-use super::index::{FpMap, RUNS, commit_row_pairs, pair_bytes, split_pair};
+use super::rows::{FpMap, RUNS, commit_row_pairs, pair_bytes, split_pair};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
 use ring::digest;
 use std::collections::HashMap;

@@ -17,6 +17,7 @@ mod filters;
 mod index;
 mod lookup;
 mod precheck;
+mod rows;
 
 pub use index::{Batch, Committed, Entries, Staged, entries};
 pub use lookup::{Check, Slot, fingerprint, lookup_committed};

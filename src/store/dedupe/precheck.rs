@@ -13,8 +13,8 @@ use super::super::Result;
 use super::super::runs::{self, RunSet};
 use super::super::tables::{DEDUPE, EVENTS, META};
 use super::filters::Filters;
-use super::index::RUNS;
 use super::lookup::{Check, Id, Runs, Unstaged, find, fingerprint};
+use super::rows::RUNS;
 use redb::Database;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 

@@ -1,7 +1,7 @@
 //! The index end to end: the writer's batches, reloads after crashes, the pre-check and
 //! readers, on real redb files.
 
-use super::index::RUNS;
+use super::rows::RUNS;
 use super::*;
 use crate::store::runs::RunSet;
 use crate::store::tables::{DEDUPE, DEDUPE_COMMITS, EVENTS, META, dedupe_key};
