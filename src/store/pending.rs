@@ -9,13 +9,46 @@
 
 use super::codec::{EVENT_V1, EventRecord, decode_event, encode_event};
 use super::read::KeyInfo;
-use super::writer::Guard;
+use super::tables::IDENTITY_LEN;
 use crate::auth::redact;
 use crate::dialect::reflect;
 use crate::event;
 use serde::Serialize;
 use serde_json::Value;
 use std::borrow::Cow;
+
+/// Per-event state a dialect needs decided atomically with the append (so that concurrent
+/// requests cannot race past it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// Adjust's ordering rule: refuse the event ([`Outcome::OutOfOrder`](super::writer::Outcome::OutOfOrder)) when `ts_ms` is
+    /// earlier than the last accepted one under `key` in [`ORDERING`](super::tables::ORDERING); on acceptance `ts_ms`
+    /// becomes the last one (it never moves back).
+    /// On acceptance, `skan` (a SKAdNetwork conversion value the event earned) is merged
+    /// into the device's stored value in [`SKAN_VALUES`](super::tables::SKAN_VALUES) ([`crate::skan::merge`]).
+    NotBefore {
+        key: Vec<u8>,
+        ts_ms: i64,
+        skan: Option<SkanUpdate>,
+    },
+    /// GameRebellion sessions: on acceptance, `ts_ms` is the start of session `key` in
+    /// [`SESSIONS`](super::tables::SESSIONS), and the session is the latest open one of its identifiers (`identity`,
+    /// when it had any) in [`OPEN_SESSIONS`](super::tables::OPEN_SESSIONS). A restart of the same session id replaces it.
+    SessionStart {
+        key: Vec<u8>,
+        ts_ms: i64,
+        identity: Option<[u8; IDENTITY_LEN]>,
+    },
+    /// On acceptance, session `key` is forgotten (in both tables).
+    SessionEnd { key: Vec<u8> },
+}
+
+/// A conversion value an Adjust event earned for device `key` ([`skan_key`](super::tables::skan_key)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkanUpdate {
+    pub key: Vec<u8>,
+    pub value: crate::skan::Value,
+}
 
 /// One event ready for the log: its id (for dedupe) and its encoded record. Its identity
 /// links are not written here: the identity indexer (`crate::identity::indexer`, a thread of its own)

@@ -52,40 +52,7 @@ fn multi_thread_runtime() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
-pub use super::pending::Pending;
-
-/// Per-event state a dialect needs decided atomically with the append (so that concurrent
-/// requests cannot race past it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Guard {
-    /// Adjust's ordering rule: refuse the event ([`Outcome::OutOfOrder`]) when `ts_ms` is
-    /// earlier than the last accepted one under `key` in [`ORDERING`]; on acceptance `ts_ms`
-    /// becomes the last one (it never moves back).
-    /// On acceptance, `skan` (a SKAdNetwork conversion value the event earned) is merged
-    /// into the device's stored value in [`SKAN_VALUES`] ([`crate::skan::merge`]).
-    NotBefore {
-        key: Vec<u8>,
-        ts_ms: i64,
-        skan: Option<SkanUpdate>,
-    },
-    /// GameRebellion sessions: on acceptance, `ts_ms` is the start of session `key` in
-    /// [`SESSIONS`], and the session is the latest open one of its identifiers (`identity`,
-    /// when it had any) in [`OPEN_SESSIONS`]. A restart of the same session id replaces it.
-    SessionStart {
-        key: Vec<u8>,
-        ts_ms: i64,
-        identity: Option<[u8; IDENTITY_LEN]>,
-    },
-    /// On acceptance, session `key` is forgotten (in both tables).
-    SessionEnd { key: Vec<u8> },
-}
-
-/// A conversion value an Adjust event earned for device `key` ([`skan_key`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkanUpdate {
-    pub key: Vec<u8>,
-    pub value: crate::skan::Value,
-}
+pub use super::pending::{Guard, Pending, SkanUpdate};
 
 /// The events of one request, all of the same key.
 pub struct Submission {
