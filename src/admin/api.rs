@@ -5,12 +5,12 @@
 //! 401 without one: the session is checked before the route is looked at. Writes run on the
 //! writer thread (the one owner of write transactions) through [`write`].
 
-use super::Env;
 use super::panel::{EventQuery, set_first_admin_password};
 use super::session::{
     AdminSession, NewSession, WriteSession, clear_cookie, same_origin, set_cookie,
 };
 use super::{AdminState, Error, signing};
+use super::{Env, param, write};
 use crate::auth::password::{self, PasswordHash};
 use crate::clock::now_ms;
 use crate::http::reply::Reply;
@@ -173,23 +173,6 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
 /// Parses a JSON body (unknown fields refused).
 pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|_| Error::BadJson)
-}
-
-/// Runs `f` in a write transaction on the writer thread and commits.
-pub(super) async fn write<R: Send + 'static>(
-    state: &Env<'_>,
-    f: impl FnOnce(&redb::WriteTransaction) -> store::Result<R> + Send + 'static,
-) -> Result<R, Error> {
-    let r = state
-        .writer
-        .run(move |db| -> store::Result<R> {
-            let txn = crate::store::begin_write(db)?;
-            let r = f(&txn)?;
-            txn.commit()?;
-            Ok(r)
-        })
-        .await??;
-    Ok(r)
 }
 
 /// Runs PBKDF2 off the async threads, at most two at a time. `None` if the task failed.
@@ -633,18 +616,6 @@ async fn revoke_key(state: &Env<'_>, _w: &WriteSession, id: u32) -> Result<Reply
         StatusCode::OK,
         &json!({ "id": id, "revoked_ms": k.revoked_ms }),
     ))
-}
-
-/// The decoded value of query parameter `name`; an empty value counts as absent.
-pub(super) fn param(query: &str, name: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| {
-            crate::dialect::form::decode_text(v.as_bytes()).unwrap_or_else(|| v.to_owned())
-        })
-        .filter(|v| !v.is_empty())
 }
 
 /// Decodes `%XX` escapes (a path segment: `+` stays); a non-UTF-8 result is kept as it came.

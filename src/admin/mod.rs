@@ -312,6 +312,35 @@ fn secured(mut reply: Reply) -> Reply {
     reply
 }
 
+/// Runs `f` in a write transaction on the writer thread and commits.
+async fn write<R: Send + 'static>(
+    state: &Env<'_>,
+    f: impl FnOnce(&redb::WriteTransaction) -> store::Result<R> + Send + 'static,
+) -> Result<R, Error> {
+    let r = state
+        .writer
+        .run(move |db| -> store::Result<R> {
+            let txn = crate::store::begin_write(db)?;
+            let r = f(&txn)?;
+            txn.commit()?;
+            Ok(r)
+        })
+        .await??;
+    Ok(r)
+}
+
+/// The decoded value of query parameter `name`; an empty value counts as absent.
+fn param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| {
+            crate::dialect::form::decode_text(v.as_bytes()).unwrap_or_else(|| v.to_owned())
+        })
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

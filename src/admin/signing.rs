@@ -12,8 +12,8 @@
 
 use super::Env;
 use super::Error;
-use super::api::{param, write};
 use super::session::{AdminSession, WriteSession};
+use super::{param, write};
 use crate::auth::secrets::{Sealer, parse_duration_ms};
 use crate::clock::now_ms;
 use crate::http::reply::Reply;
