@@ -23,8 +23,8 @@
 //!   signing secrets. It imports nothing above it.
 //! - [`identity`]: the identity graph derived from the log, in its own file, kept by an
 //!   indexer thread that listens to the writer; profiles.
-//! - [`ops`] and [`control`]: admin commands, run in-process or through a running server's
-//!   control socket; backup/restore, retention and the whole-database consistency check.
+//! - [`ops`]: admin commands, run in-process or through a running server's control socket
+//!   (`server::control`); backup/restore, retention and the whole-database consistency check.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
@@ -39,7 +39,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod context;
-pub mod control;
 pub mod dialect;
 pub mod event;
 pub mod http;

@@ -8,10 +8,10 @@ use inlet::cli::{
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
-use inlet::control;
 use inlet::identity::Identity;
 use inlet::ops::{Exec, Op, execute};
 use inlet::server;
+use inlet::server::control;
 use inlet::store::{self, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The accept loop and the router; [`State`] is what the listeners serve from.
 
 pub mod conn;
+pub mod control;
 pub mod metrics;
 mod start;
 pub use start::*;

@@ -3,10 +3,10 @@
 //! the listeners' sockets and the control socket, starts the retention task and tells systemd
 //! (`sd_notify`) when it is ready and when it stops. `main` and tests call it the same way.
 
+use super::control;
 use super::{Site, State};
 use crate::admin::AdminState;
 use crate::config::Config;
-use crate::control;
 use crate::identity::Identity;
 use crate::identity::indexer::Indexer;
 use crate::ops::LOCK_WAIT;
