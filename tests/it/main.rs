@@ -20,6 +20,7 @@ mod golden;
 mod hostile;
 mod identity;
 mod key_cache;
+mod layering;
 mod native;
 mod operations;
 mod operator;
