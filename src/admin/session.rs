@@ -138,11 +138,6 @@ impl Sessions {
     pub fn close(&self, session: WriteSession) {
         self.lock().remove(&session.0.token_hash);
     }
-
-    /// Ends every session (the password changed).
-    pub fn close_all(&self) {
-        self.lock().clear();
-    }
 }
 
 impl AdminSession {

@@ -26,9 +26,9 @@ use tables::*;
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "inlet.redb";
 /// Page cache of the log's database. redb's default is far larger than this appliance needs;
-/// with the identity graph's 8 MiB (`identity::graph::GRAPH_CACHE_BYTES`) it is what the 200 MiB bound of
-/// ARCHITECTURE.md "Memory" allows (48 MiB here measured 200-215 MiB peak at 2M events once
-/// the indexer ran beside the writer; 40 MiB measured 177 MiB at no lower rate).
+/// with the identity graph's 8 MiB (`identity::graph::GRAPH_CACHE_BYTES`) it is what the 200 MiB
+/// bound of ARCHITECTURE.md "Memory" allows once the indexer runs beside the writer; a larger
+/// cache did not raise the ingest rate (docs/design/memory.md).
 pub const CACHE_BYTES: usize = 40 << 20;
 
 /// What a store operation can fail with. Only [`Error::NotFound`], [`Error::Conflict`] and

@@ -271,8 +271,8 @@ impl Writer {
         };
         let ids: Vec<&str> = sub.events.iter().map(|e| e.event_id()).collect();
         let pre = self.precheck.check(sub.app_id, &ids);
-        // Settling reads pages (about 15 µs of CPU per id): many of them move this runtime
-        // thread's other tasks elsewhere first.
+        // Settling reads pages, tens of microseconds of CPU for a few dozen ids: many of them
+        // move this runtime thread's other tasks elsewhere first.
         let known = if pre.to_settle() >= SETTLE_IN_PLACE && multi_thread_runtime() {
             tokio::task::block_in_place(|| self.precheck.settle(&ids, pre))
         } else {
