@@ -7,7 +7,7 @@ use crate::clock::{Date, next_month_start_ms, now_ms};
 use crate::context::Context;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
-use crate::dialect::{Dialect, Native};
+use crate::dialect::{BodyLimit, Dialect, Ingest, Lookup, Native};
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::http::reply::Reply;
 use crate::stats::Counted;
@@ -23,12 +23,106 @@ use std::borrow::Cow;
 use std::io::Write as _;
 
 pub mod adjust;
-pub mod appsflyer;
-pub mod datafly;
 pub mod gamerebellion;
 #[cfg(test)]
 mod native;
 pub mod redact;
+
+/// The one pipeline of a request that carries one event, for every dialect that implements
+/// [`Ingest`], top to bottom. A refusal at any stage is counted (under the app, once a
+/// lookup named one) and answered in the dialect's words ([`refused`]).
+pub async fn ingest<D: Ingest>(ctx: &Context, req: Request<Incoming>) -> Reply {
+    let mut app = None;
+    match ingest_inner::<D>(ctx, req, &mut app).await {
+        Ok(reply) => reply,
+        Err(reason) => refused::<D>(ctx, app.as_deref(), reason),
+    }
+}
+
+async fn ingest_inner<D: Ingest>(
+    ctx: &Context,
+    req: Request<Incoming>,
+    app: &mut Option<String>,
+) -> Result<Reply, Reason> {
+    let head = D::head(req.method(), req.uri().path(), req.headers())?;
+    let limit = match D::BODY_LIMIT {
+        BodyLimit::Single => ctx.config.limits.single_body,
+        BodyLimit::Bulk => ctx.config.limits.bulk_body,
+        BodyLimit::Bytes(n) => n,
+    };
+    let body = ctx.read_body(req, limit).await?;
+    let received_at_ms = now_ms();
+    let (key, auth) = D::credential(&mut Lookups { ctx, app }, &head, &body, received_at_ms)?;
+    let draft = D::decode(&head, auth, &body, received_at_ms)?;
+    let event = checked(&key, draft)?;
+    let audit_key = audit_key(
+        D::AUDIT_PREFIX,
+        received_at_ms,
+        event.event_id(),
+        D::AUDIT.ext(),
+    );
+    let pending = Pending::from_valid(&key, D::SOURCE, received_at_ms, event, &audit_key);
+    let stored = (audit_key, body);
+    let outcome = submit(ctx, &key, received_at_ms, vec![pending], stored, D::AUDIT).await?[0];
+    count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
+    match outcome {
+        // A retry of a stored event is answered like the original.
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(D::ok()),
+        Outcome::OverQuota => Err(Reason::CapExceeded),
+        Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),
+    }
+}
+
+/// The store lookups of a dialect's credential stage; each app found is named in `app`.
+struct Lookups<'a> {
+    ctx: &'a Context,
+    app: &'a mut Option<String>,
+}
+
+impl Lookup for Lookups<'_> {
+    type Key = KeyInfo;
+
+    fn key(&mut self, token: &str) -> Result<KeyInfo, Reason> {
+        let key = lookup_key(self.ctx, token)?;
+        *self.app = Some(key.app.clone());
+        Ok(key)
+    }
+
+    fn app_of(key: &KeyInfo) -> u32 {
+        key.app_id
+    }
+
+    fn app_by_bundle(&mut self, bundle: &str) -> Result<u32, Reason> {
+        let (app_id, found) = self
+            .ctx
+            .store
+            .app_where(|a| a.appsflyer_bundle_id.as_deref() == Some(bundle))
+            .map_err(store_failed("app"))?
+            .ok_or(Reason::UnknownBundleId)?;
+        *self.app = Some(found.name);
+        Ok(app_id)
+    }
+
+    fn signer(
+        &mut self,
+        timestamp: &str,
+        body: &[u8],
+        mac: &[u8],
+        now_ms: u64,
+    ) -> Result<(KeyInfo, u32), Reason> {
+        let store = &self.ctx.store;
+        let signer = store
+            .verify_signature(timestamp, body, mac, now_ms)
+            .map_err(store_failed("secret"))?
+            .ok_or(Reason::SignatureInvalid)?;
+        *self.app = Some(signer.app.clone());
+        let key = store
+            .keyless(signer.app_id)
+            .map_err(store_failed("app"))?
+            .ok_or(Reason::SignatureInvalid)?;
+        Ok((key, signer.secret_id))
+    }
+}
 
 /// `POST /s2s/event`.
 pub async fn reflect_single(ctx: &Context, req: Request<Incoming>) -> Reply {

@@ -18,7 +18,8 @@ pub mod reflect;
 use crate::event::{Draft, Field, Reason};
 use crate::http::Reply;
 use crate::http::reply::status_of;
-use hyper::StatusCode;
+use hyper::header::HeaderMap;
+use hyper::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 pub use adjust::Adjust;
@@ -43,6 +44,112 @@ pub trait Dialect {
 
     /// The vendor's refusal body for `reason`, answered with `status`.
     fn error(reason: Reason, status: StatusCode) -> Reply;
+}
+
+/// The request side of a vendor whose requests carry one event, the stages the one
+/// pipeline (`ingest::ingest`) calls in order: [`Ingest::head`] (before the body is read),
+/// the body within [`Ingest::body_limit`], [`Ingest::credential`], [`Ingest::decode`]; then
+/// the pipeline validates, checks the key's allowed events, encodes, stores the raw body
+/// under `<AUDIT_PREFIX>/<date>/<event id>` and answers [`Ingest::ok`] once it is stored.
+pub trait Ingest: Dialect {
+    /// What the request line and headers say (route parameters, a credential).
+    type Head;
+    /// What authenticating tells the decoder (e.g. the signing secret).
+    type Auth;
+    /// Where the raw body is kept, and how it is written.
+    const AUDIT_PREFIX: &'static str;
+    const AUDIT: AuditFormat = AuditFormat::Json;
+
+    /// Reads the request line and headers; a refusal here is answered before the body is
+    /// read.
+    fn head(method: &Method, path: &str, headers: &HeaderMap) -> Result<Self::Head, Reason>;
+
+    /// The largest body accepted.
+    const BODY_LIMIT: BodyLimit = BodyLimit::Single;
+
+    /// Finds the request's credential and checks it through `lookup`.
+    fn credential<L: Lookup>(
+        lookup: &mut L,
+        head: &Self::Head,
+        body: &[u8],
+        received_at_ms: u64,
+    ) -> Result<(L::Key, Self::Auth), Reason>;
+
+    /// Decodes the body into the canonical event.
+    fn decode(
+        head: &Self::Head,
+        auth: Self::Auth,
+        body: &[u8],
+        received_at_ms: u64,
+    ) -> Result<Draft, Reason>;
+
+    /// The answer once the event is stored (or was already).
+    fn ok() -> Reply;
+}
+
+/// The store lookups a dialect's [`Ingest::credential`] makes, provided by the pipeline so
+/// that a dialect names no store type. Each lookup that finds an app names it for the
+/// counting of a refusal that follows.
+pub trait Lookup {
+    /// An authenticated key (or the keyless principal of a signed request).
+    type Key;
+    /// The key a presented token is; a revoked and an unknown one are refused alike.
+    fn key(&mut self, token: &str) -> Result<Self::Key, Reason>;
+    /// The app a key belongs to.
+    fn app_of(key: &Self::Key) -> u32;
+    /// The app configured with this AppsFlyer bundle id.
+    fn app_by_bundle(&mut self, bundle: &str) -> Result<u32, Reason>;
+    /// The active secret that made `mac` over `timestamp.body`: its app's keyless
+    /// principal and the secret's id.
+    fn signer(
+        &mut self,
+        timestamp: &str,
+        body: &[u8],
+        mac: &[u8],
+        now_ms: u64,
+    ) -> Result<(Self::Key, u32), Reason>;
+}
+
+/// The largest body an endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// The configured limit of a single-event request.
+    Single,
+    /// The configured limit of a batch request.
+    Bulk,
+    /// The vendor's own limit, in bytes.
+    Bytes(usize),
+}
+
+/// How a request's raw body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFormat {
+    /// A JSON document (every dialect but Adjust).
+    Json,
+    /// A query string and/or form body (Adjust).
+    Form,
+}
+
+impl AuditFormat {
+    /// The file extension of a kept body.
+    pub fn ext(self) -> &'static str {
+        match self {
+            AuditFormat::Json => "json",
+            AuditFormat::Form => "txt",
+        }
+    }
+}
+
+/// The `Authorization: Bearer <token>` of a request, when it has a non-empty one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
 }
 
 /// One event of a batch request: its `event_id` when it had a string one (so that a

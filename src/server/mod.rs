@@ -7,7 +7,7 @@ use crate::admin::AdminState;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::context::Context;
-use crate::dialect::{Adjust, Datafly, Native};
+use crate::dialect::{Adjust, AppsFlyer, Datafly, Native};
 use crate::event::Reason;
 use crate::http::{Body, Reply, boxed};
 use crate::ingest;
@@ -261,10 +261,10 @@ async fn route(
         // Every answer under GameRebellion's prefix carries its rate limit headers.
         (_, p) if p.starts_with(GR_PREFIX) || p == GR_ROOT => gr::refuse(state, Reason::NotFound),
         (_, "/event") => ingest::refusal::<Adjust>(Reason::MethodNotAllowed, now_ms()),
-        (&Method::POST, "/v1/events") => ingest::datafly::handle(state, req).await,
+        (&Method::POST, "/v1/events") => ingest::ingest::<Datafly>(state, req).await,
         (_, "/v1/events") => ingest::refusal::<Datafly>(Reason::MethodNotAllowed, now_ms()),
-        (_, p) if ingest::appsflyer::parse_path(p).is_some() => {
-            ingest::appsflyer::handle(state, req).await
+        (_, p) if crate::dialect::appsflyer::parse_path(p).is_some() => {
+            ingest::ingest::<AppsFlyer>(state, req).await
         }
         _ => ingest::refusal::<Native>(Reason::NotFound, now_ms()),
     };
