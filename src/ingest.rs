@@ -5,15 +5,17 @@
 
 use crate::clock::{Date, next_month_start_ms, now_ms};
 use crate::context::Context;
+use crate::dialect::adjust::AdjustApp;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
-use crate::dialect::{BodyLimit, Dialect, Ingest, Lookup, Native};
+use crate::dialect::{BodyLimit, Dialect, Ingest, ItemGuard, Lookup, Native};
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::http::reply::Reply;
 use crate::stats::Counted;
 use crate::store;
 use crate::store::read::KeyInfo;
-use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
+use crate::store::tables::{ordering_key, skan_key};
+use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission, SubmitError};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 use hyper::{Request, StatusCode};
@@ -22,7 +24,6 @@ use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::io::Write as _;
 
-pub mod adjust;
 pub mod gamerebellion;
 #[cfg(test)]
 mod native;
@@ -44,32 +45,55 @@ async fn ingest_inner<D: Ingest>(
     req: Request<Incoming>,
     app: &mut Option<String>,
 ) -> Result<Reply, Reason> {
-    let head = D::head(req.method(), req.uri().path(), req.headers())?;
-    let limit = match D::BODY_LIMIT {
-        BodyLimit::Single => ctx.config.limits.single_body,
-        BodyLimit::Bulk => ctx.config.limits.bulk_body,
-        BodyLimit::Bytes(n) => n,
+    let head = D::head(req.method(), req.uri(), req.headers())?;
+    let body = match D::body_limit(&head) {
+        BodyLimit::Single => ctx.read_body(req, ctx.config.limits.single_body).await?,
+        BodyLimit::Bulk => ctx.read_body(req, ctx.config.limits.bulk_body).await?,
+        BodyLimit::Bytes(n) => ctx.read_body(req, n).await?,
+        BodyLimit::None => bytes::Bytes::new(),
     };
-    let body = ctx.read_body(req, limit).await?;
+    let payload = D::payload(&head, body)?;
     let received_at_ms = now_ms();
-    let (key, auth) = D::credential(&mut Lookups { ctx, app }, &head, &body, received_at_ms)?;
-    let draft = D::decode(&head, auth, &body, received_at_ms)?;
-    let event = checked(&key, draft)?;
+    let mut lookup = Lookups { ctx, app };
+    let (key, auth) = D::credential(&mut lookup, &head, &payload, received_at_ms)?;
+    let decoded = D::decode(&head, auth, &payload, received_at_ms)?;
+    let event = checked(&key, decoded.draft)?;
+    let ts_ms = event.get().event_ts_ms;
     let audit_key = audit_key(
         D::AUDIT_PREFIX,
         received_at_ms,
         event.event_id(),
         D::AUDIT.ext(),
     );
-    let pending = Pending::from_valid(&key, D::SOURCE, received_at_ms, event, &audit_key);
-    let stored = (audit_key, body);
+    let mut pending = Pending::from_valid(&key, D::SOURCE, received_at_ms, event, &audit_key);
+    pending.set_guard(decoded.guard.map(|g| store_guard(g, ts_ms)));
+    let stored = (audit_key, payload);
     let outcome = submit(ctx, &key, received_at_ms, vec![pending], stored, D::AUDIT).await?[0];
     count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
     match outcome {
         // A retry of a stored event is answered like the original.
-        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => Ok(D::ok()),
+        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => D::ok(&mut lookup, decoded.then),
         Outcome::OverQuota => Err(Reason::CapExceeded),
         Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),
+    }
+}
+
+/// The writer's form of a dialect's [`ItemGuard`] for an event of time `ts_ms`.
+fn store_guard(guard: ItemGuard, ts_ms: i64) -> Guard {
+    match guard {
+        ItemGuard::NotBefore {
+            app_id,
+            event_token,
+            device,
+            skan,
+        } => Guard::NotBefore {
+            key: ordering_key(app_id, &event_token, &device),
+            ts_ms,
+            skan: skan.map(|value| SkanUpdate {
+                key: skan_key(app_id, &device),
+                value,
+            }),
+        },
     }
 }
 
@@ -84,8 +108,39 @@ impl Lookup for Lookups<'_> {
 
     fn key(&mut self, token: &str) -> Result<KeyInfo, Reason> {
         let key = lookup_key(self.ctx, token)?;
-        *self.app = Some(key.app.clone());
+        self.app.get_or_insert_with(|| key.app.clone());
         Ok(key)
+    }
+
+    fn keyless(&mut self, app_id: u32) -> Result<Option<KeyInfo>, Reason> {
+        self.ctx.store.keyless(app_id).map_err(store_failed("app"))
+    }
+
+    fn adjust_app(&mut self, app_token: &str) -> Result<AdjustApp, Reason> {
+        let (app_id, app) = self
+            .ctx
+            .store
+            .app_where(|a| a.adjust_app_token.as_deref() == Some(app_token))
+            .map_err(store_failed("app"))?
+            .ok_or(Reason::UnknownAppToken)?;
+        self.app.get_or_insert(app.name);
+        Ok(AdjustApp {
+            app_id,
+            token_optional: app.adjust_token_optional,
+            events: app.adjust_events,
+            skan: app.adjust_skan,
+        })
+    }
+
+    fn skan_value(
+        &mut self,
+        app_id: u32,
+        device: &str,
+    ) -> Result<Option<crate::skan::Value>, Reason> {
+        self.ctx
+            .store
+            .skan_value(&skan_key(app_id, device))
+            .map_err(store_failed("conversion value"))
     }
 
     fn app_of(key: &KeyInfo) -> u32 {
@@ -99,7 +154,7 @@ impl Lookup for Lookups<'_> {
             .app_where(|a| a.appsflyer_bundle_id.as_deref() == Some(bundle))
             .map_err(store_failed("app"))?
             .ok_or(Reason::UnknownBundleId)?;
-        *self.app = Some(found.name);
+        self.app.get_or_insert(found.name);
         Ok(app_id)
     }
 
@@ -115,7 +170,7 @@ impl Lookup for Lookups<'_> {
             .verify_signature(timestamp, body, mac, now_ms)
             .map_err(store_failed("secret"))?
             .ok_or(Reason::SignatureInvalid)?;
-        *self.app = Some(signer.app.clone());
+        self.app.get_or_insert_with(|| signer.app.clone());
         let key = store
             .keyless(signer.app_id)
             .map_err(store_failed("app"))?

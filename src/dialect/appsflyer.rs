@@ -61,21 +61,24 @@ impl super::Ingest for AppsFlyer {
     type Head = (String, Method);
     /// The credential is in the body: the event is decoded to find it.
     type Auth = Draft;
+    type Then = ();
     const AUDIT_PREFIX: &'static str = "appsflyer";
 
     fn head(
         method: &hyper::Method,
-        path: &str,
+        uri: &hyper::Uri,
         _: &hyper::HeaderMap,
     ) -> Result<(String, Method), Reason> {
         if method != hyper::Method::POST {
             return Err(Reason::MethodNotAllowed);
         }
-        let (bundle, method) = parse_path(path).ok_or(Reason::NotFound)?;
+        let (bundle, method) = parse_path(uri.path()).ok_or(Reason::NotFound)?;
         Ok((bundle.to_owned(), method))
     }
 
-    const BODY_LIMIT: super::BodyLimit = super::BodyLimit::Bytes(MAX_PAYLOAD);
+    fn body_limit(_: &(String, Method)) -> super::BodyLimit {
+        super::BodyLimit::Bytes(MAX_PAYLOAD)
+    }
 
     fn credential<L: super::Lookup>(
         lookup: &mut L,
@@ -92,13 +95,18 @@ impl super::Ingest for AppsFlyer {
         Ok((key, decoded.draft))
     }
 
-    fn decode(_: &(String, Method), draft: Draft, _: &[u8], _: u64) -> Result<Draft, Reason> {
-        Ok(draft)
+    fn decode(
+        _: &(String, Method),
+        draft: Draft,
+        _: &[u8],
+        _: u64,
+    ) -> Result<super::Decoded<()>, Reason> {
+        Ok(super::Decoded::plain(draft))
     }
 
     /// `200 OK` with the body `OK` (a repeated setcuid too: the link exists).
-    fn ok() -> Reply {
-        Reply::text(StatusCode::OK, "OK")
+    fn ok<L: super::Lookup>(_: &mut L, (): ()) -> Result<Reply, Reason> {
+        Ok(Reply::text(StatusCode::OK, "OK"))
     }
 }
 

@@ -64,9 +64,10 @@ pub struct Signed {
 impl super::Ingest for Datafly {
     type Head = Head;
     type Auth = Signed;
+    type Then = ();
     const AUDIT_PREFIX: &'static str = "datafly";
 
-    fn head(_: &hyper::Method, _: &str, headers: &hyper::HeaderMap) -> Result<Head, Reason> {
+    fn head(_: &hyper::Method, _: &hyper::Uri, headers: &hyper::HeaderMap) -> Result<Head, Reason> {
         let signature = headers
             .get("x-signature")
             .map(|v| v.to_str().ok().and_then(parse_signature));
@@ -108,7 +109,12 @@ impl super::Ingest for Datafly {
         ))
     }
 
-    fn decode(_: &Head, auth: Signed, body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> {
+    fn decode(
+        _: &Head,
+        auth: Signed,
+        body: &[u8],
+        received_at_ms: u64,
+    ) -> Result<super::Decoded<()>, Reason> {
         let mut draft = decode(body, received_at_ms)?;
         if draft.event_id.is_none() {
             draft.event_id = Some(derived_id(auth.secret_id, &auth.timestamp, 0, body));
@@ -116,12 +122,15 @@ impl super::Ingest for Datafly {
         draft
             .context
             .insert("secret_id".into(), Value::from(auth.secret_id));
-        Ok(draft)
+        Ok(super::Decoded::plain(draft))
     }
 
     /// `200 {"success": true}`.
-    fn ok() -> Reply {
-        Reply::json(StatusCode::OK, &serde_json::json!({ "success": true }))
+    fn ok<L: super::Lookup>(_: &mut L, (): ()) -> Result<Reply, Reason> {
+        Ok(Reply::json(
+            StatusCode::OK,
+            &serde_json::json!({ "success": true }),
+        ))
     }
 }
 

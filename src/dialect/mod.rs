@@ -18,8 +18,9 @@ pub mod reflect;
 use crate::event::{Draft, Field, Reason};
 use crate::http::Reply;
 use crate::http::reply::status_of;
+use bytes::Bytes;
 use hyper::header::HeaderMap;
-use hyper::{Method, StatusCode};
+use hyper::{Method, StatusCode, Uri};
 use serde_json::{Map, Value};
 
 pub use adjust::Adjust;
@@ -48,57 +49,103 @@ pub trait Dialect {
 
 /// The request side of a vendor whose requests carry one event, the stages the one
 /// pipeline (`ingest::ingest`) calls in order: [`Ingest::head`] (before the body is read),
-/// the body within [`Ingest::body_limit`], [`Ingest::credential`], [`Ingest::decode`]; then
-/// the pipeline validates, checks the key's allowed events, encodes, stores the raw body
-/// under `<AUDIT_PREFIX>/<date>/<event id>` and answers [`Ingest::ok`] once it is stored.
+/// the body within [`Ingest::body_limit`] and its [`Ingest::payload`], [`Ingest::credential`],
+/// [`Ingest::decode`]; then the pipeline validates, checks the key's allowed events, encodes,
+/// keeps the payload under `<AUDIT_PREFIX>/<date>/<event id>` and answers [`Ingest::ok`] once
+/// the event is stored (or was already: a retry is answered like the original).
 pub trait Ingest: Dialect {
     /// What the request line and headers say (route parameters, a credential).
     type Head;
     /// What authenticating tells the decoder (e.g. the signing secret).
     type Auth;
-    /// Where the raw body is kept, and how it is written.
+    /// What the success answer needs once the event is stored; `()` for most.
+    type Then;
+    /// Where the payload is kept, and how it is written.
     const AUDIT_PREFIX: &'static str;
     const AUDIT: AuditFormat = AuditFormat::Json;
 
     /// Reads the request line and headers; a refusal here is answered before the body is
     /// read.
-    fn head(method: &Method, path: &str, headers: &HeaderMap) -> Result<Self::Head, Reason>;
+    fn head(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Self::Head, Reason>;
 
     /// The largest body accepted.
-    const BODY_LIMIT: BodyLimit = BodyLimit::Single;
+    fn body_limit(_: &Self::Head) -> BodyLimit {
+        BodyLimit::Single
+    }
+
+    /// The bytes decoded and kept: the body, unless the vendor's parameters are elsewhere too.
+    fn payload(_: &Self::Head, body: Bytes) -> Result<Bytes, Reason> {
+        Ok(body)
+    }
 
     /// Finds the request's credential and checks it through `lookup`.
     fn credential<L: Lookup>(
         lookup: &mut L,
         head: &Self::Head,
-        body: &[u8],
+        payload: &[u8],
         received_at_ms: u64,
     ) -> Result<(L::Key, Self::Auth), Reason>;
 
-    /// Decodes the body into the canonical event.
+    /// Decodes the payload into the canonical event and its guard.
     fn decode(
         head: &Self::Head,
         auth: Self::Auth,
-        body: &[u8],
+        payload: &[u8],
         received_at_ms: u64,
-    ) -> Result<Draft, Reason>;
+    ) -> Result<Decoded<Self::Then>, Reason>;
 
-    /// The answer once the event is stored (or was already).
-    fn ok() -> Reply;
+    /// The answer once the event is stored.
+    fn ok<L: Lookup>(lookup: &mut L, then: Self::Then) -> Result<Reply, Reason>;
+}
+
+/// A decoded event, the rule the writer checks in the same commit (if any) and what the
+/// success answer needs.
+pub struct Decoded<T> {
+    pub draft: Draft,
+    pub guard: Option<ItemGuard>,
+    pub then: T,
+}
+
+impl Decoded<()> {
+    /// An event with no guard and a fixed answer.
+    pub fn plain(draft: Draft) -> Decoded<()> {
+        Decoded {
+            draft,
+            guard: None,
+            then: (),
+        }
+    }
+}
+
+/// A rule the writer checks for an event in its commit, said without store types.
+pub enum ItemGuard {
+    /// Adjust's ordering rule: refused when older than the last stored event of the same
+    /// app, event token and device; on acceptance `skan`, a conversion value the event
+    /// earned, is merged into the device's.
+    NotBefore {
+        app_id: u32,
+        event_token: String,
+        device: String,
+        skan: Option<crate::skan::Value>,
+    },
 }
 
 /// The store lookups a dialect's [`Ingest::credential`] makes, provided by the pipeline so
-/// that a dialect names no store type. Each lookup that finds an app names it for the
+/// that a dialect names no store type. The first lookup that finds an app names it for the
 /// counting of a refusal that follows.
 pub trait Lookup {
-    /// An authenticated key (or the keyless principal of a signed request).
+    /// An authenticated key (or the keyless principal of an app).
     type Key;
     /// The key a presented token is; a revoked and an unknown one are refused alike.
     fn key(&mut self, token: &str) -> Result<Self::Key, Reason>;
     /// The app a key belongs to.
     fn app_of(key: &Self::Key) -> u32;
+    /// The keyless principal of an app (key id 0, every event name allowed).
+    fn keyless(&mut self, app_id: u32) -> Result<Option<Self::Key>, Reason>;
     /// The app configured with this AppsFlyer bundle id.
     fn app_by_bundle(&mut self, bundle: &str) -> Result<u32, Reason>;
+    /// The app configured with this Adjust app token.
+    fn adjust_app(&mut self, app_token: &str) -> Result<adjust::AdjustApp, Reason>;
     /// The active secret that made `mac` over `timestamp.body`: its app's keyless
     /// principal and the secret's id.
     fn signer(
@@ -108,6 +155,12 @@ pub trait Lookup {
         mac: &[u8],
         now_ms: u64,
     ) -> Result<(Self::Key, u32), Reason>;
+    /// The SKAdNetwork conversion value stored for a device of an app.
+    fn skan_value(
+        &mut self,
+        app_id: u32,
+        device: &str,
+    ) -> Result<Option<crate::skan::Value>, Reason>;
 }
 
 /// The largest body an endpoint accepts.
@@ -119,6 +172,8 @@ pub enum BodyLimit {
     Bulk,
     /// The vendor's own limit, in bytes.
     Bytes(usize),
+    /// No body is read.
+    None,
 }
 
 /// How a request's raw body is written.

@@ -373,7 +373,7 @@ static ROUTES: &[Route] = &[
     Route {
         path: PathPattern::Exact("/event"),
         methods: &[Method::GET, Method::POST],
-        handler: handler!(|s, req, _peer| ingest::adjust::event(s, req).await),
+        handler: handler!(|s, req, _peer| ingest::ingest::<Adjust>(s, req).await),
         refuse: refuse::<Adjust>,
     },
     Route {
