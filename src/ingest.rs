@@ -8,13 +8,15 @@ use crate::context::Context;
 use crate::dialect::adjust::AdjustApp;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
-use crate::dialect::{BodyLimit, Dialect, Ingest, ItemGuard, Lookup, Native};
+use crate::dialect::{BodyLimit, Dialect, Ingest, ItemGuard, Lookup, Native, Stored};
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::http::reply::Reply;
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::stats::Counted;
 use crate::store;
+use crate::store::read::KeyCheck;
 use crate::store::read::KeyInfo;
-use crate::store::tables::{ordering_key, skan_key};
+use crate::store::tables::{ordering_key, session_key, skan_key};
 use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission, SubmitError};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
@@ -34,18 +36,43 @@ pub mod redact;
 /// lookup named one) and answered in the dialect's words ([`refused`]).
 pub async fn ingest<D: Ingest>(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
-    match ingest_inner::<D>(ctx, req, &mut app).await {
+    let mut verdict = None;
+    let mut reply = match ingest_inner::<D>(ctx, req, &mut app, &mut verdict).await {
         Ok(reply) => reply,
-        Err(reason) => refused::<D>(ctx, app.as_deref(), reason),
+        Err(reason) => {
+            let reply = refused::<D>(ctx, app.as_deref(), reason);
+            match &verdict {
+                Some(v) if reason == Reason::RateLimited => {
+                    reply.retry_after(v.retry_after(now_ms()))
+                }
+                _ => reply,
+            }
+        }
+    };
+    if D::RATE_LIMITED {
+        let verdict = verdict
+            .unwrap_or_else(|| RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms()));
+        reply.headers.extend(verdict.headers());
     }
+    reply
 }
 
 async fn ingest_inner<D: Ingest>(
     ctx: &Context,
     req: Request<Incoming>,
     app: &mut Option<String>,
+    verdict: &mut Option<Verdict>,
 ) -> Result<Reply, Reason> {
     let head = D::head(req.method(), req.uri(), req.headers())?;
+    let mut lookup = Lookups { ctx, app };
+    let early = D::early_credential(&mut lookup, &head)?;
+    if let Some(key) = early.as_ref().filter(|_| D::RATE_LIMITED) {
+        let limit = key.rate_limit.unwrap_or(ctx.config.default_rate_limit);
+        let v = verdict.insert(ctx.rate_limiter.hit(key.key_id, limit, now_ms()));
+        if !v.allowed {
+            return Err(Reason::RateLimited);
+        }
+    }
     let body = match D::body_limit(&head) {
         BodyLimit::Single => ctx.read_body(req, ctx.config.limits.single_body).await?,
         BodyLimit::Bulk => ctx.read_body(req, ctx.config.limits.bulk_body).await?,
@@ -54,11 +81,11 @@ async fn ingest_inner<D: Ingest>(
     };
     let payload = D::payload(&head, body)?;
     let received_at_ms = now_ms();
-    let mut lookup = Lookups { ctx, app };
-    let (key, auth) = D::credential(&mut lookup, &head, &payload, received_at_ms)?;
-    let decoded = D::decode(&head, auth, &payload, received_at_ms)?;
+    let (key, auth) = D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
+    let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
     let event = checked(&key, decoded.draft)?;
     let ts_ms = event.get().event_ts_ms;
+    let event_id = event.event_id().to_owned();
     let audit_key = audit_key(
         D::AUDIT_PREFIX,
         received_at_ms,
@@ -67,15 +94,21 @@ async fn ingest_inner<D: Ingest>(
     );
     let mut pending = Pending::from_valid(&key, D::SOURCE, received_at_ms, event, &audit_key);
     pending.set_guard(decoded.guard.map(|g| store_guard(g, ts_ms)));
-    let stored = (audit_key, payload);
-    let outcome = submit(ctx, &key, received_at_ms, vec![pending], stored, D::AUDIT).await?[0];
+    let kept = (audit_key.clone(), payload);
+    let outcome = submit(ctx, &key, received_at_ms, vec![pending], kept, D::AUDIT).await?[0];
     count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
-    match outcome {
-        // A retry of a stored event is answered like the original.
-        Outcome::Accepted { .. } | Outcome::Duplicate { .. } => D::ok(&mut lookup, decoded.then),
-        Outcome::OverQuota => Err(Reason::CapExceeded),
-        Outcome::OutOfOrder => Err(Reason::EventOutOfOrder),
-    }
+    let duplicate = match outcome {
+        Outcome::Accepted { .. } => false,
+        Outcome::Duplicate { .. } => true,
+        Outcome::OverQuota => return Err(Reason::CapExceeded),
+        Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
+    };
+    let stored = Stored {
+        event_id: &event_id,
+        audit_key: &audit_key,
+        duplicate,
+    };
+    D::ok(&mut lookup, decoded.then, &stored)
 }
 
 /// The writer's form of a dialect's [`ItemGuard`] for an event of time `ts_ms`.
@@ -94,6 +127,19 @@ fn store_guard(guard: ItemGuard, ts_ms: i64) -> Guard {
                 value,
             }),
         },
+        ItemGuard::SessionStart {
+            app_id,
+            session_id,
+            ts_ms,
+            identity,
+        } => Guard::SessionStart {
+            key: session_key(app_id, &session_id),
+            ts_ms,
+            identity,
+        },
+        ItemGuard::SessionEnd { app_id, session_id } => Guard::SessionEnd {
+            key: session_key(app_id, &session_id),
+        },
     }
 }
 
@@ -110,6 +156,36 @@ impl Lookup for Lookups<'_> {
         let key = lookup_key(self.ctx, token)?;
         self.app.get_or_insert_with(|| key.app.clone());
         Ok(key)
+    }
+
+    fn api_key(&mut self, token: &str) -> Result<KeyInfo, Reason> {
+        match self.ctx.store.check_key(token) {
+            Ok(KeyCheck::Valid(key)) => {
+                self.app.get_or_insert_with(|| key.app.clone());
+                Ok(key)
+            }
+            Ok(KeyCheck::Revoked) => Err(Reason::RevokedApiKey),
+            Ok(KeyCheck::Unknown) => Err(Reason::UnknownApiKey),
+            Err(e) => Err(store_failed("key")(e)),
+        }
+    }
+
+    fn session_start(&mut self, app_id: u32, session_id: &str) -> Result<Option<i64>, Reason> {
+        self.ctx
+            .store
+            .session_start(app_id, session_id)
+            .map_err(store_failed("session"))
+    }
+
+    fn latest_open_session(
+        &mut self,
+        app_id: u32,
+        identity: &[u8; 16],
+    ) -> Result<Option<(String, i64)>, Reason> {
+        self.ctx
+            .store
+            .latest_open_session(app_id, identity)
+            .map_err(store_failed("session"))
     }
 
     fn keyless(&mut self, app_id: u32) -> Result<Option<KeyInfo>, Reason> {

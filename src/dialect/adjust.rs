@@ -146,6 +146,7 @@ impl super::Ingest for Adjust {
     fn credential<L: super::Lookup>(
         lookup: &mut L,
         head: &Head,
+        _: Option<L::Key>,
         raw: &[u8],
         _: u64,
     ) -> Result<(L::Key, Self::Auth), Reason> {
@@ -170,7 +171,8 @@ impl super::Ingest for Adjust {
         Ok((key, (params, event_name, app)))
     }
 
-    fn decode(
+    fn decode<L: super::Lookup>(
+        _: &mut L,
         _: &Head,
         (params, event_name, app): Self::Auth,
         _: &[u8],
@@ -203,7 +205,11 @@ impl super::Ingest for Adjust {
 
     /// `OK`, or the device's conversion value (read after the commit: it includes this
     /// event).
-    fn ok<L: super::Lookup>(lookup: &mut L, then: Self::Then) -> Result<Reply, Reason> {
+    fn ok<L: super::Lookup>(
+        lookup: &mut L,
+        then: Self::Then,
+        _: &super::Stored,
+    ) -> Result<Reply, Reason> {
         let Some((app_id, device)) = then else {
             return Ok(ok());
         };

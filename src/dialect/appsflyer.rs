@@ -83,6 +83,7 @@ impl super::Ingest for AppsFlyer {
     fn credential<L: super::Lookup>(
         lookup: &mut L,
         (bundle, method): &(String, Method),
+        _: Option<L::Key>,
         body: &[u8],
         received_at_ms: u64,
     ) -> Result<(L::Key, Draft), Reason> {
@@ -95,7 +96,8 @@ impl super::Ingest for AppsFlyer {
         Ok((key, decoded.draft))
     }
 
-    fn decode(
+    fn decode<L: super::Lookup>(
+        _: &mut L,
         _: &(String, Method),
         draft: Draft,
         _: &[u8],
@@ -105,7 +107,7 @@ impl super::Ingest for AppsFlyer {
     }
 
     /// `200 OK` with the body `OK` (a repeated setcuid too: the link exists).
-    fn ok<L: super::Lookup>(_: &mut L, (): ()) -> Result<Reply, Reason> {
+    fn ok<L: super::Lookup>(_: &mut L, (): (), _: &super::Stored) -> Result<Reply, Reason> {
         Ok(Reply::text(StatusCode::OK, "OK"))
     }
 }

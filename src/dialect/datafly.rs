@@ -85,6 +85,7 @@ impl super::Ingest for Datafly {
     fn credential<L: super::Lookup>(
         lookup: &mut L,
         head: &Head,
+        _: Option<L::Key>,
         body: &[u8],
         received_at_ms: u64,
     ) -> Result<(L::Key, Signed), Reason> {
@@ -109,7 +110,8 @@ impl super::Ingest for Datafly {
         ))
     }
 
-    fn decode(
+    fn decode<L: super::Lookup>(
+        _: &mut L,
         _: &Head,
         auth: Signed,
         body: &[u8],
@@ -126,7 +128,7 @@ impl super::Ingest for Datafly {
     }
 
     /// `200 {"success": true}`.
-    fn ok<L: super::Lookup>(_: &mut L, (): ()) -> Result<Reply, Reason> {
+    fn ok<L: super::Lookup>(_: &mut L, (): (), _: &super::Stored) -> Result<Reply, Reason> {
         Ok(Reply::json(
             StatusCode::OK,
             &serde_json::json!({ "success": true }),

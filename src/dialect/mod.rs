@@ -63,6 +63,9 @@ pub trait Ingest: Dialect {
     /// Where the payload is kept, and how it is written.
     const AUDIT_PREFIX: &'static str;
     const AUDIT: AuditFormat = AuditFormat::Json;
+    /// Whether the key's per-minute window applies (checked right after the key, before the
+    /// body) and every answer carries `X-RateLimit-*` headers.
+    const RATE_LIMITED: bool = false;
 
     /// Reads the request line and headers; a refusal here is answered before the body is
     /// read.
@@ -78,24 +81,42 @@ pub trait Ingest: Dialect {
         Ok(body)
     }
 
-    /// Finds the request's credential and checks it through `lookup`.
+    /// The key a request's headers name, checked before the body is read; `None` when the
+    /// credential needs the body.
+    fn early_credential<L: Lookup>(_: &mut L, _: &Self::Head) -> Result<Option<L::Key>, Reason> {
+        Ok(None)
+    }
+
+    /// Finds the request's credential (or takes the `early` one) and checks it through
+    /// `lookup`.
     fn credential<L: Lookup>(
         lookup: &mut L,
         head: &Self::Head,
+        early: Option<L::Key>,
         payload: &[u8],
         received_at_ms: u64,
     ) -> Result<(L::Key, Self::Auth), Reason>;
 
-    /// Decodes the payload into the canonical event and its guard.
-    fn decode(
+    /// Decodes the payload into the canonical event and its guard (looking up what the
+    /// guard needs, e.g. a session's start).
+    fn decode<L: Lookup>(
+        lookup: &mut L,
         head: &Self::Head,
         auth: Self::Auth,
         payload: &[u8],
         received_at_ms: u64,
     ) -> Result<Decoded<Self::Then>, Reason>;
 
-    /// The answer once the event is stored.
-    fn ok<L: Lookup>(lookup: &mut L, then: Self::Then) -> Result<Reply, Reason>;
+    /// The answer once the event is stored (`stored.duplicate`: it was already).
+    fn ok<L: Lookup>(lookup: &mut L, then: Self::Then, stored: &Stored) -> Result<Reply, Reason>;
+}
+
+/// What the writer made of an event: its id, where its payload is kept and whether it was
+/// stored before.
+pub struct Stored<'a> {
+    pub event_id: &'a str,
+    pub audit_key: &'a str,
+    pub duplicate: bool,
 }
 
 /// A decoded event, the rule the writer checks in the same commit (if any) and what the
@@ -128,6 +149,16 @@ pub enum ItemGuard {
         device: String,
         skan: Option<crate::skan::Value>,
     },
+    /// GameRebellion: on acceptance the session starts at `ts_ms`, the latest open one of
+    /// its identifiers (`identity`).
+    SessionStart {
+        app_id: u32,
+        session_id: String,
+        ts_ms: i64,
+        identity: Option<[u8; 16]>,
+    },
+    /// GameRebellion: on acceptance the session is forgotten.
+    SessionEnd { app_id: u32, session_id: String },
 }
 
 /// The store lookups a dialect's [`Ingest::credential`] makes, provided by the pipeline so
@@ -138,6 +169,8 @@ pub trait Lookup {
     type Key;
     /// The key a presented token is; a revoked and an unknown one are refused alike.
     fn key(&mut self, token: &str) -> Result<Self::Key, Reason>;
+    /// The key an `X-API-Key` is; a revoked one (403) is told apart from an unknown one.
+    fn api_key(&mut self, token: &str) -> Result<Self::Key, Reason>;
     /// The app a key belongs to.
     fn app_of(key: &Self::Key) -> u32;
     /// The keyless principal of an app (key id 0, every event name allowed).
@@ -155,6 +188,15 @@ pub trait Lookup {
         mac: &[u8],
         now_ms: u64,
     ) -> Result<(Self::Key, u32), Reason>;
+    /// When a session of an app started, if it is known.
+    fn session_start(&mut self, app_id: u32, session_id: &str) -> Result<Option<i64>, Reason>;
+    /// The latest open session of an app started with the identifiers `identity`: its id and
+    /// start time.
+    fn latest_open_session(
+        &mut self,
+        app_id: u32,
+        identity: &[u8; 16],
+    ) -> Result<Option<(String, i64)>, Reason>;
     /// The SKAdNetwork conversion value stored for a device of an app.
     fn skan_value(
         &mut self,

@@ -8,7 +8,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::context::Context;
 use crate::dialect::gamerebellion::SessionKind;
-use crate::dialect::{Adjust, AppsFlyer, Datafly, Native};
+use crate::dialect::{Adjust, AppsFlyer, Datafly, GameRebellion, Native};
 use crate::event::Reason;
 use crate::http::{Body, Reply, boxed};
 use crate::ingest;
@@ -343,24 +343,19 @@ static ROUTES: &[Route] = &[
     Route {
         path: PathPattern::Exact("/api/v1/event"),
         methods: POST,
-        handler: handler!(|s, req, _peer| gr::handle(s, req, gr::Endpoint::Event).await),
+        handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
         refuse: gr_refuse,
     },
     Route {
         path: PathPattern::Exact("/api/v1/events"),
         methods: POST,
-        handler: handler!(|s, req, _peer| gr::handle(s, req, gr::Endpoint::Batch).await),
+        handler: handler!(|s, req, _peer| gr::handle_batch(s, req).await),
         refuse: gr_refuse,
     },
     Route {
         path: PathPattern::Matching(|p| gr_session(p).is_some()),
         methods: POST,
-        handler: handler!(|s, req, _peer| {
-            match gr_session(req.uri().path()) {
-                Some(kind) => gr::handle(s, req, gr::Endpoint::Session(kind)).await,
-                None => gr_refuse(s, Reason::NotFound),
-            }
-        }),
+        handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
         refuse: gr_refuse,
     },
     // Every answer under GameRebellion's prefix carries its rate limit headers.
