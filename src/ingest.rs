@@ -776,6 +776,18 @@ pub fn audit_key(prefix: &str, received_at_ms: u64, name: &str, ext: &str) -> St
     )
 }
 
+/// The answer of the router to a request on dialect `D`'s paths that no handler takes (an
+/// unknown path under its prefix, another method), with the unkeyed rate limit headers
+/// when `D`'s answers carry them.
+pub fn unrouted<D: Dialect>(ctx: &Context, reason: Reason) -> Reply {
+    let mut reply = refusal::<D>(reason, now_ms());
+    if D::RATE_LIMITED {
+        let verdict = RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms());
+        reply.headers.extend(verdict.headers());
+    }
+    reply
+}
+
 /// Counts a refused request (app `-` when no key named one) and answers it: see
 /// [`refusal`].
 pub(crate) fn refused<D: Dialect>(ctx: &Context, app: Option<&str>, reason: Reason) -> Reply {

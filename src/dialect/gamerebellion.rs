@@ -35,6 +35,7 @@ pub struct GameRebellion;
 
 impl super::Dialect for GameRebellion {
     const SOURCE: &'static str = "gamerebellion";
+    const RATE_LIMITED: bool = true;
 
     /// `{"error": "<reason>"}` (its spec fixes only the statuses).
     fn error(reason: Reason, status: hyper::StatusCode) -> crate::http::Reply {
@@ -67,7 +68,6 @@ impl super::Ingest for GameRebellion {
     type Auth = u32;
     type Then = Then;
     const AUDIT_PREFIX: &'static str = "gr";
-    const RATE_LIMITED: bool = true;
 
     fn head(
         _: &hyper::Method,

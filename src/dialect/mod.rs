@@ -37,6 +37,9 @@ pub use reflect::Native;
 pub trait Dialect {
     /// The `source` its events are stored and counted under.
     const SOURCE: &'static str;
+    /// Whether every answer on its paths carries `X-RateLimit-*` headers, and a key's
+    /// per-minute window is checked right after the key, before the body.
+    const RATE_LIMITED: bool = false;
 
     /// The HTTP status of a refusal for `reason`.
     fn status(reason: Reason) -> StatusCode {
@@ -63,9 +66,6 @@ pub trait Ingest: Dialect {
     /// Where the payload is kept, and how it is written.
     const AUDIT_PREFIX: &'static str;
     const AUDIT: AuditFormat = AuditFormat::Json;
-    /// Whether the key's per-minute window applies (checked right after the key, before the
-    /// body) and every answer carries `X-RateLimit-*` headers.
-    const RATE_LIMITED: bool = false;
 
     /// Reads the request line and headers; a refusal here is answered before the body is
     /// read.

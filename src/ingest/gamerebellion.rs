@@ -45,13 +45,6 @@ pub async fn handle_batch(ctx: &Context, req: Request<Incoming>) -> Reply {
     with_rate_headers(reply, &verdict)
 }
 
-/// A refusal before any key was looked at (wrong method), with the rate limit headers every
-/// GameRebellion answer carries.
-pub fn refuse(ctx: &Context, reason: Reason) -> Reply {
-    let verdict = RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms());
-    with_rate_headers(refusal::<GameRebellion>(reason, now_ms()), &verdict)
-}
-
 /// The key named by `X-API-Key`; a revoked key is told apart (403) from an unknown one (401).
 fn api_key(ctx: &Context, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
     let presented = headers

@@ -344,26 +344,26 @@ static ROUTES: &[Route] = &[
         path: PathPattern::Exact("/api/v1/event"),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
-        refuse: gr_refuse,
+        refuse: refuse::<GameRebellion>,
     },
     Route {
         path: PathPattern::Exact("/api/v1/events"),
         methods: POST,
         handler: handler!(|s, req, _peer| gr::handle_batch(s, req).await),
-        refuse: gr_refuse,
+        refuse: refuse::<GameRebellion>,
     },
     Route {
         path: PathPattern::Matching(|p| gr_session(p).is_some()),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
-        refuse: gr_refuse,
+        refuse: refuse::<GameRebellion>,
     },
     // Every answer under GameRebellion's prefix carries its rate limit headers.
     Route {
         path: PathPattern::Matching(|p| p == "/api/v1" || p.starts_with("/api/v1/")),
         methods: &[],
-        handler: handler!(|s, _req, _peer| gr_refuse(s, Reason::NotFound)),
-        refuse: gr_refuse,
+        handler: handler!(|s, _req, _peer| refuse::<GameRebellion>(s, Reason::NotFound)),
+        refuse: refuse::<GameRebellion>,
     },
     Route {
         path: PathPattern::Exact("/event"),
@@ -387,13 +387,8 @@ static ROUTES: &[Route] = &[
 ];
 
 /// A refusal by the router, in dialect `D`'s words.
-fn refuse<D: crate::dialect::Dialect>(_: &State, reason: Reason) -> Reply {
-    ingest::refusal::<D>(reason, now_ms())
-}
-
-/// A refusal by the router under GameRebellion's prefix, with its rate limit headers.
-fn gr_refuse(state: &State, reason: Reason) -> Reply {
-    gr::refuse(state, reason)
+fn refuse<D: crate::dialect::Dialect>(state: &State, reason: Reason) -> Reply {
+    ingest::unrouted::<D>(state, reason)
 }
 
 /// The path an ingest request is routed by: one trailing slash is dropped, as vendors'
