@@ -1,7 +1,11 @@
-//! The ingest pipeline: the whole order of a request, top to bottom, per endpoint.
+//! The ingest pipeline: the whole order of a request, top to bottom.
 //!
 //! headers → auth → body (limit) → dialect decode → validate → key's allowed events →
 //! encode → group-commit writer (dedupe, quota, append, one fsync) → response.
+//!
+//! [`ingest`] is that order for every vendor endpoint of one event per request, its stages
+//! asked of the vendor's [`Ingest`] impl; the native endpoints (fast decoder) and the batch
+//! endpoints (here and in `gamerebellion`) keep their own functions.
 
 use crate::clock::{Date, next_month_start_ms, now_ms};
 use crate::context::Context;
