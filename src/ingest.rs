@@ -37,7 +37,7 @@ pub mod redact;
 
 /// The one pipeline of a request that carries one event, for every dialect that implements
 /// [`Ingest`], top to bottom. A refusal at any stage is counted (under the app, once a
-/// lookup named one) and answered in the dialect's words ([`refused`]).
+/// lookup named one) and answered in the dialect's words (`refused`).
 pub async fn ingest<D: Ingest>(ctx: &Context, req: Request<Incoming>) -> Reply {
     let mut app = None;
     let mut verdict = None;
