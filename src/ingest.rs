@@ -1,19 +1,27 @@
-//! The ingest pipeline: the whole order of a request, top to bottom, per endpoint.
+//! The ingest pipeline: the whole order of a request, top to bottom.
 //!
 //! headers → auth → body (limit) → dialect decode → validate → key's allowed events →
 //! encode → group-commit writer (dedupe, quota, append, one fsync) → response.
+//!
+//! [`ingest`] is that order for every vendor endpoint of one event per request, its stages
+//! asked of the vendor's [`Ingest`] impl; the native endpoints (fast decoder) and the batch
+//! endpoints (here and in `gamerebellion`) keep their own functions.
 
 use crate::clock::{Date, next_month_start_ms, now_ms};
 use crate::context::Context;
+use crate::dialect::adjust::AdjustApp;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
-use crate::dialect::{Dialect, Native};
+use crate::dialect::{BodyLimit, Dialect, Ingest, ItemGuard, Lookup, Native, Stored};
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::http::reply::Reply;
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::stats::Counted;
 use crate::store;
+use crate::store::read::KeyCheck;
 use crate::store::read::KeyInfo;
-use crate::store::writer::{Outcome, Pending, Submission, SubmitError};
+use crate::store::tables::{ordering_key, session_key, skan_key};
+use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission, SubmitError};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 use hyper::{Request, StatusCode};
@@ -22,13 +30,234 @@ use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::io::Write as _;
 
-pub mod adjust;
-pub mod appsflyer;
-pub mod datafly;
 pub mod gamerebellion;
 #[cfg(test)]
 mod native;
 pub mod redact;
+
+/// The one pipeline of a request that carries one event, for every dialect that implements
+/// [`Ingest`], top to bottom. A refusal at any stage is counted (under the app, once a
+/// lookup named one) and answered in the dialect's words (`refused`).
+pub async fn ingest<D: Ingest>(ctx: &Context, req: Request<Incoming>) -> Reply {
+    let mut app = None;
+    let mut verdict = None;
+    let mut reply = match ingest_inner::<D>(ctx, req, &mut app, &mut verdict).await {
+        Ok(reply) => reply,
+        Err(reason) => {
+            let reply = refused::<D>(ctx, app.as_deref(), reason);
+            match &verdict {
+                Some(v) if reason == Reason::RateLimited => {
+                    reply.retry_after(v.retry_after(now_ms()))
+                }
+                _ => reply,
+            }
+        }
+    };
+    if D::RATE_LIMITED {
+        let verdict = verdict
+            .unwrap_or_else(|| RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms()));
+        reply.headers.extend(verdict.headers());
+    }
+    reply
+}
+
+async fn ingest_inner<D: Ingest>(
+    ctx: &Context,
+    req: Request<Incoming>,
+    app: &mut Option<String>,
+    verdict: &mut Option<Verdict>,
+) -> Result<Reply, Reason> {
+    let head = D::head(req.method(), req.uri(), req.headers())?;
+    let mut lookup = Lookups { ctx, app };
+    let early = D::early_credential(&mut lookup, &head)?;
+    if let Some(key) = early.as_ref().filter(|_| D::RATE_LIMITED) {
+        let limit = key.rate_limit.unwrap_or(ctx.config.default_rate_limit);
+        let v = verdict.insert(ctx.rate_limiter.hit(key.key_id, limit, now_ms()));
+        if !v.allowed {
+            return Err(Reason::RateLimited);
+        }
+    }
+    let body = match D::body_limit(&head) {
+        BodyLimit::Single => ctx.read_body(req, ctx.config.limits.single_body).await?,
+        BodyLimit::Bulk => ctx.read_body(req, ctx.config.limits.bulk_body).await?,
+        BodyLimit::Bytes(n) => ctx.read_body(req, n).await?,
+        BodyLimit::None => bytes::Bytes::new(),
+    };
+    let payload = D::payload(&head, body)?;
+    let received_at_ms = now_ms();
+    let (key, auth) = D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
+    let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
+    let event = checked(&key, decoded.draft)?;
+    let ts_ms = event.get().event_ts_ms;
+    let event_id = event.event_id().to_owned();
+    let audit_key = audit_key(
+        D::AUDIT_PREFIX,
+        received_at_ms,
+        event.event_id(),
+        D::AUDIT.ext(),
+    );
+    let mut pending = Pending::from_valid(&key, D::SOURCE, received_at_ms, event, &audit_key);
+    pending.set_guard(decoded.guard.map(|g| store_guard(g, ts_ms)));
+    let kept = (audit_key.clone(), payload);
+    let outcome = submit(ctx, &key, received_at_ms, vec![pending], kept, D::AUDIT).await?[0];
+    count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
+    let duplicate = match outcome {
+        Outcome::Accepted { .. } => false,
+        Outcome::Duplicate { .. } => true,
+        Outcome::OverQuota => return Err(Reason::CapExceeded),
+        Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
+    };
+    let stored = Stored {
+        event_id: &event_id,
+        audit_key: &audit_key,
+        duplicate,
+    };
+    D::ok(&mut lookup, decoded.then, &stored)
+}
+
+/// The writer's form of a dialect's [`ItemGuard`] for an event of time `ts_ms`.
+fn store_guard(guard: ItemGuard, ts_ms: i64) -> Guard {
+    match guard {
+        ItemGuard::NotBefore {
+            app_id,
+            event_token,
+            device,
+            skan,
+        } => Guard::NotBefore {
+            key: ordering_key(app_id, &event_token, &device),
+            ts_ms,
+            skan: skan.map(|value| SkanUpdate {
+                key: skan_key(app_id, &device),
+                value,
+            }),
+        },
+        ItemGuard::SessionStart {
+            app_id,
+            session_id,
+            ts_ms,
+            identity,
+        } => Guard::SessionStart {
+            key: session_key(app_id, &session_id),
+            ts_ms,
+            identity,
+        },
+        ItemGuard::SessionEnd { app_id, session_id } => Guard::SessionEnd {
+            key: session_key(app_id, &session_id),
+        },
+    }
+}
+
+/// The store lookups of a dialect's credential stage; each app found is named in `app`.
+struct Lookups<'a> {
+    ctx: &'a Context,
+    app: &'a mut Option<String>,
+}
+
+impl Lookup for Lookups<'_> {
+    type Key = KeyInfo;
+
+    fn key(&mut self, token: &str) -> Result<KeyInfo, Reason> {
+        let key = lookup_key(self.ctx, token)?;
+        self.app.get_or_insert_with(|| key.app.clone());
+        Ok(key)
+    }
+
+    fn api_key(&mut self, token: &str) -> Result<KeyInfo, Reason> {
+        match self.ctx.store.check_key(token) {
+            Ok(KeyCheck::Valid(key)) => {
+                self.app.get_or_insert_with(|| key.app.clone());
+                Ok(key)
+            }
+            Ok(KeyCheck::Revoked) => Err(Reason::RevokedApiKey),
+            Ok(KeyCheck::Unknown) => Err(Reason::UnknownApiKey),
+            Err(e) => Err(store_failed("key")(e)),
+        }
+    }
+
+    fn session_start(&mut self, app_id: u32, session_id: &str) -> Result<Option<i64>, Reason> {
+        self.ctx
+            .store
+            .session_start(app_id, session_id)
+            .map_err(store_failed("session"))
+    }
+
+    fn latest_open_session(
+        &mut self,
+        app_id: u32,
+        identity: &[u8; 16],
+    ) -> Result<Option<(String, i64)>, Reason> {
+        self.ctx
+            .store
+            .latest_open_session(app_id, identity)
+            .map_err(store_failed("session"))
+    }
+
+    fn keyless(&mut self, app_id: u32) -> Result<Option<KeyInfo>, Reason> {
+        self.ctx.store.keyless(app_id).map_err(store_failed("app"))
+    }
+
+    fn adjust_app(&mut self, app_token: &str) -> Result<AdjustApp, Reason> {
+        let (app_id, app) = self
+            .ctx
+            .store
+            .app_where(|a| a.adjust_app_token.as_deref() == Some(app_token))
+            .map_err(store_failed("app"))?
+            .ok_or(Reason::UnknownAppToken)?;
+        self.app.get_or_insert(app.name);
+        Ok(AdjustApp {
+            app_id,
+            token_optional: app.adjust_token_optional,
+            events: app.adjust_events,
+            skan: app.adjust_skan,
+        })
+    }
+
+    fn skan_value(
+        &mut self,
+        app_id: u32,
+        device: &str,
+    ) -> Result<Option<crate::skan::Value>, Reason> {
+        self.ctx
+            .store
+            .skan_value(&skan_key(app_id, device))
+            .map_err(store_failed("conversion value"))
+    }
+
+    fn app_of(key: &KeyInfo) -> u32 {
+        key.app_id
+    }
+
+    fn app_by_bundle(&mut self, bundle: &str) -> Result<u32, Reason> {
+        let (app_id, found) = self
+            .ctx
+            .store
+            .app_where(|a| a.appsflyer_bundle_id.as_deref() == Some(bundle))
+            .map_err(store_failed("app"))?
+            .ok_or(Reason::UnknownBundleId)?;
+        self.app.get_or_insert(found.name);
+        Ok(app_id)
+    }
+
+    fn signer(
+        &mut self,
+        timestamp: &str,
+        body: &[u8],
+        mac: &[u8],
+        now_ms: u64,
+    ) -> Result<(KeyInfo, u32), Reason> {
+        let store = &self.ctx.store;
+        let signer = store
+            .verify_signature(timestamp, body, mac, now_ms)
+            .map_err(store_failed("secret"))?
+            .ok_or(Reason::SignatureInvalid)?;
+        self.app.get_or_insert_with(|| signer.app.clone());
+        let key = store
+            .keyless(signer.app_id)
+            .map_err(store_failed("app"))?
+            .ok_or(Reason::SignatureInvalid)?;
+        Ok((key, signer.secret_id))
+    }
+}
 
 /// `POST /s2s/event`.
 pub async fn reflect_single(ctx: &Context, req: Request<Incoming>) -> Reply {
@@ -549,6 +778,18 @@ pub fn audit_key(prefix: &str, received_at_ms: u64, name: &str, ext: &str) -> St
         "{prefix}/{}/{name}.{ext}",
         Date::from_ms(received_at_ms as i64).iso()
     )
+}
+
+/// The answer of the router to a request on dialect `D`'s paths that no handler takes (an
+/// unknown path under its prefix, another method), with the unkeyed rate limit headers
+/// when `D`'s answers carry them.
+pub fn unrouted<D: Dialect>(ctx: &Context, reason: Reason) -> Reply {
+    let mut reply = refusal::<D>(reason, now_ms());
+    if D::RATE_LIMITED {
+        let verdict = RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms());
+        reply.headers.extend(verdict.headers());
+    }
+    reply
 }
 
 /// Counts a refused request (app `-` when no key named one) and answers it: see

@@ -23,8 +23,7 @@ const HEX_LEN: usize = 48;
 /// The sealing key's file inside the data dir.
 pub const KEY_FILE: &str = "secrets.key";
 const KEY_LEN: usize = 32;
-/// Most a signed request's `X-Timestamp` may differ from the server's clock.
-pub const WINDOW_MS: u64 = 5 * 60 * 1000;
+pub use crate::dialect::datafly::WINDOW_MS;
 
 /// Makes a new random secret.
 pub fn mint() -> String {
@@ -137,14 +136,7 @@ fn aad(id: u32) -> [u8; 17] {
     a
 }
 
-/// The MAC bytes of an `X-Signature: sha256=<64 hex>` header; `None` when malformed.
-pub fn parse_signature(header: &str) -> Option<Vec<u8>> {
-    let hex_part = header.trim().strip_prefix("sha256=")?;
-    if hex_part.len() != 64 {
-        return None;
-    }
-    crate::event::unhex(hex_part)
-}
+pub use crate::dialect::datafly::parse_signature;
 
 /// A secret ready to verify requests with.
 pub struct Verifier(hmac::Key);

@@ -58,6 +58,168 @@ pub fn ok() -> Reply {
     Reply::text(StatusCode::OK, "OK")
 }
 
+/// What the request line and headers say: `Authorization: Bearer` (and whether the header
+/// was there at all), whether a body is a form, the query string and whether a body is read
+/// (`POST`).
+pub struct Head {
+    bearer: Option<String>,
+    has_authorization: bool,
+    is_form: bool,
+    query: Vec<u8>,
+    post: bool,
+}
+
+/// The app an `app_token` names, as authenticating needs it.
+pub struct AdjustApp {
+    pub app_id: u32,
+    /// `--adjust-require-token false`: a request without `Authorization` is attributed to
+    /// key id 0.
+    pub token_optional: bool,
+    /// Event token → event name.
+    pub events: std::collections::BTreeMap<String, String>,
+    /// The app's conversion value rules, if any.
+    pub skan: Option<crate::skan::Rules>,
+}
+
+/// The request side, top to bottom: parameters (query string, then a form body within the
+/// limit) → `s2s=1`, `app_token`, `event_token` present → the app of the `app_token` (404) →
+/// `Authorization: Bearer` key of that app (401; may be absent when the app allows it) →
+/// `event_token` → event name of that app (400) → the rest of the event. The writer checks the
+/// ordering rule per device and event token and merges an iOS 14+ request's conversion value
+/// into the device's; the answer is `OK`, or for an iOS 14+ request (`skadn_registered_at`)
+/// of an app with conversion value rules, the device's value as JSON ([`crate::skan`]).
+impl super::Ingest for Adjust {
+    type Head = Head;
+    type Auth = (Params, String, AdjustApp);
+    /// The app and device whose conversion value the answer names.
+    type Then = Option<(u32, String)>;
+    const AUDIT_PREFIX: &'static str = "adjust";
+    const AUDIT: super::AuditFormat = super::AuditFormat::Form;
+
+    fn head(
+        method: &hyper::Method,
+        uri: &hyper::Uri,
+        headers: &hyper::HeaderMap,
+    ) -> Result<Head, Reason> {
+        let is_form = headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        Ok(Head {
+            bearer: super::bearer(headers).map(str::to_owned),
+            has_authorization: headers.contains_key(hyper::header::AUTHORIZATION),
+            is_form,
+            query: uri.query().unwrap_or_default().as_bytes().to_vec(),
+            post: method == hyper::Method::POST,
+        })
+    }
+
+    fn body_limit(head: &Head) -> super::BodyLimit {
+        if head.post {
+            super::BodyLimit::Single
+        } else {
+            super::BodyLimit::None
+        }
+    }
+
+    /// The query string and the form body joined by `&`.
+    fn payload(head: &Head, body: bytes::Bytes) -> Result<bytes::Bytes, Reason> {
+        let mut raw = head.query.clone();
+        if !body.is_empty() {
+            if !head.is_form {
+                return Err(Reason::UnsupportedContentType);
+            }
+            if !raw.is_empty() {
+                raw.push(b'&');
+            }
+            raw.extend_from_slice(&body);
+        }
+        Ok(raw.into())
+    }
+
+    fn credential<L: super::Lookup>(
+        lookup: &mut L,
+        head: &Head,
+        _: Option<L::Key>,
+        raw: &[u8],
+        _: u64,
+    ) -> Result<(L::Key, Self::Auth), Reason> {
+        let params = Params::parse(raw)?;
+        let app = lookup.adjust_app(&params.app_token)?;
+        // A key that is given must be right even where none is required.
+        let key = match &head.bearer {
+            Some(token) => lookup.key(token)?,
+            None if app.token_optional && !head.has_authorization => {
+                lookup.keyless(app.app_id)?.ok_or(Reason::UnknownAppToken)?
+            }
+            None => return Err(Reason::MissingBearerToken),
+        };
+        if L::app_of(&key) != app.app_id {
+            return Err(Reason::KeyNotForApp);
+        }
+        let event_name = app
+            .events
+            .get(&params.event_token)
+            .ok_or(Reason::Invalid(Field::EventToken))?
+            .clone();
+        Ok((key, (params, event_name, app)))
+    }
+
+    fn decode<L: super::Lookup>(
+        _: &mut L,
+        _: &Head,
+        (params, event_name, app): Self::Auth,
+        _: &[u8],
+        received_at_ms: u64,
+    ) -> Result<super::Decoded<Self::Then>, Reason> {
+        let decoded = params.into_event(&event_name, received_at_ms)?;
+        // iOS 14+: the conversion value this event earns under the app's rules, within the
+        // window after the app registered for SKAdNetwork.
+        let (then, earned) = match (&app.skan, decoded.skadn_registered_at) {
+            (Some(rules), Some(registered)) => {
+                let earned = rules
+                    .in_window(registered, received_at_ms as i64)
+                    .then(|| rules.value_of(&decoded.draft.event_name, decoded.draft.revenue))
+                    .flatten();
+                (Some((app.app_id, decoded.device.clone())), earned)
+            }
+            _ => (None, None),
+        };
+        Ok(super::Decoded {
+            draft: decoded.draft,
+            guard: Some(super::ItemGuard::NotBefore {
+                app_id: app.app_id,
+                event_token: decoded.event_token,
+                device: decoded.device,
+                skan: earned,
+            }),
+            then,
+        })
+    }
+
+    /// `OK`, or the device's conversion value (read after the commit: it includes this
+    /// event).
+    fn ok<L: super::Lookup>(
+        lookup: &mut L,
+        then: Self::Then,
+        _: &super::Stored,
+    ) -> Result<Reply, Reason> {
+        let Some((app_id, device)) = then else {
+            return Ok(ok());
+        };
+        Ok(match lookup.skan_value(app_id, &device)? {
+            Some(v) => Reply::json(StatusCode::OK, &crate::skan::answer(v)),
+            None => ok(),
+        })
+    }
+}
+
 /// Accepted device identifiers, preferred first: the first one present names the device for
 /// the ordering rule.
 pub const DEVICE_IDS: [&str; 8] = [

@@ -53,9 +53,73 @@ impl super::Dialect for AppsFlyer {
     }
 }
 
-/// AppsFlyer's success answer: `200 OK` with the body `OK`.
-pub fn ok() -> Reply {
-    Reply::text(StatusCode::OK, "OK")
+/// The request side, top to bottom: `POST` only → the path's bundle id and method → body
+/// (≤ [`MAX_PAYLOAD`], the vendor's limit; read before anything is refused, so that the
+/// connection stays usable) → the app of the bundle id (404 when none) → decode →
+/// `webDevKey` authenticates as a key of that app. Identity links follow from the log.
+impl super::Ingest for AppsFlyer {
+    type Head = (String, Method);
+    /// The credential is in the body: the event is decoded to find it.
+    type Auth = Draft;
+    type Then = ();
+    const AUDIT_PREFIX: &'static str = "appsflyer";
+
+    fn head(
+        method: &hyper::Method,
+        uri: &hyper::Uri,
+        _: &hyper::HeaderMap,
+    ) -> Result<(String, Method), Reason> {
+        if method != hyper::Method::POST {
+            return Err(Reason::MethodNotAllowed);
+        }
+        let (bundle, method) = parse_path(uri.path()).ok_or(Reason::NotFound)?;
+        Ok((bundle.to_owned(), method))
+    }
+
+    fn body_limit(_: &(String, Method)) -> super::BodyLimit {
+        super::BodyLimit::Bytes(MAX_PAYLOAD)
+    }
+
+    fn credential<L: super::Lookup>(
+        lookup: &mut L,
+        (bundle, method): &(String, Method),
+        _: Option<L::Key>,
+        body: &[u8],
+        received_at_ms: u64,
+    ) -> Result<(L::Key, Draft), Reason> {
+        let app_id = lookup.app_by_bundle(bundle)?;
+        let decoded = decode(*method, body, received_at_ms)?;
+        let key = lookup.key(&decoded.web_dev_key)?;
+        if L::app_of(&key) != app_id {
+            return Err(Reason::KeyNotForApp);
+        }
+        Ok((key, decoded.draft))
+    }
+
+    fn decode<L: super::Lookup>(
+        _: &mut L,
+        _: &(String, Method),
+        draft: Draft,
+        _: &[u8],
+        _: u64,
+    ) -> Result<super::Decoded<()>, Reason> {
+        Ok(super::Decoded::plain(draft))
+    }
+
+    /// `200 OK` with the body `OK` (a repeated setcuid too: the link exists).
+    fn ok<L: super::Lookup>(_: &mut L, (): (), _: &super::Stored) -> Result<Reply, Reason> {
+        Ok(Reply::text(StatusCode::OK, "OK"))
+    }
+}
+
+/// The bundle id and method of a `/v1/{bundleId}/{event|setcuid}` path.
+pub fn parse_path(path: &str) -> Option<(&str, Method)> {
+    let rest = path.strip_prefix("/v1/")?;
+    let (bundle, method) = rest.split_once('/')?;
+    if bundle.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some((bundle, Method::from_path(method)?))
 }
 
 /// The vendor's payload limit, in bytes; enforced while reading the body.
@@ -254,6 +318,19 @@ fn text(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            parse_path("/v1/com.studio.web/event"),
+            Some(("com.studio.web", Method::Event))
+        );
+        assert_eq!(parse_path("/v1/b/setCuId"), Some(("b", Method::SetCuid)));
+        assert_eq!(parse_path("/v1/events"), None);
+        assert_eq!(parse_path("/v1//event"), None);
+        assert_eq!(parse_path("/v1/b/event/x"), None);
+        assert_eq!(parse_path("/v2/b/event"), None);
+    }
 
     /// 2026-11-26T12:00:00Z
     const NOW: u64 = 1_764_158_400_000;

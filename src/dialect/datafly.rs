@@ -42,9 +42,110 @@ impl super::Dialect for Datafly {
     }
 }
 
-/// Datafly's success answer: `200 {"success": true}`.
-pub fn ok() -> Reply {
-    Reply::json(StatusCode::OK, &serde_json::json!({ "success": true }))
+/// The request line and headers: `X-Signature` (absent; present and its MAC, if well
+/// formed) and a well-formed `X-Timestamp`. Missing or malformed ones are refused only once
+/// the body is read, so that the connection stays usable for the client's next request.
+pub struct Head {
+    signature: Option<Option<Vec<u8>>>,
+    timestamp: Option<String>,
+}
+
+/// What the signature check tells the decoder.
+pub struct Signed {
+    secret_id: u32,
+    timestamp: String,
+}
+
+/// The request side, top to bottom: HMAC-SHA256 over `X-Timestamp + "." + body` against
+/// every active secret (401 when none matches) → timestamp within ±5 minutes (403) → decode
+/// → event id (`messageId`, else [`derived_id`]). The signature is checked before the time
+/// window, so only a holder of a valid secret learns that a timestamp was stale. Signed
+/// requests carry no key: key id 0, every event name allowed.
+impl super::Ingest for Datafly {
+    type Head = Head;
+    type Auth = Signed;
+    type Then = ();
+    const AUDIT_PREFIX: &'static str = "datafly";
+
+    fn head(_: &hyper::Method, _: &hyper::Uri, headers: &hyper::HeaderMap) -> Result<Head, Reason> {
+        let signature = headers
+            .get("x-signature")
+            .map(|v| v.to_str().ok().and_then(parse_signature));
+        let timestamp = headers
+            .get("x-timestamp")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_owned);
+        Ok(Head {
+            signature,
+            timestamp,
+        })
+    }
+
+    fn credential<L: super::Lookup>(
+        lookup: &mut L,
+        head: &Head,
+        _: Option<L::Key>,
+        body: &[u8],
+        received_at_ms: u64,
+    ) -> Result<(L::Key, Signed), Reason> {
+        let mac = head
+            .signature
+            .as_ref()
+            .ok_or(Reason::SignatureRequired)?
+            .as_ref()
+            .ok_or(Reason::SignatureInvalid)?;
+        let timestamp = head.timestamp.clone().ok_or(Reason::TimestampRequired)?;
+        let (key, secret_id) = lookup.signer(&timestamp, body, mac, received_at_ms)?;
+        let sent_ms: u64 = timestamp.parse().map_err(|_| Reason::TimestampRequired)?;
+        if sent_ms.abs_diff(received_at_ms) > WINDOW_MS {
+            return Err(Reason::TimestampOutsideWindow);
+        }
+        Ok((
+            key,
+            Signed {
+                secret_id,
+                timestamp,
+            },
+        ))
+    }
+
+    fn decode<L: super::Lookup>(
+        _: &mut L,
+        _: &Head,
+        auth: Signed,
+        body: &[u8],
+        received_at_ms: u64,
+    ) -> Result<super::Decoded<()>, Reason> {
+        let mut draft = decode(body, received_at_ms)?;
+        if draft.event_id.is_none() {
+            draft.event_id = Some(derived_id(auth.secret_id, &auth.timestamp, 0, body));
+        }
+        draft
+            .context
+            .insert("secret_id".into(), Value::from(auth.secret_id));
+        Ok(super::Decoded::plain(draft))
+    }
+
+    /// `200 {"success": true}`.
+    fn ok<L: super::Lookup>(_: &mut L, (): (), _: &super::Stored) -> Result<Reply, Reason> {
+        Ok(Reply::json(
+            StatusCode::OK,
+            &serde_json::json!({ "success": true }),
+        ))
+    }
+}
+
+/// How far `X-Timestamp` may be from the receive time.
+pub const WINDOW_MS: u64 = 5 * 60 * 1000;
+
+/// The MAC bytes of an `X-Signature: sha256=<64 hex>` header; `None` when malformed.
+pub fn parse_signature(header: &str) -> Option<Vec<u8>> {
+    let hex_part = header.trim().strip_prefix("sha256=")?;
+    if hex_part.len() != 64 {
+        return None;
+    }
+    crate::event::unhex(hex_part)
 }
 
 /// Prefix of a [`derived_id`].

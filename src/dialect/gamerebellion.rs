@@ -35,10 +35,175 @@ pub struct GameRebellion;
 
 impl super::Dialect for GameRebellion {
     const SOURCE: &'static str = "gamerebellion";
+    const RATE_LIMITED: bool = true;
 
     /// `{"error": "<reason>"}` (its spec fixes only the statuses).
     fn error(reason: Reason, status: hyper::StatusCode) -> crate::http::Reply {
         crate::http::Reply::json(status, &serde_json::json!({ "error": reason.tag() }))
+    }
+}
+
+/// What a single-event GameRebellion request says before its body: which endpoint and the
+/// `X-API-Key` it presents.
+pub struct Head {
+    session: Option<SessionKind>,
+    api_key: Option<String>,
+}
+
+/// What a single-event request's answer names beyond the event id.
+pub struct Then {
+    session_id: Option<String>,
+    duration_ms: Option<i64>,
+}
+
+/// The request side of `POST /api/v1/event` and `POST /api/v1/sessions/{start,stop,end}`,
+/// top to bottom: `X-API-Key` → key (401 missing/unknown, 403 revoked) → the key's
+/// per-minute window (429) → body → decode → [session: the session named, or the latest
+/// open one of the same identifiers (404 `no_open_session`), and its start time] → validate
+/// → key's allowed events (403) → writer (dedupe, quota, append, session tables). Every
+/// answer carries `X-RateLimit-Limit/Remaining/Reset`.
+impl super::Ingest for GameRebellion {
+    type Head = Head;
+    /// The key's app.
+    type Auth = u32;
+    type Then = Then;
+    const AUDIT_PREFIX: &'static str = "gr";
+
+    fn head(
+        _: &hyper::Method,
+        uri: &hyper::Uri,
+        headers: &hyper::HeaderMap,
+    ) -> Result<Head, Reason> {
+        let path = uri.path();
+        let path = path
+            .strip_suffix('/')
+            .filter(|p| !p.is_empty())
+            .unwrap_or(path);
+        let session = match path.strip_prefix("/api/v1/sessions/") {
+            Some(segment) => Some(SessionKind::from_segment(segment).ok_or(Reason::NotFound)?),
+            None => None,
+        };
+        let api_key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        Ok(Head { session, api_key })
+    }
+
+    fn early_credential<L: super::Lookup>(
+        lookup: &mut L,
+        head: &Head,
+    ) -> Result<Option<L::Key>, Reason> {
+        let presented = head.api_key.as_deref().ok_or(Reason::MissingApiKey)?;
+        lookup.api_key(presented).map(Some)
+    }
+
+    fn credential<L: super::Lookup>(
+        _: &mut L,
+        _: &Head,
+        early: Option<L::Key>,
+        _: &[u8],
+        _: u64,
+    ) -> Result<(L::Key, u32), Reason> {
+        let key = early.ok_or(Reason::MissingApiKey)?;
+        let app_id = L::app_of(&key);
+        Ok((key, app_id))
+    }
+
+    fn decode<L: super::Lookup>(
+        lookup: &mut L,
+        head: &Head,
+        app_id: u32,
+        body: &[u8],
+        received_at_ms: u64,
+    ) -> Result<super::Decoded<Then>, Reason> {
+        let Some(kind) = head.session else {
+            return Ok(super::Decoded {
+                draft: decode_single(body, received_at_ms)?,
+                guard: None,
+                then: Then {
+                    session_id: None,
+                    duration_ms: None,
+                },
+            });
+        };
+        let session = decode_session(kind, body, received_at_ms)?;
+        let identity = session.identity();
+        let Session {
+            session_id,
+            mut draft,
+        } = session;
+        if session_id
+            .as_ref()
+            .is_some_and(|s| s.chars().count() > crate::event::MAX_ID)
+        {
+            return Err(Reason::TooLong(Field::SessionId));
+        }
+        // A stop or end after an acknowledged start finds the start committed: by the id it
+        // names, or else as the latest open session started with the same identifiers.
+        let (session_id, started) = match (kind, session_id) {
+            (SessionKind::Start, id) => (id.unwrap_or_else(crate::event::random_id), None),
+            (SessionKind::Stop | SessionKind::End, Some(id)) => {
+                let started = lookup.session_start(app_id, &id)?;
+                (id, started)
+            }
+            (SessionKind::Stop | SessionKind::End, None) => {
+                let identity = identity.ok_or(Reason::Required(Field::SessionId))?;
+                let (id, start) = lookup
+                    .latest_open_session(app_id, &identity)?
+                    .ok_or(Reason::NoOpenSession)?;
+                (id, Some(start))
+            }
+        };
+        let duration_ms = started.map(|start| (received_at_ms as i64 - start).max(0));
+        mark_session(&mut draft, &session_id, duration_ms);
+        let guard = match kind {
+            SessionKind::Start => Some(super::ItemGuard::SessionStart {
+                app_id,
+                session_id: session_id.clone(),
+                ts_ms: received_at_ms as i64,
+                identity,
+            }),
+            SessionKind::Stop => None,
+            SessionKind::End => Some(super::ItemGuard::SessionEnd {
+                app_id,
+                session_id: session_id.clone(),
+            }),
+        };
+        Ok(super::Decoded {
+            draft,
+            guard,
+            then: Then {
+                session_id: Some(session_id),
+                duration_ms,
+            },
+        })
+    }
+
+    /// `{"event_id", ["session_id", "duration_ms",] "accepted": 1, "audit_key"}` or, for a
+    /// duplicate, `{"event_id", ..., "accepted": 0, "duplicate": true}`.
+    fn ok<L: super::Lookup>(
+        _: &mut L,
+        then: Then,
+        stored: &super::Stored,
+    ) -> Result<crate::http::Reply, Reason> {
+        let mut fields = serde_json::json!({ "event_id": stored.event_id });
+        if let Some(id) = then.session_id {
+            fields["session_id"] = Value::from(id);
+        }
+        if let Some(d) = then.duration_ms {
+            fields["duration_ms"] = Value::from(d);
+        }
+        if stored.duplicate {
+            fields["accepted"] = Value::from(0);
+            fields["duplicate"] = Value::from(true);
+        } else {
+            fields["accepted"] = Value::from(1);
+            fields["audit_key"] = Value::from(stored.audit_key);
+        }
+        Ok(crate::http::Reply::json(hyper::StatusCode::OK, &fields))
     }
 }
 

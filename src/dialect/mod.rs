@@ -18,7 +18,9 @@ pub mod reflect;
 use crate::event::{Draft, Field, Reason};
 use crate::http::Reply;
 use crate::http::reply::status_of;
-use hyper::StatusCode;
+use bytes::Bytes;
+use hyper::header::HeaderMap;
+use hyper::{Method, StatusCode, Uri};
 use serde_json::{Map, Value};
 
 pub use adjust::Adjust;
@@ -35,6 +37,9 @@ pub use reflect::Native;
 pub trait Dialect {
     /// The `source` its events are stored and counted under.
     const SOURCE: &'static str;
+    /// Whether every answer on its paths carries `X-RateLimit-*` headers, and a key's
+    /// per-minute window is checked right after the key, before the body.
+    const RATE_LIMITED: bool = false;
 
     /// The HTTP status of a refusal for `reason`.
     fn status(reason: Reason) -> StatusCode {
@@ -43,6 +48,205 @@ pub trait Dialect {
 
     /// The vendor's refusal body for `reason`, answered with `status`.
     fn error(reason: Reason, status: StatusCode) -> Reply;
+}
+
+/// The request side of a vendor whose requests carry one event, the stages the one
+/// pipeline (`ingest::ingest`) calls in order: [`Ingest::head`] (before the body is read),
+/// the body within [`Ingest::body_limit`] and its [`Ingest::payload`], [`Ingest::credential`],
+/// [`Ingest::decode`]; then the pipeline validates, checks the key's allowed events, encodes,
+/// keeps the payload under `<AUDIT_PREFIX>/<date>/<event id>` and answers [`Ingest::ok`] once
+/// the event is stored (or was already: a retry is answered like the original).
+pub trait Ingest: Dialect {
+    /// What the request line and headers say (route parameters, a credential).
+    type Head;
+    /// What authenticating tells the decoder (e.g. the signing secret).
+    type Auth;
+    /// What the success answer needs once the event is stored; `()` for most.
+    type Then;
+    /// Where the payload is kept, and how it is written.
+    const AUDIT_PREFIX: &'static str;
+    const AUDIT: AuditFormat = AuditFormat::Json;
+
+    /// Reads the request line and headers; a refusal here is answered before the body is
+    /// read.
+    fn head(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Self::Head, Reason>;
+
+    /// The largest body accepted.
+    fn body_limit(_: &Self::Head) -> BodyLimit {
+        BodyLimit::Single
+    }
+
+    /// The bytes decoded and kept: the body, unless the vendor's parameters are elsewhere too.
+    fn payload(_: &Self::Head, body: Bytes) -> Result<Bytes, Reason> {
+        Ok(body)
+    }
+
+    /// The key a request's headers name, checked before the body is read; `None` when the
+    /// credential needs the body.
+    fn early_credential<L: Lookup>(_: &mut L, _: &Self::Head) -> Result<Option<L::Key>, Reason> {
+        Ok(None)
+    }
+
+    /// Finds the request's credential (or takes the `early` one) and checks it through
+    /// `lookup`.
+    fn credential<L: Lookup>(
+        lookup: &mut L,
+        head: &Self::Head,
+        early: Option<L::Key>,
+        payload: &[u8],
+        received_at_ms: u64,
+    ) -> Result<(L::Key, Self::Auth), Reason>;
+
+    /// Decodes the payload into the canonical event and its guard (looking up what the
+    /// guard needs, e.g. a session's start).
+    fn decode<L: Lookup>(
+        lookup: &mut L,
+        head: &Self::Head,
+        auth: Self::Auth,
+        payload: &[u8],
+        received_at_ms: u64,
+    ) -> Result<Decoded<Self::Then>, Reason>;
+
+    /// The answer once the event is stored (`stored.duplicate`: it was already).
+    fn ok<L: Lookup>(lookup: &mut L, then: Self::Then, stored: &Stored) -> Result<Reply, Reason>;
+}
+
+/// What the writer made of an event: its id, where its payload is kept and whether it was
+/// stored before.
+pub struct Stored<'a> {
+    pub event_id: &'a str,
+    pub audit_key: &'a str,
+    pub duplicate: bool,
+}
+
+/// A decoded event, the rule the writer checks in the same commit (if any) and what the
+/// success answer needs.
+pub struct Decoded<T> {
+    pub draft: Draft,
+    pub guard: Option<ItemGuard>,
+    pub then: T,
+}
+
+impl Decoded<()> {
+    /// An event with no guard and a fixed answer.
+    pub fn plain(draft: Draft) -> Decoded<()> {
+        Decoded {
+            draft,
+            guard: None,
+            then: (),
+        }
+    }
+}
+
+/// A rule the writer checks for an event in its commit, said without store types.
+pub enum ItemGuard {
+    /// Adjust's ordering rule: refused when older than the last stored event of the same
+    /// app, event token and device; on acceptance `skan`, a conversion value the event
+    /// earned, is merged into the device's.
+    NotBefore {
+        app_id: u32,
+        event_token: String,
+        device: String,
+        skan: Option<crate::skan::Value>,
+    },
+    /// GameRebellion: on acceptance the session starts at `ts_ms`, the latest open one of
+    /// its identifiers (`identity`).
+    SessionStart {
+        app_id: u32,
+        session_id: String,
+        ts_ms: i64,
+        identity: Option<[u8; 16]>,
+    },
+    /// GameRebellion: on acceptance the session is forgotten.
+    SessionEnd { app_id: u32, session_id: String },
+}
+
+/// The store lookups a dialect's [`Ingest::credential`] makes, provided by the pipeline so
+/// that a dialect names no store type. The first lookup that finds an app names it for the
+/// counting of a refusal that follows.
+pub trait Lookup {
+    /// An authenticated key (or the keyless principal of an app).
+    type Key;
+    /// The key a presented token is; a revoked and an unknown one are refused alike.
+    fn key(&mut self, token: &str) -> Result<Self::Key, Reason>;
+    /// The key an `X-API-Key` is; a revoked one (403) is told apart from an unknown one.
+    fn api_key(&mut self, token: &str) -> Result<Self::Key, Reason>;
+    /// The app a key belongs to.
+    fn app_of(key: &Self::Key) -> u32;
+    /// The keyless principal of an app (key id 0, every event name allowed).
+    fn keyless(&mut self, app_id: u32) -> Result<Option<Self::Key>, Reason>;
+    /// The app configured with this AppsFlyer bundle id.
+    fn app_by_bundle(&mut self, bundle: &str) -> Result<u32, Reason>;
+    /// The app configured with this Adjust app token.
+    fn adjust_app(&mut self, app_token: &str) -> Result<adjust::AdjustApp, Reason>;
+    /// The active secret that made `mac` over `timestamp.body`: its app's keyless
+    /// principal and the secret's id.
+    fn signer(
+        &mut self,
+        timestamp: &str,
+        body: &[u8],
+        mac: &[u8],
+        now_ms: u64,
+    ) -> Result<(Self::Key, u32), Reason>;
+    /// When a session of an app started, if it is known.
+    fn session_start(&mut self, app_id: u32, session_id: &str) -> Result<Option<i64>, Reason>;
+    /// The latest open session of an app started with the identifiers `identity`: its id and
+    /// start time.
+    fn latest_open_session(
+        &mut self,
+        app_id: u32,
+        identity: &[u8; 16],
+    ) -> Result<Option<(String, i64)>, Reason>;
+    /// The SKAdNetwork conversion value stored for a device of an app.
+    fn skan_value(
+        &mut self,
+        app_id: u32,
+        device: &str,
+    ) -> Result<Option<crate::skan::Value>, Reason>;
+}
+
+/// The largest body an endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// The configured limit of a single-event request.
+    Single,
+    /// The configured limit of a batch request.
+    Bulk,
+    /// The vendor's own limit, in bytes.
+    Bytes(usize),
+    /// No body is read.
+    None,
+}
+
+/// How a request's raw body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFormat {
+    /// A JSON document (every dialect but Adjust).
+    Json,
+    /// A query string and/or form body (Adjust).
+    Form,
+}
+
+impl AuditFormat {
+    /// The file extension of a kept body.
+    pub fn ext(self) -> &'static str {
+        match self {
+            AuditFormat::Json => "json",
+            AuditFormat::Form => "txt",
+        }
+    }
+}
+
+/// The `Authorization: Bearer <token>` of a request, when it has a non-empty one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
 }
 
 /// One event of a batch request: its `event_id` when it had a string one (so that a

@@ -10,14 +10,7 @@ use crate::context::Context;
 use crate::store::writer::Submission;
 use std::borrow::Cow;
 
-/// How a submission's raw body is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditFormat {
-    /// A JSON document (every dialect but Adjust).
-    Json,
-    /// A query string and/or form body (Adjust).
-    Form,
-}
+pub use crate::dialect::AuditFormat;
 
 /// Replaces every credential in what `sub` will store by its marker.
 pub fn submission(ctx: &Context, sub: &mut Submission, format: AuditFormat) {

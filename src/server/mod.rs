@@ -10,7 +10,8 @@ use crate::admin::AdminState;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::context::Context;
-use crate::dialect::{Adjust, Datafly, Native};
+use crate::dialect::gamerebellion::SessionKind;
+use crate::dialect::{Adjust, AppsFlyer, Datafly, GameRebellion, Native};
 use crate::event::Reason;
 use crate::http::{Body, Reply, boxed};
 use crate::ingest;
@@ -23,6 +24,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -235,41 +237,17 @@ async fn route(
         tracing::debug!(%method, %path, status = status.as_u16(), %peer, "request (streamed)");
         return resp;
     }
-    let reply = match (req.method(), path.as_str()) {
-        _ if is_admin && admin_here => {
-            crate::admin::handle(&state.ctx, &state.admin, req, peer).await
+    let reply = if is_admin && admin_here {
+        crate::admin::handle(&state.ctx, &state.admin, req, peer).await
+    } else if site == Site::Admin {
+        ingest::refusal::<Native>(Reason::NotFound, now_ms())
+    } else {
+        match ROUTES.iter().find(|r| r.path.matches(&path)) {
+            Some(r) if r.methods.contains(req.method()) => (r.handler)(state, req, peer).await,
+            Some(r) if r.methods.is_empty() => (r.refuse)(state, Reason::NotFound),
+            Some(r) => (r.refuse)(state, Reason::MethodNotAllowed),
+            None => ingest::refusal::<Native>(Reason::NotFound, now_ms()),
         }
-        _ if site == Site::Admin => ingest::refusal::<Native>(Reason::NotFound, now_ms()),
-        (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(StatusCode::OK, "ok\n"),
-        (&Method::GET | &Method::HEAD, "/readyz") => metrics::readyz(state),
-        (&Method::GET, "/metrics") => metrics::metrics(
-            state,
-            req.headers().get(hyper::header::AUTHORIZATION),
-            peer.ip(),
-        ),
-        (&Method::POST, "/s2s/event") => ingest::reflect_single(state, req).await,
-        (&Method::POST, "/s2s/events/bulk") => ingest::reflect_bulk(state, req).await,
-        (&Method::POST, "/api/v1/event") => gr::handle(state, req, gr::Endpoint::Event).await,
-        (&Method::POST, "/api/v1/events") => gr::handle(state, req, gr::Endpoint::Batch).await,
-        (&Method::POST, p) if p.starts_with(GR_SESSIONS) => match gr_session(p) {
-            Some(kind) => gr::handle(state, req, gr::Endpoint::Session(kind)).await,
-            None => gr::refuse(state, Reason::NotFound),
-        },
-        (&Method::GET | &Method::POST, "/event") => ingest::adjust::event(state, req).await,
-        (_, "/healthz" | "/readyz" | "/metrics" | "/s2s/event" | "/s2s/events/bulk") => {
-            ingest::refusal::<Native>(Reason::MethodNotAllowed, now_ms())
-        }
-        (_, "/api/v1/event" | "/api/v1/events") => gr::refuse(state, Reason::MethodNotAllowed),
-        (_, p) if gr_session(p).is_some() => gr::refuse(state, Reason::MethodNotAllowed),
-        // Every answer under GameRebellion's prefix carries its rate limit headers.
-        (_, p) if p.starts_with(GR_PREFIX) || p == GR_ROOT => gr::refuse(state, Reason::NotFound),
-        (_, "/event") => ingest::refusal::<Adjust>(Reason::MethodNotAllowed, now_ms()),
-        (&Method::POST, "/v1/events") => ingest::datafly::handle(state, req).await,
-        (_, "/v1/events") => ingest::refusal::<Datafly>(Reason::MethodNotAllowed, now_ms()),
-        (_, p) if ingest::appsflyer::parse_path(p).is_some() => {
-            ingest::appsflyer::handle(state, req).await
-        }
-        _ => ingest::refusal::<Native>(Reason::NotFound, now_ms()),
     };
     let status = reply.status;
     state
@@ -280,9 +258,141 @@ async fn route(
     boxed(reply.into_response())
 }
 
-const GR_ROOT: &str = "/api/v1";
-const GR_PREFIX: &str = "/api/v1/";
-const GR_SESSIONS: &str = "/api/v1/sessions/";
+/// One row of the router: the paths it serves, the methods it answers and its handler; a
+/// request for its paths with another method is answered by `refuse` (the dialect's 405, or
+/// its 404 for a row of no methods), so that each vendor answers in its own words on its own
+/// paths. The first row whose path matches decides; no row matching is the native 404.
+struct Route {
+    path: PathPattern,
+    methods: &'static [Method],
+    handler: Handler,
+    refuse: fn(&State, Reason) -> Reply,
+}
+
+/// Which paths a [`Route`] serves (after [`endpoint_path`]).
+enum PathPattern {
+    Exact(&'static str),
+    /// A path that passes the test.
+    Matching(fn(&str) -> bool),
+}
+
+impl PathPattern {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(p) => *p == path,
+            PathPattern::Matching(test) => test(path),
+        }
+    }
+}
+
+/// A request handler; boxed once per request, so that the rows fit one table.
+type Handler = for<'a> fn(&'a State, Request<Incoming>, SocketAddr) -> Handled<'a>;
+type Handled<'a> = std::pin::Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
+/// A [`Handler`] from its body: `handler!(|state, req, peer| reply)`, where the body may
+/// `.await`.
+macro_rules! handler {
+    (|$state:ident, $req:ident, $peer:ident| $body:expr) => {{
+        fn handle<'a>(
+            $state: &'a State,
+            $req: Request<Incoming>,
+            $peer: SocketAddr,
+        ) -> Handled<'a> {
+            Box::pin(async move { $body })
+        }
+        handle
+    }};
+}
+
+const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
+const POST: &[Method] = &[Method::POST];
+
+/// The router: method and path to handler. Adding a vendor adds its rows here.
+static ROUTES: &[Route] = &[
+    Route {
+        path: PathPattern::Exact("/healthz"),
+        methods: GET_HEAD,
+        handler: handler!(|_s, _req, _peer| Reply::text(StatusCode::OK, "ok\n")),
+        refuse: refuse::<Native>,
+    },
+    Route {
+        path: PathPattern::Exact("/readyz"),
+        methods: GET_HEAD,
+        handler: handler!(|s, _req, _peer| metrics::readyz(s)),
+        refuse: refuse::<Native>,
+    },
+    Route {
+        path: PathPattern::Exact("/metrics"),
+        methods: &[Method::GET],
+        handler: handler!(|s, req, peer| metrics::metrics(
+            s,
+            req.headers().get(hyper::header::AUTHORIZATION),
+            peer.ip()
+        )),
+        refuse: refuse::<Native>,
+    },
+    Route {
+        path: PathPattern::Exact("/s2s/event"),
+        methods: POST,
+        handler: handler!(|s, req, _peer| ingest::reflect_single(s, req).await),
+        refuse: refuse::<Native>,
+    },
+    Route {
+        path: PathPattern::Exact("/s2s/events/bulk"),
+        methods: POST,
+        handler: handler!(|s, req, _peer| ingest::reflect_bulk(s, req).await),
+        refuse: refuse::<Native>,
+    },
+    Route {
+        path: PathPattern::Exact("/api/v1/event"),
+        methods: POST,
+        handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
+        refuse: refuse::<GameRebellion>,
+    },
+    Route {
+        path: PathPattern::Exact("/api/v1/events"),
+        methods: POST,
+        handler: handler!(|s, req, _peer| gr::handle_batch(s, req).await),
+        refuse: refuse::<GameRebellion>,
+    },
+    Route {
+        path: PathPattern::Matching(|p| gr_session(p).is_some()),
+        methods: POST,
+        handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
+        refuse: refuse::<GameRebellion>,
+    },
+    // Every answer under GameRebellion's prefix carries its rate limit headers.
+    Route {
+        path: PathPattern::Matching(|p| p == "/api/v1" || p.starts_with("/api/v1/")),
+        methods: &[],
+        handler: handler!(|s, _req, _peer| refuse::<GameRebellion>(s, Reason::NotFound)),
+        refuse: refuse::<GameRebellion>,
+    },
+    Route {
+        path: PathPattern::Exact("/event"),
+        methods: &[Method::GET, Method::POST],
+        handler: handler!(|s, req, _peer| ingest::ingest::<Adjust>(s, req).await),
+        refuse: refuse::<Adjust>,
+    },
+    Route {
+        path: PathPattern::Exact("/v1/events"),
+        methods: POST,
+        handler: handler!(|s, req, _peer| ingest::ingest::<Datafly>(s, req).await),
+        refuse: refuse::<Datafly>,
+    },
+    Route {
+        path: PathPattern::Matching(|p| crate::dialect::appsflyer::parse_path(p).is_some()),
+        methods: POST,
+        handler: handler!(|s, req, _peer| ingest::ingest::<AppsFlyer>(s, req).await),
+        // Counted, as every AppsFlyer refusal is.
+        refuse: |s, reason| ingest::refused::<AppsFlyer>(s, None, reason),
+    },
+];
+
+/// A refusal by the router, in dialect `D`'s words.
+fn refuse<D: crate::dialect::Dialect>(state: &State, reason: Reason) -> Reply {
+    ingest::unrouted::<D>(state, reason)
+}
 
 /// The path an ingest request is routed by: one trailing slash is dropped, as vendors'
 /// servers do, so `/s2s/event/` is `/s2s/event`. The admin panel's own paths keep theirs.
@@ -297,7 +407,8 @@ fn endpoint_path(path: &str) -> &str {
 }
 
 /// The session kind of a GameRebellion `/api/v1/sessions/{start,stop,end}` path.
-fn gr_session(path: &str) -> Option<crate::dialect::gamerebellion::SessionKind> {
-    path.strip_prefix(GR_SESSIONS)
-        .and_then(crate::dialect::gamerebellion::SessionKind::from_segment)
+fn gr_session(path: &str) -> Option<SessionKind> {
+    endpoint_path(path)
+        .strip_prefix("/api/v1/sessions/")
+        .and_then(SessionKind::from_segment)
 }
