@@ -1,7 +1,8 @@
 //! `server::start`: the wiring of a serving process. Opens the store, starts the writer with
 //! its listeners (the panel's tallies, the identity indexer), builds the shared state, binds
-//! the listeners' sockets and the control socket, starts the retention task and tells systemd
-//! (`sd_notify`) when it is ready and when it stops. `main` and tests call it the same way.
+//! the listeners' sockets and the control socket, starts the retention task and the SIGHUP
+//! TLS reload, and tells systemd (`sd_notify`) when it is ready and when it stops. `main` and
+//! tests call it the same way.
 
 use super::control;
 use super::{Site, State};
@@ -75,6 +76,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
     tokio::spawn(retention_task(state.clone()));
     tokio::spawn(crate::logs::flush_task());
+    tokio::spawn(reload_on_hangup(state.clone()));
     tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
     tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
     if let Some(code) = setup_code {
@@ -263,6 +265,31 @@ fn warn_if_shared(data: &Path) {
                 mode = %format!("{mode:04o}"),
                 "the data dir is open to other users; `chmod 700` it (the files in it are owner-only)"
             );
+        }
+    }
+}
+
+/// Reads the TLS certificate and key again on each SIGHUP (`systemctl reload inlet`, a
+/// certbot deploy hook). Installed without TLS too, where it only says so: SIGHUP's default
+/// action would end the process.
+async fn reload_on_hangup(state: Arc<State>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "no SIGHUP handler: TLS reload is off"),
+    };
+    while hup.recv().await.is_some() {
+        let Some(tls) = state.config.tls.clone() else {
+            tracing::info!("SIGHUP: no TLS certificate to reload");
+            continue;
+        };
+        let cert = tls.cert.display().to_string();
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(())) => tracing::info!(cert = %cert, "TLS certificate reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+            }
+            Err(e) => tracing::error!(error = %e, "TLS reload panicked"),
         }
     }
 }

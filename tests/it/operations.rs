@@ -771,6 +771,78 @@ fn tls_serves_requests_with_a_test_certificate() {
     assert!(plain.is_err() || plain.unwrap().status != 200);
 }
 
+/// The certificate a new TLS connection to `addr` presents (trusting `roots`).
+fn presented_certificate(addr: std::net::SocketAddr, roots: &[Vec<u8>]) -> Vec<u8> {
+    let mut store = rustls::RootCertStore::empty();
+    for der in roots {
+        store.add(der.clone().into()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let mut conn =
+        rustls::ClientConnection::new(config.into(), "localhost".try_into().unwrap()).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[test]
+fn sighup_reloads_the_tls_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
+    let pair = || rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (a, b) = (pair(), pair());
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, a.cert.pem()).unwrap();
+    std::fs::write(&key, a.signing_key.serialize_pem()).unwrap();
+    let mut inlet = Inlet::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let roots = [a.cert.der().to_vec(), b.cert.der().to_vec()];
+    assert_eq!(presented_certificate(inlet.addr, &roots), roots[0]);
+    let hup = |inlet: &Inlet| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &inlet.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+
+    // Renewed in place (as certbot's deploy hook sees it), then SIGHUP: new connections get B.
+    std::fs::write(&cert, b.cert.pem()).unwrap();
+    std::fs::write(&key, b.signing_key.serialize_pem()).unwrap();
+    hup(&inlet);
+    wait_for("the renewed certificate", || {
+        presented_certificate(inlet.addr, &roots) == roots[1]
+    });
+    assert!(
+        inlet
+            .log
+            .lock()
+            .unwrap()
+            .contains("TLS certificate reloaded")
+    );
+
+    // A key that does not match the certificate: logged, and B is still served.
+    std::fs::write(&key, a.signing_key.serialize_pem()).unwrap();
+    hup(&inlet);
+    wait_for("the failed reload in the log", || {
+        inlet.log.lock().unwrap().contains("TLS reload failed")
+    });
+    assert_eq!(presented_certificate(inlet.addr, &roots), roots[1]);
+    assert!(inlet.alive());
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let inlet = Inlet::start_with(&["--log-format", "json"]);
