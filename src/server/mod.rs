@@ -242,7 +242,7 @@ async fn route(
         _ if site == Site::Admin => ingest::refusal::<Native>(Reason::NotFound, now_ms()),
         (&Method::GET | &Method::HEAD, "/healthz") => Reply::text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => metrics::readyz(state),
-        (&Method::GET, "/metrics") => metrics::metrics(
+        (&Method::GET | &Method::HEAD, "/metrics") => metrics::metrics(
             state,
             req.headers().get(hyper::header::AUTHORIZATION),
             peer.ip(),

@@ -238,6 +238,56 @@ fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 #[test]
+fn metrics_have_process_figures_and_build_info_and_answer_head() {
+    let inlet = Inlet::start();
+    let m = parse_exposition(&inlet.client().get("/metrics").unwrap().text());
+    let one = |name: &str| {
+        let found: Vec<f64> = m
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        found[0]
+    };
+    assert_eq!(
+        sum(
+            &m,
+            "inlet_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(one("process_resident_memory_bytes") > 1e6);
+    assert!(one("process_virtual_memory_bytes") >= one("process_resident_memory_bytes"));
+    assert!(one("process_cpu_seconds_total") >= 0.0);
+    // The listener, the database file, the control socket at least.
+    assert!(one("process_open_fds") >= 3.0);
+    assert!(one("process_max_fds") >= one("process_open_fds"));
+    let now = now_ms() as f64 / 1000.0;
+    let started = one("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 300.0,
+        "{started} vs {now}"
+    );
+
+    // HEAD: the headers of GET, no body.
+    let mut s = std::net::TcpStream::connect(inlet.addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("openmetrics-text"), "{out}");
+    let (_, body) = out.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body, "", "{out}");
+}
+
+#[test]
 fn metrics_parse_and_their_counters_equal_the_export() {
     let inlet = Inlet::start_with(&["--metrics-token", "scrape-me"]);
     inlet.cli_ok(&["tenants", "add", "acme", "--monthly-quota", "3"]);
