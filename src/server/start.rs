@@ -70,6 +70,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     } else {
         "http"
     };
+    let json_logs = config.log_format == crate::config::LogFormat::Json;
     let mut state = State::new(config, store, writer, admin);
     state.ctx.indexer = Some(indexer);
     let state = Arc::new(state);
@@ -80,11 +81,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
     tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
     if let Some(code) = setup_code {
-        // On stderr whatever the log level: whoever started the server needs it once.
-        eprintln!(
-            "\n  The admin panel is not set up yet. Open\n    {scheme}://{admin_addr}/admin/#setup={code}\n  \
-             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n"
-        );
+        setup_banner(json_logs, &format!("{scheme}://{admin_addr}/admin/"), &code);
     }
     let (stop, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -174,6 +171,30 @@ impl Server {
         let _ = std::fs::remove_file(&self.socket);
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || state.writer.stop()).await;
+    }
+}
+
+/// Says where to set the admin panel up, on stderr whatever the log level: whoever started
+/// the server needs it once. With JSON logs, as one line in the log's own shape.
+fn setup_banner(json: bool, panel: &str, code: &str) {
+    let url = format!("{panel}#setup={code}");
+    if json {
+        let line = serde_json::json!({
+            "timestamp": crate::clock::rfc3339_ms(crate::clock::now_ms()),
+            "level": "INFO",
+            "fields": {
+                "message": "the admin panel is not set up yet: open setup_url, or enter setup_code in the panel (or run `inlet admin set-password`)",
+                "setup_url": url,
+                "setup_code": code,
+            },
+            "target": module_path!(),
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!(
+            "\n  The admin panel is not set up yet. Open\n    {url}\n  \
+             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n"
+        );
     }
 }
 

@@ -918,6 +918,93 @@ fn json_logs_are_one_object_per_line() {
     assert!(v["fields"]["data"].is_string());
 }
 
+/// Every line a JSON-logging `inlet serve` wrote, on stdout and stderr, as JSON.
+fn json_lines(out: &std::path::Path, err: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    for f in [out, err] {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+            lines.push(v);
+        }
+    }
+    lines
+}
+
+#[test]
+fn json_log_mode_prints_only_json_lines_from_the_setup_banner_to_the_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = |tag: &str| {
+        let (out, err) = (
+            dir.path().join(format!("{tag}.out")),
+            dir.path().join(format!("{tag}.err")),
+        );
+        let child = Command::new(bin())
+            .arg("--data")
+            .arg(&data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        (child, out, err)
+    };
+    let (mut child, out, err) = serve("first");
+    let logged = |what: &str| std::fs::read_to_string(&err).unwrap().contains(what);
+    wait_for("the listening line", || logged("listening on"));
+
+    // An admin command through the control socket is logged with its name, once encoded.
+    cli_ok(
+        &data,
+        &["backup", dir.path().join("b.redb").to_str().unwrap()],
+    );
+    wait_for("the admin command line", || logged("admin command"));
+
+    // A second server on the same data dir fails; its error is a JSON line too.
+    let (mut second, out2, err2) = serve("second");
+    assert!(!second.wait().unwrap().success());
+    let failed = json_lines(&out2, &err2);
+    let last = failed.last().expect("the error is logged");
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("another inlet server is serving"),
+        "{last}"
+    );
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(child.wait().unwrap().success());
+    let lines = json_lines(&out, &err);
+    let banner = lines
+        .iter()
+        .find(|l| l["fields"]["setup_code"].is_string())
+        .expect("the setup banner");
+    let code = banner["fields"]["setup_code"].as_str().unwrap();
+    assert!(
+        banner["fields"]["setup_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/admin/#setup={code}")),
+        "{banner}"
+    );
+    let command = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "admin command")
+        .unwrap();
+    assert_eq!(command["fields"]["op"], "backup", "{command}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "stopped"));
+}
+
 #[test]
 fn sigterm_answers_or_refuses_a_request_in_flight_and_exits_promptly() {
     let mut inlet = Inlet::start();
