@@ -77,7 +77,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
     tokio::spawn(retention_task(state.clone()));
     tokio::spawn(crate::logs::flush_task());
-    tokio::spawn(reload_on_hangup(state.clone()));
+    tokio::spawn(reload_on_hangup(state.config.tls.clone()));
     tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
     tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
     if let Some(code) = setup_code {
@@ -293,14 +293,14 @@ fn warn_if_shared(data: &Path) {
 /// Reads the TLS certificate and key again on each SIGHUP (`systemctl reload inlet`, a
 /// certbot deploy hook). Installed without TLS too, where it only says so: SIGHUP's default
 /// action would end the process.
-async fn reload_on_hangup(state: Arc<State>) {
+async fn reload_on_hangup(tls: Option<crate::config::Tls>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => return tracing::warn!(error = %e, "no SIGHUP handler: TLS reload is off"),
     };
     while hup.recv().await.is_some() {
-        let Some(tls) = state.config.tls.clone() else {
+        let Some(tls) = tls.clone() else {
             tracing::info!("SIGHUP: no TLS certificate to reload");
             continue;
         };
