@@ -5,21 +5,26 @@
 # systemd, say how to start it). Depends: from dpkg-shlibdeps (dpkg-dev). Needs binutils
 # (strip), dpkg-dev and gzip.
 #
-#   packaging/build-deb.sh [--binary PATH] [--out DIR] [--compress xz|gzip|none]
+#   packaging/build-deb.sh [--binary PATH] [--out DIR] [--compress xz|gzip|none] [--debug-symbols]
 #
 # Without --binary it runs `cargo build --release` and packages target/release/inlet.
+# --debug-symbols also writes the stripped debug information next to the .deb
+# (inlet_<version>_<arch>.debug; the binary names it in .gnu_debuglink, for gdb and
+# backtraces of a crash).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 binary=""
 out="$repo/target/debian"
 compress=xz
+debug_symbols=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --binary) binary=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --compress) compress=$2; shift 2 ;;
-    *) echo "usage: $0 [--binary PATH] [--out DIR] [--compress xz|gzip|none]" >&2; exit 2 ;;
+    --debug-symbols) debug_symbols=yes; shift ;;
+    *) echo "usage: $0 [--binary PATH] [--out DIR] [--compress xz|gzip|none] [--debug-symbols]" >&2; exit 2 ;;
   esac
 done
 if [ -z "$binary" ]; then
@@ -43,8 +48,17 @@ install -d -m 0755 "$stage" "$stage/DEBIAN"
 printf 'Source: inlet\n\nPackage: inlet\nArchitecture: any\n' > "$work/debian/control"
 
 install -D -m 0755 "$binary" "$stage/usr/bin/inlet"
+mkdir -p "$out"
 # Debug information is most of a Rust binary's size and is not needed to run it.
+if [ -n "$debug_symbols" ]; then
+  debug="$out/inlet_${version}_${arch}.debug"
+  objcopy --only-keep-debug "$stage/usr/bin/inlet" "$debug"
+  chmod 0644 "$debug"
+fi
 strip --strip-unneeded "$stage/usr/bin/inlet"
+if [ -n "$debug_symbols" ]; then
+  objcopy --add-gnu-debuglink="$debug" "$stage/usr/bin/inlet"
+fi
 shlibs=$(cd "$work" && dpkg-shlibdeps -O debian/inlet/usr/bin/inlet)
 depends=${shlibs#shlibs:Depends=}
 [ "$depends" != "$shlibs" ] && [ -n "$depends" ] || { echo "dpkg-shlibdeps said: $shlibs" >&2; exit 1; }
@@ -133,7 +147,6 @@ exit 0
 SCRIPT
 chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
 
-mkdir -p "$out"
 deb="$out/inlet_${version}_${arch}.deb"
 dpkg-deb "-Z$compress" --root-owner-group --build "$stage" "$deb" >/dev/null
 echo "$deb"

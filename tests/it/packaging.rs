@@ -254,6 +254,40 @@ fn postinst_configures(postinst: &Path) {
 }
 
 #[test]
+fn debug_symbols_go_to_a_file_of_their_own_that_the_binary_names() {
+    let out = tempfile::tempdir().unwrap();
+    let deb = run(Command::new(Path::new(REPO).join("packaging/build-deb.sh"))
+        .args([
+            "--binary",
+            BIN,
+            "--compress",
+            "none",
+            "--debug-symbols",
+            "--out",
+        ])
+        .arg(out.path()));
+    let arch = run(Command::new("dpkg").arg("--print-architecture"));
+    let debug = out.path().join(format!(
+        "inlet_{}_{}.debug",
+        env!("CARGO_PKG_VERSION"),
+        arch.trim()
+    ));
+    let kept = elf_sections(&debug);
+    assert!(kept.iter().any(|s| s == ".symtab"), "{kept:?}");
+    let root = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg")
+        .arg("-x")
+        .arg(deb.trim())
+        .arg(root.path()));
+    let packaged = elf_sections(&root.path().join("usr/bin/inlet"));
+    assert!(
+        packaged.iter().any(|s| s == ".gnu_debuglink"),
+        "{packaged:?}"
+    );
+    assert!(!packaged.iter().any(|s| s == ".symtab"), "{packaged:?}");
+}
+
+#[test]
 fn the_install_script_stages_the_same_files() {
     let dest = tempfile::tempdir().unwrap();
     run(Command::new(Path::new(REPO).join("packaging/install.sh"))
