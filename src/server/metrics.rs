@@ -258,8 +258,9 @@ fn register_process(reg: &mut Registry, state: &State) {
     );
 }
 
-/// `GET /metrics` (and `HEAD`, whose body hyper leaves out): with `metrics_token` set, to whoever presents it; without, to loopback
-/// peers only unless `metrics_public` is set (the exposition names every tenant and app).
+/// `GET /metrics` (and `HEAD`, whose body hyper leaves out): with `metrics_token` set, to
+/// whoever presents it; without, to loopback peers only unless `metrics_public` is set (the
+/// exposition names every tenant and app).
 pub fn metrics(
     state: &State,
     auth: Option<&hyper::header::HeaderValue>,

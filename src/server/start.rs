@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -77,7 +78,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
     tokio::spawn(retention_task(state.clone()));
     tokio::spawn(crate::logs::flush_task());
-    tokio::spawn(reload_on_hangup(state.config.tls.clone()));
+    // Registered before the server says it listens, so that no SIGHUP finds the default
+    // action (the end of the process) in place.
+    match signal(SignalKind::hangup()) {
+        Ok(hup) => {
+            tokio::spawn(reload_on_hangup(hup, state.config.tls.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "no SIGHUP handler: TLS reload is off"),
+    }
     tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
     tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
     if let Some(code) = setup_code {
@@ -293,12 +301,7 @@ fn warn_if_shared(data: &Path) {
 /// Reads the TLS certificate and key again on each SIGHUP (`systemctl reload inlet`, a
 /// certbot deploy hook). Installed without TLS too, where it only says so: SIGHUP's default
 /// action would end the process.
-async fn reload_on_hangup(tls: Option<crate::config::Tls>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => return tracing::warn!(error = %e, "no SIGHUP handler: TLS reload is off"),
-    };
+async fn reload_on_hangup(mut hup: Signal, tls: Option<crate::config::Tls>) {
     while hup.recv().await.is_some() {
         let Some(tls) = tls.clone() else {
             tracing::info!("SIGHUP: no TLS certificate to reload");
@@ -316,7 +319,6 @@ async fn reload_on_hangup(tls: Option<crate::config::Tls>) {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

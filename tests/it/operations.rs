@@ -894,6 +894,26 @@ fn sighup_reloads_the_tls_certificate_and_keeps_the_old_one_when_the_new_is_bad(
 }
 
 #[test]
+fn sighup_without_tls_is_logged_and_the_server_goes_on() {
+    // `systemctl reload inlet` on a server without TLS: SIGHUP's default would end it.
+    let mut inlet = Inlet::start();
+    let ok = Command::new("kill")
+        .args(["-HUP", &inlet.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    wait_for("the SIGHUP line", || {
+        inlet
+            .log
+            .lock()
+            .unwrap()
+            .contains("no TLS certificate to reload")
+    });
+    assert!(inlet.alive());
+    assert_eq!(inlet.client().get("/healthz").unwrap().status, 200);
+}
+
+#[test]
 fn json_logs_are_one_object_per_line() {
     let inlet = Inlet::start_with(&["--log-format", "json"]);
     wait_for("the log line", || {
