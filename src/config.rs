@@ -9,7 +9,6 @@
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Body size limits per endpoint kind, enforced while reading.
@@ -44,13 +43,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// TLS served directly by inlet (for studios without a reverse proxy).
-#[derive(Debug, Clone)]
-pub struct Tls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub server: Arc<rustls::ServerConfig>,
-}
+/// TLS served directly by inlet (for studios without a reverse proxy); reloaded on SIGHUP.
+pub use crate::tls::Tls;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -387,7 +381,7 @@ impl RawConfig {
         )? as u32;
         c.tls = match (self.tls_cert, self.tls_key) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key).map_err(bad)?),
             _ => return Err(bad("tls_cert and tls_key must be set together")),
         };
         c.admin.listen = match self.admin_listen.as_deref() {
@@ -402,37 +396,6 @@ impl RawConfig {
         c.admin.secure_cookie = self.admin_secure_cookie.unwrap_or(c.tls.is_some());
         Ok(c)
     }
-}
-
-/// Loads a PEM certificate chain and private key into a rustls server configuration that
-/// uses the `ring` provider explicitly (no process-wide default provider needed).
-fn load_tls(cert: PathBuf, key: PathBuf) -> Result<Tls, ConfigError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| bad(format!("tls_cert {}: {e}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(bad(format!(
-            "tls_cert {}: no certificate found",
-            cert.display()
-        )));
-    }
-    let private = PrivateKeyDer::from_pem_file(&key)
-        .map_err(|e| bad(format!("tls_key {}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(format!("tls: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(chain, private)
-        .map_err(|e| bad(format!("tls_cert/tls_key: {e}")))?;
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Tls {
-        cert,
-        key,
-        server: Arc::new(server),
-    })
 }
 
 #[cfg(test)]

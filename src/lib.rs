@@ -32,6 +32,7 @@
 //! - [`metrics`]: latency and commit histograms, free disk space; rendered by `server::metrics`.
 //! - [`logs`]: rate limits for log lines that clients can cause over and over.
 //! - [`notify`]: systemd readiness notification (`sd_notify` protocol).
+//! - [`tls`]: the TLS certificate and key, read at start and again on SIGHUP.
 
 pub mod admin;
 pub mod auth;
@@ -53,3 +54,4 @@ pub mod server;
 pub mod skan;
 pub mod stats;
 pub mod store;
+pub mod tls;

@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
     };
     match run(cli, data_from) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<Logged>() => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("inlet: {e:#}");
             std::process::ExitCode::FAILURE
@@ -537,8 +538,31 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// The error that ended `serve`, already in the log (a JSON log stays JSON to its end).
+#[derive(Debug)]
+struct Logged;
+
+impl std::fmt::Display for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("logged")
+    }
+}
+
+impl std::error::Error for Logged {}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(config.log_format);
+    let json = config.log_format == LogFormat::Json;
+    serve_logged(config).map_err(|e| {
+        if !json {
+            return e;
+        }
+        tracing::error!(error = %format!("{e:#}"), "inlet stopped");
+        Logged.into()
+    })
+}
+
+fn serve_logged(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

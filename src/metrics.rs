@@ -1,5 +1,6 @@
 //! Process figures for `/metrics` that are not stored anywhere else: histograms of request
-//! latency and of commits, and the free space of the data dir's file system.
+//! latency and of commits, the free space of the data dir's file system, and the process's
+//! own figures from `/proc/self` (the `process_*` metrics).
 //!
 //! Outcome counters live in [`crate::stats::Counters`] (the one source of truth, also read by
 //! the admin overview); `server::metrics` renders both in the Prometheus/OpenMetrics text
@@ -77,8 +78,123 @@ pub fn free_disk_bytes(path: &Path) -> std::io::Result<u64> {
     Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
+/// The process's own figures, as Prometheus' client libraries export them (`process_*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    /// Seconds since the epoch; `None` where `/proc/stat` is hidden (systemd's
+    /// `ProcSubset=pid`), for the caller to fill in.
+    pub start_time_seconds: Option<f64>,
+    pub open_fds: u64,
+    pub max_fds: Option<u64>,
+}
+
+impl ProcessStats {
+    /// Reads `/proc/self`; `None` when it cannot (not Linux, `/proc` not mounted).
+    pub fn read() -> Option<ProcessStats> {
+        // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if ticks <= 0 || page <= 0 {
+            return None;
+        }
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| boot_time(&s));
+        let mut p = parse_stat(&stat, ticks as f64, page as u64, boot)?;
+        p.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        p.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|s| max_open_files(&s));
+        Some(p)
+    }
+}
+
+/// Parses `/proc/<pid>/stat` (proc(5)): utime, stime and starttime in clock ticks, vsize
+/// in bytes, rss in pages. `boot` is the `btime` of `/proc/stat`.
+fn parse_stat(stat: &str, ticks: f64, page: u64, boot: Option<u64>) -> Option<ProcessStats> {
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `f[0]` is field 3 (state): field n is `f[n - 3]`.
+    let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    let (utime, stime, start) = (field(14)?, field(15)?, field(22)?);
+    Some(ProcessStats {
+        cpu_seconds: (utime + stime) as f64 / ticks,
+        virtual_bytes: field(23)?,
+        resident_bytes: field(24)?.saturating_mul(page),
+        start_time_seconds: boot.map(|b| b as f64 + start as f64 / ticks),
+        open_fds: 0,
+        max_fds: None,
+    })
+}
+
+fn boot_time(proc_stat: &str) -> Option<u64> {
+    proc_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The soft limit of "Max open files" in `/proc/<pid>/limits`.
+fn max_open_files(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_fields_with_an_awkward_command_name() {
+        let stat = "4242 (in) let (x)) S 1 4242 4242 0 -1 4194560 500 0 0 0 150 50 0 0 20 0 \
+                    9 0 1000 123456789 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1";
+        let p = parse_stat(stat, 100.0, 4096, Some(1_700_000_000)).unwrap();
+        assert_eq!(p.cpu_seconds, 2.0);
+        assert_eq!(p.virtual_bytes, 123_456_789);
+        assert_eq!(p.resident_bytes, 300 * 4096);
+        assert_eq!(p.start_time_seconds, Some(1_700_000_010.0));
+        assert_eq!(
+            parse_stat(stat, 100.0, 4096, None)
+                .unwrap()
+                .start_time_seconds,
+            None
+        );
+        assert_eq!(parse_stat("4242 (x) S 1 2", 100.0, 4096, None), None);
+        assert_eq!(
+            boot_time("cpu 1 2\nbtime 1700000000\nprocesses 9\n"),
+            Some(1_700_000_000)
+        );
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(max_open_files(limits), Some(1024));
+    }
+
+    #[test]
+    fn this_process_reads_its_own_figures() {
+        let p = ProcessStats::read().unwrap();
+        assert!(p.resident_bytes > 0 && p.virtual_bytes >= p.resident_bytes);
+        assert!(p.open_fds >= 3, "{p:?}");
+        let start = p.start_time_seconds.unwrap();
+        let now = crate::clock::now_ms() as f64 / 1000.0;
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0,
+            "{start} {now}"
+        );
+    }
+
     #[test]
     fn free_disk_of_a_temp_dir() {
         let dir = tempfile::tempdir().unwrap();

@@ -64,7 +64,7 @@ fn handle(conn: UnixStream, state: &State) -> io::Result<()> {
     let mut frames = Frames(BufWriter::new(&conn));
     let result = match serde_json::from_str::<Op>(&line) {
         Ok(mut op) => {
-            tracing::info!(op = ?op_name(&op), "admin command");
+            tracing::info!(op = %op_name(&op), "admin command");
             // The serving process's own configuration decides the default retention.
             if let Op::RetentionRun { default_days, .. } = &mut op {
                 *default_days = state.config.retention_days;

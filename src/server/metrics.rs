@@ -2,7 +2,8 @@
 //!
 //! The registry is built at scrape time: outcome counters come from
 //! [`crate::stats::Counters`] (their one source of truth), histograms are the live ones of the
-//! server and the writer, gauges are read now (queue, quota use, database and disk size).
+//! server and the writer, gauges are read now (queue, quota use, database and disk size, the
+//! process's own `process_*` figures).
 
 use super::State;
 use crate::auth::keys::sha256;
@@ -16,7 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use subtle::ConstantTimeEq;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -32,6 +33,11 @@ struct Rejected {
     app: String,
     source: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -187,14 +193,74 @@ pub fn render(state: &State) -> String {
             gauge(free),
         );
     }
+    let build = Family::<Build, Gauge>::default();
+    build
+        .get_or_create(&Build {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .set(1);
+    reg.register("inlet_build_info", "The running build; always 1", build);
+    register_process(&mut reg, state);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg)
         .expect("writing to a String cannot fail");
     text
 }
 
-/// `GET /metrics`: with `metrics_token` set, to whoever presents it; without, to loopback
-/// peers only unless `metrics_public` is set (the exposition names every tenant and app).
+/// The `process_*` metrics of Prometheus' client libraries, from `/proc/self`.
+fn register_process(reg: &mut Registry, state: &State) {
+    let Some(p) = crate::metrics::ProcessStats::read() else {
+        return;
+    };
+    let float = |v: f64| {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(v);
+        g
+    };
+    let whole = |v: u64| float(v as f64);
+    let cpu = Counter::<f64, AtomicU64>::default();
+    cpu.inc_by(p.cpu_seconds);
+    reg.register(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds",
+        cpu,
+    );
+    reg.register(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes",
+        whole(p.resident_bytes),
+    );
+    reg.register(
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes",
+        whole(p.virtual_bytes),
+    );
+    reg.register(
+        "process_open_fds",
+        "Number of open file descriptors",
+        whole(p.open_fds),
+    );
+    if let Some(max) = p.max_fds {
+        reg.register(
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            whole(max),
+        );
+    }
+    // Where /proc/stat is hidden (the unit's ProcSubset=pid), the time the server started.
+    let start = p
+        .start_time_seconds
+        .unwrap_or(state.admin.started_ms as f64 / 1000.0);
+    reg.register(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds",
+        float(start),
+    );
+}
+
+/// `GET /metrics` (and `HEAD`, whose body hyper leaves out): with `metrics_token` set, to
+/// whoever presents it; without, to loopback peers only unless `metrics_public` is set (the
+/// exposition names every tenant and app).
 pub fn metrics(
     state: &State,
     auth: Option<&hyper::header::HeaderValue>,

@@ -323,7 +323,7 @@ static ROUTES: &[Route] = &[
     },
     Route {
         path: PathPattern::Exact("/metrics"),
-        methods: &[Method::GET],
+        methods: GET_HEAD,
         handler: handler!(|s, req, peer| metrics::metrics(
             s,
             req.headers().get(hyper::header::AUTHORIZATION),

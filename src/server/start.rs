@@ -1,7 +1,8 @@
 //! `server::start`: the wiring of a serving process. Opens the store, starts the writer with
 //! its listeners (the panel's tallies, the identity indexer), builds the shared state, binds
-//! the listeners' sockets and the control socket, starts the retention task and tells systemd
-//! (`sd_notify`) when it is ready and when it stops. `main` and tests call it the same way.
+//! the listeners' sockets and the control socket, starts the retention task and the SIGHUP
+//! TLS reload, and tells systemd (`sd_notify`) when it is ready and when it stops. `main` and
+//! tests call it the same way.
 
 use super::control;
 use super::{Site, State};
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -69,20 +71,25 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     } else {
         "http"
     };
+    let json_logs = config.log_format == crate::config::LogFormat::Json;
     let mut state = State::new(config, store, writer, admin);
     state.ctx.indexer = Some(indexer);
     let state = Arc::new(state);
     let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
     tokio::spawn(retention_task(state.clone()));
     tokio::spawn(crate::logs::flush_task());
+    // Registered before the server says it listens, so that no SIGHUP finds the default
+    // action (the end of the process) in place.
+    match signal(SignalKind::hangup()) {
+        Ok(hup) => {
+            tokio::spawn(reload_on_hangup(hup, state.config.tls.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "no SIGHUP handler: TLS reload is off"),
+    }
     tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
     tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
     if let Some(code) = setup_code {
-        // On stderr whatever the log level: whoever started the server needs it once.
-        eprintln!(
-            "\n  The admin panel is not set up yet. Open\n    {scheme}://{admin_addr}/admin/#setup={code}\n  \
-             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n"
-        );
+        setup_banner(json_logs, &format!("{scheme}://{admin_addr}/admin/"), &code);
     }
     let (stop, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -172,6 +179,30 @@ impl Server {
         let _ = std::fs::remove_file(&self.socket);
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || state.writer.stop()).await;
+    }
+}
+
+/// Says where to set the admin panel up, on stderr whatever the log level: whoever started
+/// the server needs it once. With JSON logs, as one line in the log's own shape.
+fn setup_banner(json: bool, panel: &str, code: &str) {
+    let url = format!("{panel}#setup={code}");
+    if json {
+        let line = serde_json::json!({
+            "timestamp": crate::clock::rfc3339_ms(crate::clock::now_ms()),
+            "level": "INFO",
+            "fields": {
+                "message": "the admin panel is not set up yet: open setup_url, or enter setup_code in the panel (or run `inlet admin set-password`)",
+                "setup_url": url,
+                "setup_code": code,
+            },
+            "target": module_path!(),
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!(
+            "\n  The admin panel is not set up yet. Open\n    {url}\n  \
+             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n"
+        );
     }
 }
 
@@ -267,8 +298,27 @@ fn warn_if_shared(data: &Path) {
     }
 }
 
+/// Reads the TLS certificate and key again on each SIGHUP (`systemctl reload inlet`, a
+/// certbot deploy hook). Installed without TLS too, where it only says so: SIGHUP's default
+/// action would end the process.
+async fn reload_on_hangup(mut hup: Signal, tls: Option<crate::config::Tls>) {
+    while hup.recv().await.is_some() {
+        let Some(tls) = tls.clone() else {
+            tracing::info!("SIGHUP: no TLS certificate to reload");
+            continue;
+        };
+        let cert = tls.cert.display().to_string();
+        match tokio::task::spawn_blocking(move || tls.reload()).await {
+            Ok(Ok(())) => tracing::info!(cert = %cert, "TLS certificate reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+            }
+            Err(e) => tracing::error!(error = %e, "TLS reload panicked"),
+        }
+    }
+}
+
 async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -238,6 +238,56 @@ fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 #[test]
+fn metrics_have_process_figures_and_build_info_and_answer_head() {
+    let inlet = Inlet::start();
+    let m = parse_exposition(&inlet.client().get("/metrics").unwrap().text());
+    let one = |name: &str| {
+        let found: Vec<f64> = m
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        found[0]
+    };
+    assert_eq!(
+        sum(
+            &m,
+            "inlet_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(one("process_resident_memory_bytes") > 1e6);
+    assert!(one("process_virtual_memory_bytes") >= one("process_resident_memory_bytes"));
+    assert!(one("process_cpu_seconds_total") >= 0.0);
+    // The listener, the database file, the control socket at least.
+    assert!(one("process_open_fds") >= 3.0);
+    assert!(one("process_max_fds") >= one("process_open_fds"));
+    let now = now_ms() as f64 / 1000.0;
+    let started = one("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 300.0,
+        "{started} vs {now}"
+    );
+
+    // HEAD: the headers of GET, no body.
+    let mut s = std::net::TcpStream::connect(inlet.addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("openmetrics-text"), "{out}");
+    let (_, body) = out.split_once("\r\n\r\n").unwrap();
+    assert_eq!(body, "", "{out}");
+}
+
+#[test]
 fn metrics_parse_and_their_counters_equal_the_export() {
     let inlet = Inlet::start_with(&["--metrics-token", "scrape-me"]);
     inlet.cli_ok(&["tenants", "add", "acme", "--monthly-quota", "3"]);
@@ -771,6 +821,98 @@ fn tls_serves_requests_with_a_test_certificate() {
     assert!(plain.is_err() || plain.unwrap().status != 200);
 }
 
+/// The certificate a new TLS connection to `addr` presents (trusting `roots`).
+fn presented_certificate(addr: std::net::SocketAddr, roots: &[Vec<u8>]) -> Vec<u8> {
+    let mut store = rustls::RootCertStore::empty();
+    for der in roots {
+        store.add(der.clone().into()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let mut conn =
+        rustls::ClientConnection::new(config.into(), "localhost".try_into().unwrap()).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).unwrap();
+    }
+    conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[test]
+fn sighup_reloads_the_tls_certificate_and_keeps_the_old_one_when_the_new_is_bad() {
+    let pair = || rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (a, b) = (pair(), pair());
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, a.cert.pem()).unwrap();
+    std::fs::write(&key, a.signing_key.serialize_pem()).unwrap();
+    let mut inlet = Inlet::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let roots = [a.cert.der().to_vec(), b.cert.der().to_vec()];
+    assert_eq!(presented_certificate(inlet.addr, &roots), roots[0]);
+    let hup = |inlet: &Inlet| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &inlet.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+
+    // Renewed in place (as certbot's deploy hook sees it), then SIGHUP: new connections get B.
+    std::fs::write(&cert, b.cert.pem()).unwrap();
+    std::fs::write(&key, b.signing_key.serialize_pem()).unwrap();
+    hup(&inlet);
+    wait_for("the renewed certificate", || {
+        presented_certificate(inlet.addr, &roots) == roots[1]
+    });
+    assert!(
+        inlet
+            .log
+            .lock()
+            .unwrap()
+            .contains("TLS certificate reloaded")
+    );
+
+    // A key that does not match the certificate: logged, and B is still served.
+    std::fs::write(&key, a.signing_key.serialize_pem()).unwrap();
+    hup(&inlet);
+    wait_for("the failed reload in the log", || {
+        inlet.log.lock().unwrap().contains("TLS reload failed")
+    });
+    assert_eq!(presented_certificate(inlet.addr, &roots), roots[1]);
+    assert!(inlet.alive());
+}
+
+#[test]
+fn sighup_without_tls_is_logged_and_the_server_goes_on() {
+    // `systemctl reload inlet` on a server without TLS: SIGHUP's default would end it.
+    let mut inlet = Inlet::start();
+    let ok = Command::new("kill")
+        .args(["-HUP", &inlet.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    wait_for("the SIGHUP line", || {
+        inlet
+            .log
+            .lock()
+            .unwrap()
+            .contains("no TLS certificate to reload")
+    });
+    assert!(inlet.alive());
+    assert_eq!(inlet.client().get("/healthz").unwrap().status, 200);
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let inlet = Inlet::start_with(&["--log-format", "json"]);
@@ -794,6 +936,93 @@ fn json_logs_are_one_object_per_line() {
             .contains("listening on http://")
     );
     assert!(v["fields"]["data"].is_string());
+}
+
+/// Every line a JSON-logging `inlet serve` wrote, on stdout and stderr, as JSON.
+fn json_lines(out: &std::path::Path, err: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    for f in [out, err] {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+            lines.push(v);
+        }
+    }
+    lines
+}
+
+#[test]
+fn json_log_mode_prints_only_json_lines_from_the_setup_banner_to_the_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = |tag: &str| {
+        let (out, err) = (
+            dir.path().join(format!("{tag}.out")),
+            dir.path().join(format!("{tag}.err")),
+        );
+        let child = Command::new(bin())
+            .arg("--data")
+            .arg(&data)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        (child, out, err)
+    };
+    let (mut child, out, err) = serve("first");
+    let logged = |what: &str| std::fs::read_to_string(&err).unwrap().contains(what);
+    wait_for("the listening line", || logged("listening on"));
+
+    // An admin command through the control socket is logged with its name, once encoded.
+    cli_ok(
+        &data,
+        &["backup", dir.path().join("b.redb").to_str().unwrap()],
+    );
+    wait_for("the admin command line", || logged("admin command"));
+
+    // A second server on the same data dir fails; its error is a JSON line too.
+    let (mut second, out2, err2) = serve("second");
+    assert!(!second.wait().unwrap().success());
+    let failed = json_lines(&out2, &err2);
+    let last = failed.last().expect("the error is logged");
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("another inlet server is serving"),
+        "{last}"
+    );
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(child.wait().unwrap().success());
+    let lines = json_lines(&out, &err);
+    let banner = lines
+        .iter()
+        .find(|l| l["fields"]["setup_code"].is_string())
+        .expect("the setup banner");
+    let code = banner["fields"]["setup_code"].as_str().unwrap();
+    assert!(
+        banner["fields"]["setup_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/admin/#setup={code}")),
+        "{banner}"
+    );
+    let command = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "admin command")
+        .unwrap();
+    assert_eq!(command["fields"]["op"], "backup", "{command}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "stopped"));
 }
 
 #[test]
