@@ -150,6 +150,7 @@ fn the_deb_installs_binary_unit_config_and_user_setup() {
         "README.md",
         "docs/api.md",
         "docs/migrating.md",
+        "docs/install.md",
         "docs/design/dedupe.md",
     ] {
         assert!(r.join("usr/share/doc/inlet").join(doc).exists(), "{doc}");
