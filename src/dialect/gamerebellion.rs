@@ -636,6 +636,33 @@ mod tests {
         assert_eq!(mixed[2].draft.as_ref().err(), Some(&Reason::BadJson));
     }
 
+    /// Only `/api/v1/events` (with or without its trailing slash) is a batch, read within
+    /// the bulk limit; the pipeline decodes every other path as one event.
+    #[test]
+    fn the_batch_path_is_the_one_batch() {
+        use crate::dialect::{BodyLimit, Ingest};
+        let head = |path: &str| {
+            let uri: hyper::Uri = path.parse().unwrap();
+            GameRebellion::head(&hyper::Method::POST, &uri, &hyper::HeaderMap::new()).unwrap()
+        };
+        let body = br#"{"events":[{"event_type":"a"}]}"#;
+        for path in ["/api/v1/events", "/api/v1/events/"] {
+            let h = head(path);
+            assert_eq!(GameRebellion::body_limit(&h), BodyLimit::Bulk);
+            let items = GameRebellion::decode_batch(&h, body, NOW).unwrap();
+            assert_eq!(items.map(|i| i.len()), Some(1));
+        }
+        for path in ["/api/v1/event", "/api/v1/sessions/start"] {
+            let h = head(path);
+            assert_eq!(GameRebellion::body_limit(&h), BodyLimit::Single);
+            assert!(
+                GameRebellion::decode_batch(&h, body, NOW)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+
     #[test]
     fn sessions() {
         let s = decode_session(SessionKind::Start, b"", NOW).unwrap();
