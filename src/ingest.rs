@@ -3,16 +3,17 @@
 //! headers → auth → body (limit) → dialect decode → validate → key's allowed events →
 //! encode → group-commit writer (dedupe, quota, append, one fsync) → response.
 //!
-//! [`ingest`] is that order for every vendor endpoint of one event per request, its stages
-//! asked of the vendor's [`Ingest`] impl; the native endpoints (fast decoder) and the batch
-//! endpoints (here and in `gamerebellion`) keep their own functions.
+//! [`ingest`] is that order for every vendor endpoint, of one event or a batch, its stages
+//! asked of the vendor's [`Ingest`] impl; the native endpoints (fast decoder) keep their own
+//! functions.
 
 use crate::clock::{Date, next_month_start_ms, now_ms};
 use crate::context::Context;
+pub use crate::dialect::ResultReasons;
 use crate::dialect::adjust::AdjustApp;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
-use crate::dialect::{BodyLimit, Dialect, Ingest, ItemGuard, Lookup, Native, Stored};
+use crate::dialect::{BatchItem, BodyLimit, Dialect, Ingest, ItemGuard, Lookup, Native, Stored};
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::http::reply::Reply;
 use crate::ratelimit::{RateLimiter, Verdict};
@@ -30,7 +31,6 @@ use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::io::Write as _;
 
-pub mod gamerebellion;
 #[cfg(test)]
 mod native;
 pub mod redact;
@@ -86,6 +86,9 @@ async fn ingest_inner<D: Ingest>(
     let payload = D::payload(&head, body)?;
     let received_at_ms = now_ms();
     let (key, auth) = D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
+    if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
+        return ingest_batch::<D>(ctx, &key, received_at_ms, items, payload).await;
+    }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
     let event = checked(&key, decoded.draft)?;
     let ts_ms = event.get().event_ts_ms;
@@ -113,6 +116,37 @@ async fn ingest_inner<D: Ingest>(
         duplicate,
     };
     D::ok(&mut lookup, decoded.then, &stored)
+}
+
+/// The batch form of [`ingest`] once the request's events are decoded: per event, validate
+/// → the key's allowed events → encode; the valid ones in one submission, the payload kept
+/// under a time-ordered name; answered with the per-event results in request order.
+async fn ingest_batch<D: Ingest>(
+    ctx: &Context,
+    key: &KeyInfo,
+    received_at_ms: u64,
+    items: Vec<BatchItem>,
+    payload: bytes::Bytes,
+) -> Result<Reply, Reason> {
+    let audit_key = audit_key(
+        D::BATCH_AUDIT_PREFIX,
+        received_at_ms,
+        &time_ordered_id(),
+        D::AUDIT.ext(),
+    );
+    let items = items.into_iter().map(|i| (i.event_id, i.draft));
+    let batch = prepare_batch(key, D::SOURCE, received_at_ms, items, &audit_key);
+    let done = submit_prepared::<D>(
+        ctx,
+        key,
+        received_at_ms,
+        batch,
+        audit_key,
+        &payload,
+        D::AUDIT,
+    )
+    .await?;
+    Ok(done.reply::<D>(received_at_ms))
 }
 
 /// The writer's form of a dialect's [`ItemGuard`] for an event of time `ts_ms`.
@@ -336,30 +370,17 @@ async fn reflect_bulk_inner(
     let received_at_ms = now_ms();
     let audit_key = audit_key("s2s/bulk", received_at_ms, &time_ordered_id(), "json");
     let batch = reflect_bulk_prepare(&key, received_at_ms, &body, &audit_key)?;
-    let done = submit_prepared(
+    let done = submit_prepared::<Native>(
         ctx,
         &key,
-        "reflect",
         received_at_ms,
         batch,
         audit_key,
         &body,
-        ResultReasons::Reflect,
+        AuditFormat::Json,
     )
     .await?;
     Ok(done.reply::<Native>(received_at_ms))
-}
-
-/// How a batch answer names why an event was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultReasons {
-    /// The reason's own tag, as the single endpoint answers it (`event_type_required`):
-    /// GameRebellion, whose spec fixes only statuses ("400: invalid request body or missing
-    /// required fields"), so its batch speaks like its single endpoint.
-    Tags,
-    /// Reflect's bulk example: a missing field is `"reason": "missing_required_fields"` with
-    /// `"field": "<name>"`; every other reason its tag.
-    Reflect,
 }
 
 /// The request side of `POST /s2s/event` once the key and body are known: decode →
@@ -449,33 +470,6 @@ fn json_text(status: StatusCode, body: Vec<u8>) -> Reply {
     }
 }
 
-/// The part every batch endpoint shares: validates each decoded event against the key,
-/// submits the valid ones in one submission (the raw body stored under `audit_key`), and
-/// builds the per-event results `{"event_id", "status", "reason"?}` in request order.
-pub(crate) async fn submit_batch(
-    ctx: &Context,
-    key: &KeyInfo,
-    source: &'static str,
-    received_at_ms: u64,
-    items: impl Iterator<Item = (Option<String>, Result<Draft, Reason>)>,
-    audit_key: String,
-    body: &bytes::Bytes,
-) -> Result<BatchDone, Reason> {
-    let batch = prepare_batch(key, source, received_at_ms, items, &audit_key);
-    let reasons = ResultReasons::Tags;
-    submit_prepared(
-        ctx,
-        key,
-        source,
-        received_at_ms,
-        batch,
-        audit_key,
-        body,
-        reasons,
-    )
-    .await
-}
-
 /// Per-event status of a batch, in request order.
 enum ItemSlot {
     Rejected(Option<String>, Reason),
@@ -529,19 +523,19 @@ fn prepare_batch(
     PreparedBatch { slots, events }
 }
 
-/// Submits the valid events of a prepared batch in one submission (the raw body stored
-/// under `audit_key`) and builds the per-event results in request order.
-#[allow(clippy::too_many_arguments)]
-async fn submit_prepared(
+/// Submits the valid events of a prepared batch of dialect `D` in one submission (the raw
+/// body stored under `audit_key`, written as `format`) and builds the per-event results in
+/// request order.
+async fn submit_prepared<D: Dialect>(
     ctx: &Context,
     key: &KeyInfo,
-    source: &'static str,
     received_at_ms: u64,
     batch: PreparedBatch,
     audit_key: String,
     body: &bytes::Bytes,
-    reasons: ResultReasons,
+    format: AuditFormat,
 ) -> Result<BatchDone, Reason> {
+    let source = D::SOURCE;
     let PreparedBatch { slots, events } = batch;
     let outcomes = if events.is_empty() {
         Vec::new()
@@ -552,13 +546,13 @@ async fn submit_prepared(
             received_at_ms,
             events,
             (audit_key.clone(), body.clone()),
-            AuditFormat::Json,
+            format,
         )
         .await?
     };
     count_outcomes(ctx, &key.app, source, &outcomes);
     Ok(
-        BatchSlots(slots).answer(&outcomes, &audit_key, reasons, |reason| {
+        BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |reason| {
             count_rejected(ctx, Some(&key.app), source, reason, 1)
         }),
     )

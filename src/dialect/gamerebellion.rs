@@ -43,9 +43,11 @@ impl super::Dialect for GameRebellion {
     }
 }
 
-/// What a single-event GameRebellion request says before its body: which endpoint and the
-/// `X-API-Key` it presents.
+/// What a GameRebellion request says before its body: which endpoint and the `X-API-Key` it
+/// presents.
 pub struct Head {
+    /// `POST /api/v1/events`.
+    batch: bool,
     session: Option<SessionKind>,
     api_key: Option<String>,
 }
@@ -56,18 +58,20 @@ pub struct Then {
     duration_ms: Option<i64>,
 }
 
-/// The request side of `POST /api/v1/event` and `POST /api/v1/sessions/{start,stop,end}`,
-/// top to bottom: `X-API-Key` → key (401 missing/unknown, 403 revoked) → the key's
-/// per-minute window (429) → body → decode → [session: the session named, or the latest
-/// open one of the same identifiers (404 `no_open_session`), and its start time] → validate
-/// → key's allowed events (403) → writer (dedupe, quota, append, session tables). Every
-/// answer carries `X-RateLimit-Limit/Remaining/Reset`.
+/// The request side of `POST /api/v1/event`, `POST /api/v1/events` and
+/// `POST /api/v1/sessions/{start,stop,end}`, top to bottom: `X-API-Key` → key (401
+/// missing/unknown, 403 revoked) → the key's per-minute window (429) → body → decode →
+/// [session: the session named, or the latest open one of the same identifiers (404
+/// `no_open_session`), and its start time] → validate → key's allowed events (403; in a
+/// batch, per event) → writer (dedupe, quota, append, session tables). Every answer carries
+/// `X-RateLimit-Limit/Remaining/Reset`.
 impl super::Ingest for GameRebellion {
     type Head = Head;
     /// The key's app.
     type Auth = u32;
     type Then = Then;
     const AUDIT_PREFIX: &'static str = "gr";
+    const BATCH_AUDIT_PREFIX: &'static str = "gr/batch";
 
     fn head(
         _: &hyper::Method,
@@ -79,6 +83,7 @@ impl super::Ingest for GameRebellion {
             .strip_suffix('/')
             .filter(|p| !p.is_empty())
             .unwrap_or(path);
+        let batch = path == "/api/v1/events";
         let session = match path.strip_prefix("/api/v1/sessions/") {
             Some(segment) => Some(SessionKind::from_segment(segment).ok_or(Reason::NotFound)?),
             None => None,
@@ -89,7 +94,19 @@ impl super::Ingest for GameRebellion {
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(str::to_owned);
-        Ok(Head { session, api_key })
+        Ok(Head {
+            batch,
+            session,
+            api_key,
+        })
+    }
+
+    fn body_limit(head: &Head) -> super::BodyLimit {
+        if head.batch {
+            super::BodyLimit::Bulk
+        } else {
+            super::BodyLimit::Single
+        }
     }
 
     fn early_credential<L: super::Lookup>(
@@ -110,6 +127,16 @@ impl super::Ingest for GameRebellion {
         let key = early.ok_or(Reason::MissingApiKey)?;
         let app_id = L::app_of(&key);
         Ok((key, app_id))
+    }
+
+    fn decode_batch(
+        head: &Head,
+        body: &[u8],
+        received_at_ms: u64,
+    ) -> Result<Option<Vec<BatchItem>>, Reason> {
+        head.batch
+            .then(|| decode_batch(body, received_at_ms))
+            .transpose()
     }
 
     fn decode<L: super::Lookup>(
@@ -607,6 +634,33 @@ mod tests {
             Some(&Reason::Required(Field::EventType))
         );
         assert_eq!(mixed[2].draft.as_ref().err(), Some(&Reason::BadJson));
+    }
+
+    /// Only `/api/v1/events` (with or without its trailing slash) is a batch, read within
+    /// the bulk limit; the pipeline decodes every other path as one event.
+    #[test]
+    fn the_batch_path_is_the_one_batch() {
+        use crate::dialect::{BodyLimit, Ingest};
+        let head = |path: &str| {
+            let uri: hyper::Uri = path.parse().unwrap();
+            GameRebellion::head(&hyper::Method::POST, &uri, &hyper::HeaderMap::new()).unwrap()
+        };
+        let body = br#"{"events":[{"event_type":"a"}]}"#;
+        for path in ["/api/v1/events", "/api/v1/events/"] {
+            let h = head(path);
+            assert_eq!(GameRebellion::body_limit(&h), BodyLimit::Bulk);
+            let items = GameRebellion::decode_batch(&h, body, NOW).unwrap();
+            assert_eq!(items.map(|i| i.len()), Some(1));
+        }
+        for path in ["/api/v1/event", "/api/v1/sessions/start"] {
+            let h = head(path);
+            assert_eq!(GameRebellion::body_limit(&h), BodyLimit::Single);
+            assert!(
+                GameRebellion::decode_batch(&h, body, NOW)
+                    .unwrap()
+                    .is_none()
+            );
+        }
     }
 
     #[test]

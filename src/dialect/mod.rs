@@ -40,6 +40,8 @@ pub trait Dialect {
     /// Whether every answer on its paths carries `X-RateLimit-*` headers, and a key's
     /// per-minute window is checked right after the key, before the body.
     const RATE_LIMITED: bool = false;
+    /// How its batch answers name why an event was rejected.
+    const RESULT_REASONS: ResultReasons = ResultReasons::Tags;
 
     /// The HTTP status of a refusal for `reason`.
     fn status(reason: Reason) -> StatusCode {
@@ -50,12 +52,28 @@ pub trait Dialect {
     fn error(reason: Reason, status: StatusCode) -> Reply;
 }
 
-/// The request side of a vendor whose requests carry one event, the stages the one
-/// pipeline (`ingest::ingest`) calls in order: [`Ingest::head`] (before the body is read),
-/// the body within [`Ingest::body_limit`] and its [`Ingest::payload`], [`Ingest::credential`],
-/// [`Ingest::decode`]; then the pipeline validates, checks the key's allowed events, encodes,
-/// keeps the payload under `<AUDIT_PREFIX>/<date>/<event id>` and answers [`Ingest::ok`] once
-/// the event is stored (or was already: a retry is answered like the original).
+/// How a batch answer names why an event was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultReasons {
+    /// The reason's own tag, as the single endpoint answers it (`event_type_required`):
+    /// GameRebellion, whose spec fixes only statuses ("400: invalid request body or missing
+    /// required fields"), so its batch speaks like its single endpoint.
+    Tags,
+    /// Reflect's bulk example: a missing field is `"reason": "missing_required_fields"` with
+    /// `"field": "<name>"`; every other reason its tag.
+    Reflect,
+}
+
+/// The request side of a vendor, the stages the one pipeline (`ingest::ingest`) calls in
+/// order: [`Ingest::head`] (before the body is read), the body within [`Ingest::body_limit`]
+/// and its [`Ingest::payload`], [`Ingest::credential`], then [`Ingest::decode_batch`]:
+/// - a request of one event is [`Ingest::decode`]d; the pipeline validates it, checks the
+///   key's allowed events, encodes it, keeps the payload under
+///   `<AUDIT_PREFIX>/<date>/<event id>` and answers [`Ingest::ok`] once the event is stored
+///   (or was already: a retry is answered like the original);
+/// - a batch gets a result per event: each valid one allowed by the key is stored, all in
+///   one commit, the payload kept under `<BATCH_AUDIT_PREFIX>/<date>/<time-ordered id>`;
+///   the answer lists the results in request order (`ingest::BatchSlots::answer`).
 pub trait Ingest: Dialect {
     /// What the request line and headers say (route parameters, a credential).
     type Head;
@@ -66,6 +84,8 @@ pub trait Ingest: Dialect {
     /// Where the payload is kept, and how it is written.
     const AUDIT_PREFIX: &'static str;
     const AUDIT: AuditFormat = AuditFormat::Json;
+    /// Where a batch request's payload is kept (unused by a vendor without batches).
+    const BATCH_AUDIT_PREFIX: &'static str = "";
 
     /// Reads the request line and headers; a refusal here is answered before the body is
     /// read.
@@ -96,6 +116,13 @@ pub trait Ingest: Dialect {
         payload: &[u8],
         received_at_ms: u64,
     ) -> Result<(L::Key, Self::Auth), Reason>;
+
+    /// The events of a batch request, each with its own decoding, or `None` when the
+    /// request carries one event (the default: every request does). A refusal fails the
+    /// request as a whole.
+    fn decode_batch(_: &Self::Head, _: &[u8], _: u64) -> Result<Option<Vec<BatchItem>>, Reason> {
+        Ok(None)
+    }
 
     /// Decodes the payload into the canonical event and its guard (looking up what the
     /// guard needs, e.g. a session's start).

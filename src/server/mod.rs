@@ -15,7 +15,6 @@ use crate::dialect::{Adjust, AppsFlyer, Datafly, GameRebellion, Native};
 use crate::event::Reason;
 use crate::http::{Body, Reply, boxed};
 use crate::ingest;
-use crate::ingest::gamerebellion as gr;
 use crate::store::Store;
 use crate::store::writer::Writer;
 use conn::{Guarded, InFlight, PeerSlots};
@@ -352,7 +351,7 @@ static ROUTES: &[Route] = &[
     Route {
         path: PathPattern::Exact("/api/v1/events"),
         methods: POST,
-        handler: handler!(|s, req, _peer| gr::handle_batch(s, req).await),
+        handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
         refuse: refuse::<GameRebellion>,
     },
     Route {

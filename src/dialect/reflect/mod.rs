@@ -31,6 +31,7 @@ pub struct Native;
 
 impl super::Dialect for Native {
     const SOURCE: &'static str = "reflect";
+    const RESULT_REASONS: super::ResultReasons = super::ResultReasons::Reflect;
 
     /// `{"error": "<reason>"}`.
     fn error(reason: Reason, status: hyper::StatusCode) -> crate::http::Reply {
