@@ -90,9 +90,22 @@ function showPage(g, ...children) {
   if (g === generation) view.replaceChildren(...children);
 }
 
-// Repeats `fn` every `ms` while generation `g` is the page shown.
+// Repeats `fn` every `ms` while generation `g` is the page shown; the page's one timer (a
+// page that draws itself again replaces its timer rather than adding one).
 function every(g, ms, fn) {
-  if (g === generation) timer = setInterval(fn, ms);
+  if (g !== generation) return;
+  stopTimer();
+  timer = setInterval(fn, ms);
+}
+
+// Draws the current page again as a new generation: what the old drawing still has in
+// flight (a poll, a fetch) is dropped, as on navigation.
+function redraw(page) {
+  const g = ++generation;
+  stopTimer();
+  page().catch((x) => {
+    if (!(x instanceof ApiError && x.status === 401)) showPage(g, h('p', { class: 'error' }, describe(x)));
+  });
 }
 
 function params(obj) {
@@ -422,11 +435,11 @@ async function events(seq) {
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     sessionStorage.setItem('inlet-filter', new URLSearchParams(filter()).toString());
-    events();
+    redraw(events);
   });
   form.querySelector('#f-clear').addEventListener('click', () => {
     sessionStorage.removeItem('inlet-filter');
-    events();
+    redraw(events);
   });
   const row = (ev, fresh) => h('tr', { class: 'clickable' + (fresh ? ' fresh' : ''), 'data-seq': ev.seq, onclick: () => { location.hash = '#events/' + ev.seq; } },
     h('td', { class: 'num' }, ev.seq), h('td', {}, fmtTime(ev.received_at_ms)), h('td', {}, ev.app), h('td', {}, ev.source),

@@ -223,6 +223,44 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     wait_text(b, "#events-table tbody", "order-7781").await;
     screenshot(b, "05-events").await;
 
+    // Filtering draws the page again: its live poll replaces the old one instead of adding
+    // to it (each used to keep polling, and after a logout their 401s redrew the login form).
+    // Count the page's timers from here on: setInterval adds one, clearInterval removes one.
+    b.execute(
+        "window.__timers = 0;
+         const set = window.setInterval, clear = window.clearInterval;
+         window.setInterval = (f, ms) => { window.__timers++; return set(f, ms); };
+         window.clearInterval = (id) => { window.__timers--; return clear(id); };",
+        vec![],
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        fill(b, "#f-event_name", "purchase").await;
+        click(b, "#filter-form button[type=submit]").await;
+        find(b, "#events-table[data-loaded]").await;
+        wait_text(b, "#events-table tbody", "order-7781").await;
+        let timers = b.execute("return window.__timers", vec![]).await.unwrap();
+        assert!(
+            timers.as_i64().is_some_and(|n| n <= 0),
+            "after {} filters the page runs {timers} more timers than before",
+            i + 1
+        );
+    }
+    click(b, "#f-clear").await;
+    wait_text(b, "#events-table tbody", "order-7781").await;
+    // Logged out after filtering, the login form stays as the user types into it.
+    click(b, "#logout").await;
+    fill(b, "#login-password", PASSWORD).await;
+    let timers = b.execute("return window.__timers", vec![]).await.unwrap();
+    assert!(
+        timers.as_i64().is_some_and(|n| n < 0),
+        "a poll outlived the logout: {timers}"
+    );
+    click(b, "#login-submit").await;
+    // Back on the page it was on.
+    wait_text(b, "#events-table tbody", "order-7781").await;
+
     // Its detail: the canonical event and the raw request.
     click(b, "#events-table tr[data-seq='1']").await;
     wait_text(b, "#event-json", "\"tenant\": \"acme\"").await;
