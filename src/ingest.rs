@@ -13,7 +13,9 @@ pub use crate::dialect::ResultReasons;
 use crate::dialect::adjust::AdjustApp;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
-use crate::dialect::{BatchItem, BodyLimit, Dialect, Ingest, ItemGuard, Lookup, Native, Stored};
+use crate::dialect::{
+    BatchItem, BodyLimit, Credited, Dialect, Ingest, ItemGuard, Lookup, Native, Signer, Stored,
+};
 use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
 use crate::http::reply::Reply;
 use crate::ratelimit::{RateLimiter, Verdict};
@@ -85,7 +87,8 @@ async fn ingest_inner<D: Ingest>(
     };
     let payload = D::payload(&head, body)?;
     let received_at_ms = now_ms();
-    let (key, auth) = D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
+    let Credited { key, auth } =
+        D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
     if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
         return ingest_batch::<D>(ctx, &key, received_at_ms, items, payload).await;
     }
@@ -278,7 +281,7 @@ impl Lookup for Lookups<'_> {
         body: &[u8],
         mac: &[u8],
         now_ms: u64,
-    ) -> Result<(KeyInfo, u32), Reason> {
+    ) -> Result<Signer<KeyInfo>, Reason> {
         let store = &self.ctx.store;
         let signer = store
             .verify_signature(timestamp, body, mac, now_ms)
@@ -289,7 +292,10 @@ impl Lookup for Lookups<'_> {
             .keyless(signer.app_id)
             .map_err(store_failed("app"))?
             .ok_or(Reason::SignatureInvalid)?;
-        Ok((key, signer.secret_id))
+        Ok(Signer {
+            key,
+            secret_id: signer.secret_id,
+        })
     }
 }
 

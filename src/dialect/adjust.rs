@@ -88,9 +88,17 @@ pub struct AdjustApp {
 /// ordering rule per device and event token and merges an iOS 14+ request's conversion value
 /// into the device's; the answer is `OK`, or for an iOS 14+ request (`skadn_registered_at`)
 /// of an app with conversion value rules, the device's value as JSON ([`crate::skan`]).
+/// What the credential step learned from a request's parameters: the parameters, the event
+/// name its `event_token` maps to, and its app.
+pub struct Token {
+    params: Params,
+    event_name: String,
+    app: AdjustApp,
+}
+
 impl super::Ingest for Adjust {
     type Head = Head;
-    type Auth = (Params, String, AdjustApp);
+    type Auth = Token;
     /// The app and device whose conversion value the answer names.
     type Then = Option<(u32, String)>;
     const AUDIT_PREFIX: &'static str = "adjust";
@@ -149,7 +157,7 @@ impl super::Ingest for Adjust {
         _: Option<L::Key>,
         raw: &[u8],
         _: u64,
-    ) -> Result<(L::Key, Self::Auth), Reason> {
+    ) -> Result<super::Credited<L::Key, Token>, Reason> {
         let params = Params::parse(raw)?;
         let app = lookup.adjust_app(&params.app_token)?;
         // A key that is given must be right even where none is required.
@@ -168,13 +176,24 @@ impl super::Ingest for Adjust {
             .get(&params.event_token)
             .ok_or(Reason::Invalid(Field::EventToken))?
             .clone();
-        Ok((key, (params, event_name, app)))
+        Ok(super::Credited {
+            key,
+            auth: Token {
+                params,
+                event_name,
+                app,
+            },
+        })
     }
 
     fn decode<L: super::Lookup>(
         _: &mut L,
         _: &Head,
-        (params, event_name, app): Self::Auth,
+        Token {
+            params,
+            event_name,
+            app,
+        }: Token,
         _: &[u8],
         received_at_ms: u64,
     ) -> Result<super::Decoded<Self::Then>, Reason> {

@@ -86,14 +86,17 @@ impl super::Ingest for AppsFlyer {
         _: Option<L::Key>,
         body: &[u8],
         received_at_ms: u64,
-    ) -> Result<(L::Key, Draft), Reason> {
+    ) -> Result<super::Credited<L::Key, Draft>, Reason> {
         let app_id = lookup.app_by_bundle(bundle)?;
         let decoded = decode(*method, body, received_at_ms)?;
         let key = lookup.key(&decoded.web_dev_key)?;
         if L::app_of(&key) != app_id {
             return Err(Reason::KeyNotForApp);
         }
-        Ok((key, decoded.draft))
+        Ok(super::Credited {
+            key,
+            auth: decoded.draft,
+        })
     }
 
     fn decode<L: super::Lookup>(

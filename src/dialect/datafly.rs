@@ -88,7 +88,7 @@ impl super::Ingest for Datafly {
         _: Option<L::Key>,
         body: &[u8],
         received_at_ms: u64,
-    ) -> Result<(L::Key, Signed), Reason> {
+    ) -> Result<super::Credited<L::Key, Signed>, Reason> {
         let mac = head
             .signature
             .as_ref()
@@ -96,18 +96,19 @@ impl super::Ingest for Datafly {
             .as_ref()
             .ok_or(Reason::SignatureInvalid)?;
         let timestamp = head.timestamp.clone().ok_or(Reason::TimestampRequired)?;
-        let (key, secret_id) = lookup.signer(&timestamp, body, mac, received_at_ms)?;
+        let super::Signer { key, secret_id } =
+            lookup.signer(&timestamp, body, mac, received_at_ms)?;
         let sent_ms: u64 = timestamp.parse().map_err(|_| Reason::TimestampRequired)?;
         if sent_ms.abs_diff(received_at_ms) > WINDOW_MS {
             return Err(Reason::TimestampOutsideWindow);
         }
-        Ok((
+        Ok(super::Credited {
             key,
-            Signed {
+            auth: Signed {
                 secret_id,
                 timestamp,
             },
-        ))
+        })
     }
 
     fn decode<L: super::Lookup>(

@@ -123,10 +123,10 @@ impl super::Ingest for GameRebellion {
         early: Option<L::Key>,
         _: &[u8],
         _: u64,
-    ) -> Result<(L::Key, u32), Reason> {
+    ) -> Result<super::Credited<L::Key, u32>, Reason> {
         let key = early.ok_or(Reason::MissingApiKey)?;
-        let app_id = L::app_of(&key);
-        Ok((key, app_id))
+        let auth = L::app_of(&key);
+        Ok(super::Credited { key, auth })
     }
 
     fn decode_batch(

@@ -115,7 +115,7 @@ pub trait Ingest: Dialect {
         early: Option<L::Key>,
         payload: &[u8],
         received_at_ms: u64,
-    ) -> Result<(L::Key, Self::Auth), Reason>;
+    ) -> Result<Credited<L::Key, Self::Auth>, Reason>;
 
     /// The events of a batch request, each with its own decoding, or `None` when the
     /// request carries one event (the default: every request does). A refusal fails the
@@ -214,7 +214,7 @@ pub trait Lookup {
         body: &[u8],
         mac: &[u8],
         now_ms: u64,
-    ) -> Result<(Self::Key, u32), Reason>;
+    ) -> Result<Signer<Self::Key>, Reason>;
     /// When a session of an app started, if it is known.
     fn session_start(&mut self, app_id: u32, session_id: &str) -> Result<Option<i64>, Reason>;
     /// The latest open session of an app started with the identifiers `identity`: its id and
@@ -274,6 +274,20 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
         .filter(|t| !t.is_empty())
+}
+
+/// A request's checked credential: the key it is attributed to and what the dialect learned
+/// finding it ([`Ingest::Auth`]).
+pub struct Credited<K, A> {
+    pub key: K,
+    pub auth: A,
+}
+
+/// The principal of a signed request: its app's keyless key and the id of the secret whose
+/// signature matched.
+pub struct Signer<K> {
+    pub key: K,
+    pub secret_id: u32,
 }
 
 /// One event of a batch request: its `event_id` when it had a string one (so that a
