@@ -107,7 +107,7 @@ fn a_full_disk_gets_503_never_2xx_and_recovers_when_space_returns() {
     }
     assert!(refused >= 5, "a full disk must make commits fail");
     assert!(inlet.alive(), "the server stays up");
-    assert!(inlet.log.lock().unwrap().contains("commit failed"));
+    inlet.wait_log("commit failed");
 
     // Space returns: the writer recovers by itself.
     std::fs::remove_file(&filler).unwrap();

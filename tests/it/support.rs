@@ -166,6 +166,14 @@ impl Inlet {
         c.wait().expect("wait")
     }
 
+    /// Waits until the server's log (read by a thread, so a line can trail the response
+    /// that followed it) contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        wait_for(&format!("{needle:?} in the log"), || {
+            self.log.lock().unwrap().contains(needle)
+        });
+    }
+
     /// Starts the server again on the same data dir (after `kill` or a signal).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
