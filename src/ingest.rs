@@ -3,9 +3,8 @@
 //! headers → auth → body (limit) → dialect decode → validate → key's allowed events →
 //! encode → group-commit writer (dedupe, quota, append, one fsync) → response.
 //!
-//! [`ingest`] is that order for every vendor endpoint, of one event or a batch, its stages
-//! asked of the vendor's [`Ingest`] impl; the native endpoints (fast decoder) keep their own
-//! functions.
+//! [`ingest`] is that order for every endpoint of every dialect, of one event or a batch, its
+//! stages asked of the dialect's [`Ingest`] impl.
 
 use crate::clock::{Date, next_month_start_ms, now_ms};
 use crate::context::Context;
@@ -14,9 +13,10 @@ use crate::dialect::adjust::AdjustApp;
 use crate::dialect::canon::write_str;
 use crate::dialect::reflect;
 use crate::dialect::{
-    BatchItem, BodyLimit, Credited, Dialect, Ingest, ItemGuard, Lookup, Native, Signer, Stored,
+    BatchItem, BodyLimit, Candidate, Credited, Dialect, Ingest, ItemGuard, Lookup, Native,
+    OpenSession, Signer, Stored, Valid,
 };
-use crate::event::{Draft, Reason, ValidEvent, random_id, time_ordered_id};
+use crate::event::{Reason, random_id, time_ordered_id};
 use crate::http::reply::Reply;
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::stats::Counted;
@@ -26,10 +26,8 @@ use crate::store::read::KeyInfo;
 use crate::store::tables::{ordering_key, session_key, skan_key};
 use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission, SubmitError};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, HeaderMap};
 use hyper::{Request, StatusCode};
 use redact::AuditFormat;
-use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::io::Write as _;
 
@@ -90,46 +88,80 @@ async fn ingest_inner<D: Ingest>(
     let Credited { key, auth } =
         D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
     if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
-        return ingest_batch::<D>(ctx, &key, received_at_ms, items, payload).await;
+        return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload).await;
     }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
-    let event = checked(&key, decoded.draft)?;
-    let ts_ms = event.get().event_ts_ms;
-    let event_id = event.event_id().to_owned();
-    let audit_key = audit_key(
-        D::AUDIT_PREFIX,
-        received_at_ms,
-        event.event_id(),
-        D::AUDIT.ext(),
-    );
-    let mut pending = Pending::from_valid(&key, D::SOURCE, received_at_ms, event, &audit_key);
-    pending.set_guard(decoded.guard.map(|g| store_guard(g, ts_ms)));
-    let kept = (audit_key.clone(), payload);
+    let Prepared { audit_key, pending } =
+        prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard)?;
+    let event_id = pending.event_id().to_owned();
+    let kept = (audit_key.clone(), payload.clone());
     let outcome = submit(ctx, &key, received_at_ms, vec![pending], kept, D::AUDIT).await?[0];
     count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
-    let duplicate = match outcome {
-        Outcome::Accepted { .. } => false,
-        Outcome::Duplicate { .. } => true,
+    let duplicate_of = match outcome {
+        Outcome::Accepted { .. } => None,
+        Outcome::Duplicate { seq } => Some(seq),
         Outcome::OverQuota => return Err(Reason::CapExceeded),
         Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
     };
     let stored = Stored {
         event_id: &event_id,
         audit_key: &audit_key,
-        duplicate,
+        duplicate_of,
     };
     D::ok(&mut lookup, decoded.then, &stored)
+}
+
+/// One event of dialect `D`, checked and encoded: where its payload is kept, and the
+/// writer's form of it.
+pub struct Prepared {
+    pub audit_key: String,
+    pub pending: Pending,
+}
+
+/// The request side of one event once the key is known: validate → the key's allowed
+/// events → encode, its payload named after its event id.
+pub fn prepare_one<'a, D: Ingest>(
+    key: &KeyInfo,
+    received_at_ms: u64,
+    event: D::Event<'a>,
+    guard: Option<ItemGuard>,
+) -> Result<Prepared, Reason> {
+    let event = checked(key, event)?;
+    let ts_ms = event.event_ts_ms();
+    let audit_key = audit_key(
+        D::AUDIT_PREFIX,
+        received_at_ms,
+        event.event_id(),
+        D::AUDIT.ext(),
+    );
+    let mut pending = encode(key, D::SOURCE, received_at_ms, event, &audit_key);
+    pending.set_guard(guard.map(|g| store_guard(g, ts_ms)));
+    Ok(Prepared { audit_key, pending })
+}
+
+/// The writer's form of a validated event, for either representation.
+fn encode(
+    key: &KeyInfo,
+    source: &'static str,
+    received_at_ms: u64,
+    event: Valid<'_>,
+    audit_key: &str,
+) -> Pending {
+    match event {
+        Valid::Canonical(ev) => Pending::from_valid(key, source, received_at_ms, ev, audit_key),
+        Valid::Native(ev) => Pending::from_native(key, source, received_at_ms, &ev, audit_key),
+    }
 }
 
 /// The batch form of [`ingest`] once the request's events are decoded: per event, validate
 /// → the key's allowed events → encode; the valid ones in one submission, the payload kept
 /// under a time-ordered name; answered with the per-event results in request order.
-async fn ingest_batch<D: Ingest>(
+async fn ingest_batch<'a, D: Ingest>(
     ctx: &Context,
     key: &KeyInfo,
     received_at_ms: u64,
-    items: Vec<BatchItem>,
-    payload: bytes::Bytes,
+    items: Vec<BatchItem<'a, D::Event<'a>>>,
+    payload: &bytes::Bytes,
 ) -> Result<Reply, Reason> {
     let audit_key = audit_key(
         D::BATCH_AUDIT_PREFIX,
@@ -137,7 +169,6 @@ async fn ingest_batch<D: Ingest>(
         &time_ordered_id(),
         D::AUDIT.ext(),
     );
-    let items = items.into_iter().map(|i| (i.event_id, i.draft));
     let batch = prepare_batch(key, D::SOURCE, received_at_ms, items, &audit_key);
     let done = submit_prepared::<D>(
         ctx,
@@ -145,7 +176,7 @@ async fn ingest_batch<D: Ingest>(
         received_at_ms,
         batch,
         audit_key,
-        &payload,
+        payload,
         D::AUDIT,
     )
     .await?;
@@ -222,11 +253,19 @@ impl Lookup for Lookups<'_> {
         &mut self,
         app_id: u32,
         identity: &[u8; 16],
-    ) -> Result<Option<(String, i64)>, Reason> {
-        self.ctx
-            .store
-            .latest_open_session(app_id, identity)
-            .map_err(store_failed("session"))
+    ) -> Result<Option<OpenSession>, Reason> {
+        let open = self.ctx.store.latest_open_session(app_id, identity);
+        Ok(open.map_err(store_failed("session"))?.map(|o| OpenSession {
+            session_id: o.session_id,
+            started_ms: o.started_ms,
+        }))
+    }
+
+    fn audit_key_of(&mut self, seq: u64) -> Option<String> {
+        match self.ctx.store.event(seq) {
+            Ok(Some(event)) => Some(event.audit_key),
+            _ => None,
+        }
     }
 
     fn keyless(&mut self, app_id: u32) -> Result<Option<KeyInfo>, Reason> {
@@ -299,113 +338,18 @@ impl Lookup for Lookups<'_> {
     }
 }
 
-/// `POST /s2s/event`.
-pub async fn reflect_single(ctx: &Context, req: Request<Incoming>) -> Reply {
-    let mut app = None;
-    match reflect_single_inner(ctx, req, &mut app).await {
-        Ok(reply) => reply,
-        Err(reason) => refused::<Native>(ctx, app.as_deref(), reason),
-    }
-}
-
-async fn reflect_single_inner(
-    ctx: &Context,
-    req: Request<Incoming>,
-    app: &mut Option<String>,
-) -> Result<Reply, Reason> {
-    let key = bearer_key(ctx, req.headers())?;
-    *app = Some(key.app.clone());
-    let body = ctx.read_body(req, ctx.config.limits.single_body).await?;
-    let received_at_ms = now_ms();
-    let (event_id, audit_key, pending) = reflect_single_prepare(&key, received_at_ms, &body)?;
-    let outcome = submit(
-        ctx,
-        &key,
-        received_at_ms,
-        vec![pending],
-        (audit_key.clone(), body.clone()),
-        AuditFormat::Json,
-    )
-    .await?[0];
-    count_outcomes(ctx, &key.app, "reflect", &[outcome]);
-    Ok(match outcome {
-        Outcome::Accepted { .. } => {
-            json_text(StatusCode::OK, single_accepted(&event_id, &audit_key))
-        }
-        Outcome::Duplicate { seq } => {
-            let mut body = json!({ "accepted": 0, "duplicate": true, "event_id": event_id });
-            if let Ok(Some(original)) = ctx.store.event(seq) {
-                body["audit_key"] = Value::String(original.audit_key);
-            }
-            Reply::json(StatusCode::OK, &body)
-        }
-        Outcome::OverQuota => return Err(Reason::CapExceeded),
-        Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
-    })
-}
-
-/// The answer to an accepted single event, `{"accepted": 1, "event_id", "audit_key"}`,
-/// written as text.
-pub fn single_accepted(event_id: &str, audit_key: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(48 + event_id.len() + audit_key.len());
-    body.extend_from_slice(br#"{"accepted":1,"event_id":"#);
-    write_str(&mut body, event_id);
-    body.extend_from_slice(br#","audit_key":"#);
-    write_str(&mut body, audit_key);
-    body.push(b'}');
-    body
-}
-
-/// `POST /s2s/events/bulk`.
-pub async fn reflect_bulk(ctx: &Context, req: Request<Incoming>) -> Reply {
-    let mut app = None;
-    match reflect_bulk_inner(ctx, req, &mut app).await {
-        Ok(reply) => reply,
-        Err(reason) => refused::<Native>(ctx, app.as_deref(), reason),
-    }
-}
-
-async fn reflect_bulk_inner(
-    ctx: &Context,
-    req: Request<Incoming>,
-    app: &mut Option<String>,
-) -> Result<Reply, Reason> {
-    let key = bearer_key(ctx, req.headers())?;
-    *app = Some(key.app.clone());
-    let body = ctx.read_body(req, ctx.config.limits.bulk_body).await?;
-    let received_at_ms = now_ms();
-    let audit_key = audit_key("s2s/bulk", received_at_ms, &time_ordered_id(), "json");
-    let batch = reflect_bulk_prepare(&key, received_at_ms, &body, &audit_key)?;
-    let done = submit_prepared::<Native>(
-        ctx,
-        &key,
-        received_at_ms,
-        batch,
-        audit_key,
-        &body,
-        AuditFormat::Json,
-    )
-    .await?;
-    Ok(done.reply::<Native>(received_at_ms))
-}
-
-/// The request side of `POST /s2s/event` once the key and body are known: decode →
-/// validate → the key's allow-list → encode. Returns the event id, the audit key and the
-/// encoded event.
+/// The request side of `POST /s2s/event` once the key and body are known: the stages of
+/// [`ingest`] between the credential and the writer (for the benchmark).
 pub fn reflect_single_prepare(
     key: &KeyInfo,
     received_at_ms: u64,
     body: &[u8],
-) -> Result<(String, String, Pending), Reason> {
-    let event = reflect::decode_single(body)?.validate(random_id)?;
-    allowed(key, &event.get().event_name)?;
-    let audit_key = audit_key("s2s", received_at_ms, event.event_id(), "json");
-    let pending = Pending::from_native(key, "reflect", received_at_ms, &event, &audit_key);
-    Ok((pending.event_id().to_owned(), audit_key, pending))
+) -> Result<Prepared, Reason> {
+    prepare_one::<Native>(key, received_at_ms, reflect::decode_single(body)?, None)
 }
 
-/// The request side of `POST /s2s/events/bulk` once the key and body are known: decode →
-/// validate → the key's allow-list → encode, per event.
+/// The request side of `POST /s2s/events/bulk` once the key and body are known: the stages
+/// of [`ingest`]'s batch form between the credential and the writer (for the benchmark).
 pub fn reflect_bulk_prepare(
     key: &KeyInfo,
     received_at_ms: u64,
@@ -413,25 +357,13 @@ pub fn reflect_bulk_prepare(
     audit_key: &str,
 ) -> Result<PreparedBatch, Reason> {
     let items = reflect::decode_bulk(body)?;
-    let mut slots = Vec::with_capacity(items.len());
-    let mut events = Vec::with_capacity(items.len());
-    for reflect::BulkItem { event_id, draft } in items {
-        let checked = draft
-            .and_then(|d| d.validate(random_id))
-            .and_then(|ev| allowed(key, &ev.get().event_name).map(|()| ev));
-        match checked {
-            Ok(ev) => {
-                let pending = Pending::from_native(key, "reflect", received_at_ms, &ev, audit_key);
-                slots.push(ItemSlot::Queued(
-                    pending.event_id().to_owned(),
-                    events.len(),
-                ));
-                events.push(pending);
-            }
-            Err(reason) => slots.push(ItemSlot::Rejected(event_id.map(Cow::into_owned), reason)),
-        }
-    }
-    Ok(PreparedBatch { slots, events })
+    Ok(prepare_batch(
+        key,
+        Native::SOURCE,
+        received_at_ms,
+        items,
+        audit_key,
+    ))
 }
 
 /// What a batch endpoint answers: the per-event results (JSON text), and the first rejection
@@ -457,22 +389,11 @@ impl BatchDone {
                 self.body.extend_from_slice(br#","error":"#);
                 write_str(&mut self.body, &reason.tag());
                 self.body.push(b'}');
-                let reply = json_text(D::status(reason), self.body);
+                let reply = Reply::json_text(D::status(reason), self.body);
                 with_retry(reply, reason, received_at_ms)
             }
-            None => json_text(StatusCode::OK, self.body),
+            None => Reply::json_text(StatusCode::OK, self.body),
         }
-    }
-}
-
-/// A JSON reply whose body was written as text.
-fn json_text(status: StatusCode, body: Vec<u8>) -> Reply {
-    Reply {
-        status,
-        content_type: "application/json",
-        body: body.into(),
-        retry_after: None,
-        headers: Vec::new(),
     }
 }
 
@@ -502,28 +423,26 @@ impl PreparedBatch {
 }
 
 /// Validates each decoded event against the key and encodes the valid ones.
-fn prepare_batch(
+fn prepare_batch<'a, E: Candidate<'a>>(
     key: &KeyInfo,
     source: &'static str,
     received_at_ms: u64,
-    items: impl Iterator<Item = (Option<String>, Result<Draft, Reason>)>,
+    items: Vec<BatchItem<'a, E>>,
     audit_key: &str,
 ) -> PreparedBatch {
-    let mut slots = Vec::new();
-    let mut events = Vec::new();
-    for (event_id, draft) in items {
+    let mut slots = Vec::with_capacity(items.len());
+    let mut events = Vec::with_capacity(items.len());
+    for BatchItem { event_id, draft } in items {
         match draft.and_then(|d| checked(key, d)) {
             Ok(ev) => {
-                slots.push(ItemSlot::Queued(ev.event_id().to_owned(), events.len()));
-                events.push(Pending::from_valid(
-                    key,
-                    source,
-                    received_at_ms,
-                    ev,
-                    audit_key,
+                let pending = encode(key, source, received_at_ms, ev, audit_key);
+                slots.push(ItemSlot::Queued(
+                    pending.event_id().to_owned(),
+                    events.len(),
                 ));
+                events.push(pending);
             }
-            Err(reason) => slots.push(ItemSlot::Rejected(event_id, reason)),
+            Err(reason) => slots.push(ItemSlot::Rejected(event_id.map(Cow::into_owned), reason)),
         }
     }
     PreparedBatch { slots, events }
@@ -675,9 +594,9 @@ pub fn count_rejected(
 }
 
 /// Validation and the key's event allow-list, for one decoded event.
-pub(crate) fn checked(key: &KeyInfo, draft: Draft) -> Result<ValidEvent, Reason> {
-    let ev = draft.validate(random_id)?;
-    allowed(key, &ev.get().event_name)?;
+fn checked<'a>(key: &KeyInfo, event: impl Candidate<'a>) -> Result<Valid<'a>, Reason> {
+    let ev = event.validate(random_id)?;
+    allowed(key, ev.event_name())?;
     Ok(ev)
 }
 
@@ -688,20 +607,6 @@ pub(crate) fn allowed(key: &KeyInfo, event_name: &str) -> Result<(), Reason> {
     } else {
         Err(Reason::EventNotAllowedByKey)
     }
-}
-
-/// The key named by `Authorization: Bearer srv_...`.
-fn bearer_key(ctx: &Context, headers: &HeaderMap) -> Result<KeyInfo, Reason> {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
-        .filter(|t| !t.is_empty())
-        .ok_or(Reason::MissingBearerToken)?;
-    lookup_key(ctx, token)
 }
 
 /// Authenticates a presented key; a revoked or unknown key is refused alike.

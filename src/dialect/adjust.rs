@@ -101,6 +101,7 @@ impl super::Ingest for Adjust {
     type Auth = Token;
     /// The app and device whose conversion value the answer names.
     type Then = Option<(u32, String)>;
+    type Event<'a> = Draft;
     const AUDIT_PREFIX: &'static str = "adjust";
     const AUDIT: super::AuditFormat = super::AuditFormat::Form;
 

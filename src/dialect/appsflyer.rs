@@ -62,6 +62,7 @@ impl super::Ingest for AppsFlyer {
     /// The credential is in the body: the event is decoded to find it.
     type Auth = Draft;
     type Then = ();
+    type Event<'a> = Draft;
     const AUDIT_PREFIX: &'static str = "appsflyer";
 
     fn head(

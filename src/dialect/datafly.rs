@@ -65,6 +65,7 @@ impl super::Ingest for Datafly {
     type Head = Head;
     type Auth = Signed;
     type Then = ();
+    type Event<'a> = Draft;
     const AUDIT_PREFIX: &'static str = "datafly";
 
     fn head(_: &hyper::Method, _: &hyper::Uri, headers: &hyper::HeaderMap) -> Result<Head, Reason> {

@@ -70,6 +70,7 @@ impl super::Ingest for GameRebellion {
     /// The key's app.
     type Auth = u32;
     type Then = Then;
+    type Event<'a> = Draft;
     const AUDIT_PREFIX: &'static str = "gr";
     const BATCH_AUDIT_PREFIX: &'static str = "gr/batch";
 
@@ -178,10 +179,10 @@ impl super::Ingest for GameRebellion {
             }
             (SessionKind::Stop | SessionKind::End, None) => {
                 let identity = identity.ok_or(Reason::Required(Field::SessionId))?;
-                let (id, start) = lookup
+                let open = lookup
                     .latest_open_session(app_id, &identity)?
                     .ok_or(Reason::NoOpenSession)?;
-                (id, Some(start))
+                (open.session_id, Some(open.started_ms))
             }
         };
         let duration_ms = started.map(|start| (received_at_ms as i64 - start).max(0));
@@ -223,7 +224,7 @@ impl super::Ingest for GameRebellion {
         if let Some(d) = then.duration_ms {
             fields["duration_ms"] = Value::from(d);
         }
-        if stored.duplicate {
+        if stored.duplicate() {
             fields["accepted"] = Value::from(0);
             fields["duplicate"] = Value::from(true);
         } else {
@@ -244,7 +245,7 @@ pub fn decode_single(body: &[u8], received_at_ms: u64) -> Result<Draft, Reason> 
 }
 
 /// One event of a batch.
-pub type BatchItem = super::BatchItem;
+pub type BatchItem = super::BatchItem<'static>;
 
 /// Decodes the body of `POST /api/v1/events`: the request fails as a whole only when it is not
 /// an object with a non-empty `events` array of at most [`MAX_BATCH`].

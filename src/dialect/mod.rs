@@ -15,13 +15,14 @@ pub mod gamerebellion;
 pub mod json;
 pub mod reflect;
 
-use crate::event::{Draft, Field, Reason};
+use crate::event::{Draft, Field, Reason, ValidEvent};
 use crate::http::Reply;
 use crate::http::reply::status_of;
 use bytes::Bytes;
 use hyper::header::HeaderMap;
 use hyper::{Method, StatusCode, Uri};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 pub use adjust::Adjust;
 pub use appsflyer::AppsFlyer;
@@ -67,7 +68,8 @@ pub enum ResultReasons {
 /// The request side of a vendor, the stages the one pipeline (`ingest::ingest`) calls in
 /// order: [`Ingest::head`] (before the body is read), the body within [`Ingest::body_limit`]
 /// and its [`Ingest::payload`], [`Ingest::credential`], then [`Ingest::decode_batch`]:
-/// - a request of one event is [`Ingest::decode`]d; the pipeline validates it, checks the
+/// - a request of one event is [`Ingest::decode`]d (into an [`Ingest::Event`], a
+///   [`Candidate`]); the pipeline validates it, checks the
 ///   key's allowed events, encodes it, keeps the payload under
 ///   `<AUDIT_PREFIX>/<date>/<event id>` and answers [`Ingest::ok`] once the event is stored
 ///   (or was already: a retry is answered like the original);
@@ -81,6 +83,9 @@ pub trait Ingest: Dialect {
     type Auth;
     /// What the success answer needs once the event is stored; `()` for most.
     type Then;
+    /// A decoded event, before validation: the canonical [`Draft`] for every vendor; the
+    /// native dialect's is [`reflect::Event`], which borrows from the payload.
+    type Event<'a>: Candidate<'a>;
     /// Where the payload is kept, and how it is written.
     const AUDIT_PREFIX: &'static str;
     const AUDIT: AuditFormat = AuditFormat::Json;
@@ -120,36 +125,98 @@ pub trait Ingest: Dialect {
     /// The events of a batch request, each with its own decoding, or `None` when the
     /// request carries one event (the default: every request does). A refusal fails the
     /// request as a whole.
-    fn decode_batch(_: &Self::Head, _: &[u8], _: u64) -> Result<Option<Vec<BatchItem>>, Reason> {
+    fn decode_batch<'a>(
+        _: &Self::Head,
+        _: &'a [u8],
+        _: u64,
+    ) -> Result<Option<Vec<BatchItem<'a, Self::Event<'a>>>>, Reason> {
         Ok(None)
     }
 
     /// Decodes the payload into the canonical event and its guard (looking up what the
     /// guard needs, e.g. a session's start).
-    fn decode<L: Lookup>(
+    fn decode<'a, L: Lookup>(
         lookup: &mut L,
         head: &Self::Head,
         auth: Self::Auth,
-        payload: &[u8],
+        payload: &'a [u8],
         received_at_ms: u64,
-    ) -> Result<Decoded<Self::Then>, Reason>;
+    ) -> Result<Decoded<Self::Then, Self::Event<'a>>, Reason>;
 
-    /// The answer once the event is stored (`stored.duplicate`: it was already).
+    /// The answer once the event is stored (`stored.duplicate_of`: it was already).
     fn ok<L: Lookup>(lookup: &mut L, then: Self::Then, stored: &Stored) -> Result<Reply, Reason>;
 }
 
-/// What the writer made of an event: its id, where its payload is kept and whether it was
-/// stored before.
+/// What the writer made of an event: its id, where its payload is kept and, when it was
+/// stored before, the original's sequence number.
 pub struct Stored<'a> {
     pub event_id: &'a str,
     pub audit_key: &'a str,
-    pub duplicate: bool,
+    pub duplicate_of: Option<u64>,
+}
+
+impl Stored<'_> {
+    /// Whether the event was stored before this request.
+    pub fn duplicate(&self) -> bool {
+        self.duplicate_of.is_some()
+    }
+}
+
+/// A decoded event before validation, of whichever representation its dialect decodes
+/// into. The pipeline validates it the same way for every dialect.
+pub trait Candidate<'a> {
+    /// Runs the canonical checks (`event::Checks`), fixing the event id (a new one from
+    /// `new_id` when the sender gave none).
+    fn validate(self, new_id: impl FnOnce() -> String) -> Result<Valid<'a>, Reason>;
+}
+
+impl<'a> Candidate<'a> for Draft {
+    fn validate(self, new_id: impl FnOnce() -> String) -> Result<Valid<'a>, Reason> {
+        Draft::validate(self, new_id).map(Valid::Canonical)
+    }
+}
+
+impl<'a> Candidate<'a> for reflect::Event<'a> {
+    fn validate(self, new_id: impl FnOnce() -> String) -> Result<Valid<'a>, Reason> {
+        reflect::Event::validate(self, new_id).map(Valid::Native)
+    }
+}
+
+/// A validated event, ready to be checked against the key and encoded for the writer.
+pub enum Valid<'a> {
+    /// Every vendor's: the canonical event.
+    Canonical(ValidEvent),
+    /// The native dialect's, borrowing from the payload.
+    Native(reflect::ValidEvent<'a>),
+}
+
+impl Valid<'_> {
+    pub fn event_id(&self) -> &str {
+        match self {
+            Valid::Canonical(e) => e.event_id(),
+            Valid::Native(e) => e.event_id(),
+        }
+    }
+
+    pub fn event_name(&self) -> &str {
+        match self {
+            Valid::Canonical(e) => &e.get().event_name,
+            Valid::Native(e) => &e.get().event_name,
+        }
+    }
+
+    pub fn event_ts_ms(&self) -> i64 {
+        match self {
+            Valid::Canonical(e) => e.get().event_ts_ms,
+            Valid::Native(e) => e.get().event_ts_ms,
+        }
+    }
 }
 
 /// A decoded event, the rule the writer checks in the same commit (if any) and what the
 /// success answer needs.
-pub struct Decoded<T> {
-    pub draft: Draft,
+pub struct Decoded<T, E = Draft> {
+    pub draft: E,
     pub guard: Option<ItemGuard>,
     pub then: T,
 }
@@ -217,13 +284,14 @@ pub trait Lookup {
     ) -> Result<Signer<Self::Key>, Reason>;
     /// When a session of an app started, if it is known.
     fn session_start(&mut self, app_id: u32, session_id: &str) -> Result<Option<i64>, Reason>;
-    /// The latest open session of an app started with the identifiers `identity`: its id and
-    /// start time.
+    /// The latest open session of an app started with the identifiers `identity`.
     fn latest_open_session(
         &mut self,
         app_id: u32,
         identity: &[u8; 16],
-    ) -> Result<Option<(String, i64)>, Reason>;
+    ) -> Result<Option<OpenSession>, Reason>;
+    /// Where the payload of the stored event `seq` is kept (`None` when it cannot be read).
+    fn audit_key_of(&mut self, seq: u64) -> Option<String>;
     /// The SKAdNetwork conversion value stored for a device of an app.
     fn skan_value(
         &mut self,
@@ -283,6 +351,12 @@ pub struct Credited<K, A> {
     pub auth: A,
 }
 
+/// A GameRebellion session that started and has not ended: its id and start time.
+pub struct OpenSession {
+    pub session_id: String,
+    pub started_ms: i64,
+}
+
 /// The principal of a signed request: its app's keyless key and the id of the secret whose
 /// signature matched.
 pub struct Signer<K> {
@@ -293,9 +367,9 @@ pub struct Signer<K> {
 /// One event of a batch request: its `event_id` when it had a string one (so that a
 /// rejection can name it) and its decoding.
 #[derive(Debug, PartialEq)]
-pub struct BatchItem {
-    pub event_id: Option<String>,
-    pub draft: Result<Draft, Reason>,
+pub struct BatchItem<'a, E = Draft> {
+    pub event_id: Option<Cow<'a, str>>,
+    pub draft: Result<E, Reason>,
 }
 
 /// Decodes a `{"events": [...]}` batch body. The request fails as a whole only when it is not
@@ -305,7 +379,7 @@ pub fn decode_events(
     body: &[u8],
     max: usize,
     decode: impl Fn(Map<String, Value>) -> Result<Draft, Reason>,
-) -> Result<Vec<BatchItem>, Reason> {
+) -> Result<Vec<BatchItem<'static>>, Reason> {
     let mut object = json::parse_object(body).ok_or(Reason::BadJson)?;
     let events = match object.shift_remove("events") {
         None | Some(Value::Null) => return Err(Reason::Required(Field::Events)),
@@ -325,7 +399,7 @@ pub fn decode_events(
                 event_id: map
                     .get("event_id")
                     .and_then(Value::as_str)
-                    .map(str::to_owned),
+                    .map(|id| Cow::Owned(id.to_owned())),
                 draft: decode(map),
             },
             _ => BatchItem {

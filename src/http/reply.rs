@@ -73,6 +73,17 @@ impl Reply {
         }
     }
 
+    /// A JSON reply whose body was written as text.
+    pub fn json_text(status: StatusCode, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            retry_after: None,
+            headers: Vec::new(),
+        }
+    }
+
     pub fn text(status: StatusCode, text: &'static str) -> Reply {
         Reply {
             status,

@@ -79,7 +79,7 @@ mod tests {
                             .record()
                             .to_vec()
                     });
-                (i.event_id, stored)
+                (i.event_id.map(Cow::into_owned), stored)
             })
             .collect())
     }
@@ -547,8 +547,9 @@ mod tests {
 #[cfg(test)]
 mod answer_tests {
     use crate::dialect::Native;
+    use crate::dialect::reflect::accepted as single_accepted;
     use crate::event::{Field, Reason};
-    use crate::ingest::{BatchSlots, ItemSlot, ResultReasons, single_accepted};
+    use crate::ingest::{BatchSlots, ItemSlot, ResultReasons};
     use crate::store::writer::Outcome;
     use serde_json::{Value, json};
 

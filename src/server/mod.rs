@@ -333,13 +333,13 @@ static ROUTES: &[Route] = &[
     Route {
         path: PathPattern::Exact("/s2s/event"),
         methods: POST,
-        handler: handler!(|s, req, _peer| ingest::reflect_single(s, req).await),
+        handler: handler!(|s, req, _peer| ingest::ingest::<Native>(s, req).await),
         refuse: refuse::<Native>,
     },
     Route {
         path: PathPattern::Exact("/s2s/events/bulk"),
         methods: POST,
-        handler: handler!(|s, req, _peer| ingest::reflect_bulk(s, req).await),
+        handler: handler!(|s, req, _peer| ingest::ingest::<Native>(s, req).await),
         refuse: refuse::<Native>,
     },
     Route {

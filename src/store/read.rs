@@ -134,6 +134,13 @@ fn find_key(txn: &ReadTransaction, presented: &str) -> Result<Option<(u32, Key)>
     Ok(bool::from(same).then_some((id, key)))
 }
 
+/// A GameRebellion session that started and has not ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSession {
+    pub session_id: String,
+    pub started_ms: i64,
+}
+
 impl Store {
     /// [`Store::authenticate`] through the key cache: `generation` is the writer's current
     /// configuration generation ([`crate::store::writer::Stats::config_generation`]).
@@ -330,7 +337,7 @@ impl Store {
         &self,
         app_id: u32,
         identity: &[u8; IDENTITY_LEN],
-    ) -> Result<Option<(String, i64)>> {
+    ) -> Result<Option<OpenSession>> {
         let txn = self.db.begin_read()?;
         let prefix = open_sessions_prefix(app_id, identity);
         // Keys continue with 8 bytes of start time and a UTF-8 session id, which never holds
@@ -343,10 +350,13 @@ impl Store {
         };
         let (key, _) = last?;
         let rest = &key.value()[prefix.len()..];
-        let start = i64::try_from(u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")))
+        let started_ms = i64::try_from(u64::from_be_bytes(rest[..8].try_into().expect("8 bytes")))
             .unwrap_or(i64::MAX);
         let session_id = String::from_utf8_lossy(&rest[8..]).into_owned();
-        Ok(Some((session_id, start)))
+        Ok(Some(OpenSession {
+            session_id,
+            started_ms,
+        }))
     }
 
     /// The SKAdNetwork conversion value stored for a device ([`skan_key`]) of an Adjust app.

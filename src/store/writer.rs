@@ -976,7 +976,10 @@ pub(crate) mod tests {
         assert_eq!(store.session_start(1, "x").unwrap(), Some(60));
         assert_eq!(
             store.latest_open_session(1, &alice).unwrap(),
-            Some(("x".to_owned(), 60))
+            Some(crate::store::read::OpenSession {
+                session_id: "x".to_owned(),
+                started_ms: 60
+            })
         );
         assert_eq!(store.latest_open_session(2, &alice).unwrap(), None);
         assert_eq!(store.latest_open_session(1, &[2; 16]).unwrap(), None);
@@ -989,7 +992,10 @@ pub(crate) mod tests {
         // Ending the latest makes the one before it the latest open one.
         assert_eq!(
             store.latest_open_session(1, &alice).unwrap(),
-            Some(("y".to_owned(), 50))
+            Some(crate::store::read::OpenSession {
+                session_id: "y".to_owned(),
+                started_ms: 50
+            })
         );
     }
 

@@ -3,7 +3,8 @@
 //! (not wall time), so that a busy shared machine changes the figures little.
 
 use crate::load::{event_id, event_json};
-use inlet::ingest::{ResultReasons, reflect_bulk_prepare, reflect_single_prepare, single_accepted};
+use inlet::dialect::reflect::accepted as single_accepted;
+use inlet::ingest::{ResultReasons, reflect_bulk_prepare, reflect_single_prepare};
 use inlet::store::read::KeyInfo;
 use inlet::store::writer::Outcome;
 use serde_json::{Value, json};
@@ -175,10 +176,9 @@ pub fn run(events: u64, rounds: usize) -> Figures {
         let replies: Vec<(String, String)> = singles
             .iter()
             .map(|body| {
-                let (event_id, audit_key, _) =
-                    reflect_single_prepare(&key, RECEIVED_AT_MS, body.as_bytes())
-                        .expect("the bench's event decodes");
-                (event_id, audit_key)
+                let prepared = reflect_single_prepare(&key, RECEIVED_AT_MS, body.as_bytes())
+                    .expect("the bench's event decodes");
+                (prepared.pending.event_id().to_owned(), prepared.audit_key)
             })
             .collect();
         let start = thread_cpu_ns();

@@ -22,6 +22,9 @@ pub(crate) mod reference;
 
 use super::canon::{self, Canon, Key, KeySet};
 use crate::event::{Checks, Field, Reason};
+use crate::http::Reply;
+use hyper::header::HeaderMap;
+use hyper::{Method, StatusCode, Uri};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
@@ -34,9 +37,125 @@ impl super::Dialect for Native {
     const RESULT_REASONS: super::ResultReasons = super::ResultReasons::Reflect;
 
     /// `{"error": "<reason>"}`.
-    fn error(reason: Reason, status: hyper::StatusCode) -> crate::http::Reply {
-        crate::http::Reply::json(status, &serde_json::json!({ "error": reason.tag() }))
+    fn error(reason: Reason, status: StatusCode) -> Reply {
+        Reply::json(status, &serde_json::json!({ "error": reason.tag() }))
     }
+}
+
+/// What a native request's line and headers say: its endpoint and bearer token.
+pub struct Head {
+    endpoint: Endpoint,
+    token: Option<String>,
+}
+
+/// Which native endpoint a request is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /s2s/event`.
+    Single,
+    /// `POST /s2s/events/bulk`.
+    Bulk,
+}
+
+impl super::Ingest for Native {
+    type Head = Head;
+    type Auth = ();
+    type Then = ();
+    type Event<'a> = Event<'a>;
+    const AUDIT_PREFIX: &'static str = "s2s";
+    const BATCH_AUDIT_PREFIX: &'static str = "s2s/bulk";
+
+    fn head(_: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Head, Reason> {
+        let endpoint = match uri.path().trim_end_matches('/') {
+            "/s2s/events/bulk" => Endpoint::Bulk,
+            _ => Endpoint::Single,
+        };
+        let token = super::bearer(headers).map(str::to_owned);
+        Ok(Head { endpoint, token })
+    }
+
+    fn body_limit(head: &Head) -> super::BodyLimit {
+        match head.endpoint {
+            Endpoint::Single => super::BodyLimit::Single,
+            Endpoint::Bulk => super::BodyLimit::Bulk,
+        }
+    }
+
+    /// The bearer key, checked before the body is read.
+    fn early_credential<L: super::Lookup>(
+        lookup: &mut L,
+        head: &Head,
+    ) -> Result<Option<L::Key>, Reason> {
+        let token = head.token.as_deref().ok_or(Reason::MissingBearerToken)?;
+        lookup.key(token).map(Some)
+    }
+
+    fn credential<L: super::Lookup>(
+        _: &mut L,
+        _: &Head,
+        early: Option<L::Key>,
+        _: &[u8],
+        _: u64,
+    ) -> Result<super::Credited<L::Key, ()>, Reason> {
+        let key = early.ok_or(Reason::MissingBearerToken)?;
+        Ok(super::Credited { key, auth: () })
+    }
+
+    fn decode_batch<'a>(
+        head: &Head,
+        body: &'a [u8],
+        _: u64,
+    ) -> Result<Option<Vec<BulkItem<'a>>>, Reason> {
+        match head.endpoint {
+            Endpoint::Bulk => decode_bulk(body).map(Some),
+            Endpoint::Single => Ok(None),
+        }
+    }
+
+    fn decode<'a, L: super::Lookup>(
+        _: &mut L,
+        _: &Head,
+        (): (),
+        body: &'a [u8],
+        _: u64,
+    ) -> Result<super::Decoded<(), Event<'a>>, Reason> {
+        Ok(super::Decoded {
+            draft: decode_single(body)?,
+            guard: None,
+            then: (),
+        })
+    }
+
+    /// `{"accepted": 1, "event_id", "audit_key"}`; a retry of a stored event `{"accepted": 0,
+    /// "duplicate": true, "event_id", "audit_key"}` with the original's audit key.
+    fn ok<L: super::Lookup>(
+        lookup: &mut L,
+        (): (),
+        stored: &super::Stored,
+    ) -> Result<Reply, Reason> {
+        Ok(match stored.duplicate_of {
+            None => Reply::json_text(StatusCode::OK, accepted(stored.event_id, stored.audit_key)),
+            Some(seq) => {
+                let mut body = serde_json::json!({ "accepted": 0, "duplicate": true, "event_id": stored.event_id });
+                if let Some(original) = lookup.audit_key_of(seq) {
+                    body["audit_key"] = serde_json::Value::String(original);
+                }
+                Reply::json(StatusCode::OK, &body)
+            }
+        })
+    }
+}
+
+/// The answer to an accepted single event, `{"accepted": 1, "event_id", "audit_key"}`,
+/// written as text.
+pub fn accepted(event_id: &str, audit_key: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(48 + event_id.len() + audit_key.len());
+    body.extend_from_slice(br#"{"accepted":1,"event_id":"#);
+    canon::write_str(&mut body, event_id);
+    body.extend_from_slice(br#","audit_key":"#);
+    canon::write_str(&mut body, audit_key);
+    body.push(b'}');
+    body
 }
 
 /// Most events in one bulk request.
@@ -111,11 +230,7 @@ impl<'a> Event<'a> {
 
 /// One event of a bulk request: its `event_id` when it had a string one (so that a rejection
 /// can name it) and its decoding.
-#[derive(Debug, PartialEq)]
-pub struct BulkItem<'a> {
-    pub event_id: Option<Cow<'a, str>>,
-    pub draft: Result<Event<'a>, Reason>,
-}
+pub type BulkItem<'a> = super::BatchItem<'a, Event<'a>>;
 
 /// Decodes the body of `POST /s2s/event`.
 pub fn decode_single(body: &[u8]) -> Result<Event<'_>, Reason> {

@@ -21,7 +21,7 @@ pub fn decode_single(body: &[u8]) -> Result<Draft, Reason> {
 }
 
 /// One event of a bulk request.
-pub type BulkItem = crate::dialect::BatchItem;
+pub type BulkItem = crate::dialect::BatchItem<'static>;
 
 /// Decodes the body of `POST /s2s/events/bulk`: the request fails as a whole only when it is
 /// not a JSON object with a non-empty `events` array of at most [`MAX_BULK`]; each event then
