@@ -70,6 +70,24 @@ pub enum Command {
     Secrets(SecretsCmd),
     /// Every identifier linked to ID in an app, and the profile's latest events.
     Profile(ProfileArgs),
+    /// Cluster mode on a NATS JetStream engine (the `cluster_*` settings).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Check the engine can hold inlet's promise (version, fsync before ack, three nodes, a
+    /// formed cluster), create inlet's stream and buckets if this is a new cluster, and say so.
+    Check(ServeArgs),
+    /// The engine's nodes, the event stream and each partition's owner.
+    Status {
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +165,21 @@ pub struct ServeArgs {
     /// [default: false].
     #[arg(long, env = "INLET_METRICS_PUBLIC", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_public: Option<bool>,
+    /// Cluster mode: the NATS JetStream engine's client URLs, comma-separated.
+    #[arg(long, env = "INLET_CLUSTER_ENGINE")]
+    pub cluster_engine: Option<String>,
+    /// The engine nodes' monitoring URLs (`http://HOST:8222`), comma-separated, one per node.
+    #[arg(long, env = "INLET_CLUSTER_MONITOR")]
+    pub cluster_monitor: Option<String>,
+    /// This node's name in the cluster [default: the host name].
+    #[arg(long, env = "INLET_CLUSTER_NODE")]
+    pub cluster_node: Option<String>,
+    /// Partitions of the event log, fixed when the cluster is first created [default: 16].
+    #[arg(long, env = "INLET_CLUSTER_PARTITIONS")]
+    pub cluster_partitions: Option<u32>,
+    /// Allow a one-node engine with unreplicated streams (tests only).
+    #[arg(long, env = "INLET_CLUSTER_SINGLE_ENGINE_NODE", num_args = 0..=1, default_missing_value = "true")]
+    pub cluster_single_engine_node: Option<bool>,
 }
 
 impl ServeArgs {
@@ -175,6 +208,11 @@ impl ServeArgs {
             default_rate_limit: self.default_rate_limit,
             admin_listen: self.admin_listen.clone(),
             admin_secure_cookie: self.admin_secure_cookie,
+            cluster_engine: self.cluster_engine.clone(),
+            cluster_monitor: self.cluster_monitor.clone(),
+            cluster_node: self.cluster_node.clone(),
+            cluster_partitions: self.cluster_partitions,
+            cluster_single_engine_node: self.cluster_single_engine_node,
         }
     }
 }

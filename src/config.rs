@@ -84,6 +84,8 @@ pub struct Config {
     /// Without a token, serve `/metrics` to any peer (default: loopback peers only).
     pub metrics_public: bool,
     pub admin: AdminConfig,
+    /// Cluster mode on a NATS JetStream engine; `None`: the embedded store alone.
+    pub cluster: Option<crate::cluster::Settings>,
 }
 
 /// The admin panel's settings.
@@ -129,6 +131,7 @@ impl Config {
             retention_interval: Duration::from_secs(DEFAULT_RETENTION_INTERVAL_SECS),
             metrics_token: None,
             metrics_public: false,
+            cluster: None,
         }
     }
 
@@ -157,6 +160,11 @@ impl Config {
             default_rate_limit: Some(self.default_rate_limit),
             admin_listen: self.admin.listen.map(|a| a.to_string()),
             admin_secure_cookie: Some(self.admin.secure_cookie),
+            cluster_engine: self.cluster.as_ref().map(|c| c.engine.join(",")),
+            cluster_monitor: self.cluster.as_ref().map(|c| c.monitor.join(",")),
+            cluster_node: self.cluster.as_ref().map(|c| c.node.clone()),
+            cluster_partitions: self.cluster.as_ref().map(|c| c.partitions),
+            cluster_single_engine_node: self.cluster.as_ref().map(|c| c.single_engine_node),
         };
         toml::to_string(&raw).expect("a config always serializes")
     }
@@ -202,6 +210,17 @@ pub struct RawConfig {
     pub default_rate_limit: Option<u32>,
     pub admin_listen: Option<String>,
     pub admin_secure_cookie: Option<bool>,
+    /// The engine's client URLs, comma-separated (`nats://10.0.0.1:4222,...`): cluster mode.
+    pub cluster_engine: Option<String>,
+    /// The engine nodes' monitoring URLs, comma-separated (`http://10.0.0.1:8222,...`).
+    pub cluster_monitor: Option<String>,
+    /// This inlet node's name, unique in the cluster.
+    pub cluster_node: Option<String>,
+    /// Partitions of the event log, fixed when the cluster is first created.
+    pub cluster_partitions: Option<u32>,
+    /// Allow an engine of one node with unreplicated streams (tests only: not durable
+    /// against the loss of a machine).
+    pub cluster_single_engine_node: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +273,13 @@ impl RawConfig {
             default_rate_limit: over.default_rate_limit.or(self.default_rate_limit),
             admin_listen: over.admin_listen.or(self.admin_listen),
             admin_secure_cookie: over.admin_secure_cookie.or(self.admin_secure_cookie),
+            cluster_engine: over.cluster_engine.or(self.cluster_engine),
+            cluster_monitor: over.cluster_monitor.or(self.cluster_monitor),
+            cluster_node: over.cluster_node.or(self.cluster_node),
+            cluster_partitions: over.cluster_partitions.or(self.cluster_partitions),
+            cluster_single_engine_node: over
+                .cluster_single_engine_node
+                .or(self.cluster_single_engine_node),
         }
     }
 
@@ -394,6 +420,14 @@ impl RawConfig {
         };
         // Served over TLS by inlet itself, the cookie is Secure unless said otherwise.
         c.admin.secure_cookie = self.admin_secure_cookie.unwrap_or(c.tls.is_some());
+        c.cluster = crate::cluster::Settings::resolve(
+            self.cluster_engine.as_deref(),
+            self.cluster_monitor.as_deref(),
+            self.cluster_node.as_deref(),
+            self.cluster_partitions,
+            self.cluster_single_engine_node,
+        )
+        .map_err(bad)?;
         Ok(c)
     }
 }

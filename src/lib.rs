@@ -6,6 +6,7 @@
 //! group-commit writer → redb → response.
 //!
 //! - [`cli`]: clap definitions; `main.rs` dispatches (`serve` is [`server::start`]).
+//! - [`cluster`]: cluster mode on a NATS JetStream engine (its settings and engine checks).
 //! - [`config`]: configuration layers (file, environment, flags) → the checked `Config`.
 //! - [`server`]: accept loop, router, and the [`server::State`] the listeners serve from.
 //! - [`http`]: the HTTP toolkit below every surface: `Reply`, the Reason → status mapping
@@ -38,6 +39,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod dialect;

@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
-    AdminCmd, AppsCmd, AuditCmd, Cli, Command, KeysCmd, RetentionCmd, SecretsCmd, ServeArgs,
-    TenantsCmd,
+    AdminCmd, AppsCmd, AuditCmd, Cli, ClusterCmd, Command, KeysCmd, RetentionCmd, SecretsCmd,
+    ServeArgs, TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
@@ -40,7 +40,7 @@ fn init_logs(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .with_writer(std::io::stderr);
     match format {
@@ -121,6 +121,10 @@ fn run(mut cli: Cli, mut data_from: DataFrom) -> anyhow::Result<()> {
             init_logs(LogFormat::Text);
             init(&place)
         }
+        Some(Command::Cluster(cmd)) => {
+            init_logs(LogFormat::Text);
+            cluster(cmd, file, &data)
+        }
         Some(Command::Admin(AdminCmd::SetPassword)) => {
             init_logs(LogFormat::Text);
             set_password(&place)
@@ -184,6 +188,64 @@ fn init(place: &Place) -> anyhow::Result<()> {
         "inlet: next: `inlet --data {d} serve`, and `inlet --data {d} keys mint --app default --label NAME`",
         d = data.display()
     );
+    Ok(())
+}
+
+/// `inlet cluster check|status`: the engine as this node's settings reach it.
+fn cluster(cmd: ClusterCmd, file: RawConfig, data: &Path) -> anyhow::Result<()> {
+    let (args, json) = match &cmd {
+        ClusterCmd::Check(args) => (args, false),
+        ClusterCmd::Status { json, args } => (args, *json),
+    };
+    let config = resolve(file, data, args)?;
+    let Some(settings) = config.cluster else {
+        bail!("cluster mode is not configured: set cluster_engine and cluster_monitor");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime
+        .block_on(inlet::cluster::engine::status(&settings))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    if matches!(cmd, ClusterCmd::Check(_)) {
+        println!(
+            "engine ok: {} node(s), nats-server {}, fsync before ack; stream replicated {} times; {} partitions",
+            status.engine.len(),
+            status
+                .engine
+                .first()
+                .map(|n| n.version.as_str())
+                .unwrap_or("?"),
+            status.stream_replicas,
+            status.partitions
+        );
+        return Ok(());
+    }
+    println!("node {}", status.node);
+    for n in &status.engine {
+        println!(
+            "engine {} ({}): nats-server {}, sync_always {}, meta leader {}",
+            n.name,
+            n.monitor,
+            n.version,
+            n.sync_always,
+            n.meta_leader.as_deref().unwrap_or("none")
+        );
+    }
+    println!(
+        "stream {}: {} replicas, leader {}, {} batches",
+        inlet::cluster::engine::STREAM,
+        status.stream_replicas,
+        status.stream_leader.as_deref().unwrap_or("none"),
+        status.stream_messages
+    );
+    for (p, owner) in status.owners.iter().enumerate() {
+        println!("partition {p}: {}", owner.as_deref().unwrap_or("unowned"));
+    }
     Ok(())
 }
 
@@ -357,6 +419,7 @@ impl ParseDefault for ServeArgs {
 fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
     Ok(match cmd {
         Command::Serve(_)
+        | Command::Cluster(_)
         | Command::Admin(_)
         | Command::CheckConfig(_)
         | Command::Init
@@ -563,6 +626,13 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn serve_logged(config: Config) -> anyhow::Result<()> {
+    if config.cluster.is_some() {
+        bail!(
+            "cluster mode is not served by this build yet: `inlet cluster check` and `inlet \
+             cluster status` work; serving needs the partitioned writer (see the README's \
+             \"When you outgrow one VM\")"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,0 +1,374 @@
+//! The engine: NATS JetStream, reached with `async-nats`.
+//!
+//! Before a node joins, [`preflight`] asks every engine node's monitoring endpoint for its
+//! version and JetStream settings, and refuses an engine that would make a 2xx a lie:
+//! - a version older than [`MIN_VERSION`]: 2.10.23 fixed streams lost after process kills
+//!   (2.10.20–2.10.22), 2.9.21 the expected-sequence check that raced (2.9.15–2.9.20, the
+//!   fence this design rests on), and 2.12.3 peer-removal faults found in the Jepsen analysis
+//!   of 2.12.1; older versions are not run against;
+//! - JetStream's default lazy fsync (every two minutes): an acknowledged append must be on
+//!   disk, so every node must run with `sync_interval: always` (seen as `sync_always`);
+//! - fewer than three engine nodes in the JetStream meta group (unless
+//!   `cluster_single_engine_node`), or no meta leader (the cluster has not formed).
+//!
+//! [`ensure`] then creates (first node) or checks (every later start) what inlet keeps in the
+//! engine: the event stream [`STREAM`] (subjects `inlet.events.<partition>`, replicated,
+//! file storage), the bucket [`META`] whose `partitions` key fixes the partition count when
+//! the cluster is first created, and the bucket [`LEASES`] of partition owners.
+
+use super::Settings;
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+/// The oldest engine version inlet runs against (see the module docs).
+pub const MIN_VERSION: (u32, u32, u32) = (2, 12, 3);
+/// The stream of committed event batches, one subject per partition.
+pub const STREAM: &str = "INLET_EVENTS";
+/// The bucket of cluster-wide facts fixed at creation (`partitions`).
+pub const META: &str = "inlet_meta";
+/// The bucket of partition leases: key `p<N>`, value the owner's node name.
+pub const LEASES: &str = "inlet_leases";
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How long one step of talking to the engine may take before it counts as unreachable.
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the engine's nodes said about themselves.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub monitor: String,
+    pub name: String,
+    pub version: String,
+    pub sync_always: bool,
+    /// The JetStream meta group's leader as this node sees it.
+    pub meta_leader: Option<String>,
+    /// The number of nodes in the meta group as this node sees it.
+    pub meta_size: u64,
+}
+
+/// Asks every monitoring URL and checks the engine can hold inlet's promise. A meta group
+/// still forming (too small, no leader) is asked again for up to [`STEP_TIMEOUT`].
+pub async fn preflight(settings: &Settings) -> Result<Vec<Node>, String> {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let nodes = ask_nodes(settings).await?;
+        match check_group(settings, &nodes) {
+            Ok(()) => return Ok(nodes),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Each engine node's own account of itself; a node that would break the promise on its
+/// own (old, lazy fsync, no JetStream) is refused at once.
+async fn ask_nodes(settings: &Settings) -> Result<Vec<Node>, String> {
+    let mut nodes = Vec::new();
+    for url in &settings.monitor {
+        let varz = monitor_get(url, "/varz").await?;
+        let jsz = monitor_get(url, "/jsz").await?;
+        let js = varz.get("jetstream").and_then(|j| j.get("config"));
+        let node = Node {
+            monitor: url.clone(),
+            name: text(&varz["server_name"]),
+            version: text(&varz["version"]),
+            sync_always: js
+                .and_then(|c| c.get("sync_always"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            meta_leader: jsz["meta_cluster"]["leader"]
+                .as_str()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+            meta_size: jsz["meta_cluster"]["cluster_size"].as_u64().unwrap_or(1),
+        };
+        if js.is_none() {
+            return Err(format!("engine node {url}: JetStream is not enabled"));
+        }
+        match parse_version(&node.version) {
+            Some(v) if v >= MIN_VERSION => {}
+            _ => {
+                let (a, b, c) = MIN_VERSION;
+                return Err(format!(
+                    "engine node {} ({url}) runs nats-server {:?}; inlet needs {a}.{b}.{c} or newer",
+                    node.name, node.version
+                ));
+            }
+        }
+        if !node.sync_always {
+            return Err(format!(
+                "engine node {} ({url}) fsyncs lazily: set `sync_interval: always` in its \
+                 jetstream block, or an acknowledged event can be lost in a power failure",
+                node.name
+            ));
+        }
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+/// Whether the nodes form one JetStream group big enough, with a leader.
+fn check_group(settings: &Settings, nodes: &[Node]) -> Result<(), String> {
+    if !settings.single_engine_node {
+        let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let size = nodes.iter().map(|n| n.meta_size).max().unwrap_or(0);
+        if names.len() < 3 || size < 3 {
+            return Err(format!(
+                "the engine has {} distinct node(s) in a JetStream group of {size}; cluster \
+                 mode needs 3, each with its monitoring URL in cluster_monitor",
+                names.len()
+            ));
+        }
+        if nodes.iter().any(|n| n.meta_leader.is_none()) {
+            return Err(
+                "the engine's JetStream cluster has no meta leader yet (still \
+                 forming, or a majority of its nodes is down)"
+                    .to_owned(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A connection to the engine, with its JetStream context.
+pub struct Engine {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+/// Connects to the engine as node `settings.node`.
+pub async fn connect(settings: &Settings) -> Result<Engine, String> {
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("inlet-{}", settings.node))
+        .connection_timeout(STEP_TIMEOUT)
+        .retry_on_initial_connect();
+    let urls = settings.engine.join(",");
+    let addrs = settings
+        .engine
+        .iter()
+        .map(|u| u.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cluster_engine: {e}"))?;
+    let client = tokio::time::timeout(STEP_TIMEOUT, options.connect(addrs.as_slice()))
+        .await
+        .map_err(|_| format!("the engine at {urls} did not answer within {STEP_TIMEOUT:?}"))?
+        .map_err(|e| format!("cannot connect to the engine at {urls}: {e}"))?;
+    let js = jetstream::new(client.clone());
+    Ok(Engine { client, js })
+}
+
+/// What inlet keeps in the engine, created or checked.
+pub struct Layout {
+    pub stream: stream::Stream,
+    pub meta: kv::Store,
+    pub leases: kv::Store,
+    /// The partition count, as fixed when the cluster was first created.
+    pub partitions: u32,
+}
+
+/// Creates the stream and buckets on the first start of a cluster and checks them on every
+/// later one: same replication, and the partition count the cluster was created with.
+pub async fn ensure(engine: &Engine, settings: &Settings) -> Result<Layout, String> {
+    let replicas = settings.replicas();
+    let step = |what: &'static str| move |e: String| format!("{what}: {e}");
+    let stream = timed(engine.js.get_or_create_stream(stream::Config {
+        name: STREAM.to_owned(),
+        subjects: vec!["inlet.events.>".to_owned()],
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }))
+    .await
+    .map_err(step("the event stream"))?;
+    let have = stream.cached_info().config.num_replicas;
+    if have < replicas {
+        return Err(format!(
+            "the event stream {STREAM} has {have} replica(s); cluster mode needs {replicas}"
+        ));
+    }
+    let meta = bucket(engine, META, replicas, None).await?;
+    let leases = bucket(engine, LEASES, replicas, Some(LEASE_TTL)).await?;
+    let wanted = settings.partitions.to_string();
+    let partitions = match timed(meta.create("partitions", Bytes::from(wanted.clone()))).await {
+        Ok(_) => settings.partitions,
+        Err(_) => {
+            let stored = timed(meta.get("partitions"))
+                .await
+                .map_err(step("the partition count"))?
+                .ok_or("the partition count is missing from the meta bucket")?;
+            let stored: u32 = std::str::from_utf8(&stored)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or("the stored partition count is not a number")?;
+            if stored != settings.partitions {
+                return Err(format!(
+                    "cluster_partitions: {} here, but the cluster was created with {stored}; \
+                     the count is fixed at creation",
+                    settings.partitions
+                ));
+            }
+            stored
+        }
+    };
+    Ok(Layout {
+        stream,
+        meta,
+        leases,
+        partitions,
+    })
+}
+
+/// A key-value bucket, created if missing, with the replication asked for.
+async fn bucket(
+    engine: &Engine,
+    name: &str,
+    replicas: usize,
+    max_age: Option<Duration>,
+) -> Result<kv::Store, String> {
+    if let Ok(store) = timed(engine.js.get_key_value(name)).await {
+        let status = timed(store.status()).await?;
+        let have = status.info.config.num_replicas;
+        if have < replicas {
+            return Err(format!(
+                "the bucket {name} has {have} replica(s); cluster mode needs {replicas}"
+            ));
+        }
+        return Ok(store);
+    }
+    timed(engine.js.create_key_value(kv::Config {
+        bucket: name.to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        max_age: max_age.unwrap_or_default(),
+        ..Default::default()
+    }))
+    .await
+    .map_err(|e| format!("the bucket {name}: {e}"))
+}
+
+/// What `inlet cluster status` prints.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub node: String,
+    pub engine: Vec<Node>,
+    pub stream_replicas: usize,
+    pub stream_leader: Option<String>,
+    pub stream_messages: u64,
+    pub partitions: u32,
+    /// Each partition's owner, `None` while nobody holds its lease.
+    pub owners: Vec<Option<String>>,
+}
+
+/// The engine's and the cluster's state, as seen from this node.
+pub async fn status(settings: &Settings) -> Result<Status, String> {
+    let engine_nodes = preflight(settings).await?;
+    let engine = connect(settings).await?;
+    let layout = ensure(&engine, settings).await?;
+    let mut stream = layout.stream;
+    let info = timed(stream.info()).await?;
+    let mut owners = Vec::with_capacity(layout.partitions as usize);
+    for p in 0..layout.partitions {
+        let owner = timed(layout.leases.get(lease_key(p))).await?;
+        owners.push(owner.map(|o| String::from_utf8_lossy(&o).into_owned()));
+    }
+    Ok(Status {
+        node: settings.node.clone(),
+        engine: engine_nodes,
+        stream_replicas: info.config.num_replicas,
+        stream_leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
+        stream_messages: info.state.messages,
+        partitions: layout.partitions,
+        owners,
+    })
+}
+
+/// The lease key of partition `p`.
+pub fn lease_key(p: u32) -> String {
+    format!("p{p}")
+}
+
+/// One engine step, bounded by [`STEP_TIMEOUT`].
+async fn timed<T, E: std::fmt::Display>(
+    step: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(STEP_TIMEOUT, step).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("the engine did not answer within {STEP_TIMEOUT:?}")),
+    }
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+/// `2.15.1` (or `v2.15.1`, `2.12.3-beta`) as numbers.
+fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
+    let v = v.trim().trim_start_matches('v');
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// GETs a monitoring endpoint's JSON (the engine's `/varz`, `/jsz`).
+async fn monitor_get(base: &str, path: &str) -> Result<Value, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("engine monitor {base}{path}: {e}");
+    let authority = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let get = async {
+        let tcp = tokio::net::TcpStream::connect(&authority)
+            .await
+            .map_err(|e| fail(&e))?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| fail(&e))?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, &authority)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .map_err(|e| fail(&e))?;
+        let res = send.send_request(req).await.map_err(|e| fail(&e))?;
+        if !res.status().is_success() {
+            return Err(fail(&res.status()));
+        }
+        let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+            res.into_body(),
+            4 << 20,
+        ))
+        .await
+        .map_err(|e| fail(&e))?
+        .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| fail(&e))
+    };
+    tokio::time::timeout(STEP_TIMEOUT, get)
+        .await
+        .map_err(|_| fail(&"no answer in time"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn versions_compare_as_numbers() {
+        assert_eq!(parse_version("2.15.1"), Some((2, 15, 1)));
+        assert_eq!(parse_version("v2.12.3-beta.1"), Some((2, 12, 3)));
+        assert_eq!(parse_version("2.10"), Some((2, 10, 0)));
+        assert_eq!(parse_version("x"), None);
+        assert!(parse_version("2.9.10").unwrap() < super::MIN_VERSION);
+        assert!(parse_version("2.12.10").unwrap() > super::MIN_VERSION);
+    }
+}
