@@ -244,7 +244,10 @@ async fn route(
         let to_panel = Reply::text(StatusCode::FOUND, "the admin panel is at /admin/\n");
         ("/", to_panel.header("location", "/admin/".to_owned()))
     } else if site == Site::Admin {
-        (UNMATCHED, ingest::refusal::<Native>(Reason::NotFound, now_ms()))
+        (
+            UNMATCHED,
+            ingest::refusal::<Native>(Reason::NotFound, now_ms()),
+        )
     } else {
         match ROUTES.iter().find(|r| r.path.matches(&path)) {
             Some(r) if r.methods.contains(req.method()) => {
@@ -252,7 +255,10 @@ async fn route(
             }
             Some(r) if r.methods.is_empty() => (r.name, (r.refuse)(state, Reason::NotFound)),
             Some(r) => (r.name, (r.refuse)(state, Reason::MethodNotAllowed)),
-            None => (UNMATCHED, ingest::refusal::<Native>(Reason::NotFound, now_ms())),
+            None => (
+                UNMATCHED,
+                ingest::refusal::<Native>(Reason::NotFound, now_ms()),
+            ),
         }
     };
     let status = reply.status;

@@ -327,7 +327,9 @@ fn metrics_parse_and_their_counters_equal_the_export() {
         "/secret-3",
         "/s2s/secret-4",
     ] {
-        let r = c.post(path, &[("Content-Type", "application/json")], b"{}").unwrap();
+        let r = c
+            .post(path, &[("Content-Type", "application/json")], b"{}")
+            .unwrap();
         assert!(r.status >= 400 && r.status < 500, "{path}: {}", r.status);
     }
 
