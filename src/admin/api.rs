@@ -381,10 +381,29 @@ fn overview(state: &Env<'_>, _s: &AdminSession) -> Result<Reply, Error> {
         }
     }
     rejections.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    // The newest seq: 0 until the first event is stored (the panel then offers to send one).
+    let last_seq = state
+        .store
+        .list_events(&EventQuery {
+            limit: 1,
+            ..EventQuery::default()
+        })?
+        .last_seq;
+    // Where clients send events, when it is not where the panel is served.
+    let ingest_url = state.admin.config.listen.map(|_| {
+        let scheme = if state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", state.config.listen)
+    });
     Ok(Reply::json(
         StatusCode::OK,
         &json!({
             "now_ms": now,
+            "last_seq": last_seq,
+            "ingest_url": ingest_url,
             "apps": apps,
             "tenants": tenants,
             "hourly": { "first_hour_ms": first_hour_ms, "counts": hourly },
