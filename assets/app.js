@@ -87,7 +87,7 @@ function stopTimer() {
 
 // Shows a page's content, unless the user has navigated on since generation `g` began.
 function showPage(g, ...children) {
-  if (g === generation) view.replaceChildren(...children);
+  if (g === generation) view.replaceChildren(...children.filter((c) => c !== null && c !== undefined && c !== false));
 }
 
 // Repeats `fn` every `ms` while generation `g` is the page shown; the page's one timer (a
@@ -194,6 +194,7 @@ async function route() {
   nav.hidden = false;
   const [name, arg] = location.hash.replace(/^#/, '').split('/');
   const page = pages[name] ? name : 'overview';
+  firstEventSeen(page);
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.page === (navOf[page] || page));
   try {
     await pages[page](arg);
@@ -222,7 +223,9 @@ async function overview() {
           h('table', {}, h('tbody', {}, o.tenants.map(quotaRow))))),
       h('section', { class: 'card' },
         h('h2', {}, 'Events per hour, last 48 hours (UTC)'),
-        chart(o.hourly.first_hour_ms, o.hourly.counts)),
+        o.hourly.counts.some((c) => c > 0)
+          ? chart(o.hourly.first_hour_ms, o.hourly.counts)
+          : h('p', { class: 'muted', id: 'no-hourly' }, 'No events in the last 48 hours.')),
       h('section', { class: 'card', id: 'rejections' },
         h('h2', {}, 'Rejections by reason'),
         h('p', { class: 'muted' }, 'Since this server started (', when(o.since_ms), `): ${fmtNum(o.accepted)} accepted, ${fmtNum(o.duplicates)} duplicates.`),
@@ -561,8 +564,13 @@ function dialectSummary(a) {
 
 // ----- "send your first event" (the overview, until the first event is stored) -----
 
-// What the card shows across the overview's redraws: the key minted here, for which app.
-const firstEvent = { key: null, app: null };
+// What the card shows across the overview's redraws: the key minted here, for which app, and
+// whether the first event arrived (then the card goes once the user has moved on).
+const firstEvent = { key: null, app: null, arrived: false };
+
+function firstEventSeen(page) {
+  if (page !== 'overview' && firstEvent.arrived) Object.assign(firstEvent, { key: null, app: null, arrived: false });
+}
 
 // Shell-quotes a value for the snippets ('...', with ' written as '\'').
 const sq = (v) => "'" + String(v).replace(/'/g, "'\\''") + "'";
@@ -620,6 +628,7 @@ function firstEventCard(o, apps) {
   }
   const app = apps.find((a) => a.name === firstEvent.app) || { name: firstEvent.app };
   const arrived = o.last_seq > 0;
+  firstEvent.arrived = arrived;
   card.append(
     secretBox(firstEvent.key),
     arrived

@@ -133,6 +133,7 @@ async fn wait_text(b: &Browser, css: &str, text: &str) {
 async fn a_studio_sets_up_inlet_in_the_browser() {
     let inlet = Inlet::start();
     let code = setup_code(&inlet);
+    let _ = std::fs::remove_file(artifacts().join("failure.png"));
     let driver = Driver::start();
     let b = driver.browser().await;
     // Run the story as its own task so that the browser is closed even when it fails.
@@ -451,9 +452,17 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     wait_text(b, "tr[data-secret-id='1']", "revoked").await;
     screenshot(b, "11-secrets").await;
 
-    // The overview counts it.
+    // The overview counts it; the first-event card is gone once its event arrived.
     click(b, "a[data-page=overview]").await;
     wait_text(b, "#apps-today", "game").await;
+    assert!(
+        b.find(Locator::Css("#first-event")).await.is_err(),
+        "the first-event card outlived its event"
+    );
+    let text = find(b, "main").await.text().await.unwrap();
+    for stray in ["null", "undefined", "[object"] {
+        assert!(!text.contains(stray), "{stray:?} on the overview: {text}");
+    }
     wait_text(b, "#quotas", "2 / 1,000").await;
     wait_text(b, "#rejections", "event_not_allowed_by_key").await;
     screenshot(b, "00-overview").await;
@@ -483,6 +492,10 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
         };
         find(b, sel).await;
         assert_no_sideways_scroll(b, page).await;
+        let text = find(b, "main").await.text().await.unwrap();
+        for stray in ["null", "undefined", "[object", "NaN"] {
+            assert!(!text.contains(stray), "{stray:?} on {page}: {text}");
+        }
         assert!(
             find(b, "#logout").await.is_displayed().await.unwrap(),
             "{page}: Log out"
