@@ -206,8 +206,14 @@ window.addEventListener('hashchange', route);
 
 async function overview() {
   const g = generation;
-  const render = async () => {
-    const o = await api('GET', 'overview');
+  // No event stored yet when last drawn: the page is not drawn again until one is (a redraw
+  // would reset the app picked or the command being selected for copying).
+  let waiting = false;
+  let drawn = Date.now();
+  const render = async (fetched) => {
+    const o = fetched || await api('GET', 'overview');
+    waiting = o.last_seq === 0;
+    drawn = Date.now();
     const apps = o.last_seq === 0 || firstEvent.key ? (await api('GET', 'apps')).apps : [];
     showPage(g,
       h('h1', {}, 'Overview'),
@@ -236,8 +242,16 @@ async function overview() {
             h('tbody', {}, o.rejections.map((r) => h('tr', {}, h('td', {}, h('code', {}, r.reason)), h('td', { class: 'num' }, fmtNum(r.count))))))));
   };
   await render();
-  // Waiting for a first event: look again sooner.
-  every(g, firstEvent.key ? 2000 : 10000, () => render().catch(() => {}));
+  // Every 10 s; every 2 s while waiting for a first event.
+  const tick = async () => {
+    if (waiting) {
+      const o = await api('GET', 'overview');
+      if (o.last_seq > 0) await render(o);
+    } else if (Date.now() - drawn >= 9500) {
+      await render();
+    }
+  };
+  every(g, waiting ? 2000 : 10000, () => tick().catch(() => {}));
 }
 
 function quotaRow(t) {
@@ -566,17 +580,17 @@ function dialectSummary(a) {
 
 // What the card shows across the overview's redraws: the key minted here, for which app, and
 // whether the first event arrived (then the card goes once the user has moved on).
-const firstEvent = { key: null, app: null, arrived: false };
+const firstEvent = { key: null, app: null, ts: 0, arrived: false };
 
 function firstEventSeen(page) {
-  if (page !== 'overview' && firstEvent.arrived) Object.assign(firstEvent, { key: null, app: null, arrived: false });
+  if (page !== 'overview' && firstEvent.arrived) Object.assign(firstEvent, { key: null, app: null, ts: 0, arrived: false });
 }
 
 // Shell-quotes a value for the snippets ('...', with ' written as '\'').
 const sq = (v) => "'" + String(v).replace(/'/g, "'\\''") + "'";
 
 function firstEventSnippets(base, key, app) {
-  const now = Date.now();
+  const now = firstEvent.ts || Date.now();
   const native = JSON.stringify({
     event_name: 'purchase', event_ts_ms: now, install_uuid: '8f2a1c0e94d7423b8b53af7c9e21d630',
     user_id: 'user_42', revenue: 9.99, currency: 'USD', transaction_id: 'txn_first',
@@ -618,6 +632,7 @@ function firstEventCard(o, apps) {
         const r = await api('POST', 'keys', { app: pick.value, label: 'first-event', events: [] });
         firstEvent.key = r.key;
         firstEvent.app = pick.value;
+        firstEvent.ts = Date.now();
         redraw(overview);
       } catch (x) { go.disabled = false; err.textContent = describe(x); }
     });
