@@ -615,8 +615,17 @@ function firstEventSnippets(base, key, app) {
   return list;
 }
 
+// Where to send events: this origin, or the ingest listener when the panel has its own (a
+// wildcard address there is this host's name).
+function ingestBase(o) {
+  if (!o.ingest_url) return location.origin;
+  const u = new URL(o.ingest_url);
+  if (u.hostname === '0.0.0.0' || u.hostname === '[::]') u.hostname = location.hostname;
+  return u.origin;
+}
+
 function firstEventCard(o, apps) {
-  const base = o.ingest_url || location.origin;
+  const base = ingestBase(o);
   const card = h('section', { class: 'card first', id: 'first-event' }, h('h2', {}, 'Send your first event'));
   if (!apps.length) {
     card.append(h('p', { class: 'muted' }, 'Add an app first, on the ', h('a', { href: '#tenants' }, 'Tenants & apps'), ' page.'));

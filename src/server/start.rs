@@ -39,7 +39,7 @@ pub struct Server {
 }
 
 /// Opens the store in `config.data_dir` and serves it until [`Server::stop`].
-pub async fn start(config: Config) -> anyhow::Result<Server> {
+pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let data = config.data_dir.clone();
     let fresh = !data.join(store::DB_FILE).exists();
     let store = {
@@ -59,6 +59,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // The address bound (port 0 became a port): where the panel tells clients to send events.
+    config.listen = addr;
     let admin_listener = match config.admin.listen {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)

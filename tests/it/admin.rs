@@ -612,6 +612,13 @@ fn a_separate_admin_listener_takes_the_panel_off_the_ingest_port() {
         &json!({ "code": code, "password": PASSWORD }),
     );
     assert_eq!(r.status, 200);
+    // The panel learns where events go: not its own origin.
+    let cookie = cookie_of(&r);
+    let o = side
+        .request("GET", "/admin/api/overview", &[("Cookie", &cookie)], b"")
+        .unwrap()
+        .json();
+    assert_eq!(o["ingest_url"], format!("http://{}", inlet.addr), "{o}");
     // SIGTERM stops both listeners and the process exits cleanly.
     let mut inlet = inlet;
     assert!(inlet.signal_and_wait("TERM").success());
@@ -966,6 +973,18 @@ fn the_first_run_leads_to_the_panel_and_says_what_to_do_next() {
     let args: Vec<&str> = command.split_whitespace().skip(1).collect();
     let key = inlet.cli_ok(&args[args.iter().position(|a| *a == "keys").unwrap()..]);
     assert!(key.trim().starts_with("srv_"), "{key}");
+    // The overview tells the panel whether an event is stored yet (it then offers to send one).
+    let mut a = Admin::setup(&inlet);
+    let o = a.get("/admin/api/overview").json();
+    assert_eq!(o["last_seq"], 0, "{o}");
+    assert_eq!(
+        o["ingest_url"],
+        Value::Null,
+        "the panel shares the ingest origin"
+    );
+    let r = c.post_json("/s2s/event", key.trim(), &event("e1"));
+    assert_eq!(r.status, 200);
+    assert_eq!(a.get("/admin/api/overview").json()["last_seq"], 1);
 }
 
 #[test]

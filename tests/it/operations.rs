@@ -1055,6 +1055,8 @@ fn json_log_mode_prints_only_json_lines_from_the_setup_banner_to_the_exit() {
             .ends_with(&format!("/admin/#setup={code}")),
         "{banner}"
     );
+    let next = banner["fields"]["next_command"].as_str().unwrap();
+    assert!(next.contains("keys mint --app default"), "{banner}");
     let command = lines
         .iter()
         .find(|l| l["fields"]["message"] == "admin command")
