@@ -406,13 +406,13 @@ async function tenants() {
     h('section', { class: 'card' }, h('h2', {}, 'Tenants'), tform, terr,
       h('table', { id: 'tenants-table' },
         h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', { class: 'num' }, 'Used this month'), h('th', {}, 'Monthly quota'), h('th', {}, 'Retention'), h('th', {}, 'Created'))),
-        h('tbody', {}, ts.map(tenantRow)))),
+        h('tbody', {}, ts.length ? ts.map(tenantRow) : emptyRow(5, 'No tenants: add one above.')))),
     h('section', { class: 'card' }, h('h2', {}, 'Apps'), aform, aerr,
       h('table', { id: 'apps-table' },
         h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Tenant'), h('th', {}, 'Dialect settings'), h('th', {}, 'Created'))),
-        h('tbody', {}, apps.map((a) => h('tr', { 'data-app': a.name },
+        h('tbody', {}, apps.length ? apps.map((a) => h('tr', { 'data-app': a.name },
           h('td', {}, h('a', { href: '#app/' + encodeURIComponent(a.name) }, a.name)), h('td', {}, a.tenant),
-          h('td', {}, dialectSummary(a)), h('td', {}, when(a.created_ms))))))));
+          h('td', {}, dialectSummary(a)), h('td', {}, when(a.created_ms)))) : emptyRow(4, 'No apps: add one above (keys and events belong to an app).')))));
 }
 
 function tenantRow(t) {

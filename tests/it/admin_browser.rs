@@ -481,13 +481,14 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     // A phone, 390 px wide: every page fits, Log out is reachable, tables scroll in their box.
     viewport(b, 390).await;
     for page in [
-        "overview", "events", "keys", "tenants", "secrets", "profiles", "app/game",
+        "overview", "events", "events/3", "keys", "tenants", "secrets", "profiles", "app/game",
     ] {
         b.goto(&format!("{base}/admin/#{page}")).await.unwrap();
         find(b, "main h1").await;
         let sel = match page {
             "events" => "#events-table[data-loaded]",
             "profiles" => "#profile-events",
+            "events/3" => "#audit-body",
             _ => "main h1",
         };
         find(b, sel).await;
