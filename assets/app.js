@@ -87,7 +87,7 @@ function stopTimer() {
 
 // Shows a page's content, unless the user has navigated on since generation `g` began.
 function showPage(g, ...children) {
-  if (g === generation) view.replaceChildren(...children);
+  if (g === generation) view.replaceChildren(...children.filter((c) => c !== null && c !== undefined && c !== false));
 }
 
 // Repeats `fn` every `ms` while generation `g` is the page shown; the page's one timer (a
@@ -179,7 +179,9 @@ document.getElementById('logout').addEventListener('click', async () => {
 
 // ---------- pages ----------
 
-const pages = { overview, keys, tenants, events };
+const pages = { overview, keys, tenants, events, secrets, profiles, tenant: tenantPage, app: appPage };
+// The nav entry a page belongs to.
+const navOf = { tenant: 'tenants', app: 'tenants' };
 
 async function route() {
   const g = ++generation;
@@ -192,7 +194,8 @@ async function route() {
   nav.hidden = false;
   const [name, arg] = location.hash.replace(/^#/, '').split('/');
   const page = pages[name] ? name : 'overview';
-  for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.page === page);
+  firstEventSeen(page);
+  for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.page === (navOf[page] || page));
   try {
     await pages[page](arg);
   } catch (x) {
@@ -203,10 +206,18 @@ window.addEventListener('hashchange', route);
 
 async function overview() {
   const g = generation;
-  const render = async () => {
-    const o = await api('GET', 'overview');
+  // No event stored yet when last drawn: the page is not drawn again until one is (a redraw
+  // would reset the app picked or the command being selected for copying).
+  let waiting = false;
+  let drawn = Date.now();
+  const render = async (fetched) => {
+    const o = fetched || await api('GET', 'overview');
+    waiting = o.last_seq === 0;
+    drawn = Date.now();
+    const apps = o.last_seq === 0 || firstEvent.key ? (await api('GET', 'apps')).apps : [];
     showPage(g,
       h('h1', {}, 'Overview'),
+      o.last_seq === 0 || firstEvent.key ? firstEventCard(o, apps) : null,
       h('div', { class: 'grid' },
         h('section', { class: 'card', id: 'apps-today' },
           h('h2', {}, 'Events per app'),
@@ -218,10 +229,12 @@ async function overview() {
           h('table', {}, h('tbody', {}, o.tenants.map(quotaRow))))),
       h('section', { class: 'card' },
         h('h2', {}, 'Events per hour, last 48 hours (UTC)'),
-        chart(o.hourly.first_hour_ms, o.hourly.counts)),
+        o.hourly.counts.some((c) => c > 0)
+          ? chart(o.hourly.first_hour_ms, o.hourly.counts)
+          : h('p', { class: 'muted', id: 'no-hourly' }, 'No events in the last 48 hours.')),
       h('section', { class: 'card', id: 'rejections' },
         h('h2', {}, 'Rejections by reason'),
-        h('p', { class: 'muted' }, `Since this server started (${fmtTime(o.since_ms)}): ${fmtNum(o.accepted)} accepted, ${fmtNum(o.duplicates)} duplicates.`),
+        h('p', { class: 'muted' }, 'Since this server started (', when(o.since_ms), `): ${fmtNum(o.accepted)} accepted, ${fmtNum(o.duplicates)} duplicates.`),
         o.rejections.length === 0
           ? h('p', { class: 'muted' }, 'No rejections.')
           : h('table', {},
@@ -229,7 +242,16 @@ async function overview() {
             h('tbody', {}, o.rejections.map((r) => h('tr', {}, h('td', {}, h('code', {}, r.reason)), h('td', { class: 'num' }, fmtNum(r.count))))))));
   };
   await render();
-  every(g, 10000, () => render().catch(() => {}));
+  // Every 10 s; every 2 s while waiting for a first event.
+  const tick = async () => {
+    if (waiting) {
+      const o = await api('GET', 'overview');
+      if (o.last_seq > 0) await render(o);
+    } else if (Date.now() - drawn >= 9500) {
+      await render();
+    }
+  };
+  every(g, waiting ? 2000 : 10000, () => tick().catch(() => {}));
 }
 
 function quotaRow(t) {
@@ -300,7 +322,7 @@ async function keys() {
     h('section', { class: 'card' },
       h('table', { id: 'keys-table' },
         h('thead', {}, h('tr', {}, ['ID', 'App', 'Label', 'Allowed events', 'Rate/min', 'Created', 'Last used', 'Status', ''].map((t) => h('th', {}, t)))),
-        h('tbody', {}, list.slice().reverse().map(keyRow)))));
+        h('tbody', {}, list.length ? list.slice().reverse().map(keyRow) : emptyRow(9, 'No keys yet: mint one above. Each backend or service gets its own.')))));
 }
 
 function secretBox(key) {
@@ -344,14 +366,17 @@ function keyRow(k) {
     h('td', {}, k.id), h('td', {}, k.app), h('td', {}, k.label),
     h('td', {}, k.allowed_events.length ? k.allowed_events.join(', ') : h('span', { class: 'muted' }, 'all')),
     h('td', {}, k.rate_limit || '–'),
-    h('td', {}, fmtTime(k.created_ms)), h('td', {}, fmtTime(k.last_used_ms)),
-    h('td', {}, k.revoked_ms ? h('span', { class: 'badge revoked' }, 'revoked ' + fmtTime(k.revoked_ms)) : h('span', { class: 'badge live' }, 'active')),
+    h('td', {}, when(k.created_ms)), h('td', {}, k.last_used_ms ? when(k.last_used_ms) : h('span', { class: 'muted' }, 'never')),
+    h('td', {}, k.revoked_ms ? h('span', { class: 'badge revoked' }, 'revoked ', when(k.revoked_ms)) : h('span', { class: 'badge live' }, 'active')),
     h('td', {}, action));
 }
 
+let defaultRetention = 0;
+
 async function tenants() {
   const g = generation;
-  const [{ tenants: ts }, { apps }] = await Promise.all([api('GET', 'tenants'), api('GET', 'apps')]);
+  const [{ tenants: ts, default_retention_days: dr }, { apps }] = await Promise.all([api('GET', 'tenants'), api('GET', 'apps')]);
+  defaultRetention = dr || 0;
   const terr = errorBox();
   const tform = h('form', { class: 'row', id: 'tenant-form' },
     h('label', {}, 'Name', h('input', { id: 'tenant-name', required: true, pattern: '[A-Za-z0-9_.\\-]{1,64}' })),
@@ -380,12 +405,14 @@ async function tenants() {
     h('h1', {}, 'Tenants & apps'),
     h('section', { class: 'card' }, h('h2', {}, 'Tenants'), tform, terr,
       h('table', { id: 'tenants-table' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', { class: 'num' }, 'Used this month'), h('th', {}, 'Monthly quota'), h('th', {}, 'Created'))),
-        h('tbody', {}, ts.map(tenantRow)))),
+        h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', { class: 'num' }, 'Used this month'), h('th', {}, 'Monthly quota'), h('th', {}, 'Retention'), h('th', {}, 'Created'))),
+        h('tbody', {}, ts.length ? ts.map(tenantRow) : emptyRow(5, 'No tenants: add one above.')))),
     h('section', { class: 'card' }, h('h2', {}, 'Apps'), aform, aerr,
       h('table', { id: 'apps-table' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Tenant'), h('th', {}, 'Created'))),
-        h('tbody', {}, apps.map((a) => h('tr', {}, h('td', {}, a.name), h('td', {}, a.tenant), h('td', {}, fmtTime(a.created_ms))))))));
+        h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Tenant'), h('th', {}, 'Dialect settings'), h('th', {}, 'Created'))),
+        h('tbody', {}, apps.length ? apps.map((a) => h('tr', { 'data-app': a.name },
+          h('td', {}, h('a', { href: '#app/' + encodeURIComponent(a.name) }, a.name)), h('td', {}, a.tenant),
+          h('td', {}, dialectSummary(a)), h('td', {}, when(a.created_ms)))) : emptyRow(4, 'No apps: add one above (keys and events belong to an app).')))));
 }
 
 function tenantRow(t) {
@@ -400,7 +427,8 @@ function tenantRow(t) {
     } catch (x) { err.textContent = describe(x); }
   });
   return h('tr', { 'data-tenant': t.name },
-    h('td', {}, t.name), h('td', { class: 'num' }, fmtNum(t.used_this_month)), h('td', {}, form), h('td', {}, fmtTime(t.created_ms)));
+    h('td', {}, h('a', { href: '#tenant/' + encodeURIComponent(t.name) }, t.name)), h('td', { class: 'num' }, fmtNum(t.used_this_month)), h('td', {}, form),
+    h('td', {}, retentionText(t.retention_days, defaultRetention)), h('td', {}, when(t.created_ms)));
 }
 
 const FILTERS = ['app', 'event_name', 'event_id', 'install_uuid', 'user_id'];
@@ -421,7 +449,9 @@ async function events(seq) {
   const tbody = h('tbody');
   const status = h('span', { class: 'badge live', id: 'live' }, 'live');
   const more = h('button', { type: 'button', class: 'secondary', id: 'older', hidden: true }, 'Older events');
-  const empty = h('p', { class: 'muted', id: 'no-events', hidden: true }, 'No events match.');
+  const filtered = FILTERS.some((k) => current[k]);
+  const empty = h('p', { class: 'muted', id: 'no-events', hidden: true },
+    filtered ? 'No events match these filters.' : ['No events yet. New ones appear here as they arrive; the ', h('a', { href: '#overview' }, 'overview'), ' shows how to send the first.']);
   showPage(g,
     h('h1', {}, 'Events'),
     h('section', { class: 'card' }, form),
@@ -442,7 +472,7 @@ async function events(seq) {
     redraw(events);
   });
   const row = (ev, fresh) => h('tr', { class: 'clickable' + (fresh ? ' fresh' : ''), 'data-seq': ev.seq, onclick: () => { location.hash = '#events/' + ev.seq; } },
-    h('td', { class: 'num' }, ev.seq), h('td', {}, fmtTime(ev.received_at_ms)), h('td', {}, ev.app), h('td', {}, ev.source),
+    h('td', { class: 'num' }, ev.seq), h('td', {}, when(ev.received_at_ms)), h('td', {}, ev.app), h('td', {}, ev.source),
     h('td', {}, ev.event_name), h('td', {}, ev.event_id), h('td', {}, ev.install_uuid || ''), h('td', {}, ev.user_id || ''));
   const f = filter();
   let newest = 0;
@@ -483,12 +513,425 @@ async function eventDetail(seq) {
   showPage(g,
     h('p', {}, h('a', { href: '#events' }, '← Events')),
     h('h1', {}, `Event ${r.event.seq}: ${r.event.event_name}`),
-    h('section', { class: 'card' }, h('h2', {}, 'Canonical event'), h('pre', { id: 'event-json' }, JSON.stringify(r.event, null, 2))),
+    h('section', { class: 'card' }, h('h2', {}, 'Canonical event'), eventTimes(r.event), h('pre', { id: 'event-json' }, JSON.stringify(r.event, null, 2))),
     h('section', { class: 'card' },
       h('h2', {}, 'Raw request'),
       r.audit
         ? [h('p', { class: 'muted' }, `audit key ${r.audit.key}, ${fmtNum(r.audit.bytes)} bytes` + (r.audit.truncated ? ' (shown in part)' : '')), h('pre', { id: 'audit-body' }, raw)]
         : h('p', { class: 'muted' }, 'No raw body stored.')));
+}
+
+// ---------- first run, times, secrets, profiles, tenant and app pages ----------
+// (kept apart from the pages above, so that changes to either merge easily)
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+// A time as people read it ("3 Dec 2026, 14:05:09 UTC"); the raw value (milliseconds since
+// the epoch, and ISO 8601) on hover.
+function when(ms) {
+  if (ms === null || ms === undefined || ms === '') return h('span', { class: 'muted' }, '–');
+  const d = new Date(Number(ms));
+  if (Number.isNaN(d.getTime())) return h('span', {}, String(ms));
+  const p = (n) => String(n).padStart(2, '0');
+  const text = `${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()}, ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} UTC`;
+  return h('time', { datetime: d.toISOString(), title: `${ms} ms since the epoch (${d.toISOString()})` }, text);
+}
+
+// The `*_ms` times of a canonical event, readable, above its JSON.
+function eventTimes(ev) {
+  const rows = Object.entries(ev).filter(([k, v]) => k.endsWith('_ms') && typeof v === 'number');
+  if (!rows.length) return null;
+  return h('dl', { class: 'times', id: 'event-times' }, rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, when(v))]));
+}
+
+function emptyRow(cols, text) {
+  return h('tr', { class: 'empty' }, h('td', { colspan: cols, class: 'muted' }, text));
+}
+
+// A button that acts on the second click: the first arms it and says what will happen.
+function twoClick(label, armed, cls, act) {
+  const b = h('button', { type: 'button', class: 'danger ' + (cls || '') }, label);
+  b.addEventListener('click', async () => {
+    if (!b.classList.contains('armed')) {
+      b.textContent = armed;
+      b.classList.add('armed');
+      return;
+    }
+    b.disabled = true;
+    try { await act(); } catch (x) { b.disabled = false; b.textContent = describe(x); }
+  });
+  return b;
+}
+
+function retentionText(days, serverDefault) {
+  const text = (d) => (d ? `${d} days` : 'forever');
+  if (days === null || days === undefined) return h('span', { class: 'muted' }, `server default (${text(serverDefault)})`);
+  return text(days);
+}
+
+function dialectSummary(a) {
+  const parts = [];
+  if (a.adjust_app_token) parts.push('Adjust ' + a.adjust_app_token);
+  if (a.appsflyer_bundle_id) parts.push('AppsFlyer ' + a.appsflyer_bundle_id);
+  return parts.length ? parts.join(', ') : h('span', { class: 'muted' }, 'Reflect, GameRebellion, Datafly');
+}
+
+// ----- "send your first event" (the overview, until the first event is stored) -----
+
+// What the card shows across the overview's redraws: the key minted here, for which app, and
+// whether the first event arrived (then the card goes once the user has moved on).
+const firstEvent = { key: null, app: null, ts: 0, arrived: false };
+
+function firstEventSeen(page) {
+  if (page !== 'overview' && firstEvent.arrived) Object.assign(firstEvent, { key: null, app: null, ts: 0, arrived: false });
+}
+
+// Shell-quotes a value for the snippets ('...', with ' written as '\'').
+const sq = (v) => "'" + String(v).replace(/'/g, "'\\''") + "'";
+
+function firstEventSnippets(base, key, app) {
+  const now = firstEvent.ts || Date.now();
+  const native = JSON.stringify({
+    event_name: 'purchase', event_ts_ms: now, install_uuid: '8f2a1c0e94d7423b8b53af7c9e21d630',
+    user_id: 'user_42', revenue: 9.99, currency: 'USD', transaction_id: 'txn_first',
+  }, null, 2);
+  const gr = JSON.stringify({ event_type: 'feature_use', identifiers: { player_id: 'player-12345' }, payload: { name: 'first_event' } }, null, 2);
+  const list = [
+    { id: 'native', title: 'Reflect S2S (native)', text: `curl -X POST ${base}/s2s/event \\\n  -H ${sq('Authorization: Bearer ' + key)} \\\n  -H 'Content-Type: application/json' \\\n  -d ${sq(native)}` },
+    { id: 'gamerebellion', title: 'GameRebellion', text: `curl -X POST ${base}/api/v1/event \\\n  -H ${sq('X-API-Key: ' + key)} \\\n  -H 'Content-Type: application/json' \\\n  -d ${sq(gr)}` },
+  ];
+  if (app.adjust_app_token) {
+    list.push({ id: 'adjust', title: 'Adjust', text: `curl ${sq(`${base}/event?s2s=1&app_token=${encodeURIComponent(app.adjust_app_token)}&event_token=EVENT_TOKEN&idfa=D2CADB5F-410F-4963-AC0C-2A78534BDF1E&created_at_unix=${Math.floor(now / 1000)}`)} \\\n  -H ${sq('Authorization: Bearer ' + key)}` });
+  } else {
+    list.push({ id: 'adjust', title: 'Adjust', note: ['Set the app\u2019s Adjust app token first (', h('a', { href: '#app/' + encodeURIComponent(app.name) }, 'app settings'), ').'] });
+  }
+  if (app.appsflyer_bundle_id) {
+    const af = JSON.stringify({ customerUserId: 'user_42', webDevKey: key, eventType: 'EVENT', eventName: 'web_purchase', timestamp: now }, null, 2);
+    list.push({ id: 'appsflyer', title: 'AppsFlyer Web S2S', text: `curl -X POST ${base}/v1/${encodeURIComponent(app.appsflyer_bundle_id)}/event \\\n  -H 'Content-Type: application/json' \\\n  --data-raw ${sq(af)}` });
+  } else {
+    list.push({ id: 'appsflyer', title: 'AppsFlyer Web S2S', note: ['Set the app\u2019s AppsFlyer bundle id first (', h('a', { href: '#app/' + encodeURIComponent(app.name) }, 'app settings'), ').'] });
+  }
+  list.push({ id: 'datafly', title: 'Datafly', note: ['Datafly requests are signed with a signing secret, not a key: mint one on the ', h('a', { href: '#secrets' }, 'Secrets'), ' page (its snippet is in docs/migrating.md).'] });
+  return list;
+}
+
+// Where to send events: this origin, or the ingest listener when the panel has its own (a
+// wildcard address there is this host's name).
+function ingestBase(o) {
+  if (!o.ingest_url) return location.origin;
+  const u = new URL(o.ingest_url);
+  if (u.hostname === '0.0.0.0' || u.hostname === '[::]') u.hostname = location.hostname;
+  return u.origin;
+}
+
+function firstEventCard(o, apps) {
+  const base = ingestBase(o);
+  const card = h('section', { class: 'card first', id: 'first-event' }, h('h2', {}, 'Send your first event'));
+  if (!apps.length) {
+    card.append(h('p', { class: 'muted' }, 'Add an app first, on the ', h('a', { href: '#tenants' }, 'Tenants & apps'), ' page.'));
+    return card;
+  }
+  if (!firstEvent.key) {
+    const err = errorBox();
+    const pick = h('select', { id: 'first-app' }, apps.map((a) => h('option', { value: a.name }, a.name)));
+    const go = h('button', { type: 'button', id: 'first-mint' }, 'Mint a key and show the request');
+    go.addEventListener('click', async () => {
+      go.disabled = true;
+      try {
+        const r = await api('POST', 'keys', { app: pick.value, label: 'first-event', events: [] });
+        firstEvent.key = r.key;
+        firstEvent.app = pick.value;
+        firstEvent.ts = Date.now();
+        redraw(overview);
+      } catch (x) { go.disabled = false; err.textContent = describe(x); }
+    });
+    card.append(
+      h('p', { class: 'muted' }, 'No event is stored yet. A key lets a backend send events to one app; mint one and run the request below from any shell.'),
+      h('div', { class: 'row' }, h('label', {}, 'App', pick), go), err);
+    return card;
+  }
+  const app = apps.find((a) => a.name === firstEvent.app) || { name: firstEvent.app };
+  const arrived = o.last_seq > 0;
+  firstEvent.arrived = arrived;
+  card.append(
+    secretBox(firstEvent.key),
+    arrived
+      ? h('p', { class: 'ok', id: 'first-arrived' }, 'It arrived: see it on the ', h('a', { href: '#events' }, 'Events'), ' page. The key stays valid; revoke it on the Keys page when done.')
+      : h('p', { class: 'muted', id: 'first-waiting' }, `Waiting for the first event to app ${firstEvent.app}\u2026 (this page looks every 2 s)`));
+  for (const sn of firstEventSnippets(base, firstEvent.key, app)) {
+    const d = h('details', { class: 'snippet', id: 'snippet-' + sn.id, open: sn.id === 'native' }, h('summary', {}, sn.title));
+    if (sn.text) d.append(h('pre', { class: 'cmd' }, sn.text));
+    else d.append(h('p', { class: 'muted' }, sn.note));
+    card.append(d);
+  }
+  return card;
+}
+
+// ----- signing secrets (Datafly) -----
+
+async function secrets() {
+  const g = generation;
+  const [{ secrets: list }, { apps }] = await Promise.all([api('GET', 'secrets'), api('GET', 'apps')]);
+  const err = errorBox();
+  const shown = h('div', { id: 'secret-shown' });
+  const form = h('form', { class: 'row', id: 'secret-form' },
+    h('label', {}, 'App', h('select', { id: 'secret-app' }, apps.map((a) => h('option', { value: a.name }, a.name)))),
+    h('label', {}, 'Label', h('input', { id: 'secret-label', required: true, maxlength: 64, placeholder: 'backend' })),
+    h('button', { id: 'secret-mint', type: 'submit' }, 'Mint secret'));
+  const showOnce = (secret) => {
+    const box = secretBox(secret);
+    box.querySelector('strong').textContent = 'New signing secret — shown once. ';
+    box.querySelector('code').id = 'minted-secret';
+    return box;
+  };
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      const r = await api('POST', 'secrets', { app: form.querySelector('#secret-app').value, label: form.querySelector('#secret-label').value });
+      await secrets();
+      document.getElementById('secret-shown').replaceChildren(showOnce(r.secret));
+    } catch (x) { err.textContent = describe(x); }
+  });
+  const row = (s) => {
+    const state = {
+      active: h('span', { class: 'badge live' }, 'active'),
+      expiring: h('span', { class: 'badge warn' }, 'valid until ', when(s.expires_ms)),
+      expired: h('span', { class: 'badge revoked' }, 'expired ', when(s.expires_ms)),
+      revoked: h('span', { class: 'badge revoked' }, 'revoked ', when(s.revoked_ms)),
+    }[s.state] || s.state;
+    const actions = h('div', { class: 'actions' });
+    if (s.state === 'active') {
+      const grace = h('select', { class: 'grace', 'aria-label': 'grace period of secret ' + s.id },
+        ['0s', '1h', '24h', '72h', '168h'].map((v) => h('option', { value: v, selected: v === '24h' }, v === '0s' ? 'no grace' : v + ' grace')));
+      const rotate = h('button', { type: 'button', class: 'secondary rotate' }, 'Rotate');
+      rotate.addEventListener('click', async () => {
+        try {
+          const r = await api('POST', `secrets/${s.id}/rotate`, { grace: grace.value });
+          await secrets();
+          document.getElementById('secret-shown').replaceChildren(showOnce(r.secret));
+        } catch (x) { rotate.textContent = describe(x); }
+      });
+      actions.append(grace, rotate);
+    }
+    if (s.state === 'active' || s.state === 'expiring') {
+      actions.append(twoClick('Revoke', 'Really revoke?', 'revoke', async () => { await api('POST', `secrets/${s.id}/revoke`, {}); await secrets(); }));
+    }
+    return h('tr', { 'data-secret-id': s.id },
+      h('td', {}, s.id), h('td', {}, s.app), h('td', {}, s.label), h('td', {}, when(s.created_ms)),
+      h('td', {}, state, s.replaced_by ? h('span', { class: 'muted' }, ` replaced by ${s.replaced_by}`) : null), h('td', {}, actions));
+  };
+  showPage(g,
+    h('h1', {}, 'Signing secrets'),
+    h('p', { class: 'muted' }, 'Datafly requests are signed (HMAC-SHA256) with a secret of their app. Rotating mints a new one; the old one keeps working for its grace period.'),
+    h('section', { class: 'card' }, h('h2', {}, 'Mint a secret'), form, err, shown),
+    h('section', { class: 'card' },
+      h('table', { id: 'secrets-table' },
+        h('thead', {}, h('tr', {}, ['ID', 'App', 'Label', 'Created', 'Status', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, list.length ? list.slice().reverse().map(row) : emptyRow(6, 'No signing secrets yet. Only Datafly requests need one.')))));
+}
+
+// ----- profiles (the identity graph) -----
+
+async function profiles() {
+  const g = generation;
+  const { apps } = await api('GET', 'apps');
+  const saved = Object.fromEntries(new URLSearchParams(sessionStorage.getItem('inlet-profile') || ''));
+  const err = errorBox();
+  const out = h('div', { id: 'profile-result' });
+  const form = h('form', { class: 'row', id: 'profile-form' },
+    h('label', {}, 'App', h('select', { id: 'profile-app' }, apps.map((a) => h('option', { value: a.name, selected: saved.app === a.name }, a.name)))),
+    h('label', {}, 'Identifier', h('input', { id: 'profile-id', required: true, value: saved.id || '', placeholder: 'user_42, an install_uuid, an idfa…' })),
+    h('label', {}, 'Kind (optional)', h('input', { id: 'profile-kind', class: 'narrow', value: saved.kind || '', placeholder: 'user_id' })),
+    h('button', { type: 'submit', id: 'profile-lookup' }, 'Look up'));
+  const lookup = async () => {
+    const q = { app: form.querySelector('#profile-app').value, id: form.querySelector('#profile-id').value.trim(), kind: form.querySelector('#profile-kind').value.trim() };
+    if (!q.id) return;
+    sessionStorage.setItem('inlet-profile', new URLSearchParams(q).toString());
+    err.textContent = '';
+    try {
+      const p = await api('GET', 'profile' + params({ ...q, limit: 50 }));
+      out.replaceChildren(profileView(p));
+    } catch (x) {
+      if (x instanceof ApiError && x.status === 404) out.replaceChildren(h('p', { class: 'muted', id: 'profile-none' }, `No event of app ${q.app} carries ${q.id}${q.kind ? ' as ' + q.kind : ''}.`));
+      else err.textContent = describe(x);
+    }
+  };
+  form.addEventListener('submit', (e) => { e.preventDefault(); lookup(); });
+  showPage(g,
+    h('h1', {}, 'Profiles'),
+    h('p', { class: 'muted' }, 'Every identifier an event carries links to the others of that event: look one up to see the ids linked to it and its latest events.'),
+    h('section', { class: 'card' }, form, err),
+    out);
+  if (saved.id) await lookup();
+}
+
+function profileView(p) {
+  return h('div', {},
+    h('section', { class: 'card' },
+      h('h2', {}, `Linked identifiers (${p.identifiers.length})`),
+      h('table', { id: 'profile-ids' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Kind'), h('th', {}, 'Value'))),
+        h('tbody', {}, p.identifiers.map((i) => h('tr', {}, h('td', {}, i.kind), h('td', {}, i.value)))))),
+    h('section', { class: 'card' },
+      h('h2', {}, 'Latest events' + (p.truncated ? ' (the newest 50)' : '')),
+      h('table', { id: 'profile-events' },
+        h('thead', {}, h('tr', {}, ['Seq', 'Received (UTC)', 'Source', 'Event', 'event_id'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, p.events.length
+          ? p.events.map((ev) => h('tr', { class: 'clickable', 'data-seq': ev.seq, onclick: () => { location.hash = '#events/' + ev.seq; } },
+            h('td', { class: 'num' }, ev.seq), h('td', {}, when(ev.received_at_ms)), h('td', {}, ev.source), h('td', {}, ev.event_name), h('td', {}, ev.event_id)))
+          : emptyRow(5, 'Retention removed its events; the links stay.')))));
+}
+
+// ----- one tenant: quota, retention, rename, delete -----
+
+async function removalText(path) {
+  const r = await api('POST', path, { dry_run: true });
+  const m = r.removed;
+  const parts = [];
+  if (m.tenants.length) parts.push('tenant ' + m.tenants.join(', '));
+  if (m.apps.length) parts.push((m.apps.length === 1 ? 'app ' : 'apps ') + m.apps.join(', '));
+  parts.push(`${m.keys} key${m.keys === 1 ? '' : 's'}`, `${m.secrets} signing secret${m.secrets === 1 ? '' : 's'}`);
+  return 'This removes ' + parts.join(', ') + '.';
+}
+
+// Rename and delete of a tenant or an app (`kind` 'tenants' or 'apps'); `after` is where to
+// go once it is deleted.
+function renameDelete(kind, name, after) {
+  const path = `${kind}/${encodeURIComponent(name)}`;
+  const rerr = errorBox();
+  const input = h('input', { id: 'rename-name', required: true, value: name, pattern: '[A-Za-z0-9_.\\-]{1,64}' });
+  const rename = h('form', { class: 'row', id: 'rename-form' }, h('label', {}, 'New name', input), h('button', { type: 'submit', class: 'secondary' }, 'Rename'));
+  rename.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      const r = await api('POST', path + '/rename', { name: input.value });
+      location.hash = `#${kind === 'tenants' ? 'tenant' : 'app'}/${encodeURIComponent(r.name)}`;
+    } catch (x) { rerr.textContent = describe(x); }
+  });
+  const derr = errorBox();
+  const what = h('p', { class: 'muted', id: 'delete-what' });
+  const del = h('button', { type: 'button', class: 'danger', id: 'delete' }, 'Delete…');
+  del.addEventListener('click', async () => {
+    derr.textContent = '';
+    if (!del.classList.contains('armed')) {
+      try {
+        what.textContent = await removalText(path + '/delete');
+        del.textContent = 'Really delete';
+        del.classList.add('armed');
+      } catch (x) { derr.textContent = describe(x); }
+      return;
+    }
+    try {
+      await api('POST', path + '/delete', {});
+      location.hash = after;
+    } catch (x) { derr.textContent = describe(x); }
+  });
+  return h('section', { class: 'card' },
+    h('h2', {}, 'Rename or delete'),
+    h('p', { class: 'muted' }, 'Possible until the ' + (kind === 'tenants' ? 'tenant\u2019s apps receive' : 'app receives') + ' events: stored events keep the names they arrived under.'),
+    rename, rerr, h('div', { class: 'row' }, del), what, derr);
+}
+
+async function tenantPage(arg) {
+  const g = generation;
+  const name = decodeURIComponent(arg || '');
+  const [{ tenants: ts, default_retention_days: dr }, { apps }] = await Promise.all([api('GET', 'tenants'), api('GET', 'apps')]);
+  const t = ts.find((x) => x.name === name);
+  if (!t) return showPage(g, h('p', {}, h('a', { href: '#tenants' }, '← Tenants & apps')), h('p', { class: 'error' }, `No tenant ${name}.`));
+  const err = errorBox();
+  const mode = h('select', { id: 'retention-mode' },
+    h('option', { value: 'default', selected: t.retention_days === null }, `server default (${dr ? dr + ' days' : 'forever'})`),
+    h('option', { value: 'forever', selected: t.retention_days === 0 }, 'forever'),
+    h('option', { value: 'days', selected: t.retention_days > 0 }, 'days'));
+  const days = h('input', { id: 'retention-days', type: 'number', min: 1, max: 36500, class: 'narrow', value: t.retention_days > 0 ? t.retention_days : 90 });
+  const sync = () => { days.hidden = mode.value !== 'days'; };
+  mode.addEventListener('change', sync);
+  sync();
+  const form = h('form', { class: 'row', id: 'retention-form' }, h('label', {}, 'Keep events', mode), days, h('button', { type: 'submit' }, 'Save'), h('span', { class: 'ok', id: 'retention-saved' }));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    err.textContent = '';
+    const value = mode.value === 'default' ? null : mode.value === 'forever' ? 0 : Number(days.value);
+    try {
+      await api('POST', `tenants/${encodeURIComponent(name)}/retention`, { days: value });
+      form.querySelector('#retention-saved').textContent = 'Saved.';
+    } catch (x) { err.textContent = describe(x); }
+  });
+  const mine = apps.filter((a) => a.tenant === name);
+  showPage(g,
+    h('p', {}, h('a', { href: '#tenants' }, '← Tenants & apps')),
+    h('h1', {}, 'Tenant ' + name),
+    h('section', { class: 'card' },
+      h('h2', {}, 'Retention'),
+      h('p', { class: 'muted' }, 'Events received longer ago than this are removed (with their raw bodies and dedupe entries) by the periodic retention pass.'),
+      form, err),
+    h('section', { class: 'card' },
+      h('h2', {}, 'Apps'),
+      mine.length ? h('ul', {}, mine.map((a) => h('li', {}, h('a', { href: '#app/' + encodeURIComponent(a.name) }, a.name)))) : h('p', { class: 'muted' }, 'No apps yet.')),
+    renameDelete('tenants', name, '#tenants'));
+}
+
+// ----- one app: dialect settings, Adjust event tokens, rename, delete -----
+
+async function appPage(arg) {
+  const g = generation;
+  const name = decodeURIComponent(arg || '');
+  const { apps } = await api('GET', 'apps');
+  const a = apps.find((x) => x.name === name);
+  if (!a) return showPage(g, h('p', {}, h('a', { href: '#tenants' }, '← Tenants & apps')), h('p', { class: 'error' }, `No app ${name}.`));
+  const path = `apps/${encodeURIComponent(name)}`;
+  const err = errorBox();
+  const token = h('input', { id: 'adjust-app-token', value: a.adjust_app_token || '', placeholder: '4w565xzmb54d' });
+  const required = h('input', { id: 'adjust-require-token', type: 'checkbox', checked: !a.adjust_token_optional });
+  const bundle = h('input', { id: 'appsflyer-bundle-id', value: a.appsflyer_bundle_id || '', placeholder: 'com.studio.web' });
+  const saved = h('span', { class: 'ok', id: 'settings-saved' });
+  const form = h('form', { class: 'stack', id: 'settings-form' },
+    h('label', {}, 'Adjust app token (empty: none)', token),
+    h('label', { class: 'check' }, required, 'Adjust requests must carry a key (Authorization: Bearer)'),
+    h('label', {}, 'AppsFlyer bundle id (empty: none)', bundle),
+    h('div', { class: 'row' }, h('button', { type: 'submit', id: 'settings-save' }, 'Save settings'), saved), err);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    err.textContent = '';
+    saved.textContent = '';
+    try {
+      await api('POST', path + '/configure', { adjust_app_token: token.value.trim(), appsflyer_bundle_id: bundle.value.trim(), adjust_require_token: required.checked });
+      saved.textContent = 'Saved.';
+    } catch (x) { err.textContent = describe(x); }
+  });
+  const merr = errorBox();
+  const evToken = h('input', { id: 'adjust-event-token', required: true, placeholder: 'f0ob4r' });
+  const evName = h('input', { id: 'adjust-event-name', required: true, placeholder: 'purchase' });
+  const map = h('form', { class: 'row', id: 'adjust-event-form' }, h('label', {}, 'Event token', evToken), h('label', {}, 'Event name', evName), h('button', { type: 'submit', class: 'secondary' }, 'Add'));
+  map.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      await api('POST', path + '/adjust-events', { token: evToken.value.trim(), event: evName.value.trim() });
+      redraw(() => appPage(arg));
+    } catch (x) { merr.textContent = describe(x); }
+  });
+  const tokens = Object.entries(a.adjust_events || {});
+  const tokenRow = ([tok, ev]) => {
+    const rm = h('button', { type: 'button', class: 'link' }, 'Remove');
+    rm.addEventListener('click', async () => {
+      try { await api('POST', path + '/adjust-events', { token: tok, event: '' }); redraw(() => appPage(arg)); } catch (x) { merr.textContent = describe(x); }
+    });
+    return h('tr', { 'data-token': tok }, h('td', {}, h('code', {}, tok)), h('td', {}, ev), h('td', {}, rm));
+  };
+  showPage(g,
+    h('p', {}, h('a', { href: '#tenants' }, '← Tenants & apps')),
+    h('h1', {}, 'App ' + name),
+    h('p', { class: 'muted' }, 'Tenant ', h('a', { href: '#tenant/' + encodeURIComponent(a.tenant) }, a.tenant), ', created ', when(a.created_ms), '.'),
+    h('section', { class: 'card' }, h('h2', {}, 'Dialect settings'),
+      h('p', { class: 'muted' }, 'Reflect, GameRebellion and Datafly need nothing here. Adjust finds the app by its app token, AppsFlyer by its bundle id.'),
+      form),
+    h('section', { class: 'card' }, h('h2', {}, 'Adjust event tokens'),
+      h('p', { class: 'muted' }, 'An Adjust event_token is stored as the event name mapped here.'),
+      h('table', { id: 'adjust-events' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Event token'), h('th', {}, 'Event name'), h('th', {}, ''))),
+        h('tbody', {}, tokens.length ? tokens.map(tokenRow) : emptyRow(3, 'No event tokens mapped.'))),
+      map, merr),
+    renameDelete('apps', name, '#tenants'));
 }
 
 route();

@@ -30,10 +30,13 @@ impl Default for WriterMetrics {
     }
 }
 
-/// The status class of an answered request: `2xx`, `4xx`, `5xx`.
+/// Labels of a request's latency: the route that answered it (a pattern of the router's
+/// table, `/admin` for the panel, `unmatched` for no route: never the raw path, so the
+/// number of series stays bounded) and its status class (`2xx`, `4xx`, `5xx`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CodeClass {
-    pub code: String,
+pub struct RouteCode {
+    pub endpoint: &'static str,
+    pub code: &'static str,
 }
 
 fn request_histogram() -> Histogram {
@@ -41,9 +44,9 @@ fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
 }
 
-/// Request latency by status class.
+/// Request latency by route and status class.
 pub struct RequestMetrics {
-    pub seconds: Family<CodeClass, Histogram, fn() -> Histogram>,
+    pub seconds: Family<RouteCode, Histogram, fn() -> Histogram>,
 }
 
 impl Default for RequestMetrics {
@@ -55,10 +58,18 @@ impl Default for RequestMetrics {
 }
 
 impl RequestMetrics {
-    pub fn observe(&self, status: hyper::StatusCode, seconds: f64) {
-        let code = format!("{}xx", status.as_u16() / 100);
+    /// Counts a request answered by the route named `endpoint` (a `&'static str`: only the
+    /// router's fixed names can be labels).
+    pub fn observe(&self, endpoint: &'static str, status: hyper::StatusCode, seconds: f64) {
+        let code = match status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
         self.seconds
-            .get_or_create(&CodeClass { code })
+            .get_or_create(&RouteCode { endpoint, code })
             .observe(seconds);
     }
 }

@@ -61,7 +61,10 @@ pub async fn handle(
             ["overview"] => overview(state, &session),
             ["tenants"] => Ok(Reply::json(
                 StatusCode::OK,
-                &json!({ "tenants": state.store.tenants(now_ms())? }),
+                &json!({
+                    "tenants": state.store.tenants(now_ms())?,
+                    "default_retention_days": state.config.retention_days,
+                }),
             )),
             ["apps"] => Ok(Reply::json(
                 StatusCode::OK,
@@ -102,9 +105,24 @@ pub async fn handle(
             let b: Quota = parse(&body)?;
             set_quota(state, &w, name, b).await
         }
+        ["tenants", name, "retention"] => {
+            retention(state, &w, percent_decode(name), parse(&body)?).await
+        }
+        ["tenants", name, "rename"] => {
+            rename(state, &w, Kind::Tenant, percent_decode(name), parse(&body)?).await
+        }
+        ["tenants", name, "delete"] => {
+            delete(state, &w, Kind::Tenant, percent_decode(name), parse(&body)?).await
+        }
         ["apps"] => {
             let b: NewApp = parse(&body)?;
             create_app(state, &w, b).await
+        }
+        ["apps", name, "rename"] => {
+            rename(state, &w, Kind::App, percent_decode(name), parse(&body)?).await
+        }
+        ["apps", name, "delete"] => {
+            delete(state, &w, Kind::App, percent_decode(name), parse(&body)?).await
         }
         ["apps", name, "configure"] => {
             let name = (*name).to_owned();
@@ -156,8 +174,12 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
     let post = matches!(
         segs,
         ["logout" | "tenants" | "apps" | "keys" | "setup" | "login"]
-            | ["tenants", _, "quota"]
-            | ["apps", _, "configure" | "adjust-events" | "adjust-skan"]
+            | ["tenants", _, "quota" | "retention" | "rename" | "delete"]
+            | [
+                "apps",
+                _,
+                "configure" | "adjust-events" | "adjust-skan" | "rename" | "delete"
+            ]
             | ["keys", _, "revoke"]
             | ["secrets"]
             | ["secrets", _, "revoke" | "rotate"]
@@ -359,10 +381,29 @@ fn overview(state: &Env<'_>, _s: &AdminSession) -> Result<Reply, Error> {
         }
     }
     rejections.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    // The newest seq: 0 until the first event is stored (the panel then offers to send one).
+    let last_seq = state
+        .store
+        .list_events(&EventQuery {
+            limit: 1,
+            ..EventQuery::default()
+        })?
+        .last_seq;
+    // Where clients send events, when it is not where the panel is served.
+    let ingest_url = state.admin.config.listen.map(|_| {
+        let scheme = if state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", state.config.listen)
+    });
     Ok(Reply::json(
         StatusCode::OK,
         &json!({
             "now_ms": now,
+            "last_seq": last_seq,
+            "ingest_url": ingest_url,
             "apps": apps,
             "tenants": tenants,
             "hourly": { "first_hour_ms": first_hour_ms, "counts": hourly },
@@ -491,6 +532,99 @@ async fn set_quota(
     Ok(Reply::json(
         StatusCode::OK,
         &json!({ "name": t.name, "monthly_quota": t.monthly_quota }),
+    ))
+}
+
+/// `POST /admin/api/tenants/{name}/retention {"days": N | null}`, as `inlet tenants
+/// set-retention`: N days (0 = forever), or `null` for the server's `retention_days`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Retention {
+    days: Option<u32>,
+}
+
+async fn retention(
+    state: &Env<'_>,
+    _w: &WriteSession,
+    name: String,
+    b: Retention,
+) -> Result<Reply, Error> {
+    let t = write(state, move |txn| admin::set_retention(txn, &name, b.days)).await?;
+    tracing::info!(tenant = %t.name, days = ?t.retention_days, "admin: retention set");
+    Ok(Reply::json(
+        StatusCode::OK,
+        &json!({ "name": t.name, "retention_days": t.retention_days }),
+    ))
+}
+
+/// What a rename or a delete names.
+#[derive(Clone, Copy)]
+enum Kind {
+    Tenant,
+    App,
+}
+
+/// `POST /admin/api/{tenants|apps}/{name}/rename {"name"}`: refused (409) once the app (a
+/// tenant: any of its apps) has received events, whose records carry the names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    name: String,
+}
+
+async fn rename(
+    state: &Env<'_>,
+    _w: &WriteSession,
+    kind: Kind,
+    name: String,
+    b: Rename,
+) -> Result<Reply, Error> {
+    let old = name.clone();
+    let new = write(state, move |txn| match kind {
+        Kind::Tenant => admin::rename_tenant(txn, &name, &b.name).map(|t| t.name),
+        Kind::App => admin::rename_app(txn, &name, &b.name).map(|a| a.name),
+    })
+    .await?;
+    tracing::info!(from = %old, to = %new, "admin: renamed");
+    Ok(Reply::json(StatusCode::OK, &json!({ "name": new })))
+}
+
+/// `POST /admin/api/{tenants|apps}/{name}/delete {"dry_run": bool}`: removes the tenant (with
+/// its apps) or the app, with their keys and signing secrets, and answers what it removed;
+/// with `dry_run`, what it would remove. Refused (409) once an app concerned has received
+/// events.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Delete {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn delete(
+    state: &Env<'_>,
+    _w: &WriteSession,
+    kind: Kind,
+    name: String,
+    b: Delete,
+) -> Result<Reply, Error> {
+    let dry_run = b.dry_run;
+    let removal = write(state, move |txn| match kind {
+        Kind::Tenant => admin::delete_tenant(txn, &name, dry_run),
+        Kind::App => admin::delete_app(txn, &name, dry_run),
+    })
+    .await?;
+    if !dry_run {
+        tracing::info!(
+            tenants = ?removal.tenants,
+            apps = ?removal.apps,
+            keys = removal.keys,
+            secrets = removal.secrets,
+            "admin: deleted"
+        );
+    }
+    Ok(Reply::json(
+        StatusCode::OK,
+        &json!({ "dry_run": dry_run, "removed": removal }),
     ))
 }
 

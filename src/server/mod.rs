@@ -232,27 +232,40 @@ async fn route(
         state
             .counters
             .requests
-            .observe(status, started.elapsed().as_secs_f64());
+            .observe(ADMIN, status, started.elapsed().as_secs_f64());
         tracing::debug!(%method, %path, status = status.as_u16(), %peer, "request (streamed)");
         return resp;
     }
-    let reply = if is_admin && admin_here {
-        crate::admin::handle(&state.ctx, &state.admin, req, peer).await
+    let (endpoint, reply) = if is_admin && admin_here {
+        let reply = crate::admin::handle(&state.ctx, &state.admin, req, peer).await;
+        (ADMIN, reply)
+    } else if path == "/" && admin_here && GET_HEAD.contains(&method) {
+        // The first URL the log shows leads to the panel.
+        let to_panel = Reply::text(StatusCode::FOUND, "the admin panel is at /admin/\n");
+        ("/", to_panel.header("location", "/admin/".to_owned()))
     } else if site == Site::Admin {
-        ingest::refusal::<Native>(Reason::NotFound, now_ms())
+        (
+            UNMATCHED,
+            ingest::refusal::<Native>(Reason::NotFound, now_ms()),
+        )
     } else {
         match ROUTES.iter().find(|r| r.path.matches(&path)) {
-            Some(r) if r.methods.contains(req.method()) => (r.handler)(state, req, peer).await,
-            Some(r) if r.methods.is_empty() => (r.refuse)(state, Reason::NotFound),
-            Some(r) => (r.refuse)(state, Reason::MethodNotAllowed),
-            None => ingest::refusal::<Native>(Reason::NotFound, now_ms()),
+            Some(r) if r.methods.contains(req.method()) => {
+                (r.name, (r.handler)(state, req, peer).await)
+            }
+            Some(r) if r.methods.is_empty() => (r.name, (r.refuse)(state, Reason::NotFound)),
+            Some(r) => (r.name, (r.refuse)(state, Reason::MethodNotAllowed)),
+            None => (
+                UNMATCHED,
+                ingest::refusal::<Native>(Reason::NotFound, now_ms()),
+            ),
         }
     };
     let status = reply.status;
     state
         .counters
         .requests
-        .observe(status, started.elapsed().as_secs_f64());
+        .observe(endpoint, status, started.elapsed().as_secs_f64());
     tracing::debug!(%method, %path, status = status.as_u16(), %peer, ms = started.elapsed().as_millis() as u64, "request");
     boxed(reply.into_response())
 }
@@ -262,6 +275,8 @@ async fn route(
 /// its 404 for a row of no methods), so that each vendor answers in its own words on its own
 /// paths. The first row whose path matches decides; no row matching is the native 404.
 struct Route {
+    /// The route's label on the request latency metric: its path pattern.
+    name: &'static str,
     path: PathPattern,
     methods: &'static [Method],
     handler: Handler,
@@ -306,21 +321,29 @@ macro_rules! handler {
 const GET_HEAD: &[Method] = &[Method::GET, Method::HEAD];
 const POST: &[Method] = &[Method::POST];
 
+/// The latency label of every request to the admin panel.
+const ADMIN: &str = "/admin";
+/// The latency label of a request no route serves.
+const UNMATCHED: &str = "unmatched";
+
 /// The router: method and path to handler. Adding a vendor adds its rows here.
 static ROUTES: &[Route] = &[
     Route {
+        name: "/healthz",
         path: PathPattern::Exact("/healthz"),
         methods: GET_HEAD,
         handler: handler!(|_s, _req, _peer| Reply::text(StatusCode::OK, "ok\n")),
         refuse: refuse::<Native>,
     },
     Route {
+        name: "/readyz",
         path: PathPattern::Exact("/readyz"),
         methods: GET_HEAD,
         handler: handler!(|s, _req, _peer| metrics::readyz(s)),
         refuse: refuse::<Native>,
     },
     Route {
+        name: "/metrics",
         path: PathPattern::Exact("/metrics"),
         methods: GET_HEAD,
         handler: handler!(|s, req, peer| metrics::metrics(
@@ -331,30 +354,35 @@ static ROUTES: &[Route] = &[
         refuse: refuse::<Native>,
     },
     Route {
+        name: "/s2s/event",
         path: PathPattern::Exact("/s2s/event"),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<Native>(s, req).await),
         refuse: refuse::<Native>,
     },
     Route {
+        name: "/s2s/events/bulk",
         path: PathPattern::Exact("/s2s/events/bulk"),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<Native>(s, req).await),
         refuse: refuse::<Native>,
     },
     Route {
+        name: "/api/v1/event",
         path: PathPattern::Exact("/api/v1/event"),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
         refuse: refuse::<GameRebellion>,
     },
     Route {
+        name: "/api/v1/events",
         path: PathPattern::Exact("/api/v1/events"),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
         refuse: refuse::<GameRebellion>,
     },
     Route {
+        name: "/api/v1/sessions/{kind}",
         path: PathPattern::Matching(|p| gr_session(p).is_some()),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<GameRebellion>(s, req).await),
@@ -362,24 +390,28 @@ static ROUTES: &[Route] = &[
     },
     // Every answer under GameRebellion's prefix carries its rate limit headers.
     Route {
+        name: "/api/v1/*",
         path: PathPattern::Matching(|p| p == "/api/v1" || p.starts_with("/api/v1/")),
         methods: &[],
         handler: handler!(|s, _req, _peer| refuse::<GameRebellion>(s, Reason::NotFound)),
         refuse: refuse::<GameRebellion>,
     },
     Route {
+        name: "/event",
         path: PathPattern::Exact("/event"),
         methods: &[Method::GET, Method::POST],
         handler: handler!(|s, req, _peer| ingest::ingest::<Adjust>(s, req).await),
         refuse: refuse::<Adjust>,
     },
     Route {
+        name: "/v1/events",
         path: PathPattern::Exact("/v1/events"),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<Datafly>(s, req).await),
         refuse: refuse::<Datafly>,
     },
     Route {
+        name: "/v1/{bundle_id}/{method}",
         path: PathPattern::Matching(|p| crate::dialect::appsflyer::parse_path(p).is_some()),
         methods: POST,
         handler: handler!(|s, req, _peer| ingest::ingest::<AppsFlyer>(s, req).await),

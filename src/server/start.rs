@@ -39,14 +39,19 @@ pub struct Server {
 }
 
 /// Opens the store in `config.data_dir` and serves it until [`Server::stop`].
-pub async fn start(config: Config) -> anyhow::Result<Server> {
+pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let data = config.data_dir.clone();
+    let fresh = !data.join(store::DB_FILE).exists();
     let store = {
         let data = data.clone();
         tokio::task::spawn_blocking(move || open_waiting(&data)).await??
     };
     warn_if_shared(&data);
     let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
+    let first_app = match &setup_code {
+        Some(_) => store.apps()?.into_iter().next(),
+        None => None,
+    };
     let indexer = Arc::new(Indexer::start(Identity::open(&store))?);
     let listeners: Listeners = vec![Arc::new(crate::admin::panel::Tallies), indexer.clone()];
     let writer = Writer::start(&store, config.queue_bytes, listeners)?;
@@ -54,6 +59,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // The address bound (port 0 became a port): where the panel tells clients to send events.
+    config.listen = addr;
     let admin_listener = match config.admin.listen {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)
@@ -89,7 +96,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     tracing::info!(data = %data.display(), "inlet listening on {scheme}://{addr}");
     tracing::info!("admin panel on {scheme}://{admin_addr}/admin/");
     if let Some(code) = setup_code {
-        setup_banner(json_logs, &format!("{scheme}://{admin_addr}/admin/"), &code);
+        let first = FirstRun {
+            panel: format!("{scheme}://{admin_addr}/admin/"),
+            code,
+            data,
+            fresh,
+            app: first_app.map(|a| (a.name, a.tenant)),
+        };
+        setup_banner(json_logs, &first);
     }
     let (stop, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -182,26 +196,74 @@ impl Server {
     }
 }
 
-/// Says where to set the admin panel up, on stderr whatever the log level: whoever started
-/// the server needs it once. With JSON logs, as one line in the log's own shape.
-fn setup_banner(json: bool, panel: &str, code: &str) {
-    let url = format!("{panel}#setup={code}");
+/// What the first-run banner tells.
+struct FirstRun {
+    /// The admin panel's URL.
+    panel: String,
+    code: String,
+    data: PathBuf,
+    /// The database was created by this start.
+    fresh: bool,
+    /// The first app and its tenant (`default` in a new database).
+    app: Option<(String, String)>,
+}
+
+impl FirstRun {
+    /// The command that mints a key for the first app.
+    fn next_command(&self) -> String {
+        let app = self.app.as_ref().map_or("default", |(a, _)| a.as_str());
+        let data = if self.data == Path::new("./inlet-data") || self.data == Path::new("inlet-data")
+        {
+            String::new()
+        } else {
+            format!(" --data {}", self.data.display())
+        };
+        format!("inlet{data} keys mint --app {app} --label first")
+    }
+
+    /// What the data dir holds: what this start created, or the first app.
+    fn holds(&self) -> String {
+        match (&self.app, self.fresh) {
+            (Some((a, t)), true) => format!(
+                "created {} with tenant {t:?} and app {a:?}",
+                self.data.display()
+            ),
+            (Some((a, t)), false) => {
+                format!("{} holds tenant {t:?} and app {a:?}", self.data.display())
+            }
+            (None, _) => format!("{} holds no app yet", self.data.display()),
+        }
+    }
+}
+
+/// Says what is there and what to do next while no admin password is set: the data dir and
+/// its first app, where to set the panel up (its URL with the one-time code), and the command
+/// that mints a key. On stderr whatever the log level: whoever started the server needs it
+/// once. With JSON logs, as one line in the log's own shape.
+fn setup_banner(json: bool, first: &FirstRun) {
+    let url = format!("{}#setup={}", first.panel, first.code);
+    let (code, holds, next) = (&first.code, first.holds(), first.next_command());
     if json {
         let line = serde_json::json!({
             "timestamp": crate::clock::rfc3339_ms(crate::clock::now_ms()),
             "level": "INFO",
             "fields": {
-                "message": "the admin panel is not set up yet: open setup_url, or enter setup_code in the panel (or run `inlet admin set-password`)",
+                "message": "the admin panel is not set up yet: open setup_url, or enter setup_code in the panel (or run `inlet admin set-password`); then mint a key with next_command",
+                "data": holds,
                 "setup_url": url,
                 "setup_code": code,
+                "next_command": next,
             },
             "target": module_path!(),
         });
         eprintln!("{line}");
     } else {
         eprintln!(
-            "\n  The admin panel is not set up yet. Open\n    {url}\n  \
-             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n"
+            "\n  inlet is running: {holds}.\n  \
+             1. Set up the admin panel: open\n       {url}\n     \
+             or enter the one-time setup code {code} there (or run `inlet admin set-password`).\n  \
+             2. Mint a key to send events with (the panel's overview can do it too):\n       \
+             {next}\n"
         );
     }
 }

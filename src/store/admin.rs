@@ -284,3 +284,165 @@ pub fn revoke_key(txn: &WriteTransaction, id: u32) -> Result<Key> {
     }
     Ok(key)
 }
+
+/// What deleting an app or a tenant removes (or, asked first, would remove).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Removal {
+    pub tenants: Vec<String>,
+    pub apps: Vec<String>,
+    /// Keys of those apps (revoked ones included).
+    pub keys: u32,
+    /// Signing secrets of those apps.
+    pub secrets: u32,
+}
+
+/// Events an app has accepted (its day counters), retention-removed ones included.
+fn events_received(txn: &WriteTransaction, app_id: u32) -> Result<u64> {
+    let days = txn.open_table(APP_DAYS)?;
+    let mut n = 0u64;
+    for r in days.range(app_period_key(app_id, 0)..=app_period_key(app_id, u32::MAX))? {
+        n = n.saturating_add(r?.1.value());
+    }
+    Ok(n)
+}
+
+/// Refuses to change app `name` (`id`) once it has received events: each stored event
+/// carries the app's and tenant's names as they were, and the filters, exports and profiles
+/// find events by name.
+fn refuse_if_received(txn: &WriteTransaction, id: u32, name: &str, doing: &str) -> Result<()> {
+    match events_received(txn, id)? {
+        0 => Ok(()),
+        n => Err(Error::Conflict(format!(
+            "app {name:?} has received {n} events: it cannot be {doing} (stored events keep \
+             the names they arrived under)"
+        ))),
+    }
+}
+
+/// Apps of tenant `tenant_id`: (id, app), by id.
+fn apps_of(txn: &WriteTransaction, tenant_id: u32) -> Result<Vec<(u32, App)>> {
+    let mut out = Vec::new();
+    for row in txn.open_table(APPS)?.iter()? {
+        let (id, bytes) = row?;
+        let a: App = decode_config("app", bytes.value())?;
+        if a.tenant_id == tenant_id {
+            out.push((id.value(), a));
+        }
+    }
+    Ok(out)
+}
+
+/// Renames a tenant that none of whose apps has received events.
+pub fn rename_tenant(txn: &WriteTransaction, name: &str, new_name: &str) -> Result<Tenant> {
+    check_name("tenant", new_name)?;
+    let mut table = txn.open_table(TENANTS)?;
+    let (id, mut tenant) =
+        find_tenant(&table, name)?.ok_or_else(|| Error::NotFound(format!("no tenant {name:?}")))?;
+    if name == new_name {
+        return Ok(tenant);
+    }
+    if find_tenant(&table, new_name)?.is_some() {
+        return Err(Error::Conflict(format!(
+            "tenant {new_name:?} already exists"
+        )));
+    }
+    for (app_id, app) in apps_of(txn, id)? {
+        refuse_if_received(txn, app_id, &app.name, "renamed, nor its tenant")?;
+    }
+    tenant.name = new_name.to_owned();
+    table.insert(id, encode_config(&tenant).as_slice())?;
+    Ok(tenant)
+}
+
+/// Renames an app that has received no events.
+pub fn rename_app(txn: &WriteTransaction, name: &str, new_name: &str) -> Result<App> {
+    check_name("app", new_name)?;
+    let mut table = txn.open_table(APPS)?;
+    let (id, mut app) =
+        find_app(&table, name)?.ok_or_else(|| Error::NotFound(format!("no app {name:?}")))?;
+    if name == new_name {
+        return Ok(app);
+    }
+    if find_app(&table, new_name)?.is_some() {
+        return Err(Error::Conflict(format!("app {new_name:?} already exists")));
+    }
+    refuse_if_received(txn, id, name, "renamed")?;
+    app.name = new_name.to_owned();
+    table.insert(id, encode_config(&app).as_slice())?;
+    Ok(app)
+}
+
+/// Deletes app `id` with its keys and signing secrets (or, `dry_run`, only counts them into
+/// `removal`). The caller checked that it received no events, so no event, counter, dedupe
+/// entry or dialect state names it.
+fn remove_app(
+    txn: &WriteTransaction,
+    id: u32,
+    app: &App,
+    dry_run: bool,
+    removal: &mut Removal,
+) -> Result<()> {
+    let mut keys_table = txn.open_table(KEYS)?;
+    let mut key_ids = Vec::new();
+    for row in keys_table.iter()? {
+        let (key_id, bytes) = row?;
+        let k: Key = decode_config("key", bytes.value())?;
+        if k.app_id == id {
+            key_ids.push((key_id.value(), k.sha256));
+        }
+    }
+    removal.keys += key_ids.len() as u32;
+    removal.secrets += super::secrets::remove_of_app(txn, id, dry_run)?;
+    removal.apps.push(app.name.clone());
+    if dry_run {
+        return Ok(());
+    }
+    let mut lookup = txn.open_table(KEY_LOOKUP)?;
+    let mut used = txn.open_table(KEY_USED)?;
+    for (key_id, sha) in key_ids {
+        keys_table.remove(key_id)?;
+        used.remove(key_id)?;
+        let hash: Option<[u8; 32]> = crate::event::unhex(&sha).and_then(|h| h.try_into().ok());
+        if let Some(hash) = hash {
+            let prefix = keys::lookup_prefix(&hash);
+            if lookup.get(prefix)?.is_some_and(|v| v.value() == key_id) {
+                lookup.remove(prefix)?;
+            }
+        }
+    }
+    txn.open_table(APPS)?.remove(id)?;
+    Ok(())
+}
+
+/// Deletes an app that has received no events, with its keys and signing secrets; with
+/// `dry_run`, only says what it would remove.
+pub fn delete_app(txn: &WriteTransaction, name: &str, dry_run: bool) -> Result<Removal> {
+    let (id, app) = find_app(&txn.open_table(APPS)?, name)?
+        .ok_or_else(|| Error::NotFound(format!("no app {name:?}")))?;
+    refuse_if_received(txn, id, name, "deleted")?;
+    let mut removal = Removal::default();
+    remove_app(txn, id, &app, dry_run, &mut removal)?;
+    Ok(removal)
+}
+
+/// Deletes a tenant with its apps (none of which may have received events), their keys and
+/// signing secrets; with `dry_run`, only says what it would remove.
+pub fn delete_tenant(txn: &WriteTransaction, name: &str, dry_run: bool) -> Result<Removal> {
+    let (id, _) = find_tenant(&txn.open_table(TENANTS)?, name)?
+        .ok_or_else(|| Error::NotFound(format!("no tenant {name:?}")))?;
+    let apps = apps_of(txn, id)?;
+    for (app_id, app) in &apps {
+        refuse_if_received(txn, *app_id, &app.name, "deleted, nor its tenant")?;
+    }
+    let mut removal = Removal {
+        tenants: vec![name.to_owned()],
+        ..Removal::default()
+    };
+    for (app_id, app) in &apps {
+        remove_app(txn, *app_id, app, dry_run, &mut removal)?;
+    }
+    if !dry_run {
+        txn.open_table(TENANTS)?.remove(id)?;
+    }
+    Ok(removal)
+}

@@ -93,6 +93,27 @@ fn insert_new(
     Ok(Minted { id, plaintext })
 }
 
+/// Removes every secret of app `app_id` (the app is being deleted); how many there were.
+pub(crate) fn remove_of_app(txn: &WriteTransaction, app_id: u32, dry_run: bool) -> Result<u32> {
+    let mut table = txn.open_table(SECRETS)?;
+    let mut ids = Vec::new();
+    for row in table.iter()? {
+        let (id, bytes) = row?;
+        let s: Secret = decode_config("secret", bytes.value())?;
+        if s.app_id == app_id {
+            ids.push(id.value());
+        }
+    }
+    if !dry_run && !ids.is_empty() {
+        for id in &ids {
+            table.remove(id)?;
+        }
+        drop(table);
+        bump_version(txn)?;
+    }
+    Ok(ids.len() as u32)
+}
+
 /// Mints a secret for `app`.
 pub fn mint_secret(
     txn: &WriteTransaction,

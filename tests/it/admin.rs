@@ -115,6 +115,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/logout"),
     ("POST", "/admin/api/tenants"),
     ("POST", "/admin/api/tenants/default/quota"),
+    ("POST", "/admin/api/tenants/default/retention"),
+    ("POST", "/admin/api/tenants/default/rename"),
+    ("POST", "/admin/api/tenants/default/delete"),
+    ("POST", "/admin/api/apps/default/rename"),
+    ("POST", "/admin/api/apps/default/delete"),
     ("POST", "/admin/api/apps"),
     ("POST", "/admin/api/apps/default/configure"),
     ("POST", "/admin/api/apps/default/adjust-events"),
@@ -580,7 +585,11 @@ fn a_separate_admin_listener_takes_the_panel_off_the_ingest_port() {
     }
     let r = main.post("/s2s/event", &[], b"{}").unwrap();
     assert_eq!(r.status, 401, "ingest stays on the main port");
+    assert_eq!(main.get("/").unwrap().status, 404, "no panel to lead to");
     let mut side = Client::new(admin);
+    let r = side.get("/").unwrap();
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/admin/"));
     assert_eq!(side.get("/admin/").unwrap().status, 200);
     assert_eq!(side.get("/admin/api/session").unwrap().status, 401);
     assert_eq!(
@@ -603,6 +612,13 @@ fn a_separate_admin_listener_takes_the_panel_off_the_ingest_port() {
         &json!({ "code": code, "password": PASSWORD }),
     );
     assert_eq!(r.status, 200);
+    // The panel learns where events go: not its own origin.
+    let cookie = cookie_of(&r);
+    let o = side
+        .request("GET", "/admin/api/overview", &[("Cookie", &cookie)], b"")
+        .unwrap()
+        .json();
+    assert_eq!(o["ingest_url"], format!("http://{}", inlet.addr), "{o}");
     // SIGTERM stops both listeners and the process exits cleanly.
     let mut inlet = inlet;
     assert!(inlet.signal_and_wait("TERM").success());
@@ -926,4 +942,166 @@ fn damaged_records_answer_500_without_detail_and_mistakes_keep_their_4xx() {
         (400, json!("invalid"))
     );
     assert!(r.json()["message"].as_str().unwrap().contains("must be"));
+}
+
+/// The first minutes: `/` leads to the panel, the banner says what is there and what to run
+/// next, and that command works.
+#[test]
+fn the_first_run_leads_to_the_panel_and_says_what_to_do_next() {
+    let inlet = Inlet::start();
+    let mut c = inlet.client();
+    let r = c.get("/").unwrap();
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/admin/"));
+    assert_eq!(c.post("/", &[], b"{}").unwrap().status, 404);
+    setup_code(&inlet);
+    let log = inlet.log.lock().unwrap().clone();
+    assert!(
+        log.contains("with tenant \"default\" and app \"default\""),
+        "{log}"
+    );
+    let command = log
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("inlet ") && l.contains("keys mint"))
+        .unwrap_or_else(|| panic!("no next command in {log}"));
+    assert!(
+        command.contains(&format!("--data {}", inlet.data().display())),
+        "{command}"
+    );
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let key = inlet.cli_ok(&args[args.iter().position(|a| *a == "keys").unwrap()..]);
+    assert!(key.trim().starts_with("srv_"), "{key}");
+    // The overview tells the panel whether an event is stored yet (it then offers to send one).
+    let mut a = Admin::setup(&inlet);
+    let o = a.get("/admin/api/overview").json();
+    assert_eq!(o["last_seq"], 0, "{o}");
+    assert_eq!(
+        o["ingest_url"],
+        Value::Null,
+        "the panel shares the ingest origin"
+    );
+    let r = c.post_json("/s2s/event", key.trim(), &event("e1"));
+    assert_eq!(r.status, 200);
+    assert_eq!(a.get("/admin/api/overview").json()["last_seq"], 1);
+}
+
+#[test]
+fn the_api_renames_and_deletes_tenants_and_apps_and_sets_retention() {
+    let inlet = Inlet::start();
+    let mut a = Admin::setup(&inlet);
+    assert_eq!(
+        a.post("/admin/api/tenants", &json!({ "name": "acme" }))
+            .status,
+        201
+    );
+    for app in ["game", "spare"] {
+        let r = a.post("/admin/api/apps", &json!({ "name": app, "tenant": "acme" }));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    // Retention: days, forever, the server default; a bad value is a 400.
+    let r = a.post("/admin/api/tenants/acme/retention", &json!({ "days": 30 }));
+    assert_eq!(r.json()["retention_days"], 30, "{}", r.text());
+    let t = a.get("/admin/api/tenants").json();
+    let acme = t["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .unwrap();
+    assert_eq!(acme["retention_days"], 30);
+    assert_eq!(t["default_retention_days"], 0);
+    let r = a.post(
+        "/admin/api/tenants/acme/retention",
+        &json!({ "days": null }),
+    );
+    assert_eq!(r.json()["retention_days"], Value::Null);
+    let r = a.post(
+        "/admin/api/tenants/acme/retention",
+        &json!({ "days": 99999 }),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        a.post("/admin/api/tenants/nope/retention", &json!({ "days": 1 }))
+            .status,
+        404
+    );
+
+    // An app without events is renamed; its key goes on working under the new name.
+    let key = inlet.mint("game");
+    let r = a.post("/admin/api/apps/game/rename", &json!({ "name": "game2" }));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = a.post("/admin/api/apps/game2/rename", &json!({ "name": "spare" }));
+    assert_eq!(r.status, 409, "the name is taken");
+    let r = a.post(
+        "/admin/api/apps/game2/rename",
+        &json!({ "name": "bad name" }),
+    );
+    assert_eq!(r.status, 400);
+    let mut c = inlet.client();
+    assert_eq!(c.post_json("/s2s/event", &key, &event("e1")).status, 200);
+    assert_eq!(inlet.export()[0]["app"], "game2");
+    // Once it has events, neither it nor its tenant is renamed or deleted.
+    for (path, body) in [
+        ("/admin/api/apps/game2/rename", json!({ "name": "g3" })),
+        ("/admin/api/tenants/acme/rename", json!({ "name": "acme2" })),
+        ("/admin/api/apps/game2/delete", json!({})),
+        ("/admin/api/tenants/acme/delete", json!({ "dry_run": true })),
+    ] {
+        let r = a.post(path, &body);
+        assert_eq!(r.status, 409, "{path}: {}", r.text());
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("received 1 events")
+        );
+    }
+    // An app without events is deleted with its key and secret: asked first, then done.
+    let spare_key = inlet.mint("spare");
+    let r = a.post(
+        "/admin/api/secrets",
+        &json!({ "app": "spare", "label": "s" }),
+    );
+    assert_eq!(r.status, 201);
+    let r = a.post("/admin/api/apps/spare/delete", &json!({ "dry_run": true }));
+    assert_eq!(
+        r.json(),
+        json!({ "dry_run": true, "removed": { "tenants": [], "apps": ["spare"], "keys": 1, "secrets": 1 } })
+    );
+    assert_eq!(
+        c.post_json("/s2s/event", &spare_key, &event("s1")).status,
+        200
+    );
+    let r = a.post("/admin/api/apps/spare/delete", &json!({}));
+    assert_eq!(r.status, 409, "it has an event now: {}", r.text());
+
+    // A tenant whose apps have no events goes with them.
+    a.post("/admin/api/tenants", &json!({ "name": "trial" }));
+    a.post(
+        "/admin/api/apps",
+        &json!({ "name": "demo", "tenant": "trial" }),
+    );
+    let demo_key = inlet.mint("demo");
+    let r = a.post(
+        "/admin/api/tenants/trial/rename",
+        &json!({ "name": "trial2" }),
+    );
+    assert_eq!(r.json()["name"], "trial2", "{}", r.text());
+    let r = a.post("/admin/api/tenants/trial2/delete", &json!({}));
+    assert_eq!(
+        r.json(),
+        json!({ "dry_run": false, "removed": { "tenants": ["trial2"], "apps": ["demo"], "keys": 1, "secrets": 0 } })
+    );
+    let apps = a.get("/admin/api/apps").json();
+    assert!(!apps.to_string().contains("demo"), "{apps}");
+    let keys = a.get("/admin/api/keys").json();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2, "{keys}");
+    let r = c.post_json("/s2s/event", &demo_key, &event("d1"));
+    assert_eq!(r.status, 401, "the deleted app's key is gone");
+    assert_eq!(
+        a.post("/admin/api/tenants/trial2/delete", &json!({}))
+            .status,
+        404
+    );
 }

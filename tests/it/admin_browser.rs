@@ -1,6 +1,7 @@
 //! The admin panel in a real headless Chromium (Debian's `chromium` + `chromium-driver`,
 //! installed by `.ci/run`), driven over WebDriver: the whole first-day story of a studio.
-//! Screenshots of each page land in `test-artifacts/admin/`.
+//! Screenshots of each page, 1280 px wide and 390 px (a phone), land in
+//! `target/screenshots/`.
 
 use crate::admin::{PASSWORD, setup_code};
 use crate::support::*;
@@ -83,7 +84,7 @@ impl Drop for Driver {
 }
 
 fn artifacts() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/admin");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).expect("artifact dir");
     dir
 }
@@ -132,6 +133,7 @@ async fn wait_text(b: &Browser, css: &str, text: &str) {
 async fn a_studio_sets_up_inlet_in_the_browser() {
     let inlet = Inlet::start();
     let code = setup_code(&inlet);
+    let _ = std::fs::remove_file(artifacts().join("failure.png"));
     let driver = Driver::start();
     let b = driver.browser().await;
     // Run the story as its own task so that the browser is closed even when it fails.
@@ -146,10 +148,48 @@ async fn a_studio_sets_up_inlet_in_the_browser() {
     }
 }
 
+/// Sets the viewport's width (CSS pixels) and checks that the page got it.
+async fn viewport(b: &Browser, width: u32) {
+    b.set_window_size(width, 900).await.expect("window size");
+    let inner = b.execute("return window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(inner.as_u64(), Some(u64::from(width)), "viewport width");
+}
+
+/// The page does not scroll sideways: what is wider (tables) scrolls inside its own box.
+async fn assert_no_sideways_scroll(b: &Browser, page: &str) {
+    let r = b
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (scroll, inner) = (r[0].as_u64().unwrap(), r[1].as_u64().unwrap());
+    assert!(
+        scroll <= inner,
+        "{page}: the page is {scroll} px wide in a {inner} px window"
+    );
+}
+
+/// The element's `title` attribute.
+async fn title_of(b: &Browser, css: &str) -> String {
+    find(b, css)
+        .await
+        .attr("title")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
 async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) {
-    // First run: the setup form, with the code typed in by hand.
-    b.goto(&format!("{base}/admin/")).await.unwrap();
+    // First run: the first URL the log shows leads to the panel, which asks for the setup
+    // code (typed in by hand here).
+    b.goto(&format!("{base}/")).await.unwrap();
     fill(b, "#setup-code", code).await;
+    assert!(
+        b.current_url().await.unwrap().path().starts_with("/admin/"),
+        "/ leads to the panel"
+    );
     let nav = find(b, "#nav").await;
     assert!(
         !nav.is_displayed().await.unwrap(),
@@ -161,15 +201,39 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     click(b, "#setup-submit").await;
     find(b, "#apps-today").await;
 
+    // Nothing is stored yet: the overview offers to send a first event. The button mints a
+    // key and shows a request with this server's URL; running it stores the event.
+    click(b, "#first-mint").await;
+    let command = find(b, "#snippet-native pre").await.text().await.unwrap();
+    assert!(
+        command.starts_with(&format!("curl -X POST {base}/s2s/event")),
+        "{command}"
+    );
+    for dialect in ["gamerebellion", "adjust", "appsflyer", "datafly"] {
+        find(b, &format!("#snippet-{dialect}")).await;
+    }
+    wait_text(b, "#first-waiting", "Waiting").await;
+    screenshot(b, "02-first-event").await;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .expect("run curl");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.contains("\"accepted\":1"), "{command}\n{answer}");
+    wait_text(b, "#first-arrived", "It arrived").await;
+    click(b, "#first-arrived a").await;
+    wait_text(b, "#events-table tbody", "user_42").await;
+
     // Log out and back in.
     click(b, "#logout").await;
     fill(b, "#login-password", "not the password").await;
     click(b, "#login-submit").await;
     wait_text(b, "#login-form .error", "Wrong password").await;
-    screenshot(b, "02-login").await;
+    screenshot(b, "03-login").await;
     fill(b, "#login-password", PASSWORD).await;
     click(b, "#login-submit").await;
-    find(b, "#apps-today").await;
+    find(b, "#events-table[data-loaded]").await;
 
     // A tenant with a quota, and an app.
     click(b, "a[data-page=tenants]").await;
@@ -177,15 +241,73 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     fill(b, "#tenant-quota", "1000").await;
     click(b, "#tenant-create").await;
     find(b, "tr[data-tenant=acme]").await;
-    fill(b, "#app-name", "game").await;
-    find(b, "#app-tenant")
+    for app in ["game", "scratch"] {
+        fill(b, "#app-name", app).await;
+        find(b, "#app-tenant")
+            .await
+            .select_by_value("acme")
+            .await
+            .unwrap();
+        click(b, "#app-create").await;
+        wait_text(b, "#apps-table", app).await;
+    }
+    // Times read as dates, the raw value on hover.
+    let created = title_of(b, "tr[data-tenant=acme] time").await;
+    assert!(created.contains("ms since the epoch"), "{created}");
+    screenshot(b, "04-tenants").await;
+
+    // The tenant's retention.
+    click(b, "tr[data-tenant=acme] a").await;
+    find(b, "#retention-mode")
         .await
-        .select_by_value("acme")
+        .select_by_value("days")
         .await
         .unwrap();
-    click(b, "#app-create").await;
+    fill(b, "#retention-days", "30").await;
+    click(b, "#retention-form button[type=submit]").await;
+    wait_text(b, "#retention-saved", "Saved").await;
+    screenshot(b, "05-tenant").await;
+    click(b, "a[data-page=tenants]").await;
+    wait_text(b, "tr[data-tenant=acme]", "30 days").await;
+
+    // An app made by mistake: renamed, then deleted (the page says what goes with it).
+    click(b, "tr[data-app=scratch] a").await;
+    fill(b, "#rename-name", "scratch2").await;
+    click(b, "#rename-form button[type=submit]").await;
+    wait_text(b, "h1", "App scratch2").await;
+    click(b, "#delete").await;
+    wait_text(
+        b,
+        "#delete-what",
+        "This removes app scratch2, 0 keys, 0 signing secrets.",
+    )
+    .await;
+    click(b, "#delete").await;
     wait_text(b, "#apps-table", "game").await;
-    screenshot(b, "03-tenants").await;
+    let apps = find(b, "#apps-table").await.text().await.unwrap();
+    assert!(!apps.contains("scratch"), "{apps}");
+
+    // The app's dialect settings: Adjust app token and an event token, AppsFlyer bundle id.
+    click(b, "tr[data-app=game] a").await;
+    fill(b, "#adjust-app-token", "4w565xzmb54d").await;
+    fill(b, "#appsflyer-bundle-id", "com.studio.web").await;
+    click(b, "#settings-save").await;
+    wait_text(b, "#settings-saved", "Saved").await;
+    fill(b, "#adjust-event-token", "f0ob4r").await;
+    fill(b, "#adjust-event-name", "purchase").await;
+    click(b, "#adjust-event-form button[type=submit]").await;
+    wait_text(b, "#adjust-events", "f0ob4r").await;
+    assert_eq!(
+        find(b, "#adjust-app-token")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("4w565xzmb54d"),
+        "the page drawn again shows the saved token"
+    );
+    screenshot(b, "06-app").await;
 
     // A key that may send purchases only.
     click(b, "a[data-page=keys]").await;
@@ -202,15 +324,25 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     click(b, "#copy-key").await;
     wait_text(b, "#copy-key", "Copied").await;
     wait_text(b, "#keys-table", "purchase, subscribe").await;
-    screenshot(b, "04-keys").await;
+    screenshot(b, "07-keys").await;
+
+    // The settings are live: an Adjust request with the app token and the mapped event token.
+    let mut c = Client::new(addr);
+    let auth = format!("Bearer {key}");
+    let adjust = format!(
+        "/event?s2s=1&app_token=4w565xzmb54d&event_token=f0ob4r\
+         &idfa=D2CADB5F-410F-4963-AC0C-2A78534BDF1E&created_at_unix={}",
+        now_ms() / 1000
+    );
+    let r = c
+        .request("GET", &adjust, &[("Authorization", &auth)], b"")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
 
     // The Events page is open when the event arrives: it appears without a reload.
     click(b, "a[data-page=events]").await;
     find(b, "#events-table[data-loaded]").await;
-    let empty = find(b, "#no-events").await;
-    assert!(empty.is_displayed().await.unwrap(), "no events yet");
     wait_text(b, "#live", "live").await;
-    let mut c = Client::new(addr);
     let mut ev = event("order-7781");
     ev["user_id"] = "user_42".into();
     ev["revenue"] = 9.99.into();
@@ -221,7 +353,12 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     not_allowed["event_name"] = "app_open".into();
     assert_eq!(c.post_json("/s2s/event", &key, &not_allowed).status, 403);
     wait_text(b, "#events-table tbody", "order-7781").await;
-    screenshot(b, "05-events").await;
+    screenshot(b, "08-events").await;
+
+    // A filter that matches nothing says so (and only then).
+    fill(b, "#f-event_name", "no-such-event").await;
+    click(b, "#filter-form button[type=submit]").await;
+    wait_text(b, "#no-events", "No events match these filters").await;
 
     // Filtering draws the page again: its live poll replaces the old one instead of adding
     // to it (each used to keep polling, and after a logout their 401s redrew the login form).
@@ -261,27 +398,112 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     // Back on the page it was on.
     wait_text(b, "#events-table tbody", "order-7781").await;
 
-    // Its detail: the canonical event and the raw request.
-    click(b, "#events-table tr[data-seq='1']").await;
+    // Its detail: readable times (raw on hover), the canonical event and the raw request.
+    let seq = find(b, "#events-table tbody tr[data-seq]")
+        .await
+        .attr("data-seq")
+        .await
+        .unwrap()
+        .unwrap();
+    click(b, &format!("#events-table tr[data-seq='{seq}']")).await;
     wait_text(b, "#event-json", "\"tenant\": \"acme\"").await;
     wait_text(b, "#audit-body", "order-7781").await;
-    screenshot(b, "06-event").await;
+    wait_text(b, "#event-times", "received_at_ms").await;
+    let raw = title_of(b, "#event-times time").await;
+    assert!(raw.contains("ms since the epoch"), "{raw}");
+    screenshot(b, "09-event").await;
 
-    // The overview counts it.
+    // A profile: the ids linked to user_42 and its latest events.
+    click(b, "a[data-page=profiles]").await;
+    find(b, "#profile-app")
+        .await
+        .select_by_value("game")
+        .await
+        .unwrap();
+    fill(b, "#profile-id", "nobody").await;
+    click(b, "#profile-lookup").await;
+    wait_text(b, "#profile-none", "No event of app game carries nobody").await;
+    fill(b, "#profile-id", "user_42").await;
+    click(b, "#profile-lookup").await;
+    wait_text(b, "#profile-ids", "user_42").await;
+    wait_text(b, "#profile-events", "order-7781").await;
+    screenshot(b, "10-profile").await;
+
+    // Signing secrets: mint (shown once), rotate with a grace period, revoke the old one.
+    click(b, "a[data-page=secrets]").await;
+    wait_text(b, "#secrets-table", "No signing secrets yet").await;
+    find(b, "#secret-app")
+        .await
+        .select_by_value("game")
+        .await
+        .unwrap();
+    fill(b, "#secret-label", "backend").await;
+    click(b, "#secret-mint").await;
+    let secret = find(b, "#minted-secret").await.text().await.unwrap();
+    assert!(secret.starts_with("sk_"), "{secret}");
+    click(b, "tr[data-secret-id='1'] .rotate").await;
+    wait_text(b, "tr[data-secret-id='1']", "valid until").await;
+    wait_text(b, "tr[data-secret-id='2']", "active").await;
+    let rotated = find(b, "#minted-secret").await.text().await.unwrap();
+    assert!(rotated.starts_with("sk_") && rotated != secret);
+    click(b, "tr[data-secret-id='1'] .revoke").await;
+    wait_text(b, "tr[data-secret-id='1'] .revoke", "Really").await;
+    click(b, "tr[data-secret-id='1'] .revoke").await;
+    wait_text(b, "tr[data-secret-id='1']", "revoked").await;
+    screenshot(b, "11-secrets").await;
+
+    // The overview counts it; the first-event card is gone once its event arrived.
     click(b, "a[data-page=overview]").await;
     wait_text(b, "#apps-today", "game").await;
-    wait_text(b, "#quotas", "1 / 1,000").await;
+    assert!(
+        b.find(Locator::Css("#first-event")).await.is_err(),
+        "the first-event card outlived its event"
+    );
+    let text = find(b, "main").await.text().await.unwrap();
+    for stray in ["null", "undefined", "[object"] {
+        assert!(!text.contains(stray), "{stray:?} on the overview: {text}");
+    }
+    wait_text(b, "#quotas", "2 / 1,000").await;
     wait_text(b, "#rejections", "event_not_allowed_by_key").await;
     screenshot(b, "00-overview").await;
 
     // Revoke the key (two clicks: arm, confirm); the next request with it gets 401.
     click(b, "a[data-page=keys]").await;
-    click(b, "button.revoke").await;
-    wait_text(b, "button.revoke", "Really").await;
-    click(b, "button.revoke").await;
-    wait_text(b, "#keys-table", "revoked").await;
-    screenshot(b, "07-revoked").await;
+    click(b, "tr[data-key-id='2'] button.revoke").await;
+    wait_text(b, "tr[data-key-id='2'] button.revoke", "Really").await;
+    click(b, "tr[data-key-id='2'] button.revoke").await;
+    wait_text(b, "tr[data-key-id='2']", "revoked").await;
+    screenshot(b, "12-revoked").await;
     let r = c.post_json("/s2s/event", &key, &event("order-7782"));
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "unknown_or_revoked_key");
+
+    // A phone, 390 px wide: every page fits, Log out is reachable, tables scroll in their box.
+    viewport(b, 390).await;
+    for page in [
+        "overview", "events", "events/3", "keys", "tenants", "secrets", "profiles", "app/game",
+    ] {
+        b.goto(&format!("{base}/admin/#{page}")).await.unwrap();
+        find(b, "main h1").await;
+        let sel = match page {
+            "events" => "#events-table[data-loaded]",
+            "profiles" => "#profile-events",
+            "events/3" => "#audit-body",
+            _ => "main h1",
+        };
+        find(b, sel).await;
+        assert_no_sideways_scroll(b, page).await;
+        let text = find(b, "main").await.text().await.unwrap();
+        for stray in ["null", "undefined", "[object", "NaN"] {
+            assert!(!text.contains(stray), "{stray:?} on {page}: {text}");
+        }
+        assert!(
+            find(b, "#logout").await.is_displayed().await.unwrap(),
+            "{page}: Log out"
+        );
+        screenshot(b, &format!("390-{}", page.replace('/', "-"))).await;
+    }
+    click(b, "#logout").await;
+    find(b, "#login-form").await;
+    viewport(b, 1280).await;
 }

@@ -320,6 +320,18 @@ fn metrics_parse_and_their_counters_equal_the_export() {
     assert_eq!(r.status, 400);
     let bogus = format!("srv_{}", "0".repeat(48));
     assert_eq!(c.post_json("/s2s/event", &bogus, &event("x")).status, 401);
+    // Paths of many shapes: each is labelled by the route that answered (or `unmatched`).
+    for path in [
+        "/v1/secret-bundle-1/event",
+        "/api/v1/sessions/secret-2",
+        "/secret-3",
+        "/s2s/secret-4",
+    ] {
+        let r = c
+            .post(path, &[("Content-Type", "application/json")], b"{}")
+            .unwrap();
+        assert!(r.status >= 400 && r.status < 500, "{path}: {}", r.status);
+    }
 
     let r = c.get("/metrics").unwrap();
     assert_eq!(r.status, 401, "the token is required");
@@ -405,6 +417,31 @@ fn metrics_parse_and_their_counters_equal_the_export() {
             "inlet_request_duration_seconds_count",
             &[("code", "4xx")]
         ) >= 3.0
+    );
+    // Latency by route: the router's pattern, never the raw path.
+    let latency = |endpoint: &str, code: &str| {
+        sum(
+            &m,
+            "inlet_request_duration_seconds_count",
+            &[("endpoint", endpoint), ("code", code)],
+        )
+    };
+    assert_eq!(latency("/s2s/event", "2xx"), 7.0);
+    assert_eq!(latency("/s2s/event", "4xx"), 2.0);
+    assert_eq!(latency("/s2s/events/bulk", "2xx"), 1.0);
+    assert_eq!(latency("/metrics", "4xx"), 1.0);
+    assert_eq!(latency("/v1/{bundle_id}/{method}", "4xx"), 1.0);
+    assert_eq!(latency("/api/v1/*", "4xx"), 1.0);
+    assert_eq!(latency("unmatched", "4xx"), 2.0);
+    let endpoints: std::collections::BTreeSet<&str> = m
+        .iter()
+        .filter(|s| s.name == "inlet_request_duration_seconds_count")
+        .filter_map(|s| s.labels.get("endpoint"))
+        .map(String::as_str)
+        .collect();
+    assert!(
+        endpoints.iter().all(|e| !e.contains("secret-")),
+        "a raw path became a label: {endpoints:?}"
     );
     assert_eq!(sum(&m, "inlet_queue_requests", &[]), 0.0);
     assert_eq!(sum(&m, "inlet_writer_up", &[]), 1.0);
@@ -1018,6 +1055,8 @@ fn json_log_mode_prints_only_json_lines_from_the_setup_banner_to_the_exit() {
             .ends_with(&format!("/admin/#setup={code}")),
         "{banner}"
     );
+    let next = banner["fields"]["next_command"].as_str().unwrap();
+    assert!(next.contains("keys mint --app default"), "{banner}");
     let command = lines
         .iter()
         .find(|l| l["fields"]["message"] == "admin command")
