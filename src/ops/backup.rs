@@ -10,6 +10,10 @@
 //! every dedupe entry points at a stored event) and then swaps it in, keeping the previous
 //! database next to it as `inlet.redb.pre-restore-<ms>`.
 
+use crate::store::accounts::{
+    ACCOUNTS as ADMIN_ACCOUNTS, AUDIT as ADMIN_AUDIT, INVITES as ADMIN_INVITES,
+    SESSIONS as ADMIN_SESSIONS,
+};
 use crate::store::codec::{App, Key, Tenant, decode_config, decode_event};
 use crate::store::tables::*;
 use crate::store::{DB_FILE, Error, Result, Store};
@@ -46,6 +50,10 @@ macro_rules! each_table {
         $m!(APP_DAYS);
         $m!(APP_HOURS);
         $m!(SECRETS);
+        $m!(ADMIN_ACCOUNTS);
+        $m!(ADMIN_SESSIONS);
+        $m!(ADMIN_INVITES);
+        $m!(ADMIN_AUDIT);
     };
 }
 
