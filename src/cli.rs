@@ -201,6 +201,7 @@ impl ServeArgs {
             default_rate_limit: self.default_rate_limit,
             admin_listen: self.admin_listen.clone(),
             admin_secure_cookie: self.admin_secure_cookie,
+            backup: None,
         }
     }
 }

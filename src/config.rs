@@ -84,6 +84,8 @@ pub struct Config {
     /// Without a token, serve `/metrics` to any peer (default: loopback peers only).
     pub metrics_public: bool,
     pub admin: AdminConfig,
+    /// Scheduled backups (`[backup]`); `None`: only `inlet backup`.
+    pub backup: Option<BackupSchedule>,
 }
 
 /// The admin panel's settings.
@@ -129,6 +131,7 @@ impl Config {
             retention_interval: Duration::from_secs(DEFAULT_RETENTION_INTERVAL_SECS),
             metrics_token: None,
             metrics_public: false,
+            backup: None,
         }
     }
 
@@ -157,8 +160,81 @@ impl Config {
             default_rate_limit: Some(self.default_rate_limit),
             admin_listen: self.admin.listen.map(|a| a.to_string()),
             admin_secure_cookie: Some(self.admin.secure_cookie),
+            backup: self.backup.as_ref().map(|b| b.raw()),
         };
         toml::to_string(&raw).expect("a config always serializes")
+    }
+}
+
+/// `[backup]` of the configuration file: backups the server takes by itself.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    /// How often: `24h`, `6h`, `30m`, `2d`.
+    pub every: Option<String>,
+    /// Backups kept in `dir`; older ones are removed [default: 7].
+    pub keep: Option<u32>,
+    /// Where they go: an absolute path outside the data dir.
+    pub dir: Option<PathBuf>,
+}
+
+/// Checked `[backup]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSchedule {
+    pub every: Duration,
+    pub keep: u32,
+    pub dir: PathBuf,
+}
+
+impl RawBackup {
+    fn resolve(self) -> Result<BackupSchedule, String> {
+        let every = self.every.as_deref().ok_or("backup.every: must be set")?;
+        let secs = every
+            .strip_suffix(['s', 'm', 'h', 'd'])
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| match every.as_bytes()[every.len() - 1] {
+                b's' => n,
+                b'm' => n.saturating_mul(60),
+                b'h' => n.saturating_mul(3600),
+                _ => n.saturating_mul(86_400),
+            })
+            .filter(|s| (1..=366 * 86_400).contains(s))
+            .ok_or_else(|| {
+                format!("backup.every: {every:?} is not a duration like 24h, 30m or 2d")
+            })?;
+        let keep = self.keep.unwrap_or(7);
+        if !(1..=1000).contains(&keep) {
+            return Err(format!("backup.keep: {keep} is outside 1..=1000"));
+        }
+        let dir = self.dir.ok_or("backup.dir: must be set")?;
+        if !dir.is_absolute() {
+            return Err(format!(
+                "backup.dir: {} must be an absolute path",
+                dir.display()
+            ));
+        }
+        Ok(BackupSchedule {
+            every: Duration::from_secs(secs),
+            keep,
+            dir,
+        })
+    }
+}
+
+impl BackupSchedule {
+    fn raw(&self) -> RawBackup {
+        let s = self.every.as_secs();
+        let every = match s {
+            s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+            s if s % 3600 == 0 => format!("{}h", s / 3600),
+            s if s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        };
+        RawBackup {
+            every: Some(every),
+            keep: Some(self.keep),
+            dir: Some(self.dir.clone()),
+        }
     }
 }
 
@@ -202,6 +278,8 @@ pub struct RawConfig {
     pub default_rate_limit: Option<u32>,
     pub admin_listen: Option<String>,
     pub admin_secure_cookie: Option<bool>,
+    /// `[backup]`: scheduled backups (file only).
+    pub backup: Option<RawBackup>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +332,7 @@ impl RawConfig {
             default_rate_limit: over.default_rate_limit.or(self.default_rate_limit),
             admin_listen: over.admin_listen.or(self.admin_listen),
             admin_secure_cookie: over.admin_secure_cookie.or(self.admin_secure_cookie),
+            backup: over.backup.or(self.backup),
         }
     }
 
@@ -394,6 +473,7 @@ impl RawConfig {
         };
         // Served over TLS by inlet itself, the cookie is Secure unless said otherwise.
         c.admin.secure_cookie = self.admin_secure_cookie.unwrap_or(c.tls.is_some());
+        c.backup = self.backup.map(|b| b.resolve()).transpose().map_err(bad)?;
         Ok(c)
     }
 }
@@ -432,6 +512,12 @@ mod tests {
             ("queue_bytes = 10", "queue_bytes"),
             ("tls_cert = \"/x.pem\"", "tls_cert and tls_key"),
             ("metrics_token = \" \"", "metrics_token"),
+            ("[backup]\nevery = \"1y\"\ndir = \"/b\"", "backup.every"),
+            ("[backup]\nevery = \"1h\"\ndir = \"rel\"", "backup.dir"),
+            (
+                "[backup]\nevery = \"1h\"\ndir = \"/b\"\nkeep = 0",
+                "backup.keep",
+            ),
         ] {
             let e = RawConfig::from_toml(toml).unwrap().resolve().unwrap_err();
             assert!(e.0.contains(key), "{toml}: {e}");
@@ -449,5 +535,17 @@ mod tests {
         assert!(text.contains(REDACTED));
         let back = RawConfig::from_toml(&text).unwrap();
         assert_eq!(back.listen.as_deref(), Some(DEFAULT_LISTEN));
+        let with_backup =
+            RawConfig::from_toml("[backup]\nevery = \"90m\"\ndir = \"/var/backups/inlet\"\n")
+                .unwrap()
+                .resolve()
+                .unwrap();
+        let b = with_backup.backup.clone().unwrap();
+        assert_eq!((b.every.as_secs(), b.keep), (5400, 7));
+        let again = RawConfig::from_toml(&with_backup.to_toml())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(again.backup, Some(b));
     }
 }

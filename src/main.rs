@@ -597,7 +597,11 @@ fn serve_logged(config: Config) -> anyhow::Result<()> {
 /// The admin panel's origin as the configuration serves it (an unspecified address is
 /// shown as this host's loopback address: pass `--url` for the name users reach).
 fn panel_origin(config: Config) -> String {
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut addr = config.admin.listen.unwrap_or(config.listen);
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());

@@ -171,8 +171,8 @@ fn totp_secret(store: &Store, account: &Account, pending: bool) -> Result<Vec<u8
     let sealer = Sealer::load(store.data_dir())
         .map_err(store::Error::Io)?
         .ok_or_else(|| {
-        store::Error::Corrupt("the TOTP secrets' key file secrets.key is missing".into())
-    })?;
+            store::Error::Corrupt("the TOTP secrets' key file secrets.key is missing".into())
+        })?;
     let secret = sealer
         .open(TOTP_SEAL_BASE | account.id, &sealed)
         .and_then(|s| unhex(&s))
@@ -214,7 +214,9 @@ pub async fn login(
     same_origin(headers)?;
     let limiter = &state.admin.limiter;
     let ip = peer.ip();
-    limiter.check(ip, now_ms()).map_err(Error::TooManyAttempts)?;
+    limiter
+        .check(ip, now_ms())
+        .map_err(Error::TooManyAttempts)?;
     let b: Login = parse(body)?;
     if !state.store.has_admin_accounts()? {
         return Err(Error::SetupRequired);
@@ -232,7 +234,9 @@ pub async fn login(
         .acquire()
         .await
         .map_err(|_| store::Error::WriterGone)?;
-    limiter.check(ip, now_ms()).map_err(Error::TooManyAttempts)?;
+    limiter
+        .check(ip, now_ms())
+        .map_err(Error::TooManyAttempts)?;
     let pw = b.password;
     let ok = tokio::task::spawn_blocking(move || hash.verify(&pw))
         .await
@@ -254,10 +258,15 @@ pub async fn login(
     let secret = match (&account.totp, b.totp.as_deref()) {
         (None, _) => None,
         (Some(_), None | Some("")) => return Err(Error::TotpRequired),
-        (Some(_), Some(code)) => Some((totp_secret(&state.store, &account, false)?, code.to_owned())),
+        (Some(_), Some(code)) => {
+            Some((totp_secret(&state.store, &account, false)?, code.to_owned()))
+        }
     };
     let now = now_ms();
-    let (new, th, record) = state.admin.sessions.open(now, &name, &account.password.salt);
+    let (new, th, record) = state
+        .admin
+        .sessions
+        .open(now, &name, &account.password.salt);
     let n = name.clone();
     let checked = write(state, move |txn| {
         if let Some((secret, code)) = &secret
@@ -320,7 +329,9 @@ pub async fn accept_invite(
     same_origin(headers)?;
     let limiter = &state.admin.limiter;
     let ip = peer.ip();
-    limiter.check(ip, now_ms()).map_err(Error::TooManyAttempts)?;
+    limiter
+        .check(ip, now_ms())
+        .map_err(Error::TooManyAttempts)?;
     let b: Accept = parse(body)?;
     password::check_new(&b.password).map_err(Error::PasswordInvalid)?;
     let th = token_hash(b.token.trim());
@@ -347,7 +358,10 @@ pub async fn accept_invite(
     };
     limiter.succeeded(ip);
     let (new, th, record) = sessions.open(now, &account.name, &salt);
-    write(state, move |txn| accounts::add_session(txn, &th, &record, now)).await?;
+    write(state, move |txn| {
+        accounts::add_session(txn, &th, &record, now)
+    })
+    .await?;
     tracing::info!(peer = %ip, account = %account.name, "admin invitation accepted");
     Ok(session_reply(state, new, &account.name))
 }
@@ -478,10 +492,7 @@ pub async fn post(
 /// Starts TOTP enrolment: a new secret, sealed as the account's pending one; answers the
 /// secret in base32 and the `otpauth://` URI (shown once).
 async fn totp_begin(state: &Env<'_>, me: String) -> Result<Reply, Error> {
-    let account = state
-        .store
-        .admin_account(&me)?
-        .ok_or(Error::Unauthorized)?;
+    let account = state.store.admin_account(&me)?.ok_or(Error::Unauthorized)?;
     let secret = totp::new_secret();
     let sealer = Sealer::load_or_create(state.store.data_dir()).map_err(store::Error::Io)?;
     let sealed = hex(&sealer.seal(TOTP_SEAL_BASE | account.id, &hex(&secret)));
@@ -505,10 +516,7 @@ async fn totp_begin(state: &Env<'_>, me: String) -> Result<Reply, Error> {
 
 /// Confirms enrolment with a code of the pending secret, which then replaces any earlier one.
 async fn totp_confirm(state: &Env<'_>, me: String, code: String) -> Result<Reply, Error> {
-    let account = state
-        .store
-        .admin_account(&me)?
-        .ok_or(Error::Unauthorized)?;
+    let account = state.store.admin_account(&me)?.ok_or(Error::Unauthorized)?;
     if account.totp_pending.is_none() {
         return Err(Error::BadRequest(
             "start the enrolment first (POST account/totp)".into(),

@@ -7,8 +7,8 @@
 
 use super::panel::EventQuery;
 use super::session::{AdminSession, WriteSession};
-use super::{Error, accounts, signing};
 use super::{Env, param, write};
+use super::{Error, accounts, signing};
 use crate::clock::now_ms;
 use crate::http::reply::Reply;
 use crate::stats::Counted;
@@ -97,7 +97,11 @@ pub async fn handle(
         let target = segs.get(1).map(|s| s.to_string()).unwrap_or_else(|| {
             serde_json::from_slice::<Value>(&body)
                 .ok()
-                .and_then(|b| ["name", "app", "label"].iter().find_map(|k| b[k].as_str().map(str::to_owned)))
+                .and_then(|b| {
+                    ["name", "app", "label"]
+                        .iter()
+                        .find_map(|k| b[k].as_str().map(str::to_owned))
+                })
                 .unwrap_or_default()
         });
         accounts::record(state, w.account(), path.to_owned(), target).await;

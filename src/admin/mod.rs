@@ -257,8 +257,8 @@ pub async fn handle(
         assets::serve(&req, &path)
     };
     let reply = result.unwrap_or_else(|e| {
-        let setup_required =
-            matches!(e, Error::Unauthorized) && matches!(state.store.has_admin_accounts(), Ok(false));
+        let setup_required = matches!(e, Error::Unauthorized)
+            && matches!(state.store.has_admin_accounts(), Ok(false));
         e.reply(setup_required)
     });
     secured(reply)

@@ -63,6 +63,13 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     crate::auth::keys::sha256(token.as_bytes())
 }
 
+/// The CSRF token of the session whose cookie holds `token`: derived, never stored.
+fn csrf_of(token: &str) -> String {
+    hex(&crate::auth::keys::sha256(
+        format!("inlet-csrf:{token}").as_bytes(),
+    ))
+}
+
 /// A new random token (64 hex digits).
 pub fn new_token() -> String {
     random_hex()
@@ -83,11 +90,10 @@ impl Sessions {
         password_salt: &str,
     ) -> (NewSession, [u8; 32], SessionRecord) {
         let token = random_hex();
-        let csrf = random_hex();
+        let csrf = csrf_of(&token);
         let expires_ms = now_ms + self.ttl.as_millis() as u64;
         let record = SessionRecord {
             account: account.to_owned(),
-            csrf: csrf.clone(),
             expires_ms,
             password_salt: password_salt.to_owned(),
         };
@@ -121,7 +127,7 @@ impl Sessions {
         }
         Ok(AdminSession {
             token_hash: hash,
-            csrf: s.csrf,
+            csrf: csrf_of(token),
             expires_ms: s.expires_ms,
             account: s.account,
         })

@@ -118,9 +118,15 @@ mod tests {
         assert_eq!(base32(b""), "");
         assert_eq!(base32(b"f"), "MY");
         assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
-        assert_eq!(base32(b"12345678901234567890"), "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
+        assert_eq!(
+            base32(b"12345678901234567890"),
+            "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+        );
         let u = uri("ann@x", b"12345678901234567890");
-        assert!(u.starts_with("otpauth://totp/inlet%3Aann%40x?secret=GEZDG"), "{u}");
+        assert!(
+            u.starts_with("otpauth://totp/inlet%3Aann%40x?secret=GEZDG"),
+            "{u}"
+        );
     }
 
     #[test]
@@ -132,9 +138,15 @@ mod tests {
         assert_eq!(check(secret, &code(step), now, 0), Ok(step));
         assert_eq!(check(secret, &code(step - 1), now, 0), Ok(step - 1));
         assert_eq!(check(secret, &code(step + 1), now, 0), Ok(step + 1));
-        assert_eq!(check(secret, &code(step - 2), now, 0), Err(Refused::Invalid));
+        assert_eq!(
+            check(secret, &code(step - 2), now, 0),
+            Err(Refused::Invalid)
+        );
         assert_eq!(check(secret, &code(step), now, step), Err(Refused::Reused));
-        assert_eq!(check(secret, &code(step - 1), now, step), Err(Refused::Reused));
+        assert_eq!(
+            check(secret, &code(step - 1), now, step),
+            Err(Refused::Reused)
+        );
         assert_eq!(check(secret, "12345", now, 0), Err(Refused::Invalid));
         assert_eq!(check(secret, "abcdef", now, 0), Err(Refused::Invalid));
     }

@@ -10,9 +10,7 @@ use crate::auth::password::PasswordHash;
 use crate::store::codec::{decode_config, encode_config};
 use crate::store::tables::META;
 use crate::store::{Error, Result, Store};
-use redb::{
-    ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 /// Account name → [`Account`] record.
@@ -61,10 +59,10 @@ pub struct Totp {
 }
 
 /// A stored session: who, until when, and the password (by its salt) it was opened with.
+/// Its CSRF token is derived from the session token, so it is not stored either.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     pub account: String,
-    pub csrf: String,
     pub expires_ms: u64,
     pub password_salt: String,
 }
@@ -280,10 +278,7 @@ pub fn add_invite(
 ) -> Result<()> {
     check_name(&invite.name)?;
     if get(txn, &invite.name)?.is_some() {
-        return Err(Error::Conflict(format!(
-            "account {:?} exists",
-            invite.name
-        )));
+        return Err(Error::Conflict(format!("account {:?} exists", invite.name)));
     }
     let mut t = txn.open_table(INVITES)?;
     t.retain(|_, v| {
@@ -416,6 +411,31 @@ mod tests {
         }
     }
 
+    /// An older version's single password becomes the account `admin`, once.
+    #[test]
+    fn the_single_password_of_older_versions_becomes_account_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(LEGACY_PASSWORD, encode_config(&hash()).as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.admin_account(FIRST_ACCOUNT).unwrap().unwrap();
+        assert_eq!(a.password, hash());
+        let txn = store.db().unwrap().begin_read().unwrap();
+        assert!(
+            txn.open_table(META)
+                .unwrap()
+                .get(LEGACY_PASSWORD)
+                .unwrap()
+                .is_none()
+        );
+    }
+
     #[test]
     fn the_last_account_stays_and_removal_ends_its_sessions() {
         let dir = tempfile::tempdir().unwrap();
@@ -423,12 +443,14 @@ mod tests {
         let db = store.db().unwrap();
         let txn = db.begin_write().unwrap();
         create(&txn, "admin", hash(), 1, true).unwrap();
-        assert!(create(&txn, "second", hash(), 1, true).is_err(), "first only");
+        assert!(
+            create(&txn, "second", hash(), 1, true).is_err(),
+            "first only"
+        );
         let b = create(&txn, "bob", hash(), 1, false).unwrap();
         assert_eq!(b.id, 2);
         let s = |account: &str| SessionRecord {
             account: account.into(),
-            csrf: "c".into(),
             expires_ms: 100,
             password_salt: "00".into(),
         };

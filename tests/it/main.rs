@@ -4,6 +4,7 @@ mod support;
 mod transport;
 
 mod abuse;
+mod accounts;
 mod adjust;
 mod admin;
 mod admin_browser;
