@@ -236,12 +236,17 @@ fn backup(place: &Place, path: &Path, force: bool) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", partial.0.display()))?;
     admin(place, Op::Backup, &mut file)?;
     file.sync_all()?;
+    drop(file);
+    // Checked before it gets its name: a file named as a backup is one that restores.
+    let summary = inlet::ops::backup::verify(&partial.0)
+        .with_context(|| format!("checking the backup {}", partial.0.display()))?;
     std::fs::rename(&partial.0, &target)?;
     std::fs::File::open(dir)?.sync_all()?;
     let bytes = std::fs::metadata(&target)?.len();
     eprintln!(
-        "inlet: backup written to {} ({bytes} bytes)",
-        target.display()
+        "inlet: backup written to {} ({bytes} bytes, {} events) and verified",
+        target.display(),
+        summary.events
     );
     Ok(())
 }

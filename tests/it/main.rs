@@ -9,6 +9,7 @@ mod adjust;
 mod admin;
 mod admin_browser;
 mod appsflyer;
+mod backup_schedule;
 mod bench;
 mod cli;
 mod crash;
