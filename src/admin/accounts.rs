@@ -6,7 +6,6 @@
 //! entry. A TOTP code is checked against the account's last used step inside that
 //! transaction, so one code opens at most one session even when sent twice at once.
 
-use super::api::parse;
 use super::session::{WriteSession, new_token, same_origin, token_hash};
 use super::{AdminState, Env, Error, param, totp, write};
 use crate::auth::password::{self, PasswordHash};
@@ -41,6 +40,11 @@ pub fn entry(actor: &str, action: &str, target: &str) -> AuditEntry {
         action: action.to_owned(),
         target: target.to_owned(),
     }
+}
+
+/// Parses a JSON body (unknown fields refused).
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|_| Error::BadJson)
 }
 
 /// Runs PBKDF2 off the async threads, at most two at a time.

@@ -62,7 +62,8 @@ fn invite_totp_restart_remove_and_the_audit_log() {
     let mut admin = Admin::setup(&inlet);
 
     // The CLI's invitation link (through the running server's control socket).
-    let out = inlet.cli_ok(&["admin", "invite", "bob"]);
+    let origin = format!("http://{}", inlet.addr);
+    let out = inlet.cli_ok(&["admin", "invite", "bob", "--url", &origin]);
     let link = out.lines().next().unwrap();
     assert!(
         link.starts_with(&format!("http://{}/admin/#invite=", inlet.addr)),
@@ -208,7 +209,10 @@ fn invite_totp_restart_remove_and_the_audit_log() {
 
     // An audited write of the rest of the API.
     let r = admin.post("/admin/api/tenants", &json!({ "name": "acme" }));
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 201, "{}", r.text());
+    // A refused write is not an action.
+    let r = admin.post("/admin/api/tenants", &json!({ "name": "acme" }));
+    assert_eq!(r.status, 409, "{}", r.text());
 
     // Removal ends every session of the account, and the last account stays.
     let r = admin.post("/admin/api/admins/bob/remove", &json!({}));
