@@ -34,7 +34,7 @@ fn admin_of(inlet: &Inlet, r: &Resp) -> Admin {
     }
 }
 
-fn base32_decode(s: &str) -> Vec<u8> {
+pub fn base32_decode(s: &str) -> Vec<u8> {
     let (mut buf, mut bits, mut out) = (0u32, 0u32, Vec::new());
     for c in s.bytes() {
         let v = match c {
