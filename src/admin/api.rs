@@ -92,19 +92,20 @@ pub async fn handle(
     if let Some(r) = accounts::post(state, &w, &segs, &body).await {
         return r;
     }
-    let r = writes(state, &w, &segs, &body).await;
+    let who = w.account().to_owned();
+    let target = segs.get(1).map(|s| s.to_string()).unwrap_or_else(|| {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|b| {
+                ["name", "app", "label"]
+                    .iter()
+                    .find_map(|k| b[k].as_str().map(str::to_owned))
+            })
+            .unwrap_or_default()
+    });
+    let r = writes(state, w, segs, body).await;
     if r.is_ok() {
-        let target = segs.get(1).map(|s| s.to_string()).unwrap_or_else(|| {
-            serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|b| {
-                    ["name", "app", "label"]
-                        .iter()
-                        .find_map(|k| b[k].as_str().map(str::to_owned))
-                })
-                .unwrap_or_default()
-        });
-        accounts::record(state, w.account(), path.to_owned(), target).await;
+        accounts::record(state, &who, path.to_owned(), target).await;
     }
     r
 }
@@ -112,11 +113,11 @@ pub async fn handle(
 /// The admin API's writes other than the accounts' (audited by [`handle`]).
 async fn writes(
     state: &Env<'_>,
-    w: &WriteSession,
-    segs: &[&str],
-    body: &[u8],
+    w: WriteSession,
+    segs: Vec<&str>,
+    body: bytes::Bytes,
 ) -> Result<Reply, Error> {
-    match segs {
+    match segs.as_slice() {
         ["tenants"] => {
             let b: NewTenant = parse(&body)?;
             create_tenant(state, &w, b).await
