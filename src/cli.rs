@@ -92,6 +92,8 @@ pub enum AdminCmd {
     },
     /// Remove an admin account (never the last) and end its sessions.
     Remove { name: String },
+    /// Turn an account's TOTP second factor off (a lost phone); it may enrol again.
+    ResetTotp { name: String },
     /// List admin accounts.
     List,
     /// The audit log of admin actions, newest first.

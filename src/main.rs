@@ -379,6 +379,7 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             unreachable!("dispatched before")
         }
         Command::Admin(AdminCmd::Remove { name }) => Op::AdminRemove { name },
+        Command::Admin(AdminCmd::ResetTotp { name }) => Op::AdminResetTotp { name },
         Command::Admin(AdminCmd::List) => Op::AdminList,
         Command::Admin(AdminCmd::Audit { limit, json }) => Op::AdminAudit { limit, json },
         Command::Tenants(TenantsCmd::SetRetention { name, days }) => Op::TenantsSetRetention {

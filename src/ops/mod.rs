@@ -115,6 +115,9 @@ pub enum Op {
     AdminRemove {
         name: String,
     },
+    AdminResetTotp {
+        name: String,
+    },
     AdminList,
     /// The audit log of admin actions, newest first.
     AdminAudit {
@@ -439,6 +442,18 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                 accounts::audit(txn, entry(CLI_ACTOR, "remove_account", &n))
             })?;
             writeln!(out, "admin account {name} removed; its sessions ended")?;
+        }
+        Op::AdminResetTotp { name } => {
+            use crate::admin::accounts::{CLI_ACTOR, entry};
+            let n = name.clone();
+            exec.write(move |txn| {
+                accounts::reset_totp(txn, &n)?;
+                accounts::audit(txn, entry(CLI_ACTOR, "reset_totp", &n))
+            })?;
+            writeln!(
+                out,
+                "admin account {name}: TOTP off, its sessions ended; it logs in with the password alone"
+            )?;
         }
         Op::AdminList => {
             let rows = store.admin_accounts()?;

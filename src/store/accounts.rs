@@ -202,6 +202,18 @@ pub fn set_password(
     Ok(())
 }
 
+/// Turns the TOTP second factor of `name` off (and any enrolment in progress); ends its
+/// sessions.
+pub fn reset_totp(txn: &WriteTransaction, name: &str) -> Result<()> {
+    let mut a =
+        get(txn, name)?.ok_or_else(|| Error::NotFound(format!("no admin account {name:?}")))?;
+    a.totp = None;
+    a.totp_pending = None;
+    put(txn, &a)?;
+    end_sessions_of(txn, name)?;
+    Ok(())
+}
+
 /// Removes the account `name` and its sessions; never the last account.
 pub fn remove(txn: &WriteTransaction, name: &str) -> Result<()> {
     let mut t = txn.open_table(ACCOUNTS)?;

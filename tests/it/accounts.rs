@@ -164,6 +164,12 @@ fn invite_totp_restart_remove_and_the_audit_log() {
     );
 
     // Sessions are stored: a restart keeps them.
+    let list = inlet.cli_ok(&["admin", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("bob ") && l.contains(" yes ")),
+        "{list}"
+    );
     let (admin_cookie, bob_cookie) = (admin.cookie.clone(), bob2.cookie.clone());
     inlet.kill();
     inlet.restart();
@@ -174,7 +180,6 @@ fn invite_totp_restart_remove_and_the_audit_log() {
     };
     admin = reconnect(&admin_cookie, &admin.csrf);
     let mut bob2 = reconnect(&bob_cookie, &bob2.csrf);
-    bob = reconnect(&bob.cookie, &bob.csrf);
     let r = bob2.get("/admin/api/session");
     assert_eq!(r.status, 200, "bob is still logged in: {}", r.text());
     assert_eq!(admin.get("/admin/api/session").status, 200);
@@ -214,6 +219,16 @@ fn invite_totp_restart_remove_and_the_audit_log() {
     let r = admin.post("/admin/api/tenants", &json!({ "name": "acme" }));
     assert_eq!(r.status, 409, "{}", r.text());
 
+    // A lost phone: the CLI turns the second factor off (and ends the sessions).
+    inlet.cli_ok(&["admin", "reset-totp", "bob"]);
+    assert_eq!(bob2.get("/admin/api/session").status, 401);
+    let r = post(
+        &inlet,
+        "/admin/api/login",
+        &json!({ "name": "bob", "password": "bob's own password" }),
+    );
+    bob = admin_of(&inlet, &r);
+
     // Removal ends every session of the account, and the last account stays.
     let r = admin.post("/admin/api/admins/bob/remove", &json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -251,6 +266,8 @@ fn invite_totp_restart_remove_and_the_audit_log() {
         ("bob", "login", "bob"),
         ("admin", "invite", "carol"),
         ("admin", "tenants", "acme"),
+        ("cli", "reset_totp", "bob"),
+        ("bob", "login", "bob"),
         ("admin", "remove_account", "bob"),
     ];
     let got: Vec<(&str, &str, &str)> = rows
