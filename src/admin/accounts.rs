@@ -339,6 +339,14 @@ pub async fn accept_invite(
     let b: Accept = parse(body)?;
     password::check_new(&b.password).map_err(Error::PasswordInvalid)?;
     let th = token_hash(b.token.trim());
+    let invalid = || match limiter.failed(ip, now_ms()) {
+        Some(secs) => Error::TooManyAttempts(secs),
+        None => Error::InviteInvalid,
+    };
+    // Checked again when it is used up; this spares a hash for a wrong token.
+    if !state.store.admin_invite_open(&th, now_ms())? {
+        return Err(invalid());
+    }
     let pw = b.password;
     let hash = hashing(state.admin, move || PasswordHash::new(&pw)).await?;
     let now = now_ms();
@@ -352,12 +360,7 @@ pub async fn accept_invite(
     .await;
     let account = match made {
         Ok(a) => a,
-        Err(Error::Store(store::Error::NotFound(_))) => {
-            if let Some(secs) = limiter.failed(ip, now_ms()) {
-                return Err(Error::TooManyAttempts(secs));
-            }
-            return Err(Error::InviteInvalid);
-        }
+        Err(Error::Store(store::Error::NotFound(_))) => return Err(invalid()),
         Err(e) => return Err(e),
     };
     limiter.succeeded(ip);

@@ -319,6 +319,12 @@ pub fn verify(path: &Path) -> Result<Summary> {
         decode_config::<Key>("key", row?.1.value())?;
         s.keys += 1;
     }
+    // Admin accounts (absent from files of versions before them).
+    if let Ok(t) = txn.open_table(ADMIN_ACCOUNTS) {
+        for row in t.iter()? {
+            decode_config::<crate::store::accounts::Account>("admin account", row?.1.value())?;
+        }
+    }
     Ok(s)
 }
 

@@ -378,6 +378,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether an invitation is open under `token_hash` at `now_ms`.
+    pub fn admin_invite_open(&self, token_hash: &[u8; 32], now_ms: u64) -> Result<bool> {
+        let txn = self.db.begin_read()?;
+        let v = txn.open_table(INVITES)?.get(token_hash.as_slice())?;
+        Ok(match v {
+            Some(b) => decode_config::<Invite>("admin invite", b.value())?.expires_ms > now_ms,
+            None => false,
+        })
+    }
+
     /// The session stored under `token_hash`, with its account, if both exist.
     pub fn admin_session(&self, token_hash: &[u8; 32]) -> Result<Option<(SessionRecord, Account)>> {
         let txn = self.db.begin_read()?;

@@ -914,10 +914,13 @@ fn damaged_records_answer_500_without_detail_and_mistakes_keep_their_4xx() {
         (r.status, r.text()),
         (500, r#"{"error":"internal"}"#.to_owned())
     );
-    let log = inlet.log.lock().unwrap().clone();
-    assert!(log.contains("admin request failed"), "{log}");
-    assert!(log.contains("store read failed"), "{log}");
-    assert!(log.contains("damaged data"), "{log}");
+    // The log is read from the server's stderr by another thread: wait for the lines.
+    wait_for("the failures in the log", || {
+        let log = inlet.log.lock().unwrap();
+        ["admin request failed", "store read failed", "damaged data"]
+            .iter()
+            .all(|l| log.contains(l))
+    });
     // A caller's mistake: its 4xx, and a message that says what is wrong.
     let r = admin.post("/admin/api/apps", &json!({ "name": "g", "tenant": "nope" }));
     assert_eq!(
