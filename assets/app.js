@@ -75,7 +75,7 @@ function describe(err) {
     cross_origin_request: 'Refused: the request did not come from this page.',
     csrf_token_invalid: 'Your session changed; reload the page.',
   };
-  return reasons[err.body.error] || err.message;
+  return reasons[err.body.error] || accountReasons[err.body.error] || err.message;
 }
 
 function errorBox() { return h('p', { class: 'error', role: 'alert' }); }
@@ -121,7 +121,7 @@ function showAuth(setupRequired) {
   generation++;
   stopTimer();
   nav.hidden = true;
-  view.replaceChildren(setupRequired ? setupForm() : loginForm());
+  view.replaceChildren(inviteToken() ? inviteForm() : setupRequired ? setupForm() : loginForm());
 }
 
 function setupForm() {
@@ -156,17 +156,22 @@ function loginForm() {
   const err = errorBox();
   const form = h('form', { class: 'card auth', id: 'login-form' },
     h('h1', {}, 'Log in'),
+    loginNameField(),
     h('label', {}, 'Admin password', h('input', { id: 'login-password', type: 'password', required: true, autocomplete: 'current-password' })),
+    loginTotpField(),
     h('button', { id: 'login-submit', type: 'submit' }, 'Log in'),
     err);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     try {
-      const r = await api('POST', 'login', { password: form.querySelector('#login-password').value });
+      const r = await api('POST', 'login', loginBody(form));
       csrf = r.csrf_token;
       if (!location.hash || location.hash.startsWith('#setup')) location.hash = '#overview';
       route();
-    } catch (x) { err.textContent = describe(x); }
+    } catch (x) {
+      if (x instanceof ApiError && x.body.error === 'totp_required') showTotpField(form);
+      err.textContent = describe(x);
+    }
   });
   return form;
 }
@@ -179,7 +184,7 @@ document.getElementById('logout').addEventListener('click', async () => {
 
 // ---------- pages ----------
 
-const pages = { overview, keys, tenants, events, secrets, profiles, tenant: tenantPage, app: appPage };
+const pages = { overview, keys, tenants, events, secrets, profiles, tenant: tenantPage, app: appPage, admins, audit };
 // The nav entry a page belongs to.
 const navOf = { tenant: 'tenants', app: 'tenants' };
 
@@ -932,6 +937,160 @@ async function appPage(arg) {
         h('tbody', {}, tokens.length ? tokens.map(tokenRow) : emptyRow(3, 'No event tokens mapped.'))),
       map, merr),
     renameDelete('apps', name, '#tenants'));
+}
+
+// ---------- admin accounts: login fields, invitations, the Admins and Audit log pages ----------
+
+const accountReasons = {
+  totp_required: 'Enter the 6-digit code of your authenticator app.',
+  totp_invalid: 'That code is not valid. Check the time of your device.',
+  totp_reused: 'That code was used already. Wait for the next one.',
+  invite_invalid: 'This invitation link is not valid: it works once and for 7 days.',
+};
+
+function loginNameField() {
+  return h('label', {}, 'Account (empty: admin)', h('input', { id: 'login-name', autocomplete: 'username' }));
+}
+
+function loginTotpField() {
+  return h('label', { id: 'login-totp-label', hidden: true }, 'Authenticator code',
+    h('input', { id: 'login-totp', inputmode: 'numeric', autocomplete: 'one-time-code', maxlength: 6 }));
+}
+
+function showTotpField(form) {
+  form.querySelector('#login-totp-label').hidden = false;
+  form.querySelector('#login-totp').focus();
+}
+
+function loginBody(form) {
+  const body = { password: form.querySelector('#login-password').value };
+  const name = form.querySelector('#login-name').value.trim();
+  const code = form.querySelector('#login-totp').value.trim();
+  if (name) body.name = name;
+  if (code) body.totp = code;
+  return body;
+}
+
+function inviteToken() {
+  const m = /(?:^|[#&])invite=([0-9a-f]+)/.exec(location.hash);
+  return m ? m[1] : null;
+}
+
+function inviteForm() {
+  const err = errorBox();
+  const form = h('form', { class: 'card auth', id: 'invite-form' },
+    h('h1', {}, 'Accept the invitation'),
+    h('p', { class: 'muted' }, 'Choose the password of your admin account.'),
+    h('label', {}, 'Password (at least 8 characters)', h('input', { id: 'invite-password', type: 'password', required: true, minlength: 8, autocomplete: 'new-password' })),
+    h('label', {}, 'Password again', h('input', { id: 'invite-password2', type: 'password', required: true, autocomplete: 'new-password' })),
+    h('button', { id: 'invite-submit', type: 'submit' }, 'Create account'),
+    err);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const pw = form.querySelector('#invite-password').value;
+    if (pw !== form.querySelector('#invite-password2').value) {
+      err.textContent = 'The passwords differ.';
+      return;
+    }
+    try {
+      const r = await api('POST', 'invite/accept', { token: inviteToken(), password: pw });
+      csrf = r.csrf_token;
+      location.hash = '#admins';
+      route();
+    } catch (x) { err.textContent = describe(x); }
+  });
+  return form;
+}
+
+async function admins() {
+  const g = generation;
+  const r = await api('GET', 'admins');
+  const inviteErr = errorBox();
+  const link = h('p', { id: 'invite-link', class: 'secret', hidden: true });
+  const name = h('input', { id: 'invite-name', required: true, placeholder: 'name' });
+  const invite = h('form', { class: 'inline', id: 'invite-new' }, name, h('button', { type: 'submit' }, 'Invite'), inviteErr);
+  invite.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      const i = await api('POST', 'admins/invite', { name: name.value.trim() });
+      link.textContent = location.origin + i.path;
+      link.hidden = false;
+      inviteErr.textContent = 'Send this link to ' + name.value.trim() + ' (it works once, for 7 days):';
+    } catch (x) { inviteErr.textContent = describe(x); }
+  });
+  const row = (a) => h('tr', { 'data-account': a.name },
+    h('td', {}, a.name + (a.name === r.me ? ' (you)' : '')),
+    h('td', {}, a.totp ? 'on' : 'off'),
+    h('td', {}, fmtTime(a.created_ms)),
+    h('td', {}, r.accounts.length > 1 ? h('button', {
+      class: 'link', type: 'button', onclick: async () => {
+        if (!confirm('Remove ' + a.name + '? Their sessions end now.')) return;
+        try { await api('POST', 'admins/' + encodeURIComponent(a.name) + '/remove', {}); redraw(admins); } catch (x) { alert(describe(x)); }
+      },
+    }, 'Remove') : ''));
+  showPage(g,
+    h('h1', {}, 'Admins'),
+    h('section', { class: 'card' },
+      h('table', { id: 'admins-table' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'Account'), h('th', {}, 'Two-factor'), h('th', {}, 'Created'), h('th', {}, ''))),
+        h('tbody', {}, r.accounts.map(row))),
+      r.invites.length ? h('p', { class: 'muted' }, 'Open invitations: ' + r.invites.map((i) => `${i.name} (until ${fmtTime(i.expires_ms)})`).join(', ')) : null),
+    h('section', { class: 'card' }, h('h2', {}, 'Invite an admin'), invite, link),
+    h('section', { class: 'card' }, h('h2', {}, 'Your two-factor login'), totpEnrolment()));
+}
+
+function totpEnrolment() {
+  const box = h('div', { id: 'totp-box' });
+  const err = errorBox();
+  const start = h('button', {
+    id: 'totp-start', type: 'button', onclick: async () => {
+      try {
+        const t = await api('POST', 'account/totp', {});
+        const code = h('input', { id: 'totp-code', inputmode: 'numeric', autocomplete: 'one-time-code', maxlength: 6, required: true });
+        const form = h('form', { class: 'inline', id: 'totp-confirm' }, code, h('button', { type: 'submit' }, 'Confirm'));
+        form.addEventListener('submit', async (e) => {
+          e.preventDefault();
+          try {
+            await api('POST', 'account/totp/confirm', { code: code.value.trim() });
+            box.replaceChildren(h('p', { id: 'totp-done' }, 'Two-factor login is on: from now on, log in with a code.'));
+          } catch (x) { err.textContent = describe(x); }
+        });
+        box.replaceChildren(
+          h('p', {}, 'Add this key to your authenticator app (or open the link on your phone), then enter the code it shows:'),
+          h('p', { class: 'secret', id: 'totp-secret' }, t.secret),
+          h('p', {}, h('a', { href: t.uri, id: 'totp-uri' }, 'otpauth link')),
+          form, err);
+      } catch (x) { err.textContent = describe(x); }
+    },
+  }, 'Set up an authenticator app');
+  box.append(h('p', { class: 'muted' }, 'A 6-digit code from an authenticator app, asked at every login.'), start, err);
+  return box;
+}
+
+async function audit() {
+  const g = generation;
+  const tbody = h('tbody');
+  const more = h('button', { type: 'button', class: 'link', hidden: true }, 'Older');
+  let before = null;
+  const load = async () => {
+    const r = await api('GET', 'audit' + params({ before }));
+    tbody.append(...r.entries.map((e) => h('tr', {},
+      h('td', { class: 'num' }, e.seq), h('td', {}, fmtTime(e.at_ms)), h('td', {}, e.actor), h('td', {}, e.action), h('td', {}, e.target))));
+    before = r.next_before;
+    more.hidden = !before;
+    return r;
+  };
+  more.addEventListener('click', () => load().catch(() => {}));
+  const first = await load();
+  showPage(g,
+    h('h1', {}, 'Audit log'),
+    h('section', { class: 'card' },
+      first.entries.length
+        ? h('table', { id: 'audit-table' },
+          h('thead', {}, h('tr', {}, h('th', {}, '#'), h('th', {}, 'When'), h('th', {}, 'Who'), h('th', {}, 'What'), h('th', {}, 'Target'))),
+          tbody)
+        : h('p', { class: 'muted' }, 'No admin actions recorded yet.'),
+      more));
 }
 
 route();

@@ -145,6 +145,8 @@ if [ -d /run/systemd/system ]; then
 fi
 exit 0
 SCRIPT
+# Backs the database up before an upgrade's new binary first opens it.
+install -m 0755 "$here/preinst" "$stage/DEBIAN/preinst"
 chmod 0755 "$stage/DEBIAN/postinst" "$stage/DEBIAN/prerm" "$stage/DEBIAN/postrm"
 
 deb="$out/inlet_${version}_${arch}.deb"

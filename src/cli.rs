@@ -92,8 +92,36 @@ pub enum ClusterCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCmd {
-    /// Set the admin panel password, read from stdin (first line). Ends every admin session.
-    SetPassword,
+    /// Set an admin account's password, read from stdin (first line); creates the account
+    /// when absent. Ends the account's sessions.
+    SetPassword {
+        /// The account [default: admin, the one the setup code creates].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print a one-time link (valid 7 days) that creates admin account NAME: whoever opens
+    /// it chooses the password.
+    Invite {
+        name: String,
+        /// The panel's origin as users reach it, e.g. https://inlet.example.com [default: from
+        /// the configuration's admin_listen or listen].
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Remove an admin account (never the last) and end its sessions.
+    Remove { name: String },
+    /// Turn an account's TOTP second factor off (a lost phone); it may enrol again.
+    ResetTotp { name: String },
+    /// List admin accounts.
+    List,
+    /// The audit log of admin actions, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args, Default)]
@@ -213,6 +241,7 @@ impl ServeArgs {
             cluster_node: self.cluster_node.clone(),
             cluster_partitions: self.cluster_partitions,
             cluster_single_engine_node: self.cluster_single_engine_node,
+            backup: None,
         }
     }
 }

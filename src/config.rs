@@ -86,6 +86,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Cluster mode on a NATS JetStream engine; `None`: the embedded store alone.
     pub cluster: Option<crate::cluster::Settings>,
+    /// Scheduled backups (`[backup]`); `None`: only `inlet backup`.
+    pub backup: Option<BackupSchedule>,
 }
 
 /// The admin panel's settings.
@@ -132,6 +134,7 @@ impl Config {
             metrics_token: None,
             metrics_public: false,
             cluster: None,
+            backup: None,
         }
     }
 
@@ -165,8 +168,81 @@ impl Config {
             cluster_node: self.cluster.as_ref().map(|c| c.node.clone()),
             cluster_partitions: self.cluster.as_ref().map(|c| c.partitions),
             cluster_single_engine_node: self.cluster.as_ref().map(|c| c.single_engine_node),
+            backup: self.backup.as_ref().map(|b| b.raw()),
         };
         toml::to_string(&raw).expect("a config always serializes")
+    }
+}
+
+/// `[backup]` of the configuration file: backups the server takes by itself.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    /// How often: `24h`, `6h`, `30m`, `2d`.
+    pub every: Option<String>,
+    /// Backups kept in `dir`; older ones are removed [default: 7].
+    pub keep: Option<u32>,
+    /// Where they go: an absolute path outside the data dir.
+    pub dir: Option<PathBuf>,
+}
+
+/// Checked `[backup]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSchedule {
+    pub every: Duration,
+    pub keep: u32,
+    pub dir: PathBuf,
+}
+
+impl RawBackup {
+    fn resolve(self) -> Result<BackupSchedule, String> {
+        let every = self.every.as_deref().ok_or("backup.every: must be set")?;
+        let secs = every
+            .strip_suffix(['s', 'm', 'h', 'd'])
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| match every.as_bytes()[every.len() - 1] {
+                b's' => n,
+                b'm' => n.saturating_mul(60),
+                b'h' => n.saturating_mul(3600),
+                _ => n.saturating_mul(86_400),
+            })
+            .filter(|s| (1..=366 * 86_400).contains(s))
+            .ok_or_else(|| {
+                format!("backup.every: {every:?} is not a duration like 24h, 30m or 2d")
+            })?;
+        let keep = self.keep.unwrap_or(7);
+        if !(1..=1000).contains(&keep) {
+            return Err(format!("backup.keep: {keep} is outside 1..=1000"));
+        }
+        let dir = self.dir.ok_or("backup.dir: must be set")?;
+        if !dir.is_absolute() {
+            return Err(format!(
+                "backup.dir: {} must be an absolute path",
+                dir.display()
+            ));
+        }
+        Ok(BackupSchedule {
+            every: Duration::from_secs(secs),
+            keep,
+            dir,
+        })
+    }
+}
+
+impl BackupSchedule {
+    fn raw(&self) -> RawBackup {
+        let s = self.every.as_secs();
+        let every = match s {
+            s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+            s if s % 3600 == 0 => format!("{}h", s / 3600),
+            s if s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        };
+        RawBackup {
+            every: Some(every),
+            keep: Some(self.keep),
+            dir: Some(self.dir.clone()),
+        }
     }
 }
 
@@ -221,6 +297,8 @@ pub struct RawConfig {
     /// Allow an engine of one node with unreplicated streams (tests only: not durable
     /// against the loss of a machine).
     pub cluster_single_engine_node: Option<bool>,
+    /// `[backup]`: scheduled backups (file only).
+    pub backup: Option<RawBackup>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +358,7 @@ impl RawConfig {
             cluster_single_engine_node: over
                 .cluster_single_engine_node
                 .or(self.cluster_single_engine_node),
+            backup: over.backup.or(self.backup),
         }
     }
 
@@ -428,6 +507,7 @@ impl RawConfig {
             self.cluster_single_engine_node,
         )
         .map_err(bad)?;
+        c.backup = self.backup.map(|b| b.resolve()).transpose().map_err(bad)?;
         Ok(c)
     }
 }
@@ -466,6 +546,12 @@ mod tests {
             ("queue_bytes = 10", "queue_bytes"),
             ("tls_cert = \"/x.pem\"", "tls_cert and tls_key"),
             ("metrics_token = \" \"", "metrics_token"),
+            ("[backup]\nevery = \"1y\"\ndir = \"/b\"", "backup.every"),
+            ("[backup]\nevery = \"1h\"\ndir = \"rel\"", "backup.dir"),
+            (
+                "[backup]\nevery = \"1h\"\ndir = \"/b\"\nkeep = 0",
+                "backup.keep",
+            ),
         ] {
             let e = RawConfig::from_toml(toml).unwrap().resolve().unwrap_err();
             assert!(e.0.contains(key), "{toml}: {e}");
@@ -483,5 +569,17 @@ mod tests {
         assert!(text.contains(REDACTED));
         let back = RawConfig::from_toml(&text).unwrap();
         assert_eq!(back.listen.as_deref(), Some(DEFAULT_LISTEN));
+        let with_backup =
+            RawConfig::from_toml("[backup]\nevery = \"90m\"\ndir = \"/var/backups/inlet\"\n")
+                .unwrap()
+                .resolve()
+                .unwrap();
+        let b = with_backup.backup.clone().unwrap();
+        assert_eq!((b.every.as_secs(), b.keep), (5400, 7));
+        let again = RawConfig::from_toml(&with_backup.to_toml())
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(again.backup, Some(b));
     }
 }

@@ -125,9 +125,18 @@ fn run(mut cli: Cli, mut data_from: DataFrom) -> anyhow::Result<()> {
             init_logs(LogFormat::Text);
             cluster(cmd, file, &data)
         }
-        Some(Command::Admin(AdminCmd::SetPassword)) => {
+        Some(Command::Admin(AdminCmd::SetPassword { name })) => {
             init_logs(LogFormat::Text);
-            set_password(&place)
+            set_password(&place, name)
+        }
+        Some(Command::Admin(AdminCmd::Invite { name, url })) => {
+            init_logs(LogFormat::Text);
+            let base_url = match url {
+                Some(u) => u.trim_end_matches('/').to_owned(),
+                None => panel_origin(resolve(file, &data, &ServeArgs::parse_default())?),
+            };
+            let op = Op::AdminInvite { name, base_url };
+            admin(&place, op, &mut std::io::stdout().lock())
         }
         Some(Command::Backup { file: path, force }) => {
             init_logs(LogFormat::Text);
@@ -289,12 +298,17 @@ fn backup(place: &Place, path: &Path, force: bool) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", partial.0.display()))?;
     admin(place, Op::Backup, &mut file)?;
     file.sync_all()?;
+    drop(file);
+    // Checked before it gets its name: a file named as a backup is one that restores.
+    let summary = inlet::ops::backup::verify(&partial.0)
+        .with_context(|| format!("checking the backup {}", partial.0.display()))?;
     std::fs::rename(&partial.0, &target)?;
     std::fs::File::open(dir)?.sync_all()?;
     let bytes = std::fs::metadata(&target)?.len();
     eprintln!(
-        "inlet: backup written to {} ({bytes} bytes)",
-        target.display()
+        "inlet: backup written to {} ({bytes} bytes, {} events) and verified",
+        target.display(),
+        summary.events
     );
     Ok(())
 }
@@ -420,13 +434,17 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
     Ok(match cmd {
         Command::Serve(_)
         | Command::Cluster(_)
-        | Command::Admin(_)
+        | Command::Admin(AdminCmd::SetPassword { .. } | AdminCmd::Invite { .. })
         | Command::CheckConfig(_)
         | Command::Init
         | Command::Backup { .. }
         | Command::Restore { .. } => {
             unreachable!("dispatched before")
         }
+        Command::Admin(AdminCmd::Remove { name }) => Op::AdminRemove { name },
+        Command::Admin(AdminCmd::ResetTotp { name }) => Op::AdminResetTotp { name },
+        Command::Admin(AdminCmd::List) => Op::AdminList,
+        Command::Admin(AdminCmd::Audit { limit, json }) => Op::AdminAudit { limit, json },
         Command::Tenants(TenantsCmd::SetRetention { name, days }) => Op::TenantsSetRetention {
             name,
             days: match days.as_str() {
@@ -652,9 +670,24 @@ fn serve_logged(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The admin panel's origin as the configuration serves it (an unspecified address is
+/// shown as this host's loopback address: pass `--url` for the name users reach).
+fn panel_origin(config: Config) -> String {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut addr = config.admin.listen.unwrap_or(config.listen);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("{scheme}://{addr}")
+}
+
 /// `inlet admin set-password`: reads the password from stdin, hashes it here, and stores the
 /// hash (through a running server or directly).
-fn set_password(place: &Place) -> anyhow::Result<()> {
+fn set_password(place: &Place, name: Option<String>) -> anyhow::Result<()> {
     use std::io::{BufRead, IsTerminal};
     let stdin = std::io::stdin();
     let tty = stdin.is_terminal();
@@ -678,7 +711,7 @@ fn set_password(place: &Place) -> anyhow::Result<()> {
     let hash = inlet::auth::password::PasswordHash::new(password);
     admin(
         place,
-        Op::AdminSetPassword { hash },
+        Op::AdminSetPassword { hash, name },
         &mut std::io::stdout().lock(),
     )
 }

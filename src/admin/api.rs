@@ -5,13 +5,10 @@
 //! 401 without one: the session is checked before the route is looked at. Writes run on the
 //! writer thread (the one owner of write transactions) through [`write`].
 
-use super::panel::{EventQuery, set_first_admin_password};
-use super::session::{
-    AdminSession, NewSession, WriteSession, clear_cookie, same_origin, set_cookie,
-};
-use super::{AdminState, Error, signing};
+use super::panel::EventQuery;
+use super::session::{AdminSession, WriteSession};
 use super::{Env, param, write};
-use crate::auth::password::{self, PasswordHash};
+use super::{Error, accounts, signing};
 use crate::clock::now_ms;
 use crate::http::reply::Reply;
 use crate::stats::Counted;
@@ -45,15 +42,17 @@ pub async fn handle(
     // unread and the connection can be kept alive.
     let body = state.read_body(req, MAX_BODY).await?;
     match (&method, path) {
-        (&Method::POST, "setup") => return setup(state, &headers, &body, peer).await,
-        (&Method::POST, "login") => return login(state, &headers, &body, peer).await,
+        (&Method::POST, "setup") => return accounts::setup(state, &headers, &body, peer).await,
+        (&Method::POST, "login") => return accounts::login(state, &headers, &body, peer).await,
+        (&Method::POST, "invite/accept") => {
+            return accounts::accept_invite(state, &headers, &body, peer).await;
+        }
         _ => {}
     }
-    let salt = state.store.admin_password()?.map(|p| p.salt);
     let session = state
         .admin
         .sessions
-        .authenticate(&headers, now_ms(), salt.as_deref())?;
+        .authenticate(&state.store, &headers, now_ms())?;
     let segs: Vec<&str> = path.split('/').collect();
     if method == Method::GET {
         return match segs.as_slice() {
@@ -81,6 +80,8 @@ pub async fn handle(
             ["events", seq] => event(state, &session, seq),
             ["secrets"] => signing::list(state, &session, &query),
             ["profile"] => signing::profile(state, &session, &query),
+            ["admins"] => accounts::list(state, session.account()),
+            ["audit"] => accounts::audit_log(state, &query),
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -88,14 +89,38 @@ pub async fn handle(
         return Err(not_found_or_method(&segs, false));
     }
     let w = session.for_write(&headers)?;
+    if let ["logout"] = segs.as_slice() {
+        return accounts::logout(state, w).await;
+    }
+    if let Some(r) = accounts::post(state, &w, &segs, &body).await {
+        return r;
+    }
+    let who = w.account().to_owned();
+    let target = segs.get(1).map(|s| s.to_string()).unwrap_or_else(|| {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|b| {
+                ["name", "app", "label"]
+                    .iter()
+                    .find_map(|k| b[k].as_str().map(str::to_owned))
+            })
+            .unwrap_or_default()
+    });
+    let r = writes(state, w, segs, body).await;
+    if r.is_ok() {
+        accounts::record(state, &who, path.to_owned(), target).await;
+    }
+    r
+}
+
+/// The admin API's writes other than the accounts' (audited by [`handle`]).
+async fn writes(
+    state: &Env<'_>,
+    w: WriteSession,
+    segs: Vec<&str>,
+    body: bytes::Bytes,
+) -> Result<Reply, Error> {
     match segs.as_slice() {
-        ["logout"] => {
-            state.admin.sessions.close(w);
-            let mut r = Reply::json(StatusCode::OK, &json!({ "ok": true }));
-            r.headers
-                .push(("set-cookie", clear_cookie(state.admin.config.secure_cookie)));
-            Ok(r)
-        }
         ["tenants"] => {
             let b: NewTenant = parse(&body)?;
             create_tenant(state, &w, b).await
@@ -168,12 +193,19 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "events"
             | "export"
             | "secrets"
-            | "profile"]
+            | "profile"
+            | "admins"
+            | "audit"]
             | ["events", _]
     );
     let post = matches!(
         segs,
         ["logout" | "tenants" | "apps" | "keys" | "setup" | "login"]
+            | ["invite", "accept"]
+            | ["admins", "invite"]
+            | ["admins", _, "remove"]
+            | ["account", "totp"]
+            | ["account", "totp", "confirm"]
             | ["tenants", _, "quota" | "retention" | "rename" | "delete"]
             | [
                 "apps",
@@ -197,142 +229,11 @@ pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(body).map_err(|_| Error::BadJson)
 }
 
-/// Runs PBKDF2 off the async threads, at most two at a time. `None` if the task failed.
-async fn hashing<R: Send + 'static>(
-    admin: &AdminState,
-    f: impl FnOnce() -> R + Send + 'static,
-) -> Option<R> {
-    let _permit = admin.hashing.acquire().await.ok()?;
-    tokio::task::spawn_blocking(f).await.ok()
-}
-
-fn session_reply(state: &Env<'_>, s: NewSession) -> Reply {
-    let mut r = Reply::json(
-        StatusCode::OK,
-        &json!({ "csrf_token": s.csrf, "expires_ms": s.expires_ms }),
-    );
-    r.headers.push((
-        "set-cookie",
-        set_cookie(
-            &s,
-            state.admin.config.session_ttl,
-            state.admin.config.secure_cookie,
-        ),
-    ));
-    r
-}
-
 fn session_info(s: &AdminSession) -> Reply {
     Reply::json(
         StatusCode::OK,
         &json!({ "csrf_token": s.csrf(), "expires_ms": s.expires_ms() }),
     )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Setup {
-    code: String,
-    password: String,
-}
-
-/// `POST /admin/api/setup {"code","password"}`: first run, once.
-async fn setup(
-    state: &Env<'_>,
-    headers: &HeaderMap,
-    body: &[u8],
-    peer: SocketAddr,
-) -> Result<Reply, Error> {
-    same_origin(headers)?;
-    let limiter = &state.admin.limiter;
-    limiter
-        .check(peer.ip(), now_ms())
-        .map_err(Error::TooManyAttempts)?;
-    let b: Setup = parse(body)?;
-    if state.store.admin_password()?.is_some() {
-        return Err(Error::AlreadySetUp);
-    }
-    password::check_new(&b.password).map_err(Error::PasswordInvalid)?;
-    if !state.admin.take_setup_code(&b.code) {
-        if let Some(secs) = limiter.failed(peer.ip(), now_ms()) {
-            return Err(Error::TooManyAttempts(secs));
-        }
-        return Err(Error::SetupCodeInvalid);
-    }
-    limiter.succeeded(peer.ip());
-    let pw = b.password;
-    let Some(hash) = hashing(state.admin, move || PasswordHash::new(&pw)).await else {
-        state.admin.restore_setup_code(&b.code);
-        return Err(Error::Store(store::Error::WriterGone));
-    };
-    let salt = hash.salt.clone();
-    match write(state, move |txn| set_first_admin_password(txn, &hash)).await {
-        Ok(true) => {}
-        Ok(false) => return Err(Error::AlreadySetUp),
-        Err(e) => {
-            state.admin.restore_setup_code(&b.code);
-            return Err(e);
-        }
-    }
-    tracing::info!(peer = %peer.ip(), "admin password set up");
-    Ok(session_reply(
-        state,
-        state.admin.sessions.open(now_ms(), &salt),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Login {
-    password: String,
-}
-
-/// `POST /admin/api/login {"password"}`.
-async fn login(
-    state: &Env<'_>,
-    headers: &HeaderMap,
-    body: &[u8],
-    peer: SocketAddr,
-) -> Result<Reply, Error> {
-    same_origin(headers)?;
-    let limiter = &state.admin.limiter;
-    limiter
-        .check(peer.ip(), now_ms())
-        .map_err(Error::TooManyAttempts)?;
-    let b: Login = parse(body)?;
-    let Some(hash) = state.store.admin_password()? else {
-        return Err(Error::SetupRequired);
-    };
-    let ip = peer.ip();
-    let salt = hash.salt.clone();
-    // Check the limit again once it is this request's turn to hash: parallel guesses queue
-    // on the hashing permits, and must not all get past the check made before they queued.
-    let _permit = state
-        .admin
-        .hashing
-        .acquire()
-        .await
-        .map_err(|_| store::Error::WriterGone)?;
-    limiter
-        .check(ip, now_ms())
-        .map_err(Error::TooManyAttempts)?;
-    let ok = tokio::task::spawn_blocking(move || hash.verify(&b.password))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        tracing::warn!(peer = %ip, "admin login failed");
-        if let Some(secs) = limiter.failed(ip, now_ms()) {
-            tracing::warn!(peer = %ip, secs, "admin login locked out");
-            return Err(Error::TooManyAttempts(secs));
-        }
-        return Err(Error::WrongPassword);
-    }
-    limiter.succeeded(ip);
-    tracing::info!(peer = %ip, "admin logged in");
-    Ok(session_reply(
-        state,
-        state.admin.sessions.open(now_ms(), &salt),
-    ))
 }
 
 fn overview(state: &Env<'_>, _s: &AdminSession) -> Result<Reply, Error> {
@@ -767,11 +668,10 @@ pub fn export_filter(
     headers: &HeaderMap,
     query: &str,
 ) -> Result<crate::store::read::ExportFilter, Error> {
-    let salt = state.store.admin_password()?.map(|p| p.salt);
     state
         .admin
         .sessions
-        .authenticate(headers, now_ms(), salt.as_deref())?;
+        .authenticate(&state.store, headers, now_ms())?;
     let number = |name: &str| -> Result<Option<u64>, Error> {
         param(query, name)
             .map(|v| {

@@ -5,11 +5,13 @@
 //! (CSP without inline script, `X-Frame-Options: DENY`, `Cache-Control: no-store`, ...).
 //! [`Error::reply`] is the one place where admin errors become HTTP statuses and reasons.
 
+pub mod accounts;
 pub mod api;
 pub mod assets;
 pub mod panel;
 pub mod session;
 pub mod signing;
+pub mod totp;
 
 use crate::config::AdminConfig;
 use crate::context::Context;
@@ -63,9 +65,9 @@ impl AdminState {
     /// one-time setup code and returns it (to be shown to whoever started the server); only
     /// its hash is kept.
     pub fn new(store: &Store, config: AdminConfig) -> store::Result<(AdminState, Option<String>)> {
-        let code = match store.admin_password()? {
-            Some(_) => None,
-            None => Some(new_setup_code()),
+        let code = match store.has_admin_accounts()? {
+            true => None,
+            false => Some(new_setup_code()),
         };
         let state = AdminState {
             sessions: session::Sessions::new(config.session_ttl),
@@ -139,6 +141,14 @@ pub enum Error {
     AlreadySetUp,
     #[error("no admin password is set yet")]
     SetupRequired,
+    #[error("this account needs its TOTP code")]
+    TotpRequired,
+    #[error("wrong TOTP code")]
+    TotpInvalid,
+    #[error("TOTP code already used")]
+    TotpReused,
+    #[error("unknown, used or expired invitation")]
+    InviteInvalid,
     #[error("too many failed attempts")]
     TooManyAttempts(u64),
     #[error("{0}")]
@@ -173,6 +183,10 @@ impl Error {
             Error::CsrfTokenInvalid => (StatusCode::FORBIDDEN, "csrf_token_invalid", None),
             Error::WrongPassword => (StatusCode::UNAUTHORIZED, "wrong_password", None),
             Error::SetupCodeInvalid => (StatusCode::UNAUTHORIZED, "setup_code_invalid", None),
+            Error::TotpRequired => (StatusCode::UNAUTHORIZED, "totp_required", None),
+            Error::TotpInvalid => (StatusCode::UNAUTHORIZED, "totp_invalid", None),
+            Error::TotpReused => (StatusCode::UNAUTHORIZED, "totp_reused", None),
+            Error::InviteInvalid => (StatusCode::UNAUTHORIZED, "invite_invalid", None),
             Error::AlreadySetUp => (StatusCode::CONFLICT, "already_set_up", None),
             Error::SetupRequired => (StatusCode::CONFLICT, "setup_required", None),
             Error::TooManyAttempts(secs) => {
@@ -243,8 +257,8 @@ pub async fn handle(
         assets::serve(&req, &path)
     };
     let reply = result.unwrap_or_else(|e| {
-        let setup_required =
-            matches!(e, Error::Unauthorized) && matches!(state.store.admin_password(), Ok(None));
+        let setup_required = matches!(e, Error::Unauthorized)
+            && matches!(state.store.has_admin_accounts(), Ok(false));
         e.reply(setup_required)
     });
     secured(reply)
@@ -281,7 +295,7 @@ pub async fn export(
         Ok(f) => f,
         Err(e) => {
             let setup_required = matches!(e, Error::Unauthorized)
-                && matches!(state.store.admin_password(), Ok(None));
+                && matches!(state.store.has_admin_accounts(), Ok(false));
             return crate::http::boxed(secured(e.reply(setup_required)).into_response());
         }
     };

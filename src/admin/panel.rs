@@ -1,10 +1,9 @@
 //! What the admin panel needs from the database: per-app day and hour counters (written by
-//! [`Tallies`], a writer listener, in the same commit as the events they count), the admin
-//! password hash, and filtered event listings, newest first.
+//! [`Tallies`], a writer listener, in the same commit as the events they count), and
+//! filtered event listings, newest first.
 
-use crate::auth::password::PasswordHash;
 use crate::clock::{Date, days_from_civil};
-use crate::store::codec::{EventRecord, decode_config, decode_event, encode_config};
+use crate::store::codec::{EventRecord, decode_event};
 use crate::store::tables::*;
 use crate::store::writer::{Accepted, CommitListener};
 use crate::store::{Result, Store};
@@ -13,8 +12,6 @@ use std::collections::HashMap;
 
 const MS_PER_HOUR: u64 = 3_600_000;
 const MS_PER_DAY: u64 = 86_400_000;
-/// The `meta` key of the admin password hash.
-const ADMIN_PASSWORD: &str = "admin_password";
 
 /// UTC day number since the epoch of `ms`.
 pub fn day_of(ms: u64) -> u32 {
@@ -76,22 +73,6 @@ impl CommitListener for Tallies {
     }
 }
 
-/// Sets (or replaces) the admin password hash.
-pub fn set_admin_password(txn: &WriteTransaction, hash: &PasswordHash) -> Result<()> {
-    txn.open_table(META)?
-        .insert(ADMIN_PASSWORD, encode_config(hash).as_slice())?;
-    Ok(())
-}
-
-/// Sets the admin password only if none is set yet; returns whether it did.
-pub fn set_first_admin_password(txn: &WriteTransaction, hash: &PasswordHash) -> Result<bool> {
-    if txn.open_table(META)?.get(ADMIN_PASSWORD)?.is_some() {
-        return Ok(false);
-    }
-    set_admin_password(txn, hash)?;
-    Ok(true)
-}
-
 /// Events accepted by one app today and this month (UTC).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppCount {
@@ -143,16 +124,6 @@ impl EventQuery {
 }
 
 impl Store {
-    /// The admin password hash, if one is set.
-    pub fn admin_password(&self) -> Result<Option<PasswordHash>> {
-        let txn = self.db.begin_read()?;
-        let v = txn.open_table(META)?.get(ADMIN_PASSWORD)?;
-        Ok(match v {
-            Some(bytes) => Some(decode_config("admin password", bytes.value())?),
-            None => None,
-        })
-    }
-
     /// Per app (that has any): events accepted today and this calendar month (UTC).
     pub fn app_counts(&self, now_ms: u64) -> Result<Vec<AppCount>> {
         let txn = self.db.begin_read()?;

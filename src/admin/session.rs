@@ -5,12 +5,15 @@
 //! [`AdminSession::for_write`] after the same-origin and CSRF checks. Handlers take one of
 //! them as an argument, so a handler cannot be reached without the check it needs.
 //!
-//! Session tokens are 256 random bits; only their SHA-256 is kept (in memory: a restart ends
-//! every session). A session also ends when it expires, at logout, and when the admin
-//! password changes (it remembers the salt of the password it was opened with).
+//! Session tokens are 256 random bits; only their SHA-256 is kept, in the database
+//! (`store::accounts`), so sessions survive a restart. A session ends when it expires, at
+//! logout, when its account is removed, and when the account's password changes (it
+//! remembers the salt of the password it was opened with).
 
 use super::Error;
 use crate::event::hex;
+use crate::store::Store;
+use crate::store::accounts::SessionRecord;
 use hyper::HeaderMap;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,19 +25,9 @@ use subtle::ConstantTimeEq;
 pub const COOKIE: &str = "inlet_admin";
 /// The request header that carries the CSRF token on state-changing requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// Most sessions kept at once; the oldest goes first.
-const MAX_SESSIONS: usize = 1000;
 
-struct Session {
-    expires_ms: u64,
-    csrf: String,
-    /// Salt of the password hash this session was opened with.
-    password_salt: String,
-}
-
-/// Live sessions, by SHA-256 of their token.
+/// How sessions are made and checked; the sessions themselves are in the store.
 pub struct Sessions {
-    inner: Mutex<HashMap<[u8; 32], Session>>,
     ttl: Duration,
 }
 
@@ -44,6 +37,7 @@ pub struct AdminSession {
     token_hash: [u8; 32],
     csrf: String,
     expires_ms: u64,
+    account: String,
 }
 
 /// Proof that the request carried a valid session and passed the same-origin and CSRF checks:
@@ -64,79 +58,91 @@ fn random_hex() -> String {
     hex(&bytes)
 }
 
-fn token_hash(token: &str) -> [u8; 32] {
+/// SHA-256 of a token (sessions, invitations): what the store keeps.
+pub fn token_hash(token: &str) -> [u8; 32] {
     crate::auth::keys::sha256(token.as_bytes())
+}
+
+/// The CSRF token of the session whose cookie holds `token`: derived, never stored.
+fn csrf_of(token: &str) -> String {
+    hex(&crate::auth::keys::sha256(
+        format!("inlet-csrf:{token}").as_bytes(),
+    ))
+}
+
+/// A new random token (64 hex digits).
+pub fn new_token() -> String {
+    random_hex()
 }
 
 impl Sessions {
     pub fn new(ttl: Duration) -> Sessions {
-        Sessions {
-            inner: Mutex::new(HashMap::new()),
-            ttl,
-        }
+        Sessions { ttl }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Opens a session for the holder of the password whose hash has `password_salt`.
-    pub fn open(&self, now_ms: u64, password_salt: &str) -> NewSession {
+    /// A new session of `account`, whose password hash has `password_salt`: what the client
+    /// gets, and what the store keeps under the returned token hash (the caller writes it,
+    /// `store::accounts::add_session`).
+    pub fn open(
+        &self,
+        now_ms: u64,
+        account: &str,
+        password_salt: &str,
+    ) -> (NewSession, [u8; 32], SessionRecord) {
         let token = random_hex();
-        let csrf = random_hex();
+        let csrf = csrf_of(&token);
         let expires_ms = now_ms + self.ttl.as_millis() as u64;
-        let mut m = self.lock();
-        m.retain(|_, s| s.expires_ms > now_ms);
-        if m.len() >= MAX_SESSIONS
-            && let Some(oldest) = m.iter().min_by_key(|(_, s)| s.expires_ms).map(|(k, _)| *k)
-        {
-            m.remove(&oldest);
-        }
-        m.insert(
-            token_hash(&token),
-            Session {
-                expires_ms,
-                csrf: csrf.clone(),
-                password_salt: password_salt.to_owned(),
-            },
-        );
-        NewSession {
-            token,
-            csrf,
+        let record = SessionRecord {
+            account: account.to_owned(),
             expires_ms,
-        }
+            password_salt: password_salt.to_owned(),
+        };
+        let hash = token_hash(&token);
+        (
+            NewSession {
+                token,
+                csrf,
+                expires_ms,
+            },
+            hash,
+            record,
+        )
     }
 
-    /// The session of the request's cookie, if it is live and was opened with the current
-    /// password (whose salt is `password_salt`; `None` = no password set).
+    /// The session of the request's cookie, if it is stored, live, its account exists and
+    /// it was opened with the account's current password.
     pub fn authenticate(
         &self,
+        store: &Store,
         headers: &HeaderMap,
         now_ms: u64,
-        password_salt: Option<&str>,
     ) -> Result<AdminSession, Error> {
         let token = cookie(headers, COOKIE).ok_or(Error::Unauthorized)?;
         let hash = token_hash(token);
-        let mut m = self.lock();
-        let live = match m.get(&hash) {
-            Some(s) => s.expires_ms > now_ms && password_salt == Some(s.password_salt.as_str()),
-            None => return Err(Error::Unauthorized),
+        let Some((s, account)) = store.admin_session(&hash)? else {
+            return Err(Error::Unauthorized);
         };
-        if !live {
-            m.remove(&hash);
+        if s.expires_ms <= now_ms || s.password_salt != account.password.salt {
             return Err(Error::Unauthorized);
         }
-        let s = &m[&hash];
         Ok(AdminSession {
             token_hash: hash,
-            csrf: s.csrf.clone(),
+            csrf: csrf_of(token),
             expires_ms: s.expires_ms,
+            account: s.account,
         })
     }
+}
 
-    /// Ends a session.
-    pub fn close(&self, session: WriteSession) {
-        self.lock().remove(&session.0.token_hash);
+impl WriteSession {
+    /// The token hash of the session (to end it).
+    pub fn token_hash(&self) -> [u8; 32] {
+        self.0.token_hash
+    }
+
+    /// The account acting.
+    pub fn account(&self) -> &str {
+        &self.0.account
     }
 }
 
@@ -147,6 +153,11 @@ impl AdminSession {
 
     pub fn expires_ms(&self) -> u64 {
         self.expires_ms
+    }
+
+    /// The account this session belongs to.
+    pub fn account(&self) -> &str {
+        &self.account
     }
 
     /// Checks that a state-changing request is same-origin and carries this session's CSRF
@@ -312,6 +323,7 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::accounts;
     use hyper::header::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -322,40 +334,63 @@ mod tests {
         h
     }
 
+    /// A store with accounts `admin` (password salt `s1`) and a session opener.
+    fn store_with_account(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir).unwrap();
+        let txn = store.db().unwrap().begin_write().unwrap();
+        let hash = crate::auth::password::PasswordHash {
+            alg: "pbkdf2-hmac-sha256".into(),
+            iterations: 1,
+            salt: "s1".into(),
+            hash: "00".into(),
+        };
+        accounts::create(&txn, "admin", hash, 0, true).unwrap();
+        txn.commit().unwrap();
+        store
+    }
+
+    fn open(store: &Store, s: &Sessions, now: u64, salt: &str) -> NewSession {
+        let (new, hash, record) = s.open(now, "admin", salt);
+        let txn = store.db().unwrap().begin_write().unwrap();
+        accounts::add_session(&txn, &hash, &record, now).unwrap();
+        txn.commit().unwrap();
+        new
+    }
+
     #[test]
     fn sessions_need_the_cookie_a_live_expiry_and_the_same_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_account(dir.path());
         let s = Sessions::new(Duration::from_secs(60));
-        let new = s.open(1000, "salt1");
+        let new = open(&store, &s, 1000, "s1");
         let ok = headers(&[("cookie", &format!("a=b; {COOKIE}={}", new.token))]);
-        let session = s.authenticate(&ok, 2000, Some("salt1")).unwrap();
+        let session = s.authenticate(&store, &ok, 2000).unwrap();
         assert_eq!(session.csrf(), new.csrf);
-        assert!(s.authenticate(&headers(&[]), 2000, Some("salt1")).is_err());
+        assert_eq!(session.account(), "admin");
+        assert!(s.authenticate(&store, &headers(&[]), 2000).is_err());
         let wrong = headers(&[("cookie", &format!("{COOKIE}={}", "0".repeat(64)))]);
-        assert!(s.authenticate(&wrong, 2000, Some("salt1")).is_err());
+        assert!(s.authenticate(&store, &wrong, 2000).is_err());
+        assert!(s.authenticate(&store, &ok, 61_000).is_err(), "expired");
+        let stale = open(&store, &s, 1000, "s0");
+        let stale = headers(&[("cookie", &format!("{COOKIE}={}", stale.token))]);
         assert!(
-            s.authenticate(&ok, 2000, Some("salt2")).is_err(),
+            s.authenticate(&store, &stale, 2000).is_err(),
             "password changed"
-        );
-        // The mismatch ended the session for good.
-        assert!(s.authenticate(&ok, 2000, Some("salt1")).is_err());
-        let new = s.open(1000, "salt1");
-        let ok = headers(&[("cookie", &format!("{COOKIE}={}", new.token))]);
-        assert!(
-            s.authenticate(&ok, 61_000, Some("salt1")).is_err(),
-            "expired"
         );
     }
 
     #[test]
     fn writes_need_same_origin_and_the_csrf_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_account(dir.path());
         let s = Sessions::new(Duration::from_secs(60));
-        let new = s.open(0, "x");
+        let new = open(&store, &s, 0, "s1");
         let cookie = format!("{COOKIE}={}", new.token);
         let auth = |extra: &[(&'static str, &str)]| {
             let mut pairs = vec![("cookie", cookie.as_str()), ("host", "inlet.test:8080")];
             pairs.extend_from_slice(extra);
             let h = headers(&pairs);
-            s.authenticate(&h, 1, Some("x")).unwrap().for_write(&h)
+            s.authenticate(&store, &h, 1).unwrap().for_write(&h)
         };
         assert!(auth(&[("x-csrf-token", &new.csrf)]).is_ok());
         assert!(matches!(auth(&[]), Err(Error::CsrfTokenInvalid)));

@@ -10,6 +10,10 @@
 //! every dedupe entry points at a stored event) and then swaps it in, keeping the previous
 //! database next to it as `inlet.redb.pre-restore-<ms>`.
 
+use crate::store::accounts::{
+    ACCOUNTS as ADMIN_ACCOUNTS, AUDIT as ADMIN_AUDIT, INVITES as ADMIN_INVITES,
+    SESSIONS as ADMIN_SESSIONS,
+};
 use crate::store::codec::{App, Key, Tenant, decode_config, decode_event};
 use crate::store::tables::*;
 use crate::store::{DB_FILE, Error, Result, Store};
@@ -46,6 +50,10 @@ macro_rules! each_table {
         $m!(APP_DAYS);
         $m!(APP_HOURS);
         $m!(SECRETS);
+        $m!(ADMIN_ACCOUNTS);
+        $m!(ADMIN_SESSIONS);
+        $m!(ADMIN_INVITES);
+        $m!(ADMIN_AUDIT);
     };
 }
 
@@ -150,6 +158,100 @@ pub fn backup(store: &Store, out: &mut dyn Write) -> Result<u64> {
     Ok(std::io::copy(&mut file, out)?)
 }
 
+/// Prefix and suffix of the files of scheduled backups (`inlet-<UTC time>.redb`).
+pub const SCHEDULED_PREFIX: &str = "inlet-";
+pub const SCHEDULED_SUFFIX: &str = ".redb";
+
+/// The scheduled backups in `dir`, oldest first (their names sort by time).
+pub fn scheduled_backups(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(SCHEDULED_PREFIX) && name.ends_with(SCHEDULED_SUFFIX) {
+            found.push(e.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Milliseconds until the next scheduled backup is due: `every` after the newest one in
+/// `dir` (by its time of last change), at once when none is there or it is overdue.
+pub fn next_due_ms(dir: &Path, every_ms: u64, now_ms: u64) -> u64 {
+    let newest = scheduled_backups(dir)
+        .ok()
+        .and_then(|f| f.last().cloned())
+        .and_then(|p| std::fs::metadata(p).ok()?.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64);
+    match newest {
+        Some(at) => (at + every_ms).saturating_sub(now_ms).min(every_ms),
+        None => 0,
+    }
+}
+
+/// A scheduled backup: written to `dir` (created owner-only when missing) as
+/// `inlet-<UTC time>.redb` (0600), checked with [`verify`] before it gets its name, then only
+/// the newest `keep` are kept. Refuses a `dir` inside the data dir.
+pub fn scheduled(store: &Store, dir: &Path, keep: u32, now_ms: u64) -> Result<(PathBuf, Summary)> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let data = std::fs::canonicalize(store.data_dir())?;
+    if dir.starts_with(&data) || dir.starts_with(store.data_dir()) {
+        return Err(Error::Refused(format!(
+            "backup.dir {} is inside the data dir {}",
+            dir.display(),
+            data.display()
+        )));
+    }
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        crate::store::give_owner_of_dir(dir, &data);
+    }
+    let real = std::fs::canonicalize(dir)?;
+    if real.starts_with(&data) {
+        return Err(Error::Refused(format!(
+            "backup.dir {} is inside the data dir {}",
+            dir.display(),
+            data.display()
+        )));
+    }
+    let name = format!(
+        "{SCHEDULED_PREFIX}{}{SCHEDULED_SUFFIX}",
+        crate::clock::rfc3339_ms(now_ms)
+            .replace([':', '-'], "")
+            .replace('.', "")
+    );
+    let target = real.join(&name);
+    let partial = TempFile(real.join(format!(".{name}.partial")));
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial.0)?;
+        backup(store, &mut file)?;
+        file.sync_all()?;
+    }
+    let summary = verify(&partial.0)?;
+    std::fs::rename(&partial.0, &target)?;
+    std::fs::File::open(&real)?.sync_all()?;
+    let all = scheduled_backups(&real)?;
+    let excess = all.len().saturating_sub(keep as usize);
+    for old in &all[..excess] {
+        std::fs::remove_file(old)?;
+    }
+    Ok((target, summary))
+}
+
 /// What a checked backup holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -216,6 +318,12 @@ pub fn verify(path: &Path) -> Result<Summary> {
     for row in txn.open_table(KEYS)?.iter()? {
         decode_config::<Key>("key", row?.1.value())?;
         s.keys += 1;
+    }
+    // Admin accounts (absent from files of versions before them).
+    if let Ok(t) = txn.open_table(ADMIN_ACCOUNTS) {
+        for row in t.iter()? {
+            decode_config::<crate::store::accounts::Account>("admin account", row?.1.value())?;
+        }
     }
     Ok(s)
 }
@@ -352,6 +460,35 @@ mod tests {
         let kept = restore(dir.path(), &file).unwrap().kept;
         assert!(kept.unwrap().exists());
         Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn scheduled_backups_are_verified_private_and_rotated() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open(&data).unwrap();
+        let out = dir.path().join("backups");
+        assert_eq!(next_due_ms(&out, 60_000, 1_000), 0, "none yet: due now");
+        let mut made = Vec::new();
+        for i in 0..4u64 {
+            let (path, s) = scheduled(&store, &out, 2, 1_800_000_000_000 + i * 1000).unwrap();
+            assert_eq!(s.tenants, 1);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{path:?}");
+            made.push(path);
+        }
+        assert_eq!(scheduled_backups(&out).unwrap(), made[2..].to_vec());
+        let dir_mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let now = crate::clock::now_ms();
+        let due = next_due_ms(&out, 3_600_000, now);
+        assert!(due > 3_500_000 && due <= 3_600_000, "{due}");
+        // Never inside the data dir.
+        assert!(matches!(
+            scheduled(&store, &data.join("b"), 2, 1),
+            Err(Error::Refused(_))
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::identity::Identity;
 use crate::store::read::ExportFilter;
 use crate::store::secrets;
 use crate::store::writer::Writer;
-use crate::store::{self, Store, admin};
+use crate::store::{self, Store, accounts, admin};
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -103,6 +103,26 @@ pub enum Op {
     /// Hashed by the CLI process, so the password itself never leaves it.
     AdminSetPassword {
         hash: PasswordHash,
+        /// The account (default `admin`); created when absent.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// A one-time link that creates admin account `name`; `base_url` is the panel's origin.
+    AdminInvite {
+        name: String,
+        base_url: String,
+    },
+    AdminRemove {
+        name: String,
+    },
+    AdminResetTotp {
+        name: String,
+    },
+    AdminList,
+    /// The audit log of admin actions, newest first.
+    AdminAudit {
+        limit: usize,
+        json: bool,
     },
     SecretsMint {
         app: String,
@@ -389,9 +409,84 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             Some(body) => out.write_all(&body)?,
             None => return Err(store::Error::NotFound(format!("no audit body {key:?}"))),
         },
-        Op::AdminSetPassword { hash } => {
-            exec.write(move |txn| crate::admin::panel::set_admin_password(txn, &hash))?;
-            writeln!(out, "admin password set; every admin session ended")?;
+        Op::AdminSetPassword { hash, name } => {
+            use crate::admin::accounts::{CLI_ACTOR, entry};
+            let name = name.unwrap_or_else(|| accounts::FIRST_ACCOUNT.to_owned());
+            let n = name.clone();
+            exec.write(move |txn| {
+                accounts::set_password(txn, &n, hash, now_ms())?;
+                accounts::audit(txn, entry(CLI_ACTOR, "set_password", &n))
+            })?;
+            writeln!(
+                out,
+                "admin password of {name} set; every admin session of {name} ended"
+            )?;
+        }
+        Op::AdminInvite { name, base_url } => {
+            use crate::admin::accounts::{CLI_ACTOR, INVITE_TTL_MS, invite, invite_path};
+            let n = name.clone();
+            let (token, expires_ms) =
+                exec.write(move |txn| invite(txn, &n, CLI_ACTOR, now_ms(), INVITE_TTL_MS))?;
+            writeln!(out, "{base_url}{}", invite_path(&token))?;
+            writeln!(
+                out,
+                "(one use, for {name}, until {}: whoever opens it chooses the password)",
+                rfc3339_ms(expires_ms)
+            )?;
+        }
+        Op::AdminRemove { name } => {
+            use crate::admin::accounts::{CLI_ACTOR, entry};
+            let n = name.clone();
+            exec.write(move |txn| {
+                accounts::remove(txn, &n)?;
+                accounts::audit(txn, entry(CLI_ACTOR, "remove_account", &n))
+            })?;
+            writeln!(out, "admin account {name} removed; its sessions ended")?;
+        }
+        Op::AdminResetTotp { name } => {
+            use crate::admin::accounts::{CLI_ACTOR, entry};
+            let n = name.clone();
+            exec.write(move |txn| {
+                accounts::reset_totp(txn, &n)?;
+                accounts::audit(txn, entry(CLI_ACTOR, "reset_totp", &n))
+            })?;
+            writeln!(
+                out,
+                "admin account {name}: TOTP off, its sessions ended; it logs in with the password alone"
+            )?;
+        }
+        Op::AdminList => {
+            let rows = store.admin_accounts()?;
+            table(
+                out,
+                &["NAME", "TOTP", "CREATED"],
+                rows.iter().map(|a| {
+                    vec![
+                        a.name.clone(),
+                        if a.totp.is_some() { "yes" } else { "no" }.to_owned(),
+                        rfc3339_ms(a.created_ms),
+                    ]
+                }),
+            )?;
+        }
+        Op::AdminAudit { limit, json } => {
+            let rows = store.admin_audit(None, limit)?;
+            if json {
+                return json_lines(out, &rows);
+            }
+            table(
+                out,
+                &["SEQ", "AT", "ACTOR", "ACTION", "TARGET"],
+                rows.iter().map(|e| {
+                    vec![
+                        e.seq.to_string(),
+                        rfc3339_ms(e.at_ms),
+                        e.actor.clone(),
+                        e.action.clone(),
+                        e.target.clone(),
+                    ]
+                }),
+            )?;
         }
         Op::SecretsMint { app, label } => {
             let sealer = Sealer::load_or_create(store.data_dir())?;

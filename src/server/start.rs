@@ -84,6 +84,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let state = Arc::new(state);
     let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
     tokio::spawn(retention_task(state.clone()));
+    if let Some(schedule) = state.config.backup.clone() {
+        tokio::spawn(backup_task(state.clone(), schedule));
+    }
     tokio::spawn(crate::logs::flush_task());
     // Registered before the server says it listens, so that no SIGHUP finds the default
     // action (the end of the process) in place.
@@ -265,6 +268,43 @@ fn setup_banner(json: bool, first: &FirstRun) {
              2. Mint a key to send events with (the panel's overview can do it too):\n       \
              {next}\n"
         );
+    }
+}
+
+/// Takes a backup whenever `[backup] every` has passed since the newest one in its dir
+/// (at start when none is there or it is overdue), verified and rotated
+/// (`ops::backup::scheduled`).
+async fn backup_task(state: Arc<State>, schedule: crate::config::BackupSchedule) {
+    let every_ms = schedule.every.as_millis() as u64;
+    loop {
+        let wait = crate::ops::backup::next_due_ms(&schedule.dir, every_ms, crate::clock::now_ms());
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        let s = state.clone();
+        let (dir, keep) = (schedule.dir.clone(), schedule.keep);
+        let done = tokio::task::spawn_blocking(move || {
+            crate::ops::backup::scheduled(&s.store, &dir, keep, crate::clock::now_ms())
+        })
+        .await;
+        match done {
+            Ok(Ok((path, summary))) => tracing::info!(
+                op = "backup",
+                path = %path.display(),
+                events = summary.events,
+                "scheduled backup written and verified"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(op = "backup", dir = %schedule.dir.display(), error = %e, "scheduled backup failed")
+            }
+            Err(e) => tracing::error!(op = "backup", error = %e, "scheduled backup panicked"),
+        }
+        // A failure waits a full interval rather than retrying in a loop (next_due_ms would
+        // say "now" again).
+        if matches!(
+            crate::ops::backup::next_due_ms(&schedule.dir, every_ms, crate::clock::now_ms()),
+            0
+        ) {
+            tokio::time::sleep(schedule.every).await;
+        }
     }
 }
 

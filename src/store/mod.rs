@@ -1,6 +1,7 @@
 //! The embedded redb database: tables, record codec, the group-commit writer, admin writes
 //! and reads. The store knows nothing of HTTP, nor of what listens to the writer's commits.
 
+pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod codec;
@@ -279,6 +280,7 @@ impl Store {
             }
         }
         open_all_tables(&txn)?;
+        accounts::init(&txn, now_ms())?;
         if txn.open_table(TENANTS)?.is_empty()? {
             let t = admin::add_tenant(&txn, "default", 0)?;
             admin::add_app(&txn, "default", &t.name)?;

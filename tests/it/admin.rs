@@ -130,6 +130,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/secrets/1/rotate"),
     ("POST", "/admin/api/secrets/1/revoke"),
     ("GET", "/admin/api/profile?app=default&id=u1"),
+    ("GET", "/admin/api/admins"),
+    ("GET", "/admin/api/audit"),
+    ("POST", "/admin/api/admins/invite"),
+    ("POST", "/admin/api/admins/admin/remove"),
+    ("POST", "/admin/api/account/totp"),
+    ("POST", "/admin/api/account/totp/confirm"),
     ("GET", "/admin/api/no-such-route"),
     ("DELETE", "/admin/api/keys/1"),
 ];

@@ -131,14 +131,21 @@ async fn wait_text(b: &Browser, css: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_studio_sets_up_inlet_in_the_browser() {
-    let inlet = Inlet::start();
+    let mut inlet = Inlet::start();
     let code = setup_code(&inlet);
     let _ = std::fs::remove_file(artifacts().join("failure.png"));
     let driver = Driver::start();
     let b = driver.browser().await;
     // Run the story as its own task so that the browser is closed even when it fails.
     let (b2, base, addr) = (b.clone(), inlet.url(""), inlet.addr);
-    let result = tokio::spawn(async move { story(&b2, &base, addr, &code).await }).await;
+    let mut result = tokio::spawn(async move { story(&b2, &base, addr, &code).await }).await;
+    if result.is_ok() {
+        // Sessions are stored: after a restart the second admin is still logged in.
+        inlet.kill();
+        inlet.restart();
+        let (b2, base) = (b.clone(), inlet.url(""));
+        result = tokio::spawn(async move { still_logged_in(&b2, &base).await }).await;
+    }
     if result.is_err() {
         screenshot(&b, "failure").await;
     }
@@ -506,4 +513,59 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     click(b, "#logout").await;
     find(b, "#login-form").await;
     viewport(b, 1280).await;
+    fill(b, "#login-password", PASSWORD).await;
+    click(b, "#login-submit").await;
+    find(b, "a[data-page=admins]").await;
+    second_admin_with_totp(b, base).await;
+}
+
+/// The first admin invites a second from the Admins page; the second accepts the link, sets up
+/// TOTP, logs out and back in with a code; the audit log shows it.
+async fn second_admin_with_totp(b: &Browser, base: &str) {
+    use inlet::admin::totp::{code_at, step_of};
+    click(b, "a[data-page=admins]").await;
+    fill(b, "#invite-name", "bob").await;
+    click(b, "#invite-new button[type=submit]").await;
+    wait_text(b, "#invite-link", "#invite=").await;
+    let link = find(b, "#invite-link").await.text().await.unwrap();
+    screenshot(b, "08-admins").await;
+    click(b, "#logout").await;
+    find(b, "#login-form").await;
+    b.goto(&format!("{base}/admin/")).await.unwrap();
+    b.goto(link.trim()).await.unwrap();
+    b.refresh().await.unwrap();
+    fill(b, "#invite-password", "bob's own password").await;
+    fill(b, "#invite-password2", "bob's own password").await;
+    click(b, "#invite-submit").await;
+    wait_text(b, "#admins-table", "bob (you)").await;
+    click(b, "#totp-start").await;
+    let secret = find(b, "#totp-secret").await.text().await.unwrap();
+    let secret = crate::accounts::base32_decode(secret.trim());
+    let step = step_of(now_ms());
+    fill(b, "#totp-code", &format!("{:06}", code_at(&secret, step))).await;
+    click(b, "#totp-confirm button[type=submit]").await;
+    wait_text(b, "#totp-done", "Two-factor login is on").await;
+    click(b, "#logout").await;
+    fill(b, "#login-name", "bob").await;
+    fill(b, "#login-password", "bob's own password").await;
+    click(b, "#login-submit").await;
+    wait_text(b, "#login-form .error", "6-digit code").await;
+    fill(
+        b,
+        "#login-totp",
+        &format!("{:06}", code_at(&secret, step + 1)),
+    )
+    .await;
+    screenshot(b, "09-totp-login").await;
+    click(b, "#login-submit").await;
+    // Back on the page it was on.
+    wait_text(b, "#admins-table", "bob (you)").await;
+    click(b, "a[data-page=audit]").await;
+    wait_text(b, "#audit-table", "enable_totp").await;
+    screenshot(b, "10-audit").await;
+}
+
+async fn still_logged_in(b: &Browser, base: &str) {
+    b.goto(&format!("{base}/admin/#admins")).await.unwrap();
+    wait_text(b, "#admins-table", "bob (you)").await;
 }

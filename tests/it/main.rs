@@ -4,10 +4,12 @@ mod support;
 mod transport;
 
 mod abuse;
+mod accounts;
 mod adjust;
 mod admin;
 mod admin_browser;
 mod appsflyer;
+mod backup_schedule;
 mod bench;
 mod cli;
 mod cluster;
