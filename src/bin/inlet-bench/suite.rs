@@ -743,8 +743,8 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     match &peer {
         Peer::Ran(_) => {
             for (at, what, ours) in [
-                (single_row, "single", single.requests_per_sec()),
                 (bulk_row, "bulk", unique.events_per_sec()),
+                (single_row, "single", single.requests_per_sec()),
             ] {
                 let r = peer.at(what, a.prefill).expect("ran");
                 let times = ours / r.events_per_sec;
