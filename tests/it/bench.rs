@@ -68,4 +68,54 @@ fn the_whole_suite_runs_in_a_tiny_configuration() {
     );
     assert!(out.contains("Stored = acknowledged"), "{out}");
     assert!(out.contains("| yes | yes |"), "{out}");
+    // The PostgreSQL peer: its rows and a "× Postgres" ratio when it can run here (its tools
+    // installed; as root, a postgres user to run it as), a line saying it was skipped if not.
+    let found = |t: &str| format!("{{ command -v {t} || ls /usr/lib/postgresql/*/bin/{t}; }}");
+    let probe = format!(
+        "{} && {} && {{ [ \"$(id -u)\" != 0 ] || id postgres; }}",
+        found("initdb"),
+        found("pgbench")
+    );
+    let pg = Command::new("sh")
+        .args(["-c", &probe])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if pg {
+        assert!(out.contains("× Postgres"), "{out}");
+        assert!(
+            out.contains("| PostgreSQL peer: 16 clients × 1000-row"),
+            "{out}"
+        );
+    } else {
+        assert!(out.contains("| PostgreSQL peer: skipped ("), "{out}");
+    }
+}
+
+#[test]
+fn the_cost_curve_runs_in_a_tiny_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench(&[
+        "curve",
+        "--inlet",
+        BIN,
+        "--points",
+        "3000,1000",
+        "--seconds",
+        "0.3",
+        "--storage-events",
+        "2000",
+        "--no-postgres",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    // Points run ascending; each stored count is at least its point.
+    let stored: Vec<u64> = rows[1..]
+        .iter()
+        .map(|r| r[2..].split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(stored[0] >= 1000 && stored[1] >= 3000, "{out}");
+    assert!(out.contains("PostgreSQL: skipped (--no-postgres)"), "{out}");
+    assert!(out.contains("no non-2xx: yes."), "{out}");
 }

@@ -3,8 +3,10 @@
 //! `target/release/inlet-bench all`.
 
 mod ceiling;
+mod curve;
 mod decode;
 mod load;
+mod postgres;
 mod suite;
 
 use anyhow::Context;
@@ -112,6 +114,9 @@ enum Cmd {
     },
     /// Everything: ceilings, inlet scenarios, restarts, RSS; prints the BENCHMARKS.md table.
     All(suite::Args),
+    /// The cost curve: bulk events/s, server CPU per event and peak RSS as one log grows
+    /// (1M, 3M, 10M, 30M stored by default), with the PostgreSQL peer at 1M and 10M.
+    Curve(curve::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -215,6 +220,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", decode::run(events, rounds).summary());
         }
         Cmd::All(args) => suite::all(&args)?,
+        Cmd::Curve(args) => curve::curve(&args)?,
     }
     Ok(())
 }
