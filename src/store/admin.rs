@@ -34,7 +34,7 @@ pub fn add_tenant(txn: &WriteTransaction, name: &str, monthly_quota: u64) -> Res
     if find_tenant(&table, name)?.is_some() {
         return Err(Error::Conflict(format!("tenant {name:?} already exists")));
     }
-    let id = next_id(&table)?;
+    let id = next_id(txn, &table, "tenant")?;
     let tenant = Tenant {
         name: name.to_owned(),
         monthly_quota,
@@ -84,7 +84,7 @@ pub fn add_app(txn: &WriteTransaction, name: &str, tenant: &str) -> Result<App> 
     if find_app(&table, name)?.is_some() {
         return Err(Error::Conflict(format!("app {name:?} already exists")));
     }
-    let id = next_id(&table)?;
+    let id = next_id(txn, &table, "app")?;
     let app = App {
         name: name.to_owned(),
         tenant_id,
@@ -253,7 +253,7 @@ pub fn mint_key(
         }
     };
     let mut table = txn.open_table(KEYS)?;
-    let id = next_id(&table)?;
+    let id = next_id(txn, &table, "key")?;
     let key = Key {
         app_id,
         label: label.to_owned(),
@@ -445,4 +445,32 @@ pub fn delete_tenant(txn: &WriteTransaction, name: &str, dry_run: bool) -> Resul
         txn.open_table(TENANTS)?.remove(id)?;
     }
     Ok(removal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_apps_id_is_never_given_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let write = |f: &dyn Fn(&WriteTransaction) -> Result<u32>| {
+            let txn = store.db().unwrap().begin_write().unwrap();
+            let id = f(&txn).unwrap();
+            txn.commit().unwrap();
+            id
+        };
+        let app_id = |t: &WriteTransaction, name: &str| {
+            add_app(t, name, "default")?;
+            Ok(find_app(&t.open_table(APPS)?, name)?.expect("added").0)
+        };
+        let first = write(&|t| app_id(t, "scratch"));
+        let key = write(&|t| mint_key(t, "scratch", "k", Vec::new(), None).map(|k| k.id));
+        write(&|t| delete_app(t, "scratch", false).map(|_| 0));
+        // The highest ids were freed; the next app and key get new ones all the same.
+        let again = write(&|t| app_id(t, "again"));
+        let key_again = write(&|t| mint_key(t, "again", "k", Vec::new(), None).map(|k| k.id));
+        assert_eq!((again, key_again), (first + 1, key + 1));
+    }
 }

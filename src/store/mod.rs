@@ -407,9 +407,27 @@ pub(crate) fn find_app(
     Ok(None)
 }
 
-/// The next free id of a table keyed by u32 ids: one past the largest.
-pub(crate) fn next_id(table: &impl ReadableTable<u32, &'static [u8]>) -> Result<u32> {
-    Ok(table.last()?.map_or(1, |(k, _)| k.value() + 1))
+/// The next id of a table keyed by u32 ids (`kind` names it): one past the largest ever
+/// given, kept under `meta["next_id/<kind>"]`, so that an id freed by a delete is never given
+/// again (ids name keys and secrets in redaction markers and the audit log).
+pub(crate) fn next_id(
+    txn: &redb::WriteTransaction,
+    table: &impl ReadableTable<u32, &'static [u8]>,
+    kind: &str,
+) -> Result<u32> {
+    let past_rows = table.last()?.map_or(1, |(k, _)| k.value() + 1);
+    let mut meta = txn.open_table(tables::META)?;
+    let key = format!("next_id/{kind}");
+    let past_given = meta
+        .get(key.as_str())?
+        .and_then(|v| v.value().try_into().ok().map(u32::from_be_bytes))
+        .unwrap_or(1);
+    let id = past_rows.max(past_given);
+    let next = id
+        .checked_add(1)
+        .ok_or_else(|| Error::Refused(format!("no {kind} ids left")))?;
+    meta.insert(key.as_str(), &next.to_be_bytes()[..])?;
+    Ok(id)
 }
 
 pub(crate) fn now() -> u64 {

@@ -78,7 +78,7 @@ fn insert_new(
     now_ms: u64,
 ) -> Result<Minted> {
     let mut table = txn.open_table(SECRETS)?;
-    let id = next_id(&table)?;
+    let id = next_id(txn, &table, "secret")?;
     let plaintext = mint();
     let record = Secret {
         app_id,
