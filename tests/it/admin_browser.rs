@@ -515,7 +515,8 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     viewport(b, 1280).await;
     fill(b, "#login-password", PASSWORD).await;
     click(b, "#login-submit").await;
-    find(b, "a[data-page=admins]").await;
+    // Back on the page it was on, logged in.
+    wait_text(b, "main h1", "App game").await;
     second_admin_with_totp(b, base).await;
 }
 
