@@ -38,13 +38,17 @@ pub mod redact;
 /// The one pipeline of a request that carries one event, for every dialect that implements
 /// [`Ingest`], top to bottom. A refusal at any stage is counted (under the app, once a
 /// lookup named one) and answered in the dialect's words (`refused`).
-pub async fn ingest<D: Ingest>(ctx: &Context, req: Request<Incoming>) -> Reply {
+pub async fn ingest<D: Ingest>(ctx: &Context, mut req: Request<Incoming>) -> Reply {
     let mut app = None;
     let mut verdict = None;
-    let mut reply = match ingest_inner::<D>(ctx, req, &mut app, &mut verdict).await {
+    let dry = take_dry_run(&mut req);
+    let mut reply = match ingest_inner::<D>(ctx, req, dry, &mut app, &mut verdict).await {
         Ok(reply) => reply,
         Err(reason) => {
-            let reply = refused::<D>(ctx, app.as_deref(), reason);
+            let reply = match dry {
+                false => refused::<D>(ctx, app.as_deref(), reason),
+                true => refusal::<D>(reason, now_ms()),
+            };
             match &verdict {
                 Some(v) if reason == Reason::RateLimited => {
                     reply.retry_after(v.retry_after(now_ms()))
@@ -58,12 +62,76 @@ pub async fn ingest<D: Ingest>(ctx: &Context, req: Request<Incoming>) -> Reply {
             .unwrap_or_else(|| RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms()));
         reply.headers.extend(verdict.headers());
     }
+    if dry {
+        reply = marked_dry::<D>(reply);
+    }
     reply
+}
+
+/// The header that asks for a dry run, and marks its answer.
+pub const DRY_RUN_HEADER: &str = "x-inlet-dry-run";
+/// The query parameter that asks for a dry run (for clients that cannot set headers).
+pub const DRY_RUN_PARAM: &str = "inlet_dry_run";
+
+/// Whether a request asks for a dry run: `X-Inlet-Dry-Run: 1` (or `true`), or
+/// `inlet_dry_run=1` (or `true`) in the query string. The parameter is taken out of `uri`
+/// whatever its value, so that no dialect sees it (Adjust's parameters make its event id).
+pub fn take_dry_run<B>(req: &mut Request<B>) -> bool {
+    let yes = |v: &str| v == "1" || v.eq_ignore_ascii_case("true");
+    let header = req
+        .headers()
+        .get(DRY_RUN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| yes(v.trim()));
+    let uri = req.uri();
+    let Some(query) = uri.query() else {
+        return header;
+    };
+    let (mut asked, mut named) = (false, false);
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let ours = k == DRY_RUN_PARAM;
+            named |= ours;
+            asked |= ours && yes(v);
+            !ours
+        })
+        .collect();
+    if named {
+        let rest = match kept.is_empty() {
+            true => uri.path().to_owned(),
+            false => format!("{}?{}", uri.path(), kept.join("&")),
+        };
+        let mut parts = uri.clone().into_parts();
+        // Parts of a parsed URI parse again.
+        parts.path_and_query = rest.parse().ok();
+        if let Ok(stripped) = hyper::Uri::from_parts(parts) {
+            *req.uri_mut() = stripped;
+        }
+    }
+    header || asked
+}
+
+/// A dry run's answer: the `X-Inlet-Dry-Run: 1` header, and `"dry_run": true` first in a
+/// JSON object body when the dialect's bodies are inlet's own ([`Dialect::DRY_RUN_FIELD`]).
+fn marked_dry<D: Dialect>(mut reply: Reply) -> Reply {
+    if D::DRY_RUN_FIELD && reply.body.first() == Some(&b'{') {
+        let mut body = Vec::with_capacity(reply.body.len() + 16);
+        body.extend_from_slice(br#"{"dry_run":true"#);
+        if reply.body.get(1) != Some(&b'}') {
+            body.push(b',');
+        }
+        body.extend_from_slice(&reply.body[1..]);
+        reply.body = body.into();
+    }
+    reply.header(DRY_RUN_HEADER, "1".to_owned())
 }
 
 async fn ingest_inner<D: Ingest>(
     ctx: &Context,
     req: Request<Incoming>,
+    dry: bool,
     app: &mut Option<String>,
     verdict: &mut Option<Verdict>,
 ) -> Result<Reply, Reason> {
@@ -88,15 +156,17 @@ async fn ingest_inner<D: Ingest>(
     let Credited { key, auth } =
         D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
     if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
-        return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload).await;
+        return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload, dry).await;
     }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
     let Prepared { audit_key, pending } =
         prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard)?;
     let event_id = pending.event_id().to_owned();
     let kept = (audit_key.clone(), payload.clone());
-    let outcome = submit(ctx, &key, received_at_ms, vec![pending], kept, D::AUDIT).await?[0];
-    count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
+    let outcome = submit(ctx, &key, received_at_ms, vec![pending], kept, D::AUDIT, dry).await?[0];
+    if !dry {
+        count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
+    }
     let duplicate_of = match outcome {
         Outcome::Accepted { .. } => None,
         Outcome::Duplicate { seq } => Some(seq),
@@ -162,6 +232,7 @@ async fn ingest_batch<'a, D: Ingest>(
     received_at_ms: u64,
     items: Vec<BatchItem<'a, D::Event<'a>>>,
     payload: &bytes::Bytes,
+    dry: bool,
 ) -> Result<Reply, Reason> {
     let audit_key = audit_key(
         D::BATCH_AUDIT_PREFIX,
@@ -178,6 +249,7 @@ async fn ingest_batch<'a, D: Ingest>(
         audit_key,
         payload,
         D::AUDIT,
+        dry,
     )
     .await?;
     Ok(done.reply::<D>(received_at_ms))
@@ -459,6 +531,7 @@ async fn submit_prepared<D: Dialect>(
     audit_key: String,
     body: &bytes::Bytes,
     format: AuditFormat,
+    dry: bool,
 ) -> Result<BatchDone, Reason> {
     let source = D::SOURCE;
     let PreparedBatch { slots, events } = batch;
@@ -472,13 +545,18 @@ async fn submit_prepared<D: Dialect>(
             events,
             (audit_key.clone(), body.clone()),
             format,
+            dry,
         )
         .await?
     };
-    count_outcomes(ctx, &key.app, source, &outcomes);
+    if !dry {
+        count_outcomes(ctx, &key.app, source, &outcomes);
+    }
     Ok(
         BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |reason| {
-            count_rejected(ctx, Some(&key.app), source, reason, 1)
+            if !dry {
+                count_rejected(ctx, Some(&key.app), source, reason, 1)
+            }
         }),
     )
 }
@@ -650,7 +728,7 @@ pub(crate) fn store_failed(lookup: &'static str) -> impl FnOnce(store::Error) ->
 /// The one place a request becomes a [`Submission`]: the key's app, tenant and key id (0 for
 /// a signed, keyless request), its encoded events, and its raw body kept under the audit key
 /// (written as `format`, credentials taken out). Hands it to the writer and waits for its
-/// commit.
+/// commit; a `dry` run only for the writer's judgement (nothing is stored).
 pub(crate) async fn submit(
     ctx: &Context,
     key: &KeyInfo,
@@ -658,6 +736,7 @@ pub(crate) async fn submit(
     events: Vec<Pending>,
     (audit_key, body): (String, bytes::Bytes),
     format: AuditFormat,
+    dry: bool,
 ) -> Result<Vec<Outcome>, Reason> {
     let bytes = body.len();
     let mut sub = Submission {
@@ -669,7 +748,11 @@ pub(crate) async fn submit(
         audit: Some((audit_key, body)),
     };
     redact::submission(ctx, &mut sub, format);
-    ctx.writer.submit(sub, bytes).await.map_err(|e| match e {
+    let outcomes = match dry {
+        false => ctx.writer.submit(sub, bytes).await,
+        true => ctx.writer.submit_dry(sub, bytes).await,
+    };
+    outcomes.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,
         SubmitError::ShuttingDown => Reason::ShuttingDown,
         SubmitError::CommitFailed => Reason::StorageUnavailable,

@@ -43,6 +43,10 @@ pub trait Dialect {
     const RATE_LIMITED: bool = false;
     /// How its batch answers name why an event was rejected.
     const RESULT_REASONS: ResultReasons = ResultReasons::Tags;
+    /// Whether its JSON answers are inlet's own to shape, so that a dry run's carry
+    /// `"dry_run": true` (the native dialect and GameRebellion); every dry run's answer
+    /// carries the `X-Inlet-Dry-Run: 1` header.
+    const DRY_RUN_FIELD: bool = false;
 
     /// The HTTP status of a refusal for `reason`.
     fn status(reason: Reason) -> StatusCode {

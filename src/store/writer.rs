@@ -98,7 +98,8 @@ type Answer = oneshot::Sender<(Result<Vec<Outcome>, SubmitError>, Submission)>;
 type Job = Box<dyn FnOnce(&Database) + Send>;
 
 enum Msg {
-    Ingest(Submission, Vec<Known>, Answer, OwnedSemaphorePermit),
+    /// A submission; `true`: a dry run (judged in a transaction that is aborted).
+    Ingest(Submission, Vec<Known>, Answer, OwnedSemaphorePermit, bool),
     Job(Job),
     Stop,
 }
@@ -263,6 +264,26 @@ impl Writer {
         sub: Submission,
         body_bytes: usize,
     ) -> Result<Vec<Outcome>, SubmitError> {
+        self.submit_as(sub, body_bytes, false).await
+    }
+
+    /// A dry run of [`Writer::submit`]: the same checks (dedupe, guards, quota) with the
+    /// same outcomes, in a write transaction of its own that is aborted, so nothing of it is
+    /// stored, counted or kept.
+    pub async fn submit_dry(
+        &self,
+        sub: Submission,
+        body_bytes: usize,
+    ) -> Result<Vec<Outcome>, SubmitError> {
+        self.submit_as(sub, body_bytes, true).await
+    }
+
+    async fn submit_as(
+        &self,
+        sub: Submission,
+        body_bytes: usize,
+        dry: bool,
+    ) -> Result<Vec<Outcome>, SubmitError> {
         let kib = (body_bytes / 1024 + 1).min(self.budget_kib as usize) as u32;
         let permit = match self.budget.clone().try_acquire_many_owned(kib) {
             Ok(p) => p,
@@ -284,7 +305,7 @@ impl Writer {
             .filter(|k| matches!(k, Known::Stored(_)))
             .count();
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Msg::Ingest(sub, known, reply, permit)) {
+        match self.tx.try_send(Msg::Ingest(sub, known, reply, permit, dry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::ShuttingDown),
@@ -383,6 +404,33 @@ struct Item {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Judges each dry-run submission of `dry` in a write transaction of its own, aborted (so one
+/// dry run never sees another's events), and answers it.
+fn judge_dry_runs(db: Option<&Database>, next_seq: u64, staged: &Staged, dry: Vec<Item>) {
+    for item in dry {
+        let one = std::slice::from_ref(&item);
+        let result = match db {
+            Some(d) => commit_batch(d, next_seq, staged, one, &Vec::new(), Mode::DryRun),
+            None => Err(Error::Reopening),
+        };
+        let answer = match result {
+            Ok(mut appended) => Ok(appended.outcomes.pop().unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "a dry run could not be judged");
+                Err(SubmitError::CommitFailed)
+            }
+        };
+        let _ = item.reply.send((answer, item.sub));
+    }
+}
+
+/// Whether a batch is committed or only judged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Commit,
+    DryRun,
+}
+
 fn run(
     store: &Store,
     db: Arc<Database>,
@@ -426,6 +474,7 @@ fn run(
             }
         }
         let mut batch: Vec<Item> = Vec::new();
+        let mut dry: Vec<Item> = Vec::new();
         let mut events = 0;
         let mut block = true;
         while keep_collecting(events, batch.len()) {
@@ -460,14 +509,19 @@ fn run(
             };
             block = false;
             match msg {
-                Msg::Ingest(sub, known, reply, permit) => {
-                    events += sub.events.len();
-                    batch.push(Item {
+                Msg::Ingest(sub, known, reply, permit, is_dry) => {
+                    let item = Item {
                         sub,
                         known,
                         reply,
                         _permit: permit,
-                    });
+                    };
+                    if is_dry {
+                        dry.push(item);
+                    } else {
+                        events += item.sub.events.len();
+                        batch.push(item);
+                    }
                 }
                 Msg::Job(job) => jobs.push(job),
                 Msg::Stop => {
@@ -482,7 +536,7 @@ fn run(
                 .fetch_sub(batch.len(), Ordering::Relaxed);
             let started = std::time::Instant::now();
             let result = match &db {
-                Some(d) => commit_batch(d, next_seq, &staged, &batch, listeners),
+                Some(d) => commit_batch(d, next_seq, &staged, &batch, listeners, Mode::Commit),
                 None => Err(Error::Reopening),
             };
             match result {
@@ -497,7 +551,9 @@ fn run(
                         .observe(started.elapsed().as_secs_f64());
                     stats.metrics.batch_events.observe(events as f64);
                     next_seq = next;
-                    staged.apply(merged);
+                    if let Some(merged) = merged {
+                        staged.apply(merged);
+                    }
                     for l in listeners {
                         l.committed(next_seq - 1);
                     }
@@ -524,6 +580,10 @@ fn run(
                     }
                 }
             }
+        }
+        if !dry.is_empty() {
+            stats.queued_requests.fetch_sub(dry.len(), Ordering::Relaxed);
+            judge_dry_runs(db.as_deref(), next_seq, &staged, dry);
         }
         match &db {
             Some(d) => {
@@ -563,17 +623,20 @@ fn forget_session(
 struct Appended {
     outcomes: Vec<Vec<Outcome>>,
     next_seq: u64,
-    index: Committed,
+    /// `None` after a dry run.
+    index: Option<Committed>,
 }
 
 /// Appends a batch in one durable transaction, with what `listeners` write in it; on error
-/// nothing of the batch is stored.
+/// nothing of the batch is stored. A dry run ([`Mode::DryRun`]) decides the same outcomes
+/// and aborts the transaction.
 fn commit_batch(
     db: &Database,
     mut seq: u64,
     staged: &Staged,
     batch: &[Item],
     listeners: &Listeners,
+    mode: Mode,
 ) -> Result<Appended> {
     let txn = super::begin_write(db)?;
     let mut all = Vec::with_capacity(batch.len());
@@ -688,6 +751,12 @@ fn commit_batch(
             }
             all.push(outcomes);
         }
+        if mode == Mode::DryRun {
+            drop(dedupe);
+            drop((events, audit_bodies, audit_batches, key_used));
+            drop((ordering, sessions, open_sessions, skan_values));
+            None
+        } else {
         for l in listeners {
             l.in_commit(&txn, &accepted)?;
         }
@@ -697,9 +766,13 @@ fn commit_batch(
                 usage.insert(k, q.used)?;
             }
         }
-        dedupe.finish((seq - first_seq) as usize)?
+        Some(dedupe.finish((seq - first_seq) as usize)?)
+        }
     };
-    txn.commit()?;
+    match mode {
+        Mode::Commit => txn.commit()?,
+        Mode::DryRun => txn.abort()?,
+    }
     Ok(Appended {
         outcomes: all,
         next_seq: seq,
