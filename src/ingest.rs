@@ -163,7 +163,16 @@ async fn ingest_inner<D: Ingest>(
         prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard)?;
     let event_id = pending.event_id().to_owned();
     let kept = (audit_key.clone(), payload.clone());
-    let outcome = submit(ctx, &key, received_at_ms, vec![pending], kept, D::AUDIT, dry).await?[0];
+    let outcome = submit(
+        ctx,
+        &key,
+        received_at_ms,
+        vec![pending],
+        kept,
+        D::AUDIT,
+        dry,
+    )
+    .await?[0];
     if !dry {
         count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
     }
@@ -830,6 +839,51 @@ mod tests {
             refusal::<D>(Reason::BadJson, now).status,
             status_of(Reason::BadJson)
         );
+    }
+
+    #[test]
+    fn a_dry_run_is_asked_by_header_or_parameter_and_the_parameter_is_taken_out() {
+        let ask = |uri: &str, header: Option<&str>| {
+            let mut req = Request::builder().uri(uri);
+            if let Some(v) = header {
+                req = req.header(DRY_RUN_HEADER, v);
+            }
+            let mut req = req.body(()).unwrap();
+            (take_dry_run(&mut req), req.uri().to_string())
+        };
+        assert_eq!(ask("/s2s/event", Some("1")), (true, "/s2s/event".into()));
+        assert_eq!(ask("/s2s/event", Some("true")), (true, "/s2s/event".into()));
+        assert_eq!(ask("/s2s/event", Some("0")), (false, "/s2s/event".into()));
+        assert_eq!(ask("/event?a=1", None), (false, "/event?a=1".into()));
+        assert_eq!(
+            ask("/event?a=1&inlet_dry_run=1&b=2", None),
+            (true, "/event?a=1&b=2".into())
+        );
+        assert_eq!(ask("/event?inlet_dry_run=1", None), (true, "/event".into()));
+        assert_eq!(
+            ask("/event?inlet_dry_run=no&b=2", None),
+            (false, "/event?b=2".into())
+        );
+        assert_eq!(
+            ask("/event?inlet_dry_run_x=1", None),
+            (false, "/event?inlet_dry_run_x=1".into())
+        );
+    }
+
+    #[test]
+    fn a_dry_runs_answer_is_marked() {
+        let body = |r: &Reply| String::from_utf8(r.body.to_vec()).unwrap();
+        let dry = |r: &Reply| r.headers.contains(&(DRY_RUN_HEADER, "1".to_owned()));
+        let r = marked_dry::<Native>(Reply::json_text(StatusCode::OK, br#"{"a":1}"#.to_vec()));
+        assert_eq!(
+            (body(&r), dry(&r)),
+            (r#"{"dry_run":true,"a":1}"#.into(), true)
+        );
+        let r = marked_dry::<Native>(Reply::json_text(StatusCode::OK, b"{}".to_vec()));
+        assert_eq!(body(&r), r#"{"dry_run":true}"#);
+        // A vendor's own body keeps its shape.
+        let r = marked_dry::<Datafly>(Reply::json_text(StatusCode::OK, b"{}".to_vec()));
+        assert_eq!((body(&r), dry(&r)), ("{}".into(), true));
     }
 
     #[test]

@@ -305,7 +305,10 @@ impl Writer {
             .filter(|k| matches!(k, Known::Stored(_)))
             .count();
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Msg::Ingest(sub, known, reply, permit, dry)) {
+        match self
+            .tx
+            .try_send(Msg::Ingest(sub, known, reply, permit, dry))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::ShuttingDown),
@@ -582,7 +585,9 @@ fn run(
             }
         }
         if !dry.is_empty() {
-            stats.queued_requests.fetch_sub(dry.len(), Ordering::Relaxed);
+            stats
+                .queued_requests
+                .fetch_sub(dry.len(), Ordering::Relaxed);
             judge_dry_runs(db.as_deref(), next_seq, &staged, dry);
         }
         match &db {
@@ -757,16 +762,16 @@ fn commit_batch(
             drop((ordering, sessions, open_sessions, skan_values));
             None
         } else {
-        for l in listeners {
-            l.in_commit(&txn, &accepted)?;
-        }
-        let mut usage = txn.open_table(USAGE)?;
-        for (k, q) in quotas {
-            if q.used != q.stored {
-                usage.insert(k, q.used)?;
+            for l in listeners {
+                l.in_commit(&txn, &accepted)?;
             }
-        }
-        Some(dedupe.finish((seq - first_seq) as usize)?)
+            let mut usage = txn.open_table(USAGE)?;
+            for (k, q) in quotas {
+                if q.used != q.stored {
+                    usage.insert(k, q.used)?;
+                }
+            }
+            Some(dedupe.finish((seq - first_seq) as usize)?)
         }
     };
     match mode {
@@ -1070,6 +1075,28 @@ pub(crate) mod tests {
                 started_ms: 50
             })
         );
+    }
+
+    /// A dry run gets the outcomes a submission would (a repeat within it included) and
+    /// leaves nothing: the next submission takes the seqs and quota it was shown.
+    #[tokio::test]
+    async fn a_dry_run_judges_without_storing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap();
+        w.submit(sub(&["a"]), 10).await.unwrap();
+        let judged = vec![
+            Outcome::Duplicate { seq: 1 },
+            Outcome::Accepted { seq: 2 },
+            Outcome::Duplicate { seq: 2 },
+        ];
+        for _ in 0..2 {
+            let out = w.submit_dry(sub(&["a", "b", "b"]), 10).await.unwrap();
+            assert_eq!(out, judged);
+        }
+        assert_eq!(store.usage(1, 1_764_000_000_000).unwrap(), 1);
+        assert_eq!(w.submit(sub(&["a", "b", "b"]), 10).await.unwrap(), judged);
+        assert_eq!(store.usage(1, 1_764_000_000_000).unwrap(), 2);
     }
 
     #[tokio::test]
