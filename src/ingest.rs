@@ -23,6 +23,7 @@ use crate::stats::Counted;
 use crate::store;
 use crate::store::read::KeyCheck;
 use crate::store::read::KeyInfo;
+use crate::store::receipts::{Note, Noted};
 use crate::store::tables::{ordering_key, session_key, skan_key};
 use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission, SubmitError};
 use hyper::body::Incoming;
@@ -159,8 +160,13 @@ async fn ingest_inner<D: Ingest>(
         return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload, dry).await;
     }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
-    let Prepared { audit_key, pending } =
-        prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard)?;
+    let claimed = decoded.draft.claimed_id().map(str::to_owned);
+    let prepared = prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard);
+    let Prepared { audit_key, pending } = prepared.inspect_err(|&reason| {
+        if !dry && let Some(id) = claimed {
+            note_rejected(ctx, &key, received_at_ms, [(id, reason)]);
+        }
+    })?;
     let event_id = pending.event_id().to_owned();
     let kept = (audit_key.clone(), payload.clone());
     let outcome = submit(
@@ -176,11 +182,17 @@ async fn ingest_inner<D: Ingest>(
     if !dry {
         count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
     }
+    let refused = |reason| {
+        if !dry {
+            note_rejected(ctx, &key, received_at_ms, [(event_id.clone(), reason)]);
+        }
+        Err(reason)
+    };
     let duplicate_of = match outcome {
         Outcome::Accepted { .. } => None,
         Outcome::Duplicate { seq } => Some(seq),
-        Outcome::OverQuota => return Err(Reason::CapExceeded),
-        Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
+        Outcome::OverQuota => return refused(Reason::CapExceeded),
+        Outcome::OutOfOrder => return refused(Reason::EventOutOfOrder),
     };
     let stored = Stored {
         event_id: &event_id,
@@ -250,17 +262,8 @@ async fn ingest_batch<'a, D: Ingest>(
         D::AUDIT.ext(),
     );
     let batch = prepare_batch(key, D::SOURCE, received_at_ms, items, &audit_key);
-    let done = submit_prepared::<D>(
-        ctx,
-        key,
-        received_at_ms,
-        batch,
-        audit_key,
-        payload,
-        D::AUDIT,
-        dry,
-    )
-    .await?;
+    let done =
+        submit_prepared::<D>(ctx, key, received_at_ms, batch, audit_key, payload, dry).await?;
     Ok(done.reply::<D>(received_at_ms))
 }
 
@@ -530,16 +533,15 @@ fn prepare_batch<'a, E: Candidate<'a>>(
 }
 
 /// Submits the valid events of a prepared batch of dialect `D` in one submission (the raw
-/// body stored under `audit_key`, written as `format`) and builds the per-event results in
+/// body stored under `audit_key`, written as `D::AUDIT`) and builds the per-event results in
 /// request order.
-async fn submit_prepared<D: Dialect>(
+async fn submit_prepared<D: Ingest>(
     ctx: &Context,
     key: &KeyInfo,
     received_at_ms: u64,
     batch: PreparedBatch,
     audit_key: String,
     body: &bytes::Bytes,
-    format: AuditFormat,
     dry: bool,
 ) -> Result<BatchDone, Reason> {
     let source = D::SOURCE;
@@ -553,7 +555,7 @@ async fn submit_prepared<D: Dialect>(
             received_at_ms,
             events,
             (audit_key.clone(), body.clone()),
-            format,
+            D::AUDIT,
             dry,
         )
         .await?
@@ -561,13 +563,17 @@ async fn submit_prepared<D: Dialect>(
     if !dry {
         count_outcomes(ctx, &key.app, source, &outcomes);
     }
-    Ok(
-        BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |reason| {
-            if !dry {
-                count_rejected(ctx, Some(&key.app), source, reason, 1)
+    let mut refused = Vec::new();
+    let done = BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |id, reason| {
+        if !dry {
+            count_rejected(ctx, Some(&key.app), source, reason, 1);
+            if let Some(id) = id {
+                refused.push((id.to_owned(), reason));
             }
-        }),
-    )
+        }
+    });
+    note_rejected(ctx, key, received_at_ms, refused);
+    Ok(done)
 }
 
 /// Each event's status of a prepared batch, in request order.
@@ -578,7 +584,8 @@ impl BatchSlots {
     /// `{"accepted", "duplicates", "rejected", "results": [{"event_id", "status",
     /// "reason"?, "field"?}], "audit_key"?}` in request order, reasons named as `reasons`
     /// says. Written as text: a tree of a thousand small maps cost about as much CPU as
-    /// decoding the events. `on_rejected` is called with the reason of each rejected event.
+    /// decoding the events. `on_rejected` is called with the id (when it had one) and the
+    /// reason of each rejected event.
     /// The request's own `error` (all rejected) stays the first reason's tag, as the
     /// endpoint's error table names it.
     pub fn answer(
@@ -586,7 +593,7 @@ impl BatchSlots {
         outcomes: &[Outcome],
         audit_key: &str,
         reasons: ResultReasons,
-        mut on_rejected: impl FnMut(Reason),
+        mut on_rejected: impl FnMut(Option<&str>, Reason),
     ) -> BatchDone {
         let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
         let mut first_reason = None;
@@ -615,7 +622,7 @@ impl BatchSlots {
                 },
                 ItemSlot::Rejected(id, reason) => (id, reason),
             };
-            on_rejected(reason);
+            on_rejected(event_id.as_deref(), reason);
             rejected += 1;
             first_reason.get_or_insert(reason);
             match event_id {
@@ -666,6 +673,22 @@ pub(crate) fn count_outcomes(ctx: &Context, app: &str, source: &'static str, out
         .add(app, source, Counted::Accepted, accepted as u64);
     ctx.counters
         .add(app, source, Counted::Duplicate, duplicate as u64);
+}
+
+/// Tells the receipts of the key's app that these events (id, reason) were refused.
+fn note_rejected(
+    ctx: &Context,
+    key: &KeyInfo,
+    at_ms: u64,
+    refused: impl IntoIterator<Item = (String, Reason)>,
+) {
+    let notes = refused.into_iter().map(|(event_id, reason)| Note {
+        app_id: key.app_id,
+        event_id,
+        at_ms,
+        what: Noted::Rejected(reason.tag().into_owned()),
+    });
+    ctx.writer.note(notes.collect());
 }
 
 /// Counts `n` events rejected for `reason` (app `-` when no key named one).

@@ -78,6 +78,7 @@ pub async fn handle(
             ["events", seq] => event(state, &session, seq),
             ["secrets"] => signing::list(state, &session, &query),
             ["profile"] => signing::profile(state, &session, &query),
+            ["receipts", app, event_id] => receipt(state, &session, app, event_id),
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -152,6 +153,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "secrets"
             | "profile"]
             | ["events", _]
+            | ["receipts", _, _]
     );
     let post = matches!(
         segs,
@@ -616,6 +618,18 @@ async fn revoke_key(state: &Env<'_>, _w: &WriteSession, id: u32) -> Result<Reply
         StatusCode::OK,
         &json!({ "id": id, "revoked_ms": k.revoked_ms }),
     ))
+}
+
+/// `GET /admin/api/receipts/{app}/{event_id}` (both percent-encoded): what became of the
+/// event, the document of `inlet receipt --json`; 404 for an unknown app.
+fn receipt(state: &Env<'_>, _s: &AdminSession, app: &str, id: &str) -> Result<Reply, Error> {
+    match state
+        .store
+        .receipt(&percent_decode(app), &percent_decode(id))?
+    {
+        Some(r) => Ok(Reply::json(StatusCode::OK, &r.to_json())),
+        None => Err(Error::NotFound),
+    }
 }
 
 /// Decodes `%XX` escapes (a path segment: `+` stays); a non-UTF-8 result is kept as it came.

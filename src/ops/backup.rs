@@ -46,6 +46,9 @@ macro_rules! each_table {
         $m!(APP_DAYS);
         $m!(APP_HOURS);
         $m!(SECRETS);
+        $m!(RECEIPTS);
+        $m!(RECEIPT_ORDER);
+        $m!(RECEIPT_APPS);
     };
 }
 

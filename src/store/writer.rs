@@ -53,6 +53,7 @@ fn multi_thread_runtime() -> bool {
 }
 
 pub use super::pending::{Guard, Pending, SkanUpdate};
+use super::receipts::{Note, Noted, RECEIPTS_PER_APP};
 
 /// The events of one request, all of the same key.
 pub struct Submission {
@@ -100,6 +101,8 @@ type Job = Box<dyn FnOnce(&Database) + Send>;
 enum Msg {
     /// A submission; `true`: a dry run (judged in a transaction that is aborted).
     Ingest(Submission, Vec<Known>, Answer, OwnedSemaphorePermit, bool),
+    /// Receipt tallies, written with the next commit.
+    Notes(Vec<Note>),
     Job(Job),
     Stop,
 }
@@ -164,6 +167,8 @@ pub struct Stats {
     /// Duplicates the submitting threads found in a committed snapshot (the writer did not
     /// look them up).
     pub prechecked_duplicates: AtomicU64,
+    /// Receipt notes dropped because the queue was full.
+    pub dropped_notes: AtomicU64,
 }
 
 /// Longest wait between two attempts to reopen the database.
@@ -322,6 +327,18 @@ impl Writer {
             .map_or(Err(SubmitError::ShuttingDown), |(r, _sub)| r)
     }
 
+    /// Queues receipt tallies (rejections seen before the writer) for the next commit;
+    /// dropped (and counted) when the queue is full, never waited for.
+    pub fn note(&self, notes: Vec<Note>) {
+        if notes.is_empty() {
+            return;
+        }
+        let n = notes.len() as u64;
+        if self.tx.try_send(Msg::Notes(notes)).is_err() {
+            self.stats.dropped_notes.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Runs `f` on the writer thread, between commits, and returns its result. Blocking.
     pub fn run_blocking<R: Send + 'static>(
         &self,
@@ -413,7 +430,7 @@ fn judge_dry_runs(db: Option<&Database>, next_seq: u64, staged: &Staged, dry: Ve
     for item in dry {
         let one = std::slice::from_ref(&item);
         let result = match db {
-            Some(d) => commit_batch(d, next_seq, staged, one, &Vec::new(), Mode::DryRun),
+            Some(d) => commit_batch(d, next_seq, staged, one, &Vec::new(), &[], Mode::DryRun),
             None => Err(Error::Reopening),
         };
         let answer = match result {
@@ -478,6 +495,7 @@ fn run(
         }
         let mut batch: Vec<Item> = Vec::new();
         let mut dry: Vec<Item> = Vec::new();
+        let mut notes: Vec<Note> = Vec::new();
         let mut events = 0;
         let mut block = true;
         while keep_collecting(events, batch.len()) {
@@ -527,6 +545,7 @@ fn run(
                     }
                 }
                 Msg::Job(job) => jobs.push(job),
+                Msg::Notes(n) => notes.extend(n),
                 Msg::Stop => {
                     stop = true;
                     break;
@@ -539,7 +558,15 @@ fn run(
                 .fetch_sub(batch.len(), Ordering::Relaxed);
             let started = std::time::Instant::now();
             let result = match &db {
-                Some(d) => commit_batch(d, next_seq, &staged, &batch, listeners, Mode::Commit),
+                Some(d) => commit_batch(
+                    d,
+                    next_seq,
+                    &staged,
+                    &batch,
+                    listeners,
+                    &std::mem::take(&mut notes),
+                    Mode::Commit,
+                ),
                 None => Err(Error::Reopening),
             };
             match result {
@@ -582,6 +609,17 @@ fn run(
                         retry_at = Instant::now();
                     }
                 }
+            }
+        }
+        if let (false, Some(d)) = (notes.is_empty(), &db) {
+            // Notes with no batch to ride along: a commit of their own.
+            let written = (|| -> Result<()> {
+                let txn = super::begin_write(d)?;
+                super::receipts::record(&txn, &notes, RECEIPTS_PER_APP)?;
+                Ok(txn.commit()?)
+            })();
+            if let Err(e) = written {
+                tracing::warn!(error = %e, notes = notes.len(), "receipt notes were not written");
             }
         }
         if !dry.is_empty() {
@@ -641,6 +679,7 @@ fn commit_batch(
     staged: &Staged,
     batch: &[Item],
     listeners: &Listeners,
+    notes: &[Note],
     mode: Mode,
 ) -> Result<Appended> {
     let txn = super::begin_write(db)?;
@@ -762,6 +801,7 @@ fn commit_batch(
             drop((ordering, sessions, open_sessions, skan_values));
             None
         } else {
+            record_notes(&txn, batch, &all, notes)?;
             for l in listeners {
                 l.in_commit(&txn, &accepted)?;
             }
@@ -783,6 +823,30 @@ fn commit_batch(
         next_seq: seq,
         index,
     })
+}
+
+/// Writes `notes` and the batch's duplicate answers to the receipts, in the batch's
+/// transaction.
+fn record_notes(
+    txn: &WriteTransaction,
+    batch: &[Item],
+    outcomes: &[Vec<Outcome>],
+    notes: &[Note],
+) -> Result<()> {
+    let mut notes = notes.to_vec();
+    for (Item { sub, .. }, outcomes) in batch.iter().zip(outcomes) {
+        for (ev, o) in sub.events.iter().zip(outcomes) {
+            if let Outcome::Duplicate { seq } = o {
+                notes.push(Note {
+                    app_id: sub.app_id,
+                    event_id: ev.event_id().to_owned(),
+                    at_ms: sub.received_at_ms,
+                    what: Noted::Duplicate(*seq),
+                });
+            }
+        }
+    }
+    super::receipts::record(txn, &notes, RECEIPTS_PER_APP)
 }
 
 fn load_quota(txn: &WriteTransaction, tenant_id: u32, qkey: u64) -> Result<Quota> {

@@ -125,6 +125,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/secrets/1/rotate"),
     ("POST", "/admin/api/secrets/1/revoke"),
     ("GET", "/admin/api/profile?app=default&id=u1"),
+    ("GET", "/admin/api/receipts/default/e1"),
     ("GET", "/admin/api/no-such-route"),
     ("DELETE", "/admin/api/keys/1"),
 ];

@@ -1,4 +1,4 @@
-//! Seeing and recovering events (issue 21): dry runs through every dialect.
+//! Seeing and recovering events (issue 21): dry runs through every dialect, receipts.
 
 use crate::support::*;
 use inlet::auth::secrets::sign;
@@ -333,4 +333,103 @@ fn today() -> String {
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `inlet receipt APP EVENT_ID --json`.
+fn receipt(inlet: &Inlet, id: &str) -> Value {
+    serde_json::from_str(&inlet.cli_ok(&["receipt", "default", id, "--json"])).unwrap()
+}
+
+#[test]
+fn a_receipt_tells_what_became_of_an_event_through_every_path() {
+    let s = setup();
+    s.inlet.cli_ok(&["tenants", "set-quota", "default", "2"]);
+    let mut c = s.inlet.client();
+    // Native: accepted, then answered as a duplicate twice.
+    for _ in 0..3 {
+        assert_eq!(s.native(&mut c, false, &event("r-1")).status, 200);
+    }
+    // GameRebellion: accepted (the quota's last event), then a duplicate (no quota needed)
+    // and one over the quota.
+    assert_eq!(s.gr(&mut c, false, "r-2").json()["accepted"], 1);
+    assert_eq!(s.gr(&mut c, false, "r-2").json()["duplicate"], true);
+    assert_eq!(s.gr(&mut c, false, "r-3").status, 429);
+    // Refused before the writer: a bulk event without a name, twice; Datafly over quota.
+    let scoped = s
+        .inlet
+        .cli_ok(&[
+            "keys", "mint", "--app", "default", "--label", "s", "--events", "open",
+        ])
+        .trim()
+        .to_owned();
+    for _ in 0..2 {
+        let r = c.post_json(
+            "/s2s/events/bulk",
+            &scoped,
+            &json!({"events": [{"event_id": "r-4", "event_ts_ms": 1_735_999_999_000u64}, event("r-5")]}),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    assert_eq!(s.datafly(&mut c, false, "r-6").status, 429);
+    // A dry run leaves no receipt.
+    assert_eq!(s.gr(&mut c, true, "r-7").status, 429);
+
+    // The tallies reach the receipts with the writer's next commit.
+    wait_for("the rejections' receipts", || {
+        receipt(&s.inlet, "r-6")["status"] == "rejected"
+            && receipt(&s.inlet, "r-4")["rejected"][0]["times"] == 2
+    });
+    let r1 = receipt(&s.inlet, "r-1");
+    assert_eq!(r1["status"], "accepted");
+    assert_eq!(
+        (
+            &r1["accepted"]["seq"],
+            &r1["accepted"]["source"],
+            &r1["accepted"]["key_id"]
+        ),
+        (&json!(1), &json!("reflect"), &json!(1))
+    );
+    assert_eq!(
+        (&r1["duplicate"]["of_seq"], &r1["duplicate"]["times"]),
+        (&json!(1), &json!(2))
+    );
+    let r2 = receipt(&s.inlet, "r-2");
+    assert_eq!(
+        (&r2["accepted"]["source"], &r2["duplicate"]["times"]),
+        (&json!("gamerebellion"), &json!(1))
+    );
+    let r3 = receipt(&s.inlet, "r-3");
+    assert_eq!(
+        (
+            &r3["status"],
+            &r3["rejected"][0]["reason"],
+            &r3["rejected"][0]["times"]
+        ),
+        (&json!("rejected"), &json!("cap_exceeded"), &json!(1))
+    );
+    assert_eq!(
+        receipt(&s.inlet, "r-4")["rejected"][0]["reason"],
+        "event_name_required"
+    );
+    assert_eq!(
+        receipt(&s.inlet, "r-5")["rejected"][0]["reason"],
+        "event_not_allowed_by_key"
+    );
+    assert_eq!(
+        receipt(&s.inlet, "r-6")["rejected"][0]["reason"],
+        "cap_exceeded"
+    );
+    assert_eq!(receipt(&s.inlet, "r-7")["status"], "unknown");
+    let text = s.inlet.cli_ok(&["receipt", "default", "r-1"]);
+    assert!(
+        text.contains("accepted") && text.contains("duplicate of seq 1 2 time(s)"),
+        "{text}"
+    );
+    assert!(!s.inlet.cli(&["receipt", "nope", "r-1"]).status.success());
+
+    // The admin API answers the same document.
+    let mut admin = crate::admin::Admin::setup(&s.inlet);
+    let r = admin.get("/admin/api/receipts/default/r-3");
+    assert_eq!((r.status, r.json()), (200, r3));
+    assert_eq!(admin.get("/admin/api/receipts/nope/r-3").status, 404);
 }
