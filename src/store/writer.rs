@@ -574,7 +574,11 @@ fn run(
                     outcomes,
                     next_seq: next,
                     index: merged,
+                    skipped_notes,
                 }) => {
+                    stats
+                        .dropped_notes
+                        .fetch_add(skipped_notes, Ordering::Relaxed);
                     stats
                         .metrics
                         .commit_seconds
@@ -613,9 +617,13 @@ fn run(
         }
         if let (false, Some(d)) = (notes.is_empty(), &db) {
             // Notes with no batch to ride along: a commit of their own.
+            let (kept, skipped) = notes.split_at(notes.len().min(MAX_NOTES_PER_COMMIT));
+            stats
+                .dropped_notes
+                .fetch_add(skipped.len() as u64, Ordering::Relaxed);
             let written = (|| -> Result<()> {
                 let txn = super::begin_write(d)?;
-                super::receipts::record(&txn, &notes, RECEIPTS_PER_APP)?;
+                super::receipts::record(&txn, kept, RECEIPTS_PER_APP)?;
                 Ok(txn.commit()?)
             })();
             if let Err(e) = written {
@@ -668,7 +676,13 @@ struct Appended {
     next_seq: u64,
     /// `None` after a dry run.
     index: Option<Committed>,
+    /// Duplicate answers past [`MAX_NOTES_PER_COMMIT`], not tallied.
+    skipped_notes: u64,
 }
+
+/// Most receipt tallies one commit writes: a flood of resent events costs the writer a
+/// bounded amount per commit (duplicate answers past it are counted, not tallied).
+pub const MAX_NOTES_PER_COMMIT: usize = 1024;
 
 /// Appends a batch in one durable transaction, with what `listeners` write in it; on error
 /// nothing of the batch is stored. A dry run ([`Mode::DryRun`]) decides the same outcomes
@@ -683,6 +697,7 @@ fn commit_batch(
     mode: Mode,
 ) -> Result<Appended> {
     let txn = super::begin_write(db)?;
+    let mut skipped_notes = 0;
     let mut all = Vec::with_capacity(batch.len());
     let first_seq = seq;
     let index = {
@@ -801,7 +816,7 @@ fn commit_batch(
             drop((ordering, sessions, open_sessions, skan_values));
             None
         } else {
-            record_notes(&txn, batch, &all, notes)?;
+            skipped_notes = record_notes(&txn, batch, &all, notes)?;
             for l in listeners {
                 l.in_commit(&txn, &accepted)?;
             }
@@ -822,21 +837,27 @@ fn commit_batch(
         outcomes: all,
         next_seq: seq,
         index,
+        skipped_notes,
     })
 }
 
 /// Writes `notes` and the batch's duplicate answers to the receipts, in the batch's
-/// transaction.
+/// transaction, at most [`MAX_NOTES_PER_COMMIT`]; returns how many it left out.
 fn record_notes(
     txn: &WriteTransaction,
     batch: &[Item],
     outcomes: &[Vec<Outcome>],
     notes: &[Note],
-) -> Result<()> {
-    let mut notes = notes.to_vec();
+) -> Result<u64> {
+    let mut skipped = notes.len().saturating_sub(MAX_NOTES_PER_COMMIT) as u64;
+    let mut notes = notes[..notes.len().min(MAX_NOTES_PER_COMMIT)].to_vec();
     for (Item { sub, .. }, outcomes) in batch.iter().zip(outcomes) {
         for (ev, o) in sub.events.iter().zip(outcomes) {
             if let Outcome::Duplicate { seq } = o {
+                if notes.len() >= MAX_NOTES_PER_COMMIT {
+                    skipped += 1;
+                    continue;
+                }
                 notes.push(Note {
                     app_id: sub.app_id,
                     event_id: ev.event_id().to_owned(),
@@ -846,7 +867,8 @@ fn record_notes(
             }
         }
     }
-    super::receipts::record(txn, &notes, RECEIPTS_PER_APP)
+    super::receipts::record(txn, &notes, RECEIPTS_PER_APP)?;
+    Ok(skipped)
 }
 
 fn load_quota(txn: &WriteTransaction, tenant_id: u32, qkey: u64) -> Result<Quota> {
