@@ -167,7 +167,7 @@ pub struct Stats {
     /// Duplicates the submitting threads found in a committed snapshot (the writer did not
     /// look them up).
     pub prechecked_duplicates: AtomicU64,
-    /// Receipt notes dropped because the queue was full.
+    /// Receipt tallies dropped: the queue was full, or past a commit's share.
     pub dropped_notes: AtomicU64,
 }
 
@@ -318,10 +318,12 @@ impl Writer {
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::ShuttingDown),
         }
-        // Counted once queued: a refused submission answered nothing.
-        self.stats
-            .prechecked_duplicates
-            .fetch_add(settled as u64, Ordering::Relaxed);
+        // Counted once queued: a refused submission answered nothing (nor does a dry run).
+        if !dry {
+            self.stats
+                .prechecked_duplicates
+                .fetch_add(settled as u64, Ordering::Relaxed);
+        }
         self.stats.queued_requests.fetch_add(1, Ordering::Relaxed);
         rx.await
             .map_or(Err(SubmitError::ShuttingDown), |(r, _sub)| r)

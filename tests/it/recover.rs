@@ -54,7 +54,7 @@ fn footprint(inlet: &Inlet) -> (String, String, String, Vec<String>) {
     let metrics = inlet.client().get("/metrics").unwrap().text();
     let mut counters: Vec<String> = metrics
         .lines()
-        .filter(|l| l.starts_with("inlet_events_"))
+        .filter(|l| l.starts_with("inlet_events_") || l.starts_with("inlet_dedupe_prechecked"))
         .map(str::to_owned)
         .collect();
     counters.sort();
