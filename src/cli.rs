@@ -70,6 +70,15 @@ pub enum Command {
     Secrets(SecretsCmd),
     /// Every identifier linked to ID in an app, and the profile's latest events.
     Profile(ProfileArgs),
+    /// What became of an event: accepted (when, seq, key, dialect), answered as a duplicate,
+    /// rejected (why, how many times).
+    Receipt {
+        app: String,
+        event_id: String,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cluster mode on a NATS JetStream engine (the `cluster_*` settings).
     #[command(subcommand)]
     Cluster(ClusterCmd),

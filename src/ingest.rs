@@ -23,6 +23,7 @@ use crate::stats::Counted;
 use crate::store;
 use crate::store::read::KeyCheck;
 use crate::store::read::KeyInfo;
+use crate::store::receipts::{Note, Noted};
 use crate::store::tables::{ordering_key, session_key, skan_key};
 use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission, SubmitError};
 use hyper::body::Incoming;
@@ -38,13 +39,17 @@ pub mod redact;
 /// The one pipeline of a request that carries one event, for every dialect that implements
 /// [`Ingest`], top to bottom. A refusal at any stage is counted (under the app, once a
 /// lookup named one) and answered in the dialect's words (`refused`).
-pub async fn ingest<D: Ingest>(ctx: &Context, req: Request<Incoming>) -> Reply {
+pub async fn ingest<D: Ingest>(ctx: &Context, mut req: Request<Incoming>) -> Reply {
     let mut app = None;
     let mut verdict = None;
-    let mut reply = match ingest_inner::<D>(ctx, req, &mut app, &mut verdict).await {
+    let dry = take_dry_run(&mut req);
+    let mut reply = match ingest_inner::<D>(ctx, req, dry, &mut app, &mut verdict).await {
         Ok(reply) => reply,
         Err(reason) => {
-            let reply = refused::<D>(ctx, app.as_deref(), reason);
+            let reply = match dry {
+                false => refused::<D>(ctx, app.as_deref(), reason),
+                true => refusal::<D>(reason, now_ms()),
+            };
             match &verdict {
                 Some(v) if reason == Reason::RateLimited => {
                     reply.retry_after(v.retry_after(now_ms()))
@@ -58,12 +63,76 @@ pub async fn ingest<D: Ingest>(ctx: &Context, req: Request<Incoming>) -> Reply {
             .unwrap_or_else(|| RateLimiter::unkeyed(ctx.config.default_rate_limit, now_ms()));
         reply.headers.extend(verdict.headers());
     }
+    if dry {
+        reply = marked_dry::<D>(reply);
+    }
     reply
+}
+
+/// The header that asks for a dry run, and marks its answer.
+pub const DRY_RUN_HEADER: &str = "x-inlet-dry-run";
+/// The query parameter that asks for a dry run (for clients that cannot set headers).
+pub const DRY_RUN_PARAM: &str = "inlet_dry_run";
+
+/// Whether a request asks for a dry run: `X-Inlet-Dry-Run: 1` (or `true`), or
+/// `inlet_dry_run=1` (or `true`) in the query string. The parameter is taken out of `uri`
+/// whatever its value, so that no dialect sees it (Adjust's parameters make its event id).
+pub fn take_dry_run<B>(req: &mut Request<B>) -> bool {
+    let yes = |v: &str| v == "1" || v.eq_ignore_ascii_case("true");
+    let header = req
+        .headers()
+        .get(DRY_RUN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| yes(v.trim()));
+    let uri = req.uri();
+    let Some(query) = uri.query() else {
+        return header;
+    };
+    let (mut asked, mut named) = (false, false);
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let ours = k == DRY_RUN_PARAM;
+            named |= ours;
+            asked |= ours && yes(v);
+            !ours
+        })
+        .collect();
+    if named {
+        let rest = match kept.is_empty() {
+            true => uri.path().to_owned(),
+            false => format!("{}?{}", uri.path(), kept.join("&")),
+        };
+        let mut parts = uri.clone().into_parts();
+        // Parts of a parsed URI parse again.
+        parts.path_and_query = rest.parse().ok();
+        if let Ok(stripped) = hyper::Uri::from_parts(parts) {
+            *req.uri_mut() = stripped;
+        }
+    }
+    header || asked
+}
+
+/// A dry run's answer: the `X-Inlet-Dry-Run: 1` header, and `"dry_run": true` first in a
+/// JSON object body when the dialect's bodies are inlet's own ([`Dialect::DRY_RUN_FIELD`]).
+fn marked_dry<D: Dialect>(mut reply: Reply) -> Reply {
+    if D::DRY_RUN_FIELD && reply.body.first() == Some(&b'{') {
+        let mut body = Vec::with_capacity(reply.body.len() + 16);
+        body.extend_from_slice(br#"{"dry_run":true"#);
+        if reply.body.get(1) != Some(&b'}') {
+            body.push(b',');
+        }
+        body.extend_from_slice(&reply.body[1..]);
+        reply.body = body.into();
+    }
+    reply.header(DRY_RUN_HEADER, "1".to_owned())
 }
 
 async fn ingest_inner<D: Ingest>(
     ctx: &Context,
     req: Request<Incoming>,
+    dry: bool,
     app: &mut Option<String>,
     verdict: &mut Option<Verdict>,
 ) -> Result<Reply, Reason> {
@@ -88,20 +157,42 @@ async fn ingest_inner<D: Ingest>(
     let Credited { key, auth } =
         D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
     if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
-        return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload).await;
+        return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload, dry).await;
     }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
-    let Prepared { audit_key, pending } =
-        prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard)?;
+    let claimed = decoded.draft.claimed_id().map(str::to_owned);
+    let prepared = prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard);
+    let Prepared { audit_key, pending } = prepared.inspect_err(|&reason| {
+        if !dry && let Some(id) = claimed {
+            note_rejected(ctx, &key, received_at_ms, [(id, reason)]);
+        }
+    })?;
     let event_id = pending.event_id().to_owned();
     let kept = (audit_key.clone(), payload.clone());
-    let outcome = submit(ctx, &key, received_at_ms, vec![pending], kept, D::AUDIT).await?[0];
-    count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
+    let outcome = submit(
+        ctx,
+        &key,
+        received_at_ms,
+        vec![pending],
+        kept,
+        D::AUDIT,
+        dry,
+    )
+    .await?[0];
+    if !dry {
+        count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
+    }
+    let refused = |reason| {
+        if !dry {
+            note_rejected(ctx, &key, received_at_ms, [(event_id.clone(), reason)]);
+        }
+        Err(reason)
+    };
     let duplicate_of = match outcome {
         Outcome::Accepted { .. } => None,
         Outcome::Duplicate { seq } => Some(seq),
-        Outcome::OverQuota => return Err(Reason::CapExceeded),
-        Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
+        Outcome::OverQuota => return refused(Reason::CapExceeded),
+        Outcome::OutOfOrder => return refused(Reason::EventOutOfOrder),
     };
     let stored = Stored {
         event_id: &event_id,
@@ -162,6 +253,7 @@ async fn ingest_batch<'a, D: Ingest>(
     received_at_ms: u64,
     items: Vec<BatchItem<'a, D::Event<'a>>>,
     payload: &bytes::Bytes,
+    dry: bool,
 ) -> Result<Reply, Reason> {
     let audit_key = audit_key(
         D::BATCH_AUDIT_PREFIX,
@@ -170,16 +262,8 @@ async fn ingest_batch<'a, D: Ingest>(
         D::AUDIT.ext(),
     );
     let batch = prepare_batch(key, D::SOURCE, received_at_ms, items, &audit_key);
-    let done = submit_prepared::<D>(
-        ctx,
-        key,
-        received_at_ms,
-        batch,
-        audit_key,
-        payload,
-        D::AUDIT,
-    )
-    .await?;
+    let done =
+        submit_prepared::<D>(ctx, key, received_at_ms, batch, audit_key, payload, dry).await?;
     Ok(done.reply::<D>(received_at_ms))
 }
 
@@ -449,16 +533,16 @@ fn prepare_batch<'a, E: Candidate<'a>>(
 }
 
 /// Submits the valid events of a prepared batch of dialect `D` in one submission (the raw
-/// body stored under `audit_key`, written as `format`) and builds the per-event results in
+/// body stored under `audit_key`, written as `D::AUDIT`) and builds the per-event results in
 /// request order.
-async fn submit_prepared<D: Dialect>(
+async fn submit_prepared<D: Ingest>(
     ctx: &Context,
     key: &KeyInfo,
     received_at_ms: u64,
     batch: PreparedBatch,
     audit_key: String,
     body: &bytes::Bytes,
-    format: AuditFormat,
+    dry: bool,
 ) -> Result<BatchDone, Reason> {
     let source = D::SOURCE;
     let PreparedBatch { slots, events } = batch;
@@ -471,16 +555,25 @@ async fn submit_prepared<D: Dialect>(
             received_at_ms,
             events,
             (audit_key.clone(), body.clone()),
-            format,
+            D::AUDIT,
+            dry,
         )
         .await?
     };
-    count_outcomes(ctx, &key.app, source, &outcomes);
-    Ok(
-        BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |reason| {
-            count_rejected(ctx, Some(&key.app), source, reason, 1)
-        }),
-    )
+    if !dry {
+        count_outcomes(ctx, &key.app, source, &outcomes);
+    }
+    let mut refused = Vec::new();
+    let done = BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |id, reason| {
+        if !dry {
+            count_rejected(ctx, Some(&key.app), source, reason, 1);
+            if let Some(id) = id {
+                refused.push((id.to_owned(), reason));
+            }
+        }
+    });
+    note_rejected(ctx, key, received_at_ms, refused);
+    Ok(done)
 }
 
 /// Each event's status of a prepared batch, in request order.
@@ -491,7 +584,8 @@ impl BatchSlots {
     /// `{"accepted", "duplicates", "rejected", "results": [{"event_id", "status",
     /// "reason"?, "field"?}], "audit_key"?}` in request order, reasons named as `reasons`
     /// says. Written as text: a tree of a thousand small maps cost about as much CPU as
-    /// decoding the events. `on_rejected` is called with the reason of each rejected event.
+    /// decoding the events. `on_rejected` is called with the id (when it had one) and the
+    /// reason of each rejected event.
     /// The request's own `error` (all rejected) stays the first reason's tag, as the
     /// endpoint's error table names it.
     pub fn answer(
@@ -499,7 +593,7 @@ impl BatchSlots {
         outcomes: &[Outcome],
         audit_key: &str,
         reasons: ResultReasons,
-        mut on_rejected: impl FnMut(Reason),
+        mut on_rejected: impl FnMut(Option<&str>, Reason),
     ) -> BatchDone {
         let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
         let mut first_reason = None;
@@ -528,7 +622,7 @@ impl BatchSlots {
                 },
                 ItemSlot::Rejected(id, reason) => (id, reason),
             };
-            on_rejected(reason);
+            on_rejected(event_id.as_deref(), reason);
             rejected += 1;
             first_reason.get_or_insert(reason);
             match event_id {
@@ -579,6 +673,22 @@ pub(crate) fn count_outcomes(ctx: &Context, app: &str, source: &'static str, out
         .add(app, source, Counted::Accepted, accepted as u64);
     ctx.counters
         .add(app, source, Counted::Duplicate, duplicate as u64);
+}
+
+/// Tells the receipts of the key's app that these events (id, reason) were refused.
+fn note_rejected(
+    ctx: &Context,
+    key: &KeyInfo,
+    at_ms: u64,
+    refused: impl IntoIterator<Item = (String, Reason)>,
+) {
+    let notes = refused.into_iter().map(|(event_id, reason)| Note {
+        app_id: key.app_id,
+        event_id,
+        at_ms,
+        what: Noted::Rejected(reason.tag().into_owned()),
+    });
+    ctx.writer.note(notes.collect());
 }
 
 /// Counts `n` events rejected for `reason` (app `-` when no key named one).
@@ -650,7 +760,7 @@ pub(crate) fn store_failed(lookup: &'static str) -> impl FnOnce(store::Error) ->
 /// The one place a request becomes a [`Submission`]: the key's app, tenant and key id (0 for
 /// a signed, keyless request), its encoded events, and its raw body kept under the audit key
 /// (written as `format`, credentials taken out). Hands it to the writer and waits for its
-/// commit.
+/// commit; a `dry` run only for the writer's judgement (nothing is stored).
 pub(crate) async fn submit(
     ctx: &Context,
     key: &KeyInfo,
@@ -658,6 +768,7 @@ pub(crate) async fn submit(
     events: Vec<Pending>,
     (audit_key, body): (String, bytes::Bytes),
     format: AuditFormat,
+    dry: bool,
 ) -> Result<Vec<Outcome>, Reason> {
     let bytes = body.len();
     let mut sub = Submission {
@@ -669,7 +780,11 @@ pub(crate) async fn submit(
         audit: Some((audit_key, body)),
     };
     redact::submission(ctx, &mut sub, format);
-    ctx.writer.submit(sub, bytes).await.map_err(|e| match e {
+    let outcomes = match dry {
+        false => ctx.writer.submit(sub, bytes).await,
+        true => ctx.writer.submit_dry(sub, bytes).await,
+    };
+    outcomes.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,
         SubmitError::ShuttingDown => Reason::ShuttingDown,
         SubmitError::CommitFailed => Reason::StorageUnavailable,
@@ -747,6 +862,51 @@ mod tests {
             refusal::<D>(Reason::BadJson, now).status,
             status_of(Reason::BadJson)
         );
+    }
+
+    #[test]
+    fn a_dry_run_is_asked_by_header_or_parameter_and_the_parameter_is_taken_out() {
+        let ask = |uri: &str, header: Option<&str>| {
+            let mut req = Request::builder().uri(uri);
+            if let Some(v) = header {
+                req = req.header(DRY_RUN_HEADER, v);
+            }
+            let mut req = req.body(()).unwrap();
+            (take_dry_run(&mut req), req.uri().to_string())
+        };
+        assert_eq!(ask("/s2s/event", Some("1")), (true, "/s2s/event".into()));
+        assert_eq!(ask("/s2s/event", Some("true")), (true, "/s2s/event".into()));
+        assert_eq!(ask("/s2s/event", Some("0")), (false, "/s2s/event".into()));
+        assert_eq!(ask("/event?a=1", None), (false, "/event?a=1".into()));
+        assert_eq!(
+            ask("/event?a=1&inlet_dry_run=1&b=2", None),
+            (true, "/event?a=1&b=2".into())
+        );
+        assert_eq!(ask("/event?inlet_dry_run=1", None), (true, "/event".into()));
+        assert_eq!(
+            ask("/event?inlet_dry_run=no&b=2", None),
+            (false, "/event?b=2".into())
+        );
+        assert_eq!(
+            ask("/event?inlet_dry_run_x=1", None),
+            (false, "/event?inlet_dry_run_x=1".into())
+        );
+    }
+
+    #[test]
+    fn a_dry_runs_answer_is_marked() {
+        let body = |r: &Reply| String::from_utf8(r.body.to_vec()).unwrap();
+        let dry = |r: &Reply| r.headers.contains(&(DRY_RUN_HEADER, "1".to_owned()));
+        let r = marked_dry::<Native>(Reply::json_text(StatusCode::OK, br#"{"a":1}"#.to_vec()));
+        assert_eq!(
+            (body(&r), dry(&r)),
+            (r#"{"dry_run":true,"a":1}"#.into(), true)
+        );
+        let r = marked_dry::<Native>(Reply::json_text(StatusCode::OK, b"{}".to_vec()));
+        assert_eq!(body(&r), r#"{"dry_run":true}"#);
+        // A vendor's own body keeps its shape.
+        let r = marked_dry::<Datafly>(Reply::json_text(StatusCode::OK, b"{}".to_vec()));
+        assert_eq!((body(&r), dry(&r)), ("{}".into(), true));
     }
 
     #[test]

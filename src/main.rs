@@ -541,6 +541,15 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             id,
             grace_ms: grace,
         },
+        Command::Receipt {
+            app,
+            event_id,
+            json,
+        } => Op::Receipt {
+            app,
+            event_id,
+            json,
+        },
         Command::Profile(a) => Op::Profile {
             app: a.app,
             id: a.id,

@@ -82,6 +82,7 @@ pub async fn handle(
             ["profile"] => signing::profile(state, &session, &query),
             ["admins"] => accounts::list(state, session.account()),
             ["audit"] => accounts::audit_log(state, &query),
+            ["receipts", app, event_id] => receipt(state, &session, app, event_id),
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -197,6 +198,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "admins"
             | "audit"]
             | ["events", _]
+            | ["receipts", _, _]
     );
     let post = matches!(
         segs,
@@ -651,6 +653,18 @@ async fn revoke_key(state: &Env<'_>, _w: &WriteSession, id: u32) -> Result<Reply
         StatusCode::OK,
         &json!({ "id": id, "revoked_ms": k.revoked_ms }),
     ))
+}
+
+/// `GET /admin/api/receipts/{app}/{event_id}` (both percent-encoded): what became of the
+/// event, the document of `inlet receipt --json`; 404 for an unknown app.
+fn receipt(state: &Env<'_>, _s: &AdminSession, app: &str, id: &str) -> Result<Reply, Error> {
+    match state
+        .store
+        .receipt(&percent_decode(app), &percent_decode(id))?
+    {
+        Some(r) => Ok(Reply::json(StatusCode::OK, &r.to_json())),
+        None => Err(Error::NotFound),
+    }
 }
 
 /// Decodes `%XX` escapes (a path segment: `+` stays); a non-UTF-8 result is kept as it came.

@@ -36,6 +36,7 @@ pub struct GameRebellion;
 impl super::Dialect for GameRebellion {
     const SOURCE: &'static str = "gamerebellion";
     const RATE_LIMITED: bool = true;
+    const DRY_RUN_FIELD: bool = true;
 
     /// `{"error": "<reason>"}` (its spec fixes only the statuses).
     fn error(reason: Reason, status: hyper::StatusCode) -> crate::http::Reply {

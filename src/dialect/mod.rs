@@ -43,6 +43,10 @@ pub trait Dialect {
     const RATE_LIMITED: bool = false;
     /// How its batch answers name why an event was rejected.
     const RESULT_REASONS: ResultReasons = ResultReasons::Tags;
+    /// Whether its JSON answers are inlet's own to shape, so that a dry run's carry
+    /// `"dry_run": true` (the native dialect and GameRebellion); every dry run's answer
+    /// carries the `X-Inlet-Dry-Run: 1` header.
+    const DRY_RUN_FIELD: bool = false;
 
     /// The HTTP status of a refusal for `reason`.
     fn status(reason: Reason) -> StatusCode {
@@ -165,18 +169,29 @@ impl Stored<'_> {
 /// A decoded event before validation, of whichever representation its dialect decodes
 /// into. The pipeline validates it the same way for every dialect.
 pub trait Candidate<'a> {
+    /// The event id the sender gave, if any (to name a refused event in its receipt).
+    fn claimed_id(&self) -> Option<&str>;
+
     /// Runs the canonical checks (`event::Checks`), fixing the event id (a new one from
     /// `new_id` when the sender gave none).
     fn validate(self, new_id: impl FnOnce() -> String) -> Result<Valid<'a>, Reason>;
 }
 
 impl<'a> Candidate<'a> for Draft {
+    fn claimed_id(&self) -> Option<&str> {
+        self.event_id.as_deref()
+    }
+
     fn validate(self, new_id: impl FnOnce() -> String) -> Result<Valid<'a>, Reason> {
         Draft::validate(self, new_id).map(Valid::Canonical)
     }
 }
 
 impl<'a> Candidate<'a> for reflect::Event<'a> {
+    fn claimed_id(&self) -> Option<&str> {
+        self.event_id.as_deref()
+    }
+
     fn validate(self, new_id: impl FnOnce() -> String) -> Result<Valid<'a>, Reason> {
         reflect::Event::validate(self, new_id).map(Valid::Native)
     }

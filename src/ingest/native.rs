@@ -595,7 +595,7 @@ mod answer_tests {
             Outcome::OutOfOrder,
         ];
         let mut seen = Vec::new();
-        let done = slots().answer(&outcomes, audit, ResultReasons::Tags, |r| seen.push(r));
+        let done = slots().answer(&outcomes, audit, ResultReasons::Tags, |_, r| seen.push(r));
         let rows = [
             (Some("a"), "accepted", None),
             (None, "rejected", Some(Reason::BadJson)),
@@ -622,7 +622,7 @@ mod answer_tests {
             ItemSlot::Rejected(Some("e".into()), Reason::Invalid(Field::Props)),
             ItemSlot::Rejected(None, Reason::BadJson),
         ]);
-        let done = none_queued.answer(&[], audit, ResultReasons::Tags, drop);
+        let done = none_queued.answer(&[], audit, ResultReasons::Tags, |_, _| {});
         let rows = [
             (Some("e"), "rejected", Some(Reason::Invalid(Field::Props))),
             (None, "rejected", Some(Reason::BadJson)),
@@ -638,7 +638,7 @@ mod answer_tests {
             ItemSlot::Rejected(Some("r".into()), Reason::Required(Field::InstallUuid)),
             ItemSlot::Rejected(None, Reason::Invalid(Field::EventTsMs)),
         ]);
-        let done = reflect.answer(&[], audit, ResultReasons::Reflect, drop);
+        let done = reflect.answer(&[], audit, ResultReasons::Reflect, |_, _| {});
         let body: Value = serde_json::from_slice(done.body()).unwrap();
         assert_eq!(
             body["results"],

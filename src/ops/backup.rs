@@ -54,6 +54,9 @@ macro_rules! each_table {
         $m!(ADMIN_SESSIONS);
         $m!(ADMIN_INVITES);
         $m!(ADMIN_AUDIT);
+        $m!(RECEIPTS);
+        $m!(RECEIPT_ORDER);
+        $m!(RECEIPT_APPS);
     };
 }
 

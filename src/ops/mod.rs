@@ -139,6 +139,11 @@ pub enum Op {
         id: u32,
         grace_ms: u64,
     },
+    Receipt {
+        app: String,
+        event_id: String,
+        json: bool,
+    },
     Profile {
         app: String,
         id: String,
@@ -508,6 +513,16 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             writeln!(out, "secret {id} revoked")?;
         }
         Op::SecretsList { app, json } => list_secrets(store, app.as_deref(), json, out)?,
+        Op::Receipt {
+            app,
+            event_id,
+            json,
+        } => {
+            let r = store
+                .receipt(&app, &event_id)?
+                .ok_or_else(|| store::Error::NotFound(format!("no app {app:?}")))?;
+            receipt(&r, json, out)?;
+        }
         Op::Profile {
             app,
             id,
@@ -525,6 +540,50 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
         )?,
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `inlet receipt`: the JSON document, or lines for a person.
+fn receipt(r: &store::receipts::Receipt, json: bool, out: &mut dyn Write) -> store::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, &r.to_json()).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "{} {}: {}", r.app, r.event_id, r.status())?;
+    if let Some(a) = &r.accepted {
+        let key = match a.key_id {
+            0 => "signed".to_owned(),
+            id => format!("key {id}"),
+        };
+        writeln!(
+            out,
+            "  accepted {} as seq {} ({}, {key}), body {}",
+            rfc3339_ms(a.received_at_ms),
+            a.seq,
+            a.source,
+            a.audit_key
+        )?;
+    }
+    if let Some(d) = &r.duplicate {
+        writeln!(
+            out,
+            "  answered as a duplicate of seq {} {} time(s), last {}",
+            d.of_seq,
+            d.times,
+            rfc3339_ms(d.last_ms)
+        )?;
+    }
+    for x in &r.rejected {
+        writeln!(
+            out,
+            "  rejected {}: {} time(s), first {}, last {}",
+            x.reason,
+            x.times,
+            rfc3339_ms(x.first_ms),
+            rfc3339_ms(x.last_ms)
+        )?;
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod dedupe;
 pub mod key_cache;
 pub mod pending;
 pub mod read;
+pub mod receipts;
 pub mod runs;
 pub mod secrets;
 pub mod tables;
@@ -317,6 +318,9 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(APP_DAYS)?;
     txn.open_table(APP_HOURS)?;
     txn.open_table(SECRETS)?;
+    txn.open_table(RECEIPTS)?;
+    txn.open_table(RECEIPT_ORDER)?;
+    txn.open_table(RECEIPT_APPS)?;
     Ok(())
 }
 

@@ -129,6 +129,13 @@ pub fn dedupe_key(app_id: u32, event_id: &str) -> Vec<u8> {
 /// data dir's key (AES-256-GCM), never the plaintext.
 pub const SECRETS: TableDefinition<u32, &[u8]> = TableDefinition::new("secrets");
 
+/// app_id u32 BE ++ event_id → its duplicate and rejection tallies (`store::receipts`).
+pub const RECEIPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("receipts");
+/// app_id u32 BE ++ ord u64 BE → event_id: an app's receipts, oldest first.
+pub const RECEIPT_ORDER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("receipt_order");
+/// app_id → next ord u64 BE ++ receipts kept u64 BE.
+pub const RECEIPT_APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("receipt_apps");
+
 /// [`META`] key: the highest seq retention removed (u64 BE).
 pub const REMOVED_THROUGH: &str = "retention_removed_through";
 

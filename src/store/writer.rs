@@ -53,6 +53,7 @@ fn multi_thread_runtime() -> bool {
 }
 
 pub use super::pending::{Guard, Pending, SkanUpdate};
+use super::receipts::{Note, Noted, RECEIPTS_PER_APP};
 
 /// The events of one request, all of the same key.
 pub struct Submission {
@@ -98,7 +99,10 @@ type Answer = oneshot::Sender<(Result<Vec<Outcome>, SubmitError>, Submission)>;
 type Job = Box<dyn FnOnce(&Database) + Send>;
 
 enum Msg {
-    Ingest(Submission, Vec<Known>, Answer, OwnedSemaphorePermit),
+    /// A submission; `true`: a dry run (judged in a transaction that is aborted).
+    Ingest(Submission, Vec<Known>, Answer, OwnedSemaphorePermit, bool),
+    /// Receipt tallies, written with the next commit.
+    Notes(Vec<Note>),
     Job(Job),
     Stop,
 }
@@ -163,6 +167,8 @@ pub struct Stats {
     /// Duplicates the submitting threads found in a committed snapshot (the writer did not
     /// look them up).
     pub prechecked_duplicates: AtomicU64,
+    /// Receipt tallies dropped: the queue was full, or past a commit's share.
+    pub dropped_notes: AtomicU64,
 }
 
 /// Longest wait between two attempts to reopen the database.
@@ -263,6 +269,26 @@ impl Writer {
         sub: Submission,
         body_bytes: usize,
     ) -> Result<Vec<Outcome>, SubmitError> {
+        self.submit_as(sub, body_bytes, false).await
+    }
+
+    /// A dry run of [`Writer::submit`]: the same checks (dedupe, guards, quota) with the
+    /// same outcomes, in a write transaction of its own that is aborted, so nothing of it is
+    /// stored, counted or kept.
+    pub async fn submit_dry(
+        &self,
+        sub: Submission,
+        body_bytes: usize,
+    ) -> Result<Vec<Outcome>, SubmitError> {
+        self.submit_as(sub, body_bytes, true).await
+    }
+
+    async fn submit_as(
+        &self,
+        sub: Submission,
+        body_bytes: usize,
+        dry: bool,
+    ) -> Result<Vec<Outcome>, SubmitError> {
         let kib = (body_bytes / 1024 + 1).min(self.budget_kib as usize) as u32;
         let permit = match self.budget.clone().try_acquire_many_owned(kib) {
             Ok(p) => p,
@@ -284,18 +310,35 @@ impl Writer {
             .filter(|k| matches!(k, Known::Stored(_)))
             .count();
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Msg::Ingest(sub, known, reply, permit)) {
+        match self
+            .tx
+            .try_send(Msg::Ingest(sub, known, reply, permit, dry))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
             Err(TrySendError::Disconnected(_)) => return Err(SubmitError::ShuttingDown),
         }
-        // Counted once queued: a refused submission answered nothing.
-        self.stats
-            .prechecked_duplicates
-            .fetch_add(settled as u64, Ordering::Relaxed);
+        // Counted once queued: a refused submission answered nothing (nor does a dry run).
+        if !dry {
+            self.stats
+                .prechecked_duplicates
+                .fetch_add(settled as u64, Ordering::Relaxed);
+        }
         self.stats.queued_requests.fetch_add(1, Ordering::Relaxed);
         rx.await
             .map_or(Err(SubmitError::ShuttingDown), |(r, _sub)| r)
+    }
+
+    /// Queues receipt tallies (rejections seen before the writer) for the next commit;
+    /// dropped (and counted) when the queue is full, never waited for.
+    pub fn note(&self, notes: Vec<Note>) {
+        if notes.is_empty() {
+            return;
+        }
+        let n = notes.len() as u64;
+        if self.tx.try_send(Msg::Notes(notes)).is_err() {
+            self.stats.dropped_notes.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Runs `f` on the writer thread, between commits, and returns its result. Blocking.
@@ -383,6 +426,33 @@ struct Item {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Judges each dry-run submission of `dry` in a write transaction of its own, aborted (so one
+/// dry run never sees another's events), and answers it.
+fn judge_dry_runs(db: Option<&Database>, next_seq: u64, staged: &Staged, dry: Vec<Item>) {
+    for item in dry {
+        let one = std::slice::from_ref(&item);
+        let result = match db {
+            Some(d) => commit_batch(d, next_seq, staged, one, &Vec::new(), &[], Mode::DryRun),
+            None => Err(Error::Reopening),
+        };
+        let answer = match result {
+            Ok(mut appended) => Ok(appended.outcomes.pop().unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "a dry run could not be judged");
+                Err(SubmitError::CommitFailed)
+            }
+        };
+        let _ = item.reply.send((answer, item.sub));
+    }
+}
+
+/// Whether a batch is committed or only judged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Commit,
+    DryRun,
+}
+
 fn run(
     store: &Store,
     db: Arc<Database>,
@@ -426,6 +496,8 @@ fn run(
             }
         }
         let mut batch: Vec<Item> = Vec::new();
+        let mut dry: Vec<Item> = Vec::new();
+        let mut notes: Vec<Note> = Vec::new();
         let mut events = 0;
         let mut block = true;
         while keep_collecting(events, batch.len()) {
@@ -460,16 +532,22 @@ fn run(
             };
             block = false;
             match msg {
-                Msg::Ingest(sub, known, reply, permit) => {
-                    events += sub.events.len();
-                    batch.push(Item {
+                Msg::Ingest(sub, known, reply, permit, is_dry) => {
+                    let item = Item {
                         sub,
                         known,
                         reply,
                         _permit: permit,
-                    });
+                    };
+                    if is_dry {
+                        dry.push(item);
+                    } else {
+                        events += item.sub.events.len();
+                        batch.push(item);
+                    }
                 }
                 Msg::Job(job) => jobs.push(job),
+                Msg::Notes(n) => notes.extend(n),
                 Msg::Stop => {
                     stop = true;
                     break;
@@ -482,7 +560,15 @@ fn run(
                 .fetch_sub(batch.len(), Ordering::Relaxed);
             let started = std::time::Instant::now();
             let result = match &db {
-                Some(d) => commit_batch(d, next_seq, &staged, &batch, listeners),
+                Some(d) => commit_batch(
+                    d,
+                    next_seq,
+                    &staged,
+                    &batch,
+                    listeners,
+                    &std::mem::take(&mut notes),
+                    Mode::Commit,
+                ),
                 None => Err(Error::Reopening),
             };
             match result {
@@ -490,14 +576,20 @@ fn run(
                     outcomes,
                     next_seq: next,
                     index: merged,
+                    skipped_notes,
                 }) => {
+                    stats
+                        .dropped_notes
+                        .fetch_add(skipped_notes, Ordering::Relaxed);
                     stats
                         .metrics
                         .commit_seconds
                         .observe(started.elapsed().as_secs_f64());
                     stats.metrics.batch_events.observe(events as f64);
                     next_seq = next;
-                    staged.apply(merged);
+                    if let Some(merged) = merged {
+                        staged.apply(merged);
+                    }
                     for l in listeners {
                         l.committed(next_seq - 1);
                     }
@@ -524,6 +616,27 @@ fn run(
                     }
                 }
             }
+        }
+        if let (false, Some(d)) = (notes.is_empty(), &db) {
+            // Notes with no batch to ride along: a commit of their own.
+            let (kept, skipped) = notes.split_at(notes.len().min(MAX_NOTES_PER_COMMIT));
+            stats
+                .dropped_notes
+                .fetch_add(skipped.len() as u64, Ordering::Relaxed);
+            let written = (|| -> Result<()> {
+                let txn = super::begin_write(d)?;
+                super::receipts::record(&txn, kept, RECEIPTS_PER_APP)?;
+                Ok(txn.commit()?)
+            })();
+            if let Err(e) = written {
+                tracing::warn!(error = %e, notes = notes.len(), "receipt notes were not written");
+            }
+        }
+        if !dry.is_empty() {
+            stats
+                .queued_requests
+                .fetch_sub(dry.len(), Ordering::Relaxed);
+            judge_dry_runs(db.as_deref(), next_seq, &staged, dry);
         }
         match &db {
             Some(d) => {
@@ -563,19 +676,30 @@ fn forget_session(
 struct Appended {
     outcomes: Vec<Vec<Outcome>>,
     next_seq: u64,
-    index: Committed,
+    /// `None` after a dry run.
+    index: Option<Committed>,
+    /// Duplicate answers past [`MAX_NOTES_PER_COMMIT`], not tallied.
+    skipped_notes: u64,
 }
 
+/// Most receipt tallies one commit writes: a flood of resent events costs the writer a
+/// bounded amount per commit (duplicate answers past it are counted, not tallied).
+pub const MAX_NOTES_PER_COMMIT: usize = 1024;
+
 /// Appends a batch in one durable transaction, with what `listeners` write in it; on error
-/// nothing of the batch is stored.
+/// nothing of the batch is stored. A dry run ([`Mode::DryRun`]) decides the same outcomes
+/// and aborts the transaction.
 fn commit_batch(
     db: &Database,
     mut seq: u64,
     staged: &Staged,
     batch: &[Item],
     listeners: &Listeners,
+    notes: &[Note],
+    mode: Mode,
 ) -> Result<Appended> {
     let txn = super::begin_write(db)?;
+    let mut skipped_notes = 0;
     let mut all = Vec::with_capacity(batch.len());
     let first_seq = seq;
     let index = {
@@ -688,23 +812,65 @@ fn commit_batch(
             }
             all.push(outcomes);
         }
-        for l in listeners {
-            l.in_commit(&txn, &accepted)?;
-        }
-        let mut usage = txn.open_table(USAGE)?;
-        for (k, q) in quotas {
-            if q.used != q.stored {
-                usage.insert(k, q.used)?;
+        if mode == Mode::DryRun {
+            drop(dedupe);
+            drop((events, audit_bodies, audit_batches, key_used));
+            drop((ordering, sessions, open_sessions, skan_values));
+            None
+        } else {
+            skipped_notes = record_notes(&txn, batch, &all, notes)?;
+            for l in listeners {
+                l.in_commit(&txn, &accepted)?;
             }
+            let mut usage = txn.open_table(USAGE)?;
+            for (k, q) in quotas {
+                if q.used != q.stored {
+                    usage.insert(k, q.used)?;
+                }
+            }
+            Some(dedupe.finish((seq - first_seq) as usize)?)
         }
-        dedupe.finish((seq - first_seq) as usize)?
     };
-    txn.commit()?;
+    match mode {
+        Mode::Commit => txn.commit()?,
+        Mode::DryRun => txn.abort()?,
+    }
     Ok(Appended {
         outcomes: all,
         next_seq: seq,
         index,
+        skipped_notes,
     })
+}
+
+/// Writes `notes` and the batch's duplicate answers to the receipts, in the batch's
+/// transaction, at most [`MAX_NOTES_PER_COMMIT`]; returns how many it left out.
+fn record_notes(
+    txn: &WriteTransaction,
+    batch: &[Item],
+    outcomes: &[Vec<Outcome>],
+    notes: &[Note],
+) -> Result<u64> {
+    let mut skipped = notes.len().saturating_sub(MAX_NOTES_PER_COMMIT) as u64;
+    let mut notes = notes[..notes.len().min(MAX_NOTES_PER_COMMIT)].to_vec();
+    for (Item { sub, .. }, outcomes) in batch.iter().zip(outcomes) {
+        for (ev, o) in sub.events.iter().zip(outcomes) {
+            if let Outcome::Duplicate { seq } = o {
+                if notes.len() >= MAX_NOTES_PER_COMMIT {
+                    skipped += 1;
+                    continue;
+                }
+                notes.push(Note {
+                    app_id: sub.app_id,
+                    event_id: ev.event_id().to_owned(),
+                    at_ms: sub.received_at_ms,
+                    what: Noted::Duplicate(*seq),
+                });
+            }
+        }
+    }
+    super::receipts::record(txn, &notes, RECEIPTS_PER_APP)?;
+    Ok(skipped)
 }
 
 fn load_quota(txn: &WriteTransaction, tenant_id: u32, qkey: u64) -> Result<Quota> {
@@ -997,6 +1163,28 @@ pub(crate) mod tests {
                 started_ms: 50
             })
         );
+    }
+
+    /// A dry run gets the outcomes a submission would (a repeat within it included) and
+    /// leaves nothing: the next submission takes the seqs and quota it was shown.
+    #[tokio::test]
+    async fn a_dry_run_judges_without_storing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let w = Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap();
+        w.submit(sub(&["a"]), 10).await.unwrap();
+        let judged = vec![
+            Outcome::Duplicate { seq: 1 },
+            Outcome::Accepted { seq: 2 },
+            Outcome::Duplicate { seq: 2 },
+        ];
+        for _ in 0..2 {
+            let out = w.submit_dry(sub(&["a", "b", "b"]), 10).await.unwrap();
+            assert_eq!(out, judged);
+        }
+        assert_eq!(store.usage(1, 1_764_000_000_000).unwrap(), 1);
+        assert_eq!(w.submit(sub(&["a", "b", "b"]), 10).await.unwrap(), judged);
+        assert_eq!(store.usage(1, 1_764_000_000_000).unwrap(), 2);
     }
 
     #[tokio::test]

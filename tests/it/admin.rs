@@ -136,6 +136,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/admins/admin/remove"),
     ("POST", "/admin/api/account/totp"),
     ("POST", "/admin/api/account/totp/confirm"),
+    ("GET", "/admin/api/receipts/default/e1"),
     ("GET", "/admin/api/no-such-route"),
     ("DELETE", "/admin/api/keys/1"),
 ];

@@ -30,6 +30,7 @@ mod operations;
 mod operator;
 mod packaging;
 mod powerloss;
+mod recover;
 mod redaction;
 mod security;
 mod simdisk;

@@ -35,6 +35,7 @@ pub struct Native;
 impl super::Dialect for Native {
     const SOURCE: &'static str = "reflect";
     const RESULT_REASONS: super::ResultReasons = super::ResultReasons::Reflect;
+    const DRY_RUN_FIELD: bool = true;
 
     /// `{"error": "<reason>"}`.
     fn error(reason: Reason, status: StatusCode) -> Reply {
