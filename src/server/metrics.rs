@@ -143,6 +143,13 @@ pub fn render(state: &State) -> String {
         "Duplicates of stored events found by the request threads, before the writer (ARCHITECTURE.md \"Dedupe design\")",
         prechecked,
     );
+    let dropped = Counter::<u64>::default();
+    dropped.inc_by(w.dropped_notes.load(Ordering::Relaxed));
+    reg.register(
+        "inlet_receipt_notes_dropped",
+        "Rejections and duplicates left out of the receipts because the writer was busy (their events were answered all the same)",
+        dropped,
+    );
     if let Some(lag) = state.indexer.as_ref().map(|i| i.lag()) {
         reg.register(
             "inlet_identity_lag_events",

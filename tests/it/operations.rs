@@ -455,6 +455,11 @@ fn metrics_parse_and_their_counters_equal_the_export() {
         sum(&m, "inlet_dedupe_prechecked_duplicates_total", &[]),
         0.0
     );
+    assert!(
+        m.iter()
+            .any(|s| s.name == "inlet_receipt_notes_dropped_total")
+    );
+    assert_eq!(sum(&m, "inlet_receipt_notes_dropped_total", &[]), 0.0);
     // The identity indexer catches up once the log is idle.
     assert!(m.iter().any(|s| s.name == "inlet_identity_lag_events"));
     crate::support::wait_for("the identity graph to catch up", || {
