@@ -70,6 +70,35 @@ pub enum Command {
     Secrets(SecretsCmd),
     /// Every identifier linked to ID in an app, and the profile's latest events.
     Profile(ProfileArgs),
+    /// Erase a person: every event of the profile linked to an identifier, everywhere in the
+    /// data dir; prints the receipt (JSON).
+    Erase(EraseArgs),
+    /// The erasure ledger (salted digests only) and suppressions.
+    #[command(subcommand)]
+    Erasures(ErasuresCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[arg(long)]
+    pub app: String,
+    /// The identifier, as KIND=VALUE (`user_id=42`, `install_uuid=...`, `idfa=...`).
+    #[arg(long)]
+    pub id: String,
+    /// Also refuse later events that carry any of the erased identifiers.
+    #[arg(long)]
+    pub suppress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ErasuresCmd {
+    /// Every erasure: id, when, app, identifier kinds, events, digest.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the suppression an erasure made: its subject's events are accepted again.
+    Unsuppress { erasure_id: String },
 }
 
 #[derive(Debug, Subcommand)]

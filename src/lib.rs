@@ -49,6 +49,7 @@ pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod ops;
+pub mod privacy;
 pub mod ratelimit;
 pub mod server;
 pub mod skan;

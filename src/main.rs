@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
-    AdminCmd, AppsCmd, AuditCmd, Cli, Command, KeysCmd, RetentionCmd, SecretsCmd, ServeArgs,
+    AdminCmd, AppsCmd, AuditCmd, Cli, Command, ErasuresCmd, KeysCmd, RetentionCmd, SecretsCmd, ServeArgs,
     TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
@@ -316,7 +316,11 @@ fn restore(data: &Path, path: &Path) -> anyhow::Result<()> {
             data.display()
         );
     }
-    let inlet::ops::backup::Restored { kept, summary } =
+    let inlet::ops::backup::Restored {
+        kept,
+        summary,
+        reapplied,
+    } =
         match inlet::ops::backup::restore(data, path) {
             Err(store::Error::AlreadyOpen) => bail!(
                 "the database in {} is in use by another process: stop the server first",
@@ -332,6 +336,9 @@ fn restore(data: &Path, path: &Path) -> anyhow::Result<()> {
         summary.apps,
         summary.keys
     );
+    if reapplied > 0 {
+        eprintln!("inlet: {reapplied} erasures made since the backup were applied again");
+    }
     if let Some(kept) = kept {
         eprintln!("inlet: the previous database is kept as {}", kept.display());
     }
@@ -460,6 +467,23 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             id,
             grace_ms: grace,
         },
+        Command::Erase(a) => {
+            let (kind, value) = a
+                .id
+                .split_once('=')
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .with_context(|| format!("--id {:?}: expected KIND=VALUE", a.id))?;
+            Op::Erase {
+                app: a.app,
+                kind: kind.to_owned(),
+                value: value.to_owned(),
+                suppress: a.suppress,
+            }
+        }
+        Command::Erasures(ErasuresCmd::List { json }) => Op::ErasuresList { json },
+        Command::Erasures(ErasuresCmd::Unsuppress { erasure_id }) => {
+            Op::ErasuresUnsuppress { id: erasure_id }
+        }
         Command::Profile(a) => Op::Profile {
             app: a.app,
             id: a.id,

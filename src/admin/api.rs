@@ -78,6 +78,7 @@ pub async fn handle(
             ["events", seq] => event(state, &session, seq),
             ["secrets"] => signing::list(state, &session, &query),
             ["profile"] => signing::profile(state, &session, &query),
+            ["erasures"] => super::erasures::list(state, &session),
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -128,6 +129,8 @@ pub async fn handle(
                 .map_err(|_| Error::BadRequest(format!("no key {id:?}")))?;
             revoke_key(state, &w, id).await
         }
+        ["erasures"] => super::erasures::erase(state, &w, parse(&body)?).await,
+        ["erasures", id, "unsuppress"] => super::erasures::unsuppress(state, &w, id).await,
         ["secrets"] => signing::mint(state, &w, parse(&body)?).await,
         ["secrets", id, "revoke"] => signing::revoke(state, &w, signing::id(id)?).await,
         ["secrets", id, "rotate"] => {
@@ -150,7 +153,8 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "events"
             | "export"
             | "secrets"
-            | "profile"]
+            | "profile"
+            | "erasures"]
             | ["events", _]
     );
     let post = matches!(
@@ -161,6 +165,8 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | ["keys", _, "revoke"]
             | ["secrets"]
             | ["secrets", _, "revoke" | "rotate"]
+            | ["erasures"]
+            | ["erasures", _, "unsuppress"]
     );
     let other_method = if was_get { post } else { get || post };
     if other_method {

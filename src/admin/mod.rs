@@ -9,6 +9,7 @@ pub mod api;
 pub mod assets;
 pub mod panel;
 pub mod session;
+pub mod erasures;
 pub mod signing;
 
 use crate::config::AdminConfig;

@@ -119,6 +119,19 @@ pub enum Op {
         id: u32,
         grace_ms: u64,
     },
+    /// Erase the linked profile of `kind=value` (`privacy::erase`); prints the receipt.
+    Erase {
+        app: String,
+        kind: String,
+        value: String,
+        suppress: bool,
+    },
+    ErasuresList {
+        json: bool,
+    },
+    ErasuresUnsuppress {
+        id: String,
+    },
     Profile {
         app: String,
         id: String,
@@ -143,6 +156,15 @@ impl Exec<'_> {
         match self {
             Exec::Direct(s, _) | Exec::Server(s, _, _) => s,
         }
+    }
+
+    /// The identity graph and the way writes go, for `privacy`.
+    fn privacy(&self) -> store::Result<(Identity, crate::privacy::Via<'_>)> {
+        let via = match self {
+            Exec::Direct(..) => crate::privacy::Via::Direct,
+            Exec::Server(_, w, _) => crate::privacy::Via::Writer(w),
+        };
+        Ok((self.identity()?, via))
     }
 
     /// The identity graph: opened for this process, or the serving process's.
@@ -413,6 +435,70 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             writeln!(out, "secret {id} revoked")?;
         }
         Op::SecretsList { app, json } => list_secrets(store, app.as_deref(), json, out)?,
+        Op::Erase {
+            app,
+            kind,
+            value,
+            suppress,
+        } => {
+            let (identity, via) = exec.privacy()?;
+            let receipt = crate::privacy::erase(
+                &identity,
+                via,
+                crate::privacy::Request {
+                    app,
+                    kind,
+                    value,
+                    suppress,
+                },
+            )?;
+            serde_json::to_writer_pretty(&mut *out, &receipt).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Op::ErasuresList { json } => {
+            let rows: Vec<crate::privacy::Listed> = crate::privacy::list(store)?
+                .iter()
+                .map(Into::into)
+                .collect();
+            if json {
+                return json_lines(out, &rows);
+            }
+            table(
+                out,
+                &[
+                    "ERASURE_ID",
+                    "AT",
+                    "APP",
+                    "KINDS",
+                    "EVENTS",
+                    "SUPPRESSED",
+                    "APPLIED",
+                    "DIGEST",
+                ],
+                rows.iter().map(|r| {
+                    vec![
+                        r.erasure_id.clone(),
+                        r.at.clone(),
+                        r.app.clone(),
+                        r.kinds.join(","),
+                        r.events.to_string(),
+                        r.suppressed.to_string(),
+                        r.applied.to_string(),
+                        r.digest.clone(),
+                    ]
+                }),
+            )?;
+        }
+        Op::ErasuresUnsuppress { id } => {
+            let lifted = exec.write({
+                let id = id.clone();
+                move |txn| crate::store::privacy::lift(txn, &id)
+            })?;
+            writeln!(
+                out,
+                "erasure {id}: suppression lifted ({lifted} identifiers)"
+            )?;
+        }
         Op::Profile {
             app,
             id,

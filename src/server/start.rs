@@ -208,6 +208,16 @@ fn setup_banner(json: bool, panel: &str, code: &str) {
 
 /// Runs a retention pass at start and then every `retention_interval`.
 async fn retention_task(state: Arc<State>) {
+    // First, erasures a crash interrupted (`privacy::resume`): finished before retention runs.
+    let s = state.clone();
+    let resumed = tokio::task::spawn_blocking(move || match s.ctx.indexer.as_ref() {
+        Some(i) => crate::privacy::resume(i.identity(), crate::privacy::Via::Writer(&s.writer)),
+        None => Ok(0),
+    })
+    .await;
+    if let Ok(Err(e)) = resumed {
+        tracing::error!(error = %e, "finishing interrupted erasures failed");
+    }
     loop {
         let s = state.clone();
         let pass = tokio::task::spawn_blocking(move || {

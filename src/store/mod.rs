@@ -4,9 +4,11 @@
 pub mod admin;
 pub mod audit;
 pub mod codec;
+pub mod copy;
 pub mod dedupe;
 pub mod key_cache;
 pub mod pending;
+pub mod privacy;
 pub mod read;
 pub mod runs;
 pub mod secrets;
@@ -315,6 +317,8 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(APP_DAYS)?;
     txn.open_table(APP_HOURS)?;
     txn.open_table(SECRETS)?;
+    txn.open_table(ERASURES)?;
+    txn.open_table(SUPPRESSED)?;
     Ok(())
 }
 

@@ -100,6 +100,8 @@ type Job = Box<dyn FnOnce(&Database) + Send>;
 enum Msg {
     Ingest(Submission, Vec<Known>, Answer, OwnedSemaphorePermit),
     Job(Job),
+    /// A job after which the writer opens the database file again (it replaced the file).
+    Reopen(Job),
     Stop,
 }
 
@@ -329,6 +331,21 @@ impl Writer {
         rx.await.map_err(|_| Error::WriterGone)
     }
 
+    /// Runs `f` on the writer thread like [`Writer::run_blocking`]; then the writer drops its
+    /// handle and opens the database file again, before the next commit: `f` put a new file
+    /// in its place ([`super::copy::rewrite`]). Blocking.
+    pub fn run_then_reopen<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (msg, rx) = self.job(f);
+        let Msg::Job(job) = msg else {
+            unreachable!("job() makes jobs")
+        };
+        self.tx.send(Msg::Reopen(job)).map_err(|_| Error::WriterGone)?;
+        rx.blocking_recv().map_err(|_| Error::WriterGone)
+    }
+
     fn send_job<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> R + Send + 'static,
@@ -394,6 +411,7 @@ fn run(
 ) {
     let mut db = Some(db);
     let mut jobs: Vec<Job> = Vec::new();
+    let mut reopen_jobs: Vec<Job> = Vec::new();
     let mut stop = false;
     let mut retry_at = Instant::now();
     let mut backoff = Duration::from_millis(50);
@@ -470,6 +488,7 @@ fn run(
                     });
                 }
                 Msg::Job(job) => jobs.push(job),
+                Msg::Reopen(job) => reopen_jobs.push(job),
                 Msg::Stop => {
                     stop = true;
                     break;
@@ -533,6 +552,20 @@ fn run(
             }
             // Dropping a job answers its caller with `WriterGone`.
             None => jobs.clear(),
+        }
+        if !reopen_jobs.is_empty() {
+            if let Some(d) = &db {
+                for job in reopen_jobs.drain(..) {
+                    job(d);
+                }
+                // The file was replaced: read it again, as after a failure (the next seq and
+                // the dedupe state come from the new file).
+                staged.precheck().detach();
+                db = None;
+                retry_at = Instant::now();
+            } else {
+                reopen_jobs.clear();
+            }
         }
     }
 }

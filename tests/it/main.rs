@@ -26,6 +26,7 @@ mod operations;
 mod operator;
 mod packaging;
 mod powerloss;
+mod privacy;
 mod redaction;
 mod security;
 mod simdisk;

@@ -1,0 +1,237 @@
+//! Erasure of a person (issue "privacy you can prove"): a profile linked across all five
+//! dialects is erased, and nothing of it is left in any file of the data dir, in exports,
+//! audit reads, profiles or the panel's API; a backup taken before and restored after gets
+//! the erasure applied again.
+
+use crate::admin::Admin;
+use crate::support::*;
+use inlet::auth::secrets::sign;
+use serde_json::{Value, json};
+
+/// The subject's identifiers and event ids: long and distinct, so a byte scan finds them only
+/// where they were stored.
+const U: &str = "user-subj-5b1e9d";
+const I: &str = "inst-subj-77c2a0";
+const P: &str = "player-subj-6e0d";
+const AF: &str = "afuid-subj-90d1f";
+const N: &str = "anon-subj-3c4f7e";
+const IDFA: &str = "IDFA-SUBJ-12AB-34CD";
+const MARK: &str = "mark-subj-props-zz";
+/// Someone else, who stays.
+const OTHER: &str = "user-keep-a41b88";
+
+fn needles() -> Vec<&'static str> {
+    vec![
+        U,
+        I,
+        P,
+        AF,
+        N,
+        IDFA,
+        MARK,
+        "ev-subj-r1",
+        "ev-subj-r2",
+        "ev-subj-g1",
+    ]
+}
+
+/// The first needle found in a file under `dir`, and where.
+fn leftover(dir: &std::path::Path) -> Option<(String, std::path::PathBuf)> {
+    needles().into_iter().find_map(|n| {
+        files_contain(dir, n.as_bytes()).map(|p| (n.to_owned(), p))
+    })
+}
+
+fn post_ok(c: &mut Client, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let r = c.post(path, headers, body).unwrap();
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r
+}
+
+fn datafly(c: &mut Client, secret: &str, body: Value) -> Resp {
+    let body = body.to_string();
+    let ts = now_ms().to_string();
+    let sig = sign(secret, &ts, body.as_bytes());
+    c.post(
+        "/v1/events",
+        &[("X-Signature", &sig), ("X-Timestamp", &ts)],
+        body.as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A server whose app `default` takes all five dialects; returns it, a key and a secret.
+fn server() -> (Inlet, String, String) {
+    let inlet = Inlet::start();
+    inlet.cli_ok(&[
+        "apps",
+        "configure",
+        "default",
+        "--appsflyer-bundle-id",
+        "web.bundle",
+        "--adjust-app-token",
+        "4w565xzmb54d",
+    ]);
+    inlet.cli_ok(&["apps", "adjust-event", "default", "f0ob4r", "purchase"]);
+    let key = inlet.mint("default");
+    let secret = inlet
+        .cli_ok(&["secrets", "mint", "--app", "default", "--label", "web"])
+        .trim()
+        .to_owned();
+    (inlet, key, secret)
+}
+
+/// The subject's events through every dialect (six stored events, one of them in a bulk
+/// request with someone else's), and two events of someone else.
+fn send_profile(inlet: &Inlet, key: &str, secret: &str) {
+    let mut c = inlet.client();
+    let json_h = [("Authorization", &*format!("Bearer {key}")), ("Content-Type", "application/json")];
+    let mut e = event("ev-subj-r1");
+    e["install_uuid"] = json!(I);
+    e["user_id"] = json!(U);
+    e["ids"] = json!({ "player_id": P });
+    e["props"] = json!({ "note": MARK });
+    post_ok(&mut c, "/s2s/event", &json_h, e.to_string().as_bytes());
+    let mut mine = event("ev-subj-r2");
+    mine["install_uuid"] = json!(I);
+    let mut theirs = event("ev-keep-r1");
+    theirs["install_uuid"] = json!("inst-keep-0001");
+    theirs["user_id"] = json!(OTHER);
+    post_ok(
+        &mut c,
+        "/s2s/events/bulk",
+        &json_h,
+        json!({ "events": [mine, theirs] }).to_string().as_bytes(),
+    );
+    let af = |method: &str, body: Value| {
+        let mut c = inlet.client();
+        post_ok(
+            &mut c,
+            &format!("/v1/web.bundle/{method}"),
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+    };
+    af(
+        "setcuid",
+        json!({"customerUserId": U, "afUserId": AF, "webDevKey": key}),
+    );
+    let r = datafly(
+        &mut c,
+        secret,
+        json!({"type": "identify", "userId": U, "anonymousId": N}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    post_ok(
+        &mut c,
+        "/api/v1/event",
+        &[("X-API-Key", key), ("Content-Type", "application/json")],
+        json!({"event_type": "level_up", "event_id": "ev-subj-g1",
+               "identifiers": {"user_id": U, "idfa": IDFA}})
+        .to_string()
+        .as_bytes(),
+    );
+    let auth = format!("Bearer {key}");
+    let r = c
+        .request(
+            "GET",
+            &format!("/event?s2s=1&event_token=f0ob4r&app_token=4w565xzmb54d&idfa={IDFA}"),
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut e = event("ev-keep-r2");
+    e["install_uuid"] = json!("inst-keep-0001");
+    e["user_id"] = json!(OTHER);
+    post_ok(&mut c, "/s2s/event", &json_h, e.to_string().as_bytes());
+}
+
+fn user_ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e["user_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn an_erasure_leaves_nothing_of_the_profile_and_survives_a_restore() {
+    let (mut inlet, key, secret) = server();
+    let mut admin = Admin::setup(&inlet);
+    send_profile(&inlet, &key, &secret);
+    let before = inlet.export();
+    assert_eq!(before.len(), 8, "six of the subject, two of someone else");
+    let audit_keys: Vec<String> = before
+        .iter()
+        .filter(|e| e["user_id"] != OTHER)
+        .map(|e| e["audit_key"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(leftover(inlet.data()).is_some(), "the scan must see stored data");
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("before.redb");
+    inlet.cli_ok(&["backup", backup.to_str().unwrap()]);
+
+    // The erasure, through the admin API, from an identifier only Datafly carried.
+    let r = admin.post(
+        "/admin/api/erasures",
+        &json!({ "app": "default", "id": format!("anonymous_id={N}") }),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let receipt = r.json();
+    assert_eq!(receipt["events"], 6, "{receipt}");
+    let mut matched: Vec<String> = receipt["identifiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| format!("{}={}", i["kind"].as_str().unwrap(), i["value"].as_str().unwrap()))
+        .collect();
+    matched.sort();
+    let mut expected = vec![
+        format!("af_user_id={AF}"),
+        format!("anonymous_id={N}"),
+        format!("idfa={IDFA}"),
+        format!("install_uuid={I}"),
+        format!("player_id={P}"),
+        format!("user_id={U}"),
+    ];
+    expected.sort();
+    assert_eq!(matched, expected);
+    let id = receipt["erasure_id"].as_str().unwrap().to_owned();
+    assert_eq!(receipt["digest"].as_str().unwrap().len(), 64);
+
+    // Every reader: export, audit, profile, the panel's listing, the ledger.
+    let after = inlet.export();
+    assert_eq!(user_ids(&after), [OTHER, OTHER], "{after:?}");
+    for k in &audit_keys {
+        assert!(!inlet.cli(&["audit", "get", k]).status.success(), "audit {k}");
+    }
+    for id in [U, I, N, AF, IDFA] {
+        assert!(
+            !inlet.cli(&["profile", "default", id]).status.success(),
+            "profile {id}"
+        );
+    }
+    let listing = admin.get("/admin/api/events?app=default").text();
+    let ledger = admin.get("/admin/api/erasures").text();
+    assert!(ledger.contains(&id), "{ledger}");
+    for n in needles() {
+        assert!(!listing.contains(n), "panel listing shows {n}");
+        assert!(!ledger.contains(n), "the ledger names {n}");
+    }
+    // The other user is intact, and so is their profile.
+    assert!(inlet.cli(&["profile", "default", OTHER]).status.success());
+    // Not a byte of it in any file of the data dir (the log, its free space, the graph).
+    assert_eq!(leftover(inlet.data()), None);
+
+    // Restore the backup taken before: the erasure is applied again from the ledger.
+    inlet.signal_and_wait("TERM");
+    let out = cli(inlet.data(), &["restore", backup.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("1 erasures made since the backup were applied again"), "{said}");
+    assert_eq!(leftover(inlet.data()), None);
+    inlet.restart();
+    assert_eq!(user_ids(&inlet.export()), [OTHER, OTHER]);
+    assert!(inlet.cli_ok(&["erasures", "list"]).contains(&id));
+    assert_eq!(leftover(inlet.data()), None);
+}
