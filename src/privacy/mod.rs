@@ -67,7 +67,7 @@ impl Via<'_> {
         match self {
             Via::Direct => {
                 crate::store::copy::rewrite(&*store.db()?, &path)?;
-                store.reopen(std::time::Duration::from_secs(2))?;
+                store.reopen_replaced()?;
             }
             Via::Writer(w) => {
                 w.run_then_reopen(move |db| crate::store::copy::rewrite(db, &path))??;

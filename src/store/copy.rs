@@ -89,7 +89,7 @@ pub fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
     // a file of its own, which backups leave out: it is rebuilt from the log.
     for name in src.list_tables()?.map(|t| t.name().to_owned()) {
         if crate::store::runs::is_run_table(&name) {
-            rows += copy_table(src, dst, TableDefinition::<&[u8], ()>::new(&name))?;
+            rows += copy_table(src, dst, super::runs::def(&name))?;
             known.push(name);
         }
     }

@@ -252,6 +252,19 @@ impl Store {
         Ok(db)
     }
 
+    /// Opens the database file again after it was replaced by a new file (`copy::rewrite`),
+    /// then puts the new handle in place of the old one: reads never find the slot empty.
+    /// Only the writer thread (or a process holding the store alone) calls this.
+    pub fn reopen_replaced(&self) -> Result<Arc<Database>> {
+        let db = Arc::new((self.opener)().map_err(open_error)?);
+        let old = std::mem::replace(
+            &mut *self.db.0.write().unwrap_or_else(|e| e.into_inner()),
+            Some(db.clone()),
+        );
+        drop(old);
+        Ok(db)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -412,17 +412,28 @@ fn run(
     let mut db = Some(db);
     let mut jobs: Vec<Job> = Vec::new();
     let mut reopen_jobs: Vec<Job> = Vec::new();
+    // The file was replaced by a reopen job (not failed): open the new one before letting
+    // go of the old handle.
+    let mut replaced = false;
     let mut stop = false;
     let mut retry_at = Instant::now();
     let mut backoff = Duration::from_millis(50);
     while !stop {
         if db.is_none() && Instant::now() >= retry_at {
-            match store
-                .reopen(REOPEN_PATIENCE)
-                .and_then(|d| Ok((writer_state(&d)?, d)))
-            {
+            let opened = if replaced {
+                store.reopen_replaced()
+            } else {
+                store.reopen(REOPEN_PATIENCE)
+            };
+            match opened.and_then(|d| Ok((writer_state(&d)?, d))) {
                 Ok(((next, mut reloaded), d)) => {
-                    tracing::warn!(next_seq = next, "database reopened after a storage failure");
+                    if replaced {
+                        tracing::info!(next_seq = next, "database file replaced and reopened");
+                    } else {
+                        tracing::warn!(next_seq = next, "database reopened after a storage failure");
+                        stats.reopens.fetch_add(1, Ordering::Relaxed);
+                    }
+                    replaced = false;
                     next_seq = next;
                     // The submitting threads keep the pre-check they hold.
                     reloaded.share(staged.precheck());
@@ -433,7 +444,6 @@ fn run(
                     }
                     db = Some(d);
                     backoff = Duration::from_millis(50);
-                    stats.reopens.fetch_add(1, Ordering::Relaxed);
                     stats.healthy.store(true, Ordering::SeqCst);
                 }
                 Err(e) => {
@@ -562,6 +572,7 @@ fn run(
                 // the dedupe state come from the new file).
                 staged.precheck().detach();
                 db = None;
+                replaced = true;
                 retry_at = Instant::now();
             } else {
                 reopen_jobs.clear();

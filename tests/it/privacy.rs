@@ -235,3 +235,109 @@ fn an_erasure_leaves_nothing_of_the_profile_and_survives_a_restore() {
     assert!(inlet.cli_ok(&["erasures", "list"]).contains(&id));
     assert_eq!(leftover(inlet.data()), None);
 }
+
+/// Crash campaign during erasures: the server is SIGKILLed at a random moment of an erasure
+/// (`INLET_ERASURE_CRASH_CYCLES`, default 6; `INLET_CRASH_SEED`). After the restart the erasure
+/// is either complete (ledger entry applied, nothing of the subject in any file) or cleanly
+/// absent (no entry, every event of the subject still stored): never half-applied.
+#[test]
+fn an_erasure_killed_midway_completes_after_restart_or_never_happened() {
+    use crate::crash::Rng;
+    let cycles: u64 = std::env::var("INLET_ERASURE_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let seed = std::env::var("INLET_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(now_ms);
+    eprintln!("erasure crash campaign: seed {seed}");
+    let mut rng = Rng::new(seed);
+    let mut inlet = Inlet::start();
+    let key = inlet.mint("default");
+    let auth = format!("Bearer {key}");
+    let h = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    // Someone else's events, so that scans and the rewrite take a while.
+    let mut c = inlet.client();
+    for b in 0..10 {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| {
+                let mut e = event(&format!("filler-{b}-{i}"));
+                e["install_uuid"] = json!(format!("inst-filler-{}", i % 50));
+                e
+            })
+            .collect();
+        post_ok(&mut c, "/s2s/events/bulk", &h, json!({ "events": events }).to_string().as_bytes());
+    }
+    let mut outcomes = (0, 0);
+    let mut took = std::time::Duration::from_millis(300);
+    for cycle in 0..cycles {
+        let user = format!("user-crash-{cycle}-9f8e7d");
+        let mut c = inlet.client();
+        for i in 0..3 {
+            let mut e = event(&format!("ev-crash-{cycle}-{i}"));
+            e["install_uuid"] = json!(format!("inst-crash-{cycle}-{i}"));
+            e["user_id"] = json!(user);
+            post_ok(&mut c, "/s2s/event", &h, e.to_string().as_bytes());
+        }
+        let mut erase = std::process::Command::new(bin());
+        erase
+            .args(["--data", inlet.data().to_str().unwrap(), "erase", "--app", "default"])
+            .arg(format!("--id=user_id={user}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let started = std::time::Instant::now();
+        let mut child = if cycle == 0 {
+            None
+        } else {
+            Some(erase.spawn().unwrap())
+        };
+        // The first cycle runs to the end: its duration bounds the kill moments of the rest.
+        if cycle == 0 {
+            let out = cli(inlet.data(), &["erase", "--app", "default", &format!("--id=user_id={user}")]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            took = started.elapsed();
+            inlet.kill();
+        } else {
+            // The kill moment is chosen, not awaited: nothing becomes true here.
+            let delay = std::time::Duration::from_millis(rng.below(took.as_millis() as u64 + 1));
+            std::thread::sleep(delay.saturating_sub(started.elapsed()));
+            inlet.kill();
+            if let Some(c) = child.as_mut() {
+                let _ = c.wait();
+            }
+        }
+        inlet.restart();
+        // An interrupted erasure is finished by the restarted server.
+        let ledger = || -> Vec<Value> {
+            parse_ndjson(&inlet.cli_ok(&["erasures", "list", "--json"]))
+        };
+        wait_for("no pending erasure", || {
+            ledger().iter().all(|e| e["applied"] == true)
+        });
+        let recorded = ledger().len() as u64 > cycle - outcomes.1;
+        let left = inlet
+            .export()
+            .iter()
+            .filter(|e| e["user_id"] == user.as_str())
+            .count();
+        if recorded {
+            assert_eq!(left, 0, "cycle {cycle}: an applied erasure left events");
+            assert_eq!(files_contain(inlet.data(), user.as_bytes()), None, "cycle {cycle}");
+            outcomes.0 += 1;
+        } else {
+            assert_eq!(left, 3, "cycle {cycle}: no erasure recorded, yet events are gone");
+            outcomes.1 += 1;
+        }
+    }
+    eprintln!(
+        "erasure crash campaign: {} completed, {} cleanly absent",
+        outcomes.0, outcomes.1
+    );
+    inlet.kill();
+    let report = inlet::store::Store::open_existing(inlet.data())
+        .unwrap()
+        .verify()
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
