@@ -112,6 +112,7 @@ async fn ingest_inner<D: Ingest>(
         Outcome::Duplicate { .. } => true,
         Outcome::OverQuota => return Err(Reason::CapExceeded),
         Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
+        Outcome::Suppressed => return Err(Reason::SubjectSuppressed),
     };
     let stored = Stored {
         event_id: &event_id,
@@ -341,6 +342,7 @@ async fn reflect_single_inner(
         }
         Outcome::OverQuota => return Err(Reason::CapExceeded),
         Outcome::OutOfOrder => return Err(Reason::EventOutOfOrder),
+        Outcome::Suppressed => return Err(Reason::SubjectSuppressed),
     })
 }
 
@@ -606,6 +608,7 @@ impl BatchSlots {
                     }
                     Outcome::OverQuota => (Some(id), Reason::CapExceeded),
                     Outcome::OutOfOrder => (Some(id), Reason::EventOutOfOrder),
+                    Outcome::Suppressed => (Some(id), Reason::SubjectSuppressed),
                 },
                 ItemSlot::Rejected(id, reason) => (id, reason),
             };

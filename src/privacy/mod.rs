@@ -17,6 +17,10 @@
 //!    a fresh copy of the current snapshot renamed over it ([`crate::store::copy::rewrite`]),
 //!    on the writer thread while serving (ingest waits for the copy).
 //! 5. **Ledger applied.** The entry is marked applied in the new file.
+//!
+//! Suppression ([`Suppression`]): the writer asks it of every new event, in the batch's
+//! transaction, next to the dedupe check, so every dialect gets the same refusal
+//! (`subject_suppressed`), and nothing of the event is stored or billed.
 
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::event::{hex, unhex};
@@ -24,7 +28,7 @@ use crate::identity::{Identity, encode, view_identifiers};
 use crate::store::codec::identity_view;
 use crate::store::privacy::{self as ledger, Erasure};
 use crate::store::tables::*;
-use crate::store::writer::Writer;
+use crate::store::writer::{CommitListener, Gate, Writer};
 use crate::store::{Error, Result, Store};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Serialize;
@@ -454,4 +458,37 @@ fn find_devices(db: &Database, targets: &Targets) -> Result<Vec<(Device, Vec<u8>
         }
     }
     Ok(out)
+}
+
+/// The suppression check of the writer (a [`CommitListener`] whose gate refuses new events
+/// carrying a suppressed identifier), in the batch's own transaction: a suppression or its
+/// lifting acts from the next batch on, on every dialect.
+pub struct Suppression;
+
+impl CommitListener for Suppression {
+    fn gate(&self, txn: &WriteTransaction) -> Result<Option<Gate>> {
+        let table = txn.open_table(SUPPRESSED)?;
+        if table.first()?.is_none() {
+            return Ok(None);
+        }
+        let Some(salt) = ledger::read_salt(&txn.open_table(META)?)? else {
+            return Ok(None);
+        };
+        // The list is read per batch: it holds the identifiers of suppressed profiles, a few
+        // per erasure.
+        let mut digests: HashSet<[u8; 32]> = HashSet::new();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            if let Ok(d) = k.value().try_into() {
+                digests.insert(d);
+            }
+        }
+        Ok(Some(Box::new(move |record: &[u8]| {
+            identity_view(record).is_ok_and(|v| {
+                view_identifiers(&v)
+                    .iter()
+                    .any(|i| digests.contains(&ledger::digest(&salt, v.app, i)))
+            })
+        })))
+    }
 }

@@ -48,7 +48,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     warn_if_shared(&data);
     let (admin, setup_code) = AdminState::new(&store, config.admin.clone())?;
     let indexer = Arc::new(Indexer::start(Identity::open(&store))?);
-    let listeners: Listeners = vec![Arc::new(crate::admin::panel::Tallies), indexer.clone()];
+    let listeners: Listeners = vec![
+        Arc::new(crate::admin::panel::Tallies),
+        indexer.clone(),
+        Arc::new(crate::privacy::Suppression),
+    ];
     let writer = Writer::start(&store, config.queue_bytes, listeners)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -80,7 +80,13 @@ pub enum Outcome {
     OverQuota,
     /// Its [`Guard::NotBefore`] found a later timestamp already accepted.
     OutOfOrder,
+    /// It carries an identifier of a suppressed subject (a [`CommitListener::gate`] refused
+    /// it): not stored, not billed.
+    Suppressed,
 }
+
+/// Asked of every new event of a batch: whether to refuse it (its encoded record).
+pub type Gate = Box<dyn Fn(&[u8]) -> bool>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -111,6 +117,13 @@ pub trait CommitListener: Send + Sync {
     /// here commits with the batch or not at all. An error fails the whole commit.
     fn in_commit(&self, _txn: &WriteTransaction, _accepted: &[Accepted]) -> Result<()> {
         Ok(())
+    }
+
+    /// A check of this batch's new events, made in its transaction (`None`: nothing to
+    /// check). An event it refuses is answered [`Outcome::Suppressed`] and not stored; the
+    /// raw body of its request is not kept either.
+    fn gate(&self, _txn: &WriteTransaction) -> Result<Option<Gate>> {
+        Ok(None)
     }
 
     /// Every event up to `seq` is durable (after each commit, when the writer starts and after
@@ -634,6 +647,12 @@ fn commit_batch(
         let mut skan_values = txn.open_table(SKAN_VALUES)?;
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
+        let mut gates = Vec::new();
+        for l in listeners {
+            if let Some(g) = l.gate(&txn)? {
+                gates.push(g);
+            }
+        }
         for Item { sub, known, .. } in batch {
             let qkey = usage_key(sub.tenant_id, month_key(sub.received_at_ms));
             let quota = match quotas.entry(qkey) {
@@ -642,6 +661,7 @@ fn commit_batch(
             };
             let mut outcomes = Vec::with_capacity(sub.events.len());
             let mut first_accepted = None;
+            let mut suppressed = false;
             for (i, ev) in sub.events.iter().enumerate() {
                 let known = known.get(i).copied();
                 let slot = match dedupe.check(&events, sub.app_id, ev.event_id(), known)? {
@@ -651,6 +671,11 @@ fn commit_batch(
                     }
                     Check::New(slot) => slot,
                 };
+                if gates.iter().any(|refuse| refuse(ev.record())) {
+                    outcomes.push(Outcome::Suppressed);
+                    suppressed = true;
+                    continue;
+                }
                 if let Some(Guard::NotBefore { key, ts_ms, .. }) = ev.guard()
                     && ordering
                         .get(key.as_slice())?
@@ -709,7 +734,9 @@ fn commit_batch(
                     events: seq - first,
                 });
             }
+            // A body that carried a suppressed subject's event is not kept for the others.
             if let Some(first) = first_accepted
+                && !suppressed
                 && let Some((k, body)) = &sub.audit
             {
                 let only = match sub.events.as_slice() {

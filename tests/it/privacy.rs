@@ -341,3 +341,105 @@ fn an_erasure_killed_midway_completes_after_restart_or_never_happened() {
         .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// A suppressed subject's next events are refused on every dialect (`subject_suppressed`),
+/// not stored (not even in the raw body of a batch they shared), and accepted again once the
+/// suppression is lifted.
+#[test]
+fn a_suppressed_subject_is_refused_on_every_dialect_until_lifted() {
+    let (inlet, key, secret) = server();
+    send_profile(&inlet, &key, &secret);
+    let receipt: Value = serde_json::from_str(&inlet.cli_ok(&[
+        "erase",
+        "--app",
+        "default",
+        &format!("--id=user_id={U}"),
+        "--suppress",
+    ]))
+    .unwrap();
+    assert_eq!((receipt["events"].as_u64(), receipt["suppressed"].as_bool()), (Some(6), Some(true)));
+    let stored = inlet.export().len();
+    let mut c = inlet.client();
+    let auth = format!("Bearer {key}");
+    let json_h = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let refused = |r: Resp, what: &str| {
+        assert!(r.status >= 400 && r.status < 500, "{what}: {} {}", r.status, r.text());
+        r
+    };
+    let mut e = event("ev-subj-again-1");
+    e["install_uuid"] = json!("inst-new-device");
+    e["user_id"] = json!(U);
+    let r = refused(c.post("/s2s/event", &json_h, e.to_string().as_bytes()).unwrap(), "reflect");
+    assert!(r.text().contains("subject_suppressed"), "{}", r.text());
+    // A batch: the subject's event refused, someone else's accepted; the shared body is not kept.
+    let mut mine = event("ev-subj-again-2");
+    mine["install_uuid"] = json!(I);
+    let mut theirs = event("ev-keep-again");
+    theirs["user_id"] = json!(OTHER);
+    let r = post_ok(
+        &mut c,
+        "/s2s/events/bulk",
+        &json_h,
+        json!({ "events": [mine, theirs] }).to_string().as_bytes(),
+    );
+    let body = r.json();
+    assert!(body.to_string().contains("subject_suppressed"), "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    let r = refused(
+        c.post(
+            "/api/v1/event",
+            &[("X-API-Key", &key), ("Content-Type", "application/json")],
+            json!({"event_type": "level_up", "event_id": "ev-subj-again-3",
+                   "identifiers": {"idfa": IDFA}})
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap(),
+        "gamerebellion",
+    );
+    assert!(r.text().contains("subject_suppressed"), "{}", r.text());
+    refused(
+        c.request(
+            "GET",
+            &format!("/event?s2s=1&event_token=f0ob4r&app_token=4w565xzmb54d&idfa={IDFA}"),
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .unwrap(),
+        "adjust",
+    );
+    refused(
+        c.post(
+            "/v1/web.bundle/setcuid",
+            &[("Content-Type", "application/json")],
+            json!({"customerUserId": "someone-new", "afUserId": AF, "webDevKey": key})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap(),
+        "appsflyer",
+    );
+    let r = refused(
+        datafly(&mut c, &secret, json!({"type": "track", "event": "Viewed", "anonymousId": N})),
+        "datafly",
+    );
+    assert!(r.text().contains("subject_suppressed"), "{}", r.text());
+    let now: Vec<Value> = inlet.export();
+    assert_eq!(now.len(), stored + 1, "only someone else's event was stored");
+    assert_eq!(now.last().unwrap()["user_id"], OTHER);
+    assert!(
+        !inlet.cli(&["audit", "get", now.last().unwrap()["audit_key"].as_str().unwrap()])
+            .status
+            .success(),
+        "the body that carried the subject's event is not kept"
+    );
+    assert_eq!(files_contain(inlet.data(), b"ev-subj-again"), None);
+
+    // Lifted: accepted again.
+    let id = receipt["erasure_id"].as_str().unwrap();
+    inlet.cli_ok(&["erasures", "unsuppress", id]);
+    let mut e = event("ev-subj-back");
+    e["user_id"] = json!(U);
+    post_ok(&mut c, "/s2s/event", &json_h, e.to_string().as_bytes());
+    assert_eq!(inlet.export().len(), stored + 2);
+}
