@@ -231,6 +231,16 @@ pub enum TenantsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AppsCmd {
+    /// Store less of an app's clients, from the next request on: the IP address
+    /// (`context.ip`) kept, truncated (IPv4 /24, IPv6 /48) or dropped, the user agent kept or
+    /// dropped, in events and raw bodies. Prints the policy.
+    StoreLess {
+        name: String,
+        #[arg(long, value_parser = ["keep", "truncate", "drop"], default_value = "keep")]
+        ip: String,
+        #[arg(long, value_parser = ["keep", "drop"], default_value = "keep")]
+        user_agent: String,
+    },
     /// Add an app to a tenant.
     Add {
         name: String,
@@ -340,6 +350,10 @@ pub struct ExportArgs {
     /// Compress the output with gzip.
     #[arg(long)]
     pub gzip: bool,
+    /// Everything stored about one person instead (a subject access request), with --app:
+    /// the linked profile of KIND=VALUE, its events and raw bodies, as NDJSON.
+    #[arg(long, requires = "app", conflicts_with_all = ["after", "limit", "since", "until", "source", "event"])]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

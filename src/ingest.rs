@@ -767,6 +767,13 @@ pub(crate) async fn submit(
         audit: Some((audit_key, body)),
     };
     redact::submission(ctx, &mut sub, format);
+    let generation = ctx
+        .writer
+        .stats()
+        .config_generation
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let policy = ctx.store_less.of(&ctx.store, generation, key.app_id);
+    crate::privacy::store_less(policy, &mut sub);
     ctx.writer.submit(sub, bytes).await.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,
         SubmitError::ShuttingDown => Reason::ShuttingDown,

@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
-    AdminCmd, AppsCmd, AuditCmd, Cli, Command, ErasuresCmd, KeysCmd, RetentionCmd, SecretsCmd, ServeArgs,
+    AdminCmd, AppsCmd, AuditCmd, Cli, Command, ErasuresCmd, ExportArgs, KeysCmd, RetentionCmd, SecretsCmd, ServeArgs,
     TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
@@ -401,6 +401,16 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             monthly_quota: quota,
         },
         Command::Apps(AppsCmd::Add { name, tenant }) => Op::AppsAdd { name, tenant },
+        Command::Apps(AppsCmd::StoreLess {
+            name,
+            ip,
+            user_agent,
+        }) => Op::AppsStoreLess {
+            name,
+            policy: serde_json::from_value(serde_json::json!({
+                "ip": ip, "drop_user_agent": user_agent == "drop",
+            }))?,
+        },
         Command::Apps(AppsCmd::List { json }) => Op::AppsList { json },
         Command::Apps(AppsCmd::Configure {
             name,
@@ -450,6 +460,14 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
         },
         Command::Keys(KeysCmd::List { app, json }) => Op::KeysList { app, json },
         Command::Keys(KeysCmd::Revoke { id }) => Op::KeysRevoke { id },
+        Command::Export(ExportArgs {
+            app: Some(app),
+            id: Some(id),
+            ..
+        }) => {
+            let (kind, value) = kind_value(&id)?;
+            Op::ExportSubject { app, kind, value }
+        }
         Command::Export(a) => Op::Export {
             app: a.app,
             after: a.after,
@@ -468,15 +486,11 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             grace_ms: grace,
         },
         Command::Erase(a) => {
-            let (kind, value) = a
-                .id
-                .split_once('=')
-                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
-                .with_context(|| format!("--id {:?}: expected KIND=VALUE", a.id))?;
+            let (kind, value) = kind_value(&a.id)?;
             Op::Erase {
                 app: a.app,
-                kind: kind.to_owned(),
-                value: value.to_owned(),
+                kind,
+                value,
                 suppress: a.suppress,
             }
         }
@@ -492,6 +506,14 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             json: a.json,
         },
     })
+}
+
+/// `KIND=VALUE` of `--id`.
+fn kind_value(id: &str) -> anyhow::Result<(String, String)> {
+    id.split_once('=')
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .with_context(|| format!("--id {id:?}: expected KIND=VALUE"))
 }
 
 use inlet::ops::LOCK_WAIT;

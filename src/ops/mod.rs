@@ -129,6 +129,16 @@ pub enum Op {
     ErasuresList {
         json: bool,
     },
+    AppsStoreLess {
+        name: String,
+        policy: crate::store::privacy::StoreLess,
+    },
+    /// Everything stored about the linked profile of `kind=value` (`privacy::export`).
+    ExportSubject {
+        app: String,
+        kind: String,
+        value: String,
+    },
     ErasuresUnsuppress {
         id: String,
     },
@@ -454,6 +464,22 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             )?;
             serde_json::to_writer_pretty(&mut *out, &receipt).map_err(std::io::Error::from)?;
             writeln!(out)?;
+        }
+        Op::AppsStoreLess { name, policy } => {
+            let n = name.clone();
+            let p = exec.write(move |txn| crate::store::privacy::set_store_less(txn, &n, policy))?;
+            writeln!(
+                out,
+                "app {name}: ip {}, user agent {}",
+                serde_json::to_value(p.ip)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                if p.drop_user_agent { "dropped" } else { "kept" }
+            )?;
+        }
+        Op::ExportSubject { app, kind, value } => {
+            crate::privacy::export(&exec.identity()?, &app, &kind, &value, out)?;
         }
         Op::ErasuresList { json } => {
             let rows: Vec<crate::privacy::Listed> = crate::privacy::list(store)?

@@ -26,7 +26,7 @@ use crate::clock::{now_ms, rfc3339_ms};
 use crate::event::{hex, unhex};
 use crate::identity::{Identity, encode, view_identifiers};
 use crate::store::codec::identity_view;
-use crate::store::privacy::{self as ledger, Erasure};
+use crate::store::privacy::{self as ledger, Erasure, IpPolicy, StoreLess};
 use crate::store::tables::*;
 use crate::store::writer::{CommitListener, Gate, Writer};
 use crate::store::{Error, Result, Store};
@@ -222,6 +222,62 @@ pub fn erase(identity: &Identity, via: Via, req: Request) -> Result<Receipt> {
         suppressed: done.suppress,
         digest: done.digest,
     })
+}
+
+/// A subject access request: everything stored about the linked profile of `kind=value` in
+/// `app`, as NDJSON: a `{"type": "profile", "app", "identifiers"}` line, then each event
+/// (`{"type": "event", "event": canonical}`, in log order) and each raw body of their requests
+/// (`{"type": "audit", "audit_key", "body"}`, text, lossy UTF-8).
+pub fn export(
+    identity: &Identity,
+    app: &str,
+    kind: &str,
+    value: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    let Some(p) = identity.profile_of_kind(app, Some(kind), value, usize::MAX)? else {
+        return Err(Error::NotFound(format!(
+            "no event of app {app:?} carries {kind}={value}"
+        )));
+    };
+    let line = |out: &mut dyn std::io::Write, v: serde_json::Value| -> Result<()> {
+        serde_json::to_writer(&mut *out, &v).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    };
+    let identifiers: Vec<Identifier> = p
+        .identifiers
+        .iter()
+        .map(|(kind, value)| Identifier {
+            kind: kind.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    line(
+        out,
+        serde_json::json!({ "type": "profile", "app": app, "identifiers": identifiers }),
+    )?;
+    let mut keys: Vec<String> = Vec::new();
+    for (seq, r) in p.events.iter().rev() {
+        let event = serde_json::to_value(crate::store::read::Canonical::new(*seq, r))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        line(out, serde_json::json!({ "type": "event", "event": event }))?;
+        if !keys.contains(&r.audit_key) {
+            keys.push(r.audit_key.clone());
+        }
+    }
+    for key in keys {
+        if let Some(body) = identity.store().audit(&key)? {
+            line(
+                out,
+                serde_json::json!({
+                    "type": "audit", "audit_key": key,
+                    "body": String::from_utf8_lossy(&body),
+                }),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Marks erasure `id` applied, with `events` erased, and returns it.
@@ -491,4 +547,131 @@ impl CommitListener for Suppression {
             })
         })))
     }
+}
+
+/// Each app's [`StoreLess`] policy, read again when the configuration generation changed (the
+/// writer bumps it after every admin job).
+#[derive(Default)]
+pub struct Policies(std::sync::Mutex<Option<(u64, HashMap<u32, StoreLess>)>>);
+
+impl Policies {
+    /// The policy of `app_id` as of configuration `generation`.
+    pub fn of(&self, store: &Store, generation: u64, app_id: u32) -> StoreLess {
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.as_ref().is_none_or(|(g, _)| *g != generation) {
+            let all = store
+                .db()
+                .and_then(|db| Ok(db.begin_read()?))
+                .and_then(|txn| ledger::store_less_all(&txn.open_table(META)?));
+            match all {
+                Ok(all) => *cached = Some((generation, all)),
+                // Unreadable now (the store is being reopened): keep less rather than more.
+                Err(_) => {
+                    return StoreLess {
+                        ip: IpPolicy::Drop,
+                        drop_user_agent: true,
+                    };
+                }
+            }
+        }
+        cached
+            .as_ref()
+            .and_then(|(_, all)| all.get(&app_id).copied())
+            .unwrap_or_default()
+    }
+}
+
+/// `ip` truncated: IPv4 to its /24, IPv6 to its /48; `None` when it is no address.
+pub fn truncate_ip(ip: &str) -> Option<String> {
+    match ip.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            Some(std::net::Ipv4Addr::new(a, b, c, 0).to_string())
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0).to_string())
+        }
+    }
+}
+
+/// Applies `policy` to what `sub` will store, on arrival: `context.ip` truncated or dropped,
+/// `context.user_agent` dropped, in each event and in the raw body (as written, JSON-escaped
+/// or percent-encoded). A value that is not an address is dropped under `truncate`.
+pub fn store_less(policy: StoreLess, sub: &mut crate::store::writer::Submission) {
+    if policy.is_keep_all() {
+        return;
+    }
+    // (stored value, what replaces it in the raw body)
+    let mut replaced: Vec<(String, String)> = Vec::new();
+    for p in &mut sub.events {
+        p.map_record(|r| {
+            let Ok(mut ctx) =
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&r.context)
+            else {
+                return false;
+            };
+            let mut changed = false;
+            if policy.ip != IpPolicy::Keep
+                && let Some(old) = ctx.remove("ip")
+            {
+                changed = true;
+                let old = old.as_str().unwrap_or_default().to_owned();
+                let new = match policy.ip {
+                    IpPolicy::Truncate => truncate_ip(&old),
+                    _ => None,
+                };
+                if let Some(new) = &new {
+                    ctx.insert("ip".into(), serde_json::Value::String(new.clone()));
+                }
+                replaced.push((old, new.unwrap_or_default()));
+            }
+            if policy.drop_user_agent
+                && let Some(old) = ctx.remove("user_agent")
+            {
+                changed = true;
+                replaced.push((old.as_str().unwrap_or_default().to_owned(), String::new()));
+            }
+            if changed {
+                r.context = serde_json::Value::Object(ctx).to_string();
+            }
+            changed
+        });
+    }
+    if let Some((_, body)) = &mut sub.audit {
+        let mut text = body.to_vec();
+        for (old, new) in replaced.iter().filter(|(old, _)| !old.is_empty()) {
+            let escaped = |s: &str| {
+                let q = serde_json::Value::String(s.to_owned()).to_string();
+                q[1..q.len() - 1].to_owned()
+            };
+            let pct = |s: &str| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            for (from, to) in [
+                (old.clone(), new.clone()),
+                (escaped(old), escaped(new)),
+                (pct(old), pct(new)),
+                (old.replace(' ', "+"), new.replace(' ', "+")),
+            ] {
+                if !from.is_empty() {
+                    text = replace_all(&text, from.as_bytes(), to.as_bytes());
+                }
+            }
+        }
+        *body = text.into();
+    }
+}
+
+fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut rest = hay;
+    while let Some(i) = memchr::memmem::find(rest, from) {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(to);
+        rest = &rest[i + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }

@@ -113,6 +113,66 @@ pub fn suppress(txn: &WriteTransaction, e: &Erasure) -> Result<()> {
     Ok(())
 }
 
+/// What an app keeps of a request's client (`inlet apps store-less`): applied on arrival to
+/// `context.ip` and `context.user_agent` of every event and to the raw body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreLess {
+    #[serde(default)]
+    pub ip: IpPolicy,
+    #[serde(default)]
+    pub drop_user_agent: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpPolicy {
+    #[default]
+    Keep,
+    /// IPv4 to its /24, IPv6 to its /48 (the rest zero).
+    Truncate,
+    Drop,
+}
+
+impl StoreLess {
+    pub fn is_keep_all(&self) -> bool {
+        *self == StoreLess::default()
+    }
+}
+
+/// [`META`] key prefix of an app's [`StoreLess`] (`store_less.<app id>` → JSON).
+const STORE_LESS: &str = "store_less.";
+
+/// Sets `app`'s policy (by name); returns it.
+pub fn set_store_less(txn: &WriteTransaction, app: &str, policy: StoreLess) -> Result<StoreLess> {
+    let (id, _) = super::find_app(&txn.open_table(super::tables::APPS)?, app)?
+        .ok_or_else(|| Error::NotFound(format!("no app {app:?}")))?;
+    let key = format!("{STORE_LESS}{id}");
+    let mut meta = txn.open_table(META)?;
+    if policy.is_keep_all() {
+        meta.remove(key.as_str())?;
+    } else {
+        meta.insert(key.as_str(), encode_config(&policy).as_slice())?;
+    }
+    Ok(policy)
+}
+
+/// Every app's policy that keeps less than all: app id → policy.
+pub fn store_less_all(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<std::collections::HashMap<u32, StoreLess>> {
+    let mut out = std::collections::HashMap::new();
+    for row in meta.range(STORE_LESS..)? {
+        let (k, v) = row?;
+        let Some(id) = k.value().strip_prefix(STORE_LESS) else {
+            break;
+        };
+        if let Ok(id) = id.parse() {
+            out.insert(id, decode_config("store_less", v.value())?);
+        }
+    }
+    Ok(out)
+}
+
 /// Lifts the suppression made by erasure `id`; returns how many identifiers it freed.
 pub fn lift(txn: &WriteTransaction, id: &str) -> Result<u64> {
     let mut t = txn.open_table(SUPPRESSED)?;

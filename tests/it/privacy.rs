@@ -167,6 +167,18 @@ fn an_erasure_leaves_nothing_of_the_profile_and_survives_a_restore() {
         .map(|e| e["audit_key"].as_str().unwrap().to_owned())
         .collect();
     assert!(leftover(inlet.data()).is_some(), "the scan must see stored data");
+    // Subject access: everything stored about them, from any of their identifiers.
+    let dsar = parse_ndjson(&inlet.cli_ok(&[
+        "export",
+        "--app",
+        "default",
+        &format!("--id=idfa={IDFA}"),
+    ]));
+    assert_eq!(dsar[0]["type"], "profile");
+    assert_eq!(dsar[0]["identifiers"].as_array().unwrap().len(), 6);
+    let kinds = |t: &str| dsar.iter().filter(|l| l["type"] == t).count();
+    assert_eq!((kinds("event"), kinds("audit")), (6, 6), "{dsar:?}");
+    assert!(dsar.iter().all(|l| !l.to_string().contains(OTHER) || l["type"] == "audit"));
     let backups = tempfile::tempdir().unwrap();
     let backup = backups.path().join("before.redb");
     inlet.cli_ok(&["backup", backup.to_str().unwrap()]);
@@ -201,6 +213,7 @@ fn an_erasure_leaves_nothing_of_the_profile_and_survives_a_restore() {
 
     // Every reader: export, audit, profile, the panel's listing, the ledger.
     let after = inlet.export();
+    assert!(!inlet.cli(&["export", "--app", "default", &format!("--id=user_id={U}")]).status.success());
     assert_eq!(user_ids(&after), [OTHER, OTHER], "{after:?}");
     for k in &audit_keys {
         assert!(!inlet.cli(&["audit", "get", k]).status.success(), "audit {k}");
@@ -442,4 +455,60 @@ fn a_suppressed_subject_is_refused_on_every_dialect_until_lifted() {
     e["user_id"] = json!(U);
     post_ok(&mut c, "/s2s/event", &json_h, e.to_string().as_bytes());
     assert_eq!(inlet.export().len(), stored + 2);
+}
+
+/// Store less: an app set to truncate IP addresses and drop user agents keeps IPv4 /24 and
+/// IPv6 /48 and no user agent, in exported events and in the raw bodies on disk; `drop`
+/// keeps no address at all.
+#[test]
+fn ip_addresses_are_truncated_or_dropped_and_user_agents_dropped_on_arrival() {
+    let (inlet, key, secret) = server();
+    let said = inlet.cli_ok(&[
+        "apps",
+        "store-less",
+        "default",
+        "--ip",
+        "truncate",
+        "--user-agent",
+        "drop",
+    ]);
+    assert!(said.contains("ip truncate, user agent dropped"), "{said}");
+    let mut c = inlet.client();
+    post_ok(
+        &mut c,
+        "/v1/web.bundle/event",
+        &[("Content-Type", "application/json")],
+        json!({"afUserId": "af-ip-1", "webDevKey": key, "eventType": "EVENT",
+               "eventName": "visit", "ip": "203.0.113.77", "userAgent": "Agent/9.9 (sl-ua)"})
+        .to_string()
+        .as_bytes(),
+    );
+    let r = datafly(
+        &mut c,
+        &secret,
+        json!({"type": "track", "event": "Viewed", "anonymousId": "anon-ip-1",
+               "context": {"ip": "2001:db8:abcd:12:34:56:78:9a", "userAgent": "Agent/9.9 (sl-ua)"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = inlet.export();
+    let ips: Vec<&Value> = events.iter().map(|e| &e["context"]["ip"]).collect();
+    assert_eq!(ips, [&json!("203.0.113.0"), &json!("2001:db8:abcd::")], "{events:?}");
+    assert!(events.iter().all(|e| e["context"].get("user_agent").is_none()), "{events:?}");
+    for needle in ["203.0.113.77", "2001:db8:abcd:12", "sl-ua"] {
+        assert_eq!(files_contain(inlet.data(), needle.as_bytes()), None, "{needle}");
+    }
+    inlet.cli_ok(&["apps", "store-less", "default", "--ip", "drop"]);
+    post_ok(
+        &mut c,
+        "/v1/web.bundle/event",
+        &[("Content-Type", "application/json")],
+        json!({"afUserId": "af-ip-2", "webDevKey": key, "eventType": "EVENT",
+               "eventName": "visit", "ip": "198.51.100.9", "userAgent": "Agent/1"})
+        .to_string()
+        .as_bytes(),
+    );
+    let last = inlet.export().pop().unwrap();
+    assert!(last["context"].get("ip").is_none(), "{last}");
+    assert_eq!(last["context"]["user_agent"], "Agent/1");
+    assert_eq!(files_contain(inlet.data(), b"198.51.100"), None);
 }
