@@ -240,6 +240,10 @@ pub enum AppsCmd {
         ip: String,
         #[arg(long, value_parser = ["keep", "drop"], default_value = "keep")]
         user_agent: String,
+        /// Per-field retention: the retention pass removes the IP address, user agent, device
+        /// ids and raw body of events older than this many days (the events stay).
+        #[arg(long)]
+        fields_days: Option<u32>,
     },
     /// Add an app to a tenant.
     Add {

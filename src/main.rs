@@ -405,10 +405,11 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             name,
             ip,
             user_agent,
+            fields_days,
         }) => Op::AppsStoreLess {
             name,
             policy: serde_json::from_value(serde_json::json!({
-                "ip": ip, "drop_user_agent": user_agent == "drop",
+                "ip": ip, "drop_user_agent": user_agent == "drop", "fields_days": fields_days,
             }))?,
         },
         Command::Apps(AppsCmd::List { json }) => Op::AppsList { json },

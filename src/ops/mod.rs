@@ -412,7 +412,12 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                 Exec::Direct(s, _) => retention::run_direct(s, default_days, at)?,
                 Exec::Server(s, w, _) => retention::run_with_writer(s, w, default_days, at)?,
             };
+            let (identity, via) = exec.privacy()?;
+            let fields = crate::privacy::field_retention(&identity, via, at)?;
             writeln!(out, "retention removed {removed} events")?;
+            if fields > 0 {
+                writeln!(out, "retention removed client fields and device ids of {fields} events")?;
+            }
         }
         Op::Backup => {
             backup::backup(store, out)?;
@@ -470,12 +475,14 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             let p = exec.write(move |txn| crate::store::privacy::set_store_less(txn, &n, policy))?;
             writeln!(
                 out,
-                "app {name}: ip {}, user agent {}",
+                "app {name}: ip {}, user agent {}, client fields and device ids kept {}",
                 serde_json::to_value(p.ip)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
-                if p.drop_user_agent { "dropped" } else { "kept" }
+                if p.drop_user_agent { "dropped" } else { "kept" },
+                p.fields_days
+                    .map_or_else(|| "as long as the event".to_owned(), |d| format!("{d} days"))
             )?;
         }
         Op::ExportSubject { app, kind, value } => {

@@ -38,6 +38,9 @@ use std::collections::{HashMap, HashSet};
 const SCAN: usize = 20_000;
 /// Events deleted per write transaction.
 const CHUNK: usize = 500;
+/// How far past the newest cut a per-field retention scan looks (receive time and log order
+/// differ by at most the commit wait; as retention's `SLACK_MS`).
+const SLACK_MS: u64 = 10 * 60 * 1000;
 
 /// Where writes go: this process holds the database, or a serving process's writer thread
 /// owns every write transaction.
@@ -570,6 +573,7 @@ impl Policies {
                     return StoreLess {
                         ip: IpPolicy::Drop,
                         drop_user_agent: true,
+                        fields_days: None,
                     };
                 }
             }
@@ -674,4 +678,125 @@ fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(rest);
     out
+}
+
+/// Per-field retention (one pass as of `now_ms`): events of apps with
+/// [`StoreLess::fields_days`] older than that lose `context.ip`, `context.user_agent`, their
+/// device ids and their raw bodies; the graph is then rebuilt and the log's file rewritten
+/// (as for an erasure), so the old values are nowhere in the data dir. Returns the events
+/// changed.
+pub fn field_retention(identity: &Identity, via: Via, now_ms: u64) -> Result<u64> {
+    let store = identity.store();
+    let (cuts, by_id): (HashMap<String, u64>, HashMap<u32, u64>) = {
+        let txn = store.db()?.begin_read()?;
+        let policies = ledger::store_less_all(&txn.open_table(META)?)?;
+        let (mut cuts, mut by_id) = (HashMap::new(), HashMap::new());
+        for row in txn.open_table(APPS)?.iter()? {
+            let (id, bytes) = row?;
+            let app: crate::store::codec::App =
+                crate::store::codec::decode_config("app", bytes.value())?;
+            if let Some(days) = policies.get(&id.value()).and_then(|p| p.fields_days) {
+                let cut = now_ms.saturating_sub(u64::from(days) * 86_400_000);
+                cuts.insert(app.name, cut);
+                by_id.insert(id.value(), cut);
+            }
+        }
+        (cuts, by_id)
+    };
+    if cuts.is_empty() {
+        return Ok(0);
+    }
+    let newest_cut = cuts.values().copied().max().unwrap_or(0);
+    // Adjust's ordering state names devices: rows whose last event is past the cut go.
+    let stale: Vec<Vec<u8>> = {
+        let txn = store.db()?.begin_read()?;
+        let mut stale = Vec::new();
+        for row in txn.open_table(ORDERING)?.iter()? {
+            let (k, ts) = row?;
+            let cut = k
+                .value()
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .and_then(|b| by_id.get(&u32::from_be_bytes(b)));
+            if cut.is_some_and(|&cut| ts.value() < cut as i64) {
+                stale.push(k.value().to_vec());
+            }
+        }
+        stale
+    };
+    let mut changed = 0;
+    let ordering_changed = !stale.is_empty();
+    if ordering_changed {
+        via.write(store, move |txn| {
+            let mut t = txn.open_table(ORDERING)?;
+            for k in &stale {
+                t.remove(k.as_slice())?;
+            }
+            Ok(())
+        })?;
+    }
+    let mut from = 0;
+    loop {
+        let (victims, next) = {
+            let txn = store.db()?.begin_read()?;
+            let mut victims: Vec<(u64, String)> = Vec::new();
+            let mut next = None;
+            for (scanned, row) in txn.open_table(EVENTS)?.range(from..)?.enumerate() {
+                let (seq, bytes) = row?;
+                if scanned == SCAN {
+                    next = Some(seq.value());
+                    break;
+                }
+                let r = crate::store::codec::decode_event(bytes.value())?;
+                // The log is in receive order (up to the commit wait): nothing later is due.
+                if r.received_at_ms > newest_cut.saturating_add(SLACK_MS) {
+                    break;
+                }
+                let old = cuts.get(&r.app).is_some_and(|&cut| r.received_at_ms < cut);
+                if old && (has_client_fields(&r.context) || !r.ids.is_empty()) {
+                    victims.push((seq.value(), r.audit_key));
+                }
+            }
+            (victims, next)
+        };
+        for part in victims.chunks(CHUNK) {
+            let part = part.to_vec();
+            changed += via.write(store, move |txn| {
+                let mut events = txn.open_table(EVENTS)?;
+                let mut n = 0;
+                for (seq, audit_key) in &part {
+                    let Some(bytes) = events.get(*seq)?.map(|b| b.value().to_vec()) else {
+                        continue;
+                    };
+                    let mut r = crate::store::codec::decode_event(&bytes)?;
+                    r.ids.clear();
+                    if let Ok(mut ctx) = serde_json::from_str::<
+                        serde_json::Map<String, serde_json::Value>,
+                    >(&r.context)
+                    {
+                        ctx.remove("ip");
+                        ctx.remove("user_agent");
+                        r.context = serde_json::Value::Object(ctx).to_string();
+                    }
+                    events.insert(*seq, crate::store::codec::encode_event(&r).as_slice())?;
+                    crate::store::audit::erase(txn, audit_key, *seq)?;
+                    n += 1;
+                }
+                Ok(n)
+            })?;
+        }
+        match next {
+            Some(n) => from = n,
+            None => break,
+        }
+    }
+    if changed > 0 || ordering_changed {
+        identity.forget_graph()?;
+        via.rewrite(store)?;
+    }
+    Ok(changed)
+}
+
+fn has_client_fields(context: &str) -> bool {
+    context.contains("\"ip\"") || context.contains("\"user_agent\"")
 }

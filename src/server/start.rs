@@ -226,12 +226,21 @@ async fn retention_task(state: Arc<State>) {
         let s = state.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let days = s.config.retention_days;
-            crate::ops::retention::run_with_writer(
+            let removed = crate::ops::retention::run_with_writer(
                 &s.store,
                 &s.writer,
                 days,
                 crate::clock::now_ms(),
-            )
+            );
+            if let Some(i) = s.ctx.indexer.as_ref() {
+                let via = crate::privacy::Via::Writer(&s.writer);
+                match crate::privacy::field_retention(i.identity(), via, crate::clock::now_ms()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "per-field retention pass"),
+                    Err(e) => tracing::warn!(error = %e, "per-field retention pass failed"),
+                }
+            }
+            removed
         })
         .await;
         match pass {

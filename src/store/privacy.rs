@@ -121,6 +121,10 @@ pub struct StoreLess {
     pub ip: IpPolicy,
     #[serde(default)]
     pub drop_user_agent: bool,
+    /// Per-field retention: events older than this many days lose `context.ip`,
+    /// `context.user_agent`, their device ids (`ids`) and their raw bodies (retention pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

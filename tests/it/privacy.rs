@@ -512,3 +512,48 @@ fn ip_addresses_are_truncated_or_dropped_and_user_agents_dropped_on_arrival() {
     assert_eq!(last["context"]["user_agent"], "Agent/1");
     assert_eq!(files_contain(inlet.data(), b"198.51.100"), None);
 }
+
+/// Per-field retention: past `--fields-days`, the retention pass strips the IP address, user
+/// agent and device ids of events (which stay) and drops their raw bodies; nothing of the
+/// values is left in the data dir.
+#[test]
+fn per_field_retention_strips_client_fields_and_device_ids() {
+    let (inlet, key, _) = server();
+    inlet.cli_ok(&["apps", "store-less", "default", "--fields-days", "30"]);
+    let mut c = inlet.client();
+    post_ok(
+        &mut c,
+        "/v1/web.bundle/event",
+        &[("Content-Type", "application/json")],
+        json!({"afUserId": "af-old-1", "webDevKey": key, "eventType": "EVENT",
+               "eventName": "visit", "ip": "192.0.2.201", "userAgent": "Agent/old-ua"})
+        .to_string()
+        .as_bytes(),
+    );
+    let auth = format!("Bearer {key}");
+    let r = c
+        .request(
+            "GET",
+            "/event?s2s=1&event_token=f0ob4r&app_token=4w565xzmb54d&idfa=IDFA-OLD-77&ip_address=192.0.2.202",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Not yet due: everything stays.
+    inlet.cli_ok(&["retention", "run"]);
+    assert_eq!(inlet.export()[0]["context"]["ip"], "192.0.2.201");
+    let later = inlet::clock::rfc3339_ms(now_ms() + 31 * 86_400_000);
+    let said = inlet.cli_ok(&["retention", "run", "--at", &later]);
+    assert!(said.contains("client fields and device ids of 2 events"), "{said}");
+    let events = inlet.export();
+    assert_eq!(events.len(), 2, "the events stay");
+    for e in &events {
+        assert!(e["context"].get("ip").is_none(), "{e}");
+        assert!(e["context"].get("user_agent").is_none(), "{e}");
+        assert!(e.get("ids").is_none_or(|ids| ids.as_object().is_none_or(|o| o.is_empty())), "{e}");
+    }
+    for needle in ["192.0.2.20", "old-ua", "IDFA-OLD-77"] {
+        assert_eq!(files_contain(inlet.data(), needle.as_bytes()), None, "{needle}");
+    }
+}
