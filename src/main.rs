@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
-    AdminCmd, AppsCmd, AuditCmd, Cli, Command, ErasuresCmd, ExportArgs, KeysCmd, RetentionCmd, SecretsCmd, ServeArgs,
-    TenantsCmd,
+    AdminCmd, AppsCmd, AuditCmd, Cli, Command, ErasuresCmd, ExportArgs, KeysCmd, RetentionCmd,
+    SecretsCmd, ServeArgs, TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
@@ -320,14 +320,13 @@ fn restore(data: &Path, path: &Path) -> anyhow::Result<()> {
         kept,
         summary,
         reapplied,
-    } =
-        match inlet::ops::backup::restore(data, path) {
-            Err(store::Error::AlreadyOpen) => bail!(
-                "the database in {} is in use by another process: stop the server first",
-                data.display()
-            ),
-            other => other.with_context(|| format!("restoring {}", path.display()))?,
-        };
+    } = match inlet::ops::backup::restore(data, path) {
+        Err(store::Error::AlreadyOpen) => bail!(
+            "the database in {} is in use by another process: stop the server first",
+            data.display()
+        ),
+        other => other.with_context(|| format!("restoring {}", path.display()))?,
+    };
     eprintln!(
         "inlet: restored {} ({} events, {} tenants, {} apps, {} keys)",
         path.display(),

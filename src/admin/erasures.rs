@@ -23,16 +23,18 @@ pub struct NewErasure {
 }
 
 pub fn list(state: &Env<'_>, _s: &AdminSession) -> Result<Reply, Error> {
-    let rows: Vec<Listed> = privacy::list(&state.store)?.iter().map(Into::into).collect();
+    let rows: Vec<Listed> = privacy::list(&state.store)?
+        .iter()
+        .map(Into::into)
+        .collect();
     Ok(Reply::json(StatusCode::OK, &json!({ "erasures": rows })))
 }
 
 pub async fn erase(state: &Env<'_>, _w: &WriteSession, b: NewErasure) -> Result<Reply, Error> {
-    let (kind, value) = b
-        .id
-        .split_once('=')
-        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
-        .ok_or_else(|| Error::BadRequest(format!("id {:?}: expected KIND=VALUE", b.id)))?;
+    let (kind, value) =
+        b.id.split_once('=')
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .ok_or_else(|| Error::BadRequest(format!("id {:?}: expected KIND=VALUE", b.id)))?;
     let identity = state
         .indexer
         .as_ref()
@@ -47,11 +49,11 @@ pub async fn erase(state: &Env<'_>, _w: &WriteSession, b: NewErasure) -> Result<
         suppress: b.suppress,
     };
     // Writer jobs, waited for on this thread: the runtime moves its other tasks elsewhere.
-    let receipt = tokio::task::block_in_place(|| {
-        privacy::erase(identity, Via::Writer(&state.writer), req)
-    })?;
+    let receipt =
+        tokio::task::block_in_place(|| privacy::erase(identity, Via::Writer(&state.writer), req))?;
     tracing::info!(erasure_id = %receipt.erasure_id, app = %receipt.app, events = receipt.events, "admin: erasure");
-    let body = serde_json::to_value(&receipt).map_err(|e| crate::store::Error::Internal(e.to_string()))?;
+    let body =
+        serde_json::to_value(&receipt).map_err(|e| crate::store::Error::Internal(e.to_string()))?;
     Ok(Reply::json(StatusCode::CREATED, &body))
 }
 

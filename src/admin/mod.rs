@@ -7,9 +7,9 @@
 
 pub mod api;
 pub mod assets;
+pub mod erasures;
 pub mod panel;
 pub mod session;
-pub mod erasures;
 pub mod signing;
 
 use crate::config::AdminConfig;

@@ -41,9 +41,7 @@ pub fn status_of(reason: Reason) -> StatusCode {
         Reason::EventNotAllowedByKey
         | Reason::RevokedApiKey
         | Reason::TimestampOutsideWindow
-        | Reason::SubjectSuppressed => {
-            StatusCode::FORBIDDEN
-        }
+        | Reason::SubjectSuppressed => StatusCode::FORBIDDEN,
         Reason::NotFound
         | Reason::UnknownAppToken
         | Reason::UnknownBundleId

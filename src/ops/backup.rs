@@ -224,7 +224,10 @@ fn carry_ledger(from: &Database, to: &Path) -> Result<()> {
         for mut e in entries {
             if !have.contains(&e.id) {
                 e.applied = false;
-                table.insert(e.id.as_str(), crate::store::codec::encode_config(&e).as_slice())?;
+                table.insert(
+                    e.id.as_str(),
+                    crate::store::codec::encode_config(&e).as_slice(),
+                )?;
             }
         }
         let mut sup = txn.open_table(SUPPRESSED)?;

@@ -416,7 +416,10 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             let fields = crate::privacy::field_retention(&identity, via, at)?;
             writeln!(out, "retention removed {removed} events")?;
             if fields > 0 {
-                writeln!(out, "retention removed client fields and device ids of {fields} events")?;
+                writeln!(
+                    out,
+                    "retention removed client fields and device ids of {fields} events"
+                )?;
             }
         }
         Op::Backup => {
@@ -472,7 +475,8 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
         }
         Op::AppsStoreLess { name, policy } => {
             let n = name.clone();
-            let p = exec.write(move |txn| crate::store::privacy::set_store_less(txn, &n, policy))?;
+            let p =
+                exec.write(move |txn| crate::store::privacy::set_store_less(txn, &n, policy))?;
             writeln!(
                 out,
                 "app {name}: ip {}, user agent {}, client fields and device ids kept {}",
@@ -481,8 +485,10 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
                 if p.drop_user_agent { "dropped" } else { "kept" },
-                p.fields_days
-                    .map_or_else(|| "as long as the event".to_owned(), |d| format!("{d} days"))
+                p.fields_days.map_or_else(
+                    || "as long as the event".to_owned(),
+                    |d| format!("{d} days")
+                )
             )?;
         }
         Op::ExportSubject { app, kind, value } => {

@@ -154,7 +154,9 @@ pub fn erase(identity: &Identity, via: Via, req: Request) -> Result<Receipt> {
         return Err(Error::NotFound(format!("no app {:?}", req.app)));
     }
     if req.kind.is_empty() || req.value.is_empty() {
-        return Err(Error::Refused("the identifier needs a kind and a value".into()));
+        return Err(Error::Refused(
+            "the identifier needs a kind and a value".into(),
+        ));
     }
     let mut identifiers: Vec<Identifier> = vec![Identifier {
         kind: req.kind.clone(),
@@ -372,12 +374,15 @@ fn apply(identity: &Identity, via: Via, entries: &[Erasure]) -> Result<u64> {
     Ok(erased)
 }
 
-/// The digests of a set of erasures, per salt: `salt → {(app, digest)}`.
-struct Targets(Vec<(Vec<u8>, HashSet<(String, [u8; 32])>)>);
+/// Salted digests of identifiers, each with its app.
+type Digests = HashSet<(String, [u8; 32])>;
+
+/// The digests of a set of erasures, per salt.
+struct Targets(Vec<(Vec<u8>, Digests)>);
 
 impl Targets {
     fn of(entries: &[Erasure]) -> Result<Targets> {
-        let mut by_salt: HashMap<Vec<u8>, HashSet<(String, [u8; 32])>> = HashMap::new();
+        let mut by_salt: HashMap<Vec<u8>, Digests> = HashMap::new();
         for e in entries {
             let set = by_salt.entry(e.salt_bytes()?).or_default();
             for d in &e.identifiers {
@@ -392,9 +397,9 @@ impl Targets {
 
     /// Whether identifier `ident` (encoded) of `app` is erased.
     fn hit(&self, app: &str, ident: &[u8]) -> bool {
-        self.0.iter().any(|(salt, set)| {
-            set.contains(&(app.to_owned(), ledger::digest(salt, app, ident)))
-        })
+        self.0
+            .iter()
+            .any(|(salt, set)| set.contains(&(app.to_owned(), ledger::digest(salt, app, ident))))
     }
 }
 
@@ -423,10 +428,7 @@ fn find_chunk(db: &Database, targets: &Targets, from: u64) -> Result<(Vec<Victim
             return Ok((victims, Some(seq.value())));
         }
         let v = identity_view(bytes.value())?;
-        if view_identifiers(&v)
-            .iter()
-            .any(|i| targets.hit(v.app, i))
-        {
+        if view_identifiers(&v).iter().any(|i| targets.hit(v.app, i)) {
             victims.push(Victim {
                 seq: seq.value(),
                 dedupe_key: dedupe_key(app_ids.get(v.app).copied().unwrap_or(0), v.event_id),
@@ -617,21 +619,25 @@ pub fn store_less(policy: StoreLess, sub: &mut crate::store::writer::Submission)
             };
             let mut changed = false;
             if policy.ip != IpPolicy::Keep
-                && let Some(old) = ctx.remove("ip")
+                && let Some(slot) = ctx.get_mut("ip")
             {
                 changed = true;
-                let old = old.as_str().unwrap_or_default().to_owned();
+                let old = slot.as_str().unwrap_or_default().to_owned();
                 let new = match policy.ip {
                     IpPolicy::Truncate => truncate_ip(&old),
                     _ => None,
                 };
-                if let Some(new) = &new {
-                    ctx.insert("ip".into(), serde_json::Value::String(new.clone()));
+                // In place: the sender's order of fields is kept.
+                match &new {
+                    Some(new) => *slot = serde_json::Value::String(new.clone()),
+                    None => {
+                        ctx.shift_remove("ip");
+                    }
                 }
                 replaced.push((old, new.unwrap_or_default()));
             }
             if policy.drop_user_agent
-                && let Some(old) = ctx.remove("user_agent")
+                && let Some(old) = ctx.shift_remove("user_agent")
             {
                 changed = true;
                 replaced.push((old.as_str().unwrap_or_default().to_owned(), String::new()));
@@ -774,8 +780,8 @@ pub fn field_retention(identity: &Identity, via: Via, now_ms: u64) -> Result<u64
                         serde_json::Map<String, serde_json::Value>,
                     >(&r.context)
                     {
-                        ctx.remove("ip");
-                        ctx.remove("user_agent");
+                        ctx.shift_remove("ip");
+                        ctx.shift_remove("user_agent");
                         r.context = serde_json::Value::Object(ctx).to_string();
                     }
                     events.insert(*seq, crate::store::codec::encode_event(&r).as_slice())?;

@@ -109,7 +109,6 @@ pub fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
     Ok(rows)
 }
 
-
 /// Replaces the database file `path` (held open as `db`, which no one writes meanwhile) by a
 /// fresh copy of its current snapshot: written next to it, made durable, renamed over it. The
 /// caller then opens `path` again; `db` keeps the old, unlinked file until dropped.

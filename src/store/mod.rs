@@ -257,10 +257,12 @@ impl Store {
     /// Only the writer thread (or a process holding the store alone) calls this.
     pub fn reopen_replaced(&self) -> Result<Arc<Database>> {
         let db = Arc::new((self.opener)().map_err(open_error)?);
-        let old = std::mem::replace(
-            &mut *self.db.0.write().unwrap_or_else(|e| e.into_inner()),
-            Some(db.clone()),
-        );
+        let old = self
+            .db
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(db.clone());
         drop(old);
         Ok(db)
     }

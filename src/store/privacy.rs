@@ -82,7 +82,9 @@ pub fn salt(txn: &WriteTransaction) -> Result<Vec<u8>> {
 }
 
 /// The salt, if one was made (read side).
-pub fn read_salt(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Option<Vec<u8>>> {
+pub fn read_salt(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<Vec<u8>>> {
     Ok(meta.get(SALT)?.map(|s| s.value().to_vec()))
 }
 

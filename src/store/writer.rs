@@ -355,7 +355,9 @@ impl Writer {
         let Msg::Job(job) = msg else {
             unreachable!("job() makes jobs")
         };
-        self.tx.send(Msg::Reopen(job)).map_err(|_| Error::WriterGone)?;
+        self.tx
+            .send(Msg::Reopen(job))
+            .map_err(|_| Error::WriterGone)?;
         rx.blocking_recv().map_err(|_| Error::WriterGone)
     }
 
@@ -443,7 +445,10 @@ fn run(
                     if replaced {
                         tracing::info!(next_seq = next, "database file replaced and reopened");
                     } else {
-                        tracing::warn!(next_seq = next, "database reopened after a storage failure");
+                        tracing::warn!(
+                            next_seq = next,
+                            "database reopened after a storage failure"
+                        );
                         stats.reopens.fetch_add(1, Ordering::Relaxed);
                     }
                     replaced = false;

@@ -37,9 +37,9 @@ fn needles() -> Vec<&'static str> {
 
 /// The first needle found in a file under `dir`, and where.
 fn leftover(dir: &std::path::Path) -> Option<(String, std::path::PathBuf)> {
-    needles().into_iter().find_map(|n| {
-        files_contain(dir, n.as_bytes()).map(|p| (n.to_owned(), p))
-    })
+    needles()
+        .into_iter()
+        .find_map(|n| files_contain(dir, n.as_bytes()).map(|p| (n.to_owned(), p)))
 }
 
 fn post_ok(c: &mut Client, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
@@ -85,7 +85,10 @@ fn server() -> (Inlet, String, String) {
 /// request with someone else's), and two events of someone else.
 fn send_profile(inlet: &Inlet, key: &str, secret: &str) {
     let mut c = inlet.client();
-    let json_h = [("Authorization", &*format!("Bearer {key}")), ("Content-Type", "application/json")];
+    let json_h = [
+        ("Authorization", &*format!("Bearer {key}")),
+        ("Content-Type", "application/json"),
+    ];
     let mut e = event("ev-subj-r1");
     e["install_uuid"] = json!(I);
     e["user_id"] = json!(U);
@@ -166,19 +169,21 @@ fn an_erasure_leaves_nothing_of_the_profile_and_survives_a_restore() {
         .filter(|e| e["user_id"] != OTHER)
         .map(|e| e["audit_key"].as_str().unwrap().to_owned())
         .collect();
-    assert!(leftover(inlet.data()).is_some(), "the scan must see stored data");
+    assert!(
+        leftover(inlet.data()).is_some(),
+        "the scan must see stored data"
+    );
     // Subject access: everything stored about them, from any of their identifiers.
-    let dsar = parse_ndjson(&inlet.cli_ok(&[
-        "export",
-        "--app",
-        "default",
-        &format!("--id=idfa={IDFA}"),
-    ]));
+    let dsar =
+        parse_ndjson(&inlet.cli_ok(&["export", "--app", "default", &format!("--id=idfa={IDFA}")]));
     assert_eq!(dsar[0]["type"], "profile");
     assert_eq!(dsar[0]["identifiers"].as_array().unwrap().len(), 6);
     let kinds = |t: &str| dsar.iter().filter(|l| l["type"] == t).count();
     assert_eq!((kinds("event"), kinds("audit")), (6, 6), "{dsar:?}");
-    assert!(dsar.iter().all(|l| !l.to_string().contains(OTHER) || l["type"] == "audit"));
+    assert!(
+        dsar.iter()
+            .all(|l| !l.to_string().contains(OTHER) || l["type"] == "audit")
+    );
     let backups = tempfile::tempdir().unwrap();
     let backup = backups.path().join("before.redb");
     inlet.cli_ok(&["backup", backup.to_str().unwrap()]);
@@ -195,7 +200,13 @@ fn an_erasure_leaves_nothing_of_the_profile_and_survives_a_restore() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| format!("{}={}", i["kind"].as_str().unwrap(), i["value"].as_str().unwrap()))
+        .map(|i| {
+            format!(
+                "{}={}",
+                i["kind"].as_str().unwrap(),
+                i["value"].as_str().unwrap()
+            )
+        })
         .collect();
     matched.sort();
     let mut expected = vec![
@@ -213,10 +224,18 @@ fn an_erasure_leaves_nothing_of_the_profile_and_survives_a_restore() {
 
     // Every reader: export, audit, profile, the panel's listing, the ledger.
     let after = inlet.export();
-    assert!(!inlet.cli(&["export", "--app", "default", &format!("--id=user_id={U}")]).status.success());
+    assert!(
+        !inlet
+            .cli(&["export", "--app", "default", &format!("--id=user_id={U}")])
+            .status
+            .success()
+    );
     assert_eq!(user_ids(&after), [OTHER, OTHER], "{after:?}");
     for k in &audit_keys {
-        assert!(!inlet.cli(&["audit", "get", k]).status.success(), "audit {k}");
+        assert!(
+            !inlet.cli(&["audit", "get", k]).status.success(),
+            "audit {k}"
+        );
     }
     for id in [U, I, N, AF, IDFA] {
         assert!(
@@ -239,9 +258,16 @@ fn an_erasure_leaves_nothing_of_the_profile_and_survives_a_restore() {
     // Restore the backup taken before: the erasure is applied again from the ledger.
     inlet.signal_and_wait("TERM");
     let out = cli(inlet.data(), &["restore", backup.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("1 erasures made since the backup were applied again"), "{said}");
+    assert!(
+        said.contains("1 erasures made since the backup were applied again"),
+        "{said}"
+    );
     assert_eq!(leftover(inlet.data()), None);
     inlet.restart();
     assert_eq!(user_ids(&inlet.export()), [OTHER, OTHER]);
@@ -269,7 +295,10 @@ fn an_erasure_killed_midway_completes_after_restart_or_never_happened() {
     let mut inlet = Inlet::start();
     let key = inlet.mint("default");
     let auth = format!("Bearer {key}");
-    let h = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let h = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
     // Someone else's events, so that scans and the rewrite take a while.
     let mut c = inlet.client();
     for b in 0..10 {
@@ -280,7 +309,12 @@ fn an_erasure_killed_midway_completes_after_restart_or_never_happened() {
                 e
             })
             .collect();
-        post_ok(&mut c, "/s2s/events/bulk", &h, json!({ "events": events }).to_string().as_bytes());
+        post_ok(
+            &mut c,
+            "/s2s/events/bulk",
+            &h,
+            json!({ "events": events }).to_string().as_bytes(),
+        );
     }
     let mut outcomes = (0, 0);
     let mut took = std::time::Duration::from_millis(300);
@@ -295,7 +329,13 @@ fn an_erasure_killed_midway_completes_after_restart_or_never_happened() {
         }
         let mut erase = std::process::Command::new(bin());
         erase
-            .args(["--data", inlet.data().to_str().unwrap(), "erase", "--app", "default"])
+            .args([
+                "--data",
+                inlet.data().to_str().unwrap(),
+                "erase",
+                "--app",
+                "default",
+            ])
             .arg(format!("--id=user_id={user}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -307,8 +347,15 @@ fn an_erasure_killed_midway_completes_after_restart_or_never_happened() {
         };
         // The first cycle runs to the end: its duration bounds the kill moments of the rest.
         if cycle == 0 {
-            let out = cli(inlet.data(), &["erase", "--app", "default", &format!("--id=user_id={user}")]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = cli(
+                inlet.data(),
+                &["erase", "--app", "default", &format!("--id=user_id={user}")],
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             took = started.elapsed();
             inlet.kill();
         } else {
@@ -322,9 +369,8 @@ fn an_erasure_killed_midway_completes_after_restart_or_never_happened() {
         }
         inlet.restart();
         // An interrupted erasure is finished by the restarted server.
-        let ledger = || -> Vec<Value> {
-            parse_ndjson(&inlet.cli_ok(&["erasures", "list", "--json"]))
-        };
+        let ledger =
+            || -> Vec<Value> { parse_ndjson(&inlet.cli_ok(&["erasures", "list", "--json"])) };
         wait_for("no pending erasure", || {
             ledger().iter().all(|e| e["applied"] == true)
         });
@@ -336,10 +382,17 @@ fn an_erasure_killed_midway_completes_after_restart_or_never_happened() {
             .count();
         if recorded {
             assert_eq!(left, 0, "cycle {cycle}: an applied erasure left events");
-            assert_eq!(files_contain(inlet.data(), user.as_bytes()), None, "cycle {cycle}");
+            assert_eq!(
+                files_contain(inlet.data(), user.as_bytes()),
+                None,
+                "cycle {cycle}"
+            );
             outcomes.0 += 1;
         } else {
-            assert_eq!(left, 3, "cycle {cycle}: no erasure recorded, yet events are gone");
+            assert_eq!(
+                left, 3,
+                "cycle {cycle}: no erasure recorded, yet events are gone"
+            );
             outcomes.1 += 1;
         }
     }
@@ -370,19 +423,34 @@ fn a_suppressed_subject_is_refused_on_every_dialect_until_lifted() {
         "--suppress",
     ]))
     .unwrap();
-    assert_eq!((receipt["events"].as_u64(), receipt["suppressed"].as_bool()), (Some(6), Some(true)));
+    assert_eq!(
+        (receipt["events"].as_u64(), receipt["suppressed"].as_bool()),
+        (Some(6), Some(true))
+    );
     let stored = inlet.export().len();
     let mut c = inlet.client();
     let auth = format!("Bearer {key}");
-    let json_h = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let json_h = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
     let refused = |r: Resp, what: &str| {
-        assert!(r.status >= 400 && r.status < 500, "{what}: {} {}", r.status, r.text());
+        assert!(
+            r.status >= 400 && r.status < 500,
+            "{what}: {} {}",
+            r.status,
+            r.text()
+        );
         r
     };
     let mut e = event("ev-subj-again-1");
     e["install_uuid"] = json!("inst-new-device");
     e["user_id"] = json!(U);
-    let r = refused(c.post("/s2s/event", &json_h, e.to_string().as_bytes()).unwrap(), "reflect");
+    let r = refused(
+        c.post("/s2s/event", &json_h, e.to_string().as_bytes())
+            .unwrap(),
+        "reflect",
+    );
     assert!(r.text().contains("subject_suppressed"), "{}", r.text());
     // A batch: the subject's event refused, someone else's accepted; the shared body is not kept.
     let mut mine = event("ev-subj-again-2");
@@ -433,15 +501,28 @@ fn a_suppressed_subject_is_refused_on_every_dialect_until_lifted() {
         "appsflyer",
     );
     let r = refused(
-        datafly(&mut c, &secret, json!({"type": "track", "event": "Viewed", "anonymousId": N})),
+        datafly(
+            &mut c,
+            &secret,
+            json!({"type": "track", "event": "Viewed", "anonymousId": N}),
+        ),
         "datafly",
     );
     assert!(r.text().contains("subject_suppressed"), "{}", r.text());
     let now: Vec<Value> = inlet.export();
-    assert_eq!(now.len(), stored + 1, "only someone else's event was stored");
+    assert_eq!(
+        now.len(),
+        stored + 1,
+        "only someone else's event was stored"
+    );
     assert_eq!(now.last().unwrap()["user_id"], OTHER);
     assert!(
-        !inlet.cli(&["audit", "get", now.last().unwrap()["audit_key"].as_str().unwrap()])
+        !inlet
+            .cli(&[
+                "audit",
+                "get",
+                now.last().unwrap()["audit_key"].as_str().unwrap()
+            ])
             .status
             .success(),
         "the body that carried the subject's event is not kept"
@@ -492,10 +573,23 @@ fn ip_addresses_are_truncated_or_dropped_and_user_agents_dropped_on_arrival() {
     assert_eq!(r.status, 200, "{}", r.text());
     let events = inlet.export();
     let ips: Vec<&Value> = events.iter().map(|e| &e["context"]["ip"]).collect();
-    assert_eq!(ips, [&json!("203.0.113.0"), &json!("2001:db8:abcd::")], "{events:?}");
-    assert!(events.iter().all(|e| e["context"].get("user_agent").is_none()), "{events:?}");
+    assert_eq!(
+        ips,
+        [&json!("203.0.113.0"), &json!("2001:db8:abcd::")],
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["context"].get("user_agent").is_none()),
+        "{events:?}"
+    );
     for needle in ["203.0.113.77", "2001:db8:abcd:12", "sl-ua"] {
-        assert_eq!(files_contain(inlet.data(), needle.as_bytes()), None, "{needle}");
+        assert_eq!(
+            files_contain(inlet.data(), needle.as_bytes()),
+            None,
+            "{needle}"
+        );
     }
     inlet.cli_ok(&["apps", "store-less", "default", "--ip", "drop"]);
     post_ok(
@@ -545,15 +639,26 @@ fn per_field_retention_strips_client_fields_and_device_ids() {
     assert_eq!(inlet.export()[0]["context"]["ip"], "192.0.2.201");
     let later = inlet::clock::rfc3339_ms(now_ms() + 31 * 86_400_000);
     let said = inlet.cli_ok(&["retention", "run", "--at", &later]);
-    assert!(said.contains("client fields and device ids of 2 events"), "{said}");
+    assert!(
+        said.contains("client fields and device ids of 2 events"),
+        "{said}"
+    );
     let events = inlet.export();
     assert_eq!(events.len(), 2, "the events stay");
     for e in &events {
         assert!(e["context"].get("ip").is_none(), "{e}");
         assert!(e["context"].get("user_agent").is_none(), "{e}");
-        assert!(e.get("ids").is_none_or(|ids| ids.as_object().is_none_or(|o| o.is_empty())), "{e}");
+        assert!(
+            e.get("ids")
+                .is_none_or(|ids| ids.as_object().is_none_or(|o| o.is_empty())),
+            "{e}"
+        );
     }
     for needle in ["192.0.2.20", "old-ua", "IDFA-OLD-77"] {
-        assert_eq!(files_contain(inlet.data(), needle.as_bytes()), None, "{needle}");
+        assert_eq!(
+            files_contain(inlet.data(), needle.as_bytes()),
+            None,
+            "{needle}"
+        );
     }
 }
