@@ -14,8 +14,9 @@
 //!    Panel listings, exports and audit reads read these tables, so they stop showing them.
 //! 3. **Identity graph.** Its file is replaced by an empty one and rebuilt from the log.
 //! 4. **Free space.** redb keeps the bytes of freed pages, so the log's file is rewritten:
-//!    a fresh copy of the current snapshot renamed over it ([`crate::store::copy::rewrite`]),
-//!    on the writer thread while serving (ingest waits for the copy).
+//!    a fresh copy of the current snapshot renamed over it ([`crate::store::copy::rewrite`]);
+//!    while serving, the copy is made beside ingest and the writer applies only what changed
+//!    since its snapshot before the rename ([`crate::store::copy::finish`]).
 //! 5. **Ledger applied.** The entry is marked applied in the new file.
 //!
 //! Suppression ([`Suppression`]): the writer asks it of every new event, in the batch's
@@ -77,7 +78,10 @@ impl Via<'_> {
                 store.reopen_replaced()?;
             }
             Via::Writer(w) => {
-                w.run_then_reopen(move |db| crate::store::copy::rewrite(db, &path))??;
+                // The copy of a snapshot is made here, beside ingest; the writer then waits
+                // only for the changes since that snapshot to be applied to it.
+                let prepared = crate::store::copy::prepare(&*store.db()?, &path)?;
+                w.run_then_reopen(move |db| crate::store::copy::finish(db, prepared, &path))??;
             }
         }
         Ok(())
