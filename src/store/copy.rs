@@ -304,8 +304,11 @@ mod tests {
     use super::*;
     use redb::ReadableTableMetadata;
 
-    /// What a table holds, as bytes, for comparing two files.
-    fn rows(db: &Database) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+    /// A table's rows as bytes.
+    type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// What the compared tables hold, for comparing two files.
+    fn rows(db: &Database) -> Vec<(String, Rows)> {
         let txn = db.begin_read().unwrap();
         let mut out = Vec::new();
         for t in txn.list_tables().unwrap() {
