@@ -79,9 +79,38 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Erase a person: every event of the profile linked to an identifier, everywhere in the
+    /// data dir; prints the receipt (JSON).
+    Erase(EraseArgs),
+    /// The erasure ledger (salted digests only) and suppressions.
+    #[command(subcommand)]
+    Erasures(ErasuresCmd),
     /// Cluster mode on a NATS JetStream engine (the `cluster_*` settings).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[arg(long)]
+    pub app: String,
+    /// The identifier, as KIND=VALUE (`user_id=42`, `install_uuid=...`, `idfa=...`).
+    #[arg(long)]
+    pub id: String,
+    /// Also refuse later events that carry any of the erased identifiers.
+    #[arg(long)]
+    pub suppress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ErasuresCmd {
+    /// Every erasure: id, when, app, identifier kinds, events, digest.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the suppression an erasure made: its subject's events are accepted again.
+    Unsuppress { erasure_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,6 +307,20 @@ pub enum TenantsCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum AppsCmd {
+    /// Store less of an app's clients, from the next request on: the IP address
+    /// (`context.ip`) kept, truncated (IPv4 /24, IPv6 /48) or dropped, the user agent kept or
+    /// dropped, in events and raw bodies. Prints the policy.
+    StoreLess {
+        name: String,
+        #[arg(long, value_parser = ["keep", "truncate", "drop"], default_value = "keep")]
+        ip: String,
+        #[arg(long, value_parser = ["keep", "drop"], default_value = "keep")]
+        user_agent: String,
+        /// Per-field retention: the retention pass removes the IP address, user agent, device
+        /// ids and raw body of events older than this many days (the events stay).
+        #[arg(long)]
+        fields_days: Option<u32>,
+    },
     /// Add an app to a tenant.
     Add {
         name: String,
@@ -387,6 +430,10 @@ pub struct ExportArgs {
     /// Compress the output with gzip.
     #[arg(long)]
     pub gzip: bool,
+    /// Everything stored about one person instead (a subject access request), with --app:
+    /// the linked profile of KIND=VALUE, its events and raw bodies, as NDJSON.
+    #[arg(long, requires = "app", conflicts_with_all = ["after", "limit", "since", "until", "source", "event"])]
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

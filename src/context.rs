@@ -26,6 +26,8 @@ pub struct Context {
     pub bodies: BodyBudget,
     /// The identity indexer listening to the writer (its graph, its lag), when one runs.
     pub indexer: Option<Arc<Indexer>>,
+    /// Each app's `privacy::StoreLess` policy, applied in `ingest::submit`.
+    pub store_less: crate::privacy::Policies,
 }
 
 impl Context {
@@ -38,6 +40,7 @@ impl Context {
             counters: Default::default(),
             rate_limiter: Default::default(),
             indexer: None,
+            store_less: Default::default(),
         }
     }
 

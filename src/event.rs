@@ -152,6 +152,8 @@ pub enum Reason {
     TimestampRequired,
     /// Datafly: `X-Timestamp` is more than 5 minutes from the server's clock (403).
     TimestampOutsideWindow,
+    /// The event carries an identifier of a subject erased with suppression (403).
+    SubjectSuppressed,
 }
 
 impl Reason {
@@ -193,6 +195,7 @@ impl Reason {
             Reason::SignatureInvalid => "signature_invalid",
             Reason::TimestampRequired => "timestamp_required",
             Reason::TimestampOutsideWindow => "timestamp_outside_window",
+            Reason::SubjectSuppressed => "subject_suppressed",
         })
     }
 }

@@ -193,6 +193,7 @@ async fn ingest_inner<D: Ingest>(
         Outcome::Duplicate { seq } => Some(seq),
         Outcome::OverQuota => return refused(Reason::CapExceeded),
         Outcome::OutOfOrder => return refused(Reason::EventOutOfOrder),
+        Outcome::Suppressed => return refused(Reason::SubjectSuppressed),
     };
     let stored = Stored {
         event_id: &event_id,
@@ -619,6 +620,7 @@ impl BatchSlots {
                     }
                     Outcome::OverQuota => (Some(id), Reason::CapExceeded),
                     Outcome::OutOfOrder => (Some(id), Reason::EventOutOfOrder),
+                    Outcome::Suppressed => (Some(id), Reason::SubjectSuppressed),
                 },
                 ItemSlot::Rejected(id, reason) => (id, reason),
             };
@@ -682,12 +684,16 @@ fn note_rejected(
     at_ms: u64,
     refused: impl IntoIterator<Item = (String, Reason)>,
 ) {
-    let notes = refused.into_iter().map(|(event_id, reason)| Note {
-        app_id: key.app_id,
-        event_id,
-        at_ms,
-        what: Noted::Rejected(reason.tag().into_owned()),
-    });
+    // An erased subject's events leave no trace, not even their ids in a receipt.
+    let notes = refused
+        .into_iter()
+        .filter(|(_, reason)| *reason != Reason::SubjectSuppressed)
+        .map(|(event_id, reason)| Note {
+            app_id: key.app_id,
+            event_id,
+            at_ms,
+            what: Noted::Rejected(reason.tag().into_owned()),
+        });
     ctx.writer.note(notes.collect());
 }
 
@@ -780,6 +786,13 @@ pub(crate) async fn submit(
         audit: Some((audit_key, body)),
     };
     redact::submission(ctx, &mut sub, format);
+    let generation = ctx
+        .writer
+        .stats()
+        .config_generation
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let policy = ctx.store_less.of(&ctx.store, generation, key.app_id);
+    crate::privacy::store_less(policy, &mut sub);
     let outcomes = match dry {
         false => ctx.writer.submit(sub, bytes).await,
         true => ctx.writer.submit_dry(sub, bytes).await,

@@ -26,6 +26,9 @@
 //!   indexer thread that listens to the writer; profiles.
 //! - [`ops`]: admin commands, run in-process or through a running server's control socket
 //!   (`server::control`); backup/restore, retention and the whole-database consistency check.
+//! - [`privacy`]: erasure of a linked profile in every store (ledger of salted digests first,
+//!   the log's file rewritten), its resumption, suppression (a writer gate), subject export,
+//!   storing less of clients (IP, user agent, per-field retention).
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
@@ -51,6 +54,7 @@ pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod ops;
+pub mod privacy;
 pub mod ratelimit;
 pub mod server;
 pub mod skan;

@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
-    AdminCmd, AppsCmd, AuditCmd, Cli, ClusterCmd, Command, KeysCmd, RetentionCmd, SecretsCmd,
-    ServeArgs, TenantsCmd,
+    AdminCmd, AppsCmd, AuditCmd, Cli, ClusterCmd, Command, ErasuresCmd, ExportArgs, KeysCmd,
+    RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
@@ -392,14 +392,17 @@ fn restore(data: &Path, path: &Path) -> anyhow::Result<()> {
             data.display()
         );
     }
-    let inlet::ops::backup::Restored { kept, summary } =
-        match inlet::ops::backup::restore(data, path) {
-            Err(store::Error::AlreadyOpen) => bail!(
-                "the database in {} is in use by another process: stop the server first",
-                data.display()
-            ),
-            other => other.with_context(|| format!("restoring {}", path.display()))?,
-        };
+    let inlet::ops::backup::Restored {
+        kept,
+        summary,
+        reapplied,
+    } = match inlet::ops::backup::restore(data, path) {
+        Err(store::Error::AlreadyOpen) => bail!(
+            "the database in {} is in use by another process: stop the server first",
+            data.display()
+        ),
+        other => other.with_context(|| format!("restoring {}", path.display()))?,
+    };
     eprintln!(
         "inlet: restored {} ({} events, {} tenants, {} apps, {} keys)",
         path.display(),
@@ -408,6 +411,9 @@ fn restore(data: &Path, path: &Path) -> anyhow::Result<()> {
         summary.apps,
         summary.keys
     );
+    if reapplied > 0 {
+        eprintln!("inlet: {reapplied} erasures made since the backup were applied again");
+    }
     if let Some(kept) = kept {
         eprintln!("inlet: the previous database is kept as {}", kept.display());
     }
@@ -475,6 +481,17 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             monthly_quota: quota,
         },
         Command::Apps(AppsCmd::Add { name, tenant }) => Op::AppsAdd { name, tenant },
+        Command::Apps(AppsCmd::StoreLess {
+            name,
+            ip,
+            user_agent,
+            fields_days,
+        }) => Op::AppsStoreLess {
+            name,
+            policy: serde_json::from_value(serde_json::json!({
+                "ip": ip, "drop_user_agent": user_agent == "drop", "fields_days": fields_days,
+            }))?,
+        },
         Command::Apps(AppsCmd::List { json }) => Op::AppsList { json },
         Command::Apps(AppsCmd::Configure {
             name,
@@ -524,6 +541,14 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
         },
         Command::Keys(KeysCmd::List { app, json }) => Op::KeysList { app, json },
         Command::Keys(KeysCmd::Revoke { id }) => Op::KeysRevoke { id },
+        Command::Export(ExportArgs {
+            app: Some(app),
+            id: Some(id),
+            ..
+        }) => {
+            let (kind, value) = kind_value(&id)?;
+            Op::ExportSubject { app, kind, value }
+        }
         Command::Export(a) => Op::Export {
             app: a.app,
             after: a.after,
@@ -550,6 +575,19 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             event_id,
             json,
         },
+        Command::Erase(a) => {
+            let (kind, value) = kind_value(&a.id)?;
+            Op::Erase {
+                app: a.app,
+                kind,
+                value,
+                suppress: a.suppress,
+            }
+        }
+        Command::Erasures(ErasuresCmd::List { json }) => Op::ErasuresList { json },
+        Command::Erasures(ErasuresCmd::Unsuppress { erasure_id }) => {
+            Op::ErasuresUnsuppress { id: erasure_id }
+        }
         Command::Profile(a) => Op::Profile {
             app: a.app,
             id: a.id,
@@ -558,6 +596,14 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             json: a.json,
         },
     })
+}
+
+/// `KIND=VALUE` of `--id`.
+fn kind_value(id: &str) -> anyhow::Result<(String, String)> {
+    id.split_once('=')
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .with_context(|| format!("--id {id:?}: expected KIND=VALUE"))
 }
 
 use inlet::ops::LOCK_WAIT;

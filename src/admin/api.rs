@@ -83,6 +83,7 @@ pub async fn handle(
             ["admins"] => accounts::list(state, session.account()),
             ["audit"] => accounts::audit_log(state, &query),
             ["receipts", app, event_id] => receipt(state, &session, app, event_id),
+            ["erasures"] => super::erasures::list(state, &session),
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -172,6 +173,8 @@ async fn writes(
                 .map_err(|_| Error::BadRequest(format!("no key {id:?}")))?;
             revoke_key(state, &w, id).await
         }
+        ["erasures"] => super::erasures::erase(state, &w, parse(&body)?).await,
+        ["erasures", id, "unsuppress"] => super::erasures::unsuppress(state, &w, id).await,
         ["secrets"] => signing::mint(state, &w, parse(&body)?).await,
         ["secrets", id, "revoke"] => signing::revoke(state, &w, signing::id(id)?).await,
         ["secrets", id, "rotate"] => {
@@ -196,7 +199,8 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "secrets"
             | "profile"
             | "admins"
-            | "audit"]
+            | "audit"
+            | "erasures"]
             | ["events", _]
             | ["receipts", _, _]
     );
@@ -217,6 +221,8 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | ["keys", _, "revoke"]
             | ["secrets"]
             | ["secrets", _, "revoke" | "rotate"]
+            | ["erasures"]
+            | ["erasures", _, "unsuppress"]
     );
     let other_method = if was_get { post } else { get || post };
     if other_method {

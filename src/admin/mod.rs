@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod api;
 pub mod assets;
+pub mod erasures;
 pub mod panel;
 pub mod session;
 pub mod signing;

@@ -38,9 +38,10 @@ pub fn status_of(reason: Reason) -> StatusCode {
         | Reason::SignatureRequired
         | Reason::SignatureInvalid
         | Reason::TimestampRequired => StatusCode::UNAUTHORIZED,
-        Reason::EventNotAllowedByKey | Reason::RevokedApiKey | Reason::TimestampOutsideWindow => {
-            StatusCode::FORBIDDEN
-        }
+        Reason::EventNotAllowedByKey
+        | Reason::RevokedApiKey
+        | Reason::TimestampOutsideWindow
+        | Reason::SubjectSuppressed => StatusCode::FORBIDDEN,
         Reason::NotFound
         | Reason::UnknownAppToken
         | Reason::UnknownBundleId

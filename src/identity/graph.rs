@@ -112,6 +112,32 @@ impl Graph {
         Ok(db)
     }
 
+    /// Replaces the graph by an empty one in a new file (an erasure: redb keeps the bytes of
+    /// freed pages, so emptying the old file would leave erased identifiers in it). Holders of
+    /// the old handle finish on the unlinked file; the indexer rebuilds from the log.
+    pub fn replace(&self) -> Result<Arc<Database>> {
+        let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
+        slot.take();
+        let db = match &self.home {
+            Home::Memory => builder().create_with_backend(redb::backends::InMemoryBackend::new())?,
+            Home::File(path) => {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+                crate::store::private_file(path)?;
+                give_owner_of_log(path);
+                builder().create(path)?
+            }
+        };
+        let txn = crate::store::begin_write(&db)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        let db = Arc::new(db);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
     /// The graph's database, or an error naming why there is none.
     pub fn db(&self) -> Result<Arc<Database>> {
         self.get().ok_or(crate::store::Error::Reopening)

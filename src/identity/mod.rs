@@ -500,6 +500,14 @@ impl Identity {
         Ok(())
     }
 
+    /// Starts the graph anew in a fresh file (after an erasure removed events from the log):
+    /// nothing of the old file is kept; the indexer rebuilds it, and profiles stay exact
+    /// meanwhile (they walk the log after the cursor).
+    pub fn forget_graph(&self) -> Result<()> {
+        self.graph.replace()?;
+        Ok(())
+    }
+
     /// The profile of identifier value `id` (of any kind) in `app`, with at most `limit`
     /// events; `None` when no stored event of the app carries that identifier.
     pub fn profile(&self, app: &str, id: &str, limit: usize) -> Result<Option<Profile>> {

@@ -10,122 +10,13 @@
 //! every dedupe entry points at a stored event) and then swaps it in, keeping the previous
 //! database next to it as `inlet.redb.pre-restore-<ms>`.
 
-use crate::store::accounts::{
-    ACCOUNTS as ADMIN_ACCOUNTS, AUDIT as ADMIN_AUDIT, INVITES as ADMIN_INVITES,
-    SESSIONS as ADMIN_SESSIONS,
-};
+use crate::store::accounts::ACCOUNTS as ADMIN_ACCOUNTS;
 use crate::store::codec::{App, Key, Tenant, decode_config, decode_event};
 use crate::store::tables::*;
 use crate::store::{DB_FILE, Error, Result, Store};
-use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    TableHandle,
-};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Rows per destination transaction while copying.
-const ROWS_PER_TXN: u64 = 50_000;
-
-/// Calls `$f!(TABLE)` for every table of the schema. A table missing here makes every backup
-/// fail loudly (see [`copy_all`]), so it cannot be forgotten silently.
-macro_rules! each_table {
-    ($m:ident) => {
-        $m!(META);
-        $m!(EVENTS);
-        $m!(DEDUPE);
-        $m!(DEDUPE_COMMITS);
-        $m!(TENANTS);
-        $m!(APPS);
-        $m!(KEYS);
-        $m!(KEY_LOOKUP);
-        $m!(KEY_USED);
-        $m!(USAGE);
-        $m!(AUDIT_BODIES);
-        $m!(AUDIT_BATCHES);
-        $m!(ORDERING);
-        $m!(SESSIONS);
-        $m!(OPEN_SESSIONS);
-        $m!(SKAN_VALUES);
-        $m!(APP_DAYS);
-        $m!(APP_HOURS);
-        $m!(SECRETS);
-        $m!(ADMIN_ACCOUNTS);
-        $m!(ADMIN_SESSIONS);
-        $m!(ADMIN_INVITES);
-        $m!(ADMIN_AUDIT);
-        $m!(RECEIPTS);
-        $m!(RECEIPT_ORDER);
-        $m!(RECEIPT_APPS);
-    };
-}
-
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    src: &ReadTransaction,
-    dst: &Database,
-    def: TableDefinition<K, V>,
-) -> Result<u64> {
-    let from = src.open_table(def)?;
-    let mut rows = from.iter()?;
-    let mut copied = 0;
-    loop {
-        let mut txn = dst.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        let mut n = 0;
-        {
-            let mut to = txn.open_table(def)?;
-            for row in rows.by_ref() {
-                let (k, v) = row?;
-                to.insert(k.value(), v.value())?;
-                n += 1;
-                if n == ROWS_PER_TXN {
-                    break;
-                }
-            }
-        }
-        txn.commit()?;
-        copied += n;
-        if n < ROWS_PER_TXN {
-            return Ok(copied);
-        }
-    }
-}
-
-/// Copies every table of `src` (one snapshot) into the empty database `dst`.
-fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
-    let mut known = Vec::new();
-    let mut rows = 0;
-    macro_rules! copy {
-        ($t:ident) => {
-            known.push($t.name().to_owned());
-            rows += copy_table(src, dst, $t)?;
-        };
-    }
-    each_table!(copy);
-    // Sorted runs (`store::runs`): tables named at run time, including the output of a merge
-    // in progress: the dedupe index's fingerprints (`run.dedupe.*`). The identity graph has
-    // a file of its own, which backups leave out: it is rebuilt from the log.
-    for name in src.list_tables()?.map(|t| t.name().to_owned()) {
-        if crate::store::runs::is_run_table(&name) {
-            rows += copy_table(src, dst, TableDefinition::<&[u8], ()>::new(&name))?;
-            known.push(name);
-        }
-    }
-    if let Some(unknown) = src
-        .list_tables()?
-        .find(|t| !known.iter().any(|k| k == t.name()))
-    {
-        return Err(Error::Internal(format!(
-            "backup does not know table {:?}; add it to ops::backup",
-            unknown.name()
-        )));
-    }
-    // Make everything durable at once.
-    let mut txn = dst.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    txn.commit()?;
-    Ok(rows)
-}
 
 /// Removes a file when dropped (temporary copies, also on error paths).
 struct TempFile(PathBuf);
@@ -155,7 +46,7 @@ pub fn backup(store: &Store, out: &mut dyn Write) -> Result<u64> {
             .set_cache_size(16 << 20)
             .create(&tmp.0)?;
         let snapshot = store.db.begin_read()?;
-        copy_all(&snapshot, &dst)?;
+        crate::store::copy::copy_all(&snapshot, &dst)?;
     }
     let mut file = std::fs::File::open(&tmp.0)?;
     Ok(std::io::copy(&mut file, out)?)
@@ -338,6 +229,8 @@ pub struct Restored {
     pub kept: Option<PathBuf>,
     /// What the restored database holds.
     pub summary: Summary,
+    /// Erasures of the ledger applied to it again (made after the backup was taken).
+    pub reapplied: usize,
 }
 
 /// Replaces the database of `data_dir` with the backup `file`, after checking it. Fails if
@@ -374,6 +267,11 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<Restored> {
         to.sync_all()?;
     }
     let summary = verify(&staged.0)?;
+    // The erasure ledger is admin data that outlives a restore: the current database's
+    // entries go into the restored one, pending where it lacks them, and are applied below.
+    if let Some(db) = &held {
+        carry_ledger(db, &staged.0)?;
+    }
     std::fs::File::open(&staged.0)?.sync_all()?;
     // Run as root for a service user: the restored file gets the owner of the data dir (the
     // service's user, with the packaged unit's StateDirectory), so the service can open it;
@@ -390,7 +288,58 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<Restored> {
     std::fs::rename(&staged.0, &current)?;
     std::fs::File::open(data_dir)?.sync_all()?;
     drop(held);
-    Ok(Restored { kept, summary })
+    let store = Store::open_existing(data_dir)?;
+    let identity = crate::identity::Identity::open(&store);
+    let reapplied = crate::privacy::resume(&identity, crate::privacy::Via::Direct)?;
+    Ok(Restored {
+        kept,
+        summary,
+        reapplied,
+    })
+}
+
+/// Copies the erasure ledger, its salt and the suppression list of `from` into the database
+/// file `to`; an erasure `to` does not hold arrives pending (not applied there yet).
+fn carry_ledger(from: &Database, to: &Path) -> Result<()> {
+    use crate::store::privacy::{self as ledger, SALT};
+    let src = from.begin_read()?;
+    let (Ok(erasures), Ok(suppressed), Ok(meta)) = (
+        src.open_table(ERASURES),
+        src.open_table(SUPPRESSED),
+        src.open_table(META),
+    ) else {
+        // A database of a build before the ledger: nothing to carry.
+        return Ok(());
+    };
+    let entries = ledger::list(&erasures)?;
+    let salt = ledger::read_salt(&meta)?;
+    let dst = Database::open(to)?;
+    let txn = crate::store::begin_write(&dst)?;
+    {
+        if let Some(salt) = &salt {
+            txn.open_table(META)?.insert(SALT, salt.as_slice())?;
+        }
+        let mut table = txn.open_table(ERASURES)?;
+        let have: std::collections::HashSet<String> =
+            ledger::list(&table)?.into_iter().map(|e| e.id).collect();
+        for mut e in entries {
+            if !have.contains(&e.id) {
+                e.applied = false;
+                table.insert(
+                    e.id.as_str(),
+                    crate::store::codec::encode_config(&e).as_slice(),
+                )?;
+            }
+        }
+        let mut sup = txn.open_table(SUPPRESSED)?;
+        sup.retain(|_, _| false)?;
+        for row in suppressed.iter()? {
+            let (k, v) = row?;
+            sup.insert(k.value(), v.value())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]

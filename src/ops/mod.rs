@@ -144,6 +144,29 @@ pub enum Op {
         event_id: String,
         json: bool,
     },
+    /// Erase the linked profile of `kind=value` (`privacy::erase`); prints the receipt.
+    Erase {
+        app: String,
+        kind: String,
+        value: String,
+        suppress: bool,
+    },
+    ErasuresList {
+        json: bool,
+    },
+    AppsStoreLess {
+        name: String,
+        policy: crate::store::privacy::StoreLess,
+    },
+    /// Everything stored about the linked profile of `kind=value` (`privacy::export`).
+    ExportSubject {
+        app: String,
+        kind: String,
+        value: String,
+    },
+    ErasuresUnsuppress {
+        id: String,
+    },
     Profile {
         app: String,
         id: String,
@@ -168,6 +191,15 @@ impl Exec<'_> {
         match self {
             Exec::Direct(s, _) | Exec::Server(s, _, _) => s,
         }
+    }
+
+    /// The identity graph and the way writes go, for `privacy`.
+    fn privacy(&self) -> store::Result<(Identity, crate::privacy::Via<'_>)> {
+        let via = match self {
+            Exec::Direct(..) => crate::privacy::Via::Direct,
+            Exec::Server(_, w, _) => crate::privacy::Via::Writer(w),
+        };
+        Ok((self.identity()?, via))
     }
 
     /// The identity graph: opened for this process, or the serving process's.
@@ -405,7 +437,15 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                 Exec::Direct(s, _) => retention::run_direct(s, default_days, at)?,
                 Exec::Server(s, w, _) => retention::run_with_writer(s, w, default_days, at)?,
             };
+            let (identity, via) = exec.privacy()?;
+            let fields = crate::privacy::field_retention(&identity, via, at)?;
             writeln!(out, "retention removed {removed} events")?;
+            if fields > 0 {
+                writeln!(
+                    out,
+                    "retention removed client fields and device ids of {fields} events"
+                )?;
+            }
         }
         Op::Backup => {
             backup::backup(store, out)?;
@@ -522,6 +562,91 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                 .receipt(&app, &event_id)?
                 .ok_or_else(|| store::Error::NotFound(format!("no app {app:?}")))?;
             receipt(&r, json, out)?;
+        }
+        Op::Erase {
+            app,
+            kind,
+            value,
+            suppress,
+        } => {
+            let (identity, via) = exec.privacy()?;
+            let receipt = crate::privacy::erase(
+                &identity,
+                via,
+                crate::privacy::Request {
+                    app,
+                    kind,
+                    value,
+                    suppress,
+                },
+            )?;
+            serde_json::to_writer_pretty(&mut *out, &receipt).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Op::AppsStoreLess { name, policy } => {
+            let n = name.clone();
+            let p =
+                exec.write(move |txn| crate::store::privacy::set_store_less(txn, &n, policy))?;
+            writeln!(
+                out,
+                "app {name}: ip {}, user agent {}, client fields and device ids kept {}",
+                serde_json::to_value(p.ip)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                if p.drop_user_agent { "dropped" } else { "kept" },
+                p.fields_days.map_or_else(
+                    || "as long as the event".to_owned(),
+                    |d| format!("{d} days")
+                )
+            )?;
+        }
+        Op::ExportSubject { app, kind, value } => {
+            crate::privacy::export(&exec.identity()?, &app, &kind, &value, out)?;
+        }
+        Op::ErasuresList { json } => {
+            let rows: Vec<crate::privacy::Listed> = crate::privacy::list(store)?
+                .iter()
+                .map(Into::into)
+                .collect();
+            if json {
+                return json_lines(out, &rows);
+            }
+            table(
+                out,
+                &[
+                    "ERASURE_ID",
+                    "AT",
+                    "APP",
+                    "KINDS",
+                    "EVENTS",
+                    "SUPPRESSED",
+                    "APPLIED",
+                    "DIGEST",
+                ],
+                rows.iter().map(|r| {
+                    vec![
+                        r.erasure_id.clone(),
+                        r.at.clone(),
+                        r.app.clone(),
+                        r.kinds.join(","),
+                        r.events.to_string(),
+                        r.suppressed.to_string(),
+                        r.applied.to_string(),
+                        r.digest.clone(),
+                    ]
+                }),
+            )?;
+        }
+        Op::ErasuresUnsuppress { id } => {
+            let lifted = exec.write({
+                let id = id.clone();
+                move |txn| crate::store::privacy::lift(txn, &id)
+            })?;
+            writeln!(
+                out,
+                "erasure {id}: suppression lifted ({lifted} identifiers)"
+            )?;
         }
         Op::Profile {
             app,

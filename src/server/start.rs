@@ -53,7 +53,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         None => None,
     };
     let indexer = Arc::new(Indexer::start(Identity::open(&store))?);
-    let listeners: Listeners = vec![Arc::new(crate::admin::panel::Tallies), indexer.clone()];
+    let listeners: Listeners = vec![
+        Arc::new(crate::admin::panel::Tallies),
+        indexer.clone(),
+        Arc::new(crate::privacy::Suppression),
+    ];
     let writer = Writer::start(&store, config.queue_bytes, listeners)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -310,16 +314,35 @@ async fn backup_task(state: Arc<State>, schedule: crate::config::BackupSchedule)
 
 /// Runs a retention pass at start and then every `retention_interval`.
 async fn retention_task(state: Arc<State>) {
+    // First, erasures a crash interrupted (`privacy::resume`): finished before retention runs.
+    let s = state.clone();
+    let resumed = tokio::task::spawn_blocking(move || match s.ctx.indexer.as_ref() {
+        Some(i) => crate::privacy::resume(i.identity(), crate::privacy::Via::Writer(&s.writer)),
+        None => Ok(0),
+    })
+    .await;
+    if let Ok(Err(e)) = resumed {
+        tracing::error!(error = %e, "finishing interrupted erasures failed");
+    }
     loop {
         let s = state.clone();
         let pass = tokio::task::spawn_blocking(move || {
             let days = s.config.retention_days;
-            crate::ops::retention::run_with_writer(
+            let removed = crate::ops::retention::run_with_writer(
                 &s.store,
                 &s.writer,
                 days,
                 crate::clock::now_ms(),
-            )
+            );
+            if let Some(i) = s.ctx.indexer.as_ref() {
+                let via = crate::privacy::Via::Writer(&s.writer);
+                match crate::privacy::field_retention(i.identity(), via, crate::clock::now_ms()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "per-field retention pass"),
+                    Err(e) => tracing::warn!(error = %e, "per-field retention pass failed"),
+                }
+            }
+            removed
         })
         .await;
         match pass {

@@ -124,6 +124,29 @@ pub fn forget(txn: &redb::WriteTransaction, key: &str, seq: u64) -> Result<()> {
     Ok(())
 }
 
+/// An erasure removed event `seq` whose audit key is `key`: drops the body of its request
+/// (stored at or before `seq` under the same key), whichever event of the request it is, and
+/// the key's index entry. Returns whether a body was dropped.
+pub fn erase(txn: &redb::WriteTransaction, key: &str, seq: u64) -> Result<bool> {
+    let mut bodies = txn.open_table(AUDIT_BODIES)?;
+    let at = match bodies.range(..=seq)?.next_back() {
+        Some(row) => {
+            let (at, v) = row?;
+            decode(v.value())
+                .is_some_and(|(k, _)| k == key.as_bytes())
+                .then_some(at.value())
+        }
+        None => None,
+    };
+    let Some(at) = at else {
+        return Ok(false);
+    };
+    bodies.remove(at)?;
+    drop(bodies);
+    forget(txn, key, at)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,11 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod codec;
+pub mod copy;
 pub mod dedupe;
 pub mod key_cache;
 pub mod pending;
+pub mod privacy;
 pub mod read;
 pub mod receipts;
 pub mod runs;
@@ -252,6 +254,21 @@ impl Store {
         Ok(db)
     }
 
+    /// Opens the database file again after it was replaced by a new file (`copy::rewrite`),
+    /// then puts the new handle in place of the old one: reads never find the slot empty.
+    /// Only the writer thread (or a process holding the store alone) calls this.
+    pub fn reopen_replaced(&self) -> Result<Arc<Database>> {
+        let db = Arc::new((self.opener)().map_err(open_error)?);
+        let old = self
+            .db
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(db.clone());
+        drop(old);
+        Ok(db)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -321,6 +338,8 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RECEIPTS)?;
     txn.open_table(RECEIPT_ORDER)?;
     txn.open_table(RECEIPT_APPS)?;
+    txn.open_table(ERASURES)?;
+    txn.open_table(SUPPRESSED)?;
     Ok(())
 }
 

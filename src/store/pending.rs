@@ -193,6 +193,16 @@ impl Pending {
         self.guard.as_ref()
     }
 
+    /// Lets `f` change the record before it is stored (`privacy::store_less`); encoded again
+    /// only when `f` says it changed something.
+    pub fn map_record(&mut self, f: impl FnOnce(&mut EventRecord) -> bool) {
+        if let Ok(mut r) = decode_event(&self.record)
+            && f(&mut r)
+        {
+            self.record = super::codec::encode_event(&r);
+        }
+    }
+
     /// Replaces every credential in what will be stored of this event (its id, its dialect
     /// state's key, every string of its record) by its marker ([`crate::auth::redact`]).
     /// The common case finds nothing and copies nothing.

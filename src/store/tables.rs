@@ -148,3 +148,10 @@ pub fn removed_through(txn: &redb::WriteTransaction) -> Result<u64, redb::Error>
             .unwrap_or(0),
     )
 }
+
+/// Erasure ledger (`store::privacy`): erasure id → JSON record (salted digests of the erased
+/// identifiers, never the identifiers). Admin data: kept across a restore and re-applied.
+pub const ERASURES: TableDefinition<&str, &[u8]> = TableDefinition::new("erasures");
+/// Suppressed subjects: salted digest of an identifier (32 bytes) → the erasure id (UTF-8)
+/// that suppressed it.
+pub const SUPPRESSED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("suppressed");

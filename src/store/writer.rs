@@ -81,7 +81,13 @@ pub enum Outcome {
     OverQuota,
     /// Its [`Guard::NotBefore`] found a later timestamp already accepted.
     OutOfOrder,
+    /// It carries an identifier of a suppressed subject (a [`CommitListener::gate`] refused
+    /// it): not stored, not billed.
+    Suppressed,
 }
+
+/// Asked of every new event of a batch: whether to refuse it (its encoded record).
+pub type Gate = Box<dyn Fn(&[u8]) -> bool>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -104,6 +110,8 @@ enum Msg {
     /// Receipt tallies, written with the next commit.
     Notes(Vec<Note>),
     Job(Job),
+    /// A job after which the writer opens the database file again (it replaced the file).
+    Reopen(Job),
     Stop,
 }
 
@@ -113,6 +121,13 @@ pub trait CommitListener: Send + Sync {
     /// here commits with the batch or not at all. An error fails the whole commit.
     fn in_commit(&self, _txn: &WriteTransaction, _accepted: &[Accepted]) -> Result<()> {
         Ok(())
+    }
+
+    /// A check of this batch's new events, made in its transaction (`None`: nothing to
+    /// check). An event it refuses is answered [`Outcome::Suppressed`] and not stored; the
+    /// raw body of its request is not kept either.
+    fn gate(&self, _txn: &WriteTransaction) -> Result<Option<Gate>> {
+        Ok(None)
     }
 
     /// Every event up to `seq` is durable (after each commit, when the writer starts and after
@@ -372,6 +387,23 @@ impl Writer {
         rx.await.map_err(|_| Error::WriterGone)
     }
 
+    /// Runs `f` on the writer thread like [`Writer::run_blocking`]; then the writer drops its
+    /// handle and opens the database file again, before the next commit: `f` put a new file
+    /// in its place ([`super::copy::rewrite`]). Blocking.
+    pub fn run_then_reopen<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> R + Send + 'static,
+    ) -> Result<R> {
+        let (msg, rx) = self.job(f);
+        let Msg::Job(job) = msg else {
+            unreachable!("job() makes jobs")
+        };
+        self.tx
+            .send(Msg::Reopen(job))
+            .map_err(|_| Error::WriterGone)?;
+        rx.blocking_recv().map_err(|_| Error::WriterGone)
+    }
+
     fn send_job<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Database) -> R + Send + 'static,
@@ -464,17 +496,32 @@ fn run(
 ) {
     let mut db = Some(db);
     let mut jobs: Vec<Job> = Vec::new();
+    let mut reopen_jobs: Vec<Job> = Vec::new();
+    // The file was replaced by a reopen job (not failed): open the new one before letting
+    // go of the old handle.
+    let mut replaced = false;
     let mut stop = false;
     let mut retry_at = Instant::now();
     let mut backoff = Duration::from_millis(50);
     while !stop {
         if db.is_none() && Instant::now() >= retry_at {
-            match store
-                .reopen(REOPEN_PATIENCE)
-                .and_then(|d| Ok((writer_state(&d)?, d)))
-            {
+            let opened = if replaced {
+                store.reopen_replaced()
+            } else {
+                store.reopen(REOPEN_PATIENCE)
+            };
+            match opened.and_then(|d| Ok((writer_state(&d)?, d))) {
                 Ok(((next, mut reloaded), d)) => {
-                    tracing::warn!(next_seq = next, "database reopened after a storage failure");
+                    if replaced {
+                        tracing::info!(next_seq = next, "database file replaced and reopened");
+                    } else {
+                        tracing::warn!(
+                            next_seq = next,
+                            "database reopened after a storage failure"
+                        );
+                        stats.reopens.fetch_add(1, Ordering::Relaxed);
+                    }
+                    replaced = false;
                     next_seq = next;
                     // The submitting threads keep the pre-check they hold.
                     reloaded.share(staged.precheck());
@@ -485,7 +532,6 @@ fn run(
                     }
                     db = Some(d);
                     backoff = Duration::from_millis(50);
-                    stats.reopens.fetch_add(1, Ordering::Relaxed);
                     stats.healthy.store(true, Ordering::SeqCst);
                 }
                 Err(e) => {
@@ -548,6 +594,7 @@ fn run(
                 }
                 Msg::Job(job) => jobs.push(job),
                 Msg::Notes(n) => notes.extend(n),
+                Msg::Reopen(job) => reopen_jobs.push(job),
                 Msg::Stop => {
                     stop = true;
                     break;
@@ -647,6 +694,21 @@ fn run(
             // Dropping a job answers its caller with `WriterGone`.
             None => jobs.clear(),
         }
+        if !reopen_jobs.is_empty() {
+            if let Some(d) = &db {
+                for job in reopen_jobs.drain(..) {
+                    job(d);
+                }
+                // The file was replaced: read it again, as after a failure (the next seq and
+                // the dedupe state come from the new file).
+                staged.precheck().detach();
+                db = None;
+                replaced = true;
+                retry_at = Instant::now();
+            } else {
+                reopen_jobs.clear();
+            }
+        }
     }
 }
 
@@ -714,6 +776,12 @@ fn commit_batch(
         let mut skan_values = txn.open_table(SKAN_VALUES)?;
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
+        let mut gates = Vec::new();
+        for l in listeners {
+            if let Some(g) = l.gate(&txn)? {
+                gates.push(g);
+            }
+        }
         for Item { sub, known, .. } in batch {
             let qkey = usage_key(sub.tenant_id, month_key(sub.received_at_ms));
             let quota = match quotas.entry(qkey) {
@@ -722,6 +790,7 @@ fn commit_batch(
             };
             let mut outcomes = Vec::with_capacity(sub.events.len());
             let mut first_accepted = None;
+            let mut suppressed = false;
             for (i, ev) in sub.events.iter().enumerate() {
                 let known = known.get(i).copied();
                 let slot = match dedupe.check(&events, sub.app_id, ev.event_id(), known)? {
@@ -731,6 +800,11 @@ fn commit_batch(
                     }
                     Check::New(slot) => slot,
                 };
+                if gates.iter().any(|refuse| refuse(ev.record())) {
+                    outcomes.push(Outcome::Suppressed);
+                    suppressed = true;
+                    continue;
+                }
                 if let Some(Guard::NotBefore { key, ts_ms, .. }) = ev.guard()
                     && ordering
                         .get(key.as_slice())?
@@ -789,7 +863,9 @@ fn commit_batch(
                     events: seq - first,
                 });
             }
+            // A body that carried a suppressed subject's event is not kept for the others.
             if let Some(first) = first_accepted
+                && !suppressed
                 && let Some((k, body)) = &sub.audit
             {
                 let only = match sub.events.as_slice() {

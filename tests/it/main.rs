@@ -30,6 +30,7 @@ mod operations;
 mod operator;
 mod packaging;
 mod powerloss;
+mod privacy;
 mod recover;
 mod redaction;
 mod security;
