@@ -466,6 +466,25 @@ fn a_suppressed_subject_is_refused_on_every_dialect_until_lifted() {
     let body = r.json();
     assert!(body.to_string().contains("subject_suppressed"), "{body}");
     assert_eq!(body["accepted"], 1, "{body}");
+    // Refused events of a suppressed subject leave no receipt, unlike any other rejection: a
+    // refusal noted after them is written, and theirs are not there.
+    let mut bad = event("ev-bad-control");
+    bad["currency"] = json!("dollars");
+    let r = c
+        .post("/s2s/event", &json_h, bad.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let status = |id: &str| -> Value {
+        let doc: Value =
+            serde_json::from_str(&inlet.cli_ok(&["receipt", "default", id, "--json"])).unwrap();
+        doc["status"].clone()
+    };
+    crate::support::wait_for("the control rejection's receipt", || {
+        status("ev-bad-control") == "rejected"
+    });
+    for id in ["ev-subj-again-1", "ev-subj-again-2"] {
+        assert_eq!(status(id), "unknown", "{id}");
+    }
     let r = refused(
         c.post(
             "/api/v1/event",
