@@ -184,7 +184,7 @@ document.getElementById('logout').addEventListener('click', async () => {
 
 // ---------- pages ----------
 
-const pages = { overview, keys, tenants, events, secrets, profiles, tenant: tenantPage, app: appPage, admins, audit };
+const pages = { overview, keys, tenants, events, secrets, profiles, erasures, tenant: tenantPage, app: appPage, admins, audit };
 // The nav entry a page belongs to.
 const navOf = { tenant: 'tenants', app: 'tenants' };
 
@@ -1094,3 +1094,58 @@ async function audit() {
 }
 
 route();
+
+// ---------- erasures: a person's data erased everywhere, the ledger, suppressions ----------
+
+async function erasures() {
+  const g = generation;
+  const [{ erasures: list }, { apps }] = await Promise.all([api('GET', 'erasures'), api('GET', 'apps')]);
+  const err = errorBox();
+  const done = h('div', { id: 'erasure-receipt' });
+  const form = h('form', { class: 'row', id: 'erase-form' },
+    h('label', {}, 'App', h('select', { id: 'erase-app' }, apps.map((a) => h('option', { value: a.name }, a.name)))),
+    h('label', {}, 'Identifier (KIND=VALUE)', h('input', { id: 'erase-id', required: true, placeholder: 'user_id=42' })),
+    h('label', { class: 'check' }, h('input', { type: 'checkbox', id: 'erase-suppress' }), 'Also refuse their later events'),
+    h('button', { id: 'erase-submit', type: 'submit', class: 'danger' }, 'Erase'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const submit = form.querySelector('#erase-submit');
+    submit.disabled = true;
+    try {
+      const r = await api('POST', 'erasures', {
+        app: form.querySelector('#erase-app').value,
+        id: form.querySelector('#erase-id').value.trim(),
+        suppress: form.querySelector('#erase-suppress').checked,
+      });
+      await erasures();
+      const ids = r.identifiers.map((i) => `${i.kind}=${i.value}`).join(', ');
+      document.getElementById('erasure-receipt').replaceChildren(
+        h('div', { class: 'secret', id: 'erasure-done' },
+          h('strong', {}, `Erased ${r.events} event${r.events === 1 ? '' : 's'} of ${r.app}. `),
+          `Receipt ${r.erasure_id}, digest `, h('code', {}, r.digest),
+          h('p', { class: 'muted' }, `Identifiers matched: ${ids}. Keep this receipt: the ledger below holds only salted digests.`)));
+    } catch (x) { submit.disabled = false; err.textContent = describe(x); }
+  });
+  const row = (e) => {
+    const actions = h('div', { class: 'actions' });
+    if (e.suppressed) {
+      actions.append(twoClick('Lift suppression', 'Really accept their events again?', 'unsuppress', async () => {
+        await api('POST', `erasures/${encodeURIComponent(e.erasure_id)}/unsuppress`, {});
+        await erasures();
+      }));
+    }
+    return h('tr', { 'data-erasure-id': e.erasure_id },
+      h('td', {}, h('code', {}, e.erasure_id)), h('td', {}, e.at), h('td', {}, e.app), h('td', {}, e.kinds.join(', ')),
+      h('td', { class: 'num' }, e.events),
+      h('td', {}, e.applied ? (e.suppressed ? 'erased, suppressed' : 'erased') : h('span', { class: 'badge warn' }, 'in progress')),
+      h('td', {}, actions));
+  };
+  showPage(g,
+    h('h1', {}, 'Erasures'),
+    h('p', { class: 'muted' }, 'Erasing an identifier removes every event of the profile linked to it (the identity graph\u2019s connected identifiers), their raw bodies and graph entries, from every file of the data dir; a backup restored later is erased again.'),
+    h('section', { class: 'card' }, h('h2', {}, 'Erase a person'), form, err, done),
+    h('section', { class: 'card' },
+      h('table', { id: 'erasures-table' },
+        h('thead', {}, h('tr', {}, ['Erasure', 'When', 'App', 'Identifier kinds', 'Events', 'State', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, list.length ? list.slice().reverse().map(row) : emptyRow(7, 'No erasures yet.')))));
+}

@@ -488,7 +488,8 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     // A phone, 390 px wide: every page fits, Log out is reachable, tables scroll in their box.
     viewport(b, 390).await;
     for page in [
-        "overview", "events", "events/3", "keys", "tenants", "secrets", "profiles", "app/game",
+        "overview", "events", "events/3", "keys", "tenants", "secrets", "profiles", "erasures",
+        "app/game",
     ] {
         b.goto(&format!("{base}/admin/#{page}")).await.unwrap();
         find(b, "main h1").await;
@@ -518,6 +519,35 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     // Back on the page it was on, logged in.
     wait_text(b, "main h1", "App game").await;
     second_admin_with_totp(b, base).await;
+    erase_a_person(b).await;
+}
+
+/// A person's data erased from the Erasures page, with their later events refused: the
+/// receipt shows, the ledger lists it, and the profile lookup finds nothing of them.
+async fn erase_a_person(b: &Browser) {
+    click(b, "a[data-page=erasures]").await;
+    wait_text(b, "#erasures-table", "No erasures yet").await;
+    find(b, "#erase-app")
+        .await
+        .select_by_value("game")
+        .await
+        .unwrap();
+    fill(b, "#erase-id", "user_id=user_42").await;
+    click(b, "#erase-suppress").await;
+    click(b, "#erase-submit").await;
+    wait_text(b, "#erasure-done", "Erased").await;
+    wait_text(b, "#erasure-done", "user_id=user_42").await;
+    wait_text(b, "#erasures-table", "erased, suppressed").await;
+    screenshot(b, "13-erasures").await;
+    click(b, "a[data-page=profiles]").await;
+    find(b, "#profile-app")
+        .await
+        .select_by_value("game")
+        .await
+        .unwrap();
+    fill(b, "#profile-id", "user_42").await;
+    click(b, "#profile-lookup").await;
+    wait_text(b, "#profile-none", "No event of app game carries user_42").await;
 }
 
 /// The first admin invites a second from the Admins page; the second accepts the link, sets up
