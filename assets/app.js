@@ -936,6 +936,7 @@ async function appPage(arg) {
         h('thead', {}, h('tr', {}, h('th', {}, 'Event token'), h('th', {}, 'Event name'), h('th', {}, ''))),
         h('tbody', {}, tokens.length ? tokens.map(tokenRow) : emptyRow(3, 'No event tokens mapped.'))),
       map, merr),
+    storeLessCard(path, a),
     renameDelete('apps', name, '#tenants'));
 }
 
@@ -1148,4 +1149,32 @@ async function erasures() {
       h('table', { id: 'erasures-table' },
         h('thead', {}, h('tr', {}, ['Erasure', 'When', 'App', 'Identifier kinds', 'Events', 'State', ''].map((t) => h('th', {}, t)))),
         h('tbody', {}, list.length ? list.slice().reverse().map(row) : emptyRow(7, 'No erasures yet.')))));
+}
+
+// What an app keeps less of: client IPs truncated or dropped, user agents dropped, and those
+// fields (with device ids and raw bodies) removed from events older than N days.
+function storeLessCard(path, a) {
+  const p = a.store_less || {};
+  const ip = h('select', { id: 'store-less-ip' },
+    [['keep', 'keep'], ['truncate', 'truncate (/24, /48)'], ['drop', 'drop']].map(([v, t]) => h('option', { value: v, selected: (p.ip || 'keep') === v }, t)));
+  const ua = h('input', { id: 'store-less-ua', type: 'checkbox', checked: !!p.drop_user_agent });
+  const days = h('input', { id: 'store-less-days', type: 'number', min: 1, value: p.fields_days || '', placeholder: 'as long as the event' });
+  const saved = h('span', { class: 'ok', id: 'store-less-saved' });
+  const err = errorBox();
+  const form = h('form', { class: 'stack', id: 'store-less-form' },
+    h('label', {}, 'Client IP addresses', ip),
+    h('label', { class: 'check' }, ua, 'Drop user agents'),
+    h('label', {}, 'Drop IPs, user agents, device ids and raw bodies of events older than (days)', days),
+    h('div', { class: 'row' }, h('button', { type: 'submit' }, 'Save privacy settings'), saved));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    err.textContent = '';
+    try {
+      await api('POST', path + '/store-less', { ip: ip.value, drop_user_agent: ua.checked, fields_days: days.value ? Number(days.value) : null });
+      saved.textContent = 'Saved.';
+    } catch (x) { err.textContent = describe(x); }
+  });
+  return h('section', { class: 'card' }, h('h2', {}, 'Store less'),
+    h('p', { class: 'muted' }, 'Applied to every event on arrival, and by the retention pass to older ones (docs/privacy.md).'),
+    form, err);
 }

@@ -159,6 +159,10 @@ async fn writes(
             let name = (*name).to_owned();
             map_adjust_event(state, &w, name, parse(&body)?).await
         }
+        ["apps", name, "store-less"] => {
+            let name = percent_decode(name);
+            set_store_less(state, &w, name, parse(&body)?).await
+        }
         ["apps", name, "adjust-skan"] => {
             let name = (*name).to_owned();
             set_adjust_skan(state, &w, name, parse(&body)?).await
@@ -216,7 +220,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | [
                 "apps",
                 _,
-                "configure" | "adjust-events" | "adjust-skan" | "rename" | "delete"
+                "configure" | "adjust-events" | "adjust-skan" | "rename" | "delete" | "store-less"
             ]
             | ["keys", _, "revoke"]
             | ["secrets"]
@@ -579,6 +583,44 @@ async fn configure_app(
     .await?;
     tracing::info!(app = %a.name, "admin: app configured");
     let app = state.store.apps()?.into_iter().find(|r| r.name == a.name);
+    Ok(Reply::json(StatusCode::OK, &json!({ "app": app })))
+}
+
+/// What an app keeps less of, as `inlet apps store-less`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreLessBody {
+    ip: crate::store::privacy::IpPolicy,
+    drop_user_agent: bool,
+    fields_days: Option<u32>,
+}
+
+async fn set_store_less(
+    state: &Env<'_>,
+    _w: &WriteSession,
+    name: String,
+    b: StoreLessBody,
+) -> Result<Reply, Error> {
+    if let Some(d) = b.fields_days
+        && !(1..=crate::store::admin::MAX_RETENTION_DAYS).contains(&d)
+    {
+        return Err(Error::BadRequest(format!(
+            "fields_days: {d} is outside 1..={}",
+            crate::store::admin::MAX_RETENTION_DAYS
+        )));
+    }
+    let policy = crate::store::privacy::StoreLess {
+        ip: b.ip,
+        drop_user_agent: b.drop_user_agent,
+        fields_days: b.fields_days,
+    };
+    let n = name.clone();
+    write(state, move |txn| {
+        crate::store::privacy::set_store_less(txn, &n, policy)
+    })
+    .await?;
+    tracing::info!(app = %name, "admin: store-less policy set");
+    let app = state.store.apps()?.into_iter().find(|r| r.name == name);
     Ok(Reply::json(StatusCode::OK, &json!({ "app": app })))
 }
 

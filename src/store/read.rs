@@ -62,6 +62,9 @@ pub struct AppRow {
     /// SKAdNetwork conversion value rules for Adjust iOS 14+ requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adjust_skan: Option<crate::skan::Rules>,
+    /// What it keeps less of (`inlet apps store-less`), when anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_less: Option<super::privacy::StoreLess>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,6 +226,7 @@ impl Store {
     pub fn apps(&self) -> Result<Vec<AppRow>> {
         let txn = self.db.begin_read()?;
         let tenants = txn.open_table(TENANTS)?;
+        let mut store_less = super::privacy::store_less_all(&txn.open_table(META)?)?;
         let mut rows = Vec::new();
         for row in txn.open_table(APPS)?.iter()? {
             let (id, bytes) = row?;
@@ -241,6 +245,7 @@ impl Store {
                 adjust_events: a.adjust_events,
                 adjust_token_optional: a.adjust_token_optional,
                 adjust_skan: a.adjust_skan,
+                store_less: store_less.remove(&id.value()),
             });
         }
         Ok(rows)

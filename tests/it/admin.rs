@@ -120,6 +120,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/tenants/default/delete"),
     ("POST", "/admin/api/apps/default/rename"),
     ("POST", "/admin/api/apps/default/delete"),
+    ("POST", "/admin/api/apps/default/store-less"),
     ("POST", "/admin/api/apps"),
     ("POST", "/admin/api/apps/default/configure"),
     ("POST", "/admin/api/apps/default/adjust-events"),
@@ -1033,6 +1034,30 @@ fn the_api_renames_and_deletes_tenants_and_apps_and_sets_retention() {
             .status,
         404
     );
+
+    // Store less, as `inlet apps store-less`: shown with the app, checked like the CLI's.
+    let r = a.post(
+        "/admin/api/apps/game/store-less",
+        &json!({ "ip": "truncate", "drop_user_agent": true, "fields_days": 30 }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["app"]["store_less"],
+        json!({ "ip": "truncate", "drop_user_agent": true, "fields_days": 30 })
+    );
+    for bad in [
+        json!({ "ip": "truncate", "drop_user_agent": true, "fields_days": 0 }),
+        json!({ "ip": "mask", "drop_user_agent": true, "fields_days": null }),
+        json!({ "ip": "drop", "drop_user_agent": true, "fields_days": null, "x": 1 }),
+    ] {
+        let r = a.post("/admin/api/apps/game/store-less", &bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    let r = a.post(
+        "/admin/api/apps/game/store-less",
+        &json!({ "ip": "keep", "drop_user_agent": false, "fields_days": null }),
+    );
+    assert!(r.json()["app"].get("store_less").is_none(), "{}", r.text());
 
     // An app without events is renamed; its key goes on working under the new name.
     let key = inlet.mint("game");

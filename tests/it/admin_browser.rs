@@ -300,6 +300,21 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     fill(b, "#appsflyer-bundle-id", "com.studio.web").await;
     click(b, "#settings-save").await;
     wait_text(b, "#settings-saved", "Saved").await;
+    // Store less: IPs truncated, client fields kept 30 days; still so after a reload.
+    find(b, "#store-less-ip")
+        .await
+        .select_by_value("truncate")
+        .await
+        .unwrap();
+    fill(b, "#store-less-days", "30").await;
+    click(b, "#store-less-form button[type=submit]").await;
+    wait_text(b, "#store-less-saved", "Saved").await;
+    b.refresh().await.unwrap();
+    wait_text(b, "main h1", "App game").await;
+    for (css, want) in [("#store-less-ip", "truncate"), ("#store-less-days", "30")] {
+        let got = find(b, css).await.prop("value").await.unwrap();
+        assert_eq!(got.as_deref(), Some(want), "{css}");
+    }
     fill(b, "#adjust-event-token", "f0ob4r").await;
     fill(b, "#adjust-event-name", "purchase").await;
     click(b, "#adjust-event-form button[type=submit]").await;
