@@ -413,6 +413,9 @@ struct Victim {
     seq: u64,
     dedupe_key: Vec<u8>,
     audit_key: String,
+    /// The GameRebellion session it started, stopped or ended (its `session_key`): the
+    /// session tables name it, and the open ones a digest of its identifiers.
+    session: Option<Vec<u8>>,
 }
 
 /// Scans the log from seq `from` for events carrying an erased identifier.
@@ -433,10 +436,21 @@ fn find_chunk(db: &Database, targets: &Targets, from: u64) -> Result<(Vec<Victim
         }
         let v = identity_view(bytes.value())?;
         if view_identifiers(&v).iter().any(|i| targets.hit(v.app, i)) {
+            let app_id = app_ids.get(v.app).copied().unwrap_or(0);
+            let record = crate::store::codec::decode_event(bytes.value())?;
+            let session = (record.source
+                == <crate::dialect::GameRebellion as crate::dialect::Dialect>::SOURCE)
+                .then(|| {
+                    let props: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&record.props).ok()?;
+                    Some(session_key(app_id, props.get("session_id")?.as_str()?))
+                })
+                .flatten();
             victims.push(Victim {
                 seq: seq.value(),
-                dedupe_key: dedupe_key(app_ids.get(v.app).copied().unwrap_or(0), v.event_id),
-                audit_key: crate::store::codec::decode_event(bytes.value())?.audit_key,
+                dedupe_key: dedupe_key(app_id, v.event_id),
+                audit_key: record.audit_key,
+                session,
             });
         }
     }
@@ -465,6 +479,18 @@ fn delete(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
         crate::store::audit::erase(txn, &v.audit_key, v.seq)?;
     }
     drop((events, dedupe));
+    let mut sessions = txn.open_table(SESSIONS)?;
+    let mut open = txn.open_table(OPEN_SESSIONS)?;
+    for key in victims.iter().filter_map(|v| v.session.as_deref()) {
+        let started = sessions
+            .remove(key)?
+            .map(|v| crate::store::codec::decode_session(v.value()))
+            .transpose()?;
+        if let Some((start_ms, Some(identity))) = started {
+            open.remove(open_session_key(key, &identity, start_ms).as_slice())?;
+        }
+    }
+    drop((sessions, open));
     // Like retention: a removed seq is never handed out again.
     if highest > removed_through(txn)? {
         txn.open_table(META)?

@@ -681,3 +681,38 @@ fn per_field_retention_strips_client_fields_and_device_ids() {
         );
     }
 }
+
+/// A GameRebellion session of the subject is forgotten with them: its id is in no file, and a
+/// stop by their identifiers finds no open session.
+#[test]
+fn an_erasure_forgets_the_subjects_game_sessions() {
+    let (inlet, key, _secret) = server();
+    let mut c = inlet.client();
+    let gr = [("X-API-Key", &*key), ("Content-Type", "application/json")];
+    let player = json!({"player_id": "sess-player-7"});
+    let start = json!({"session_id": "sess-of-subject-1", "identifiers": player});
+    post_ok(
+        &mut c,
+        "/api/v1/sessions/start",
+        &gr,
+        start.to_string().as_bytes(),
+    );
+    let session_id = b"sess-of-subject-1";
+    assert!(files_contain(inlet.data(), session_id).is_some());
+    let receipt: Value = serde_json::from_str(&inlet.cli_ok(&[
+        "erase",
+        "--app",
+        "default",
+        "--id=player_id=sess-player-7",
+    ]))
+    .unwrap();
+    assert_eq!(receipt["events"], 1, "{receipt}");
+    assert_eq!(files_contain(inlet.data(), session_id), None);
+    // A stop that names only the identifiers looks for their open session: there is none.
+    let stop = json!({"identifiers": player});
+    let r = c
+        .post("/api/v1/sessions/stop", &gr, stop.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("no_open_session"), "{}", r.text());
+}
