@@ -477,6 +477,7 @@ fn delete(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
             dedupe.remove(v.dedupe_key.as_slice())?;
         }
         crate::store::audit::erase(txn, &v.audit_key, v.seq)?;
+        crate::store::receipts::forget(txn, &v.dedupe_key)?;
     }
     drop((events, dedupe));
     let mut sessions = txn.open_table(SESSIONS)?;

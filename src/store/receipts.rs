@@ -197,6 +197,33 @@ pub fn record(txn: &WriteTransaction, notes: &[Note], per_app: u64) -> Result<()
     Ok(())
 }
 
+/// Forgets the receipt of the event whose [`receipt_key`] (the same bytes as its dedupe key)
+/// is `key`: its tallies and its place in the app's order. For an erasure.
+pub fn forget(txn: &WriteTransaction, key: &[u8]) -> Result<()> {
+    let Some(app_id) = key
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+    else {
+        return Ok(());
+    };
+    let mut receipts = txn.open_table(RECEIPTS)?;
+    let Some(bytes) = receipts.remove(key)?.map(|v| v.value().to_vec()) else {
+        return Ok(());
+    };
+    let t = decode_config::<Tallies>("receipt", &bytes)?;
+    txn.open_table(RECEIPT_ORDER)?
+        .remove(order_key(app_id, t.ord).as_slice())?;
+    let mut apps = txn.open_table(RECEIPT_APPS)?;
+    let counts = apps.get(app_id)?.map(|v| v.value().to_vec());
+    if let Some(mut v) = counts.filter(|v| v.len() == 16) {
+        let count = u64::from_be_bytes(v[8..].try_into().expect("8 bytes"));
+        v[8..].copy_from_slice(&count.saturating_sub(1).to_be_bytes());
+        apps.insert(app_id, v.as_slice())?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// The receipt of `event_id` of app `app` (`None`: no such app).
     pub fn receipt(&self, app: &str, event_id: &str) -> Result<Option<Receipt>> {

@@ -716,3 +716,32 @@ fn an_erasure_forgets_the_subjects_game_sessions() {
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(r.text().contains("no_open_session"), "{}", r.text());
 }
+
+/// The receipt of an erased event (its duplicate answers) goes with it: its id is in no file.
+#[test]
+fn an_erasure_forgets_the_receipts_of_the_subjects_events() {
+    let (inlet, key, _secret) = server();
+    let mut c = inlet.client();
+    let json_h = [
+        ("Authorization", &*format!("Bearer {key}")),
+        ("Content-Type", "application/json"),
+    ];
+    let mut e = event("ev-receipted-subject");
+    e["user_id"] = json!("receipt-subject-9");
+    for _ in 0..2 {
+        post_ok(&mut c, "/s2s/event", &json_h, e.to_string().as_bytes());
+    }
+    let status = || -> Value {
+        let out = inlet.cli_ok(&["receipt", "default", "ev-receipted-subject", "--json"]);
+        serde_json::from_str::<Value>(&out).unwrap()["duplicate"].clone()
+    };
+    crate::support::wait_for("the duplicate's tally", || status()["times"] == 1);
+    inlet.cli_ok(&[
+        "erase",
+        "--app",
+        "default",
+        "--id=user_id=receipt-subject-9",
+    ]);
+    assert_eq!(status(), Value::Null);
+    assert_eq!(files_contain(inlet.data(), b"ev-receipted-subject"), None);
+}
