@@ -46,13 +46,7 @@ pub fn cuts(db: &Database, default_days: u32, now_ms: u64) -> Result<HashMap<Str
     Ok(cuts)
 }
 
-/// An event to remove.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Victim {
-    pub seq: u64,
-    pub dedupe_key: Vec<u8>,
-    pub audit_key: String,
-}
+pub use crate::store::Victim;
 
 /// What one scan step found.
 #[derive(Debug, Default)]
@@ -101,38 +95,11 @@ pub fn find_chunk(db: &Database, cuts: &HashMap<String, u64>, from: u64) -> Resu
     Ok(chunk)
 }
 
-/// Removes `victims` in the caller's write transaction: the event, its dedupe entry (when it
-/// still points at this event) and its audit body. Returns how many events were removed.
+/// Removes `victims` in the caller's write transaction (`store::remove_events`). Every
+/// event of one request shares its audit body, and all of them have the same tenant and
+/// receive time, so they are all past the cut together. Returns how many were removed.
 pub fn delete_chunk(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
-    let mut events = txn.open_table(EVENTS)?;
-    let mut dedupe = txn.open_table(DEDUPE)?;
-    let mut removed = 0;
-    let mut highest = 0;
-    for v in victims {
-        if events.remove(v.seq)?.is_none() {
-            continue;
-        }
-        removed += 1;
-        highest = highest.max(v.seq);
-        let points_here = dedupe
-            .get(v.dedupe_key.as_slice())?
-            .is_some_and(|s| s.value() == v.seq);
-        if points_here {
-            dedupe.remove(v.dedupe_key.as_slice())?;
-        }
-        // The event's fingerprint entry (in a run, or a commit row) stays: runs are
-        // immutable. A lookup that finds the owner's record gone falls back to the full key,
-        // so a resubmission is accepted again (retention's documented behaviour).
-        // Every event of one request shares its audit body, and all of them have the same
-        // tenant and receive time, so they are all past the cut together.
-        crate::store::audit::forget(txn, &v.audit_key, v.seq)?;
-    }
-    drop((events, dedupe));
-    if highest > removed_through(txn)? {
-        txn.open_table(META)?
-            .insert(REMOVED_THROUGH, &highest.to_be_bytes()[..])?;
-    }
-    Ok(removed)
+    crate::store::remove_events(txn, victims, crate::store::BodyRule::Forget)
 }
 
 /// One whole pass on a database this process holds alone (no writer thread).

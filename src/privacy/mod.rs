@@ -410,9 +410,7 @@ impl Targets {
 /// An event to delete.
 #[derive(Debug, Clone)]
 struct Victim {
-    seq: u64,
-    dedupe_key: Vec<u8>,
-    audit_key: String,
+    event: crate::store::Victim,
     /// The GameRebellion session it started, stopped or ended (its `session_key`): the
     /// session tables name it, and the open ones a digest of its identifiers.
     session: Option<Vec<u8>>,
@@ -447,9 +445,11 @@ fn find_chunk(db: &Database, targets: &Targets, from: u64) -> Result<(Vec<Victim
                 })
                 .flatten();
             victims.push(Victim {
-                seq: seq.value(),
-                dedupe_key: dedupe_key(app_id, v.event_id),
-                audit_key: record.audit_key,
+                event: crate::store::Victim {
+                    seq: seq.value(),
+                    dedupe_key: dedupe_key(app_id, v.event_id),
+                    audit_key: record.audit_key,
+                },
                 session,
             });
         }
@@ -457,29 +457,15 @@ fn find_chunk(db: &Database, targets: &Targets, from: u64) -> Result<(Vec<Victim
     Ok((victims, None))
 }
 
-/// Deletes `victims` in `txn`: the record, its dedupe entry (when it points at it) and the raw
-/// body of its request. Returns how many events it deleted.
+/// Deletes `victims` in `txn` (`store::remove_events`, each request's raw body at once),
+/// their receipts and the GameRebellion sessions they name. Returns how many events it
+/// deleted.
 fn delete(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
-    let mut events = txn.open_table(EVENTS)?;
-    let mut dedupe = txn.open_table(DEDUPE)?;
-    let mut removed = 0;
-    let mut highest = 0;
+    let events = victims.iter().map(|v| &v.event);
+    let removed = crate::store::remove_events(txn, events, crate::store::BodyRule::Erase)?;
     for v in victims {
-        if events.remove(v.seq)?.is_none() {
-            continue;
-        }
-        removed += 1;
-        highest = highest.max(v.seq);
-        if dedupe
-            .get(v.dedupe_key.as_slice())?
-            .is_some_and(|s| s.value() == v.seq)
-        {
-            dedupe.remove(v.dedupe_key.as_slice())?;
-        }
-        crate::store::audit::erase(txn, &v.audit_key, v.seq)?;
-        crate::store::receipts::forget(txn, &v.dedupe_key)?;
+        crate::store::receipts::forget(txn, &v.event.dedupe_key)?;
     }
-    drop((events, dedupe));
     let mut sessions = txn.open_table(SESSIONS)?;
     let mut open = txn.open_table(OPEN_SESSIONS)?;
     for key in victims.iter().filter_map(|v| v.session.as_deref()) {
@@ -490,12 +476,6 @@ fn delete(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
         if let Some((start_ms, Some(identity))) = started {
             open.remove(open_session_key(key, &identity, start_ms).as_slice())?;
         }
-    }
-    drop((sessions, open));
-    // Like retention: a removed seq is never handed out again.
-    if highest > removed_through(txn)? {
-        txn.open_table(META)?
-            .insert(REMOVED_THROUGH, &highest.to_be_bytes()[..])?;
     }
     Ok(removed)
 }

@@ -456,3 +456,59 @@ pub(crate) fn next_id(
 pub(crate) fn now() -> u64 {
     now_ms()
 }
+
+/// An event to remove from the log (retention, erasure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Victim {
+    pub seq: u64,
+    pub dedupe_key: Vec<u8>,
+    pub audit_key: String,
+}
+
+/// What becomes of the raw body of a removed event's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRule {
+    /// Retention: the body goes with the request's first event (all of a request's events
+    /// pass the cut together).
+    Forget,
+    /// Erasure: the body goes now, whichever event of the request this is.
+    Erase,
+}
+
+/// Removes `victims` in the caller's write transaction: the event, its dedupe entry (when it
+/// still points at this event) and its request's raw body as `body` says; a removed seq is
+/// never handed out again. The event's fingerprint (in a run or a commit row) stays: runs are
+/// immutable, and a lookup that finds the owner's record gone falls back to the full key, so
+/// a resubmission is a new event. Returns how many events were removed.
+pub fn remove_events<'a>(
+    txn: &WriteTransaction,
+    victims: impl IntoIterator<Item = &'a Victim>,
+    body: BodyRule,
+) -> Result<u64> {
+    let mut events = txn.open_table(EVENTS)?;
+    let mut dedupe = txn.open_table(DEDUPE)?;
+    let (mut removed, mut highest) = (0, 0);
+    for v in victims {
+        if events.remove(v.seq)?.is_none() {
+            continue;
+        }
+        removed += 1;
+        highest = highest.max(v.seq);
+        let points_here = dedupe
+            .get(v.dedupe_key.as_slice())?
+            .is_some_and(|s| s.value() == v.seq);
+        if points_here {
+            dedupe.remove(v.dedupe_key.as_slice())?;
+        }
+        match body {
+            BodyRule::Forget => audit::forget(txn, &v.audit_key, v.seq)?,
+            BodyRule::Erase => drop(audit::erase(txn, &v.audit_key, v.seq)?),
+        }
+    }
+    drop((events, dedupe));
+    if highest > removed_through(txn)? {
+        txn.open_table(META)?
+            .insert(REMOVED_THROUGH, &highest.to_be_bytes()[..])?;
+    }
+    Ok(removed)
+}
