@@ -177,6 +177,7 @@ impl Server {
         match failed {
             None => self.stop().await,
             Some(r) => {
+                crate::notify::notify("STOPPING=1");
                 self.finish().await;
                 r?;
                 Ok(self.state)
@@ -187,6 +188,8 @@ impl Server {
     /// Stops serving (connections in flight finish), commits what is queued and stops the
     /// writer. Returns the state, whose last reference closes the database.
     pub async fn stop(mut self) -> anyhow::Result<Arc<State>> {
+        // systemd hears it as the shutdown begins, not once the connections have drained.
+        crate::notify::notify("STOPPING=1");
         let _ = self.stop.send(true);
         let served = self.serving.wait().await;
         self.finish().await;
@@ -195,7 +198,6 @@ impl Server {
     }
 
     async fn finish(&self) {
-        crate::notify::notify("STOPPING=1");
         tracing::info!("shutting down: committing what is queued");
         let _ = std::fs::remove_file(&self.socket);
         let state = self.state.clone();
