@@ -745,3 +745,136 @@ fn an_erasure_forgets_the_receipts_of_the_subjects_events() {
     assert_eq!(status(), Value::Null);
     assert_eq!(files_contain(inlet.data(), b"ev-receipted-subject"), None);
 }
+
+/// Erasures made at the same moment (three through the admin API, one through the CLI) while
+/// events keep arriving: each completes with its own receipt, nothing of any subject is left in
+/// any file, and every event acknowledged meanwhile is stored exactly once.
+#[test]
+fn concurrent_erasures_each_complete_while_events_keep_arriving() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    let (mut inlet, key, _secret) = server();
+    drop(Admin::setup(&inlet));
+    let subjects: Vec<String> = (0..4).map(|n| format!("conc-subject-{n}-e81f")).collect();
+    let bearer = format!("Bearer {key}");
+    let json_h = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let mut c = inlet.client();
+    for (n, s) in subjects.iter().enumerate() {
+        for k in 0..3 {
+            let mut e = event(&format!("ev-conc-{n}-{k}"));
+            e["install_uuid"] = json!(format!("inst-conc-{n}-d2a9"));
+            e["user_id"] = json!(s);
+            post_ok(&mut c, "/s2s/event", &json_h, e.to_string().as_bytes());
+        }
+        let gr = json!({"event_type": "level_up", "event_id": format!("ev-conc-g{n}"),
+                        "identifiers": {"user_id": s}});
+        post_ok(
+            &mut c,
+            "/api/v1/event",
+            &[("X-API-Key", &key), ("Content-Type", "application/json")],
+            gr.to_string().as_bytes(),
+        );
+    }
+
+    // Someone else's events, sent one after another for as long as the erasures run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (stop, addr, bearer) = (stop.clone(), inlet.addr, bearer.clone());
+        std::thread::spawn(move || {
+            let mut c = Client::new(addr);
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) || n < 20 {
+                let id = format!("ev-bg-{n}");
+                let mut e = event(&id);
+                e["install_uuid"] = json!(format!("inst-bg-{n}"));
+                let h = [
+                    ("Authorization", bearer.as_str()),
+                    ("Content-Type", "application/json"),
+                ];
+                let r = c.post("/s2s/event", &h, e.to_string().as_bytes()).unwrap();
+                if r.status == 200 {
+                    acked.push(id);
+                }
+                n += 1;
+            }
+            acked
+        })
+    };
+
+    let start = Arc::new(Barrier::new(subjects.len()));
+    let erasures: Vec<_> = subjects
+        .iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let (start, id) = (start.clone(), format!("user_id={s}"));
+            let (addr, data) = (inlet.addr, inlet.data().to_owned());
+            std::thread::spawn(move || -> Value {
+                let mut admin = (n > 0).then(|| Admin::login(addr, crate::admin::PASSWORD));
+                start.wait();
+                match admin.as_mut() {
+                    Some(admin) => {
+                        let r = admin.post(
+                            "/admin/api/erasures",
+                            &json!({ "app": "default", "id": id }),
+                        );
+                        assert_eq!(r.status, 201, "{}", r.text());
+                        r.json()
+                    }
+                    None => serde_json::from_str(&cli_ok(
+                        &data,
+                        &["erase", "--app", "default", &format!("--id={id}")],
+                    ))
+                    .unwrap(),
+                }
+            })
+        })
+        .collect();
+    let receipts: Vec<Value> = erasures.into_iter().map(|t| t.join().unwrap()).collect();
+    stop.store(true, Ordering::Relaxed);
+    let acked = sender.join().unwrap();
+
+    let mut ids: Vec<&str> = receipts
+        .iter()
+        .map(|r| {
+            assert_eq!(r["events"], 4, "{r}");
+            r["erasure_id"].as_str().unwrap()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), subjects.len(), "one receipt each: {receipts:?}");
+    let ledger = inlet.cli_ok(&["erasures", "list"]);
+    assert!(ids.iter().all(|id| ledger.contains(id)), "{ledger}");
+
+    let stored = inlet.export();
+    let mut seen = std::collections::HashMap::new();
+    for e in &stored {
+        *seen
+            .entry(e["event_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|&n| n == 1), "stored twice: {seen:?}");
+    assert!(
+        acked.iter().all(|id| seen.contains_key(id)),
+        "an acknowledged event is missing"
+    );
+    assert_eq!(
+        stored.len(),
+        acked.len(),
+        "only the others' events are left"
+    );
+    for s in &subjects {
+        assert_eq!(files_contain(inlet.data(), s.as_bytes()), None, "{s}");
+    }
+    assert_eq!(files_contain(inlet.data(), b"ev-conc-"), None);
+
+    inlet.signal_and_wait("TERM");
+    let store = inlet::store::Store::open(inlet.data()).unwrap();
+    let report = store.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
