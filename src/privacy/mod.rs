@@ -17,7 +17,9 @@
 //!    a fresh copy of the current snapshot renamed over it ([`crate::store::copy::rewrite`]);
 //!    while serving, the copy is made beside ingest and the writer applies only what changed
 //!    since its snapshot before the rename ([`crate::store::copy::finish`]).
-//! 5. **Ledger applied.** The entry is marked applied in the new file.
+//! 5. **Kept copies.** Steps 2 and 4 again in each database `inlet restore` kept in the data
+//!    dir (`inlet.redb.pre-restore-<ms>`).
+//! 6. **Ledger applied.** The entry is marked applied in the new file.
 //!
 //! Suppression ([`Suppression`]): the writer asks it of every new event, in the batch's
 //! transaction, next to the dedupe check, so every dialect gets the same refusal
@@ -34,6 +36,7 @@ use crate::store::{Error, Result, Store};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Events examined per read transaction while looking for an erasure's events.
 const SCAN: usize = 20_000;
@@ -342,26 +345,99 @@ pub fn reapply_all(identity: &Identity, via: Via) -> Result<u64> {
     apply(identity, via, &all)
 }
 
-/// Steps 2–4 for `entries`: deletes their events, replaces the graph, rewrites the log's file.
+/// Steps 2–4 for `entries`: deletes their events, replaces the graph, rewrites the log's file;
+/// then the same for every copy a restore kept in the data dir. Returns the events erased
+/// from the live log.
 fn apply(identity: &Identity, via: Via, entries: &[Erasure]) -> Result<u64> {
     let store = identity.store();
     let targets = Targets::of(entries)?;
+    let erased = remove_matching(&Live(store, via), &targets)?;
+    identity.forget_graph()?;
+    via.rewrite(store)?;
+    for copy in kept_copies(store.data_dir())? {
+        let db = Arc::new(Database::open(&copy)?);
+        remove_matching(&Kept(db.clone()), &targets)?;
+        crate::store::copy::rewrite(&db, &copy)?;
+        tracing::info!(file = %copy.display(), "erasures applied to a copy kept by a restore");
+    }
+    Ok(erased)
+}
+
+/// The databases `inlet restore` kept beside the live one (`inlet.redb.pre-restore-<ms>`):
+/// they are in the data dir, so an erasure reaches them too.
+fn kept_copies(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let prefix = format!("{}.pre-restore-", crate::store::DB_FILE);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Where an erasure deletes: the live log (writes through the writer when serving) or a copy
+/// a restore kept (no one else has it open).
+trait Log {
+    fn db(&self) -> Result<Arc<Database>>;
+    fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    ) -> Result<R>;
+}
+
+struct Live<'a>(&'a Store, Via<'a>);
+
+impl Log for Live<'_> {
+    fn db(&self) -> Result<Arc<Database>> {
+        self.0.db()
+    }
+    fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.1.write(self.0, f)
+    }
+}
+
+struct Kept(Arc<Database>);
+
+impl Log for Kept {
+    fn db(&self) -> Result<Arc<Database>> {
+        Ok(self.0.clone())
+    }
+    fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let txn = crate::store::begin_write(&self.0)?;
+        let r = f(&txn)?;
+        txn.commit()?;
+        Ok(r)
+    }
+}
+
+/// Step 2 in `log`: the events carrying an erased identifier, and their devices' state.
+/// Returns the events deleted.
+fn remove_matching(log: &impl Log, targets: &Targets) -> Result<u64> {
     let mut erased = 0;
     let mut from = 0;
     loop {
-        let (victims, next) = find_chunk(&*store.db()?, &targets, from)?;
+        let (victims, next) = find_chunk(&*log.db()?, targets, from)?;
         for part in victims.chunks(CHUNK) {
             let part = part.to_vec();
-            erased += via.write(store, move |txn| delete(txn, &part))?;
+            erased += log.write(move |txn| delete(txn, &part))?;
         }
         match next {
             Some(n) => from = n,
             None => break,
         }
     }
-    let devices = find_devices(&*store.db()?, &targets)?;
+    let devices = find_devices(&*log.db()?, targets)?;
     if !devices.is_empty() {
-        via.write(store, move |txn| {
+        log.write(move |txn| {
             let mut order = txn.open_table(ORDERING)?;
             let mut skan = txn.open_table(SKAN_VALUES)?;
             for (table, key) in devices {
@@ -373,8 +449,6 @@ fn apply(identity: &Identity, via: Via, entries: &[Erasure]) -> Result<u64> {
             Ok(())
         })?;
     }
-    identity.forget_graph()?;
-    via.rewrite(store)?;
     Ok(erased)
 }
 

@@ -878,3 +878,46 @@ fn concurrent_erasures_each_complete_while_events_keep_arriving() {
     let report = store.verify().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// A copy `inlet restore` kept in the data dir (`inlet.redb.pre-restore-*`) holds the subject
+/// too: a later erasure reaches it.
+#[test]
+fn an_erasure_reaches_the_copy_a_restore_kept() {
+    let (mut inlet, key, secret) = server();
+    send_profile(&inlet, &key, &secret);
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("b.redb");
+    inlet.cli_ok(&["backup", backup.to_str().unwrap()]);
+    inlet.signal_and_wait("TERM");
+    cli_ok(inlet.data(), &["restore", backup.to_str().unwrap()]);
+    let kept: Vec<_> = std::fs::read_dir(inlet.data())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("inlet.redb.pre-restore-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let kept = inlet.data().join(&kept[0]);
+    let holds = |needle: &str| {
+        let bytes = std::fs::read(&kept).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    };
+    assert!(
+        holds(U),
+        "the kept copy holds the subject before the erasure"
+    );
+    inlet.restart();
+    let receipt: Value = serde_json::from_str(&inlet.cli_ok(&[
+        "erase",
+        "--app",
+        "default",
+        &format!("--id=user_id={U}"),
+    ]))
+    .unwrap();
+    assert_eq!(receipt["events"], 6, "{receipt}");
+    assert_eq!(leftover(inlet.data()), None);
+    assert!(kept.exists(), "the kept copy stays, without the subject");
+    assert!(
+        !holds(U) && holds(OTHER),
+        "only the subject left the kept copy"
+    );
+}
