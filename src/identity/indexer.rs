@@ -212,7 +212,7 @@ fn run(identity: &Identity, shared: &Shared) {
 /// Hands the memory freed by a step (its chunk's key buffer, the transaction's dirty pages)
 /// back to the system. Those are megabytes freed between smaller allocations of the other
 /// threads, which glibc would otherwise keep inside its arenas: with the writer and the
-/// indexer both allocating, that alone broke the memory bound of ARCHITECTURE.md "Memory".
+/// indexer both allocating, that alone broke the memory bound of docs/design/memory.md.
 fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.

@@ -140,7 +140,7 @@ pub fn render(state: &State) -> String {
     prechecked.inc_by(w.prechecked_duplicates.load(Ordering::Relaxed));
     reg.register(
         "inlet_dedupe_prechecked_duplicates",
-        "Duplicates of stored events found by the request threads, before the writer (ARCHITECTURE.md \"Dedupe design\")",
+        "Duplicates of stored events found by the request threads, before the writer (docs/design/dedupe.md)",
         prechecked,
     );
     let dropped = Counter::<u64>::default();

@@ -31,7 +31,7 @@ use tables::*;
 pub const DB_FILE: &str = "inlet.redb";
 /// Page cache of the log's database. redb's default is far larger than this appliance needs;
 /// with the identity graph's 8 MiB (`identity::graph::GRAPH_CACHE_BYTES`) it is what the 200 MiB
-/// bound of ARCHITECTURE.md "Memory" allows once the indexer runs beside the writer; a larger
+/// bound of docs/design/memory.md allows once the indexer runs beside the writer; a larger
 /// cache did not raise the ingest rate (docs/design/memory.md).
 pub const CACHE_BYTES: usize = 40 << 20;
 

@@ -1,6 +1,6 @@
 //! The two ceilings every inlet figure is divided by: a bare hyper server (HTTP) and raw
 //! durable redb appends (storage). Also the storage-level dedupe index variants that
-//! ARCHITECTURE.md's "Dedupe design" compares, and the durable bare server: the bare server
+//! docs/design/dedupe.md compares, and the durable bare server: the bare server
 //! with a group-commit thread behind it, what any durable single-event server on this disk
 //! and these cores can reach whatever it does per request.
 
