@@ -338,6 +338,7 @@ fn carry_ledger(from: &Database, to: &Path) -> Result<()> {
             sup.insert(k.value(), v.value())?;
         }
     }
+    ledger::suppression_changed(&txn)?;
     txn.commit()?;
     Ok(())
 }

@@ -608,20 +608,20 @@ fn find_devices(db: &Database, targets: &Targets) -> Result<Vec<(Device, Vec<u8>
 
 /// The suppression check of the writer (a [`CommitListener`] whose gate refuses new events
 /// carrying a suppressed identifier), in the batch's own transaction: a suppression or its
-/// lifting acts from the next batch on, on every dialect.
-pub struct Suppression;
+/// lifting acts from the next batch on, on every dialect. The list is kept in memory while
+/// its version (`meta["suppression_version"]`, bumped in every commit that changes it) stays.
+#[derive(Default)]
+pub struct Suppression(std::sync::Mutex<Option<(u64, Arc<Suppressed>)>>);
 
-impl CommitListener for Suppression {
-    fn gate(&self, txn: &WriteTransaction) -> Result<Option<Gate>> {
+/// The suppression list as of one version: its salt and digests (`None`: empty).
+type Suppressed = Option<(Vec<u8>, HashSet<[u8; 32]>)>;
+
+impl Suppression {
+    fn read(txn: &WriteTransaction) -> Result<Suppressed> {
         let table = txn.open_table(SUPPRESSED)?;
-        if table.first()?.is_none() {
-            return Ok(None);
-        }
         let Some(salt) = ledger::read_salt(&txn.open_table(META)?)? else {
             return Ok(None);
         };
-        // The list is read per batch: it holds the identifiers of suppressed profiles, a few
-        // per erasure.
         let mut digests: HashSet<[u8; 32]> = HashSet::new();
         for row in table.iter()? {
             let (k, _) = row?;
@@ -629,11 +629,33 @@ impl CommitListener for Suppression {
                 digests.insert(d);
             }
         }
+        Ok((!digests.is_empty()).then_some((salt, digests)))
+    }
+}
+
+impl CommitListener for Suppression {
+    fn gate(&self, txn: &WriteTransaction) -> Result<Option<Gate>> {
+        let version = ledger::suppression_version(&txn.open_table(META)?)?;
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let list = match cached.as_ref() {
+            Some((v, list)) if *v == version => list.clone(),
+            _ => {
+                let list = Arc::new(Suppression::read(txn)?);
+                *cached = Some((version, list.clone()));
+                list
+            }
+        };
+        if list.is_none() {
+            return Ok(None);
+        }
         Ok(Some(Box::new(move |record: &[u8]| {
+            let Some((salt, digests)) = list.as_ref() else {
+                return false;
+            };
             identity_view(record).is_ok_and(|v| {
                 view_identifiers(&v)
                     .iter()
-                    .any(|i| digests.contains(&ledger::digest(&salt, v.app, i)))
+                    .any(|i| digests.contains(&ledger::digest(salt, v.app, i)))
             })
         })))
     }

@@ -56,7 +56,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let listeners: Listeners = vec![
         Arc::new(crate::admin::panel::Tallies),
         indexer.clone(),
-        Arc::new(crate::privacy::Suppression),
+        Arc::new(crate::privacy::Suppression::default()),
     ];
     let writer = Writer::start(&store, config.queue_bytes, listeners)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -112,7 +112,28 @@ pub fn suppress(txn: &WriteTransaction, e: &Erasure) -> Result<()> {
         let d = unhex(d).ok_or_else(|| Error::Corrupt("bad digest".into()))?;
         t.insert(d.as_slice(), e.id.as_bytes())?;
     }
+    suppression_changed(txn)
+}
+
+/// [`META`] key of the suppression list's version (u64 BE), bumped by every change to it, so
+/// a reader may keep the list in memory while the version stays.
+const SUPPRESSION_VERSION: &str = "suppression_version";
+
+/// Bumps the suppression list's version: call in every transaction that changes the list.
+pub fn suppression_changed(txn: &WriteTransaction) -> Result<()> {
+    let mut meta = txn.open_table(META)?;
+    let next = suppression_version(&meta)? + 1;
+    meta.insert(SUPPRESSION_VERSION, next.to_be_bytes().as_slice())?;
     Ok(())
+}
+
+/// The suppression list's version (0: never changed).
+pub fn suppression_version(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
+    Ok(meta
+        .get(SUPPRESSION_VERSION)?
+        .and_then(|v| v.value().try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
 }
 
 /// What an app keeps of a request's client (`inlet apps store-less`): applied on arrival to
@@ -192,6 +213,7 @@ pub fn lift(txn: &WriteTransaction, id: &str) -> Result<u64> {
         t.remove(k.as_slice())?;
     }
     drop(t);
+    suppression_changed(txn)?;
     let mut ledger = txn.open_table(ERASURES)?;
     let Some(bytes) = ledger.get(id)?.map(|v| v.value().to_vec()) else {
         return Err(Error::NotFound(format!("no erasure {id:?}")));
