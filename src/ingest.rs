@@ -19,6 +19,7 @@ use crate::dialect::{
 use crate::event::{Reason, random_id, time_ordered_id};
 use crate::http::reply::Reply;
 use crate::ratelimit::{RateLimiter, Verdict};
+use crate::rules::{AppDrops, Hit};
 use crate::stats::Counted;
 use crate::store;
 use crate::store::read::KeyCheck;
@@ -29,7 +30,6 @@ use crate::store::writer::{Guard, Outcome, Pending, SkanUpdate, Submission, Subm
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use redact::AuditFormat;
-use crate::rules::{AppDrops, Hit};
 use std::borrow::Cow;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -490,7 +490,13 @@ pub fn reflect_single_prepare(
     body: &[u8],
 ) -> Result<Prepared, Reason> {
     let none = AppDrops::default();
-    prepare_one::<Native>(key, received_at_ms, reflect::decode_single(body)?, None, &none)
+    prepare_one::<Native>(
+        key,
+        received_at_ms,
+        reflect::decode_single(body)?,
+        None,
+        &none,
+    )
 }
 
 /// The request side of `POST /s2s/events/bulk` once the key and body are known: the stages
@@ -592,8 +598,9 @@ fn prepare_batch<'a, E: Candidate<'a>>(
     let mut events = Vec::with_capacity(items.len());
     for BatchItem { event_id, draft } in items {
         match draft.and_then(|d| checked(key, d)) {
-            Ok(ev) if !drops.is_empty()
-                && let Some(hit) = drops.matching(ev.event_name(), source, key.key_id) =>
+            Ok(ev)
+                if !drops.is_empty()
+                    && let Some(hit) = drops.matching(ev.event_name(), source, key.key_id) =>
             {
                 slots.push(ItemSlot::Dropped(ev.event_id().to_owned(), hit));
             }

@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
-    AdminCmd, AppsCmd, AuditCmd, DropRulesCmd, Cli, ClusterCmd, Command, ErasuresCmd, ExportArgs, KeysCmd,
-    RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd,
+    AdminCmd, AppsCmd, AuditCmd, Cli, ClusterCmd, Command, DropRulesCmd, ErasuresCmd, ExportArgs,
+    KeysCmd, RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};

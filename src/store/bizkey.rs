@@ -131,9 +131,10 @@ pub fn add_drop_rule(txn: &WriteTransaction, app: &str, new: NewDropRule) -> Res
         return refuse(format!("source: {s:?} is none of {}", SOURCES.join(", ")));
     }
     if let Some(k) = key_id {
-        let key = txn.open_table(super::tables::KEYS)?.get(k)?.map(|v| {
-            decode_config::<super::codec::Key>("key", v.value()).map(|key| key.app_id)
-        });
+        let key = txn
+            .open_table(super::tables::KEYS)?
+            .get(k)?
+            .map(|v| decode_config::<super::codec::Key>("key", v.value()).map(|key| key.app_id));
         if key.transpose()? != Some(app_id(txn, app)?) {
             return refuse(format!("key_id: no key {k} of app {app:?}"));
         }
@@ -163,7 +164,9 @@ pub fn remove_drop_rule(txn: &WriteTransaction, app: &str, id: u32) -> Result<Ap
         let before = r.drop.len();
         r.drop.retain(|d| d.id != id);
         if r.drop.len() == before {
-            return Err(Error::NotFound(format!("app {app:?} has no drop rule {id}")));
+            return Err(Error::NotFound(format!(
+                "app {app:?} has no drop rule {id}"
+            )));
         }
         Ok(())
     })?
@@ -347,7 +350,12 @@ mod tests {
             Some("a1")
         );
         assert_eq!(
-            t("adjust", None, r#"{"transaction_id":"a1","deduplication_id":"d1"}"#).as_deref(),
+            t(
+                "adjust",
+                None,
+                r#"{"transaction_id":"a1","deduplication_id":"d1"}"#
+            )
+            .as_deref(),
             Some("d1")
         );
         assert_eq!(
@@ -355,7 +363,12 @@ mod tests {
             Some("o1")
         );
         assert_eq!(
-            t("appsflyer", None, r#"{"eventValue":"{\"af_receipt_id\":7}"}"#).as_deref(),
+            t(
+                "appsflyer",
+                None,
+                r#"{"eventValue":"{\"af_receipt_id\":7}"}"#
+            )
+            .as_deref(),
             Some("7")
         );
         assert_eq!(t("appsflyer", None, r#"{"eventValue":"nope"}"#), None);
@@ -370,7 +383,11 @@ mod tests {
             transaction_id: Some("etx".into()),
             ..a.clone()
         };
-        assert_ne!(key(1, &a), key(1, &b), "the name's length is part of the key");
+        assert_ne!(
+            key(1, &a),
+            key(1, &b),
+            "the name's length is part of the key"
+        );
         assert_ne!(key(1, &a), key(2, &a));
     }
 }
