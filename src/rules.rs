@@ -73,10 +73,14 @@ pub struct Hit {
     pub rule: u32,
 }
 
+/// Each app's compiled rules (app id → rules).
+type ByApp = HashMap<u32, Arc<AppDrops>>;
+
 /// Every app's compiled rules, kept for one configuration generation, and each rule's count.
 #[derive(Default)]
 pub struct Rules {
-    compiled: Mutex<Option<(u64, HashMap<u32, Arc<AppDrops>>)>>,
+    /// The generation they were compiled in, and the rules.
+    compiled: Mutex<Option<(u64, ByApp)>>,
     /// (app id, rule id) → events it dropped; kept across generations.
     counts: Mutex<HashMap<(u32, u32), Arc<AtomicU64>>>,
 }
@@ -105,7 +109,7 @@ impl Rules {
             .unwrap_or_else(AppDrops::none)
     }
 
-    fn compile(&self, all: HashMap<u32, bizkey::AppRules>) -> HashMap<u32, Arc<AppDrops>> {
+    fn compile(&self, all: HashMap<u32, bizkey::AppRules>) -> ByApp {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         all.into_iter()
             .filter(|(_, r)| !r.drop.is_empty())
