@@ -375,6 +375,59 @@ mod tests {
         assert_eq!(t("datafly", None, r#"{"order_id":"x"}"#), None);
     }
 
+    /// Through the writer: within a batch, across batches, and a dry run that leaves nothing.
+    #[tokio::test]
+    async fn the_writer_answers_a_known_business_key_as_a_duplicate() {
+        use crate::store::writer::{DEFAULT_QUEUE_BYTES, Outcome, Pending, Submission, Writer};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let txn = db.begin_write().unwrap();
+        set_business_key(&txn, "default", true).unwrap();
+        txn.commit().unwrap();
+        let w = Writer::start(&store, DEFAULT_QUEUE_BYTES, vec![]).unwrap();
+        let sub = |events: &[(&str, &str)]| Submission {
+            app_id: 1,
+            tenant_id: 1,
+            key_id: 1,
+            received_at_ms: 1_764_000_000_000,
+            events: events
+                .iter()
+                .map(|(id, tx)| {
+                    let r = record("reflect", Some(tx), "{}");
+                    let r = EventRecord {
+                        event_id: (*id).into(),
+                        ..r
+                    };
+                    Pending::for_test(id, crate::store::codec::encode_event(&r))
+                })
+                .collect(),
+            audit: None,
+        };
+        let dry = w
+            .submit_dry(sub(&[("a", "t"), ("b", "t")]), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            dry,
+            [Outcome::Accepted { seq: 1 }, Outcome::Duplicate { seq: 1 }]
+        );
+        let out = w
+            .submit(sub(&[("c", "t"), ("d", "t"), ("e", "u")]), 10)
+            .await;
+        assert_eq!(
+            out.unwrap(),
+            [
+                Outcome::Accepted { seq: 1 },
+                Outcome::Duplicate { seq: 1 },
+                Outcome::Accepted { seq: 2 }
+            ],
+            "the dry run kept nothing"
+        );
+        let out = w.submit(sub(&[("f", "u")]), 10).await.unwrap();
+        assert_eq!(out, [Outcome::Duplicate { seq: 2 }]);
+    }
+
     #[test]
     fn keys_of_other_names_or_apps_differ() {
         let a = record("reflect", Some("tx"), "{}");
