@@ -460,6 +460,7 @@ async function events(seq) {
   showPage(g,
     h('h1', {}, 'Events'),
     h('section', { class: 'card' }, form),
+    receiptCard(apps),
     h('section', { class: 'card' },
       h('div', { class: 'toolbar' }, status, h('span', { class: 'muted' }, 'Newest first; new events appear as they arrive. Click a row for the full event and its raw request.')),
       h('table', { id: 'events-table' },
@@ -937,6 +938,7 @@ async function appPage(arg) {
         h('tbody', {}, tokens.length ? tokens.map(tokenRow) : emptyRow(3, 'No event tokens mapped.'))),
       map, merr),
     storeLessCard(path, a),
+    rulesCard(path),
     renameDelete('apps', name, '#tenants'));
 }
 
@@ -1177,4 +1179,101 @@ function storeLessCard(path, a) {
   return h('section', { class: 'card' }, h('h2', {}, 'Store less'),
     h('p', { class: 'muted' }, 'Applied to every event on arrival, and by the retention pass to older ones (docs/privacy.md).'),
     form, err);
+}
+
+// ---------- receipts and app rules (issue 21): the receipt search box, business-key dedupe, drop rules ----------
+
+// The Events page's receipt search: what became of an event id in an app.
+function receiptCard(apps) {
+  const app = h('select', { id: 'receipt-app' }, apps.map((a) => h('option', { value: a.name }, a.name)));
+  const id = h('input', { id: 'receipt-id', required: true, placeholder: 'event_id' });
+  const out = h('div', { id: 'receipt-result' });
+  const err = errorBox();
+  const form = h('form', { class: 'row', id: 'receipt-form' },
+    h('label', {}, 'App', app), h('label', {}, 'Event id', id),
+    h('button', { type: 'submit', id: 'receipt-search' }, 'Find receipt'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    err.textContent = '';
+    out.replaceChildren();
+    try {
+      const r = await api('GET', `receipts/${encodeURIComponent(app.value)}/${encodeURIComponent(id.value.trim())}`);
+      out.replaceChildren(receiptView(r));
+    } catch (x) {
+      err.textContent = x instanceof ApiError && x.status === 404 ? `No app ${app.value}.` : describe(x);
+    }
+  });
+  return h('section', { class: 'card' }, h('h2', {}, 'Receipt of an event id'),
+    h('p', { class: 'muted' }, 'Whether an event id was stored (when, which seq, key and dialect), answered as a duplicate, or rejected and why.'),
+    form, err, out);
+}
+
+function receiptView(r) {
+  const rows = [];
+  const row = (k, ...v) => rows.push(h('tr', {}, h('th', {}, k), h('td', {}, ...v)));
+  const status = r.accepted ? 'accepted' : (r.duplicate ? 'duplicate' : r.status);
+  row('Status', h('strong', { id: 'receipt-status' }, status));
+  if (r.accepted) {
+    const a = r.accepted;
+    row('Stored', 'seq ', h('a', { href: '#events/' + a.seq }, String(a.seq)), ` at ${fmtTime(a.received_at_ms)}, key ${a.key_id}, ${a.source}`);
+    row('Audit key', h('code', {}, a.audit_key));
+  }
+  if (r.duplicate) {
+    const d = r.duplicate;
+    row('Duplicate', `of seq ${d.of_seq}, answered ${fmtNum(d.times)} time${d.times === 1 ? '' : 's'}, last at ${fmtTime(d.last_ms)}`);
+  }
+  for (const x of r.rejected || []) {
+    row('Rejected', h('code', {}, x.reason), ` ${fmtNum(x.times)} time${x.times === 1 ? '' : 's'}, first ${fmtTime(x.first_ms)}, last ${fmtTime(x.last_ms)}`);
+  }
+  if (!r.accepted && !r.duplicate && !(r.rejected || []).length) row('Seen', 'inlet knows nothing of this event id in this app.');
+  return h('table', { class: 'kv', 'data-event-id': r.event_id }, h('tbody', {}, rows));
+}
+
+// An app's rules: business-key dedupe, and drop rules with their counts. Fills itself in.
+function rulesCard(path) {
+  const card = h('section', { class: 'card', id: 'rules-card' }, h('h2', {}, 'Rules'), h('p', { class: 'muted' }, 'Loading…'));
+  const g = generation;
+  const draw = async () => {
+    const r = await api('GET', path + '/rules');
+    if (g !== generation) return;
+    const err = errorBox();
+    const on = h('input', { id: 'business-key', type: 'checkbox', checked: r.business_key });
+    on.addEventListener('change', async () => {
+      err.textContent = '';
+      try { await api('POST', path + '/business-key', { on: on.checked }); } catch (x) { on.checked = !on.checked; err.textContent = describe(x); }
+    });
+    const event = h('input', { id: 'drop-event', placeholder: 'any event' });
+    const source = h('select', { id: 'drop-source' }, h('option', { value: '' }, 'any source'),
+      ['reflect', 'gamerebellion', 'adjust', 'appsflyer', 'datafly'].map((s) => h('option', { value: s }, s)));
+    const key = h('input', { id: 'drop-key', type: 'number', min: 1, placeholder: 'any key' });
+    const add = h('form', { class: 'row', id: 'drop-rule-form' },
+      h('label', {}, 'Event name', event), h('label', {}, 'Source', source), h('label', {}, 'Key id', key),
+      h('button', { type: 'submit', class: 'secondary' }, 'Add drop rule'));
+    add.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      err.textContent = '';
+      try {
+        await api('POST', path + '/drop-rules', { event: event.value.trim() || null, source: source.value || null, key_id: key.value ? Number(key.value) : null });
+        await draw();
+      } catch (x) { err.textContent = describe(x); }
+    });
+    const ruleRow = (d) => {
+      const rm = h('button', { type: 'button', class: 'link' }, 'Remove');
+      rm.addEventListener('click', async () => {
+        try { await api('POST', `${path}/drop-rules/${d.id}/remove`, {}); await draw(); } catch (x) { err.textContent = describe(x); }
+      });
+      return h('tr', { 'data-rule': d.id }, h('td', { class: 'num' }, d.id), h('td', {}, d.event || 'any'), h('td', {}, d.source || 'any'),
+        h('td', {}, d.key_id === undefined ? 'any' : String(d.key_id)), h('td', { class: 'num' }, fmtNum(d.dropped)), h('td', {}, rm));
+    };
+    card.replaceChildren(h('h2', {}, 'Rules'),
+      h('label', { class: 'check' }, on, 'Business-key dedupe: an event whose (event name, transaction id) this app stored before is a duplicate, whatever its event id'),
+      h('h3', {}, 'Drop rules'),
+      h('p', { class: 'muted' }, 'Events matching every field of a rule are answered "dropped" and not stored or billed. Counts are since the server started.'),
+      h('table', { id: 'drop-rules' },
+        h('thead', {}, h('tr', {}, ['Rule', 'Event', 'Source', 'Key', 'Dropped', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, r.drop.length ? r.drop.map(ruleRow) : emptyRow(6, 'No drop rules.'))),
+      add, err);
+  };
+  draw().catch((x) => { if (g === generation) card.replaceChildren(h('h2', {}, 'Rules'), h('p', { class: 'error' }, describe(x))); });
+  return card;
 }

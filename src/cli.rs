@@ -367,6 +367,17 @@ pub enum AppsCmd {
         #[arg(long, conflicts_with_all = ["events", "revenue", "window_hours"])]
         clear: bool,
     },
+    /// Business-key dedupe: with `on`, an event whose (event name, transaction id) the app
+    /// stored before is answered as a duplicate, whatever its event id (docs/rules.md).
+    BusinessKey {
+        #[arg(value_name = "APP")]
+        name: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Drop rules: events matching one are answered `dropped`, not stored (docs/rules.md).
+    #[command(subcommand)]
+    DropRules(DropRulesCmd),
     /// Map an Adjust `event_token` to an event name for this app (an empty NAME removes it).
     AdjustEvent {
         #[arg(value_name = "APP")]
@@ -500,4 +511,35 @@ pub struct ProfileArgs {
     /// One JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DropRulesCmd {
+    /// The app's drop rules and its business-key setting.
+    List {
+        #[arg(value_name = "APP")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a rule matching every option given (at least one); prints its id.
+    Add {
+        #[arg(value_name = "APP")]
+        name: String,
+        /// The event name (after the dialect's mapping, e.g. Adjust's event token).
+        #[arg(long)]
+        event: Option<String>,
+        /// The dialect: reflect, gamerebellion, adjust, appsflyer, datafly.
+        #[arg(long)]
+        source: Option<String>,
+        /// The id of the key the event was sent with.
+        #[arg(long = "key", value_name = "KEY_ID")]
+        key_id: Option<u32>,
+    },
+    /// Remove rule ID.
+    Remove {
+        #[arg(value_name = "APP")]
+        name: String,
+        id: u32,
+    },
 }

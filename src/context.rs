@@ -28,6 +28,8 @@ pub struct Context {
     pub indexer: Option<Arc<Indexer>>,
     /// Each app's `privacy::StoreLess` policy, applied in `ingest::submit`.
     pub store_less: crate::privacy::Policies,
+    /// Each app's drop rules, compiled per configuration generation, and their counts.
+    pub rules: crate::rules::Rules,
 }
 
 impl Context {
@@ -41,6 +43,7 @@ impl Context {
             rate_limiter: Default::default(),
             indexer: None,
             store_less: Default::default(),
+            rules: Default::default(),
         }
     }
 

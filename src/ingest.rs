@@ -19,6 +19,7 @@ use crate::dialect::{
 use crate::event::{Reason, random_id, time_ordered_id};
 use crate::http::reply::Reply;
 use crate::ratelimit::{RateLimiter, Verdict};
+use crate::rules::{AppDrops, Hit};
 use crate::stats::Counted;
 use crate::store;
 use crate::store::read::KeyCheck;
@@ -31,6 +32,7 @@ use hyper::{Request, StatusCode};
 use redact::AuditFormat;
 use std::borrow::Cow;
 use std::io::Write as _;
+use std::sync::Arc;
 
 #[cfg(test)]
 mod native;
@@ -161,13 +163,25 @@ async fn ingest_inner<D: Ingest>(
     }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
     let claimed = decoded.draft.claimed_id().map(str::to_owned);
-    let prepared = prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard);
-    let Prepared { audit_key, pending } = prepared.inspect_err(|&reason| {
+    let drops = drop_rules(ctx, &key);
+    let prepared = prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard, &drops);
+    let Prepared {
+        audit_key,
+        pending,
+        dropped,
+    } = prepared.inspect_err(|&reason| {
         if !dry && let Some(id) = claimed {
             note_rejected(ctx, &key, received_at_ms, [(id, reason)]);
         }
     })?;
     let event_id = pending.event_id().to_owned();
+    // Drop rules (issue 21): answered, not stored (`crate::rules`).
+    if let Some(hit) = dropped {
+        if !dry {
+            drops.count(hit);
+        }
+        return answer_dropped::<D>(&mut lookup, decoded.then, &event_id, hit);
+    }
     let kept = (audit_key.clone(), payload.clone());
     let outcome = submit(
         ctx,
@@ -208,6 +222,41 @@ async fn ingest_inner<D: Ingest>(
 pub struct Prepared {
     pub audit_key: String,
     pub pending: Pending,
+    /// The drop rule that matched it: not to be submitted.
+    pub dropped: Option<Hit>,
+}
+
+/// The drop rules of the key's app, as of the current configuration generation.
+fn drop_rules(ctx: &Context, key: &KeyInfo) -> Arc<AppDrops> {
+    let generation = ctx
+        .writer
+        .stats()
+        .config_generation
+        .load(std::sync::atomic::Ordering::SeqCst);
+    ctx.rules.of(&ctx.store, generation, key.app_id)
+}
+
+/// A single event a drop rule matched: inlet's own dialects say so
+/// (`{"accepted": 0, "dropped": true, "event_id", "rule"}`); a vendor's endpoint answers
+/// its normal success.
+fn answer_dropped<D: Ingest>(
+    lookup: &mut Lookups<'_>,
+    then: D::Then,
+    event_id: &str,
+    hit: Hit,
+) -> Result<Reply, Reason> {
+    if D::DRY_RUN_FIELD {
+        let mut body = br#"{"accepted":0,"dropped":true,"event_id":"#.to_vec();
+        write_str(&mut body, event_id);
+        let _ = write!(body, r#","rule":{}}}"#, hit.rule);
+        return Ok(Reply::json_text(StatusCode::OK, body));
+    }
+    let stored = Stored {
+        event_id,
+        audit_key: "",
+        duplicate_of: None,
+    };
+    D::ok(lookup, then, &stored)
 }
 
 /// The request side of one event once the key is known: validate → the key's allowed
@@ -217,8 +266,10 @@ pub fn prepare_one<'a, D: Ingest>(
     received_at_ms: u64,
     event: D::Event<'a>,
     guard: Option<ItemGuard>,
+    drops: &AppDrops,
 ) -> Result<Prepared, Reason> {
     let event = checked(key, event)?;
+    let dropped = drops.matching(event.event_name(), D::SOURCE, key.key_id);
     let ts_ms = event.event_ts_ms();
     let audit_key = audit_key(
         D::AUDIT_PREFIX,
@@ -228,7 +279,11 @@ pub fn prepare_one<'a, D: Ingest>(
     );
     let mut pending = encode(key, D::SOURCE, received_at_ms, event, &audit_key);
     pending.set_guard(guard.map(|g| store_guard(g, ts_ms)));
-    Ok(Prepared { audit_key, pending })
+    Ok(Prepared {
+        audit_key,
+        pending,
+        dropped,
+    })
 }
 
 /// The writer's form of a validated event, for either representation.
@@ -262,7 +317,11 @@ async fn ingest_batch<'a, D: Ingest>(
         &time_ordered_id(),
         D::AUDIT.ext(),
     );
-    let batch = prepare_batch(key, D::SOURCE, received_at_ms, items, &audit_key);
+    let drops = drop_rules(ctx, key);
+    let batch = prepare_batch(key, D::SOURCE, received_at_ms, items, &audit_key, &drops);
+    if !dry {
+        batch.count_dropped(&drops);
+    }
     let done =
         submit_prepared::<D>(ctx, key, received_at_ms, batch, audit_key, payload, dry).await?;
     Ok(done.reply::<D>(received_at_ms))
@@ -430,7 +489,14 @@ pub fn reflect_single_prepare(
     received_at_ms: u64,
     body: &[u8],
 ) -> Result<Prepared, Reason> {
-    prepare_one::<Native>(key, received_at_ms, reflect::decode_single(body)?, None)
+    let none = AppDrops::default();
+    prepare_one::<Native>(
+        key,
+        received_at_ms,
+        reflect::decode_single(body)?,
+        None,
+        &none,
+    )
 }
 
 /// The request side of `POST /s2s/events/bulk` once the key and body are known: the stages
@@ -448,6 +514,7 @@ pub fn reflect_bulk_prepare(
         received_at_ms,
         items,
         audit_key,
+        &AppDrops::default(),
     ))
 }
 
@@ -487,6 +554,8 @@ enum ItemSlot {
     Rejected(Option<String>, Reason),
     /// Index into the submission's events.
     Queued(String, usize),
+    /// A drop rule matched it: answered `dropped`, not submitted.
+    Dropped(String, Hit),
 }
 
 /// A decoded batch: each event's status in request order, and the encoded valid ones.
@@ -505,6 +574,15 @@ impl PreparedBatch {
     pub fn into_parts(self) -> (BatchSlots, Vec<Pending>) {
         (BatchSlots(self.slots), self.events)
     }
+
+    /// Counts the events drop rules matched, under each rule.
+    fn count_dropped(&self, drops: &AppDrops) {
+        for slot in &self.slots {
+            if let ItemSlot::Dropped(_, hit) = slot {
+                drops.count(*hit);
+            }
+        }
+    }
 }
 
 /// Validates each decoded event against the key and encodes the valid ones.
@@ -514,11 +592,18 @@ fn prepare_batch<'a, E: Candidate<'a>>(
     received_at_ms: u64,
     items: Vec<BatchItem<'a, E>>,
     audit_key: &str,
+    drops: &AppDrops,
 ) -> PreparedBatch {
     let mut slots = Vec::with_capacity(items.len());
     let mut events = Vec::with_capacity(items.len());
     for BatchItem { event_id, draft } in items {
         match draft.and_then(|d| checked(key, d)) {
+            Ok(ev)
+                if !drops.is_empty()
+                    && let Some(hit) = drops.matching(ev.event_name(), source, key.key_id) =>
+            {
+                slots.push(ItemSlot::Dropped(ev.event_id().to_owned(), hit));
+            }
             Ok(ev) => {
                 let pending = encode(key, source, received_at_ms, ev, audit_key);
                 slots.push(ItemSlot::Queued(
@@ -597,6 +682,7 @@ impl BatchSlots {
         mut on_rejected: impl FnMut(Option<&str>, Reason),
     ) -> BatchDone {
         let (mut accepted, mut duplicates, mut rejected) = (0u64, 0u64, 0u64);
+        let mut dropped = 0u64;
         let mut first_reason = None;
         let mut results = Vec::with_capacity(self.0.len() * 64);
         for (n, slot) in self.0.into_iter().enumerate() {
@@ -622,6 +708,12 @@ impl BatchSlots {
                     Outcome::OutOfOrder => (Some(id), Reason::EventOutOfOrder),
                     Outcome::Suppressed => (Some(id), Reason::SubjectSuppressed),
                 },
+                ItemSlot::Dropped(id, hit) => {
+                    dropped += 1;
+                    write_str(&mut results, &id);
+                    let _ = write!(results, r#","status":"dropped","rule":{}}}"#, hit.rule);
+                    continue;
+                }
                 ItemSlot::Rejected(id, reason) => (id, reason),
             };
             on_rejected(event_id.as_deref(), reason);
@@ -644,8 +736,12 @@ impl BatchSlots {
         let mut body = Vec::with_capacity(results.len() + audit_key.len() + 128);
         let _ = write!(
             body,
-            r#"{{"accepted":{accepted},"duplicates":{duplicates},"rejected":{rejected},"results":["#
+            r#"{{"accepted":{accepted},"duplicates":{duplicates},"rejected":{rejected},"#
         );
+        if dropped > 0 {
+            let _ = write!(body, r#""dropped":{dropped},"#);
+        }
+        body.extend_from_slice(br#""results":["#);
         body.extend_from_slice(&results);
         body.push(b']');
         if accepted > 0 {
@@ -655,7 +751,7 @@ impl BatchSlots {
         body.push(b'}');
         BatchDone {
             body,
-            all_rejected: first_reason.filter(|_| accepted == 0 && duplicates == 0),
+            all_rejected: first_reason.filter(|_| accepted == 0 && duplicates == 0 && dropped == 0),
         }
     }
 }

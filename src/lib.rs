@@ -31,6 +31,7 @@
 //!   storing less of clients (IP, user agent, per-field retention).
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
+//! - [`rules`]: each app's drop rules, compiled per configuration generation, and their counts.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
 //! - [`skan`]: SKAdNetwork conversion value rules and values for Adjust's iOS 14+ answers.
 //! - [`metrics`]: latency and commit histograms, free disk space; rendered by `server::metrics`.
@@ -56,6 +57,7 @@ pub mod notify;
 pub mod ops;
 pub mod privacy;
 pub mod ratelimit;
+pub mod rules;
 pub mod server;
 pub mod skan;
 pub mod stats;

@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
-    AdminCmd, AppsCmd, AuditCmd, Cli, ClusterCmd, Command, ErasuresCmd, ExportArgs, KeysCmd,
-    RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd,
+    AdminCmd, AppsCmd, AuditCmd, Cli, ClusterCmd, Command, DropRulesCmd, ErasuresCmd, ExportArgs,
+    KeysCmd, RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
@@ -503,6 +503,27 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             adjust_app_token,
             appsflyer_bundle_id,
             adjust_require_token,
+        },
+        Command::Apps(AppsCmd::BusinessKey { name, state }) => Op::AppsBusinessKey {
+            name,
+            on: state == "on",
+        },
+        Command::Apps(AppsCmd::DropRules(cmd)) => match cmd {
+            DropRulesCmd::List { name, json } => Op::AppsRules { name, json },
+            DropRulesCmd::Add {
+                name,
+                event,
+                source,
+                key_id,
+            } => Op::AppsDropRuleAdd {
+                name,
+                rule: inlet::store::bizkey::NewDropRule {
+                    event,
+                    source,
+                    key_id,
+                },
+            },
+            DropRulesCmd::Remove { name, id } => Op::AppsDropRuleRemove { name, id },
         },
         Command::Apps(AppsCmd::AdjustEvent { name, token, event }) => {
             Op::AppsAdjustEvent { name, token, event }

@@ -83,6 +83,7 @@ pub async fn handle(
             ["admins"] => accounts::list(state, session.account()),
             ["audit"] => accounts::audit_log(state, &query),
             ["receipts", app, event_id] => receipt(state, &session, app, event_id),
+            ["apps", app, "rules"] => super::rules::get(state, &session, &percent_decode(app)),
             ["erasures"] => super::erasures::list(state, &session),
             _ => Err(not_found_or_method(&segs, true)),
         };
@@ -163,6 +164,15 @@ async fn writes(
             let name = percent_decode(name);
             set_store_less(state, &w, name, parse(&body)?).await
         }
+        ["apps", name, "business-key"] => {
+            super::rules::business_key(state, &w, percent_decode(name), parse(&body)?).await
+        }
+        ["apps", name, "drop-rules"] => {
+            super::rules::add(state, &w, percent_decode(name), parse(&body)?).await
+        }
+        ["apps", name, "drop-rules", id, "remove"] => {
+            super::rules::remove(state, &w, percent_decode(name), id).await
+        }
         ["apps", name, "adjust-skan"] => {
             let name = (*name).to_owned();
             set_adjust_skan(state, &w, name, parse(&body)?).await
@@ -207,6 +217,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "erasures"]
             | ["events", _]
             | ["receipts", _, _]
+            | ["apps", _, "rules"]
     );
     let post = matches!(
         segs,
@@ -222,6 +233,8 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
                 _,
                 "configure" | "adjust-events" | "adjust-skan" | "rename" | "delete" | "store-less"
             ]
+            | ["apps", _, "business-key" | "drop-rules"]
+            | ["apps", _, "drop-rules", _, "remove"]
             | ["keys", _, "revoke"]
             | ["secrets"]
             | ["secrets", _, "revoke" | "rotate"]

@@ -158,6 +158,24 @@ pub enum Op {
         name: String,
         policy: crate::store::privacy::StoreLess,
     },
+    /// Business-key dedupe on or off (`store::bizkey`).
+    AppsBusinessKey {
+        name: String,
+        on: bool,
+    },
+    /// An app's rules: business key, drop rules.
+    AppsRules {
+        name: String,
+        json: bool,
+    },
+    AppsDropRuleAdd {
+        name: String,
+        rule: crate::store::bizkey::NewDropRule,
+    },
+    AppsDropRuleRemove {
+        name: String,
+        id: u32,
+    },
     /// Everything stored about the linked profile of `kind=value` (`privacy::export`).
     ExportSubject {
         app: String,
@@ -583,6 +601,27 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             serde_json::to_writer_pretty(&mut *out, &receipt).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
+        Op::AppsBusinessKey { name, on } => {
+            let n = name.clone();
+            exec.write(move |txn| crate::store::bizkey::set_business_key(txn, &n, on))?;
+            let state = if on { "on" } else { "off" };
+            writeln!(out, "app {name}: business-key dedupe {state}")?;
+        }
+        Op::AppsRules { name, json } => {
+            let (_, rules) = crate::store::bizkey::of_app(store, &name)?
+                .ok_or_else(|| store::Error::NotFound(format!("no app {name:?}")))?;
+            app_rules(&rules, json, out)?;
+        }
+        Op::AppsDropRuleAdd { name, rule } => {
+            let n = name.clone();
+            let id = exec.write(move |txn| crate::store::bizkey::add_drop_rule(txn, &n, rule))?;
+            writeln!(out, "{id}")?;
+        }
+        Op::AppsDropRuleRemove { name, id } => {
+            let n = name.clone();
+            exec.write(move |txn| crate::store::bizkey::remove_drop_rule(txn, &n, id))?;
+            writeln!(out, "app {name}: drop rule {id} removed")?;
+        }
         Op::AppsStoreLess { name, policy } => {
             let n = name.clone();
             let p =
@@ -665,6 +704,39 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
         )?,
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `inlet apps drop-rules list`: the JSON record, or lines for a person (counts of dropped
+/// events are the server's: `/metrics`, the panel).
+fn app_rules(
+    r: &crate::store::bizkey::AppRules,
+    json: bool,
+    out: &mut dyn Write,
+) -> store::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, r).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let state = if r.business_key { "on" } else { "off" };
+    writeln!(out, "business-key dedupe: {state}")?;
+    if r.drop.is_empty() {
+        writeln!(out, "no drop rules")?;
+    }
+    for d in &r.drop {
+        let mut parts = Vec::new();
+        if let Some(e) = &d.event {
+            parts.push(format!("event={e}"));
+        }
+        if let Some(s) = &d.source {
+            parts.push(format!("source={s}"));
+        }
+        if let Some(k) = d.key_id {
+            parts.push(format!("key={k}"));
+        }
+        writeln!(out, "rule {}: drop {}", d.id, parts.join(" "))?;
+    }
     Ok(())
 }
 

@@ -207,6 +207,7 @@ pub fn render(state: &State) -> String {
         })
         .set(1);
     reg.register("inlet_build_info", "The running build; always 1", build);
+    register_dropped(&mut reg, state);
     register_process(&mut reg, state);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg)
@@ -358,4 +359,40 @@ pub fn readyz(state: &State) -> Reply {
         retry_after: None,
         headers: Vec::new(),
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropRuleLabel {
+    app: String,
+    rule: String,
+}
+
+/// `inlet_dropped_total{app,rule}`: events each drop rule dropped (`crate::rules`).
+fn register_dropped(reg: &mut Registry, state: &State) {
+    let counts = state.rules.counts();
+    if counts.is_empty() {
+        return;
+    }
+    let names: std::collections::HashMap<u32, String> = match state.store.apps() {
+        Ok(apps) => apps.into_iter().map(|a| (a.id, a.name)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: reading apps failed");
+            return;
+        }
+    };
+    let dropped = Family::<DropRuleLabel, Counter>::default();
+    for (app, rule, n) in counts {
+        let app = names.get(&app).cloned().unwrap_or_else(|| app.to_string());
+        dropped
+            .get_or_create(&DropRuleLabel {
+                app,
+                rule: rule.to_string(),
+            })
+            .inc_by(n);
+    }
+    reg.register(
+        "inlet_dropped",
+        "Events answered dropped by an app's drop rule, by rule id (this process)",
+        dropped,
+    );
 }

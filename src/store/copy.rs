@@ -50,6 +50,8 @@ macro_rules! each_table {
         $m!(RECEIPT_APPS);
         $m!(ERASURES);
         $m!(SUPPRESSED);
+        $m!(APP_RULES);
+        $m!(BIZKEYS);
     };
 }
 

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod bizkey;
 pub mod codec;
 pub mod copy;
 pub mod dedupe;
@@ -340,6 +341,8 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RECEIPT_APPS)?;
     txn.open_table(ERASURES)?;
     txn.open_table(SUPPRESSED)?;
+    txn.open_table(APP_RULES)?;
+    txn.open_table(BIZKEYS)?;
     Ok(())
 }
 
@@ -475,8 +478,8 @@ pub enum BodyRule {
     Erase,
 }
 
-/// Removes `victims` in the caller's write transaction: the event, its dedupe entry (when it
-/// still points at this event) and its request's raw body as `body` says; a removed seq is
+/// Removes `victims` in the caller's write transaction: the event, its dedupe entry and its
+/// business key (`bizkey`; each when it still points at this event) and its request's raw body as `body` says; a removed seq is
 /// never handed out again. The event's fingerprint (in a run or a commit row) stays: runs are
 /// immutable, and a lookup that finds the owner's record gone falls back to the full key, so
 /// a resubmission is a new event. Returns how many events were removed.
@@ -487,11 +490,17 @@ pub fn remove_events<'a>(
 ) -> Result<u64> {
     let mut events = txn.open_table(EVENTS)?;
     let mut dedupe = txn.open_table(DEDUPE)?;
+    let mut bizkeys = bizkey::Forget::new(txn)?;
     let (mut removed, mut highest) = (0, 0);
     for v in victims {
-        if events.remove(v.seq)?.is_none() {
+        let Some(record) = events.remove(v.seq)? else {
             continue;
+        };
+        // Its business key (`store::bizkey`) goes with it; the dedupe key starts with the app id.
+        if let Some(app) = v.dedupe_key.first_chunk::<4>() {
+            bizkeys.event(u32::from_be_bytes(*app), v.seq, record.value())?;
         }
+        drop(record);
         removed += 1;
         highest = highest.max(v.seq);
         let points_here = dedupe
@@ -505,7 +514,7 @@ pub fn remove_events<'a>(
             BodyRule::Erase => drop(audit::erase(txn, &v.audit_key, v.seq)?),
         }
     }
-    drop((events, dedupe));
+    drop((events, dedupe, bizkeys));
     if highest > removed_through(txn)? {
         txn.open_table(META)?
             .insert(REMOVED_THROUGH, &highest.to_be_bytes()[..])?;

@@ -155,3 +155,10 @@ pub const ERASURES: TableDefinition<&str, &[u8]> = TableDefinition::new("erasure
 /// Suppressed subjects: salted digest of an identifier (32 bytes) → the erasure id (UTF-8)
 /// that suppressed it.
 pub const SUPPRESSED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("suppressed");
+
+/// app_id → JSON record of the app's rules: business-key dedupe on/off, drop rules
+/// (`store::bizkey`).
+pub const APP_RULES: TableDefinition<u32, &[u8]> = TableDefinition::new("app_rules");
+/// Business-key dedupe: app_id u32 BE ++ u16 BE name length ++ event name ++ transaction id →
+/// seq of the stored event that holds it (`store::bizkey`).
+pub const BIZKEYS: TableDefinition<&[u8], u64> = TableDefinition::new("bizkeys");

@@ -774,6 +774,8 @@ fn commit_batch(
         let mut sessions = txn.open_table(SESSIONS)?;
         let mut open_sessions = txn.open_table(OPEN_SESSIONS)?;
         let mut skan_values = txn.open_table(SKAN_VALUES)?;
+        // Business-key dedupe (issue 21): the app's second dedupe key, `store::bizkey`.
+        let mut bizkeys = super::bizkey::Index::new(&txn);
         let mut quotas: HashMap<u64, Quota> = HashMap::new();
         let mut accepted = Vec::with_capacity(batch.len());
         let mut gates = Vec::new();
@@ -800,6 +802,13 @@ fn commit_batch(
                     }
                     Check::New(slot) => slot,
                 };
+                let bizkey = match bizkeys.check(sub.app_id, ev.record())? {
+                    super::bizkey::Check::Seen(seen) => {
+                        outcomes.push(Outcome::Duplicate { seq: seen });
+                        continue;
+                    }
+                    super::bizkey::Check::New(key) => key,
+                };
                 if gates.iter().any(|refuse| refuse(ev.record())) {
                     outcomes.push(Outcome::Suppressed);
                     suppressed = true;
@@ -819,6 +828,7 @@ fn commit_batch(
                 }
                 events.insert(seq, ev.record())?;
                 dedupe.insert(slot, seq)?;
+                bizkeys.insert(bizkey, seq)?;
                 match ev.guard() {
                     None => {}
                     Some(Guard::NotBefore { key, ts_ms, skan }) => {
@@ -891,7 +901,7 @@ fn commit_batch(
         if mode == Mode::DryRun {
             drop(dedupe);
             drop((events, audit_bodies, audit_batches, key_used));
-            drop((ordering, sessions, open_sessions, skan_values));
+            drop((ordering, sessions, open_sessions, skan_values, bizkeys));
             None
         } else {
             skipped_notes = record_notes(&txn, batch, &all, notes)?;

@@ -615,3 +615,78 @@ async fn still_logged_in(b: &Browser, base: &str) {
     b.goto(&format!("{base}/admin/#admins")).await.unwrap();
     wait_text(b, "#admins-table", "bob (you)").await;
 }
+
+/// The receipt search box on the Events page (issue 21), and an app's rules on its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_is_found_and_rules_are_kept_in_the_browser() {
+    let inlet = Inlet::start();
+    let code = setup_code(&inlet);
+    let key = inlet.mint("default");
+    let mut c = inlet.client();
+    assert_eq!(
+        c.post_json("/s2s/event", &key, &event("rcpt-1")).status,
+        200
+    );
+    let again = c.post_json("/s2s/event", &key, &event("rcpt-1"));
+    assert_eq!(again.json()["duplicate"], true);
+    let only_purchases = inlet
+        .cli_ok(&[
+            "keys", "mint", "--app", "default", "--label", "p", "--events", "purchase",
+        ])
+        .trim()
+        .to_owned();
+    let mut bad = event("rcpt-bad");
+    bad["event_name"] = json!("refund");
+    assert_eq!(c.post_json("/s2s/event", &only_purchases, &bad).status, 403);
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    let (b2, base) = (b.clone(), inlet.url(""));
+    let result = tokio::spawn(async move { receipts_and_rules(&b2, &base, &code).await }).await;
+    if result.is_err() {
+        screenshot(&b, "failure-receipts").await;
+    }
+    b.close().await.expect("close the browser");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    wait_for("the business key switched on in the browser", || {
+        inlet
+            .cli_ok(&["apps", "drop-rules", "list", "default"])
+            .contains("business-key dedupe: on")
+    });
+    // The rule added in the browser drops events.
+    let mut noise = event("noise-1");
+    noise["event_name"] = json!("noise");
+    let r = c.post_json("/s2s/event", &key, &noise);
+    assert_eq!(r.json()["dropped"], true, "{}", r.text());
+}
+
+async fn receipts_and_rules(b: &Browser, base: &str, code: &str) {
+    b.goto(&format!("{base}/")).await.unwrap();
+    fill(b, "#setup-code", code).await;
+    fill(b, "#setup-password", PASSWORD).await;
+    fill(b, "#setup-password2", PASSWORD).await;
+    click(b, "#setup-submit").await;
+    find(b, "#apps-today").await;
+    b.goto(&format!("{base}/admin/#events")).await.unwrap();
+    fill(b, "#receipt-id", "rcpt-1").await;
+    click(b, "#receipt-search").await;
+    wait_text(b, "#receipt-status", "accepted").await;
+    wait_text(b, "#receipt-result", "of seq 1, answered 1 time").await;
+    screenshot(b, "receipt").await;
+    fill(b, "#receipt-id", "rcpt-bad").await;
+    click(b, "#receipt-search").await;
+    wait_text(b, "#receipt-status", "rejected").await;
+    wait_text(b, "#receipt-result", "event_not_allowed_by_key").await;
+    fill(b, "#receipt-id", "never-sent").await;
+    click(b, "#receipt-search").await;
+    wait_text(b, "#receipt-result", "knows nothing").await;
+
+    b.goto(&format!("{base}/admin/#app/default")).await.unwrap();
+    wait_text(b, "#drop-rules", "No drop rules").await;
+    click(b, "#business-key").await;
+    fill(b, "#drop-event", "noise").await;
+    click(b, "#drop-rule-form button").await;
+    wait_text(b, "#drop-rules tbody", "noise").await;
+    screenshot(b, "app-rules").await;
+}

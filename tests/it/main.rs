@@ -33,6 +33,7 @@ mod powerloss;
 mod privacy;
 mod recover;
 mod redaction;
+mod rules;
 mod security;
 mod simdisk;
 mod soak;
