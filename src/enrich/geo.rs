@@ -168,11 +168,16 @@ impl Place {
                 r.subdivisions
                     .as_ref()
                     .and_then(|s| s.first())
-                    .and_then(|s| s.iso_code.or(s.names.as_ref().and_then(|n| n.en))),
+                    .and_then(|s| s.iso_code.or(s.names.as_ref().and_then(|n| n.en)))
+                    .or(r.state1),
             );
         }
         if self.city.is_none() {
-            self.city = owned(r.city.as_ref().and_then(|c| c.names.as_ref()?.en));
+            self.city = owned(match &r.city {
+                Some(City::Named(c)) => c.names.as_ref().and_then(|n| n.en),
+                Some(City::Plain(s)) => Some(*s),
+                None => None,
+            });
         }
         if self.asn.is_none() {
             self.asn = r.autonomous_system_number.or_else(|| {
@@ -187,8 +192,9 @@ impl Place {
     }
 }
 
-/// The fields read of a record, in the GeoIP2/GeoLite2 layout (also DB-IP's) or IPinfo's
-/// lite layout; the rest of the record is skipped.
+/// The fields read of a record, in the GeoIP2/GeoLite2 layout (also DB-IP's own files),
+/// IPinfo's lite layout or the flat one of the ip-location-db packages; the rest of the
+/// record is skipped.
 #[derive(Deserialize, Default)]
 struct Record<'a> {
     #[serde(borrow)]
@@ -196,7 +202,9 @@ struct Record<'a> {
     #[serde(borrow)]
     subdivisions: Option<Vec<Named<'a>>>,
     #[serde(borrow)]
-    city: Option<Named<'a>>,
+    city: Option<City<'a>>,
+    /// ip-location-db: the first subdivision's name.
+    state1: Option<&'a str>,
     autonomous_system_number: Option<u32>,
     autonomous_system_organization: Option<&'a str>,
     /// IPinfo lite.
@@ -204,6 +212,15 @@ struct Record<'a> {
     /// IPinfo lite: `"AS15169"`.
     asn: Option<&'a str>,
     as_name: Option<&'a str>,
+}
+
+/// `city`: GeoIP2's `{"names": {"en": ...}}`, or a plain name (ip-location-db).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum City<'a> {
+    #[serde(borrow)]
+    Named(Named<'a>),
+    Plain(&'a str),
 }
 
 #[derive(Deserialize, Default)]

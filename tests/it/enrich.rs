@@ -541,6 +541,55 @@ fn geo_databases_reload_on_change_and_on_sighup_and_keep_the_old_one_when_broken
     assert_eq!(country_now(&mut c), "NL");
 }
 
+/// The flat layouts of IPinfo's lite file and the ip-location-db packages are read too.
+#[test]
+fn flat_database_layouts_are_read_too() {
+    let dbs = tempfile::tempdir().unwrap();
+    let flat = dbs.path().join("flat.mmdb");
+    std::fs::write(
+        &flat,
+        mmdb(vec![(
+            "81.2.69.128/25",
+            V::Map(vec![
+                ("country_code", V::Str("JP")),
+                ("state1", V::Str("Tokyo")),
+                ("city", V::Str("Shinjuku")),
+            ]),
+        )]),
+    )
+    .unwrap();
+    let ipinfo = dbs.path().join("ipinfo.mmdb");
+    std::fs::write(
+        &ipinfo,
+        mmdb(vec![(
+            "81.2.69.128/25",
+            V::Map(vec![
+                ("asn", V::Str("AS2516")),
+                ("as_name", V::Str("KDDI CORPORATION")),
+                ("country_code", V::Str("US")),
+            ]),
+        )]),
+    )
+    .unwrap();
+    let geo = format!("{},{}", flat.display(), ipinfo.display());
+    let inlet = Inlet::start_with(&["--enrich-geo-db", &geo]);
+    let key = inlet.mint("default");
+    native(&mut inlet.client(), &key, "ev-flat", json!({"ip": "81.2.69.130"}));
+    let events = inlet.export();
+    let e = find(&events, "ev-flat");
+    // The first file that has a field gives it.
+    assert_eq!(
+        e["context"]["geo"],
+        json!({"country": "JP", "region": "Tokyo", "city": "Shinjuku"}),
+        "{e}"
+    );
+    assert_eq!(
+        e["context"]["asn"],
+        json!({"number": 2516, "org": "KDDI CORPORATION"}),
+        "{e}"
+    );
+}
+
 #[test]
 fn without_the_configuration_events_are_stored_as_sent() {
     let inlet = Inlet::start();
