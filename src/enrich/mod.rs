@@ -186,7 +186,12 @@ impl Enrich {
     /// Adds `context.geo`, `context.asn` and `context.device` to each event of `app` (their
     /// `context.ip` and `context.user_agent`, or `client` when the app takes the request's
     /// address and the event names none). Fields the sender set are kept as sent.
-    pub fn apply(&self, app: &str, client: Option<IpAddr>, events: &mut [crate::store::writer::Pending]) {
+    pub fn apply(
+        &self,
+        app: &str,
+        client: Option<IpAddr>,
+        events: &mut [crate::store::writer::Pending],
+    ) {
         let client = client.filter(|_| self.takes_peer(app));
         for p in events {
             // Most of a bulk load may carry neither: skip the decoding.
@@ -297,7 +302,9 @@ impl Cidr {
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.bits)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.bits))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -321,7 +328,11 @@ mod tests {
         let v6 = Cidr::parse("2001:db8::/32").unwrap();
         assert!(v6.contains(&"2001:db8:1::1".parse().unwrap()));
         assert!(!v6.contains(&"2001:db9::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(&"8.8.8.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(&"8.8.8.8".parse().unwrap())
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_none());
         assert!(Cidr::parse("nope").is_none());
     }
@@ -349,10 +360,17 @@ mod tests {
     fn the_client_is_the_peer_unless_a_trusted_proxy_names_it() {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         // An untrusted peer's header is ignored.
-        assert_eq!(with("198.51.100.7", &[], &["203.0.113.9"]), ip("198.51.100.7"));
+        assert_eq!(
+            with("198.51.100.7", &[], &["203.0.113.9"]),
+            ip("198.51.100.7")
+        );
         // A trusted proxy: the right-most address that is not a trusted proxy.
         assert_eq!(
-            with("10.0.0.2", &["10.0.0.0/8"], &["1.2.3.4, 203.0.113.9, 10.0.0.1"]),
+            with(
+                "10.0.0.2",
+                &["10.0.0.0/8"],
+                &["1.2.3.4, 203.0.113.9, 10.0.0.1"]
+            ),
             ip("203.0.113.9")
         );
         assert_eq!(
@@ -381,7 +399,10 @@ mod tests {
         }
         .resolve()
         .unwrap_err();
-        assert!(e.contains("enrich.geo_db") && e.contains("/nonexistent/x.mmdb"), "{e}");
+        assert!(
+            e.contains("enrich.geo_db") && e.contains("/nonexistent/x.mmdb"),
+            "{e}"
+        );
     }
 
     /// Real user agents: iOS (an app over CFNetwork, Safari), Android (Chrome, an app),

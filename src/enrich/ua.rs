@@ -90,16 +90,22 @@ pub fn device(parser: &ua_parser::Extractor<'_>, ua: &str) -> Value {
         Some(parts.join(".")).filter(|v| !v.is_empty())
     };
     let os_name = os.as_ref().and_then(|o| family(&o.os));
-    let os_version = os.as_ref().and_then(|o| {
-        version([o.major.as_deref(), o.minor.as_deref(), o.patch.as_deref()])
-    });
+    let os_version = os
+        .as_ref()
+        .and_then(|o| version([o.major.as_deref(), o.minor.as_deref(), o.patch.as_deref()]));
     let browser = agent.as_ref().and_then(|a| family(&a.family));
     let browser_version = agent
         .as_ref()
         .and_then(|a| version([a.major, a.minor, a.patch]));
     let dev_family = dev.as_ref().map(|d| d.device.as_ref()).unwrap_or("Other");
-    let brand = dev.as_ref().and_then(|d| d.brand.as_deref()).map(str::to_owned);
-    let model = dev.as_ref().and_then(|d| d.model.as_deref()).map(str::to_owned);
+    let brand = dev
+        .as_ref()
+        .and_then(|d| d.brand.as_deref())
+        .map(str::to_owned);
+    let model = dev
+        .as_ref()
+        .and_then(|d| d.model.as_deref())
+        .map(str::to_owned);
     let kind = kind(ua, os_name.as_deref(), dev_family, browser.as_deref());
     let mut m = Map::new();
     m.insert("type".into(), Value::from(kind));

@@ -21,7 +21,11 @@ enum V {
 }
 
 fn control(out: &mut Vec<u8>, kind: u8, size: usize) {
-    let (bits, extended) = if kind <= 7 { (kind, None) } else { (0, Some(kind - 7)) };
+    let (bits, extended) = if kind <= 7 {
+        (kind, None)
+    } else {
+        (0, Some(kind - 7))
+    };
     let (small, extra): (u8, Vec<u8>) = match size {
         0..29 => (size as u8, vec![]),
         29..285 => (29, vec![(size - 29) as u8]),
@@ -147,7 +151,10 @@ fn city_db(london: &'static str) -> Vec<u8> {
         (
             "81.2.69.128/25",
             V::Map(vec![
-                ("city", V::Map(vec![("names", V::Map(vec![("en", V::Str("London"))]))])),
+                (
+                    "city",
+                    V::Map(vec![("names", V::Map(vec![("en", V::Str("London"))]))]),
+                ),
                 ("country", V::Map(vec![("iso_code", V::Str(london))])),
                 (
                     "subdivisions",
@@ -168,7 +175,10 @@ fn asn_db() -> Vec<u8> {
         "81.2.69.128/25",
         V::Map(vec![
             ("autonomous_system_number", V::U32(20712)),
-            ("autonomous_system_organization", V::Str("Andrews & Arnold Ltd")),
+            (
+                "autonomous_system_organization",
+                V::Str("Andrews & Arnold Ltd"),
+            ),
         ]),
     )])
 }
@@ -508,8 +518,13 @@ fn geo_databases_reload_on_change_and_on_sighup_and_keep_the_old_one_when_broken
         std::fs::rename(&tmp, &city).unwrap();
     };
     write(city_db("FR"));
-    wait_for("the changed database in use", || country_now(&mut c) == "FR");
-    assert_eq!(metric(&inlet, "inlet_enrich_geo_reload_failures"), Some(0.0));
+    wait_for("the changed database in use", || {
+        country_now(&mut c) == "FR"
+    });
+    assert_eq!(
+        metric(&inlet, "inlet_enrich_geo_reload_failures"),
+        Some(0.0)
+    );
     // Same length and modification time as the file read before: only SIGHUP notices.
     let good = city_db("NL");
     assert_eq!(good.len(), city_db("FR").len());
@@ -537,7 +552,13 @@ fn geo_databases_reload_on_change_and_on_sighup_and_keep_the_old_one_when_broken
     wait_for("the failed reload counted", || {
         metric(&inlet, "inlet_enrich_geo_reload_failures") == Some(1.0)
     });
-    assert!(inlet.log.lock().unwrap().contains("geo database reload failed"));
+    assert!(
+        inlet
+            .log
+            .lock()
+            .unwrap()
+            .contains("geo database reload failed")
+    );
     assert_eq!(country_now(&mut c), "NL");
 }
 
@@ -574,7 +595,12 @@ fn flat_database_layouts_are_read_too() {
     let geo = format!("{},{}", flat.display(), ipinfo.display());
     let inlet = Inlet::start_with(&["--enrich-geo-db", &geo]);
     let key = inlet.mint("default");
-    native(&mut inlet.client(), &key, "ev-flat", json!({"ip": "81.2.69.130"}));
+    native(
+        &mut inlet.client(),
+        &key,
+        "ev-flat",
+        json!({"ip": "81.2.69.130"}),
+    );
     let events = inlet.export();
     let e = find(&events, "ev-flat");
     // The first file that has a field gives it.
@@ -607,7 +633,10 @@ fn a_missing_or_broken_database_is_a_clear_startup_error() {
     let broken = dir.path().join("broken.mmdb");
     std::fs::write(&broken, b"\x00\x01 definitely not mmdb").unwrap();
     let missing = dir.path().join("missing.mmdb");
-    for (path, says) in [(&missing, "No such file"), (&broken, "not a MaxMind DB file")] {
+    for (path, says) in [
+        (&missing, "No such file"),
+        (&broken, "not a MaxMind DB file"),
+    ] {
         let out = Command::new(BIN)
             .env("INLET_DEFAULT_CONFIG", NO_DEFAULT_CONFIG)
             .env_remove("INLET_CONFIG")
@@ -636,10 +665,18 @@ fn a_missing_or_broken_database_is_a_clear_startup_error() {
         .arg(&good)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let parsed: toml::Table = toml::from_str(&text).unwrap();
-    assert_eq!(parsed["enrich"]["user_agent"].as_bool(), Some(true), "{text}");
+    assert_eq!(
+        parsed["enrich"]["user_agent"].as_bool(),
+        Some(true),
+        "{text}"
+    );
     assert_eq!(
         parsed["enrich"]["geo_db"][0].as_str(),
         Some(&*good.to_string_lossy()),
