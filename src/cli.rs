@@ -246,6 +246,19 @@ pub struct ServeArgs {
     /// Allow a one-node engine with unreplicated streams (tests only).
     #[arg(long, env = "INLET_CLUSTER_SINGLE_ENGINE_NODE", num_args = 0..=1, default_missing_value = "true")]
     pub cluster_single_engine_node: Option<bool>,
+    /// Enrichment: MaxMind-format database files (.mmdb), comma-separated ([enrich] geo_db).
+    #[arg(long, env = "INLET_ENRICH_GEO_DB", value_delimiter = ',')]
+    pub enrich_geo_db: Option<Vec<PathBuf>>,
+    /// Enrichment: parse user agents into context.device ([enrich] user_agent).
+    #[arg(long, env = "INLET_ENRICH_USER_AGENT", num_args = 0..=1, default_missing_value = "true")]
+    pub enrich_user_agent: Option<bool>,
+    /// Enrichment: apps (comma-separated; * = all) whose events take the request's address.
+    #[arg(long, env = "INLET_ENRICH_PEER_IP", value_delimiter = ',')]
+    pub enrich_peer_ip: Option<Vec<String>>,
+    /// Enrichment: proxies (addresses or CIDR blocks, comma-separated) trusted for
+    /// X-Forwarded-For.
+    #[arg(long, env = "INLET_ENRICH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub enrich_trusted_proxies: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -280,7 +293,20 @@ impl ServeArgs {
             cluster_partitions: self.cluster_partitions,
             cluster_single_engine_node: self.cluster_single_engine_node,
             backup: None,
+            enrich: self.enrich(),
         }
+    }
+
+    /// The `--enrich-*` flags given, as an `[enrich]` layer.
+    fn enrich(&self) -> Option<crate::enrich::RawEnrich> {
+        let raw = crate::enrich::RawEnrich {
+            geo_db: self.enrich_geo_db.clone(),
+            user_agent: self.enrich_user_agent,
+            peer_ip: self.enrich_peer_ip.clone(),
+            trusted_proxies: self.enrich_trusted_proxies.clone(),
+            reload_secs: None,
+        };
+        (raw != crate::enrich::RawEnrich::default()).then_some(raw)
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Config {
     pub cluster: Option<crate::cluster::Settings>,
     /// Scheduled backups (`[backup]`); `None`: only `inlet backup`.
     pub backup: Option<BackupSchedule>,
+    /// `[enrich]`: geo and device added to events; `None`: events stored as sent.
+    pub enrich: Option<crate::enrich::Enrich>,
 }
 
 /// The admin panel's settings.
@@ -135,6 +137,7 @@ impl Config {
             metrics_public: false,
             cluster: None,
             backup: None,
+            enrich: None,
         }
     }
 
@@ -169,6 +172,7 @@ impl Config {
             cluster_partitions: self.cluster.as_ref().map(|c| c.partitions),
             cluster_single_engine_node: self.cluster.as_ref().map(|c| c.single_engine_node),
             backup: self.backup.as_ref().map(|b| b.raw()),
+            enrich: self.enrich.as_ref().map(|e| e.raw()),
         };
         toml::to_string(&raw).expect("a config always serializes")
     }
@@ -299,6 +303,8 @@ pub struct RawConfig {
     pub cluster_single_engine_node: Option<bool>,
     /// `[backup]`: scheduled backups (file only).
     pub backup: Option<RawBackup>,
+    /// `[enrich]`: geo and device enrichment.
+    pub enrich: Option<crate::enrich::RawEnrich>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -359,6 +365,10 @@ impl RawConfig {
                 .cluster_single_engine_node
                 .or(self.cluster_single_engine_node),
             backup: over.backup.or(self.backup),
+            enrich: match (self.enrich, over.enrich) {
+                (Some(a), Some(b)) => Some(a.under(b)),
+                (a, b) => b.or(a),
+            },
         }
     }
 
@@ -508,6 +518,10 @@ impl RawConfig {
         )
         .map_err(bad)?;
         c.backup = self.backup.map(|b| b.resolve()).transpose().map_err(bad)?;
+        c.enrich = match self.enrich {
+            Some(e) => e.resolve().map_err(bad)?,
+            None => None,
+        };
         Ok(c)
     }
 }

@@ -139,6 +139,8 @@ async fn ingest_inner<D: Ingest>(
     verdict: &mut Option<Verdict>,
 ) -> Result<Reply, Reason> {
     let head = D::head(req.method(), req.uri(), req.headers())?;
+    // Enrichment: the request's own address, for apps that take it (`enrich::Enrich::apply`).
+    let client = ctx.config.enrich.as_ref().and_then(|e| e.client_ip(&req));
     let mut lookup = Lookups { ctx, app };
     let early = D::early_credential(&mut lookup, &head)?;
     if let Some(key) = early.as_ref().filter(|_| D::RATE_LIMITED) {
@@ -159,7 +161,7 @@ async fn ingest_inner<D: Ingest>(
     let Credited { key, auth } =
         D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
     if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
-        return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload, dry).await;
+        return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload, dry, client).await;
     }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
     let claimed = decoded.draft.claimed_id().map(str::to_owned);
@@ -191,6 +193,7 @@ async fn ingest_inner<D: Ingest>(
         kept,
         D::AUDIT,
         dry,
+        client,
     )
     .await?[0];
     if !dry {
@@ -310,6 +313,7 @@ async fn ingest_batch<'a, D: Ingest>(
     items: Vec<BatchItem<'a, D::Event<'a>>>,
     payload: &bytes::Bytes,
     dry: bool,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Reply, Reason> {
     let audit_key = audit_key(
         D::BATCH_AUDIT_PREFIX,
@@ -322,8 +326,16 @@ async fn ingest_batch<'a, D: Ingest>(
     if !dry {
         batch.count_dropped(&drops);
     }
-    let done =
-        submit_prepared::<D>(ctx, key, received_at_ms, batch, audit_key, payload, dry).await?;
+    let done = submit_prepared::<D>(
+        ctx,
+        key,
+        received_at_ms,
+        batch,
+        audit_key,
+        payload,
+        (dry, client),
+    )
+    .await?;
     Ok(done.reply::<D>(received_at_ms))
 }
 
@@ -628,7 +640,7 @@ async fn submit_prepared<D: Ingest>(
     batch: PreparedBatch,
     audit_key: String,
     body: &bytes::Bytes,
-    dry: bool,
+    (dry, client): (bool, Option<std::net::IpAddr>),
 ) -> Result<BatchDone, Reason> {
     let source = D::SOURCE;
     let PreparedBatch { slots, events } = batch;
@@ -643,6 +655,7 @@ async fn submit_prepared<D: Ingest>(
             (audit_key.clone(), body.clone()),
             D::AUDIT,
             dry,
+            client,
         )
         .await?
     };
@@ -862,7 +875,9 @@ pub(crate) fn store_failed(lookup: &'static str) -> impl FnOnce(store::Error) ->
 /// The one place a request becomes a [`Submission`]: the key's app, tenant and key id (0 for
 /// a signed, keyless request), its encoded events, and its raw body kept under the audit key
 /// (written as `format`, credentials taken out). Hands it to the writer and waits for its
-/// commit; a `dry` run only for the writer's judgement (nothing is stored).
+/// commit; a `dry` run only for the writer's judgement (nothing is stored). `client`: the
+/// request's address, for enrichment.
+#[allow(clippy::too_many_arguments)] // the request's facts, each used once
 pub(crate) async fn submit(
     ctx: &Context,
     key: &KeyInfo,
@@ -871,6 +886,7 @@ pub(crate) async fn submit(
     (audit_key, body): (String, bytes::Bytes),
     format: AuditFormat,
     dry: bool,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Vec<Outcome>, Reason> {
     let bytes = body.len();
     let mut sub = Submission {
@@ -882,6 +898,11 @@ pub(crate) async fn submit(
         audit: Some((audit_key, body)),
     };
     redact::submission(ctx, &mut sub, format);
+    // Privacy first: enrichment reads the full address and user agent here, in memory,
+    // before the app's IP policy below truncates or drops them; only its result is stored.
+    if let Some(enrich) = &ctx.config.enrich {
+        enrich.apply(&key.app, client, &mut sub.events);
+    }
     let generation = ctx
         .writer
         .stats()

@@ -13,6 +13,7 @@
 //!   ([`http::reply`]), response bodies, request bodies read under a budget and limits.
 //! - [`context`]: the shared state of the request handlers, built at the top, passed down.
 //! - [`ingest`]: the pipeline, one function per endpoint showing the whole order.
+//! - [`enrich`]: geo (IP) and device (user agent) added to events before the IP policy.
 //! - [`dialect`]: wire formats → canonical [`event::Draft`]s; pure (no I/O, no clock).
 //! - [`event`]: the canonical event, its validation and the stable rejection reasons.
 //! - [`auth`]: server keys (mint, hash, constant-time compare), the admin password hash,
@@ -47,6 +48,7 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod dialect;
+pub mod enrich;
 pub mod event;
 pub mod http;
 pub mod identity;

@@ -101,6 +101,23 @@ pub fn render(state: &State) -> String {
         g.set(i64::try_from(v).unwrap_or(i64::MAX));
         g
     };
+    if let Some(geo) = state.config.enrich.as_ref().and_then(|e| e.geo()) {
+        let count = |v: &AtomicU64| {
+            let c = Counter::<u64>::default();
+            c.inc_by(v.load(Ordering::Relaxed));
+            c
+        };
+        reg.register(
+            "inlet_enrich_geo_reloads",
+            "Geo database files read again after a change or SIGHUP",
+            count(&geo.reloads),
+        );
+        reg.register(
+            "inlet_enrich_geo_reload_failures",
+            "Geo database reloads that failed (the file read before stays in use)",
+            count(&geo.reload_failures),
+        );
+    }
     reg.register(
         "inlet_queue_requests",
         "Requests waiting for the writer",

@@ -213,11 +213,13 @@ async fn serve_conn<I>(
 /// The router: method and path to handler.
 async fn route(
     state: &State,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: std::net::SocketAddr,
     site: Site,
 ) -> Response<Body> {
     let started = std::time::Instant::now();
+    // Enrichment takes the client's address from here (`enrich::Enrich::client_ip`).
+    req.extensions_mut().insert(crate::enrich::Peer(peer.ip()));
     let method = req.method().clone();
     let path = endpoint_path(req.uri().path()).to_owned();
     let admin_here = match site {

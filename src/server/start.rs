@@ -92,11 +92,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         tokio::spawn(backup_task(state.clone(), schedule));
     }
     tokio::spawn(crate::logs::flush_task());
+    if let Some(enrich) = state.config.enrich.clone() {
+        tokio::spawn(enrich_task(enrich));
+    }
     // Registered before the server says it listens, so that no SIGHUP finds the default
     // action (the end of the process) in place.
     match signal(SignalKind::hangup()) {
         Ok(hup) => {
-            tokio::spawn(reload_on_hangup(hup, state.config.tls.clone()));
+            let enrich = state.config.enrich.clone();
+            tokio::spawn(reload_on_hangup(hup, state.config.tls.clone(), enrich));
         }
         Err(e) => tracing::warn!(error = %e, "no SIGHUP handler: TLS reload is off"),
     }
@@ -428,8 +432,16 @@ fn warn_if_shared(data: &Path) {
 /// Reads the TLS certificate and key again on each SIGHUP (`systemctl reload inlet`, a
 /// certbot deploy hook). Installed without TLS too, where it only says so: SIGHUP's default
 /// action would end the process.
-async fn reload_on_hangup(mut hup: Signal, tls: Option<crate::config::Tls>) {
+async fn reload_on_hangup(
+    mut hup: Signal,
+    tls: Option<crate::config::Tls>,
+    enrich: Option<crate::enrich::Enrich>,
+) {
     while hup.recv().await.is_some() {
+        // Enrichment's databases are read again too, changed or not.
+        if let Some(e) = enrich.clone().filter(|e| e.geo().is_some()) {
+            let _ = tokio::task::spawn_blocking(move || e.geo().map(|g| g.reload(true))).await;
+        }
         let Some(tls) = tls.clone() else {
             tracing::info!("SIGHUP: no TLS certificate to reload");
             continue;
@@ -442,6 +454,28 @@ async fn reload_on_hangup(mut hup: Signal, tls: Option<crate::config::Tls>) {
             }
             Err(e) => tracing::error!(error = %e, "TLS reload panicked"),
         }
+    }
+}
+
+/// Enrichment's background work: the user-agent rules compiled at start (off the request
+/// path), then the geo database files checked for a change every `reload_secs`.
+async fn enrich_task(enrich: crate::enrich::Enrich) {
+    let warm = enrich.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(Err(e)) = warm.ua().map(|u| u.warm()) {
+            tracing::error!(error = %e, "user-agent enrichment is off");
+        }
+    })
+    .await;
+    if enrich.geo().is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(enrich.reload_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let e = enrich.clone();
+        let _ = tokio::task::spawn_blocking(move || e.geo().map(|g| g.reload(false))).await;
     }
 }
 

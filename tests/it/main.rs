@@ -18,6 +18,7 @@ mod datafly;
 mod diskfull;
 mod durability;
 mod engine;
+mod enrich;
 mod fixture;
 mod gamerebellion;
 mod golden;

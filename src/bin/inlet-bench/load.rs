@@ -159,6 +159,35 @@ pub fn event_json(out: &mut String, id: &str, n: u64) {
     );
 }
 
+/// `INLET_BENCH_CONTEXT=1`: each event also carries `context.ip` and `context.user_agent`
+/// (for the cost of enrichment, `[enrich]`).
+static WITH_CONTEXT: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("INLET_BENCH_CONTEXT").is_ok_and(|v| v == "1"));
+
+/// Adds `context` to the event just written: an address of 65,536 and one of a handful of
+/// real user agents, as one backend's traffic repeats them.
+fn with_context(out: &mut String, n: u64) {
+    const AGENTS: [&str; 6] = [
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+        "MyGame/2.3.1 CFNetwork/1490.0.4 Darwin/23.2.0",
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+        "Dalvik/2.1.0 (Linux; U; Android 13; SM-S911B Build/TP1A.220624.014)",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
+    ];
+    out.pop(); // the event's closing brace
+    let h = splitmix(n);
+    let _ = write!(
+        out,
+        r#","context":{{"ip":"{}.{}.{}.{}","user_agent":"{}"}}}}"#,
+        [81, 2, 85, 151, 203, 24][(h % 6) as usize],
+        (h >> 8) & 0xff,
+        (h >> 16) & 0xff,
+        1 + (h >> 24) % 254,
+        AGENTS[((h >> 32) % AGENTS.len() as u64) as usize],
+    );
+}
+
 /// The counts of an inlet answer (single: `accepted` + `duplicate`; bulk: the three counts).
 #[derive(Default, serde::Deserialize)]
 struct Counts {
@@ -318,6 +347,9 @@ async fn worker(s: Arc<Shared>, worker_no: u64) -> Tally {
                 _ => (w.seed, s.next_unique.fetch_add(1, Ordering::Relaxed)),
             };
             event_json(&mut body, &event_id(seed, n), n);
+            if *WITH_CONTEXT {
+                with_context(&mut body, n);
+            }
         }
         if w.bulk > 1 {
             body.push_str("]}");

@@ -1,0 +1,236 @@
+//! Geo and network from an IP address: MaxMind-format databases (`.mmdb`: MaxMind's GeoLite2
+//! and GeoIP2, DB-IP's lite databases, IPinfo's lite database), read whole into memory, looked
+//! up in order; the first database that answers a field gives it.
+//!
+//! Each file is read again when its modification time or length changes (polled) and on
+//! SIGHUP; a file that no longer opens leaves the one read before in use, logged and counted.
+
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+type Reader = maxminddb::Reader<Vec<u8>>;
+
+/// The configured databases, in lookup order.
+pub struct Geo {
+    dbs: Vec<Db>,
+    /// Reloads that replaced a database, and reloads that failed (the old one kept).
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+}
+
+struct Db {
+    path: PathBuf,
+    reader: RwLock<Arc<Reader>>,
+    /// The (modification time, length) last read, or last found unreadable.
+    seen: Mutex<Stamp>,
+}
+
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Reads and checks one database file: its metadata, and one lookup through its tree.
+fn open(path: &Path) -> Result<Reader, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reader = Reader::from_source(bytes)
+        .map_err(|e| format!("{}: not a MaxMind DB file: {e}", path.display()))?;
+    let probe: IpAddr = match reader.metadata().ip_version {
+        4 => IpAddr::from([192, 0, 2, 1]),
+        _ => IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]),
+    };
+    if let Err(e) = reader
+        .lookup(probe)
+        .and_then(|r| r.decode::<Record>().map(|_| ()))
+    {
+        return Err(format!("{}: damaged MaxMind DB file: {e}", path.display()));
+    }
+    Ok(reader)
+}
+
+impl Geo {
+    /// Opens every file; the first that does not open is the error (naming it).
+    pub fn open(paths: &[PathBuf]) -> Result<Geo, String> {
+        let mut dbs = Vec::with_capacity(paths.len());
+        for path in paths {
+            let seen = stamp(path);
+            let reader = open(path)?;
+            dbs.push(Db {
+                path: path.clone(),
+                reader: RwLock::new(Arc::new(reader)),
+                seen: Mutex::new(seen),
+            });
+        }
+        Ok(Geo {
+            dbs,
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        })
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.dbs.iter().map(|d| d.path.as_path())
+    }
+
+    /// Reads again each file whose modification time or length changed (`all`: every file,
+    /// as on SIGHUP). A file that fails keeps the database read before; it is logged and
+    /// counted once per change of the file.
+    pub fn reload(&self, all: bool) {
+        for db in &self.dbs {
+            let now = stamp(&db.path);
+            {
+                let mut seen = db.seen.lock().unwrap_or_else(|e| e.into_inner());
+                if !all && *seen == now {
+                    continue;
+                }
+                *seen = now;
+            }
+            match open(&db.path) {
+                Ok(reader) => {
+                    *db.reader.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(reader);
+                    self.reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(file = %db.path.display(), "geo database reloaded");
+                }
+                Err(error) => {
+                    self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        error = %error,
+                        "geo database reload failed; still using the one read before"
+                    );
+                }
+            }
+        }
+    }
+
+    /// What the databases know of `ip`; empty when none has it.
+    pub fn lookup(&self, ip: IpAddr) -> Place {
+        let mut place = Place::default();
+        for db in &self.dbs {
+            let reader = db.reader.read().unwrap_or_else(|e| e.into_inner()).clone();
+            // An address the database cannot hold (IPv6 in an IPv4 file) or a damaged
+            // record: nothing from this file.
+            let Ok(Some(r)) = reader.lookup(ip).and_then(|l| l.decode::<Record>()) else {
+                continue;
+            };
+            place.fill(r);
+            if place.is_full() {
+                break;
+            }
+        }
+        place
+    }
+}
+
+/// The fields enrichment adds from an address (`context.geo`, `context.asn`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// ISO 3166-1 alpha-2.
+    pub country: Option<String>,
+    /// The first subdivision: its ISO 3166-2 code (without the country), else its name.
+    pub region: Option<String>,
+    /// English name.
+    pub city: Option<String>,
+    pub asn: Option<u32>,
+    pub org: Option<String>,
+}
+
+impl Place {
+    fn is_full(&self) -> bool {
+        self.country.is_some()
+            && self.region.is_some()
+            && self.city.is_some()
+            && self.asn.is_some()
+            && self.org.is_some()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Place::default()
+    }
+
+    fn fill(&mut self, r: Record<'_>) {
+        let owned = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
+        if self.country.is_none() {
+            self.country = owned(
+                r.country
+                    .as_ref()
+                    .and_then(|c| c.iso_code)
+                    .or(r.country_code),
+            );
+        }
+        if self.region.is_none() {
+            self.region = owned(
+                r.subdivisions
+                    .as_ref()
+                    .and_then(|s| s.first())
+                    .and_then(|s| s.iso_code.or(s.names.as_ref().and_then(|n| n.en)))
+                    .or(r.state1),
+            );
+        }
+        if self.city.is_none() {
+            self.city = owned(match &r.city {
+                Some(City::Named(c)) => c.names.as_ref().and_then(|n| n.en),
+                Some(City::Plain(s)) => Some(*s),
+                None => None,
+            });
+        }
+        if self.asn.is_none() {
+            self.asn = r.autonomous_system_number.or_else(|| {
+                r.asn
+                    .and_then(|a| a.strip_prefix("AS").unwrap_or(a).parse().ok())
+                    .filter(|&n| n > 0)
+            });
+        }
+        if self.org.is_none() {
+            self.org = owned(r.autonomous_system_organization.or(r.as_name));
+        }
+    }
+}
+
+/// The fields read of a record, in the GeoIP2/GeoLite2 layout (also DB-IP's own files),
+/// IPinfo's lite layout or the flat one of the ip-location-db packages; the rest of the
+/// record is skipped.
+#[derive(Deserialize, Default)]
+struct Record<'a> {
+    #[serde(borrow)]
+    country: Option<Named<'a>>,
+    #[serde(borrow)]
+    subdivisions: Option<Vec<Named<'a>>>,
+    #[serde(borrow)]
+    city: Option<City<'a>>,
+    /// ip-location-db: the first subdivision's name.
+    state1: Option<&'a str>,
+    autonomous_system_number: Option<u32>,
+    autonomous_system_organization: Option<&'a str>,
+    /// IPinfo lite.
+    country_code: Option<&'a str>,
+    /// IPinfo lite: `"AS15169"`.
+    asn: Option<&'a str>,
+    as_name: Option<&'a str>,
+}
+
+/// `city`: GeoIP2's `{"names": {"en": ...}}`, or a plain name (ip-location-db).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum City<'a> {
+    #[serde(borrow)]
+    Named(Named<'a>),
+    Plain(&'a str),
+}
+
+#[derive(Deserialize, Default)]
+struct Named<'a> {
+    iso_code: Option<&'a str>,
+    #[serde(borrow)]
+    names: Option<Names<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Names<'a> {
+    en: Option<&'a str>,
+}

@@ -1,0 +1,486 @@
+//! Offline enrichment ([docs/enrichment.md](../../docs/enrichment.md)): where an event came
+//! from (`context.geo`, `context.asn`, from `context.ip` through MaxMind-format databases)
+//! and on what device (`context.device`, from `context.user_agent`), added to each event of
+//! a submission before the app's IP policy truncates or drops the address
+//! (`ingest::submit`). Every dialect puts the address and the user agent in those canonical
+//! places; apps named in `peer_ip` also take the request's own address (the peer, or the
+//! client a trusted proxy names in `X-Forwarded-For`) when an event carries none.
+//!
+//! Nothing here reads the clock or the store; without an `[enrich]` section none of it runs.
+
+pub mod geo;
+pub mod ua;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The address of the connection a request came on, put in the request's extensions by
+/// the router.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+/// `[enrich]` of the configuration file (flags and environment: `--enrich-*`,
+/// `INLET_ENRICH_*`).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrich {
+    /// MaxMind-format database files (country, city, ASN), looked up in this order.
+    pub geo_db: Option<Vec<PathBuf>>,
+    /// Parse `context.user_agent` into `context.device` [default: false].
+    pub user_agent: Option<bool>,
+    /// Apps (by name; `"*"`: every app) whose events without `context.ip` take the
+    /// request's address.
+    pub peer_ip: Option<Vec<String>>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Seconds between checks of the database files for a change [default: 5].
+    pub reload_secs: Option<u64>,
+}
+
+impl RawEnrich {
+    /// `self` with every key that `over` sets replaced by `over`'s value.
+    pub fn under(self, over: RawEnrich) -> RawEnrich {
+        RawEnrich {
+            geo_db: over.geo_db.or(self.geo_db),
+            user_agent: over.user_agent.or(self.user_agent),
+            peer_ip: over.peer_ip.or(self.peer_ip),
+            trusted_proxies: over.trusted_proxies.or(self.trusted_proxies),
+            reload_secs: over.reload_secs.or(self.reload_secs),
+        }
+    }
+
+    /// Checks every value and opens the databases; `None` when nothing is enabled.
+    pub fn resolve(self) -> Result<Option<Enrich>, String> {
+        let geo_db = self.geo_db.clone().unwrap_or_default();
+        let user_agent = self.user_agent.unwrap_or(false);
+        if geo_db.is_empty() && !user_agent {
+            return Ok(None);
+        }
+        let reload_secs = self.reload_secs.unwrap_or(DEFAULT_RELOAD_SECS);
+        if !(1..=86_400).contains(&reload_secs) {
+            return Err(format!(
+                "enrich.reload_secs: {reload_secs} is outside 1..=86400"
+            ));
+        }
+        let proxies = self
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .map(|p| {
+                Cidr::parse(p).ok_or_else(|| {
+                    format!("enrich.trusted_proxies: {p:?} is not an address or CIDR block")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let peer_apps = match self.peer_ip.as_deref().unwrap_or_default() {
+            [] => PeerApps::None,
+            names if names.iter().any(|n| n == "*") => PeerApps::All,
+            names => PeerApps::Some(names.to_vec()),
+        };
+        let geo = match geo_db.is_empty() {
+            true => None,
+            false => Some(geo::Geo::open(&geo_db).map_err(|e| format!("enrich.geo_db: {e}"))?),
+        };
+        Ok(Some(Enrich(Arc::new(Inner {
+            geo,
+            ua: user_agent.then(ua::Ua::default),
+            peer_apps,
+            proxies,
+            reload: Duration::from_secs(reload_secs),
+            raw: self,
+        }))))
+    }
+}
+
+pub const DEFAULT_RELOAD_SECS: u64 = 5;
+
+/// Checked `[enrich]`: the open databases, the parser, where a request's address is taken.
+#[derive(Clone)]
+pub struct Enrich(Arc<Inner>);
+
+struct Inner {
+    geo: Option<geo::Geo>,
+    ua: Option<ua::Ua>,
+    peer_apps: PeerApps,
+    proxies: Vec<Cidr>,
+    reload: Duration,
+    raw: RawEnrich,
+}
+
+enum PeerApps {
+    None,
+    All,
+    Some(Vec<String>),
+}
+
+impl std::fmt::Debug for Enrich {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Enrich").field(&self.0.raw).finish()
+    }
+}
+
+impl Enrich {
+    /// The keys as configured (for `check-config`).
+    pub fn raw(&self) -> RawEnrich {
+        self.0.raw.clone()
+    }
+
+    pub fn geo(&self) -> Option<&geo::Geo> {
+        self.0.geo.as_ref()
+    }
+
+    pub fn ua(&self) -> Option<&ua::Ua> {
+        self.0.ua.as_ref()
+    }
+
+    /// How often the database files are checked for a change.
+    pub fn reload_every(&self) -> Duration {
+        self.0.reload
+    }
+
+    /// Whether `app`'s events take the request's address.
+    fn takes_peer(&self, app: &str) -> bool {
+        match &self.0.peer_apps {
+            PeerApps::None => false,
+            PeerApps::All => true,
+            PeerApps::Some(names) => names.iter().any(|n| n == app),
+        }
+    }
+
+    /// The client's address of a request, when some app takes it: the peer's, or, when the
+    /// peer is a trusted proxy, the last address in `X-Forwarded-For` that is not one.
+    pub fn client_ip<B>(&self, req: &hyper::Request<B>) -> Option<IpAddr> {
+        if matches!(self.0.peer_apps, PeerApps::None) {
+            return None;
+        }
+        let peer = req.extensions().get::<Peer>()?.0;
+        let trusted = |ip: &IpAddr| self.0.proxies.iter().any(|c| c.contains(ip));
+        if !trusted(&peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        // The right-most entries were added by the proxies nearest to us.
+        let hops: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for hop in hops.iter().rev() {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                break; // garbage: trust nothing further left
+            };
+            client = ip;
+            if !trusted(&ip) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    /// Adds `context.geo`, `context.asn` and `context.device` to each event of `app` (their
+    /// `context.ip` and `context.user_agent`, or `client` when the app takes the request's
+    /// address and the event names none). Fields the sender set are kept as sent.
+    pub fn apply(
+        &self,
+        app: &str,
+        client: Option<IpAddr>,
+        events: &mut [crate::store::writer::Pending],
+    ) {
+        let client = client.filter(|_| self.takes_peer(app));
+        for p in events {
+            // Most of a bulk load may carry neither: skip the decoding.
+            if client.is_none()
+                && memchr::memmem::find(p.record(), b"\"ip\"").is_none()
+                && memchr::memmem::find(p.record(), b"\"user_agent\"").is_none()
+            {
+                continue;
+            }
+            p.map_record(|r| match self.context(&r.context, client) {
+                Some(ctx) => {
+                    r.context = ctx;
+                    true
+                }
+                None => false,
+            });
+        }
+    }
+
+    /// The enriched `context` JSON text, or `None` when nothing is added.
+    pub fn context(&self, text: &str, client: Option<IpAddr>) -> Option<String> {
+        let mut ctx: Map<String, Value> = match text.trim() {
+            "" => Map::new(),
+            t => serde_json::from_str(t).ok()?,
+        };
+        let mut changed = false;
+        if let Some(ip) = client
+            && !ctx.contains_key("ip")
+        {
+            ctx.insert("ip".into(), Value::String(ip.to_string()));
+            changed = true;
+        }
+        if let Some(geo) = &self.0.geo
+            && let Some(ip) = ctx
+                .get("ip")
+                .and_then(Value::as_str)
+                .and_then(|s| s.trim().parse::<IpAddr>().ok())
+        {
+            let place = geo.lookup(ip);
+            let mut g = Map::new();
+            for (k, v) in [
+                ("country", place.country),
+                ("region", place.region),
+                ("city", place.city),
+            ] {
+                if let Some(v) = v {
+                    g.insert(k.into(), Value::String(v));
+                }
+            }
+            if !g.is_empty() && !ctx.contains_key("geo") {
+                ctx.insert("geo".into(), Value::Object(g));
+                changed = true;
+            }
+            let mut a = Map::new();
+            if let Some(n) = place.asn {
+                a.insert("number".into(), Value::from(n));
+            }
+            if let Some(org) = place.org {
+                a.insert("org".into(), Value::String(org));
+            }
+            if !a.is_empty() && !ctx.contains_key("asn") {
+                ctx.insert("asn".into(), Value::Object(a));
+                changed = true;
+            }
+        }
+        if let Some(ua) = &self.0.ua
+            && !ctx.contains_key("device")
+            && let Some(agent) = ctx.get("user_agent").and_then(Value::as_str)
+            && !agent.trim().is_empty()
+            && let Some(device) = ua.device(agent)
+        {
+            ctx.insert("device".into(), device);
+            changed = true;
+        }
+        changed.then(|| Value::Object(ctx).to_string())
+    }
+}
+
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy)]
+struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    fn parse(s: &str) -> Option<Cidr> {
+        let (addr, bits) = match s.trim().split_once('/') {
+            Some((a, b)) => (a.parse::<IpAddr>().ok()?, Some(b.parse::<u8>().ok()?)),
+            None => (s.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { net: addr, bits })
+    }
+
+    fn contains(&self, ip: &IpAddr) -> bool {
+        let ip = match (self.net, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            _ => *ip,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.bits))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_blocks_contain_their_addresses_only() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains(&"10.1.200.3".parse().unwrap()));
+        assert!(c.contains(&"::ffff:10.1.0.1".parse().unwrap()));
+        assert!(!c.contains(&"10.2.0.1".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains(&"127.0.0.1".parse().unwrap()));
+        assert!(!one.contains(&"127.0.0.2".parse().unwrap()));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(&"2001:db8:1::1".parse().unwrap()));
+        assert!(!v6.contains(&"2001:db9::1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(&"8.8.8.8".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(Cidr::parse("nope").is_none());
+    }
+
+    fn with(peer: &str, proxies: &[&str], xff: &[&str]) -> Option<IpAddr> {
+        let e = RawEnrich {
+            user_agent: Some(true),
+            peer_ip: Some(vec!["*".into()]),
+            trusted_proxies: Some(proxies.iter().map(|s| s.to_string()).collect()),
+            ..RawEnrich::default()
+        }
+        .resolve()
+        .unwrap()
+        .unwrap();
+        let mut req = hyper::Request::builder();
+        for v in xff {
+            req = req.header("x-forwarded-for", *v);
+        }
+        let mut req = req.body(()).unwrap();
+        req.extensions_mut().insert(Peer(peer.parse().unwrap()));
+        e.client_ip(&req)
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_names_it() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            with("198.51.100.7", &[], &["203.0.113.9"]),
+            ip("198.51.100.7")
+        );
+        // A trusted proxy: the right-most address that is not a trusted proxy.
+        assert_eq!(
+            with(
+                "10.0.0.2",
+                &["10.0.0.0/8"],
+                &["1.2.3.4, 203.0.113.9, 10.0.0.1"]
+            ),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            with("10.0.0.2", &["10.0.0.0/8"], &["1.2.3.4", "10.0.0.1"]),
+            ip("1.2.3.4")
+        );
+        // No header, or garbage: the proxy itself.
+        assert_eq!(with("10.0.0.2", &["10.0.0.0/8"], &[]), ip("10.0.0.2"));
+        assert_eq!(with("10.0.0.2", &["10.0.0.0/8"], &["junk"]), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn nothing_enabled_is_no_enrichment_and_bad_values_name_their_key() {
+        assert!(RawEnrich::default().resolve().unwrap().is_none());
+        let e = RawEnrich {
+            user_agent: Some(true),
+            trusted_proxies: Some(vec!["10.0.0.0/99".into()]),
+            ..RawEnrich::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.contains("enrich.trusted_proxies"), "{e}");
+        let e = RawEnrich {
+            geo_db: Some(vec!["/nonexistent/x.mmdb".into()]),
+            ..RawEnrich::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            e.contains("enrich.geo_db") && e.contains("/nonexistent/x.mmdb"),
+            "{e}"
+        );
+    }
+
+    /// Real user agents: iOS (an app over CFNetwork, Safari), Android (Chrome, an app),
+    /// desktop Chrome, Firefox and Safari, and bots.
+    #[test]
+    fn user_agents_name_their_device() {
+        let ua = ua::Ua::default();
+        let d = |s: &str| ua.device(s).unwrap();
+        let cases: [(&str, &str, Option<&str>, Option<&str>); 10] = [
+            (
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+                "mobile",
+                Some("iOS"),
+                Some("Mobile Safari"),
+            ),
+            (
+                "MyGame/2.3.1 CFNetwork/1490.0.4 Darwin/23.2.0",
+                "mobile",
+                Some("iOS"),
+                None,
+            ),
+            (
+                "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1",
+                "tablet",
+                Some("iOS"),
+                Some("Mobile Safari"),
+            ),
+            (
+                "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+                "mobile",
+                Some("Android"),
+                Some("Chrome Mobile"),
+            ),
+            (
+                "Dalvik/2.1.0 (Linux; U; Android 13; SM-S911B Build/TP1A.220624.014)",
+                "mobile",
+                Some("Android"),
+                None,
+            ),
+            (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                "desktop",
+                Some("Windows"),
+                Some("Chrome"),
+            ),
+            (
+                "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+                "desktop",
+                Some("Ubuntu"),
+                Some("Firefox"),
+            ),
+            (
+                "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
+                "desktop",
+                Some("Mac OS X"),
+                Some("Safari"),
+            ),
+            (
+                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                "bot",
+                None,
+                None,
+            ),
+            ("curl/8.5.0", "bot", None, None),
+        ];
+        for (agent, kind, os, browser) in cases {
+            let v = d(agent);
+            assert_eq!(v["type"], kind, "{agent}: {v}");
+            assert_eq!(v["bot"], kind == "bot", "{agent}: {v}");
+            if let Some(os) = os {
+                assert_eq!(v["os"], os, "{agent}: {v}");
+            }
+            if let Some(b) = browser {
+                assert_eq!(v["browser"], b, "{agent}: {v}");
+            }
+        }
+        // Seen again: the cache's answer is the parser's.
+        let agent = cases[0].0;
+        assert_eq!(d(agent), d(agent));
+    }
+}

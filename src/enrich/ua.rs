@@ -1,0 +1,175 @@
+//! Device from a user agent: the ua-parser project's parser (`ua-parser`, uap-rust) with the
+//! uap-core rules vendored in `vendor/uap-core/` (converted once from its `regexes.yaml` to
+//! JSON), compiled on first use, results cached per user-agent string.
+
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// uap-core's rules as JSON (see `vendor/uap-core/README.md` for the version and how the
+/// file was made).
+const RULES: &str = include_str!("../../vendor/uap-core/regexes.json");
+
+/// Distinct user agents remembered per generation; two generations are kept.
+const CACHE: usize = 4096;
+
+/// The user-agent parser and its cache.
+#[derive(Default)]
+pub struct Ua {
+    parser: OnceLock<Result<ua_parser::Extractor<'static>, String>>,
+    cache: Mutex<Cache>,
+}
+
+/// A bounded cache: a user agent is looked up in the current generation, then in the old one
+/// (and moved back); when the current one is full it becomes the old one.
+#[derive(Default)]
+struct Cache {
+    now: HashMap<Box<str>, Value>,
+    old: HashMap<Box<str>, Value>,
+}
+
+impl Ua {
+    /// Compiles the rules now (the server does it at start, off the request path); an
+    /// error is the rules' (vendored, tested), logged once.
+    pub fn warm(&self) -> Result<(), String> {
+        self.parser().map(|_| ())
+    }
+
+    fn parser(&self) -> Result<&ua_parser::Extractor<'static>, String> {
+        self.parser
+            .get_or_init(|| {
+                let started = std::time::Instant::now();
+                let regexes: ua_parser::Regexes<'static> =
+                    serde_json::from_str(RULES).map_err(|e| format!("user-agent rules: {e}"))?;
+                let parser = ua_parser::Extractor::try_from(regexes)
+                    .map_err(|e| format!("user-agent rules: {e}"));
+                tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "user-agent rules compiled"
+                );
+                parser
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// `context.device` of a user agent (see [`device`]), from the cache when seen lately.
+    pub fn device(&self, ua: &str) -> Option<Value> {
+        {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = c.now.get(ua) {
+                return Some(v.clone());
+            }
+            if let Some((k, v)) = c.old.remove_entry(ua) {
+                c.now.insert(k, v.clone());
+                return Some(v);
+            }
+        }
+        let parser = match self.parser() {
+            Ok(p) => p,
+            Err(_) => return None,
+        };
+        let v = device(parser, ua);
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.now.len() >= CACHE {
+            c.old = std::mem::take(&mut c.now);
+        }
+        c.now.insert(ua.into(), v.clone());
+        Some(v)
+    }
+}
+
+/// What a user agent says of the device: `{"type", "bot", "os", "os_version", "browser",
+/// "browser_version", "brand", "model"}`, absent ones left out. `type` is `bot`, `tablet`,
+/// `mobile`, `desktop` or `other`.
+pub fn device(parser: &ua_parser::Extractor<'_>, ua: &str) -> Value {
+    let (agent, os, dev) = parser.extract(ua);
+    let family = |f: &str| Some(f).filter(|f| *f != "Other").map(str::to_owned);
+    let version = |parts: [Option<&str>; 3]| {
+        let parts: Vec<&str> = parts.into_iter().map_while(|p| p).collect();
+        Some(parts.join(".")).filter(|v| !v.is_empty())
+    };
+    let os_name = os.as_ref().and_then(|o| family(&o.os));
+    let os_version = os
+        .as_ref()
+        .and_then(|o| version([o.major.as_deref(), o.minor.as_deref(), o.patch.as_deref()]));
+    let browser = agent.as_ref().and_then(|a| family(&a.family));
+    let browser_version = agent
+        .as_ref()
+        .and_then(|a| version([a.major, a.minor, a.patch]));
+    let dev_family = dev.as_ref().map(|d| d.device.as_ref()).unwrap_or("Other");
+    let brand = dev
+        .as_ref()
+        .and_then(|d| d.brand.as_deref())
+        .map(str::to_owned);
+    let model = dev
+        .as_ref()
+        .and_then(|d| d.model.as_deref())
+        .map(str::to_owned);
+    let kind = kind(ua, os_name.as_deref(), dev_family, browser.as_deref());
+    let mut m = Map::new();
+    m.insert("type".into(), Value::from(kind));
+    m.insert("bot".into(), Value::from(kind == "bot"));
+    for (k, v) in [
+        ("os", os_name),
+        ("os_version", os_version),
+        ("browser", browser),
+        ("browser_version", browser_version),
+        ("brand", brand),
+        ("model", model),
+    ] {
+        if let Some(v) = v {
+            m.insert(k.into(), Value::from(v));
+        }
+    }
+    Value::Object(m)
+}
+
+/// The device type: uap-core names crawlers' device `Spider`; tablets and phones by their
+/// device family and OS; the desktop systems by name.
+fn kind(ua: &str, os: Option<&str>, device: &str, browser: Option<&str>) -> &'static str {
+    let low = ua.to_ascii_lowercase();
+    // HTTP libraries and command-line clients are not people either.
+    const CLIENTS: [&str; 8] = [
+        "curl/",
+        "wget/",
+        "python-requests",
+        "python-urllib",
+        "go-http-client",
+        "okhttp/",
+        "libwww-perl",
+        "httpclient",
+    ];
+    if device == "Spider"
+        || matches!(browser, Some(b) if b.ends_with("bot") || b.ends_with("Bot") || b == "curl" || b == "Wget")
+        || CLIENTS.iter().any(|c| low.starts_with(c))
+        || low.contains("bot/")
+        || low.contains("crawler")
+        || low.contains("spider")
+    {
+        return "bot";
+    }
+    let tablet_family = ["iPad", "Tablet", "Kindle", "Nexus 7", "Nexus 9", "Nexus 10"];
+    if tablet_family.iter().any(|t| device.contains(t))
+        // A browser on Android says `Mobile` on a phone; an app's `Dalvik/` agent says nothing.
+        || (os == Some("Android") && low.starts_with("mozilla/") && !low.contains("mobile"))
+    {
+        return "tablet";
+    }
+    match os {
+        Some("iOS" | "Android" | "Windows Phone" | "BlackBerry OS" | "KaiOS" | "HarmonyOS") => {
+            "mobile"
+        }
+        _ if matches!(device, "iPhone" | "iPod" | "iPod Touch")
+            || device.starts_with("Generic Smartphone") =>
+        {
+            "mobile"
+        }
+        Some(
+            "Windows" | "Mac OS X" | "macOS" | "Linux" | "Ubuntu" | "Fedora" | "Chrome OS"
+            | "FreeBSD" | "OpenBSD" | "Debian",
+        ) => "desktop",
+        _ if device == "Mac" => "desktop",
+        _ => "other",
+    }
+}
