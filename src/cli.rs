@@ -280,6 +280,7 @@ impl ServeArgs {
             cluster_partitions: self.cluster_partitions,
             cluster_single_engine_node: self.cluster_single_engine_node,
             backup: None,
+            quarantine: None,
         }
     }
 }

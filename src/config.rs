@@ -88,6 +88,8 @@ pub struct Config {
     pub cluster: Option<crate::cluster::Settings>,
     /// Scheduled backups (`[backup]`); `None`: only `inlet backup`.
     pub backup: Option<BackupSchedule>,
+    /// `[quarantine]`: how much of the refused-but-fixable events each app keeps.
+    pub quarantine: crate::store::quarantine::Bounds,
 }
 
 /// The admin panel's settings.
@@ -135,6 +137,7 @@ impl Config {
             metrics_public: false,
             cluster: None,
             backup: None,
+            quarantine: DEFAULT_QUARANTINE,
         }
     }
 
@@ -169,6 +172,10 @@ impl Config {
             cluster_partitions: self.cluster.as_ref().map(|c| c.partitions),
             cluster_single_engine_node: self.cluster.as_ref().map(|c| c.single_engine_node),
             backup: self.backup.as_ref().map(|b| b.raw()),
+            quarantine: Some(RawQuarantine {
+                max_events: Some(self.quarantine.max_events),
+                max_bytes: Some(self.quarantine.max_bytes),
+            }),
         };
         toml::to_string(&raw).expect("a config always serializes")
     }
@@ -246,6 +253,21 @@ impl BackupSchedule {
     }
 }
 
+/// `[quarantine]` of the configuration file: per app, at most this many refused events
+/// kept for replay, and at most this many bytes of them ([docs/quarantine.md]).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuarantine {
+    pub max_events: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Per app: ten thousand events, 64 MiB.
+pub const DEFAULT_QUARANTINE: crate::store::quarantine::Bounds = crate::store::quarantine::Bounds {
+    max_events: 10_000,
+    max_bytes: 64 << 20,
+};
+
 /// What `check-config` prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 pub const DEFAULT_DATA_DIR: &str = "./inlet-data";
@@ -299,6 +321,8 @@ pub struct RawConfig {
     pub cluster_single_engine_node: Option<bool>,
     /// `[backup]`: scheduled backups (file only).
     pub backup: Option<RawBackup>,
+    /// `[quarantine]`: bounds of the events kept for replay (file only).
+    pub quarantine: Option<RawQuarantine>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -359,6 +383,7 @@ impl RawConfig {
                 .cluster_single_engine_node
                 .or(self.cluster_single_engine_node),
             backup: over.backup.or(self.backup),
+            quarantine: over.quarantine.or(self.quarantine),
         }
     }
 
@@ -508,6 +533,21 @@ impl RawConfig {
         )
         .map_err(bad)?;
         c.backup = self.backup.map(|b| b.resolve()).transpose().map_err(bad)?;
+        let q = self.quarantine.unwrap_or_default();
+        c.quarantine = crate::store::quarantine::Bounds {
+            max_events: positive(
+                "quarantine.max_events",
+                q.max_events,
+                DEFAULT_QUARANTINE.max_events,
+                10_000_000,
+            )?,
+            max_bytes: positive(
+                "quarantine.max_bytes",
+                q.max_bytes,
+                DEFAULT_QUARANTINE.max_bytes,
+                16 * GIB,
+            )?,
+        };
         Ok(c)
     }
 }

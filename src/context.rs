@@ -28,6 +28,8 @@ pub struct Context {
     pub indexer: Option<Arc<Indexer>>,
     /// Each app's `privacy::StoreLess` policy, applied in `ingest::submit`.
     pub store_less: crate::privacy::Policies,
+    /// Refused events on their way to the quarantine (`ingest::quarantine`).
+    pub quarantine: crate::store::quarantine::Keeper,
 }
 
 impl Context {
@@ -41,6 +43,7 @@ impl Context {
             rate_limiter: Default::default(),
             indexer: None,
             store_less: Default::default(),
+            quarantine: Default::default(),
         }
     }
 

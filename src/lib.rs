@@ -55,6 +55,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod privacy;
+pub mod quarantine;
 pub mod ratelimit;
 pub mod server;
 pub mod skan;

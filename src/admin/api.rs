@@ -84,6 +84,9 @@ pub async fn handle(
             ["audit"] => accounts::audit_log(state, &query),
             ["receipts", app, event_id] => receipt(state, &session, app, event_id),
             ["erasures"] => super::erasures::list(state, &session),
+            ["quarantine", app] => {
+                super::quarantine::list(state, &session, &percent_decode(app), &query)
+            }
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -178,6 +181,12 @@ async fn writes(
             revoke_key(state, &w, id).await
         }
         ["erasures"] => super::erasures::erase(state, &w, parse(&body)?).await,
+        ["quarantine", app, "replay"] => {
+            super::quarantine::replay(state, &w, &percent_decode(app), parse(&body)?).await
+        }
+        ["quarantine", app, "discard"] => {
+            super::quarantine::discard(state, &w, &percent_decode(app), parse(&body)?).await
+        }
         ["erasures", id, "unsuppress"] => super::erasures::unsuppress(state, &w, id).await,
         ["secrets"] => signing::mint(state, &w, parse(&body)?).await,
         ["secrets", id, "revoke"] => signing::revoke(state, &w, signing::id(id)?).await,
@@ -207,6 +216,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "erasures"]
             | ["events", _]
             | ["receipts", _, _]
+            | ["quarantine", _]
     );
     let post = matches!(
         segs,
@@ -227,6 +237,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | ["secrets", _, "revoke" | "rotate"]
             | ["erasures"]
             | ["erasures", _, "unsuppress"]
+            | ["quarantine", _, "replay" | "discard"]
     );
     let other_method = if was_get { post } else { get || post };
     if other_method {

@@ -50,6 +50,9 @@ macro_rules! each_table {
         $m!(RECEIPT_APPS);
         $m!(ERASURES);
         $m!(SUPPRESSED);
+        $m!(QUARANTINE);
+        $m!(QUARANTINE_IDS);
+        $m!(QUARANTINE_APPS);
     };
 }
 

@@ -10,6 +10,7 @@ pub mod dedupe;
 pub mod key_cache;
 pub mod pending;
 pub mod privacy;
+pub mod quarantine;
 pub mod read;
 pub mod receipts;
 pub mod runs;
@@ -340,6 +341,7 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RECEIPT_APPS)?;
     txn.open_table(ERASURES)?;
     txn.open_table(SUPPRESSED)?;
+    quarantine::create_tables(txn)?;
     Ok(())
 }
 

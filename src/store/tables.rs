@@ -155,3 +155,12 @@ pub const ERASURES: TableDefinition<&str, &[u8]> = TableDefinition::new("erasure
 /// Suppressed subjects: salted digest of an identifier (32 bytes) → the erasure id (UTF-8)
 /// that suppressed it.
 pub const SUPPRESSED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("suppressed");
+
+/// app_id u32 BE ++ qid u64 BE → version byte ++ postcard `store::quarantine::Held`: an app's
+/// quarantined events, oldest first (quarantine).
+pub const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
+/// app_id u32 BE ++ event_id → qid: the held event of an id (one per id: kept again, it
+/// replaces the older one).
+pub const QUARANTINE_IDS: TableDefinition<&[u8], u64> = TableDefinition::new("quarantine_ids");
+/// app_id → next qid u64 BE ++ held u64 BE ++ bytes held u64 BE ++ dropped (ever) u64 BE.
+pub const QUARANTINE_APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("quarantine_apps");
