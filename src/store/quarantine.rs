@@ -313,18 +313,7 @@ impl Store {
 
     /// Whether `event_id` of app `app_id` is held, and why (for its receipt).
     pub fn quarantined_reason(&self, app_id: u32, event_id: &str) -> Result<Option<Held>> {
-        let txn = self.db()?.begin_read()?;
-        let Some(qid) = txn
-            .open_table(QUARANTINE_IDS)?
-            .get(id_key(app_id, event_id).as_slice())?
-            .map(|v| v.value())
-        else {
-            return Ok(None);
-        };
-        txn.open_table(QUARANTINE)?
-            .get(held_key(app_id, qid).as_slice())?
-            .map(|v| Held::decode(v.value()))
-            .transpose()
+        held_in(&self.db()?.begin_read()?, app_id, event_id)
     }
 
     /// The key `key_id` of app `app_id` as it is now (0: the app's keyless principal).
@@ -358,6 +347,26 @@ impl Store {
             rate_limit: key.rate_limit,
         }))
     }
+}
+
+/// The held event of `event_id` of app `app_id`, in a read transaction (for receipts).
+pub fn held_in(txn: &redb::ReadTransaction, app_id: u32, event_id: &str) -> Result<Option<Held>> {
+    let ids = match txn.open_table(QUARANTINE_IDS) {
+        Ok(t) => t,
+        // A file no server of this build has opened yet.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(qid) = ids
+        .get(id_key(app_id, event_id).as_slice())?
+        .map(|v| v.value())
+    else {
+        return Ok(None);
+    };
+    txn.open_table(QUARANTINE)?
+        .get(held_key(app_id, qid).as_slice())?
+        .map(|v| Held::decode(v.value()))
+        .transpose()
 }
 
 /// Events waiting to be kept: handed over by request threads, written by one writer job at
