@@ -139,3 +139,49 @@ pub fn discard_ids(store: &Store, app: &str, sel: &Selection) -> store::Result<(
         .collect();
     Ok((app_id, ids))
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct AppLabel {
+    app: String,
+}
+
+/// `inlet_quarantine_dropped_total{app}` (over the bounds, ever), `inlet_quarantine_held{app}`
+/// and `inlet_quarantine_bytes{app}`, read from the store at scrape time.
+pub fn register_metrics(store: &Store, reg: &mut prometheus_client::registry::Registry) {
+    use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+    let (Ok(summaries), Ok(apps)) = (store.quarantine_summaries(), store.apps()) else {
+        return;
+    };
+    let dropped = Family::<AppLabel, Counter>::default();
+    let held = Family::<AppLabel, Gauge>::default();
+    let bytes = Family::<AppLabel, Gauge>::default();
+    for (app_id, s) in summaries {
+        let Some(app) = apps.iter().find(|a| a.id == app_id) else {
+            continue;
+        };
+        let label = AppLabel {
+            app: app.name.clone(),
+        };
+        dropped.get_or_create(&label).inc_by(s.dropped);
+        held.get_or_create(&label)
+            .set(i64::try_from(s.held).unwrap_or(i64::MAX));
+        bytes
+            .get_or_create(&label)
+            .set(i64::try_from(s.bytes).unwrap_or(i64::MAX));
+    }
+    reg.register(
+        "inlet_quarantine_dropped",
+        "Quarantined events dropped (the oldest) to keep an app within its bounds",
+        dropped,
+    );
+    reg.register(
+        "inlet_quarantine_held",
+        "Events held in an app's quarantine, to be replayed or discarded",
+        held,
+    );
+    reg.register(
+        "inlet_quarantine_bytes",
+        "Bytes held in an app's quarantine",
+        bytes,
+    );
+}
