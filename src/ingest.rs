@@ -162,9 +162,10 @@ async fn ingest_inner<D: Ingest>(
     }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms);
     // Quarantine: an event refused for a reason inlet's side can fix is kept.
-    let keep = |reason, claimed: Option<&str>| match dry {
-        false => quarantine::keep_one::<D>(ctx, &key, received_at_ms, reason, &payload, claimed),
-        true => {}
+    let keep = |reason, claimed: Option<&str>| {
+        if !dry {
+            quarantine::keep_one::<D>(ctx, &key, received_at_ms, reason, &payload, claimed);
+        }
     };
     let decoded = decoded.inspect_err(|&reason| keep(reason, None))?;
     let claimed = decoded.draft.claimed_id().map(str::to_owned);

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
     AdminCmd, AppsCmd, AuditCmd, Cli, ClusterCmd, Command, ErasuresCmd, ExportArgs, KeysCmd,
-    RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd, QuarantineCmd,
+    QuarantineCmd, RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};

@@ -52,12 +52,15 @@ impl From<&Entry> for Listed {
 /// the app's held events by reason, and those `sel` takes (oldest first, at most `limit`).
 pub fn list(store: &Store, app: &str, sel: &Selection, limit: usize) -> store::Result<Value> {
     let app_id = store.quarantine_app(app)?;
-    let (reasons, Summary {
-        held,
-        bytes,
-        dropped,
-        ..
-    }) = store.quarantine_reasons(app_id)?;
+    let (
+        reasons,
+        Summary {
+            held,
+            bytes,
+            dropped,
+            ..
+        },
+    ) = store.quarantine_reasons(app_id)?;
     let events: Vec<Listed> = store
         .quarantined(app_id, sel, limit.min(MAX_BATCH))?
         .iter()
@@ -100,7 +103,11 @@ pub async fn replay(ctx: &Context, app: &str, sel: &Selection) -> store::Result<
         }
         results.push(r);
     }
-    let released: Vec<u64> = results.iter().filter(|r| r.released).map(|r| r.id).collect();
+    let released: Vec<u64> = results
+        .iter()
+        .filter(|r| r.released)
+        .map(|r| r.id)
+        .collect();
     if !released.is_empty() || !reasons.is_empty() {
         ctx.writer
             .run(move |db| -> store::Result<()> {

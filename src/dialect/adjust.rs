@@ -226,10 +226,10 @@ impl super::Ingest for Adjust {
 
     /// A kept item is the request's parameters (the query string and form body joined): its
     /// app token and event token are looked up anew, so that a token mapped since replays.
-    fn redecode<'a, L: super::Lookup>(
+    fn redecode<L: super::Lookup>(
         lookup: &mut L,
         key: &L::Key,
-        item: &'a [u8],
+        item: &[u8],
         event_id: &str,
         received_at_ms: u64,
     ) -> Result<(Draft, Option<super::ItemGuard>), Reason> {

@@ -230,13 +230,7 @@ async fn replay_as<D: Ingest>(
     let received_at_ms = held.received_at_ms;
     let mut app = None;
     let mut lookup = Lookups { ctx, app: &mut app };
-    let (event, guard) = D::redecode(
-        &mut lookup,
-        key,
-        &held.raw,
-        &held.event_id,
-        received_at_ms,
-    )?;
+    let (event, guard) = D::redecode(&mut lookup, key, &held.raw, &held.event_id, received_at_ms)?;
     let prepared = prepare_one::<D>(key, received_at_ms, event, guard)?;
     let body = bytes::Bytes::copy_from_slice(&held.raw);
     let outcomes = submit(

@@ -133,7 +133,9 @@ fn replay(
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     if json {
-        out = crate::quarantine::replay_json(&results).to_string().into_bytes();
+        out = crate::quarantine::replay_json(&results)
+            .to_string()
+            .into_bytes();
         out.push(b'\n');
         return Ok(out);
     }
@@ -143,7 +145,10 @@ fn replay(
             "{} {}{}{}",
             r.event_id,
             r.outcome,
-            r.reason.as_deref().map(|x| format!(" {x}")).unwrap_or_default(),
+            r.reason
+                .as_deref()
+                .map(|x| format!(" {x}"))
+                .unwrap_or_default(),
             if r.released { "" } else { " (still held)" }
         );
     }

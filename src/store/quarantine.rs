@@ -472,7 +472,10 @@ mod tests {
             record(&txn, items, bounds).unwrap();
             txn.commit().unwrap();
         };
-        write(&[keep("a", "cap_exceeded", b"{}"), keep("b", "cap_exceeded", b"{}")]);
+        write(&[
+            keep("a", "cap_exceeded", b"{}"),
+            keep("b", "cap_exceeded", b"{}"),
+        ]);
         write(&[keep("a", "event_not_allowed_by_key", b"{}")]);
         let all = store.quarantined(1, &Selection::default(), 10).unwrap();
         let ids: Vec<_> = all.iter().map(|e| e.held.event_id.as_str()).collect();

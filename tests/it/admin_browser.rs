@@ -646,6 +646,8 @@ async fn a_refused_event_is_replayed_from_the_quarantine_page() {
         click(&b2, "a[data-page=quarantine]").await;
         wait_text(&b2, "#quarantine-reasons", "event_not_allowed_by_key").await;
         click(&b2, "#quarantine-reasons .q-show").await;
+        // The page of that reason (drawn anew: the list before it showed the event too).
+        find(&b2, "#quarantine-replay-reason").await;
         wait_text(&b2, "#quarantine-events", "q-browser-1").await;
         // Before the fix: refused again, still held.
         click(&b2, ".q-select[data-event-id=q-browser-1]").await;
@@ -655,7 +657,10 @@ async fn a_refused_event_is_replayed_from_the_quarantine_page() {
         // The fix, then the whole reason replayed.
         let keys = parse_ndjson(&cli_ok(&data, &["keys", "list", "--json"]));
         let id = keys[0]["id"].to_string();
-        cli_ok(&data, &["keys", "allow", &id, "--events", "purchase,level_up"]);
+        cli_ok(
+            &data,
+            &["keys", "allow", &id, "--events", "purchase,level_up"],
+        );
         click(&b2, "#quarantine-replay-reason").await;
         wait_text(&b2, "#quarantine-results", "accepted").await;
         wait_text(&b2, "#quarantine-results", "left the quarantine").await;

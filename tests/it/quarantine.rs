@@ -116,7 +116,11 @@ fn reflect_bulk_refusals_are_kept_replayed_after_the_fix_and_stored_once() {
     // The fixes: the quota raised, the event allowed.
     inlet.cli_ok(&["tenants", "set-quota", "default", "100"]);
     let r = replay(&inlet, &["--reason", "cap_exceeded"]);
-    assert_eq!((r["replayed"].as_u64(), r["released"].as_u64()), (Some(2), Some(2)), "{r}");
+    assert_eq!(
+        (r["replayed"].as_u64(), r["released"].as_u64()),
+        (Some(2), Some(2)),
+        "{r}"
+    );
     assert_eq!(r["results"][0]["outcome"], "accepted");
     inlet.cli_ok(&["keys", "allow", &id, "--events", "purchase,level_up"]);
     let r = replay(&inlet, &["--id", "n1"]);
@@ -132,8 +136,17 @@ fn reflect_bulk_refusals_are_kept_replayed_after_the_fix_and_stored_once() {
     // The sender retries what was refused: stored already, answered as duplicates; a
     // second refusal of an id kept again and replayed again stores nothing twice.
     inlet.cli_ok(&["tenants", "set-quota", "default", "1"]);
-    let r = c.post_json("/s2s/events/bulk", &key, &json!({"events": [event("q1"), event("z1")]}));
-    assert_eq!(r.json()["results"][0]["status"], "duplicate", "{}", r.text());
+    let r = c.post_json(
+        "/s2s/events/bulk",
+        &key,
+        &json!({"events": [event("q1"), event("z1")]}),
+    );
+    assert_eq!(
+        r.json()["results"][0]["status"],
+        "duplicate",
+        "{}",
+        r.text()
+    );
     wait_for("z1 quarantined", || held(&inlet) == 1);
     inlet.cli_ok(&["tenants", "set-quota", "default", "0"]);
     assert_eq!(replay(&inlet, &["--id", "z1"])["released"], 1);
@@ -155,7 +168,12 @@ fn a_replay_twice_stores_once_and_a_revoked_keys_events_are_refused() {
     // Two replays at once: the dedupe stores each event once.
     let a = std::thread::spawn({
         let data = inlet.data().to_owned();
-        move || cli_ok(&data, &["quarantine", "replay", "--app", "default", "--id", "e2"])
+        move || {
+            cli_ok(
+                &data,
+                &["quarantine", "replay", "--app", "default", "--id", "e2"],
+            )
+        }
     });
     let b = inlet.cli_ok(&["quarantine", "replay", "--app", "default", "--id", "e2"]);
     let a = a.join().unwrap();
@@ -169,7 +187,14 @@ fn a_replay_twice_stores_once_and_a_revoked_keys_events_are_refused() {
     assert_eq!(r["released"], 0);
     assert_eq!(stored(&inlet, "e3"), 0);
     assert_eq!(held(&inlet), 1);
-    let out = inlet.cli_ok(&["quarantine", "drop", "--app", "default", "--reason", "cap_exceeded"]);
+    let out = inlet.cli_ok(&[
+        "quarantine",
+        "drop",
+        "--app",
+        "default",
+        "--reason",
+        "cap_exceeded",
+    ]);
     assert!(out.contains("1 quarantined events dropped"), "{out}");
     assert_eq!(held(&inlet), 0);
 }
@@ -181,9 +206,14 @@ fn the_bounds_drop_the_oldest_and_count_them() {
     std::fs::write(&config, "[quarantine]\nmax_events = 2\n").unwrap();
     let inlet = Inlet::start_with(&["--config", config.to_str().unwrap()]);
     let shown = inlet.cli_ok(&["check-config", "--config", config.to_str().unwrap()]);
-    assert!(shown.contains("[quarantine]") && shown.contains("max_events = 2"), "{shown}");
+    assert!(
+        shown.contains("[quarantine]") && shown.contains("max_events = 2"),
+        "{shown}"
+    );
     let key = inlet
-        .cli_ok(&["keys", "mint", "--app", "default", "--label", "t", "--events", "x"])
+        .cli_ok(&[
+            "keys", "mint", "--app", "default", "--label", "t", "--events", "x",
+        ])
         .trim()
         .to_owned();
     let mut c = inlet.client();
@@ -217,18 +247,31 @@ const IDFA: &str = "D2CADB5F-410F-4963-AC0C-2A78534BDF1E";
 #[test]
 fn an_unknown_adjust_event_token_is_kept_and_replayed_once_mapped() {
     let inlet = Inlet::start();
-    inlet.cli_ok(&["apps", "configure", "default", "--adjust-app-token", APP_TOKEN]);
+    inlet.cli_ok(&[
+        "apps",
+        "configure",
+        "default",
+        "--adjust-app-token",
+        APP_TOKEN,
+    ]);
     inlet.cli_ok(&["apps", "adjust-event", "default", "known1", "purchase"]);
     let key = inlet.mint("default");
     let auth = format!("Bearer {key}");
     let mut c = inlet.client();
     let secs = now_ms() / 1000;
     let query = |token: &str| {
-        format!("/event?s2s=1&app_token={APP_TOKEN}&event_token={token}&idfa={IDFA}&created_at_unix={secs}")
+        format!(
+            "/event?s2s=1&app_token={APP_TOKEN}&event_token={token}&idfa={IDFA}&created_at_unix={secs}"
+        )
     };
     // A dry run keeps nothing.
     let r = c
-        .request("GET", &format!("{}&inlet_dry_run=1", query("new001")), &[("Authorization", &auth)], b"")
+        .request(
+            "GET",
+            &format!("{}&inlet_dry_run=1", query("new001")),
+            &[("Authorization", &auth)],
+            b"",
+        )
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
     let r = c
@@ -238,7 +281,10 @@ fn an_unknown_adjust_event_token_is_kept_and_replayed_once_mapped() {
     wait_for("the event quarantined", || held(&inlet) == 1);
     let doc = list(&inlet, &["--reason", "event_token_invalid"]);
     let e = &doc["events"][0];
-    assert_eq!((e["source"].as_str(), e["event_name"].as_str()), (Some("adjust"), Some("new001")));
+    assert_eq!(
+        (e["source"].as_str(), e["event_name"].as_str()),
+        (Some("adjust"), Some("new001"))
+    );
     assert!(e["raw"].as_str().unwrap().contains("event_token=new001"));
     assert!(!e["raw"].as_str().unwrap().contains(&key));
     let event_id = e["event_id"].as_str().unwrap().to_owned();
