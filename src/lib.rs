@@ -29,6 +29,8 @@
 //! - [`privacy`]: erasure of a linked profile in every store (ledger of salted digests first,
 //!   the log's file rewritten), its resumption, suppression (a writer gate), subject export,
 //!   storing less of clients (IP, user agent, per-field retention).
+//! - [`quarantine`]: events refused for a fixable reason, kept per app (`ingest::quarantine`
+//!   keeps them, `store::quarantine` holds them): listing, replay through the pipeline, discard.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`ratelimit`]: per-key requests-per-minute windows (GameRebellion's `X-RateLimit-*`).
