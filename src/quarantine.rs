@@ -153,9 +153,22 @@ struct AppLabel {
 }
 
 /// `inlet_quarantine_dropped_total{app}` (over the bounds, ever), `inlet_quarantine_held{app}`
-/// and `inlet_quarantine_bytes{app}`, read from the store at scrape time.
-pub fn register_metrics(store: &Store, reg: &mut prometheus_client::registry::Registry) {
+/// and `inlet_quarantine_bytes{app}`, read from the store at scrape time, and
+/// `inlet_quarantine_lost_total` (refused events never kept: too many waiting for the writer,
+/// this process).
+pub fn register_metrics(
+    store: &Store,
+    keeper: &store::quarantine::Keeper,
+    reg: &mut prometheus_client::registry::Registry,
+) {
     use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+    let lost = Counter::<u64>::default();
+    lost.inc_by(keeper.dropped());
+    reg.register(
+        "inlet_quarantine_lost",
+        "Refused events that were to be quarantined but were not: too many waited for the writer",
+        lost,
+    );
     let (Ok(summaries), Ok(apps)) = (store.quarantine_summaries(), store.apps()) else {
         return;
     };
