@@ -184,7 +184,7 @@ document.getElementById('logout').addEventListener('click', async () => {
 
 // ---------- pages ----------
 
-const pages = { overview, keys, tenants, events, secrets, profiles, erasures, tenant: tenantPage, app: appPage, admins, audit };
+const pages = { overview, keys, tenants, events, secrets, profiles, erasures, quarantine, tenant: tenantPage, app: appPage, admins, audit };
 // The nav entry a page belongs to.
 const navOf = { tenant: 'tenants', app: 'tenants' };
 
@@ -1276,4 +1276,90 @@ function rulesCard(path) {
   };
   draw().catch((x) => { if (g === generation) card.replaceChildren(h('h2', {}, 'Rules'), h('p', { class: 'error' }, describe(x))); });
   return card;
+}
+
+// ---------- quarantine: refused events kept per app, replayed after the fix ----------
+
+const quarantineState = { app: null, reason: '', results: null };
+
+async function quarantine() {
+  const g = generation;
+  const { apps } = await api('GET', 'apps');
+  if (!apps.length) { showPage(g, h('h1', {}, 'Quarantine'), h('p', { class: 'muted' }, 'No apps yet.')); return; }
+  if (!apps.some((a) => a.name === quarantineState.app)) quarantineState.app = apps[0].name;
+  const app = quarantineState.app;
+  const q = await api('GET', `quarantine/${encodeURIComponent(app)}` + params({ reason: quarantineState.reason, limit: 1000 }));
+  const err = errorBox();
+  const appSelect = h('select', { id: 'quarantine-app' }, apps.map((a) => h('option', { value: a.name, selected: a.name === app }, a.name)));
+  appSelect.addEventListener('change', () => {
+    quarantineState.app = appSelect.value;
+    quarantineState.reason = '';
+    quarantineState.results = null;
+    redraw(quarantine);
+  });
+  const show = (reason) => { quarantineState.reason = reason; redraw(quarantine); };
+  const reasonRow = (r) => h('tr', { 'data-reason': r.reason },
+    h('td', {}, h('code', {}, r.reason)), h('td', { class: 'num' }, fmtNum(r.count)),
+    h('td', {}, h('button', { type: 'button', class: 'link q-show', onclick: () => show(r.reason) }, 'Show')));
+  const boxes = [];
+  const eventRow = (e) => {
+    const box = h('input', { type: 'checkbox', class: 'q-select', 'data-event-id': e.event_id });
+    boxes.push(box);
+    return h('tr', { 'data-event-id': e.event_id },
+      h('td', {}, box), h('td', {}, h('code', {}, e.event_id)), h('td', {}, e.event_name), h('td', {}, h('code', {}, e.reason)),
+      h('td', {}, e.source), h('td', { class: 'num' }, e.key_id || 'keyless'), h('td', {}, fmtTime(e.received_at_ms)),
+      h('td', {}, h('details', {}, h('summary', {}, `${fmtNum(e.bytes)} bytes`), h('pre', {}, e.raw))));
+  };
+  const rows = q.events.map(eventRow);
+  const all = h('input', { type: 'checkbox', id: 'quarantine-select-all', title: 'Select all' });
+  all.addEventListener('change', () => { for (const b of boxes) b.checked = all.checked; });
+  const selected = () => boxes.filter((b) => b.checked).map((b) => b.dataset.eventId);
+  const act = (button, path, body) => async () => {
+    err.textContent = '';
+    if (!body.reason && !(body.ids && body.ids.length)) { button.disabled = false; err.textContent = 'Select events first.'; return; }
+    button.disabled = true;
+    try {
+      const r = await api('POST', `quarantine/${encodeURIComponent(app)}/${path}`, body);
+      quarantineState.results = path === 'replay' ? r.results : null;
+      redraw(quarantine);
+    } catch (x) { button.disabled = false; err.textContent = describe(x); }
+  };
+  const replaySel = h('button', { type: 'button', id: 'quarantine-replay' }, 'Replay selected');
+  replaySel.addEventListener('click', () => act(replaySel, 'replay', { ids: selected() })());
+  const actions = [replaySel];
+  if (quarantineState.reason) {
+    const replayAll = h('button', { type: 'button', id: 'quarantine-replay-reason' }, `Replay all ${quarantineState.reason}`);
+    replayAll.addEventListener('click', () => act(replayAll, 'replay', { reason: quarantineState.reason })());
+    actions.push(replayAll);
+  }
+  const discard = twoClick('Discard selected', 'Really discard them?', 'quarantine-discard', async () => {
+    await act(discard, 'discard', { ids: selected() })();
+  });
+  actions.push(discard);
+  const results = quarantineState.results;
+  const resultsCard = results && h('section', { class: 'card', id: 'quarantine-results' },
+    h('h2', {}, 'Replay results'),
+    h('table', {},
+      h('thead', {}, h('tr', {}, ['Event id', 'Outcome', 'Reason', 'Seq', ''].map((t) => h('th', {}, t)))),
+      h('tbody', {}, results.length ? results.map((r) => h('tr', { 'data-event-id': r.event_id, 'data-outcome': r.outcome },
+        h('td', {}, h('code', {}, r.event_id)), h('td', {}, r.outcome), h('td', {}, r.reason || ''), h('td', { class: 'num' }, r.seq ?? ''),
+        h('td', {}, r.released ? 'left the quarantine' : 'still held'))) : emptyRow(5, 'Nothing was replayed.'))));
+  showPage(g,
+    h('h1', {}, 'Quarantine'),
+    h('p', { class: 'muted' }, 'Events refused for a reason you can fix here (not on the key\u2019s allowed events, over quota, an unmapped Adjust event token) are kept per app. Fix the setting, then replay them: they go through the whole pipeline again, with their original event id, and are stored once.'),
+    h('section', { class: 'card' },
+      h('div', { class: 'row' }, h('label', {}, 'App', appSelect),
+        h('span', { class: 'muted', id: 'quarantine-summary' }, `${fmtNum(q.held)} held, ${fmtNum(q.bytes)} bytes, ${fmtNum(q.dropped)} dropped over the bounds`)),
+      h('table', { id: 'quarantine-reasons' },
+        h('thead', {}, h('tr', {}, ['Reason', 'Events', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, q.reasons.length ? q.reasons.map(reasonRow) : emptyRow(3, 'Nothing held.')))),
+    resultsCard,
+    h('section', { class: 'card' },
+      h('h2', {}, quarantineState.reason ? `Held: ${quarantineState.reason}` : 'Held events'),
+      quarantineState.reason && h('button', { type: 'button', class: 'link', id: 'quarantine-all-reasons', onclick: () => show('') }, 'All reasons'),
+      h('div', { class: 'row actions' }, actions),
+      err,
+      h('table', { id: 'quarantine-events' },
+        h('thead', {}, h('tr', {}, [all, 'Event id', 'Event', 'Reason', 'Source', 'Key', 'Received', 'Item'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, rows.length ? rows : emptyRow(8, 'Nothing held.')))));
 }

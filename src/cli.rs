@@ -85,6 +85,10 @@ pub enum Command {
     /// The erasure ledger (salted digests only) and suppressions.
     #[command(subcommand)]
     Erasures(ErasuresCmd),
+    /// Events refused for a reason inlet's side can fix, kept per app: list, replay (after
+    /// the fix), drop (docs/quarantine.md).
+    #[command(subcommand)]
+    Quarantine(QuarantineCmd),
     /// Cluster mode on a NATS JetStream engine (the `cluster_*` settings).
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -100,6 +104,45 @@ pub struct EraseArgs {
     /// Also refuse later events that carry any of the erased identifiers.
     #[arg(long)]
     pub suppress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCmd {
+    /// The app's held events by reason, and those of --reason (or --id).
+    List {
+        #[command(flatten)]
+        pick: QuarantinePick,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the held events of --reason and/or --id through their dialect's pipeline
+    /// (needs the running server).
+    Replay {
+        #[command(flatten)]
+        pick: QuarantinePick,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Discard the held events of --reason and/or --id.
+    Drop {
+        #[command(flatten)]
+        pick: QuarantinePick,
+    },
+}
+
+/// Which held events of an app.
+#[derive(Debug, Args)]
+pub struct QuarantinePick {
+    #[arg(long)]
+    pub app: String,
+    /// A reason tag (`event_not_allowed_by_key`, `cap_exceeded`, `event_token_invalid`).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// An event id (repeat for more).
+    #[arg(long = "id")]
+    pub ids: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,6 +337,7 @@ impl ServeArgs {
             cluster_single_engine_node: self.cluster_single_engine_node,
             backup: None,
             enrich: self.enrich(),
+            quarantine: None,
         }
     }
 
@@ -439,6 +483,13 @@ pub enum KeysCmd {
     },
     /// Revoke a key; the next request with it gets 401.
     Revoke { id: u32 },
+    /// Set the event names a key may send (replacing the list; none given: all).
+    Allow {
+        id: u32,
+        /// Comma-separated event names.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -90,6 +90,8 @@ pub struct Config {
     pub backup: Option<BackupSchedule>,
     /// `[enrich]`: geo and device added to events; `None`: events stored as sent.
     pub enrich: Option<crate::enrich::Enrich>,
+    /// `[quarantine]`: how much of the refused-but-fixable events each app keeps.
+    pub quarantine: crate::store::quarantine::Bounds,
 }
 
 /// The admin panel's settings.
@@ -138,6 +140,7 @@ impl Config {
             cluster: None,
             backup: None,
             enrich: None,
+            quarantine: DEFAULT_QUARANTINE,
         }
     }
 
@@ -173,6 +176,10 @@ impl Config {
             cluster_single_engine_node: self.cluster.as_ref().map(|c| c.single_engine_node),
             backup: self.backup.as_ref().map(|b| b.raw()),
             enrich: self.enrich.as_ref().map(|e| e.raw()),
+            quarantine: Some(RawQuarantine {
+                max_events: Some(self.quarantine.max_events),
+                max_bytes: Some(self.quarantine.max_bytes),
+            }),
         };
         toml::to_string(&raw).expect("a config always serializes")
     }
@@ -250,6 +257,21 @@ impl BackupSchedule {
     }
 }
 
+/// `[quarantine]` of the configuration file: per app, at most this many refused events
+/// kept for replay, and at most this many bytes of them ([docs/quarantine.md]).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuarantine {
+    pub max_events: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Per app: ten thousand events, 64 MiB.
+pub const DEFAULT_QUARANTINE: crate::store::quarantine::Bounds = crate::store::quarantine::Bounds {
+    max_events: 10_000,
+    max_bytes: 64 << 20,
+};
+
 /// What `check-config` prints instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 pub const DEFAULT_DATA_DIR: &str = "./inlet-data";
@@ -305,6 +327,8 @@ pub struct RawConfig {
     pub backup: Option<RawBackup>,
     /// `[enrich]`: geo and device enrichment.
     pub enrich: Option<crate::enrich::RawEnrich>,
+    /// `[quarantine]`: bounds of the events kept for replay (file only).
+    pub quarantine: Option<RawQuarantine>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -369,6 +393,7 @@ impl RawConfig {
                 (Some(a), Some(b)) => Some(a.under(b)),
                 (a, b) => b.or(a),
             },
+            quarantine: over.quarantine.or(self.quarantine),
         }
     }
 
@@ -521,6 +546,21 @@ impl RawConfig {
         c.enrich = match self.enrich {
             Some(e) => e.resolve().map_err(bad)?,
             None => None,
+        };
+        let q = self.quarantine.unwrap_or_default();
+        c.quarantine = crate::store::quarantine::Bounds {
+            max_events: positive(
+                "quarantine.max_events",
+                q.max_events,
+                DEFAULT_QUARANTINE.max_events,
+                10_000_000,
+            )?,
+            max_bytes: positive(
+                "quarantine.max_bytes",
+                q.max_bytes,
+                DEFAULT_QUARANTINE.max_bytes,
+                16 * GIB,
+            )?,
         };
         Ok(c)
     }

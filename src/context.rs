@@ -30,6 +30,8 @@ pub struct Context {
     pub store_less: crate::privacy::Policies,
     /// Each app's drop rules, compiled per configuration generation, and their counts.
     pub rules: crate::rules::Rules,
+    /// Refused events on their way to the quarantine (`ingest::quarantine`).
+    pub quarantine: crate::store::quarantine::Keeper,
 }
 
 impl Context {
@@ -44,6 +46,7 @@ impl Context {
             indexer: None,
             store_less: Default::default(),
             rules: Default::default(),
+            quarantine: Default::default(),
         }
     }
 

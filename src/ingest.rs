@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 #[cfg(test)]
 mod native;
+pub mod quarantine;
 pub mod redact;
 
 /// The one pipeline of a request that carries one event, for every dialect that implements
@@ -163,7 +164,14 @@ async fn ingest_inner<D: Ingest>(
     if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
         return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload, dry, client).await;
     }
-    let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms)?;
+    let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms);
+    // Quarantine: an event refused for a reason inlet's side can fix is kept.
+    let keep = |reason, claimed: Option<&str>| {
+        if !dry {
+            quarantine::keep_one::<D>(ctx, &key, received_at_ms, reason, &payload, claimed);
+        }
+    };
+    let decoded = decoded.inspect_err(|&reason| keep(reason, None))?;
     let claimed = decoded.draft.claimed_id().map(str::to_owned);
     let drops = drop_rules(ctx, &key);
     let prepared = prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard, &drops);
@@ -172,6 +180,7 @@ async fn ingest_inner<D: Ingest>(
         pending,
         dropped,
     } = prepared.inspect_err(|&reason| {
+        keep(reason, claimed.as_deref());
         if !dry && let Some(id) = claimed {
             note_rejected(ctx, &key, received_at_ms, [(id, reason)]);
         }
@@ -203,6 +212,7 @@ async fn ingest_inner<D: Ingest>(
         if !dry {
             note_rejected(ctx, &key, received_at_ms, [(event_id.clone(), reason)]);
         }
+        keep(reason, Some(&event_id));
         Err(reason)
     };
     let duplicate_of = match outcome {
@@ -661,6 +671,9 @@ async fn submit_prepared<D: Ingest>(
     };
     if !dry {
         count_outcomes(ctx, &key.app, source, &outcomes);
+    }
+    if !dry {
+        quarantine::keep_batch::<D>(ctx, key, received_at_ms, body, &slots, &outcomes);
     }
     let mut refused = Vec::new();
     let done = BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |id, reason| {

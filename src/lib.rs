@@ -30,6 +30,8 @@
 //! - [`privacy`]: erasure of a linked profile in every store (ledger of salted digests first,
 //!   the log's file rewritten), its resumption, suppression (a writer gate), subject export,
 //!   storing less of clients (IP, user agent, per-field retention).
+//! - [`quarantine`]: events refused for a fixable reason, kept per app (`ingest::quarantine`
+//!   keeps them, `store::quarantine` holds them): listing, replay through the pipeline, discard.
 //! - [`stats`]: outcome counters (accepted / duplicate / rejected by reason) of this process.
 //! - [`clock`]: time and UTC calendar helpers.
 //! - [`rules`]: each app's drop rules, compiled per configuration generation, and their counts.
@@ -58,6 +60,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod privacy;
+pub mod quarantine;
 pub mod ratelimit;
 pub mod rules;
 pub mod server;

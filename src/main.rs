@@ -4,12 +4,12 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, FromArgMatches, Parser};
 use inlet::cli::{
     AdminCmd, AppsCmd, AuditCmd, Cli, ClusterCmd, Command, DropRulesCmd, ErasuresCmd, ExportArgs,
-    KeysCmd, RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd,
+    KeysCmd, QuarantineCmd, RetentionCmd, SecretsCmd, ServeArgs, TenantsCmd,
 };
 use inlet::clock::parse_rfc3339_ms;
 use inlet::config::{Config, DEFAULT_CONFIG_FILE, LogFormat, RawConfig};
 use inlet::identity::Identity;
-use inlet::ops::{Exec, Op, execute};
+use inlet::ops::{Exec, Op, QuarantineAction, execute};
 use inlet::server;
 use inlet::server::control;
 use inlet::store::{self, Store};
@@ -562,6 +562,7 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
         },
         Command::Keys(KeysCmd::List { app, json }) => Op::KeysList { app, json },
         Command::Keys(KeysCmd::Revoke { id }) => Op::KeysRevoke { id },
+        Command::Keys(KeysCmd::Allow { id, events }) => Op::KeysAllow { id, events },
         Command::Export(ExportArgs {
             app: Some(app),
             id: Some(id),
@@ -587,6 +588,20 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             id,
             grace_ms: grace,
         },
+        Command::Quarantine(q) => {
+            let (action, pick, json) = match q {
+                QuarantineCmd::List { pick, json } => (QuarantineAction::List, pick, json),
+                QuarantineCmd::Replay { pick, json } => (QuarantineAction::Replay, pick, json),
+                QuarantineCmd::Drop { pick } => (QuarantineAction::Drop, pick, false),
+            };
+            Op::Quarantine {
+                action,
+                app: pick.app,
+                reason: pick.reason,
+                ids: pick.ids,
+                json,
+            }
+        }
         Command::Receipt {
             app,
             event_id,

@@ -85,6 +85,9 @@ pub async fn handle(
             ["receipts", app, event_id] => receipt(state, &session, app, event_id),
             ["apps", app, "rules"] => super::rules::get(state, &session, &percent_decode(app)),
             ["erasures"] => super::erasures::list(state, &session),
+            ["quarantine", app] => {
+                super::quarantine::list(state, &session, &percent_decode(app), &query)
+            }
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -188,6 +191,12 @@ async fn writes(
             revoke_key(state, &w, id).await
         }
         ["erasures"] => super::erasures::erase(state, &w, parse(&body)?).await,
+        ["quarantine", app, "replay"] => {
+            super::quarantine::replay(state, &w, &percent_decode(app), parse(&body)?).await
+        }
+        ["quarantine", app, "discard"] => {
+            super::quarantine::discard(state, &w, &percent_decode(app), parse(&body)?).await
+        }
         ["erasures", id, "unsuppress"] => super::erasures::unsuppress(state, &w, id).await,
         ["secrets"] => signing::mint(state, &w, parse(&body)?).await,
         ["secrets", id, "revoke"] => signing::revoke(state, &w, signing::id(id)?).await,
@@ -218,6 +227,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | ["events", _]
             | ["receipts", _, _]
             | ["apps", _, "rules"]
+            | ["quarantine", _]
     );
     let post = matches!(
         segs,
@@ -240,6 +250,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | ["secrets", _, "revoke" | "rotate"]
             | ["erasures"]
             | ["erasures", _, "unsuppress"]
+            | ["quarantine", _, "replay" | "discard"]
     );
     let other_method = if was_get { post } else { get || post };
     if other_method {

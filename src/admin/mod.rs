@@ -10,6 +10,7 @@ pub mod api;
 pub mod assets;
 pub mod erasures;
 pub mod panel;
+pub mod quarantine;
 pub mod rules;
 pub mod session;
 pub mod signing;

@@ -92,7 +92,9 @@ pub struct AdjustApp {
 /// name its `event_token` maps to, and its app.
 pub struct Token {
     params: Params,
-    event_name: String,
+    /// `None`: the token maps to no event of the app, refused in `decode` (once the key is
+    /// known, so that the event can be kept in the quarantine).
+    event_name: Option<String>,
     app: AdjustApp,
 }
 
@@ -172,11 +174,7 @@ impl super::Ingest for Adjust {
         if L::app_of(&key) != app.app_id {
             return Err(Reason::KeyNotForApp);
         }
-        let event_name = app
-            .events
-            .get(&params.event_token)
-            .ok_or(Reason::Invalid(Field::EventToken))?
-            .clone();
+        let event_name = app.events.get(&params.event_token).cloned();
         Ok(super::Credited {
             key,
             auth: Token {
@@ -198,6 +196,7 @@ impl super::Ingest for Adjust {
         _: &[u8],
         received_at_ms: u64,
     ) -> Result<super::Decoded<Self::Then>, Reason> {
+        let event_name = event_name.ok_or(Reason::Invalid(Field::EventToken))?;
         let decoded = params.into_event(&event_name, received_at_ms)?;
         // iOS 14+: the conversion value this event earns under the app's rules, within the
         // window after the app registered for SKAdNetwork.
@@ -221,6 +220,53 @@ impl super::Ingest for Adjust {
             }),
             then,
         })
+    }
+
+    const KEEPS: bool = true;
+
+    /// A kept item is the request's parameters (the query string and form body joined): its
+    /// app token and event token are looked up anew, so that a token mapped since replays.
+    fn redecode<L: super::Lookup>(
+        lookup: &mut L,
+        key: &L::Key,
+        item: &[u8],
+        event_id: &str,
+        received_at_ms: u64,
+    ) -> Result<(Draft, Option<super::ItemGuard>), Reason> {
+        let params = Params::parse(item)?;
+        let app = lookup.adjust_app(&params.app_token)?;
+        if L::app_of(key) != app.app_id {
+            return Err(Reason::KeyNotForApp);
+        }
+        let event_name = app.events.get(&params.event_token).cloned();
+        let head = Head {
+            bearer: None,
+            has_authorization: false,
+            is_form: false,
+            query: Vec::new(),
+            post: false,
+        };
+        let token = Token {
+            params,
+            event_name,
+            app,
+        };
+        let mut decoded = Self::decode(lookup, &head, token, item, received_at_ms)?;
+        decoded.draft.event_id = Some(event_id.to_owned());
+        Ok((decoded.draft, decoded.guard))
+    }
+
+    /// The id the event would have (when its timestamp makes one) and its event token.
+    fn kept_label(item: &[u8], received_at_ms: u64) -> (Option<String>, Option<String>) {
+        let Ok(params) = Params::parse(item) else {
+            return (None, None);
+        };
+        let token = params.event_token.clone();
+        let id = params
+            .into_event(&token, received_at_ms)
+            .ok()
+            .and_then(|d| d.draft.event_id);
+        (id, Some(token))
     }
 
     /// `OK`, or the device's conversion value (read after the commit: it includes this

@@ -149,6 +149,45 @@ pub trait Ingest: Dialect {
 
     /// The answer once the event is stored (`stored.duplicate_of`: it was already).
     fn ok<L: Lookup>(lookup: &mut L, then: Self::Then, stored: &Stored) -> Result<Reply, Reason>;
+
+    // Quarantine (`ingest::quarantine`): a dialect whose refused events can be kept and
+    // replayed says how one kept item decodes again.
+
+    /// Whether refused events of this dialect are kept for replay.
+    const KEEPS: bool = false;
+
+    /// Decodes one kept item (a single request's payload, or a batch's own item) again for
+    /// a replay with key `key`, its event id fixed to `event_id` (the one it was kept
+    /// under). The credential passed when it arrived and is not checked again (none was
+    /// kept); what the app's settings decide (an Adjust event token's name) is looked up
+    /// anew.
+    fn redecode<'a, L: Lookup>(
+        _lookup: &mut L,
+        _key: &L::Key,
+        _item: &'a [u8],
+        _event_id: &str,
+        _received_at_ms: u64,
+    ) -> Result<(Self::Event<'a>, Option<ItemGuard>), Reason> {
+        Err(Reason::NotFound)
+    }
+
+    /// The event id and name of a kept item that does not decode as it is (an Adjust event
+    /// token mapped to no event: the id its parameters make, the token).
+    fn kept_label(_item: &[u8], _received_at_ms: u64) -> (Option<String>, Option<String>) {
+        (None, None)
+    }
+}
+
+/// Quarantine: each item's own bytes of a `{"events": [...]}` batch body, in order (`None`
+/// when it is not one).
+pub fn batch_item_bytes(body: &[u8]) -> Option<Vec<&[u8]>> {
+    #[derive(serde::Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a serde_json::value::RawValue>,
+    }
+    let b: Batch = serde_json::from_slice(body).ok()?;
+    Some(b.events.into_iter().map(|r| r.get().as_bytes()).collect())
 }
 
 /// What the writer made of an event: its id, where its payload is kept and, when it was

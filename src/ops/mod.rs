@@ -11,6 +11,7 @@ use crate::auth::password::PasswordHash;
 use crate::auth::secrets::Sealer;
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::identity::Identity;
+use crate::store::quarantine::Selection;
 use crate::store::read::ExportFilter;
 use crate::store::secrets;
 use crate::store::writer::Writer;
@@ -70,6 +71,10 @@ pub enum Op {
     },
     KeysRevoke {
         id: u32,
+    },
+    KeysAllow {
+        id: u32,
+        events: Vec<String>,
     },
     Export {
         app: Option<String>,
@@ -184,6 +189,17 @@ pub enum Op {
     },
     ErasuresUnsuppress {
         id: String,
+    },
+    /// `inlet quarantine list|replay|drop` (a replay runs in the server: `server::control`).
+    Quarantine {
+        action: QuarantineAction,
+        app: String,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        ids: Vec<String>,
+        #[serde(default)]
+        json: bool,
     },
     Profile {
         app: String,
@@ -408,6 +424,13 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
                 }),
             )?;
         }
+        Op::KeysAllow { id, events } => {
+            let k = exec.write(move |txn| admin::set_allowed_events(txn, id, events))?;
+            match k.allowed_events.is_empty() {
+                true => writeln!(out, "key {id} may send every event")?,
+                false => writeln!(out, "key {id} may send {}", k.allowed_events.join(","))?,
+            }
+        }
         Op::KeysRevoke { id } => {
             exec.write(move |txn| admin::revoke_key(txn, id))?;
             writeln!(out, "key {id} revoked")?;
@@ -571,6 +594,13 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             writeln!(out, "secret {id} revoked")?;
         }
         Op::SecretsList { app, json } => list_secrets(store, app.as_deref(), json, out)?,
+        Op::Quarantine {
+            action,
+            app,
+            reason,
+            ids,
+            json,
+        } => quarantine(exec, action, &app, Selection { reason, ids }, json, out)?,
         Op::Receipt {
             app,
             event_id,
@@ -740,6 +770,80 @@ fn app_rules(
     Ok(())
 }
 
+/// What `inlet quarantine` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineAction {
+    List,
+    Replay,
+    Drop,
+}
+
+/// `inlet quarantine list|drop` (a replay reaches here only without a server).
+fn quarantine(
+    exec: &Exec,
+    action: QuarantineAction,
+    app: &str,
+    sel: Selection,
+    json: bool,
+    out: &mut dyn Write,
+) -> store::Result<()> {
+    let store = exec.store();
+    match action {
+        QuarantineAction::List => {
+            let doc = crate::quarantine::list(store, app, &sel, crate::quarantine::MAX_BATCH)?;
+            if json {
+                writeln!(out, "{doc}")?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "app {app}: {} held ({} bytes), {} dropped over the bounds",
+                doc["held"], doc["bytes"], doc["dropped"]
+            )?;
+            for r in doc["reasons"].as_array().into_iter().flatten() {
+                writeln!(out, "  {}: {}", text(&r["reason"]), r["count"])?;
+            }
+            let events = doc["events"].as_array().cloned().unwrap_or_default();
+            table(
+                out,
+                &["EVENT_ID", "EVENT", "REASON", "SOURCE", "KEY", "RECEIVED"],
+                events.iter().map(|e| {
+                    vec![
+                        text(&e["event_id"]),
+                        text(&e["event_name"]),
+                        text(&e["reason"]),
+                        text(&e["source"]),
+                        e["key_id"].to_string(),
+                        rfc3339_ms(e["received_at_ms"].as_u64().unwrap_or(0)),
+                    ]
+                }),
+            )?;
+        }
+        QuarantineAction::Drop => {
+            if sel.reason.is_none() && sel.ids.is_empty() {
+                return Err(store::Error::Refused("give --reason or --id".into()));
+            }
+            let (app_id, qids) = crate::quarantine::discard_ids(store, app, &sel)?;
+            let n = exec.write(move |txn| store::quarantine::remove(txn, app_id, &qids))?;
+            writeln!(out, "app {app}: {n} quarantined events dropped")?;
+        }
+        QuarantineAction::Replay => {
+            let _ = json;
+            return Err(store::Error::Refused(
+                "a replay goes through the server's ingest pipeline: start inlet serve on this \
+                 data dir, then run the command again"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
 /// `inlet receipt`: the JSON document, or lines for a person.
 fn receipt(r: &store::receipts::Receipt, json: bool, out: &mut dyn Write) -> store::Result<()> {
     if json {
@@ -760,6 +864,15 @@ fn receipt(r: &store::receipts::Receipt, json: bool, out: &mut dyn Write) -> sto
             a.seq,
             a.source,
             a.audit_key
+        )?;
+    }
+    if let Some(q) = &r.quarantined {
+        writeln!(
+            out,
+            "  quarantined ({}, {}), received {}: inlet quarantine replay can store it",
+            q.reason,
+            q.source,
+            rfc3339_ms(q.received_at_ms)
         )?;
     }
     if let Some(d) = &r.duplicate {

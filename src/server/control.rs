@@ -69,6 +69,17 @@ fn handle(conn: UnixStream, state: &State) -> io::Result<()> {
             if let Op::RetentionRun { default_days, .. } = &mut op {
                 *default_days = state.config.retention_days;
             }
+            // Quarantine: a replay goes through this server's ingest pipeline.
+            if let Op::Quarantine {
+                action: crate::ops::QuarantineAction::Replay,
+                app,
+                reason,
+                ids,
+                json,
+            } = op
+            {
+                return finish(frames, replay(state, &app, reason, ids, json));
+            }
             execute(
                 &Exec::Server(
                     &state.store,
@@ -78,16 +89,77 @@ fn handle(conn: UnixStream, state: &State) -> io::Result<()> {
                 op,
                 &mut frames,
             )
+            .map(|()| Vec::new())
             .map_err(|e| e.to_string())
         }
         Err(e) => Err(format!("bad control request: {e}")),
     };
+    finish(frames, result)
+}
+
+fn finish<W: Write>(frames: Frames<W>, result: Result<Vec<u8>, String>) -> io::Result<()> {
     let mut w = frames.0;
     match result {
-        Ok(()) => frame(&mut w, b'k', b"")?,
+        Ok(out) => {
+            if !out.is_empty() {
+                frame(&mut w, b'o', &out)?;
+            }
+            frame(&mut w, b'k', b"")?
+        }
         Err(msg) => frame(&mut w, b'e', msg.as_bytes())?,
     }
     w.flush()
+}
+
+/// `inlet quarantine replay` on this server: the replay on a runtime of its own (this is a
+/// control thread), its results as JSON or one line per event.
+fn replay(
+    state: &State,
+    app: &str,
+    reason: Option<String>,
+    ids: Vec<String>,
+    json: bool,
+) -> Result<Vec<u8>, String> {
+    if reason.is_none() && ids.is_empty() {
+        return Err("give --reason or --id".into());
+    }
+    let sel = crate::store::quarantine::Selection { reason, ids };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let results = rt
+        .block_on(crate::quarantine::replay(state, app, &sel))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    if json {
+        out = crate::quarantine::replay_json(&results)
+            .to_string()
+            .into_bytes();
+        out.push(b'\n');
+        return Ok(out);
+    }
+    for r in &results {
+        let _ = writeln!(
+            out,
+            "{} {}{}{}",
+            r.event_id,
+            r.outcome,
+            r.reason
+                .as_deref()
+                .map(|x| format!(" {x}"))
+                .unwrap_or_default(),
+            if r.released { "" } else { " (still held)" }
+        );
+    }
+    let held = results.iter().filter(|r| !r.released).count();
+    let _ = writeln!(
+        out,
+        "app {app}: {} replayed, {} left the quarantine, {held} still held",
+        results.len(),
+        results.len() - held
+    );
+    Ok(out)
 }
 
 fn op_name(op: &Op) -> String {

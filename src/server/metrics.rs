@@ -153,6 +153,7 @@ pub fn render(state: &State) -> String {
         "Connections closed because the client did not read a response for write_timeout",
         state.counters.connections_write_stalled.clone(),
     );
+    crate::quarantine::register_metrics(&state.store, &state.quarantine, &mut reg);
     let prechecked = Counter::<u64>::default();
     prechecked.inc_by(w.prechecked_duplicates.load(Ordering::Relaxed));
     reg.register(

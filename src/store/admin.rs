@@ -285,6 +285,19 @@ pub fn revoke_key(txn: &WriteTransaction, id: u32) -> Result<Key> {
     Ok(key)
 }
 
+/// Sets the event names key `id` may send (empty: all); a revoked key stays revoked.
+/// Quarantine: "allow the event", then replay.
+pub fn set_allowed_events(txn: &WriteTransaction, id: u32, events: Vec<String>) -> Result<Key> {
+    let mut table = txn.open_table(KEYS)?;
+    let mut key: Key = match table.get(id)? {
+        Some(bytes) => decode_config("key", bytes.value())?,
+        None => return Err(Error::NotFound(format!("no key {id}"))),
+    };
+    key.allowed_events = events;
+    table.insert(id, encode_config(&key).as_slice())?;
+    Ok(key)
+}
+
 /// What deleting an app or a tenant removes (or, asked first, would remove).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Removal {

@@ -52,6 +52,9 @@ macro_rules! each_table {
         $m!(SUPPRESSED);
         $m!(APP_RULES);
         $m!(BIZKEYS);
+        $m!(QUARANTINE);
+        $m!(QUARANTINE_IDS);
+        $m!(QUARANTINE_APPS);
     };
 }
 

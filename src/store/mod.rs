@@ -11,6 +11,7 @@ pub mod dedupe;
 pub mod key_cache;
 pub mod pending;
 pub mod privacy;
+pub mod quarantine;
 pub mod read;
 pub mod receipts;
 pub mod runs;
@@ -343,6 +344,7 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(SUPPRESSED)?;
     txn.open_table(APP_RULES)?;
     txn.open_table(BIZKEYS)?;
+    quarantine::create_tables(txn)?;
     Ok(())
 }
 

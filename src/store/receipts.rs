@@ -76,6 +76,17 @@ pub struct Receipt {
     pub accepted: Option<AcceptedAs>,
     pub duplicate: Option<Duplicates>,
     pub rejected: Vec<Rejections>,
+    /// Held in the quarantine, to be replayed (`store::quarantine`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<Quarantined>,
+}
+
+/// A held event's reason, source and receive time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub reason: String,
+    pub source: String,
+    pub received_at_ms: u64,
 }
 
 impl Receipt {
@@ -87,10 +98,11 @@ impl Receipt {
         doc
     }
 
-    /// One word for it: `accepted`, `rejected` or `unknown`.
+    /// One word for it: `accepted`, `quarantined`, `rejected` or `unknown`.
     pub fn status(&self) -> &'static str {
         match (&self.accepted, self.rejected.is_empty()) {
             (Some(_), _) => "accepted",
+            (None, _) if self.quarantined.is_some() => "quarantined",
             (None, false) => "rejected",
             (None, true) => "unknown",
         }
@@ -261,6 +273,11 @@ impl Store {
             accepted,
             duplicate: tallies.duplicate,
             rejected: tallies.rejected,
+            quarantined: super::quarantine::held_in(&txn, app_id, event_id)?.map(|h| Quarantined {
+                reason: h.reason,
+                source: h.source,
+                received_at_ms: h.received_at_ms,
+            }),
         }))
     }
 }

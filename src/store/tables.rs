@@ -162,3 +162,11 @@ pub const APP_RULES: TableDefinition<u32, &[u8]> = TableDefinition::new("app_rul
 /// Business-key dedupe: app_id u32 BE ++ u16 BE name length ++ event name ++ transaction id →
 /// seq of the stored event that holds it (`store::bizkey`).
 pub const BIZKEYS: TableDefinition<&[u8], u64> = TableDefinition::new("bizkeys");
+/// app_id u32 BE ++ qid u64 BE → version byte ++ postcard `store::quarantine::Held`: an app's
+/// quarantined events, oldest first (quarantine).
+pub const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
+/// app_id u32 BE ++ event_id → qid: the held event of an id (one per id: kept again, it
+/// replaces the older one).
+pub const QUARANTINE_IDS: TableDefinition<&[u8], u64> = TableDefinition::new("quarantine_ids");
+/// app_id → next qid u64 BE ++ held u64 BE ++ bytes held u64 BE ++ dropped (ever) u64 BE.
+pub const QUARANTINE_APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("quarantine_apps");

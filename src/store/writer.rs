@@ -356,6 +356,12 @@ impl Writer {
         }
     }
 
+    /// Quarantine: runs `f` on the writer thread between commits, never waited for and
+    /// without bumping the configuration generation; `false` when the queue is full.
+    pub fn later(&self, f: Box<dyn FnOnce(&Database) + Send>) -> bool {
+        self.tx.try_send(Msg::Job(f)).is_ok()
+    }
+
     /// Runs `f` on the writer thread, between commits, and returns its result. Blocking.
     pub fn run_blocking<R: Send + 'static>(
         &self,

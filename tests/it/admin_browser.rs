@@ -690,3 +690,71 @@ async fn receipts_and_rules(b: &Browser, base: &str, code: &str) {
     wait_text(b, "#drop-rules tbody", "noise").await;
     screenshot(b, "app-rules").await;
 }
+
+/// Quarantine on the panel: an event refused as not allowed by its key is listed under its
+/// reason; replayed before the fix it stays, after the fix (the key allows it) it is stored
+/// and leaves the quarantine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_event_is_replayed_from_the_quarantine_page() {
+    let inlet = Inlet::start();
+    let code = setup_code(&inlet);
+    let key = inlet
+        .cli_ok(&[
+            "keys", "mint", "--app", "default", "--label", "t", "--events", "purchase",
+        ])
+        .trim()
+        .to_owned();
+    let mut ev = event("q-browser-1");
+    ev["event_name"] = json!("level_up");
+    let r = inlet.client().post_json("/s2s/event", &key, &ev);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    let (b2, base, data) = (b.clone(), inlet.url(""), inlet.data().to_owned());
+    let result = tokio::spawn(async move {
+        b2.goto(&format!("{base}/")).await.unwrap();
+        fill(&b2, "#setup-code", &code).await;
+        fill(&b2, "#setup-password", PASSWORD).await;
+        fill(&b2, "#setup-password2", PASSWORD).await;
+        click(&b2, "#setup-submit").await;
+        find(&b2, "#apps-today").await;
+        click(&b2, "a[data-page=quarantine]").await;
+        wait_text(&b2, "#quarantine-reasons", "event_not_allowed_by_key").await;
+        click(&b2, "#quarantine-reasons .q-show").await;
+        // The page of that reason (drawn anew: the list before it showed the event too).
+        find(&b2, "#quarantine-replay-reason").await;
+        wait_text(&b2, "#quarantine-events", "q-browser-1").await;
+        // Before the fix: refused again, still held.
+        click(&b2, ".q-select[data-event-id=q-browser-1]").await;
+        click(&b2, "#quarantine-replay").await;
+        wait_text(&b2, "#quarantine-results", "still held").await;
+        wait_text(&b2, "#quarantine-events", "q-browser-1").await;
+        // The fix, then the whole reason replayed.
+        let keys = parse_ndjson(&cli_ok(&data, &["keys", "list", "--json"]));
+        let id = keys[0]["id"].to_string();
+        cli_ok(
+            &data,
+            &["keys", "allow", &id, "--events", "purchase,level_up"],
+        );
+        click(&b2, "#quarantine-replay-reason").await;
+        wait_text(&b2, "#quarantine-results", "accepted").await;
+        wait_text(&b2, "#quarantine-results", "left the quarantine").await;
+        wait_text(&b2, "#quarantine-reasons", "Nothing held").await;
+        screenshot(&b2, "14-quarantine").await;
+    })
+    .await;
+    if result.is_err() {
+        screenshot(&b, "failure-quarantine").await;
+    }
+    b.close().await.expect("close the browser");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    let stored: Vec<_> = inlet
+        .export()
+        .into_iter()
+        .filter(|e| e["event_id"] == "q-browser-1")
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["event_name"], "level_up");
+}

@@ -32,6 +32,7 @@ mod operator;
 mod packaging;
 mod powerloss;
 mod privacy;
+mod quarantine;
 mod recover;
 mod redaction;
 mod rules;

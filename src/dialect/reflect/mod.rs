@@ -113,6 +113,21 @@ impl super::Ingest for Native {
         }
     }
 
+    const KEEPS: bool = true;
+
+    /// A kept item is one event object, as `/s2s/event` takes it.
+    fn redecode<'a, L: super::Lookup>(
+        _: &mut L,
+        _: &L::Key,
+        item: &'a [u8],
+        event_id: &str,
+        _: u64,
+    ) -> Result<(Event<'a>, Option<super::ItemGuard>), Reason> {
+        let mut event = decode_single(item)?;
+        event.event_id = Some(Cow::Owned(event_id.to_owned()));
+        Ok((event, None))
+    }
+
     fn decode<'a, L: super::Lookup>(
         _: &mut L,
         _: &Head,
