@@ -12,6 +12,7 @@ pub mod geo;
 pub mod ua;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -211,24 +212,30 @@ impl Enrich {
         }
     }
 
-    /// The enriched `context` JSON text, or `None` when nothing is added.
+    /// The enriched `context` JSON text, or `None` when nothing is added. The sender's text
+    /// is kept as sent and the new fields appended to it: a bulk load pays for no tree of
+    /// its context, only for the lookups.
     pub fn context(&self, text: &str, client: Option<IpAddr>) -> Option<String> {
-        let mut ctx: Map<String, Value> = match text.trim() {
-            "" => Map::new(),
-            t => serde_json::from_str(t).ok()?,
+        let text = match text.trim() {
+            "" => "{}",
+            t => t,
         };
-        let mut changed = false;
-        if let Some(ip) = client
-            && !ctx.contains_key("ip")
-        {
-            ctx.insert("ip".into(), Value::String(ip.to_string()));
-            changed = true;
-        }
+        let probe: Probe<'_> = serde_json::from_str(text).ok()?;
+        let string = |raw: Option<&RawValue>| {
+            raw.and_then(|r| serde_json::from_str::<std::borrow::Cow<'_, str>>(r.get()).ok())
+        };
+        let mut added: Vec<(&str, String)> = Vec::new();
+        let given_ip = string(probe.ip);
+        let ip = match (&given_ip, probe.ip, client) {
+            (Some(ip), _, _) => ip.trim().parse::<IpAddr>().ok(),
+            (None, None, Some(client)) => {
+                added.push(("ip", Value::String(client.to_string()).to_string()));
+                Some(client)
+            }
+            _ => None,
+        };
         if let Some(geo) = &self.0.geo
-            && let Some(ip) = ctx
-                .get("ip")
-                .and_then(Value::as_str)
-                .and_then(|s| s.trim().parse::<IpAddr>().ok())
+            && let Some(ip) = ip
         {
             let place = geo.lookup(ip);
             let mut g = Map::new();
@@ -241,9 +248,8 @@ impl Enrich {
                     g.insert(k.into(), Value::String(v));
                 }
             }
-            if !g.is_empty() && !ctx.contains_key("geo") {
-                ctx.insert("geo".into(), Value::Object(g));
-                changed = true;
+            if !g.is_empty() && probe.geo.is_none() {
+                added.push(("geo", Value::Object(g).to_string()));
             }
             let mut a = Map::new();
             if let Some(n) = place.asn {
@@ -252,22 +258,59 @@ impl Enrich {
             if let Some(org) = place.org {
                 a.insert("org".into(), Value::String(org));
             }
-            if !a.is_empty() && !ctx.contains_key("asn") {
-                ctx.insert("asn".into(), Value::Object(a));
-                changed = true;
+            if !a.is_empty() && probe.asn.is_none() {
+                added.push(("asn", Value::Object(a).to_string()));
             }
         }
         if let Some(ua) = &self.0.ua
-            && !ctx.contains_key("device")
-            && let Some(agent) = ctx.get("user_agent").and_then(Value::as_str)
+            && probe.device.is_none()
+            && let Some(agent) = string(probe.user_agent)
             && !agent.trim().is_empty()
-            && let Some(device) = ua.device(agent)
+            && let Some(device) = ua.device(&agent)
         {
-            ctx.insert("device".into(), device);
-            changed = true;
+            added.push(("device", device.to_string()));
         }
-        changed.then(|| Value::Object(ctx).to_string())
+        if added.is_empty() {
+            return None;
+        }
+        // `{...}` parsed as an object above: its last byte is the closing brace.
+        let body = text[1..text.len() - 1].trim();
+        let mut out = String::with_capacity(text.len() + 256);
+        out.push('{');
+        out.push_str(body);
+        for (i, (k, v)) in added.iter().enumerate() {
+            if i > 0 || !body.is_empty() {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(k);
+            out.push_str("\":");
+            out.push_str(v);
+        }
+        out.push('}');
+        Some(out)
     }
+}
+
+/// A field that is present, `null` included (so that none is written twice).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// What enrichment reads of a `context`: the fields it uses and those it would add (kept
+/// when the sender set them); the rest is skipped, not built.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    ip: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    user_agent: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    geo: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    asn: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    device: Option<&'a RawValue>,
 }
 
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -405,12 +448,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_senders_context_is_kept_as_sent_and_nothing_written_twice() {
+        let e = RawEnrich {
+            user_agent: Some(true),
+            ..RawEnrich::default()
+        }
+        .resolve()
+        .unwrap()
+        .unwrap();
+        let client = Some("198.51.100.7".parse().unwrap());
+        assert_eq!(
+            e.context("", client).as_deref(),
+            Some(r#"{"ip":"198.51.100.7"}"#)
+        );
+        assert_eq!(e.context(r#"{"ip":null}"#, client), None);
+        assert_eq!(e.context(r#"{"ip":"203.0.113.1"}"#, client), None);
+        let curl = r#"{"user_agent":"curl/8.5.0","device":null}"#;
+        assert_eq!(e.context(curl, None), None);
+        assert_eq!(e.context(r#"{"user_agent":7}"#, None), None);
+        assert_eq!(e.context("not json", client), None);
+        let out = e
+            .context(
+                r#"{ "a": {"b": [1, "}"]} , "user_agent":"curl/8.5.0" }"#,
+                None,
+            )
+            .unwrap();
+        let v: Map<String, Value> = serde_json::from_str(&out).unwrap();
+        let keys: Vec<&str> = v.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a", "user_agent", "device"], "{out}");
+        assert_eq!(v["a"], serde_json::json!({"b": [1, "}"]}));
+        assert_eq!(v["device"]["bot"], true, "{out}");
+    }
+
     /// Real user agents: iOS (an app over CFNetwork, Safari), Android (Chrome, an app),
     /// desktop Chrome, Firefox and Safari, and bots.
     #[test]
     fn user_agents_name_their_device() {
         let ua = ua::Ua::default();
-        let d = |s: &str| ua.device(s).unwrap();
+        let d = |s: &str| serde_json::from_str::<Value>(&ua.device(s).unwrap()).unwrap();
         let cases: [(&str, &str, Option<&str>, Option<&str>); 10] = [
             (
                 "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",

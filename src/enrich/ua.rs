@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// uap-core's rules as JSON (see `vendor/uap-core/README.md` for the version and how the
 /// file was made).
@@ -24,8 +24,8 @@ pub struct Ua {
 /// (and moved back); when the current one is full it becomes the old one.
 #[derive(Default)]
 struct Cache {
-    now: HashMap<Box<str>, Value>,
-    old: HashMap<Box<str>, Value>,
+    now: HashMap<Box<str>, Arc<str>>,
+    old: HashMap<Box<str>, Arc<str>>,
 }
 
 impl Ua {
@@ -53,8 +53,9 @@ impl Ua {
             .map_err(Clone::clone)
     }
 
-    /// `context.device` of a user agent (see [`device`]), from the cache when seen lately.
-    pub fn device(&self, ua: &str) -> Option<Value> {
+    /// `context.device` of a user agent (see [`device`]) as JSON text, from the cache when
+    /// seen lately.
+    pub fn device(&self, ua: &str) -> Option<Arc<str>> {
         {
             let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(v) = c.now.get(ua) {
@@ -69,7 +70,7 @@ impl Ua {
             Ok(p) => p,
             Err(_) => return None,
         };
-        let v = device(parser, ua);
+        let v: Arc<str> = device(parser, ua).to_string().into();
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if c.now.len() >= CACHE {
             c.old = std::mem::take(&mut c.now);
