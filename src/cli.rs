@@ -213,6 +213,12 @@ pub struct ServeArgs {
     /// Seconds between retention runs [default: 3600].
     #[arg(long, env = "INLET_RETENTION_INTERVAL_SECS")]
     pub retention_interval_secs: Option<u64>,
+    /// Live tails of the admin panel open at once at most; 0 turns the tail off [default: 8].
+    #[arg(long, env = "INLET_MAX_TAILS")]
+    pub max_tails: Option<usize>,
+    /// Milliseconds between evaluations of the alert rules [default: 15000].
+    #[arg(long, env = "INLET_ALERT_INTERVAL_MS")]
+    pub alert_interval_ms: Option<u64>,
     /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect)
     /// [default: 1000].
     #[arg(long, env = "INLET_DEFAULT_RATE_LIMIT")]
@@ -280,6 +286,8 @@ impl ServeArgs {
             cluster_partitions: self.cluster_partitions,
             cluster_single_engine_node: self.cluster_single_engine_node,
             backup: None,
+            max_tails: self.max_tails,
+            alert_interval_ms: self.alert_interval_ms,
         }
     }
 }

@@ -88,6 +88,10 @@ pub struct Config {
     pub cluster: Option<crate::cluster::Settings>,
     /// Scheduled backups (`[backup]`); `None`: only `inlet backup`.
     pub backup: Option<BackupSchedule>,
+    /// Live tails (`/admin/api/tail`) open at once at most.
+    pub max_tails: usize,
+    /// How often the alert rules are evaluated (and the first wait of a webhook retry).
+    pub alert_interval: Duration,
 }
 
 /// The admin panel's settings.
@@ -135,6 +139,8 @@ impl Config {
             metrics_public: false,
             cluster: None,
             backup: None,
+            max_tails: crate::watch::DEFAULT_MAX_TAILS,
+            alert_interval: Duration::from_millis(DEFAULT_ALERT_INTERVAL_MS),
         }
     }
 
@@ -169,6 +175,8 @@ impl Config {
             cluster_partitions: self.cluster.as_ref().map(|c| c.partitions),
             cluster_single_engine_node: self.cluster.as_ref().map(|c| c.single_engine_node),
             backup: self.backup.as_ref().map(|b| b.raw()),
+            max_tails: Some(self.max_tails),
+            alert_interval_ms: Some(self.alert_interval.as_millis() as u64),
         };
         toml::to_string(&raw).expect("a config always serializes")
     }
@@ -254,6 +262,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/inlet/inlet.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
 pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 3600;
+pub const DEFAULT_ALERT_INTERVAL_MS: u64 = 15_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
 /// Enough for a dozen full bulk bodies at once; with their decoded events it keeps a flood
 /// of bulk requests within a few hundred MiB.
@@ -299,6 +308,10 @@ pub struct RawConfig {
     pub cluster_single_engine_node: Option<bool>,
     /// `[backup]`: scheduled backups (file only).
     pub backup: Option<RawBackup>,
+    /// Live tails open at once at most (0 turns the tail off).
+    pub max_tails: Option<usize>,
+    /// How often alert rules are evaluated, in milliseconds.
+    pub alert_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -359,6 +372,8 @@ impl RawConfig {
                 .cluster_single_engine_node
                 .or(self.cluster_single_engine_node),
             backup: over.backup.or(self.backup),
+            max_tails: over.max_tails.or(self.max_tails),
+            alert_interval_ms: over.alert_interval_ms.or(self.alert_interval_ms),
         }
     }
 
@@ -470,6 +485,16 @@ impl RawConfig {
             self.retention_interval_secs,
             DEFAULT_RETENTION_INTERVAL_SECS,
             7 * 86_400,
+        )?);
+        c.max_tails = self.max_tails.unwrap_or(crate::watch::DEFAULT_MAX_TAILS);
+        if c.max_tails > 1000 {
+            return Err(bad(format!("max_tails: {} is outside 0..=1000", c.max_tails)));
+        }
+        c.alert_interval = Duration::from_millis(positive(
+            "alert_interval_ms",
+            self.alert_interval_ms,
+            DEFAULT_ALERT_INTERVAL_MS,
+            86_400_000,
         )?);
         c.metrics_token = match self.metrics_token {
             Some(t) if t.trim().is_empty() => {

@@ -28,12 +28,15 @@ pub struct Context {
     pub indexer: Option<Arc<Indexer>>,
     /// Each app's `privacy::StoreLess` policy, applied in `ingest::submit`.
     pub store_less: crate::privacy::Policies,
+    /// Live tail, health per app and key, alert state (`watch`).
+    pub watch: crate::watch::Watch,
 }
 
 impl Context {
     pub fn new(config: Config, store: Store, writer: Writer) -> Context {
         Context {
             bodies: BodyBudget::new(config.body_budget),
+            watch: crate::watch::Watch::new(config.max_tails),
             config,
             store,
             writer,

@@ -43,7 +43,14 @@ pub async fn ingest<D: Ingest>(ctx: &Context, mut req: Request<Incoming>) -> Rep
     let mut app = None;
     let mut verdict = None;
     let dry = take_dry_run(&mut req);
-    let mut reply = match ingest_inner::<D>(ctx, req, dry, &mut app, &mut verdict).await {
+    let mut seen = crate::watch::Seen::default();
+    let result = ingest_inner::<D>(ctx, req, dry, &mut app, &mut verdict, &mut seen).await;
+    if !dry {
+        // watch: live tail and health (the batch form reports in `submit_prepared`)
+        let refused = result.as_ref().err().copied();
+        ctx.watch.single(app.as_deref(), D::SOURCE, now_ms(), seen, refused);
+    }
+    let mut reply = match result {
         Ok(reply) => reply,
         Err(reason) => {
             let reply = match dry {
@@ -135,6 +142,7 @@ async fn ingest_inner<D: Ingest>(
     dry: bool,
     app: &mut Option<String>,
     verdict: &mut Option<Verdict>,
+    seen: &mut crate::watch::Seen,
 ) -> Result<Reply, Reason> {
     let head = D::head(req.method(), req.uri(), req.headers())?;
     let mut lookup = Lookups { ctx, app };
@@ -156,6 +164,7 @@ async fn ingest_inner<D: Ingest>(
     let received_at_ms = now_ms();
     let Credited { key, auth } =
         D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
+    seen.key = Some(key.key_id); // watch
     if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
         return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload, dry).await;
     }
@@ -168,6 +177,7 @@ async fn ingest_inner<D: Ingest>(
         }
     })?;
     let event_id = pending.event_id().to_owned();
+    seen.event(&ctx.watch, &pending); // watch
     let kept = (audit_key.clone(), payload.clone());
     let outcome = submit(
         ctx,
@@ -179,6 +189,7 @@ async fn ingest_inner<D: Ingest>(
         dry,
     )
     .await?[0];
+    seen.outcome = Some(outcome); // watch
     if !dry {
         count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
     }
@@ -547,6 +558,7 @@ async fn submit_prepared<D: Ingest>(
 ) -> Result<BatchDone, Reason> {
     let source = D::SOURCE;
     let PreparedBatch { slots, events } = batch;
+    let named = crate::watch::names(&ctx.watch, &events); // watch
     let outcomes = if events.is_empty() {
         Vec::new()
     } else {
@@ -565,15 +577,23 @@ async fn submit_prepared<D: Ingest>(
         count_outcomes(ctx, &key.app, source, &outcomes);
     }
     let mut refused = Vec::new();
+    let (mut watched, tailed) = (Vec::new(), ctx.watch.tail.watched()); // watch
     let done = BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |id, reason| {
         if !dry {
             count_rejected(ctx, Some(&key.app), source, reason, 1);
+            watched.push((id.filter(|_| tailed).map(str::to_owned), reason)); // watch
             if let Some(id) = id {
                 refused.push((id.to_owned(), reason));
             }
         }
     });
     note_rejected(ctx, key, received_at_ms, refused);
+    if !dry {
+        // watch: live tail and health
+        let at = received_at_ms;
+        ctx.watch
+            .batch(&key.app, key.key_id, source, at, &outcomes, named, watched);
+    }
     Ok(done)
 }
 

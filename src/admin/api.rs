@@ -84,6 +84,8 @@ pub async fn handle(
             ["audit"] => accounts::audit_log(state, &query),
             ["receipts", app, event_id] => receipt(state, &session, app, event_id),
             ["erasures"] => super::erasures::list(state, &session),
+            ["health"] => super::watch::health(state),
+            ["alerts"] => super::watch::list(state),
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -185,6 +187,9 @@ async fn writes(
             let id = signing::id(id)?;
             signing::rotate(state, &w, id, parse(&body)?).await
         }
+        ["alerts"] => super::watch::add(state, &w, parse(&body)?).await,
+        ["alerts", id, "remove"] => super::watch::remove(state, &w, id).await,
+        ["alerts", id, "test"] => super::watch::test(state, &w, id),
         _ => Err(not_found_or_method(&segs, false)),
     }
 }
@@ -204,13 +209,15 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "profile"
             | "admins"
             | "audit"
-            | "erasures"]
+            | "erasures"
+            | "health"
+            | "tail"]
             | ["events", _]
             | ["receipts", _, _]
     );
     let post = matches!(
         segs,
-        ["logout" | "tenants" | "apps" | "keys" | "setup" | "login"]
+        ["logout" | "tenants" | "apps" | "keys" | "setup" | "login" | "alerts"]
             | ["invite", "accept"]
             | ["admins", "invite"]
             | ["admins", _, "remove"]
@@ -227,6 +234,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | ["secrets", _, "revoke" | "rotate"]
             | ["erasures"]
             | ["erasures", _, "unsuppress"]
+            | ["alerts", _, "remove" | "test"]
     );
     let other_method = if was_get { post } else { get || post };
     if other_method {

@@ -13,6 +13,7 @@ pub mod panel;
 pub mod session;
 pub mod signing;
 pub mod totp;
+pub mod watch;
 
 use crate::config::AdminConfig;
 use crate::context::Context;

@@ -92,6 +92,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         tokio::spawn(backup_task(state.clone(), schedule));
     }
     tokio::spawn(crate::logs::flush_task());
+    let s = state.clone();
+    tokio::spawn(async move {
+        let interval = s.config.alert_interval;
+        crate::watch::alerts::run(&s.store, &s.watch, interval).await
+    });
     // Registered before the server says it listens, so that no SIGHUP finds the default
     // action (the end of the process) in place.
     match signal(SignalKind::hangup()) {
@@ -190,6 +195,8 @@ impl Server {
     pub async fn stop(mut self) -> anyhow::Result<Arc<State>> {
         // systemd hears it as the shutdown begins, not once the connections have drained.
         crate::notify::notify("STOPPING=1");
+        // Live tails never end by themselves: the drain would wait for them.
+        self.state.watch.tail.close();
         let _ = self.stop.send(true);
         let served = self.serving.wait().await;
         self.finish().await;

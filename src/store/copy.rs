@@ -50,6 +50,7 @@ macro_rules! each_table {
         $m!(RECEIPT_APPS);
         $m!(ERASURES);
         $m!(SUPPRESSED);
+        $m!(ALERT_RULES);
     };
 }
 

@@ -340,6 +340,7 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RECEIPT_APPS)?;
     txn.open_table(ERASURES)?;
     txn.open_table(SUPPRESSED)?;
+    txn.open_table(ALERT_RULES)?;
     Ok(())
 }
 
