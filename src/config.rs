@@ -488,7 +488,10 @@ impl RawConfig {
         )?);
         c.max_tails = self.max_tails.unwrap_or(crate::watch::DEFAULT_MAX_TAILS);
         if c.max_tails > 1000 {
-            return Err(bad(format!("max_tails: {} is outside 0..=1000", c.max_tails)));
+            return Err(bad(format!(
+                "max_tails: {} is outside 0..=1000",
+                c.max_tails
+            )));
         }
         c.alert_interval = Duration::from_millis(positive(
             "alert_interval_ms",

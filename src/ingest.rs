@@ -48,7 +48,8 @@ pub async fn ingest<D: Ingest>(ctx: &Context, mut req: Request<Incoming>) -> Rep
     if !dry {
         // watch: live tail and health (the batch form reports in `submit_prepared`)
         let refused = result.as_ref().err().copied();
-        ctx.watch.single(app.as_deref(), D::SOURCE, now_ms(), seen, refused);
+        ctx.watch
+            .single(app.as_deref(), D::SOURCE, now_ms(), seen, refused);
     }
     let mut reply = match result {
         Ok(reply) => reply,

@@ -147,7 +147,9 @@ pub struct Target {
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("webhook {url:?}: only http:// addresses are supported (put a TLS relay in front)")
+            format!(
+                "webhook {url:?}: only http:// addresses are supported (put a TLS relay in front)"
+            )
         })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -503,7 +505,10 @@ fn send(
     let body = Bytes::from(message(rule, kind, incident, now_ms));
     let secret = secret_of(store, rule);
     if secret.is_none() {
-        tracing::warn!(rule = rule.id, "alert webhook: its secret cannot be opened; sent unsigned");
+        tracing::warn!(
+            rule = rule.id,
+            "alert webhook: its secret cannot be opened; sent unsigned"
+        );
     }
     {
         let mut d = s.deliveries.lock().unwrap_or_else(|p| p.into_inner());
@@ -636,7 +641,10 @@ mod tests {
     #[test]
     fn webhook_addresses_are_plain_http_and_checked() {
         let t = Target::parse("http://127.0.0.1:9000/hook?a=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 9000, "/hook?a=1"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 9000, "/hook?a=1")
+        );
         let t = Target::parse("http://example.com").unwrap();
         assert_eq!((t.port, t.path.as_str()), (80, "/"));
         assert!(Target::parse("https://example.com/").is_err());

@@ -251,10 +251,15 @@ mod tests {
         t.reject(Reason::BadJson);
         t.reject(Reason::BadJson);
         h.record("game", Some(7), t0, &t);
-        h.record("game", None, t0 + 61_000, &Tally {
-            accepted: 1,
-            ..Default::default()
-        });
+        h.record(
+            "game",
+            None,
+            t0 + 61_000,
+            &Tally {
+                accepted: 1,
+                ..Default::default()
+            },
+        );
         let apps = h.apps(t0 + 61_000);
         assert_eq!(apps.len(), 1);
         let a = &apps[0];

@@ -198,7 +198,11 @@ struct ResultLabel {
 
 /// The watch's series in a `/metrics` scrape: tail subscribers, each app's and key's last
 /// event and events in the last hour, open incidents, webhook deliveries.
-pub fn register_metrics(reg: &mut prometheus_client::registry::Registry, watch: &Watch, now_ms: u64) {
+pub fn register_metrics(
+    reg: &mut prometheus_client::registry::Registry,
+    watch: &Watch,
+    now_ms: u64,
+) {
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
     use prometheus_client::metrics::gauge::Gauge;

@@ -56,7 +56,10 @@ impl Filter {
         self.app.as_ref().is_none_or(|a| *a == r.app)
             && self.key.is_none_or(|k| Some(k) == r.key)
             && self.source.as_ref().is_none_or(|s| s == r.source)
-            && self.event.as_ref().is_none_or(|e| r.event.as_ref() == Some(e))
+            && self
+                .event
+                .as_ref()
+                .is_none_or(|e| r.event.as_ref() == Some(e))
             && self.outcome.as_ref().is_none_or(|o| o == r.outcome)
             && self
                 .reason
@@ -301,7 +304,11 @@ mod tests {
         assert!(first.starts_with(b"retry:"));
         tail.publish(vec![record("game", "accepted")]);
         let next = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert!(std::str::from_utf8(&next).unwrap().contains(r#""app":"game""#));
+        assert!(
+            std::str::from_utf8(&next)
+                .unwrap()
+                .contains(r#""app":"game""#)
+        );
         drop(body);
         let end = tokio::time::Instant::now() + Duration::from_secs(5);
         while tail.watched() {
@@ -331,6 +338,9 @@ mod tests {
         let mut body = tail.subscribe(Filter::default()).unwrap();
         tail.close();
         while body.frame().await.is_some() {}
-        assert_eq!(tail.subscribe(Filter::default()).err(), Some(Refused::Closed));
+        assert_eq!(
+            tail.subscribe(Filter::default()).err(),
+            Some(Refused::Closed)
+        );
     }
 }
