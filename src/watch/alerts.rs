@@ -79,7 +79,7 @@ pub struct Rule {
 }
 
 /// What a caller asks for (admin API body, CLI).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRule {
     pub app: String,
@@ -193,6 +193,58 @@ pub fn list(store: &Store) -> store::Result<Vec<Rule>> {
         rules.push(decode_config::<Rule>("alert rule", v.value())?);
     }
     Ok(rules)
+}
+
+/// `inlet alerts list`: a line per rule, or JSON.
+pub fn print(store: &Store, json: bool, out: &mut dyn std::io::Write) -> store::Result<()> {
+    let rules = list(store)?;
+    if json {
+        let v: Vec<_> = rules.iter().map(public).collect();
+        writeln!(out, "{}", serde_json::Value::from(v))?;
+        return Ok(());
+    }
+    for r in rules {
+        let key = r.key.map_or_else(|| "-".to_owned(), |k| k.to_string());
+        let hook = r.webhook.as_deref().unwrap_or("-");
+        writeln!(
+            out,
+            "{}\tapp={}\tkey={key}\t{}\twebhook={hook}",
+            r.id,
+            r.app,
+            r.condition.describe()
+        )?;
+    }
+    Ok(())
+}
+
+/// `inlet alerts test`: one signed `alert.test` POST from this process; the HTTP status or
+/// why there was none.
+pub fn test_now(store: &Store, id: u32, now_ms: u64) -> store::Result<String> {
+    let rule = list(store)?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| store::Error::NotFound(format!("no alert rule {id}")))?;
+    let url = rule
+        .webhook
+        .as_deref()
+        .ok_or_else(|| refused(format!("alert rule {id} has no webhook")))?;
+    let target = Target::parse(url).map_err(refused)?;
+    let incident = Incident {
+        rule: id,
+        app: rule.app.clone(),
+        key: rule.key,
+        since_ms: now_ms,
+        detail: "a test message".into(),
+    };
+    let body = Bytes::from(message(&rule, "alert.test", &incident, now_ms));
+    let sig = secret_of(store, &rule).map(|s| signature(&s, now_ms / 1000, &body));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(match rt.block_on(post(&target, body, sig)) {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("nothing ({e})"),
+    })
 }
 
 /// Checks a new rule against the store (its app, its key) and seals a fresh webhook

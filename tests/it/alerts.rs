@@ -227,3 +227,51 @@ fn a_rejection_share_fires_through_gamerebellion_and_resolves_with_accepted_even
         types(&got, rule).iter().any(|(t, _)| t == "alert.test")
     });
 }
+
+#[test]
+fn the_cli_adds_lists_tests_and_removes_rules() {
+    let inlet = Inlet::start();
+    let (url, got) = receiver();
+    let out = inlet.cli_ok(&[
+        "alerts",
+        "add",
+        "--app",
+        "default",
+        "--silent-for",
+        "2h",
+        "--webhook",
+        &url,
+    ]);
+    assert!(
+        out.contains("alert rule 1 added: no events for 7200 s"),
+        "{out}"
+    );
+    let secret = out
+        .split("(shown once): ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let out = inlet.cli_ok(&["alerts", "add", "--app", "default", "--quota-above", "80"]);
+    assert!(out.contains("alert rule 2 added"), "{out}");
+    let bad = inlet.cli(&["alerts", "add", "--app", "default"]);
+    assert!(!bad.status.success());
+    let list = inlet.cli_ok(&["alerts", "list"]);
+    assert!(
+        list.contains("app=default") && list.contains(&url),
+        "{list}"
+    );
+    assert!(!list.contains(&secret));
+    // The receiver answers its first request with a 500.
+    let out = inlet.cli_ok(&["alerts", "test", "1"]);
+    assert!(out.contains("webhook answered 500"), "{out}");
+    let out = inlet.cli_ok(&["alerts", "test", "1"]);
+    assert!(out.contains("webhook answered 200"), "{out}");
+    let (sig, body) = got.lock().unwrap()[1].clone();
+    assert!(body.contains("alert.test"));
+    assert!(verify(&secret, &sig, &body));
+    inlet.cli_ok(&["alerts", "remove", "1"]);
+    let json: Value = serde_json::from_str(&inlet.cli_ok(&["alerts", "list", "--json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert!(!inlet.cli(&["alerts", "remove", "1"]).status.success());
+}
