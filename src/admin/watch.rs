@@ -139,7 +139,7 @@ pub fn list(state: &Env<'_>) -> Result<Reply, Error> {
 /// `POST /admin/api/alerts`: a new rule; its webhook secret is in the answer, once.
 pub async fn add(state: &Env<'_>, _w: &WriteSession, new: NewRule) -> Result<Reply, Error> {
     let now = now_ms();
-    let (new, sealed, now) = alerts::prepare(&state.store, new, now)?;
+    let (new, sealed) = alerts::prepare(&state.store, new)?;
     let secret = sealed.as_ref().map(|(s, _)| s.clone());
     let rule = write(state, move |txn| alerts::insert(txn, new, sealed, now)).await?;
     tracing::info!(rule = rule.id, app = %rule.app, "admin: alert rule added");

@@ -569,7 +569,8 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
         Op::SecretsList { app, json } => list_secrets(store, app.as_deref(), json, out)?,
         Op::AlertsList { json } => crate::watch::alerts::print(store, json, out)?,
         Op::AlertsAdd { rule } => {
-            let (rule, sealed, now) = crate::watch::alerts::prepare(store, rule, now_ms())?;
+            let (rule, sealed) = crate::watch::alerts::prepare(store, rule)?;
+            let now = now_ms();
             let secret = sealed.as_ref().map(|(s, _)| s.clone());
             let r = exec.write(move |txn| crate::watch::alerts::insert(txn, rule, sealed, now))?;
             writeln!(out, "alert rule {} added: {}", r.id, r.condition.describe())?;

@@ -249,11 +249,7 @@ pub fn test_now(store: &Store, id: u32, now_ms: u64) -> store::Result<String> {
 
 /// Checks a new rule against the store (its app, its key) and seals a fresh webhook
 /// secret: the rule to insert with [`insert`] and the secret to show once.
-pub fn prepare(
-    store: &Store,
-    new: NewRule,
-    now_ms: u64,
-) -> store::Result<(NewRule, Option<(String, Sealer)>, u64)> {
+pub fn prepare(store: &Store, new: NewRule) -> store::Result<(NewRule, Option<Sealed>)> {
     new.condition.check().map_err(refused)?;
     if !store.apps()?.iter().any(|a| a.name == new.app) {
         return Err(store::Error::NotFound(format!("no app {:?}", new.app)));
@@ -273,14 +269,17 @@ pub fn prepare(
         }
         None => None,
     };
-    Ok((new, sealer, now_ms))
+    Ok((new, sealer))
 }
+
+/// A new webhook secret and the key that seals it.
+pub type Sealed = (String, Sealer);
 
 /// Inserts a prepared rule in `txn`; returns it.
 pub fn insert(
     txn: &WriteTransaction,
     new: NewRule,
-    secret: Option<(String, Sealer)>,
+    secret: Option<Sealed>,
     now_ms: u64,
 ) -> store::Result<Rule> {
     let mut table = txn.open_table(ALERT_RULES)?;
