@@ -5,6 +5,8 @@
 
 let csrf = null;
 let timer = null;
+// The open live tail (one EventSource at most); closed by every navigation (`stopTimer`).
+let tailSource = null;
 // Bumped by every navigation: work begun for an earlier page (a slow fetch, a timer) must
 // not draw over the page shown now.
 let generation = 0;
@@ -83,7 +85,6 @@ function errorBox() { return h('p', { class: 'error', role: 'alert' }); }
 function stopTimer() {
   if (timer) clearInterval(timer);
   timer = null;
-  stopTail();
 }
 
 // Shows a page's content, unless the user has navigated on since generation `g` began.
@@ -104,6 +105,7 @@ function every(g, ms, fn) {
 function redraw(page) {
   const g = ++generation;
   stopTimer();
+  stopTail();
   page().catch((x) => {
     if (!(x instanceof ApiError && x.status === 401)) showPage(g, h('p', { class: 'error' }, describe(x)));
   });
@@ -121,6 +123,7 @@ function params(obj) {
 function showAuth(setupRequired) {
   generation++;
   stopTimer();
+  stopTail();
   nav.hidden = true;
   view.replaceChildren(inviteToken() ? inviteForm() : setupRequired ? setupForm() : loginForm());
 }
@@ -192,6 +195,7 @@ const navOf = { tenant: 'tenants', app: 'tenants' };
 async function route() {
   const g = ++generation;
   stopTimer();
+  stopTail();
   if (!csrf) {
     try {
       csrf = (await api('GET', 'session')).csrf_token;
@@ -1182,9 +1186,6 @@ function storeLessCard(path, a) {
 }
 
 // ---------- live tail, health and alerts (watch) ----------
-
-// The open live tail (one EventSource at most); closed by every navigation (`stopTimer`).
-let tailSource = null;
 
 function stopTail() {
   if (tailSource) tailSource.close();

@@ -25,15 +25,21 @@ pub async fn tail(
             && matches!(state.store.has_admin_accounts(), Ok(false));
         crate::http::boxed(secured(e.reply(setup_required)).into_response())
     };
+    let headers = req.headers().clone();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    // Read any (small) body first, as the other admin routes do, so that the connection
+    // can be kept alive after a refusal.
+    if let Err(e) = state.read_body(req, 64 << 10).await {
+        return refused(e.into());
+    }
     if let Err(e) = state
         .admin
         .sessions
-        .authenticate(&state.store, req.headers(), now_ms())
+        .authenticate(&state.store, &headers, now_ms())
     {
         return refused(e);
     }
-    let query = req.uri().query().unwrap_or_default();
-    let filter = match filter(query) {
+    let filter = match filter(&query) {
         Ok(f) => f,
         Err(e) => return refused(e),
     };
