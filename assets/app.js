@@ -5,6 +5,8 @@
 
 let csrf = null;
 let timer = null;
+// The open live tail (one EventSource at most); closed by every navigation (`stopTimer`).
+let tailSource = null;
 // Bumped by every navigation: work begun for an earlier page (a slow fetch, a timer) must
 // not draw over the page shown now.
 let generation = 0;
@@ -103,6 +105,7 @@ function every(g, ms, fn) {
 function redraw(page) {
   const g = ++generation;
   stopTimer();
+  stopTail();
   page().catch((x) => {
     if (!(x instanceof ApiError && x.status === 401)) showPage(g, h('p', { class: 'error' }, describe(x)));
   });
@@ -120,6 +123,7 @@ function params(obj) {
 function showAuth(setupRequired) {
   generation++;
   stopTimer();
+  stopTail();
   nav.hidden = true;
   view.replaceChildren(inviteToken() ? inviteForm() : setupRequired ? setupForm() : loginForm());
 }
@@ -184,13 +188,14 @@ document.getElementById('logout').addEventListener('click', async () => {
 
 // ---------- pages ----------
 
-const pages = { overview, keys, tenants, events, secrets, profiles, erasures, quarantine, tenant: tenantPage, app: appPage, admins, audit };
+const pages = { overview, keys, tenants, events, secrets, profiles, erasures, quarantine, tenant: tenantPage, app: appPage, admins, audit, health };
 // The nav entry a page belongs to.
 const navOf = { tenant: 'tenants', app: 'tenants' };
 
 async function route() {
   const g = ++generation;
   stopTimer();
+  stopTail();
   if (!csrf) {
     try {
       csrf = (await api('GET', 'session')).csrf_token;
@@ -466,7 +471,8 @@ async function events(seq) {
       h('table', { id: 'events-table' },
         h('thead', {}, h('tr', {}, ['Seq', 'Received (UTC)', 'App', 'Source', 'Event', 'event_id', 'install_uuid', 'user_id'].map((t) => h('th', {}, t)))),
         tbody),
-      empty, more));
+      empty, more),
+    liveTailCard(g, apps));
   const filter = () => Object.fromEntries(FILTERS.map((f) => [f, inputs[f].value.trim()]));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -1362,4 +1368,142 @@ async function quarantine() {
       h('table', { id: 'quarantine-events' },
         h('thead', {}, h('tr', {}, [all, 'Event id', 'Event', 'Reason', 'Source', 'Key', 'Received', 'Item'].map((t) => h('th', {}, t)))),
         h('tbody', {}, rows.length ? rows : emptyRow(8, 'Nothing held.')))));
+}
+
+// ---------- live tail, health and alerts (watch) ----------
+
+function stopTail() {
+  if (tailSource) tailSource.close();
+  tailSource = null;
+}
+
+// The Events page's live tail: what ingest decides (accepted, duplicate, rejected with its
+// reason), pushed by the server (Server-Sent Events), filtered there.
+function liveTailCard(g, apps) {
+  const saved = Object.fromEntries(new URLSearchParams(sessionStorage.getItem('inlet-tail') || ''));
+  const inputs = {
+    app: h('select', { id: 't-app' }, h('option', { value: '' }, 'all apps'), apps.map((a) => h('option', { value: a.name, selected: saved.app === a.name }, a.name))),
+    key: h('input', { id: 't-key', value: saved.key || '', placeholder: 'key id', size: 6 }),
+    source: h('input', { id: 't-source', value: saved.source || '', placeholder: 'source' }),
+    event: h('input', { id: 't-event', value: saved.event || '', placeholder: 'event name' }),
+    outcome: h('select', { id: 't-outcome' }, ['', 'accepted', 'duplicate', 'rejected'].map((o) => h('option', { value: o, selected: (saved.outcome || '') === o }, o || 'any outcome'))),
+  };
+  const state = h('span', { class: 'badge', id: 'tail-state' }, 'connecting');
+  const tbody = h('tbody', { id: 'tail-rows' });
+  const form = h('form', { class: 'row', id: 'tail-form' },
+    Object.entries(inputs).map(([k, el]) => h('label', {}, k, el)),
+    h('button', { type: 'submit' }, 'Watch'));
+  const card = h('section', { class: 'card' },
+    h('h2', {}, 'Live tail'),
+    h('div', { class: 'toolbar' }, state, h('span', { class: 'muted' }, 'Every decision as it happens, rejected events with their reason; dry runs are not shown. Nothing is kept: it starts empty.')),
+    form,
+    h('table', { id: 'tail-table' },
+      h('thead', {}, h('tr', {}, ['Time (UTC)', 'App', 'Key', 'Source', 'Event', 'event_id', 'Outcome'].map((t) => h('th', {}, t)))),
+      tbody));
+  const open = () => {
+    stopTail();
+    const q = Object.fromEntries(Object.entries(inputs).map(([k, el]) => [k, el.value.trim()]));
+    sessionStorage.setItem('inlet-tail', new URLSearchParams(q).toString());
+    const es = new EventSource('/admin/api/tail' + params(q));
+    tailSource = es;
+    es.onopen = () => { if (g === generation) state.textContent = 'live'; };
+    es.onerror = () => { if (g === generation) state.textContent = es.readyState === EventSource.CLOSED ? 'closed (too many tails open?)' : 'reconnecting'; };
+    es.addEventListener('lagged', (e) => {
+      const n = JSON.parse(e.data).skipped;
+      tbody.prepend(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, `Too fast to show: ${n} requests skipped`)));
+    });
+    es.onmessage = (e) => {
+      if (g !== generation) { es.close(); return; }
+      const r = JSON.parse(e.data);
+      const outcome = r.outcome === 'rejected' ? `rejected: ${r.reason}` : r.outcome;
+      tbody.prepend(h('tr', { class: 'fresh ' + r.outcome },
+        h('td', {}, when(r.at_ms)), h('td', {}, r.app), h('td', { class: 'num' }, r.key ?? ''), h('td', {}, r.source),
+        h('td', {}, r.event || ''), h('td', {}, r.event_id || ''), h('td', {}, h('span', { class: 'badge' + (r.outcome === 'rejected' ? ' revoked' : '') }, outcome))));
+      while (tbody.children.length > 200) tbody.lastChild.remove();
+    };
+  };
+  form.addEventListener('submit', (e) => { e.preventDefault(); tbody.replaceChildren(); open(); });
+  open();
+  return card;
+}
+
+function ago(ms, now) {
+  if (!ms) return 'never (since the start)';
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  return s < 120 ? `${s} s ago` : s < 7200 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+}
+
+function healthRows(rows, now, label) {
+  if (!rows.length) return [emptyRow(6, 'Nothing arrived since the server started.')];
+  return rows.map((r) => h('tr', {},
+    h('td', {}, label(r)), h('td', {}, ago(r.health.last_event_ms, now)),
+    h('td', { class: 'num' }, r.health.events_last_minute), h('td', { class: 'num' }, r.health.events_last_hour),
+    h('td', { class: 'num' }, `${r.health.accepted} / ${r.health.duplicate}`),
+    h('td', {}, Object.entries(r.health.rejected).map(([k, n]) => `${k}: ${n}`).join(', '))));
+}
+
+// Health per app and key (since the server started), alert rules, incidents, deliveries.
+async function health() {
+  const g = generation;
+  const [hl, al, { apps }] = await Promise.all([api('GET', 'health'), api('GET', 'alerts'), api('GET', 'apps')]);
+  const head = ['', 'Last event', 'This minute', 'Last hour', 'Accepted / dup.', 'Rejected by reason'];
+  const err = errorBox();
+  const kind = h('select', { id: 'al-kind' }, [['silence', 'no events for (minutes)'], ['rejections', 'rejections above (%)'], ['quota', 'quota use above (%)']].map(([v, t]) => h('option', { value: v }, t)));
+  const value = h('input', { id: 'al-value', type: 'number', min: 1, value: 30 });
+  const app = h('select', { id: 'al-app' }, apps.map((a) => h('option', { value: a.name }, a.name)));
+  const key = h('input', { id: 'al-key', placeholder: 'key id (optional)', size: 8 });
+  const hook = h('input', { id: 'al-webhook', placeholder: 'http://host/path (optional)', size: 30 });
+  const secret = h('p', { id: 'al-secret' });
+  const form = h('form', { class: 'row', id: 'alert-form' },
+    h('label', {}, 'app', app), h('label', {}, 'key', key), h('label', {}, 'when', kind), h('label', {}, 'value', value),
+    h('label', {}, 'webhook', hook), h('button', { type: 'submit' }, 'Add rule'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const v = Number(value.value);
+    const condition = kind.value === 'silence' ? { kind: 'silence', secs: v * 60 }
+      : kind.value === 'rejections' ? { kind: 'rejections', pct: v, window_minutes: 5 } : { kind: 'quota', pct: v };
+    const body = { app: app.value, condition };
+    if (key.value.trim()) body.key = Number(key.value.trim());
+    if (hook.value.trim()) body.webhook = hook.value.trim();
+    try {
+      const r = await api('POST', 'alerts', body);
+      redraw(health);
+      if (r.webhook_secret) sessionStorage.setItem('inlet-alert-secret', `Rule ${r.id}: webhook signing secret (shown once): ${r.webhook_secret}`);
+    } catch (x) { err.textContent = describe(x); }
+  });
+  const shown = sessionStorage.getItem('inlet-alert-secret');
+  if (shown) { secret.append(h('code', {}, shown)); sessionStorage.removeItem('inlet-alert-secret'); }
+  const firing = new Set(al.firing.map((i) => i.rule));
+  const ruleRows = al.rules.length ? al.rules.map((r) => h('tr', { 'data-rule': r.id },
+    h('td', { class: 'num' }, r.id), h('td', {}, r.app), h('td', {}, r.key ?? 'all keys'), h('td', {}, describeCondition(r.condition)),
+    h('td', {}, r.webhook || ''), h('td', {}, firing.has(r.id) ? h('span', { class: 'badge revoked' }, 'firing') : h('span', { class: 'badge live' }, 'ok')),
+    h('td', {},
+      r.webhook ? h('button', { type: 'button', class: 'secondary', onclick: async () => { try { await api('POST', `alerts/${r.id}/test`, {}); redraw(health); } catch (x) { err.textContent = describe(x); } } }, 'Test') : null,
+      twoClick('Remove', 'Really remove?', 'danger', async () => { await api('POST', `alerts/${r.id}/remove`, {}); redraw(health); }))))
+    : [emptyRow(7, 'No alert rules yet.')];
+  showPage(g,
+    h('h1', {}, 'Health & alerts'),
+    h('section', { class: 'card' }, h('h2', {}, 'Apps'),
+      h('p', { class: 'muted' }, 'Since the server started (', when(hl.since_ms), '); a restart starts these figures again.'),
+      h('table', { id: 'health-apps' }, h('thead', {}, h('tr', {}, head.map((t, i) => h('th', {}, i ? t : 'App')))),
+        h('tbody', {}, healthRows(hl.apps.map((a) => ({ name: a.name, health: a })), hl.now_ms, (r) => r.name)))),
+    h('section', { class: 'card' }, h('h2', {}, 'Keys'),
+      h('table', { id: 'health-keys' }, h('thead', {}, h('tr', {}, head.map((t, i) => h('th', {}, i ? t : 'Key (app)')))),
+        h('tbody', {}, healthRows(hl.keys, hl.now_ms, (r) => `${r.key} (${r.app})`)))),
+    h('section', { class: 'card' }, h('h2', {}, 'Alert rules'),
+      h('table', { id: 'alert-rules' }, h('thead', {}, h('tr', {}, ['Id', 'App', 'Key', 'Condition', 'Webhook', 'State', ''].map((t) => h('th', {}, t)))), h('tbody', {}, ruleRows)),
+      form, secret, err),
+    h('section', { class: 'card' }, h('h2', {}, 'Firing'),
+      h('table', { id: 'alert-firing' }, h('thead', {}, h('tr', {}, ['Rule', 'App', 'Since', 'Why'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, al.firing.length ? al.firing.map((i) => h('tr', {}, h('td', { class: 'num' }, i.rule), h('td', {}, i.app), h('td', {}, when(i.since_ms)), h('td', {}, i.detail))) : [emptyRow(4, 'Nothing is firing.')]))),
+    h('section', { class: 'card' }, h('h2', {}, 'Webhook deliveries'),
+      h('table', { id: 'alert-deliveries' }, h('thead', {}, h('tr', {}, ['Rule', 'Message', 'State', 'Attempts', 'Last answer', 'Created'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, al.deliveries.length ? al.deliveries.map((d) => h('tr', {}, h('td', { class: 'num' }, d.rule), h('td', {}, d.kind), h('td', {}, d.state), h('td', { class: 'num' }, d.attempts), h('td', {}, d.last || ''), h('td', {}, when(d.created_ms)))) : [emptyRow(6, 'No deliveries yet.')]))));
+  every(g, 5000, () => { if (!secret.textContent && !form.contains(document.activeElement)) redraw(health); });
+}
+
+function describeCondition(c) {
+  if (c.kind === 'silence') return `no events for ${c.secs >= 60 ? Math.round(c.secs / 60) + ' min' : c.secs + ' s'}`;
+  if (c.kind === 'rejections') return `rejections above ${c.pct}% over ${c.window_minutes} min`;
+  return `quota use at or above ${c.pct}%`;
 }

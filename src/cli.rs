@@ -89,6 +89,10 @@ pub enum Command {
     /// the fix), drop (docs/quarantine.md).
     #[command(subcommand)]
     Quarantine(QuarantineCmd),
+    /// Alert rules: no events for a while, too many rejections, quota nearly used
+    /// (docs/alerts.md).
+    #[command(subcommand)]
+    Alerts(AlertsCmd),
     /// Cluster mode on a NATS JetStream engine (the `cluster_*` settings).
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -154,6 +158,48 @@ pub enum ErasuresCmd {
     },
     /// Lift the suppression an erasure made: its subject's events are accepted again.
     Unsuppress { erasure_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCmd {
+    /// Every rule: id, app, key, condition, webhook.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a rule; exactly one of --silent-for, --rejected-above, --quota-above.
+    Add(AlertAddArgs),
+    /// Remove a rule.
+    Remove { id: u32 },
+    /// Send one signed `alert.test` message to the rule's webhook and print the answer.
+    Test { id: u32 },
+}
+
+#[derive(Debug, Args)]
+pub struct AlertAddArgs {
+    #[arg(long)]
+    pub app: String,
+    /// Watch this key (by id) of the app alone.
+    #[arg(long)]
+    pub key: Option<u32>,
+    /// Fire when no event arrived for this long (`30m`, `2h`, `90s`).
+    #[arg(long)]
+    pub silent_for: Option<String>,
+    /// Fire when rejected events are above this percentage of all events in the window.
+    #[arg(long)]
+    pub rejected_above: Option<u32>,
+    /// The window of --rejected-above, in minutes (1..=60).
+    #[arg(long, default_value_t = 5)]
+    pub window_minutes: u64,
+    /// Events the window must hold before --rejected-above is judged.
+    #[arg(long, default_value_t = 1)]
+    pub min_events: u64,
+    /// Fire when the app's tenant used at least this percentage of its monthly quota.
+    #[arg(long)]
+    pub quota_above: Option<u32>,
+    /// Where the messages go: http://host[:port]/path (signed JSON POSTs).
+    #[arg(long)]
+    pub webhook: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,6 +302,12 @@ pub struct ServeArgs {
     /// Seconds between retention runs [default: 3600].
     #[arg(long, env = "INLET_RETENTION_INTERVAL_SECS")]
     pub retention_interval_secs: Option<u64>,
+    /// Live tails of the admin panel open at once at most; 0 turns the tail off [default: 8].
+    #[arg(long, env = "INLET_MAX_TAILS")]
+    pub max_tails: Option<usize>,
+    /// Milliseconds between evaluations of the alert rules [default: 15000].
+    #[arg(long, env = "INLET_ALERT_INTERVAL_MS")]
+    pub alert_interval_ms: Option<u64>,
     /// Requests per minute of a key minted without `--rate-limit` (GameRebellion dialect)
     /// [default: 1000].
     #[arg(long, env = "INLET_DEFAULT_RATE_LIMIT")]
@@ -338,6 +390,8 @@ impl ServeArgs {
             backup: None,
             enrich: self.enrich(),
             quarantine: None,
+            max_tails: self.max_tails,
+            alert_interval_ms: self.alert_interval_ms,
         }
     }
 

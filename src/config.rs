@@ -92,6 +92,10 @@ pub struct Config {
     pub enrich: Option<crate::enrich::Enrich>,
     /// `[quarantine]`: how much of the refused-but-fixable events each app keeps.
     pub quarantine: crate::store::quarantine::Bounds,
+    /// Live tails (`/admin/api/tail`) open at once at most.
+    pub max_tails: usize,
+    /// How often the alert rules are evaluated (and the first wait of a webhook retry).
+    pub alert_interval: Duration,
 }
 
 /// The admin panel's settings.
@@ -141,6 +145,8 @@ impl Config {
             backup: None,
             enrich: None,
             quarantine: DEFAULT_QUARANTINE,
+            max_tails: crate::watch::DEFAULT_MAX_TAILS,
+            alert_interval: Duration::from_millis(DEFAULT_ALERT_INTERVAL_MS),
         }
     }
 
@@ -180,6 +186,8 @@ impl Config {
                 max_events: Some(self.quarantine.max_events),
                 max_bytes: Some(self.quarantine.max_bytes),
             }),
+            max_tails: Some(self.max_tails),
+            alert_interval_ms: Some(self.alert_interval.as_millis() as u64),
         };
         toml::to_string(&raw).expect("a config always serializes")
     }
@@ -280,6 +288,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/inlet/inlet.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
 pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 3600;
+pub const DEFAULT_ALERT_INTERVAL_MS: u64 = 15_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 128;
 /// Enough for a dozen full bulk bodies at once; with their decoded events it keeps a flood
 /// of bulk requests within a few hundred MiB.
@@ -329,6 +338,10 @@ pub struct RawConfig {
     pub enrich: Option<crate::enrich::RawEnrich>,
     /// `[quarantine]`: bounds of the events kept for replay (file only).
     pub quarantine: Option<RawQuarantine>,
+    /// Live tails open at once at most (0 turns the tail off).
+    pub max_tails: Option<usize>,
+    /// How often alert rules are evaluated, in milliseconds.
+    pub alert_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -394,6 +407,8 @@ impl RawConfig {
                 (a, b) => b.or(a),
             },
             quarantine: over.quarantine.or(self.quarantine),
+            max_tails: over.max_tails.or(self.max_tails),
+            alert_interval_ms: over.alert_interval_ms.or(self.alert_interval_ms),
         }
     }
 
@@ -505,6 +520,19 @@ impl RawConfig {
             self.retention_interval_secs,
             DEFAULT_RETENTION_INTERVAL_SECS,
             7 * 86_400,
+        )?);
+        c.max_tails = self.max_tails.unwrap_or(crate::watch::DEFAULT_MAX_TAILS);
+        if c.max_tails > 1000 {
+            return Err(bad(format!(
+                "max_tails: {} is outside 0..=1000",
+                c.max_tails
+            )));
+        }
+        c.alert_interval = Duration::from_millis(positive(
+            "alert_interval_ms",
+            self.alert_interval_ms,
+            DEFAULT_ALERT_INTERVAL_MS,
+            86_400_000,
         )?);
         c.metrics_token = match self.metrics_token {
             Some(t) if t.trim().is_empty() => {

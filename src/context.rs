@@ -32,12 +32,15 @@ pub struct Context {
     pub rules: crate::rules::Rules,
     /// Refused events on their way to the quarantine (`ingest::quarantine`).
     pub quarantine: crate::store::quarantine::Keeper,
+    /// Live tail, health per app and key, alert state (`watch`).
+    pub watch: crate::watch::Watch,
 }
 
 impl Context {
     pub fn new(config: Config, store: Store, writer: Writer) -> Context {
         Context {
             bodies: BodyBudget::new(config.body_budget),
+            watch: crate::watch::Watch::new(config.max_tails),
             config,
             store,
             writer,

@@ -46,7 +46,15 @@ pub async fn ingest<D: Ingest>(ctx: &Context, mut req: Request<Incoming>) -> Rep
     let mut app = None;
     let mut verdict = None;
     let dry = take_dry_run(&mut req);
-    let mut reply = match ingest_inner::<D>(ctx, req, dry, &mut app, &mut verdict).await {
+    let mut seen = crate::watch::Seen::default();
+    let result = ingest_inner::<D>(ctx, req, dry, &mut app, &mut verdict, &mut seen).await;
+    if !dry {
+        // watch: live tail and health (the batch form reports in `submit_prepared`)
+        let refused = result.as_ref().err().copied();
+        ctx.watch
+            .single(app.as_deref(), D::SOURCE, now_ms(), seen, refused);
+    }
+    let mut reply = match result {
         Ok(reply) => reply,
         Err(reason) => {
             let reply = match dry {
@@ -138,6 +146,7 @@ async fn ingest_inner<D: Ingest>(
     dry: bool,
     app: &mut Option<String>,
     verdict: &mut Option<Verdict>,
+    seen: &mut crate::watch::Seen,
 ) -> Result<Reply, Reason> {
     let head = D::head(req.method(), req.uri(), req.headers())?;
     // Enrichment: the request's own address, for apps that take it (`enrich::Enrich::apply`).
@@ -161,6 +170,7 @@ async fn ingest_inner<D: Ingest>(
     let received_at_ms = now_ms();
     let Credited { key, auth } =
         D::credential(&mut lookup, &head, early, &payload, received_at_ms)?;
+    seen.key = Some(key.key_id); // watch
     if let Some(items) = D::decode_batch(&head, &payload, received_at_ms)? {
         return ingest_batch::<D>(ctx, &key, received_at_ms, items, &payload, dry, client).await;
     }
@@ -193,6 +203,7 @@ async fn ingest_inner<D: Ingest>(
         }
         return answer_dropped::<D>(&mut lookup, decoded.then, &event_id, hit);
     }
+    seen.event(&ctx.watch, &pending); // watch
     let kept = (audit_key.clone(), payload.clone());
     let outcome = submit(
         ctx,
@@ -205,6 +216,7 @@ async fn ingest_inner<D: Ingest>(
         client,
     )
     .await?[0];
+    seen.outcome = Some(outcome); // watch
     if !dry {
         count_outcomes(ctx, &key.app, D::SOURCE, &[outcome]);
     }
@@ -654,6 +666,7 @@ async fn submit_prepared<D: Ingest>(
 ) -> Result<BatchDone, Reason> {
     let source = D::SOURCE;
     let PreparedBatch { slots, events } = batch;
+    let named = crate::watch::names(&ctx.watch, &events); // watch
     let outcomes = if events.is_empty() {
         Vec::new()
     } else {
@@ -676,15 +689,23 @@ async fn submit_prepared<D: Ingest>(
         quarantine::keep_batch::<D>(ctx, key, received_at_ms, body, &slots, &outcomes);
     }
     let mut refused = Vec::new();
+    let (mut watched, tailed) = (Vec::new(), ctx.watch.tail.watched()); // watch
     let done = BatchSlots(slots).answer(&outcomes, &audit_key, D::RESULT_REASONS, |id, reason| {
         if !dry {
             count_rejected(ctx, Some(&key.app), source, reason, 1);
+            watched.push((id.filter(|_| tailed).map(str::to_owned), reason)); // watch
             if let Some(id) = id {
                 refused.push((id.to_owned(), reason));
             }
         }
     });
     note_rejected(ctx, key, received_at_ms, refused);
+    if !dry {
+        // watch: live tail and health
+        let at = received_at_ms;
+        ctx.watch
+            .batch(&key.app, key.key_id, source, at, &outcomes, named, watched);
+    }
     Ok(done)
 }
 

@@ -68,3 +68,4 @@ pub mod skan;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod watch;

@@ -621,6 +621,7 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             }
         }
         Command::Erasures(ErasuresCmd::List { json }) => Op::ErasuresList { json },
+        Command::Alerts(cmd) => alerts_op(cmd)?,
         Command::Erasures(ErasuresCmd::Unsuppress { erasure_id }) => {
             Op::ErasuresUnsuppress { id: erasure_id }
         }
@@ -805,4 +806,39 @@ fn set_password(place: &Place, name: Option<String>) -> anyhow::Result<()> {
         Op::AdminSetPassword { hash, name },
         &mut std::io::stdout().lock(),
     )
+}
+
+/// `inlet alerts ...` as an admin command.
+fn alerts_op(cmd: inlet::cli::AlertsCmd) -> anyhow::Result<Op> {
+    use inlet::cli::AlertsCmd;
+    use inlet::watch::alerts::{Condition, NewRule};
+    Ok(match cmd {
+        AlertsCmd::List { json } => Op::AlertsList { json },
+        AlertsCmd::Remove { id } => Op::AlertsRemove { id },
+        AlertsCmd::Test { id } => Op::AlertsTest { id },
+        AlertsCmd::Add(a) => {
+            let condition = match (a.silent_for, a.rejected_above, a.quota_above) {
+                (Some(d), None, None) => Condition::Silence {
+                    secs: inlet::auth::secrets::parse_duration_ms(&d)
+                        .map(|ms| ms / 1000)
+                        .with_context(|| format!("--silent-for {d:?}: not a duration like 30m"))?,
+                },
+                (None, Some(pct), None) => Condition::Rejections {
+                    pct,
+                    window_minutes: a.window_minutes,
+                    min_events: a.min_events,
+                },
+                (None, None, Some(pct)) => Condition::Quota { pct },
+                _ => bail!("give exactly one of --silent-for, --rejected-above, --quota-above"),
+            };
+            Op::AlertsAdd {
+                rule: NewRule {
+                    app: a.app,
+                    key: a.key,
+                    condition,
+                    webhook: a.webhook,
+                },
+            }
+        }
+    })
 }

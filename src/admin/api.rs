@@ -88,6 +88,8 @@ pub async fn handle(
             ["quarantine", app] => {
                 super::quarantine::list(state, &session, &percent_decode(app), &query)
             }
+            ["health"] => super::watch::health(state),
+            ["alerts"] => super::watch::list(state),
             _ => Err(not_found_or_method(&segs, true)),
         };
     }
@@ -204,6 +206,9 @@ async fn writes(
             let id = signing::id(id)?;
             signing::rotate(state, &w, id, parse(&body)?).await
         }
+        ["alerts"] => super::watch::add(state, &w, parse(&body)?).await,
+        ["alerts", id, "remove"] => super::watch::remove(state, &w, id).await,
+        ["alerts", id, "test"] => super::watch::test(state, &w, id),
         _ => Err(not_found_or_method(&segs, false)),
     }
 }
@@ -223,7 +228,9 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | "profile"
             | "admins"
             | "audit"
-            | "erasures"]
+            | "erasures"
+            | "health"
+            | "tail"]
             | ["events", _]
             | ["receipts", _, _]
             | ["apps", _, "rules"]
@@ -231,7 +238,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
     );
     let post = matches!(
         segs,
-        ["logout" | "tenants" | "apps" | "keys" | "setup" | "login"]
+        ["logout" | "tenants" | "apps" | "keys" | "setup" | "login" | "alerts"]
             | ["invite", "accept"]
             | ["admins", "invite"]
             | ["admins", _, "remove"]
@@ -251,6 +258,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             | ["erasures"]
             | ["erasures", _, "unsuppress"]
             | ["quarantine", _, "replay" | "discard"]
+            | ["alerts", _, "remove" | "test"]
     );
     let other_method = if was_get { post } else { get || post };
     if other_method {

@@ -15,6 +15,7 @@ pub mod rules;
 pub mod session;
 pub mod signing;
 pub mod totp;
+pub mod watch;
 
 use crate::config::AdminConfig;
 use crate::context::Context;

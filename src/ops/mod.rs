@@ -209,6 +209,20 @@ pub enum Op {
         limit: usize,
         json: bool,
     },
+    /// Alert rules (`watch::alerts`).
+    AlertsList {
+        json: bool,
+    },
+    AlertsAdd {
+        rule: crate::watch::alerts::NewRule,
+    },
+    AlertsRemove {
+        id: u32,
+    },
+    /// One signed `alert.test` POST to the rule's webhook, from this process.
+    AlertsTest {
+        id: u32,
+    },
 }
 
 /// Where writes go: straight into the database this process holds, or through the serving
@@ -601,6 +615,25 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             ids,
             json,
         } => quarantine(exec, action, &app, Selection { reason, ids }, json, out)?,
+        Op::AlertsList { json } => crate::watch::alerts::print(store, json, out)?,
+        Op::AlertsAdd { rule } => {
+            let (rule, sealed) = crate::watch::alerts::prepare(store, rule)?;
+            let now = now_ms();
+            let secret = sealed.as_ref().map(|(s, _)| s.clone());
+            let r = exec.write(move |txn| crate::watch::alerts::insert(txn, rule, sealed, now))?;
+            writeln!(out, "alert rule {} added: {}", r.id, r.condition.describe())?;
+            if let Some(s) = secret {
+                writeln!(out, "webhook signing secret (shown once): {s}")?;
+            }
+        }
+        Op::AlertsRemove { id } => {
+            exec.write(move |txn| crate::watch::alerts::remove(txn, id))?;
+            writeln!(out, "alert rule {id} removed")?;
+        }
+        Op::AlertsTest { id } => {
+            let answer = crate::watch::alerts::test_now(store, id, now_ms())?;
+            writeln!(out, "alert rule {id}: webhook answered {answer}")?;
+        }
         Op::Receipt {
             app,
             event_id,

@@ -227,6 +227,7 @@ pub fn render(state: &State) -> String {
     reg.register("inlet_build_info", "The running build; always 1", build);
     register_dropped(&mut reg, state);
     register_process(&mut reg, state);
+    crate::watch::register_metrics(&mut reg, &state.watch, now_ms());
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &reg)
         .expect("writing to a String cannot fail");

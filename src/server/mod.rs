@@ -227,6 +227,12 @@ async fn route(
         Site::Admin => true,
     };
     let is_admin = path == "/admin" || path.starts_with("/admin/");
+    if admin_here && method == Method::GET && path == "/admin/api/tail" {
+        // Streamed too (Server-Sent Events): `watch::tail`.
+        let resp = crate::admin::watch::tail(&state.ctx, &state.admin, req).await;
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), %peer, "tail");
+        return resp;
+    }
     if admin_here && method == Method::GET && path == "/admin/api/export" {
         // Streamed: the only answer that is not a buffered `Reply`.
         let resp = crate::admin::export(&state.ctx, &state.admin, req).await;

@@ -95,6 +95,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     if let Some(enrich) = state.config.enrich.clone() {
         tokio::spawn(enrich_task(enrich));
     }
+    let s = state.clone();
+    tokio::spawn(async move {
+        let interval = s.config.alert_interval;
+        crate::watch::alerts::run(&s.store, &s.watch, interval).await
+    });
     // Registered before the server says it listens, so that no SIGHUP finds the default
     // action (the end of the process) in place.
     match signal(SignalKind::hangup()) {
@@ -194,6 +199,8 @@ impl Server {
     pub async fn stop(mut self) -> anyhow::Result<Arc<State>> {
         // systemd hears it as the shutdown begins, not once the connections have drained.
         crate::notify::notify("STOPPING=1");
+        // Live tails never end by themselves: the drain would wait for them.
+        self.state.watch.tail.close();
         let _ = self.stop.send(true);
         let served = self.serving.wait().await;
         self.finish().await;

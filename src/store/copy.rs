@@ -55,6 +55,7 @@ macro_rules! each_table {
         $m!(QUARANTINE);
         $m!(QUARANTINE_IDS);
         $m!(QUARANTINE_APPS);
+        $m!(ALERT_RULES);
     };
 }
 

@@ -345,6 +345,7 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(APP_RULES)?;
     txn.open_table(BIZKEYS)?;
     quarantine::create_tables(txn)?;
+    txn.open_table(ALERT_RULES)?;
     Ok(())
 }
 

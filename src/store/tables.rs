@@ -136,6 +136,9 @@ pub const RECEIPT_ORDER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("r
 /// app_id → next ord u64 BE ++ receipts kept u64 BE.
 pub const RECEIPT_APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("receipt_apps");
 
+/// Alert rule id → version byte ++ JSON rule (`watch::alerts`).
+pub const ALERT_RULES: TableDefinition<u32, &[u8]> = TableDefinition::new("alert_rules");
+
 /// [`META`] key: the highest seq retention removed (u64 BE).
 pub const REMOVED_THROUGH: &str = "retention_removed_through";
 

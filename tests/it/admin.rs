@@ -138,6 +138,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/account/totp"),
     ("POST", "/admin/api/account/totp/confirm"),
     ("GET", "/admin/api/receipts/default/e1"),
+    ("GET", "/admin/api/tail"),
+    ("GET", "/admin/api/health"),
+    ("GET", "/admin/api/alerts"),
+    ("POST", "/admin/api/alerts"),
+    ("POST", "/admin/api/alerts/1/remove"),
+    ("POST", "/admin/api/alerts/1/test"),
     ("GET", "/admin/api/no-such-route"),
     ("DELETE", "/admin/api/keys/1"),
 ];

@@ -758,3 +758,52 @@ async fn a_refused_event_is_replayed_from_the_quarantine_page() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0]["event_name"], "level_up");
 }
+
+/// The Events page's live tail shows a new event, and a rejected one with its reason,
+/// without a reload; the Health & alerts page shows the app's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_tail_shows_events_as_they_arrive() {
+    let inlet = Inlet::start();
+    let key = inlet.mint("default");
+    crate::admin::Admin::setup(&inlet);
+    let driver = Driver::start();
+    let b = driver.browser().await;
+    let (b2, base) = (b.clone(), inlet.url(""));
+    let mut client = inlet.client();
+    let result = tokio::spawn(async move {
+        b2.goto(&format!("{base}/admin/#events")).await.unwrap();
+        fill(&b2, "#login-password", PASSWORD).await;
+        click(&b2, "#login-submit").await;
+        wait_text(&b2, "#tail-state", "live").await;
+        let sent = tokio::task::spawn_blocking(move || {
+            let ok = client
+                .post_json("/s2s/event", &key, &event("tail-live-1"))
+                .status;
+            let mut bad = event("tail-live-2");
+            bad["event_name"] = json!("");
+            let refused = client.post_json("/s2s/event", &key, &bad).status;
+            (ok, refused)
+        })
+        .await
+        .unwrap();
+        assert_eq!(sent.0, 200);
+        assert_eq!(sent.1, 400);
+        wait_text(&b2, "#tail-rows", "tail-live-1").await;
+        wait_text(&b2, "#tail-rows", "rejected: ").await;
+        screenshot(&b2, "20-live-tail").await;
+        click(&b2, "a[data-page=health]").await;
+        wait_text(&b2, "#health-apps", "default").await;
+        wait_text(&b2, "#alert-rules", "No alert rules yet").await;
+        fill(&b2, "#al-value", "15").await;
+        click(&b2, "#alert-form button[type=submit]").await;
+        wait_text(&b2, "#alert-rules", "no events for 15 min").await;
+    })
+    .await;
+    if result.is_err() {
+        screenshot(&b, "failure-tail").await;
+    }
+    b.close().await.expect("close the browser");
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}

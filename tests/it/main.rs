@@ -1,6 +1,8 @@
 //! Integration tests: a real server process, real HTTP, a real redb file in a temp dir.
 
+mod alerts;
 mod support;
+mod tail;
 mod transport;
 
 mod abuse;
