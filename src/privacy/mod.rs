@@ -435,6 +435,15 @@ fn remove_matching(log: &impl Log, targets: &Targets) -> Result<u64> {
             None => break,
         }
     }
+    let held = find_held(&*log.db()?, targets)?;
+    if !held.is_empty() {
+        log.write(move |txn| {
+            for (app_id, qids) in held {
+                crate::store::quarantine::remove(txn, app_id, &qids)?;
+            }
+            Ok(())
+        })?;
+    }
     let devices = find_devices(&*log.db()?, targets)?;
     if !devices.is_empty() {
         log.write(move |txn| {
@@ -455,12 +464,16 @@ fn remove_matching(log: &impl Log, targets: &Targets) -> Result<u64> {
 /// Salted digests of identifiers, each with its app.
 type Digests = HashSet<(String, [u8; 32])>;
 
-/// The digests of a set of erasures, per salt.
-struct Targets(Vec<(Vec<u8>, Digests)>);
+/// The digests of a set of erasures, per salt, and the kinds of the identifiers they name.
+struct Targets(Vec<(Vec<u8>, Digests)>, HashSet<String>);
 
 impl Targets {
     fn of(entries: &[Erasure]) -> Result<Targets> {
         let mut by_salt: HashMap<Vec<u8>, Digests> = HashMap::new();
+        let kinds = entries
+            .iter()
+            .flat_map(|e| e.kinds.iter().cloned())
+            .collect();
         for e in entries {
             let set = by_salt.entry(e.salt_bytes()?).or_default();
             for d in &e.identifiers {
@@ -470,7 +483,7 @@ impl Targets {
                 set.insert((e.app.clone(), d));
             }
         }
-        Ok(Targets(by_salt.into_iter().collect()))
+        Ok(Targets(by_salt.into_iter().collect(), kinds))
     }
 
     /// Whether identifier `ident` (encoded) of `app` is erased.
@@ -552,6 +565,94 @@ fn delete(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
         }
     }
     Ok(removed)
+}
+
+/// Quarantined events (refused, kept for replay) of the erased, per app id. A held item is
+/// the request's own item, not a stored record: each of its values (JSON leaves, or form
+/// values) is tried as each kind of identifier the erasures name.
+fn find_held(db: &Database, targets: &Targets) -> Result<Vec<(u32, Vec<u64>)>> {
+    use crate::store::tables::QUARANTINE;
+    let txn = db.begin_read()?;
+    let mut apps = HashMap::new();
+    for row in txn.open_table(APPS)?.iter()? {
+        let (id, bytes) = row?;
+        let app: crate::store::codec::App =
+            crate::store::codec::decode_config("app", bytes.value())?;
+        apps.insert(id.value(), app.name);
+    }
+    let mut out: Vec<(u32, Vec<u64>)> = Vec::new();
+    for row in txn.open_table(QUARANTINE)?.iter()? {
+        let (k, v) = row?;
+        let k = k.value();
+        let (Some(app_id), Some(qid)) = (
+            k.get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes),
+            k.get(4..12)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes),
+        ) else {
+            continue;
+        };
+        let Some(app) = apps.get(&app_id) else {
+            continue;
+        };
+        let held = crate::store::quarantine::Held::decode(v.value())?;
+        let hit = item_values(&held.raw).iter().any(|value| {
+            targets
+                .1
+                .iter()
+                .any(|kind| targets.hit(app, &encode(kind, value)))
+        });
+        if hit {
+            match out.last_mut() {
+                Some((a, qids)) if *a == app_id => qids.push(qid),
+                _ => out.push((app_id, vec![qid])),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every value of a raw request item: a JSON document's strings and numbers at any depth
+/// (a string that is itself JSON, such as AppsFlyer's `eventValue`, too), else a form's values.
+fn item_values(raw: &[u8]) -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Ok(inner @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) =
+                    serde_json::from_str(s)
+                {
+                    walk(&inner, out);
+                }
+                out.push(s.clone());
+            }
+            serde_json::Value::Number(n) => out.push(n.to_string()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::Object(m) => m.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Ok(v) => walk(&v, &mut out),
+        Err(_) => {
+            for pair in raw.split(|&b| b == b'&') {
+                let value = pair.splitn(2, |&b| b == b'=').nth(1).unwrap_or_default();
+                if let Some(v) = crate::dialect::form::decode_text(value) {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    // Identifiers some dialects normalise (device ids) are tried in both cases too.
+    let cased: Vec<String> = out
+        .iter()
+        .flat_map(|v| [v.to_lowercase(), v.to_uppercase()])
+        .filter(|c| !out.contains(c))
+        .collect();
+    out.extend(cased);
+    out
 }
 
 enum Device {

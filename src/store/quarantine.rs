@@ -44,7 +44,7 @@ impl Held {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Held> {
+    pub fn decode(bytes: &[u8]) -> Result<Held> {
         match bytes.split_first() {
             Some((&HELD_V1, rest)) => postcard::from_bytes(rest)
                 .map_err(|e| Error::Corrupt(format!("quarantined event: {e}"))),

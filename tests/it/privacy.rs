@@ -921,3 +921,70 @@ fn an_erasure_reaches_the_copy_a_restore_kept() {
         "only the subject left the kept copy"
     );
 }
+
+/// An erased subject's quarantined events (refused, kept for a replay) go too: a replay must
+/// not bring them back, and no file keeps them.
+#[test]
+fn an_erasure_reaches_the_quarantine() {
+    const SUBJECT: &str = "held-subject-4c1e";
+    let (inlet, key, _secret) = server();
+    let only_purchases = inlet
+        .cli_ok(&[
+            "keys", "mint", "--app", "default", "--label", "p", "--events", "purchase",
+        ])
+        .trim()
+        .to_owned();
+    let mut c = inlet.client();
+    let mut stored = event("ev-held-ok");
+    stored["install_uuid"] = json!("inst-held-1a2b");
+    stored["user_id"] = json!(SUBJECT);
+    assert_eq!(c.post_json("/s2s/event", &key, &stored).status, 200);
+    // Refused as not allowed by the key, so held: one alone, one in a bulk beside someone else's.
+    let mut alone = event("ev-held-1");
+    alone["event_name"] = json!("refund");
+    alone["user_id"] = json!(SUBJECT);
+    alone["install_uuid"] = json!("inst-held-9f8e");
+    assert_eq!(
+        c.post_json("/s2s/event", &only_purchases, &alone).status,
+        403
+    );
+    let mut linked = event("ev-held-2");
+    linked["event_name"] = json!("refund");
+    linked["install_uuid"] = json!("inst-held-1a2b");
+    let mut other = event("ev-held-other");
+    other["event_name"] = json!("refund");
+    other["install_uuid"] = json!("inst-keep-7788");
+    let bulk = json!({ "events": [linked, other] });
+    let r = c.post_json("/s2s/events/bulk", &only_purchases, &bulk);
+    assert_eq!(r.json()["rejected"], 2, "{}", r.text());
+    let held = || -> Vec<String> {
+        let out = inlet.cli_ok(&["quarantine", "list", "--app", "default", "--json"]);
+        let doc: Value = serde_json::from_str(&out).unwrap();
+        let mut ids: Vec<String> = doc["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    wait_for("three events held", || held().len() == 3);
+
+    let receipt: Value = serde_json::from_str(&inlet.cli_ok(&[
+        "erase",
+        "--app",
+        "default",
+        &format!("--id=user_id={SUBJECT}"),
+    ]))
+    .unwrap();
+    assert_eq!(receipt["events"], 1, "{receipt}");
+    assert_eq!(held(), ["ev-held-other"]);
+    for needle in [SUBJECT, "inst-held-1a2b", "inst-held-9f8e"] {
+        assert_eq!(
+            files_contain(inlet.data(), needle.as_bytes()),
+            None,
+            "{needle}"
+        );
+    }
+}
