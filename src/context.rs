@@ -28,6 +28,8 @@ pub struct Context {
     pub indexer: Option<Arc<Indexer>>,
     /// Each app's `privacy::StoreLess` policy, applied in `ingest::submit`.
     pub store_less: crate::privacy::Policies,
+    /// Cluster mode: this node, which routes each submission to its partition's owner.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Context {
@@ -41,6 +43,7 @@ impl Context {
             rate_limiter: Default::default(),
             indexer: None,
             store_less: Default::default(),
+            cluster: None,
         }
     }
 

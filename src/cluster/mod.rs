@@ -11,6 +11,11 @@
 //! accepted events without it would break the exactly-once promise across nodes.
 
 pub mod engine;
+pub mod lease;
+pub mod node;
+pub mod wire;
+
+pub use node::Cluster;
 
 use serde::Serialize;
 
