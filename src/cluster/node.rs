@@ -471,16 +471,17 @@ impl Cluster {
             Ok(Ok(msg)) => match wire::decode_answer(&msg.payload) {
                 Ok(Ok(outcomes)) => Ok(outcomes),
                 Ok(Err(e)) | Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "the partition's owner refused a submission");
+                    crate::warn_throttled!(format!("cluster refused {p}"), partition = p, error = %e, "the partition's owner refused a submission");
                     Err(SubmitError::CommitFailed)
                 }
             },
             Ok(Err(e)) => {
-                tracing::warn!(partition = p, error = %e, "no owner took a forwarded submission");
+                crate::warn_throttled!(format!("cluster no owner {p}"), partition = p, error = %e, "no owner took a forwarded submission");
                 Err(SubmitError::CommitFailed)
             }
             Err(_) => {
-                tracing::warn!(
+                crate::warn_throttled!(
+                    format!("cluster no answer {p}"),
                     partition = p,
                     "the partition's owner did not answer in time"
                 );

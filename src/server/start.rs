@@ -213,13 +213,14 @@ impl Server {
     }
 
     async fn finish(&self) {
-        if let Some(c) = &self.state.ctx.cluster {
-            c.leave().await;
-        }
         tracing::info!("shutting down: committing what is queued");
         let _ = std::fs::remove_file(&self.socket);
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || state.writer.stop()).await;
+        // Cluster mode: the partitions go to other nodes at once, not after the leases' TTL.
+        if let Some(c) = &self.state.ctx.cluster {
+            c.leave().await;
+        }
     }
 }
 

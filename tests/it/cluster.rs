@@ -729,3 +729,55 @@ fn tenant_partition(engine: &Engine, tenant: &str) -> u32 {
         }
     })
 }
+
+#[test]
+fn the_engine_refuses_a_stale_owners_append_and_answers_a_resend_with_the_first_sequence() {
+    use async_nats::jetstream::context::PublishErrorKind;
+    use inlet::cluster::engine;
+    let engine = Engine::cluster();
+    runtime().block_on(async {
+        let s = settings(&engine, "a", 4);
+        let e = engine::connect(&s).await.unwrap();
+        engine::ensure(&e, &s).await.unwrap();
+        // What the owner's append sends: a message id and the expected last subject sequence.
+        let append = |id: &str, expected: u64| {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", id);
+            h.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+            let js = e.js.clone();
+            async move {
+                js.publish_with_headers("inlet.events.0", h, "batch".into())
+                    .await
+                    .unwrap()
+                    .await
+            }
+        };
+        // Another partition's subject does not move this one's expected sequence.
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", "1-1-1");
+        e.js.publish_with_headers("inlet.events.1", h, "other".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        let first = append("0-1-1", 0).await.unwrap();
+        assert!(!first.duplicate);
+        // The ack was lost and the owner resends: the first sequence again, not a copy.
+        let resent = append("0-1-1", 0).await.unwrap();
+        assert!(resent.duplicate);
+        assert_eq!(resent.sequence, first.sequence);
+        // A new owner (epoch 2) appends after it.
+        let new_owner = append("0-2-1", first.sequence).await.unwrap();
+        assert!(new_owner.sequence > first.sequence);
+        // The old owner's next batch still expects its own last sequence: refused (10071).
+        let stale = append("0-1-2", first.sequence).await.unwrap_err();
+        assert_eq!(stale.kind(), PublishErrorKind::WrongLastSequence, "{stale}");
+        assert!(stale.to_string().contains("10071"), "{stale}");
+        let mut stream = e.js.get_stream(engine::STREAM).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 3);
+    });
+}
