@@ -31,6 +31,8 @@ pub const APPLIED: TableDefinition<u32, u64> = TableDefinition::new("cluster_app
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the appends of one batch may take, resends after a lost ack included.
 const APPEND_DEADLINE: Duration = Duration::from_secs(5);
+/// Room left in a message for its headers, under the engine's `max_payload`.
+const PAYLOAD_HEADROOM: usize = 4096;
 /// How often the lease loop looks for partitions to take or give up.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -517,6 +519,10 @@ impl Cluster {
                 Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     return Err(Appending::Fenced(e.to_string()));
                 }
+                // Never sent: resending would not help.
+                Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(Appending::Unknown(e.to_string()));
+                }
                 Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(partition = p, error = %e, "append not acknowledged; resending");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -555,9 +561,22 @@ impl Commit for Cluster {
                 groups.entry(p).or_default().push(s);
             }
         }
+        // A message stays under the engine's payload limit: a partition's group may take
+        // several, appended in order, each expecting the one before.
+        let limit = self
+            .engine
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(PAYLOAD_HEADROOM)
+            .max(1);
+        let messages: BTreeMap<u32, Vec<Vec<u8>>> = groups
+            .iter()
+            .map(|(&p, subs)| (p, wire::encode_batches(subs, limit)))
+            .collect();
         // Every live submission's partition must be served here: its decisions were made on
         // this node's state of it.
-        let appends: Vec<(u32, String, u64)> = {
+        let appends: Vec<(u32, Vec<(String, bytes::Bytes)>, u64)> = {
             let mut parts = self.parts();
             if let Some(p) = live
                 .iter()
@@ -565,13 +584,19 @@ impl Commit for Cluster {
             {
                 return Err(format!("partition {p} is not served by this node"));
             }
-            groups
-                .keys()
-                .map(|&p| {
+            messages
+                .into_iter()
+                .map(|(p, payloads)| {
                     let part = &mut parts[p as usize];
-                    part.batch += 1;
-                    let id = format!("{p}-{}-{}", part.epoch, part.batch);
-                    (p, id, part.last_seq)
+                    let msgs = payloads
+                        .into_iter()
+                        .map(|payload| {
+                            part.batch += 1;
+                            let id = format!("{p}-{}-{}", part.epoch, part.batch);
+                            (id, bytes::Bytes::from(payload))
+                        })
+                        .collect();
+                    (p, msgs, part.last_seq)
                 })
                 .collect()
         };
@@ -579,14 +604,16 @@ impl Commit for Cluster {
         let js = self.engine.js.clone();
         let handles: Vec<_> = appends
             .into_iter()
-            .map(|(p, id, expected)| {
-                let payload = bytes::Bytes::from(wire::encode_batch(&groups[&p]));
+            .map(|(p, msgs, expected)| {
                 let js = js.clone();
-                (
-                    p,
-                    self.rt
-                        .spawn(async move { Cluster::append(js, p, id, expected, payload).await }),
-                )
+                let task = async move {
+                    let mut last = expected;
+                    for (id, payload) in msgs {
+                        last = Cluster::append(js.clone(), p, id, last, payload).await?;
+                    }
+                    Ok(last)
+                };
+                (p, self.rt.spawn(task))
             })
             .collect();
         let results: Vec<(u32, Result<u64, Appending>)> = self.rt.block_on(async {

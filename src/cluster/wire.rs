@@ -103,6 +103,25 @@ pub fn encode_batch(subs: &[SubRef<'_>]) -> Vec<u8> {
     versioned(&subs)
 }
 
+/// A batch of a partition as messages of at most about `limit` bytes each, split between
+/// submissions (a submission larger than `limit` is a message of its own).
+pub fn encode_batches(subs: &[SubRef<'_>], limit: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0usize);
+    for (i, sub) in subs.iter().enumerate() {
+        let n = postcard::experimental::serialized_size(sub).unwrap_or(usize::MAX);
+        if i > start && size.saturating_add(n) > limit {
+            out.push(encode_batch(&subs[start..i]));
+            (start, size) = (i, 0);
+        }
+        size = size.saturating_add(n);
+    }
+    if start < subs.len() {
+        out.push(encode_batch(&subs[start..]));
+    }
+    out
+}
+
 /// A batch read back from the stream: its submissions.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Submission>, String> {
     let subs: Vec<SubOwned> = postcard::from_bytes(unversioned(bytes)?)
@@ -204,6 +223,16 @@ mod tests {
         assert_eq!(ids, ["a", "c"]);
         assert_eq!(back[0].events[1].record(), sub.events[2].record());
         assert_eq!(back[0].audit.as_ref().unwrap().1.as_ref(), b"body");
+        // Split by size, between submissions; read back in order.
+        let two = [
+            SubRef::whole(&sub),
+            SubRef::whole(&sub),
+            SubRef::whole(&sub),
+        ];
+        assert_eq!(encode_batches(&two, usize::MAX).len(), 1);
+        let split = encode_batches(&two, 10);
+        assert_eq!(split.len(), 3);
+        assert_eq!(decode_batch(&split[2]).unwrap()[0].events.len(), 3);
         // Nothing accepted: nothing to append.
         assert!(SubRef::stored(&sub, &[Outcome::OverQuota; 3]).is_none());
         // Another version is refused, not misread.

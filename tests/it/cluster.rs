@@ -266,6 +266,8 @@ use std::sync::{Arc, Mutex};
 
 const PARTITIONS: u32 = 4;
 const TENANTS: [&str; 4] = ["t1", "t2", "t3", "t4"];
+/// The monthly quota of tenant t4.
+const QUOTA: u64 = 200;
 
 /// One `inlet serve` of the cluster, on its own data dir.
 struct Node {
@@ -400,7 +402,9 @@ impl Cluster {
         crate::support::cli_ok(&template, &["init"]);
         let mut keys = Vec::new();
         for t in TENANTS {
-            crate::support::cli_ok(&template, &["tenants", "add", t]);
+            // t4 has a quota (above what the other tests send it).
+            let quota = if t == "t4" { QUOTA } else { 0 }.to_string();
+            crate::support::cli_ok(&template, &["tenants", "add", t, "--monthly-quota", &quota]);
             let app = format!("app-{t}");
             crate::support::cli_ok(&template, &["apps", "add", &app, "--tenant", t]);
             keys.push(
@@ -468,6 +472,15 @@ fn post(addr: SocketAddr, key: &str, ids: &[String]) -> Option<Vec<(String, Stri
             json!({ "events": events }).to_string().as_bytes(),
         )
         .ok()?;
+    if r.status == 429 {
+        // Every event over the tenant's quota.
+        assert!(r.text().contains("cap_exceeded"), "{}", r.text());
+        return Some(
+            ids.iter()
+                .map(|id| (id.clone(), "rejected".to_owned()))
+                .collect(),
+        );
+    }
     if r.status == 503 {
         assert!(
             r.header("Retry-After").is_some(),
@@ -564,12 +577,14 @@ fn check(
         for (id, status) in results {
             let k = (t.clone(), id.clone());
             assert!(
-                stored.contains_key(&k),
+                status == "rejected" || stored.contains_key(&k),
                 "{t}/{id} answered {status} but not stored"
             );
             match status.as_str() {
                 "accepted" => *accepted.entry(k).or_default() += 1,
                 "duplicate" => {}
+                // Over the quota (this answer; the same id may be stored through another).
+                "rejected" if t == "t4" => {}
                 other => panic!("{t}/{id}: {other}"),
             }
         }
@@ -780,4 +795,40 @@ fn the_engine_refuses_a_stale_owners_append_and_answers_a_resend_with_the_first_
         let mut stream = e.js.get_stream(engine::STREAM).await.unwrap();
         assert_eq!(stream.info().await.unwrap().state.messages, 3);
     });
+}
+
+#[test]
+fn a_quota_flood_through_every_node_stores_exactly_the_cap() {
+    let engine = Engine::cluster();
+    let cluster = Cluster::start(&engine);
+    let t = 3;
+    // Overlapping ranges of 300 distinct ids, through all three nodes at once.
+    let mut threads = Vec::new();
+    for n in 0..3 {
+        let nodes: Vec<(SocketAddr, String)> = (0..3)
+            .map(|m| (cluster.nodes[m].addr, cluster.keys[t].clone()))
+            .collect();
+        threads.push(std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            for b in 0..5 {
+                let from = n * 50 + b * 30;
+                let ids: Vec<String> = (from..from + 50).map(|i| format!("q{i}")).collect();
+                answers.push(("t4".to_owned(), send_until_answered(&nodes, n, &ids)));
+            }
+            answers
+        }));
+    }
+    let answers: Vec<_> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let distinct: std::collections::HashSet<&str> = answers
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    assert!(distinct.len() as u64 > QUOTA);
+    check(&engine, &cluster, &[0, 1, 2], &answers);
+    let stored = stream_events(&engine);
+    let t4 = stored.keys().filter(|(tt, _)| tt == "t4").count() as u64;
+    assert_eq!(t4, QUOTA.min(distinct.len() as u64));
 }
