@@ -534,6 +534,9 @@ impl Cluster {
     }
 }
 
+/// One message of a partition's batch: its id and payload.
+type Message = (String, bytes::Bytes);
+
 /// Why an append did not go through.
 enum Appending {
     /// Another owner appended since (error 10071): step down.
@@ -576,7 +579,7 @@ impl Commit for Cluster {
             .collect();
         // Every live submission's partition must be served here: its decisions were made on
         // this node's state of it.
-        let appends: Vec<(u32, Vec<(String, bytes::Bytes)>, u64)> = {
+        let appends: Vec<(u32, Vec<Message>, u64)> = {
             let mut parts = self.parts();
             if let Some(p) = live
                 .iter()
