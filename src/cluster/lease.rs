@@ -88,6 +88,11 @@ impl Leases {
             .map(|_| ())
     }
 
+    /// Withdraws this node's announcement (it stops): the others count it out at once.
+    pub async fn withdraw(&self) {
+        let _ = timed(self.kv.delete(format!("node.{}", self.node))).await;
+    }
+
     /// The nodes that announced themselves within the TTL (this one included).
     pub async fn live_nodes(&self) -> Result<usize, String> {
         use futures_util::StreamExt;

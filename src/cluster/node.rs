@@ -197,6 +197,7 @@ impl Cluster {
         for (p, rev) in held {
             self.leases.release(p, rev).await;
         }
+        self.leases.withdraw().await;
     }
 
     /// Forgets the ownership of a partition (its lease is not renewed any more).
