@@ -128,7 +128,7 @@ impl Cluster {
     pub async fn join(settings: &Settings) -> Result<Arc<Cluster>, String> {
         engine::preflight(settings).await?;
         let engine = engine::connect(settings).await?;
-        let layout = engine::ensure(&engine, settings).await?;
+        let layout = engine::ensure_patiently(&engine, settings, Duration::from_secs(30)).await?;
         let parts = (0..layout.partitions)
             .map(|_| Part {
                 role: Role::Idle,

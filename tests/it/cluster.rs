@@ -204,7 +204,7 @@ fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() 
     runtime().block_on(async {
         let s = settings(&engine, "a", 4);
         let e = engine::connect(&s).await.unwrap();
-        let layout = engine::ensure(&e, &s).await.unwrap();
+        let layout = engine::ensure_patiently(&e, &s, DEADLINE).await.unwrap();
         let a = Leases::new(layout.leases.clone(), "a");
         let b = Leases::new(layout.leases.clone(), "b");
 
@@ -644,7 +644,9 @@ fn the_same_batches_through_three_nodes_are_stored_once() {
     for (t, tenant) in TENANTS.iter().enumerate() {
         let ids: Vec<String> = (0..50).map(|i| format!("{tenant}-r0-{i}")).collect();
         for n in 0..3 {
-            let r = post(cluster.nodes[n].addr, &cluster.keys[t], &ids).expect("answered");
+            // A 503 (ownership still spreading as the nodes joined) is retried on this node.
+            let only = [(cluster.nodes[n].addr, cluster.keys[t].clone())];
+            let r = send_until_answered(&only, 0, &ids);
             assert!(r.iter().all(|(_, s)| s == "duplicate"), "{r:?}");
             answers.push((tenant.to_string(), r));
         }
@@ -793,7 +795,7 @@ fn the_engine_refuses_a_stale_owners_append_and_answers_a_resend_with_the_first_
     runtime().block_on(async {
         let s = settings(&engine, "a", 4);
         let e = engine::connect(&s).await.unwrap();
-        engine::ensure(&e, &s).await.unwrap();
+        engine::ensure_patiently(&e, &s, DEADLINE).await.unwrap();
         // What the owner's append sends: a message id and the expected last subject sequence.
         let append = |id: &str, expected: u64| {
             let mut h = async_nats::HeaderMap::new();
