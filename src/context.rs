@@ -34,6 +34,8 @@ pub struct Context {
     pub quarantine: crate::store::quarantine::Keeper,
     /// Live tail, health per app and key, alert state (`watch`).
     pub watch: crate::watch::Watch,
+    /// Cluster mode: this node, which routes each submission to its partition's owner.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Context {
@@ -50,6 +52,7 @@ impl Context {
             store_less: Default::default(),
             rules: Default::default(),
             quarantine: Default::default(),
+            cluster: None,
         }
     }
 

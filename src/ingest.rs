@@ -893,6 +893,7 @@ pub(crate) fn store_failed(lookup: &'static str) -> impl FnOnce(store::Error) ->
             store::Error::Db(_)
             | store::Error::Io(_)
             | store::Error::Reopening
+            | store::Error::Fenced(_)
             | store::Error::WriterGone
             | store::Error::AlreadyOpen
             | store::Error::NoDatabase(_) => Reason::StorageUnavailable,
@@ -944,9 +945,11 @@ pub(crate) async fn submit(
         .load(std::sync::atomic::Ordering::SeqCst);
     let policy = ctx.store_less.of(&ctx.store, generation, key.app_id);
     crate::privacy::store_less(policy, &mut sub);
-    let outcomes = match dry {
-        false => ctx.writer.submit(sub, bytes).await,
-        true => ctx.writer.submit_dry(sub, bytes).await,
+    let outcomes = match (dry, &ctx.cluster) {
+        // Cluster mode: decided and appended by the partition's owner.
+        (false, Some(cluster)) => cluster.submit(&ctx.writer, sub, bytes).await,
+        (false, None) => ctx.writer.submit(sub, bytes).await,
+        (true, _) => ctx.writer.submit_dry(sub, bytes).await,
     };
     outcomes.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,

@@ -736,13 +736,6 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn serve_logged(config: Config) -> anyhow::Result<()> {
-    if config.cluster.is_some() {
-        bail!(
-            "cluster mode is not served by this build yet: `inlet cluster check` and `inlet \
-             cluster status` work; serving needs the partitioned writer (see the README's \
-             \"When you outgrow one VM\")"
-        );
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -121,7 +121,7 @@ fn default_window() -> u32 {
 }
 
 /// A device's conversion value: what an answer carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Value {
     pub fine: u8,
     pub coarse: Coarse,

@@ -223,7 +223,8 @@ impl Error {
                 | store::Error::AlreadyOpen
                 | store::Error::NoDatabase(_)
                 | store::Error::Io(_)
-                | store::Error::Reopening),
+                | store::Error::Reopening
+                | store::Error::Fenced(_)),
             ) => {
                 tracing::error!(error = %e, "admin request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)

@@ -224,6 +224,24 @@ pub async fn ensure(engine: &Engine, settings: &Settings) -> Result<Layout, Stri
     })
 }
 
+/// [`ensure`], asked again while the engine does not answer in time (a group that just
+/// formed, a loaded machine) for up to `patience`.
+pub async fn ensure_patiently(
+    engine: &Engine,
+    settings: &Settings,
+    patience: Duration,
+) -> Result<Layout, String> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match ensure(engine, settings).await {
+            Err(e) if e.contains("did not answer") && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "the engine is slow to answer; asking again");
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A key-value bucket, created if missing, with the replication asked for.
 async fn bucket(
     engine: &Engine,

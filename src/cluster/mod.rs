@@ -1,16 +1,24 @@
 //! Cluster mode: inlet nodes on a NATS JetStream engine (issue "When a studio outgrows one
-//! VM"). What exists so far is the ground the rest stands on:
+//! VM"):
 //! - [`Settings`]: the `cluster_*` configuration keys, checked;
 //! - [`engine`]: the engine's preflight (version, fsync before ack, the meta leader, enough
 //!   nodes), checked on every node before it joins, and the engine objects inlet owns (the
 //!   event stream, the meta bucket holding the partition count fixed at creation, the lease
-//!   bucket), created once and verified afterwards;
-//! - `inlet cluster check` and `inlet cluster status`.
+//!   bucket), created once and verified afterwards; `inlet cluster check` and `status`;
+//! - [`lease`]: partition leases (one owner per partition, its epoch);
+//! - [`node`]: a serving node: the fenced append of each group commit (the writer's
+//!   `Commit` hook), the replay of a partition taken over, routing to a partition's owner;
+//! - [`wire`]: what nodes send each other through the engine.
 //!
-//! `inlet serve` refuses cluster settings until the partitioned writer lands: a node that
-//! accepted events without it would break the exactly-once promise across nodes.
+//! Admin data (tenants, apps, keys) is not shared through the engine yet
+//! (docs/design/cluster.md).
 
 pub mod engine;
+pub mod lease;
+pub mod node;
+pub mod wire;
+
+pub use node::Cluster;
 
 use serde::Serialize;
 

@@ -85,6 +85,27 @@ pub fn render(state: &State) -> String {
         "Time from request headers to response, by status class",
         state.counters.requests.seconds.clone(),
     );
+    if let Some(c) = &state.ctx.cluster {
+        let owned = Gauge::<i64>::default();
+        owned.set(c.owned().len() as i64);
+        reg.register(
+            "inlet_cluster_owned_partitions",
+            "Partitions this node owns and serves",
+            owned,
+        );
+        let takeovers = Counter::<u64>::default();
+        takeovers.inc_by(c.takeovers.load(Ordering::Relaxed));
+        reg.register(
+            "inlet_cluster_failovers",
+            "Partitions this node took over (at start, after an owner was lost, on rebalancing)",
+            takeovers,
+        );
+        reg.register(
+            "inlet_cluster_append_duration_seconds",
+            "Time from a batch's appends to the engine to their acks",
+            c.append_seconds.clone(),
+        );
+    }
     let w = state.writer.stats();
     reg.register(
         "inlet_commit_duration_seconds",
@@ -367,7 +388,17 @@ pub fn readyz(state: &State) -> Reply {
         Err(e) => problems.push(format!("disk space unknown: {e}")),
     }
     let (status, text) = if problems.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
+        let cluster = match &state.ctx.cluster {
+            // Any node takes writes (forwarding those of partitions it does not own).
+            Some(c) => format!(
+                "node {}: owns partitions {:?} of {}\n",
+                c.settings.node,
+                c.owned(),
+                c.partitions
+            ),
+            None => String::new(),
+        };
+        (StatusCode::OK, format!("ready\n{cluster}"))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n")
     };

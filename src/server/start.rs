@@ -58,7 +58,18 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         indexer.clone(),
         Arc::new(crate::privacy::Suppression::default()),
     ];
-    let writer = Writer::start(&store, config.queue_bytes, listeners)?;
+    let cluster = match &config.cluster {
+        Some(settings) => Some(
+            crate::cluster::Cluster::join(settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("cluster mode: {e}"))?,
+        ),
+        None => None,
+    };
+    let hook = cluster
+        .clone()
+        .map(|c| c as Arc<dyn crate::store::writer::Commit>);
+    let writer = Writer::start_with(&store, config.queue_bytes, listeners, hook)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -85,7 +96,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let json_logs = config.log_format == crate::config::LogFormat::Json;
     let mut state = State::new(config, store, writer, admin);
     state.ctx.indexer = Some(indexer);
+    state.ctx.cluster = cluster.clone();
     let state = Arc::new(state);
+    if let Some(c) = &cluster {
+        c.start(Arc::new(NodeLocal(Arc::downgrade(&state))));
+    }
     let socket = control::serve(&data, state.clone()).context("binding the control socket")?;
     tokio::spawn(retention_task(state.clone()));
     if let Some(schedule) = state.config.backup.clone() {
@@ -213,6 +228,49 @@ impl Server {
         let _ = std::fs::remove_file(&self.socket);
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || state.writer.stop()).await;
+        // Cluster mode: the partitions go to other nodes at once, not after the leases' TTL.
+        if let Some(c) = &self.state.ctx.cluster {
+            c.leave().await;
+        }
+    }
+}
+
+/// What a cluster node reaches of this process: its writer and database, through a weak
+/// reference (the node must not keep the state, hence the database, open).
+struct NodeLocal(std::sync::Weak<State>);
+
+impl crate::cluster::node::Local for NodeLocal {
+    fn submit(
+        &self,
+        sub: crate::store::writer::Submission,
+        body_bytes: usize,
+        replayed: Option<crate::store::writer::Replayed>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        Vec<crate::store::writer::Outcome>,
+                        crate::store::writer::SubmitError,
+                    >,
+                > + Send,
+        >,
+    > {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let state = state
+                .upgrade()
+                .ok_or(crate::store::writer::SubmitError::ShuttingDown)?;
+            match replayed {
+                Some(r) => state.writer.submit_replayed(sub, body_bytes, r).await,
+                None => state.writer.submit(sub, body_bytes).await,
+            }
+        })
+    }
+
+    fn applied(&self, p: u32) -> Result<u64, String> {
+        let state = self.0.upgrade().ok_or("the server has stopped")?;
+        let db = state.store.db().map_err(|e| e.to_string())?;
+        crate::cluster::node::read_applied(&db, p)
     }
 }
 

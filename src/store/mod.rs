@@ -71,6 +71,9 @@ pub enum Error {
     WriterGone,
     #[error("the database is being reopened after a storage failure")]
     Reopening,
+    /// The writer's commit hook refused a batch (cluster mode: the engine did not take it).
+    #[error("refused before commit: {0}")]
+    Fenced(String),
 }
 
 macro_rules! from_redb {

@@ -13,13 +13,13 @@ use super::tables::IDENTITY_LEN;
 use crate::auth::redact;
 use crate::dialect::reflect;
 use crate::event;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
 
 /// Per-event state a dialect needs decided atomically with the append (so that concurrent
 /// requests cannot race past it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Guard {
     /// Adjust's ordering rule: refuse the event ([`Outcome::OutOfOrder`](super::writer::Outcome::OutOfOrder)) when `ts_ms` is
     /// earlier than the last accepted one under `key` in [`ORDERING`](super::tables::ORDERING); on acceptance `ts_ms`
@@ -44,7 +44,7 @@ pub enum Guard {
 }
 
 /// A conversion value an Adjust event earned for device `key` ([`skan_key`](super::tables::skan_key)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkanUpdate {
     pub key: Vec<u8>,
     pub value: crate::skan::Value,
@@ -53,7 +53,11 @@ pub struct SkanUpdate {
 /// One event ready for the log: its id (for dedupe) and its encoded record. Its identity
 /// links are not written here: the identity indexer (`crate::identity::indexer`, a thread of its own)
 /// catches up from the log.
-#[derive(Debug)]
+///
+/// Serializable for cluster mode only: a node hands a validated event to the partition's
+/// owner, and an owner's committed events are read back from the engine's stream (both
+/// written by inlet nodes after validation).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Pending {
     event_id: String,
     record: Vec<u8>,

@@ -105,8 +105,16 @@ type Answer = oneshot::Sender<(Result<Vec<Outcome>, SubmitError>, Submission)>;
 type Job = Box<dyn FnOnce(&Database) + Send>;
 
 enum Msg {
-    /// A submission; `true`: a dry run (judged in a transaction that is aborted).
-    Ingest(Submission, Vec<Known>, Answer, OwnedSemaphorePermit, bool),
+    /// A submission; `true`: a dry run (judged in a transaction that is aborted); `Some`:
+    /// replayed (see [`Writer::submit_replayed`]).
+    Ingest(
+        Submission,
+        Vec<Known>,
+        Answer,
+        OwnedSemaphorePermit,
+        bool,
+        Option<Replayed>,
+    ),
     /// Receipt tallies, written with the next commit.
     Notes(Vec<Note>),
     Job(Job),
@@ -148,6 +156,41 @@ pub struct Accepted {
 
 /// The listeners a writer publishes to.
 pub type Listeners = Vec<Arc<dyn CommitListener>>;
+
+/// A submission whose outcomes were decided elsewhere (cluster mode: by a partition's
+/// earlier owner, read back from the engine). The writer applies it: only the dedupe check
+/// runs (so applying it twice stores it once); no gate, ordering or quota refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Handed to the [`Commit`] hook with the batch (cluster mode: the engine sequence this
+    /// submission completes).
+    pub mark: Option<u64>,
+}
+
+/// One submission of a batch as the [`Commit`] hook sees it.
+pub struct Decided<'a> {
+    pub sub: &'a Submission,
+    pub outcomes: &'a [Outcome],
+    pub replayed: Option<Replayed>,
+}
+
+/// Called by the writer between deciding a batch and committing it (cluster mode's fenced
+/// append to the engine). `before_commit` may write in the batch's transaction; an error
+/// refuses the whole batch: nothing is committed, every request gets
+/// [`SubmitError::CommitFailed`], and the database stays open. `settled` follows with
+/// whether the commit then succeeded.
+pub trait Commit: Send + Sync {
+    fn before_commit(
+        &self,
+        txn: &WriteTransaction,
+        batch: &[Decided<'_>],
+    ) -> std::result::Result<(), String>;
+
+    fn settled(&self, _committed: bool) {}
+}
+
+/// The one [`Commit`] hook of a writer, if any.
+pub type CommitHook = Option<Arc<dyn Commit>>;
 
 /// Handle to the writer thread.
 pub struct Writer {
@@ -217,6 +260,16 @@ impl Writer {
     /// of bodies, publishing every commit to `listeners`; after a failed commit it reopens
     /// the database.
     pub fn start(store: &Store, queue_bytes: usize, listeners: Listeners) -> Result<Writer> {
+        Writer::start_with(store, queue_bytes, listeners, None)
+    }
+
+    /// [`Writer::start`] with a [`Commit`] hook called for every batch.
+    pub fn start_with(
+        store: &Store,
+        queue_bytes: usize,
+        listeners: Listeners,
+        hook: CommitHook,
+    ) -> Result<Writer> {
         let store = store.clone();
         let db = store.db()?;
         let (next_seq, mut staged) = writer_state(&db)?;
@@ -243,7 +296,7 @@ impl Writer {
                     next_seq,
                     staged,
                     &thread_stats,
-                    &thread_listeners,
+                    (&thread_listeners, &hook),
                 );
                 thread_stats.running.store(false, Ordering::SeqCst);
             })?;
@@ -284,7 +337,17 @@ impl Writer {
         sub: Submission,
         body_bytes: usize,
     ) -> Result<Vec<Outcome>, SubmitError> {
-        self.submit_as(sub, body_bytes, false).await
+        self.submit_as(sub, body_bytes, false, None).await
+    }
+
+    /// Applies a submission decided elsewhere ([`Replayed`]) and waits for its commit.
+    pub async fn submit_replayed(
+        &self,
+        sub: Submission,
+        body_bytes: usize,
+        replayed: Replayed,
+    ) -> Result<Vec<Outcome>, SubmitError> {
+        self.submit_as(sub, body_bytes, false, Some(replayed)).await
     }
 
     /// A dry run of [`Writer::submit`]: the same checks (dedupe, guards, quota) with the
@@ -295,7 +358,7 @@ impl Writer {
         sub: Submission,
         body_bytes: usize,
     ) -> Result<Vec<Outcome>, SubmitError> {
-        self.submit_as(sub, body_bytes, true).await
+        self.submit_as(sub, body_bytes, true, None).await
     }
 
     async fn submit_as(
@@ -303,6 +366,7 @@ impl Writer {
         sub: Submission,
         body_bytes: usize,
         dry: bool,
+        replayed: Option<Replayed>,
     ) -> Result<Vec<Outcome>, SubmitError> {
         let kib = (body_bytes / 1024 + 1).min(self.budget_kib as usize) as u32;
         let permit = match self.budget.clone().try_acquire_many_owned(kib) {
@@ -327,7 +391,7 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         match self
             .tx
-            .try_send(Msg::Ingest(sub, known, reply, permit, dry))
+            .try_send(Msg::Ingest(sub, known, reply, permit, dry, replayed))
         {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(SubmitError::Overloaded),
@@ -462,6 +526,7 @@ struct Item {
     known: Vec<Known>,
     reply: Answer,
     _permit: OwnedSemaphorePermit,
+    replayed: Option<Replayed>,
 }
 
 /// Judges each dry-run submission of `dry` in a write transaction of its own, aborted (so one
@@ -470,7 +535,15 @@ fn judge_dry_runs(db: Option<&Database>, next_seq: u64, staged: &Staged, dry: Ve
     for item in dry {
         let one = std::slice::from_ref(&item);
         let result = match db {
-            Some(d) => commit_batch(d, next_seq, staged, one, &Vec::new(), &[], Mode::DryRun),
+            Some(d) => commit_batch(
+                d,
+                next_seq,
+                staged,
+                one,
+                (&Vec::new(), &None),
+                &[],
+                Mode::DryRun,
+            ),
             None => Err(Error::Reopening),
         };
         let answer = match result {
@@ -498,7 +571,7 @@ fn run(
     mut next_seq: u64,
     mut staged: Staged,
     stats: &Stats,
-    listeners: &Listeners,
+    (listeners, hook): (&Listeners, &CommitHook),
 ) {
     let mut db = Some(db);
     let mut jobs: Vec<Job> = Vec::new();
@@ -584,12 +657,13 @@ fn run(
             };
             block = false;
             match msg {
-                Msg::Ingest(sub, known, reply, permit, is_dry) => {
+                Msg::Ingest(sub, known, reply, permit, is_dry, replayed) => {
                     let item = Item {
                         sub,
                         known,
                         reply,
                         _permit: permit,
+                        replayed,
                     };
                     if is_dry {
                         dry.push(item);
@@ -618,12 +692,15 @@ fn run(
                     next_seq,
                     &staged,
                     &batch,
-                    listeners,
+                    (listeners, hook),
                     &std::mem::take(&mut notes),
                     Mode::Commit,
                 ),
                 None => Err(Error::Reopening),
             };
+            if let Some(h) = hook {
+                h.settled(result.is_ok());
+            }
             match result {
                 Ok(Appended {
                     outcomes,
@@ -650,6 +727,14 @@ fn run(
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     for (item, out) in batch.into_iter().zip(outcomes) {
                         let _ = item.reply.send((Ok(out), item.sub));
+                    }
+                }
+                Err(Error::Fenced(e)) => {
+                    // The hook refused the batch (cluster mode: no fenced append): nothing of
+                    // it is stored, and the database is fine.
+                    tracing::warn!(error = %e, requests = batch.len(), "batch refused before its commit");
+                    for item in batch {
+                        let _ = item.reply.send((Err(SubmitError::CommitFailed), item.sub));
                     }
                 }
                 Err(e) => {
@@ -762,7 +847,7 @@ fn commit_batch(
     mut seq: u64,
     staged: &Staged,
     batch: &[Item],
-    listeners: &Listeners,
+    (listeners, hook): (&Listeners, &CommitHook),
     notes: &[Note],
     mode: Mode,
 ) -> Result<Appended> {
@@ -790,7 +875,15 @@ fn commit_batch(
                 gates.push(g);
             }
         }
-        for Item { sub, known, .. } in batch {
+        for Item {
+            sub,
+            known,
+            replayed,
+            ..
+        } in batch
+        {
+            // Decided elsewhere: applied, only deduplicated.
+            let applying = replayed.is_some();
             let qkey = usage_key(sub.tenant_id, month_key(sub.received_at_ms));
             let quota = match quotas.entry(qkey) {
                 Entry::Occupied(e) => e.into_mut(),
@@ -815,12 +908,13 @@ fn commit_batch(
                     }
                     super::bizkey::Check::New(key) => key,
                 };
-                if gates.iter().any(|refuse| refuse(ev.record())) {
+                if !applying && gates.iter().any(|refuse| refuse(ev.record())) {
                     outcomes.push(Outcome::Suppressed);
                     suppressed = true;
                     continue;
                 }
                 if let Some(Guard::NotBefore { key, ts_ms, .. }) = ev.guard()
+                    && !applying
                     && ordering
                         .get(key.as_slice())?
                         .is_some_and(|last| last.value() > *ts_ms)
@@ -828,7 +922,7 @@ fn commit_batch(
                     outcomes.push(Outcome::OutOfOrder);
                     continue;
                 }
-                if quota.limit != 0 && quota.used >= quota.limit {
+                if !applying && quota.limit != 0 && quota.used >= quota.limit {
                     outcomes.push(Outcome::OverQuota);
                     continue;
                 }
@@ -923,6 +1017,18 @@ fn commit_batch(
             Some(dedupe.finish((seq - first_seq) as usize)?)
         }
     };
+    if let (Mode::Commit, Some(h)) = (mode, hook) {
+        let decided: Vec<Decided<'_>> = batch
+            .iter()
+            .zip(&all)
+            .map(|(item, outcomes)| Decided {
+                sub: &item.sub,
+                outcomes,
+                replayed: item.replayed,
+            })
+            .collect();
+        h.before_commit(&txn, &decided).map_err(Error::Fenced)?;
+    }
     match mode {
         Mode::Commit => txn.commit()?,
         Mode::DryRun => txn.abort()?,

@@ -134,7 +134,7 @@ fn an_engine_that_acknowledges_before_fsync_is_refused() {
 }
 
 #[test]
-fn cluster_settings_are_checked_shown_and_not_yet_served() {
+fn cluster_settings_are_checked_and_shown() {
     let data = tempfile::tempdir().unwrap();
     let flags = [
         "--cluster-engine",
@@ -172,15 +172,705 @@ fn cluster_settings_are_checked_shown_and_not_yet_served() {
         assert!(!out.status.success(), "{bad:?}");
         assert!(stderr(&out).contains(says), "{bad:?}: {}", stderr(&out));
     }
+}
 
-    // Serving needs the partitioned writer: until then a node refuses, and says what works.
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(&flags);
-    let out = cli(data.path(), &args);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("inlet cluster check"),
-        "{}",
-        stderr(&out)
-    );
+// ---- Leases (M1) ----------------------------------------------------------------------------
+
+fn settings(engine: &Engine, node: &str, partitions: u32) -> inlet::cluster::Settings {
+    inlet::cluster::Settings::resolve(
+        Some(&engine.urls()),
+        Some(&engine.monitors()),
+        Some(node),
+        Some(partitions),
+        None,
+    )
+    .unwrap()
+    .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() {
+    use inlet::cluster::engine::{self, LEASE_TTL};
+    use inlet::cluster::lease::Leases;
+    let engine = Engine::cluster();
+    runtime().block_on(async {
+        let s = settings(&engine, "a", 4);
+        let e = engine::connect(&s).await.unwrap();
+        let layout = engine::ensure_patiently(&e, &s, DEADLINE).await.unwrap();
+        let a = Leases::new(layout.leases.clone(), "a");
+        let b = Leases::new(layout.leases.clone(), "b");
+
+        // Two contenders at the same moment: one owner.
+        let (ta, tb) = tokio::join!(a.take(0), b.take(0));
+        let (ta, tb) = (ta.unwrap(), tb.unwrap());
+        assert!(ta.is_some() != tb.is_some(), "{ta:?} {tb:?}");
+        let (owner, other, rev) = match (ta, tb) {
+            (Some(r), None) => (&a, &b, r),
+            (None, Some(r)) => (&b, &a, r),
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            owner.owner(0).await.unwrap().as_deref(),
+            Some(owner.node.as_str())
+        );
+        assert_eq!(other.take(0).await.unwrap(), None);
+
+        // Renewal moves the revision on; the old revision is refused (a stale owner), and so
+        // is the other node writing with any revision it saw.
+        let renewed = owner.renew(0, rev).await.unwrap();
+        assert!(renewed > rev);
+        assert!(owner.renew(0, rev).await.is_err());
+        assert!(other.renew(0, rev).await.is_err());
+
+        // The owner stops renewing: the other takes the partition within the TTL (plus the
+        // engine's expiry check), with a later revision: a new epoch.
+        let stopped = std::time::Instant::now();
+        let taken = loop {
+            if let Some(r) = other.take(0).await.unwrap() {
+                break r;
+            }
+            assert!(
+                stopped.elapsed() < LEASE_TTL + std::time::Duration::from_secs(5),
+                "the lease outlived its TTL"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        assert!(taken > renewed);
+        assert_eq!(
+            other.owner(0).await.unwrap().as_deref(),
+            Some(other.node.as_str())
+        );
+        // The old owner's last revision no longer renews it.
+        assert!(owner.renew(0, renewed).await.is_err());
+    });
+}
+
+// ---- Three inlet nodes (M2, M3) ---------------------------------------------------------------
+
+use crate::support::{DEADLINE, bin, event, parse_ndjson, wait_for};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+const PARTITIONS: u32 = 4;
+const TENANTS: [&str; 4] = ["t1", "t2", "t3", "t4"];
+/// The monthly quota of tenant t4.
+const QUOTA: u64 = 200;
+
+/// One `inlet serve` of the cluster, on its own data dir.
+struct Node {
+    name: String,
+    data: PathBuf,
+    child: Option<Child>,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Node {
+    fn start(name: &str, data: &Path, engine: &Engine) -> Node {
+        let mut child = Command::new(bin())
+            .arg("--data")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--cluster-engine", &engine.urls()])
+            .args(["--cluster-monitor", &engine.monitors()])
+            .args(["--cluster-node", name])
+            .args(["--cluster-partitions", &PARTITIONS.to_string()])
+            .env("RUST_LOG", "info")
+            .env("INLET_DEFAULT_CONFIG", crate::support::NO_DEFAULT_CONFIG)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(DEADLINE) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => panic!("node {name} did not start:\n{}", log.lock().unwrap()),
+        };
+        Node {
+            name: name.to_owned(),
+            data: data.to_owned(),
+            child: Some(child),
+            addr,
+            log,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.as_ref().unwrap().id().to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, and waits for the exit.
+    fn stop(&mut self) {
+        self.signal("TERM");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The partitions this node says it serves (`None`: it does not answer).
+    fn owned(&self) -> Option<Vec<u32>> {
+        let mut c = crate::support::Client::new(self.addr);
+        let r = c.get("/readyz").ok()?;
+        let text = r.text();
+        let list = text.split("owns partitions [").nth(1)?.split(']').next()?;
+        Some(
+            list.split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect(),
+        )
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        crate::support::cli_ok(&self.data, args)
+    }
+
+    fn used(&self) -> HashMap<String, u64> {
+        parse_ndjson(&self.cli_ok(&["tenants", "list", "--json"]))
+            .into_iter()
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap().to_owned(),
+                    t["used_this_month"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = Command::new("kill").args(["-CONT", &self.pid()]).status();
+        }
+        self.kill();
+    }
+}
+
+/// Three nodes on copies of one data dir (tenants t1..t4, one app and key each: the admin
+/// data is not shared through the engine yet), once every partition is served.
+struct Cluster {
+    _dirs: tempfile::TempDir,
+    nodes: Vec<Node>,
+    /// Per tenant: its app's key.
+    keys: Vec<String>,
+}
+
+impl Cluster {
+    fn start(engine: &Engine) -> Cluster {
+        let dirs = tempfile::tempdir().unwrap();
+        let template = dirs.path().join("template");
+        crate::support::cli_ok(&template, &["init"]);
+        let mut keys = Vec::new();
+        for t in TENANTS {
+            // t4 has a quota (above what the other tests send it).
+            let quota = if t == "t4" { QUOTA } else { 0 }.to_string();
+            crate::support::cli_ok(&template, &["tenants", "add", t, "--monthly-quota", &quota]);
+            let app = format!("app-{t}");
+            crate::support::cli_ok(&template, &["apps", "add", &app, "--tenant", t]);
+            keys.push(
+                crate::support::cli_ok(&template, &["keys", "mint", "--app", &app, "--label", "t"])
+                    .trim()
+                    .to_owned(),
+            );
+        }
+        let mut nodes = Vec::new();
+        for name in ["n1", "n2", "n3"] {
+            let data = dirs.path().join(name);
+            std::fs::create_dir(&data).unwrap();
+            for f in std::fs::read_dir(&template).unwrap().flatten() {
+                if f.file_type().unwrap().is_file() {
+                    std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
+                }
+            }
+            nodes.push(Node::start(name, &data, engine));
+        }
+        let cluster = Cluster {
+            _dirs: dirs,
+            nodes,
+            keys,
+        };
+        cluster.wait_all_served(&[0, 1, 2]);
+        cluster
+    }
+
+    /// Waits until the nodes `live` serve every partition between them, each once.
+    fn wait_all_served(&self, live: &[usize]) {
+        wait_for("every partition served by one node", || {
+            let mut all = Vec::new();
+            for &i in live {
+                match self.nodes[i].owned() {
+                    Some(o) => all.extend(o),
+                    None => return false,
+                }
+            }
+            all.sort_unstable();
+            all == (0..PARTITIONS).collect::<Vec<_>>()
+        });
+    }
+
+    fn owner_of(&self, live: &[usize], p: u32) -> usize {
+        *live
+            .iter()
+            .find(|&&i| self.nodes[i].owned().is_some_and(|o| o.contains(&p)))
+            .expect("an owner")
+    }
+}
+
+/// Posts a bulk batch of tenant `t` to node `via`: `None` when the node did not answer or
+/// answered 503 (retry elsewhere); else each id's outcome.
+fn post(addr: SocketAddr, key: &str, ids: &[String]) -> Option<Vec<(String, String)>> {
+    let events: Vec<Value> = ids.iter().map(|id| event(id)).collect();
+    let mut c = crate::support::Client::new(addr);
+    let auth = format!("Bearer {key}");
+    let r = c
+        .post(
+            "/s2s/events/bulk",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            json!({ "events": events }).to_string().as_bytes(),
+        )
+        .ok()?;
+    if r.status == 429 {
+        // Every event over the tenant's quota.
+        assert!(r.text().contains("cap_exceeded"), "{}", r.text());
+        return Some(
+            ids.iter()
+                .map(|id| (id.clone(), "rejected".to_owned()))
+                .collect(),
+        );
+    }
+    if r.status == 503 {
+        assert!(
+            r.header("Retry-After").is_some(),
+            "a 503 without Retry-After"
+        );
+        return None;
+    }
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    Some(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["event_id"].as_str().unwrap().to_owned(),
+                    r["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Every stored event in the engine's stream: (tenant, event id) → times stored.
+fn stream_events(engine: &Engine) -> HashMap<(String, String), usize> {
+    runtime().block_on(async {
+        let s = settings(engine, "reader", PARTITIONS);
+        let e = inlet::cluster::engine::connect(&s).await.unwrap();
+        let stream =
+            e.js.get_stream(inlet::cluster::engine::STREAM)
+                .await
+                .unwrap();
+        let mut out = HashMap::new();
+        let mut seq = 1;
+        loop {
+            let m = match stream
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject("inlet.events.>")
+                .send()
+                .await
+            {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            for sub in inlet::cluster::wire::decode_batch(&m.payload).unwrap() {
+                for ev in &sub.events {
+                    let rec = inlet::store::codec::decode_event(ev.record()).unwrap();
+                    *out.entry((rec.tenant.clone(), ev.event_id().to_owned()))
+                        .or_default() += 1;
+                }
+            }
+            seq = m.sequence + 1;
+        }
+        out
+    })
+}
+
+/// Sends `ids` of tenant `t` until some node answers 200, trying the nodes `via` in turn.
+fn send_until_answered(
+    nodes: &[(SocketAddr, String)],
+    start: usize,
+    ids: &[String],
+) -> Vec<(String, String)> {
+    let end = std::time::Instant::now() + DEADLINE * 2;
+    let mut i = start;
+    loop {
+        let (addr, key) = &nodes[i % nodes.len()];
+        if let Some(r) = post(*addr, key, ids) {
+            return r;
+        }
+        assert!(std::time::Instant::now() < end, "no node took the batch");
+        i += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The campaign's checks: every id stored once in the stream, every id answered (accepted
+/// or duplicate) is stored, each accepted once in all, and each tenant's counter (on the
+/// node serving its partition) equals its stored events.
+fn check(
+    engine: &Engine,
+    cluster: &Cluster,
+    live: &[usize],
+    answers: &[(String, Vec<(String, String)>)],
+) {
+    let stored = stream_events(engine);
+    for ((t, id), n) in &stored {
+        assert_eq!(*n, 1, "{t}/{id} stored {n} times");
+    }
+    let mut accepted: HashMap<(String, String), usize> = HashMap::new();
+    for (t, results) in answers {
+        for (id, status) in results {
+            let k = (t.clone(), id.clone());
+            assert!(
+                status == "rejected" || stored.contains_key(&k),
+                "{t}/{id} answered {status} but not stored"
+            );
+            match status.as_str() {
+                "accepted" => *accepted.entry(k).or_default() += 1,
+                "duplicate" => {}
+                // Over the quota (this answer; the same id may be stored through another).
+                "rejected" if t == "t4" => {}
+                other => panic!("{t}/{id}: {other}"),
+            }
+        }
+    }
+    for (k, n) in &accepted {
+        assert_eq!(*n, 1, "{k:?} accepted {n} times");
+    }
+    cluster.wait_all_served(live);
+    for (i, t) in TENANTS.iter().enumerate() {
+        let in_stream = stored.keys().filter(|(tt, _)| tt == t).count() as u64;
+        // The tenant's partition: found as the node whose counter moved (the others hold no
+        // event of it, or an older replay).
+        let best = live
+            .iter()
+            .map(|&n| cluster.nodes[n].used().get(*t).copied().unwrap_or(0))
+            .max()
+            .unwrap();
+        assert_eq!(best, in_stream, "tenant {t} (#{i}): counter vs stored");
+    }
+}
+
+#[test]
+fn the_same_batches_through_three_nodes_are_stored_once() {
+    let engine = Engine::cluster();
+    let cluster = Cluster::start(&engine);
+    let mut answers = Vec::new();
+    // Concurrently: each batch sent to all three nodes at once.
+    for round in 0..3 {
+        let mut threads = Vec::new();
+        for (t, tenant) in TENANTS.iter().enumerate() {
+            let ids: Vec<String> = (0..50).map(|i| format!("{tenant}-r{round}-{i}")).collect();
+            for n in 0..3 {
+                let addr = cluster.nodes[n].addr;
+                let key = cluster.keys[t].clone();
+                let ids = ids.clone();
+                let nodes: Vec<(SocketAddr, String)> = (0..3)
+                    .map(|m| (cluster.nodes[m].addr, key.clone()))
+                    .collect();
+                let tenant = tenant.to_string();
+                threads.push(std::thread::spawn(move || {
+                    let _ = addr;
+                    (tenant, send_until_answered(&nodes, n, &ids))
+                }));
+            }
+        }
+        answers.extend(threads.into_iter().map(|h| h.join().unwrap()));
+    }
+    // One after another: the same batches again, through each node: all duplicates.
+    for (t, tenant) in TENANTS.iter().enumerate() {
+        let ids: Vec<String> = (0..50).map(|i| format!("{tenant}-r0-{i}")).collect();
+        for n in 0..3 {
+            // A 503 (ownership still spreading as the nodes joined) is retried on this node.
+            let only = [(cluster.nodes[n].addr, cluster.keys[t].clone())];
+            let r = send_until_answered(&only, 0, &ids);
+            assert!(r.iter().all(|(_, s)| s == "duplicate"), "{r:?}");
+            answers.push((tenant.to_string(), r));
+        }
+    }
+    check(&engine, &cluster, &[0, 1, 2], &answers);
+    let stored = stream_events(&engine);
+    assert_eq!(stored.len(), TENANTS.len() * 3 * 50);
+
+    // A node's data dir deleted: it rebuilds from the engine. n1 starts again on a fresh copy
+    // of the template (no events); the others stop, giving their partitions up, so that n1
+    // takes and replays every partition.
+    let mut cluster = cluster;
+    cluster.nodes[0].kill();
+    let data = cluster.nodes[0].data.clone();
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    let template = cluster._dirs.path().join("template");
+    for f in std::fs::read_dir(&template).unwrap().flatten() {
+        if f.file_type().unwrap().is_file() {
+            std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
+        }
+    }
+    cluster.nodes[0] = Node::start("n1", &data, &engine);
+    cluster.nodes[1].stop();
+    cluster.nodes[2].stop();
+    cluster.wait_all_served(&[0]);
+    let used = cluster.nodes[0].used();
+    for t in TENANTS {
+        let in_stream = stored.keys().filter(|(tt, _)| tt == t).count() as u64;
+        assert_eq!(used[t], in_stream, "tenant {t} after the rebuild");
+    }
+    let exported = parse_ndjson(&cluster.nodes[0].cli_ok(&["export"]));
+    let mut ids: Vec<&str> = exported
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((exported.len(), ids.len()), (stored.len(), stored.len()));
+}
+
+#[test]
+fn a_killed_owner_loses_and_doubles_nothing_and_a_zombie_is_fenced() {
+    let engine = Engine::cluster();
+    let mut cluster = Cluster::start(&engine);
+    let t = 0;
+    // The tenant's partition: where its first batch went.
+    let first: Vec<String> = (0..3).map(|i| format!("t1-first-{i}")).collect();
+    let nodes_t: Vec<(SocketAddr, String)> = (0..3)
+        .map(|n| (cluster.nodes[n].addr, cluster.keys[t].clone()))
+        .collect();
+    let mut answers = vec![("t1".to_owned(), send_until_answered(&nodes_t, 0, &first))];
+    let p = tenant_partition(&engine, "t1");
+    let owner = cluster.owner_of(&[0, 1, 2], p);
+    let others: Vec<usize> = (0..3).filter(|&n| n != owner).collect();
+    let via: Vec<(SocketAddr, String)> = others
+        .iter()
+        .map(|&n| (cluster.nodes[n].addr, cluster.keys[t].clone()))
+        .collect();
+    // A client sends batches through the other nodes while the owner is killed; a batch
+    // refused (503, or no answer) is sent again through the next node.
+    let sender = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        for b in 0..30 {
+            let ids: Vec<String> = (0..20).map(|i| format!("t1-k{b}-{i}")).collect();
+            answers.push(("t1".to_owned(), send_until_answered(&via, b, &ids)));
+        }
+        answers
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    cluster.nodes[owner].kill();
+    answers.extend(sender.join().unwrap());
+    check(&engine, &cluster, &others, &answers);
+
+    // A zombie: stop the new owner past its lease; another takes over; the zombie wakes up
+    // with a request in flight: the fence (or its lost lease) makes it step down, and
+    // nothing is stored twice.
+    let zombie = cluster.owner_of(&others, p);
+    let survivor = *others.iter().find(|&&n| n != zombie).unwrap();
+    cluster.nodes[zombie].signal("STOP");
+    wait_for("the survivor to take the partition over", || {
+        cluster.nodes[survivor]
+            .owned()
+            .is_some_and(|o| o.contains(&p))
+    });
+    // The survivor appends, so the zombie's last known sequence is stale.
+    let ids: Vec<String> = (0..5).map(|i| format!("t1-s-{i}")).collect();
+    let r = post(cluster.nodes[survivor].addr, &cluster.keys[t], &ids).expect("answered");
+    answers.push(("t1".to_owned(), r));
+    let zaddr = cluster.nodes[zombie].addr;
+    let key = cluster.keys[t].clone();
+    let in_flight = std::thread::spawn(move || {
+        let ids: Vec<String> = (0..5).map(|i| format!("t1-z-{i}")).collect();
+        post(zaddr, &key, &ids).map(|r| ("t1".to_owned(), r))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    cluster.nodes[zombie].signal("CONT");
+    if let Some(a) = in_flight.join().unwrap() {
+        answers.push(a);
+    }
+    let name = cluster.nodes[zombie].name.clone();
+    wait_for(&format!("{name}, the zombie, to step down"), || {
+        cluster.nodes[zombie]
+            .log
+            .lock()
+            .unwrap()
+            .contains("stepping down")
+    });
+    check(&engine, &cluster, &others, &answers);
+}
+
+/// The partition holding tenant `tenant`'s batches in the stream.
+fn tenant_partition(engine: &Engine, tenant: &str) -> u32 {
+    runtime().block_on(async {
+        let s = settings(engine, "reader", PARTITIONS);
+        let e = inlet::cluster::engine::connect(&s).await.unwrap();
+        let stream =
+            e.js.get_stream(inlet::cluster::engine::STREAM)
+                .await
+                .unwrap();
+        let mut seq = 1;
+        loop {
+            let m = stream
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject("inlet.events.>")
+                .send()
+                .await
+                .expect("a batch of the tenant");
+            for sub in inlet::cluster::wire::decode_batch(&m.payload).unwrap() {
+                let rec = inlet::store::codec::decode_event(sub.events[0].record()).unwrap();
+                if rec.tenant == tenant {
+                    return m.subject.rsplit('.').next().unwrap().parse().unwrap();
+                }
+            }
+            seq = m.sequence + 1;
+        }
+    })
+}
+
+#[test]
+fn the_engine_refuses_a_stale_owners_append_and_answers_a_resend_with_the_first_sequence() {
+    use async_nats::jetstream::context::PublishErrorKind;
+    use inlet::cluster::engine;
+    let engine = Engine::cluster();
+    runtime().block_on(async {
+        let s = settings(&engine, "a", 4);
+        let e = engine::connect(&s).await.unwrap();
+        engine::ensure_patiently(&e, &s, DEADLINE).await.unwrap();
+        // What the owner's append sends: a message id and the expected last subject sequence.
+        let append = |id: &str, expected: u64| {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", id);
+            h.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+            let js = e.js.clone();
+            async move {
+                js.publish_with_headers("inlet.events.0", h, "batch".into())
+                    .await
+                    .unwrap()
+                    .await
+            }
+        };
+        // Another partition's subject does not move this one's expected sequence.
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", "1-1-1");
+        e.js.publish_with_headers("inlet.events.1", h, "other".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        let first = append("0-1-1", 0).await.unwrap();
+        assert!(!first.duplicate);
+        // The ack was lost and the owner resends: the first sequence again, not a copy.
+        let resent = append("0-1-1", 0).await.unwrap();
+        assert!(resent.duplicate);
+        assert_eq!(resent.sequence, first.sequence);
+        // A new owner (epoch 2) appends after it.
+        let new_owner = append("0-2-1", first.sequence).await.unwrap();
+        assert!(new_owner.sequence > first.sequence);
+        // The old owner's next batch still expects its own last sequence: refused (10071).
+        let stale = append("0-1-2", first.sequence).await.unwrap_err();
+        assert_eq!(stale.kind(), PublishErrorKind::WrongLastSequence, "{stale}");
+        assert!(stale.to_string().contains("10071"), "{stale}");
+        let mut stream = e.js.get_stream(engine::STREAM).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages, 3);
+    });
+}
+
+#[test]
+fn a_quota_flood_through_every_node_stores_exactly_the_cap() {
+    let engine = Engine::cluster();
+    let cluster = Cluster::start(&engine);
+    let t = 3;
+    // Overlapping ranges of 300 distinct ids, through all three nodes at once.
+    let mut threads = Vec::new();
+    for n in 0..3 {
+        let nodes: Vec<(SocketAddr, String)> = (0..3)
+            .map(|m| (cluster.nodes[m].addr, cluster.keys[t].clone()))
+            .collect();
+        threads.push(std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            for b in 0..5 {
+                let from = n * 50 + b * 30;
+                let ids: Vec<String> = (from..from + 50).map(|i| format!("q{i}")).collect();
+                answers.push(("t4".to_owned(), send_until_answered(&nodes, n, &ids)));
+            }
+            answers
+        }));
+    }
+    let answers: Vec<_> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let distinct: std::collections::HashSet<&str> = answers
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    assert!(distinct.len() as u64 > QUOTA);
+    check(&engine, &cluster, &[0, 1, 2], &answers);
+    let stored = stream_events(&engine);
+    let t4 = stored.keys().filter(|(tt, _)| tt == "t4").count() as u64;
+    assert_eq!(t4, QUOTA.min(distinct.len() as u64));
 }

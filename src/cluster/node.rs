@@ -1,0 +1,694 @@
+//! A serving node of a cluster: which partitions it owns, the fenced append of each group
+//! commit (the writer's [`Commit`] hook), the replay of a partition it takes over, and the
+//! routing of every submission to its partition's owner.
+//!
+//! A partition of this node is in one [`Role`]: `Idle` (another node's, or nobody's),
+//! `Replaying` (its lease is held; the stream is being applied to the local database, no
+//! requests are taken) or `Serving` (requests are decided here and appended with the fence).
+//! Every failed append, and every append whose local commit then failed, sends the
+//! partition back to `Replaying`, since the stream may hold a batch the local database does
+//! not; a refused fence (error 10071: another owner appended) makes the node step down.
+
+use super::engine::{self, Engine, LEASE_TTL};
+use super::lease::{self, Leases, RENEW_EVERY};
+use super::{Settings, wire};
+use crate::store::writer::{Commit, Decided, Outcome, Replayed, Submission, SubmitError};
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream;
+use futures_util::StreamExt;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Per partition, the last engine sequence applied to this node's database.
+pub const APPLIED: TableDefinition<u32, u64> = TableDefinition::new("cluster_applied");
+/// How long a forwarded submission waits for its owner's answer.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the appends of one batch may take, resends after a lost ack included.
+const APPEND_DEADLINE: Duration = Duration::from_secs(5);
+/// Room left in a message for its headers, under the engine's `max_payload`.
+const PAYLOAD_HEADROOM: usize = 4096;
+/// How often the lease loop looks for partitions to take or give up.
+const TICK: Duration = Duration::from_millis(500);
+
+/// The subject of partition `p`'s batches.
+pub fn events_subject(p: u32) -> String {
+    format!("inlet.events.{p}")
+}
+
+/// The subject on which partition `p`'s owner takes forwarded submissions.
+pub fn submit_subject(p: u32) -> String {
+    format!("inlet.submit.{p}")
+}
+
+/// The partition of a tenant.
+pub fn partition_of(tenant_id: u32, partitions: u32) -> u32 {
+    // splitmix64: tenants with near ids spread.
+    let mut z = u64::from(tenant_id).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z % u64::from(partitions.max(1))) as u32
+}
+
+type Submitted = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, SubmitError>> + Send>>;
+
+/// What the node reaches of its own process: the writer and the database (given once the
+/// server state exists; holding no strong reference to it).
+pub trait Local: Send + Sync {
+    fn submit(&self, sub: Submission, body_bytes: usize, replayed: Option<Replayed>) -> Submitted;
+    /// The last engine sequence of `p` applied to the local database (0: none).
+    fn applied(&self, p: u32) -> Result<u64, String>;
+}
+
+/// Reads partition `p`'s applied sequence from `db`.
+pub fn read_applied(db: &redb::Database, p: u32) -> Result<u64, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    match txn.open_table(APPLIED) {
+        Ok(t) => Ok(t
+            .get(p)
+            .map_err(|e| e.to_string())?
+            .map_or(0, |v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Idle,
+    Replaying,
+    Serving,
+}
+
+struct Part {
+    role: Role,
+    /// The lease's revision as last written by this node (0: not held).
+    lease_rev: u64,
+    /// The revision of the take-over: this ownership's epoch.
+    epoch: u64,
+    /// The last sequence on the partition's subject this owner knows of.
+    last_seq: u64,
+    /// Batches appended in this epoch.
+    batch: u64,
+    /// Bumped by every change of ownership, so that a replay or a subscription of an
+    /// earlier one notices it is stale.
+    generation: u64,
+    last_renew: Instant,
+    subscription: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// This node's view of the cluster.
+pub struct Cluster {
+    pub settings: Settings,
+    pub partitions: u32,
+    engine: Engine,
+    stream: stream::Stream,
+    leases: Leases,
+    rt: tokio::runtime::Handle,
+    parts: Mutex<Vec<Part>>,
+    /// Partitions appended by the batch whose commit is under way.
+    in_flight: Mutex<Vec<u32>>,
+    local: OnceLock<Arc<dyn Local>>,
+    /// Itself, for the writer thread's hook (which holds a `&self`) to spawn replays.
+    this: OnceLock<std::sync::Weak<Cluster>>,
+    /// Partitions taken over by this node.
+    pub takeovers: AtomicU64,
+    /// Seconds from an append's send to its ack.
+    pub append_seconds: Histogram,
+}
+
+impl Cluster {
+    /// Checks the engine (preflight), connects, and creates or checks inlet's objects.
+    pub async fn join(settings: &Settings) -> Result<Arc<Cluster>, String> {
+        engine::preflight(settings).await?;
+        let engine = engine::connect(settings).await?;
+        let layout = engine::ensure_patiently(&engine, settings, Duration::from_secs(30)).await?;
+        let parts = (0..layout.partitions)
+            .map(|_| Part {
+                role: Role::Idle,
+                lease_rev: 0,
+                epoch: 0,
+                last_seq: 0,
+                batch: 0,
+                generation: 0,
+                last_renew: Instant::now(),
+                subscription: None,
+            })
+            .collect();
+        Ok(Arc::new(Cluster {
+            settings: settings.clone(),
+            partitions: layout.partitions,
+            leases: Leases::new(layout.leases, &settings.node),
+            stream: layout.stream,
+            engine,
+            rt: tokio::runtime::Handle::current(),
+            parts: Mutex::new(parts),
+            in_flight: Mutex::new(Vec::new()),
+            local: OnceLock::new(),
+            this: OnceLock::new(),
+            takeovers: AtomicU64::new(0),
+            append_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+        }))
+    }
+
+    /// Starts taking partitions (the lease loop), once the node can reach its writer.
+    pub fn start(self: &Arc<Self>, local: Arc<dyn Local>) {
+        let _ = self.local.set(local);
+        let _ = self.this.set(Arc::downgrade(self));
+        let me = self.clone();
+        self.rt.spawn(async move { me.lease_loop().await });
+    }
+
+    fn parts(&self) -> std::sync::MutexGuard<'_, Vec<Part>> {
+        self.parts.lock().expect("cluster parts lock")
+    }
+
+    /// The partitions this node serves now.
+    pub fn owned(&self) -> Vec<u32> {
+        let parts = self.parts();
+        (0..self.partitions)
+            .filter(|&p| parts[p as usize].role == Role::Serving)
+            .collect()
+    }
+
+    fn serving(&self, p: u32) -> bool {
+        self.parts()[p as usize].role == Role::Serving
+    }
+
+    /// Gives up every lease (the node stops): others take the partitions at once instead
+    /// of after the TTL.
+    pub async fn leave(&self) {
+        let held: Vec<(u32, u64)> = {
+            let mut parts = self.parts();
+            (0..self.partitions)
+                .filter_map(|p| {
+                    let rev = parts[p as usize].lease_rev;
+                    self.drop_part(&mut parts[p as usize]);
+                    (rev != 0).then_some((p, rev))
+                })
+                .collect()
+        };
+        for (p, rev) in held {
+            self.leases.release(p, rev).await;
+        }
+        self.leases.withdraw().await;
+    }
+
+    /// Forgets the ownership of a partition (its lease is not renewed any more).
+    fn drop_part(&self, part: &mut Part) {
+        part.role = Role::Idle;
+        part.lease_rev = 0;
+        part.generation += 1;
+        if let Some(s) = part.subscription.take() {
+            s.abort();
+        }
+    }
+
+    /// Steps down from `p` at once (the lease was lost or the fence refused an append).
+    fn step_down(&self, p: u32, why: &str) {
+        let mut parts = self.parts();
+        let part = &mut parts[p as usize];
+        if part.role != Role::Idle {
+            tracing::warn!(partition = p, why, "stepping down as the partition's owner");
+            self.drop_part(part);
+        }
+    }
+
+    async fn lease_loop(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.lease_tick().await {
+                tracing::warn!(error = %e, "cluster lease round failed");
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// One round: renew held leases that are due, announce this node, give up partitions
+    /// above this node's share, take unowned ones up to it.
+    async fn lease_tick(self: &Arc<Self>) -> Result<(), String> {
+        let due: Vec<(u32, u64, u64)> =
+            {
+                let parts = self.parts();
+                (0..self.partitions)
+                    .filter_map(|p| {
+                        let part = &parts[p as usize];
+                        (part.lease_rev != 0 && part.last_renew.elapsed() >= RENEW_EVERY)
+                            .then_some((p, part.lease_rev, part.generation))
+                    })
+                    .collect()
+            };
+        for (p, rev, generation) in due {
+            let renewed = self.leases.renew(p, rev).await;
+            let mut parts = self.parts();
+            let part = &mut parts[p as usize];
+            if part.generation != generation {
+                continue;
+            }
+            match renewed {
+                Ok(rev) => {
+                    part.lease_rev = rev;
+                    part.last_renew = Instant::now();
+                }
+                Err(e) => {
+                    drop(parts);
+                    self.step_down(p, &format!("lease lost: {e}"));
+                }
+            }
+        }
+        self.leases.announce().await?;
+        let live = self.leases.live_nodes().await?;
+        let share = lease::share(self.partitions, live);
+        let held: Vec<u32> = {
+            let parts = self.parts();
+            (0..self.partitions)
+                .filter(|&p| parts[p as usize].lease_rev != 0)
+                .collect()
+        };
+        let mut owned = held.len() as u32;
+        // Above the share: give up the last ones (another node takes them next round).
+        for &p in held.iter().rev() {
+            if owned <= share {
+                break;
+            }
+            let rev = {
+                let mut parts = self.parts();
+                let rev = parts[p as usize].lease_rev;
+                self.drop_part(&mut parts[p as usize]);
+                rev
+            };
+            tracing::info!(
+                partition = p,
+                share,
+                "giving the partition up to spread ownership"
+            );
+            self.leases.release(p, rev).await;
+            owned -= 1;
+        }
+        for p in lease::preference(&self.settings.node, self.partitions) {
+            if owned >= share {
+                break;
+            }
+            if self.parts()[p as usize].lease_rev != 0 {
+                continue;
+            }
+            if let Some(rev) = self.leases.take(p).await? {
+                owned += 1;
+                self.take(p, rev);
+            }
+        }
+        Ok(())
+    }
+
+    /// Partition `p`'s lease was taken at revision `rev`: replay, then serve.
+    fn take(self: &Arc<Self>, p: u32, rev: u64) {
+        let generation = {
+            let mut parts = self.parts();
+            let part = &mut parts[p as usize];
+            part.role = Role::Replaying;
+            part.lease_rev = rev;
+            part.epoch = rev;
+            part.batch = 0;
+            part.last_renew = Instant::now();
+            part.generation += 1;
+            part.generation
+        };
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(partition = p, epoch = rev, "took the partition's lease");
+        self.spawn_replay(p, generation);
+    }
+
+    /// Applies `p`'s stream to the local database from its last applied sequence, then
+    /// serves it (if it is still this node's, in the same generation).
+    fn spawn_replay(self: &Arc<Self>, p: u32, generation: u64) {
+        let me = self.clone();
+        self.rt.spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                if me.parts()[p as usize].generation != generation {
+                    return;
+                }
+                match me.replay(p, generation).await {
+                    Ok(last) => {
+                        me.serve(p, generation, last);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "replay failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(LEASE_TTL / 4);
+                    }
+                }
+            }
+        });
+    }
+
+    async fn replay(&self, p: u32, generation: u64) -> Result<u64, String> {
+        let local = self.local.get().ok_or("the node is not started")?.clone();
+        let subject = events_subject(p);
+        let last = match self
+            .stream
+            .raw_message_builder()
+            .last_by_subject(subject.clone())
+            .send()
+            .await
+        {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => 0,
+            Err(e) => return Err(format!("reading {subject}: {e}")),
+        };
+        let mut at = local.applied(p)?;
+        let from = at;
+        while at < last {
+            if self.parts()[p as usize].generation != generation {
+                return Err("the partition changed hands during its replay".to_owned());
+            }
+            let m = self
+                .stream
+                .raw_message_builder()
+                .sequence(at + 1)
+                .next_by_subject(subject.clone())
+                .send()
+                .await
+                .map_err(|e| format!("reading {subject} after {at}: {e}"))?;
+            let subs = wire::decode_batch(&m.payload)?;
+            let n = subs.len();
+            let mut waiting = Vec::with_capacity(n);
+            for (i, sub) in subs.into_iter().enumerate() {
+                let mark = (i + 1 == n).then_some(m.sequence);
+                waiting.push(local.submit(sub, 0, Some(Replayed { mark })));
+            }
+            for w in waiting {
+                w.await
+                    .map_err(|e| format!("applying {subject} #{}: {e}", m.sequence))?;
+            }
+            at = m.sequence;
+        }
+        if last > from {
+            tracing::info!(
+                partition = p,
+                from,
+                to = last,
+                "partition replayed from the engine"
+            );
+        }
+        Ok(last)
+    }
+
+    fn serve(self: &Arc<Self>, p: u32, generation: u64, last: u64) {
+        let mut parts = self.parts();
+        let part = &mut parts[p as usize];
+        if part.generation != generation {
+            return;
+        }
+        part.role = Role::Serving;
+        part.last_seq = last;
+        if part.subscription.is_none() {
+            let me = self.clone();
+            part.subscription = Some(self.rt.spawn(async move { me.take_forwarded(p).await }));
+        }
+        tracing::info!(partition = p, last_seq = last, "serving the partition");
+    }
+
+    /// Answers submissions forwarded for `p` by other nodes (one queue group: whichever
+    /// subscriber gets one answers it).
+    async fn take_forwarded(self: Arc<Self>, p: u32) {
+        let client = self.engine.client.clone();
+        let mut sub = match client
+            .queue_subscribe(submit_subject(p), "owner".into())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(partition = p, error = %e, "cannot take forwarded submissions");
+                self.step_down(p, "no subscription for forwarded submissions");
+                return;
+            }
+        };
+        while let Some(msg) = sub.next().await {
+            let (me, client) = (self.clone(), client.clone());
+            tokio::spawn(async move {
+                let Some(reply) = msg.reply else { return };
+                let answer = match wire::decode_forward(&msg.payload) {
+                    Err(e) => Err(e),
+                    Ok((sub, _)) if partition_of(sub.tenant_id, me.partitions) != p => {
+                        Err("a submission for another partition".to_owned())
+                    }
+                    Ok(_) if !me.serving(p) => Err("not the partition's owner".to_owned()),
+                    Ok((sub, bytes)) => match me.local.get() {
+                        Some(l) => l.submit(sub, bytes, None).await.map_err(|e| e.to_string()),
+                        None => Err("the node is not started".to_owned()),
+                    },
+                };
+                let _ = client
+                    .publish(reply, wire::encode_answer(&answer).into())
+                    .await;
+            });
+        }
+    }
+
+    /// A submission of any partition: written here when this node serves it, else
+    /// forwarded to its owner. No owner, or no answer in time: the commit failed (503).
+    pub async fn submit(
+        &self,
+        writer: &crate::store::writer::Writer,
+        sub: Submission,
+        body_bytes: usize,
+    ) -> Result<Vec<Outcome>, SubmitError> {
+        let p = partition_of(sub.tenant_id, self.partitions);
+        if self.serving(p) {
+            return writer.submit(sub, body_bytes).await;
+        }
+        let payload = wire::encode_forward(&sub, body_bytes);
+        drop(sub);
+        let asked = self
+            .engine
+            .client
+            .request(submit_subject(p), payload.into());
+        match tokio::time::timeout(FORWARD_TIMEOUT, asked).await {
+            Ok(Ok(msg)) => match wire::decode_answer(&msg.payload) {
+                Ok(Ok(outcomes)) => Ok(outcomes),
+                Ok(Err(e)) | Err(e) => {
+                    crate::warn_throttled!(format!("cluster refused {p}"), partition = p, error = %e, "the partition's owner refused a submission");
+                    Err(SubmitError::CommitFailed)
+                }
+            },
+            Ok(Err(e)) => {
+                crate::warn_throttled!(format!("cluster no owner {p}"), partition = p, error = %e, "no owner took a forwarded submission");
+                Err(SubmitError::CommitFailed)
+            }
+            Err(_) => {
+                crate::warn_throttled!(
+                    format!("cluster no answer {p}"),
+                    partition = p,
+                    "the partition's owner did not answer in time"
+                );
+                Err(SubmitError::CommitFailed)
+            }
+        }
+    }
+
+    /// Appends one batch of `p` with the fence; resends the same message id after a lost
+    /// ack. The sequence it got, or whether the fence refused it.
+    async fn append(
+        js: async_nats::jetstream::Context,
+        p: u32,
+        id: String,
+        expected: u64,
+        payload: bytes::Bytes,
+    ) -> Result<u64, Appending> {
+        let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+            let sent = async {
+                js.publish_with_headers(events_subject(p), headers, payload.clone())
+                    .await?
+                    .await
+            };
+            match tokio::time::timeout_at(deadline, sent).await {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(Appending::Fenced(e.to_string()));
+                }
+                // Never sent: resending would not help.
+                Ok(Err(e)) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(Appending::Unknown(e.to_string()));
+                }
+                Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(partition = p, error = %e, "append not acknowledged; resending");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => return Err(Appending::Unknown(e.to_string())),
+                Err(_) => return Err(Appending::Unknown("no ack in time".to_owned())),
+            }
+        }
+    }
+}
+
+/// One message of a partition's batch: its id and payload.
+type Message = (String, bytes::Bytes);
+
+/// Why an append did not go through.
+enum Appending {
+    /// Another owner appended since (error 10071): step down.
+    Fenced(String),
+    /// No ack: the batch may or may not be in the stream.
+    Unknown(String),
+}
+
+impl Commit for Cluster {
+    fn before_commit(&self, txn: &WriteTransaction, batch: &[Decided<'_>]) -> Result<(), String> {
+        let mut applied: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut groups: BTreeMap<u32, Vec<wire::SubRef<'_>>> = BTreeMap::new();
+        let mut live: Vec<u32> = Vec::new();
+        for d in batch {
+            let p = partition_of(d.sub.tenant_id, self.partitions);
+            if let Some(r) = d.replayed {
+                if let Some(mark) = r.mark {
+                    let e = applied.entry(p).or_default();
+                    *e = (*e).max(mark);
+                }
+                continue;
+            }
+            live.push(p);
+            if let Some(s) = wire::SubRef::stored(d.sub, d.outcomes) {
+                groups.entry(p).or_default().push(s);
+            }
+        }
+        // A message stays under the engine's payload limit: a partition's group may take
+        // several, appended in order, each expecting the one before.
+        let limit = self
+            .engine
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(PAYLOAD_HEADROOM)
+            .max(1);
+        let messages: BTreeMap<u32, Vec<Vec<u8>>> = groups
+            .iter()
+            .map(|(&p, subs)| (p, wire::encode_batches(subs, limit)))
+            .collect();
+        // Every live submission's partition must be served here: its decisions were made on
+        // this node's state of it.
+        let appends: Vec<(u32, Vec<Message>, u64)> = {
+            let mut parts = self.parts();
+            if let Some(p) = live
+                .iter()
+                .find(|&&p| parts[p as usize].role != Role::Serving)
+            {
+                return Err(format!("partition {p} is not served by this node"));
+            }
+            messages
+                .into_iter()
+                .map(|(p, payloads)| {
+                    let part = &mut parts[p as usize];
+                    let msgs = payloads
+                        .into_iter()
+                        .map(|payload| {
+                            part.batch += 1;
+                            let id = format!("{p}-{}-{}", part.epoch, part.batch);
+                            (id, bytes::Bytes::from(payload))
+                        })
+                        .collect();
+                    (p, msgs, part.last_seq)
+                })
+                .collect()
+        };
+        let started = Instant::now();
+        let js = self.engine.js.clone();
+        let handles: Vec<_> = appends
+            .into_iter()
+            .map(|(p, msgs, expected)| {
+                let js = js.clone();
+                let task = async move {
+                    let mut last = expected;
+                    for (id, payload) in msgs {
+                        last = Cluster::append(js.clone(), p, id, last, payload).await?;
+                    }
+                    Ok(last)
+                };
+                (p, self.rt.spawn(task))
+            })
+            .collect();
+        let results: Vec<(u32, Result<u64, Appending>)> = self.rt.block_on(async {
+            let mut out = Vec::new();
+            for (p, h) in handles {
+                let r = h
+                    .await
+                    .unwrap_or_else(|e| Err(Appending::Unknown(e.to_string())));
+                out.push((p, r));
+            }
+            out
+        });
+        self.append_seconds.observe(started.elapsed().as_secs_f64());
+        let mut failed = None;
+        {
+            let mut parts = self.parts();
+            for (p, r) in &results {
+                match r {
+                    Ok(seq) => {
+                        parts[*p as usize].last_seq = *seq;
+                        applied.insert(*p, *seq);
+                    }
+                    Err(Appending::Fenced(e)) | Err(Appending::Unknown(e)) => {
+                        failed.get_or_insert_with(|| format!("partition {p}: {e}"));
+                    }
+                }
+            }
+        }
+        let appended: Vec<u32> = results.iter().map(|(p, _)| *p).collect();
+        if let Some(e) = failed {
+            for (p, r) in results {
+                match r {
+                    Err(Appending::Fenced(why)) => self.step_down(p, &why),
+                    // In the stream, or perhaps: the local database must catch up first.
+                    _ => self.catch_up(p),
+                }
+            }
+            return Err(e);
+        }
+        let mut table = txn.open_table(APPLIED).map_err(|e| e.to_string())?;
+        for (p, seq) in applied {
+            table.insert(p, seq).map_err(|e| e.to_string())?;
+        }
+        *self.in_flight.lock().expect("in flight lock") = appended;
+        Ok(())
+    }
+
+    fn settled(&self, committed: bool) {
+        let appended = std::mem::take(&mut *self.in_flight.lock().expect("in flight lock"));
+        if !committed {
+            for p in appended {
+                self.catch_up(p);
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// `p`'s stream may hold a batch the local database lacks: replay before serving again.
+    fn catch_up(&self, p: u32) {
+        let generation = {
+            let mut parts = self.parts();
+            let part = &mut parts[p as usize];
+            if part.role != Role::Serving {
+                return;
+            }
+            part.role = Role::Replaying;
+            part.generation
+        };
+        if let Some(me) = self.this.get().and_then(std::sync::Weak::upgrade) {
+            me.spawn_replay(p, generation);
+        }
+    }
+}
