@@ -1231,7 +1231,11 @@ function receiptView(r) {
   for (const x of r.rejected || []) {
     row('Rejected', h('code', {}, x.reason), ` ${fmtNum(x.times)} time${x.times === 1 ? '' : 's'}, first ${fmtTime(x.first_ms)}, last ${fmtTime(x.last_ms)}`);
   }
-  if (!r.accepted && !r.duplicate && !(r.rejected || []).length) row('Seen', 'inlet knows nothing of this event id in this app.');
+  if (r.quarantined) {
+    const q = r.quarantined;
+    row('Quarantined', h('code', {}, q.reason), ` since ${fmtTime(q.received_at_ms)} (${q.source}): `, h('a', { href: '#quarantine' }, 'replay it'), ' once fixed');
+  }
+  if (!r.accepted && !r.duplicate && !r.quarantined && !(r.rejected || []).length) row('Seen', 'inlet knows nothing of this event id in this app.');
   return h('table', { class: 'kv', 'data-event-id': r.event_id }, h('tbody', {}, rows));
 }
 

@@ -98,12 +98,14 @@ impl Receipt {
         doc
     }
 
-    /// One word for it: `accepted`, `quarantined`, `rejected` or `unknown`.
+    /// One word for it: `accepted`, `quarantined`, `rejected`, `duplicate` (only duplicate
+    /// answers are known: the original is gone) or `unknown`.
     pub fn status(&self) -> &'static str {
         match (&self.accepted, self.rejected.is_empty()) {
             (Some(_), _) => "accepted",
             (None, _) if self.quarantined.is_some() => "quarantined",
             (None, false) => "rejected",
+            (None, true) if self.duplicate.is_some() => "duplicate",
             (None, true) => "unknown",
         }
     }
