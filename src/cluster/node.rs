@@ -18,7 +18,7 @@ use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream;
 use futures_util::StreamExt;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, WriteTransaction};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Per partition, the last engine sequence applied to this node's database.
-pub const APPLIED: TableDefinition<u32, u64> = TableDefinition::new("cluster_applied");
+pub use crate::store::tables::CLUSTER_APPLIED as APPLIED;
 /// How long a forwarded submission waits for its owner's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the appends of one batch may take, resends after a lost ack included.

@@ -56,6 +56,7 @@ macro_rules! each_table {
         $m!(QUARANTINE_IDS);
         $m!(QUARANTINE_APPS);
         $m!(ALERT_RULES);
+        $m!(CLUSTER_APPLIED);
     };
 }
 

@@ -173,3 +173,7 @@ pub const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quar
 pub const QUARANTINE_IDS: TableDefinition<&[u8], u64> = TableDefinition::new("quarantine_ids");
 /// app_id → next qid u64 BE ++ held u64 BE ++ bytes held u64 BE ++ dropped (ever) u64 BE.
 pub const QUARANTINE_APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("quarantine_apps");
+
+/// Cluster mode: partition → the last engine sequence of its subject applied to this
+/// database (written in the transaction of the batch it records; `cluster::node`).
+pub const CLUSTER_APPLIED: TableDefinition<u32, u64> = TableDefinition::new("cluster_applied");
