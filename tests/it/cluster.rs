@@ -230,15 +230,16 @@ fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() 
         assert!(owner.renew(0, rev).await.is_err());
         assert!(other.renew(0, rev).await.is_err());
 
-        // The owner stops renewing: the other takes the partition within the TTL (plus the
-        // engine's expiry check), with a later revision: a new epoch.
+        // The owner stops renewing: the other takes the partition once the TTL passed (the
+        // engine expires keys on a timer of its own, late on a loaded machine: the bound is
+        // generous), with a later revision: a new epoch.
         let stopped = std::time::Instant::now();
         let taken = loop {
             if let Some(r) = other.take(0).await.unwrap() {
                 break r;
             }
             assert!(
-                stopped.elapsed() < LEASE_TTL + std::time::Duration::from_secs(5),
+                stopped.elapsed() < LEASE_TTL * 3,
                 "the lease outlived its TTL"
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
