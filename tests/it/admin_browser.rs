@@ -102,14 +102,34 @@ async fn find(b: &Browser, css: &str) -> Element {
         .unwrap_or_else(|e| panic!("no {css}: {e}"))
 }
 
+/// Types `text` into the element. A page redraw can replace the element between finding and
+/// typing (stale, or not interactable yet): it is found again until the deadline.
 async fn fill(b: &Browser, css: &str, text: &str) {
-    let el = find(b, css).await;
-    el.clear().await.expect("clear");
-    el.send_keys(text).await.expect("type");
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let el = find(b, css).await;
+        let typed = async {
+            el.clear().await?;
+            el.send_keys(text).await
+        };
+        match typed.await {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() >= end => panic!("typing into {css}: {e}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
 }
 
+/// Clicks the element, found again (as [`fill`] does) when a redraw replaced it.
 async fn click(b: &Browser, css: &str) {
-    find(b, css).await.click().await.expect("click");
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        match find(b, css).await.click().await {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() >= end => panic!("clicking {css}: {e}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// Waits until the element's text contains `text`.
