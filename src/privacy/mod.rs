@@ -581,7 +581,13 @@ fn find_held(db: &Database, targets: &Targets) -> Result<Vec<(u32, Vec<u64>)>> {
         apps.insert(id.value(), app.name);
     }
     let mut out: Vec<(u32, Vec<u64>)> = Vec::new();
-    for row in txn.open_table(QUARANTINE)?.iter()? {
+    let table = match txn.open_table(QUARANTINE) {
+        Ok(t) => t,
+        // A copy a restore kept may come from a database without a quarantine.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for row in table.iter()? {
         let (k, v) = row?;
         let k = k.value();
         let (Some(app_id), Some(qid)) = (
