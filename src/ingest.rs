@@ -684,8 +684,6 @@ async fn submit_prepared<D: Ingest>(
     };
     if !dry {
         count_outcomes(ctx, &key.app, source, &outcomes);
-    }
-    if !dry {
         quarantine::keep_batch::<D>(ctx, key, received_at_ms, body, &slots, &outcomes);
     }
     let mut refused = Vec::new();

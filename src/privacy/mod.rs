@@ -506,13 +506,10 @@ struct Victim {
 /// Scans the log from seq `from` for events carrying an erased identifier.
 fn find_chunk(db: &Database, targets: &Targets, from: u64) -> Result<(Vec<Victim>, Option<u64>)> {
     let txn = db.begin_read()?;
-    let mut app_ids = HashMap::new();
-    for row in txn.open_table(APPS)?.iter()? {
-        let (id, bytes) = row?;
-        let app: crate::store::codec::App =
-            crate::store::codec::decode_config("app", bytes.value())?;
-        app_ids.insert(app.name, id.value());
-    }
+    let app_ids: HashMap<String, u32> = app_names(&txn)?
+        .into_iter()
+        .map(|(id, name)| (name, id))
+        .collect();
     let mut victims = Vec::new();
     for (scanned, row) in txn.open_table(EVENTS)?.range(from..)?.enumerate() {
         let (seq, bytes) = row?;
@@ -573,13 +570,7 @@ fn delete(txn: &WriteTransaction, victims: &[Victim]) -> Result<u64> {
 fn find_held(db: &Database, targets: &Targets) -> Result<Vec<(u32, Vec<u64>)>> {
     use crate::store::tables::QUARANTINE;
     let txn = db.begin_read()?;
-    let mut apps = HashMap::new();
-    for row in txn.open_table(APPS)?.iter()? {
-        let (id, bytes) = row?;
-        let app: crate::store::codec::App =
-            crate::store::codec::decode_config("app", bytes.value())?;
-        apps.insert(id.value(), app.name);
-    }
+    let apps = app_names(&txn)?;
     let mut out: Vec<(u32, Vec<u64>)> = Vec::new();
     let table = match txn.open_table(QUARANTINE) {
         Ok(t) => t,
@@ -661,6 +652,18 @@ fn item_values(raw: &[u8]) -> Vec<String> {
     out
 }
 
+/// Every app's name by its id.
+fn app_names(txn: &redb::ReadTransaction) -> Result<HashMap<u32, String>> {
+    let mut apps = HashMap::new();
+    for row in txn.open_table(APPS)?.iter()? {
+        let (id, bytes) = row?;
+        let app: crate::store::codec::App =
+            crate::store::codec::decode_config("app", bytes.value())?;
+        apps.insert(id.value(), app.name);
+    }
+    Ok(apps)
+}
+
 enum Device {
     Order,
     Skan,
@@ -670,13 +673,7 @@ enum Device {
 /// ending in `name=value`.
 fn find_devices(db: &Database, targets: &Targets) -> Result<Vec<(Device, Vec<u8>)>> {
     let txn = db.begin_read()?;
-    let mut apps = HashMap::new();
-    for row in txn.open_table(APPS)?.iter()? {
-        let (id, bytes) = row?;
-        let app: crate::store::codec::App =
-            crate::store::codec::decode_config("app", bytes.value())?;
-        apps.insert(id.value(), app.name);
-    }
+    let apps = app_names(&txn)?;
     let erased = |key: &[u8], device: &[u8]| -> bool {
         let Some(app) = key
             .get(..4)

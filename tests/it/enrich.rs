@@ -204,21 +204,7 @@ fn server(dbs: &Path, extra: &[&str]) -> (Inlet, String, String) {
     let mut args = vec!["--enrich-geo-db", &geo, "--enrich-user-agent"];
     args.extend_from_slice(extra);
     let inlet = Inlet::start_with(&args);
-    inlet.cli_ok(&[
-        "apps",
-        "configure",
-        "default",
-        "--appsflyer-bundle-id",
-        "web.bundle",
-        "--adjust-app-token",
-        "4w565xzmb54d",
-    ]);
-    inlet.cli_ok(&["apps", "adjust-event", "default", "f0ob4r", "purchase"]);
-    let key = inlet.mint("default");
-    let secret = inlet
-        .cli_ok(&["secrets", "mint", "--app", "default", "--label", "web"])
-        .trim()
-        .to_owned();
+    let (key, secret) = inlet.every_dialect();
     (inlet, key, secret)
 }
 

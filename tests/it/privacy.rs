@@ -63,21 +63,7 @@ fn datafly(c: &mut Client, secret: &str, body: Value) -> Resp {
 /// A server whose app `default` takes all five dialects; returns it, a key and a secret.
 fn server() -> (Inlet, String, String) {
     let inlet = Inlet::start();
-    inlet.cli_ok(&[
-        "apps",
-        "configure",
-        "default",
-        "--appsflyer-bundle-id",
-        "web.bundle",
-        "--adjust-app-token",
-        "4w565xzmb54d",
-    ]);
-    inlet.cli_ok(&["apps", "adjust-event", "default", "f0ob4r", "purchase"]);
-    let key = inlet.mint("default");
-    let secret = inlet
-        .cli_ok(&["secrets", "mint", "--app", "default", "--label", "web"])
-        .trim()
-        .to_owned();
+    let (key, secret) = inlet.every_dialect();
     (inlet, key, secret)
 }
 

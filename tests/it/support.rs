@@ -127,6 +127,28 @@ impl Inlet {
             .to_owned()
     }
 
+    /// Sets app `default` up for every dialect (AppsFlyer bundle `web.bundle`, Adjust app
+    /// token `4w565xzmb54d` with event token `f0ob4r` → `purchase`); returns a key and a
+    /// Datafly signing secret of it.
+    pub fn every_dialect(&self) -> (String, String) {
+        self.cli_ok(&[
+            "apps",
+            "configure",
+            "default",
+            "--appsflyer-bundle-id",
+            "web.bundle",
+            "--adjust-app-token",
+            "4w565xzmb54d",
+        ]);
+        self.cli_ok(&["apps", "adjust-event", "default", "f0ob4r", "purchase"]);
+        let key = self.mint("default");
+        let secret = self
+            .cli_ok(&["secrets", "mint", "--app", "default", "--label", "web"])
+            .trim()
+            .to_owned();
+        (key, secret)
+    }
+
     /// Every exported event as JSON.
     pub fn export(&self) -> Vec<serde_json::Value> {
         parse_ndjson(&self.cli_ok(&["export"]))
