@@ -157,6 +157,13 @@ impl From<&Erasure> for Listed {
 /// An identifier no stored event carries is still recorded (and suppressed, if asked).
 pub fn erase(identity: &Identity, via: Via, req: Request) -> Result<Receipt> {
     let store = identity.store();
+    if in_cluster(store)? {
+        return Err(Error::Refused(
+            "erasure is not built for cluster mode yet: this node's events also live in the \
+             engine's stream, which an erasure here would not reach (docs/cluster.md)"
+                .into(),
+        ));
+    }
     if !store.apps()?.iter().any(|a| a.name == req.app) {
         return Err(Error::NotFound(format!("no app {:?}", req.app)));
     }
@@ -650,6 +657,16 @@ fn item_values(raw: &[u8]) -> Vec<String> {
         .collect();
     out.extend(cased);
     out
+}
+
+/// Whether this database is a cluster node's (it applied batches of the engine's stream).
+fn in_cluster(store: &Store) -> Result<bool> {
+    let txn = store.db()?.begin_read()?;
+    match txn.open_table(CLUSTER_APPLIED) {
+        Ok(t) => Ok(t.first()?.is_some()),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Every app's name by its id.

@@ -974,3 +974,32 @@ fn an_erasure_reaches_the_quarantine() {
         );
     }
 }
+
+/// On a cluster node's database the events also live in the engine's stream, which an
+/// erasure does not reach yet: it is refused with its reason rather than half done.
+#[test]
+fn an_erasure_on_a_cluster_nodes_database_is_refused() {
+    let (mut inlet, key, _secret) = server();
+    let mut e = event("ev-cluster-node");
+    e["user_id"] = json!("cluster-subject");
+    assert_eq!(inlet.client().post_json("/s2s/event", &key, &e).status, 200);
+    inlet.signal_and_wait("TERM");
+    {
+        let store = inlet::store::Store::open(inlet.data()).unwrap();
+        let db = store.db().unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(inlet::store::tables::CLUSTER_APPLIED)
+            .unwrap()
+            .insert(0u32, 1u64)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let out = cli(
+        inlet.data(),
+        &["erase", "--app", "default", "--id=user_id=cluster-subject"],
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not built for cluster mode"), "{said}");
+    assert!(files_contain(inlet.data(), b"cluster-subject").is_some());
+}
