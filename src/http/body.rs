@@ -123,9 +123,13 @@ pub async fn read(
         // Unknown length, or unknown until inflated: the most it may grow to.
         _ => limit,
     };
+    // Set once the request is refused for want of room: then a client too slow to finish
+    // sending the drained body still hears 503 and when to retry, not 408.
+    let refused = std::sync::atomic::AtomicBool::new(false);
     let read = async {
         let mut body = req.into_body();
         let Some(reservation) = budget.reserve(reserve).await else {
+            refused.store(true, std::sync::atomic::Ordering::Relaxed);
             drain(&mut body, limit as u64 + DRAIN_MAX).await;
             return Err(Reason::Overloaded);
         };
@@ -176,9 +180,11 @@ pub async fn read(
             _reservation: Some(reservation),
         }))
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or(Err(Reason::RequestTimeout))
+    match tokio::time::timeout(timeout, read).await {
+        Ok(answer) => answer,
+        Err(_) if refused.load(std::sync::atomic::Ordering::Relaxed) => Err(Reason::Overloaded),
+        Err(_) => Err(Reason::RequestTimeout),
+    }
 }
 
 /// Reads and throws away up to `max` bytes of a body the answer does not depend on.
