@@ -36,6 +36,8 @@ pub struct Server {
     serving: Serving,
 
     socket: PathBuf,
+    /// What systemd is told once [`Server::run_until_signal`] can take a SIGTERM.
+    ready: String,
 }
 
 /// Opens the store in `config.data_dir` and serves it until [`Server::stop`].
@@ -156,7 +158,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
             tokio::try_join!(main, admin).map(|_| ())
         })
     };
-    crate::notify::notify(&format!("READY=1\nSTATUS=listening on {scheme}://{addr}"));
     Ok(Server {
         state,
         addr,
@@ -164,6 +165,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         stop,
         serving: Serving::Inline(serving),
         socket,
+        ready: format!("READY=1\nSTATUS=listening on {scheme}://{addr}"),
     })
 }
 
@@ -194,8 +196,14 @@ impl Server {
 
     /// Serves until SIGTERM or Ctrl-C (or until a listener fails), then stops.
     pub async fn run_until_signal(mut self) -> anyhow::Result<Arc<State>> {
+        // The handlers exist before systemd hears READY: a SIGTERM sent right after it must
+        // stop the server cleanly, not kill it with the signal's default action.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        crate::notify::notify(&self.ready);
         let failed = tokio::select! {
-            _ = shutdown_signal() => None,
+            _ = term.recv() => None,
+            _ = int.recv() => None,
             r = self.serving.wait() => Some(r),
         };
         match failed {
@@ -541,13 +549,5 @@ async fn enrich_task(enrich: crate::enrich::Enrich) {
         tick.tick().await;
         let e = enrich.clone();
         let _ = tokio::task::spawn_blocking(move || e.geo().map(|g| g.reload(false))).await;
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
