@@ -176,7 +176,7 @@ fn cluster_settings_are_checked_and_shown() {
 
 // ---- Leases (M1) ----------------------------------------------------------------------------
 
-fn settings(engine: &Engine, node: &str, partitions: u32) -> inlet::cluster::Settings {
+pub(crate) fn settings(engine: &Engine, node: &str, partitions: u32) -> inlet::cluster::Settings {
     inlet::cluster::Settings::resolve(
         Some(&engine.urls()),
         Some(&engine.monitors()),
@@ -188,7 +188,7 @@ fn settings(engine: &Engine, node: &str, partitions: u32) -> inlet::cluster::Set
     .unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -265,22 +265,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-const PARTITIONS: u32 = 4;
-const TENANTS: [&str; 4] = ["t1", "t2", "t3", "t4"];
+pub(crate) const PARTITIONS: u32 = 4;
+pub(crate) const TENANTS: [&str; 4] = ["t1", "t2", "t3", "t4"];
 /// The monthly quota of tenant t4.
-const QUOTA: u64 = 200;
+pub(crate) const QUOTA: u64 = 200;
 
 /// One `inlet serve` of the cluster, on its own data dir.
-struct Node {
-    name: String,
-    data: PathBuf,
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) data: PathBuf,
     child: Option<Child>,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) log: Arc<Mutex<String>>,
 }
 
 impl Node {
-    fn start(name: &str, data: &Path, engine: &Engine) -> Node {
+    pub(crate) fn start(name: &str, data: &Path, engine: &Engine) -> Node {
         let mut child = Command::new(bin())
             .arg("--data")
             .arg(data)
@@ -329,11 +329,11 @@ impl Node {
         }
     }
 
-    fn pid(&self) -> String {
+    pub(crate) fn pid(&self) -> String {
         self.child.as_ref().unwrap().id().to_string()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid()])
             .status()
@@ -342,14 +342,14 @@ impl Node {
     }
 
     /// SIGTERM, and waits for the exit.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         self.signal("TERM");
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -357,7 +357,7 @@ impl Node {
     }
 
     /// The partitions this node says it serves (`None`: it does not answer).
-    fn owned(&self) -> Option<Vec<u32>> {
+    pub(crate) fn owned(&self) -> Option<Vec<u32>> {
         let mut c = crate::support::Client::new(self.addr);
         let r = c.get("/readyz").ok()?;
         let text = r.text();
@@ -369,11 +369,11 @@ impl Node {
         )
     }
 
-    fn cli_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn cli_ok(&self, args: &[&str]) -> String {
         crate::support::cli_ok(&self.data, args)
     }
 
-    fn used(&self) -> HashMap<String, u64> {
+    pub(crate) fn used(&self) -> HashMap<String, u64> {
         parse_ndjson(&self.cli_ok(&["tenants", "list", "--json"]))
             .into_iter()
             .map(|t| {
@@ -397,15 +397,15 @@ impl Drop for Node {
 
 /// Three nodes on copies of one data dir (tenants t1..t4, one app and key each: the admin
 /// data is not shared through the engine yet), once every partition is served.
-struct Cluster {
-    _dirs: tempfile::TempDir,
-    nodes: Vec<Node>,
+pub(crate) struct Cluster {
+    pub(crate) _dirs: tempfile::TempDir,
+    pub(crate) nodes: Vec<Node>,
     /// Per tenant: its app's key.
-    keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
 }
 
 impl Cluster {
-    fn start(engine: &Engine) -> Cluster {
+    pub(crate) fn start(engine: &Engine) -> Cluster {
         let dirs = tempfile::tempdir().unwrap();
         let template = dirs.path().join("template");
         crate::support::cli_ok(&template, &["init"]);
@@ -443,7 +443,7 @@ impl Cluster {
     }
 
     /// Waits until the nodes `live` serve every partition between them, each once.
-    fn wait_all_served(&self, live: &[usize]) {
+    pub(crate) fn wait_all_served(&self, live: &[usize]) {
         wait_for("every partition served by one node", || {
             let mut all = Vec::new();
             for &i in live {
@@ -457,7 +457,7 @@ impl Cluster {
         });
     }
 
-    fn owner_of(&self, live: &[usize], p: u32) -> usize {
+    pub(crate) fn owner_of(&self, live: &[usize], p: u32) -> usize {
         *live
             .iter()
             .find(|&&i| self.nodes[i].owned().is_some_and(|o| o.contains(&p)))
@@ -467,7 +467,7 @@ impl Cluster {
 
 /// Posts a bulk batch of tenant `t` to node `via`: `None` when the node did not answer or
 /// answered 503 (retry elsewhere); else each id's outcome.
-fn post(addr: SocketAddr, key: &str, ids: &[String]) -> Option<Vec<(String, String)>> {
+pub(crate) fn post(addr: SocketAddr, key: &str, ids: &[String]) -> Option<Vec<(String, String)>> {
     let events: Vec<Value> = ids.iter().map(|id| event(id)).collect();
     let mut c = crate::support::Client::new(addr);
     let auth = format!("Bearer {key}");
@@ -515,7 +515,7 @@ fn post(addr: SocketAddr, key: &str, ids: &[String]) -> Option<Vec<(String, Stri
 }
 
 /// Every stored event in the engine's stream: (tenant, event id) → times stored.
-fn stream_events(engine: &Engine) -> HashMap<(String, String), usize> {
+pub(crate) fn stream_events(engine: &Engine) -> HashMap<(String, String), usize> {
     runtime().block_on(async {
         let s = settings(engine, "reader", PARTITIONS);
         let e = inlet::cluster::engine::connect(&s).await.unwrap();
@@ -550,7 +550,7 @@ fn stream_events(engine: &Engine) -> HashMap<(String, String), usize> {
 }
 
 /// Sends `ids` of tenant `t` until some node answers 200, trying the nodes `via` in turn.
-fn send_until_answered(
+pub(crate) fn send_until_answered(
     nodes: &[(SocketAddr, String)],
     start: usize,
     ids: &[String],
@@ -760,7 +760,7 @@ fn a_killed_owner_loses_and_doubles_nothing_and_a_zombie_is_fenced() {
 }
 
 /// The partition holding tenant `tenant`'s batches in the stream.
-fn tenant_partition(engine: &Engine, tenant: &str) -> u32 {
+pub(crate) fn tenant_partition(engine: &Engine, tenant: &str) -> u32 {
     runtime().block_on(async {
         let s = settings(engine, "reader", PARTITIONS);
         let e = inlet::cluster::engine::connect(&s).await.unwrap();

@@ -4,6 +4,7 @@
 //! cluster the routes to the others.
 
 use crate::support::{DEADLINE, wait_for};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The engine binary.
-fn nats_server() -> String {
+pub fn nats_server() -> String {
     let bin = std::env::var("INLET_NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
     let found = Command::new(&bin)
         .arg("--version")
@@ -26,7 +27,7 @@ fn nats_server() -> String {
 }
 
 /// A free loopback port (bound, then let go for the engine to take).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -38,6 +39,8 @@ fn free_port() -> u16 {
 pub struct Node {
     pub client_port: u16,
     pub monitor_port: u16,
+    /// Its `server_name` (`e1`, `e2`, `e3`).
+    pub name: String,
     config: PathBuf,
     child: Option<Child>,
 }
@@ -61,14 +64,45 @@ impl Node {
             .expect("nats-server starts");
         self.child = Some(child);
     }
-}
 
-impl Drop for Node {
-    fn drop(&mut self) {
+    /// SIGKILL, and waits for the exit; the store dir stays for [`Node::restart`].
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts a killed node again on its config and store dir.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        self.start();
+    }
+
+    /// Sends `sig` (`STOP`, `CONT`, ...) to the running node.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("a running node").id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped node is woken first, so that the kill is not held up.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
     }
 }
 
@@ -123,6 +157,7 @@ impl Engine {
             let mut node = Node {
                 client_port: *client,
                 monitor_port: *monitor,
+                name: name.clone(),
                 config,
                 child: None,
             };
@@ -151,11 +186,86 @@ impl Engine {
         urls.join(",")
     }
 
+    /// Each replicated stream as the node `from` sees it: name → (leader, the other
+    /// replicas with whether each is current). A follower sees the leader as current and
+    /// the other follower as not; the leader sees both followers as they are.
+    pub fn streams_seen(&self, from: usize) -> Option<HashMap<String, StreamSeen>> {
+        let jsz = get_json(
+            self.nodes[from].monitor_port,
+            "/jsz?accounts=true&streams=true",
+        )?;
+        let mut out = HashMap::new();
+        for a in jsz["account_details"].as_array()? {
+            for s in a["stream_detail"].as_array().into_iter().flatten() {
+                let cluster = &s["cluster"];
+                let replicas = cluster["replicas"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        (
+                            r["name"].as_str().unwrap_or_default().to_owned(),
+                            r["current"].as_bool().unwrap_or(false),
+                        )
+                    })
+                    .collect();
+                out.insert(
+                    s["name"].as_str().unwrap_or_default().to_owned(),
+                    StreamSeen {
+                        leader: cluster["leader"].as_str().unwrap_or_default().to_owned(),
+                        replicas,
+                    },
+                );
+            }
+        }
+        Some(out)
+    }
+
+    /// The index of `stream`'s leader, asked of the running nodes other than `except`
+    /// (`None` while none names one).
+    pub fn stream_leader(&self, stream: &str, except: Option<usize>) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| Some(i) != except && self.nodes[i].running())
+            .filter_map(|i| self.streams_seen(i)?.remove(stream))
+            .find(|s| !s.leader.is_empty())
+            .and_then(|s| self.nodes.iter().position(|n| n.name == s.leader))
+    }
+
+    /// Waits until every node runs and, for every replicated stream, all agree on its leader
+    /// and the leader sees the other replicas current: the engine can lose any one node again.
+    pub fn wait_streams_healthy(&self) {
+        wait_for("every stream's replicas current", || {
+            let Some(seen) = (0..self.nodes.len())
+                .map(|i| self.streams_seen(i))
+                .collect::<Option<Vec<_>>>()
+            else {
+                return false;
+            };
+            seen[0].iter().all(|(name, first)| {
+                let Some(leader) = self.nodes.iter().position(|n| n.name == first.leader) else {
+                    return false;
+                };
+                seen.iter().all(|s| s.get(name).is_some_and(|s| s.leader == first.leader))
+                    && seen[leader].get(name).is_some_and(|s| {
+                        s.replicas.len() + 1 == self.nodes.len()
+                            && s.replicas.iter().all(|(_, current)| *current)
+                    })
+            })
+        });
+    }
+
     /// The monitoring URLs, comma-separated.
     pub fn monitors(&self) -> String {
         let urls: Vec<String> = self.nodes.iter().map(Node::monitor).collect();
         urls.join(",")
     }
+}
+
+/// A replicated stream as one engine node sees it.
+#[derive(Debug)]
+pub struct StreamSeen {
+    pub leader: String,
+    pub replicas: Vec<(String, bool)>,
 }
 
 fn n_leader(jsz: &Option<serde_json::Value>) -> Option<String> {
@@ -167,12 +277,17 @@ fn n_leader(jsz: &Option<serde_json::Value>) -> Option<String> {
 
 /// A monitoring endpoint's JSON, or `None` while the node does not answer.
 pub fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    get_json_at("127.0.0.1", port, path)
+}
+
+/// [`get_json`] of a monitoring endpoint on another loopback address (`127.0.0.2`).
+pub fn get_json_at(host: &str, port: u16, path: &str) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect((host, port)).ok()?;
     s.set_read_timeout(Some(DEADLINE.min(Duration::from_secs(5))))
         .ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();

@@ -15,6 +15,8 @@ mod backup_schedule;
 mod bench;
 mod cli;
 mod cluster;
+mod cluster_campaign;
+mod cluster_packaging;
 mod crash;
 mod datafly;
 mod diskfull;
