@@ -2,7 +2,7 @@
 # Cluster mode on one machine: three inlet nodes against one, on the same 3-node NATS
 # JetStream engine (sync_interval: always), same run; then failover time.
 #
-#   bench/cluster.sh [-r ROUNDS] [-s SECONDS] [-f FAILOVERS]
+#   bench/cluster.sh [-r ROUNDS] [-s SECONDS] [-f FAILOVERS]     (-s 0: failover only)
 #
 # Each round, for each shape (bulk: 100 events per request, 8 connections per load; single:
 # 1 event, 32 connections per load) and each topology (`one`: one inlet node; `three`: three
@@ -75,7 +75,7 @@ EOF
 
 # The template: tenants t1..t3 with an app and a key each.
 template=$work/template
-"$inlet" init --data "$template" > /dev/null
+"$inlet" init --data "$template" > /dev/null 2>&1
 keys=()
 for t in t1 t2 t3; do
   "$inlet" tenants add "$t" --data "$template" > /dev/null
@@ -137,6 +137,7 @@ run_loads() { # SHAPE...: three loads at once, one per tenant, to addrs round ro
 }
 
 declare -A sum
+[ "$secs" = 0 ] && rounds=0 # -s 0: failover only
 for r in $(seq "$rounds"); do
   for shape in "--bulk 100 --conns 8" "--bulk 1 --conns 32"; do
     for topo in one three; do
@@ -154,6 +155,7 @@ for r in $(seq "$rounds"); do
   done
 done
 for shape in "--bulk 100 --conns 8" "--bulk 1 --conns 32"; do
+  [ "$rounds" -gt 0 ] || break
   one=${sum["$shape/one"]} three=${sum["$shape/three"]}
   printf '%-22s one node %8d events/s  three nodes %8d events/s  ratio %.2f\n' \
     "$shape" $((one / rounds)) $((three / rounds)) "$(echo "$three / $one" | bc -l)"
@@ -176,7 +178,11 @@ t1_used() { # NODE: t1's counter on node NODE (0..2)
 }
 times=()
 for f in $(seq "$failovers"); do
-  [ "$(send_one "${addrs[0]}")" = 200 ] || { echo "t1 not served before the kill" >&2; exit 1; }
+  deadline=$((SECONDS + 60))
+  until [ "$(send_one "${addrs[0]}")" = 200 ]; do
+    [ $SECONDS -lt $deadline ] || { echo "t1 not served before the kill" >&2; exit 1; }
+    sleep 0.1
+  done
   # The owner: the node whose t1 counter moves when t1 sends through another node.
   owner=
   for i in 0 1 2; do

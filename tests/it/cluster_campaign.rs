@@ -137,7 +137,13 @@ impl World {
         cli(&["init"]);
         let mut names: Vec<(String, Option<u64>)> = Vec::new();
         let add = |name: &str, quota: u64| {
-            cli(&["tenants", "add", name, "--monthly-quota", &quota.to_string()]);
+            cli(&[
+                "tenants",
+                "add",
+                name,
+                "--monthly-quota",
+                &quota.to_string(),
+            ]);
             let app = format!("app-{name}");
             cli(&["apps", "add", &app, "--tenant", name]);
             cli(&["keys", "mint", "--app", &app, "--label", "c"])
@@ -358,7 +364,11 @@ fn probe(addrs: &[SocketAddr], tenant: &Tenant, prefix: &str, requests: &AtomicU
         if let Some(r) = post(addrs[n % addrs.len()], &tenant.key, &ids) {
             return (tenant.name.clone(), r);
         }
-        assert!(Instant::now() < end, "partition {} never came back", tenant.partition);
+        assert!(
+            Instant::now() < end,
+            "partition {} never came back",
+            tenant.partition
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -541,7 +551,12 @@ fn quota_floods_across_owner_kills_store_exactly_the_cap() {
     let mut rng = Rng::new(seed);
     let mut world = World::start(rounds as usize, cap);
     for round in 0..rounds {
-        let tenant = world.tenants.iter().find(|t| t.name == format!("q{round}")).cloned().unwrap();
+        let tenant = world
+            .tenants
+            .iter()
+            .find(|t| t.name == format!("q{round}"))
+            .cloned()
+            .unwrap();
         let p = tenant.partition;
         let owner = world.cluster.owner_of(&[0, 1, 2], p);
         let addrs = world.addrs();
@@ -575,7 +590,12 @@ fn quota_floods_across_owner_kills_store_exactly_the_cap() {
         world.failovers += 1;
         let others: Vec<SocketAddr> = (0..3).filter(|&n| n != owner).map(|n| addrs[n]).collect();
         let probe_tenant = world.probe_tenant(p);
-        let probed = probe(&others, &probe_tenant, &format!("qp{round}"), &world.requests);
+        let probed = probe(
+            &others,
+            &probe_tenant,
+            &format!("qp{round}"),
+            &world.requests,
+        );
         world.failover_times.push(killed.elapsed());
         let mut answers: Vec<Answer> = flood
             .into_iter()
@@ -641,7 +661,9 @@ fn the_same_batches_to_all_nodes_across_owner_kills_are_stored_once() {
             .into_iter()
             .map(|t| {
                 let size = 1 + rng.below(30);
-                let ids = (0..size).map(|i| format!("s{round}-{}-{i}", t.name)).collect();
+                let ids = (0..size)
+                    .map(|i| format!("s{round}-{}-{i}", t.name))
+                    .collect();
                 (t, ids)
             })
             .collect();

@@ -245,7 +245,8 @@ impl Engine {
                 let Some(leader) = self.nodes.iter().position(|n| n.name == first.leader) else {
                     return false;
                 };
-                seen.iter().all(|s| s.get(name).is_some_and(|s| s.leader == first.leader))
+                seen.iter()
+                    .all(|s| s.get(name).is_some_and(|s| s.leader == first.leader))
                     && seen[leader].get(name).is_some_and(|s| {
                         s.replicas.len() + 1 == self.nodes.len()
                             && s.replicas.iter().all(|(_, current)| *current)
@@ -296,6 +297,24 @@ pub fn get_json_at(host: &str, port: u16, path: &str) -> Option<serde_json::Valu
     if !head.starts_with("HTTP/1.1 200") {
         return None;
     }
-    // The monitor answers with a Content-Length body, not chunks.
-    serde_json::from_str(body).ok()
+    // Small answers come with a Content-Length, larger ones (`/varz`, `/jsz` with details)
+    // in chunks.
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return serde_json::from_str(body).ok();
+    }
+    let mut rest = body;
+    let mut joined = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            break;
+        }
+        joined.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
+    serde_json::from_str(&joined).ok()
 }
