@@ -59,19 +59,32 @@ struct StreamLog {
 }
 
 impl StreamLog {
-    /// Reads the batches appended since the last call; panics on an event stored twice.
+    /// Reads the batches appended since the last call; panics on an event stored twice. The
+    /// engine may still be settling after a fault (a stream leader stepping down after
+    /// SIGCONT answers "temporarily unavailable"): a failed read is tried again for a while.
     fn catch_up(&mut self, engine: &Engine) {
         let (next, stored) = (&mut self.next, &mut self.stored);
         runtime().block_on(async {
+            let end = Instant::now() + DEADLINE * 2;
+            let retry = |what: String| {
+                assert!(Instant::now() < end, "reading the stream: {what}");
+                tokio::time::sleep(Duration::from_millis(200))
+            };
             let s = settings(engine, "reader", PARTITIONS);
             let e = inlet::cluster::engine::connect(&s).await.unwrap();
-            let mut stream =
-                e.js.get_stream(inlet::cluster::engine::STREAM)
-                    .await
-                    .unwrap();
-            let last = stream.info().await.unwrap().state.last_sequence;
+            let (stream, last) = loop {
+                match e.js.get_stream(inlet::cluster::engine::STREAM).await {
+                    Ok(mut stream) => match stream.info().await {
+                        Ok(info) => {
+                            let last = info.state.last_sequence;
+                            break (stream, last);
+                        }
+                        Err(err) => retry(err.to_string()).await,
+                    },
+                    Err(err) => retry(err.to_string()).await,
+                }
+            };
             *next = (*next).max(1);
-            let mut failures = 0;
             while *next <= last {
                 let m = match stream
                     .raw_message_builder()
@@ -82,9 +95,7 @@ impl StreamLog {
                 {
                     Ok(m) => m,
                     Err(err) => {
-                        failures += 1;
-                        assert!(failures < 50, "reading seq {next} of {last}: {err}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        retry(format!("seq {next} of {last}: {err}")).await;
                         continue;
                     }
                 };
