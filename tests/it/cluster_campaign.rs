@@ -640,9 +640,10 @@ fn quota_floods_across_owner_kills_store_exactly_the_cap() {
 }
 
 /// The same batches to all three nodes, concurrently and then one after another, while a
-/// partition's owner has just been killed (and is started again under its name): every
-/// batch's ids are stored once, accepted at most once in all, and answered duplicate
-/// everywhere afterwards.
+/// partition's owner has just been killed (it is started again under its name at the end of
+/// the round): every batch's ids are stored once, accepted at most once in all, and answered
+/// duplicate everywhere afterwards, the last round's batches too (sent again on every round,
+/// after the partitions changed hands).
 #[test]
 fn the_same_batches_to_all_nodes_across_owner_kills_are_stored_once() {
     let rounds = rounds(2);
@@ -650,23 +651,24 @@ fn the_same_batches_to_all_nodes_across_owner_kills_are_stored_once() {
     eprintln!("cluster campaign same-batches: {rounds} rounds, INLET_CLUSTER_SEED={seed}");
     let mut rng = Rng::new(seed);
     let mut world = World::start(0, 0);
+    let mut last_round: Vec<(Tenant, Vec<String>)> = Vec::new();
     for round in 0..rounds {
         let p = rng.below(u64::from(PARTITIONS)) as u32;
         let owner = world.cluster.owner_of(&[0, 1, 2], p);
-        let before = world.addrs();
+        let addrs = world.addrs();
         world.cluster.nodes[owner].kill();
         let killed = Instant::now();
         world.failovers += 1;
-        let others: Vec<SocketAddr> = (0..3).filter(|&n| n != owner).map(|n| before[n]).collect();
+        let live: Vec<SocketAddr> = (0..3).filter(|&n| n != owner).map(|n| addrs[n]).collect();
         let probe_tenant = world.probe_tenant(p);
         let requests = world.requests.clone();
+        let others = live.clone();
         let prober = std::thread::spawn(move || {
             let r = probe(&others, &probe_tenant, &format!("sp{round}"), &requests);
             (r, killed.elapsed())
         });
-        world.restart_node(owner);
-        let addrs = world.addrs();
-        // Concurrently: each tenant's batch to all three nodes at once.
+        // Concurrently: each tenant's batch to all three nodes at once (the killed one's
+        // sender goes on to the next), and the last round's batches again.
         let batches: Vec<(Tenant, Vec<String>)> = world
             .uncapped()
             .into_iter()
@@ -679,7 +681,7 @@ fn the_same_batches_to_all_nodes_across_owner_kills_are_stored_once() {
             })
             .collect();
         let mut threads = Vec::new();
-        for (t, ids) in &batches {
+        for (t, ids) in batches.iter().chain(&last_round) {
             for n in 0..3 {
                 let (addrs, t, ids) = (addrs.clone(), t.clone(), ids.clone());
                 let requests = world.requests.clone();
@@ -693,9 +695,13 @@ fn the_same_batches_to_all_nodes_across_owner_kills_are_stored_once() {
             .into_iter()
             .map(|h| h.join().expect("a sender"))
             .collect();
-        // One after another, through each node (a 503 is retried on that node): duplicates.
-        for (t, ids) in &batches {
-            for addr in &addrs {
+        for (t, r) in &answers[batches.len() * 3..] {
+            assert!(r.iter().all(|(_, s)| s == "duplicate"), "{t}: {r:?}");
+        }
+        // One after another, through each live node (a 503 is retried on that node): all
+        // duplicates.
+        for (t, ids) in batches.iter().chain(&last_round) {
+            for addr in &live {
                 let r = send_retrying(&[*addr], 0, &t.key, ids, &world.requests);
                 assert!(r.iter().all(|(_, s)| s == "duplicate"), "{}: {r:?}", t.name);
                 answers.push((t.name.clone(), r));
@@ -704,6 +710,9 @@ fn the_same_batches_to_all_nodes_across_owner_kills_are_stored_once() {
         let (probed, took) = prober.join().expect("the prober");
         answers.push(probed);
         world.failover_times.push(took);
+        // The killed node comes back under its name on its data dir; it takes its share of
+        // the partitions again while the next round runs.
+        world.restart_node(owner);
         world.check(&answers);
         // Every id of every batch is stored (each was answered; a 503 may have hidden the
         // one "accepted" behind "duplicate" answers, never made two).
@@ -719,6 +728,7 @@ fn the_same_batches_to_all_nodes_across_owner_kills_are_stored_once() {
             world.cluster.nodes[owner].name,
             world.started.elapsed()
         );
+        last_round = batches;
     }
     world.report("same-batches", seed);
 }
