@@ -523,7 +523,8 @@ fn engine_leader_and_follower_kills_and_stops_lose_and_double_nothing() {
         // The load goes on without the node (a new stream leader for a leader's fault);
         // how long the first answers take is measured, not asserted: the checks are about
         // what is stored.
-        match load.progress(3, DEADLINE) {
+        let answered_again = load.progress(3, DEADLINE);
+        match answered_again {
             Some(d) => during.push(d),
             None => stalled += 1,
         }
@@ -538,9 +539,10 @@ fn engine_leader_and_follower_kills_and_stops_lose_and_double_nothing() {
         world.engine.wait_streams_healthy();
         world.check(&answers);
         eprintln!(
-            "cluster campaign engine: round {} {fault:?} of {} stored {} ({:?})",
+            "cluster campaign engine: round {} {fault:?} of {}, answers again after {} ms, stored {} ({:?})",
             round + 1,
             world.engine.nodes[target].name,
+            answered_again.map_or("-".to_owned(), |d| d.as_millis().to_string()),
             world.log.stored.len(),
             world.started.elapsed()
         );
