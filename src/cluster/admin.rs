@@ -22,12 +22,12 @@
 //! An admin write changes shared rows only or local rows only (accounts, the audit log,
 //! quarantine): a local-only one (no shared row changed) is committed locally as before.
 
+use super::node::Local;
 use crate::store::tables::{
     ALERT_RULES, APP_RULES, APPS, CLUSTER_APPLIED, KEY_LOOKUP, KEYS, META, SECRETS, TENANTS,
 };
-use crate::store::{self, Error};
-use super::node::Local;
 use crate::store::writer::Writer;
+use crate::store::{self, Error};
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, consumer, stream};
@@ -104,7 +104,9 @@ impl AdminOp {
             Some((&ADMIN_V1, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| format!("an undecodable admin record: {e}"))
             }
-            Some((v, _)) => Err(format!("admin record version {v} is not known to this build")),
+            Some((v, _)) => Err(format!(
+                "admin record version {v} is not known to this build"
+            )),
             None => Err("an empty admin record".to_owned()),
         }
     }
@@ -519,10 +521,7 @@ impl AdminLog {
         loop {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", id.as_str());
-            headers.insert(
-                "Nats-Expected-Last-Sequence",
-                expected.to_string().as_str(),
-            );
+            headers.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
             let sent = async {
                 self.js
                     .publish_with_headers(SUBJECT, headers, payload.clone())
@@ -655,7 +654,13 @@ mod tests {
         }
         assert_eq!(shared(&origin), shared(&other));
         let txn = other.begin_write().unwrap();
-        assert!(txn.open_table(KEYS).unwrap().get(minted.id).unwrap().is_some());
+        assert!(
+            txn.open_table(KEYS)
+                .unwrap()
+                .get(minted.id)
+                .unwrap()
+                .is_some()
+        );
         txn.abort().unwrap();
         // A gap is refused, not skipped over.
         let txn = other.begin_write().unwrap();
