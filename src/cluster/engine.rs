@@ -300,6 +300,8 @@ pub struct Status {
     pub stream_replicas: usize,
     pub stream_leader: Option<String>,
     pub stream_messages: u64,
+    /// Admin changes in the admin stream (`super::admin`).
+    pub admin_records: u64,
     pub partitions: u32,
     /// Each partition's owner, `None` while nobody holds its lease.
     pub owners: Vec<Option<String>>,
@@ -312,6 +314,8 @@ pub async fn status(settings: &Settings) -> Result<Status, String> {
     let layout = ensure(&engine, settings).await?;
     let mut stream = layout.stream;
     let info = timed(stream.info()).await?;
+    let mut admin = layout.admin;
+    let admin_records = timed(admin.info()).await?.state.messages;
     let mut owners = Vec::with_capacity(layout.partitions as usize);
     for p in 0..layout.partitions {
         let owner = timed(layout.leases.get(lease_key(p))).await?;
@@ -323,6 +327,7 @@ pub async fn status(settings: &Settings) -> Result<Status, String> {
         stream_replicas: info.config.num_replicas,
         stream_leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
         stream_messages: info.state.messages,
+        admin_records,
         partitions: layout.partitions,
         owners,
     })
