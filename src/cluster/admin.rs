@@ -22,7 +22,6 @@
 //! An admin write changes shared rows only or local rows only (accounts, the audit log,
 //! quarantine): a local-only one (no shared row changed) is committed locally as before.
 
-use super::node::Local;
 use crate::store::tables::{
     ALERT_RULES, APP_RULES, APPS, CLUSTER_APPLIED, KEY_LOOKUP, KEYS, META, SECRETS, TENANTS,
 };
@@ -35,7 +34,7 @@ use futures_util::StreamExt;
 use redb::{Key, ReadableTable, TableDefinition, Value, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -347,6 +346,11 @@ pub fn direct_write<R>(
     Ok(r)
 }
 
+/// A job on the local database, run by the writer (an admin record's apply).
+pub type AdminJob = Box<dyn FnOnce(&redb::Database) -> Result<(), String> + Send>;
+/// Runs an [`AdminJob`] on the writer thread, between commits.
+pub type Applied = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// How long an admin write may take (races and resends included), and how long its writer
 /// waits for its own node to apply it.
 const WAIT: Duration = Duration::from_secs(10);
@@ -470,10 +474,10 @@ impl AdminLog {
 
     /// Applies every record appended from now on, as it comes, through the writer (so the
     /// caches keyed by the configuration generation, the key cache first, see it).
-    pub async fn follow(&self, local: Arc<dyn Local>) {
+    pub async fn follow(&self, run: impl Fn(AdminJob) -> Applied) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            if let Err(e) = self.follow_once(&local).await {
+            if let Err(e) = self.follow_once(&run).await {
                 tracing::warn!(error = %e, "following {STREAM} failed; following again");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -481,7 +485,7 @@ impl AdminLog {
         }
     }
 
-    async fn follow_once(&self, local: &Arc<dyn Local>) -> Result<(), String> {
+    async fn follow_once(&self, run: &impl Fn(AdminJob) -> Applied) -> Result<(), String> {
         let from = self.applied() + 1;
         let consumer = self
             .stream
@@ -499,13 +503,12 @@ impl AdminLog {
             let m = m.map_err(|e| e.to_string())?;
             let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
             let op = AdminOp::decode(&m.payload)?;
-            local
-                .run(Box::new(move |db| {
-                    let txn = store::begin_write(db).map_err(|e| e.to_string())?;
-                    apply(&txn, seq, &op).map_err(|e| e.to_string())?;
-                    txn.commit().map_err(|e| e.to_string())
-                }))
-                .await?;
+            run(Box::new(move |db| {
+                let txn = store::begin_write(db).map_err(|e| e.to_string())?;
+                apply(&txn, seq, &op).map_err(|e| e.to_string())?;
+                txn.commit().map_err(|e| e.to_string())
+            }))
+            .await?;
             self.applied.send_modify(|a| *a = (*a).max(seq));
         }
         Err("the consumer ended".to_owned())

@@ -9,7 +9,7 @@
 //! partition back to `Replaying`, since the stream may hold a batch the local database does
 //! not; a refused fence (error 10071: another owner appended) makes the node step down.
 
-use super::admin::AdminLog;
+use super::admin::{AdminJob, AdminLog};
 use super::engine::{self, Engine, LEASE_TTL};
 use super::lease::{self, Leases, RENEW_EVERY};
 use super::{Settings, wire};
@@ -66,11 +66,8 @@ pub trait Local: Send + Sync {
     /// The last engine sequence of `p` applied to the local database (0: none).
     fn applied(&self, p: u32) -> Result<u64, String>;
     /// Runs `job` on the writer thread, between commits (an admin record's apply).
-    fn run(&self, job: AdminJob) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+    fn run(&self, job: AdminJob) -> super::admin::Applied;
 }
-
-/// A job on the local database, run by the writer.
-pub type AdminJob = Box<dyn FnOnce(&redb::Database) -> Result<(), String> + Send>;
 
 /// Reads partition `p`'s applied sequence from `db`.
 pub fn read_applied(db: &redb::Database, p: u32) -> Result<u64, String> {
@@ -171,7 +168,8 @@ impl Cluster {
         let _ = self.local.set(local.clone());
         let _ = self.this.set(Arc::downgrade(self));
         let me = self.clone();
-        self.rt.spawn(async move { me.admin.follow(local).await });
+        self.rt
+            .spawn(async move { me.admin.follow(move |job| local.run(job)).await });
         let me = self.clone();
         self.rt.spawn(async move { me.lease_loop().await });
     }

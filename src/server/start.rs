@@ -280,10 +280,7 @@ impl crate::cluster::node::Local for NodeLocal {
         crate::cluster::node::read_applied(&db, p)
     }
 
-    fn run(
-        &self,
-        job: crate::cluster::node::AdminJob,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+    fn run(&self, job: crate::cluster::admin::AdminJob) -> crate::cluster::admin::Applied {
         let state = self.0.clone();
         Box::pin(async move {
             let state = state.upgrade().ok_or("the server has stopped")?;
