@@ -84,9 +84,12 @@ for t in t1 t2 t3; do
   keys+=("$("$inlet" keys mint --app "app-$t" --label bench --data "$template")")
 done
 
-start_node() { # NAME: an inlet node on a copy of the template (or its existing data dir)
+start_node() { # NAME: an inlet node on its existing data dir, or a new one: the round's first
+  # node brings the template's admin data into the engine, the others take it from there
   local dir=$work/$1
-  [ -d "$dir" ] || cp -r "$template" "$dir"
+  if [ ! -d "$dir" ]; then
+    if [ ${#addrs[@]} -eq 0 ]; then cp -r "$template" "$dir"; else mkdir -p "$dir"; fi
+  fi
   "$inlet" serve --data "$dir" --listen 127.0.0.1:0 --cluster-engine "$urls" \
     --cluster-monitor "$monitors" --cluster-node "$1" > "$dir.log" 2>&1 &
   inlet_pids+=($!)

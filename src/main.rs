@@ -252,6 +252,11 @@ fn cluster(cmd: ClusterCmd, file: RawConfig, data: &Path) -> anyhow::Result<()> 
         status.stream_leader.as_deref().unwrap_or("none"),
         status.stream_messages
     );
+    println!(
+        "stream {}: {} admin changes",
+        inlet::cluster::admin::STREAM,
+        status.admin_records
+    );
     for (p, owner) in status.owners.iter().enumerate() {
         println!("partition {p}: {}", owner.as_deref().unwrap_or("unowned"));
     }

@@ -214,6 +214,11 @@ impl Error {
             Error::Store(store::Error::WriterGone) => {
                 return Reply::error(Reason::ShuttingDown);
             }
+            // Cluster mode: the engine did not take an admin change (in time).
+            Error::Store(store::Error::Fenced(e)) => {
+                tracing::warn!(error = %e, "admin change not taken by the engine");
+                return Reply::error(Reason::StorageUnavailable);
+            }
             // Not the caller's doing (damaged data, a bug, the disk): the text is for the log,
             // never for the body. Listed, not matched with `_`, so a new variant is decided.
             Error::Store(
@@ -223,8 +228,7 @@ impl Error {
                 | store::Error::AlreadyOpen
                 | store::Error::NoDatabase(_)
                 | store::Error::Io(_)
-                | store::Error::Reopening
-                | store::Error::Fenced(_)),
+                | store::Error::Reopening),
             ) => {
                 tracing::error!(error = %e, "admin request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
@@ -334,8 +338,12 @@ fn secured(mut reply: Reply) -> Reply {
 /// Runs `f` in a write transaction on the writer thread and commits.
 async fn write<R: Send + 'static>(
     state: &Env<'_>,
-    f: impl FnOnce(&redb::WriteTransaction) -> store::Result<R> + Send + 'static,
+    f: impl FnOnce(&redb::WriteTransaction) -> store::Result<R> + Clone + Send + 'static,
 ) -> Result<R, Error> {
+    // Cluster mode: admin data changes go through the engine (src/cluster/admin.rs).
+    if let Some(cluster) = &state.cluster {
+        return Ok(cluster.admin.write(&state.writer, f).await?);
+    }
     let r = state
         .writer
         .run(move |db| -> store::Result<R> {

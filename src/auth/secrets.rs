@@ -33,6 +33,7 @@ pub fn mint() -> String {
 }
 
 /// Seals and opens secrets with the data dir's key.
+#[derive(Clone)]
 pub struct Sealer {
     key: LessSafeKey,
 }

@@ -13,7 +13,8 @@
 //!
 //! [`ensure`] then creates (first node) or checks (every later start) what inlet keeps in the
 //! engine: the event stream [`STREAM`] (subjects `inlet.events.<partition>`, replicated,
-//! file storage), the bucket [`META`] whose `partitions` key fixes the partition count when
+//! file storage), the admin stream `INLET_ADMIN` (one subject, the same replication;
+//! [`super::admin`]), the bucket [`META`] whose `partitions` key fixes the partition count when
 //! the cluster is first created, and the bucket [`LEASES`] of partition owners.
 
 use super::Settings;
@@ -165,6 +166,8 @@ pub async fn connect(settings: &Settings) -> Result<Engine, String> {
 /// What inlet keeps in the engine, created or checked.
 pub struct Layout {
     pub stream: stream::Stream,
+    /// The stream of admin records ([`super::admin`]).
+    pub admin: stream::Stream,
     pub meta: kv::Store,
     pub leases: kv::Store,
     /// The partition count, as fixed when the cluster was first created.
@@ -190,6 +193,23 @@ pub async fn ensure(engine: &Engine, settings: &Settings) -> Result<Layout, Stri
     if have < replicas {
         return Err(format!(
             "the event stream {STREAM} has {have} replica(s); cluster mode needs {replicas}"
+        ));
+    }
+    let admin = timed(engine.js.get_or_create_stream(stream::Config {
+        name: super::admin::STREAM.to_owned(),
+        subjects: vec![super::admin::SUBJECT.to_owned()],
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }))
+    .await
+    .map_err(step("the admin stream"))?;
+    let have = admin.cached_info().config.num_replicas;
+    if have < replicas {
+        return Err(format!(
+            "the admin stream {} has {have} replica(s); cluster mode needs {replicas}",
+            super::admin::STREAM
         ));
     }
     let meta = bucket(engine, META, replicas, None).await?;
@@ -218,6 +238,7 @@ pub async fn ensure(engine: &Engine, settings: &Settings) -> Result<Layout, Stri
     };
     Ok(Layout {
         stream,
+        admin,
         meta,
         leases,
         partitions,
@@ -279,6 +300,8 @@ pub struct Status {
     pub stream_replicas: usize,
     pub stream_leader: Option<String>,
     pub stream_messages: u64,
+    /// Admin changes in the admin stream (`super::admin`).
+    pub admin_records: u64,
     pub partitions: u32,
     /// Each partition's owner, `None` while nobody holds its lease.
     pub owners: Vec<Option<String>>,
@@ -291,6 +314,8 @@ pub async fn status(settings: &Settings) -> Result<Status, String> {
     let layout = ensure(&engine, settings).await?;
     let mut stream = layout.stream;
     let info = timed(stream.info()).await?;
+    let mut admin = layout.admin;
+    let admin_records = timed(admin.info()).await?.state.messages;
     let mut owners = Vec::with_capacity(layout.partitions as usize);
     for p in 0..layout.partitions {
         let owner = timed(layout.leases.get(lease_key(p))).await?;
@@ -302,6 +327,7 @@ pub async fn status(settings: &Settings) -> Result<Status, String> {
         stream_replicas: info.config.num_replicas,
         stream_leader: info.cluster.as_ref().and_then(|c| c.leader.clone()),
         stream_messages: info.state.messages,
+        admin_records,
         partitions: layout.partitions,
         owners,
     })

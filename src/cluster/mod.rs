@@ -8,11 +8,11 @@
 //! - [`lease`]: partition leases (one owner per partition, its epoch);
 //! - [`node`]: a serving node: the fenced append of each group commit (the writer's
 //!   `Commit` hook), the replay of a partition taken over, routing to a partition's owner;
-//! - [`wire`]: what nodes send each other through the engine.
-//!
-//! Admin data (tenants, apps, keys) is not shared through the engine yet
-//! (docs/design/cluster.md).
+//! - [`wire`]: what nodes send each other through the engine;
+//! - [`admin`]: the admin data (tenants, apps, keys, secrets, settings) through the engine's
+//!   admin stream, applied in order by every node.
 
+pub mod admin;
 pub mod engine;
 pub mod lease;
 pub mod node;

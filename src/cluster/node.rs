@@ -9,6 +9,7 @@
 //! partition back to `Replaying`, since the stream may hold a batch the local database does
 //! not; a refused fence (error 10071: another owner appended) makes the node step down.
 
+use super::admin::{AdminJob, AdminLog};
 use super::engine::{self, Engine, LEASE_TTL};
 use super::lease::{self, Leases, RENEW_EVERY};
 use super::{Settings, wire};
@@ -64,6 +65,8 @@ pub trait Local: Send + Sync {
     fn submit(&self, sub: Submission, body_bytes: usize, replayed: Option<Replayed>) -> Submitted;
     /// The last engine sequence of `p` applied to the local database (0: none).
     fn applied(&self, p: u32) -> Result<u64, String>;
+    /// Runs `job` on the writer thread, between commits (an admin record's apply).
+    fn run(&self, job: AdminJob) -> super::admin::Applied;
 }
 
 /// Reads partition `p`'s applied sequence from `db`.
@@ -107,6 +110,8 @@ struct Part {
 pub struct Cluster {
     pub settings: Settings,
     pub partitions: u32,
+    /// The admin records: this node's writes, everyone's applied here.
+    pub admin: AdminLog,
     engine: Engine,
     stream: stream::Stream,
     leases: Leases,
@@ -144,6 +149,7 @@ impl Cluster {
         Ok(Arc::new(Cluster {
             settings: settings.clone(),
             partitions: layout.partitions,
+            admin: AdminLog::new(layout.admin, engine.js.clone(), &settings.node),
             leases: Leases::new(layout.leases, &settings.node),
             stream: layout.stream,
             engine,
@@ -159,10 +165,26 @@ impl Cluster {
 
     /// Starts taking partitions (the lease loop), once the node can reach its writer.
     pub fn start(self: &Arc<Self>, local: Arc<dyn Local>) {
-        let _ = self.local.set(local);
+        let _ = self.local.set(local.clone());
         let _ = self.this.set(Arc::downgrade(self));
         let me = self.clone();
+        self.rt
+            .spawn(async move { me.admin.follow(move |job| local.run(job)).await });
+        let me = self.clone();
         self.rt.spawn(async move { me.lease_loop().await });
+    }
+
+    /// [`AdminLog::write`] from a thread outside the runtime (the control socket's).
+    pub fn admin_write_blocking<R, F>(
+        &self,
+        writer: &crate::store::writer::Writer,
+        f: F,
+    ) -> crate::store::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> crate::store::Result<R> + Clone + Send + 'static,
+    {
+        self.rt.block_on(self.admin.write(writer, f))
     }
 
     fn parts(&self) -> std::sync::MutexGuard<'_, Vec<Part>> {

@@ -230,14 +230,20 @@ pub enum Op {
 pub enum Exec<'a> {
     /// The store this process holds, and its identity graph.
     Direct(&'a Store, &'a Identity),
-    /// The serving process's store, writer and identity graph (absent when no indexer runs).
-    Server(&'a Store, &'a Writer, Option<&'a Identity>),
+    /// The serving process's store, writer and identity graph (absent when no indexer runs),
+    /// and its cluster (cluster mode: admin data changes go through the engine).
+    Server(
+        &'a Store,
+        &'a Writer,
+        Option<&'a Identity>,
+        Option<&'a crate::cluster::Cluster>,
+    ),
 }
 
 impl Exec<'_> {
     fn store(&self) -> &Store {
         match self {
-            Exec::Direct(s, _) | Exec::Server(s, _, _) => s,
+            Exec::Direct(s, _) | Exec::Server(s, ..) => s,
         }
     }
 
@@ -245,7 +251,7 @@ impl Exec<'_> {
     fn privacy(&self) -> store::Result<(Identity, crate::privacy::Via<'_>)> {
         let via = match self {
             Exec::Direct(..) => crate::privacy::Via::Direct,
-            Exec::Server(_, w, _) => crate::privacy::Via::Writer(w),
+            Exec::Server(_, w, ..) => crate::privacy::Via::Writer(w),
         };
         Ok((self.identity()?, via))
     }
@@ -254,8 +260,8 @@ impl Exec<'_> {
     fn identity(&self) -> store::Result<Identity> {
         match self {
             Exec::Direct(_, i) => Ok((*i).clone()),
-            Exec::Server(_, _, Some(i)) => Ok((*i).clone()),
-            Exec::Server(_, _, None) => Err(store::Error::Internal(
+            Exec::Server(_, _, Some(i), _) => Ok((*i).clone()),
+            Exec::Server(_, _, None, _) => Err(store::Error::Internal(
                 "this server keeps no identity graph".into(),
             )),
         }
@@ -263,17 +269,19 @@ impl Exec<'_> {
 
     fn write<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&WriteTransaction) -> store::Result<R> + Send + 'static,
+        f: impl FnOnce(&WriteTransaction) -> store::Result<R> + Clone + Send + 'static,
     ) -> store::Result<R> {
-        let in_txn = move |db: &redb::Database| -> store::Result<R> {
-            let txn = crate::store::begin_write(db)?;
-            let r = f(&txn)?;
-            txn.commit()?;
-            Ok(r)
-        };
+        // Cluster mode: admin data changes go through the engine (src/cluster/admin.rs); a
+        // cluster node's database without its server refuses them.
         match self {
-            Exec::Direct(s, _) => in_txn(&*s.db()?),
-            Exec::Server(_, w, _) => w.run_blocking(in_txn)?,
+            Exec::Server(_, w, _, Some(c)) => c.admin_write_blocking(w, f),
+            Exec::Direct(s, _) => crate::cluster::admin::direct_write(&*s.db()?, f),
+            Exec::Server(_, w, _, None) => w.run_blocking(move |db| -> store::Result<R> {
+                let txn = crate::store::begin_write(db)?;
+                let r = f(&txn)?;
+                txn.commit()?;
+                Ok(r)
+            })?,
         }
     }
 }
@@ -490,7 +498,7 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             let at = at_ms.unwrap_or_else(now_ms);
             let removed = match exec {
                 Exec::Direct(s, _) => retention::run_direct(s, default_days, at)?,
-                Exec::Server(s, w, _) => retention::run_with_writer(s, w, default_days, at)?,
+                Exec::Server(s, w, ..) => retention::run_with_writer(s, w, default_days, at)?,
             };
             let (identity, via) = exec.privacy()?;
             let fields = crate::privacy::field_retention(&identity, via, at)?;

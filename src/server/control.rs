@@ -85,6 +85,7 @@ fn handle(conn: UnixStream, state: &State) -> io::Result<()> {
                     &state.store,
                     &state.writer,
                     state.indexer.as_ref().map(|i| i.identity()),
+                    state.cluster.as_deref(),
                 ),
                 op,
                 &mut frames,

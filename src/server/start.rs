@@ -68,6 +68,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         ),
         None => None,
     };
+    // Cluster mode: the admin data caught up with the engine's before anything is served.
+    if let Some(c) = &cluster {
+        c.admin
+            .join(&*store.db()?)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster mode: {e}"))?;
+    }
     let hook = cluster
         .clone()
         .map(|c| c as Arc<dyn crate::store::writer::Commit>);
@@ -279,6 +286,14 @@ impl crate::cluster::node::Local for NodeLocal {
         let state = self.0.upgrade().ok_or("the server has stopped")?;
         let db = state.store.db().map_err(|e| e.to_string())?;
         crate::cluster::node::read_applied(&db, p)
+    }
+
+    fn run(&self, job: crate::cluster::admin::AdminJob) -> crate::cluster::admin::Applied {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let state = state.upgrade().ok_or("the server has stopped")?;
+            state.writer.run(job).await.map_err(|e| e.to_string())?
+        })
     }
 }
 

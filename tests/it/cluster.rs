@@ -56,6 +56,8 @@ fn a_cluster_is_created_once_with_its_partition_count_and_replication() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["partitions"], 4);
     assert_eq!(status["stream_replicas"], 3);
+    // No node joined yet: no admin change.
+    assert_eq!(status["admin_records"], 0);
     let names: Vec<&str> = status["engine"]
         .as_array()
         .unwrap()
@@ -395,10 +397,11 @@ impl Drop for Node {
     }
 }
 
-/// Three nodes on copies of one data dir (tenants t1..t4, one app and key each: the admin
-/// data is not shared through the engine yet), once every partition is served.
+/// Three nodes started on empty data dirs, with tenants t1..t4 (one app and key each) made
+/// through different nodes (the engine shares them), once every partition is served and
+/// every node takes every key.
 pub(crate) struct Cluster {
-    pub(crate) _dirs: tempfile::TempDir,
+    pub(crate) dirs: tempfile::TempDir,
     pub(crate) nodes: Vec<Node>,
     /// Per tenant: its app's key.
     pub(crate) keys: Vec<String>,
@@ -407,38 +410,35 @@ pub(crate) struct Cluster {
 impl Cluster {
     pub(crate) fn start(engine: &Engine) -> Cluster {
         let dirs = tempfile::tempdir().unwrap();
-        let template = dirs.path().join("template");
-        crate::support::cli_ok(&template, &["init"]);
-        let mut keys = Vec::new();
-        for t in TENANTS {
-            // t4 has a quota (above what the other tests send it).
-            let quota = if t == "t4" { QUOTA } else { 0 }.to_string();
-            crate::support::cli_ok(&template, &["tenants", "add", t, "--monthly-quota", &quota]);
-            let app = format!("app-{t}");
-            crate::support::cli_ok(&template, &["apps", "add", &app, "--tenant", t]);
-            keys.push(
-                crate::support::cli_ok(&template, &["keys", "mint", "--app", &app, "--label", "t"])
-                    .trim()
-                    .to_owned(),
-            );
-        }
         let mut nodes = Vec::new();
         for name in ["n1", "n2", "n3"] {
             let data = dirs.path().join(name);
             std::fs::create_dir(&data).unwrap();
-            for f in std::fs::read_dir(&template).unwrap().flatten() {
-                if f.file_type().unwrap().is_file() {
-                    std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
-                }
-            }
             nodes.push(Node::start(name, &data, engine));
         }
-        let cluster = Cluster {
-            _dirs: dirs,
-            nodes,
-            keys,
-        };
+        let mut keys = Vec::new();
+        for (i, t) in TENANTS.iter().enumerate() {
+            // Tenant, app and key on one node, the next tenant on the next: t4, the quota
+            // test's, on n2.
+            let node = &nodes[(i + 1) % 3];
+            // t4 has a quota (above what the other tests send it).
+            let quota = if *t == "t4" { QUOTA } else { 0 }.to_string();
+            node.cli_ok(&["tenants", "add", t, "--monthly-quota", &quota]);
+            let app = format!("app-{t}");
+            node.cli_ok(&["apps", "add", &app, "--tenant", t]);
+            keys.push(
+                node.cli_ok(&["keys", "mint", "--app", &app, "--label", "t"])
+                    .trim()
+                    .to_owned(),
+            );
+        }
+        let cluster = Cluster { dirs, nodes, keys };
         cluster.wait_all_served(&[0, 1, 2]);
+        for key in &cluster.keys {
+            for node in &cluster.nodes {
+                wait_for("every node to take every key", || takes(node.addr, key));
+            }
+        }
         cluster
     }
 
@@ -656,20 +656,14 @@ fn the_same_batches_through_three_nodes_are_stored_once() {
     let stored = stream_events(&engine);
     assert_eq!(stored.len(), TENANTS.len() * 3 * 50);
 
-    // A node's data dir deleted: it rebuilds from the engine. n1 starts again on a fresh copy
-    // of the template (no events); the others stop, giving their partitions up, so that n1
-    // takes and replays every partition.
+    // A node's data dir deleted: it rebuilds from the engine. n1 starts again on an empty
+    // data dir (the admin data comes from the engine too); the others stop, giving their
+    // partitions up, so that n1 takes and replays every partition.
     let mut cluster = cluster;
     cluster.nodes[0].kill();
     let data = cluster.nodes[0].data.clone();
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::create_dir(&data).unwrap();
-    let template = cluster._dirs.path().join("template");
-    for f in std::fs::read_dir(&template).unwrap().flatten() {
-        if f.file_type().unwrap().is_file() {
-            std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
-        }
-    }
     cluster.nodes[0] = Node::start("n1", &data, &engine);
     cluster.nodes[1].stop();
     cluster.nodes[2].stop();
@@ -874,4 +868,190 @@ fn a_quota_flood_through_every_node_stores_exactly_the_cap() {
     let stored = stream_events(&engine);
     let t4 = stored.keys().filter(|(tt, _)| tt == "t4").count() as u64;
     assert_eq!(t4, QUOTA.min(distinct.len() as u64));
+}
+
+// ---- Admin data through the engine (M4) -------------------------------------------------------
+
+/// How soon an admin change made on one node takes effect on the others.
+const PROPAGATION: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether node `addr` takes `key` (a dry run: judged there, nothing stored).
+fn takes(addr: SocketAddr, key: &str) -> bool {
+    let mut c = crate::support::Client::new(addr);
+    let auth = format!("Bearer {key}");
+    let body = json!({ "events": [event("probe")] }).to_string();
+    let r = c
+        .post(
+            "/s2s/events/bulk",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+                ("X-Inlet-Dry-Run", "1"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap();
+    match r.status {
+        200 => true,
+        401 => {
+            assert!(r.text().contains("unknown_or_revoked_key"), "{}", r.text());
+            false
+        }
+        s => panic!("{s}: {}", r.text()),
+    }
+}
+
+/// Polls `cond` until it holds, failing after `limit`.
+fn within(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A node's admin data as its CLI lists it, without what is local (counters, last use).
+fn admin_data(node: &Node) -> Vec<Value> {
+    let mut out = Vec::new();
+    for list in [
+        &["tenants", "list", "--json"][..],
+        &["apps", "list", "--json"],
+        &["keys", "list", "--json"],
+    ] {
+        for mut row in parse_ndjson(&node.cli_ok(list)) {
+            let o = row.as_object_mut().unwrap();
+            o.shift_remove("used_this_month");
+            o.shift_remove("last_used_ms");
+            out.push(row);
+        }
+    }
+    out
+}
+
+#[test]
+fn admin_changes_on_any_node_take_effect_on_every_node() {
+    let engine = Engine::cluster();
+    let mut cluster = Cluster::start(&engine);
+    let [a, b, c] = [0, 1, 2].map(|i| cluster.nodes[i].addr);
+
+    // A key minted on n1 is taken by n2 and n3 within a second.
+    let key = cluster.nodes[0]
+        .cli_ok(&["keys", "mint", "--app", "app-t1", "--label", "fresh"])
+        .trim()
+        .to_owned();
+    assert!(
+        takes(a, &key),
+        "read-your-writes on the node that minted it"
+    );
+    for addr in [b, c] {
+        within("a new key taken by every node", PROPAGATION, || {
+            takes(addr, &key)
+        });
+    }
+    // Revoked on n3: refused by n1 and n2 (which have it cached) within a second.
+    let keys = parse_ndjson(&cluster.nodes[2].cli_ok(&["keys", "list", "--json"]));
+    let id = keys
+        .iter()
+        .find(|k| k["label"] == "fresh")
+        .expect("the fresh key listed on n3")["id"]
+        .to_string();
+    cluster.nodes[2].cli_ok(&["keys", "revoke", &id]);
+    assert!(!takes(c, &key));
+    for addr in [a, b] {
+        within("a revoked key refused by every node", PROPAGATION, || {
+            !takes(addr, &key)
+        });
+    }
+
+    // Admin writes on two nodes at once (they race for the same next ids): every node ends
+    // with the same admin data, ids included.
+    let writers: Vec<_> = [0, 1]
+        .into_iter()
+        .map(|n| {
+            let data = cluster.nodes[n].data.clone();
+            std::thread::spawn(move || {
+                for i in 0..4 {
+                    let app = format!("race-{n}-{i}");
+                    crate::support::cli_ok(&data, &["apps", "add", &app, "--tenant", "t2"]);
+                    crate::support::cli_ok(&data, &["keys", "mint", "--app", &app, "--label", "r"]);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let first = admin_data(&cluster.nodes[0]);
+    let apps = first
+        .iter()
+        .filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with("race-")))
+        .count();
+    assert_eq!(apps, 8, "{first:#?}");
+    let ids: std::collections::HashSet<String> = first
+        .iter()
+        .filter(|r| r.get("tenant").is_some() && r.get("label").is_none())
+        .map(|r| r["id"].to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        TENANTS.len() + 1 + 8,
+        "app ids are distinct: {first:#?}"
+    );
+    wait_for("the same admin data on every node", || {
+        (1..3).all(|n| admin_data(&cluster.nodes[n]) == first)
+    });
+
+    // A new node on an empty data dir gets all of it from the engine, and takes the keys.
+    let data = cluster.dirs.path().join("n4");
+    std::fs::create_dir(&data).unwrap();
+    cluster.nodes.push(Node::start("n4", &data, &engine));
+    assert_eq!(admin_data(&cluster.nodes[3]), first);
+    assert!(takes(cluster.nodes[3].addr, &cluster.keys[2]));
+    assert!(!takes(cluster.nodes[3].addr, &key));
+
+    // A data dir with admin data of its own (a single node's) does not join: it would have
+    // other tenants, apps and keys under the same ids.
+    let own = cluster.dirs.path().join("own");
+    crate::support::cli_ok(&own, &["init"]);
+    crate::support::cli_ok(&own, &["tenants", "add", "mine"]);
+    let out = serve_to_exit(&own, &engine);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("admin data of its own (1 tenants)"), "{err}");
+    // Nor is the CLI, without a running node, let past the engine on a node's data dir.
+    cluster.nodes[3].stop();
+    let refused = cli(&data, &["tenants", "add", "offline"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("running node"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+/// `inlet serve` in cluster mode on `data`, expected to give up: its output once it exits.
+fn serve_to_exit(data: &Path, engine: &Engine) -> std::process::Output {
+    let mut child = Command::new(bin())
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--cluster-engine", &engine.urls()])
+        .args(["--cluster-monitor", &engine.monitors()])
+        .args(["--cluster-node", "own"])
+        .args(["--cluster-partitions", &PARTITIONS.to_string()])
+        .env("INLET_DEFAULT_CONFIG", crate::support::NO_DEFAULT_CONFIG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("the node did not give up");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }

@@ -138,7 +138,8 @@ struct World {
 }
 
 impl World {
-    /// Three inlet nodes on copies of one data dir holding uncapped tenants `u*` (at least
+    /// Three inlet nodes sharing (through the engine) the admin data of a template data dir
+    /// that holds uncapped tenants `u*` (at least
     /// one per partition) and `capped` tenants `q0..` with a monthly quota of `cap`.
     fn start(capped: usize, cap: u64) -> World {
         let engine = Engine::cluster();
@@ -200,18 +201,22 @@ impl World {
             })
             .collect();
         let mut nodes = Vec::new();
-        for name in ["n1", "n2", "n3"] {
+        // The first node brings the template's admin data into the new cluster's admin
+        // stream; the others start empty and take it from the engine.
+        for (i, name) in ["n1", "n2", "n3"].into_iter().enumerate() {
             let data = dirs.path().join(name);
             std::fs::create_dir(&data).unwrap();
-            for f in std::fs::read_dir(&template).unwrap().flatten() {
-                if f.file_type().unwrap().is_file() {
-                    std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
+            if i == 0 {
+                for f in std::fs::read_dir(&template).unwrap().flatten() {
+                    if f.file_type().unwrap().is_file() {
+                        std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
+                    }
                 }
             }
             nodes.push(Node::start(name, &data, &engine));
         }
         let cluster = Cluster {
-            _dirs: dirs,
+            dirs,
             nodes,
             keys: Vec::new(),
         };
