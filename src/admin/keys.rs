@@ -55,7 +55,11 @@ pub async fn allow(state: &Env<'_>, _w: &WriteSession, id: &str, b: Allow) -> Re
         .map_err(|_| Error::BadRequest(format!("no key {id:?}")))?;
     let events = names(b.events)?;
     let k = write(state, move |txn| admin::set_allowed_events(txn, id, events)).await?;
-    tracing::info!(key_id = id, events = k.allowed_events.len(), "admin: key's allowed events set");
+    tracing::info!(
+        key_id = id,
+        events = k.allowed_events.len(),
+        "admin: key's allowed events set"
+    );
     Ok(Reply::json(
         StatusCode::OK,
         &json!({ "id": id, "allowed_events": k.allowed_events }),

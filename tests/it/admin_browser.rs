@@ -761,9 +761,19 @@ async fn a_refused_event_is_replayed_from_the_quarantine_page() {
         click(&b2, "a[data-page=keys]").await;
         click(&b2, &format!(".key-allow-edit[data-id='{id}']")).await;
         let form = format!(".key-allow-form[data-id='{id}']");
-        fill(&b2, &format!("{form} .key-allow-events"), "purchase, level_up").await;
+        fill(
+            &b2,
+            &format!("{form} .key-allow-events"),
+            "purchase, level_up",
+        )
+        .await;
         click(&b2, &format!("{form} .key-allow-save")).await;
-        wait_text(&b2, &format!("#keys-table tr[data-key-id='{id}']"), "level_up").await;
+        wait_text(
+            &b2,
+            &format!("#keys-table tr[data-key-id='{id}']"),
+            "level_up",
+        )
+        .await;
         let listed = parse_ndjson(&cli_ok(&data, &["keys", "list", "--json"]));
         assert_eq!(listed[0]["allowed_events"], json!(["purchase", "level_up"]));
         click(&b2, "a[data-page=quarantine]").await;
