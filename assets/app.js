@@ -1340,8 +1340,16 @@ async function quarantine() {
     redraw(quarantine);
   });
   const show = (reason) => { quarantineState.reason = reason; redraw(quarantine); };
+  // Where each reason is fixed.
+  const fixes = {
+    event_not_allowed_by_key: ['#keys', 'Keys: edit the key\u2019s allowed events'],
+    cap_exceeded: ['#tenants', 'Tenants: raise the monthly quota'],
+    event_token_invalid: ['#app/' + encodeURIComponent(app), 'The app: map the Adjust event token'],
+  };
+  const fixLink = (reason) => fixes[reason] ? h('a', { href: fixes[reason][0], class: 'q-fix' }, fixes[reason][1]) : '';
   const reasonRow = (r) => h('tr', { 'data-reason': r.reason },
     h('td', {}, h('code', {}, r.reason)), h('td', { class: 'num' }, fmtNum(r.count)),
+    h('td', {}, fixLink(r.reason)),
     h('td', {}, h('button', { type: 'button', class: 'link q-show', onclick: () => show(r.reason) }, 'Show')));
   const boxes = [];
   const eventRow = (e) => {
@@ -1393,8 +1401,8 @@ async function quarantine() {
       h('div', { class: 'row' }, h('label', {}, 'App', appSelect),
         h('span', { class: 'muted', id: 'quarantine-summary' }, `${fmtNum(q.held)} held, ${fmtNum(q.bytes)} bytes, ${fmtNum(q.dropped)} dropped over the bounds`)),
       h('table', { id: 'quarantine-reasons' },
-        h('thead', {}, h('tr', {}, ['Reason', 'Events', ''].map((t) => h('th', {}, t)))),
-        h('tbody', {}, q.reasons.length ? q.reasons.map(reasonRow) : emptyRow(3, 'Nothing held.')))),
+        h('thead', {}, h('tr', {}, ['Reason', 'Events', 'The fix', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, q.reasons.length ? q.reasons.map(reasonRow) : emptyRow(4, 'Nothing held.')))),
     resultsCard,
     h('section', { class: 'card' },
       h('h2', {}, quarantineState.reason ? `Held: ${quarantineState.reason}` : 'Held events'),

@@ -758,7 +758,12 @@ async fn a_refused_event_is_replayed_from_the_quarantine_page() {
         // The fix on the key's row of the Keys page, then the whole reason replayed.
         let keys = parse_ndjson(&cli_ok(&data, &["keys", "list", "--json"]));
         let id = keys[0]["id"].to_string();
-        click(&b2, "a[data-page=keys]").await;
+        // The reason's row links to where it is fixed.
+        click(
+            &b2,
+            "#quarantine-reasons tr[data-reason=event_not_allowed_by_key] .q-fix",
+        )
+        .await;
         click(&b2, &format!(".key-allow-edit[data-id='{id}']")).await;
         let form = format!(".key-allow-form[data-id='{id}']");
         fill(
