@@ -355,7 +355,9 @@ async fn ingest_batch<'a, D: Ingest>(
     let batch = prepare_batch(key, D::SOURCE, received_at_ms, items, &audit_key, &drops);
     if !dry {
         batch.count_dropped(&drops);
-        ctx.writer.note(batch.dropped_notes(key, received_at_ms)); // receipts
+        if !drops.is_empty() {
+            ctx.writer.note(batch.dropped_notes(key, received_at_ms)); // receipts
+        }
     }
     let done = submit_prepared::<D>(
         ctx,
