@@ -374,11 +374,40 @@ function keyRow(k) {
   }
   return h('tr', { 'data-key-id': k.id },
     h('td', {}, k.id), h('td', {}, k.app), h('td', {}, k.label),
-    h('td', {}, k.allowed_events.length ? k.allowed_events.join(', ') : h('span', { class: 'muted' }, 'all')),
+    h('td', {}, allowedEvents(k)),
     h('td', {}, k.rate_limit || '–'),
     h('td', {}, when(k.created_ms)), h('td', {}, k.last_used_ms ? when(k.last_used_ms) : h('span', { class: 'muted' }, 'never')),
     h('td', {}, k.revoked_ms ? h('span', { class: 'badge revoked' }, 'revoked ', when(k.revoked_ms)) : h('span', { class: 'badge live' }, 'active')),
     h('td', {}, action));
+}
+
+// A key's allowed events, and (for a live key) an editor of the list: the fix for events
+// quarantined as event_not_allowed_by_key, which can then be replayed.
+function allowedEvents(k) {
+  const shown = k.allowed_events.length ? k.allowed_events.join(', ') : h('span', { class: 'muted' }, 'all');
+  if (k.revoked_ms) return shown;
+  const cell = h('span', { class: 'key-allowed' }, shown, ' ');
+  const edit = h('button', { type: 'button', class: 'link key-allow-edit', 'data-id': k.id }, 'Edit');
+  edit.addEventListener('click', () => {
+    const input = h('input', { class: 'key-allow-events', value: k.allowed_events.join(', '), placeholder: 'empty = all events', 'aria-label': 'Allowed events' });
+    const err = errorBox();
+    const cancel = h('button', { type: 'button', class: 'secondary' }, 'Cancel');
+    cancel.addEventListener('click', () => cell.replaceChildren(shown, ' ', edit));
+    const form = h('form', { class: 'row key-allow-form', 'data-id': k.id }, input,
+      h('button', { type: 'submit', class: 'key-allow-save' }, 'Save'), cancel, err);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      err.textContent = '';
+      try {
+        await api('POST', `keys/${k.id}/allow`, { events: input.value.split(',').map((x) => x.trim()).filter(Boolean) });
+        await keys();
+      } catch (x) { err.textContent = describe(x); }
+    });
+    cell.replaceChildren(form);
+    input.focus();
+  });
+  cell.append(edit);
+  return cell;
 }
 
 let defaultRetention = 0;
@@ -1231,11 +1260,14 @@ function receiptView(r) {
   for (const x of r.rejected || []) {
     row('Rejected', h('code', {}, x.reason), ` ${fmtNum(x.times)} time${x.times === 1 ? '' : 's'}, first ${fmtTime(x.first_ms)}, last ${fmtTime(x.last_ms)}`);
   }
+  for (const d of r.dropped || []) {
+    row('Dropped', `by rule ${d.rule}: ${fmtNum(d.times)} time${d.times === 1 ? '' : 's'}, first ${fmtTime(d.first_ms)}, last ${fmtTime(d.last_ms)} (answered as accepted, not stored)`);
+  }
   if (r.quarantined) {
     const q = r.quarantined;
     row('Quarantined', h('code', {}, q.reason), ` since ${fmtTime(q.received_at_ms)} (${q.source}): `, h('a', { href: '#quarantine' }, 'replay it'), ' once fixed');
   }
-  if (!r.accepted && !r.duplicate && !r.quarantined && !(r.rejected || []).length) row('Seen', 'inlet knows nothing of this event id in this app.');
+  if (!r.accepted && !r.duplicate && !r.quarantined && !(r.rejected || []).length && !(r.dropped || []).length) row('Seen', 'inlet knows nothing of this event id in this app.');
   return h('table', { class: 'kv', 'data-event-id': r.event_id }, h('tbody', {}, rows));
 }
 
@@ -1308,8 +1340,16 @@ async function quarantine() {
     redraw(quarantine);
   });
   const show = (reason) => { quarantineState.reason = reason; redraw(quarantine); };
+  // Where each reason is fixed.
+  const fixes = {
+    event_not_allowed_by_key: ['#keys', 'Keys: edit the key\u2019s allowed events'],
+    cap_exceeded: ['#tenants', 'Tenants: raise the monthly quota'],
+    event_token_invalid: ['#app/' + encodeURIComponent(app), 'The app: map the Adjust event token'],
+  };
+  const fixLink = (reason) => fixes[reason] ? h('a', { href: fixes[reason][0], class: 'q-fix' }, fixes[reason][1]) : '';
   const reasonRow = (r) => h('tr', { 'data-reason': r.reason },
     h('td', {}, h('code', {}, r.reason)), h('td', { class: 'num' }, fmtNum(r.count)),
+    h('td', {}, fixLink(r.reason)),
     h('td', {}, h('button', { type: 'button', class: 'link q-show', onclick: () => show(r.reason) }, 'Show')));
   const boxes = [];
   const eventRow = (e) => {
@@ -1361,8 +1401,8 @@ async function quarantine() {
       h('div', { class: 'row' }, h('label', {}, 'App', appSelect),
         h('span', { class: 'muted', id: 'quarantine-summary' }, `${fmtNum(q.held)} held, ${fmtNum(q.bytes)} bytes, ${fmtNum(q.dropped)} dropped over the bounds`)),
       h('table', { id: 'quarantine-reasons' },
-        h('thead', {}, h('tr', {}, ['Reason', 'Events', ''].map((t) => h('th', {}, t)))),
-        h('tbody', {}, q.reasons.length ? q.reasons.map(reasonRow) : emptyRow(3, 'Nothing held.')))),
+        h('thead', {}, h('tr', {}, ['Reason', 'Events', 'The fix', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, q.reasons.length ? q.reasons.map(reasonRow) : emptyRow(4, 'Nothing held.')))),
     resultsCard,
     h('section', { class: 'card' },
       h('h2', {}, quarantineState.reason ? `Held: ${quarantineState.reason}` : 'Held events'),

@@ -176,12 +176,13 @@ async fn ingest_inner<D: Ingest>(
     }
     let decoded = D::decode(&mut lookup, &head, auth, &payload, received_at_ms);
     // Quarantine: an event refused for a reason inlet's side can fix is kept.
-    let keep = |reason, claimed: Option<&str>| {
+    let keep = |reason, claimed: Option<&str>, then: Option<&D::Then>| {
         if !dry {
-            quarantine::keep_one::<D>(ctx, &key, received_at_ms, reason, &payload, claimed);
+            let item = (&head, then, &payload[..]);
+            quarantine::keep_one::<D>(ctx, &key, received_at_ms, reason, item, claimed);
         }
     };
-    let decoded = decoded.inspect_err(|&reason| keep(reason, None))?;
+    let decoded = decoded.inspect_err(|&reason| keep(reason, None, None))?;
     let claimed = decoded.draft.claimed_id().map(str::to_owned);
     let drops = drop_rules(ctx, &key);
     let prepared = prepare_one::<D>(&key, received_at_ms, decoded.draft, decoded.guard, &drops);
@@ -190,7 +191,7 @@ async fn ingest_inner<D: Ingest>(
         pending,
         dropped,
     } = prepared.inspect_err(|&reason| {
-        keep(reason, claimed.as_deref());
+        keep(reason, claimed.as_deref(), Some(&decoded.then));
         if !dry && let Some(id) = claimed {
             note_rejected(ctx, &key, received_at_ms, [(id, reason)]);
         }
@@ -200,6 +201,13 @@ async fn ingest_inner<D: Ingest>(
     if let Some(hit) = dropped {
         if !dry {
             drops.count(hit);
+            // receipts: the drop, under its rule
+            ctx.writer.note(vec![Note::dropped(
+                key.app_id,
+                &event_id,
+                received_at_ms,
+                hit.rule,
+            )]);
         }
         return answer_dropped::<D>(&mut lookup, decoded.then, &event_id, hit);
     }
@@ -224,7 +232,7 @@ async fn ingest_inner<D: Ingest>(
         if !dry {
             note_rejected(ctx, &key, received_at_ms, [(event_id.clone(), reason)]);
         }
-        keep(reason, Some(&event_id));
+        keep(reason, Some(&event_id), Some(&decoded.then));
         Err(reason)
     };
     let duplicate_of = match outcome {
@@ -347,6 +355,9 @@ async fn ingest_batch<'a, D: Ingest>(
     let batch = prepare_batch(key, D::SOURCE, received_at_ms, items, &audit_key, &drops);
     if !dry {
         batch.count_dropped(&drops);
+        if !drops.is_empty() {
+            ctx.writer.note(batch.dropped_notes(key, received_at_ms)); // receipts
+        }
     }
     let done = submit_prepared::<D>(
         ctx,
@@ -616,6 +627,15 @@ impl PreparedBatch {
                 drops.count(*hit);
             }
         }
+    }
+
+    /// Receipts: a note of each event a drop rule matched, under its rule.
+    fn dropped_notes(&self, key: &KeyInfo, at_ms: u64) -> Vec<Note> {
+        let dropped = self.slots.iter().filter_map(|slot| match slot {
+            ItemSlot::Dropped(id, hit) => Some(Note::dropped(key.app_id, id, at_ms, hit.rule)),
+            _ => None,
+        });
+        dropped.collect()
     }
 }
 

@@ -192,6 +192,7 @@ async fn writes(
                 .map_err(|_| Error::BadRequest(format!("no key {id:?}")))?;
             revoke_key(state, &w, id).await
         }
+        ["keys", id, "allow"] => super::keys::allow(state, &w, id, parse(&body)?).await,
         ["erasures"] => super::erasures::erase(state, &w, parse(&body)?).await,
         ["quarantine", app, "replay"] => {
             super::quarantine::replay(state, &w, &percent_decode(app), parse(&body)?).await
@@ -252,7 +253,7 @@ fn not_found_or_method(segs: &[&str], was_get: bool) -> Error {
             ]
             | ["apps", _, "business-key" | "drop-rules"]
             | ["apps", _, "drop-rules", _, "remove"]
-            | ["keys", _, "revoke"]
+            | ["keys", _, "revoke" | "allow"]
             | ["secrets"]
             | ["secrets", _, "revoke" | "rotate"]
             | ["erasures"]

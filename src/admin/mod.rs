@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod api;
 pub mod assets;
 pub mod erasures;
+pub mod keys;
 pub mod panel;
 pub mod quarantine;
 pub mod rules;

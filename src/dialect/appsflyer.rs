@@ -114,6 +114,50 @@ impl super::Ingest for AppsFlyer {
     fn ok<L: super::Lookup>(_: &mut L, (): (), _: &super::Stored) -> Result<Reply, Reason> {
         Ok(Reply::text(StatusCode::OK, "OK"))
     }
+
+    const KEEPS: bool = true;
+
+    /// The body without its `webDevKey` (the credential: never kept); a `setcuid` body as
+    /// `{"setcuid": <body>}`, since its path is not kept.
+    fn kept_item<'p>(
+        (_, method): &(String, Method),
+        _: Option<&()>,
+        payload: &'p [u8],
+    ) -> Option<std::borrow::Cow<'p, [u8]>> {
+        let mut m = json::parse_object(payload)?;
+        m.shift_remove("webDevKey");
+        let body = serde_json::to_vec(&m).ok()?;
+        Some(match method {
+            Method::Event => body.into(),
+            Method::SetCuid => super::wrap_kept(&[], "setcuid", &body).into(),
+        })
+    }
+
+    /// Decodes a kept body (see [`Ingest::kept_item`](super::Ingest)) as on arrival, at its
+    /// receive time (a late or future `timestamp` is judged against that time); the key is
+    /// the one it came with.
+    fn redecode<L: super::Lookup>(
+        _: &mut L,
+        _: &L::Key,
+        item: &[u8],
+        event_id: &str,
+        received_at_ms: u64,
+    ) -> Result<(Draft, Option<super::ItemGuard>), Reason> {
+        let mut m = json::parse_object(item).ok_or(Reason::BadJson)?;
+        let method = match m.get("setcuid") {
+            Some(Value::Object(_)) if m.len() == 1 => {
+                let Some(Value::Object(inner)) = m.shift_remove("setcuid") else {
+                    return Err(Reason::BadJson);
+                };
+                m = inner;
+                Method::SetCuid
+            }
+            _ => Method::Event,
+        };
+        let mut draft = decode_fields(method, m, received_at_ms)?;
+        draft.event_id = Some(event_id.to_owned());
+        Ok((draft, None))
+    }
 }
 
 /// The bundle id and method of a `/v1/{bundleId}/{event|setcuid}` path.
@@ -166,6 +210,16 @@ pub fn decode(method: Method, body: &[u8], received_at_ms: u64) -> Result<Decode
     let mut m = json::parse_object(body).ok_or(Reason::BadJson)?;
     let web_dev_key = text(&mut m, "webDevKey", "webDevKey_invalid")?
         .ok_or(Reason::VendorField("webDevKey_required"))?;
+    let draft = decode_fields(method, m, received_at_ms)?;
+    Ok(Decoded { web_dev_key, draft })
+}
+
+/// The event of a body whose `webDevKey` was taken out.
+fn decode_fields(
+    method: Method,
+    mut m: Map<String, Value>,
+    received_at_ms: u64,
+) -> Result<Draft, Reason> {
     let customer_user_id = text(&mut m, "customerUserId", "customerUserId_invalid")?;
     let af_user_id = text(&mut m, "afUserId", "afUserId_invalid")?;
     let draft = match method {
@@ -197,7 +251,7 @@ pub fn decode(method: Method, body: &[u8], received_at_ms: u64) -> Result<Decode
     if let Some(af) = af_user_id {
         draft.ids.push(("af_user_id".to_owned(), af));
     }
-    Ok(Decoded { web_dev_key, draft })
+    Ok(draft)
 }
 
 fn event(mut m: Map<String, Value>, received_at_ms: u64) -> Result<Draft, Reason> {

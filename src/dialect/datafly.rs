@@ -64,7 +64,8 @@ pub struct Signed {
 impl super::Ingest for Datafly {
     type Head = Head;
     type Auth = Signed;
-    type Then = ();
+    /// The id of the secret that signed it (quarantine: kept with a refused message).
+    type Then = u32;
     type Event<'a> = Draft;
     const AUDIT_PREFIX: &'static str = "datafly";
 
@@ -118,7 +119,7 @@ impl super::Ingest for Datafly {
         auth: Signed,
         body: &[u8],
         received_at_ms: u64,
-    ) -> Result<super::Decoded<()>, Reason> {
+    ) -> Result<super::Decoded<u32>, Reason> {
         let mut draft = decode(body, received_at_ms)?;
         if draft.event_id.is_none() {
             draft.event_id = Some(derived_id(auth.secret_id, &auth.timestamp, 0, body));
@@ -126,15 +127,57 @@ impl super::Ingest for Datafly {
         draft
             .context
             .insert("secret_id".into(), Value::from(auth.secret_id));
-        Ok(super::Decoded::plain(draft))
+        Ok(super::Decoded {
+            draft,
+            guard: None,
+            then: auth.secret_id,
+        })
     }
 
     /// `200 {"success": true}`.
-    fn ok<L: super::Lookup>(_: &mut L, (): (), _: &super::Stored) -> Result<Reply, Reason> {
+    fn ok<L: super::Lookup>(_: &mut L, _: u32, _: &super::Stored) -> Result<Reply, Reason> {
         Ok(Reply::json(
             StatusCode::OK,
             &serde_json::json!({ "success": true }),
         ))
+    }
+
+    const KEEPS: bool = true;
+
+    /// `{"secret_id": <the secret that signed it>, "message": <the body>}`: the headers (the
+    /// signature, `X-Timestamp`) are not kept; the event id they made is the kept event's.
+    fn kept_item<'p>(
+        _: &Head,
+        secret_id: Option<&u32>,
+        payload: &'p [u8],
+    ) -> Option<std::borrow::Cow<'p, [u8]>> {
+        let values = [("secret_id", Value::from(*secret_id?))];
+        Some(super::wrap_kept(&values, "message", payload).into())
+    }
+
+    /// Decodes a kept message (see [`Ingest::kept_item`](super::Ingest)) as on arrival, at
+    /// its receive time, with the id it was kept under.
+    fn redecode<L: super::Lookup>(
+        _: &mut L,
+        _: &L::Key,
+        item: &[u8],
+        event_id: &str,
+        received_at_ms: u64,
+    ) -> Result<(Draft, Option<super::ItemGuard>), Reason> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Kept<'a> {
+            secret_id: u32,
+            #[serde(borrow)]
+            message: &'a serde_json::value::RawValue,
+        }
+        let kept: Kept = serde_json::from_slice(item).map_err(|_| Reason::BadJson)?;
+        let mut draft = decode(kept.message.get().as_bytes(), received_at_ms)?;
+        draft.event_id = Some(event_id.to_owned());
+        draft
+            .context
+            .insert("secret_id".into(), Value::from(kept.secret_id));
+        Ok((draft, None))
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Head {
 pub struct Then {
     session_id: Option<String>,
     duration_ms: Option<i64>,
+    /// Quarantine: which session endpoint (`None`: an event).
+    session: Option<SessionKind>,
 }
 
 /// The request side of `POST /api/v1/event`, `POST /api/v1/events` and
@@ -155,6 +157,7 @@ impl super::Ingest for GameRebellion {
                 then: Then {
                     session_id: None,
                     duration_ms: None,
+                    session: None,
                 },
             });
         };
@@ -207,8 +210,89 @@ impl super::Ingest for GameRebellion {
             then: Then {
                 session_id: Some(session_id),
                 duration_ms,
+                session: Some(kind),
             },
         })
+    }
+
+    const KEEPS: bool = true;
+
+    /// An event (of `/api/v1/event`, or a batch's own item) is kept as sent. A session
+    /// request is not an event item: it is kept as `{"session": "start"|"stop"|"end",
+    /// "session_id": <the id it was given or found on arrival>, "body": <its body>}`, so that
+    /// a replay names the same session however it was named (a start's generated id, a stop
+    /// found by its identifiers).
+    fn kept_item<'p>(
+        head: &Head,
+        then: Option<&Then>,
+        payload: &'p [u8],
+    ) -> Option<std::borrow::Cow<'p, [u8]>> {
+        if head.session.is_none() {
+            return Some(std::borrow::Cow::Borrowed(payload));
+        }
+        let then = then?;
+        let (kind, id) = (then.session?, then.session_id.as_deref()?);
+        let values = [
+            ("session", Value::from(kind.segment())),
+            ("session_id", Value::from(id)),
+        ];
+        Some(super::wrap_kept(&values, "body", payload).into())
+    }
+
+    /// Replays a kept event or session request (see [`Ingest::kept_item`](super::Ingest)) as
+    /// on arrival, at its receive time: a stop or end gets its duration when the session's
+    /// start is known now (a start replayed before it, say), and an end forgets the session.
+    /// A replayed start records its start under its session id, but does not become the
+    /// open session of its identifiers: its stop has likely come and gone meanwhile, and a
+    /// later stop naming no session must not end this one.
+    fn redecode<L: super::Lookup>(
+        lookup: &mut L,
+        key: &L::Key,
+        item: &[u8],
+        event_id: &str,
+        received_at_ms: u64,
+    ) -> Result<(Draft, Option<super::ItemGuard>), Reason> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Kept<'a> {
+            session: String,
+            session_id: String,
+            #[serde(borrow)]
+            body: &'a serde_json::value::RawValue,
+        }
+        let app_id = L::app_of(key);
+        // An event has its `event_type`; a session request kept has none (the path named it).
+        let Ok(kept) = serde_json::from_slice::<Kept>(item) else {
+            let mut draft = decode_single(item, received_at_ms)?;
+            draft.event_id = Some(event_id.to_owned());
+            return Ok((draft, None));
+        };
+        let kind = SessionKind::from_segment(&kept.session).ok_or(Reason::BadJson)?;
+        let body = kept.body.get().as_bytes();
+        let Session { mut draft, .. } = decode_session(kind, body, received_at_ms)?;
+        let id = kept.session_id;
+        let guard = match kind {
+            SessionKind::Start => {
+                mark_session(&mut draft, &id, None);
+                Some(super::ItemGuard::SessionStart {
+                    app_id,
+                    session_id: id,
+                    ts_ms: received_at_ms as i64,
+                    identity: None,
+                })
+            }
+            SessionKind::Stop | SessionKind::End => {
+                let started = lookup.session_start(app_id, &id)?;
+                let duration_ms = started.map(|start| (received_at_ms as i64 - start).max(0));
+                mark_session(&mut draft, &id, duration_ms);
+                (kind == SessionKind::End).then_some(super::ItemGuard::SessionEnd {
+                    app_id,
+                    session_id: id,
+                })
+            }
+        };
+        draft.event_id = Some(event_id.to_owned());
+        Ok((draft, guard))
     }
 
     /// `{"event_id", ["session_id", "duration_ms",] "accepted": 1, "audit_key"}` or, for a
@@ -270,6 +354,15 @@ impl SessionKind {
             "stop" => Some(SessionKind::Stop),
             "end" => Some(SessionKind::End),
             _ => None,
+        }
+    }
+
+    /// The last segment of its path.
+    pub fn segment(self) -> &'static str {
+        match self {
+            SessionKind::Start => "start",
+            SessionKind::Stop => "stop",
+            SessionKind::End => "end",
         }
     }
 

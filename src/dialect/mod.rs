@@ -176,6 +176,37 @@ pub trait Ingest: Dialect {
     fn kept_label(_item: &[u8], _received_at_ms: u64) -> (Option<String>, Option<String>) {
         (None, None)
     }
+
+    /// The item kept of a refused single-event request: its payload as it came, unless
+    /// replaying it needs what the path, headers or decoding told (`then`; `None` when the
+    /// refusal came before decoding finished), which the dialect then writes around it.
+    /// `None`: nothing replayable to keep. A credential the item holds is taken out after.
+    fn kept_item<'p>(
+        _head: &Self::Head,
+        _then: Option<&Self::Then>,
+        payload: &'p [u8],
+    ) -> Option<Cow<'p, [u8]>> {
+        Some(Cow::Borrowed(payload))
+    }
+}
+
+/// Quarantine: a kept item written around a request's payload, `{"<name>": <value>, ...,
+/// "<body_name>": <body>}` (`values` JSON-encoded; `body` already JSON, an empty one `{}`).
+pub fn wrap_kept(values: &[(&str, Value)], body_name: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.push(b'{');
+    for (name, value) in values {
+        canon::write_str(&mut out, name);
+        out.push(b':');
+        out.extend_from_slice(value.to_string().as_bytes());
+        out.push(b',');
+    }
+    canon::write_str(&mut out, body_name);
+    out.push(b':');
+    let body = body.trim_ascii();
+    out.extend_from_slice(if body.is_empty() { b"{}" } else { body });
+    out.push(b'}');
+    out
 }
 
 /// Quarantine: each item's own bytes of a `{"events": [...]}` batch body, in order (`None`

@@ -13,6 +13,7 @@ use crate::dialect::{
 use crate::event::{Field, Reason, random_id};
 use crate::store::quarantine::{Entry, Held, Keep, KeyNow};
 use crate::store::read::KeyInfo;
+use crate::store::receipts::Note;
 use crate::store::writer::Outcome;
 use std::borrow::Cow;
 
@@ -26,21 +27,25 @@ pub fn keepable(reason: Reason) -> bool {
     )
 }
 
-/// Keeps the event of a single request (its payload is the item) refused for `reason`, if
-/// that reason is [`keepable`] and dialect `D` keeps events. Never waits: the writer writes
-/// it between commits.
+/// Keeps the event of a single request refused for `reason`, if that reason is
+/// [`keepable`] and dialect `D` keeps events: its item is the payload, as
+/// [`Ingest::kept_item`] writes it with what the request's `head` and its decoding (`then`)
+/// told. Never waits: the writer writes it between commits.
 pub(crate) fn keep_one<D: Ingest>(
     ctx: &Context,
     key: &KeyInfo,
     received_at_ms: u64,
     reason: Reason,
-    item: &[u8],
+    (head, then, payload): (&D::Head, Option<&D::Then>, &[u8]),
     claimed: Option<&str>,
 ) {
     if !D::KEEPS || !keepable(reason) {
         return;
     }
-    let held = held::<D>(ctx, key, received_at_ms, reason, item, claimed);
+    let Some(item) = D::kept_item(head, then, payload) else {
+        return;
+    };
+    let held = held::<D>(ctx, key, received_at_ms, reason, &item, claimed);
     hand_over(ctx, key, vec![held]);
 }
 
@@ -246,6 +251,9 @@ async fn replay_as<D: Ingest>(
     let prepared = prepare_one::<D>(key, received_at_ms, event, guard, &drops)?;
     if let Some(hit) = prepared.dropped {
         drops.count(hit);
+        let id = prepared.pending.event_id();
+        let note = Note::dropped(key.app_id, id, crate::clock::now_ms(), hit.rule);
+        ctx.writer.note(vec![note]);
         return Ok(None);
     }
     let body = bytes::Bytes::copy_from_slice(&held.raw);

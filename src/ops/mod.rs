@@ -935,6 +935,16 @@ fn receipt(r: &store::receipts::Receipt, json: bool, out: &mut dyn Write) -> sto
             rfc3339_ms(x.last_ms)
         )?;
     }
+    for d in &r.dropped {
+        writeln!(
+            out,
+            "  dropped by rule {}: {} time(s), first {}, last {}",
+            d.rule,
+            d.times,
+            rfc3339_ms(d.first_ms),
+            rfc3339_ms(d.last_ms)
+        )?;
+    }
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! Receipts: what became of an (app, event_id) besides being stored. An accepted event is
-//! found in the log (through the dedupe index); duplicate answers and rejections leave a
-//! tally here, written by the writer thread in its next commit (duplicates from the commit
+//! found in the log (through the dedupe index); duplicate answers, rejections and drops (a
+//! drop rule matched it) leave a tally here, written by the writer thread in its next commit (duplicates from the commit
 //! itself), bounded per app by count, the oldest receipt dropped first.
 
 use super::codec::{decode_config, encode_config};
@@ -27,6 +27,20 @@ pub enum Noted {
     Duplicate(u64),
     /// Refused for the reason with this tag.
     Rejected(String),
+    /// Answered `dropped` by the app's drop rule with this id (`crate::rules`).
+    Dropped(u32),
+}
+
+impl Note {
+    /// An event of app `app_id` a drop rule (`rule`) answered `dropped` at `at_ms`.
+    pub fn dropped(app_id: u32, event_id: &str, at_ms: u64, rule: u32) -> Note {
+        Note {
+            app_id,
+            event_id: event_id.to_owned(),
+            at_ms,
+            what: Noted::Dropped(rule),
+        }
+    }
 }
 
 /// The tallies of one (app, event_id) (JSON record, versioned).
@@ -39,6 +53,8 @@ pub struct Tallies {
     pub duplicate: Option<Duplicates>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<Rejections>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<Drops>,
 }
 
 /// Duplicate answers of an event: of which stored seq, how many, the last one's time.
@@ -53,6 +69,16 @@ pub struct Duplicates {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejections {
     pub reason: String,
+    pub times: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+}
+
+/// Drops of an event by one drop rule of its app: answered `dropped`, not stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drops {
+    /// The rule's id within the app (`inlet apps drop-rules list`).
+    pub rule: u32,
     pub times: u64,
     pub first_ms: u64,
     pub last_ms: u64,
@@ -76,6 +102,9 @@ pub struct Receipt {
     pub accepted: Option<AcceptedAs>,
     pub duplicate: Option<Duplicates>,
     pub rejected: Vec<Rejections>,
+    /// Answered `dropped` by a drop rule, per rule.
+    #[serde(default)]
+    pub dropped: Vec<Drops>,
     /// Held in the quarantine, to be replayed (`store::quarantine`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<Quarantined>,
@@ -91,22 +120,29 @@ pub struct Quarantined {
 
 impl Receipt {
     /// One JSON document: `{"app", "event_id", "status", "accepted", "duplicate",
-    /// "rejected": [...]}` (`inlet receipt --json`, the admin API).
+    /// "rejected": [...], "dropped": [...], "quarantined"?}` (`inlet receipt --json`, the
+    /// admin API).
     pub fn to_json(&self) -> serde_json::Value {
         let mut doc = serde_json::to_value(self).expect("a receipt serializes");
         doc["status"] = self.status().into();
         doc
     }
 
-    /// One word for it: `accepted`, `quarantined`, `rejected`, `duplicate` (only duplicate
-    /// answers are known: the original is gone) or `unknown`.
+    /// One word for it: `accepted`, `quarantined`, `rejected` or `dropped` (whichever
+    /// happened last, when both did), `duplicate` (only duplicate answers are known: the
+    /// original is gone) or `unknown`.
     pub fn status(&self) -> &'static str {
-        match (&self.accepted, self.rejected.is_empty()) {
-            (Some(_), _) => "accepted",
-            (None, _) if self.quarantined.is_some() => "quarantined",
-            (None, false) => "rejected",
-            (None, true) if self.duplicate.is_some() => "duplicate",
-            (None, true) => "unknown",
+        let last = |times: &mut dyn Iterator<Item = u64>| times.max();
+        let rejected = last(&mut self.rejected.iter().map(|r| r.last_ms));
+        let dropped = last(&mut self.dropped.iter().map(|d| d.last_ms));
+        match (&self.accepted, rejected, dropped) {
+            (Some(_), _, _) => "accepted",
+            (None, _, _) if self.quarantined.is_some() => "quarantined",
+            (None, Some(r), Some(d)) if d > r => "dropped",
+            (None, Some(_), _) => "rejected",
+            (None, None, Some(_)) => "dropped",
+            (None, None, None) if self.duplicate.is_some() => "duplicate",
+            (None, None, None) => "unknown",
         }
     }
 }
@@ -193,6 +229,18 @@ pub fn record(txn: &WriteTransaction, notes: &[Note], per_app: u64) -> Result<()
                 d.times += 1;
                 d.last_ms = d.last_ms.max(note.at_ms);
             }
+            Noted::Dropped(rule) => match t.dropped.iter_mut().find(|d| d.rule == *rule) {
+                Some(d) => {
+                    d.times += 1;
+                    d.last_ms = d.last_ms.max(note.at_ms);
+                }
+                None => t.dropped.push(Drops {
+                    rule: *rule,
+                    times: 1,
+                    first_ms: note.at_ms,
+                    last_ms: note.at_ms,
+                }),
+            },
             Noted::Rejected(reason) => match t.rejected.iter_mut().find(|r| &r.reason == reason) {
                 Some(r) => {
                     r.times += 1;
@@ -275,6 +323,7 @@ impl Store {
             accepted,
             duplicate: tallies.duplicate,
             rejected: tallies.rejected,
+            dropped: tallies.dropped,
             quarantined: super::quarantine::held_in(&txn, app_id, event_id)?.map(|h| Quarantined {
                 reason: h.reason,
                 source: h.source,
@@ -355,5 +404,42 @@ mod tests {
             1
         );
         assert_eq!(store.receipt("nope", "a").unwrap(), None);
+    }
+
+    #[test]
+    fn drops_are_tallied_per_rule_and_the_newest_outcome_names_the_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let write = |notes: &[Note]| {
+            let txn = db.begin_write().unwrap();
+            record(&txn, notes, 10).unwrap();
+            txn.commit().unwrap();
+        };
+        write(&[note("a", Noted::Rejected("cap_exceeded".into()), 20)]);
+        write(&[
+            Note::dropped(1, "a", 25, 3),
+            Note::dropped(1, "a", 35, 3),
+            Note::dropped(1, "d", 36, 4),
+        ]);
+        let a = store.receipt("default", "a").unwrap().unwrap();
+        assert_eq!(
+            a.dropped,
+            [Drops {
+                rule: 3,
+                times: 2,
+                first_ms: 25,
+                last_ms: 35
+            }]
+        );
+        assert_eq!(a.status(), "dropped");
+        assert_eq!(a.to_json()["dropped"][0]["rule"], 3);
+        write(&[note("a", Noted::Rejected("cap_exceeded".into()), 50)]);
+        let a = store.receipt("default", "a").unwrap().unwrap();
+        assert_eq!(a.status(), "rejected");
+        let d = store.receipt("default", "d").unwrap().unwrap();
+        assert_eq!((d.status(), d.dropped[0].times), ("dropped", 1));
+        let unknown = store.receipt("default", "zz").unwrap().unwrap();
+        assert_eq!(unknown.status(), "unknown");
     }
 }

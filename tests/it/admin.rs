@@ -126,6 +126,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/apps/default/adjust-events"),
     ("POST", "/admin/api/keys"),
     ("POST", "/admin/api/keys/1/revoke"),
+    ("POST", "/admin/api/keys/1/allow"),
     ("GET", "/admin/api/secrets"),
     ("POST", "/admin/api/secrets"),
     ("POST", "/admin/api/secrets/1/rotate"),

@@ -718,8 +718,8 @@ async fn receipts_and_rules(b: &Browser, base: &str, code: &str) {
 }
 
 /// Quarantine on the panel: an event refused as not allowed by its key is listed under its
-/// reason; replayed before the fix it stays, after the fix (the key allows it) it is stored
-/// and leaves the quarantine.
+/// reason; replayed before the fix it stays, after the fix (the key's allowed events edited
+/// on the Keys page) it is stored and leaves the quarantine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_event_is_replayed_from_the_quarantine_page() {
     let inlet = Inlet::start();
@@ -755,18 +755,41 @@ async fn a_refused_event_is_replayed_from_the_quarantine_page() {
         click(&b2, "#quarantine-replay").await;
         wait_text(&b2, "#quarantine-results", "still held").await;
         wait_text(&b2, "#quarantine-events", "q-browser-1").await;
-        // The fix, then the whole reason replayed.
+        // The fix on the key's row of the Keys page, then the whole reason replayed.
         let keys = parse_ndjson(&cli_ok(&data, &["keys", "list", "--json"]));
         let id = keys[0]["id"].to_string();
-        cli_ok(
-            &data,
-            &["keys", "allow", &id, "--events", "purchase,level_up"],
-        );
+        // The reason's row links to where it is fixed.
+        click(
+            &b2,
+            "#quarantine-reasons tr[data-reason=event_not_allowed_by_key] .q-fix",
+        )
+        .await;
+        click(&b2, &format!(".key-allow-edit[data-id='{id}']")).await;
+        let form = format!(".key-allow-form[data-id='{id}']");
+        fill(
+            &b2,
+            &format!("{form} .key-allow-events"),
+            "purchase, level_up",
+        )
+        .await;
+        click(&b2, &format!("{form} .key-allow-save")).await;
+        wait_text(
+            &b2,
+            &format!("#keys-table tr[data-key-id='{id}']"),
+            "level_up",
+        )
+        .await;
+        let listed = parse_ndjson(&cli_ok(&data, &["keys", "list", "--json"]));
+        assert_eq!(listed[0]["allowed_events"], json!(["purchase", "level_up"]));
+        click(&b2, "a[data-page=quarantine]").await;
         click(&b2, "#quarantine-replay-reason").await;
         wait_text(&b2, "#quarantine-results", "accepted").await;
         wait_text(&b2, "#quarantine-results", "left the quarantine").await;
         wait_text(&b2, "#quarantine-reasons", "Nothing held").await;
         screenshot(&b2, "14-quarantine").await;
+        // The key's change is in the audit log, as every admin write.
+        click(&b2, "a[data-page=audit]").await;
+        wait_text(&b2, "#audit-table", &format!("keys/{id}/allow")).await;
     })
     .await;
     if result.is_err() {

@@ -374,9 +374,14 @@ fn a_receipt_tells_what_became_of_an_event_through_every_path() {
     // A dry run leaves no receipt.
     assert_eq!(s.gr(&mut c, true, "r-7").status, 429);
 
-    // The tallies reach the receipts with the writer's next commit.
+    // The tallies reach the receipts with the writer's next commit; the events over quota
+    // are kept in the quarantine (GameRebellion and Datafly keep them too).
     wait_for("the rejections' receipts", || {
-        receipt(&s.inlet, "r-6")["status"] == "rejected"
+        let r6 = receipt(&s.inlet, "r-6");
+        r6["status"] == "quarantined"
+            && r6["rejected"][0]["times"] == 1
+            && receipt(&s.inlet, "r-3")["status"] == "quarantined"
+            && receipt(&s.inlet, "r-3")["rejected"][0]["times"] == 1
             && receipt(&s.inlet, "r-4")["rejected"][0]["times"] == 2
     });
     let r1 = receipt(&s.inlet, "r-1");
@@ -405,7 +410,7 @@ fn a_receipt_tells_what_became_of_an_event_through_every_path() {
             &r3["rejected"][0]["reason"],
             &r3["rejected"][0]["times"]
         ),
-        (&json!("rejected"), &json!("cap_exceeded"), &json!(1))
+        (&json!("quarantined"), &json!("cap_exceeded"), &json!(1))
     );
     assert_eq!(
         receipt(&s.inlet, "r-4")["rejected"][0]["reason"],
