@@ -216,10 +216,12 @@ pub fn test_now(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    Ok(match rt.block_on(webhook::post(&target, tls.as_ref(), body, headers)) {
-        Ok(status) => status.to_string(),
-        Err(e) => format!("nothing ({e})"),
-    })
+    Ok(
+        match rt.block_on(webhook::post(&target, tls.as_ref(), body, headers)) {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("nothing ({e})"),
+        },
+    )
 }
 
 /// Checks a new rule against the store (its app, its key) and seals a fresh webhook
@@ -419,8 +421,7 @@ impl State {
         if let Some(t) = open_if_present(&txn, ALERT_DELIVERIES)? {
             for row in t.iter()? {
                 let (_, v) = row?;
-                let (mut d, body): (Delivery, Vec<u8>) =
-                    decode_state("alert delivery", v.value())?;
+                let (mut d, body): (Delivery, Vec<u8>) = decode_state("alert delivery", v.value())?;
                 d.body = body;
                 deliveries.push_back(d);
             }
@@ -719,28 +720,34 @@ enum Verdict {
     Unknown,
 }
 
-/// Whether `rule` holds now, and why.
+/// Whether `rule` holds now, and why. `open`: its incident, if one is open.
 fn holds(
     store: &Store,
     watch: &Watch,
     rule: &Rule,
-    open: bool,
+    open: Option<&Incident>,
     now_ms: u64,
     tenants: &mut Option<Vec<(String, u64, u64)>>,
 ) -> Verdict {
     let started = watch.alerts.started_ms.load(Ordering::Relaxed);
+    // Opened before this process started (read back from the database).
+    let restored = open.is_some_and(|i| i.since_ms < started);
     match &rule.condition {
         Condition::Silence { secs } => {
             let w = watch.health.window(&rule.app, rule.key, now_ms, 1);
             match w.last_event_ms {
-                Some(l) if now_ms.saturating_sub(l) > secs * 1000 => {
-                    Verdict::Holds(format!("no events for {} s (last at {l})", (now_ms - l) / 1000))
-                }
+                Some(l) if now_ms.saturating_sub(l) > secs * 1000 => Verdict::Holds(format!(
+                    "no events for {} s (last at {l})",
+                    (now_ms - l) / 1000
+                )),
                 Some(_) => Verdict::Clear,
                 // Nothing since the start: an incident open before a restart goes on.
-                None if open || now_ms.saturating_sub(started) > secs * 1000 => Verdict::Holds(
-                    format!("no events since the start ({} s)", now_ms.saturating_sub(started) / 1000),
-                ),
+                None if restored || now_ms.saturating_sub(started) > secs * 1000 => {
+                    Verdict::Holds(format!(
+                        "no events since the start ({} s)",
+                        now_ms.saturating_sub(started) / 1000
+                    ))
+                }
                 None => Verdict::Clear,
             }
         }
@@ -758,7 +765,7 @@ fn holds(
                     "{} of {total} events rejected over {window_minutes} min",
                     w.rejected
                 ))
-            } else if open && now_ms.saturating_sub(started) < window_minutes * 60_000 {
+            } else if restored && now_ms.saturating_sub(started) < window_minutes * 60_000 {
                 Verdict::Unknown
             } else {
                 Verdict::Clear
@@ -778,10 +785,14 @@ fn holds(
                         .collect(),
                 );
             }
-            let found = tenants.as_ref().and_then(|t| t.iter().find(|(a, ..)| *a == rule.app));
+            let found = tenants
+                .as_ref()
+                .and_then(|t| t.iter().find(|(a, ..)| *a == rule.app));
             match found {
                 Some((_, used, quota)) if *quota > 0 && used * 100 >= u64::from(*pct) * quota => {
-                    Verdict::Holds(format!("{used} of {quota} events of the monthly quota used"))
+                    Verdict::Holds(format!(
+                        "{used} of {quota} events of the monthly quota used"
+                    ))
                 }
                 _ => Verdict::Clear,
             }
@@ -807,7 +818,8 @@ pub fn evaluate(store: &Store, watch: &Watch, rules: &[Rule], now_ms: u64) {
         }
         for rule in rules {
             let is_open = open.contains_key(&rule.id);
-            match (holds(store, watch, rule, is_open, now_ms, &mut tenants), is_open) {
+            let verdict = holds(store, watch, rule, open.get(&rule.id), now_ms, &mut tenants);
+            match (verdict, is_open) {
                 (Verdict::Holds(detail), false) => {
                     tracing::warn!(rule = rule.id, app = %rule.app, %detail, "alert fired");
                     let i = Incident {

@@ -191,14 +191,9 @@ impl Watch {
         let mut records = Vec::with_capacity(outcomes.len() + rejected.len());
         let mut named = named.map(Vec::into_iter);
         for o in outcomes {
-            let n = named
-                .as_mut()
-                .and_then(Iterator::next)
-                .unwrap_or_default();
+            let n = named.as_mut().and_then(Iterator::next).unwrap_or_default();
             match o {
-                Outcome::Accepted { seq } => {
-                    records.push(record(n, Some(*seq), "accepted", None))
-                }
+                Outcome::Accepted { seq } => records.push(record(n, Some(*seq), "accepted", None)),
                 Outcome::Duplicate { .. } => records.push(record(n, None, "duplicate", None)),
                 _ => {} // in `rejected`
             }

@@ -198,9 +198,15 @@ mod tests {
         assert_eq!((t.port, t.path.as_str()), (80, "/"));
         assert_eq!(t.host_header(), "example.com");
         let t = Target::parse("https://example.com/x").unwrap();
-        assert_eq!((t.tls, t.port, t.host_header().as_str()), (true, 443, "example.com"));
+        assert_eq!(
+            (t.tls, t.port, t.host_header().as_str()),
+            (true, 443, "example.com")
+        );
         let t = Target::parse("https://[::1]:8443/").unwrap();
-        assert_eq!((t.host.as_str(), t.host_header().as_str()), ("::1", "[::1]:8443"));
+        assert_eq!(
+            (t.host.as_str(), t.host_header().as_str()),
+            ("::1", "[::1]:8443")
+        );
         assert!(Target::parse("ftp://example.com/").is_err());
         assert!(Target::parse("http://:80/").is_err());
         assert!(Target::parse("http://a b/").is_err());
@@ -213,7 +219,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
         let e = read_ca(&missing).unwrap_err();
-        assert!(e.contains("alerts.webhook_ca") && e.contains("missing.pem"), "{e}");
+        assert!(
+            e.contains("alerts.webhook_ca") && e.contains("missing.pem"),
+            "{e}"
+        );
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not a certificate\n").unwrap();
         let e = read_ca(&junk).unwrap_err();

@@ -393,13 +393,14 @@ fn server_config(
     key: Vec<u8>,
 ) -> Arc<rustls::ServerConfig> {
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key).into();
-    let config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
     Arc::new(config)
 }
 
@@ -509,7 +510,9 @@ fn https_webhooks_are_verified_against_the_roots_and_the_configured_ca() {
             .any(|d| {
                 d["rule"] == bad
                     && d["attempts"].as_u64() >= Some(2)
-                    && d["last"].as_str().is_some_and(|l| l.contains("tls") && l.contains("certificate"))
+                    && d["last"]
+                        .as_str()
+                        .is_some_and(|l| l.contains("tls") && l.contains("certificate"))
             })
     });
     assert!(untrusted.got.lock().unwrap().is_empty());
@@ -530,7 +533,9 @@ fn an_open_incident_survives_a_restart_without_firing_again_and_resolves_once() 
     let key = inlet.mint("default");
     let hook = Hook::start(None, 200);
     let (rule, _) = add_rule(&mut admin, 1, &hook.url);
-    wait_for("the fire", || !hook.messages(rule, "alert.fired").is_empty());
+    wait_for("the fire", || {
+        !hook.messages(rule, "alert.fired").is_empty()
+    });
     let since = admin.get("/admin/api/alerts").json()["firing"][0]["since_ms"].clone();
     assert!(since.is_u64());
     assert_eq!(inlet.signal_and_wait("TERM").code(), Some(0));
@@ -592,7 +597,9 @@ fn a_delivery_not_made_before_a_restart_is_made_after_it_with_the_same_id() {
     wait_for("the delivery shown as delivered", || {
         let d = admin.get("/admin/api/alerts").json()["deliveries"].clone();
         d.as_array().unwrap().iter().any(|d| {
-            d["id"] == pending["id"] && d["state"] == "delivered" && d["attempts"].as_u64() > Some(1)
+            d["id"] == pending["id"]
+                && d["state"] == "delivered"
+                && d["attempts"].as_u64() > Some(1)
         })
     });
     assert_eq!(
