@@ -569,12 +569,10 @@ pub async fn run(
     if let Err(e) = s.restore(store) {
         tracing::warn!(error = %e, "alert state: reading failed; incidents start empty");
     }
-    let tls = match webhook::tls_client(webhook_ca.as_deref()) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!(error = %e, "alert webhooks: no TLS; https:// deliveries fail");
-            None
-        }
+    // Made at the first https:// delivery (reading the system's roots costs memory).
+    let mut tls = Tls {
+        ca: webhook_ca,
+        client: None,
     };
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Attempted>();
     let mut in_flight: HashSet<u64> = HashSet::new();
@@ -582,7 +580,7 @@ pub async fn run(
     loop {
         let written = persist(writer, s).await;
         if written {
-            start_due(store, s, tls.as_ref(), &done_tx, &mut in_flight);
+            start_due(store, s, &mut tls, &done_tx, &mut in_flight);
         }
         let now = crate::clock::now_ms();
         let next_attempt = lock(&s.deliveries)
@@ -613,11 +611,29 @@ pub async fn run(
     }
 }
 
+/// The TLS client settings of https:// webhooks, made when first needed.
+struct Tls {
+    ca: Option<PathBuf>,
+    client: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Tls {
+    fn client(&mut self) -> Option<Arc<rustls::ClientConfig>> {
+        if self.client.is_none() {
+            match webhook::tls_client(self.ca.as_deref()) {
+                Ok(c) => self.client = Some(c),
+                Err(e) => tracing::error!(error = %e, "alert webhooks: no TLS settings"),
+            }
+        }
+        self.client.clone()
+    }
+}
+
 /// Starts an attempt of every pending delivery that is due.
 fn start_due(
     store: &Store,
     s: &State,
-    tls: Option<&Arc<rustls::ClientConfig>>,
+    tls: &mut Tls,
     done: &tokio::sync::mpsc::UnboundedSender<Attempted>,
     in_flight: &mut HashSet<u64>,
 ) {
@@ -663,7 +679,8 @@ fn start_due(
             );
         }
         in_flight.insert(d.id);
-        let (tls, done) = (tls.cloned(), done.clone());
+        let tls = if target.tls { tls.client() } else { None };
+        let done = done.clone();
         let body = Bytes::from(d.body);
         tokio::spawn(async move {
             let unix = crate::clock::now_ms() / 1000;
