@@ -591,7 +591,9 @@ pub async fn run(
             .map(|at| tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now)));
         let mut wake_at = next_attempt.map_or(next_pass, |a| a.min(next_pass));
         if !written {
-            wake_at = wake_at.min(tokio::time::Instant::now() + Duration::from_millis(100));
+            // Not written (the writer's queue is full, or it stopped): no attempt starts, so
+            // a due delivery must not wake this loop at once; the write is tried again.
+            wake_at = tokio::time::Instant::now() + Duration::from_millis(100);
         }
         tokio::select! {
             _ = tokio::time::sleep_until(wake_at) => {}
