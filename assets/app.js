@@ -5,7 +5,8 @@
 
 let csrf = null;
 let timer = null;
-// The open live tail (one EventSource at most); closed by every navigation (`stopTimer`).
+// The Events page's live stream (one EventSource at most); closed by every navigation
+// (`stopTail`) and when the tab goes away.
 let tailSource = null;
 // Bumped by every navigation: work begun for an earlier page (a slow fetch, a timer) must
 // not draw over the page shown now.
@@ -470,23 +471,34 @@ function tenantRow(t) {
     h('td', {}, retentionText(t.retention_days, defaultRetention)), h('td', {}, when(t.created_ms)));
 }
 
-const FILTERS = ['app', 'event_name', 'event_id', 'install_uuid', 'user_id'];
+const FILTERS = ['app', 'key', 'source', 'event_name', 'outcome', 'event_id', 'install_uuid', 'user_id'];
+const SOURCES = ['reflect', 'gamerebellion', 'adjust', 'appsflyer', 'datafly'];
+// Rows the Events table keeps while events are pushed into it (the oldest go first).
+const EVENT_ROWS = 1000;
 
+// The Events page: stored events (newest first, paged) and, above them, every decision
+// pushed by the server as it happens (the live tail, Server-Sent Events): accepted,
+// duplicate, rejected with its reason. One EventSource, the page's filters applied by the
+// server; closed when the page is left (`stopTail` on every navigation).
 async function events(seq) {
   if (seq) return eventDetail(seq);
   const g = generation;
   const { apps } = await api('GET', 'apps');
   const current = Object.fromEntries(new URLSearchParams(sessionStorage.getItem('inlet-filter') || ''));
+  const choice = (id, values, any) => h('select', { id }, h('option', { value: '' }, any), values.map((v) => h('option', { value: v, selected: current[id.slice(2)] === v }, v)));
   const inputs = {
-    app: h('select', { id: 'f-app' }, h('option', { value: '' }, 'all apps'), apps.map((a) => h('option', { value: a.name, selected: current.app === a.name }, a.name))),
+    app: choice('f-app', apps.map((a) => a.name), 'all apps'),
+    key: h('input', { id: 'f-key', value: current.key || '', placeholder: 'key id', size: 6 }),
+    source: choice('f-source', SOURCES, 'any source'),
+    outcome: choice('f-outcome', ['accepted', 'duplicate', 'rejected'], 'any outcome'),
   };
-  for (const f of FILTERS.slice(1)) inputs[f] = h('input', { id: 'f-' + f, value: current[f] || '', placeholder: f });
+  for (const f of ['event_name', 'event_id', 'install_uuid', 'user_id']) inputs[f] = h('input', { id: 'f-' + f, value: current[f] || '', placeholder: f });
   const form = h('form', { class: 'row', id: 'filter-form' },
     FILTERS.map((f) => h('label', {}, f.replace('_', ' '), inputs[f])),
     h('button', { type: 'submit' }, 'Filter'),
     h('button', { type: 'button', class: 'secondary', id: 'f-clear' }, 'Clear'));
   const tbody = h('tbody');
-  const status = h('span', { class: 'badge live', id: 'live' }, 'live');
+  const status = h('span', { class: 'badge', id: 'live' }, 'connecting');
   const more = h('button', { type: 'button', class: 'secondary', id: 'older', hidden: true }, 'Older events');
   const filtered = FILTERS.some((k) => current[k]);
   const empty = h('p', { class: 'muted', id: 'no-events', hidden: true },
@@ -496,12 +508,11 @@ async function events(seq) {
     h('section', { class: 'card' }, form),
     receiptCard(apps),
     h('section', { class: 'card' },
-      h('div', { class: 'toolbar' }, status, h('span', { class: 'muted' }, 'Newest first; new events appear as they arrive. Click a row for the full event and its raw request.')),
+      h('div', { class: 'toolbar' }, status, h('span', { class: 'muted' }, 'Newest first. New events appear as inlet decides them, duplicates and rejected ones too (with the reason); dry runs are not shown. Click a stored event for its detail and raw request.')),
       h('table', { id: 'events-table' },
-        h('thead', {}, h('tr', {}, ['Seq', 'Received (UTC)', 'App', 'Source', 'Event', 'event_id', 'install_uuid', 'user_id'].map((t) => h('th', {}, t)))),
+        h('thead', {}, h('tr', {}, ['Seq', 'Received (UTC)', 'App', 'Key', 'Source', 'Event', 'event_id', 'install_uuid', 'user_id', 'Outcome'].map((t) => h('th', {}, t)))),
         tbody),
-      empty, more),
-    liveTailCard(g, apps));
+      empty, more));
   const filter = () => Object.fromEntries(FILTERS.map((f) => [f, inputs[f].value.trim()]));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -512,37 +523,64 @@ async function events(seq) {
     sessionStorage.removeItem('inlet-filter');
     redraw(events);
   });
-  const row = (ev, fresh) => h('tr', { class: 'clickable' + (fresh ? ' fresh' : ''), 'data-seq': ev.seq, onclick: () => { location.hash = '#events/' + ev.seq; } },
-    h('td', { class: 'num' }, ev.seq), h('td', {}, when(ev.received_at_ms)), h('td', {}, ev.app), h('td', {}, ev.source),
-    h('td', {}, ev.event_name), h('td', {}, ev.event_id), h('td', {}, ev.install_uuid || ''), h('td', {}, ev.user_id || ''));
   const f = filter();
-  let newest = 0;
-  const first = await api('GET', 'events' + params({ ...f, limit: 50 }));
+  const outcomeBadge = (outcome, reason) => h('span', { class: 'badge' + (outcome === 'rejected' ? ' revoked' : outcome === 'accepted' ? ' live' : '') }, outcome === 'rejected' ? `rejected: ${reason}` : outcome);
+  const row = (ev, fresh) => h('tr', { class: 'clickable' + (fresh ? ' fresh' : ''), 'data-seq': ev.seq, onclick: () => { location.hash = '#events/' + ev.seq; } },
+    h('td', { class: 'num' }, ev.seq), h('td', {}, when(ev.received_at_ms)), h('td', {}, ev.app), h('td', { class: 'num' }, ev.key_id ?? ''), h('td', {}, ev.source),
+    h('td', {}, ev.event_name), h('td', {}, ev.event_id), h('td', {}, ev.install_uuid || ''), h('td', {}, ev.user_id || ''), h('td', {}, outcomeBadge('accepted')));
+  // A pushed decision: a stored event links to its detail, others show their outcome.
+  const pushed = (r) => {
+    const cells = [h('td', { class: 'num' }, r.seq ?? ''), h('td', {}, when(r.at_ms)), h('td', {}, r.app), h('td', { class: 'num' }, r.key ?? ''), h('td', {}, r.source),
+      h('td', {}, r.event || ''), h('td', {}, r.event_id || ''), h('td', {}, r.install_uuid || ''), h('td', {}, r.user_id || ''), h('td', {}, outcomeBadge(r.outcome, r.reason))];
+    return r.seq
+      ? h('tr', { class: 'clickable fresh', 'data-seq': r.seq, onclick: () => { location.hash = '#events/' + r.seq; } }, cells)
+      : h('tr', { class: 'fresh ' + r.outcome, 'data-outcome': r.outcome }, cells);
+  };
+  const prepend = (rows) => {
+    if (!rows.length) return;
+    tbody.prepend(...rows);
+    while (tbody.children.length > EVENT_ROWS) tbody.lastChild.remove();
+    empty.hidden = true;
+  };
+  // The stream opens before the stored page is read: what arrives meanwhile waits in
+  // `early`, and is shown once the page is (less what the page already holds).
+  let early = [];
+  let shownThrough = null;
+  stopTail();
+  const es = new EventSource('/admin/api/tail' + params({ app: f.app, key: f.key, source: f.source, event: f.event_name, outcome: f.outcome, event_id: f.event_id, install_uuid: f.install_uuid, user_id: f.user_id }));
+  tailSource = es;
+  es.onopen = () => { if (g === generation) status.textContent = 'live'; };
+  es.onerror = () => { if (g === generation) status.textContent = es.readyState === EventSource.CLOSED ? 'not live (too many tails open?): reload' : 'reconnecting'; };
+  es.addEventListener('lagged', (e) => {
+    if (g !== generation) return;
+    const n = JSON.parse(e.data).skipped;
+    prepend([h('tr', { class: 'lagged' }, h('td', { colspan: 10, class: 'muted' }, `Too fast to show: ${n} requests skipped (the stored events are all listed after a reload)`))]);
+  });
+  es.onmessage = (e) => {
+    if (g !== generation) { es.close(); return; }
+    const r = JSON.parse(e.data);
+    if (shownThrough === null) early.push(r);
+    else if (!(r.seq && r.seq <= shownThrough)) prepend([pushed(r)]);
+  };
+  // Stored events are accepted ones: none to list when only duplicates or rejections are asked for.
+  const storedToo = !f.outcome || f.outcome === 'accepted';
+  const keep = (ev) => (!f.key || String(ev.key_id) === f.key) && (!f.source || ev.source === f.source);
+  const stored = { app: f.app, event_name: f.event_name, event_id: f.event_id, install_uuid: f.install_uuid, user_id: f.user_id };
+  const first = storedToo ? await api('GET', 'events' + params({ ...stored, limit: 50 })) : { events: [], last_seq: 0, next_before: null };
   if (g !== generation) return;
-  newest = first.last_seq;
   tbody.parentElement.dataset.loaded = 'true';
-  tbody.append(...first.events.map((ev) => row(ev, false)));
+  tbody.append(...first.events.filter(keep).map((ev) => row(ev, false)));
+  shownThrough = first.last_seq;
+  prepend(early.filter((r) => !(r.seq && r.seq <= shownThrough)).reverse().map(pushed));
+  early = [];
   let before = first.next_before;
   more.hidden = !before;
-  empty.hidden = first.events.length > 0;
+  empty.hidden = tbody.children.length > 0;
   more.addEventListener('click', async () => {
-    const page = await api('GET', 'events' + params({ ...f, before, limit: 50 }));
-    tbody.append(...page.events.map((ev) => row(ev, false)));
+    const page = await api('GET', 'events' + params({ ...stored, before, limit: 50 }));
+    tbody.append(...page.events.filter(keep).map((ev) => row(ev, false)));
     before = page.next_before;
     more.hidden = !before;
-  });
-  every(g, 2000, async () => {
-    try {
-      const page = await api('GET', 'events' + params({ ...f, after: newest, limit: 500 }));
-      newest = Math.max(newest, page.last_seq);
-      if (page.events.length) {
-        tbody.prepend(...page.events.map((ev) => row(ev, true)));
-        empty.hidden = true;
-      }
-      status.textContent = 'live';
-    } catch (_) {
-      status.textContent = 'offline';
-    }
   });
 }
 
@@ -1420,56 +1458,7 @@ function stopTail() {
   if (tailSource) tailSource.close();
   tailSource = null;
 }
-
-// The Events page's live tail: what ingest decides (accepted, duplicate, rejected with its
-// reason), pushed by the server (Server-Sent Events), filtered there.
-function liveTailCard(g, apps) {
-  const saved = Object.fromEntries(new URLSearchParams(sessionStorage.getItem('inlet-tail') || ''));
-  const inputs = {
-    app: h('select', { id: 't-app' }, h('option', { value: '' }, 'all apps'), apps.map((a) => h('option', { value: a.name, selected: saved.app === a.name }, a.name))),
-    key: h('input', { id: 't-key', value: saved.key || '', placeholder: 'key id', size: 6 }),
-    source: h('input', { id: 't-source', value: saved.source || '', placeholder: 'source' }),
-    event: h('input', { id: 't-event', value: saved.event || '', placeholder: 'event name' }),
-    outcome: h('select', { id: 't-outcome' }, ['', 'accepted', 'duplicate', 'rejected'].map((o) => h('option', { value: o, selected: (saved.outcome || '') === o }, o || 'any outcome'))),
-  };
-  const state = h('span', { class: 'badge', id: 'tail-state' }, 'connecting');
-  const tbody = h('tbody', { id: 'tail-rows' });
-  const form = h('form', { class: 'row', id: 'tail-form' },
-    Object.entries(inputs).map(([k, el]) => h('label', {}, k, el)),
-    h('button', { type: 'submit' }, 'Watch'));
-  const card = h('section', { class: 'card' },
-    h('h2', {}, 'Live tail'),
-    h('div', { class: 'toolbar' }, state, h('span', { class: 'muted' }, 'Every decision as it happens, rejected events with their reason; dry runs are not shown. Nothing is kept: it starts empty.')),
-    form,
-    h('table', { id: 'tail-table' },
-      h('thead', {}, h('tr', {}, ['Time (UTC)', 'App', 'Key', 'Source', 'Event', 'event_id', 'Outcome'].map((t) => h('th', {}, t)))),
-      tbody));
-  const open = () => {
-    stopTail();
-    const q = Object.fromEntries(Object.entries(inputs).map(([k, el]) => [k, el.value.trim()]));
-    sessionStorage.setItem('inlet-tail', new URLSearchParams(q).toString());
-    const es = new EventSource('/admin/api/tail' + params(q));
-    tailSource = es;
-    es.onopen = () => { if (g === generation) state.textContent = 'live'; };
-    es.onerror = () => { if (g === generation) state.textContent = es.readyState === EventSource.CLOSED ? 'closed (too many tails open?)' : 'reconnecting'; };
-    es.addEventListener('lagged', (e) => {
-      const n = JSON.parse(e.data).skipped;
-      tbody.prepend(h('tr', {}, h('td', { colspan: 7, class: 'muted' }, `Too fast to show: ${n} requests skipped`)));
-    });
-    es.onmessage = (e) => {
-      if (g !== generation) { es.close(); return; }
-      const r = JSON.parse(e.data);
-      const outcome = r.outcome === 'rejected' ? `rejected: ${r.reason}` : r.outcome;
-      tbody.prepend(h('tr', { class: 'fresh ' + r.outcome },
-        h('td', {}, when(r.at_ms)), h('td', {}, r.app), h('td', { class: 'num' }, r.key ?? ''), h('td', {}, r.source),
-        h('td', {}, r.event || ''), h('td', {}, r.event_id || ''), h('td', {}, h('span', { class: 'badge' + (r.outcome === 'rejected' ? ' revoked' : '') }, outcome))));
-      while (tbody.children.length > 200) tbody.lastChild.remove();
-    };
-  };
-  form.addEventListener('submit', (e) => { e.preventDefault(); tbody.replaceChildren(); open(); });
-  open();
-  return card;
-}
+window.addEventListener('pagehide', stopTail);
 
 function ago(ms, now) {
   if (!ms) return 'never (since the start)';
@@ -1496,7 +1485,7 @@ async function health() {
   const value = h('input', { id: 'al-value', type: 'number', min: 1, value: 30 });
   const app = h('select', { id: 'al-app' }, apps.map((a) => h('option', { value: a.name }, a.name)));
   const key = h('input', { id: 'al-key', placeholder: 'key id (optional)', size: 8 });
-  const hook = h('input', { id: 'al-webhook', placeholder: 'http://host/path (optional)', size: 30 });
+  const hook = h('input', { id: 'al-webhook', placeholder: 'https://host/path (optional)', size: 30 });
   const secret = h('p', { id: 'al-secret' });
   const form = h('form', { class: 'row', id: 'alert-form' },
     h('label', {}, 'app', app), h('label', {}, 'key', key), h('label', {}, 'when', kind), h('label', {}, 'value', value),
@@ -1541,8 +1530,10 @@ async function health() {
       h('table', { id: 'alert-firing' }, h('thead', {}, h('tr', {}, ['Rule', 'App', 'Since', 'Why'].map((t) => h('th', {}, t)))),
         h('tbody', {}, al.firing.length ? al.firing.map((i) => h('tr', {}, h('td', { class: 'num' }, i.rule), h('td', {}, i.app), h('td', {}, when(i.since_ms)), h('td', {}, i.detail))) : [emptyRow(4, 'Nothing is firing.')]))),
     h('section', { class: 'card' }, h('h2', {}, 'Webhook deliveries'),
-      h('table', { id: 'alert-deliveries' }, h('thead', {}, h('tr', {}, ['Rule', 'Message', 'State', 'Attempts', 'Last answer', 'Created'].map((t) => h('th', {}, t)))),
-        h('tbody', {}, al.deliveries.length ? al.deliveries.map((d) => h('tr', {}, h('td', { class: 'num' }, d.rule), h('td', {}, d.kind), h('td', {}, d.state), h('td', { class: 'num' }, d.attempts), h('td', {}, d.last || ''), h('td', {}, when(d.created_ms)))) : [emptyRow(6, 'No deliveries yet.')]))));
+      h('table', { id: 'alert-deliveries' }, h('thead', {}, h('tr', {}, ['Rule', 'Message', 'Id', 'State', 'Attempts', 'Last answer', 'Created', 'Next attempt'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, al.deliveries.length ? al.deliveries.map((d) => h('tr', { 'data-delivery': d.id, 'data-state': d.state }, h('td', { class: 'num' }, d.rule), h('td', {}, d.kind), h('td', {}, h('code', {}, d.message_id)),
+          h('td', {}, h('span', { class: 'badge' + (d.state === 'failed' ? ' revoked' : d.state === 'delivered' ? ' live' : '') }, d.state)), h('td', { class: 'num' }, d.attempts),
+          h('td', {}, d.last || ''), h('td', {}, when(d.created_ms)), h('td', {}, d.state === 'pending' ? when(d.next_attempt_ms) : ''))) : [emptyRow(8, 'No deliveries yet.')]))));
   every(g, 5000, () => { if (!secret.textContent && !form.contains(document.activeElement)) redraw(health); });
 }
 

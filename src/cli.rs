@@ -390,6 +390,7 @@ impl ServeArgs {
             backup: None,
             enrich: self.enrich(),
             quarantine: None,
+            alerts: None,
             max_tails: self.max_tails,
             alert_interval_ms: self.alert_interval_ms,
         }

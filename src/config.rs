@@ -96,6 +96,9 @@ pub struct Config {
     pub max_tails: usize,
     /// How often the alert rules are evaluated (and the first wait of a webhook retry).
     pub alert_interval: Duration,
+    /// `[alerts] webhook_ca`: a PEM file of CA certificates trusted for `https://` alert
+    /// webhooks besides the system's roots.
+    pub webhook_ca: Option<PathBuf>,
 }
 
 /// The admin panel's settings.
@@ -147,6 +150,7 @@ impl Config {
             quarantine: DEFAULT_QUARANTINE,
             max_tails: crate::watch::DEFAULT_MAX_TAILS,
             alert_interval: Duration::from_millis(DEFAULT_ALERT_INTERVAL_MS),
+            webhook_ca: None,
         }
     }
 
@@ -188,6 +192,9 @@ impl Config {
             }),
             max_tails: Some(self.max_tails),
             alert_interval_ms: Some(self.alert_interval.as_millis() as u64),
+            alerts: self.webhook_ca.as_ref().map(|ca| RawAlerts {
+                webhook_ca: Some(ca.clone()),
+            }),
         };
         toml::to_string(&raw).expect("a config always serializes")
     }
@@ -274,6 +281,14 @@ pub struct RawQuarantine {
     pub max_bytes: Option<u64>,
 }
 
+/// `[alerts]` of the configuration file (docs/alerts.md).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// PEM CA certificates trusted for `https://` webhooks, besides the system's roots.
+    pub webhook_ca: Option<PathBuf>,
+}
+
 /// Per app: ten thousand events, 64 MiB.
 pub const DEFAULT_QUARANTINE: crate::store::quarantine::Bounds = crate::store::quarantine::Bounds {
     max_events: 10_000,
@@ -342,6 +357,8 @@ pub struct RawConfig {
     pub max_tails: Option<usize>,
     /// How often alert rules are evaluated, in milliseconds.
     pub alert_interval_ms: Option<u64>,
+    /// `[alerts]`: webhook settings (file only).
+    pub alerts: Option<RawAlerts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -409,6 +426,7 @@ impl RawConfig {
             quarantine: over.quarantine.or(self.quarantine),
             max_tails: over.max_tails.or(self.max_tails),
             alert_interval_ms: over.alert_interval_ms.or(self.alert_interval_ms),
+            alerts: over.alerts.or(self.alerts),
         }
     }
 
@@ -534,6 +552,10 @@ impl RawConfig {
             DEFAULT_ALERT_INTERVAL_MS,
             86_400_000,
         )?);
+        c.webhook_ca = self.alerts.and_then(|a| a.webhook_ca);
+        if let Some(ca) = &c.webhook_ca {
+            crate::watch::webhook::read_ca(ca).map_err(bad)?;
+        }
         c.metrics_token = match self.metrics_token {
             Some(t) if t.trim().is_empty() => {
                 return Err(bad("metrics_token: must not be empty when set"));
@@ -633,6 +655,10 @@ mod tests {
             (
                 "[backup]\nevery = \"1h\"\ndir = \"/b\"\nkeep = 0",
                 "backup.keep",
+            ),
+            (
+                "[alerts]\nwebhook_ca = \"/nonexistent/ca.pem\"",
+                "alerts.webhook_ca /nonexistent/ca.pem",
             ),
         ] {
             let e = RawConfig::from_toml(toml).unwrap().resolve().unwrap_err();

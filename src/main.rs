@@ -626,7 +626,7 @@ fn to_op(cmd: Command, file: &RawConfig) -> anyhow::Result<Op> {
             }
         }
         Command::Erasures(ErasuresCmd::List { json }) => Op::ErasuresList { json },
-        Command::Alerts(cmd) => alerts_op(cmd)?,
+        Command::Alerts(cmd) => alerts_op(cmd, file)?,
         Command::Erasures(ErasuresCmd::Unsuppress { erasure_id }) => {
             Op::ErasuresUnsuppress { id: erasure_id }
         }
@@ -807,13 +807,16 @@ fn set_password(place: &Place, name: Option<String>) -> anyhow::Result<()> {
 }
 
 /// `inlet alerts ...` as an admin command.
-fn alerts_op(cmd: inlet::cli::AlertsCmd) -> anyhow::Result<Op> {
+fn alerts_op(cmd: inlet::cli::AlertsCmd, file: &RawConfig) -> anyhow::Result<Op> {
     use inlet::cli::AlertsCmd;
     use inlet::watch::alerts::{Condition, NewRule};
     Ok(match cmd {
         AlertsCmd::List { json } => Op::AlertsList { json },
         AlertsCmd::Remove { id } => Op::AlertsRemove { id },
-        AlertsCmd::Test { id } => Op::AlertsTest { id },
+        AlertsCmd::Test { id } => Op::AlertsTest {
+            id,
+            webhook_ca: file.alerts.as_ref().and_then(|a| a.webhook_ca.clone()),
+        },
         AlertsCmd::Add(a) => {
             let condition = match (a.silent_for, a.rejected_above, a.quota_above) {
                 (Some(d), None, None) => Condition::Silence {

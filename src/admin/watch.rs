@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::json;
 
-/// `GET /admin/api/tail?app=&key=&source=&event=&outcome=&reason=`: an event stream of what
-/// ingest decides, filtered. 429 when `max_tails` are open, 503 while shutting down.
+/// `GET /admin/api/tail?app=&key=&source=&event=&outcome=&reason=&event_id=&install_uuid=&user_id=`:
+/// an event stream of what ingest decides, filtered. 429 when `max_tails` are open, 503 while shutting down.
 pub async fn tail(
     ctx: &Context,
     admin: &super::AdminState,
@@ -100,6 +100,9 @@ fn filter(query: &str) -> Result<Filter, Error> {
         event: param(query, "event"),
         outcome,
         reason: param(query, "reason"),
+        event_id: param(query, "event_id"),
+        install_uuid: param(query, "install_uuid"),
+        user_id: param(query, "user_id"),
     })
 }
 

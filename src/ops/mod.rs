@@ -222,6 +222,9 @@ pub enum Op {
     /// One signed `alert.test` POST to the rule's webhook, from this process.
     AlertsTest {
         id: u32,
+        /// `[alerts] webhook_ca` (the serving process uses its own).
+        #[serde(default)]
+        webhook_ca: Option<std::path::PathBuf>,
     },
 }
 
@@ -638,8 +641,9 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             exec.write(move |txn| crate::watch::alerts::remove(txn, id))?;
             writeln!(out, "alert rule {id} removed")?;
         }
-        Op::AlertsTest { id } => {
-            let answer = crate::watch::alerts::test_now(store, id, now_ms())?;
+        Op::AlertsTest { id, webhook_ca } => {
+            let answer =
+                crate::watch::alerts::test_now(store, id, webhook_ca.as_deref(), now_ms())?;
             writeln!(out, "alert rule {id}: webhook answered {answer}")?;
         }
         Op::Receipt {

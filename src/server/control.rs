@@ -69,6 +69,10 @@ fn handle(conn: UnixStream, state: &State) -> io::Result<()> {
             if let Op::RetentionRun { default_days, .. } = &mut op {
                 *default_days = state.config.retention_days;
             }
+            // watch: an alert test trusts this process's webhook CA.
+            if let Op::AlertsTest { webhook_ca, .. } = &mut op {
+                webhook_ca.clone_from(&state.config.webhook_ca);
+            }
             // Quarantine: a replay goes through this server's ingest pipeline.
             if let Op::Quarantine {
                 action: crate::ops::QuarantineAction::Replay,

@@ -121,8 +121,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     }
     let s = state.clone();
     tokio::spawn(async move {
-        let interval = s.config.alert_interval;
-        crate::watch::alerts::run(&s.store, &s.watch, interval).await
+        let (interval, ca) = (s.config.alert_interval, s.config.webhook_ca.clone());
+        crate::watch::alerts::run(&s.store, &s.writer, &s.watch, interval, ca).await
     });
     // Registered before the server says it listens, so that no SIGHUP finds the default
     // action (the end of the process) in place.

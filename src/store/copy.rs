@@ -56,6 +56,8 @@ macro_rules! each_table {
         $m!(QUARANTINE_IDS);
         $m!(QUARANTINE_APPS);
         $m!(ALERT_RULES);
+        $m!(ALERT_INCIDENTS);
+        $m!(ALERT_DELIVERIES);
         $m!(CLUSTER_APPLIED);
     };
 }

@@ -349,6 +349,8 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(BIZKEYS)?;
     quarantine::create_tables(txn)?;
     txn.open_table(ALERT_RULES)?;
+    txn.open_table(ALERT_INCIDENTS)?; // watch::alerts
+    txn.open_table(ALERT_DELIVERIES)?; // watch::alerts
     txn.open_table(CLUSTER_APPLIED)?;
     Ok(())
 }

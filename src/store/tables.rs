@@ -138,6 +138,11 @@ pub const RECEIPT_APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("rece
 
 /// Alert rule id → version byte ++ JSON rule (`watch::alerts`).
 pub const ALERT_RULES: TableDefinition<u32, &[u8]> = TableDefinition::new("alert_rules");
+/// Alert rule id → its open incident (version byte ++ postcard, `watch::alerts`).
+pub const ALERT_INCIDENTS: TableDefinition<u32, &[u8]> = TableDefinition::new("alert_incidents");
+/// Webhook delivery id → the delivery and its message (version byte ++ postcard), the
+/// newest ones (`watch::alerts`).
+pub const ALERT_DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_deliveries");
 
 /// [`META`] key: the highest seq retention removed (u64 BE).
 pub const REMOVED_THROUGH: &str = "retention_removed_through";

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod health;
 pub mod tail;
+pub mod webhook;
 
 use crate::event::Reason;
 use crate::store::codec::decode_event;
@@ -38,6 +39,8 @@ pub struct Seen {
     pub key: Option<u32>,
     pub event_id: Option<String>,
     pub event: Option<String>,
+    pub install_uuid: Option<String>,
+    pub user_id: Option<String>,
     /// Set once the writer decided a single event (a batch reports itself).
     pub outcome: Option<Outcome>,
 }
@@ -46,25 +49,45 @@ impl Seen {
     /// Notes the event's id and name, when someone watches the tail.
     pub fn event(&mut self, watch: &Watch, pending: &Pending) {
         if watch.tail.watched() {
-            self.event_id = Some(pending.event_id().to_owned());
-            self.event = name_of(pending);
+            let n = named(pending);
+            self.event_id = Some(n.event_id);
+            self.event = n.event;
+            self.install_uuid = n.install_uuid;
+            self.user_id = n.user_id;
         }
     }
 }
 
-fn name_of(p: &Pending) -> Option<String> {
-    decode_event(p.record()).ok().map(|r| r.event_name)
+/// What the tail shows of an event besides its outcome.
+#[derive(Debug, Default)]
+pub struct Named {
+    event_id: String,
+    event: Option<String>,
+    install_uuid: Option<String>,
+    user_id: Option<String>,
 }
 
-/// The event ids and names of a batch's events (in submission order), when someone
-/// watches the tail; `None` costs nothing.
-pub fn names(watch: &Watch, events: &[Pending]) -> Option<Vec<(String, Option<String>)>> {
-    watch.tail.watched().then(|| {
-        events
-            .iter()
-            .map(|p| (p.event_id().to_owned(), name_of(p)))
-            .collect()
-    })
+fn named(p: &Pending) -> Named {
+    let r = decode_event(p.record()).ok();
+    let (event, install_uuid, user_id) = match r {
+        Some(r) => (Some(r.event_name), r.install_uuid, r.user_id),
+        None => (None, None, None),
+    };
+    Named {
+        event_id: p.event_id().to_owned(),
+        event,
+        install_uuid,
+        user_id,
+    }
+}
+
+/// What the tail shows of a batch's events (in submission order), when someone watches
+/// it; `None` costs nothing.
+pub fn names(watch: &Watch, events: &[Pending]) -> Option<Vec<Named>> {
+    watch
+        .tail
+        .watched()
+        .then(|| events.iter().map(named).collect())
 }
 
 impl Watch {
@@ -90,15 +113,15 @@ impl Watch {
         let outcome = match (refused, seen.outcome) {
             (Some(reason), _) => {
                 tally.reject(reason);
-                ("rejected", Some(reason))
+                ("rejected", Some(reason), None)
             }
-            (None, Some(Outcome::Accepted { .. })) => {
+            (None, Some(Outcome::Accepted { seq })) => {
                 tally.accepted = 1;
-                ("accepted", None)
+                ("accepted", None, Some(seq))
             }
             (None, Some(Outcome::Duplicate { .. })) => {
                 tally.duplicate = 1;
-                ("duplicate", None)
+                ("duplicate", None, None)
             }
             // A batch (reported by `batch`), or an outcome ingest turned into a refusal.
             (None, _) => return,
@@ -114,6 +137,9 @@ impl Watch {
                 source,
                 event: seen.event,
                 event_id: seen.event_id,
+                seq: outcome.2,
+                install_uuid: seen.install_uuid,
+                user_id: seen.user_id,
                 outcome: outcome.0,
                 reason: outcome.1.map(|r| r.tag().into_owned()),
             }]);
@@ -131,7 +157,7 @@ impl Watch {
         source: &'static str,
         at_ms: u64,
         outcomes: &[Outcome],
-        named: Option<Vec<(String, Option<String>)>>,
+        named: Option<Vec<Named>>,
         rejected: Vec<(Option<String>, Reason)>,
     ) {
         let mut tally = Tally::default();
@@ -149,31 +175,35 @@ impl Watch {
         if !self.tail.watched() {
             return;
         }
-        let record = |event_id, event, outcome, reason: Option<Reason>| Record {
+        let record = |n: Named, seq, outcome, reason: Option<Reason>| Record {
             at_ms,
             app: app.to_owned(),
             key: Some(key),
             source,
-            event,
-            event_id,
+            event: n.event,
+            event_id: (!n.event_id.is_empty()).then_some(n.event_id),
+            seq,
+            install_uuid: n.install_uuid,
+            user_id: n.user_id,
             outcome,
             reason: reason.map(|r| r.tag().into_owned()),
         };
         let mut records = Vec::with_capacity(outcomes.len() + rejected.len());
         let mut named = named.map(Vec::into_iter);
         for o in outcomes {
-            let (id, name) = named
-                .as_mut()
-                .and_then(Iterator::next)
-                .map_or((None, None), |(i, n)| (Some(i), n));
+            let n = named.as_mut().and_then(Iterator::next).unwrap_or_default();
             match o {
-                Outcome::Accepted { .. } => records.push(record(id, name, "accepted", None)),
-                Outcome::Duplicate { .. } => records.push(record(id, name, "duplicate", None)),
+                Outcome::Accepted { seq } => records.push(record(n, Some(*seq), "accepted", None)),
+                Outcome::Duplicate { .. } => records.push(record(n, None, "duplicate", None)),
                 _ => {} // in `rejected`
             }
         }
         for (id, reason) in rejected {
-            records.push(record(id, None, "rejected", Some(reason)));
+            let n = Named {
+                event_id: id.unwrap_or_default(),
+                ..Named::default()
+            };
+            records.push(record(n, None, "rejected", Some(reason)));
         }
         self.tail.publish(records);
     }
@@ -189,6 +219,16 @@ struct KeyLabel {
     /// The key's id, never its secret.
     key: String,
     app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct KeyOutcomeLabel {
+    key: String,
+    app: String,
+    /// `accepted`, `duplicate`, or `rejected`.
+    outcome: String,
+    /// The rejection's reason tag; empty for the other outcomes.
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -218,6 +258,7 @@ pub fn register_metrics(
     );
     let app_last = Family::<AppLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let app_hour = Family::<AppLabel, Gauge>::default();
+    let app_minute = Family::<AppLabel, Gauge>::default();
     for v in watch.health.apps(now_ms) {
         let l = AppLabel { app: v.name };
         if let Some(ms) = v.last_event_ms {
@@ -226,6 +267,9 @@ pub fn register_metrics(
         app_hour
             .get_or_create(&l)
             .set(i64::try_from(v.events_last_hour).unwrap_or(i64::MAX));
+        app_minute
+            .get_or_create(&l)
+            .set(i64::try_from(v.events_last_minute).unwrap_or(i64::MAX));
     }
     reg.register(
         "inlet_app_last_event_timestamp_seconds",
@@ -237,16 +281,46 @@ pub fn register_metrics(
         "Events of the app (any outcome) in the last 60 minutes",
         app_hour,
     );
+    reg.register(
+        "inlet_app_events_this_minute",
+        "Events of the app (any outcome) in the current minute",
+        app_minute,
+    );
     let key_last = Family::<KeyLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let key_hour = Family::<KeyLabel, Gauge>::default();
+    let key_minute = Family::<KeyLabel, Gauge>::default();
+    let key_outcomes = Family::<KeyOutcomeLabel, Counter>::default();
     for (app, v) in watch.health.keys(now_ms) {
-        let l = KeyLabel { key: v.name, app };
+        let l = KeyLabel {
+            key: v.name.clone(),
+            app: app.clone(),
+        };
         if let Some(ms) = v.last_event_ms {
             key_last.get_or_create(&l).set(ms as f64 / 1000.0);
         }
         key_hour
             .get_or_create(&l)
             .set(i64::try_from(v.events_last_hour).unwrap_or(i64::MAX));
+        key_minute
+            .get_or_create(&l)
+            .set(i64::try_from(v.events_last_minute).unwrap_or(i64::MAX));
+        let outcome = |outcome: &str, reason: &str| KeyOutcomeLabel {
+            key: v.name.clone(),
+            app: app.clone(),
+            outcome: outcome.into(),
+            reason: reason.into(),
+        };
+        key_outcomes
+            .get_or_create(&outcome("accepted", ""))
+            .inc_by(v.accepted);
+        key_outcomes
+            .get_or_create(&outcome("duplicate", ""))
+            .inc_by(v.duplicate);
+        for (reason, n) in &v.rejected {
+            key_outcomes
+                .get_or_create(&outcome("rejected", reason))
+                .inc_by(n.as_u64().unwrap_or(0));
+        }
     }
     reg.register(
         "inlet_key_last_event_timestamp_seconds",
@@ -257,6 +331,16 @@ pub fn register_metrics(
         "inlet_key_events_last_hour",
         "Events of the key (any outcome) in the last 60 minutes; key = its id",
         key_hour,
+    );
+    reg.register(
+        "inlet_key_events_this_minute",
+        "Events of the key (any outcome) in the current minute; key = its id",
+        key_minute,
+    );
+    reg.register(
+        "inlet_key_events",
+        "Events of the key by outcome (and rejection reason) since this process started; key = its id",
+        key_outcomes,
     );
     reg.register(
         "inlet_alerts_firing",

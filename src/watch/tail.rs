@@ -33,6 +33,13 @@ pub struct Record {
     /// The event name, when the event got as far as validation.
     pub event: Option<String>,
     pub event_id: Option<String>,
+    /// The stored event's seq (accepted events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_uuid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     /// `accepted`, `duplicate` or `rejected`.
     pub outcome: &'static str,
     /// The rejection's reason tag.
@@ -49,6 +56,9 @@ pub struct Filter {
     pub event: Option<String>,
     pub outcome: Option<String>,
     pub reason: Option<String>,
+    pub event_id: Option<String>,
+    pub install_uuid: Option<String>,
+    pub user_id: Option<String>,
 }
 
 impl Filter {
@@ -65,7 +75,15 @@ impl Filter {
                 .reason
                 .as_ref()
                 .is_none_or(|x| r.reason.as_ref() == Some(x))
+            && same(&self.event_id, &r.event_id)
+            && same(&self.install_uuid, &r.install_uuid)
+            && same(&self.user_id, &r.user_id)
     }
+}
+
+/// A filter's value, when set, equals the record's.
+fn same(want: &Option<String>, have: &Option<String>) -> bool {
+    want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
 }
 
 /// Why a subscription was refused.
@@ -255,6 +273,9 @@ mod tests {
             source: "reflect",
             event: Some("purchase".into()),
             event_id: Some("e1".into()),
+            seq: Some(1),
+            install_uuid: None,
+            user_id: Some("u1".into()),
             outcome,
             reason: None,
         }
@@ -285,6 +306,15 @@ mod tests {
         assert!(f(Filter {
             source: Some("reflect".into()),
             event: Some("purchase".into()),
+            ..Default::default()
+        }));
+        assert!(f(Filter {
+            event_id: Some("e1".into()),
+            user_id: Some("u1".into()),
+            ..Default::default()
+        }));
+        assert!(!f(Filter {
+            install_uuid: Some("i1".into()),
             ..Default::default()
         }));
     }

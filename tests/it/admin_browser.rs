@@ -402,40 +402,34 @@ async fn story(b: &Browser, base: &str, addr: std::net::SocketAddr, code: &str) 
     click(b, "#filter-form button[type=submit]").await;
     wait_text(b, "#no-events", "No events match these filters").await;
 
-    // Filtering draws the page again: its live poll replaces the old one instead of adding
-    // to it (each used to keep polling, and after a logout their 401s redrew the login form).
-    // Count the page's timers from here on: setInterval adds one, clearInterval removes one.
+    // Filtering draws the page again: its stream replaces the old one instead of adding to
+    // it (one EventSource per tab: the server counts one tail subscriber), and the page runs
+    // no polling timer.
     b.execute(
         "window.__timers = 0;
-         const set = window.setInterval, clear = window.clearInterval;
-         window.setInterval = (f, ms) => { window.__timers++; return set(f, ms); };
-         window.clearInterval = (id) => { window.__timers--; return clear(id); };",
+         const set = window.setInterval;
+         window.setInterval = (f, ms) => { window.__timers++; return set(f, ms); };",
         vec![],
     )
     .await
     .unwrap();
-    for i in 0..3 {
+    for _ in 0..3 {
         fill(b, "#f-event_name", "purchase").await;
         click(b, "#filter-form button[type=submit]").await;
         find(b, "#events-table[data-loaded]").await;
         wait_text(b, "#events-table tbody", "order-7781").await;
-        let timers = b.execute("return window.__timers", vec![]).await.unwrap();
-        assert!(
-            timers.as_i64().is_some_and(|n| n <= 0),
-            "after {} filters the page runs {timers} more timers than before",
-            i + 1
-        );
     }
+    wait_text(b, "#live", "live").await;
+    let timers = b.execute("return window.__timers", vec![]).await.unwrap();
+    assert_eq!(timers, json!(0), "the Events page polls");
+    let mut m = Client::new(addr);
+    wait_for("one tail subscriber", || tail_subscribers(&mut m) == 1);
     click(b, "#f-clear").await;
     wait_text(b, "#events-table tbody", "order-7781").await;
-    // Logged out after filtering, the login form stays as the user types into it.
+    // Logged out, the stream is closed and the login form stays as the user types into it.
     click(b, "#logout").await;
     fill(b, "#login-password", PASSWORD).await;
-    let timers = b.execute("return window.__timers", vec![]).await.unwrap();
-    assert!(
-        timers.as_i64().is_some_and(|n| n < 0),
-        "a poll outlived the logout: {timers}"
-    );
+    wait_for("no tail subscriber", || tail_subscribers(&mut m) == 0);
     click(b, "#login-submit").await;
     // Back on the page it was on.
     wait_text(b, "#events-table tbody", "order-7781").await;
@@ -808,39 +802,96 @@ async fn a_refused_event_is_replayed_from_the_quarantine_page() {
     assert_eq!(stored[0]["event_name"], "level_up");
 }
 
-/// The Events page's live tail shows a new event, and a rejected one with its reason,
-/// without a reload; the Health & alerts page shows the app's figures.
+/// `inlet_tail_subscribers` in `/metrics` (served to loopback peers).
+fn tail_subscribers(c: &mut Client) -> i64 {
+    let text = c.get("/metrics").expect("metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("inlet_tail_subscribers "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the inlet_tail_subscribers gauge")
+}
+
+/// The Events page is pushed to: an event sent after the page opened appears within a
+/// second without a reload, and a rejected one with its reason; the page's filters apply to
+/// what is pushed; leaving the page releases its stream (`inlet_tail_subscribers`). The
+/// Health & alerts page shows the app's figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_tail_shows_events_as_they_arrive() {
+async fn the_events_page_is_pushed_new_events_as_they_arrive() {
     let inlet = Inlet::start();
     let key = inlet.mint("default");
     crate::admin::Admin::setup(&inlet);
     let driver = Driver::start();
     let b = driver.browser().await;
-    let (b2, base) = (b.clone(), inlet.url(""));
-    let mut client = inlet.client();
+    let (b2, base, addr) = (b.clone(), inlet.url(""), inlet.addr);
     let result = tokio::spawn(async move {
+        let send = |body: serde_json::Value| {
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || {
+                let sent_ms = now_ms();
+                let status = Client::new(addr).post_json("/s2s/event", &key, &body).status;
+                (sent_ms, status)
+            })
+        };
+        let subscribers = || tokio::task::spawn_blocking(move || tail_subscribers(&mut Client::new(addr)));
         b2.goto(&format!("{base}/admin/#events")).await.unwrap();
         fill(&b2, "#login-password", PASSWORD).await;
         click(&b2, "#login-submit").await;
-        wait_text(&b2, "#tail-state", "live").await;
-        let sent = tokio::task::spawn_blocking(move || {
-            let ok = client
-                .post_json("/s2s/event", &key, &event("tail-live-1"))
-                .status;
-            let mut bad = event("tail-live-2");
-            bad["event_name"] = json!("");
-            let refused = client.post_json("/s2s/event", &key, &bad).status;
-            (ok, refused)
-        })
+        find(&b2, "#events-table[data-loaded]").await;
+        wait_text(&b2, "#live", "live").await;
+        wait_text(&b2, "#no-events", "No events yet").await;
+        // The page notes when each row first shows (its own clock: no polling delay counts).
+        b2.execute(
+            "window.__seen = {};
+             const body = document.querySelector('#events-table tbody');
+             new MutationObserver(() => {
+               if (!window.__seen.accepted && body.textContent.includes('tail-live-1')) window.__seen.accepted = Date.now();
+               if (!window.__seen.rejected && body.querySelector('tr[data-outcome=rejected]')) window.__seen.rejected = Date.now();
+             }).observe(body, { childList: true, subtree: true });",
+            vec![],
+        )
         .await
         .unwrap();
-        assert_eq!(sent.0, 200);
-        assert_eq!(sent.1, 400);
-        wait_text(&b2, "#tail-rows", "tail-live-1").await;
-        wait_text(&b2, "#tail-rows", "rejected: ").await;
-        screenshot(&b2, "20-live-tail").await;
+        let (ok_at, ok) = send(event("tail-live-1")).await.unwrap();
+        assert_eq!(ok, 200);
+        let mut bad = event("tail-live-2");
+        bad["event_name"] = json!("");
+        let (bad_at, refused) = send(bad).await.unwrap();
+        assert_eq!(refused, 400);
+        wait_text(&b2, "#events-table tbody", "tail-live-1").await;
+        wait_text(&b2, "#events-table tbody tr[data-outcome=rejected]", "rejected: ").await;
+        let seen = b2.execute("return window.__seen", vec![]).await.unwrap();
+        let within = |at: u64, what: &str| {
+            let shown = seen[what].as_u64().unwrap_or_else(|| panic!("{what}: {seen}"));
+            assert!(shown.saturating_sub(at) < 1000, "{what} shown {} ms after it was sent", shown.saturating_sub(at));
+        };
+        within(ok_at, "accepted");
+        within(bad_at, "rejected");
+        // The accepted one is the stored event: its row opens its detail.
+        find(&b2, "#events-table tbody tr[data-seq='1']").await;
+        screenshot(&b2, "20-events-pushed").await;
+
+        // Filtered by event name: another name sent before a matching one never shows.
+        fill(&b2, "#f-event_name", "purchase").await;
+        click(&b2, "#filter-form button[type=submit]").await;
+        find(&b2, "#events-table[data-loaded]").await;
+        wait_text(&b2, "#live", "live").await;
+        let mut other = event("tail-other-1");
+        other["event_name"] = json!("level_up");
+        assert_eq!(send(other).await.unwrap().1, 200);
+        assert_eq!(send(event("tail-live-3")).await.unwrap().1, 200);
+        wait_text(&b2, "#events-table tbody", "tail-live-3").await;
+        let text = find(&b2, "#events-table tbody").await.text().await.unwrap();
+        assert!(!text.contains("tail-other-1"), "{text}");
+        // One stream for the tab, however often the page was drawn.
+        assert_eq!(subscribers().await.unwrap(), 1);
+
+        // Leaving the page closes it.
         click(&b2, "a[data-page=health]").await;
+        let end = std::time::Instant::now() + DEADLINE;
+        while subscribers().await.unwrap() != 0 {
+            assert!(std::time::Instant::now() < end, "the stream outlived the page");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         wait_text(&b2, "#health-apps", "default").await;
         wait_text(&b2, "#alert-rules", "No alert rules yet").await;
         fill(&b2, "#al-value", "15").await;
@@ -849,7 +900,7 @@ async fn the_live_tail_shows_events_as_they_arrive() {
     })
     .await;
     if result.is_err() {
-        screenshot(&b, "failure-tail").await;
+        screenshot(&b, "failure-events-pushed").await;
     }
     b.close().await.expect("close the browser");
     if let Err(e) = result {

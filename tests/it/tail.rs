@@ -230,6 +230,31 @@ fn the_tail_pushes_events_within_a_second_filtered_with_rejections_and_reasons()
         metrics.contains("inlet_key_last_event_timestamp_seconds{key=\"1\",app=\"default\"}"),
         "{metrics}"
     );
+    // Per key: outcomes (rejections by reason) and the current minute, as the panel shows.
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line}: {metrics}"))
+    };
+    let keyed = |outcome: &str, reason: &str| {
+        format!(
+            "inlet_key_events_total{{key=\"1\",app=\"default\",outcome=\"{outcome}\",reason=\"{reason}\"}} "
+        )
+    };
+    assert_eq!(
+        value(&keyed("accepted", "")),
+        h["keys"][0]["health"]["accepted"].as_u64().unwrap()
+    );
+    assert!(value(&keyed("duplicate", "")) >= 1);
+    let reasons = h["keys"][0]["health"]["rejected"].as_object().unwrap();
+    assert!(!reasons.is_empty(), "{h}");
+    for (reason, n) in reasons {
+        assert_eq!(value(&keyed("rejected", reason)), n.as_u64().unwrap());
+    }
+    assert!(value("inlet_key_events_this_minute{key=\"1\",app=\"default\"} ") <= 100);
+    assert!(value("inlet_app_events_this_minute{app=\"default\"} ") <= 100);
     assert!(!metrics.contains(&key));
 }
 
