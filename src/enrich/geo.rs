@@ -141,8 +141,7 @@ impl Geo {
         }
         if replaced {
             // With a cache of its own: nothing found in the old files is answered again.
-            *self.state.write().unwrap_or_else(|e| e.into_inner()) =
-                Arc::new(State::new(readers));
+            *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(State::new(readers));
         }
     }
 

@@ -211,11 +211,7 @@ impl Pending {
     /// and, to change it, writes the new text to its buffer and says so. The new text is
     /// spliced into the encoded bytes where the old one was: the rest of the record is
     /// neither decoded nor encoded again. `scratch` is `f`'s buffer, reused across events.
-    pub fn map_context(
-        &mut self,
-        scratch: &mut String,
-        f: impl FnOnce(&str, &mut String) -> bool,
-    ) {
+    pub fn map_context(&mut self, scratch: &mut String, f: impl FnOnce(&str, &mut String) -> bool) {
         let Some((at, start, end)) = context_span(&self.record) else {
             return; // encoded by this process a moment ago: cannot happen
         };
@@ -475,7 +471,10 @@ mod tests {
             install_uuid: Some("u".into()),
             user_id: None,
             anonymous_id: Some("a".into()),
-            ids: vec![("idfa".into(), "x".repeat(200)), ("gaid".into(), "y".into())],
+            ids: vec![
+                ("idfa".into(), "x".repeat(200)),
+                ("gaid".into(), "y".into()),
+            ],
             revenue: Some(1.5),
             currency: Some("EUR".into()),
             transaction_id: None,

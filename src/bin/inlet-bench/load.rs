@@ -178,7 +178,7 @@ fn with_context(out: &mut String, n: u64) {
     ];
     out.pop(); // the event's closing brace
     let user = splitmix(n % 100_000);
-    let roams = (user >> 40) % 4 == 0 && splitmix(n) % 3 == 0;
+    let roams = (user >> 40).is_multiple_of(4) && splitmix(n).is_multiple_of(3);
     let h = if roams { splitmix(!user) } else { user };
     let _ = write!(
         out,
