@@ -6,6 +6,7 @@
 //! SIGHUP; a file that no longer opens leaves the one read before in use, logged and counted.
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,17 +17,45 @@ type Reader = maxminddb::Reader<Vec<u8>>;
 
 /// The configured databases, in lookup order.
 pub struct Geo {
-    dbs: Vec<Db>,
+    paths: Vec<PathBuf>,
+    /// The databases read, with the answers found in them; a reload puts a new one here.
+    state: RwLock<Arc<State>>,
+    /// The (modification time, length) of each file last read, or last found unreadable.
+    seen: Mutex<Vec<Stamp>>,
     /// Reloads that replaced a database, and reloads that failed (the old one kept).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
 }
 
-struct Db {
-    path: PathBuf,
-    reader: RwLock<Arc<Reader>>,
-    /// The (modification time, length) last read, or last found unreadable.
-    seen: Mutex<Stamp>,
+/// The databases as read, and a cache of what their records render to. Many addresses
+/// lead to the same record (a city's, a network's): a lookup walks the tree to the
+/// record's offset, and decodes the record only when the offsets are new.
+struct State {
+    readers: Vec<Arc<Reader>>,
+    cache: Mutex<Cache>,
+}
+
+/// The record offsets of one address, one per database (`u64::MAX`: none); only the first
+/// [`KEYED`] databases are cached.
+type Key = [u64; KEYED];
+const KEYED: usize = 4;
+
+/// Distinct records remembered per generation; two generations are kept.
+const CACHE: usize = 16_384;
+
+/// A bounded cache: looked up in the current generation, then in the old one (and moved
+/// back); when the current one is full it becomes the old one.
+#[derive(Default)]
+struct Cache {
+    now: HashMap<Key, Arc<Rendered>>,
+    old: HashMap<Key, Arc<Rendered>>,
+}
+
+/// What an address adds to `context`, as JSON text: `geo` and `asn` objects.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    pub geo: Option<Box<str>>,
+    pub asn: Option<Box<str>>,
 }
 
 type Stamp = Option<(SystemTime, u64)>;
@@ -57,45 +86,49 @@ fn open(path: &Path) -> Result<Reader, String> {
 impl Geo {
     /// Opens every file; the first that does not open is the error (naming it).
     pub fn open(paths: &[PathBuf]) -> Result<Geo, String> {
-        let mut dbs = Vec::with_capacity(paths.len());
+        let mut readers = Vec::with_capacity(paths.len());
+        let mut seen = Vec::with_capacity(paths.len());
         for path in paths {
-            let seen = stamp(path);
-            let reader = open(path)?;
-            dbs.push(Db {
-                path: path.clone(),
-                reader: RwLock::new(Arc::new(reader)),
-                seen: Mutex::new(seen),
-            });
+            seen.push(stamp(path));
+            readers.push(Arc::new(open(path)?));
         }
         Ok(Geo {
-            dbs,
+            paths: paths.to_vec(),
+            state: RwLock::new(Arc::new(State::new(readers))),
+            seen: Mutex::new(seen),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
         })
     }
 
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.dbs.iter().map(|d| d.path.as_path())
+        self.paths.iter().map(PathBuf::as_path)
+    }
+
+    fn state(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Reads again each file whose modification time or length changed (`all`: every file,
     /// as on SIGHUP). A file that fails keeps the database read before; it is logged and
     /// counted once per change of the file.
     pub fn reload(&self, all: bool) {
-        for db in &self.dbs {
-            let now = stamp(&db.path);
-            {
-                let mut seen = db.seen.lock().unwrap_or_else(|e| e.into_inner());
-                if !all && *seen == now {
-                    continue;
-                }
-                *seen = now;
+        // One reload at a time: the lock on the stamps is held throughout.
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut readers = self.state().readers.clone();
+        let mut replaced = false;
+        for (i, path) in self.paths.iter().enumerate() {
+            let now = stamp(path);
+            if !all && seen[i] == now {
+                continue;
             }
-            match open(&db.path) {
+            seen[i] = now;
+            match open(path) {
                 Ok(reader) => {
-                    *db.reader.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(reader);
+                    readers[i] = Arc::new(reader);
+                    replaced = true;
                     self.reloads.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(file = %db.path.display(), "geo database reloaded");
+                    tracing::info!(file = %path.display(), "geo database reloaded");
                 }
                 Err(error) => {
                     self.reload_failures.fetch_add(1, Ordering::Relaxed);
@@ -106,13 +139,65 @@ impl Geo {
                 }
             }
         }
+        if replaced {
+            // With a cache of its own: nothing found in the old files is answered again.
+            *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(State::new(readers));
+        }
     }
 
     /// What the databases know of `ip`; empty when none has it.
     pub fn lookup(&self, ip: IpAddr) -> Place {
+        self.state().place(ip)
+    }
+
+    /// What `ip` adds to `context` (see [`Place::render`]), from the cache when its records
+    /// were rendered lately; `None` when no database has it.
+    pub fn render(&self, ip: IpAddr) -> Option<Arc<Rendered>> {
+        let state = self.state();
+        if state.readers.len() > KEYED {
+            let r = state.place(ip).render();
+            return (r != Rendered::default()).then(|| Arc::new(r));
+        }
+        let mut key = [u64::MAX; KEYED];
+        for (slot, reader) in key.iter_mut().zip(&state.readers) {
+            if let Ok(Some(offset)) = reader.lookup(ip).map(|l| l.offset()) {
+                *slot = offset as u64;
+            }
+        }
+        if key == [u64::MAX; KEYED] {
+            return None;
+        }
+        {
+            let mut c = state.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = c.now.get(&key) {
+                return Some(v.clone());
+            }
+            if let Some((k, v)) = c.old.remove_entry(&key) {
+                c.now.insert(k, v.clone());
+                return Some(v);
+            }
+        }
+        let v = Arc::new(state.place(ip).render());
+        let mut c = state.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.now.len() >= CACHE {
+            c.old = std::mem::take(&mut c.now);
+        }
+        c.now.insert(key, v.clone());
+        Some(v)
+    }
+}
+
+impl State {
+    fn new(readers: Vec<Arc<Reader>>) -> State {
+        State {
+            readers,
+            cache: Mutex::default(),
+        }
+    }
+
+    fn place(&self, ip: IpAddr) -> Place {
         let mut place = Place::default();
-        for db in &self.dbs {
-            let reader = db.reader.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for reader in &self.readers {
             // An address the database cannot hold (IPv6 in an IPv4 file) or a damaged
             // record: nothing from this file.
             let Ok(Some(r)) = reader.lookup(ip).and_then(|l| l.decode::<Record>()) else {
@@ -151,6 +236,36 @@ impl Place {
 
     pub fn is_empty(&self) -> bool {
         *self == Place::default()
+    }
+
+    /// `context.geo` (`country`, `region`, `city`) and `context.asn` (`number`, `org`) as
+    /// JSON text, each `None` when it would be empty.
+    pub fn render(&self) -> Rendered {
+        use serde_json::{Map, Value};
+        let mut g = Map::new();
+        for (k, v) in [
+            ("country", &self.country),
+            ("region", &self.region),
+            ("city", &self.city),
+        ] {
+            if let Some(v) = v {
+                g.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        let mut a = Map::new();
+        if let Some(n) = self.asn {
+            a.insert("number".into(), Value::from(n));
+        }
+        if let Some(org) = &self.org {
+            a.insert("org".into(), Value::String(org.clone()));
+        }
+        let text = |m: Map<String, Value>| {
+            (!m.is_empty()).then(|| Value::Object(m).to_string().into_boxed_str())
+        };
+        Rendered {
+            geo: text(g),
+            asn: text(a),
+        }
     }
 
     fn fill(&mut self, r: Record<'_>) {

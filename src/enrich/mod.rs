@@ -13,7 +13,6 @@ pub mod ua;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -194,6 +193,7 @@ impl Enrich {
         events: &mut [crate::store::writer::Pending],
     ) {
         let client = client.filter(|_| self.takes_peer(app));
+        let mut scratch = String::new();
         for p in events {
             // Most of a bulk load may carry neither: skip the decoding.
             if client.is_none()
@@ -202,64 +202,70 @@ impl Enrich {
             {
                 continue;
             }
-            p.map_record(|r| match self.context(&r.context, client) {
-                Some(ctx) => {
-                    r.context = ctx;
-                    true
-                }
-                None => false,
+            p.map_context(&mut scratch, |text, out| {
+                self.context_into(text, client, out)
             });
         }
     }
 
-    /// The enriched `context` JSON text, or `None` when nothing is added. The sender's text
-    /// is kept as sent and the new fields appended to it: a bulk load pays for no tree of
-    /// its context, only for the lookups.
+    /// The enriched `context` JSON text, or `None` when nothing is added (see
+    /// [`Enrich::apply`]).
     pub fn context(&self, text: &str, client: Option<IpAddr>) -> Option<String> {
+        let mut out = String::new();
+        self.context_into(text, client, &mut out).then_some(out)
+    }
+
+    /// Writes the enriched `context` to `out` and says whether anything was added. The
+    /// sender's text is kept as sent and the new fields appended to it: a bulk load pays
+    /// for no tree of its context, only for the lookups (both cached).
+    fn context_into(&self, text: &str, client: Option<IpAddr>, out: &mut String) -> bool {
         let text = match text.trim() {
             "" => "{}",
             t => t,
         };
-        let probe: Probe<'_> = serde_json::from_str(text).ok()?;
+        let Ok(probe) = serde_json::from_str::<Probe<'_>>(text) else {
+            return false;
+        };
         let string = |raw: Option<&RawValue>| {
             raw.and_then(|r| serde_json::from_str::<std::borrow::Cow<'_, str>>(r.get()).ok())
         };
-        let mut added: Vec<(&str, String)> = Vec::new();
+        // `{...}` parsed as an object above: its last byte is the closing brace.
+        let body = text[1..text.len() - 1].trim();
+        out.clear();
+        out.reserve(text.len() + 256);
+        out.push('{');
+        out.push_str(body);
+        let opened = out.len();
+        let field = |out: &mut String, k: &str| {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(k);
+            out.push_str("\":");
+        };
         let given_ip = string(probe.ip);
         let ip = match (&given_ip, probe.ip, client) {
             (Some(ip), _, _) => ip.trim().parse::<IpAddr>().ok(),
             (None, None, Some(client)) => {
-                added.push(("ip", Value::String(client.to_string()).to_string()));
+                use std::fmt::Write;
+                field(out, "ip");
+                let _ = write!(out, "\"{client}\"");
                 Some(client)
             }
             _ => None,
         };
         if let Some(geo) = &self.0.geo
             && let Some(ip) = ip
+            && let Some(place) = geo.render(ip)
         {
-            let place = geo.lookup(ip);
-            let mut g = Map::new();
-            for (k, v) in [
-                ("country", place.country),
-                ("region", place.region),
-                ("city", place.city),
-            ] {
-                if let Some(v) = v {
-                    g.insert(k.into(), Value::String(v));
-                }
+            if let Some(g) = place.geo.as_deref().filter(|_| probe.geo.is_none()) {
+                field(out, "geo");
+                out.push_str(g);
             }
-            if !g.is_empty() && probe.geo.is_none() {
-                added.push(("geo", Value::Object(g).to_string()));
-            }
-            let mut a = Map::new();
-            if let Some(n) = place.asn {
-                a.insert("number".into(), Value::from(n));
-            }
-            if let Some(org) = place.org {
-                a.insert("org".into(), Value::String(org));
-            }
-            if !a.is_empty() && probe.asn.is_none() {
-                added.push(("asn", Value::Object(a).to_string()));
+            if let Some(a) = place.asn.as_deref().filter(|_| probe.asn.is_none()) {
+                field(out, "asn");
+                out.push_str(a);
             }
         }
         if let Some(ua) = &self.0.ua
@@ -268,27 +274,11 @@ impl Enrich {
             && !agent.trim().is_empty()
             && let Some(device) = ua.device(&agent)
         {
-            added.push(("device", device.to_string()));
-        }
-        if added.is_empty() {
-            return None;
-        }
-        // `{...}` parsed as an object above: its last byte is the closing brace.
-        let body = text[1..text.len() - 1].trim();
-        let mut out = String::with_capacity(text.len() + 256);
-        out.push('{');
-        out.push_str(body);
-        for (i, (k, v)) in added.iter().enumerate() {
-            if i > 0 || !body.is_empty() {
-                out.push(',');
-            }
-            out.push('"');
-            out.push_str(k);
-            out.push_str("\":");
-            out.push_str(v);
+            field(out, "device");
+            out.push_str(&device);
         }
         out.push('}');
-        Some(out)
+        out.len() > opened + 1
     }
 }
 
@@ -358,6 +348,7 @@ impl Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Map, Value};
 
     #[test]
     fn cidr_blocks_contain_their_addresses_only() {

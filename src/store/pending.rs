@@ -207,6 +207,34 @@ impl Pending {
         }
     }
 
+    /// Lets `f` replace the record's `context` text (enrichment): `f` reads the stored text
+    /// and, to change it, writes the new text to its buffer and says so. The new text is
+    /// spliced into the encoded bytes where the old one was: the rest of the record is
+    /// neither decoded nor encoded again. `scratch` is `f`'s buffer, reused across events.
+    pub fn map_context(&mut self, scratch: &mut String, f: impl FnOnce(&str, &mut String) -> bool) {
+        let Some((at, start, end)) = context_span(&self.record) else {
+            return; // encoded by this process a moment ago: cannot happen
+        };
+        let Ok(text) = std::str::from_utf8(&self.record[start..end]) else {
+            return;
+        };
+        scratch.clear();
+        if !f(text, scratch) {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.record.len() - (end - at) + scratch.len() + 10);
+        out.extend_from_slice(&self.record[..at]);
+        let mut n = scratch.len();
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out.extend_from_slice(scratch.as_bytes());
+        out.extend_from_slice(&self.record[end..]);
+        self.record = out;
+    }
+
     /// Replaces every credential in what will be stored of this event (its id, its dialect
     /// state's key, every string of its record) by its marker ([`crate::auth::redact`]).
     /// The common case finds nothing and copies nothing.
@@ -291,6 +319,78 @@ impl Pending {
     }
 }
 
+/// Where the `context` of an encoded v1 record is: (its length's first byte, its text's
+/// first byte, the byte after its text). Reads the fields before it without decoding them
+/// (the field order of [`EventRecord`]); `None` when the bytes are not a whole v1 record.
+fn context_span(bytes: &[u8]) -> Option<(usize, usize, usize)> {
+    struct Cursor<'a> {
+        b: &'a [u8],
+        at: usize,
+    }
+    impl Cursor<'_> {
+        fn byte(&mut self) -> Option<u8> {
+            let v = *self.b.get(self.at)?;
+            self.at += 1;
+            Some(v)
+        }
+        fn varint(&mut self) -> Option<u64> {
+            let mut v = 0u64;
+            for shift in (0..70).step_by(7) {
+                let byte = self.byte()?;
+                v |= u64::from(byte & 0x7f).checked_shl(shift)?;
+                if byte & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        }
+        fn skip(&mut self, n: usize) -> Option<()> {
+            self.at = self.at.checked_add(n).filter(|&e| e <= self.b.len())?;
+            Some(())
+        }
+        fn string(&mut self) -> Option<()> {
+            let n = usize::try_from(self.varint()?).ok()?;
+            self.skip(n)
+        }
+        fn option(&mut self, some: impl FnOnce(&mut Self) -> Option<()>) -> Option<()> {
+            match self.byte()? {
+                0 => Some(()),
+                1 => some(self),
+                _ => None,
+            }
+        }
+    }
+    let mut c = Cursor { b: bytes, at: 0 };
+    (c.byte()? == EVENT_V1).then_some(())?;
+    c.varint()?; // received_at_ms
+    c.string()?; // tenant
+    c.string()?; // app
+    c.varint()?; // key_id
+    c.string()?; // source
+    c.string()?; // event_id
+    c.string()?; // event_name
+    c.varint()?; // event_ts_ms
+    for _ in 0..3 {
+        c.option(Cursor::string)?; // install_uuid, user_id, anonymous_id
+    }
+    for _ in 0..c.varint()? {
+        c.string()?; // ids
+        c.string()?;
+    }
+    c.option(|c| c.skip(8))?; // revenue
+    for _ in 0..3 {
+        c.option(Cursor::string)?; // currency, transaction_id, product_id
+    }
+    c.string()?; // props
+    let at = c.at;
+    let n = usize::try_from(c.varint()?).ok()?;
+    let start = c.at;
+    c.skip(n)?;
+    let end = c.at;
+    c.string()?; // audit_key
+    (c.at == bytes.len()).then_some((at, start, end))
+}
+
 /// [`EventRecord`] with borrowed fields: the same fields in the same order, so postcard
 /// writes the same bytes (the test below holds the two together).
 #[derive(Serialize)]
@@ -351,5 +451,70 @@ pub fn native_record(
         props: d.props.clone().into_owned(),
         context: d.context.clone().into_owned(),
         audit_key: audit_key.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(context: &str) -> EventRecord {
+        EventRecord {
+            received_at_ms: 1_764_000_000_123,
+            tenant: "t".into(),
+            app: "default".into(),
+            key_id: 300,
+            source: "reflect".into(),
+            event_id: "e-1".into(),
+            event_name: "purchase".into(),
+            event_ts_ms: -5,
+            install_uuid: Some("u".into()),
+            user_id: None,
+            anonymous_id: Some("a".into()),
+            ids: vec![
+                ("idfa".into(), "x".repeat(200)),
+                ("gaid".into(), "y".into()),
+            ],
+            revenue: Some(1.5),
+            currency: Some("EUR".into()),
+            transaction_id: None,
+            product_id: Some("p".into()),
+            props: "{}".into(),
+            context: context.into(),
+            audit_key: "raw/2026-12-03/e-1.json".into(),
+        }
+    }
+
+    #[test]
+    fn a_spliced_context_is_the_record_encoded_with_it() {
+        let long = format!(r#"{{"ip":"1.2.3.4","pad":"{}"}}"#, "z".repeat(300));
+        // Lengths across a varint boundary, both ways.
+        for (before, after) in [
+            ("{}", r#"{"geo":{"country":"DE"}}"#.to_owned()),
+            (r#"{"ip":"1.2.3.4"}"#, long.clone()),
+            (long.as_str(), "{}".to_owned()),
+        ] {
+            let mut p = Pending::for_test("e-1", encode_event(&record(before)));
+            let mut scratch = String::new();
+            p.map_context(&mut scratch, |text, out| {
+                assert_eq!(text, before);
+                out.push_str(&after);
+                true
+            });
+            assert_eq!(p.record(), encode_event(&record(&after)));
+            // Unchanged when `f` says so.
+            let kept = p.record().to_vec();
+            p.map_context(&mut scratch, |_, out| {
+                out.push_str("{}");
+                false
+            });
+            assert_eq!(p.record(), kept);
+        }
+        // Not a whole record: left alone, `f` not called.
+        let mut bytes = encode_event(&record("{}"));
+        bytes.pop();
+        let mut p = Pending::for_test("e-1", bytes.clone());
+        p.map_context(&mut String::new(), |_, _| panic!("called"));
+        assert_eq!(p.record(), bytes);
     }
 }

@@ -164,8 +164,9 @@ pub fn event_json(out: &mut String, id: &str, n: u64) {
 static WITH_CONTEXT: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::var("INLET_BENCH_CONTEXT").is_ok_and(|v| v == "1"));
 
-/// Adds `context` to the event just written: an address of 65,536 and one of a handful of
-/// real user agents, as one backend's traffic repeats them.
+/// Adds `context` to the event just written, as one backend's traffic repeats them: each
+/// of the load's 100,000 users (`user_id`) has a home address and, one in four, a mobile
+/// one it also uses, and one of a handful of real user agents.
 fn with_context(out: &mut String, n: u64) {
     const AGENTS: [&str; 6] = [
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
@@ -176,7 +177,9 @@ fn with_context(out: &mut String, n: u64) {
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
     ];
     out.pop(); // the event's closing brace
-    let h = splitmix(n);
+    let user = splitmix(n % 100_000);
+    let roams = (user >> 40).is_multiple_of(4) && splitmix(n).is_multiple_of(3);
+    let h = if roams { splitmix(!user) } else { user };
     let _ = write!(
         out,
         r#","context":{{"ip":"{}.{}.{}.{}","user_agent":"{}"}}}}"#,
@@ -184,7 +187,7 @@ fn with_context(out: &mut String, n: u64) {
         (h >> 8) & 0xff,
         (h >> 16) & 0xff,
         1 + (h >> 24) % 254,
-        AGENTS[((h >> 32) % AGENTS.len() as u64) as usize],
+        AGENTS[((user >> 32) % AGENTS.len() as u64) as usize],
     );
 }
 
