@@ -301,7 +301,10 @@ impl Builder {
     fn spawn(&self, work: impl FnOnce() + Send + 'static) {
         let spawned = std::thread::Builder::new()
             .name("inlet-dedupe-filter".into())
-            .spawn(work);
+            .spawn(|| {
+                super::super::writer::run_in_background();
+                work()
+            });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no thread to build a dedupe filter; lookups read the runs");
         }
