@@ -84,7 +84,7 @@ impl Indexer {
         let thread = std::thread::Builder::new()
             .name("inlet-indexer".into())
             .spawn(move || {
-                crate::store::writer::run_in_background();
+                crate::store::dedupe::run_in_background();
                 run(&thread_identity, &thread_shared)
             })?;
         Ok(Indexer {

@@ -52,22 +52,6 @@ fn multi_thread_runtime() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
-/// Nice value of background threads (identity indexing, dedupe filter builds): below the
-/// request threads and the writer, so that on a busy machine their work waits for requests
-/// rather than requests for it.
-pub const BACKGROUND_NICE: i32 = 10;
-
-/// Lowers the calling thread's CPU priority to [`BACKGROUND_NICE`] (Linux: a thread's own
-/// nice value). Best effort: nothing changes where that is not possible.
-pub fn run_in_background() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice value.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE);
-    }
-}
-
 pub use super::pending::{Guard, Pending, SkanUpdate};
 use super::receipts::{Note, Noted, RECEIPTS_PER_APP};
 
