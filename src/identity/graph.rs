@@ -18,6 +18,7 @@ use crate::store::tables::{EVENTS, META};
 use redb::{Database, DatabaseError, ReadableDatabase};
 use ring::digest;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The graph's file inside the data dir.
@@ -42,6 +43,9 @@ enum Home {
 pub struct Graph {
     home: Home,
     db: RwLock<Option<Arc<Database>>>,
+    /// Bumped by [`Graph::replace`] before the new file is in place: what was handed to the
+    /// indexer before may hold events an erasure removed.
+    generation: AtomicU64,
 }
 
 impl Graph {
@@ -50,6 +54,7 @@ impl Graph {
         Graph {
             home: Home::File(dir.join(GRAPH_FILE)),
             db: RwLock::new(None),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -58,7 +63,13 @@ impl Graph {
         Graph {
             home: Home::Memory,
             db: RwLock::new(None),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// How many times the graph was replaced ([`Graph::replace`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The current handle; `None` after a failure until [`Graph::reopen`] succeeded.
@@ -118,6 +129,7 @@ impl Graph {
     pub fn replace(&self) -> Result<Arc<Database>> {
         let mut slot = self.db.write().unwrap_or_else(|e| e.into_inner());
         slot.take();
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let db = match &self.home {
             Home::Memory => builder().create_with_backend(redb::backends::InMemoryBackend::new())?,
             Home::File(path) => {

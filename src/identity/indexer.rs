@@ -13,8 +13,9 @@
 //! a commit (after a failed one redb refuses them all), its file is opened again first; when
 //! the log failed, the writer reopens it and the retry reads the reopened one.
 
+use super::Fed;
 use super::Identity;
-use crate::store::writer::CommitListener;
+use crate::store::writer::{CommitListener, Stored};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +23,14 @@ use std::time::{Duration, Instant};
 /// How long the log stays without a new commit before the indexer indexes a partial chunk
 /// (and advances the merges left).
 pub const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
+
+/// Most bytes of records handed over by the writer and not taken in yet; past it a batch is
+/// left out, and its events are read from the log.
+pub const FEED_BYTES: usize = 16 << 20;
+
+/// Most events held as keys, waiting for their step; past it a batch is left out (read from
+/// the log later).
+const FED_EVENTS: u64 = 2 * super::INDEX_CHUNK as u64;
 
 /// First wait after a failed step; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -42,6 +51,12 @@ struct Shared {
 struct Progress {
     /// The newest committed seq the writer reported.
     committed: u64,
+    /// Batches the writer handed over, not taken in by the thread yet, with the graph's
+    /// generation when each came; at most [`FEED_BYTES`] of records.
+    handed: Vec<(Arc<Stored>, u64)>,
+    handed_bytes: usize,
+    /// The writer reopened its file: drop what was handed over before.
+    reopened: bool,
     /// The graph's cursor after the last step (`None` before the first).
     indexed: Option<u64>,
     last_commit: Instant,
@@ -55,6 +70,9 @@ impl Indexer {
         let shared = Arc::new(Shared {
             state: Mutex::new(Progress {
                 committed: 0,
+                handed: Vec::new(),
+                handed_bytes: 0,
+                reopened: false,
                 indexed: None,
                 last_commit: Instant::now(),
                 stop: false,
@@ -65,7 +83,10 @@ impl Indexer {
         let thread_identity = identity.clone();
         let thread = std::thread::Builder::new()
             .name("inlet-indexer".into())
-            .spawn(move || run(&thread_identity, &thread_shared))?;
+            .spawn(move || {
+                crate::store::dedupe::run_in_background();
+                run(&thread_identity, &thread_shared)
+            })?;
         Ok(Indexer {
             identity,
             shared,
@@ -108,6 +129,27 @@ impl CommitListener for Indexer {
         Indexer::committed(self, seq);
     }
 
+    fn wants_stored(&self) -> bool {
+        true
+    }
+
+    fn stored(&self, events: &Arc<Stored>) {
+        let bytes = events.bytes();
+        let generation = self.identity.graph.generation();
+        let mut s = self.shared.lock();
+        if s.handed_bytes + bytes <= FEED_BYTES {
+            s.handed_bytes += bytes;
+            s.handed.push((events.clone(), generation));
+        }
+    }
+
+    fn reopened(&self) {
+        let mut s = self.shared.lock();
+        s.handed.clear();
+        s.handed_bytes = 0;
+        s.reopened = true;
+    }
+
     fn writer_stopped(&self) {
         self.stop();
     }
@@ -125,18 +167,58 @@ impl Shared {
     }
 }
 
+/// Takes in the batches the writer handed over: their keys join `fed` when they continue it
+/// (and it has room); otherwise they are left to the log.
+fn take_in(handed: Vec<(Arc<Stored>, u64)>, fed: &mut Option<Fed>, indexed: Option<u64>) {
+    for (stored, generation) in handed {
+        // Already indexed (read from the log meanwhile).
+        if stored
+            .events
+            .last()
+            .is_some_and(|&(last, _, _)| indexed.is_some_and(|i| last <= i))
+        {
+            continue;
+        }
+        let taken = match fed {
+            Some(f) if f.events() >= FED_EVENTS => Ok(false),
+            Some(f) => f.add(&stored, generation),
+            None => Fed::new(&stored, generation).map(|f| {
+                *fed = f;
+                true
+            }),
+        };
+        if let Err(e) = taken {
+            // Read from the log instead, where the error will be met and reported.
+            tracing::debug!(error = %e, "a handed-over batch was left to the log");
+        }
+    }
+}
+
 fn run(identity: &Identity, shared: &Shared) {
     // The graph's cursor and whether merges wait; unknown until the first step.
     let mut indexed: Option<u64> = None;
     let mut merging = true;
     let mut backoff = FIRST_BACKOFF;
     let mut retry_at: Option<Instant> = None;
+    // Keys of the events handed over by the writer, waiting for their step.
+    let mut fed: Option<Fed> = None;
     loop {
         {
             let mut s = shared.lock();
             loop {
                 if s.stop {
                     return;
+                }
+                if std::mem::take(&mut s.reopened) {
+                    fed = None;
+                }
+                if !s.handed.is_empty() {
+                    let handed = std::mem::take(&mut s.handed);
+                    s.handed_bytes = 0;
+                    drop(s);
+                    take_in(handed, &mut fed, indexed);
+                    s = shared.lock();
+                    continue;
                 }
                 let now = Instant::now();
                 let lag = indexed.map_or(u64::MAX, |i| s.committed.saturating_sub(i));
@@ -171,24 +253,57 @@ fn run(identity: &Identity, shared: &Shared) {
         }
         // Every seq up to this one is committed, so the step's snapshot of the log holds it.
         let committed = shared.lock().committed;
-        match super::step(identity) {
-            Ok(super::Step {
-                after:
-                    super::Indexed {
-                        cursor,
-                        merging: more,
-                    },
-                through,
-                ..
-            }) => {
+        // Handed-over events of an older graph (an erasure replaced it since) may hold
+        // events it removed: read the log instead.
+        if fed
+            .as_ref()
+            .is_some_and(|f| f.generation() != identity.graph.generation())
+        {
+            fed = None;
+        }
+        // The handed-over events when they continue the cursor; the log up to them otherwise.
+        let stepped = match (&mut fed, indexed) {
+            (Some(f), Some(i)) if f.first() == i + 1 => match super::step_fed(identity, f) {
+                Ok(Some(step)) => Ok((step, true)),
+                Ok(None) => {
+                    fed = None;
+                    super::step(identity).map(|s| (s, false))
+                }
+                Err(e) => Err(e),
+            },
+            // Partly indexed already: the log has them.
+            (Some(f), Some(i)) if f.first() <= i => {
+                fed = None;
+                super::step(identity).map(|s| (s, false))
+            }
+            (Some(f), _) => super::step_until(identity, f.first() - 1).map(|s| (s, true)),
+            (None, _) => super::step(identity).map(|s| (s, false)),
+        };
+        match stepped {
+            Ok((
+                super::Step {
+                    after:
+                        super::Indexed {
+                            cursor,
+                            merging: more,
+                        },
+                    through,
+                    ..
+                },
+                bounded,
+            )) => {
                 // A step that reached the end of its snapshot has indexed everything
                 // committed: the newest seqs may be missing from the log (retention removed
-                // them), and the cursor then stops short of `committed`.
-                let cursor = if cursor >= through {
+                // them), and the cursor then stops short of `committed`. Not so for a step
+                // that stopped where the handed-over events begin.
+                let cursor = if cursor >= through && !bounded {
                     cursor.max(committed)
                 } else {
                     cursor
                 };
+                if fed.as_ref().is_some_and(|f| f.last() <= cursor) {
+                    fed = None;
+                }
                 indexed = Some(cursor);
                 shared.lock().indexed = Some(cursor);
                 merging = more;

@@ -267,15 +267,133 @@ pub fn index_step(
             }
             last.map(|(seq, bytes)| bound(seq, bytes.value()))
         };
-        RunSet::add(txn, RUNS, keys.sorted())?;
-        let mut meta = txn.open_table(META)?;
-        meta.insert(INDEXED_SEQ, &cursor.to_be_bytes()[..])?;
-        if let Some(b) = last_read {
-            meta.insert(BOUND, &b[..])?;
-        }
+        write_chunk(txn, &mut keys, cursor, last_read)?;
     }
     let merging = RunSet::merge_step(txn, RUNS, MERGE_STEP_KEYS)?;
     Ok(Indexed { cursor, merging })
+}
+
+/// Writes a chunk's keys as one new run and moves the cursor (and the binding, when the
+/// chunk read an event) with it.
+fn write_chunk(
+    txn: &WriteTransaction,
+    keys: &mut ChunkKeys,
+    cursor: u64,
+    bound: Option<[u8; 24]>,
+) -> Result<()> {
+    RunSet::add(txn, RUNS, keys.sorted())?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(INDEXED_SEQ, &cursor.to_be_bytes()[..])?;
+    if let Some(b) = bound {
+        meta.insert(BOUND, &b[..])?;
+    }
+    Ok(())
+}
+
+/// The graph keys of events the writer handed over after their commit
+/// ([`crate::store::writer::Stored`]): seqs `first..=last` of the log, without gaps, made
+/// from the records as committed, so that indexing them reads nothing back from the log.
+/// Indexed by [`step_fed`] when they continue the graph's cursor; otherwise the log is read.
+pub struct Fed {
+    first: u64,
+    last: u64,
+    /// [`graph::Graph::generation`] when the first of them was handed over.
+    generation: u64,
+    keys: ChunkKeys,
+    bound: Option<[u8; 24]>,
+}
+
+impl Fed {
+    /// The events handed over in `stored` (seqs without gaps, in order), of graph
+    /// generation `generation`.
+    pub fn new(stored: &crate::store::writer::Stored, generation: u64) -> Result<Option<Fed>> {
+        let Some(&(first, _, _)) = stored.events.first() else {
+            return Ok(None);
+        };
+        let mut fed = Fed {
+            first,
+            last: first - 1,
+            generation,
+            keys: ChunkKeys::default(),
+            bound: None,
+        };
+        fed.extend(stored)?;
+        Ok(Some(fed))
+    }
+
+    /// Adds `stored` when it continues these events in the same generation; `false` (and
+    /// nothing added) otherwise.
+    pub fn add(&mut self, stored: &crate::store::writer::Stored, generation: u64) -> Result<bool> {
+        match stored.events.first() {
+            Some(&(seq, _, _)) if seq == self.last + 1 && generation == self.generation => {
+                self.extend(stored)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn extend(&mut self, stored: &crate::store::writer::Stored) -> Result<()> {
+        for (seq, app_id, record) in &stored.events {
+            debug_assert_eq!(*seq, self.last + 1, "handed over with a gap");
+            let v = identity_view(record)?;
+            self.keys.add_event(*app_id, *seq, &view_identifiers(&v));
+            self.last = *seq;
+        }
+        if let Some((seq, _, record)) = stored.events.last() {
+            self.bound = Some(bound(*seq, record));
+        }
+        Ok(())
+    }
+
+    /// The first seq it holds.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The last seq it holds.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Events it holds.
+    pub fn events(&self) -> u64 {
+        self.last + 1 - self.first
+    }
+
+    /// The generation of the graph it was handed over in.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Indexes `fed` as one new run when it continues the graph's cursor exactly and the graph
+/// is still of `fed`'s generation (an erasure replaced none since), then a bounded merge
+/// step, all in one commit of the graph; `Ok(None)` (nothing written) when it does not fit,
+/// and the log is read instead ([`step`]).
+pub fn step_fed(identity: &Identity, fed: &mut Fed) -> Result<Option<Step>> {
+    // The handle first: a replaced graph's generation is bumped before its new handle is in
+    // place, so a new handle always comes with the new generation.
+    let graph = identity.graph.db()?;
+    if identity.graph.generation() != fed.generation {
+        return Ok(None);
+    }
+    let txn = crate::store::begin_write(&graph)?;
+    let before = indexed_seq(&txn.open_table(META)?)?;
+    if before + 1 != fed.first {
+        return Ok(None);
+    }
+    write_chunk(&txn, &mut fed.keys, fed.last, fed.bound)?;
+    let merging = RunSet::merge_step(&txn, RUNS, MERGE_STEP_KEYS)?;
+    txn.commit()?;
+    Ok(Some(Step {
+        before,
+        after: Indexed {
+            cursor: fed.last,
+            merging,
+        },
+        through: fed.last,
+    }))
 }
 
 /// Where an indexing step left the graph.
@@ -372,6 +490,11 @@ pub fn reset(txn: &WriteTransaction) -> Result<()> {
 /// One indexing step of `store`'s graph (a read of the log, a commit of the graph's
 /// database) up to the newest stored event.
 pub fn step(identity: &Identity) -> Result<Step> {
+    step_until(identity, u64::MAX)
+}
+
+/// [`step`], reading the log no further than `until` (where events handed over begin).
+pub fn step_until(identity: &Identity, until: u64) -> Result<Step> {
     let graph = identity.graph.db()?;
     // The graph's transaction first: it is the only writer of the graph, and the log's
     // snapshot then holds at least every event up to the graph's cursor.
@@ -380,7 +503,8 @@ pub fn step(identity: &Identity) -> Result<Step> {
     let through = log
         .open_table(EVENTS)?
         .last()?
-        .map_or(0, |(k, _)| k.value());
+        .map_or(0, |(k, _)| k.value())
+        .min(until);
     let before = indexed_seq(&txn.open_table(META)?)?;
     let after = index_step(&log, &txn, through)?;
     drop(log);
@@ -889,6 +1013,93 @@ pub(crate) mod tests {
         assert_eq!(catch_up(&store).unwrap(), 5);
         assert_eq!(graph_keys(&store), (5, 6));
         check(&store);
+    }
+
+    /// What the writer hands over for `records` stored from seq `first` on.
+    fn handed(
+        store: &Identity,
+        first: u64,
+        records: &[EventRecord],
+    ) -> crate::store::writer::Stored {
+        let txn = store.store().db().unwrap().begin_read().unwrap();
+        let app = find_app(&txn.open_table(APPS).unwrap(), "default")
+            .unwrap()
+            .unwrap()
+            .0;
+        crate::store::writer::Stored {
+            events: (first..)
+                .zip(records)
+                .map(|(seq, r)| (seq, app, crate::store::codec::encode_event(r)))
+                .collect(),
+        }
+    }
+
+    /// Every key of the graph's runs, and its cursor and binding.
+    fn graph_state(store: &Identity) -> (Vec<Vec<u8>>, u64, Option<Vec<u8>>) {
+        let txn = store.graph.db().unwrap().begin_read().unwrap();
+        let keys = Reader::open(&txn, RUNS).unwrap().with_prefix(&[]).unwrap();
+        let meta = txn.open_table(META).unwrap();
+        let bound = meta.get(BOUND).unwrap().map(|v| v.value().to_vec());
+        (keys, indexed_seq(&meta).unwrap(), bound)
+    }
+
+    /// Events handed over by the writer index to exactly what reading them from the log
+    /// gives, and only when they continue the cursor in the graph's generation.
+    #[test]
+    fn handed_over_events_index_as_the_log_does() {
+        let events: Vec<EventRecord> = (1..=40u64)
+            .map(|seq| {
+                let mut r = stored(seq, &[("player_id", &format!("p{}", seq % 7))]);
+                r.user_id = (seq % 3 == 0).then(|| format!("u{}", seq % 5));
+                r.install_uuid = Some(if seq % 4 == 0 {
+                    "0".into()
+                } else {
+                    format!("i{seq}")
+                });
+                r
+            })
+            .collect();
+        let from_log = {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Identity::open(&Store::open(dir.path()).unwrap());
+            append(&store, &events);
+            catch_up(&store).unwrap();
+            graph_state(&store)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
+        append(&store, &events);
+        // The first ten from the log, the rest handed over in two batches.
+        assert_eq!(step_until(&store, 10).unwrap().after.cursor, 10);
+        let generation = store.graph.generation();
+        // A batch that does not continue the cursor is not indexed.
+        let mut ahead = Fed::new(&handed(&store, 12, &events[11..20]), generation)
+            .unwrap()
+            .unwrap();
+        assert!(step_fed(&store, &mut ahead).unwrap().is_none());
+        let mut fed = Fed::new(&handed(&store, 11, &events[10..25]), generation)
+            .unwrap()
+            .unwrap();
+        assert!(
+            !fed.add(&handed(&store, 27, &events[26..]), generation)
+                .unwrap()
+        );
+        assert!(
+            fed.add(&handed(&store, 26, &events[25..]), generation)
+                .unwrap()
+        );
+        assert_eq!((fed.first(), fed.last(), fed.events()), (11, 40, 30));
+        let done = step_fed(&store, &mut fed).unwrap().unwrap();
+        assert_eq!((done.before, done.after.cursor), (10, 40));
+        while step(&store).unwrap().after.merging {}
+        assert_eq!(graph_state(&store), from_log);
+        // Handed over before the graph was replaced (an erasure): never indexed.
+        let mut stale = Fed::new(&handed(&store, 1, &events[..5]), generation)
+            .unwrap()
+            .unwrap();
+        store.forget_graph().unwrap();
+        assert!(step_fed(&store, &mut stale).unwrap().is_none());
+        assert_eq!(cursor(&store), 0);
     }
 
     #[test]

@@ -193,6 +193,11 @@ impl Pending {
         &self.record
     }
 
+    /// Moves the encoded record out (the writer, once it is committed), leaving it empty.
+    pub fn take_record(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.record)
+    }
+
     pub fn guard(&self) -> Option<&Guard> {
         self.guard.as_ref()
     }

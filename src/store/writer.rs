@@ -100,7 +100,8 @@ pub enum SubmitError {
 }
 
 /// The outcomes, and the submission itself handed back so that its buffers (records, raw
-/// body) are freed on the request's thread rather than on the writer's.
+/// body) are freed on the request's thread rather than on the writer's. The records of
+/// accepted events are not in it when a listener took them ([`CommitListener::stored`]).
 type Answer = oneshot::Sender<(Result<Vec<Outcome>, SubmitError>, Submission)>;
 type Job = Box<dyn FnOnce(&Database) + Send>;
 
@@ -142,6 +143,20 @@ pub trait CommitListener: Send + Sync {
     /// it reopened the database).
     fn committed(&self, _seq: u64) {}
 
+    /// Whether it takes the records of each committed batch ([`CommitListener::stored`]).
+    fn wants_stored(&self) -> bool {
+        false
+    }
+
+    /// The events a batch stored, after its commit returned and before
+    /// [`CommitListener::committed`] reports it (only when [`CommitListener::wants_stored`]).
+    /// They are exactly the log's seqs `first..` of the batch, as committed.
+    fn stored(&self, _events: &Arc<Stored>) {}
+
+    /// The writer opened its database again (after a failure, or a job replaced the file):
+    /// what [`CommitListener::stored`] handed over before may differ from the file now.
+    fn reopened(&self) {}
+
     /// The writer thread has stopped (its last batch is committed).
     fn writer_stopped(&self) {}
 }
@@ -156,6 +171,21 @@ pub struct Accepted {
 
 /// The listeners a writer publishes to.
 pub type Listeners = Vec<Arc<dyn CommitListener>>;
+
+/// The events one commit stored, handed to the listeners that ask for them, so that they
+/// need not read back from the log what the writer just wrote.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// (seq, app id, encoded record), in seq order, without gaps.
+    pub events: Vec<(u64, u32, Vec<u8>)>,
+}
+
+impl Stored {
+    /// Bytes of records it holds.
+    pub fn bytes(&self) -> usize {
+        self.events.iter().map(|(_, _, r)| r.len()).sum()
+    }
+}
 
 /// A submission whose outcomes were decided elsewhere (cluster mode: by a partition's
 /// earlier owner, read back from the engine). The writer applies it: only the dedupe check
@@ -607,6 +637,7 @@ fn run(
                     staged = reloaded;
                     staged.build_filter(d.clone());
                     for l in listeners {
+                        l.reopened();
                         l.committed(next - 1);
                     }
                     db = Some(d);
@@ -720,6 +751,7 @@ fn run(
                     if let Some(merged) = merged {
                         staged.apply(merged);
                     }
+                    hand_over_stored(listeners, &mut batch, &outcomes);
                     for l in listeners {
                         l.committed(next_seq - 1);
                     }
@@ -800,6 +832,32 @@ fn run(
                 reopen_jobs.clear();
             }
         }
+    }
+}
+
+/// Moves the records of the events a committed batch stored into one [`Stored`] for the
+/// listeners that want them (the submissions go back to their requests without them).
+fn hand_over_stored(listeners: &Listeners, batch: &mut [Item], outcomes: &[Vec<Outcome>]) {
+    let takers: Vec<&Arc<dyn CommitListener>> =
+        listeners.iter().filter(|l| l.wants_stored()).collect();
+    if takers.is_empty() {
+        return;
+    }
+    let mut stored = Stored::default();
+    for (item, outcomes) in batch.iter_mut().zip(outcomes) {
+        let app_id = item.sub.app_id;
+        for (ev, o) in item.sub.events.iter_mut().zip(outcomes) {
+            if let Outcome::Accepted { seq } = o {
+                stored.events.push((*seq, app_id, ev.take_record()));
+            }
+        }
+    }
+    if stored.events.is_empty() {
+        return;
+    }
+    let stored = Arc::new(stored);
+    for l in takers {
+        l.stored(&stored);
     }
 }
 

@@ -301,7 +301,10 @@ impl Builder {
     fn spawn(&self, work: impl FnOnce() + Send + 'static) {
         let spawned = std::thread::Builder::new()
             .name("inlet-dedupe-filter".into())
-            .spawn(work);
+            .spawn(|| {
+                run_in_background();
+                work()
+            });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no thread to build a dedupe filter; lookups read the runs");
         }
@@ -325,6 +328,22 @@ fn run_filter(
         }
     })?;
     Ok(filter)
+}
+
+/// Nice value of background threads (identity indexing, dedupe filter builds): below the
+/// request threads and the writer, so that on a busy machine their work waits for requests
+/// rather than requests for it.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to [`BACKGROUND_NICE`] (Linux: a thread's own
+/// nice value). Best effort: nothing changes where that is not possible.
+pub fn run_in_background() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice value.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE);
+    }
 }
 
 #[cfg(test)]
