@@ -3,7 +3,8 @@
 #
 #   bench/ab.sh [-r ROUNDS] [-f FILL_SECONDS] [-s SECONDS] [-m SHAPE] BIN... [-- LOAD_ARGS...]
 #
-# For each round and each build (alternating, so that a noisy machine hits all of them):
+# For each round and each build (alternating, so that a noisy machine hits all of them, and
+# each round starting with the next build, as the first run after a pause is favoured):
 # a fresh data dir, `BIN serve`, a key, FILL_SECONDS of bulk 1000 x 16 from empty, then
 # SECONDS measured in SHAPE (default `--bulk 1000 --conns 16`; `-m "--bulk 1 --conns 64"`
 # measures single events) with LOAD_ARGS added (e.g. `--dup-share 0.5 --dup-count 1000000
@@ -35,7 +36,9 @@ threads() { # comm on-cpu-ns waiting-ns, summed per thread name
 }
 
 for r in $(seq "$rounds"); do
-  for bin in "${bins[@]}"; do
+  # Each round starts with the next build: the first run after a pause is favoured.
+  order=("${bins[@]:$(((r - 1) % ${#bins[@]}))}" "${bins[@]:0:$(((r - 1) % ${#bins[@]}))}")
+  for bin in "${order[@]}"; do
     dir=$(mktemp -d "${AB_DIR:-/tmp}/inlet-ab.XXXXXX")
     "$bin" serve --data "$dir" --listen "$addr" > "$dir.log" 2>&1 &
     pid=$!
