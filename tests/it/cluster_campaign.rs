@@ -333,16 +333,7 @@ impl World {
             ms(times.last()),
             self.started.elapsed()
         );
-        eprintln!("{line}");
-        if let Ok(path) = std::env::var("INLET_CAMPAIGN_REPORT") {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .expect("report file");
-            writeln!(f, "{line}").unwrap();
-        }
+        crate::support::report_campaign(&line);
     }
 }
 

@@ -350,16 +350,7 @@ pub fn campaign(cycles: u64, seed: u64) -> Tally {
         tally.duplicates_answered,
         started.elapsed()
     );
-    eprintln!("{line}");
-    if let Ok(path) = std::env::var("INLET_CAMPAIGN_REPORT") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("report file");
-        writeln!(f, "{line}").unwrap();
-    }
+    crate::support::report_campaign(&line);
     tally
 }
 

@@ -168,16 +168,7 @@ fn check(store: &Store, acked: &HashSet<String>, sent: &HashSet<String>) -> usiz
 }
 
 fn report(line: &str) {
-    eprintln!("{line}");
-    if let Ok(path) = std::env::var("INLET_CAMPAIGN_REPORT") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("report file");
-        writeln!(f, "{line}").unwrap();
-    }
+    crate::support::report_campaign(line);
 }
 
 async fn power_loss_campaign(torn: bool) {

@@ -510,3 +510,17 @@ impl Inlet {
         c.wait().expect("wait")
     }
 }
+
+/// Prints a campaign's figures and appends them to the file `INLET_CAMPAIGN_REPORT` names.
+pub fn report_campaign(line: &str) {
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("INLET_CAMPAIGN_REPORT") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("report file");
+        writeln!(f, "{line}").unwrap();
+    }
+}
