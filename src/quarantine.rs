@@ -95,7 +95,12 @@ pub async fn replay(ctx: &Context, app: &str, sel: &Selection) -> store::Result<
         if let Some(reason) = r.reason.as_deref().filter(|_| !r.released)
             && !matches!(
                 reason,
-                "key_revoked" | "not_replayable" | "overloaded" | "shutting_down" | "internal"
+                "key_revoked"
+                    | "secret_revoked"
+                    | "not_replayable"
+                    | "overloaded"
+                    | "shutting_down"
+                    | "internal"
             )
             && !reason.starts_with("storage")
         {

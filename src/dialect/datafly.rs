@@ -181,6 +181,17 @@ impl super::Ingest for Datafly {
     }
 }
 
+/// The id of the secret that signed a kept message (see [`Ingest::kept_item`](super::Ingest)).
+pub fn kept_secret_id(item: &[u8]) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    struct Kept {
+        secret_id: u32,
+    }
+    serde_json::from_slice::<Kept>(item)
+        .ok()
+        .map(|k| k.secret_id)
+}
+
 /// How far `X-Timestamp` may be from the receive time.
 pub const WINDOW_MS: u64 = 5 * 60 * 1000;
 

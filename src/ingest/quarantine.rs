@@ -161,7 +161,8 @@ pub struct Replayed {
     pub event_id: String,
     /// `accepted`, `duplicate` (both leave the quarantine) or `refused`.
     pub outcome: &'static str,
-    /// Why it was refused (`key_revoked`: its key was revoked since; `not_replayable`: its
+    /// Why it was refused (`key_revoked`: its key was revoked since; `secret_revoked`: the
+    /// signing secret of its message was revoked since; `not_replayable`: its
     /// dialect's events are not replayed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -190,6 +191,16 @@ pub async fn replay(ctx: &Context, app_id: u32, entry: &Entry) -> Replayed {
         Ok(KeyNow::Revoked) => return refused("key_revoked".into(), false),
         Err(e) => return refused(format!("storage: {e}"), false),
     };
+    // A signed message stands on its secret as a keyed one on its key.
+    if held.source == Datafly::SOURCE
+        && let Some(secret) = crate::dialect::datafly::kept_secret_id(&held.raw)
+    {
+        match ctx.store.secret_unrevoked(secret) {
+            Ok(true) => {}
+            Ok(false) => return refused("secret_revoked".into(), false),
+            Err(e) => return refused(format!("storage: {e}"), false),
+        }
+    }
     let outcome = match held.source.as_str() {
         s if s == Native::SOURCE => replay_as::<Native>(ctx, &key, held).await,
         s if s == Adjust::SOURCE => replay_as::<Adjust>(ctx, &key, held).await,

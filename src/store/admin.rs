@@ -285,9 +285,41 @@ pub fn revoke_key(txn: &WriteTransaction, id: u32) -> Result<Key> {
     Ok(key)
 }
 
+/// Most names one key's list of allowed events may hold.
+pub const MAX_ALLOWED_EVENTS: usize = 1000;
+
+/// The names of `events`, trimmed, each once, in the order given; a refusal for an invalid
+/// one. The API and the CLI both set a key's list through [`set_allowed_events`], so both
+/// are checked here.
+fn allowed_event_names(events: Vec<String>) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(events.len());
+    for e in events {
+        let e = e.trim();
+        if e.is_empty() {
+            continue;
+        }
+        if e.chars().count() > crate::event::MAX_EVENT_NAME {
+            return Err(Error::Refused(format!(
+                "allowed event {e:?} is longer than {} characters",
+                crate::event::MAX_EVENT_NAME
+            )));
+        }
+        if !out.iter().any(|o| o == e) {
+            out.push(e.to_owned());
+        }
+    }
+    if out.len() > MAX_ALLOWED_EVENTS {
+        return Err(Error::Refused(format!(
+            "at most {MAX_ALLOWED_EVENTS} allowed events"
+        )));
+    }
+    Ok(out)
+}
+
 /// Sets the event names key `id` may send (empty: all); a revoked key stays revoked.
 /// Quarantine: "allow the event", then replay.
 pub fn set_allowed_events(txn: &WriteTransaction, id: u32, events: Vec<String>) -> Result<Key> {
+    let events = allowed_event_names(events)?;
     let mut table = txn.open_table(KEYS)?;
     let mut key: Key = match table.get(id)? {
         Some(bytes) => decode_config("key", bytes.value())?,
@@ -463,6 +495,23 @@ pub fn delete_tenant(txn: &WriteTransaction, name: &str, dry_run: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_event_names_are_trimmed_kept_once_and_checked() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            allowed_event_names(v(&[" purchase", "level_up ", "", "purchase"])).unwrap(),
+            v(&["purchase", "level_up"])
+        );
+        assert!(allowed_event_names(v(&[])).unwrap().is_empty());
+        let long = "x".repeat(crate::event::MAX_EVENT_NAME + 1);
+        assert!(matches!(
+            allowed_event_names(vec![long]),
+            Err(Error::Refused(_))
+        ));
+        let many = (0..=MAX_ALLOWED_EVENTS).map(|i| format!("e{i}")).collect();
+        assert!(matches!(allowed_event_names(many), Err(Error::Refused(_))));
+    }
 
     #[test]
     fn a_deleted_apps_id_is_never_given_again() {

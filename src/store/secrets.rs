@@ -275,6 +275,15 @@ impl Store {
             .map(|e| e.signer.clone()))
     }
 
+    /// Whether secret `id` is unrevoked (a rotated one still counts: it signed validly in its
+    /// time); for a quarantine replay of a message it signed.
+    pub fn secret_unrevoked(&self, id: u32) -> Result<bool> {
+        Ok(self
+            .active_secrets()?
+            .iter()
+            .any(|e| e.signer.secret_id == id))
+    }
+
     /// The id of the unrevoked secret `plain` is (to name it where it is redacted).
     pub fn secret_id_of(&self, plain: &str) -> Result<Option<u32>> {
         Ok(self

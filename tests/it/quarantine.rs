@@ -122,6 +122,11 @@ fn reflect_bulk_refusals_are_kept_replayed_after_the_fix_and_stored_once() {
         "{r}"
     );
     assert_eq!(r["results"][0]["outcome"], "accepted");
+    // The CLI checks names as the API does.
+    let long = "x".repeat(129);
+    let out = inlet.cli(&["keys", "allow", &id, "--events", &long]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("longer than 128"));
     inlet.cli_ok(&["keys", "allow", &id, "--events", "purchase,level_up"]);
     let r = replay(&inlet, &["--id", "n1"]);
     assert_eq!(r["results"][0]["outcome"], "accepted", "{r}");
@@ -585,6 +590,39 @@ fn appsflyer_and_datafly_refusals_are_kept_without_credentials_and_replayed_once
     assert_eq!(df(&track(Some("m-2")), false).status, 200);
     assert_eq!(stored(&inlet, &setcuid), 1);
     assert_eq!(stored(&inlet, "m-2"), 1);
+}
+
+#[test]
+fn a_datafly_message_whose_secret_was_revoked_is_not_replayed() {
+    use inlet::auth::secrets::sign;
+    let inlet = Inlet::start();
+    let (_, secret) = inlet.every_dialect();
+    inlet.cli_ok(&["tenants", "set-quota", "default", "1"]);
+    let mut c = inlet.client();
+    let mut send = |id: &str| {
+        let ts = now_ms().to_string();
+        let body = json!({"type": "track", "event": "Signed Up", "userId": "u-s",
+            "messageId": id})
+        .to_string();
+        let sig = sign(&secret, &ts, body.as_bytes());
+        let h = [
+            ("Content-Type", "application/json"),
+            ("X-Signature", sig.as_str()),
+            ("X-Timestamp", ts.as_str()),
+        ];
+        c.post("/v1/events", &h, body.as_bytes()).unwrap().status
+    };
+    assert_eq!(send("s-1"), 200);
+    assert_eq!(send("s-2"), 429);
+    wait_for("s-2 quarantined", || held(&inlet) == 1);
+    let secret_id = raw_of(&list(&inlet, &[]), "s-2")["secret_id"].to_string();
+    inlet.cli_ok(&["secrets", "revoke", &secret_id]);
+    inlet.cli_ok(&["tenants", "set-quota", "default", "0"]);
+    let r = replay(&inlet, &["--reason", "cap_exceeded"]);
+    assert_eq!(r["results"][0]["reason"], "secret_revoked", "{r}");
+    assert_eq!(r["released"], 0, "{r}");
+    assert_eq!(stored(&inlet, "s-2"), 0);
+    assert_eq!(held(&inlet), 1);
 }
 
 #[test]
