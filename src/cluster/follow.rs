@@ -36,7 +36,7 @@ impl Cluster {
             let started = std::time::Instant::now();
             if let Err(e) = self.follow().await {
                 crate::warn_throttled!(
-                    "cluster follow".to_owned(),
+                    "cluster follow",
                     error = %e,
                     "following the event stream failed; starting again"
                 );

@@ -471,17 +471,25 @@ impl Cluster {
         seq: u64,
         payload: &[u8],
     ) -> Result<(), String> {
-        let subs = wire::decode_batch(payload)?;
-        let n = subs.len();
-        let mut waiting = Vec::with_capacity(n);
-        for (i, sub) in subs.into_iter().enumerate() {
-            let mark = (i + 1 == n).then_some(seq);
-            waiting.push(local.submit(sub, 0, Some(Replayed { mark })));
+        let failed = |e: SubmitError| format!("applying {} #{seq}: {e}", events_subject(p));
+        let mut subs = wire::decode_batch(payload)?;
+        let Some(last) = subs.pop() else {
+            return Ok(());
+        };
+        // All but the last queued at once, in order (each is queued when first polled), so
+        // that they share group commits; the last, which records `seq`, only once they are
+        // all committed: a failure leaves the applied sequence before this message.
+        let first: Vec<Submitted> = subs
+            .into_iter()
+            .map(|sub| local.submit(sub, 0, Some(Replayed { mark: None })))
+            .collect();
+        for r in futures_util::future::join_all(first).await {
+            r.map_err(failed)?;
         }
-        for w in waiting {
-            w.await
-                .map_err(|e| format!("applying {} #{seq}: {e}", events_subject(p)))?;
-        }
+        local
+            .submit(last, 0, Some(Replayed { mark: Some(seq) }))
+            .await
+            .map_err(failed)?;
         Ok(())
     }
 

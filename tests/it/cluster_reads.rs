@@ -31,7 +31,7 @@ fn eventually<T: std::fmt::Debug>(what: &str, mut cond: impl FnMut() -> Result<(
 fn without_seq(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            m.remove("seq");
+            m.shift_remove("seq");
             m.values_mut().for_each(without_seq);
         }
         Value::Array(a) => a.iter_mut().for_each(without_seq),
