@@ -8,12 +8,15 @@
 //! - [`lease`]: partition leases (one owner per partition, its epoch);
 //! - [`node`]: a serving node: the fenced append of each group commit (the writer's
 //!   `Commit` hook), the replay of a partition taken over, routing to a partition's owner;
+//! - [`follow`]: every node applies the partitions it does not own as the stream gets them,
+//!   so that reads (export, panel, profiles, counters) answer for the whole cluster;
 //! - [`wire`]: what nodes send each other through the engine;
 //! - [`admin`]: the admin data (tenants, apps, keys, secrets, settings) through the engine's
 //!   admin stream, applied in order by every node.
 
 pub mod admin;
 pub mod engine;
+pub mod follow;
 pub mod lease;
 pub mod node;
 pub mod wire;

@@ -2,9 +2,13 @@
 //! commit (the writer's [`Commit`] hook), the replay of a partition it takes over, and the
 //! routing of every submission to its partition's owner.
 //!
-//! A partition of this node is in one [`Role`]: `Idle` (another node's, or nobody's),
-//! `Replaying` (its lease is held; the stream is being applied to the local database, no
-//! requests are taken) or `Serving` (requests are decided here and appended with the fence).
+//! A partition of this node is in one [`Role`]: `Following` (another node's, or nobody's:
+//! its batches are applied here as the stream gets them, so every node's database holds every
+//! partition's events, see `super::follow`), `Replaying` (its lease is held; the stream is
+//! being applied to the local database up to its end, no requests are taken) or `Serving`
+//! (requests are decided here and appended with the fence). Every batch read back from the
+//! engine goes through [`Cluster::apply_batch`], under the partition's apply lock, so a batch
+//! is applied once, in order, whichever of the follower and the replay reads it.
 //! Every failed append, and every append whose local commit then failed, sends the
 //! partition back to `Replaying`, since the stream may hold a batch the local database does
 //! not; a refused fence (error 10071: another owner appended) makes the node step down.
@@ -84,7 +88,9 @@ pub fn read_applied(db: &redb::Database, p: u32) -> Result<u64, String> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    Idle,
+    /// Another node's, or nobody's: its batches are applied here as the stream gets them
+    /// (`super::follow`).
+    Following,
     Replaying,
     Serving,
 }
@@ -113,13 +119,18 @@ pub struct Cluster {
     /// The admin records: this node's writes, everyone's applied here.
     pub admin: AdminLog,
     engine: Engine,
-    stream: stream::Stream,
+    pub(super) stream: stream::Stream,
     leases: Leases,
     rt: tokio::runtime::Handle,
     parts: Mutex<Vec<Part>>,
     /// Partitions appended by the batch whose commit is under way.
     in_flight: Mutex<Vec<u32>>,
-    local: OnceLock<Arc<dyn Local>>,
+    pub(super) local: OnceLock<Arc<dyn Local>>,
+    /// Per partition: held while a batch read back from the engine is applied (by the
+    /// follower or a replay), so that each is applied once and in order.
+    pub(super) applying: Vec<tokio::sync::Mutex<()>>,
+    /// Messages of the event stream the follower has not read yet (as of its last one).
+    pub follow_lag: AtomicU64,
     /// Itself, for the writer thread's hook (which holds a `&self`) to spawn replays.
     this: OnceLock<std::sync::Weak<Cluster>>,
     /// Partitions taken over by this node.
@@ -136,7 +147,7 @@ impl Cluster {
         let layout = engine::ensure_patiently(&engine, settings, Duration::from_secs(30)).await?;
         let parts = (0..layout.partitions)
             .map(|_| Part {
-                role: Role::Idle,
+                role: Role::Following,
                 lease_rev: 0,
                 epoch: 0,
                 last_seq: 0,
@@ -157,6 +168,10 @@ impl Cluster {
             parts: Mutex::new(parts),
             in_flight: Mutex::new(Vec::new()),
             local: OnceLock::new(),
+            applying: (0..layout.partitions)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            follow_lag: AtomicU64::new(0),
             this: OnceLock::new(),
             takeovers: AtomicU64::new(0),
             append_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
@@ -172,6 +187,8 @@ impl Cluster {
             .spawn(async move { me.admin.follow(move |job| local.run(job)).await });
         let me = self.clone();
         self.rt.spawn(async move { me.lease_loop().await });
+        let me = self.clone();
+        self.rt.spawn(async move { me.follow_loop().await });
     }
 
     /// [`AdminLog::write`] from a thread outside the runtime (the control socket's).
@@ -203,6 +220,10 @@ impl Cluster {
         self.parts()[p as usize].role == Role::Serving
     }
 
+    pub(super) fn role(&self, p: u32) -> Role {
+        self.parts()[p as usize].role
+    }
+
     /// Gives up every lease (the node stops): others take the partitions at once instead
     /// of after the TTL.
     pub async fn leave(&self) {
@@ -224,7 +245,7 @@ impl Cluster {
 
     /// Forgets the ownership of a partition (its lease is not renewed any more).
     fn drop_part(&self, part: &mut Part) {
-        part.role = Role::Idle;
+        part.role = Role::Following;
         part.lease_rev = 0;
         part.generation += 1;
         if let Some(s) = part.subscription.take() {
@@ -236,7 +257,7 @@ impl Cluster {
     fn step_down(&self, p: u32, why: &str) {
         let mut parts = self.parts();
         let part = &mut parts[p as usize];
-        if part.role != Role::Idle {
+        if part.role != Role::Following {
             tracing::warn!(partition = p, why, "stepping down as the partition's owner");
             self.drop_part(part);
         }
@@ -370,47 +391,12 @@ impl Cluster {
         });
     }
 
+    /// Applies `p`'s stream to the local database up to its last message: the sequence of it.
     async fn replay(&self, p: u32, generation: u64) -> Result<u64, String> {
-        let local = self.local.get().ok_or("the node is not started")?.clone();
-        let subject = events_subject(p);
-        let last = match self
-            .stream
-            .raw_message_builder()
-            .last_by_subject(subject.clone())
-            .send()
-            .await
-        {
-            Ok(m) => m.sequence,
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => 0,
-            Err(e) => return Err(format!("reading {subject}: {e}")),
-        };
-        let mut at = local.applied(p)?;
-        let from = at;
-        while at < last {
-            if self.parts()[p as usize].generation != generation {
-                return Err("the partition changed hands during its replay".to_owned());
-            }
-            let m = self
-                .stream
-                .raw_message_builder()
-                .sequence(at + 1)
-                .next_by_subject(subject.clone())
-                .send()
-                .await
-                .map_err(|e| format!("reading {subject} after {at}: {e}"))?;
-            let subs = wire::decode_batch(&m.payload)?;
-            let n = subs.len();
-            let mut waiting = Vec::with_capacity(n);
-            for (i, sub) in subs.into_iter().enumerate() {
-                let mark = (i + 1 == n).then_some(m.sequence);
-                waiting.push(local.submit(sub, 0, Some(Replayed { mark })));
-            }
-            for w in waiting {
-                w.await
-                    .map_err(|e| format!("applying {subject} #{}: {e}", m.sequence))?;
-            }
-            at = m.sequence;
-        }
+        let _applying = self.applying[p as usize].lock().await;
+        let last = self.last_of(p).await?;
+        let still = || self.parts()[p as usize].generation == generation;
+        let from = self.apply_until(p, last, &still).await?;
         if last > from {
             tracing::info!(
                 partition = p,
@@ -420,6 +406,91 @@ impl Cluster {
             );
         }
         Ok(last)
+    }
+
+    /// The sequence of the last message on `p`'s subject (0: none).
+    pub(super) async fn last_of(&self, p: u32) -> Result<u64, String> {
+        let subject = events_subject(p);
+        match self
+            .stream
+            .raw_message_builder()
+            .last_by_subject(subject.clone())
+            .send()
+            .await
+        {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(format!("reading {subject}: {e}")),
+        }
+    }
+
+    /// Applies `p`'s messages after its applied sequence up to `until`, read one by one
+    /// from the engine (a message deleted since is passed over), while `still()` holds
+    /// (the partition's role or ownership did not change).
+    /// The caller holds `p`'s apply lock. The applied sequence it started from.
+    pub(super) async fn apply_until(
+        &self,
+        p: u32,
+        until: u64,
+        still: &(dyn Fn() -> bool + Sync),
+    ) -> Result<u64, String> {
+        let local = self.local.get().ok_or("the node is not started")?.clone();
+        let subject = events_subject(p);
+        let mut at = local.applied(p)?;
+        let from = at;
+        while at < until {
+            if !still() {
+                break;
+            }
+            let m = match self
+                .stream
+                .raw_message_builder()
+                .sequence(at + 1)
+                .next_by_subject(subject.clone())
+                .send()
+                .await
+            {
+                Ok(m) if m.sequence <= until => m,
+                Ok(_) => break,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(format!("reading {subject} after {at}: {e}")),
+            };
+            Self::apply_batch(&local, p, m.sequence, &m.payload).await?;
+            at = m.sequence;
+        }
+        Ok(from)
+    }
+
+    /// Applies one message of `p`'s stream (engine sequence `seq`) to the local database
+    /// and waits for its commit, which records `seq` as `p`'s applied sequence. The one path
+    /// of every batch read back from the engine (takeover replay and following); the caller
+    /// holds `p`'s apply lock and has checked that `seq` is past the applied sequence.
+    pub(super) async fn apply_batch(
+        local: &Arc<dyn Local>,
+        p: u32,
+        seq: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        let failed = |e: SubmitError| format!("applying {} #{seq}: {e}", events_subject(p));
+        let mut subs = wire::decode_batch(payload)?;
+        let Some(last) = subs.pop() else {
+            return Ok(());
+        };
+        // All but the last queued at once, in order (each is queued when first polled), so
+        // that they share group commits; the last, which records `seq`, only once they are
+        // all committed: a failure leaves the applied sequence before this message.
+        let first: Vec<Submitted> = subs
+            .into_iter()
+            .map(|sub| local.submit(sub, 0, Some(Replayed { mark: None })))
+            .collect();
+        for r in futures_util::future::join_all(first).await {
+            r.map_err(failed)?;
+        }
+        local
+            .submit(last, 0, Some(Replayed { mark: Some(seq) }))
+            .await
+            .map_err(failed)?;
+        Ok(())
     }
 
     fn serve(self: &Arc<Self>, p: u32, generation: u64, last: u64) {

@@ -100,6 +100,14 @@ pub fn render(state: &State) -> String {
             "Partitions this node took over (at start, after an owner was lost, on rebalancing)",
             takeovers,
         );
+        let lag = Gauge::<i64>::default();
+        lag.set(c.follow_lag.load(Ordering::Relaxed) as i64);
+        reg.register(
+            "inlet_cluster_follow_lag",
+            "Messages of the event stream this node has not applied or passed yet (it applies \
+             every partition it does not own)",
+            lag,
+        );
         reg.register(
             "inlet_cluster_append_duration_seconds",
             "Time from a batch's appends to the engine to their acks",

@@ -17,6 +17,7 @@ mod cli;
 mod cluster;
 mod cluster_campaign;
 mod cluster_packaging;
+mod cluster_reads;
 mod crash;
 mod datafly;
 mod diskfull;
