@@ -322,7 +322,10 @@ impl Builder {
             .name("inlet-dedupe-filter".into())
             .spawn(|| {
                 run_in_background();
-                work()
+                let started = std::time::Instant::now();
+                work();
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                tracing::debug!(target: "inlet::slow", ms, "dedupe filter built");
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no thread to build a dedupe filter; lookups read the runs");
