@@ -35,6 +35,10 @@ threads() { # comm on-cpu-ns waiting-ns, summed per thread name
   done | awk '{a[$1]+=$2; b[$1]+=$3} END {for (k in a) print k, a[k], b[k]}' | sort
 }
 
+cpu_ticks() { # user + system clock ticks of the whole server
+  awk '{print $14 + $15}' /proc/"$pid"/stat
+}
+
 for r in $(seq "$rounds"); do
   # Each round starts with the next build: the first run after a pause is favoured.
   order=("${bins[@]:$(((r - 1) % ${#bins[@]}))}" "${bins[@]:0:$(((r - 1) % ${#bins[@]}))}")
@@ -50,12 +54,14 @@ for r in $(seq "$rounds"); do
     done
     key=$("$bin" keys mint --data "$dir" --app default --label ab)
     "$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 --seconds "$fill" > /dev/null
-    before=$(threads); t0=$(date +%s.%N)
+    before=$(threads); t0=$(date +%s.%N); cpu0=$(cpu_ticks)
     # shellcheck disable=SC2086 # SHAPE is a list of arguments
     line=$("$bench" load --addr "$addr" --key "$key" $shape --seconds "$secs" --seed 2 "$@" 2>&1 | tail -1)
-    after=$(threads); t1=$(date +%s.%N)
-    echo "== round $r: $bin"
+    after=$(threads); t1=$(date +%s.%N); cpu1=$(cpu_ticks)
+    echo "== round $r: $bin (load average $(cut -d' ' -f1 /proc/loadavg))"
     echo "$line"
+    events=$(echo "$line" | sed -n 's/.* \([0-9]*\) events in .*/\1/p')
+    [ -n "$events" ] && [ "$events" -gt 0 ] && echo "  server CPU $(echo "scale=2; ($cpu1 - $cpu0) * 1000000 / $(getconf CLK_TCK) / $events" | bc) µs/event (all threads, user + system)"
     join <(echo "$before") <(echo "$after") | awk -v w="$(echo "$t1 - $t0" | bc)" \
       '($4-$2)/w/1e7 >= 0.5 {printf "  %-22s on cpu %5.1f%%  waiting for cpu %5.1f%%\n", $1, ($4-$2)/w/1e7, ($5-$3)/w/1e7}'
     grep VmHWM /proc/"$pid"/status | sed 's/^/  /'

@@ -261,6 +261,7 @@ fn run(identity: &Identity, shared: &Shared) {
         {
             fed = None;
         }
+        let started = Instant::now();
         // The handed-over events when they continue the cursor; the log up to them otherwise.
         let stepped = match (&mut fed, indexed) {
             (Some(f), Some(i)) if f.first() == i + 1 => match super::step_fed(identity, f) {
@@ -304,11 +305,21 @@ fn run(identity: &Identity, shared: &Shared) {
                 if fed.as_ref().is_some_and(|f| f.last() <= cursor) {
                     fed = None;
                 }
+                let indexed_before = indexed;
                 indexed = Some(cursor);
                 shared.lock().indexed = Some(cursor);
                 merging = more;
                 backoff = FIRST_BACKOFF;
+                let stepped_at = Instant::now();
                 return_freed_memory();
+                tracing::debug!(
+                    target: "inlet::slow",
+                    events = cursor - indexed_before.unwrap_or(0),
+                    step_ms = (stepped_at - started).as_secs_f64() * 1e3,
+                    trim_ms = stepped_at.elapsed().as_secs_f64() * 1e3,
+                    fed = bounded,
+                    "identity step"
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "identity indexing failed");

@@ -910,6 +910,7 @@ fn commit_batch(
     mode: Mode,
 ) -> Result<Appended> {
     let txn = super::begin_write(db)?;
+    let mut timing = CommitTiming::start();
     let mut skipped_notes = 0;
     let mut all = Vec::with_capacity(batch.len());
     let first_seq = seq;
@@ -1056,6 +1057,7 @@ fn commit_batch(
             }
             all.push(outcomes);
         }
+        timing.mark();
         if mode == Mode::DryRun {
             drop(dedupe);
             drop((events, audit_bodies, audit_batches, key_used));
@@ -1072,6 +1074,7 @@ fn commit_batch(
                     usage.insert(k, q.used)?;
                 }
             }
+            timing.mark();
             Some(dedupe.finish((seq - first_seq) as usize)?)
         }
     };
@@ -1087,16 +1090,60 @@ fn commit_batch(
             .collect();
         h.before_commit(&txn, &decided).map_err(Error::Fenced)?;
     }
+    timing.mark();
     match mode {
         Mode::Commit => txn.commit()?,
         Mode::DryRun => txn.abort()?,
     }
+    timing.mark();
+    timing.report(seq - first_seq);
     Ok(Appended {
         outcomes: all,
         next_seq: seq,
         index,
         skipped_notes,
     })
+}
+
+/// A commit slower than this is logged with its phases (`RUST_LOG=inlet::slow=debug`), to
+/// tell what a latency tail waits for.
+const SLOW_COMMIT: Duration = Duration::from_millis(15);
+
+/// Where one commit's time went: deciding the events, the listeners' writes, the dedupe
+/// index's rows, runs and merge step (and the hook), the commit itself (fsyncs).
+struct CommitTiming {
+    at: Instant,
+    phases: [Duration; 4],
+    n: usize,
+}
+
+impl CommitTiming {
+    fn start() -> CommitTiming {
+        CommitTiming {
+            at: Instant::now(),
+            phases: [Duration::ZERO; 4],
+            n: 0,
+        }
+    }
+
+    /// Ends the current phase.
+    fn mark(&mut self) {
+        let now = Instant::now();
+        if let Some(p) = self.phases.get_mut(self.n) {
+            *p = now - self.at;
+        }
+        self.n += 1;
+        self.at = now;
+    }
+
+    fn report(&self, events: u64) {
+        let total: Duration = self.phases.iter().sum();
+        if total >= SLOW_COMMIT {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let [decide, listeners, index, commit] = self.phases.map(ms);
+            tracing::debug!(target: "inlet::slow", events, total_ms = ms(total), decide, listeners, index, commit, "slow commit");
+        }
+    }
 }
 
 /// Writes `notes` and the batch's duplicate answers to the receipts, in the batch's

@@ -371,7 +371,20 @@ async fn worker(s: Arc<Shared>, worker_no: u64) -> Tally {
             .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
             .expect("a valid request");
         let answer = send(&mut sender, w.addr, req).await;
-        tally.latencies_us.push(t0.elapsed().as_micros() as u32);
+        let took = t0.elapsed();
+        tally.latencies_us.push(took.as_micros() as u32);
+        if SLOW_MS.is_some_and(|ms| took.as_millis() >= ms) {
+            // When it was due, on the wall clock, to set beside the server's log.
+            let due = std::time::SystemTime::now() - took;
+            let due = due
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            eprintln!(
+                "slow request: due at {:.3} s, took {} ms",
+                due.as_secs_f64(),
+                took.as_millis()
+            );
+        }
         tally.requests += 1;
         tally.events_sent += w.bulk as u64;
         match answer {
@@ -389,6 +402,14 @@ async fn worker(s: Arc<Shared>, worker_no: u64) -> Tally {
     }
     tally
 }
+
+/// `INLET_BENCH_SLOW_MS`: each request slower than this is printed (stderr) with when it was
+/// due, to tell what a latency tail waits for against the server's log.
+static SLOW_MS: std::sync::LazyLock<Option<u128>> = std::sync::LazyLock::new(|| {
+    std::env::var("INLET_BENCH_SLOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+});
 
 /// Sends `req` on the worker's connection, reconnecting once if it was closed.
 pub(crate) async fn send(

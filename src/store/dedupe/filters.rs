@@ -149,6 +149,10 @@ enum All {
 pub struct Filters {
     all: All,
     runs: HashMap<u32, FpFilter>,
+    /// Moves whenever ids enter the runs (a run written from the writer's memory) or the
+    /// filters are rebuilt: a pre-check's "in no run" ([`super::Known::Absent`]) holds
+    /// while it stands.
+    epoch: u64,
 }
 
 impl Filters {
@@ -157,7 +161,21 @@ impl Filters {
         Filters {
             all: All::Building { missed: Vec::new() },
             runs: HashMap::new(),
+            epoch: 0,
         }
+    }
+
+    /// Replaced by filters being built ([`Filters::building`]), in a new epoch.
+    pub fn rebuild(&mut self) {
+        let epoch = self.epoch + 1;
+        *self = Filters::building();
+        self.epoch = epoch;
+    }
+
+    /// See [`Filters::epoch`]'s field: the same epoch, the same ids in runs (merges only
+    /// move them).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether `fp` is certainly in no run.
@@ -186,6 +204,7 @@ impl Filters {
 
     /// Run `id` of `fps` was written, with `filter`.
     pub fn add_run(&mut self, id: u32, filter: FpFilter, fps: impl Iterator<Item = u128>) {
+        self.epoch += 1;
         match &mut self.all {
             All::Ready(f) => fps.for_each(|fp| f.insert(fp)),
             All::Building { missed } => missed.extend(fps),
@@ -303,7 +322,10 @@ impl Builder {
             .name("inlet-dedupe-filter".into())
             .spawn(|| {
                 run_in_background();
-                work()
+                let started = std::time::Instant::now();
+                work();
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                tracing::debug!(target: "inlet::slow", ms, "dedupe filter built");
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no thread to build a dedupe filter; lookups read the runs");

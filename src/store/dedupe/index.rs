@@ -7,7 +7,7 @@ use super::super::Result;
 use super::super::runs::{Run, RunSet};
 use super::super::tables::{DEDUPE, DEDUPE_COMMITS, META};
 use super::filters::{Builder, Filters, FpFilter};
-use super::lookup::{Check, Id, Runs, Slot, Unstaged, find};
+use super::lookup::{Check, Id, Runs, Slot, Unstaged, find, find_in_memory};
 use super::precheck::{Known, Precheck};
 use super::rows::{COMMIT_ROW_V1, FpMap, RUNS, commit_row_pairs, pair_bytes, split_pair};
 use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
@@ -87,7 +87,7 @@ impl Staged {
     pub fn build_filter(&mut self, db: Arc<Database>) {
         let builder = Builder::new(Arc::downgrade(&db));
         builder.spawn_all();
-        *self.shared.filters_mut() = Filters::building();
+        self.shared.filters_mut().rebuild();
         self.shared.attach(Arc::downgrade(&db));
         self.builder = Some(builder);
     }
@@ -192,16 +192,23 @@ impl Batch<'_, '_> {
         event_id: &str,
         known: Option<Known>,
     ) -> Result<Check> {
-        let fp = match known {
+        let (fp, in_no_run) = match known {
             Some(Known::Stored(seq)) => return Ok(Check::Seen(seq)),
-            Some(Known::Fingerprint(fp)) => fp,
-            None => super::fingerprint(app_id, event_id),
+            Some(Known::Absent { fp, epoch }) => (fp, epoch == self.filters.epoch()),
+            Some(Known::Fingerprint(fp)) => (fp, false),
+            None => (super::fingerprint(app_id, event_id), false),
         };
         let id = Id {
             app_id,
             event_id,
             fp,
         };
+        if in_no_run {
+            // No run has gained an id since the pre-check found none holding this one:
+            // only what was committed since (memory) and this transaction can hold it.
+            let (added, active) = (&self.added, &self.staged.active);
+            return find_in_memory(id, added, active, events, &self.overflow);
+        }
         let mut runs = Runs::with_tables(
             &self.runs,
             &self.filters,

@@ -158,6 +158,30 @@ where
         },
         Unstaged::Unknown => runs.owner(id.fp)?,
     };
+    confirm(id, owner, events, overflow)
+}
+
+/// [`find`] when no run can hold `id` (a pre-check's [`super::Known::Absent`] still stands):
+/// only `added` (this transaction's) and `committed` (not in a run yet) are asked.
+pub fn find_in_memory(
+    id: Id<'_>,
+    added: &FpMap,
+    committed: &FpMap,
+    events: &impl ReadableTable<u64, &'static [u8]>,
+    overflow: &impl ReadableTable<&'static [u8], u64>,
+) -> Result<Check> {
+    let owner = added.get(&id.fp).or_else(|| committed.get(&id.fp));
+    confirm(id, owner.copied(), events, overflow)
+}
+
+/// The answer for `id` once its fingerprint's `owner` (if any) is known: the owner's record
+/// decides, then the full key.
+fn confirm(
+    id: Id<'_>,
+    owner: Option<u64>,
+    events: &impl ReadableTable<u64, &'static [u8]>,
+    overflow: &impl ReadableTable<&'static [u8], u64>,
+) -> Result<Check> {
     let Some(owner) = owner else {
         return Ok(Check::New(Slot::Fingerprint(id.fp)));
     };

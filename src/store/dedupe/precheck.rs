@@ -13,7 +13,7 @@ use super::super::Result;
 use super::super::runs::{self, RunSet};
 use super::super::tables::{DEDUPE, EVENTS, META};
 use super::filters::Filters;
-use super::lookup::{Check, Id, Runs, Unstaged, find, fingerprint};
+use super::lookup::{Check, Id, Runs, Slot, Unstaged, find, fingerprint};
 use super::rows::RUNS;
 use redb::Database;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -23,6 +23,11 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 pub enum Known {
     /// Its fingerprint; whether it was stored before is left to the writer.
     Fingerprint(u128),
+    /// Its fingerprint, in no run when the filters were at `epoch` ([`Filters::epoch`]): while
+    /// that epoch stands, the writer asks only what was committed since (its memory) and its
+    /// own transaction. An id committed in between is there, or in a run written since,
+    /// which moved the epoch (then the writer looks the id up in full).
+    Absent { fp: u128, epoch: u64 },
     /// A committed snapshot holds it, as this seq: a duplicate.
     Stored(u64),
 }
@@ -70,50 +75,65 @@ impl Precheck {
         // Hashed before the lock, so the writer never waits for a request's hashing.
         let fps: Vec<u128> = ids.iter().map(|id| fingerprint(app_id, id)).collect();
         let filters = self.filters();
-        let maybe = match filters.ready() {
-            true => (fps.iter().enumerate())
-                .filter(|&(_, &fp)| !filters.surely_absent(fp))
-                .map(|(i, &fp)| (i, fp))
-                .collect(),
-            false => Vec::new(),
-        };
+        let epoch = filters.epoch();
+        if !filters.ready() {
+            drop(filters);
+            let known = fps.into_iter().map(Known::Fingerprint).collect();
+            return Prechecked {
+                app_id,
+                known,
+                maybe: Vec::new(),
+                epoch,
+            };
+        }
+        let mut maybe = Vec::new();
+        let known = (fps.into_iter().enumerate())
+            .map(|(i, fp)| match filters.surely_absent(fp) {
+                true => Known::Absent { fp, epoch },
+                false => {
+                    maybe.push((i, fp));
+                    Known::Fingerprint(fp)
+                }
+            })
+            .collect();
         drop(filters);
-        let known = fps.into_iter().map(Known::Fingerprint).collect();
         Prechecked {
             app_id,
             known,
             maybe,
+            epoch,
         }
     }
 
     /// Settles the ids of `pre` that may be stored (about two random page reads each) and
     /// returns what is known of every id, in order. Never fails: an id it cannot settle (for
     /// any reason, errors included) is left to the writer.
-    pub fn settle(&self, ids: &[&str], pre: Prechecked) -> Vec<Known> {
-        let mut known = pre.known;
+    pub fn settle(&self, ids: &[&str], mut pre: Prechecked) -> Vec<Known> {
+        let mut known = std::mem::take(&mut pre.known);
         if pre.maybe.is_empty() {
             return known;
         }
         let db = self.db.read().unwrap_or_else(|e| e.into_inner()).upgrade();
         if let Some(db) = db
-            && let Err(e) = self.settle_in(&db, pre.app_id, ids, &pre.maybe, &mut known)
+            && let Err(e) = self.settle_in(&db, &pre, ids, &mut known)
         {
             tracing::debug!(error = %e, "dedupe pre-check skipped; the writer looks the ids up");
         }
         known
     }
 
-    /// Settles the ids at `maybe` (index in `ids`, fingerprint) that a snapshot of `db`
-    /// holds.
+    /// Settles the ids at `pre.maybe` (index in `ids`, fingerprint) that a snapshot of `db`
+    /// holds; those whose fingerprint no run of it holds are [`Known::Absent`] in `pre`'s
+    /// epoch (the snapshot is younger: it has every run of that epoch).
     fn settle_in(
         &self,
         db: &Database,
-        app_id: u32,
+        pre: &Prechecked,
         ids: &[&str],
-        maybe: &[(usize, u128)],
         known: &mut [Known],
     ) -> Result<()> {
         use redb::ReadableDatabase;
+        let (app_id, maybe, epoch) = (pre.app_id, &pre.maybe, pre.epoch);
         let txn = db.begin_read()?;
         let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
         let events = txn.open_table(EVENTS)?;
@@ -127,11 +147,12 @@ impl Precheck {
                     event_id: ids[i],
                     fp,
                 };
-                if let Check::Seen(seq) =
-                    find(id, Unstaged::Unknown, &mut runs, &events, &overflow)?
-                {
-                    known[i] = Known::Stored(seq);
-                }
+                known[i] = match find(id, Unstaged::Unknown, &mut runs, &events, &overflow)? {
+                    Check::Seen(seq) => Known::Stored(seq),
+                    // No run holds the fingerprint at all (a taken one needs its full key).
+                    Check::New(Slot::Fingerprint(fp)) => Known::Absent { fp, epoch },
+                    Check::New(Slot::FullKey(_)) => continue,
+                };
             }
         }
         Ok(())
@@ -144,6 +165,8 @@ pub struct Prechecked {
     known: Vec<Known>,
     /// (index, fingerprint) of the ids the filter of everything did not rule out.
     maybe: Vec<(usize, u128)>,
+    /// The filters' epoch the ids were judged in.
+    epoch: u64,
 }
 
 impl Prechecked {

@@ -160,14 +160,20 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
     let p = pre.check(1, &asked);
     let known = pre.settle(&asked, p);
     let fp = |id: &str| Known::Fingerprint(fingerprint(1, id));
+    let epoch = staged.shared.filters().epoch();
+    let absent = |id: &str| Known::Absent {
+        fp: fingerprint(1, id),
+        epoch,
+    };
+    // An id not in a run yet (`recent`) is absent from the runs: the writer's memory has it.
     assert_eq!(
         known,
         [
             Known::Stored(1),
             Known::Stored(518),
             Known::Stored(1_150),
-            fp("never-stored"),
-            fp(&recent),
+            absent("never-stored"),
+            absent(&recent),
             fp("forged"),
         ]
     );
@@ -175,7 +181,10 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
     let p = pre.check(2, &["id-0"]);
     assert_eq!(
         pre.settle(&["id-0"], p),
-        [Known::Fingerprint(fingerprint(2, "id-0"))]
+        [Known::Absent {
+            fp: fingerprint(2, "id-0"),
+            epoch
+        }]
     );
     // The writer takes a settled id as a duplicate without looking, and a fingerprint
     // as the one to look up.
@@ -196,6 +205,7 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
             check("never-stored", fp("never-stored")),
             Check::New(Slot::Fingerprint(fingerprint(1, "never-stored")))
         );
+        assert_eq!(check(&recent, absent(&recent)), Check::Seen(seq - 1));
     }
     txn.abort().unwrap();
     // Detached (the writer is reopening the database): nothing is settled.
@@ -441,4 +451,101 @@ fn the_filters_never_hide_a_stored_id() {
             .iter()
             .all(|&n| n)
     );
+}
+
+/// The writer trusts a pre-check's "in no run" ([`Known::Absent`]) only while no run gained
+/// ids since (the same filters' epoch), and always asks its memory and its own transaction:
+/// the same id judged absent for two requests is stored once, within a batch and across
+/// batches; an id committed between the pre-check and the write is a duplicate, whether it
+/// is still in memory or went into a run meanwhile; a rebuild of the filters (a reopen)
+/// voids every token.
+#[test]
+fn a_precheck_token_never_lets_a_duplicate_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(fresh_db(dir.path()));
+    let mut staged = Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    };
+    let pre = staged.precheck();
+    let mut seq = 1;
+    let stored = ids("id", 300);
+    ingest(&db, &mut staged, &mut seq, &refs(&stored));
+    staged.build_filter(db.clone());
+    commit_until_filtered(&db, &mut staged, &mut seq);
+    let token = |id: &str| {
+        let p = pre.check(1, &[id]);
+        let known = pre.settle(&[id], p);
+        assert!(matches!(known[0], Known::Absent { .. }), "{id}: {known:?}");
+        known[0]
+    };
+    // Writes `items` (id, what its pre-check knew) in one transaction, as the writer does;
+    // returns which were new.
+    let write = |staged: &mut Staged, seq: &mut u64, items: &[(&str, Known)]| -> Vec<bool> {
+        let txn = db.begin_write().unwrap();
+        let first = *seq;
+        let mut fresh = Vec::new();
+        let done = {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let mut batch = staged.begin(&txn).unwrap();
+            for &(id, known) in items {
+                match batch.check(&events, 1, id, Some(known)).unwrap() {
+                    Check::Seen(_) => fresh.push(false),
+                    Check::New(slot) => {
+                        events.insert(*seq, record(id).as_slice()).unwrap();
+                        batch.insert(slot, *seq).unwrap();
+                        *seq += 1;
+                        fresh.push(true);
+                    }
+                }
+            }
+            batch.finish((*seq - first) as usize).unwrap()
+        };
+        txn.commit().unwrap();
+        staged.apply(done);
+        fresh
+    };
+
+    // The same id in two requests, judged in the same epoch: once in one batch...
+    let (a1, a2) = (token("twice-a"), token("twice-a"));
+    assert_eq!(a1, a2);
+    let got = write(&mut staged, &mut seq, &[("twice-a", a1), ("twice-a", a2)]);
+    assert_eq!(got, [true, false]);
+    // ...and across two batches.
+    let (b1, b2) = (token("twice-b"), token("twice-b"));
+    assert_eq!(write(&mut staged, &mut seq, &[("twice-b", b1)]), [true]);
+    assert_eq!(write(&mut staged, &mut seq, &[("twice-b", b2)]), [false]);
+
+    // Committed between the pre-check and the write, still in memory.
+    let c = token("between-c");
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &["between-c"]), [true]);
+    assert_eq!(write(&mut staged, &mut seq, &[("between-c", c)]), [false]);
+
+    // Committed between them and gone into a run since (memory no longer has it).
+    let d = token("between-d");
+    let Known::Absent { epoch: judged, .. } = d else {
+        unreachable!()
+    };
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &["between-d"]), [true]);
+    let runs_before = runs_of(&db).runs.len();
+    let mut n = 0;
+    while staged.active.contains_key(&fingerprint(1, "between-d")) {
+        ingest(&db, &mut staged, &mut seq, &[&format!("push-{n}")]);
+        n += 1;
+    }
+    assert!(runs_of(&db).runs.len() + 1 > runs_before);
+    assert_ne!(staged.shared.filters().epoch(), judged);
+    assert_eq!(write(&mut staged, &mut seq, &[("between-d", d)]), [false]);
+
+    // A token still standing is trusted: a new id is new.
+    let f = token("new-f");
+    assert_eq!(write(&mut staged, &mut seq, &[("new-f", f)]), [true]);
+
+    // A rebuild of the filters (as after a reopen) voids older tokens.
+    let e = token("rebuilt-e");
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &["rebuilt-e"]), [true]);
+    let mut reloaded = reload(&db, 100);
+    reloaded.share(staged.precheck());
+    reloaded.build_filter(db.clone());
+    assert_eq!(write(&mut reloaded, &mut seq, &[("rebuilt-e", e)]), [false]);
 }
