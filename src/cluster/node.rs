@@ -11,7 +11,7 @@
 
 use super::admin::{AdminJob, AdminLog};
 use super::engine::{self, Engine, LEASE_TTL};
-use super::lease::{self, Leases, RENEW_EVERY};
+use super::lease::{self, Leases, RENEW_EVERY, Renewal};
 use super::{Settings, wire};
 use crate::store::writer::{Commit, Decided, Outcome, Replayed, Submission, SubmitError};
 use async_nats::HeaderMap;
@@ -36,6 +36,14 @@ const APPEND_DEADLINE: Duration = Duration::from_secs(5);
 const PAYLOAD_HEADROOM: usize = 4096;
 /// How often the lease loop looks for partitions to take or give up.
 const TICK: Duration = Duration::from_millis(500);
+/// An owner whose renewals go unanswered steps down this long before its lease could
+/// expire in the engine: a renewal try and a round of the loop.
+const RENEW_MARGIN: Duration = Duration::from_millis(2500);
+/// How long one append waits for its ack before it is sent again (same message id): a
+/// stream whose leader stopped answers once a new one is elected, and only to a resend.
+const APPEND_TRY: Duration = Duration::from_millis(1500);
+/// How long one read of a replay waits for its answer before the replay is tried again.
+const READ_TRY: Duration = Duration::from_secs(2);
 
 /// The subject of partition `p`'s batches.
 pub fn events_subject(p: u32) -> String {
@@ -129,9 +137,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Checks the engine (preflight), connects, and creates or checks inlet's objects.
-    pub async fn join(settings: &Settings) -> Result<Arc<Cluster>, String> {
-        engine::preflight(settings).await?;
+    /// Checks the engine (preflight, for request bodies up to `max_body_bulk`), connects, and
+    /// creates or checks inlet's objects.
+    pub async fn join(settings: &Settings, max_body_bulk: usize) -> Result<Arc<Cluster>, String> {
+        engine::preflight(settings, max_body_bulk).await?;
         let engine = engine::connect(settings).await?;
         let layout = engine::ensure_patiently(&engine, settings, Duration::from_secs(30)).await?;
         let parts = (0..layout.partitions)
@@ -265,25 +274,39 @@ impl Cluster {
                     })
                     .collect()
             };
-        for (p, rev, generation) in due {
-            let renewed = self.leases.renew(p, rev).await;
+        // All at once: one unanswered renewal must not hold up the others' tries.
+        // The key lives a TTL from when the engine stored it, which is after `sent`.
+        let sent = Instant::now();
+        let renewals = due.iter().map(|&(p, rev, _)| self.leases.renew(p, rev));
+        let renewed = futures_util::future::join_all(renewals).await;
+        for ((p, _, generation), renewed) in due.into_iter().zip(renewed) {
             let mut parts = self.parts();
             let part = &mut parts[p as usize];
             if part.generation != generation {
                 continue;
             }
             match renewed {
-                Ok(rev) => {
+                Renewal::Renewed(rev) => {
                     part.lease_rev = rev;
-                    part.last_renew = Instant::now();
+                    part.last_renew = sent;
                 }
-                Err(e) => {
+                Renewal::Lost(e) => {
                     drop(parts);
                     self.step_down(p, &format!("lease lost: {e}"));
                 }
+                // Not a lost lease: tried again next round while the lease has time left
+                // (a bucket electing a leader, a connection being replaced). Meanwhile the
+                // fence still refuses an append if another node took over after all.
+                Renewal::Unknown(e) if part.last_renew.elapsed() + RENEW_MARGIN < LEASE_TTL => {
+                    tracing::warn!(partition = p, error = %e, "lease renewal unanswered; trying again");
+                }
+                Renewal::Unknown(e) => {
+                    drop(parts);
+                    self.step_down(p, &format!("lease not renewed in time: {e}"));
+                }
             }
         }
-        self.leases.announce().await?;
+        self.leases.announce(self.admin.applied()).await?;
         let live = self.leases.live_nodes().await?;
         let share = lease::share(self.partitions, live);
         let held: Vec<u32> = {
@@ -373,12 +396,13 @@ impl Cluster {
     async fn replay(&self, p: u32, generation: u64) -> Result<u64, String> {
         let local = self.local.get().ok_or("the node is not started")?.clone();
         let subject = events_subject(p);
-        let last = match self
-            .stream
-            .raw_message_builder()
-            .last_by_subject(subject.clone())
-            .send()
-            .await
+        let last = match read_bounded(
+            self.stream
+                .raw_message_builder()
+                .last_by_subject(subject.clone())
+                .send(),
+        )
+        .await?
         {
             Ok(m) => m.sequence,
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => 0,
@@ -390,14 +414,15 @@ impl Cluster {
             if self.parts()[p as usize].generation != generation {
                 return Err("the partition changed hands during its replay".to_owned());
             }
-            let m = self
-                .stream
-                .raw_message_builder()
-                .sequence(at + 1)
-                .next_by_subject(subject.clone())
-                .send()
-                .await
-                .map_err(|e| format!("reading {subject} after {at}: {e}"))?;
+            let m = read_bounded(
+                self.stream
+                    .raw_message_builder()
+                    .sequence(at + 1)
+                    .next_by_subject(subject.clone())
+                    .send(),
+            )
+            .await?
+            .map_err(|e| format!("reading {subject} after {at}: {e}"))?;
             let subs = wire::decode_batch(&m.payload)?;
             let n = subs.len();
             let mut waiting = Vec::with_capacity(n);
@@ -537,7 +562,8 @@ impl Cluster {
                     .await?
                     .await
             };
-            match tokio::time::timeout_at(deadline, sent).await {
+            let try_until = deadline.min(tokio::time::Instant::now() + APPEND_TRY);
+            match tokio::time::timeout_at(try_until, sent).await {
                 Ok(Ok(ack)) => return Ok(ack.sequence),
                 Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     return Err(Appending::Fenced(e.to_string()));
@@ -551,10 +577,21 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Ok(Err(e)) => return Err(Appending::Unknown(e.to_string())),
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(partition = p, "append not acknowledged in time; resending");
+                }
                 Err(_) => return Err(Appending::Unknown("no ack in time".to_owned())),
             }
         }
     }
+}
+
+/// A read of the stream, given up after [`READ_TRY`] (the replay tries again): a read sent
+/// while the stream elects a leader is never answered, and the client's own timeout is long.
+async fn read_bounded<T>(read: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(READ_TRY, read)
+        .await
+        .map_err(|_| "the engine did not answer a read in time".to_owned())
 }
 
 /// One message of a partition's batch: its id and payload.

@@ -136,6 +136,45 @@ fn an_engine_that_acknowledges_before_fsync_is_refused() {
 }
 
 #[test]
+fn an_engine_whose_max_payload_cannot_hold_a_bulk_request_is_refused() {
+    // The engine's default max_payload (1 MB) against the default max_body_bulk (5 MB): a
+    // bulk request's batch could never be appended. Refused by `cluster check` and `serve`,
+    // naming both figures and the fix; a max_body_bulk the engine can hold passes.
+    let engine = Engine::single_default_payload();
+    let data = tempfile::tempdir().unwrap();
+    let single = ["--cluster-single-engine-node"];
+    let out = cluster(data.path(), "check", &engine, &single);
+    assert!(!out.status.success());
+    for says in ["1048576", "5242880", "max_payload: 10MB", "max_body_bulk"] {
+        assert!(stderr(&out).contains(says), "{says}: {}", stderr(&out));
+    }
+    let out = cli(
+        data.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-engine",
+            &engine.urls(),
+            "--cluster-monitor",
+            &engine.monitors(),
+            "--cluster-node",
+            "a",
+            "--cluster-single-engine-node",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max_payload: 10MB"), "{}", stderr(&out));
+    let out = cluster(
+        data.path(),
+        "check",
+        &engine,
+        &["--cluster-single-engine-node", "--max-body-bulk", "524288"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn cluster_settings_are_checked_and_shown() {
     let data = tempfile::tempdir().unwrap();
     let flags = [
@@ -201,7 +240,7 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() {
     use inlet::cluster::engine::{self, LEASE_TTL};
-    use inlet::cluster::lease::Leases;
+    use inlet::cluster::lease::{Leases, Renewal};
     let engine = Engine::cluster();
     runtime().block_on(async {
         let s = settings(&engine, "a", 4);
@@ -225,12 +264,22 @@ fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() 
         );
         assert_eq!(other.take(0).await.unwrap(), None);
 
-        // Renewal moves the revision on; the old revision is refused (a stale owner), and so
-        // is the other node writing with any revision it saw.
-        let renewed = owner.renew(0, rev).await.unwrap();
+        // Renewal moves the revision on; the other node writing with any revision it saw is
+        // refused. The owner renewing from the old revision (its answer was lost) finds its
+        // own later revision and keeps it.
+        let Renewal::Renewed(renewed) = owner.renew(0, rev).await else {
+            panic!("renewal refused")
+        };
         assert!(renewed > rev);
-        assert!(owner.renew(0, rev).await.is_err());
-        assert!(other.renew(0, rev).await.is_err());
+        assert_eq!(owner.renew(0, rev).await, Renewal::Renewed(renewed));
+        assert!(matches!(other.renew(0, rev).await, Renewal::Lost(_)));
+        // The owner, started again under its name, takes its key back at once (a new epoch)
+        // instead of waiting out the TTL; the other still cannot.
+        let again = Leases::new(layout.leases.clone(), &owner.node);
+        let renewed = again.take(0).await.unwrap().expect("its own key");
+        assert!(renewed > rev);
+        assert_eq!(other.take(0).await.unwrap(), None);
+        let owner = &again;
 
         // The owner stops renewing: the other takes the partition once the TTL passed (the
         // engine expires keys on a timer of its own, late on a loaded machine: the bound is
@@ -252,7 +301,7 @@ fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() 
             Some(other.node.as_str())
         );
         // The old owner's last revision no longer renews it.
-        assert!(owner.renew(0, renewed).await.is_err());
+        assert!(matches!(owner.renew(0, renewed).await, Renewal::Lost(_)));
     });
 }
 
