@@ -499,7 +499,13 @@ mod tests {
         assert!(check_payload(&node(16 << 20), 5 << 20).is_ok());
         assert!(check_payload(&node(10 << 20), 5 << 20).is_ok());
         let e = check_payload(&node(1 << 20), 5 << 20).unwrap_err();
-        for says in ["1048576", "5242880", "max_payload: 10MB", "524288 or less", "e1"] {
+        for says in [
+            "1048576",
+            "5242880",
+            "max_payload: 10MB",
+            "524288 or less",
+            "e1",
+        ] {
             assert!(e.contains(says), "{says}: {e}");
         }
         assert!(check_payload(&node((10 << 20) - 1), 5 << 20).is_err());

@@ -82,8 +82,11 @@ impl Leases {
     /// replaced) leaves the lease's fate unknown: the caller tries again while it has time.
     pub async fn renew(&self, p: u32, rev: u64) -> Renewal {
         let value = Bytes::from(self.node.clone());
-        let refused = match tokio::time::timeout(OP_TIMEOUT, self.kv.update(lease_key(p), value, rev))
-            .await
+        let refused = match tokio::time::timeout(
+            OP_TIMEOUT,
+            self.kv.update(lease_key(p), value, rev),
+        )
+        .await
         {
             Ok(Ok(rev)) => return Renewal::Renewed(rev),
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => e.to_string(),

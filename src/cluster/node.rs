@@ -42,6 +42,9 @@ const RENEW_MARGIN: Duration = Duration::from_millis(2500);
 /// How long one append waits for its ack before it is sent again (same message id): a
 /// stream whose leader stopped answers once a new one is elected, and only to a resend.
 const APPEND_TRY: Duration = Duration::from_millis(1500);
+/// An append is not sent later than this before its lease's end (the time the message
+/// takes to reach the engine).
+const LEASE_SLACK: Duration = Duration::from_secs(1);
 /// How long one read of a replay waits for its answer before the replay is tried again.
 const READ_TRY: Duration = Duration::from_secs(2);
 
@@ -548,8 +551,14 @@ impl Cluster {
         id: String,
         expected: u64,
         payload: bytes::Bytes,
+        lease_end: Instant,
     ) -> Result<u64, Appending> {
-        let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        // Not past the lease either: a batch that reaches the engine after another node
+        // took the partition over, but before it appended, would pass the fence.
+        let lease_end = tokio::time::Instant::from_std(lease_end)
+            .checked_sub(LEASE_SLACK)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let deadline = lease_end.min(tokio::time::Instant::now() + APPEND_DEADLINE);
         loop {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", id.as_str());
@@ -639,13 +648,28 @@ impl Commit for Cluster {
             .collect();
         // Every live submission's partition must be served here: its decisions were made on
         // this node's state of it.
-        let appends: Vec<(u32, Vec<Message>, u64)> = {
+        let appends: Vec<(u32, Vec<Message>, u64, Instant)> = {
             let mut parts = self.parts();
             if let Some(p) = live
                 .iter()
                 .find(|&&p| parts[p as usize].role != Role::Serving)
             {
                 return Err(format!("partition {p} is not served by this node"));
+            }
+            // Nor on a lease that may have run out (the process was paused past it): another
+            // node may own the partition without having appended yet, so the fence alone
+            // would let this stale batch through and leave the new owner behind the stream.
+            if let Some(&p) = live
+                .iter()
+                .find(|&&p| parts[p as usize].last_renew.elapsed() + RENEW_MARGIN >= LEASE_TTL)
+            {
+                let part = &mut parts[p as usize];
+                tracing::warn!(
+                    partition = p,
+                    "stepping down as the partition's owner: its lease was not renewed in time"
+                );
+                self.drop_part(part);
+                return Err(format!("partition {p}: its lease may have expired"));
             }
             messages
                 .into_iter()
@@ -659,7 +683,7 @@ impl Commit for Cluster {
                             (id, bytes::Bytes::from(payload))
                         })
                         .collect();
-                    (p, msgs, part.last_seq)
+                    (p, msgs, part.last_seq, part.last_renew + LEASE_TTL)
                 })
                 .collect()
         };
@@ -667,12 +691,12 @@ impl Commit for Cluster {
         let js = self.engine.js.clone();
         let handles: Vec<_> = appends
             .into_iter()
-            .map(|(p, msgs, expected)| {
+            .map(|(p, msgs, expected, lease_end)| {
                 let js = js.clone();
                 let task = async move {
                     let mut last = expected;
                     for (id, payload) in msgs {
-                        last = Cluster::append(js.clone(), p, id, last, payload).await?;
+                        last = Cluster::append(js.clone(), p, id, last, payload, lease_end).await?;
                     }
                     Ok(last)
                 };

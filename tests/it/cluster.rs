@@ -164,7 +164,11 @@ fn an_engine_whose_max_payload_cannot_hold_a_bulk_request_is_refused() {
         ],
     );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("max_payload: 10MB"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("max_payload: 10MB"),
+        "{}",
+        stderr(&out)
+    );
     let out = cluster(
         data.path(),
         "check",
@@ -172,6 +176,62 @@ fn an_engine_whose_max_payload_cannot_hold_a_bulk_request_is_refused() {
         &["--cluster-single-engine-node", "--max-body-bulk", "524288"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_admin_lag_shows_a_node_behind_the_admin_stream() {
+    let engine = Engine::cluster();
+    let c = Cluster::start(&engine);
+    let lag_metric = |n: usize| -> Option<u64> {
+        let text = crate::support::Client::new(c.nodes[n].addr)
+            .get("/metrics")
+            .ok()?
+            .text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("inlet_cluster_admin_lag "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    // `inlet cluster status`: each live node's applied admin record and its lag.
+    let status = || -> Value {
+        let data = tempfile::tempdir().unwrap();
+        let out = cluster(
+            data.path(),
+            "status",
+            &engine,
+            &["--cluster-partitions", &PARTITIONS.to_string(), "--json"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let lag_of = |status: &Value, name: &str| -> Option<u64> {
+        status["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == name)?["admin_lag"]
+            .as_u64()
+    };
+    for n in 0..3 {
+        wait_for("no admin lag", || lag_metric(n) == Some(0));
+    }
+    wait_for("every node announced with no lag", || {
+        let s = status();
+        ["n1", "n2", "n3"]
+            .iter()
+            .all(|name| lag_of(&s, name) == Some(0))
+    });
+    // n3 stopped: admin changes made on n1 are in the engine, not applied on n3.
+    c.nodes[2].signal("STOP");
+    c.nodes[0].cli_ok(&["tenants", "add", "lag-1"]);
+    c.nodes[0].cli_ok(&["tenants", "add", "lag-2"]);
+    let s = status();
+    assert_eq!(lag_of(&s, "n3"), Some(2), "{s}");
+    assert_eq!(
+        s["admin_last"].as_u64(),
+        s["nodes"][0]["admin_applied"].as_u64()
+    );
+    c.nodes[2].signal("CONT");
+    wait_for("n3 caught up", || lag_metric(2) == Some(0));
+    wait_for("n3 announced no lag", || lag_of(&status(), "n3") == Some(0));
 }
 
 #[test]

@@ -296,11 +296,22 @@ impl World {
             }
         }
         assert!(lost.is_empty(), "answered 2xx but not stored: {lost:?}");
-        // Each tenant's counter, on its partition's owner, equals its stored events.
-        self.cluster.wait_all_served(&[0, 1, 2]);
+        // Each tenant's counter, on its partition's owner, equals its stored events. The
+        // owners are read in one pass (partitions may still move as nodes rejoin).
+        let mut owners: HashMap<u32, usize> = HashMap::new();
+        wait_for("every partition served by one node", || {
+            owners.clear();
+            for n in 0..3 {
+                match self.cluster.nodes[n].owned() {
+                    Some(o) => owners.extend(o.into_iter().map(|p| (p, n))),
+                    None => return false,
+                }
+            }
+            owners.len() == PARTITIONS as usize
+        });
         let mut used_by: HashMap<usize, HashMap<String, u64>> = HashMap::new();
         for t in &self.tenants {
-            let owner = self.cluster.owner_of(&[0, 1, 2], t.partition);
+            let owner = owners[&t.partition];
             let used = used_by
                 .entry(owner)
                 .or_insert_with(|| self.cluster.nodes[owner].used());
