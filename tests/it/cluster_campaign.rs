@@ -10,7 +10,8 @@
 //!
 //! `INLET_CLUSTER_ROUNDS` (default: a few per campaign) and `INLET_CLUSTER_SEED` (default:
 //! from the clock, printed) make it a long run; `INLET_CAMPAIGN_REPORT=FILE` appends the
-//! figures to FILE. See RELIABILITY.md.
+//! figures to FILE; `INLET_CLUSTER_LOGS=DIR` keeps the inlet nodes' logs (the engine campaign
+//! prints each fault's time, in ms since the epoch, to line them up). See RELIABILITY.md.
 
 use crate::cluster::{Cluster, Node, PARTITIONS, post, runtime, settings};
 use crate::crash::{Rng, env_u64};
