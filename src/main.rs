@@ -214,7 +214,10 @@ fn cluster(cmd: ClusterCmd, file: RawConfig, data: &Path) -> anyhow::Result<()> 
         .enable_all()
         .build()?;
     let status = runtime
-        .block_on(inlet::cluster::engine::status(&settings))
+        .block_on(inlet::cluster::engine::status(
+            &settings,
+            config.limits.bulk_body,
+        ))
         .map_err(|e| anyhow::anyhow!(e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -259,6 +262,12 @@ fn cluster(cmd: ClusterCmd, file: RawConfig, data: &Path) -> anyhow::Result<()> 
     );
     for (p, owner) in status.owners.iter().enumerate() {
         println!("partition {p}: {}", owner.as_deref().unwrap_or("unowned"));
+    }
+    for n in &status.nodes {
+        println!(
+            "inlet node {}: admin applied {}, admin lag {}",
+            n.name, n.admin_applied, n.admin_lag
+        );
     }
     Ok(())
 }

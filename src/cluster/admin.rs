@@ -364,7 +364,13 @@ pub struct AdminLog {
     applied: watch::Sender<u64>,
     /// One admin write of this node at a time (they would only race each other).
     writing: tokio::sync::Mutex<()>,
+    /// The stream's last record as last seen here (by the apply loop, from each record's
+    /// count of those after it, and by a periodic sample): the lag's other end.
+    last_seen: std::sync::atomic::AtomicU64,
 }
+
+/// How often the admin stream's last sequence is asked for, for the lag.
+const LAG_SAMPLE: Duration = Duration::from_secs(5);
 
 /// Why an append of an admin record did not go through.
 enum Publishing {
@@ -381,6 +387,30 @@ impl AdminLog {
             node: node.to_owned(),
             applied: watch::channel(0).0,
             writing: tokio::sync::Mutex::new(()),
+            last_seen: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Admin records in the engine not yet applied here (`inlet_cluster_admin_lag`): the
+    /// stream's last sequence as last seen minus the last applied one.
+    pub fn lag(&self) -> u64 {
+        let last = self.last_seen.load(std::sync::atomic::Ordering::Relaxed);
+        last.saturating_sub(self.applied())
+    }
+
+    fn saw_last(&self, seq: u64) {
+        self.last_seen
+            .fetch_max(seq, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Asks for the stream's last sequence every [`LAG_SAMPLE`] (a record appended while
+    /// the apply loop is stuck shows as lag).
+    async fn sample_last(&self) {
+        loop {
+            if let Ok(last) = self.last_seq().await {
+                self.saw_last(last);
+            }
+            tokio::time::sleep(LAG_SAMPLE).await;
         }
     }
 
@@ -475,14 +505,17 @@ impl AdminLog {
     /// Applies every record appended from now on, as it comes, through the writer (so the
     /// caches keyed by the configuration generation, the key cache first, see it).
     pub async fn follow(&self, run: impl Fn(AdminJob) -> Applied) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            if let Err(e) = self.follow_once(&run).await {
-                tracing::warn!(error = %e, "following {STREAM} failed; following again");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+        let apply = async {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                if let Err(e) = self.follow_once(&run).await {
+                    tracing::warn!(error = %e, "following {STREAM} failed; following again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
             }
-        }
+        };
+        tokio::join!(apply, self.sample_last());
     }
 
     async fn follow_once(&self, run: &impl Fn(AdminJob) -> Applied) -> Result<(), String> {
@@ -501,7 +534,9 @@ impl AdminLog {
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         while let Some(m) = messages.next().await {
             let m = m.map_err(|e| e.to_string())?;
-            let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
+            let info = m.info().map_err(|e| e.to_string())?;
+            let seq = info.stream_sequence;
+            self.saw_last(seq + info.pending);
             let op = AdminOp::decode(&m.payload)?;
             run(Box::new(move |db| {
                 let txn = store::begin_write(db).map_err(|e| e.to_string())?;

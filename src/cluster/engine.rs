@@ -8,6 +8,9 @@
 //!   of 2.12.1; older versions are not run against;
 //! - JetStream's default lazy fsync (every two minutes): an acknowledged append must be on
 //!   disk, so every node must run with `sync_interval: always` (seen as `sync_always`);
+//! - a `max_payload` under twice `max_body_bulk`: a request's batch (its events and raw
+//!   body) goes to the engine as one message, and one the engine refuses is a 503 every
+//!   time it is sent;
 //! - fewer than three engine nodes in the JetStream meta group (unless
 //!   `cluster_single_engine_node`), or no meta leader (the cluster has not formed).
 //!
@@ -34,6 +37,14 @@ pub const META: &str = "inlet_meta";
 pub const LEASES: &str = "inlet_leases";
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the connection asks its engine node for a sign of life; after two pings
+/// unanswered it moves to another node. A stopped (not crashed) engine node keeps its TCP
+/// connections open: with the client's default of a minute between pings, a node connected
+/// to it could reach nothing for minutes while the rest of the engine went on.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long connecting to one engine node may take before the next is tried: a stopped
+/// node still accepts TCP connections (the kernel does) but never greets.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one step of talking to the engine may take before it counts as unreachable.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,14 +59,17 @@ pub struct Node {
     pub meta_leader: Option<String>,
     /// The number of nodes in the meta group as this node sees it.
     pub meta_size: u64,
+    /// The largest message it takes, in bytes.
+    pub max_payload: u64,
 }
 
-/// Asks every monitoring URL and checks the engine can hold inlet's promise. A meta group
-/// still forming (too small, no leader) is asked again for up to [`STEP_TIMEOUT`].
-pub async fn preflight(settings: &Settings) -> Result<Vec<Node>, String> {
+/// Asks every monitoring URL and checks the engine can hold inlet's promise for request
+/// bodies up to `max_body_bulk` bytes. A meta group still forming (too small, no leader) is
+/// asked again for up to [`STEP_TIMEOUT`].
+pub async fn preflight(settings: &Settings, max_body_bulk: usize) -> Result<Vec<Node>, String> {
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let nodes = ask_nodes(settings).await?;
+        let nodes = ask_nodes(settings, max_body_bulk).await?;
         match check_group(settings, &nodes) {
             Ok(()) => return Ok(nodes),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
@@ -66,7 +80,7 @@ pub async fn preflight(settings: &Settings) -> Result<Vec<Node>, String> {
 
 /// Each engine node's own account of itself; a node that would break the promise on its
 /// own (old, lazy fsync, no JetStream) is refused at once.
-async fn ask_nodes(settings: &Settings) -> Result<Vec<Node>, String> {
+async fn ask_nodes(settings: &Settings, max_body_bulk: usize) -> Result<Vec<Node>, String> {
     let mut nodes = Vec::new();
     for url in &settings.monitor {
         let varz = monitor_get(url, "/varz").await?;
@@ -85,6 +99,7 @@ async fn ask_nodes(settings: &Settings) -> Result<Vec<Node>, String> {
                 .filter(|l| !l.is_empty())
                 .map(str::to_owned),
             meta_size: jsz["meta_cluster"]["cluster_size"].as_u64().unwrap_or(1),
+            max_payload: varz["max_payload"].as_u64().unwrap_or(0),
         };
         if js.is_none() {
             return Err(format!("engine node {url}: JetStream is not enabled"));
@@ -106,9 +121,28 @@ async fn ask_nodes(settings: &Settings) -> Result<Vec<Node>, String> {
                 node.name
             ));
         }
+        check_payload(&node, max_body_bulk)?;
         nodes.push(node);
     }
     Ok(nodes)
+}
+
+/// Whether `node` takes a message holding a whole request of `max_body_bulk` bytes: its
+/// events and its raw body, so twice the body.
+fn check_payload(node: &Node, max_body_bulk: usize) -> Result<(), String> {
+    let need = 2 * max_body_bulk as u64;
+    if node.max_payload >= need {
+        return Ok(());
+    }
+    const MB: u64 = 1 << 20;
+    Err(format!(
+        "engine node {} ({}) takes messages of at most {} bytes (its max_payload), and inlet's          max_body_bulk is {max_body_bulk} bytes: a bulk request's batch (its events and its raw          body) needs {need}. Set `max_payload: {}MB` at the top of each engine node's config          (the engine takes at most 64MB), or lower max_body_bulk to {} or less",
+        node.name,
+        node.monitor,
+        node.max_payload,
+        need.div_ceil(MB),
+        node.max_payload / 2
+    ))
 }
 
 /// Whether the nodes form one JetStream group big enough, with a leader.
@@ -146,7 +180,8 @@ pub struct Engine {
 pub async fn connect(settings: &Settings) -> Result<Engine, String> {
     let options = async_nats::ConnectOptions::new()
         .name(format!("inlet-{}", settings.node))
-        .connection_timeout(STEP_TIMEOUT)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(PING_INTERVAL)
         .retry_on_initial_connect();
     let urls = settings.engine.join(",");
     let addrs = settings
@@ -305,22 +340,64 @@ pub struct Status {
     pub partitions: u32,
     /// Each partition's owner, `None` while nobody holds its lease.
     pub owners: Vec<Option<String>>,
+    /// The admin stream's last sequence.
+    pub admin_last: u64,
+    /// The inlet nodes alive (announced within the lease TTL), by name.
+    pub nodes: Vec<InletNode>,
+}
+
+/// A live inlet node as `inlet cluster status` sees it.
+#[derive(Debug, Serialize)]
+pub struct InletNode {
+    pub name: String,
+    /// The last admin record it applied, as it last announced.
+    pub admin_applied: u64,
+    /// Admin records it had not applied then (`inlet_cluster_admin_lag` on that node).
+    pub admin_lag: u64,
 }
 
 /// The engine's and the cluster's state, as seen from this node.
-pub async fn status(settings: &Settings) -> Result<Status, String> {
-    let engine_nodes = preflight(settings).await?;
+pub async fn status(settings: &Settings, max_body_bulk: usize) -> Result<Status, String> {
+    let engine_nodes = preflight(settings, max_body_bulk).await?;
     let engine = connect(settings).await?;
     let layout = ensure(&engine, settings).await?;
     let mut stream = layout.stream;
     let info = timed(stream.info()).await?;
     let mut admin = layout.admin;
-    let admin_records = timed(admin.info()).await?.state.messages;
+    let admin_state = timed(admin.info()).await?.state.clone();
+    let (admin_records, admin_last) = (admin_state.messages, admin_state.last_sequence);
     let mut owners = Vec::with_capacity(layout.partitions as usize);
     for p in 0..layout.partitions {
         let owner = timed(layout.leases.get(lease_key(p))).await?;
         owners.push(owner.map(|o| String::from_utf8_lossy(&o).into_owned()));
     }
+    let mut nodes = Vec::new();
+    let names: Vec<String> = {
+        use futures_util::StreamExt;
+        let keys = timed(layout.leases.keys()).await?;
+        let keys: Vec<_> = tokio::time::timeout(STEP_TIMEOUT, keys.collect::<Vec<_>>())
+            .await
+            .map_err(|_| format!("the engine did not answer within {STEP_TIMEOUT:?}"))?;
+        keys.into_iter()
+            .filter_map(Result::ok)
+            .filter(|k| k.starts_with("node."))
+            .collect()
+    };
+    for key in names {
+        let Some(value) = timed(layout.leases.get(&key)).await? else {
+            continue;
+        };
+        let admin_applied = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        nodes.push(InletNode {
+            name: key.trim_start_matches("node.").to_owned(),
+            admin_applied,
+            admin_lag: admin_last.saturating_sub(admin_applied),
+        });
+    }
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Status {
         node: settings.node.clone(),
         engine: engine_nodes,
@@ -330,6 +407,8 @@ pub async fn status(settings: &Settings) -> Result<Status, String> {
         admin_records,
         partitions: layout.partitions,
         owners,
+        admin_last,
+        nodes,
     })
 }
 
@@ -404,7 +483,33 @@ async fn monitor_get(base: &str, path: &str) -> Result<Value, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_version;
+    use super::{Node, check_payload, parse_version};
+
+    #[test]
+    fn the_engine_takes_twice_the_largest_body() {
+        let node = |max_payload| Node {
+            monitor: "http://10.0.0.1:8222".to_owned(),
+            name: "e1".to_owned(),
+            version: "2.15.1".to_owned(),
+            sync_always: true,
+            meta_leader: None,
+            meta_size: 3,
+            max_payload,
+        };
+        assert!(check_payload(&node(16 << 20), 5 << 20).is_ok());
+        assert!(check_payload(&node(10 << 20), 5 << 20).is_ok());
+        let e = check_payload(&node(1 << 20), 5 << 20).unwrap_err();
+        for says in [
+            "1048576",
+            "5242880",
+            "max_payload: 10MB",
+            "524288 or less",
+            "e1",
+        ] {
+            assert!(e.contains(says), "{says}: {e}");
+        }
+        assert!(check_payload(&node((10 << 20) - 1), 5 << 20).is_err());
+    }
 
     #[test]
     fn versions_compare_as_numbers() {

@@ -7,7 +7,8 @@
 //! sequence (see `super::node`).
 //!
 //! Live nodes announce themselves under `node.<name>` in the same bucket (so a dead node's
-//! announcement expires with the TTL); each takes at most its share of the partitions.
+//! announcement expires with the TTL), the value the last admin record each applied; each
+//! takes at most its share of the partitions.
 
 use super::engine::{LEASE_TTL, lease_key};
 use async_nats::jetstream::kv;
@@ -44,12 +45,16 @@ impl Leases {
     }
 
     /// Takes partition `p` if nobody holds it: its revision (the new owner's epoch), or
-    /// `None` while another node holds it.
+    /// `None` while another node holds it. A key still holding this node's name (a lease it
+    /// gave up on while the engine did not answer, or held before a restart) is taken again
+    /// at once with a compare-and-set on its revision rather than waited out.
     pub async fn take(&self, p: u32) -> Result<Option<u64>, String> {
         let value = Bytes::from(self.node.clone());
-        match tokio::time::timeout(OP_TIMEOUT, self.kv.create(lease_key(p), value)).await {
+        match tokio::time::timeout(OP_TIMEOUT, self.kv.create(lease_key(p), value.clone())).await {
             Ok(Ok(rev)) => Ok(Some(rev)),
-            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                self.take_own(p, value).await
+            }
             // The create (an update expecting no revision) lost to another writer, and the
             // read that would have said so was served by a replica not yet caught up: the
             // key exists all the same.
@@ -59,14 +64,50 @@ impl Leases {
         }
     }
 
-    /// Renews the lease of `p` held at revision `rev`: the new revision, or an error when
-    /// the lease is lost (another node wrote it, it expired, the engine is unreachable).
-    pub async fn renew(&self, p: u32, rev: u64) -> Result<u64, String> {
-        timed(
-            self.kv
-                .update(lease_key(p), Bytes::from(self.node.clone()), rev),
+    async fn take_own(&self, p: u32, value: Bytes) -> Result<Option<u64>, String> {
+        let Some(rev) = self.mine(p).await? else {
+            return Ok(None);
+        };
+        match timed(self.kv.update(lease_key(p), value, rev)).await {
+            Ok(rev) => Ok(Some(rev)),
+            // Someone else wrote it since, or the read was a replica's behind: not ours.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Renews the lease of `p` held at revision `rev`. Only a refusal of the revision is a
+    /// lost lease, and even then the key may hold this node's name at a later revision: an
+    /// earlier renewal went through and its answer was lost, so that revision is taken up.
+    /// A timeout or an engine error (a bucket whose leader moves, a connection being
+    /// replaced) leaves the lease's fate unknown: the caller tries again while it has time.
+    pub async fn renew(&self, p: u32, rev: u64) -> Renewal {
+        let value = Bytes::from(self.node.clone());
+        let refused = match tokio::time::timeout(
+            OP_TIMEOUT,
+            self.kv.update(lease_key(p), value, rev),
         )
         .await
+        {
+            Ok(Ok(rev)) => return Renewal::Renewed(rev),
+            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => e.to_string(),
+            Ok(Err(e)) => return Renewal::Unknown(e.to_string()),
+            Err(_) => return Renewal::Unknown("the engine did not answer in time".to_owned()),
+        };
+        match self.mine(p).await {
+            Ok(Some(now)) if now > rev => Renewal::Renewed(now),
+            // A replica behind the bucket's leader may still show the revision refused.
+            Ok(Some(_)) => Renewal::Unknown(refused),
+            Ok(None) => Renewal::Lost(refused),
+            Err(e) => Renewal::Unknown(e),
+        }
+    }
+
+    /// The revision of `p`'s key when it holds this node's name.
+    async fn mine(&self, p: u32) -> Result<Option<u64>, String> {
+        let entry = timed(self.kv.entry(lease_key(p))).await?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put && e.value == self.node.as_bytes())
+            .map(|e| e.revision))
     }
 
     /// Gives `p` up (only if still held at `rev`), so another node can take it at once.
@@ -80,10 +121,11 @@ impl Leases {
         Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
-    /// Says this node is alive (renewed with the leases).
-    pub async fn announce(&self) -> Result<(), String> {
+    /// Says this node is alive (renewed with the leases), with the last admin record it
+    /// applied (`inlet cluster status` shows each node's admin lag from it).
+    pub async fn announce(&self, admin_applied: u64) -> Result<(), String> {
         let key = format!("node.{}", self.node);
-        timed(self.kv.put(key, Bytes::from_static(b"1")))
+        timed(self.kv.put(key, Bytes::from(admin_applied.to_string())))
             .await
             .map(|_| ())
     }
@@ -111,6 +153,17 @@ impl Leases {
             .map_err(|_| "the engine did not answer in time".to_owned())??;
         Ok(n.max(1))
     }
+}
+
+/// What a renewal found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// Held, at this revision.
+    Renewed(u64),
+    /// Another node wrote the key, or it expired.
+    Lost(String),
+    /// No answer, or an error that says nothing of the key.
+    Unknown(String),
 }
 
 /// The most partitions one of `live` nodes takes.

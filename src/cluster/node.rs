@@ -15,7 +15,7 @@
 
 use super::admin::{AdminJob, AdminLog};
 use super::engine::{self, Engine, LEASE_TTL};
-use super::lease::{self, Leases, RENEW_EVERY};
+use super::lease::{self, Leases, RENEW_EVERY, Renewal};
 use super::{Settings, wire};
 use crate::store::writer::{Commit, Decided, Outcome, Replayed, Submission, SubmitError};
 use async_nats::HeaderMap;
@@ -40,6 +40,17 @@ const APPEND_DEADLINE: Duration = Duration::from_secs(5);
 const PAYLOAD_HEADROOM: usize = 4096;
 /// How often the lease loop looks for partitions to take or give up.
 const TICK: Duration = Duration::from_millis(500);
+/// An owner whose renewals go unanswered steps down this long before its lease could
+/// expire in the engine: a renewal try and a round of the loop.
+const RENEW_MARGIN: Duration = Duration::from_millis(2500);
+/// How long one append waits for its ack before it is sent again (same message id): a
+/// stream whose leader stopped answers once a new one is elected, and only to a resend.
+const APPEND_TRY: Duration = Duration::from_millis(1500);
+/// An append is not sent later than this before its lease's end (the time the message
+/// takes to reach the engine).
+const LEASE_SLACK: Duration = Duration::from_secs(1);
+/// How long one read of a replay waits for its answer before the replay is tried again.
+const READ_TRY: Duration = Duration::from_secs(2);
 
 /// The subject of partition `p`'s batches.
 pub fn events_subject(p: u32) -> String {
@@ -140,9 +151,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Checks the engine (preflight), connects, and creates or checks inlet's objects.
-    pub async fn join(settings: &Settings) -> Result<Arc<Cluster>, String> {
-        engine::preflight(settings).await?;
+    /// Checks the engine (preflight, for request bodies up to `max_body_bulk`), connects, and
+    /// creates or checks inlet's objects.
+    pub async fn join(settings: &Settings, max_body_bulk: usize) -> Result<Arc<Cluster>, String> {
+        engine::preflight(settings, max_body_bulk).await?;
         let engine = engine::connect(settings).await?;
         let layout = engine::ensure_patiently(&engine, settings, Duration::from_secs(30)).await?;
         let parts = (0..layout.partitions)
@@ -286,25 +298,39 @@ impl Cluster {
                     })
                     .collect()
             };
-        for (p, rev, generation) in due {
-            let renewed = self.leases.renew(p, rev).await;
+        // All at once: one unanswered renewal must not hold up the others' tries.
+        // The key lives a TTL from when the engine stored it, which is after `sent`.
+        let sent = Instant::now();
+        let renewals = due.iter().map(|&(p, rev, _)| self.leases.renew(p, rev));
+        let renewed = futures_util::future::join_all(renewals).await;
+        for ((p, _, generation), renewed) in due.into_iter().zip(renewed) {
             let mut parts = self.parts();
             let part = &mut parts[p as usize];
             if part.generation != generation {
                 continue;
             }
             match renewed {
-                Ok(rev) => {
+                Renewal::Renewed(rev) => {
                     part.lease_rev = rev;
-                    part.last_renew = Instant::now();
+                    part.last_renew = sent;
                 }
-                Err(e) => {
+                Renewal::Lost(e) => {
                     drop(parts);
                     self.step_down(p, &format!("lease lost: {e}"));
                 }
+                // Not a lost lease: tried again next round while the lease has time left
+                // (a bucket electing a leader, a connection being replaced). Meanwhile the
+                // fence still refuses an append if another node took over after all.
+                Renewal::Unknown(e) if part.last_renew.elapsed() + RENEW_MARGIN < LEASE_TTL => {
+                    tracing::warn!(partition = p, error = %e, "lease renewal unanswered; trying again");
+                }
+                Renewal::Unknown(e) => {
+                    drop(parts);
+                    self.step_down(p, &format!("lease not renewed in time: {e}"));
+                }
             }
         }
-        self.leases.announce().await?;
+        self.leases.announce(self.admin.applied()).await?;
         let live = self.leases.live_nodes().await?;
         let share = lease::share(self.partitions, live);
         let held: Vec<u32> = {
@@ -411,12 +437,13 @@ impl Cluster {
     /// The sequence of the last message on `p`'s subject (0: none).
     pub(super) async fn last_of(&self, p: u32) -> Result<u64, String> {
         let subject = events_subject(p);
-        match self
-            .stream
-            .raw_message_builder()
-            .last_by_subject(subject.clone())
-            .send()
-            .await
+        match read_bounded(
+            self.stream
+                .raw_message_builder()
+                .last_by_subject(subject.clone())
+                .send(),
+        )
+        .await?
         {
             Ok(m) => Ok(m.sequence),
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(0),
@@ -442,13 +469,14 @@ impl Cluster {
             if !still() {
                 break;
             }
-            let m = match self
-                .stream
-                .raw_message_builder()
-                .sequence(at + 1)
-                .next_by_subject(subject.clone())
-                .send()
-                .await
+            let m = match read_bounded(
+                self.stream
+                    .raw_message_builder()
+                    .sequence(at + 1)
+                    .next_by_subject(subject.clone())
+                    .send(),
+            )
+            .await?
             {
                 Ok(m) if m.sequence <= until => m,
                 Ok(_) => break,
@@ -594,8 +622,14 @@ impl Cluster {
         id: String,
         expected: u64,
         payload: bytes::Bytes,
+        lease_end: Instant,
     ) -> Result<u64, Appending> {
-        let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        // Not past the lease either: a batch that reaches the engine after another node
+        // took the partition over, but before it appended, would pass the fence.
+        let lease_end = tokio::time::Instant::from_std(lease_end)
+            .checked_sub(LEASE_SLACK)
+            .unwrap_or_else(tokio::time::Instant::now);
+        let deadline = lease_end.min(tokio::time::Instant::now() + APPEND_DEADLINE);
         loop {
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", id.as_str());
@@ -608,7 +642,8 @@ impl Cluster {
                     .await?
                     .await
             };
-            match tokio::time::timeout_at(deadline, sent).await {
+            let try_until = deadline.min(tokio::time::Instant::now() + APPEND_TRY);
+            match tokio::time::timeout_at(try_until, sent).await {
                 Ok(Ok(ack)) => return Ok(ack.sequence),
                 Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     return Err(Appending::Fenced(e.to_string()));
@@ -622,10 +657,21 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Ok(Err(e)) => return Err(Appending::Unknown(e.to_string())),
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(partition = p, "append not acknowledged in time; resending");
+                }
                 Err(_) => return Err(Appending::Unknown("no ack in time".to_owned())),
             }
         }
     }
+}
+
+/// A read of the stream, given up after [`READ_TRY`] (the replay tries again): a read sent
+/// while the stream elects a leader is never answered, and the client's own timeout is long.
+async fn read_bounded<T>(read: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(READ_TRY, read)
+        .await
+        .map_err(|_| "the engine did not answer a read in time".to_owned())
 }
 
 /// One message of a partition's batch: its id and payload.
@@ -673,13 +719,28 @@ impl Commit for Cluster {
             .collect();
         // Every live submission's partition must be served here: its decisions were made on
         // this node's state of it.
-        let appends: Vec<(u32, Vec<Message>, u64)> = {
+        let appends: Vec<(u32, Vec<Message>, u64, Instant)> = {
             let mut parts = self.parts();
             if let Some(p) = live
                 .iter()
                 .find(|&&p| parts[p as usize].role != Role::Serving)
             {
                 return Err(format!("partition {p} is not served by this node"));
+            }
+            // Nor on a lease that may have run out (the process was paused past it): another
+            // node may own the partition without having appended yet, so the fence alone
+            // would let this stale batch through and leave the new owner behind the stream.
+            if let Some(&p) = live
+                .iter()
+                .find(|&&p| parts[p as usize].last_renew.elapsed() + RENEW_MARGIN >= LEASE_TTL)
+            {
+                let part = &mut parts[p as usize];
+                tracing::warn!(
+                    partition = p,
+                    "stepping down as the partition's owner: its lease was not renewed in time"
+                );
+                self.drop_part(part);
+                return Err(format!("partition {p}: its lease may have expired"));
             }
             messages
                 .into_iter()
@@ -693,7 +754,7 @@ impl Commit for Cluster {
                             (id, bytes::Bytes::from(payload))
                         })
                         .collect();
-                    (p, msgs, part.last_seq)
+                    (p, msgs, part.last_seq, part.last_renew + LEASE_TTL)
                 })
                 .collect()
         };
@@ -701,12 +762,12 @@ impl Commit for Cluster {
         let js = self.engine.js.clone();
         let handles: Vec<_> = appends
             .into_iter()
-            .map(|(p, msgs, expected)| {
+            .map(|(p, msgs, expected, lease_end)| {
                 let js = js.clone();
                 let task = async move {
                     let mut last = expected;
                     for (id, payload) in msgs {
-                        last = Cluster::append(js.clone(), p, id, last, payload).await?;
+                        last = Cluster::append(js.clone(), p, id, last, payload, lease_end).await?;
                     }
                     Ok(last)
                 };

@@ -108,6 +108,13 @@ pub fn render(state: &State) -> String {
              every partition it does not own)",
             lag,
         );
+        let admin_lag = Gauge::<i64>::default();
+        admin_lag.set(i64::try_from(c.admin.lag()).unwrap_or(i64::MAX));
+        reg.register(
+            "inlet_cluster_admin_lag",
+            "Admin records (tenants, apps, keys, settings) in the engine not yet applied here",
+            admin_lag,
+        );
         reg.register(
             "inlet_cluster_append_duration_seconds",
             "Time from a batch's appends to the engine to their acks",

@@ -62,7 +62,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     ];
     let cluster = match &config.cluster {
         Some(settings) => Some(
-            crate::cluster::Cluster::join(settings)
+            crate::cluster::Cluster::join(settings, config.limits.bulk_body)
                 .await
                 .map_err(|e| anyhow::anyhow!("cluster mode: {e}"))?,
         ),

@@ -136,6 +136,111 @@ fn an_engine_that_acknowledges_before_fsync_is_refused() {
 }
 
 #[test]
+fn an_engine_whose_max_payload_cannot_hold_a_bulk_request_is_refused() {
+    // The engine's default max_payload (1 MB) against the default max_body_bulk (5 MB): a
+    // bulk request's batch could never be appended. Refused by `cluster check` and `serve`,
+    // naming both figures and the fix; a max_body_bulk the engine can hold passes.
+    let engine = Engine::single_default_payload();
+    let data = tempfile::tempdir().unwrap();
+    let single = ["--cluster-single-engine-node"];
+    let out = cluster(data.path(), "check", &engine, &single);
+    assert!(!out.status.success());
+    for says in ["1048576", "5242880", "max_payload: 10MB", "max_body_bulk"] {
+        assert!(stderr(&out).contains(says), "{says}: {}", stderr(&out));
+    }
+    let out = cli(
+        data.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-engine",
+            &engine.urls(),
+            "--cluster-monitor",
+            &engine.monitors(),
+            "--cluster-node",
+            "a",
+            "--cluster-single-engine-node",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("max_payload: 10MB"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cluster(
+        data.path(),
+        "check",
+        &engine,
+        &["--cluster-single-engine-node", "--max-body-bulk", "524288"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_admin_lag_shows_a_node_behind_the_admin_stream() {
+    let engine = Engine::cluster();
+    let c = Cluster::start(&engine);
+    let lag_metric = |n: usize| -> Option<u64> {
+        let text = crate::support::Client::new(c.nodes[n].addr)
+            .get("/metrics")
+            .ok()?
+            .text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("inlet_cluster_admin_lag "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    // `inlet cluster status`: each live node's applied admin record and its lag.
+    let status = || -> Value {
+        let data = tempfile::tempdir().unwrap();
+        let out = cluster(
+            data.path(),
+            "status",
+            &engine,
+            &["--cluster-partitions", &PARTITIONS.to_string(), "--json"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let lag_of = |status: &Value, name: &str| -> Option<u64> {
+        status["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == name)?["admin_lag"]
+            .as_u64()
+    };
+    for n in 0..3 {
+        wait_for("no admin lag", || lag_metric(n) == Some(0));
+    }
+    wait_for("every node announced with no lag", || {
+        let s = status();
+        ["n1", "n2", "n3"]
+            .iter()
+            .all(|name| lag_of(&s, name) == Some(0))
+    });
+    // n3 stopped: admin changes made on n1 are in the engine, not applied on n3.
+    c.nodes[2].signal("STOP");
+    c.nodes[0].cli_ok(&["tenants", "add", "lag-1"]);
+    c.nodes[0].cli_ok(&["tenants", "add", "lag-2"]);
+    // n1 announces what it applied twice a second; n3's last announcement stays until the
+    // lease TTL removes it.
+    let end = std::time::Instant::now() + DEADLINE;
+    let mut s = status();
+    while lag_of(&s, "n1") != Some(0) {
+        assert!(
+            std::time::Instant::now() < end,
+            "n1 never announced no lag: {s}"
+        );
+        s = status();
+    }
+    assert_eq!(lag_of(&s, "n3"), Some(2), "{s}");
+    c.nodes[2].signal("CONT");
+    wait_for("n3 caught up", || lag_metric(2) == Some(0));
+    wait_for("n3 announced no lag", || lag_of(&status(), "n3") == Some(0));
+}
+
+#[test]
 fn cluster_settings_are_checked_and_shown() {
     let data = tempfile::tempdir().unwrap();
     let flags = [
@@ -201,7 +306,7 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() {
     use inlet::cluster::engine::{self, LEASE_TTL};
-    use inlet::cluster::lease::Leases;
+    use inlet::cluster::lease::{Leases, Renewal};
     let engine = Engine::cluster();
     runtime().block_on(async {
         let s = settings(&engine, "a", 4);
@@ -225,12 +330,22 @@ fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() 
         );
         assert_eq!(other.take(0).await.unwrap(), None);
 
-        // Renewal moves the revision on; the old revision is refused (a stale owner), and so
-        // is the other node writing with any revision it saw.
-        let renewed = owner.renew(0, rev).await.unwrap();
+        // Renewal moves the revision on; the other node writing with any revision it saw is
+        // refused. The owner renewing from the old revision (its answer was lost) finds its
+        // own later revision and keeps it.
+        let Renewal::Renewed(renewed) = owner.renew(0, rev).await else {
+            panic!("renewal refused")
+        };
         assert!(renewed > rev);
-        assert!(owner.renew(0, rev).await.is_err());
-        assert!(other.renew(0, rev).await.is_err());
+        assert_eq!(owner.renew(0, rev).await, Renewal::Renewed(renewed));
+        assert!(matches!(other.renew(0, rev).await, Renewal::Lost(_)));
+        // The owner, started again under its name, takes its key back at once (a new epoch)
+        // instead of waiting out the TTL; the other still cannot.
+        let again = Leases::new(layout.leases.clone(), &owner.node);
+        let renewed = again.take(0).await.unwrap().expect("its own key");
+        assert!(renewed > rev);
+        assert_eq!(other.take(0).await.unwrap(), None);
+        let owner = &again;
 
         // The owner stops renewing: the other takes the partition once the TTL passed (the
         // engine expires keys on a timer of its own, late on a loaded machine: the bound is
@@ -247,12 +362,14 @@ fn a_lease_has_one_owner_expires_without_renewal_and_refuses_a_stale_revision() 
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         };
         assert!(taken > renewed);
-        assert_eq!(
-            other.owner(0).await.unwrap().as_deref(),
-            Some(other.node.as_str())
-        );
+        // (Read from any replica: one behind may not have the new key yet.)
+        let asked = std::time::Instant::now();
+        while other.owner(0).await.unwrap().as_deref() != Some(other.node.as_str()) {
+            assert!(asked.elapsed() < DEADLINE, "the new owner never shows");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         // The old owner's last revision no longer renews it.
-        assert!(owner.renew(0, renewed).await.is_err());
+        assert!(matches!(owner.renew(0, renewed).await, Renewal::Lost(_)));
     });
 }
 

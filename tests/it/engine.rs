@@ -1,7 +1,8 @@
 //! A real NATS JetStream engine on loopback for the cluster tests: `nats-server` processes
 //! (from `INLET_NATS_SERVER`, else `nats-server` on PATH; `.ci/run` installs it pinned), each
-//! with its own store dir, `sync_interval: always` unless asked otherwise, and for a
-//! cluster the routes to the others.
+//! with its own store dir, `sync_interval: always` unless asked otherwise, `max_payload:
+//! 16MB` (inlet's preflight wants twice `max_body_bulk`, 5 MB by default) unless asked
+//! otherwise, and for a cluster the routes to the others.
 
 use crate::support::{DEADLINE, wait_for};
 use std::collections::HashMap;
@@ -124,17 +125,22 @@ impl Engine {
         let turn = THREE_NODE_ENGINES
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut engine = Engine::start(3, true);
+        let mut engine = Engine::start(3, true, Some("16MB"));
         engine._turn = Some(turn);
         engine
     }
 
     /// One node; `sync_always: false` keeps JetStream's lazy default.
     pub fn single(sync_always: bool) -> Engine {
-        Engine::start(1, sync_always)
+        Engine::start(1, sync_always, Some("16MB"))
     }
 
-    fn start(n: usize, sync_always: bool) -> Engine {
+    /// One node with the engine's default `max_payload` (1 MB).
+    pub fn single_default_payload() -> Engine {
+        Engine::start(1, true, None)
+    }
+
+    fn start(n: usize, sync_always: bool, max_payload: Option<&str>) -> Engine {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -156,6 +162,9 @@ impl Engine {
                 "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
                  jetstream {{ store_dir: {store:?}{sync} }}\n"
             );
+            if let Some(max) = max_payload {
+                text.push_str(&format!("max_payload: {max}\n"));
+            }
             if n > 1 {
                 text.push_str(&format!(
                     "cluster {{ name: inlet-test, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
