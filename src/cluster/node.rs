@@ -9,6 +9,9 @@
 //! partition back to `Replaying`, since the stream may hold a batch the local database does
 //! not; a refused fence (error 10071: another owner appended) makes the node step down.
 
+#[path = "erase.rs"]
+pub mod erase;
+
 use super::admin::{AdminJob, AdminLog};
 use super::engine::{self, Engine, LEASE_TTL};
 use super::lease::{self, Leases, RENEW_EVERY};
@@ -67,6 +70,8 @@ pub trait Local: Send + Sync {
     fn applied(&self, p: u32) -> Result<u64, String>;
     /// Runs `job` on the writer thread, between commits (an admin record's apply).
     fn run(&self, job: AdminJob) -> super::admin::Applied;
+    /// Runs `job` on a blocking thread with the identity graph and the writer (an erasure).
+    fn privacy(&self, job: erase::PrivacyJob) -> Result<(), String>;
 }
 
 /// Reads partition `p`'s applied sequence from `db`.
@@ -172,6 +177,7 @@ impl Cluster {
             .spawn(async move { me.admin.follow(move |job| local.run(job)).await });
         let me = self.clone();
         self.rt.spawn(async move { me.lease_loop().await });
+        self.rt.spawn(self.clone().take_erasures());
     }
 
     /// [`AdminLog::write`] from a thread outside the runtime (the control socket's).
@@ -398,6 +404,14 @@ impl Cluster {
                 .send()
                 .await
                 .map_err(|e| format!("reading {subject} after {at}: {e}"))?;
+            // An erasure or a lift (src/cluster/erase.rs).
+            if wire::is_privacy(&m.payload) {
+                self.apply_privacy(p, m.sequence, &m.payload)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                at = m.sequence;
+                continue;
+            }
             let subs = wire::decode_batch(&m.payload)?;
             let n = subs.len();
             let mut waiting = Vec::with_capacity(n);
