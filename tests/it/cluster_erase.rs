@@ -122,7 +122,11 @@ fn admin(node: &Node) -> (Client, String, String) {
         let log = node.log.lock().unwrap();
         match log.split("setup code ").nth(1) {
             Some(rest) => {
-                code = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                code = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 true
             }
             None => false,
@@ -208,7 +212,10 @@ fn an_erasure_asked_on_any_node_reaches_every_node_the_engine_and_a_rebuilt_node
     let p = tenant_partition(&engine, "t1");
     let owner = cluster.owner_of(&live, p);
     let asked = (owner + 1) % 3;
-    assert!(stream_leftover(&engine).is_some(), "the subject is in the stream first");
+    assert!(
+        stream_leftover(&engine).is_some(),
+        "the subject is in the stream first"
+    );
 
     // Through the admin API of a node that does not own the partition.
     let (mut client, cookie, csrf) = admin(&cluster.nodes[asked]);
@@ -239,18 +246,28 @@ fn an_erasure_asked_on_any_node_reaches_every_node_the_engine_and_a_rebuilt_node
         let mut again = kept_event(&format!("ev-new-via-{n}"));
         again["user_id"] = json!(USER);
         let r = bulk(cluster.nodes[n].addr, &cluster.keys[0], &[again]);
-        assert!(r.text().contains("subject_suppressed"), "node {n}: {}", r.text());
+        assert!(
+            r.text().contains("subject_suppressed"),
+            "node {n}: {}",
+            r.text()
+        );
         let text = exported(&cluster.nodes[n], "app-t1").unwrap().1;
         assert!(needles().iter().all(|s| !text.contains(s)), "node {n}");
     }
-    assert_eq!(files_contain(&cluster.nodes[owner].data, USER.as_bytes()), None);
+    assert_eq!(
+        files_contain(&cluster.nodes[owner].data, USER.as_bytes()),
+        None
+    );
     let ledger = cluster.nodes[owner].cli_ok(&["erasures", "list", "--json"]);
     assert!(ledger.contains(&erasure_id), "{ledger}");
 
     // Tenant t2's events are untouched.
-    let t2 = exported(&cluster.nodes[cluster.owner_of(&live, tenant_partition(&engine, "t2"))], "app-t2")
-        .unwrap()
-        .0;
+    let t2 = exported(
+        &cluster.nodes[cluster.owner_of(&live, tenant_partition(&engine, "t2"))],
+        "app-t2",
+    )
+    .unwrap()
+    .0;
     assert_eq!(t2.len(), 3 * 3 * 2);
 
     // A fresh node on an empty data dir, alone: it rebuilds every partition from the engine
@@ -273,10 +290,8 @@ fn an_erasure_asked_on_any_node_reaches_every_node_the_engine_and_a_rebuilt_node
 #[test]
 fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
     let engine = Engine::cluster();
-    let mut cluster = Cluster::start_with_env(
-        &engine,
-        &[("INLET_TEST_CRASH_AFTER_ERASURE_RECORD", "1")],
-    );
+    let mut cluster =
+        Cluster::start_with_env(&engine, &[("INLET_TEST_CRASH_AFTER_ERASURE_RECORD", "1")]);
     let live = [0, 1, 2];
     let (kept, _) = fill(&cluster, &live);
     let p = tenant_partition(&engine, "t1");
@@ -284,7 +299,13 @@ fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
     // Through the CLI of the owner, which aborts once the record is appended.
     let out = cli(
         &cluster.nodes[owner].data,
-        &["erase", "--app", "app-t1", &format!("--id=user_id={USER}"), "--suppress"],
+        &[
+            "erase",
+            "--app",
+            "app-t1",
+            &format!("--id=user_id={USER}"),
+            "--suppress",
+        ],
     );
     assert!(!out.status.success(), "the owner was to abort");
     cluster.nodes[owner].kill();
