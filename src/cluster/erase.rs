@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a forwarded erasure may take (an erasure rewrites the owner's database file).
-const ASK_TIMEOUT: Duration = Duration::from_secs(120);
+const ASK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Test-only: abort the owner between appending an erasure record and the rest.
 const CRASH_ENV: &str = "INLET_TEST_CRASH_AFTER_ERASURE_RECORD";
 
