@@ -591,3 +591,45 @@ fn apply_locally(
         Ok(())
     })?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_rewritten_without_the_subjects_events_and_the_record_reads_back() {
+        let mut one = crate::store::writer::tests::sub(&["a", "b", "c"]);
+        one.audit = Some(("k".to_owned(), bytes::Bytes::from_static(b"body with b")));
+        let mut two = crate::store::writer::tests::sub(&["d"]);
+        two.audit = Some(("k2".to_owned(), bytes::Bytes::from_static(b"body of d")));
+        let three = crate::store::writer::tests::sub(&["b"]);
+        let batch = wire::encode_batch(&[
+            wire::SubRef::whole(&one),
+            wire::SubRef::whole(&two),
+            wire::SubRef::whole(&three),
+        ]);
+        let b = one.events[1].record().to_vec();
+        let hit = move |r: &[u8]| r == b.as_slice();
+        let rewritten = rewrite_batch(&batch, &hit).unwrap().unwrap();
+        let back = wire::decode_batch(&rewritten).unwrap();
+        // The subject's events gone, with the raw body of the request that carried one; a
+        // submission left empty is dropped; the others as they were.
+        assert_eq!(back.len(), 2);
+        let ids: Vec<&str> = back[0].events.iter().map(|e| e.event_id()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert!(back[0].audit.is_none());
+        assert_eq!(back[1].audit.as_ref().unwrap().1.as_ref(), b"body of d");
+        // Nothing of the subject: nothing to rewrite.
+        assert!(rewrite_batch(&rewritten, &hit).unwrap().is_none());
+
+        // The record's own kind byte: never read as a batch, and read back whole.
+        let lift = wire::encode_privacy(&PrivacyRecord::Lift { id: "e1".into() });
+        assert!(wire::is_privacy(&lift) && !wire::is_privacy(&batch));
+        assert!(wire::decode_batch(&lift).is_err());
+        assert!(matches!(
+            wire::decode_privacy(&lift).unwrap(),
+            PrivacyRecord::Lift { id } if id == "e1"
+        ));
+        assert!(wire::decode_privacy(&batch).is_err());
+    }
+}

@@ -285,6 +285,17 @@ fn an_erasure_asked_on_any_node_reaches_every_node_the_engine_and_a_rebuilt_node
     for n in needles() {
         assert_eq!(files_contain(&data, n.as_bytes()), None, "{n}");
     }
+
+    // The suppression lifted (a record of its own, after the erasure): accepted again.
+    let said = cluster.nodes[3].cli_ok(&["erasures", "unsuppress", &erasure_id]);
+    assert!(said.contains("suppression lifted"), "{said}");
+    let r = bulk(cluster.nodes[3].addr, &cluster.keys[0], &[subject_event(0)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["accepted"], 1, "{}", r.text());
+    assert!(raw_stream(&engine).iter().any(|(_, m)| {
+        inlet::cluster::wire::decode_privacy(m)
+            .is_ok_and(|r| matches!(r, inlet::cluster::wire::PrivacyRecord::Lift { .. }))
+    }));
 }
 
 #[test]
