@@ -25,6 +25,10 @@
 //! again, which finishes the erasure of an owner that died between steps 3 and 5 (deleting
 //! a deleted message is a no-op).
 //!
+//! The owner also tells the other nodes (a notice on `inlet.erased.<p>`, at most once): a
+//! node that held the partition before erases its old copy and records the entry in its
+//! ledger at once, rather than when it next reads the partition.
+//!
 //! An earlier erasure record whose rewritten messages hold the new subject's events is itself
 //! rewritten and deleted: its ledger entries travel on in the new record (`carried`).
 //! Lifting a suppression is a [`PrivacyRecord::Lift`], the same way.
@@ -51,6 +55,11 @@ const CRASH_ENV: &str = "INLET_TEST_CRASH_AFTER_ERASURE_RECORD";
 /// The subject on which partition `p`'s owner takes erasures and lifts.
 pub fn erase_subject(p: u32) -> String {
     format!("inlet.erase.{p}")
+}
+
+/// The subject on which `p`'s owner tells the other nodes of a privacy record.
+fn notice_subject(p: u32) -> String {
+    format!("inlet.erased.{p}")
 }
 
 /// What the node reaches of its own process for an erasure: its identity graph and writer,
@@ -348,6 +357,16 @@ impl Cluster {
         let (done, events) = privacy::apply_recorded(identity, via, &entry)?;
         let originals: Vec<u64> = scanned.rewritten.iter().map(|(s, _)| *s).collect();
         self.rt.block_on(self.delete_originals(p, &originals))?;
+        let mut all = vec![entry.clone()];
+        all.extend(scanned.carried.iter().cloned());
+        self.notify(
+            p,
+            all.into_iter().map(|entry| PrivacyRecord::Erase {
+                entry,
+                carried: Vec::new(),
+                rewritten: Vec::new(),
+            }),
+        );
         tracing::info!(erasure_id = %done.id, events, "erasure applied in the cluster");
         Ok(Answer::Erased(subject.receipt(&done, events)))
     }
@@ -355,6 +374,7 @@ impl Cluster {
     /// A lift on `p`'s owner: the record appended, then lifted here in the same commit.
     fn lift_owned(&self, writer: &Writer, p: u32, lifted: String) -> Result<Answer> {
         let me = self.me()?;
+        let lifted_id = lifted.clone();
         let n = writer.run_blocking(move |db| -> Result<u64> {
             let (expected, id) = {
                 let mut parts = me.parts();
@@ -392,7 +412,65 @@ impl Cluster {
             txn.commit()?;
             Ok(n)
         })??;
+        self.notify(p, [PrivacyRecord::Lift { id: lifted_id }]);
         Ok(Answer::Lifted(n))
+    }
+
+    /// Tells the other nodes (at most once, on `inlet.erased.<p>`) what the owner of `p` just
+    /// recorded: a node that held `p` before keeps its events until it reads `p` again, so
+    /// it erases (or lifts) locally now. The record in the stream stays the reference.
+    fn notify(&self, p: u32, records: impl IntoIterator<Item = PrivacyRecord>) {
+        let client = self.engine.client.clone();
+        let payloads: Vec<Vec<u8>> = records
+            .into_iter()
+            .map(|r| wire::encode_privacy(&r))
+            .collect();
+        self.rt.spawn(async move {
+            for payload in payloads {
+                let _ = client.publish(notice_subject(p), payload.into()).await;
+            }
+            let _ = client.flush().await;
+        });
+    }
+
+    /// Applies the notices of other partitions' owners to this node's database (not the
+    /// partitions it serves: their records come through the stream).
+    pub(super) async fn take_notices(self: Arc<Self>) {
+        let mut sub = match self.engine.client.subscribe("inlet.erased.*").await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take erasure notices");
+                return;
+            }
+        };
+        while let Some(msg) = sub.next().await {
+            let Some(p) = msg
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .filter(|&p| p < self.partitions)
+            else {
+                continue;
+            };
+            if self.serving(p) {
+                continue;
+            }
+            let Ok(record) = wire::decode_privacy(&msg.payload) else {
+                continue;
+            };
+            let Some(local) = self.local.get() else {
+                continue;
+            };
+            let job: PrivacyJob = Box::new(move |identity, writer| {
+                if let Err(e) = apply_locally(identity, writer, None, record) {
+                    tracing::warn!(partition = p, error = %e, "an erasure notice was not applied");
+                }
+            });
+            if let Err(e) = local.privacy(job) {
+                tracing::warn!(partition = p, error = %e, "an erasure notice was not applied");
+            }
+        }
     }
 
     /// The last sequence of `p`'s subject (0: none).
@@ -529,7 +607,7 @@ impl Cluster {
         }
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<()>>();
         let job: PrivacyJob = Box::new(move |identity, writer| {
-            let _ = tx.send(apply_locally(identity, writer, p, seq, record));
+            let _ = tx.send(apply_locally(identity, writer, Some((p, seq)), record));
         });
         local.privacy(job).map_err(Error::Fenced)?;
         rx.await
@@ -538,21 +616,15 @@ impl Cluster {
     }
 }
 
-/// The local part of a privacy record (blocking): recorded, applied, marked.
+/// The local part of a privacy record (blocking): recorded, applied, and marked as applied
+/// at `mark` (partition, sequence) when read from the stream.
 fn apply_locally(
     identity: &Identity,
     writer: &Writer,
-    p: u32,
-    seq: u64,
+    mark: Option<(u32, u64)>,
     record: PrivacyRecord,
 ) -> Result<()> {
     let via = Via::Writer(writer);
-    let mark = move |txn: &redb::WriteTransaction| -> Result<()> {
-        let mut t = txn.open_table(super::APPLIED)?;
-        let now = t.get(p)?.map_or(0, |v| v.value());
-        t.insert(p, now.max(seq))?;
-        Ok(())
-    };
     match record {
         PrivacyRecord::Erase { entry, carried, .. } => {
             let mut all = vec![entry];
@@ -584,9 +656,15 @@ fn apply_locally(
             })??;
         }
     }
+    let Some((p, seq)) = mark else {
+        return Ok(());
+    };
     writer.run_blocking(move |db| -> Result<()> {
         let txn = crate::store::begin_write(db)?;
-        mark(&txn)?;
+        let mut t = txn.open_table(super::APPLIED)?;
+        let now = t.get(p)?.map_or(0, |v| v.value());
+        t.insert(p, now.max(seq))?;
+        drop(t);
         txn.commit()?;
         Ok(())
     })?

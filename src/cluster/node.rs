@@ -178,6 +178,7 @@ impl Cluster {
         let me = self.clone();
         self.rt.spawn(async move { me.lease_loop().await });
         self.rt.spawn(self.clone().take_erasures());
+        self.rt.spawn(self.clone().take_notices());
     }
 
     /// [`AdminLog::write`] from a thread outside the runtime (the control socket's).

@@ -251,13 +251,21 @@ fn an_erasure_asked_on_any_node_reaches_every_node_the_engine_and_a_rebuilt_node
             "node {n}: {}",
             r.text()
         );
-        let text = exported(&cluster.nodes[n], "app-t1").unwrap().1;
-        assert!(needles().iter().all(|s| !text.contains(s)), "node {n}");
+        // A node that held the partition before (ownership moves while nodes join) erases
+        // its old copy too.
+        wait_for("no node's export holds the subject", || {
+            exported(&cluster.nodes[n], "app-t1")
+                .is_some_and(|(_, text)| needles().iter().all(|s| !text.contains(s)))
+        });
+        let ledger = cluster.nodes[n].cli_ok(&["erasures", "list", "--json"]);
+        assert!(ledger.contains(&erasure_id), "node {n}: {ledger}");
     }
-    assert_eq!(
-        files_contain(&cluster.nodes[owner].data, USER.as_bytes()),
-        None
-    );
+    for n in live {
+        // Once its file is rewritten (the erasure's last step on that node).
+        wait_for("no file of any node holds the subject", || {
+            files_contain(&cluster.nodes[n].data, USER.as_bytes()).is_none()
+        });
+    }
     let ledger = cluster.nodes[owner].cli_ok(&["erasures", "list", "--json"]);
     assert!(ledger.contains(&erasure_id), "{ledger}");
 
