@@ -49,8 +49,11 @@ pub async fn erase(state: &Env<'_>, _w: &WriteSession, b: NewErasure) -> Result<
         suppress: b.suppress,
     };
     // Writer jobs, waited for on this thread: the runtime moves its other tasks elsewhere.
-    let receipt =
-        tokio::task::block_in_place(|| privacy::erase(identity, Via::Writer(&state.writer), req))?;
+    // Cluster mode: run by the owner of the app's partition, on every node (cluster::erase).
+    let receipt = tokio::task::block_in_place(|| match &state.cluster {
+        Some(c) => c.erase(identity, &state.writer, req),
+        None => privacy::erase(identity, Via::Writer(&state.writer), req),
+    })?;
     tracing::info!(erasure_id = %receipt.erasure_id, app = %receipt.app, events = receipt.events, "admin: erasure");
     let body =
         serde_json::to_value(&receipt).map_err(|e| crate::store::Error::Internal(e.to_string()))?;
@@ -59,7 +62,11 @@ pub async fn erase(state: &Env<'_>, _w: &WriteSession, b: NewErasure) -> Result<
 
 pub async fn unsuppress(state: &Env<'_>, _w: &WriteSession, id: &str) -> Result<Reply, Error> {
     let owned = id.to_owned();
-    let lifted = write(state, move |txn| crate::store::privacy::lift(txn, &owned)).await?;
+    // Cluster mode: in the event stream, after the erasure it lifts (cluster::erase).
+    let lifted = match &state.cluster {
+        Some(c) => tokio::task::block_in_place(|| c.lift(&state.store, &state.writer, id))?,
+        None => write(state, move |txn| crate::store::privacy::lift(txn, &owned)).await?,
+    };
     tracing::info!(erasure_id = %id, lifted, "admin: suppression lifted");
     Ok(Reply::json(
         StatusCode::OK,

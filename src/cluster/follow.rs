@@ -95,7 +95,7 @@ impl Cluster {
                 continue;
             }
             if applied + 1 >= start && before <= applied {
-                Self::apply_batch(&local, p, seq, &m.payload).await?;
+                self.apply_message(&local, p, seq, &m.payload).await?;
             } else {
                 let still = || self.role(p) == Role::Following;
                 self.apply_until(p, seq, &still).await?;

@@ -13,6 +13,9 @@
 //! partition back to `Replaying`, since the stream may hold a batch the local database does
 //! not; a refused fence (error 10071: another owner appended) makes the node step down.
 
+#[path = "erase.rs"]
+pub mod erase;
+
 use super::admin::{AdminJob, AdminLog};
 use super::engine::{self, Engine, LEASE_TTL};
 use super::lease::{self, Leases, RENEW_EVERY, Renewal};
@@ -82,6 +85,8 @@ pub trait Local: Send + Sync {
     fn applied(&self, p: u32) -> Result<u64, String>;
     /// Runs `job` on the writer thread, between commits (an admin record's apply).
     fn run(&self, job: AdminJob) -> super::admin::Applied;
+    /// Runs `job` on a blocking thread with the identity graph and the writer (an erasure).
+    fn privacy(&self, job: erase::PrivacyJob) -> Result<(), String>;
 }
 
 /// Reads partition `p`'s applied sequence from `db`.
@@ -201,6 +206,8 @@ impl Cluster {
         self.rt.spawn(async move { me.lease_loop().await });
         let me = self.clone();
         self.rt.spawn(async move { me.follow_loop().await });
+        self.rt.spawn(self.clone().take_erasures());
+        self.rt.spawn(self.clone().take_notices());
     }
 
     /// [`AdminLog::write`] from a thread outside the runtime (the control socket's).
@@ -483,10 +490,29 @@ impl Cluster {
                 Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(format!("reading {subject} after {at}: {e}")),
             };
-            Self::apply_batch(&local, p, m.sequence, &m.payload).await?;
+            self.apply_message(&local, p, m.sequence, &m.payload).await?;
             at = m.sequence;
         }
         Ok(from)
+    }
+
+    /// Applies one message of `p`'s stream read back from the engine: a batch
+    /// ([`Cluster::apply_batch`]), or an erasure or a lift (src/cluster/erase.rs). The
+    /// caller holds `p`'s apply lock and has checked that `seq` is past the applied sequence.
+    pub(super) async fn apply_message(
+        &self,
+        local: &Arc<dyn Local>,
+        p: u32,
+        seq: u64,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        if wire::is_privacy(payload) {
+            return self
+                .apply_privacy(p, seq, payload)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        Self::apply_batch(local, p, seq, payload).await
     }
 
     /// Applies one message of `p`'s stream (engine sequence `seq`) to the local database

@@ -2,13 +2,57 @@
 //! - a [`Batch`]: one group commit of a partition, appended to `inlet.events.<p>`: the
 //!   accepted events of each submission, with what a rebuild needs (app, tenant, key, time
 //!   received, each event's id, record and dialect state, the raw body);
-//! - a forwarded submission ([`Forward`]) on `inlet.submit.<p>`, and its answer.
+//! - a forwarded submission ([`Forward`]) on `inlet.submit.<p>`, and its answer;
+//! - a [`PrivacyRecord`] on `inlet.events.<p>` (its own kind byte, [`PRIVACY_V1`]): an
+//!   erasure or the lifting of its suppression, applied in order by every node
+//!   (`cluster::erase`).
 
 use crate::store::writer::{Outcome, Pending, Submission};
 use serde::{Deserialize, Serialize};
 
 /// The version byte of every message below.
 pub const WIRE_V1: u8 = 1;
+
+/// The kind-and-version byte of a [`PrivacyRecord`]: a build that does not know it refuses
+/// the message as an unknown version instead of misreading it as a batch.
+pub const PRIVACY_V1: u8 = 0x81;
+
+/// An erasure or a lifted suppression, appended to the partition of the app's tenant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PrivacyRecord {
+    Erase {
+        /// The ledger entry (salted digests, no identifier), as recorded by the owner.
+        entry: crate::store::privacy::Erasure,
+        /// Entries of earlier erasure records this one replaces (they held the subject's
+        /// events in their rewritten batches and are deleted with the originals).
+        carried: Vec<crate::store::privacy::Erasure>,
+        /// Each message that held the subject's events (its sequence), rewritten without
+        /// them: batch messages as [`encode_batch`] encodes them.
+        rewritten: Vec<(u64, Vec<u8>)>,
+    },
+    /// Suppression of erasure `id` lifted.
+    Lift { id: String },
+}
+
+/// Whether a message of `inlet.events.<p>` is a [`PrivacyRecord`].
+pub fn is_privacy(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&PRIVACY_V1)
+}
+
+pub fn encode_privacy(r: &PrivacyRecord) -> Vec<u8> {
+    let mut out = vec![PRIVACY_V1];
+    out.extend(postcard::to_stdvec(r).expect("postcard encodes to a Vec"));
+    out
+}
+
+pub fn decode_privacy(bytes: &[u8]) -> Result<PrivacyRecord, String> {
+    match bytes.split_first() {
+        Some((&PRIVACY_V1, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| format!("an undecodable privacy record: {e}"))
+        }
+        _ => Err("not a privacy record".to_owned()),
+    }
+}
 
 /// One submission as sent: borrowed from the writer's batch.
 #[derive(Serialize)]

@@ -663,16 +663,17 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             suppress,
         } => {
             let (identity, via) = exec.privacy()?;
-            let receipt = crate::privacy::erase(
-                &identity,
-                via,
-                crate::privacy::Request {
-                    app,
-                    kind,
-                    value,
-                    suppress,
-                },
-            )?;
+            let req = crate::privacy::Request {
+                app,
+                kind,
+                value,
+                suppress,
+            };
+            // Cluster mode: run by the owner of the app's partition (cluster::erase).
+            let receipt = match exec {
+                Exec::Server(_, w, _, Some(c)) => c.erase(&identity, w, req)?,
+                _ => crate::privacy::erase(&identity, via, req)?,
+            };
             serde_json::to_writer_pretty(&mut *out, &receipt).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
@@ -753,10 +754,14 @@ pub fn execute(exec: &Exec, op: Op, out: &mut dyn Write) -> store::Result<()> {
             )?;
         }
         Op::ErasuresUnsuppress { id } => {
-            let lifted = exec.write({
-                let id = id.clone();
-                move |txn| crate::store::privacy::lift(txn, &id)
-            })?;
+            let lifted = match exec {
+                // In the event stream, after the erasure it lifts (cluster::erase).
+                Exec::Server(s, w, _, Some(c)) => c.lift(s, w, &id)?,
+                _ => exec.write({
+                    let id = id.clone();
+                    move |txn| crate::store::privacy::lift(txn, &id)
+                })?,
+            };
             writeln!(
                 out,
                 "erasure {id}: suppression lifted ({lifted} identifiers)"

@@ -92,7 +92,7 @@ impl Via<'_> {
 }
 
 /// What an erasure asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Request {
     pub app: String,
     pub kind: String,
@@ -102,7 +102,7 @@ pub struct Request {
 }
 
 /// One identifier of a receipt.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Identifier {
     pub kind: String,
     pub value: String,
@@ -111,7 +111,7 @@ pub struct Identifier {
 /// What an erasure answers: the only place the erased identifiers are named afterwards (the
 /// ledger keeps digests). `digest` is the ledger entry's, so a studio that keeps the receipt
 /// can show which entry was its erasure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Receipt {
     pub erasure_id: String,
     pub at: String,
@@ -155,91 +155,145 @@ impl From<&Erasure> for Listed {
 
 /// Erases the linked profile of `req`'s identifier everywhere, and answers with the receipt.
 /// An identifier no stored event carries is still recorded (and suppressed, if asked).
+/// (Cluster mode goes through `cluster::erase`, which runs the same steps on every node.)
 pub fn erase(identity: &Identity, via: Via, req: Request) -> Result<Receipt> {
     let store = identity.store();
     if in_cluster(store)? {
         return Err(Error::Refused(
-            "erasure is not built for cluster mode yet: this node's events also live in the \
-             engine's stream, which an erasure here would not reach (docs/cluster.md)"
+            "this database is a cluster node's: its events also live in the engine's stream, \
+             so an erasure goes through the running node (docs/cluster.md)"
                 .into(),
         ));
     }
-    if !store.apps()?.iter().any(|a| a.name == req.app) {
-        return Err(Error::NotFound(format!("no app {:?}", req.app)));
-    }
-    if req.kind.is_empty() || req.value.is_empty() {
-        return Err(Error::Refused(
-            "the identifier needs a kind and a value".into(),
-        ));
-    }
-    let mut identifiers: Vec<Identifier> = vec![Identifier {
-        kind: req.kind.clone(),
-        value: req.value.clone(),
-    }];
-    if let Some(p) = identity.profile_of_kind(&req.app, Some(&req.kind), &req.value, 0)? {
-        if p.truncated {
-            return Err(Error::Refused(format!(
-                "the profile of {:?} links more than {} identifiers: erase them one by one",
-                req.value,
-                crate::identity::MAX_PROFILE_IDENTIFIERS
-            )));
+    let subject = Subject::of(identity, &req)?;
+    let salt = via.write(store, ledger::salt)?;
+    let entry = subject.entry(&salt, &req);
+    let recorded = entry.clone();
+    via.write(store, move |txn| record(txn, &recorded))?;
+    tracing::info!(erasure_id = %entry.id, app = %entry.app, identifiers = entry.identifiers.len(), "erasure recorded");
+    let (done, events) = apply_recorded(identity, via, &entry)?;
+    tracing::info!(erasure_id = %done.id, events, "erasure applied");
+    Ok(subject.receipt(&done, events))
+}
+
+/// The identifiers of an erasure: the asked one and its linked profile's.
+pub struct Subject {
+    pub identifiers: Vec<Identifier>,
+    encoded: Vec<Vec<u8>>,
+    kinds: Vec<String>,
+}
+
+impl Subject {
+    /// Checks `req` and finds the linked profile of its identifier.
+    pub fn of(identity: &Identity, req: &Request) -> Result<Subject> {
+        if !identity.store().apps()?.iter().any(|a| a.name == req.app) {
+            return Err(Error::NotFound(format!("no app {:?}", req.app)));
         }
-        for (kind, value) in p.identifiers {
-            let i = Identifier { kind, value };
-            if !identifiers.contains(&i) {
-                identifiers.push(i);
+        if req.kind.is_empty() || req.value.is_empty() {
+            return Err(Error::Refused(
+                "the identifier needs a kind and a value".into(),
+            ));
+        }
+        let mut identifiers: Vec<Identifier> = vec![Identifier {
+            kind: req.kind.clone(),
+            value: req.value.clone(),
+        }];
+        if let Some(p) = identity.profile_of_kind(&req.app, Some(&req.kind), &req.value, 0)? {
+            if p.truncated {
+                return Err(Error::Refused(format!(
+                    "the profile of {:?} links more than {} identifiers: erase them one by one",
+                    req.value,
+                    crate::identity::MAX_PROFILE_IDENTIFIERS
+                )));
+            }
+            for (kind, value) in p.identifiers {
+                let i = Identifier { kind, value };
+                if !identifiers.contains(&i) {
+                    identifiers.push(i);
+                }
             }
         }
-    }
-    let encoded: Vec<Vec<u8>> = identifiers
-        .iter()
-        .map(|i| encode(&i.kind, &i.value))
-        .collect();
-    let (app, suppress) = (req.app.clone(), req.suppress);
-    let mut kinds: Vec<String> = identifiers.iter().map(|i| i.kind.clone()).collect();
-    kinds.sort();
-    kinds.dedup();
-    let at_ms = now_ms();
-    let entry = via.write(store, move |txn| {
-        let salt = ledger::salt(txn)?;
-        let mut digests: Vec<String> = encoded
+        let encoded = identifiers
             .iter()
-            .map(|i| hex(&ledger::digest(&salt, &app, i)))
+            .map(|i| encode(&i.kind, &i.value))
+            .collect();
+        let mut kinds: Vec<String> = identifiers.iter().map(|i| i.kind.clone()).collect();
+        kinds.sort();
+        kinds.dedup();
+        Ok(Subject {
+            identifiers,
+            encoded,
+            kinds,
+        })
+    }
+
+    /// A new (pending) ledger entry for the subject, its digests salted with `salt`.
+    pub fn entry(&self, salt: &[u8], req: &Request) -> Erasure {
+        let mut digests: Vec<String> = self
+            .encoded
+            .iter()
+            .map(|i| hex(&ledger::digest(salt, &req.app, i)))
             .collect();
         digests.sort();
         digests.dedup();
         let mut e = Erasure {
             id: crate::event::time_ordered_id(),
-            app,
-            at_ms,
-            salt: hex(&salt),
+            app: req.app.clone(),
+            at_ms: now_ms(),
+            salt: hex(salt),
             identifiers: digests,
-            kinds,
+            kinds: self.kinds.clone(),
             events: 0,
-            suppress,
+            suppress: req.suppress,
             applied: false,
             digest: String::new(),
         };
         e.digest = e.receipt_digest();
-        ledger::put(txn, &e)?;
-        if e.suppress {
-            ledger::suppress(txn, &e)?;
+        e
+    }
+
+    /// The receipt of `done`, which erased `events` events.
+    pub fn receipt(self, done: &Erasure, events: u64) -> Receipt {
+        Receipt {
+            erasure_id: done.id.clone(),
+            at: rfc3339_ms(done.at_ms),
+            at_ms: done.at_ms,
+            app: done.app.clone(),
+            identifiers: self.identifiers,
+            events,
+            suppressed: done.suppress,
+            digest: done.digest.clone(),
         }
-        Ok(e)
-    })?;
-    tracing::info!(erasure_id = %entry.id, app = %entry.app, identifiers = entry.identifiers.len(), "erasure recorded");
-    let events = apply(identity, via, std::slice::from_ref(&entry))?;
-    let done = finish(store, via, entry.id.clone(), events)?;
-    tracing::info!(erasure_id = %done.id, events, "erasure applied");
-    Ok(Receipt {
-        erasure_id: done.id.clone(),
-        at: rfc3339_ms(done.at_ms),
-        at_ms: done.at_ms,
-        app: done.app.clone(),
-        identifiers,
-        events,
-        suppressed: done.suppress,
-        digest: done.digest,
+    }
+}
+
+/// Step 1: puts ledger entry `e` (pending) unless the ledger has it already, and its
+/// suppression. Idempotent: a cluster node applies an erasure record again after a crash.
+pub fn record(txn: &WriteTransaction, e: &Erasure) -> Result<()> {
+    if txn.open_table(ERASURES)?.get(e.id.as_str())?.is_some() {
+        return Ok(());
+    }
+    ledger::put(txn, e)?;
+    if e.suppress {
+        ledger::suppress(txn, e)?;
+    }
+    Ok(())
+}
+
+/// Steps 2–6 for a recorded entry: the ledger entry as marked applied, and the events erased.
+pub fn apply_recorded(identity: &Identity, via: Via, entry: &Erasure) -> Result<(Erasure, u64)> {
+    let events = apply(identity, via, std::slice::from_ref(entry))?;
+    let done = finish(identity.store(), via, entry.id.clone(), events)?;
+    Ok((done, events))
+}
+
+/// Whether an encoded event record carries an identifier of one of `entries` (of the app the
+/// record names): what a cluster's erasure looks for in the engine's stream.
+pub fn matcher(entries: &[Erasure]) -> Result<impl Fn(&[u8]) -> bool + use<>> {
+    let targets = Targets::of(entries)?;
+    Ok(move |record: &[u8]| {
+        identity_view(record)
+            .is_ok_and(|v| view_identifiers(&v).iter().any(|i| targets.hit(v.app, i)))
     })
 }
 
@@ -319,7 +373,12 @@ fn finish(store: &Store, via: Via, id: String, events: u64) -> Result<Erasure> {
 
 /// The ledger, oldest first.
 pub fn list(store: &Store) -> Result<Vec<Erasure>> {
-    let txn = store.db()?.begin_read()?;
+    list_in(&*store.db()?)
+}
+
+/// The ledger of `db`, oldest first.
+pub fn list_in(db: &Database) -> Result<Vec<Erasure>> {
+    let txn = db.begin_read()?;
     ledger::list(&txn.open_table(ERASURES)?)
 }
 
@@ -734,23 +793,46 @@ fn find_devices(db: &Database, targets: &Targets) -> Result<Vec<(Device, Vec<u8>
 #[derive(Default)]
 pub struct Suppression(std::sync::Mutex<Option<(u64, Arc<Suppressed>)>>);
 
-/// The suppression list as of one version: its salt and digests (`None`: empty).
-type Suppressed = Option<(Vec<u8>, HashSet<[u8; 32]>)>;
+/// The suppression list as of one version: its digests, by the salt they were made with
+/// (empty: no suppression). A cluster node's list holds digests made by other nodes, each
+/// with its own salt; the salt of a digest is its erasure's (the list names the erasure).
+type Suppressed = Vec<(Vec<u8>, HashSet<[u8; 32]>)>;
 
 impl Suppression {
     fn read(txn: &WriteTransaction) -> Result<Suppressed> {
         let table = txn.open_table(SUPPRESSED)?;
-        let Some(salt) = ledger::read_salt(&txn.open_table(META)?)? else {
-            return Ok(None);
-        };
-        let mut digests: HashSet<[u8; 32]> = HashSet::new();
+        let ledger_table = txn.open_table(ERASURES)?;
+        let local = ledger::read_salt(&txn.open_table(META)?)?;
+        let mut salt_of: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut by_salt: HashMap<Vec<u8>, HashSet<[u8; 32]>> = HashMap::new();
         for row in table.iter()? {
-            let (k, _) = row?;
-            if let Ok(d) = k.value().try_into() {
-                digests.insert(d);
+            let (k, v) = row?;
+            let Ok(d) = <[u8; 32]>::try_from(k.value()) else {
+                continue;
+            };
+            let id = v.value().to_vec();
+            if !salt_of.contains_key(&id) {
+                let of_entry = match std::str::from_utf8(&id)
+                    .ok()
+                    .map(|id| ledger_table.get(id))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(bytes) => {
+                        let e: Erasure =
+                            crate::store::codec::decode_config("erasure", bytes.value())?;
+                        Some(e.salt_bytes()?)
+                    }
+                    // A list carried over by a restore may name an erasure the ledger lost.
+                    None => local.clone(),
+                };
+                salt_of.insert(id.clone(), of_entry);
+            }
+            if let Some(salt) = salt_of[&id].clone() {
+                by_salt.entry(salt).or_default().insert(d);
             }
         }
-        Ok((!digests.is_empty()).then_some((salt, digests)))
+        Ok(by_salt.into_iter().collect())
     }
 }
 
@@ -766,17 +848,15 @@ impl CommitListener for Suppression {
                 list
             }
         };
-        if list.is_none() {
+        if list.is_empty() {
             return Ok(None);
         }
         Ok(Some(Box::new(move |record: &[u8]| {
-            let Some((salt, digests)) = list.as_ref() else {
-                return false;
-            };
             identity_view(record).is_ok_and(|v| {
-                view_identifiers(&v)
-                    .iter()
-                    .any(|i| digests.contains(&ledger::digest(salt, v.app, i)))
+                view_identifiers(&v).iter().any(|i| {
+                    list.iter()
+                        .any(|(salt, digests)| digests.contains(&ledger::digest(salt, v.app, i)))
+                })
             })
         })))
     }

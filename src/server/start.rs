@@ -295,6 +295,19 @@ impl crate::cluster::node::Local for NodeLocal {
             state.writer.run(job).await.map_err(|e| e.to_string())?
         })
     }
+
+    fn privacy(&self, job: crate::cluster::node::erase::PrivacyJob) -> Result<(), String> {
+        let state = self.0.upgrade().ok_or("the server has stopped")?;
+        let identity = state
+            .ctx
+            .indexer
+            .as_ref()
+            .ok_or("this server keeps no identity graph")?
+            .identity()
+            .clone();
+        tokio::task::spawn_blocking(move || job(&identity, &state.writer));
+        Ok(())
+    }
 }
 
 /// What the first-run banner tells.

@@ -400,7 +400,18 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) fn start(name: &str, data: &Path, engine: &Engine) -> Node {
+        Node::start_with_env(name, data, engine, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables (test hooks).
+    pub(crate) fn start_with_env(
+        name: &str,
+        data: &Path,
+        engine: &Engine,
+        env: &[(&str, &str)],
+    ) -> Node {
         let mut child = Command::new(bin())
+            .envs(env.iter().copied())
             .arg("--data")
             .arg(data)
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -526,12 +537,17 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) fn start(engine: &Engine) -> Cluster {
+        Cluster::start_with_env(engine, &[])
+    }
+
+    /// [`Cluster::start`] with extra environment variables for every node (test hooks).
+    pub(crate) fn start_with_env(engine: &Engine, env: &[(&str, &str)]) -> Cluster {
         let dirs = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for name in ["n1", "n2", "n3"] {
             let data = dirs.path().join(name);
             std::fs::create_dir(&data).unwrap();
-            nodes.push(Node::start(name, &data, engine));
+            nodes.push(Node::start_with_env(name, &data, engine, env));
         }
         let mut keys = Vec::new();
         for (i, t) in TENANTS.iter().enumerate() {

@@ -16,6 +16,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod cluster_campaign;
+mod cluster_erase;
 mod cluster_packaging;
 mod cluster_reads;
 mod crash;
