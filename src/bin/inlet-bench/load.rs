@@ -209,8 +209,8 @@ fn with_context(out: &mut String, n: u64, enriched: bool) {
     out.push_str("}}");
 }
 
-// `context.geo` and `context.device` as enrichment writes them for the load's addresses and
-// agents (the control of `INLET_BENCH_CONTEXT=enriched`).
+// `context.geo` and `context.device` of the shape and size enrichment writes for the load's
+// addresses and agents (the control of `INLET_BENCH_CONTEXT=enriched`).
 const GEO_0: &str = r#"{"country":"DE","region":"Bavaria","city":"Munich"}"#;
 const GEO_1: &str = r#"{"country":"FR","region":"Île-de-France","city":"Paris"}"#;
 const GEO_2: &str = r#"{"country":"GB","region":"England","city":"London"}"#;
