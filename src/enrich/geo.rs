@@ -7,6 +7,7 @@
 
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +31,96 @@ pub struct Geo {
 /// The databases as read, and a cache of what their records render to. Many addresses
 /// lead to the same record (a city's, a network's): a lookup walks the tree to the
 /// record's offset, and decodes the record only when the offsets are new.
-struct State {
+pub struct State {
     readers: Vec<Arc<Reader>>,
     cache: Mutex<Cache>,
+    /// In front of `cache`: answers by address or block, in shards (by the key's hash) so
+    /// that request threads seldom wait for each other.
+    near: Box<[Mutex<Near>]>,
+    hasher: std::hash::RandomState,
+}
+
+/// Answers by address (or by block, see [`NearKey`]) remembered per generation, over all
+/// shards; two generations are kept. A repeated address costs one hash look-up: no tree
+/// walk, no record.
+const NEAR: usize = 65_536;
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Near {
+    now: HashMap<NearKey, Option<Arc<Rendered>>>,
+    old: HashMap<NearKey, Option<Arc<Rendered>>>,
+}
+
+/// An address, or the /24 (IPv4) or /48 (IPv6) block around it when every database's
+/// network for it covers the whole block (so that every address of the block has its
+/// answer).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct NearKey {
+    bits: [u64; 2],
+    /// 32 or 128: an address; 24 or 48: a block.
+    len: u8,
+}
+
+impl NearKey {
+    fn addr(ip: IpAddr) -> NearKey {
+        match ip {
+            IpAddr::V4(a) => NearKey {
+                bits: [0, u32::from(a).into()],
+                len: 32,
+            },
+            IpAddr::V6(a) => NearKey {
+                bits: split(a.into()),
+                len: 128,
+            },
+        }
+    }
+
+    fn block(ip: IpAddr) -> NearKey {
+        match ip {
+            IpAddr::V4(a) => NearKey {
+                bits: [0, (u32::from(a) & !0xff).into()],
+                len: 24,
+            },
+            IpAddr::V6(a) => NearKey {
+                bits: split(u128::from(a) & !((1u128 << 80) - 1)),
+                len: 48,
+            },
+        }
+    }
+
+    /// Whether the network a file found for `ip` (an IPv4 one or not, of `prefix` bits)
+    /// holds the whole block around `ip`.
+    fn covers(ip: IpAddr, v4_network: bool, prefix: u8) -> bool {
+        match (ip, v4_network) {
+            (IpAddr::V4(_), true) => prefix <= 24,
+            // Above the IPv4 subtree of an IPv6 file: every IPv4 address.
+            (IpAddr::V4(_), false) => true,
+            (IpAddr::V6(_), _) => prefix <= 48,
+        }
+    }
+}
+
+fn split(v: u128) -> [u64; 2] {
+    [(v >> 64) as u64, v as u64]
+}
+
+impl Near {
+    fn get(&mut self, key: &NearKey) -> Option<Option<Arc<Rendered>>> {
+        if let Some(v) = self.now.get(key) {
+            return Some(v.clone());
+        }
+        let (k, v) = self.old.remove_entry(key)?;
+        self.put(k, v.clone());
+        Some(v)
+    }
+
+    fn put(&mut self, key: NearKey, v: Option<Arc<Rendered>>) {
+        if self.now.len() >= NEAR / SHARDS {
+            self.old = std::mem::take(&mut self.now);
+        }
+        self.now.insert(key, v);
+    }
 }
 
 /// The record offsets of one address, one per database (`u64::MAX`: none); only the first
@@ -150,40 +238,14 @@ impl Geo {
         self.state().place(ip)
     }
 
-    /// What `ip` adds to `context` (see [`Place::render`]), from the cache when its records
-    /// were rendered lately; `None` when no database has it.
+    /// What `ip` adds to `context` (see [`State::render`]).
     pub fn render(&self, ip: IpAddr) -> Option<Arc<Rendered>> {
-        let state = self.state();
-        if state.readers.len() > KEYED {
-            let r = state.place(ip).render();
-            return (r != Rendered::default()).then(|| Arc::new(r));
-        }
-        let mut key = [u64::MAX; KEYED];
-        for (slot, reader) in key.iter_mut().zip(&state.readers) {
-            if let Ok(Some(offset)) = reader.lookup(ip).map(|l| l.offset()) {
-                *slot = offset as u64;
-            }
-        }
-        if key == [u64::MAX; KEYED] {
-            return None;
-        }
-        {
-            let mut c = state.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(v) = c.now.get(&key) {
-                return Some(v.clone());
-            }
-            if let Some((k, v)) = c.old.remove_entry(&key) {
-                c.now.insert(k, v.clone());
-                return Some(v);
-            }
-        }
-        let v = Arc::new(state.place(ip).render());
-        let mut c = state.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if c.now.len() >= CACHE {
-            c.old = std::mem::take(&mut c.now);
-        }
-        c.now.insert(key, v.clone());
-        Some(v)
+        self.current().render(ip)
+    }
+
+    /// The databases in use now: a submission takes them once for all its events.
+    pub fn current(&self) -> Arc<State> {
+        self.state()
     }
 }
 
@@ -192,7 +254,97 @@ impl State {
         State {
             readers,
             cache: Mutex::default(),
+            near: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: std::hash::RandomState::new(),
         }
+    }
+
+    /// What `ip` adds to `context` (see [`Place::render`]); `None` when no database has
+    /// it. Answered by address (or its block) when looked up lately, else by its records
+    /// when they were rendered lately.
+    pub fn render(&self, ip: IpAddr) -> Option<Arc<Rendered>> {
+        let block = NearKey::block(ip);
+        let addr = NearKey::addr(ip);
+        let shard = |k: &NearKey| &self.near[self.hasher.hash_one(k) as usize % SHARDS];
+        if let Some(v) = shard(&block)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&block)
+        {
+            return v;
+        }
+        if let Some(v) = shard(&addr)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+        {
+            return v;
+        }
+        let (v, whole_block) = self.render_shared(ip);
+        let key = if whole_block { block } else { addr };
+        shard(&key)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, v.clone());
+        v
+    }
+
+    /// [`State::render`] without this thread's cache, and whether the answer holds for
+    /// the address's whole block.
+    fn render_shared(&self, ip: IpAddr) -> (Option<Arc<Rendered>>, bool) {
+        let mut key = [u64::MAX; KEYED];
+        let mut whole_block = true;
+        let mut found = Vec::with_capacity(self.readers.len());
+        for (i, reader) in self.readers.iter().enumerate() {
+            // An address the file cannot hold (IPv6 in an IPv4 file): nor can its block.
+            let Ok(f) = reader.lookup(ip) else {
+                continue;
+            };
+            whole_block &= f
+                .network()
+                .is_ok_and(|n| NearKey::covers(ip, n.is_ipv4(), n.prefix()));
+            if let (Some(slot), Some(offset)) = (key.get_mut(i), f.offset()) {
+                *slot = offset as u64;
+            }
+            found.push(f);
+        }
+        let place = || {
+            let mut place = Place::default();
+            for f in &found {
+                // A damaged record: nothing from this file.
+                if let Ok(Some(r)) = f.decode::<Record>() {
+                    place.fill(r);
+                }
+                if place.is_full() {
+                    break;
+                }
+            }
+            place
+        };
+        if self.readers.len() > KEYED {
+            let r = place().render();
+            return ((r != Rendered::default()).then(|| Arc::new(r)), whole_block);
+        }
+        if key == [u64::MAX; KEYED] {
+            return (None, whole_block);
+        }
+        {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = c.now.get(&key) {
+                return (Some(v.clone()), whole_block);
+            }
+            if let Some((k, v)) = c.old.remove_entry(&key) {
+                c.now.insert(k, v.clone());
+                return (Some(v), whole_block);
+            }
+        }
+        let v = Arc::new(place().render());
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.now.len() >= CACHE {
+            c.old = std::mem::take(&mut c.now);
+        }
+        c.now.insert(key, v.clone());
+        (Some(v), whole_block)
     }
 
     fn place(&self, ip: IpAddr) -> Place {

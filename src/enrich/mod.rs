@@ -193,17 +193,23 @@ impl Enrich {
         events: &mut [crate::store::writer::Pending],
     ) {
         let client = client.filter(|_| self.takes_peer(app));
+        // The databases as they are now, for the whole submission.
+        let geo = self.0.geo.as_ref().map(geo::Geo::current);
         let mut scratch = String::new();
+        let (ip, agent) = (
+            memchr::memmem::Finder::new(b"\"ip\""),
+            memchr::memmem::Finder::new(b"\"user_agent\""),
+        );
         for p in events {
-            // Most of a bulk load may carry neither: skip the decoding.
-            if client.is_none()
-                && memchr::memmem::find(p.record(), b"\"ip\"").is_none()
-                && memchr::memmem::find(p.record(), b"\"user_agent\"").is_none()
-            {
-                continue;
-            }
             p.map_context(&mut scratch, |text, out| {
-                self.context_into(text, client, out)
+                // Most of a bulk load may carry neither: skip the parsing.
+                if client.is_none()
+                    && ip.find(text.as_bytes()).is_none()
+                    && agent.find(text.as_bytes()).is_none()
+                {
+                    return false;
+                }
+                self.context_into(geo.as_deref(), text, client, out)
             });
         }
     }
@@ -212,13 +218,21 @@ impl Enrich {
     /// [`Enrich::apply`]).
     pub fn context(&self, text: &str, client: Option<IpAddr>) -> Option<String> {
         let mut out = String::new();
-        self.context_into(text, client, &mut out).then_some(out)
+        let geo = self.0.geo.as_ref().map(geo::Geo::current);
+        self.context_into(geo.as_deref(), text, client, &mut out)
+            .then_some(out)
     }
 
     /// Writes the enriched `context` to `out` and says whether anything was added. The
     /// sender's text is kept as sent and the new fields appended to it: a bulk load pays
     /// for no tree of its context, only for the lookups (both cached).
-    fn context_into(&self, text: &str, client: Option<IpAddr>, out: &mut String) -> bool {
+    fn context_into(
+        &self,
+        geo: Option<&geo::State>,
+        text: &str,
+        client: Option<IpAddr>,
+        out: &mut String,
+    ) -> bool {
         let text = match text.trim() {
             "" => "{}",
             t => t,
@@ -255,7 +269,9 @@ impl Enrich {
             }
             _ => None,
         };
-        if let Some(geo) = &self.0.geo
+        // A sender that set both keeps them: no lookup.
+        if let Some(geo) = geo
+            && (probe.geo.is_none() || probe.asn.is_none())
             && let Some(ip) = ip
             && let Some(place) = geo.render(ip)
         {

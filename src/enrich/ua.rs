@@ -3,6 +3,7 @@
 //! JSON), compiled on first use, results cached per user-agent string.
 
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -12,6 +13,19 @@ const RULES: &str = include_str!("../../vendor/uap-core/regexes.json");
 
 /// Distinct user agents remembered per generation; two generations are kept.
 const CACHE: usize = 4096;
+
+/// Longer user agents are not remembered (they would make the caches' memory the senders').
+const KEY_MAX: usize = 512;
+
+/// Distinct user agents remembered per generation in each thread, in front of the shared
+/// cache (a hit takes no lock); two generations are kept. What a user agent renders to
+/// depends on it and on the vendored rules only, so the parsers of every configuration
+/// share these.
+const NEAR: usize = 1024;
+
+thread_local! {
+    static NEAR_CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
 
 /// The user-agent parser and its cache.
 #[derive(Default)]
@@ -53,18 +67,23 @@ impl Ua {
             .map_err(Clone::clone)
     }
 
-    /// `context.device` of a user agent (see [`device`]) as JSON text, from the cache when
-    /// seen lately.
+    /// `context.device` of a user agent (see [`device`]) as JSON text, from this thread's
+    /// cache or the shared one when seen lately.
     pub fn device(&self, ua: &str) -> Option<Arc<str>> {
-        {
-            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(v) = c.now.get(ua) {
-                return Some(v.clone());
-            }
-            if let Some((k, v)) = c.old.remove_entry(ua) {
-                c.now.insert(k, v.clone());
+        NEAR_CACHE.with(|near| {
+            let mut near = near.borrow_mut();
+            if let Some(v) = near.get(ua) {
                 return Some(v);
             }
+            let v = self.device_shared(ua)?;
+            near.put(ua, v.clone(), NEAR);
+            Some(v)
+        })
+    }
+
+    fn device_shared(&self, ua: &str) -> Option<Arc<str>> {
+        if let Some(v) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(ua) {
+            return Some(v);
         }
         let parser = match self.parser() {
             Ok(p) => p,
@@ -72,11 +91,29 @@ impl Ua {
         };
         let v: Arc<str> = device(parser, ua).to_string().into();
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if c.now.len() >= CACHE {
-            c.old = std::mem::take(&mut c.now);
-        }
-        c.now.insert(ua.into(), v.clone());
+        c.put(ua, v.clone(), CACHE);
         Some(v)
+    }
+}
+
+impl Cache {
+    fn get(&mut self, ua: &str) -> Option<Arc<str>> {
+        if let Some(v) = self.now.get(ua) {
+            return Some(v.clone());
+        }
+        let (k, v) = self.old.remove_entry(ua)?;
+        self.now.insert(k, v.clone());
+        Some(v)
+    }
+
+    fn put(&mut self, ua: &str, v: Arc<str>, cap: usize) {
+        if ua.len() > KEY_MAX {
+            return;
+        }
+        if self.now.len() >= cap {
+            self.old = std::mem::take(&mut self.now);
+        }
+        self.now.insert(ua.into(), v);
     }
 }
 

@@ -159,7 +159,9 @@ impl Pending {
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 4)
                 .sum::<usize>();
-        let mut out = Vec::with_capacity(size);
+        // Room for what enrichment adds to a context in place (`map_context`).
+        let room = if record.context.len() > 2 { 320 } else { 0 };
+        let mut out = Vec::with_capacity(size + room);
         out.push(EVENT_V1);
         postcard::to_io(&record, &mut out).expect("writing to a Vec cannot fail");
         Pending {
@@ -227,17 +229,16 @@ impl Pending {
         if !f(text, scratch) {
             return;
         }
-        let mut out = Vec::with_capacity(self.record.len() - (end - at) + scratch.len() + 10);
-        out.extend_from_slice(&self.record[..at]);
-        let mut n = scratch.len();
+        let (mut len, mut k, mut n) = ([0u8; 10], 0, scratch.len());
         while n >= 0x80 {
-            out.push((n as u8) | 0x80);
+            len[k] = (n as u8) | 0x80;
             n >>= 7;
+            k += 1;
         }
-        out.push(n as u8);
-        out.extend_from_slice(scratch.as_bytes());
-        out.extend_from_slice(&self.record[end..]);
-        self.record = out;
+        len[k] = n as u8;
+        // In place: within the room `from_native` left, no new allocation.
+        self.record
+            .splice(at..end, len[..=k].iter().copied().chain(scratch.bytes()));
     }
 
     /// Replaces every credential in what will be stored of this event (its id, its dialect

@@ -602,6 +602,71 @@ fn flat_database_layouts_are_read_too() {
     );
 }
 
+/// Answers are cached by address, or by /24 only where every file's network covers the
+/// whole /24: a neighbour of a cached address inside a narrower network gets its own answer.
+#[test]
+fn cached_answers_hold_only_for_the_network_they_were_found_in() {
+    let dbs = tempfile::tempdir().unwrap();
+    let city = dbs.path().join("city.mmdb");
+    std::fs::write(
+        &city,
+        mmdb(vec![
+            ("81.2.69.128/25", country("GB")),
+            ("10.1.0.0/16", country("FR")),
+            ("10.2.3.0/24", country("NL")),
+            ("10.2.4.0/24", country("BE")),
+        ]),
+    )
+    .unwrap();
+    let asn = dbs.path().join("asn.mmdb");
+    // Narrower than /24 in the second file only: 10.1.7.x is not one block.
+    std::fs::write(
+        &asn,
+        mmdb(vec![(
+            "10.1.7.0/25",
+            V::Map(vec![("autonomous_system_number", V::U32(64500))]),
+        )]),
+    )
+    .unwrap();
+    let geo = format!("{},{}", city.display(), asn.display());
+    let inlet = Inlet::start_with(&["--enrich-geo-db", &geo]);
+    let key = inlet.mint("default");
+    let mut c = inlet.client();
+    // Each address twice, in an order that would hand a neighbour a cached answer.
+    let cases: [(&str, Value, Value); 8] = [
+        ("81.2.69.200", json!({"country": "GB"}), Value::Null),
+        ("81.2.69.5", Value::Null, Value::Null),
+        ("81.2.69.201", json!({"country": "GB"}), Value::Null),
+        ("10.1.2.3", json!({"country": "FR"}), Value::Null),
+        (
+            "10.1.7.9",
+            json!({"country": "FR"}),
+            json!({"number": 64500}),
+        ),
+        ("10.1.7.200", json!({"country": "FR"}), Value::Null),
+        ("10.2.3.250", json!({"country": "NL"}), Value::Null),
+        ("10.2.4.1", json!({"country": "BE"}), Value::Null),
+    ];
+    for round in 0..2 {
+        for (i, (ip, _, _)) in cases.iter().enumerate() {
+            native(
+                &mut c,
+                &key,
+                &format!("ev-near-{round}-{i}-"),
+                json!({"ip": ip}),
+            );
+        }
+    }
+    let events = inlet.export();
+    for round in 0..2 {
+        for (i, (ip, geo, asn)) in cases.iter().enumerate() {
+            let e = find(&events, &format!("ev-near-{round}-{i}-"));
+            assert_eq!(e["context"]["geo"], *geo, "{ip}: {e}");
+            assert_eq!(e["context"]["asn"], *asn, "{ip}: {e}");
+        }
+    }
+}
+
 #[test]
 fn without_the_configuration_events_are_stored_as_sent() {
     let inlet = Inlet::start();

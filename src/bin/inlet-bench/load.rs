@@ -160,14 +160,20 @@ pub fn event_json(out: &mut String, id: &str, n: u64) {
 }
 
 /// `INLET_BENCH_CONTEXT=1`: each event also carries `context.ip` and `context.user_agent`
-/// (for the cost of enrichment, `[enrich]`).
-static WITH_CONTEXT: std::sync::LazyLock<bool> =
-    std::sync::LazyLock::new(|| std::env::var("INLET_BENCH_CONTEXT").is_ok_and(|v| v == "1"));
+/// (for the cost of enrichment, `[enrich]`); `=enriched`: and the `context.geo` and
+/// `context.device` enrichment would add (a control: the cost of storing them, without
+/// enrichment).
+static WITH_CONTEXT: std::sync::LazyLock<Option<bool>> =
+    std::sync::LazyLock::new(|| match std::env::var("INLET_BENCH_CONTEXT").as_deref() {
+        Ok("1") => Some(false),
+        Ok("enriched") => Some(true),
+        _ => None,
+    });
 
 /// Adds `context` to the event just written, as one backend's traffic repeats them: each
 /// of the load's 100,000 users (`user_id`) has a home address and, one in four, a mobile
 /// one it also uses, and one of a handful of real user agents.
-fn with_context(out: &mut String, n: u64) {
+fn with_context(out: &mut String, n: u64, enriched: bool) {
     const AGENTS: [&str; 6] = [
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
         "MyGame/2.3.1 CFNetwork/1490.0.4 Darwin/23.2.0",
@@ -176,20 +182,47 @@ fn with_context(out: &mut String, n: u64) {
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
     ];
+    // What enrichment adds for each agent (DB-IP city lite: country, region, city).
+    const DEVICES: [&str; 6] = [DEVICE_0, DEVICE_1, DEVICE_2, DEVICE_3, DEVICE_4, DEVICE_5];
+    const GEO: [&str; 6] = [GEO_0, GEO_1, GEO_2, GEO_3, GEO_4, GEO_5];
     out.pop(); // the event's closing brace
     let user = splitmix(n % 100_000);
     let roams = (user >> 40).is_multiple_of(4) && splitmix(n).is_multiple_of(3);
     let h = if roams { splitmix(!user) } else { user };
     let _ = write!(
         out,
-        r#","context":{{"ip":"{}.{}.{}.{}","user_agent":"{}"}}}}"#,
+        r#","context":{{"ip":"{}.{}.{}.{}","user_agent":"{}""#,
         [81, 2, 85, 151, 203, 24][(h % 6) as usize],
         (h >> 8) & 0xff,
         (h >> 16) & 0xff,
         1 + (h >> 24) % 254,
         AGENTS[((user >> 32) % AGENTS.len() as u64) as usize],
     );
+    if enriched {
+        let _ = write!(
+            out,
+            r#","geo":{},"device":{}"#,
+            GEO[(h % 6) as usize],
+            DEVICES[((user >> 32) % AGENTS.len() as u64) as usize],
+        );
+    }
+    out.push_str("}}");
 }
+
+// `context.geo` and `context.device` of the shape and size enrichment writes for the load's
+// addresses and agents (the control of `INLET_BENCH_CONTEXT=enriched`).
+const GEO_0: &str = r#"{"country":"DE","region":"Bavaria","city":"Munich"}"#;
+const GEO_1: &str = r#"{"country":"FR","region":"Île-de-France","city":"Paris"}"#;
+const GEO_2: &str = r#"{"country":"GB","region":"England","city":"London"}"#;
+const GEO_3: &str = r#"{"country":"IT","region":"Lombardy","city":"Milan"}"#;
+const GEO_4: &str = r#"{"country":"JP","region":"Tokyo","city":"Chiyoda"}"#;
+const GEO_5: &str = r#"{"country":"US","region":"Texas","city":"Austin"}"#;
+const DEVICE_0: &str = r#"{"type":"mobile","bot":false,"os":"iOS","os_version":"17.2","browser":"Mobile Safari","browser_version":"17.2","brand":"Apple","model":"iPhone"}"#;
+const DEVICE_1: &str = r#"{"type":"mobile","bot":false,"os":"iOS","os_version":"17.2","browser":"CFNetwork","browser_version":"1490.0.4","brand":"Apple","model":"iOS-Device"}"#;
+const DEVICE_2: &str = r#"{"type":"mobile","bot":false,"os":"Android","os_version":"14","browser":"Chrome Mobile","browser_version":"120.0.6099","brand":"Google","model":"Pixel 8"}"#;
+const DEVICE_3: &str = r#"{"type":"mobile","bot":false,"os":"Android","os_version":"13","brand":"Samsung","model":"SM-S911B"}"#;
+const DEVICE_4: &str = r#"{"type":"desktop","bot":false,"os":"Windows","os_version":"10","browser":"Chrome","browser_version":"120.0.0"}"#;
+const DEVICE_5: &str = r#"{"type":"desktop","bot":false,"os":"Mac OS X","os_version":"10.15.7","browser":"Safari","browser_version":"17.2","brand":"Apple","model":"Mac"}"#;
 
 /// The counts of an inlet answer (single: `accepted` + `duplicate`; bulk: the three counts).
 #[derive(Default, serde::Deserialize)]
@@ -350,8 +383,8 @@ async fn worker(s: Arc<Shared>, worker_no: u64) -> Tally {
                 _ => (w.seed, s.next_unique.fetch_add(1, Ordering::Relaxed)),
             };
             event_json(&mut body, &event_id(seed, n), n);
-            if *WITH_CONTEXT {
-                with_context(&mut body, n);
+            if let Some(enriched) = *WITH_CONTEXT {
+                with_context(&mut body, n, enriched);
             }
         }
         if w.bulk > 1 {
