@@ -307,7 +307,9 @@ impl Cluster {
                 }
                 // As a group commit's append: not on a lease that may have run out.
                 if part.last_renew.elapsed() + super::RENEW_MARGIN >= super::LEASE_TTL {
-                    return Err(Error::Fenced(format!("partition {p}: its lease may have expired")));
+                    return Err(Error::Fenced(format!(
+                        "partition {p}: its lease may have expired"
+                    )));
                 }
                 part.batch += 1;
                 (
@@ -392,7 +394,9 @@ impl Cluster {
                 }
                 // As a group commit's append: not on a lease that may have run out.
                 if part.last_renew.elapsed() + super::RENEW_MARGIN >= super::LEASE_TTL {
-                    return Err(Error::Fenced(format!("partition {p}: its lease may have expired")));
+                    return Err(Error::Fenced(format!(
+                        "partition {p}: its lease may have expired"
+                    )));
                 }
                 part.batch += 1;
                 (
@@ -407,10 +411,14 @@ impl Cluster {
             }
             let payload = wire::encode_privacy(&PrivacyRecord::Lift { id: lifted.clone() });
             let js = me.engine.js.clone();
-            let seq = match me
-                .rt
-                .block_on(Cluster::append(js, p, id, expected, payload.into(), lease_end))
-            {
+            let seq = match me.rt.block_on(Cluster::append(
+                js,
+                p,
+                id,
+                expected,
+                payload.into(),
+                lease_end,
+            )) {
                 Ok(seq) => seq,
                 Err(Appending::Fenced(e)) => {
                     me.step_down(p, &e);

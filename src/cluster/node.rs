@@ -490,7 +490,8 @@ impl Cluster {
                 Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(format!("reading {subject} after {at}: {e}")),
             };
-            self.apply_message(&local, p, m.sequence, &m.payload).await?;
+            self.apply_message(&local, p, m.sequence, &m.payload)
+                .await?;
             at = m.sequence;
         }
         Ok(from)
