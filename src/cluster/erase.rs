@@ -299,25 +299,7 @@ impl Cluster {
         let me = self.me()?;
         let recorded = entry.clone();
         let (seq, scanned) = writer.run_blocking(move |db| -> Result<(u64, Scanned)> {
-            let (expected, id, lease_end) = {
-                let mut parts = me.parts();
-                let part = &mut parts[p as usize];
-                if part.role != Role::Serving {
-                    return Err(Error::Fenced(format!("partition {p} changed hands")));
-                }
-                // As a group commit's append: not on a lease that may have run out.
-                if part.last_renew.elapsed() + super::RENEW_MARGIN >= super::LEASE_TTL {
-                    return Err(Error::Fenced(format!(
-                        "partition {p}: its lease may have expired"
-                    )));
-                }
-                part.batch += 1;
-                (
-                    part.last_seq,
-                    format!("{p}-{}-{}", part.epoch, part.batch),
-                    part.last_renew + super::LEASE_TTL,
-                )
-            };
+            let (expected, id, lease_end) = me.append_slot(p)?;
             // What was appended since the first read, up to this owner's last append.
             scanned = me.rt.block_on(me.scan(p, scanned, expected, &*hit))?;
             let mut carried = scanned.carried.clone();
@@ -381,30 +363,34 @@ impl Cluster {
         Ok(Answer::Erased(subject.receipt(&done, events)))
     }
 
+    /// What the next append of a privacy record to `p` needs, as this node's owner: the
+    /// expected last sequence, the message id and the lease's end. Refused when the node
+    /// does not serve `p`, or when its lease may have run out (as a group commit's append).
+    fn append_slot(&self, p: u32) -> Result<(u64, String, std::time::Instant)> {
+        let mut parts = self.parts();
+        let part = &mut parts[p as usize];
+        if part.role != Role::Serving {
+            return Err(Error::Fenced(format!("partition {p} changed hands")));
+        }
+        if part.last_renew.elapsed() + super::RENEW_MARGIN >= super::LEASE_TTL {
+            return Err(Error::Fenced(format!(
+                "partition {p}: its lease may have expired"
+            )));
+        }
+        part.batch += 1;
+        Ok((
+            part.last_seq,
+            format!("{p}-{}-{}", part.epoch, part.batch),
+            part.last_renew + super::LEASE_TTL,
+        ))
+    }
+
     /// A lift on `p`'s owner: the record appended, then lifted here in the same commit.
     fn lift_owned(&self, writer: &Writer, p: u32, lifted: String) -> Result<Answer> {
         let me = self.me()?;
         let lifted_id = lifted.clone();
         let n = writer.run_blocking(move |db| -> Result<u64> {
-            let (expected, id, lease_end) = {
-                let mut parts = me.parts();
-                let part = &mut parts[p as usize];
-                if part.role != Role::Serving {
-                    return Err(Error::Fenced(format!("partition {p} changed hands")));
-                }
-                // As a group commit's append: not on a lease that may have run out.
-                if part.last_renew.elapsed() + super::RENEW_MARGIN >= super::LEASE_TTL {
-                    return Err(Error::Fenced(format!(
-                        "partition {p}: its lease may have expired"
-                    )));
-                }
-                part.batch += 1;
-                (
-                    part.last_seq,
-                    format!("{p}-{}-{}", part.epoch, part.batch),
-                    part.last_renew + super::LEASE_TTL,
-                )
-            };
+            let (expected, id, lease_end) = me.append_slot(p)?;
             // Checked before the append: an unknown id appends nothing.
             if !crate::privacy::list_in(db)?.iter().any(|e| e.id == lifted) {
                 return Err(Error::NotFound(format!("no erasure {lifted:?}")));

@@ -11,9 +11,14 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// The one-time setup code the server printed on stderr.
 pub fn setup_code(inlet: &Inlet) -> String {
+    setup_code_in(&inlet.log)
+}
+
+/// The one-time setup code a server printed in `log` (its stderr, as collected).
+pub fn setup_code_in(log: &std::sync::Mutex<String>) -> String {
     let mut code = String::new();
     wait_for("the setup code on stderr", || {
-        let log = inlet.log.lock().unwrap();
+        let log = log.lock().unwrap();
         match log.split("setup code ").nth(1) {
             Some(rest) => {
                 code = rest

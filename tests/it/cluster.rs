@@ -647,8 +647,8 @@ pub(crate) fn post(addr: SocketAddr, key: &str, ids: &[String]) -> Option<Vec<(S
     )
 }
 
-/// Every stored event in the engine's stream: (tenant, event id) → times stored.
-pub(crate) fn stream_events(engine: &Engine) -> HashMap<(String, String), usize> {
+/// Every message of the event stream, raw (deleted ones are skipped by the engine).
+pub(crate) fn raw_stream(engine: &Engine) -> Vec<(u64, Vec<u8>)> {
     runtime().block_on(async {
         let s = settings(engine, "reader", PARTITIONS);
         let e = inlet::cluster::engine::connect(&s).await.unwrap();
@@ -656,30 +656,39 @@ pub(crate) fn stream_events(engine: &Engine) -> HashMap<(String, String), usize>
             e.js.get_stream(inlet::cluster::engine::STREAM)
                 .await
                 .unwrap();
-        let mut out = HashMap::new();
+        let mut out = Vec::new();
         let mut seq = 1;
-        loop {
-            let m = match stream
-                .raw_message_builder()
-                .sequence(seq)
-                .next_by_subject("inlet.events.>")
-                .send()
-                .await
-            {
-                Ok(m) => m,
-                Err(_) => break,
-            };
-            for sub in inlet::cluster::wire::decode_batch(&m.payload).unwrap() {
-                for ev in &sub.events {
-                    let rec = inlet::store::codec::decode_event(ev.record()).unwrap();
-                    *out.entry((rec.tenant.clone(), ev.event_id().to_owned()))
-                        .or_default() += 1;
-                }
-            }
+        while let Ok(m) = stream
+            .raw_message_builder()
+            .sequence(seq)
+            .next_by_subject("inlet.events.>")
+            .send()
+            .await
+        {
+            out.push((m.sequence, m.payload.to_vec()));
             seq = m.sequence + 1;
         }
         out
     })
+}
+
+/// Every stored event in the engine's stream's batches (not its erasure records): (tenant,
+/// event id) → times stored.
+pub(crate) fn stream_events(engine: &Engine) -> HashMap<(String, String), usize> {
+    let mut out = HashMap::new();
+    for (_, payload) in raw_stream(engine) {
+        if inlet::cluster::wire::is_privacy(&payload) {
+            continue;
+        }
+        for sub in inlet::cluster::wire::decode_batch(&payload).unwrap() {
+            for ev in &sub.events {
+                let rec = inlet::store::codec::decode_event(ev.record()).unwrap();
+                *out.entry((rec.tenant.clone(), ev.event_id().to_owned()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Sends `ids` of tenant `t` until some node answers 200, trying the nodes `via` in turn.

@@ -4,7 +4,7 @@
 //! node rebuilt from the engine; an owner killed between the erasure record and the deletion
 //! of the originals still ends with the subject gone.
 
-use crate::cluster::{Cluster, Node, PARTITIONS, runtime, settings, tenant_partition};
+use crate::cluster::{Cluster, Node, raw_stream, tenant_partition};
 use crate::engine::Engine;
 use crate::support::{Client, DEADLINE, Resp, cli, event, files_contain, parse_ndjson, wait_for};
 use serde_json::{Value, json};
@@ -64,31 +64,6 @@ fn send(cluster: &Cluster, live: &[usize], first: usize, key: &str, events: &[Va
     }
 }
 
-/// Every message of the event stream, raw (deleted ones are skipped by the engine).
-fn raw_stream(engine: &Engine) -> Vec<(u64, Vec<u8>)> {
-    runtime().block_on(async {
-        let s = settings(engine, "reader", PARTITIONS);
-        let e = inlet::cluster::engine::connect(&s).await.unwrap();
-        let stream =
-            e.js.get_stream(inlet::cluster::engine::STREAM)
-                .await
-                .unwrap();
-        let mut out = Vec::new();
-        let mut seq = 1;
-        while let Ok(m) = stream
-            .raw_message_builder()
-            .sequence(seq)
-            .next_by_subject("inlet.events.>")
-            .send()
-            .await
-        {
-            out.push((m.sequence, m.payload.to_vec()));
-            seq = m.sequence + 1;
-        }
-        out
-    })
-}
-
 /// The first needle in any message of the stream.
 fn stream_leftover(engine: &Engine) -> Option<(&'static str, u64)> {
     let messages = raw_stream(engine);
@@ -117,21 +92,7 @@ fn exported(node: &Node, app: &str) -> Option<(HashMap<String, usize>, String)> 
 
 /// An admin session on `node` (its first-run setup code, from its log): (client, cookie, csrf).
 fn admin(node: &Node) -> (Client, String, String) {
-    let mut code = String::new();
-    wait_for("the setup code in the node's log", || {
-        let log = node.log.lock().unwrap();
-        match log.split("setup code ").nth(1) {
-            Some(rest) => {
-                code = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                true
-            }
-            None => false,
-        }
-    });
+    let code = crate::admin::setup_code_in(&node.log);
     let mut client = Client::new(node.addr);
     let r = client
         .post(

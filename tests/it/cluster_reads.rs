@@ -108,16 +108,32 @@ fn every_node_answers_reads_for_the_whole_cluster_and_takes_over_without_loss() 
     let engine = Engine::cluster();
     let mut cluster = Cluster::start(&engine);
 
-    // Every tenant's events through n1 only: several partitions, owned by different nodes.
+    // Every tenant's events through n1 only: several partitions, owned by different nodes
+    // (the first node to start holds them all until the others have taken their shares).
     send(&cluster, &[0], "a", 20);
-    let owners: Vec<usize> = TENANTS
-        .iter()
-        .map(|t| cluster.owner_of(&[0, 1, 2], tenant_partition(&engine, t)))
-        .collect();
-    let mut distinct = owners.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    assert!(distinct.len() > 1, "one node owns every tenant: {owners:?}");
+    let mut owners: Vec<usize> = Vec::new();
+    eventually(
+        "the tenants' partitions to have more than one owner",
+        || {
+            let now: Vec<Option<usize>> = TENANTS
+                .iter()
+                .map(|t| {
+                    let p = tenant_partition(&engine, t);
+                    (0..3).find(|&i| cluster.nodes[i].owned().is_some_and(|o| o.contains(&p)))
+                })
+                .collect();
+            let mut distinct: Vec<usize> = now.iter().flatten().copied().collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            match now.iter().all(Option::is_some) && distinct.len() > 1 {
+                true => {
+                    owners = now.into_iter().flatten().collect();
+                    Ok(())
+                }
+                false => Err(now),
+            }
+        },
+    );
     let lines = same_everywhere(&cluster, &[0, 1, 2], TENANTS.len() * 20);
     // The events are the cluster's, as the engine holds them.
     assert_eq!(lines.len(), stream_events(&engine).len());
