@@ -316,22 +316,7 @@ impl Cluster {
                 rewritten: scanned.rewritten.clone(),
             };
             let payload = bytes::Bytes::from(wire::encode_privacy(&record));
-            let js = me.engine.js.clone();
-            let seq = match me
-                .rt
-                .block_on(Cluster::append(js, p, id, expected, payload, lease_end))
-            {
-                Ok(seq) => seq,
-                Err(Appending::Fenced(e)) => {
-                    me.step_down(p, &e);
-                    return Err(Error::Fenced(e));
-                }
-                Err(Appending::Unknown(e)) => {
-                    me.catch_up(p);
-                    return Err(Error::Fenced(e));
-                }
-            };
-            me.parts()[p as usize].last_seq = seq;
+            let seq = me.append_record(p, (id, expected, lease_end), payload)?;
             let txn = crate::store::begin_write(db)?;
             privacy::record(&txn, &recorded)?;
             for c in &carried {
@@ -385,6 +370,33 @@ impl Cluster {
         ))
     }
 
+    /// Appends a privacy record to `p` in the slot [`Cluster::append_slot`] gave, from a
+    /// blocking thread: its sequence. A refused fence steps down; no answer catches up.
+    fn append_record(
+        &self,
+        p: u32,
+        (id, expected, lease_end): (String, u64, std::time::Instant),
+        payload: bytes::Bytes,
+    ) -> Result<u64> {
+        let js = self.engine.js.clone();
+        let seq = match self
+            .rt
+            .block_on(Cluster::append(js, p, id, expected, payload, lease_end))
+        {
+            Ok(seq) => seq,
+            Err(Appending::Fenced(e)) => {
+                self.step_down(p, &e);
+                return Err(Error::Fenced(e));
+            }
+            Err(Appending::Unknown(e)) => {
+                self.catch_up(p);
+                return Err(Error::Fenced(e));
+            }
+        };
+        self.parts()[p as usize].last_seq = seq;
+        Ok(seq)
+    }
+
     /// A lift on `p`'s owner: the record appended, then lifted here in the same commit.
     fn lift_owned(&self, writer: &Writer, p: u32, lifted: String) -> Result<Answer> {
         let me = self.me()?;
@@ -396,26 +408,7 @@ impl Cluster {
                 return Err(Error::NotFound(format!("no erasure {lifted:?}")));
             }
             let payload = wire::encode_privacy(&PrivacyRecord::Lift { id: lifted.clone() });
-            let js = me.engine.js.clone();
-            let seq = match me.rt.block_on(Cluster::append(
-                js,
-                p,
-                id,
-                expected,
-                payload.into(),
-                lease_end,
-            )) {
-                Ok(seq) => seq,
-                Err(Appending::Fenced(e)) => {
-                    me.step_down(p, &e);
-                    return Err(Error::Fenced(e));
-                }
-                Err(Appending::Unknown(e)) => {
-                    me.catch_up(p);
-                    return Err(Error::Fenced(e));
-                }
-            };
-            me.parts()[p as usize].last_seq = seq;
+            let seq = me.append_record(p, (id, expected, lease_end), payload.into())?;
             let txn = crate::store::begin_write(db)?;
             let n = crate::store::privacy::lift(&txn, &lifted)?;
             txn.open_table(super::APPLIED)?.insert(p, seq)?;
