@@ -964,10 +964,10 @@ pub(crate) async fn submit(
     let policy = ctx.store_less.of(&ctx.store, generation, key.app_id);
     crate::privacy::store_less(policy, &mut sub);
     let outcomes = match (dry, &ctx.cluster) {
-        // Cluster mode: decided and appended by the partition's owner.
-        (false, Some(cluster)) => cluster.submit(&ctx.writer, sub, bytes).await,
+        // Cluster mode: decided (and appended) by the partition's owner, dry runs too.
+        (dry, Some(cluster)) => cluster.submit(&ctx.writer, sub, bytes, dry).await,
         (false, None) => ctx.writer.submit(sub, bytes).await,
-        (true, _) => ctx.writer.submit_dry(sub, bytes).await,
+        (true, None) => ctx.writer.submit_dry(sub, bytes).await,
     };
     outcomes.map_err(|e| match e {
         SubmitError::Overloaded => Reason::Overloaded,

@@ -9,6 +9,11 @@
 //! Live nodes announce themselves under `node.<name>` in the same bucket (so a dead node's
 //! announcement expires with the TTL), the value the last admin record each applied; each
 //! takes at most its share of the partitions.
+//!
+//! A node's name is claimed under `claim.<name>` (value: the node's instance id, kept in its
+//! data dir, so a restart on the same data dir is the same instance), renewed with the
+//! leases: a second node started under a name a live node uses is refused, since both would
+//! take "their" leases back (see [`Leases::take`]).
 
 use super::engine::{LEASE_TTL, lease_key};
 use async_nats::jetstream::kv;
@@ -153,6 +158,116 @@ impl Leases {
             .map_err(|_| "the engine did not answer in time".to_owned())??;
         Ok(n.max(1))
     }
+}
+
+/// The key claiming node name `node`.
+fn claim_key(node: &str) -> String {
+    format!("claim.{node}")
+}
+
+impl Leases {
+    /// Claims this node's name for `instance`, at startup: its revision. A claim of another
+    /// instance that the engine still holds is waited on: renewed meanwhile, another node
+    /// runs under this name (refused); expired (at most a TTL), it was a stopped node's.
+    pub async fn claim(&self, instance: &str) -> Result<u64, String> {
+        let deadline = tokio::time::Instant::now() + LEASE_TTL + Duration::from_secs(3);
+        let mut seen: Option<u64> = None;
+        loop {
+            match self.claim_once(instance).await? {
+                Claimed::Yes(rev) => return Ok(rev),
+                Claimed::Other(rev) if seen.is_some_and(|s| s != rev) => {
+                    return Err(format!(
+                        "cluster_node: {:?} is in use by another running inlet node (its                          claim in the engine was renewed while this one waited); give every                          node its own cluster_node",
+                        self.node
+                    ));
+                }
+                Claimed::Other(rev) => {
+                    if seen.is_none() {
+                        tracing::warn!(
+                            node = %self.node,
+                            "cluster_node {:?} is claimed in the engine by another instance                              (this node's data dir is new, or another node has this name):                              waiting up to {}s for the claim to expire; renewed meanwhile,                              this node is refused",
+                            self.node,
+                            LEASE_TTL.as_secs()
+                        );
+                    }
+                    seen = Some(rev);
+                }
+                Claimed::Gone => {}
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "cluster_node: {:?} is claimed by another instance and its claim did                      not expire",
+                    self.node
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// One try at claiming this node's name for `instance`.
+    pub async fn claim_once(&self, instance: &str) -> Result<Claimed, String> {
+        let (key, value) = (claim_key(&self.node), Bytes::from(instance.to_owned()));
+        match tokio::time::timeout(OP_TIMEOUT, self.kv.create(&key, value.clone())).await {
+            Ok(Ok(rev)) => return Ok(Claimed::Yes(rev)),
+            Ok(Err(e))
+                if e.kind() == kv::CreateErrorKind::AlreadyExists
+                    || e.to_string().contains("wrong last sequence") => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("the engine did not answer in time".to_owned()),
+        }
+        let entry = timed(self.kv.entry(&key)).await?;
+        match entry.filter(|e| e.operation == kv::Operation::Put) {
+            None => Ok(Claimed::Gone),
+            Some(e) if e.value == instance.as_bytes() => {
+                match timed(self.kv.update(&key, value, e.revision)).await {
+                    Ok(rev) => Ok(Claimed::Yes(rev)),
+                    Err(_) => Ok(Claimed::Gone),
+                }
+            }
+            Some(e) => Ok(Claimed::Other(e.revision)),
+        }
+    }
+
+    /// Renews this node's claim held at `rev`.
+    pub async fn renew_claim(&self, instance: &str, rev: u64) -> Renewal {
+        let (key, value) = (claim_key(&self.node), Bytes::from(instance.to_owned()));
+        match tokio::time::timeout(OP_TIMEOUT, self.kv.update(&key, value, rev)).await {
+            Ok(Ok(rev)) => return Renewal::Renewed(rev),
+            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+            Ok(Err(e)) => return Renewal::Unknown(e.to_string()),
+            Err(_) => return Renewal::Unknown("the engine did not answer in time".to_owned()),
+        }
+        // Expired (this node was cut off for a TTL): claimed again if nobody took the name.
+        match self.claim_once(instance).await {
+            Ok(Claimed::Yes(rev)) => Renewal::Renewed(rev),
+            Ok(Claimed::Other(_)) => Renewal::Lost(format!(
+                "cluster_node {:?} is claimed by another running instance",
+                self.node
+            )),
+            Ok(Claimed::Gone) => Renewal::Unknown("the claim is being rewritten".to_owned()),
+            Err(e) => Renewal::Unknown(e),
+        }
+    }
+
+    /// Gives the name up (the node stops).
+    pub async fn unclaim(&self, rev: u64) {
+        let _ = timed(
+            self.kv
+                .delete_expect_revision(claim_key(&self.node), Some(rev)),
+        )
+        .await;
+    }
+}
+
+/// What a try at claiming a node name found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// Claimed, at this revision.
+    Yes(u64),
+    /// Held by another instance, at this revision.
+    Other(u64),
+    /// Held by nobody now (expired or being rewritten): try again.
+    Gone,
 }
 
 /// What a renewal found.

@@ -35,6 +35,8 @@ use std::time::{Duration, Instant};
 
 /// Per partition, the last engine sequence applied to this node's database.
 pub use crate::store::tables::CLUSTER_APPLIED as APPLIED;
+/// The file in the data dir holding the node's instance id (see [`Cluster::claim`]).
+pub const INSTANCE_FILE: &str = "cluster-instance";
 /// How long a forwarded submission waits for its owner's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the appends of one batch may take, resends after a lost ack included.
@@ -54,6 +56,33 @@ const APPEND_TRY: Duration = Duration::from_millis(1500);
 const LEASE_SLACK: Duration = Duration::from_secs(1);
 /// How long one read of a replay waits for its answer before the replay is tried again.
 const READ_TRY: Duration = Duration::from_secs(2);
+
+/// Test-only: a file path; while the file exists, a batch's appends wait before they are
+/// sent and the lease loop stands still (an owner paused between its lease check and its
+/// append, so that the others take its partitions over); the batch is then sent past the
+/// lease-time guard, as if it reached the engine late: only the fence can refuse it.
+const HOLD_ENV: &str = "INLET_TEST_HOLD_APPEND";
+/// Set while [`HOLD_ENV`] holds a batch.
+static HELD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Holds the writer thread while [`HOLD_ENV`]'s file exists (writing `<file>.held` once it
+/// holds); whether it held.
+fn hold_for_test() -> bool {
+    let Some(path) = std::env::var_os(HOLD_ENV).map(std::path::PathBuf::from) else {
+        return false;
+    };
+    if !path.exists() {
+        return false;
+    }
+    HELD.store(true, Ordering::Relaxed);
+    tracing::warn!("{HOLD_ENV}: holding a batch before its append");
+    let _ = std::fs::write(path.with_extension("held"), b"");
+    while path.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    HELD.store(false, Ordering::Relaxed);
+    true
+}
 
 /// The subject of partition `p`'s batches.
 pub fn events_subject(p: u32) -> String {
@@ -81,6 +110,8 @@ type Submitted = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, SubmitError>> 
 /// server state exists; holding no strong reference to it).
 pub trait Local: Send + Sync {
     fn submit(&self, sub: Submission, body_bytes: usize, replayed: Option<Replayed>) -> Submitted;
+    /// A dry run of `sub` by the writer: judged, not stored.
+    fn submit_dry(&self, sub: Submission, body_bytes: usize) -> Submitted;
     /// The last engine sequence of `p` applied to the local database (0: none).
     fn applied(&self, p: u32) -> Result<u64, String>;
     /// Runs `job` on the writer thread, between commits (an admin record's apply).
@@ -153,6 +184,10 @@ pub struct Cluster {
     pub takeovers: AtomicU64,
     /// Seconds from an append's send to its ack.
     pub append_seconds: Histogram,
+    /// This process's instance id (kept in the data dir), once its node name is claimed.
+    instance: OnceLock<String>,
+    /// The name's claim: its revision (0: not held) and when it was last renewed.
+    claim: Mutex<(u64, Instant)>,
 }
 
 impl Cluster {
@@ -192,7 +227,81 @@ impl Cluster {
             this: OnceLock::new(),
             takeovers: AtomicU64::new(0),
             append_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            instance: OnceLock::new(),
+            claim: Mutex::new((0, Instant::now())),
         }))
+    }
+
+    /// Claims this node's name in the engine before it serves (see [`lease`]): refused
+    /// while another running node uses it. The instance id is kept in `data` (the file
+    /// [`INSTANCE_FILE`]), so a restart on the same data dir, even right after a crash, is
+    /// the same instance and claims at once; a new data dir waits for the old claim to
+    /// expire (at most the lease TTL).
+    pub async fn claim(&self, data: &std::path::Path) -> Result<(), String> {
+        let path = data.join(INSTANCE_FILE);
+        let instance = match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            _ => {
+                let mut bytes = [0u8; 16];
+                rand::fill(&mut bytes[..]);
+                let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                std::fs::write(&path, format!("{id}\n"))
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                id
+            }
+        };
+        let rev = self.leases.claim(&instance).await?;
+        *self.claim.lock().expect("claim lock") = (rev, Instant::now());
+        let _ = self.instance.set(instance);
+        Ok(())
+    }
+
+    /// Renews the name's claim when due. `false`: not held (another running node took the
+    /// name, or it could not be claimed again): every partition is given up, none taken.
+    async fn keep_claim(&self) -> bool {
+        let Some(instance) = self.instance.get() else {
+            return true;
+        };
+        let (rev, last) = *self.claim.lock().expect("claim lock");
+        if rev != 0 && last.elapsed() < RENEW_EVERY {
+            return true;
+        }
+        let sent = Instant::now();
+        let renewed = match rev {
+            0 => match self.leases.claim_once(instance).await {
+                Ok(lease::Claimed::Yes(rev)) => Renewal::Renewed(rev),
+                Ok(_) => Renewal::Lost("claimed by another instance".to_owned()),
+                Err(e) => Renewal::Unknown(e),
+            },
+            rev => self.leases.renew_claim(instance, rev).await,
+        };
+        match renewed {
+            Renewal::Renewed(rev) => {
+                *self.claim.lock().expect("claim lock") = (rev, sent);
+                true
+            }
+            Renewal::Unknown(e) if rev != 0 => {
+                tracing::warn!(error = %e, "the node name's claim was not renewed; trying again");
+                true
+            }
+            Renewal::Lost(e) | Renewal::Unknown(e) => {
+                crate::warn_throttled!(
+                    "cluster claim",
+                    error = %e,
+                    "cluster_node {:?}: this node's name is not claimed; serving no partition \
+                     (is another node running under this name?)",
+                    self.settings.node
+                );
+                *self.claim.lock().expect("claim lock") = (0, sent);
+                let mut parts = self.parts();
+                for part in parts.iter_mut() {
+                    if part.lease_rev != 0 || part.role != Role::Following {
+                        self.drop_part(part);
+                    }
+                }
+                false
+            }
+        }
     }
 
     /// Starts taking partitions (the lease loop), once the node can reach its writer.
@@ -260,6 +369,10 @@ impl Cluster {
             self.leases.release(p, rev).await;
         }
         self.leases.withdraw().await;
+        let claim = std::mem::take(&mut self.claim.lock().expect("claim lock").0);
+        if claim != 0 {
+            self.leases.unclaim(claim).await;
+        }
     }
 
     /// Forgets the ownership of a partition (its lease is not renewed any more).
@@ -284,6 +397,10 @@ impl Cluster {
 
     async fn lease_loop(self: Arc<Self>) {
         loop {
+            if HELD.load(Ordering::Relaxed) {
+                tokio::time::sleep(TICK).await;
+                continue;
+            }
             if let Err(e) = self.lease_tick().await {
                 tracing::warn!(error = %e, "cluster lease round failed");
             }
@@ -294,6 +411,9 @@ impl Cluster {
     /// One round: renew held leases that are due, announce this node, give up partitions
     /// above this node's share, take unowned ones up to it.
     async fn lease_tick(self: &Arc<Self>) -> Result<(), String> {
+        if !self.keep_claim().await {
+            return Ok(());
+        }
         let due: Vec<(u32, u64, u64)> =
             {
                 let parts = self.parts();
@@ -424,12 +544,16 @@ impl Cluster {
         });
     }
 
-    /// Applies `p`'s stream to the local database up to its last message: the sequence of it.
+    /// Applies `p`'s stream to the local database up to its last message, then appends the
+    /// takeover's marker after it: the marker's sequence.
     async fn replay(&self, p: u32, generation: u64) -> Result<u64, String> {
         let _applying = self.applying[p as usize].lock().await;
         let last = self.last_of(p).await?;
         let still = || self.parts()[p as usize].generation == generation;
         let from = self.apply_until(p, last, &still).await?;
+        if !still() {
+            return Err("the partition changed hands during its replay".to_owned());
+        }
         if last > from {
             tracing::info!(
                 partition = p,
@@ -438,7 +562,41 @@ impl Cluster {
                 "partition replayed from the engine"
             );
         }
-        Ok(last)
+        self.mark(p, generation, last).await
+    }
+
+    /// Appends the marker of this ownership to `p` (an empty batch, its message id naming
+    /// the epoch), expecting `last`, the message the replay ended at, and applies it here.
+    /// From then on any append of an earlier owner, however late it reaches the engine, is
+    /// refused by the fence: it expects a sequence before the marker. A refused marker means
+    /// another node appended after `last`: the replay runs again (and the lease loop finds
+    /// out whether this node is still the owner).
+    async fn mark(&self, p: u32, generation: u64, last: u64) -> Result<u64, String> {
+        let local = self.local.get().ok_or("the node is not started")?.clone();
+        let (id, lease_end) = {
+            let mut parts = self.parts();
+            let part = &mut parts[p as usize];
+            if part.generation != generation {
+                return Err("the partition changed hands during its replay".to_owned());
+            }
+            part.batch += 1;
+            (
+                format!("{p}-{}-{}", part.epoch, part.batch),
+                part.last_renew + LEASE_TTL,
+            )
+        };
+        let payload = bytes::Bytes::from(wire::encode_batch(&[]));
+        let js = self.engine.js.clone();
+        match Cluster::append(js, p, id, last, payload.clone(), lease_end).await {
+            Ok(seq) => {
+                Self::apply_batch(&local, p, seq, &payload).await?;
+                Ok(seq)
+            }
+            Err(Appending::Fenced(e)) => Err(format!(
+                "the takeover's marker was refused (another node appended after {last}): {e}"
+            )),
+            Err(Appending::Unknown(e)) => Err(format!("the takeover's marker: {e}")),
+        }
     }
 
     /// The sequence of the last message on `p`'s subject (0: none).
@@ -529,7 +687,8 @@ impl Cluster {
         let failed = |e: SubmitError| format!("applying {} #{seq}: {e}", events_subject(p));
         let mut subs = wire::decode_batch(payload)?;
         let Some(last) = subs.pop() else {
-            return Ok(());
+            // An empty batch (a takeover's marker): only its sequence to record.
+            return Self::mark_applied(local, p, seq).await;
         };
         // All but the last queued at once, in order (each is queued when first polled), so
         // that they share group commits; the last, which records `seq`, only once they are
@@ -546,6 +705,26 @@ impl Cluster {
             .await
             .map_err(failed)?;
         Ok(())
+    }
+
+    /// Records `seq` as `p`'s applied sequence (never moving it back), between commits.
+    async fn mark_applied(local: &Arc<dyn Local>, p: u32, seq: u64) -> Result<(), String> {
+        local
+            .run(Box::new(move |db| {
+                use redb::ReadableTable;
+                let txn = crate::store::begin_write(db).map_err(|e| e.to_string())?;
+                {
+                    let mut t = txn.open_table(APPLIED).map_err(|e| e.to_string())?;
+                    let now = t
+                        .get(p)
+                        .map_err(|e| e.to_string())?
+                        .map_or(0, |v| v.value());
+                    t.insert(p, now.max(seq)).map_err(|e| e.to_string())?;
+                }
+                txn.commit().map_err(|e| e.to_string())
+            }))
+            .await
+            .map_err(|e| format!("recording {} #{seq} applied: {e}", events_subject(p)))
     }
 
     fn serve(self: &Arc<Self>, p: u32, generation: u64, last: u64) {
@@ -584,11 +763,12 @@ impl Cluster {
                 let Some(reply) = msg.reply else { return };
                 let answer = match wire::decode_forward(&msg.payload) {
                     Err(e) => Err(e),
-                    Ok((sub, _)) if partition_of(sub.tenant_id, me.partitions) != p => {
+                    Ok((sub, ..)) if partition_of(sub.tenant_id, me.partitions) != p => {
                         Err("a submission for another partition".to_owned())
                     }
                     Ok(_) if !me.serving(p) => Err("not the partition's owner".to_owned()),
-                    Ok((sub, bytes)) => match me.local.get() {
+                    Ok((sub, bytes, dry)) => match me.local.get() {
+                        Some(l) if dry => l.submit_dry(sub, bytes).await.map_err(|e| e.to_string()),
                         Some(l) => l.submit(sub, bytes, None).await.map_err(|e| e.to_string()),
                         None => Err("the node is not started".to_owned()),
                     },
@@ -602,17 +782,33 @@ impl Cluster {
 
     /// A submission of any partition: written here when this node serves it, else
     /// forwarded to its owner. No owner, or no answer in time: the commit failed (503).
+    /// A `dry` run goes the same way, so that its answer is the owner's, exact as on a
+    /// single inlet (this node's copy of the partition may be a few batches behind).
     pub async fn submit(
         &self,
         writer: &crate::store::writer::Writer,
         sub: Submission,
         body_bytes: usize,
+        dry: bool,
     ) -> Result<Vec<Outcome>, SubmitError> {
         let p = partition_of(sub.tenant_id, self.partitions);
         if self.serving(p) {
-            return writer.submit(sub, body_bytes).await;
+            return match dry {
+                true => writer.submit_dry(sub, body_bytes).await,
+                false => writer.submit(sub, body_bytes).await,
+            };
         }
-        let payload = wire::encode_forward(&sub, body_bytes);
+        // Cut off from the engine (the client knows it): no owner can be reached, so the
+        // answer is 503 at once rather than after the forward's timeout.
+        if self.engine.client.connection_state() != async_nats::connection::State::Connected {
+            crate::warn_throttled!(
+                "cluster disconnected",
+                partition = p,
+                "not connected to the engine: a submission for another node's partition is refused"
+            );
+            return Err(SubmitError::CommitFailed);
+        }
+        let payload = wire::encode_forward(&sub, body_bytes, dry);
         drop(sub);
         let asked = self
             .engine
@@ -785,6 +981,14 @@ impl Commit for Cluster {
                 })
                 .collect()
         };
+        let appends = match !appends.is_empty() && hold_for_test() {
+            // Past the lease-time guard: as if the batch reached the engine late.
+            true => appends
+                .into_iter()
+                .map(|(p, msgs, expected, _)| (p, msgs, expected, Instant::now() + LEASE_TTL))
+                .collect(),
+            false => appends,
+        };
         let started = Instant::now();
         let js = self.engine.js.clone();
         let handles: Vec<_> = appends
@@ -831,7 +1035,10 @@ impl Commit for Cluster {
         if let Some(e) = failed {
             for (p, r) in results {
                 match r {
-                    Err(Appending::Fenced(why)) => self.step_down(p, &why),
+                    Err(Appending::Fenced(why)) => {
+                        tracing::warn!(partition = p, error = %why, "the engine refused an append: another node took the partition over");
+                        self.step_down(p, &why)
+                    }
                     // In the stream, or perhaps: the local database must catch up first.
                     _ => self.catch_up(p),
                 }

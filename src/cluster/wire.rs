@@ -2,7 +2,7 @@
 //! - a [`Batch`]: one group commit of a partition, appended to `inlet.events.<p>`: the
 //!   accepted events of each submission, with what a rebuild needs (app, tenant, key, time
 //!   received, each event's id, record and dialect state, the raw body);
-//! - a forwarded submission ([`Forward`]) on `inlet.submit.<p>`, and its answer;
+//! - a forwarded submission (or dry run) on `inlet.submit.<p>`, and its answer;
 //! - a [`PrivacyRecord`] on `inlet.events.<p>` (its own kind byte, [`PRIVACY_V1`]): an
 //!   erasure or the lifting of its suppression, applied in order by every node
 //!   (`cluster::erase`).
@@ -176,28 +176,32 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Submission>, String> {
 #[derive(Serialize)]
 struct ForwardRef<'a> {
     body_bytes: u64,
+    dry: bool,
     sub: SubRef<'a>,
 }
 
 #[derive(Deserialize)]
 struct ForwardOwned {
     body_bytes: u64,
+    dry: bool,
     sub: SubOwned,
 }
 
 /// A submission forwarded to its partition's owner (`body_bytes`: its request body's size,
-/// for the owner's queue budget).
-pub fn encode_forward(sub: &Submission, body_bytes: usize) -> Vec<u8> {
+/// for the owner's queue budget; `dry`: a dry run, judged by the owner and not stored).
+pub fn encode_forward(sub: &Submission, body_bytes: usize, dry: bool) -> Vec<u8> {
     versioned(&ForwardRef {
         body_bytes: body_bytes as u64,
+        dry,
         sub: SubRef::whole(sub),
     })
 }
 
-pub fn decode_forward(bytes: &[u8]) -> Result<(Submission, usize), String> {
+/// A forwarded submission: it, its body's size, whether it is a dry run.
+pub fn decode_forward(bytes: &[u8]) -> Result<(Submission, usize, bool), String> {
     let f: ForwardOwned = postcard::from_bytes(unversioned(bytes)?)
         .map_err(|e| format!("an undecodable submission: {e}"))?;
-    Ok((f.sub.into_submission(), f.body_bytes as usize))
+    Ok((f.sub.into_submission(), f.body_bytes as usize, f.dry))
 }
 
 /// One event's outcome as answered by the owner.
@@ -284,9 +288,13 @@ mod tests {
         other[0] = 9;
         assert!(decode_batch(&other).is_err_and(|e| e.contains("version 9")));
 
-        let fwd = encode_forward(&sub, 77);
-        let (back, n) = decode_forward(&fwd).unwrap();
-        assert_eq!((back.events.len(), n, back.tenant_id), (3, 77, 1));
+        let fwd = encode_forward(&sub, 77, true);
+        let (back, n, dry) = decode_forward(&fwd).unwrap();
+        assert_eq!(
+            (back.events.len(), n, back.tenant_id, dry),
+            (3, 77, 1, true)
+        );
+        assert!(!decode_forward(&encode_forward(&sub, 77, false)).unwrap().2);
         let answer = decode_answer(&encode_answer(&Ok(outcomes.to_vec()))).unwrap();
         assert_eq!(answer.unwrap(), outcomes);
         let refused = decode_answer(&encode_answer(&Err("no".into()))).unwrap();

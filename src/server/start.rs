@@ -68,8 +68,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         ),
         None => None,
     };
-    // Cluster mode: the admin data caught up with the engine's before anything is served.
+    // Cluster mode: the node's name claimed, and the admin data caught up with the
+    // engine's, before anything is served.
     if let Some(c) = &cluster {
+        c.claim(&data)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster mode: {e}"))?;
         c.admin
             .join(&*store.db()?)
             .await
@@ -279,6 +283,29 @@ impl crate::cluster::node::Local for NodeLocal {
                 Some(r) => state.writer.submit_replayed(sub, body_bytes, r).await,
                 None => state.writer.submit(sub, body_bytes).await,
             }
+        })
+    }
+
+    fn submit_dry(
+        &self,
+        sub: crate::store::writer::Submission,
+        body_bytes: usize,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        Vec<crate::store::writer::Outcome>,
+                        crate::store::writer::SubmitError,
+                    >,
+                > + Send,
+        >,
+    > {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let state = state
+                .upgrade()
+                .ok_or(crate::store::writer::SubmitError::ShuttingDown)?;
+            state.writer.submit_dry(sub, body_bytes).await
         })
     }
 

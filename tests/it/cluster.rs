@@ -601,19 +601,34 @@ impl Cluster {
 /// Posts a bulk batch of tenant `t` to node `via`: `None` when the node did not answer or
 /// answered 503 (retry elsewhere); else each id's outcome.
 pub(crate) fn post(addr: SocketAddr, key: &str, ids: &[String]) -> Option<Vec<(String, String)>> {
+    post_as(addr, key, ids, false)
+}
+
+/// [`post`], or a dry run of it.
+pub(crate) fn post_as(
+    addr: SocketAddr,
+    key: &str,
+    ids: &[String],
+    dry: bool,
+) -> Option<Vec<(String, String)>> {
     let events: Vec<Value> = ids.iter().map(|id| event(id)).collect();
     let mut c = crate::support::Client::new(addr);
     let auth = format!("Bearer {key}");
+    let mut headers = vec![
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    if dry {
+        headers.push(("X-Inlet-Dry-Run", "1"));
+    }
     let r = c
         .post(
             "/s2s/events/bulk",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
+            &headers,
             json!({ "events": events }).to_string().as_bytes(),
         )
         .ok()?;
+    assert_eq!(r.header("X-Inlet-Dry-Run").is_some(), dry);
     if r.status == 429 {
         // Every event over the tenant's quota.
         assert!(r.text().contains("cap_exceeded"), "{}", r.text());
@@ -1017,13 +1032,14 @@ fn a_quota_flood_through_every_node_stores_exactly_the_cap() {
 /// How soon an admin change made on one node takes effect on the others.
 const PROPAGATION: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Whether node `addr` takes `key` (a dry run: judged there, nothing stored).
+/// Whether node `addr` takes `key` (a dry run: judged by the partition's owner, nothing
+/// stored; a 503 while the partition changes hands is asked again).
 fn takes(addr: SocketAddr, key: &str) -> bool {
     let mut c = crate::support::Client::new(addr);
     let auth = format!("Bearer {key}");
     let body = json!({ "events": [event("probe")] }).to_string();
-    let r = c
-        .post(
+    let ask = |c: &mut crate::support::Client| {
+        c.post(
             "/s2s/events/bulk",
             &[
                 ("Authorization", &auth),
@@ -1032,7 +1048,14 @@ fn takes(addr: SocketAddr, key: &str) -> bool {
             ],
             body.as_bytes(),
         )
-        .unwrap();
+        .unwrap()
+    };
+    let end = std::time::Instant::now() + DEADLINE;
+    let mut r = ask(&mut c);
+    while r.status == 503 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        r = ask(&mut c);
+    }
     match r.status {
         200 => true,
         401 => {
@@ -1173,13 +1196,18 @@ fn admin_changes_on_any_node_take_effect_on_every_node() {
 
 /// `inlet serve` in cluster mode on `data`, expected to give up: its output once it exits.
 fn serve_to_exit(data: &Path, engine: &Engine) -> std::process::Output {
+    serve_to_exit_as(data, engine, "own")
+}
+
+/// [`serve_to_exit`] as node `node`.
+fn serve_to_exit_as(data: &Path, engine: &Engine, node: &str) -> std::process::Output {
     let mut child = Command::new(bin())
         .arg("--data")
         .arg(data)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(["--cluster-engine", &engine.urls()])
         .args(["--cluster-monitor", &engine.monitors()])
-        .args(["--cluster-node", "own"])
+        .args(["--cluster-node", node])
         .args(["--cluster-partitions", &PARTITIONS.to_string()])
         .env("INLET_DEFAULT_CONFIG", crate::support::NO_DEFAULT_CONFIG)
         .stdin(Stdio::null())
@@ -1196,4 +1224,251 @@ fn serve_to_exit(data: &Path, engine: &Engine) -> std::process::Output {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
+}
+
+// ---- Takeover marker, dry runs, node names, a node cut off (issue 19's last pieces) ---------
+
+/// A stale owner's batch that reaches the engine after another node took its partition over,
+/// before the new owner had any traffic: the new owner's takeover marker makes the fence
+/// alone refuse it (10071), past the lease-time guard (the hook sends it late on purpose).
+/// The stale node steps down; the batch is answered 503, nothing is lost or doubled, and the
+/// counters equal the stored events.
+#[test]
+fn a_stale_owners_late_append_is_refused_by_the_takeover_marker() {
+    let engine = Engine::cluster();
+    let hold_dir = tempfile::tempdir().unwrap();
+    let hold = hold_dir.path().join("hold");
+    let env = [("INLET_TEST_HOLD_APPEND", hold.to_str().unwrap())];
+    let cluster = Cluster::start_with_env(&engine, &env);
+    let key = cluster.keys[0].clone();
+    let all: Vec<(SocketAddr, String)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.addr, key.clone()))
+        .collect();
+    let first = send_until_answered(&all, 0, &["m0".to_owned()]);
+    assert_eq!(first[0].1, "accepted");
+    let p = tenant_partition(&engine, "t1");
+    let stale = cluster.owner_of(&[0, 1, 2], p);
+    let others: Vec<usize> = (0..3).filter(|&n| n != stale).collect();
+    // The owner passes its lease check with a batch, then is held before the append.
+    std::fs::write(&hold, b"").unwrap();
+    let addr = cluster.nodes[stale].addr;
+    let k = key.clone();
+    let late = std::thread::spawn(move || post(addr, &k, &["late".to_owned()]));
+    wait_for("the owner to hold its batch", || {
+        hold.with_extension("held").exists()
+    });
+    wait_for("another node to take the partition over", || {
+        others
+            .iter()
+            .any(|&n| cluster.nodes[n].owned().is_some_and(|o| o.contains(&p)))
+    });
+    let steps_before = cluster.nodes[stale]
+        .log
+        .lock()
+        .unwrap()
+        .matches("stepping down")
+        .count();
+    // No traffic reached the new owner: only its marker is after the stale owner's sequence.
+    std::fs::remove_file(&hold).unwrap();
+    let answer = late.join().unwrap();
+    assert!(answer.is_none(), "the stale batch was answered {answer:?}");
+    let node = &cluster.nodes[stale];
+    wait_for("the stale owner to step down, refused by the fence", || {
+        let log = node.log.lock().unwrap();
+        log.matches("stepping down").count() > steps_before && log.contains("10071")
+    });
+    assert!(!stream_events(&engine).contains_key(&("t1".to_owned(), "late".to_owned())));
+    // The client's retry is stored once, through any node; again, a duplicate.
+    let retried = send_until_answered(&all, others[0], &["late".to_owned()]);
+    assert_eq!(retried[0].1, "accepted");
+    let again = send_until_answered(&all, stale, &["late".to_owned(), "m0".to_owned()]);
+    assert!(again.iter().all(|(_, s)| s == "duplicate"), "{again:?}");
+    let stored = stream_events(&engine);
+    assert!(stored.values().all(|&n| n == 1), "{stored:?}");
+    let t1 = stored.keys().filter(|(t, _)| t == "t1").count() as u64;
+    assert_eq!(t1, 2);
+    cluster.wait_all_served(&[0, 1, 2]);
+    for n in &cluster.nodes {
+        wait_for(
+            &format!("{}'s counter of t1 to equal the stored events", n.name),
+            || n.used().get("t1") == Some(&t1),
+        );
+    }
+}
+
+/// A dry run answers what the partition's owner would, through any node, right after a
+/// change made through another: a duplicate of an event just stored, `cap_exceeded` at the
+/// tenant's cap. Nothing of it is stored.
+#[test]
+fn dry_runs_are_answered_by_the_partitions_owner() {
+    let engine = Engine::cluster();
+    let cluster = Cluster::start(&engine);
+    // t1: the owner of its partition, one node to store through, another to ask.
+    let first = send_until_answered(
+        &[(cluster.nodes[0].addr, cluster.keys[0].clone())],
+        0,
+        &["d-first".to_owned()],
+    );
+    assert_eq!(first[0].1, "accepted");
+    let p = tenant_partition(&engine, "t1");
+    let owner = cluster.owner_of(&[0, 1, 2], p);
+    let (a, b) = match owner {
+        0 => (1, 2),
+        1 => (2, 0),
+        _ => (0, 1),
+    };
+    let (via_a, via_b) = (cluster.nodes[a].addr, cluster.nodes[b].addr);
+    // A 503 while ownership settles is asked again.
+    let ask = |addr: SocketAddr, key: &str, ids: &[String], dry: bool| {
+        let end = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(r) = post_as(addr, key, ids, dry) {
+                return r;
+            }
+            assert!(std::time::Instant::now() < end, "no answer");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let stored_ok =
+        |r: &[(String, String)]| r.iter().all(|(_, s)| s == "accepted" || s == "duplicate");
+    for i in 0..20 {
+        let id = vec![format!("d{i}")];
+        let dry = ask(via_b, &cluster.keys[0], &id, true);
+        assert_eq!(dry[0].1, "accepted", "a new id, dry: {dry:?}");
+        let stored = ask(via_a, &cluster.keys[0], &id, false);
+        assert!(stored_ok(&stored), "{stored:?}");
+        let dry = ask(via_b, &cluster.keys[0], &id, true);
+        assert_eq!(
+            dry[0].1, "duplicate",
+            "right after it was stored through another node"
+        );
+    }
+    // t4's cap: reached through one node, a dry run through another says cap_exceeded.
+    let t4 = cluster.keys[3].clone();
+    let mut sent = 0;
+    while sent < QUOTA {
+        let ids: Vec<String> = (sent..(sent + 50).min(QUOTA))
+            .map(|i| format!("c{i}"))
+            .collect();
+        let r = ask(via_a, &t4, &ids, false);
+        assert!(stored_ok(&r), "{r:?}");
+        sent += ids.len() as u64;
+        let more = vec![format!("c-probe-{sent}")];
+        let dry = ask(via_b, &t4, &more, true);
+        let expected = if sent < QUOTA { "accepted" } else { "rejected" };
+        assert_eq!(dry[0].1, expected, "at {sent} of {QUOTA}");
+    }
+    // Nothing of the dry runs is stored.
+    let stored = stream_events(&engine);
+    assert_eq!(stored.keys().filter(|(t, _)| t == "t1").count(), 21);
+    assert_eq!(
+        stored.keys().filter(|(t, _)| t == "t4").count() as u64,
+        QUOTA
+    );
+}
+
+/// A second node under a name a running node uses is refused, with the setting named; the
+/// node itself restarted at once after a SIGKILL starts (the same data dir is the same
+/// instance); started on a new data dir, it waits for its old claim to expire, then starts.
+#[test]
+fn a_node_name_in_use_is_refused_and_a_restarted_node_starts() {
+    let engine = Engine::cluster();
+    let dirs = tempfile::tempdir().unwrap();
+    let dir = |name: &str| {
+        let d = dirs.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let mut first = Node::start("twin", &dir("a"), &engine);
+    wait_for("the node to serve every partition", || {
+        first
+            .owned()
+            .is_some_and(|o| o.len() == PARTITIONS as usize)
+    });
+    let refused = serve_to_exit_as(&dir("b"), &engine, "twin");
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains("cluster_node") && err.contains("twin") && err.contains("in use"),
+        "{err}"
+    );
+    // The first is unharmed.
+    assert_eq!(first.owned().map(|o| o.len()), Some(PARTITIONS as usize));
+
+    first.kill();
+    let mut again = Node::start("twin", &first.data, &engine);
+    wait_for("the restarted node to serve every partition", || {
+        again
+            .owned()
+            .is_some_and(|o| o.len() == PARTITIONS as usize)
+    });
+    assert!(
+        !again.log.lock().unwrap().contains("waiting up to"),
+        "a restart waited"
+    );
+
+    again.kill();
+    let rebuilt = Node::start("twin", &dir("c"), &engine);
+    assert!(rebuilt.log.lock().unwrap().contains("waiting up to"));
+    wait_for(
+        "the node on a new data dir to serve every partition",
+        || {
+            rebuilt
+                .owned()
+                .is_some_and(|o| o.len() == PARTITIONS as usize)
+        },
+    );
+}
+
+/// A node cut off from the engine answers a request for another node's partition 503 with
+/// `Retry-After` at once, not after the forward's timeout.
+#[test]
+fn a_node_cut_off_from_the_engine_answers_forwarded_requests_at_once() {
+    let mut engine = Engine::cluster();
+    let cluster = Cluster::start(&engine);
+    let first = send_until_answered(
+        &[(cluster.nodes[0].addr, cluster.keys[0].clone())],
+        0,
+        &["cut-0".to_owned()],
+    );
+    assert_eq!(first[0].1, "accepted");
+    let p = tenant_partition(&engine, "t1");
+    let owner = cluster.owner_of(&[0, 1, 2], p);
+    let via = (owner + 1) % 3;
+    for n in &mut engine.nodes {
+        n.kill();
+    }
+    // Once the node knows it is cut off (the engine's connections closed).
+    let asked = std::time::Instant::now();
+    let mut answered = None;
+    while answered.is_none() {
+        let started = std::time::Instant::now();
+        assert!(
+            post(
+                cluster.nodes[via].addr,
+                &cluster.keys[0],
+                &["cut-1".to_owned()]
+            )
+            .is_none()
+        );
+        if cluster.nodes[via]
+            .log
+            .lock()
+            .unwrap()
+            .contains("not connected to the engine")
+        {
+            answered = Some(started.elapsed());
+        }
+        assert!(
+            asked.elapsed() < DEADLINE,
+            "the node never saw it was cut off"
+        );
+    }
+    let took = answered.unwrap();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "a 503 after {took:?}"
+    );
 }
