@@ -27,6 +27,9 @@ use std::time::Duration;
 
 /// The longest wait before the follower starts again after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Test-only: milliseconds the follower waits before applying each message (a node whose
+/// copy of other partitions is behind).
+const DELAY_ENV: &str = "INLET_TEST_FOLLOW_DELAY_MS";
 
 impl Cluster {
     /// Follows the stream for as long as the node runs, starting again after a failure.
@@ -71,7 +74,14 @@ impl Cluster {
             .map_err(|e| format!("reading the event stream: {e}"))?;
         // Per partition: the sequence of its last message this consumer delivered.
         let mut seen = vec![0u64; self.partitions as usize];
+        let delay = std::env::var(DELAY_ENV)
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(Duration::from_millis);
         while let Some(m) = messages.next().await {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
             let m = m.map_err(|e| format!("reading the event stream: {e}"))?;
             let info = m.info().map_err(|e| e.to_string())?;
             let seq = info.stream_sequence;

@@ -12,6 +12,9 @@
 //! Every failed append, and every append whose local commit then failed, sends the
 //! partition back to `Replaying`, since the stream may hold a batch the local database does
 //! not; a refused fence (error 10071: another owner appended) makes the node step down.
+//! A replay ends with the ownership's marker (an empty batch appended with the fence, see
+//! [`Cluster::mark`]), so that every append of an earlier owner is refused by the fence
+//! alone, however late it reaches the engine.
 
 #[path = "erase.rs"]
 pub mod erase;
