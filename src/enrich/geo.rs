@@ -54,11 +54,14 @@ const LOCKS: usize = 64;
 /// least recently used entry of the set replaced. An answer is `None` when no database
 /// knows the address.
 struct Sets<K> {
-    shards: Box<[Mutex<Box<[Slot<K>]>>]>,
+    shards: Box<[Shard<K>]>,
     /// Never looked up: marks an empty entry.
     empty: K,
     seed: u64,
 }
+
+/// A lock's sets, one after the other.
+type Shard<K> = Mutex<Box<[Slot<K>]>>;
 
 #[derive(Clone)]
 struct Slot<K> {
