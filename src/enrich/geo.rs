@@ -106,11 +106,23 @@ impl<K: Copy + PartialEq> Sets<K> {
     /// The answer of the first entry `hit` takes in the set of `bits`, made the most
     /// recently used.
     fn get(&self, bits: [u64; 2], hit: impl Fn(&K) -> bool) -> Option<Option<Arc<Rendered>>> {
+        self.read(bits, hit, |v| v.cloned())
+    }
+
+    /// `f` of the answer of the first entry `hit` takes in the set of `bits` (as
+    /// [`Sets::get`]), called under the set's lock: a hit takes no count of the answer's
+    /// owners (an atomic write that request threads would contend for).
+    fn read<T>(
+        &self,
+        bits: [u64; 2],
+        hit: impl Fn(&K) -> bool,
+        f: impl FnOnce(Option<&Arc<Rendered>>) -> T,
+    ) -> Option<T> {
         let empty = self.empty;
         self.with_set(bits, |set| {
             let i = set.iter().position(|s| s.key != empty && hit(&s.key))?;
             set[..=i].rotate_right(1);
-            Some(set[0].v.clone())
+            Some(f(set[0].v.as_ref()))
         })
     }
 
@@ -256,7 +268,7 @@ impl Geo {
         // One reload at a time: the lock on the stamps is held throughout.
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let mut readers = self.state().readers.clone();
-        let mut replaced = false;
+        let mut replaced = 0;
         for (i, path) in self.paths.iter().enumerate() {
             let now = stamp(path);
             if !all && seen[i] == now {
@@ -266,8 +278,7 @@ impl Geo {
             match open(path) {
                 Ok(reader) => {
                     readers[i] = Arc::new(reader);
-                    replaced = true;
-                    self.reloads.fetch_add(1, Ordering::Relaxed);
+                    replaced += 1;
                     tracing::info!(file = %path.display(), "geo database reloaded");
                 }
                 Err(error) => {
@@ -279,9 +290,11 @@ impl Geo {
                 }
             }
         }
-        if replaced {
+        if replaced > 0 {
             // With a cache of its own: nothing found in the old files is answered again.
             *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(State::new(readers));
+            // Counted once in use: whoever sees the count sees the new files answer.
+            self.reloads.fetch_add(replaced, Ordering::Relaxed);
         }
     }
 
@@ -314,14 +327,25 @@ impl State {
     /// it. Answered by address (or its block) when looked up lately, else by its records
     /// when they were rendered lately.
     pub fn render(&self, ip: IpAddr) -> Option<Arc<Rendered>> {
+        self.render_with(ip, |v| v.cloned())
+    }
+
+    /// `f` of what `ip` adds to `context` (see [`State::render`]); on a hit, called under
+    /// a lock of the cache: `f` should only copy the answer.
+    pub fn render_with<T>(&self, ip: IpAddr, f: impl FnOnce(Option<&Arc<Rendered>>) -> T) -> T {
         let (block, addr) = (NearKey::block(ip), NearKey::addr(ip));
-        if let Some(v) = self.near.get(block.bits, |k| *k == block || *k == addr) {
+        let mut f = Some(f);
+        let hit = |k: &NearKey| *k == block || *k == addr;
+        if let Some(v) = self
+            .near
+            .read(block.bits, hit, |v| (f.take().expect("once"))(v))
+        {
             return v;
         }
         let (v, whole_block) = self.render_shared(ip);
         let key = if whole_block { block } else { addr };
         self.near.put(block.bits, key, v.clone());
-        v
+        (f.take().expect("not called on a miss"))(v.as_ref())
     }
 
     /// [`State::render`] without the cache by address, and whether the answer holds for
