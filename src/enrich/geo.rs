@@ -6,7 +6,6 @@
 //! SIGHUP; a file that no longer opens leaves the one read before in use, logged and counted.
 
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -33,36 +32,130 @@ pub struct Geo {
 /// record's offset, and decodes the record only when the offsets are new.
 pub struct State {
     readers: Vec<Arc<Reader>>,
-    cache: Mutex<Cache>,
-    /// In front of `cache`: answers by address or block, in shards (by the key's hash) so
-    /// that request threads seldom wait for each other.
-    near: Box<[Mutex<Near>]>,
-    hasher: std::hash::RandomState,
+    /// Answers by address or block (see [`NearKey`]): a repeated address costs one set of
+    /// [`WAYS`] entries compared, no tree walk, no record.
+    near: Sets<NearKey>,
+    /// Answers by record offsets, one per database (see [`Key`]).
+    records: Sets<Key>,
 }
 
-/// Answers by address (or by block, see [`NearKey`]) remembered per generation, over all
-/// shards; two generations are kept. A repeated address costs one hash look-up: no tree
-/// walk, no record.
-const NEAR: usize = 65_536;
-const SHARDS: usize = 16;
+/// Addresses or blocks remembered: a working set of users, each with a home and a mobile
+/// address, fits with room to spare.
+const NEAR: usize = 262_144;
+/// Distinct records (a city's, a network's) remembered.
+const RECORDS: usize = 32_768;
+/// Entries per set: an address competes only with those whose block hashes to its set.
+const WAYS: usize = 8;
+/// Locks per cache, so that request threads seldom wait for each other.
+const LOCKS: usize = 64;
 
-#[derive(Default)]
-struct Near {
-    now: HashMap<NearKey, Option<Arc<Rendered>>>,
-    old: HashMap<NearKey, Option<Arc<Rendered>>>,
+/// A cache of fixed size, allocated whole when the databases are read and never grown or
+/// dropped at once: sets of [`WAYS`] entries, each key kept in the set its hash names, the
+/// least recently used entry of the set replaced. An answer is `None` when no database
+/// knows the address.
+struct Sets<K> {
+    shards: Box<[Shard<K>]>,
+    /// Never looked up: marks an empty entry.
+    empty: K,
+    seed: u64,
+}
+
+/// A lock's sets, one after the other.
+type Shard<K> = Mutex<Box<[Slot<K>]>>;
+
+#[derive(Clone)]
+struct Slot<K> {
+    key: K,
+    v: Option<Arc<Rendered>>,
+}
+
+impl<K: Copy + PartialEq> Sets<K> {
+    fn new(entries: usize, empty: K) -> Sets<K> {
+        let per_shard = entries / LOCKS / WAYS * WAYS;
+        let slot = Slot {
+            key: empty,
+            v: None,
+        };
+        Sets {
+            shards: (0..LOCKS)
+                .map(|_| Mutex::new(vec![slot.clone(); per_shard].into_boxed_slice()))
+                .collect(),
+            empty,
+            seed: std::hash::RandomState::new().hash_one(0u64),
+        }
+    }
+
+    /// The set of `bits` (a hash of them, seeded per cache so that senders cannot aim
+    /// their addresses at one set): its shard and its first entry there.
+    fn set_of(&self, bits: [u64; 2]) -> (usize, usize) {
+        let mut x = bits[0].wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ bits[1] ^ self.seed;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        ((x % LOCKS as u64) as usize, (x >> 32) as usize)
+    }
+
+    fn with_set<T>(&self, bits: [u64; 2], f: impl FnOnce(&mut [Slot<K>]) -> T) -> T {
+        let (shard, at) = self.set_of(bits);
+        let mut slots = self.shards[shard].lock().unwrap_or_else(|e| e.into_inner());
+        let (len, sets) = (slots.len(), slots.len() / WAYS);
+        let first = at % sets.max(1) * WAYS;
+        f(&mut slots[first..(first + WAYS).min(len)])
+    }
+
+    /// The answer of the first entry `hit` takes in the set of `bits`, made the most
+    /// recently used.
+    fn get(&self, bits: [u64; 2], hit: impl Fn(&K) -> bool) -> Option<Option<Arc<Rendered>>> {
+        self.read(bits, hit, |v| v.cloned())
+    }
+
+    /// `f` of the answer of the first entry `hit` takes in the set of `bits` (as
+    /// [`Sets::get`]), called under the set's lock: a hit takes no count of the answer's
+    /// owners (an atomic write that request threads would contend for).
+    fn read<T>(
+        &self,
+        bits: [u64; 2],
+        hit: impl Fn(&K) -> bool,
+        f: impl FnOnce(Option<&Arc<Rendered>>) -> T,
+    ) -> Option<T> {
+        let empty = self.empty;
+        self.with_set(bits, |set| {
+            let i = set.iter().position(|s| s.key != empty && hit(&s.key))?;
+            set[..=i].rotate_right(1);
+            Some(f(set[0].v.as_ref()))
+        })
+    }
+
+    /// Remembers `key`'s answer in the set of `bits`, in place of the least recently used
+    /// entry (or of `key`'s own, when another thread put it meanwhile).
+    fn put(&self, bits: [u64; 2], key: K, v: Option<Arc<Rendered>>) {
+        self.with_set(bits, |set| {
+            let Some(last) = set.len().checked_sub(1) else {
+                return;
+            };
+            let i = set.iter().position(|s| s.key == key).unwrap_or(last);
+            set[..=i].rotate_right(1);
+            set[0] = Slot { key, v };
+        });
+    }
 }
 
 /// An address, or the /24 (IPv4) or /48 (IPv6) block around it when every database's
 /// network for it covers the whole block (so that every address of the block has its
-/// answer).
+/// answer). An address is kept in the set of its block, so one set answers both.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct NearKey {
     bits: [u64; 2],
-    /// 32 or 128: an address; 24 or 48: a block.
+    /// 32 or 128: an address; 24 or 48: a block; 0: none (an empty entry).
     len: u8,
 }
 
 impl NearKey {
+    const NONE: NearKey = NearKey {
+        bits: [0; 2],
+        len: 0,
+    };
+
     fn addr(ip: IpAddr) -> NearKey {
         match ip {
             IpAddr::V4(a) => NearKey {
@@ -105,39 +198,10 @@ fn split(v: u128) -> [u64; 2] {
     [(v >> 64) as u64, v as u64]
 }
 
-impl Near {
-    fn get(&mut self, key: &NearKey) -> Option<Option<Arc<Rendered>>> {
-        if let Some(v) = self.now.get(key) {
-            return Some(v.clone());
-        }
-        let (k, v) = self.old.remove_entry(key)?;
-        self.put(k, v.clone());
-        Some(v)
-    }
-
-    fn put(&mut self, key: NearKey, v: Option<Arc<Rendered>>) {
-        if self.now.len() >= NEAR / SHARDS {
-            self.old = std::mem::take(&mut self.now);
-        }
-        self.now.insert(key, v);
-    }
-}
-
 /// The record offsets of one address, one per database (`u64::MAX`: none); only the first
 /// [`KEYED`] databases are cached.
 type Key = [u64; KEYED];
 const KEYED: usize = 4;
-
-/// Distinct records remembered per generation; two generations are kept.
-const CACHE: usize = 16_384;
-
-/// A bounded cache: looked up in the current generation, then in the old one (and moved
-/// back); when the current one is full it becomes the old one.
-#[derive(Default)]
-struct Cache {
-    now: HashMap<Key, Arc<Rendered>>,
-    old: HashMap<Key, Arc<Rendered>>,
-}
 
 /// What an address adds to `context`, as JSON text: `geo` and `asn` objects.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -204,7 +268,7 @@ impl Geo {
         // One reload at a time: the lock on the stamps is held throughout.
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let mut readers = self.state().readers.clone();
-        let mut replaced = false;
+        let mut replaced = 0;
         for (i, path) in self.paths.iter().enumerate() {
             let now = stamp(path);
             if !all && seen[i] == now {
@@ -214,8 +278,7 @@ impl Geo {
             match open(path) {
                 Ok(reader) => {
                     readers[i] = Arc::new(reader);
-                    replaced = true;
-                    self.reloads.fetch_add(1, Ordering::Relaxed);
+                    replaced += 1;
                     tracing::info!(file = %path.display(), "geo database reloaded");
                 }
                 Err(error) => {
@@ -227,9 +290,11 @@ impl Geo {
                 }
             }
         }
-        if replaced {
+        if replaced > 0 {
             // With a cache of its own: nothing found in the old files is answered again.
             *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(State::new(readers));
+            // Counted once in use: whoever sees the count sees the new files answer.
+            self.reloads.fetch_add(replaced, Ordering::Relaxed);
         }
     }
 
@@ -253,9 +318,8 @@ impl State {
     fn new(readers: Vec<Arc<Reader>>) -> State {
         State {
             readers,
-            cache: Mutex::default(),
-            near: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: std::hash::RandomState::new(),
+            near: Sets::new(NEAR, NearKey::NONE),
+            records: Sets::new(RECORDS, [u64::MAX; KEYED]),
         }
     }
 
@@ -263,33 +327,28 @@ impl State {
     /// it. Answered by address (or its block) when looked up lately, else by its records
     /// when they were rendered lately.
     pub fn render(&self, ip: IpAddr) -> Option<Arc<Rendered>> {
-        let block = NearKey::block(ip);
-        let addr = NearKey::addr(ip);
-        let shard = |k: &NearKey| &self.near[self.hasher.hash_one(k) as usize % SHARDS];
-        if let Some(v) = shard(&block)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&block)
-        {
-            return v;
-        }
-        if let Some(v) = shard(&addr)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&addr)
+        self.render_with(ip, |v| v.cloned())
+    }
+
+    /// `f` of what `ip` adds to `context` (see [`State::render`]); on a hit, called under
+    /// a lock of the cache: `f` should only copy the answer.
+    pub fn render_with<T>(&self, ip: IpAddr, f: impl FnOnce(Option<&Arc<Rendered>>) -> T) -> T {
+        let (block, addr) = (NearKey::block(ip), NearKey::addr(ip));
+        let mut f = Some(f);
+        let hit = |k: &NearKey| *k == block || *k == addr;
+        if let Some(v) = self
+            .near
+            .read(block.bits, hit, |v| (f.take().expect("once"))(v))
         {
             return v;
         }
         let (v, whole_block) = self.render_shared(ip);
         let key = if whole_block { block } else { addr };
-        shard(&key)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put(key, v.clone());
-        v
+        self.near.put(block.bits, key, v.clone());
+        (f.take().expect("not called on a miss"))(v.as_ref())
     }
 
-    /// [`State::render`] without this thread's cache, and whether the answer holds for
+    /// [`State::render`] without the cache by address, and whether the answer holds for
     /// the address's whole block.
     fn render_shared(&self, ip: IpAddr) -> (Option<Arc<Rendered>>, bool) {
         let mut key = [u64::MAX; KEYED];
@@ -328,23 +387,16 @@ impl State {
         if key == [u64::MAX; KEYED] {
             return (None, whole_block);
         }
-        {
-            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(v) = c.now.get(&key) {
-                return (Some(v.clone()), whole_block);
-            }
-            if let Some((k, v)) = c.old.remove_entry(&key) {
-                c.now.insert(k, v.clone());
-                return (Some(v), whole_block);
-            }
+        let bits = [
+            key[0] ^ key[2].rotate_left(32),
+            key[1] ^ key[3].rotate_left(32),
+        ];
+        if let Some(v) = self.records.get(bits, |k| *k == key) {
+            return (v, whole_block);
         }
-        let v = Arc::new(place().render());
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if c.now.len() >= CACHE {
-            c.old = std::mem::take(&mut c.now);
-        }
-        c.now.insert(key, v.clone());
-        (Some(v), whole_block)
+        let v = Some(Arc::new(place().render()));
+        self.records.put(bits, key, v.clone());
+        (v, whole_block)
     }
 
     fn place(&self, ip: IpAddr) -> Place {
@@ -500,4 +552,76 @@ struct Named<'a> {
 #[derive(Deserialize, Default)]
 struct Names<'a> {
     en: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(n: u8) -> Option<Arc<Rendered>> {
+        Some(Arc::new(Rendered {
+            geo: Some(format!(r#"{{"n":{n}}}"#).into()),
+            asn: None,
+        }))
+    }
+
+    #[test]
+    fn a_full_set_forgets_its_least_recently_used_entry_only() {
+        // One set per lock: every key below shares the set of `bits`.
+        let sets = Sets::new(LOCKS * WAYS, 0u64);
+        let bits = [7, 9];
+        for k in 1..=WAYS as u64 {
+            sets.put(bits, k, answer(k as u8));
+        }
+        // Key 1 used again: key 2 is now the least recently used one.
+        assert_eq!(sets.get(bits, |k| *k == 1), Some(answer(1)));
+        sets.put(bits, 100, None);
+        assert_eq!(
+            sets.get(bits, |k| *k == 100),
+            Some(None),
+            "an answer of none"
+        );
+        assert_eq!(sets.get(bits, |k| *k == 2), None, "forgotten");
+        for k in (1..=WAYS as u64).filter(|&k| k != 2) {
+            assert_eq!(sets.get(bits, |x| *x == k), Some(answer(k as u8)), "{k}");
+        }
+        // Put again: replaced in place, not held twice.
+        sets.put(bits, 100, answer(100));
+        let held: usize = sets
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap().iter().filter(|s| s.key == 100).count())
+            .sum();
+        assert_eq!(held, 1);
+        assert_eq!(sets.get(bits, |k| *k == 100), Some(answer(100)));
+        // The empty mark is never an answer.
+        assert_eq!(sets.get([1, 2], |_| true), None);
+    }
+
+    #[test]
+    fn the_caches_hold_what_they_were_sized_for() {
+        let s = State::new(Vec::new());
+        fn slots<K>(c: &Sets<K>) -> usize {
+            c.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+        }
+        assert_eq!(slots(&s.near), NEAR);
+        assert_eq!(slots(&s.records), RECORDS);
+        // A working set that fits keeps nearly all of its entries (sets fill unevenly).
+        let sets = Sets::new(NEAR, NearKey::NONE);
+        let ips: Vec<IpAddr> = (0..NEAR as u32 / 2)
+            .map(|i| IpAddr::from((i.wrapping_mul(2_654_435_761) | 1).to_be_bytes()))
+            .collect();
+        for &ip in &ips {
+            let k = NearKey::block(ip);
+            sets.put(k.bits, k, None);
+        }
+        let kept = ips
+            .iter()
+            .filter(|&&ip| {
+                let k = NearKey::block(ip);
+                sets.get(k.bits, |x| *x == k).is_some()
+            })
+            .count();
+        assert!(kept > ips.len() * 95 / 100, "{kept} of {}", ips.len());
+    }
 }

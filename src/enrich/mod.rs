@@ -273,16 +273,19 @@ impl Enrich {
         if let Some(geo) = geo
             && (probe.geo.is_none() || probe.asn.is_none())
             && let Some(ip) = ip
-            && let Some(place) = geo.render(ip)
         {
-            if let Some(g) = place.geo.as_deref().filter(|_| probe.geo.is_none()) {
-                field(out, "geo");
-                out.push_str(g);
-            }
-            if let Some(a) = place.asn.as_deref().filter(|_| probe.asn.is_none()) {
-                field(out, "asn");
-                out.push_str(a);
-            }
+            // Copied from the cache's entry, without taking a count of its owners.
+            geo.render_with(ip, |place| {
+                let Some(place) = place else { return };
+                if let Some(g) = place.geo.as_deref().filter(|_| probe.geo.is_none()) {
+                    field(out, "geo");
+                    out.push_str(g);
+                }
+                if let Some(a) = place.asn.as_deref().filter(|_| probe.asn.is_none()) {
+                    field(out, "asn");
+                    out.push_str(a);
+                }
+            });
         }
         if let Some(ua) = &self.0.ua
             && probe.device.is_none()

@@ -159,9 +159,7 @@ impl Pending {
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 4)
                 .sum::<usize>();
-        // Room for what enrichment adds to a context in place (`map_context`).
-        let room = if record.context.len() > 2 { 320 } else { 0 };
-        let mut out = Vec::with_capacity(size + room);
+        let mut out = Vec::with_capacity(size);
         out.push(EVENT_V1);
         postcard::to_io(&record, &mut out).expect("writing to a Vec cannot fail");
         Pending {
@@ -236,9 +234,17 @@ impl Pending {
             k += 1;
         }
         len[k] = n as u8;
-        // In place: within the room `from_native` left, no new allocation.
-        self.record
-            .splice(at..end, len[..=k].iter().copied().chain(scratch.bytes()));
+        // Moved in place: the tail once, then the length and the text (one allocation at
+        // most, of the size needed: the record was encoded with no room to spare).
+        let (new, old, tail) = (k + 1 + scratch.len(), end - at, self.record.len() - end);
+        if new > old {
+            self.record.reserve_exact(new - old);
+            self.record.resize(self.record.len() + new - old, 0);
+        }
+        self.record.copy_within(end..end + tail, at + new);
+        self.record.truncate(at + new + tail);
+        self.record[at..=at + k].copy_from_slice(&len[..=k]);
+        self.record[at + k + 1..at + new].copy_from_slice(scratch.as_bytes());
     }
 
     /// Replaces every credential in what will be stored of this event (its id, its dialect

@@ -162,13 +162,16 @@ pub fn event_json(out: &mut String, id: &str, n: u64) {
 /// `INLET_BENCH_CONTEXT=1`: each event also carries `context.ip` and `context.user_agent`
 /// (for the cost of enrichment, `[enrich]`); `=enriched`: and the `context.geo` and
 /// `context.device` enrichment would add (a control: the cost of storing them, without
-/// enrichment).
+/// enrichment); `=padded`: as `1`, each event followed by as many spaces as `enriched` adds
+/// (the request bodies, kept raw, of `enriched`; the stored events of `1`).
 static WITH_CONTEXT: std::sync::LazyLock<Option<bool>> =
     std::sync::LazyLock::new(|| match std::env::var("INLET_BENCH_CONTEXT").as_deref() {
-        Ok("1") => Some(false),
+        Ok("1" | "padded") => Some(false),
         Ok("enriched") => Some(true),
         _ => None,
     });
+static PADDED: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var("INLET_BENCH_CONTEXT").is_ok_and(|v| v == "padded"));
 
 /// Adds `context` to the event just written, as one backend's traffic repeats them: each
 /// of the load's 100,000 users (`user_id`) has a home address and, one in four, a mobile
@@ -207,6 +210,12 @@ fn with_context(out: &mut String, n: u64, enriched: bool) {
         );
     }
     out.push_str("}}");
+    if *PADDED {
+        let added = r#","geo":,"device":"#.len()
+            + GEO[(h % 6) as usize].len()
+            + DEVICES[((user >> 32) % AGENTS.len() as u64) as usize].len();
+        out.extend(std::iter::repeat_n(' ', added));
+    }
 }
 
 // `context.geo` and `context.device` of the shape and size enrichment writes for the load's
