@@ -721,17 +721,7 @@ fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
     unsafe {
-        let arenas = std::env::var("INLET_P99_ARENAS")
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok())
-            .unwrap_or(2);
-        libc::mallopt(libc::M_ARENA_MAX, arenas);
-        if let Some(n) = std::env::var("INLET_P99_MMAP")
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok())
-        {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, n);
-        }
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -84,7 +84,7 @@ impl Indexer {
         let thread = std::thread::Builder::new()
             .name("inlet-indexer".into())
             .spawn(move || {
-                exp_background();
+                crate::store::dedupe::run_in_background();
                 run(&thread_identity, &thread_shared)
             })?;
         Ok(Indexer {
@@ -311,7 +311,7 @@ fn run(identity: &Identity, shared: &Shared) {
                 merging = more;
                 backoff = FIRST_BACKOFF;
                 let stepped_at = Instant::now();
-                exp_trim();
+                return_freed_memory();
                 tracing::debug!(
                     target: "inlet::slow",
                     events = cursor - indexed_before.unwrap_or(0),
@@ -344,75 +344,6 @@ fn return_freed_memory() {
     // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Experiment switches (INLET_P99_*), read once.
-pub fn exp(name: &str) -> Option<String> {
-    std::env::var(format!("INLET_P99_{name}")).ok()
-}
-
-fn exp_background() {
-    match exp("SCHED").as_deref() {
-        Some("idle") => set_idle(),
-        Some("normal") => {}
-        _ => crate::store::dedupe::run_in_background(),
-    }
-}
-
-/// The write transaction of an indexing step.
-pub fn begin_step(
-    graph: &redb::Database,
-) -> std::result::Result<redb::WriteTransaction, redb::TransactionError> {
-    use std::sync::OnceLock;
-    static MODE: OnceLock<Option<Duration>> = OnceLock::new();
-    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-    let mut txn = crate::store::begin_write(graph)?;
-    let every = *MODE.get_or_init(|| {
-        exp("DURABLE")
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(Duration::from_millis)
-    });
-    if let Some(d) = every {
-        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|l| l.elapsed() < d) {
-            let _ = txn.set_durability(redb::Durability::None);
-        } else {
-            *last = Some(Instant::now());
-        }
-    }
-    Ok(txn)
-}
-
-/// SCHED_IDLE for the calling thread.
-pub fn set_idle() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: sched_setscheduler(0) changes only the calling thread's policy.
-    unsafe {
-        let p = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, libc::SCHED_IDLE, &p);
-    }
-}
-
-fn exp_trim() {
-    use std::sync::OnceLock;
-    static MODE: OnceLock<Option<Duration>> = OnceLock::new();
-    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-    let mode = *MODE.get_or_init(|| match exp("TRIM").as_deref() {
-        Some("off") => Some(Duration::MAX),
-        Some(ms) => ms.parse::<u64>().ok().map(Duration::from_millis),
-        None => None,
-    });
-    match mode {
-        None => return_freed_memory(),
-        Some(d) if d == Duration::MAX => {}
-        Some(d) => {
-            let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_none_or(|l| l.elapsed() >= d) {
-                *last = Some(Instant::now());
-                return_freed_memory();
-            }
-        }
     }
 }
 

@@ -378,7 +378,7 @@ pub fn step_fed(identity: &Identity, fed: &mut Fed) -> Result<Option<Step>> {
     if identity.graph.generation() != fed.generation {
         return Ok(None);
     }
-    let txn = indexer::begin_step(&graph)?;
+    let txn = crate::store::begin_write(&graph)?;
     let before = indexed_seq(&txn.open_table(META)?)?;
     if before + 1 != fed.first {
         return Ok(None);
@@ -498,7 +498,7 @@ pub fn step_until(identity: &Identity, until: u64) -> Result<Step> {
     let graph = identity.graph.db()?;
     // The graph's transaction first: it is the only writer of the graph, and the log's
     // snapshot then holds at least every event up to the graph's cursor.
-    let txn = indexer::begin_step(&graph)?;
+    let txn = crate::store::begin_write(&graph)?;
     let log = identity.store.db()?.begin_read()?;
     let through = log
         .open_table(EVENTS)?

@@ -321,11 +321,7 @@ impl Builder {
         let spawned = std::thread::Builder::new()
             .name("inlet-dedupe-filter".into())
             .spawn(|| {
-                match crate::identity::indexer::exp("SCHED").as_deref() {
-                    Some("idle") => crate::identity::indexer::set_idle(),
-                    Some("normal") => {}
-                    _ => run_in_background(),
-                }
+                run_in_background();
                 let started = std::time::Instant::now();
                 work();
                 let ms = started.elapsed().as_secs_f64() * 1e3;
