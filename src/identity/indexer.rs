@@ -32,6 +32,13 @@ pub const FEED_BYTES: usize = 16 << 20;
 /// the log later).
 const FED_EVENTS: u64 = 2 * super::INDEX_CHUNK as u64;
 
+/// Least time between two hand-backs of freed memory ([`return_freed_memory`]): a trim holds
+/// each allocator arena's lock while it walks the arena, on a background-priority thread that
+/// may be descheduled meanwhile, and every request thread allocating from that arena waits.
+/// A step's freed memory is mostly taken again by the next step while the indexer catches up,
+/// so trimming after every step bought little but those stalls.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
 /// First wait after a failed step; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -202,6 +209,7 @@ fn run(identity: &Identity, shared: &Shared) {
     let mut retry_at: Option<Instant> = None;
     // Keys of the events handed over by the writer, waiting for their step.
     let mut fed: Option<Fed> = None;
+    let mut trim = Trim::default();
     loop {
         {
             let mut s = shared.lock();
@@ -232,7 +240,14 @@ fn run(identity: &Identity, shared: &Shared) {
                 };
                 match due {
                     Ok(()) => break,
+                    // Memory freed since the last trim is handed back once the indexer waits.
+                    Err(_) if trim.due(now) => {
+                        drop(s);
+                        trim.run(Instant::now());
+                        s = shared.lock();
+                    }
                     Err(at) => {
+                        let at = trim.owed_at().map_or(at, |t| t.min(at));
                         s = shared
                             .wake
                             .wait_timeout(s, at.saturating_duration_since(now))
@@ -311,12 +326,15 @@ fn run(identity: &Identity, shared: &Shared) {
                 merging = more;
                 backoff = FIRST_BACKOFF;
                 let stepped_at = Instant::now();
-                return_freed_memory();
+                trim.owed = true;
+                let trim_ms = trim
+                    .due(stepped_at)
+                    .then(|| trim.run(stepped_at).as_secs_f64() * 1e3);
                 tracing::debug!(
                     target: "inlet::slow",
                     events = cursor - indexed_before.unwrap_or(0),
                     step_ms = (stepped_at - started).as_secs_f64() * 1e3,
-                    trim_ms = stepped_at.elapsed().as_secs_f64() * 1e3,
+                    trim_ms,
                     fed = bounded,
                     "identity step"
                 );
@@ -335,9 +353,38 @@ fn run(identity: &Identity, shared: &Shared) {
     }
 }
 
-/// Hands the memory freed by a step (its chunk's key buffer, the transaction's dirty pages)
-/// back to the system. Those are megabytes freed between smaller allocations of the other
-/// threads, which glibc would otherwise keep inside its arenas: with the writer and the
+/// When the memory freed by the steps is handed back to the system: at most every
+/// [`TRIM_EVERY`], and once the indexer waits after a step.
+#[derive(Default)]
+struct Trim {
+    /// The last trim.
+    at: Option<Instant>,
+    /// A step freed memory since.
+    owed: bool,
+}
+
+impl Trim {
+    /// When the memory freed since the last trim may be handed back (after a trim).
+    fn owed_at(&self) -> Option<Instant> {
+        Some(self.at? + TRIM_EVERY).filter(|_| self.owed)
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.owed && self.at.is_none_or(|at| now >= at + TRIM_EVERY)
+    }
+
+    /// Trims; returns how long it took.
+    fn run(&mut self, now: Instant) -> Duration {
+        return_freed_memory();
+        self.at = Some(now);
+        self.owed = false;
+        now.elapsed()
+    }
+}
+
+/// Hands the memory freed by the steps (their chunks' key buffers, their transactions' dirty
+/// pages) back to the system. Those are megabytes freed between smaller allocations of the
+/// other threads, which glibc would otherwise keep inside its arenas: with the writer and the
 /// indexer both allocating, that alone broke the memory bound of docs/design/memory.md.
 fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -363,6 +410,24 @@ mod tests {
     use crate::identity::tests::{append, cursor, stored};
     use crate::store::Store;
     use crate::store::writer::tests::sub;
+
+    /// The first step's freed memory is handed back at once, later steps' at most every
+    /// `TRIM_EVERY`, and nothing is owed after a trim.
+    #[test]
+    fn freed_memory_is_handed_back_at_most_every_trim_every() {
+        use super::{TRIM_EVERY, Trim};
+        let mut trim = Trim::default();
+        let t0 = std::time::Instant::now();
+        assert!(!trim.due(t0), "nothing freed yet");
+        trim.owed = true;
+        assert!(trim.due(t0));
+        trim.run(t0);
+        assert!(!trim.due(t0 + TRIM_EVERY), "nothing freed since");
+        trim.owed = true;
+        assert!(!trim.due(t0 + TRIM_EVERY / 2));
+        assert_eq!(trim.owed_at(), Some(t0 + TRIM_EVERY));
+        assert!(trim.due(t0 + TRIM_EVERY));
+    }
 
     /// The newest committed seqs may be missing from the log (retention removed them): the
     /// indexer still counts itself caught up once it read the log to its end.
