@@ -9,7 +9,7 @@ use super::super::tables::{DEDUPE, DEDUPE_COMMITS, META};
 use super::filters::{Builder, Filters, FpFilter};
 use super::lookup::{Check, Id, Runs, Slot, Unstaged, find, find_in_memory, removed_through};
 use super::precheck::{Known, Precheck};
-use super::rows::{COMMIT_ROW_V2, FpMap, Owner, RUNS, commit_row_entries, entry_bytes, split_entry};
+use super::rows::{COMMIT_ROW_V2, EntryBytes, FpMap, Owner, RUNS, commit_row_entries, split_entry};
 use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 
@@ -237,7 +237,6 @@ impl Batch<'_, '_> {
     pub fn insert(&mut self, slot: Slot, seq: u64) -> Result<()> {
         match slot {
             Slot::Fingerprint { fp, check } => {
-                let check = Some(check);
                 self.added.insert(fp, Owner { seq, check });
             }
             Slot::FullKey(key) => {
@@ -271,7 +270,7 @@ impl Batch<'_, '_> {
             row.push(COMMIT_ROW_V2);
             for &(_, fp, owner) in &entries {
                 // Added by this build: every entry has its check bits (32 bytes).
-                row.extend_from_slice(&entry_bytes(fp, owner));
+                row.extend_from_slice(EntryBytes::new(fp, owner).as_slice());
             }
             txn.open_table(DEDUPE_COMMITS)?
                 .insert(entries[0].0, row.as_slice())?;
@@ -299,8 +298,9 @@ impl Batch<'_, '_> {
 /// Writes `active` as a new run and deletes the rows it came from (every row up to `upto`:
 /// rows are keyed by their first seq, and this transaction's own row starts past `upto`).
 fn write_run(txn: &WriteTransaction, active: &FpMap, upto: u64) -> Result<(u32, FpFilter)> {
-    let mut keys: Vec<Vec<u8>> = (active.iter())
-        .map(|(&fp, &owner)| entry_bytes(fp, owner))
+    // Entries of older builds (24 bytes) sort among the others by their fingerprint.
+    let mut keys: Vec<EntryBytes> = (active.iter())
+        .map(|(&fp, &owner)| EntryBytes::new(fp, owner))
         .collect();
     keys.sort_unstable();
     let id = RunSet::add(txn, RUNS, keys.iter().map(|k| k.as_slice()))?

@@ -17,8 +17,9 @@ pub fn fingerprint(app_id: u32, event_id: &str) -> u128 {
     hashes(app_id, event_id).0
 }
 
-/// The [`fingerprint`] and the check bits of an id (the next 64 bits of its SHA-256), from
-/// one hash. Both are stored on disk: never change.
+/// The [`fingerprint`] and the check bits of an id (the next 64 bits of its SHA-256, the
+/// lowest set: never [`super::rows::NO_CHECK`]), from one hash. Both are stored on disk:
+/// never change.
 pub fn hashes(app_id: u32, event_id: &str) -> (u128, u64) {
     let digest = digest::digest(&digest::SHA256, event_id.as_bytes());
     let bits = |r: std::ops::Range<usize>| {
@@ -26,7 +27,10 @@ pub fn hashes(app_id: u32, event_id: &str) -> (u128, u64) {
         b.copy_from_slice(&digest.as_ref()[r]);
         u64::from_be_bytes(b)
     };
-    ((u128::from(app_id) << 64) | u128::from(bits(0..8)), bits(8..16))
+    (
+        (u128::from(app_id) << 64) | u128::from(bits(0..8)),
+        bits(8..16) | 1,
+    )
 }
 
 /// Whether an event id was stored before.
@@ -195,7 +199,7 @@ pub fn find_in_memory(
 ///
 /// - An owner with `id`'s check bits whose seq is past `removed_through` is `id` itself,
 ///   stored (nothing past it was ever removed): a duplicate, known without reading the
-///   record. The fingerprint and the check are 128 bits of the id's SHA-256, app id aside.
+///   record. The fingerprint and the check are 127 bits of the id's SHA-256, app id aside.
 /// - Otherwise the owner's record decides (it holds `id`, another id, or is gone), then the
 ///   full key.
 fn confirm(
@@ -211,7 +215,7 @@ fn confirm(
             check: id.check,
         }));
     };
-    if check == Some(id.check) && owner > removed_through {
+    if check == id.check && owner > removed_through {
         return Ok(Check::Seen(owner));
     }
     if let Some(record) = events.get(owner)? {
@@ -246,8 +250,10 @@ fn in_rows(rows: &impl ReadableTable<u64, &'static [u8]>, fp: u128) -> Result<Op
 /// `tables::REMOVED_THROUGH`): every event past it is still stored.
 pub fn removed_through(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
     let v = meta.get(REMOVED_THROUGH)?;
-    Ok(v.and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0))
+    Ok(
+        v.and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0),
+    )
 }
 
 /// The seq of `(app_id, event_id)` as committed, for readers outside the writer thread (the

@@ -14,24 +14,35 @@ pub const COMMIT_ROW_V1: u8 = 1;
 /// The version byte of a commit row of 32-byte entries (fingerprint ++ seq ++ check).
 pub const COMMIT_ROW_V2: u8 = 2;
 
-/// Where a fingerprint is stored: the event's seq, and the id's check bits ([`super::Id`])
-/// when its entry was written with them (entries of older builds have none).
+/// Where a fingerprint is stored: the event's seq, and the id's check bits ([`super::Id`];
+/// never 0) when its entry was written with them, [`NO_CHECK`] in entries of older builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
     pub seq: u64,
-    pub check: Option<u64>,
+    pub check: u64,
 }
 
+/// [`Owner::check`] of an entry without check bits.
+pub const NO_CHECK: u64 = 0;
+
 /// A run key (and an entry of a [`DEDUPE_COMMITS`] row): fingerprint ++ seq ++ check,
-/// big-endian, so that runs sort by fingerprint.
-pub fn entry_bytes(fp: u128, owner: Owner) -> Vec<u8> {
-    let mut k = Vec::with_capacity(32);
-    k.extend_from_slice(&fp.to_be_bytes());
-    k.extend_from_slice(&owner.seq.to_be_bytes());
-    if let Some(check) = owner.check {
-        k.extend_from_slice(&check.to_be_bytes());
+/// big-endian, so that runs sort by fingerprint; without check bits, its first 24 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryBytes([u8; 32]);
+
+impl EntryBytes {
+    pub fn new(fp: u128, owner: Owner) -> EntryBytes {
+        let mut k = [0u8; 32];
+        k[..16].copy_from_slice(&fp.to_be_bytes());
+        k[16..24].copy_from_slice(&owner.seq.to_be_bytes());
+        k[24..].copy_from_slice(&owner.check.to_be_bytes());
+        EntryBytes(k)
     }
-    k
+
+    pub fn as_slice(&self) -> &[u8] {
+        let has_check = self.0[24..] != [0; 8];
+        &self.0[..if has_check { 32 } else { 24 }]
+    }
 }
 
 /// The smallest run key of `fp`: where a lookup starts.
@@ -44,8 +55,8 @@ pub fn split_entry(k: &[u8]) -> Option<(u128, Owner)> {
     let fp = u128::from_be_bytes(k.get(..16)?.try_into().ok()?);
     let seq = u64::from_be_bytes(k.get(16..24)?.try_into().ok()?);
     let check = match k.len() {
-        24 => None,
-        32 => Some(u64::from_be_bytes(k.get(24..32)?.try_into().ok()?)),
+        24 => NO_CHECK,
+        32 => u64::from_be_bytes(k.get(24..32)?.try_into().ok()?),
         _ => return None,
     };
     Some((fp, Owner { seq, check }))

@@ -24,8 +24,10 @@ fn free_slot(id: &str) -> Slot {
 /// An index entry forging a 64-bit collision: `id`'s fingerprint stored as the event `seq`
 /// holds (whose id has other check bits).
 fn forge(staged: &mut Staged, id: &str, seq: u64, owner_id: &str) {
-    let check = Some(hashes(1, owner_id).1);
-    staged.active.insert(fingerprint(1, id), Owner { seq, check });
+    let check = hashes(1, owner_id).1;
+    staged
+        .active
+        .insert(fingerprint(1, id), Owner { seq, check });
 }
 
 fn record(id: &str) -> Vec<u8> {
@@ -149,10 +151,7 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
     // No filters yet: nothing is settled.
     let p = pre.check(1, &["id-3"]);
     assert_eq!(p.to_settle(), 0);
-    assert_eq!(
-        pre.settle(&["id-3"], p),
-        [hashed("id-3")]
-    );
+    assert_eq!(pre.settle(&["id-3"], p), [hashed("id-3")]);
 
     staged.build_filter(db.clone());
     // A forged collision: "forged"'s fingerprint points at "id-0"'s event (seq 1), and
@@ -615,14 +614,21 @@ fn a_removed_event_is_new_again_although_its_check_bits_match() {
 
     let p = pre.check(1, &asked);
     let known = pre.settle(&asked, p);
-    assert!(known.iter().all(|k| !matches!(k, Known::Stored(_))), "{known:?}");
+    assert!(
+        known.iter().all(|k| !matches!(k, Known::Stored(_))),
+        "{known:?}"
+    );
     let read = db.begin_read().unwrap();
     let txn = db.begin_write().unwrap();
     {
         let events = txn.open_table(EVENTS).unwrap();
         let mut batch = staged.begin(&txn).unwrap();
         for (id, k) in asked.iter().zip(known) {
-            assert_eq!(lookup_committed(&read, 1, id).unwrap(), None, "reader: {id}");
+            assert_eq!(
+                lookup_committed(&read, 1, id).unwrap(),
+                None,
+                "reader: {id}"
+            );
             assert_eq!(
                 batch.check(&events, 1, id, Some(k)).unwrap(),
                 Check::New(Slot::FullKey(dedupe_key(1, id))),
@@ -660,7 +666,7 @@ fn a_duplicate_is_answered_from_the_index_entry_alone() {
         fingerprint(1, "old"),
         Owner {
             seq: 9,
-            check: None,
+            check: super::rows::NO_CHECK,
         },
     );
     // Records gone without a removal (never done outside this test): only the index
