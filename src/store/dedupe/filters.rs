@@ -7,7 +7,7 @@
 use super::super::Result;
 use super::super::runs::{self, Run, RunSet};
 use super::super::tables::META;
-use super::rows::{RUNS, split_pair};
+use super::rows::{RUNS, split_entry};
 use redb::{Database, ReadTransaction};
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -342,7 +342,7 @@ fn run_filter(
     let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
     let mut filter = FpFilter::for_run(run.keys as usize);
     runs::for_each_key(&table, |k| {
-        if let Some((fp, _)) = split_pair(k) {
+        if let Some((fp, _)) = split_entry(k) {
             filter.insert(fp);
             if let Some(all) = all.as_deref_mut() {
                 all.insert(fp);

@@ -7,9 +7,9 @@ use super::super::Result;
 use super::super::runs::{Run, RunSet};
 use super::super::tables::{DEDUPE, DEDUPE_COMMITS, META};
 use super::filters::{Builder, Filters, FpFilter};
-use super::lookup::{Check, Id, Runs, Slot, Unstaged, find, find_in_memory};
+use super::lookup::{Check, Id, Runs, Slot, Unstaged, find, find_in_memory, removed_through};
 use super::precheck::{Known, Precheck};
-use super::rows::{COMMIT_ROW_V1, FpMap, RUNS, commit_row_pairs, pair_bytes, split_pair};
+use super::rows::{COMMIT_ROW_V2, EntryBytes, FpMap, Owner, RUNS, commit_row_entries, split_entry};
 use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
 
@@ -68,17 +68,17 @@ impl Staged {
         let mut staged = Staged::default();
         for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
             let (_, pairs) = row?;
-            for (fp, seq) in commit_row_pairs(pairs.value())? {
-                staged.remember(fp, seq);
+            for (fp, owner) in commit_row_entries(pairs.value())? {
+                staged.remember(fp, owner);
             }
         }
         staged.runs = RunSet::load(&txn.open_table(META)?, RUNS)?;
         Ok(staged)
     }
 
-    fn remember(&mut self, fp: u128, seq: u64) {
-        self.active.insert(fp, seq);
-        self.active_upto = self.active_upto.max(seq);
+    fn remember(&mut self, fp: u128, owner: Owner) {
+        self.active.insert(fp, owner);
+        self.active_upto = self.active_upto.max(owner.seq);
     }
 
     /// Starts building the filters of every run from `db` in the background; later merges'
@@ -110,12 +110,16 @@ impl Staged {
 
     /// Starts the index work of one write transaction.
     pub fn begin<'s, 't>(&'s self, txn: &'t WriteTransaction) -> Result<Batch<'s, 't>> {
+        let meta = txn.open_table(META)?;
+        let (runs, removed) = (RunSet::load(&meta, RUNS)?, removed_through(&meta)?);
+        drop(meta);
         Ok(Batch {
             staged: self,
             filters: self.shared.filters(),
             txn,
             added: FpMap::default(),
-            runs: RunSet::load(&txn.open_table(META)?, RUNS)?,
+            runs,
+            removed,
             run_tables: HashMap::new(),
             overflow: txn.open_table(DEDUPE)?,
         })
@@ -145,8 +149,8 @@ impl Staged {
             built.into_iter().for_each(|b| filters.take(b));
             filters.keep_live(&done.after);
         }
-        for (fp, seq) in done.added {
-            self.remember(fp, seq);
+        for (fp, owner) in done.added {
+            self.remember(fp, owner);
         }
         if let Some(b) = &self.builder {
             appeared.into_iter().for_each(|run| b.spawn_run(run));
@@ -167,6 +171,9 @@ pub struct Batch<'s, 't> {
     added: FpMap,
     /// The runs as this transaction sees them, oldest first.
     runs: RunSet,
+    /// The highest seq removed from the log, as of the transaction's start: a batch removes
+    /// nothing.
+    removed: u64,
     /// Run tables opened so far (only the runs a filter could not rule out are opened).
     run_tables: HashMap<u32, RunTableMut<'t>>,
     overflow: Table<'t, &'static [u8], u64>,
@@ -192,22 +199,27 @@ impl Batch<'_, '_> {
         event_id: &str,
         known: Option<Known>,
     ) -> Result<Check> {
-        let (fp, in_no_run) = match known {
+        let (fp, check, in_no_run) = match known {
             Some(Known::Stored(seq)) => return Ok(Check::Seen(seq)),
-            Some(Known::Absent { fp, epoch }) => (fp, epoch == self.filters.epoch()),
-            Some(Known::Fingerprint(fp)) => (fp, false),
-            None => (super::fingerprint(app_id, event_id), false),
+            Some(Known::Absent { fp, check, epoch }) => (fp, check, epoch == self.filters.epoch()),
+            Some(Known::Fingerprint { fp, check }) => (fp, check, false),
+            None => {
+                let (fp, check) = super::lookup::hashes(app_id, event_id);
+                (fp, check, false)
+            }
         };
         let id = Id {
             app_id,
             event_id,
             fp,
+            check,
         };
+        let removed = self.removed;
         if in_no_run {
             // No run has gained an id since the pre-check found none holding this one:
             // only what was committed since (memory) and this transaction can hold it.
             let (added, active) = (&self.added, &self.staged.active);
-            return find_in_memory(id, added, active, events, &self.overflow);
+            return find_in_memory(id, removed, added, active, events, &self.overflow);
         }
         let mut runs = Runs::with_tables(
             &self.runs,
@@ -216,7 +228,7 @@ impl Batch<'_, '_> {
             |name| self.txn.open_table(super::super::runs::def(name)),
         );
         let unstaged = Unstaged::Memory(&self.added, &self.staged.active);
-        let check = find(id, unstaged, &mut runs, events, &self.overflow);
+        let check = find(id, removed, unstaged, &mut runs, events, &self.overflow);
         self.run_tables = runs.into_tables();
         check
     }
@@ -224,8 +236,8 @@ impl Batch<'_, '_> {
     /// Records a new id stored as `seq` (in this transaction).
     pub fn insert(&mut self, slot: Slot, seq: u64) -> Result<()> {
         match slot {
-            Slot::Fingerprint(fp) => {
-                self.added.insert(fp, seq);
+            Slot::Fingerprint { fp, check } => {
+                self.added.insert(fp, Owner { seq, check });
             }
             Slot::FullKey(key) => {
                 self.overflow.insert(key.as_slice(), seq)?;
@@ -246,19 +258,22 @@ impl Batch<'_, '_> {
             runs: before,
             run_tables,
             overflow,
+            ..
         } = self;
         // Merges open (and delete) run tables themselves.
         drop((filters, run_tables, overflow));
         if !added.is_empty() {
-            let mut pairs: Vec<(u64, u128)> = added.iter().map(|(&fp, &seq)| (seq, fp)).collect();
-            pairs.sort_unstable();
-            let mut row = Vec::with_capacity(1 + 24 * pairs.len());
-            row.push(COMMIT_ROW_V1);
-            for &(seq, fp) in &pairs {
-                row.extend_from_slice(&pair_bytes(fp, seq));
+            let mut entries: Vec<(u64, u128, Owner)> =
+                (added.iter()).map(|(&fp, &o)| (o.seq, fp, o)).collect();
+            entries.sort_unstable_by_key(|&(seq, _, _)| seq);
+            let mut row = Vec::with_capacity(1 + 32 * entries.len());
+            row.push(COMMIT_ROW_V2);
+            for &(_, fp, owner) in &entries {
+                // Added by this build: every entry has its check bits (32 bytes).
+                row.extend_from_slice(EntryBytes::new(fp, owner).as_slice());
             }
             txn.open_table(DEDUPE_COMMITS)?
-                .insert(pairs[0].0, row.as_slice())?;
+                .insert(entries[0].0, row.as_slice())?;
         }
         let new_run = if staged.active.len() >= staged.freeze_at {
             Some(write_run(txn, &staged.active, staged.active_upto)?)
@@ -283,9 +298,9 @@ impl Batch<'_, '_> {
 /// Writes `active` as a new run and deletes the rows it came from (every row up to `upto`:
 /// rows are keyed by their first seq, and this transaction's own row starts past `upto`).
 fn write_run(txn: &WriteTransaction, active: &FpMap, upto: u64) -> Result<(u32, FpFilter)> {
-    let mut keys: Vec<[u8; 24]> = active
-        .iter()
-        .map(|(&fp, &seq)| pair_bytes(fp, seq))
+    // Entries of older builds (24 bytes) sort among the others by their fingerprint.
+    let mut keys: Vec<EntryBytes> = (active.iter())
+        .map(|(&fp, &owner)| EntryBytes::new(fp, owner))
         .collect();
     keys.sort_unstable();
     let id = RunSet::add(txn, RUNS, keys.iter().map(|k| k.as_slice()))?
@@ -316,8 +331,8 @@ pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
     for run in &set.runs {
         let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
         let mut bad = false;
-        runs::for_each_key(&table, |k| match split_pair(k) {
-            Some((fp, seq)) => out.runs.push((seq, fp)),
+        runs::for_each_key(&table, |k| match split_entry(k) {
+            Some((fp, owner)) => out.runs.push((owner.seq, fp)),
             None => bad = true,
         })?;
         if bad {
@@ -330,7 +345,7 @@ pub fn entries(txn: &ReadTransaction) -> Result<Entries> {
     for row in txn.open_table(DEDUPE_COMMITS)?.iter()? {
         let (_, pairs) = row?;
         out.unmerged
-            .extend(commit_row_pairs(pairs.value())?.map(|(fp, seq)| (seq, fp)));
+            .extend(commit_row_entries(pairs.value())?.map(|(fp, o)| (o.seq, fp)));
     }
     Ok(out)
 }

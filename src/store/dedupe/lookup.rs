@@ -5,19 +5,32 @@
 use super::super::Result;
 use super::super::codec::event_id_of;
 use super::super::runs::{self, Run, RunSet};
-use super::super::tables::{DEDUPE, DEDUPE_COMMITS, EVENTS, META, dedupe_key};
+use super::super::tables::{DEDUPE, DEDUPE_COMMITS, EVENTS, META, REMOVED_THROUGH, dedupe_key};
 use super::filters::Filters;
-use super::rows::{FpMap, RUNS, commit_row_pairs, pair_bytes, split_pair};
+use super::rows::{FpMap, Owner, RUNS, commit_row_entries, lowest_key, split_entry};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableError};
 use ring::digest;
 use std::collections::HashMap;
 
 /// `app_id << 64 | the first 64 bits of SHA-256(event_id)`. Stored on disk: never change.
 pub fn fingerprint(app_id: u32, event_id: &str) -> u128 {
+    hashes(app_id, event_id).0
+}
+
+/// The [`fingerprint`] and the check bits of an id (the next 64 bits of its SHA-256, the
+/// lowest set: never [`super::rows::NO_CHECK`]), from one hash. Both are stored on disk:
+/// never change.
+pub fn hashes(app_id: u32, event_id: &str) -> (u128, u64) {
     let digest = digest::digest(&digest::SHA256, event_id.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest.as_ref()[..8]);
-    (u128::from(app_id) << 64) | u128::from(u64::from_be_bytes(first))
+    let bits = |r: std::ops::Range<usize>| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&digest.as_ref()[r]);
+        u64::from_be_bytes(b)
+    };
+    (
+        (u128::from(app_id) << 64) | u128::from(bits(0..8)),
+        bits(8..16) | 1,
+    )
 }
 
 /// Whether an event id was stored before.
@@ -31,8 +44,8 @@ pub enum Check {
 /// Where a new id will be indexed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Slot {
-    /// Its fingerprint is free: a commit row + memory.
-    Fingerprint(u128),
+    /// Its fingerprint is free: a commit row + memory, with the id's check bits.
+    Fingerprint { fp: u128, check: u64 },
     /// Its fingerprint is taken: full key in [`DEDUPE`].
     FullKey(Vec<u8>),
 }
@@ -44,14 +57,19 @@ pub struct Id<'a> {
     pub event_id: &'a str,
     /// `fingerprint(app_id, event_id)`.
     pub fp: u128,
+    /// Its check bits ([`hashes`]): stored with the fingerprint, so that a duplicate is known
+    /// without reading the stored record (see [`confirm`]).
+    pub check: u64,
 }
 
 impl<'a> Id<'a> {
     pub fn new(app_id: u32, event_id: &'a str) -> Id<'a> {
+        let (fp, check) = hashes(app_id, event_id);
         Id {
             app_id,
             event_id,
-            fp: fingerprint(app_id, event_id),
+            fp,
+            check,
         }
     }
 }
@@ -104,8 +122,8 @@ where
         self.tables
     }
 
-    /// The seq `fp` is stored under in a run, if any.
-    fn owner(&mut self, fp: u128) -> Result<Option<u64>> {
+    /// The entry `fp` is stored under in a run, if any.
+    fn owner(&mut self, fp: u128) -> Result<Option<Owner>> {
         if self.filters.surely_absent(fp) {
             return Ok(None);
         }
@@ -119,11 +137,11 @@ where
                     e.insert((self.open)(&runs::table_name(RUNS, id))?)
                 }
             };
-            let found = runs::seek(table, &pair_bytes(fp, 0), split_pair)?.flatten();
-            if let Some((f, seq)) = found
+            let found = runs::seek(table, &lowest_key(fp), split_entry)?.flatten();
+            if let Some((f, owner)) = found
                 && f == fp
             {
-                return Ok(Some(seq));
+                return Ok(Some(owner));
             }
         }
         Ok(None)
@@ -131,11 +149,13 @@ where
 }
 
 /// Looks `id` up. A fingerprint is stored once (in memory, a commit row or a run); when its
-/// owner's record holds another id (a 64-bit collision) or is gone (retention), the full key
+/// owner is another id (a 64-bit collision) or is gone (retention, erasure), the full key
 /// in [`DEDUPE`] decides. A record whose id cannot be read is an error, never a guess (a
-/// guess could store a duplicate).
+/// guess could store a duplicate). `removed_through` is the log's [`removed_through`] as
+/// the caller's transaction sees it.
 pub fn find<T, F>(
     id: Id<'_>,
+    removed_through: u64,
     unstaged: Unstaged<'_>,
     runs: &mut Runs<'_, T, F>,
     events: &impl ReadableTable<u64, &'static [u8]>,
@@ -148,7 +168,7 @@ where
     let owner = match unstaged {
         Unstaged::Memory(added, committed) => {
             match added.get(&id.fp).or_else(|| committed.get(&id.fp)) {
-                Some(&seq) => Some(seq),
+                Some(&owner) => Some(owner),
                 None => runs.owner(id.fp)?,
             }
         }
@@ -158,33 +178,46 @@ where
         },
         Unstaged::Unknown => runs.owner(id.fp)?,
     };
-    confirm(id, owner, events, overflow)
+    confirm(id, owner, removed_through, events, overflow)
 }
 
 /// [`find`] when no run can hold `id` (a pre-check's [`super::Known::Absent`] still stands):
 /// only `added` (this transaction's) and `committed` (not in a run yet) are asked.
 pub fn find_in_memory(
     id: Id<'_>,
+    removed_through: u64,
     added: &FpMap,
     committed: &FpMap,
     events: &impl ReadableTable<u64, &'static [u8]>,
     overflow: &impl ReadableTable<&'static [u8], u64>,
 ) -> Result<Check> {
     let owner = added.get(&id.fp).or_else(|| committed.get(&id.fp));
-    confirm(id, owner.copied(), events, overflow)
+    confirm(id, owner.copied(), removed_through, events, overflow)
 }
 
-/// The answer for `id` once its fingerprint's `owner` (if any) is known: the owner's record
-/// decides, then the full key.
+/// The answer for `id` once its fingerprint's `owner` (if any) is known.
+///
+/// - An owner with `id`'s check bits whose seq is past `removed_through` is `id` itself,
+///   stored (nothing past it was ever removed): a duplicate, known without reading the
+///   record. The fingerprint and the check are 127 bits of the id's SHA-256, app id aside.
+/// - Otherwise the owner's record decides (it holds `id`, another id, or is gone), then the
+///   full key.
 fn confirm(
     id: Id<'_>,
-    owner: Option<u64>,
+    owner: Option<Owner>,
+    removed_through: u64,
     events: &impl ReadableTable<u64, &'static [u8]>,
     overflow: &impl ReadableTable<&'static [u8], u64>,
 ) -> Result<Check> {
-    let Some(owner) = owner else {
-        return Ok(Check::New(Slot::Fingerprint(id.fp)));
+    let Some(Owner { seq: owner, check }) = owner else {
+        return Ok(Check::New(Slot::Fingerprint {
+            fp: id.fp,
+            check: id.check,
+        }));
     };
+    if check == id.check && owner > removed_through {
+        return Ok(Check::Seen(owner));
+    }
     if let Some(record) = events.get(owner)? {
         let owner_id = event_id_of(record.value()).ok_or_else(|| {
             super::super::Error::Corrupt(format!("event {owner}: unreadable event id"))
@@ -200,17 +233,27 @@ fn confirm(
     })
 }
 
-/// The seq `fp` is stored under in a commit row (at most `FREEZE_AT` pairs to scan).
-fn in_rows(rows: &impl ReadableTable<u64, &'static [u8]>, fp: u128) -> Result<Option<u64>> {
+/// The entry `fp` is stored under in a commit row (at most `FREEZE_AT` entries to scan).
+fn in_rows(rows: &impl ReadableTable<u64, &'static [u8]>, fp: u128) -> Result<Option<Owner>> {
     for row in rows.iter()? {
-        let (_, pairs) = row?;
-        for (f, seq) in commit_row_pairs(pairs.value())? {
+        let (_, entries) = row?;
+        for (f, owner) in commit_row_entries(entries.value())? {
             if f == fp {
-                return Ok(Some(seq));
+                return Ok(Some(owner));
             }
         }
     }
     Ok(None)
+}
+
+/// The highest seq ever removed from the log by retention or erasure (0 if none;
+/// `tables::REMOVED_THROUGH`): every event past it is still stored.
+pub fn removed_through(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
+    let v = meta.get(REMOVED_THROUGH)?;
+    Ok(
+        v.and_then(|b| b.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0),
+    )
 }
 
 /// The seq of `(app_id, event_id)` as committed, for readers outside the writer thread (the
@@ -223,6 +266,7 @@ pub fn lookup_committed(txn: &ReadTransaction, app_id: u32, event_id: &str) -> R
     let rows = txn.open_table(DEDUPE_COMMITS)?;
     let check = find(
         Id::new(app_id, event_id),
+        removed_through(&txn.open_table(META)?)?,
         Unstaged::Rows(&rows),
         &mut runs,
         &txn.open_table(EVENTS)?,

@@ -13,7 +13,7 @@ use super::super::Result;
 use super::super::runs::{self, RunSet};
 use super::super::tables::{DEDUPE, EVENTS, META};
 use super::filters::Filters;
-use super::lookup::{Check, Id, Runs, Slot, Unstaged, find, fingerprint};
+use super::lookup::{Check, Id, Runs, Slot, Unstaged, find, hashes, removed_through};
 use super::rows::RUNS;
 use redb::Database;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -21,13 +21,14 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 /// What a request thread learnt about one event id before handing it to the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
-    /// Its fingerprint; whether it was stored before is left to the writer.
-    Fingerprint(u128),
+    /// Its fingerprint and check bits ([`hashes`]); whether it was stored before is left to
+    /// the writer.
+    Fingerprint { fp: u128, check: u64 },
     /// Its fingerprint, in no run when the filters were at `epoch` ([`Filters::epoch`]): while
     /// that epoch stands, the writer asks only what was committed since (its memory) and its
     /// own transaction. An id committed in between is there, or in a run written since,
     /// which moved the epoch (then the writer looks the id up in full).
-    Absent { fp: u128, epoch: u64 },
+    Absent { fp: u128, check: u64, epoch: u64 },
     /// A committed snapshot holds it, as this seq: a duplicate.
     Stored(u64),
 }
@@ -73,12 +74,14 @@ impl Precheck {
     /// [`Precheck::settle`] does the reads.
     pub fn check(&self, app_id: u32, ids: &[&str]) -> Prechecked {
         // Hashed before the lock, so the writer never waits for a request's hashing.
-        let fps: Vec<u128> = ids.iter().map(|id| fingerprint(app_id, id)).collect();
+        let fps: Vec<(u128, u64)> = ids.iter().map(|id| hashes(app_id, id)).collect();
         let filters = self.filters();
         let epoch = filters.epoch();
         if !filters.ready() {
             drop(filters);
-            let known = fps.into_iter().map(Known::Fingerprint).collect();
+            let known = (fps.into_iter())
+                .map(|(fp, check)| Known::Fingerprint { fp, check })
+                .collect();
             return Prechecked {
                 app_id,
                 known,
@@ -88,11 +91,11 @@ impl Precheck {
         }
         let mut maybe = Vec::new();
         let known = (fps.into_iter().enumerate())
-            .map(|(i, fp)| match filters.surely_absent(fp) {
-                true => Known::Absent { fp, epoch },
+            .map(|(i, (fp, check))| match filters.surely_absent(fp) {
+                true => Known::Absent { fp, check, epoch },
                 false => {
-                    maybe.push((i, fp));
-                    Known::Fingerprint(fp)
+                    maybe.push((i, fp, check));
+                    Known::Fingerprint { fp, check }
                 }
             })
             .collect();
@@ -122,7 +125,7 @@ impl Precheck {
         known
     }
 
-    /// Settles the ids at `pre.maybe` (index in `ids`, fingerprint) that a snapshot of `db`
+    /// Settles the ids at `pre.maybe` (index in `ids`, hashes) that a snapshot of `db`
     /// holds; those whose fingerprint no run of it holds are [`Known::Absent`] in `pre`'s
     /// epoch (the snapshot is younger: it has every run of that epoch).
     fn settle_in(
@@ -135,22 +138,28 @@ impl Precheck {
         use redb::ReadableDatabase;
         let (app_id, maybe, epoch) = (pre.app_id, &pre.maybe, pre.epoch);
         let txn = db.begin_read()?;
-        let set = RunSet::load(&txn.open_table(META)?, RUNS)?;
+        let meta = txn.open_table(META)?;
+        let (set, removed) = (RunSet::load(&meta, RUNS)?, removed_through(&meta)?);
+        drop(meta);
         let events = txn.open_table(EVENTS)?;
         let overflow = txn.open_table(DEDUPE)?;
         for chunk in maybe.chunks(SETTLE_PER_LOCK) {
             let filters = self.filters();
             let mut runs = Runs::new(&set, &filters, |name| txn.open_table(runs::def(name)));
-            for &(i, fp) in chunk {
+            for &(i, fp, check) in chunk {
                 let id = Id {
                     app_id,
                     event_id: ids[i],
                     fp,
+                    check,
                 };
-                known[i] = match find(id, Unstaged::Unknown, &mut runs, &events, &overflow)? {
+                let unstaged = Unstaged::Unknown;
+                known[i] = match find(id, removed, unstaged, &mut runs, &events, &overflow)? {
                     Check::Seen(seq) => Known::Stored(seq),
                     // No run holds the fingerprint at all (a taken one needs its full key).
-                    Check::New(Slot::Fingerprint(fp)) => Known::Absent { fp, epoch },
+                    Check::New(Slot::Fingerprint { fp, check }) => {
+                        Known::Absent { fp, check, epoch }
+                    }
                     Check::New(Slot::FullKey(_)) => continue,
                 };
             }
@@ -163,8 +172,8 @@ impl Precheck {
 pub struct Prechecked {
     app_id: u32,
     known: Vec<Known>,
-    /// (index, fingerprint) of the ids the filter of everything did not rule out.
-    maybe: Vec<(usize, u128)>,
+    /// (index, fingerprint, check) of the ids the filter of everything did not rule out.
+    maybe: Vec<(usize, u128, u64)>,
     /// The filters' epoch the ids were judged in.
     epoch: u64,
 }

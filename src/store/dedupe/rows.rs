@@ -1,5 +1,5 @@
-//! How the index's fingerprints are laid out in bytes: a run key (fingerprint ++ seq), a
-//! commit row of such pairs, and the in-memory map the writer stages them in.
+//! How the index's fingerprints are laid out in bytes: a run key (fingerprint ++ seq ++
+//! check), a commit row of such entries, and the in-memory map the writer stages them in.
 
 use super::super::Result;
 use std::collections::HashMap;
@@ -8,34 +8,72 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// The name of the dedupe index's set of sorted runs (in the log's file).
 pub const RUNS: &str = "dedupe";
 
-/// The version byte a commit row starts with.
+/// The version byte of a commit row of 24-byte pairs (fingerprint ++ seq, no check bits):
+/// still read, no longer written.
 pub const COMMIT_ROW_V1: u8 = 1;
+/// The version byte of a commit row of 32-byte entries (fingerprint ++ seq ++ check).
+pub const COMMIT_ROW_V2: u8 = 2;
 
-/// A run key (and a pair of a [`DEDUPE_COMMITS`] row): fingerprint ++ seq, big-endian, so
-/// that runs sort by fingerprint.
-pub fn pair_bytes(fp: u128, seq: u64) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(&fp.to_be_bytes());
-    k[16..].copy_from_slice(&seq.to_be_bytes());
-    k
+/// Where a fingerprint is stored: the event's seq, and the id's check bits ([`super::Id`];
+/// never 0) when its entry was written with them, [`NO_CHECK`] in entries of older builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub seq: u64,
+    pub check: u64,
 }
 
-pub fn split_pair(k: &[u8]) -> Option<(u128, u64)> {
+/// [`Owner::check`] of an entry without check bits.
+pub const NO_CHECK: u64 = 0;
+
+/// A run key (and an entry of a [`DEDUPE_COMMITS`] row): fingerprint ++ seq ++ check,
+/// big-endian, so that runs sort by fingerprint; without check bits, its first 24 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryBytes([u8; 32]);
+
+impl EntryBytes {
+    pub fn new(fp: u128, owner: Owner) -> EntryBytes {
+        let mut k = [0u8; 32];
+        k[..16].copy_from_slice(&fp.to_be_bytes());
+        k[16..24].copy_from_slice(&owner.seq.to_be_bytes());
+        k[24..].copy_from_slice(&owner.check.to_be_bytes());
+        EntryBytes(k)
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        let has_check = self.0[24..] != [0; 8];
+        &self.0[..if has_check { 32 } else { 24 }]
+    }
+}
+
+/// The smallest run key of `fp`: where a lookup starts.
+pub fn lowest_key(fp: u128) -> [u8; 16] {
+    fp.to_be_bytes()
+}
+
+/// A run key or row entry: 24 bytes (an older build's, no check) or 32.
+pub fn split_entry(k: &[u8]) -> Option<(u128, Owner)> {
     let fp = u128::from_be_bytes(k.get(..16)?.try_into().ok()?);
     let seq = u64::from_be_bytes(k.get(16..24)?.try_into().ok()?);
-    (k.len() == 24).then_some((fp, seq))
+    let check = match k.len() {
+        24 => NO_CHECK,
+        32 => u64::from_be_bytes(k.get(24..32)?.try_into().ok()?),
+        _ => return None,
+    };
+    Some((fp, Owner { seq, check }))
 }
 
-/// The (fingerprint, seq) pairs of one [`DEDUPE_COMMITS`] row.
-pub fn commit_row_pairs(row: &[u8]) -> Result<impl Iterator<Item = (u128, u64)> + '_> {
-    match row.split_first() {
-        Some((&COMMIT_ROW_V1, pairs)) if pairs.len() % 24 == 0 => {
-            Ok(pairs.chunks_exact(24).filter_map(split_pair))
+/// The entries of one [`DEDUPE_COMMITS`] row.
+pub fn commit_row_entries(row: &[u8]) -> Result<impl Iterator<Item = (u128, Owner)> + '_> {
+    let size = match row.split_first() {
+        Some((&COMMIT_ROW_V1, pairs)) if pairs.len() % 24 == 0 => 24,
+        Some((&COMMIT_ROW_V2, entries)) if entries.len() % 32 == 0 => 32,
+        _ => {
+            return Err(super::super::Error::Corrupt(
+                "undecodable dedupe commit row".into(),
+            ));
         }
-        _ => Err(super::super::Error::Corrupt(
-            "undecodable dedupe commit row".into(),
-        )),
-    }
+    };
+    Ok(row[1..].chunks_exact(size).filter_map(split_entry))
 }
 
 /// Fingerprints are already uniformly random: hashing them again is wasted work.
@@ -56,4 +94,4 @@ impl Hasher for FpHasher {
     }
 }
 
-pub type FpMap = HashMap<u128, u64, BuildHasherDefault<FpHasher>>;
+pub type FpMap = HashMap<u128, Owner, BuildHasherDefault<FpHasher>>;

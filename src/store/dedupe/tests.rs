@@ -1,12 +1,34 @@
 //! The index end to end: the writer's batches, reloads after crashes, the pre-check and
 //! readers, on real redb files.
 
-use super::rows::RUNS;
+use super::lookup::hashes;
+use super::rows::{Owner, RUNS};
 use super::*;
 use crate::store::runs::RunSet;
 use crate::store::tables::{DEDUPE, DEDUPE_COMMITS, EVENTS, META, dedupe_key};
 use redb::{Database, ReadableDatabase};
 use std::sync::Arc;
+
+/// What a pre-check that settled nothing knows of app 1's `id`.
+fn hashed(id: &str) -> Known {
+    let (fp, check) = hashes(1, id);
+    Known::Fingerprint { fp, check }
+}
+
+/// The slot of a new id of app 1 whose fingerprint is free.
+fn free_slot(id: &str) -> Slot {
+    let (fp, check) = hashes(1, id);
+    Slot::Fingerprint { fp, check }
+}
+
+/// An index entry forging a 64-bit collision: `id`'s fingerprint stored as the event `seq`
+/// holds (whose id has other check bits).
+fn forge(staged: &mut Staged, id: &str, seq: u64, owner_id: &str) {
+    let check = hashes(1, owner_id).1;
+    staged
+        .active
+        .insert(fingerprint(1, id), Owner { seq, check });
+}
 
 fn record(id: &str) -> Vec<u8> {
     crate::store::codec::encode_event(&crate::store::codec::EventRecord::for_test(id))
@@ -129,15 +151,12 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
     // No filters yet: nothing is settled.
     let p = pre.check(1, &["id-3"]);
     assert_eq!(p.to_settle(), 0);
-    assert_eq!(
-        pre.settle(&["id-3"], p),
-        [Known::Fingerprint(fingerprint(1, "id-3"))]
-    );
+    assert_eq!(pre.settle(&["id-3"], p), [hashed("id-3")]);
 
     staged.build_filter(db.clone());
     // A forged collision: "forged"'s fingerprint points at "id-0"'s event (seq 1), and
     // goes into the next run with the ids below.
-    staged.active.insert(fingerprint(1, "forged"), 1);
+    forge(&mut staged, "forged", 1, "id-0");
     let more = ids("more", 150);
     assert!(
         ingest(&db, &mut staged, &mut seq, &refs(&more))
@@ -159,10 +178,11 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
     ];
     let p = pre.check(1, &asked);
     let known = pre.settle(&asked, p);
-    let fp = |id: &str| Known::Fingerprint(fingerprint(1, id));
+    let fp = hashed;
     let epoch = staged.shared.filters().epoch();
     let absent = |id: &str| Known::Absent {
         fp: fingerprint(1, id),
+        check: hashes(1, id).1,
         epoch,
     };
     // An id not in a run yet (`recent`) is absent from the runs: the writer's memory has it.
@@ -183,6 +203,7 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
         pre.settle(&["id-0"], p),
         [Known::Absent {
             fp: fingerprint(2, "id-0"),
+            check: hashes(2, "id-0").1,
             epoch
         }]
     );
@@ -196,14 +217,13 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
         assert_eq!(check("id-0", Known::Stored(1)), Check::Seen(1));
         assert_eq!(check("id-5", fp("id-5")), Check::Seen(6));
         assert_eq!(check(&recent, fp(&recent)), Check::Seen(seq - 1));
-        let forged = fingerprint(1, "forged");
         assert_eq!(
-            check("forged", Known::Fingerprint(forged)),
+            check("forged", fp("forged")),
             Check::New(Slot::FullKey(dedupe_key(1, "forged")))
         );
         assert_eq!(
             check("never-stored", fp("never-stored")),
-            Check::New(Slot::Fingerprint(fingerprint(1, "never-stored")))
+            Check::New(free_slot("never-stored"))
         );
         assert_eq!(check(&recent, absent(&recent)), Check::Seen(seq - 1));
     }
@@ -237,7 +257,7 @@ fn the_writer_and_readers_get_the_same_answers() {
     staged.build_filter(db.clone());
     // A forged collision: "forged"'s fingerprint points at "id-0"'s event (seq 1), and
     // goes into the next run with the ids below.
-    staged.active.insert(fingerprint(1, "forged"), 1);
+    forge(&mut staged, "forged", 1, "id-0");
     let more = ids("more", 150);
     assert!(
         ingest(&db, &mut staged, &mut seq, &refs(&more))
@@ -278,7 +298,7 @@ fn the_writer_and_readers_get_the_same_answers() {
         );
         assert_eq!(
             batch.check(&events, 1, "never-stored", None).unwrap(),
-            Check::New(Slot::Fingerprint(fingerprint(1, "never-stored")))
+            Check::New(free_slot("never-stored"))
         );
     }
     txn.abort().unwrap();
@@ -292,8 +312,7 @@ fn a_fingerprint_collision_is_neither_a_false_duplicate_nor_a_double() {
     let mut seq = 1;
     assert_eq!(ingest(&db, &mut staged, &mut seq, &["a"]), [true]);
     // Forge a collision: make "b"'s fingerprint point at "a"'s event.
-    let fp_b = fingerprint(1, "b");
-    staged.active.insert(fp_b, 1);
+    forge(&mut staged, "b", 1, "a");
     assert_eq!(
         ingest(&db, &mut staged, &mut seq, &["b", "b", "a"]),
         [true, false, false]
@@ -548,4 +567,131 @@ fn a_precheck_token_never_lets_a_duplicate_through() {
     reloaded.share(staged.precheck());
     reloaded.build_filter(db.clone());
     assert_eq!(write(&mut reloaded, &mut seq, &[("rebuilt-e", e)]), [false]);
+}
+
+/// An id's check bits stored with its fingerprint answer "duplicate" without the record,
+/// but only for an event nothing removed: after retention or erasure removed it (and with
+/// it its full key), the same id is new again, to the writer, the pre-check and readers
+/// alike, although its run entry with the same check bits stays.
+#[test]
+fn a_removed_event_is_new_again_although_its_check_bits_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(fresh_db(dir.path()));
+    let mut staged = Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    };
+    let pre = staged.precheck();
+    let mut seq = 1;
+    let stored = ids("id", 300);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&stored))
+            .iter()
+            .all(|&n| n)
+    );
+    staged.build_filter(db.clone());
+    commit_until_filtered(&db, &mut staged, &mut seq);
+    let recent = format!("recent-{seq}");
+    assert_eq!(ingest(&db, &mut staged, &mut seq, &[&recent]), [true]);
+    let recent_seq = seq - 1;
+    assert!(staged.active.contains_key(&fingerprint(1, &recent)));
+
+    // In a run and in memory, with their check bits: duplicates.
+    let asked = ["id-7", recent.as_str()];
+    let p = pre.check(1, &asked);
+    assert_eq!(pre.settle(&asked, p)[0], Known::Stored(8));
+    // Removed as retention and erasure do (the event and its full key, if any).
+    let txn = db.begin_write().unwrap();
+    let victims = [8, recent_seq].map(|seq| crate::store::Victim {
+        seq,
+        dedupe_key: dedupe_key(1, if seq == 8 { "id-7" } else { &recent }),
+        audit_key: format!("audit-{seq}"),
+    });
+    let removed =
+        crate::store::remove_events(&txn, &victims, crate::store::BodyRule::Forget).unwrap();
+    assert_eq!(removed, 2);
+    txn.commit().unwrap();
+
+    let p = pre.check(1, &asked);
+    let known = pre.settle(&asked, p);
+    assert!(
+        known.iter().all(|k| !matches!(k, Known::Stored(_))),
+        "{known:?}"
+    );
+    let read = db.begin_read().unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let events = txn.open_table(EVENTS).unwrap();
+        let mut batch = staged.begin(&txn).unwrap();
+        for (id, k) in asked.iter().zip(known) {
+            assert_eq!(
+                lookup_committed(&read, 1, id).unwrap(),
+                None,
+                "reader: {id}"
+            );
+            assert_eq!(
+                batch.check(&events, 1, id, Some(k)).unwrap(),
+                Check::New(Slot::FullKey(dedupe_key(1, id))),
+                "writer: {id}"
+            );
+        }
+        // Another stored id still is a duplicate.
+        assert_eq!(
+            batch.check(&events, 1, "id-8", None).unwrap(),
+            Check::Seen(9)
+        );
+    }
+    txn.abort().unwrap();
+}
+
+/// The check bits are what answers "duplicate" (the record is not read); an entry without
+/// them (written by an older build) still has its record read.
+#[test]
+fn a_duplicate_is_answered_from_the_index_entry_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(fresh_db(dir.path()));
+    let mut staged = Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    };
+    let mut seq = 1;
+    let stored = ids("id", 300);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&stored))
+            .iter()
+            .all(|&n| n)
+    );
+    // An older build's entry: no check bits.
+    staged.active.insert(
+        fingerprint(1, "old"),
+        Owner {
+            seq: 9,
+            check: super::rows::NO_CHECK,
+        },
+    );
+    // Records gone without a removal (never done outside this test): only the index
+    // entry can answer.
+    let txn = db.begin_write().unwrap();
+    {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        events.remove(8).unwrap();
+        events.remove(9).unwrap();
+    }
+    txn.commit().unwrap();
+    let read = db.begin_read().unwrap();
+    assert_eq!(lookup_committed(&read, 1, "id-7").unwrap(), Some(8));
+    let txn = db.begin_write().unwrap();
+    {
+        let events = txn.open_table(EVENTS).unwrap();
+        let mut batch = staged.begin(&txn).unwrap();
+        assert_eq!(
+            batch.check(&events, 1, "id-7", None).unwrap(),
+            Check::Seen(8)
+        );
+        assert_eq!(
+            batch.check(&events, 1, "old", None).unwrap(),
+            Check::New(Slot::FullKey(dedupe_key(1, "old")))
+        );
+    }
+    txn.abort().unwrap();
 }
