@@ -107,7 +107,8 @@ pub fn partition_of(tenant_id: u32, partitions: u32) -> u32 {
     (z % u64::from(partitions.max(1))) as u32
 }
 
-type Submitted = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, SubmitError>> + Send>>;
+/// What a submission to the local writer resolves to.
+pub type Submitted = Pin<Box<dyn Future<Output = Result<Vec<Outcome>, SubmitError>> + Send>>;
 
 /// What the node reaches of its own process: the writer and the database (given once the
 /// server state exists; holding no strong reference to it).

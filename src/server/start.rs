@@ -264,16 +264,7 @@ impl crate::cluster::node::Local for NodeLocal {
         sub: crate::store::writer::Submission,
         body_bytes: usize,
         replayed: Option<crate::store::writer::Replayed>,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<
-                        Vec<crate::store::writer::Outcome>,
-                        crate::store::writer::SubmitError,
-                    >,
-                > + Send,
-        >,
-    > {
+    ) -> crate::cluster::node::Submitted {
         let state = self.0.clone();
         Box::pin(async move {
             let state = state
@@ -290,16 +281,7 @@ impl crate::cluster::node::Local for NodeLocal {
         &self,
         sub: crate::store::writer::Submission,
         body_bytes: usize,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<
-                    Output = Result<
-                        Vec<crate::store::writer::Outcome>,
-                        crate::store::writer::SubmitError,
-                    >,
-                > + Send,
-        >,
-    > {
+    ) -> crate::cluster::node::Submitted {
         let state = self.0.clone();
         Box::pin(async move {
             let state = state
