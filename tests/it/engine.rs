@@ -43,6 +43,8 @@ pub struct Node {
     /// Its `server_name` (`e1`, `e2`, `e3`).
     pub name: String,
     config: PathBuf,
+    /// Where the node's output goes (shown when it does not come up).
+    log: PathBuf,
     child: Option<Child>,
 }
 
@@ -56,14 +58,33 @@ impl Node {
     }
 
     fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(nats_server())
             .arg("-c")
             .arg(&self.config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("nats-server starts");
         self.child = Some(child);
+    }
+
+    /// Whether the started process has exited (e.g. its port was taken meanwhile).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// The last lines the node wrote.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
     }
 
     /// SIGKILL, and waits for the exit; the store dir stays for [`Node::restart`].
@@ -140,7 +161,22 @@ impl Engine {
         Engine::start(1, true, None)
     }
 
+    /// Starts the nodes on free ports; again on other ports when a node exits before the
+    /// engine forms (a port picked by [`free_port`] can be taken by another test's server
+    /// before the engine binds it).
     fn start(n: usize, sync_always: bool, max_payload: Option<&str>) -> Engine {
+        let mut exits = Vec::new();
+        for _ in 0..3 {
+            match Engine::try_start(n, sync_always, max_payload) {
+                Ok(engine) => return engine,
+                Err(exit) => exits.push(exit),
+            }
+        }
+        panic!("the engine's nodes exited three times: {exits:#?}");
+    }
+
+    /// Err with the exited node's log when one exits before the engine forms.
+    fn try_start(n: usize, sync_always: bool, max_payload: Option<&str>) -> Result<Engine, String> {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -178,18 +214,24 @@ impl Engine {
                 monitor_port: *monitor,
                 name: name.clone(),
                 config,
+                log: dir.path().join(format!("{name}.log")),
                 child: None,
             };
             node.start();
             nodes.push(node);
         }
-        let engine = Engine {
+        let mut engine = Engine {
             nodes,
             _dir: dir,
             _turn: None,
         };
-        wait_for("the engine's JetStream meta group", || {
-            engine.nodes.iter().all(|node| {
+        let end = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(node) = engine.nodes.iter_mut().position(Node::exited) {
+                let node = &engine.nodes[node];
+                return Err(format!("{} exited: {}", node.name, node.log_tail()));
+            }
+            let formed = engine.nodes.iter().all(|node| {
                 let jsz = get_json(node.monitor_port, "/jsz");
                 let size = jsz
                     .as_ref()
@@ -198,9 +240,23 @@ impl Engine {
                     1 => jsz.is_some(),
                     _ => n_leader(&jsz).is_some() && size == Some(Some(n as u64)),
                 }
-            })
-        });
-        engine
+            });
+            if formed {
+                return Ok(engine);
+            }
+            if std::time::Instant::now() >= end {
+                let logs: Vec<String> = engine
+                    .nodes
+                    .iter()
+                    .map(|node| format!("{}: {}", node.name, node.log_tail()))
+                    .collect();
+                panic!(
+                    "timed out waiting for the engine's JetStream meta group:\n{}",
+                    logs.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The client URLs, comma-separated.
