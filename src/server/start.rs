@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::identity::Identity;
 use crate::identity::indexer::Indexer;
 use crate::ops::LOCK_WAIT;
-use crate::store::writer::{Listeners, Writer};
+use crate::store::writer::{Listeners, Outcome, SubmitError, Writer};
 use crate::store::{self, Store};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
@@ -258,6 +258,21 @@ impl Server {
 /// reference (the node must not keep the state, hence the database, open).
 struct NodeLocal(std::sync::Weak<State>);
 
+impl NodeLocal {
+    /// `f` on the server's state, or "shutting down" once the server is gone.
+    fn on_state<F, Fut>(&self, f: F) -> crate::cluster::node::Submitted
+    where
+        F: FnOnce(Arc<State>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Vec<Outcome>, SubmitError>> + Send,
+    {
+        let state = self.0.clone();
+        Box::pin(async move {
+            let state = state.upgrade().ok_or(SubmitError::ShuttingDown)?;
+            f(state).await
+        })
+    }
+}
+
 impl crate::cluster::node::Local for NodeLocal {
     fn submit(
         &self,
@@ -265,11 +280,7 @@ impl crate::cluster::node::Local for NodeLocal {
         body_bytes: usize,
         replayed: Option<crate::store::writer::Replayed>,
     ) -> crate::cluster::node::Submitted {
-        let state = self.0.clone();
-        Box::pin(async move {
-            let state = state
-                .upgrade()
-                .ok_or(crate::store::writer::SubmitError::ShuttingDown)?;
+        self.on_state(move |state| async move {
             match replayed {
                 Some(r) => state.writer.submit_replayed(sub, body_bytes, r).await,
                 None => state.writer.submit(sub, body_bytes).await,
@@ -282,13 +293,7 @@ impl crate::cluster::node::Local for NodeLocal {
         sub: crate::store::writer::Submission,
         body_bytes: usize,
     ) -> crate::cluster::node::Submitted {
-        let state = self.0.clone();
-        Box::pin(async move {
-            let state = state
-                .upgrade()
-                .ok_or(crate::store::writer::SubmitError::ShuttingDown)?;
-            state.writer.submit_dry(sub, body_bytes).await
-        })
+        self.on_state(move |state| async move { state.writer.submit_dry(sub, body_bytes).await })
     }
 
     fn applied(&self, p: u32) -> Result<u64, String> {

@@ -76,6 +76,19 @@ fn ingest(db: &Database, staged: &mut Staged, seq: &mut u64, ids: &[&str]) -> Ve
     ingest_or_crash(db, staged, seq, ids, true)
 }
 
+/// Stores `ids`, all of them new.
+fn store_new(db: &Database, staged: &mut Staged, seq: &mut u64, ids: &[String]) {
+    assert!(ingest(db, staged, seq, &refs(ids)).iter().all(|&n| n));
+}
+
+/// A staged index that writes a run every 100 fingerprints.
+fn small_runs() -> Staged {
+    Staged {
+        freeze_at: 100,
+        ..Staged::default()
+    }
+}
+
 fn reload(db: &Database, freeze_at: usize) -> Staged {
     let txn = db.begin_write().unwrap();
     let mut s = Staged::load(&txn).unwrap();
@@ -136,18 +149,11 @@ fn commit_until_filtered(db: &Database, staged: &mut Staged, seq: &mut u64) {
 fn the_precheck_settles_only_ids_a_snapshot_holds() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(fresh_db(dir.path()));
-    let mut staged = Staged {
-        freeze_at: 100,
-        ..Staged::default()
-    };
+    let mut staged = small_runs();
     let pre = staged.precheck();
     let mut seq = 1;
     let stored = ids("id", 1_000);
-    assert!(
-        ingest(&db, &mut staged, &mut seq, &refs(&stored))
-            .iter()
-            .all(|&n| n)
-    );
+    store_new(&db, &mut staged, &mut seq, &stored);
     // No filters yet: nothing is settled.
     let p = pre.check(1, &["id-3"]);
     assert_eq!(p.to_settle(), 0);
@@ -243,17 +249,10 @@ fn the_precheck_settles_only_ids_a_snapshot_holds() {
 fn the_writer_and_readers_get_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(fresh_db(dir.path()));
-    let mut staged = Staged {
-        freeze_at: 100,
-        ..Staged::default()
-    };
+    let mut staged = small_runs();
     let mut seq = 1;
     let stored = ids("id", 1_000);
-    assert!(
-        ingest(&db, &mut staged, &mut seq, &refs(&stored))
-            .iter()
-            .all(|&n| n)
-    );
+    store_new(&db, &mut staged, &mut seq, &stored);
     staged.build_filter(db.clone());
     // A forged collision: "forged"'s fingerprint points at "id-0"'s event (seq 1), and
     // goes into the next run with the ids below.
@@ -336,10 +335,7 @@ fn a_fingerprint_collision_is_neither_a_false_duplicate_nor_a_double() {
 fn runs_are_written_merged_and_survive_crashes_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let db = fresh_db(dir.path());
-    let mut staged = Staged {
-        freeze_at: 100,
-        ..Staged::default()
-    };
+    let mut staged = small_runs();
     let mut seq = 1;
     let all = ids("id", 12_000);
     // Commits of varied sizes, single events among them (a run then replaces rows that
@@ -412,10 +408,7 @@ fn runs_are_written_merged_and_survive_crashes_and_reloads() {
 fn the_filters_never_hide_a_stored_id() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(fresh_db(dir.path()));
-    let mut staged = Staged {
-        freeze_at: 100,
-        ..Staged::default()
-    };
+    let mut staged = small_runs();
     staged.build_filter(db.clone());
     let mut seq = 1;
     let all = ids("id", 6_000);
@@ -482,10 +475,7 @@ fn the_filters_never_hide_a_stored_id() {
 fn a_precheck_token_never_lets_a_duplicate_through() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(fresh_db(dir.path()));
-    let mut staged = Staged {
-        freeze_at: 100,
-        ..Staged::default()
-    };
+    let mut staged = small_runs();
     let pre = staged.precheck();
     let mut seq = 1;
     let stored = ids("id", 300);
@@ -577,18 +567,11 @@ fn a_precheck_token_never_lets_a_duplicate_through() {
 fn a_removed_event_is_new_again_although_its_check_bits_match() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(fresh_db(dir.path()));
-    let mut staged = Staged {
-        freeze_at: 100,
-        ..Staged::default()
-    };
+    let mut staged = small_runs();
     let pre = staged.precheck();
     let mut seq = 1;
     let stored = ids("id", 300);
-    assert!(
-        ingest(&db, &mut staged, &mut seq, &refs(&stored))
-            .iter()
-            .all(|&n| n)
-    );
+    store_new(&db, &mut staged, &mut seq, &stored);
     staged.build_filter(db.clone());
     commit_until_filtered(&db, &mut staged, &mut seq);
     let recent = format!("recent-{seq}");
@@ -650,17 +633,10 @@ fn a_removed_event_is_new_again_although_its_check_bits_match() {
 fn a_duplicate_is_answered_from_the_index_entry_alone() {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(fresh_db(dir.path()));
-    let mut staged = Staged {
-        freeze_at: 100,
-        ..Staged::default()
-    };
+    let mut staged = small_runs();
     let mut seq = 1;
     let stored = ids("id", 300);
-    assert!(
-        ingest(&db, &mut staged, &mut seq, &refs(&stored))
-            .iter()
-            .all(|&n| n)
-    );
+    store_new(&db, &mut staged, &mut seq, &stored);
     // An older build's entry: no check bits.
     staged.active.insert(
         fingerprint(1, "old"),
