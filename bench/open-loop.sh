@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Where the open-loop tail comes from: a fresh `inlet serve`, single events over 64
+# connections at RATE requests/s for SECONDS (defaults: 14000, 20; use half the durable floor
+# of an `inlet-bench all` run), then each server thread's share of a core (on CPU, waiting
+# for one) and the writer's commit histograms from /metrics (commit time, events per commit).
+# With FILL=N, N bulk events are stored first and the indexer is let catch up (its lag at 0)
+# before the timed run.
+#
+#   bench/open-loop.sh [RATE] [SECONDS]
+#
+# Needs curl; uses 127.0.0.1:$OL_PORT (18096) and a data dir under $OL_DIR (/tmp), deleted
+# afterwards.
+set -euo pipefail
+rate=${1:-14000} secs=${2:-20}
+bin=$(dirname "$0")/../target/release
+addr=127.0.0.1:${OL_PORT:-18096}
+dir=$(mktemp -d "${OL_DIR:-/tmp}/inlet-ol.XXXXXX")
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir" "$dir.log"; }
+trap cleanup EXIT
+"$bin/inlet" serve --data "$dir" --listen "$addr" > "$dir.log" 2>&1 &
+pid=$!
+deadline=$((SECONDS + 30))
+until curl -sf "http://$addr/readyz" > /dev/null; do
+  [ $SECONDS -lt $deadline ] || { echo "not ready" >&2; exit 1; }
+  kill -0 "$pid" || { cat "$dir.log" >&2; exit 1; }
+  sleep 0.1
+done
+key=$("$bin/inlet" keys mint --data "$dir" --app default --label open-loop)
+metric() { curl -sf "http://$addr/metrics" | grep -E "^$1" || true; }
+if [ "${FILL:-0}" -gt 0 ]; then
+  "$bin/inlet-bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 \
+    --requests $((FILL / 1000)) > /dev/null
+  deadline=$((SECONDS + 600))
+  until metric inlet_identity_lag_events | grep -q ' 0$'; do
+    [ $SECONDS -lt $deadline ] || { echo "the indexer did not catch up" >&2; exit 1; }
+    sleep 0.5
+  done
+fi
+threads() {
+  for t in /proc/"$pid"/task/*; do echo "$(tr ' ' _ < "$t"/comm) $(cat "$t"/schedstat)"; done |
+    awk '{a[$1]+=$2; b[$1]+=$3} END {for (k in a) print k, a[k], b[k]}' | sort
+}
+before=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)') t0=$(threads)
+"$bin/inlet-bench" load --addr "$addr" --key "$key" --bulk 1 --conns 64 --rate "$rate" \
+  --seconds "$secs" 2>&1 | tail -1
+after=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)') t1=$(threads)
+echo "load average $(cut -d' ' -f1 /proc/loadavg)"
+join <(echo "$t0") <(echo "$t1") | awk -v w="$secs" \
+  '($4-$2)/w/1e7 >= 0.5 {printf "  %-18s on cpu %5.1f%%  waiting for cpu %5.1f%%\n", $1, ($4-$2)/w/1e7, ($5-$3)/w/1e7}'
+join <(echo "$before" | sort) <(echo "$after" | sort) | awk -v w="$secs" '
+  {d[$1] = $3 - $2}
+  END {
+    n = d["inlet_commit_duration_seconds_count"]
+    if (n > 0) printf "  commits %d: %.1f events each, %.2f ms each, the writer in commits %.0f%% of the time\n",
+      n, d["inlet_commit_batch_events_sum"] / n, d["inlet_commit_duration_seconds_sum"] * 1000 / n,
+      d["inlet_commit_duration_seconds_sum"] * 100 / w
+  }'
