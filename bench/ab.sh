@@ -5,7 +5,8 @@
 #
 # For each round and each build (alternating, so that a noisy machine hits all of them, and
 # each round starting with the next build, as the first run after a pause is favoured):
-# a fresh data dir, `BIN serve`, a key, FILL_SECONDS of bulk 1000 x 16 from empty, then
+# a fresh data dir, `BIN serve`, a key, FILL_SECONDS of bulk 1000 x 16 from empty, a wait
+# until the identity indexer has caught up on it, then
 # SECONDS measured in SHAPE (default `--bulk 1000 --conns 16`; `-m "--bulk 1 --conns 64"`
 # measures single events) with LOAD_ARGS added (e.g. `--dup-share 0.5 --dup-count 1000000
 # --dup-seed 1` to resubmit half of the ids from the first million filled). Prints the load
@@ -54,6 +55,13 @@ for r in $(seq "$rounds"); do
     done
     key=$("$bin" keys mint --data "$dir" --app default --label ab)
     "$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 --seconds "$fill" > /dev/null
+    # The indexer catches up on the fill first: its work on earlier events would otherwise
+    # count against the measured ones (and more so for a build that measures fewer).
+    deadline=$((SECONDS + 300))
+    until curl -sf "http://$addr/metrics" | grep -q '^inlet_identity_lag_events 0$'; do
+      [ $SECONDS -lt $deadline ] || { echo "$bin: the indexer did not catch up" >&2; exit 1; }
+      sleep 0.2
+    done
     before=$(threads); t0=$(date +%s.%N); cpu0=$(cpu_ticks)
     # shellcheck disable=SC2086 # SHAPE is a list of arguments
     line=$("$bench" load --addr "$addr" --key "$key" $shape --seconds "$secs" --seed 2 "$@" 2>&1 | tail -1)
