@@ -590,11 +590,35 @@ impl Cluster {
         });
     }
 
+    /// The owner of `p` once ownership has spread over the three nodes (none above its share,
+    /// so none gives a partition up any more): an owner picked while the nodes still join
+    /// may hand `p` on a moment later.
+    pub(crate) fn settled_owner(&self, p: u32) -> usize {
+        let share = PARTITIONS.div_ceil(3) as usize;
+        let mut owner = None;
+        wait_for("ownership spread over the three nodes", || {
+            let owned: Option<Vec<Vec<u32>>> = self.nodes.iter().map(Node::owned).collect();
+            let Some(owned) = owned else { return false };
+            let mut all: Vec<u32> = owned.concat();
+            all.sort_unstable();
+            owner = owned.iter().position(|o| o.contains(&p));
+            all == (0..PARTITIONS).collect::<Vec<_>>() && owned.iter().all(|o| o.len() <= share)
+        });
+        owner.expect("found above")
+    }
+
+    /// The live node that owns `p`, waited for: while ownership moves (nodes joining, a
+    /// takeover) no node may name it for a moment.
     pub(crate) fn owner_of(&self, live: &[usize], p: u32) -> usize {
-        *live
-            .iter()
-            .find(|&&i| self.nodes[i].owned().is_some_and(|o| o.contains(&p)))
-            .expect("an owner")
+        let mut owner = None;
+        wait_for(&format!("an owner of partition {p}"), || {
+            owner = live
+                .iter()
+                .copied()
+                .find(|&i| self.nodes[i].owned().is_some_and(|o| o.contains(&p)));
+            owner.is_some()
+        });
+        owner.expect("found above")
     }
 }
 
@@ -1228,22 +1252,6 @@ fn serve_to_exit_as(data: &Path, engine: &Engine, node: &str) -> std::process::O
 
 // ---- Takeover marker, dry runs, node names, a node cut off (issue 19's last pieces) ---------
 
-/// The owner of `p` once ownership has spread over the three nodes (none above its share,
-/// so none gives a partition up any more).
-fn settled_owner(cluster: &Cluster, p: u32) -> usize {
-    let share = PARTITIONS.div_ceil(3) as usize;
-    let mut owner = None;
-    wait_for("ownership spread over the three nodes", || {
-        let owned: Option<Vec<Vec<u32>>> = cluster.nodes.iter().map(Node::owned).collect();
-        let Some(owned) = owned else { return false };
-        let mut all: Vec<u32> = owned.concat();
-        all.sort_unstable();
-        owner = owned.iter().position(|o| o.contains(&p));
-        all == (0..PARTITIONS).collect::<Vec<_>>() && owned.iter().all(|o| o.len() <= share)
-    });
-    owner.unwrap()
-}
-
 /// A stale owner's batch that reaches the engine after another node took its partition over,
 /// before the new owner had any traffic: the new owner's takeover marker makes the fence
 /// alone refuse it (10071), past the lease-time guard (the hook sends it late on purpose).
@@ -1265,7 +1273,7 @@ fn a_stale_owners_late_append_is_refused_by_the_takeover_marker() {
     let first = send_until_answered(&all, 0, &["m0".to_owned()]);
     assert_eq!(first[0].1, "accepted");
     let p = tenant_partition(&engine, "t1");
-    let stale = settled_owner(&cluster, p);
+    let stale = cluster.settled_owner(p);
     let others: Vec<usize> = (0..3).filter(|&n| n != stale).collect();
     // The owner passes its lease check with a batch, then is held before the append.
     std::fs::write(&hold, b"").unwrap();
@@ -1330,7 +1338,7 @@ fn dry_runs_are_answered_by_the_partitions_owner() {
     );
     assert_eq!(first[0].1, "accepted");
     let p = tenant_partition(&engine, "t1");
-    let owner = settled_owner(&cluster, p);
+    let owner = cluster.settled_owner(p);
     let (a, b) = match owner {
         0 => (1, 2),
         1 => (2, 0),
@@ -1452,7 +1460,7 @@ fn a_node_cut_off_from_the_engine_answers_forwarded_requests_at_once() {
     );
     assert_eq!(first[0].1, "accepted");
     let p = tenant_partition(&engine, "t1");
-    let owner = settled_owner(&cluster, p);
+    let owner = cluster.settled_owner(p);
     let via = (owner + 1) % 3;
     for n in &mut engine.nodes {
         n.kill();

@@ -171,7 +171,7 @@ fn an_erasure_asked_on_any_node_reaches_every_node_the_engine_and_a_rebuilt_node
     let live = [0, 1, 2];
     let (kept, subject_events) = fill(&cluster, &live);
     let p = tenant_partition(&engine, "t1");
-    let owner = cluster.owner_of(&live, p);
+    let owner = cluster.settled_owner(p);
     let asked = (owner + 1) % 3;
     assert!(
         stream_leftover(&engine).is_some(),
@@ -275,7 +275,7 @@ fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
     let live = [0, 1, 2];
     let (kept, _) = fill(&cluster, &live);
     let p = tenant_partition(&engine, "t1");
-    let owner = cluster.owner_of(&live, p);
+    let owner = cluster.settled_owner(p);
     // Through the CLI of the owner, which aborts once the record is appended.
     let out = cli(
         &cluster.nodes[owner].data,
