@@ -280,8 +280,8 @@ pub async fn ensure(engine: &Engine, settings: &Settings) -> Result<Layout, Stri
     })
 }
 
-/// [`ensure`], asked again while the engine does not answer in time (a group that just
-/// formed, a loaded machine) for up to `patience`.
+/// [`ensure`], asked again while the engine does not answer yet (a group that just formed, a
+/// stream whose leader is still being elected, a loaded machine) for up to `patience`.
 pub async fn ensure_patiently(
     engine: &Engine,
     settings: &Settings,
@@ -290,12 +290,21 @@ pub async fn ensure_patiently(
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         match ensure(engine, settings).await {
-            Err(e) if e.contains("did not answer") && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, "the engine is slow to answer; asking again");
+            Err(e) if not_answering_yet(&e) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "the engine does not answer yet; asking again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             r => return r,
         }
     }
+}
+
+/// Whether an error of [`ensure`] says the engine did not answer (yet), rather than that
+/// what it holds is wrong: a timeout, or "no responders" (nothing serves the request's
+/// JetStream API subject at that moment, e.g. a bucket created a moment ago by another node
+/// whose stream has no leader yet).
+fn not_answering_yet(e: &str) -> bool {
+    e.contains("did not answer") || e.contains("no responders")
 }
 
 /// A key-value bucket, created if missing, with the replication asked for.
@@ -483,7 +492,27 @@ async fn monitor_get(base: &str, path: &str) -> Result<Value, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Node, check_payload, parse_version};
+    use super::{Node, check_payload, not_answering_yet, parse_version};
+
+    /// A start asks again on an engine that does not answer yet (seen: a node's first
+    /// partition-count read right after another node created the bucket), and fails at once
+    /// on an engine that holds something else.
+    #[test]
+    fn only_an_engine_not_answering_yet_is_asked_again() {
+        for transient in [
+            "the partition count: failed getting entry: unable to get message: 503 no responders",
+            "the event stream: the engine did not answer within 10s",
+        ] {
+            assert!(not_answering_yet(transient), "{transient}");
+        }
+        for fatal in [
+            "cluster_partitions: 8 here, but the cluster was created with 4; the count is fixed at creation",
+            "the event stream inlet_events has 1 replica(s); cluster mode needs 3",
+            "the partition count is missing from the meta bucket",
+        ] {
+            assert!(!not_answering_yet(fatal), "{fatal}");
+        }
+    }
 
     #[test]
     fn the_engine_takes_twice_the_largest_body() {
