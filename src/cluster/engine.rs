@@ -136,7 +136,10 @@ fn check_payload(node: &Node, max_body_bulk: usize) -> Result<(), String> {
     }
     const MB: u64 = 1 << 20;
     Err(format!(
-        "engine node {} ({}) takes messages of at most {} bytes (its max_payload), and inlet's          max_body_bulk is {max_body_bulk} bytes: a bulk request's batch (its events and its raw          body) needs {need}. Set `max_payload: {}MB` at the top of each engine node's config          (the engine takes at most 64MB), or lower max_body_bulk to {} or less",
+        "engine node {} ({}) takes messages of at most {} bytes (its max_payload), and inlet's \
+         max_body_bulk is {max_body_bulk} bytes: a bulk request's batch (its events and its raw \
+         body) needs {need}. Set `max_payload: {}MB` at the top of each engine node's config \
+         (the engine takes at most 64MB), or lower max_body_bulk to {} or less",
         node.name,
         node.monitor,
         node.max_payload,
@@ -305,7 +308,7 @@ pub async fn ensure_patiently(
 /// has no leader yet); or no peers to place a stream on (10005: a group that just formed
 /// still counts a peer offline; with a node really down, the error stays and is returned
 /// once the patience is spent).
-fn not_answering_yet(e: &str) -> bool {
+pub(super) fn not_answering_yet(e: &str) -> bool {
     e.contains("did not answer") || e.contains("no responders") || e.contains("error code 10005")
 }
 

@@ -173,11 +173,25 @@ impl Leases {
         let deadline = tokio::time::Instant::now() + LEASE_TTL + Duration::from_secs(3);
         let mut seen: Option<u64> = None;
         loop {
-            match self.claim_once(instance).await? {
+            let claimed = match self.claim_once(instance).await {
+                // An engine that just formed (or a bucket just created) may not answer yet.
+                Err(e)
+                    if super::engine::not_answering_yet(&e)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(error = %e, "the engine does not answer yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                r => r?,
+            };
+            match claimed {
                 Claimed::Yes(rev) => return Ok(rev),
                 Claimed::Other(rev) if seen.is_some_and(|s| s != rev) => {
                     return Err(format!(
-                        "cluster_node: {:?} is in use by another running inlet node (its                          claim in the engine was renewed while this one waited); give every                          node its own cluster_node",
+                        "cluster_node: {:?} is in use by another running inlet node (its \
+                         claim in the engine was renewed while this one waited); give every \
+                         node its own cluster_node",
                         self.node
                     ));
                 }
@@ -185,7 +199,10 @@ impl Leases {
                     if seen.is_none() {
                         tracing::warn!(
                             node = %self.node,
-                            "cluster_node {:?} is claimed in the engine by another instance                              (this node's data dir is new, or another node has this name):                              waiting up to {}s for the claim to expire; renewed meanwhile,                              this node is refused",
+                            "cluster_node {:?} is claimed in the engine by another instance \
+                             (this node's data dir is new, or another node has this name): \
+                             waiting up to {}s for the claim to expire; renewed meanwhile, \
+                             this node is refused",
                             self.node,
                             LEASE_TTL.as_secs()
                         );
@@ -196,7 +213,8 @@ impl Leases {
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(
-                    "cluster_node: {:?} is claimed by another instance and its claim did                      not expire",
+                    "cluster_node: {:?} is claimed by another instance and its claim did \
+                     not expire",
                     self.node
                 ));
             }
