@@ -294,7 +294,11 @@ pub async fn ensure_patiently(
     loop {
         match ensure(engine, settings).await {
             Err(e) if not_answering_yet(&e) && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, "the engine does not answer yet; asking again");
+                crate::warn_throttled!(
+                    "cluster engine not answering",
+                    error = %e,
+                    "the engine does not answer yet; asking again"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             r => return r,

@@ -179,7 +179,11 @@ impl Leases {
                     if super::engine::not_answering_yet(&e)
                         && tokio::time::Instant::now() < deadline =>
                 {
-                    tracing::warn!(error = %e, "the engine does not answer yet; asking again");
+                    crate::warn_throttled!(
+                        "cluster engine not answering",
+                        error = %e,
+                        "the engine does not answer yet; asking again"
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
