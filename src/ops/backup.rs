@@ -28,11 +28,7 @@ impl Drop for TempFile {
 }
 
 fn temp_path(dir: &Path, what: &str) -> PathBuf {
-    dir.join(format!(
-        ".{what}-{}-{}.tmp",
-        std::process::id(),
-        crate::clock::now_ms()
-    ))
+    crate::store::temp_name(dir, &format!(".{what}-"), ".tmp")
 }
 
 /// Writes a consistent copy of the database to `out`. Returns its size in bytes.

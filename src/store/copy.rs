@@ -134,12 +134,7 @@ pub fn copy_all(src: &ReadTransaction, dst: &Database) -> Result<u64> {
 /// caller then opens `path` again; `db` keeps the old, unlinked file until dropped.
 pub fn rewrite(db: &Database, path: &Path) -> Result<u64> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        "{}{}-{}",
-        REWRITE_PREFIX,
-        std::process::id(),
-        crate::clock::now_ms()
-    ));
+    let tmp = super::temp_name(dir, REWRITE_PREFIX, "");
     let result = (|| {
         super::private_file(&tmp)?;
         let rows = {
@@ -191,12 +186,7 @@ impl Drop for Prepared {
 /// Copies a snapshot of `db` into a new file next to `path` (any thread; the writer goes on).
 pub fn prepare(db: &Database, path: &Path) -> Result<Prepared> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        "{}{}-{}",
-        REWRITE_PREFIX,
-        std::process::id(),
-        crate::clock::now_ms()
-    ));
+    let tmp = super::temp_name(dir, REWRITE_PREFIX, "");
     super::private_file(&tmp)?;
     let mut prepared = Prepared {
         dst: Some(super::builder().create(&tmp)?),
@@ -401,5 +391,23 @@ mod tests {
         assert_eq!(rows(&copy), want);
         let txn = copy.begin_read().unwrap();
         assert_eq!(txn.open_table(EVENTS).unwrap().len().unwrap(), 119);
+    }
+
+    /// Two erasures rewriting at once (same process, same millisecond) each prepare their own
+    /// copy: the time alone named both files alike, and the second found the first's locked.
+    #[test]
+    fn copies_prepared_at_once_have_files_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: std::collections::HashSet<_> = (0..1000)
+            .map(|_| crate::store::temp_name(dir.path(), REWRITE_PREFIX, ""))
+            .collect();
+        assert_eq!(names.len(), 1000);
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let first = prepare(&db, store.path()).unwrap();
+        let second = prepare(&db, store.path()).unwrap();
+        assert_ne!(first.tmp, second.tmp);
+        finish(&db, first, store.path()).unwrap();
+        finish(&db, second, store.path()).unwrap();
     }
 }

@@ -355,6 +355,20 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// A name for a temporary file in `dir` that no other temporary file of this process has:
+/// `{prefix}{pid}-{n}-{ms}{suffix}`. Two erasures or backups in the same millisecond each get
+/// their own file (the time alone gave them one, and the second `create` found it locked).
+pub(crate) fn temp_name(dir: &Path, prefix: &str, suffix: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(
+        "{prefix}{}-{n}-{}{suffix}",
+        std::process::id(),
+        crate::clock::now_ms()
+    ))
+}
+
 /// Makes `path` owner-only (0600) whatever the umask: creates it empty when absent (redb
 /// initializes an empty file), giving it the data dir's owner when this process may (root:
 /// `sudo inlet ...` must not leave a file the service's user cannot open), and takes the

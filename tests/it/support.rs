@@ -209,6 +209,15 @@ impl Inlet {
 impl Drop for Inlet {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what the server said, so a red CI run can be read.
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- the server's last log lines ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
