@@ -20,10 +20,11 @@
 //! Every node that applies the partition's stream meets the record in order
 //! ([`Cluster::apply_privacy`]): it applies the rewritten messages (events it holds already
 //! are duplicates; a node that never read the originals, deleted before it came, gets the
-//! other events of those batches from them), then the same local erasure (whatever it holds
-//! of the subject goes), so both paths end in the same state; it then deletes the originals
-//! again, which finishes the erasure of an owner that died between steps 3 and 5 (deleting
-//! a deleted message is a no-op).
+//! other events of those batches from them), deletes the originals again, which finishes the
+//! erasure of an owner that died between steps 3 and 5 (deleting a deleted message is a
+//! no-op; a deletion that fails leaves the record unapplied, to be tried again), then makes
+//! the same local erasure (whatever it holds of the subject goes), so both paths end in the
+//! same state.
 //!
 //! The owner also tells the other nodes (a notice on `inlet.erased.<p>`, at most once): a
 //! node that held the partition before erases its old copy and records the entry in its
@@ -51,6 +52,10 @@ use std::time::Duration;
 const ASK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Test-only: abort the owner between appending an erasure record and the rest.
 const CRASH_ENV: &str = "INLET_TEST_CRASH_AFTER_ERASURE_RECORD";
+/// Test-only: this node's first deletion of an original message fails (an engine that did
+/// not answer it), to show that a node applying the record tries again.
+const FAIL_DELETE_ENV: &str = "INLET_TEST_FAIL_FIRST_DELETE";
+static DELETE_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The subject on which partition `p`'s owner takes erasures and lifts.
 pub fn erase_subject(p: u32) -> String {
@@ -542,18 +547,28 @@ impl Cluster {
         Ok(s)
     }
 
-    /// Deletes the messages an erasure record replaced (deleted ones are skipped).
+    /// Deletes the messages an erasure record replaced (deleted ones are skipped: the owner
+    /// and the nodes applying the record delete the same messages, at the same time too).
     async fn delete_originals(&self, p: u32, seqs: &[u64]) -> Result<()> {
         use async_nats::jetstream::ErrorCode;
         use async_nats::jetstream::stream::DeleteMessageErrorKind as Kind;
         let mut seqs = seqs.to_vec();
         seqs.dedup();
         for seq in seqs {
+            if std::env::var_os(FAIL_DELETE_ENV).is_some()
+                && !DELETE_FAILED.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!("{FAIL_DELETE_ENV}: failing the deletion of message {seq}");
+                return Err(Error::Fenced(format!(
+                    "deleting message {seq} of partition {p}: {FAIL_DELETE_ENV}"
+                )));
+            }
             match self.stream.delete_message(seq).await {
                 Ok(_) => {}
                 Err(e) => match e.kind() {
                     Kind::JetStream(j)
                         if j.error_code() == ErrorCode::NO_MESSAGE_FOUND
+                            || j.error_code() == ErrorCode::SEQUENCE_NOT_FOUND
                             || (j.error_code() == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
                                 && j.to_string().contains("not found")) => {}
                     _ => {
@@ -568,7 +583,8 @@ impl Cluster {
     }
 
     /// A [`PrivacyRecord`] met at `seq` while applying `p`'s stream: the rewritten messages,
-    /// the local erasure (or lift), `seq` marked applied, then the originals deleted.
+    /// the originals deleted, then the local erasure (or lift) with `seq` marked applied. A
+    /// deletion that fails leaves `seq` unapplied, so this node tries the record again.
     pub(super) async fn apply_privacy(&self, p: u32, seq: u64, payload: &[u8]) -> Result<()> {
         let local = self
             .local
@@ -592,14 +608,14 @@ impl Cluster {
                 }
             }
         }
+        self.delete_originals(p, &originals).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<()>>();
         let job: PrivacyJob = Box::new(move |identity, writer| {
             let _ = tx.send(apply_locally(identity, writer, Some((p, seq)), record));
         });
         local.privacy(job).map_err(Error::Fenced)?;
         rx.await
-            .map_err(|_| Error::Fenced("the erasure stopped".into()))??;
-        self.delete_originals(p, &originals).await
+            .map_err(|_| Error::Fenced("the erasure stopped".into()))?
     }
 }
 

@@ -522,6 +522,21 @@ impl Drop for Node {
             let _ = Command::new("kill").args(["-CONT", &self.pid()]).status();
         }
         self.kill();
+        // A failing test shows what each node said: its warnings and its last lines.
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines.len().saturating_sub(30);
+            eprintln!(
+                "--- node {}: its warnings, then its last lines ---",
+                self.name
+            );
+            for (i, line) in lines.iter().enumerate() {
+                if i >= tail || line.contains(" WARN ") || line.contains(" ERROR ") {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! subject's partition, it reaches every node's database, the engine's stream (raw bytes of
 //! every message), the suppression list of whichever node serves the partition, and a fresh
 //! node rebuilt from the engine; an owner killed between the erasure record and the deletion
-//! of the originals still ends with the subject gone.
+//! of the originals, or whose deletion failed, still ends with the subject gone.
 
 use crate::cluster::{Cluster, Node, raw_stream, tenant_partition};
 use crate::engine::Engine;
@@ -301,4 +301,46 @@ fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
         stream_leftover(&engine).is_none()
     });
     check_node(&cluster.nodes[new_owner], &kept, &cluster.keys[0]);
+}
+
+#[test]
+fn a_deletion_that_fails_is_tried_again_by_the_nodes_that_apply_the_record() {
+    let engine = Engine::cluster();
+    // Each node's first deletion of an original fails.
+    let cluster = Cluster::start_with_env(&engine, &[("INLET_TEST_FAIL_FIRST_DELETE", "1")]);
+    let live = [0, 1, 2];
+    let (kept, _) = fill(&cluster, &live);
+    let p = tenant_partition(&engine, "t1");
+    let owner = cluster.settled_owner(p);
+    // The owner's deletion fails after the record: the erasure is recorded, its answer an
+    // error.
+    let out = cli(
+        &cluster.nodes[owner].data,
+        &[
+            "erase",
+            "--app",
+            "app-t1",
+            &format!("--id=user_id={USER}"),
+            "--suppress",
+        ],
+    );
+    assert!(!out.status.success(), "the owner's deletion was to fail");
+    // The other nodes apply the record: their first deletion fails too, and they try again.
+    wait_for(
+        "the originals deleted by the nodes applying the record",
+        || stream_leftover(&engine).is_none(),
+    );
+    for (n, node) in cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|&(n, _)| n != owner)
+    {
+        let failed = node.log.lock().unwrap().contains("failing the deletion");
+        assert!(
+            failed,
+            "node {n} applied the record without failing a deletion"
+        );
+    }
+    check_node(&cluster.nodes[owner], &kept, &cluster.keys[0]);
 }
