@@ -2,7 +2,8 @@
 # Where the open-loop tail comes from: a fresh `inlet serve`, single events over 64
 # connections at RATE requests/s for SECONDS (defaults: 14000, 20; use half the durable floor
 # of an `inlet-bench all` run), then each server thread's share of a core (on CPU, waiting
-# for one) and the writer's commit histograms from /metrics (commit time, events per commit).
+# for one), the writer's commit histograms from /metrics (commit time, events per commit) and
+# what the server wrote per commit (/proc/PID/io).
 # With FILL=N, N bulk events are stored first and the indexer is let catch up (its lag at 0)
 # before the timed run.
 #
@@ -41,10 +42,11 @@ threads() {
   for t in /proc/"$pid"/task/*; do echo "$(tr ' ' _ < "$t"/comm) $(cat "$t"/schedstat)"; done |
     awk '{a[$1]+=$2; b[$1]+=$3} END {for (k in a) print k, a[k], b[k]}' | sort
 }
-before=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)') t0=$(threads)
+io() { awk '/^(write_bytes|syscw)/ {print "io_" $1, $2}' /proc/"$pid"/io; }
+before=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)'; io) t0=$(threads)
 "$bin/inlet-bench" load --addr "$addr" --key "$key" --bulk 1 --conns 64 --rate "$rate" \
   --seconds "$secs" 2>&1 | tail -1
-after=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)') t1=$(threads)
+after=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)'; io) t1=$(threads)
 echo "load average $(cut -d' ' -f1 /proc/loadavg)"
 join <(echo "$t0") <(echo "$t1") | awk -v w="$secs" \
   '($4-$2)/w/1e7 >= 0.5 {printf "  %-18s on cpu %5.1f%%  waiting for cpu %5.1f%%\n", $1, ($4-$2)/w/1e7, ($5-$3)/w/1e7}'
@@ -55,4 +57,6 @@ join <(echo "$before" | sort) <(echo "$after" | sort) | awk -v w="$secs" '
     if (n > 0) printf "  commits %d: %.1f events each, %.2f ms each, the writer in commits %.0f%% of the time\n",
       n, d["inlet_commit_batch_events_sum"] / n, d["inlet_commit_duration_seconds_sum"] * 1000 / n,
       d["inlet_commit_duration_seconds_sum"] * 100 / w
+    if (n > 0) printf "  per commit: %.1f KiB written to files, %.1f write calls (sockets too)\n",
+      d["io_write_bytes:"] / 1024 / n, d["io_syscw:"] / n
   }'
