@@ -9,11 +9,12 @@
 #
 #   bench/open-loop.sh [RATE] [SECONDS]
 #
+# OL_BIN: the directory of the `inlet` and `inlet-bench` to run (default target/release).
 # Needs curl; uses 127.0.0.1:$OL_PORT (18096) and a data dir under $OL_DIR (/tmp), deleted
 # afterwards.
 set -euo pipefail
 rate=${1:-14000} secs=${2:-20}
-bin=$(dirname "$0")/../target/release
+bin=${OL_BIN:-$(dirname "$0")/../target/release}
 addr=127.0.0.1:${OL_PORT:-18096}
 dir=$(mktemp -d "${OL_DIR:-/tmp}/inlet-ol.XXXXXX")
 pid=
@@ -43,11 +44,14 @@ threads() {
     awk '{a[$1]+=$2; b[$1]+=$3} END {for (k in a) print k, a[k], b[k]}' | sort
 }
 io() { awk '/^(write_bytes|syscw)/ {print "io_" $1, $2}' /proc/"$pid"/io; }
-before=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)'; io) t0=$(threads)
+busy() { awk '/^cpu / {print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+before=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)'; io) t0=$(threads) b0=$(busy)
+# Seed 2: ids of their own, not the fill's (seed 1), which would all be duplicates.
 "$bin/inlet-bench" load --addr "$addr" --key "$key" --bulk 1 --conns 64 --rate "$rate" \
-  --seconds "$secs" 2>&1 | tail -1
-after=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)'; io) t1=$(threads)
-echo "load average $(cut -d' ' -f1 /proc/loadavg)"
+  --seconds "$secs" --seed 2 2>&1 | tail -1
+after=$(metric 'inlet_commit_(duration_seconds|batch_events)_(sum|count)'; io) t1=$(threads) b1=$(busy)
+echo "load average $(cut -d' ' -f1 /proc/loadavg); the machine's cores busy $(echo "$b0 $b1" |
+  awk '{printf "%.0f%%", ($3 - $1) * 100 / ($4 - $2)}') (server, load generator and the rest)"
 join <(echo "$t0") <(echo "$t1") | awk -v w="$secs" \
   '($4-$2)/w/1e7 >= 0.5 {printf "  %-18s on cpu %5.1f%%  waiting for cpu %5.1f%%\n", $1, ($4-$2)/w/1e7, ($5-$3)/w/1e7}'
 join <(echo "$before" | sort) <(echo "$after" | sort) | awk -v w="$secs" '
