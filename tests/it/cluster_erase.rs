@@ -267,16 +267,13 @@ fn an_erasure_asked_on_any_node_reaches_every_node_the_engine_and_a_rebuilt_node
     }));
 }
 
-#[test]
-fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
-    let engine = Engine::cluster();
-    let mut cluster =
-        Cluster::start_with_env(&engine, &[("INLET_TEST_CRASH_AFTER_ERASURE_RECORD", "1")]);
-    let live = [0, 1, 2];
-    let (kept, _) = fill(&cluster, &live);
-    let p = tenant_partition(&engine, "t1");
-    let owner = cluster.settled_owner(p);
-    // Through the CLI of the owner, which aborts once the record is appended.
+/// A filled cluster whose nodes run with the test hook `hook`, and the subject erased (with
+/// its suppression) through the CLI of t1's partition's owner, which the hook makes fail
+/// after the erasure record. Returns the cluster, the kept ids and the owner.
+fn erase_failing_on_owner(engine: &Engine, hook: &str) -> (Cluster, Vec<String>, usize) {
+    let cluster = Cluster::start_with_env(engine, &[(hook, "1")]);
+    let (kept, _) = fill(&cluster, &[0, 1, 2]);
+    let owner = cluster.settled_owner(tenant_partition(engine, "t1"));
     let out = cli(
         &cluster.nodes[owner].data,
         &[
@@ -287,15 +284,27 @@ fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
             "--suppress",
         ],
     );
-    assert!(!out.status.success(), "the owner was to abort");
+    assert!(
+        !out.status.success(),
+        "{hook}: the owner's erasure was to fail"
+    );
+    (cluster, kept, owner)
+}
+
+#[test]
+fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
+    let engine = Engine::cluster();
+    // The owner aborts once the record is appended.
+    let (mut cluster, kept, owner) =
+        erase_failing_on_owner(&engine, "INLET_TEST_CRASH_AFTER_ERASURE_RECORD");
     cluster.nodes[owner].kill();
     assert!(
         stream_leftover(&engine).is_some(),
         "the originals outlive the owner's crash"
     );
-    let others: Vec<usize> = live.iter().copied().filter(|&n| n != owner).collect();
+    let others: Vec<usize> = [0, 1, 2].into_iter().filter(|&n| n != owner).collect();
     cluster.wait_all_served(&others);
-    let new_owner = cluster.owner_of(&others, p);
+    let new_owner = cluster.owner_of(&others, tenant_partition(&engine, "t1"));
     // The new owner applies the record and deletes the originals.
     wait_for("the originals deleted by the next owner", || {
         stream_leftover(&engine).is_none()
@@ -306,26 +315,10 @@ fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
 #[test]
 fn a_deletion_that_fails_is_tried_again_by_the_nodes_that_apply_the_record() {
     let engine = Engine::cluster();
-    // Each node's first deletion of an original fails.
-    let cluster = Cluster::start_with_env(&engine, &[("INLET_TEST_FAIL_FIRST_DELETE", "1")]);
-    let live = [0, 1, 2];
-    let (kept, _) = fill(&cluster, &live);
-    let p = tenant_partition(&engine, "t1");
-    let owner = cluster.settled_owner(p);
-    // The owner's deletion fails after the record: the erasure is recorded, its answer an
-    // error.
-    let out = cli(
-        &cluster.nodes[owner].data,
-        &[
-            "erase",
-            "--app",
-            "app-t1",
-            &format!("--id=user_id={USER}"),
-            "--suppress",
-        ],
-    );
-    assert!(!out.status.success(), "the owner's deletion was to fail");
-    // The other nodes apply the record: their first deletion fails too, and they try again.
+    // Each node's first deletion of an original fails: the owner's, after the record (the
+    // erasure is recorded, its answer an error), and that of every node applying the record.
+    let (cluster, kept, owner) = erase_failing_on_owner(&engine, "INLET_TEST_FAIL_FIRST_DELETE");
+    // They try again.
     wait_for(
         "the originals deleted by the nodes applying the record",
         || stream_leftover(&engine).is_none(),
