@@ -967,7 +967,10 @@ pub(crate) fn tenant_partition(engine: &Engine, tenant: &str) -> u32 {
                 .send()
                 .await
                 .expect("a batch of the tenant");
-            for sub in inlet::cluster::wire::decode_batch(&m.payload).unwrap() {
+            // Erasure records and lifts name no tenant.
+            let batch = (!inlet::cluster::wire::is_privacy(&m.payload))
+                .then(|| inlet::cluster::wire::decode_batch(&m.payload).unwrap());
+            for sub in batch.unwrap_or_default() {
                 let rec = inlet::store::codec::decode_event(sub.events[0].record()).unwrap();
                 if rec.tenant == tenant {
                     return m.subject.rsplit('.').next().unwrap().parse().unwrap();

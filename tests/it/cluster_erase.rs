@@ -269,11 +269,12 @@ fn an_erasure_asked_on_any_node_reaches_every_node_the_engine_and_a_rebuilt_node
 
 /// A filled cluster whose nodes run with the test hook `hook`, and the subject erased (with
 /// its suppression) through the CLI of t1's partition's owner, which the hook makes fail
-/// after the erasure record. Returns the cluster, the kept ids and the owner.
-fn erase_failing_on_owner(engine: &Engine, hook: &str) -> (Cluster, Vec<String>, usize) {
+/// after the erasure record. Returns the cluster, the kept ids, the partition and its owner.
+fn erase_failing_on_owner(engine: &Engine, hook: &str) -> (Cluster, Vec<String>, u32, usize) {
     let cluster = Cluster::start_with_env(engine, &[(hook, "1")]);
     let (kept, _) = fill(&cluster, &[0, 1, 2]);
-    let owner = cluster.settled_owner(tenant_partition(engine, "t1"));
+    let p = tenant_partition(engine, "t1");
+    let owner = cluster.settled_owner(p);
     let out = cli(
         &cluster.nodes[owner].data,
         &[
@@ -288,14 +289,14 @@ fn erase_failing_on_owner(engine: &Engine, hook: &str) -> (Cluster, Vec<String>,
         !out.status.success(),
         "{hook}: the owner's erasure was to fail"
     );
-    (cluster, kept, owner)
+    (cluster, kept, p, owner)
 }
 
 #[test]
 fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
     let engine = Engine::cluster();
     // The owner aborts once the record is appended.
-    let (mut cluster, kept, owner) =
+    let (mut cluster, kept, p, owner) =
         erase_failing_on_owner(&engine, "INLET_TEST_CRASH_AFTER_ERASURE_RECORD");
     cluster.nodes[owner].kill();
     assert!(
@@ -304,7 +305,7 @@ fn an_owner_killed_between_the_erasure_record_and_the_deletes_still_erases() {
     );
     let others: Vec<usize> = [0, 1, 2].into_iter().filter(|&n| n != owner).collect();
     cluster.wait_all_served(&others);
-    let new_owner = cluster.owner_of(&others, tenant_partition(&engine, "t1"));
+    let new_owner = cluster.owner_of(&others, p);
     // The new owner applies the record and deletes the originals.
     wait_for("the originals deleted by the next owner", || {
         stream_leftover(&engine).is_none()
@@ -317,7 +318,7 @@ fn a_deletion_that_fails_is_tried_again_by_the_nodes_that_apply_the_record() {
     let engine = Engine::cluster();
     // Each node's first deletion of an original fails: the owner's, after the record (the
     // erasure is recorded, its answer an error), and that of every node applying the record.
-    let (cluster, kept, owner) = erase_failing_on_owner(&engine, "INLET_TEST_FAIL_FIRST_DELETE");
+    let (cluster, kept, _, owner) = erase_failing_on_owner(&engine, "INLET_TEST_FAIL_FIRST_DELETE");
     // They try again.
     wait_for(
         "the originals deleted by the nodes applying the record",
