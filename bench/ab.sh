@@ -24,10 +24,11 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do bins+=("$1"); shift; done
 [ $# -gt 0 ] && shift
 [ ${#bins[@]} -gt 0 ] || { echo "usage: $0 [-r N] [-f S] [-s S] [-m SHAPE] BIN... [-- LOAD_ARGS...]" >&2; exit 2; }
 bench=${INLET_BENCH:-$(dirname "$0")/../target/release/inlet-bench}
+. "$(dirname "$0")/serve.sh"
 port=${AB_PORT:-18093}
 addr=127.0.0.1:$port
 pid= dir=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; [ -n "$dir" ] && rm -rf "$dir"; pid= dir=; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; [ -n "$dir" ] && rm -rf "$dir" "$dir.log"; pid= dir=; }
 trap cleanup EXIT
 
 threads() { # comm on-cpu-ns waiting-ns, summed per thread name
@@ -45,14 +46,7 @@ for r in $(seq "$rounds"); do
   order=("${bins[@]:$(((r - 1) % ${#bins[@]}))}" "${bins[@]:0:$(((r - 1) % ${#bins[@]}))}")
   for bin in "${order[@]}"; do
     dir=$(mktemp -d "${AB_DIR:-/tmp}/inlet-ab.XXXXXX")
-    "$bin" serve --data "$dir" --listen "$addr" > "$dir.log" 2>&1 &
-    pid=$!
-    deadline=$((SECONDS + 30))
-    until curl -sf "http://$addr/readyz" > /dev/null; do
-      [ $SECONDS -lt $deadline ] || { echo "$bin: not ready" >&2; exit 1; }
-      kill -0 "$pid" || { cat "$dir.log" >&2; exit 1; }
-      sleep 0.1
-    done
+    serve "$bin" "$dir" "$addr"
     key=$("$bin" keys mint --data "$dir" --app default --label ab)
     "$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 --seconds "$fill" > /dev/null
     # The indexer catches up on the fill first: its work on earlier events would otherwise

@@ -15,11 +15,10 @@ inlet=$root/target/release/inlet bench=$root/target/release/inlet-bench
 addr=127.0.0.1:${ERASE_PORT:-18094}
 dir=$(mktemp -d "${ERASE_DIR:-/tmp}/inlet-erase.XXXXXX")
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir"; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir" "$dir.log"; }
 trap cleanup EXIT
-"$inlet" serve --data "$dir" --listen "$addr" > "$dir.log" 2>&1 &
-pid=$!
-until curl -sf "http://$addr/readyz" > /dev/null; do sleep 0.1; done
+. "$root/bench/serve.sh"
+serve "$inlet" "$dir" "$addr"
 key=$("$inlet" --data "$dir" keys mint --app default --label bench 2> /dev/null)
 "$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 --requests $((events / 1000)) --seed 7
 for i in 1 2 3 4 5; do

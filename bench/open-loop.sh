@@ -20,14 +20,8 @@ dir=$(mktemp -d "${OL_DIR:-/tmp}/inlet-ol.XXXXXX")
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir" "$dir.log"; }
 trap cleanup EXIT
-"$bin/inlet" serve --data "$dir" --listen "$addr" > "$dir.log" 2>&1 &
-pid=$!
-deadline=$((SECONDS + 30))
-until curl -sf "http://$addr/readyz" > /dev/null; do
-  [ $SECONDS -lt $deadline ] || { echo "not ready" >&2; exit 1; }
-  kill -0 "$pid" || { cat "$dir.log" >&2; exit 1; }
-  sleep 0.1
-done
+. "$(dirname "$0")/serve.sh"
+serve "$bin/inlet" "$dir" "$addr"
 key=$("$bin/inlet" keys mint --data "$dir" --app default --label open-loop)
 metric() { curl -sf "http://$addr/metrics" | grep -E "^$1" || true; }
 if [ "${FILL:-0}" -gt 0 ]; then
