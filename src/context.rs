@@ -36,6 +36,9 @@ pub struct Context {
     pub watch: crate::watch::Watch,
     /// Cluster mode: this node, which routes each submission to its partition's owner.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Enrichment answers kept once in the store (`store::enrichments`): set when enrichment
+    /// is on, outside cluster mode (where records travel between nodes as they are).
+    pub enrichments: Option<Arc<crate::store::enrichments::Dictionary>>,
 }
 
 impl Context {
@@ -53,6 +56,7 @@ impl Context {
             rules: Default::default(),
             quarantine: Default::default(),
             cluster: None,
+            enrichments: None,
         }
     }
 

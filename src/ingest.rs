@@ -954,7 +954,8 @@ pub(crate) async fn submit(
     // Privacy first: enrichment reads the full address and user agent here, in memory,
     // before the app's IP policy below truncates or drops them; only its result is stored.
     if let Some(enrich) = &ctx.config.enrich {
-        enrich.apply(&key.app, client, &mut sub.events);
+        let dict = ctx.enrichments.as_deref();
+        enrich.apply(&key.app, client, &mut sub.events, dict);
     }
     let generation = ctx
         .writer

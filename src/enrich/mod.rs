@@ -185,12 +185,15 @@ impl Enrich {
 
     /// Adds `context.geo`, `context.asn` and `context.device` to each event of `app` (their
     /// `context.ip` and `context.user_agent`, or `client` when the app takes the request's
-    /// address and the event names none). Fields the sender set are kept as sent.
+    /// address and the event names none). Fields the sender set are kept as sent. With a
+    /// `dict`, the added answers are kept there and the record holds their ids
+    /// (`store::enrichments`); readers put them back where they would have been.
     pub fn apply(
         &self,
         app: &str,
         client: Option<IpAddr>,
         events: &mut [crate::store::writer::Pending],
+        dict: Option<&crate::store::enrichments::Dictionary>,
     ) {
         let client = client.filter(|_| self.takes_peer(app));
         // The databases as they are now, for the whole submission.
@@ -201,6 +204,7 @@ impl Enrich {
             memchr::memmem::Finder::new(b"\"user_agent\""),
         );
         for p in events {
+            let mut interned = crate::store::codec::Interned::default();
             p.map_context(&mut scratch, |text, out| {
                 // Most of a bulk load may carry neither: skip the parsing.
                 if client.is_none()
@@ -209,8 +213,23 @@ impl Enrich {
                 {
                     return false;
                 }
-                self.context_into(geo.as_deref(), text, client, out)
+                let Some(added) = self.context_into(geo.as_deref(), text, client, out) else {
+                    return false;
+                };
+                if let Some(dict) = dict
+                    && let Some(ids) = added.intern(out, dict)
+                {
+                    interned = ids;
+                    // The answers leave the text; an address taken from the request stays.
+                    out.truncate(added.geo);
+                    out.push('}');
+                    return out != text;
+                }
+                true
             });
+            if !interned.is_none() {
+                p.set_interned(interned);
+            }
         }
     }
 
@@ -220,26 +239,25 @@ impl Enrich {
         let mut out = String::new();
         let geo = self.0.geo.as_ref().map(geo::Geo::current);
         self.context_into(geo.as_deref(), text, client, &mut out)
-            .then_some(out)
+            .map(|_| out)
     }
 
-    /// Writes the enriched `context` to `out` and says whether anything was added. The
-    /// sender's text is kept as sent and the new fields appended to it: a bulk load pays
-    /// for no tree of its context, only for the lookups (both cached).
+    /// Writes the enriched `context` to `out` and says where the answers are in it, `None`
+    /// when nothing was added. The sender's text is kept as sent and the new fields appended
+    /// to it: a bulk load pays for no tree of its context, only for the lookups (both
+    /// cached).
     fn context_into(
         &self,
         geo: Option<&geo::State>,
         text: &str,
         client: Option<IpAddr>,
         out: &mut String,
-    ) -> bool {
+    ) -> Option<Added> {
         let text = match text.trim() {
             "" => "{}",
             t => t,
         };
-        let Ok(probe) = serde_json::from_str::<Probe<'_>>(text) else {
-            return false;
-        };
+        let probe = serde_json::from_str::<Probe<'_>>(text).ok()?;
         let string = |raw: Option<&RawValue>| {
             raw.and_then(|r| serde_json::from_str::<std::borrow::Cow<'_, str>>(r.get()).ok())
         };
@@ -269,6 +287,7 @@ impl Enrich {
             }
             _ => None,
         };
+        let answers = out.len();
         // A sender that set both keeps them: no lookup.
         if let Some(geo) = geo
             && (probe.geo.is_none() || probe.asn.is_none())
@@ -287,6 +306,7 @@ impl Enrich {
                 }
             });
         }
+        let device = out.len();
         if let Some(ua) = &self.0.ua
             && probe.device.is_none()
             && let Some(agent) = string(probe.user_agent)
@@ -297,7 +317,40 @@ impl Enrich {
             out.push_str(&device);
         }
         out.push('}');
-        out.len() > opened + 1
+        (out.len() > opened + 1).then_some(Added {
+            geo: answers,
+            device,
+        })
+    }
+}
+
+/// Where the answers start in an enriched `context` text: `"geo"` and `"asn"` from `geo`,
+/// `"device"` from `device`, up to the closing brace (each after a comma, unless first).
+struct Added {
+    geo: usize,
+    device: usize,
+}
+
+impl Added {
+    /// The dictionary ids of the answers in `text`; `None` when it is full (they stay in the
+    /// text: both, so that their order is the same as without a dictionary).
+    fn intern(
+        &self,
+        text: &str,
+        dict: &crate::store::enrichments::Dictionary,
+    ) -> Option<crate::store::codec::Interned> {
+        let part = |from: usize, to: usize| {
+            let t = text[from..to].trim_start_matches(',');
+            if t.is_empty() {
+                Some(0)
+            } else {
+                dict.intern(t)
+            }
+        };
+        Some(crate::store::codec::Interned {
+            geo: part(self.geo, self.device)?,
+            device: part(self.device, text.len() - 1)?,
+        })
     }
 }
 
@@ -489,6 +542,70 @@ mod tests {
         assert_eq!(keys, ["a", "user_agent", "device"], "{out}");
         assert_eq!(v["a"], serde_json::json!({"b": [1, "}"]}));
         assert_eq!(v["device"]["bot"], true, "{out}");
+    }
+
+    #[test]
+    fn answers_kept_in_the_dictionary_read_back_as_stored_inline() {
+        use crate::store::codec::{EventRecord, decode_event, encode_event};
+        use crate::store::enrichments::{Dictionary, Expand};
+        use crate::store::writer::{CommitListener, Pending};
+        use redb::ReadableDatabase;
+        let e = RawEnrich {
+            user_agent: Some(true),
+            peer_ip: Some(vec!["*".into()]),
+            ..RawEnrich::default()
+        }
+        .resolve()
+        .unwrap()
+        .unwrap();
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
+        let contexts = [
+            r#"{"user_agent":"curl/8.5.0"}"#.to_owned(),
+            "{}".to_owned(),
+            format!(r#"{{ "a" : 1, "user_agent":"{iphone}" }}"#),
+            r#"{"ip":"203.0.113.9","user_agent":"curl/8.5.0"}"#.to_owned(),
+            r#"{"user_agent":"curl/8.5.0","device":{"x":1}}"#.to_owned(),
+            "not json".to_owned(),
+        ];
+        let events = || -> Vec<Pending> {
+            contexts
+                .iter()
+                .map(|c| {
+                    let r = EventRecord {
+                        context: c.clone(),
+                        ..EventRecord::for_test("e")
+                    };
+                    Pending::for_test("e", encode_event(&r))
+                })
+                .collect()
+        };
+        let client = Some("198.51.100.7".parse().unwrap());
+        let mut inline = events();
+        e.apply("app", client, &mut inline, None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let dict = Dictionary::load(&db).unwrap();
+        let mut kept = events();
+        e.apply("app", client, &mut kept, Some(&dict));
+        // Two devices (curl, the iPhone), each once.
+        assert_eq!(dict.len(), 2);
+        let txn = db.begin_write().unwrap();
+        dict.in_commit(&txn, &[]).unwrap();
+        txn.commit().unwrap();
+
+        let read = db.begin_read().unwrap();
+        let mut expand = Expand::new(&read).unwrap();
+        for (i, (a, b)) in inline.iter().zip(&kept).enumerate() {
+            let want = decode_event(a.record()).unwrap();
+            let mut got = decode_event(b.record()).unwrap();
+            let answered = want.context.contains("\"device\":{\"type");
+            assert_eq!(!got.interned.is_none(), answered, "{i}: {}", want.context);
+            assert!(!answered || b.record().len() + 40 < a.record().len(), "{i}");
+            expand.record(&mut got).unwrap();
+            assert_eq!(got, want, "{i}");
+        }
     }
 
     /// Real user agents: iOS (an app over CFNetwork, Safari), Android (Chrome, an app),

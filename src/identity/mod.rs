@@ -756,9 +756,12 @@ impl Identity {
             }
         }
         let mut events = Vec::new();
+        let mut expand = crate::store::enrichments::Expand::new(&txn)?;
         for seq in seqs.into_iter().rev().take(limit) {
             if let Some(bytes) = events_table.get(seq)? {
-                events.push((seq, decode_event(bytes.value())?));
+                let mut r = decode_event(bytes.value())?;
+                expand.record(&mut r)?;
+                events.push((seq, r));
             }
         }
         let identifiers = order

@@ -152,7 +152,8 @@ pub struct Summary {
 }
 
 /// Checks the database file at `path`: redb integrity, schema version, every event and config
-/// record decodes, every dedupe entry points at a stored event. Opens it for writing (redb
+/// record decodes (with the enrichment entries it names), every dedupe entry points at a
+/// stored event. Opens it for writing (redb
 /// may repair an unclean file), so pass a copy.
 pub fn verify(path: &Path) -> Result<Summary> {
     let mut db = Database::open(path).map_err(|e| match e {
@@ -182,10 +183,14 @@ pub fn verify(path: &Path) -> Result<Summary> {
         keys: 0,
     };
     let events = txn.open_table(EVENTS)?;
+    let mut expand = crate::store::enrichments::Expand::new(&txn)?;
     for row in events.iter()? {
         let (seq, bytes) = row?;
-        decode_event(bytes.value())
-            .map_err(|e| Error::Corrupt(format!("event {}: {e}", seq.value())))?;
+        let corrupt =
+            |e: &dyn std::fmt::Display| Error::Corrupt(format!("event {}: {e}", seq.value()));
+        let mut r = decode_event(bytes.value()).map_err(|e| corrupt(&e))?;
+        // Its enrichment answers kept in the dictionary (`store::enrichments`) are there too.
+        expand.record(&mut r).map_err(|e| corrupt(&e))?;
         s.events += 1;
     }
     for row in txn.open_table(DEDUPE)?.iter()? {

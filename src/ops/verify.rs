@@ -101,6 +101,7 @@ fn verify(store: &Store, identity: Option<&Identity>) -> Result<Report> {
     }
     let mut seen_ids: HashMap<(u32, String), u64> = HashMap::new();
     let mut counted: HashMap<u64, u64> = HashMap::new();
+    let mut expand = crate::store::enrichments::Expand::new(&txn)?;
     let mut expected_seq = 1;
     for row in txn.open_table(EVENTS)?.iter()? {
         let (seq, bytes) = row?;
@@ -116,6 +117,11 @@ fn verify(store: &Store, identity: Option<&Identity>) -> Result<Report> {
                 continue;
             }
         };
+        if !record.interned.is_none()
+            && let Err(e) = expand.record(&mut record.clone())
+        {
+            problems.push(format!("seq {seq}: {e}"));
+        }
         match app_ids.get(&record.app) {
             Some(&app_id) => {
                 if let Some(first) = seen_ids.insert((app_id, record.event_id.clone()), seq) {
@@ -293,6 +299,11 @@ mod tests {
             for (seq, id) in [(1u64, "a"), (2, "b")] {
                 let r = EventRecord {
                     user_id: Some(format!("u-{id}")),
+                    // An enriched event whose answer is kept in the dictionary.
+                    interned: crate::store::codec::Interned {
+                        geo: 0,
+                        device: (seq - 1) as u32,
+                    },
                     ..EventRecord::for_test(id)
                 };
                 log.insert(seq, encode_event(&r).as_slice()).unwrap();
@@ -301,6 +312,10 @@ mod tests {
             txn.open_table(USAGE)
                 .unwrap()
                 .insert(usage_key(1, month_key(1)), 2)
+                .unwrap();
+            txn.open_table(crate::store::tables::ENRICHMENTS)
+                .unwrap()
+                .insert(1, "\"device\":{}")
                 .unwrap();
         }
         txn.commit().unwrap();
@@ -318,8 +333,16 @@ mod tests {
             .unwrap()
             .insert(9, &b"\0\0{}"[..])
             .unwrap();
+        txn.open_table(crate::store::tables::ENRICHMENTS)
+            .unwrap()
+            .remove(1)
+            .unwrap();
         txn.commit().unwrap();
         let problems = with_graph(&identity).unwrap().problems.join("\n");
+        assert!(
+            problems.contains("seq 2: damaged data: enrichment 1 is not in the store"),
+            "{problems}"
+        );
         assert!(
             problems.contains("seq 2: indexed (cursor 2) but not in the identity graph"),
             "{problems}"

@@ -55,11 +55,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
         None => None,
     };
     let indexer = Arc::new(Indexer::start(Identity::open(&store))?);
-    let listeners: Listeners = vec![
+    let mut listeners: Listeners = vec![
         Arc::new(crate::admin::panel::Tallies),
         indexer.clone(),
         Arc::new(crate::privacy::Suppression::default()),
     ];
+    let enrichments = match (&config.enrich, &config.cluster) {
+        (Some(_), None) => {
+            let dict = Arc::new(store::enrichments::Dictionary::load(&*store.db()?)?);
+            listeners.push(dict.clone());
+            Some(dict)
+        }
+        _ => None,
+    };
     let cluster = match &config.cluster {
         Some(settings) => Some(
             crate::cluster::Cluster::join(settings, config.limits.bulk_body)
@@ -110,6 +118,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Server> {
     let mut state = State::new(config, store, writer, admin);
     state.ctx.indexer = Some(indexer);
     state.ctx.cluster = cluster.clone();
+    state.ctx.enrichments = enrichments;
     let state = Arc::new(state);
     if let Some(c) = &cluster {
         c.start(Arc::new(NodeLocal(Arc::downgrade(&state))));

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;
 
 pub const EVENT_V1: u8 = 1;
+/// A v1 event followed by its [`Interned`] enrichment (two varints). Events without one are
+/// written as v1, so a store that never enriched holds v1 records only.
+pub const EVENT_V2: u8 = 2;
 pub const CONFIG_V1: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +45,57 @@ pub struct EventRecord {
     pub product_id: Option<String>,
     /// JSON object text; `{}` when empty.
     pub props: String,
-    /// JSON object text; `{}` when empty.
+    /// JSON object text; `{}` when empty. Without the enrichment kept in `interned`.
     pub context: String,
     pub audit_key: String,
+    /// The enrichment answers of this event kept once in the store's dictionary
+    /// (`store::enrichments`) rather than in `context`: readers put them back
+    /// (`store::enrichments::Expand`). Not part of the postcard body: v2 appends it.
+    #[serde(skip)]
+    pub interned: Interned,
+}
+
+/// Dictionary ids of an event's enrichment (`store::enrichments`); 0: none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Interned {
+    /// `"geo":{..},"asn":{..}` (either or both).
+    pub geo: u32,
+    /// `"device":{..}`.
+    pub device: u32,
+}
+
+impl Interned {
+    pub fn is_none(&self) -> bool {
+        *self == Interned::default()
+    }
+
+    /// The v2 suffix of a record: both ids as varints.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        for mut n in [self.geo, self.device] {
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+        }
+    }
+
+    fn read(mut b: &[u8]) -> Option<Interned> {
+        let mut next = || {
+            let mut v = 0u32;
+            for shift in (0..35).step_by(7) {
+                let (&byte, rest) = b.split_first()?;
+                b = rest;
+                v |= u32::from(byte & 0x7f).checked_shl(shift)?;
+                if byte & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        };
+        let (geo, device) = (next()?, next()?);
+        b.is_empty().then_some(Interned { geo, device })
+    }
 }
 
 pub fn encode_event(record: &EventRecord) -> Vec<u8> {
@@ -52,8 +103,15 @@ pub fn encode_event(record: &EventRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         192 + record.props.len() + record.context.len() + record.audit_key.len(),
     );
-    out.push(EVENT_V1);
+    out.push(if record.interned.is_none() {
+        EVENT_V1
+    } else {
+        EVENT_V2
+    });
     postcard::to_io(record, &mut out).expect("writing to a Vec cannot fail");
+    if !record.interned.is_none() {
+        record.interned.append_to(&mut out);
+    }
     out
 }
 
@@ -81,7 +139,7 @@ pub fn event_id_of(bytes: &[u8]) -> Option<&str> {
         *b = rest;
         Some(s)
     }
-    let (&EVENT_V1, mut b) = bytes.split_first()? else {
+    let (&(EVENT_V1 | EVENT_V2), mut b) = bytes.split_first()? else {
         return None;
     };
     // received_at_ms, tenant, app, key_id, source, then event_id (field order of v1).
@@ -114,21 +172,41 @@ pub struct IdentityView<'a> {
 /// The [`IdentityView`] of an encoded event (the leading fields of v1, in order; the rest of
 /// the record is not read).
 pub fn identity_view(bytes: &[u8]) -> Result<IdentityView<'_>, CodecError> {
-    decode_event_v1(bytes)
+    decode_event_v1(bytes).map(|(v, _)| v)
 }
 
 pub fn decode_event(bytes: &[u8]) -> Result<EventRecord, CodecError> {
-    decode_event_v1(bytes)
+    let (mut r, tail): (EventRecord, _) = decode_event_v1(bytes)?;
+    match bytes[0] {
+        EVENT_V1 if tail.is_empty() => {}
+        EVENT_V2 => {
+            r.interned = Interned::read(tail).ok_or_else(|| CodecError {
+                what: "event",
+                detail: "bad enrichment ids after a v2 record".into(),
+            })?;
+        }
+        _ => {
+            return Err(CodecError {
+                what: "event",
+                detail: format!("{} bytes after the record", tail.len()),
+            });
+        }
+    }
+    Ok(r)
 }
 
 /// An encoded event (version byte, then postcard) read as `T`: the whole record, or a view
-/// of its leading fields.
-fn decode_event_v1<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+/// of its leading fields, and the bytes after what `T` read (v2: the enrichment ids).
+fn decode_event_v1<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<(T, &'a [u8]), CodecError> {
     match bytes.split_first() {
-        Some((&EVENT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| CodecError {
-            what: "event",
-            detail: e.to_string(),
-        }),
+        Some((&(EVENT_V1 | EVENT_V2), rest)) => {
+            postcard::take_from_bytes(rest).map_err(|e| CodecError {
+                what: "event",
+                detail: e.to_string(),
+            })
+        }
         other => Err(CodecError {
             what: "event",
             detail: format!("unknown version {:?}", other.map(|(v, _)| *v)),
@@ -266,6 +344,7 @@ impl EventRecord {
             props: "{}".into(),
             context: "{}".into(),
             audit_key: "a".into(),
+            interned: Interned::default(),
         }
     }
 }
@@ -306,6 +385,7 @@ mod tests {
             props: r#"{"channel":"web_checkout"}"#.into(),
             context: "{}".into(),
             audit_key: "s2s/2025-01-04/txn_abc123.json".into(),
+            interned: Interned::default(),
         }
     }
 
@@ -354,6 +434,27 @@ mod tests {
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
             .collect();
         assert_eq!(decode_event(&bytes).unwrap(), sample());
+        // v2 is v1's bytes, version 2, and the two enrichment ids.
+        let mut v2 = bytes.clone();
+        v2[0] = EVENT_V2;
+        v2.extend_from_slice(&[0x05, 0x80, 0x01]);
+        let interned = Interned {
+            geo: 5,
+            device: 128,
+        };
+        let r = EventRecord {
+            interned,
+            ..sample()
+        };
+        assert_eq!(decode_event(&v2).unwrap(), r);
+        assert_eq!(encode_event(&r), v2);
+        assert_eq!(event_id_of(&v2), Some("txn_abc123"));
+        assert_eq!(identity_view(&v2).unwrap().user_id, Some("user_42"));
+        // Without the ids, with one too many, or v1 with a tail: refused.
+        for bad in [&v2[..bytes.len()], &[v2.as_slice(), &[1]].concat()] {
+            assert!(decode_event(bad).is_err());
+        }
+        assert!(decode_event(&[bytes.as_slice(), &[0, 0]].concat()).is_err());
     }
 
     #[test]

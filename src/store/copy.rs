@@ -59,6 +59,7 @@ macro_rules! each_table {
         $m!(ALERT_INCIDENTS);
         $m!(ALERT_DELIVERIES);
         $m!(CLUSTER_APPLIED);
+        $m!(ENRICHMENTS);
     };
 }
 
@@ -67,7 +68,13 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     dst: &Database,
     def: TableDefinition<K, V>,
 ) -> Result<u64> {
-    let from = src.open_table(def)?;
+    let from = match src.open_table(def) {
+        Ok(t) => t,
+        // A file an earlier build wrote (a running server backed up by the next version's
+        // binary, before an upgrade) lacks the tables added since: nothing to copy.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(redb::Error::from(e).into()),
+    };
     let mut rows = from.iter()?;
     let mut copied = 0;
     loop {

@@ -8,6 +8,7 @@ pub mod bizkey;
 pub mod codec;
 pub mod copy;
 pub mod dedupe;
+pub mod enrichments;
 pub mod key_cache;
 pub mod pending;
 pub mod privacy;
@@ -352,6 +353,7 @@ fn open_all_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(ALERT_INCIDENTS)?; // watch::alerts
     txn.open_table(ALERT_DELIVERIES)?; // watch::alerts
     txn.open_table(CLUSTER_APPLIED)?;
+    txn.open_table(ENRICHMENTS)?; // store::enrichments
     Ok(())
 }
 

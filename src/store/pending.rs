@@ -96,6 +96,7 @@ impl Pending {
             props: Value::Object(d.props).to_string(),
             context: Value::Object(d.context).to_string(),
             audit_key: audit_key.to_owned(),
+            interned: Default::default(),
         };
         Pending {
             event_id,
@@ -247,6 +248,20 @@ impl Pending {
         self.record[at + k + 1..at + new].copy_from_slice(scratch.as_bytes());
     }
 
+    /// Keeps the record's enrichment as dictionary ids (`store::enrichments`): a v2 record.
+    pub fn set_interned(&mut self, interned: super::codec::Interned) {
+        match self.record.first() {
+            Some(&EVENT_V1) if !interned.is_none() => {
+                self.record[0] = super::codec::EVENT_V2;
+                interned.append_to(&mut self.record);
+            }
+            _ => self.map_record(|r| {
+                r.interned = interned;
+                true
+            }),
+        }
+    }
+
     /// Replaces every credential in what will be stored of this event (its id, its dialect
     /// state's key, every string of its record) by its marker ([`crate::auth::redact`]).
     /// The common case finds nothing and copies nothing.
@@ -291,6 +306,8 @@ impl Pending {
             props,
             context,
             audit_key,
+            // Ids of texts made from a user agent already redacted (enrichment runs after).
+            interned: _,
         } = &mut r;
         let mut changed = false;
         let mut one = |s: &mut String| {
@@ -463,6 +480,7 @@ pub fn native_record(
         props: d.props.clone().into_owned(),
         context: d.context.clone().into_owned(),
         audit_key: audit_key.to_owned(),
+        interned: Default::default(),
     }
 }
 
@@ -494,6 +512,7 @@ mod tests {
             props: "{}".into(),
             context: context.into(),
             audit_key: "raw/2026-12-03/e-1.json".into(),
+            interned: Default::default(),
         }
     }
 

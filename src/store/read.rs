@@ -2,6 +2,7 @@
 //! never waits for the writer.
 
 use super::codec::{App, EventRecord, Key, Tenant, decode_config, decode_event};
+use super::enrichments::Expand;
 use super::tables::*;
 use super::{Result, Store, find_app};
 use crate::auth::keys;
@@ -380,12 +381,16 @@ impl Store {
         Ok(v.map_or(0, |v| v.value()))
     }
 
-    /// One stored event.
+    /// One stored event, as enriched ([`Expand`]).
     pub fn event(&self, seq: u64) -> Result<Option<EventRecord>> {
         let txn = self.db.begin_read()?;
         let v = txn.open_table(EVENTS)?.get(seq)?;
         Ok(match v {
-            Some(bytes) => Some(decode_event(bytes.value())?),
+            Some(bytes) => {
+                let mut r = decode_event(bytes.value())?;
+                Expand::new(&txn)?.record(&mut r)?;
+                Some(r)
+            }
             None => None,
         })
     }
@@ -401,6 +406,7 @@ impl Store {
     pub fn export(&self, filter: &ExportFilter, out: &mut dyn Write) -> Result<u64> {
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
+        let mut expand = Expand::new(&txn)?;
         let mut written = 0;
         let start = filter.after.saturating_add(1);
         for row in events.range(start..)? {
@@ -408,10 +414,11 @@ impl Store {
                 break;
             }
             let (seq, bytes) = row?;
-            let record = decode_event(bytes.value())?;
+            let mut record = decode_event(bytes.value())?;
             if !filter.selects(&record) {
                 continue;
             }
+            expand.record(&mut record)?;
             serde_json::to_writer(&mut *out, &Canonical::new(seq.value(), &record))
                 .map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;

@@ -144,6 +144,10 @@ pub const ALERT_INCIDENTS: TableDefinition<u32, &[u8]> = TableDefinition::new("a
 /// newest ones (`watch::alerts`).
 pub const ALERT_DELIVERIES: TableDefinition<u64, &[u8]> = TableDefinition::new("alert_deliveries");
 
+/// Enrichment dictionary id → the members it stands for in an event's `context`
+/// (`store::enrichments`): ids from 1, with no gaps.
+pub const ENRICHMENTS: TableDefinition<u32, &str> = TableDefinition::new("enrichments");
+
 /// [`META`] key: the highest seq retention removed (u64 BE).
 pub const REMOVED_THROUGH: &str = "retention_removed_through";
 

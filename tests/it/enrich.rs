@@ -379,6 +379,71 @@ fn every_dialect_carrying_an_address_or_user_agent_is_enriched() {
     assert_eq!(e["context"], json!({"ip": "not-an-ip"}), "{e}");
 }
 
+/// The answers are kept once, in the database's dictionary, not in every event: the file
+/// holds an organisation's name a few times however many events name it, and every event
+/// reads back with its answers after a restart and from a restored backup.
+#[test]
+fn answers_are_stored_once_and_read_back_after_a_restart_and_from_a_backup() {
+    let dbs = tempfile::tempdir().unwrap();
+    let (mut inlet, key, _) = server(dbs.path(), &[]);
+    let mut c = inlet.client();
+    let home = json!({"ip": "81.2.69.160", "user_agent": IPHONE_SAFARI});
+    for i in 0..40 {
+        native(&mut c, &key, &format!("ev-once-{i}"), home.clone());
+    }
+    inlet.kill();
+    inlet.restart();
+    let mut c = inlet.client();
+    native(&mut c, &key, "ev-once-after", home.clone());
+    native(
+        &mut c,
+        &key,
+        "ev-once-new",
+        json!({"user_agent": DESKTOP_FIREFOX}),
+    );
+    let backup_dir = tempfile::tempdir().unwrap();
+    let backup = backup_dir.path().join("b.redb");
+    inlet.cli_ok(&["backup", backup.to_str().unwrap()]);
+    let restored = tempfile::tempdir().unwrap();
+    cli_ok(restored.path(), &["restore", backup.to_str().unwrap()]);
+
+    for events in [
+        inlet.export(),
+        parse_ndjson(&cli_ok(restored.path(), &["export"])),
+    ] {
+        assert_eq!(events.len(), 42);
+        for e in &events {
+            let ctx = &e["context"];
+            if e["event_id"] == "ev-once-new" {
+                assert_eq!(ctx["device"]["browser"], "Firefox", "{e}");
+                assert!(ctx.get("geo").is_none(), "{e}");
+                continue;
+            }
+            // Where the fields were added, after the sender's.
+            let keys: Vec<&str> = ctx
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
+            assert_eq!(keys, ["ip", "user_agent", "geo", "asn", "device"], "{e}");
+            assert_eq!(ctx["geo"]["city"], "London", "{e}");
+            assert_eq!(ctx["asn"]["org"], "Andrews & Arnold Ltd", "{e}");
+            assert_eq!(ctx["device"]["browser"], "Mobile Safari", "{e}");
+        }
+    }
+    inlet.kill();
+    let file = std::fs::read(inlet.data().join("inlet.redb")).unwrap();
+    let copies = file
+        .windows(b"Andrews & Arnold Ltd".len())
+        .filter(|w| *w == b"Andrews & Arnold Ltd")
+        .count();
+    assert!(
+        (1..10).contains(&copies),
+        "the organisation's name is in the file {copies} times for 41 events"
+    );
+}
+
 /// GameRebellion carries no address: an app that takes the request's address gets the
 /// client's, named by a trusted proxy's `X-Forwarded-For` (the tests' peer is loopback).
 #[test]

@@ -237,6 +237,7 @@ pub fn record(n: u64) -> (String, Vec<u8>) {
         props: r#"{"level":3,"store":"google"}"#.into(),
         context: "{}".into(),
         audit_key: "s2s/bulk/2025-11-26/5f0c7a1e2b3d4c5e6f708192a3b4c5d6.json".into(),
+        interned: Default::default(),
     };
     (id, encode_event(&rec))
 }
