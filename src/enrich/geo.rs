@@ -208,6 +208,9 @@ const KEYED: usize = 4;
 pub struct Rendered {
     pub geo: Option<Box<str>>,
     pub asn: Option<Box<str>>,
+    /// The enrichment dictionary's id of both as they are added together
+    /// (`store::enrichments`).
+    pub memo: crate::store::enrichments::Memo,
 }
 
 type Stamp = Option<(SystemTime, u64)>;
@@ -469,6 +472,7 @@ impl Place {
         Rendered {
             geo: text(g),
             asn: text(a),
+            memo: Default::default(),
         }
     }
 
@@ -562,6 +566,7 @@ mod tests {
         Some(Arc::new(Rendered {
             geo: Some(format!(r#"{{"n":{n}}}"#).into()),
             asn: None,
+            memo: Default::default(),
         }))
     }
 

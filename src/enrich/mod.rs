@@ -11,6 +11,8 @@
 pub mod geo;
 pub mod ua;
 
+use crate::store::codec::Interned;
+use crate::store::enrichments::Dictionary;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::net::IpAddr;
@@ -193,7 +195,7 @@ impl Enrich {
         app: &str,
         client: Option<IpAddr>,
         events: &mut [crate::store::writer::Pending],
-        dict: Option<&crate::store::enrichments::Dictionary>,
+        dict: Option<&Dictionary>,
     ) {
         let client = client.filter(|_| self.takes_peer(app));
         // The databases as they are now, for the whole submission.
@@ -204,7 +206,7 @@ impl Enrich {
             memchr::memmem::Finder::new(b"\"user_agent\""),
         );
         for p in events {
-            let mut interned = crate::store::codec::Interned::default();
+            let mut interned = Interned::default();
             p.map_context(&mut scratch, |text, out| {
                 // Most of a bulk load may carry neither: skip the parsing.
                 if client.is_none()
@@ -213,19 +215,11 @@ impl Enrich {
                 {
                     return false;
                 }
-                let Some(added) = self.context_into(geo.as_deref(), text, client, out) else {
+                let Some(added) = self.context_into(geo.as_deref(), text, client, out, dict) else {
                     return false;
                 };
-                if let Some(dict) = dict
-                    && let Some(ids) = added.intern(out, dict)
-                {
-                    interned = ids;
-                    // The answers leave the text; an address taken from the request stays.
-                    out.truncate(added.geo);
-                    out.push('}');
-                    return out != text;
-                }
-                true
+                interned = added.interned;
+                added.written
             });
             if !interned.is_none() {
                 p.set_interned(interned);
@@ -238,20 +232,22 @@ impl Enrich {
     pub fn context(&self, text: &str, client: Option<IpAddr>) -> Option<String> {
         let mut out = String::new();
         let geo = self.0.geo.as_ref().map(geo::Geo::current);
-        self.context_into(geo.as_deref(), text, client, &mut out)
+        self.context_into(geo.as_deref(), text, client, &mut out, None)
             .map(|_| out)
     }
 
-    /// Writes the enriched `context` to `out` and says where the answers are in it, `None`
-    /// when nothing was added. The sender's text is kept as sent and the new fields appended
-    /// to it: a bulk load pays for no tree of its context, only for the lookups (both
-    /// cached).
+    /// Writes the enriched `context` to `out`, when it changes, and says what was added
+    /// (`None`: nothing). With a `dict`, the answers are kept there and their ids returned
+    /// rather than written (one that finds it full is written). The sender's text is kept as
+    /// sent and the new fields appended to it, copied only when a field is written: a bulk
+    /// load pays for no tree of its context, only for the lookups (cached, with their ids).
     fn context_into(
         &self,
         geo: Option<&geo::State>,
         text: &str,
         client: Option<IpAddr>,
         out: &mut String,
+        dict: Option<&Dictionary>,
     ) -> Option<Added> {
         let text = match text.trim() {
             "" => "{}",
@@ -264,11 +260,12 @@ impl Enrich {
         // `{...}` parsed as an object above: its last byte is the closing brace.
         let body = text[1..text.len() - 1].trim();
         out.clear();
-        out.reserve(text.len() + 256);
-        out.push('{');
-        out.push_str(body);
-        let opened = out.len();
         let field = |out: &mut String, k: &str| {
+            if out.is_empty() {
+                out.reserve(text.len() + 256);
+                out.push('{');
+                out.push_str(body);
+            }
             if out.len() > 1 {
                 out.push(',');
             }
@@ -276,6 +273,7 @@ impl Enrich {
             out.push_str(k);
             out.push_str("\":");
         };
+        let mut interned = Interned::default();
         let given_ip = string(probe.ip);
         let ip = match (&given_ip, probe.ip, client) {
             (Some(ip), _, _) => ip.trim().parse::<IpAddr>().ok(),
@@ -287,71 +285,81 @@ impl Enrich {
             }
             _ => None,
         };
-        let answers = out.len();
         // A sender that set both keeps them: no lookup.
         if let Some(geo) = geo
             && (probe.geo.is_none() || probe.asn.is_none())
             && let Some(ip) = ip
         {
-            // Copied from the cache's entry, without taking a count of its owners.
+            // Read in the cache's entry, without taking a count of its owners.
             geo.render_with(ip, |place| {
                 let Some(place) = place else { return };
-                if let Some(g) = place.geo.as_deref().filter(|_| probe.geo.is_none()) {
-                    field(out, "geo");
-                    out.push_str(g);
+                let g = place.geo.as_deref().filter(|_| probe.geo.is_none());
+                let a = place.asn.as_deref().filter(|_| probe.asn.is_none());
+                // `"geo":{..},"asn":{..}`, as they would be written.
+                let members = || {
+                    let mut m = String::new();
+                    for (k, v) in [("geo", g), ("asn", a)] {
+                        if let Some(v) = v {
+                            if !m.is_empty() {
+                                m.push(',');
+                            }
+                            m.push_str(&format!("\"{k}\":{v}"));
+                        }
+                    }
+                    m
+                };
+                if let Some(dict) = dict
+                    && (g.is_some() || a.is_some())
+                {
+                    // Both as rendered: the entry remembers their id.
+                    let id = if probe.geo.is_none() && probe.asn.is_none() {
+                        dict.intern_memo(&place.memo, members)
+                    } else {
+                        dict.intern(&members())
+                    };
+                    if let Some(id) = id {
+                        interned.geo = id;
+                        return;
+                    }
                 }
-                if let Some(a) = place.asn.as_deref().filter(|_| probe.asn.is_none()) {
-                    field(out, "asn");
-                    out.push_str(a);
+                for (k, v) in [("geo", g), ("asn", a)] {
+                    if let Some(v) = v {
+                        field(out, k);
+                        out.push_str(v);
+                    }
                 }
             });
         }
-        let device = out.len();
         if let Some(ua) = &self.0.ua
             && probe.device.is_none()
             && let Some(agent) = string(probe.user_agent)
             && !agent.trim().is_empty()
             && let Some(device) = ua.device(&agent)
         {
-            field(out, "device");
-            out.push_str(&device);
-        }
-        out.push('}');
-        (out.len() > opened + 1).then_some(Added {
-            geo: answers,
-            device,
-        })
-    }
-}
-
-/// Where the answers start in an enriched `context` text: `"geo"` and `"asn"` from `geo`,
-/// `"device"` from `device`, up to the closing brace (each after a comma, unless first).
-struct Added {
-    geo: usize,
-    device: usize,
-}
-
-impl Added {
-    /// The dictionary ids of the answers in `text`; `None` when it is full (they stay in the
-    /// text: both, so that their order is the same as without a dictionary).
-    fn intern(
-        &self,
-        text: &str,
-        dict: &crate::store::enrichments::Dictionary,
-    ) -> Option<crate::store::codec::Interned> {
-        let part = |from: usize, to: usize| {
-            let t = text[from..to].trim_start_matches(',');
-            if t.is_empty() {
-                Some(0)
-            } else {
-                dict.intern(t)
+            let id = dict.and_then(|d| {
+                d.intern_memo(&device.memo, || format!("\"device\":{}", device.text))
+            });
+            match id {
+                Some(id) => interned.device = id,
+                None => {
+                    field(out, "device");
+                    out.push_str(&device.text);
+                }
             }
-        };
-        Some(crate::store::codec::Interned {
-            geo: part(self.geo, self.device)?,
-            device: part(self.device, text.len() - 1)?,
-        })
+        }
+        let written = !out.is_empty();
+        if written {
+            out.push('}');
+        }
+        (written || !interned.is_none()).then_some(Added { written, interned })
     }
+}
+
+/// What [`Enrich::context_into`] added: fields written into the text, answers kept in the
+/// dictionary.
+struct Added {
+    written: bool,
+    interned: Interned,
 }
 
 /// A field that is present, `null` included (so that none is written twice).
@@ -613,7 +621,7 @@ mod tests {
     #[test]
     fn user_agents_name_their_device() {
         let ua = ua::Ua::default();
-        let d = |s: &str| serde_json::from_str::<Value>(&ua.device(s).unwrap()).unwrap();
+        let d = |s: &str| serde_json::from_str::<Value>(&ua.device(s).unwrap().text).unwrap();
         let cases: [(&str, &str, Option<&str>, Option<&str>); 10] = [
             (
                 "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",

@@ -38,8 +38,16 @@ pub struct Ua {
 /// (and moved back); when the current one is full it becomes the old one.
 #[derive(Default)]
 struct Cache {
-    now: HashMap<Box<str>, Arc<str>>,
-    old: HashMap<Box<str>, Arc<str>>,
+    now: HashMap<Box<str>, Arc<Device>>,
+    old: HashMap<Box<str>, Arc<Device>>,
+}
+
+/// `context.device` of a user agent as JSON text, and its enrichment dictionary id
+/// (`store::enrichments`).
+#[derive(Debug)]
+pub struct Device {
+    pub text: Box<str>,
+    pub memo: crate::store::enrichments::Memo,
 }
 
 impl Ua {
@@ -69,7 +77,7 @@ impl Ua {
 
     /// `context.device` of a user agent (see [`device`]) as JSON text, from this thread's
     /// cache or the shared one when seen lately.
-    pub fn device(&self, ua: &str) -> Option<Arc<str>> {
+    pub fn device(&self, ua: &str) -> Option<Arc<Device>> {
         NEAR_CACHE.with(|near| {
             let mut near = near.borrow_mut();
             if let Some(v) = near.get(ua) {
@@ -81,7 +89,7 @@ impl Ua {
         })
     }
 
-    fn device_shared(&self, ua: &str) -> Option<Arc<str>> {
+    fn device_shared(&self, ua: &str) -> Option<Arc<Device>> {
         if let Some(v) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(ua) {
             return Some(v);
         }
@@ -89,7 +97,10 @@ impl Ua {
             Ok(p) => p,
             Err(_) => return None,
         };
-        let v: Arc<str> = device(parser, ua).to_string().into();
+        let v = Arc::new(Device {
+            text: device(parser, ua).to_string().into(),
+            memo: Default::default(),
+        });
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         c.put(ua, v.clone(), CACHE);
         Some(v)
@@ -97,7 +108,7 @@ impl Ua {
 }
 
 impl Cache {
-    fn get(&mut self, ua: &str) -> Option<Arc<str>> {
+    fn get(&mut self, ua: &str) -> Option<Arc<Device>> {
         if let Some(v) = self.now.get(ua) {
             return Some(v.clone());
         }
@@ -106,7 +117,7 @@ impl Cache {
         Some(v)
     }
 
-    fn put(&mut self, ua: &str, v: Arc<str>, cap: usize) {
+    fn put(&mut self, ua: &str, v: Arc<Device>, cap: usize) {
         if ua.len() > KEY_MAX {
             return;
         }

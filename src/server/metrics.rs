@@ -154,6 +154,20 @@ pub fn render(state: &State) -> String {
             count(&geo.reload_failures),
         );
     }
+    if let Some(dict) = &state.ctx.enrichments {
+        reg.register(
+            "inlet_enrich_dictionary_entries",
+            "Distinct enrichment answers stored once (store::enrichments)",
+            gauge(dict.len() as u64),
+        );
+        let full = Counter::<u64>::default();
+        full.inc_by(dict.full.load(Ordering::Relaxed));
+        reg.register(
+            "inlet_enrich_dictionary_full",
+            "Events whose enrichment answers were stored in the event: the dictionary was full",
+            full,
+        );
+    }
     reg.register(
         "inlet_queue_requests",
         "Requests waiting for the writer",

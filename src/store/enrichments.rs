@@ -18,16 +18,20 @@ use super::tables::ENRICHMENTS;
 use super::writer::{Accepted, CommitListener};
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Entries the dictionary holds at most (in memory and in the file): a few MiB at most.
 pub const MAX_ENTRIES: usize = 65_536;
 
 /// Ids of the enrichment texts, shared by the request threads and the writer.
-#[derive(Default)]
 pub struct Dictionary {
     inner: RwLock<Inner>,
     max: usize,
+    /// Unique in the process: what a [`Memo`] names this dictionary by.
+    serial: u32,
+    /// Answers that found the dictionary full (kept in their event).
+    pub full: AtomicU64,
 }
 
 #[derive(Default)]
@@ -65,9 +69,12 @@ impl Dictionary {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(redb::Error::from(e).into()),
         }
+        static SERIAL: AtomicU32 = AtomicU32::new(1);
         Ok(Dictionary {
             inner: RwLock::new(inner),
             max,
+            serial: SERIAL.fetch_add(1, Ordering::Relaxed),
+            full: Default::default(),
         })
     }
 
@@ -81,12 +88,30 @@ impl Dictionary {
             return Some(id);
         }
         if inner.texts.len() >= self.max {
+            self.full.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let text: Arc<str> = text.into();
         inner.texts.push(text.clone());
         let id = inner.texts.len() as u32;
         inner.ids.insert(text, id);
+        Some(id)
+    }
+
+    /// The id of the text `text` makes, remembered in `memo` (kept beside a cached answer,
+    /// so that an answer seen before costs neither its text, nor hashing, nor a lock).
+    pub fn intern_memo(&self, memo: &Memo, text: impl FnOnce() -> String) -> Option<u32> {
+        // Acquire: whoever reads an id sees it handed out (and so does the writer, after the
+        // reader queued its batch); `intern` handed it out before the Release below.
+        let known = memo.0.load(Ordering::Acquire);
+        if known >> 32 == u64::from(self.serial) {
+            return Some(known as u32);
+        }
+        let id = self.intern(&text())?;
+        memo.0.store(
+            u64::from(self.serial) << 32 | u64::from(id),
+            Ordering::Release,
+        );
         Some(id)
     }
 
@@ -124,6 +149,20 @@ impl CommitListener for Dictionary {
         Ok(())
     }
 }
+
+/// The id a [`Dictionary`] gave a text, kept beside the text (the dictionary's serial and
+/// the id; 0: none yet).
+#[derive(Debug, Default)]
+pub struct Memo(AtomicU64);
+
+/// A memo is a cache beside a value, not part of it: values compare without it.
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
 
 /// Puts the dictionary's texts back into the records read in one transaction.
 pub struct Expand {
@@ -219,6 +258,22 @@ mod tests {
         assert_eq!(dict.intern(r#""geo":{"country":"GB"}"#), Some(2));
         assert_eq!(dict.intern(r#""device":{"type":"bot"}"#), Some(1));
         assert_eq!(dict.intern(r#""geo":{"country":"FR"}"#), None, "full");
+        // A memo answers for the dictionary that filled it, and only for it.
+        let memo = Memo::default();
+        let text = |t: &str| {
+            let t = t.to_owned();
+            move || t
+        };
+        assert_eq!(
+            dict.intern_memo(&memo, text(r#""geo":{"country":"GB"}"#)),
+            Some(2)
+        );
+        assert_eq!(dict.intern_memo(&memo, || unreachable!()), Some(2));
+        let other = Dictionary::load_bounded(&db, 2).unwrap();
+        assert_eq!(
+            other.intern_memo(&memo, text(r#""device":{"type":"bot"}"#)),
+            Some(1)
+        );
         // Stored by the next commit, once.
         for _ in 0..2 {
             let txn = db.begin_write().unwrap();
