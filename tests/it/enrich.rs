@@ -401,6 +401,12 @@ fn answers_are_stored_once_and_read_back_after_a_restart_and_from_a_backup() {
         "ev-once-new",
         json!({"user_agent": DESKTOP_FIREFOX}),
     );
+    // London's geo and network, the iPhone (both read back from the file), and Firefox.
+    assert_eq!(metric(&inlet, "inlet_enrich_dictionary_entries"), Some(3.0));
+    assert_eq!(
+        metric(&inlet, "inlet_enrich_dictionary_full_total"),
+        Some(0.0)
+    );
     let backup_dir = tempfile::tempdir().unwrap();
     let backup = backup_dir.path().join("b.redb");
     inlet.cli_ok(&["backup", backup.to_str().unwrap()]);
