@@ -556,7 +556,7 @@ mod tests {
     fn answers_kept_in_the_dictionary_read_back_as_stored_inline() {
         use crate::store::codec::{EventRecord, decode_event, encode_event};
         use crate::store::enrichments::{Dictionary, Expand};
-        use crate::store::writer::{CommitListener, Pending};
+        use crate::store::writer::Pending;
         use redb::ReadableDatabase;
         let e = RawEnrich {
             user_agent: Some(true),
@@ -600,7 +600,7 @@ mod tests {
         // Two devices (curl, the iPhone), each once.
         assert_eq!(dict.len(), 2);
         let txn = db.begin_write().unwrap();
-        dict.in_commit(&txn, &[]).unwrap();
+        dict.store_new(&txn).unwrap();
         txn.commit().unwrap();
 
         let read = db.begin_read().unwrap();

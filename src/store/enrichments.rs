@@ -15,7 +15,6 @@
 use super::Result;
 use super::codec::{EventRecord, Interned};
 use super::tables::ENRICHMENTS;
-use super::writer::{Accepted, CommitListener};
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -129,10 +128,11 @@ impl Dictionary {
     }
 }
 
-impl CommitListener for Dictionary {
-    /// Stores the entries handed out since the last commit that stored some. The batch was
-    /// taken from the queue before this runs, so every id its events carry is counted.
-    fn in_commit(&self, txn: &WriteTransaction, _accepted: &[Accepted]) -> Result<()> {
+impl Dictionary {
+    /// Stores the entries handed out since the last commit that stored some, in the
+    /// writer's commit (the dictionary is its `CommitListener`, `store::writer`). The batch
+    /// was taken from the queue before this runs, so every id its events carry is counted.
+    pub fn store_new(&self, txn: &WriteTransaction) -> Result<()> {
         let handed = self.len();
         if handed == 0 {
             return Ok(());
@@ -277,7 +277,7 @@ mod tests {
         // Stored by the next commit, once.
         for _ in 0..2 {
             let txn = db.begin_write().unwrap();
-            dict.in_commit(&txn, &[]).unwrap();
+            dict.store_new(&txn).unwrap();
             txn.commit().unwrap();
         }
         let again = Dictionary::load(&db).unwrap();
@@ -311,11 +311,11 @@ mod tests {
         let dict = Dictionary::load(&db).unwrap();
         dict.intern("\"device\":{}").unwrap();
         let txn = db.begin_write().unwrap();
-        dict.in_commit(&txn, &[]).unwrap();
+        dict.store_new(&txn).unwrap();
         txn.abort().unwrap();
         dict.intern("\"geo\":{}").unwrap();
         let txn = db.begin_write().unwrap();
-        dict.in_commit(&txn, &[]).unwrap();
+        dict.store_new(&txn).unwrap();
         txn.commit().unwrap();
         assert_eq!(Dictionary::load(&db).unwrap().len(), 2);
     }

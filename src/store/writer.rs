@@ -161,6 +161,14 @@ pub trait CommitListener: Send + Sync {
     fn writer_stopped(&self) {}
 }
 
+/// The enrichment dictionary stores the ids handed out since the last commit in each one
+/// (`store::enrichments`).
+impl CommitListener for super::enrichments::Dictionary {
+    fn in_commit(&self, txn: &WriteTransaction, _accepted: &[Accepted]) -> Result<()> {
+        self.store_new(txn)
+    }
+}
+
 /// The events of one submission that a batch accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
