@@ -341,6 +341,7 @@ impl Enrich {
             });
             match id {
                 Some(id) => interned.device = id,
+                // A full dictionary: written, so a `geo` interned above reads back after it.
                 None => {
                     field(out, "device");
                     out.push_str(&device.text);

@@ -164,7 +164,7 @@ pub fn render(state: &State) -> String {
         full.inc_by(dict.full.load(Ordering::Relaxed));
         reg.register(
             "inlet_enrich_dictionary_full",
-            "Events whose enrichment answers were stored in the event: the dictionary was full",
+            "Enrichment answers stored in their event: the dictionary was full",
             full,
         );
     }

@@ -29,7 +29,7 @@ pub struct Dictionary {
     max: usize,
     /// Unique in the process: what a [`Memo`] names this dictionary by.
     serial: u32,
-    /// Answers that found the dictionary full (kept in their event).
+    /// Answers that found the dictionary full (stored in their event).
     pub full: AtomicU64,
 }
 
@@ -79,8 +79,16 @@ impl Dictionary {
 
     /// The id of `text`, handed out now if it has none; `None` when the dictionary is full.
     pub fn intern(&self, text: &str) -> Option<u32> {
-        if let Some(&id) = self.read().ids.get(text) {
-            return Some(id);
+        {
+            let inner = self.read();
+            if let Some(&id) = inner.ids.get(text) {
+                return Some(id);
+            }
+            // Full: no write lock for every new answer from now on.
+            if inner.texts.len() >= self.max {
+                self.full.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
         }
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if let Some(&id) = inner.ids.get(text) {
@@ -126,9 +134,7 @@ impl Dictionary {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-impl Dictionary {
     /// Stores the entries handed out since the last commit that stored some, in the
     /// writer's commit (the dictionary is its `CommitListener`, `store::writer`). The batch
     /// was taken from the queue before this runs, so every id its events carry is counted.
