@@ -153,8 +153,7 @@ pub struct Summary {
 
 /// Checks the database file at `path`: redb integrity, schema version, every event and config
 /// record decodes (with the enrichment entries it names), every dedupe entry points at a
-/// stored event. Opens it for writing (redb
-/// may repair an unclean file), so pass a copy.
+/// stored event. Opens it for writing (redb may repair an unclean file), so pass a copy.
 pub fn verify(path: &Path) -> Result<Summary> {
     let mut db = Database::open(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen,
