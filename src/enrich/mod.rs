@@ -303,7 +303,7 @@ impl Enrich {
                             if !m.is_empty() {
                                 m.push(',');
                             }
-                            m.push_str(&format!("\"{k}\":{v}"));
+                            let _ = std::fmt::Write::write_fmt(&mut m, format_args!("\"{k}\":{v}"));
                         }
                     }
                     m

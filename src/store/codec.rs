@@ -69,32 +69,16 @@ impl Interned {
         *self == Interned::default()
     }
 
-    /// The v2 suffix of a record: both ids as varints.
+    /// The v2 suffix of a record: both ids, postcard varints.
     pub fn append_to(&self, out: &mut Vec<u8>) {
-        for mut n in [self.geo, self.device] {
-            while n >= 0x80 {
-                out.push((n as u8) | 0x80);
-                n >>= 7;
-            }
-            out.push(n as u8);
-        }
+        postcard::to_io(&(self.geo, self.device), out).expect("writing to a Vec cannot fail");
     }
 
-    fn read(mut b: &[u8]) -> Option<Interned> {
-        let mut next = || {
-            let mut v = 0u32;
-            for shift in (0..35).step_by(7) {
-                let (&byte, rest) = b.split_first()?;
-                b = rest;
-                v |= u32::from(byte & 0x7f).checked_shl(shift)?;
-                if byte & 0x80 == 0 {
-                    return Some(v);
-                }
-            }
-            None
-        };
-        let (geo, device) = (next()?, next()?);
-        b.is_empty().then_some(Interned { geo, device })
+    fn read(b: &[u8]) -> Option<Interned> {
+        match postcard::take_from_bytes::<(u32, u32)>(b) {
+            Ok(((geo, device), [])) => Some(Interned { geo, device }),
+            _ => None,
+        }
     }
 }
 
