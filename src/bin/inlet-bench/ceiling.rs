@@ -67,17 +67,15 @@ pub enum Commit {
 }
 
 /// The bare server with a durable group commit behind it: each request's body goes to one
-/// writer thread, which takes everything queued, makes it durable in one commit (`how`, in a
-/// fresh file in `dir`) and only then lets the requests answer. No auth, parsing or index:
-/// the floor of a durable single-event server on this machine. Never returns.
+/// writer thread, which takes everything queued, makes it durable in one commit into `sink`
+/// and only then lets the requests answer. No auth, parsing or index: the floor of a durable
+/// single-event server on this machine. Never returns.
 pub async fn durable_server(
     listener: tokio::net::TcpListener,
-    dir: std::path::PathBuf,
-    how: Commit,
+    mut sink: Sink,
 ) -> anyhow::Result<()> {
     type Pending = (Bytes, tokio::sync::oneshot::Sender<u64>);
     let (tx, rx) = std::sync::mpsc::channel::<Pending>();
-    let mut sink = Sink::create(&dir, how)?;
     std::thread::Builder::new()
         .name("group-commit".into())
         .spawn(move || {
@@ -120,7 +118,7 @@ pub async fn durable_server(
 }
 
 /// Where the durable bare server's groups go.
-enum Sink {
+pub enum Sink {
     Redb {
         db: Database,
         quick_repair: bool,
@@ -134,15 +132,21 @@ enum Sink {
 }
 
 impl Sink {
-    fn create(dir: &Path, how: Commit) -> anyhow::Result<Sink> {
+    /// A fresh file in `dir` for commits made `how`. A redb file is first grown to at least
+    /// `grow_to` bytes (untimed filler, one durable commit at the end): redb's quick-repair
+    /// commit writes the allocator state of the whole file, so its cost grows with the file,
+    /// and a floor meant for a log of some size needs a file of that size.
+    pub fn create(dir: &Path, how: Commit, grow_to: u64) -> anyhow::Result<Sink> {
         Ok(match how {
             Commit::QuickRepair | Commit::Redb => {
                 let path = dir.join("durable.redb");
                 let _ = std::fs::remove_file(&path);
+                let db = Database::builder().set_cache_size(64 << 20).create(&path)?;
+                let seq = grow(&db, &path, grow_to)?;
                 Sink::Redb {
-                    db: Database::builder().set_cache_size(64 << 20).create(&path)?,
+                    db,
                     quick_repair: how == Commit::QuickRepair,
-                    seq: 0,
+                    seq,
                 }
             }
             Commit::File => Sink::File {
@@ -191,6 +195,31 @@ impl Sink {
             }
         }
     }
+}
+
+/// Appends 1 KB filler records to `db` (at `path`) until the file holds at least `to` bytes,
+/// in non-durable commits ended by one durable quick-repair commit; returns the last seq.
+fn grow(db: &Database, path: &Path, to: u64) -> anyhow::Result<u64> {
+    let filler = [0x5a_u8; 1000];
+    let mut seq = 0;
+    while std::fs::metadata(path)?.len() < to {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        {
+            let mut log = txn.open_table(EVENTS)?;
+            for _ in 0..10_000 {
+                seq += 1;
+                log.insert(seq, filler.as_slice())?;
+            }
+        }
+        txn.commit()?;
+    }
+    if seq > 0 {
+        let mut txn = db.begin_write()?;
+        txn.set_quick_repair(true);
+        txn.commit()?;
+    }
+    Ok(seq)
 }
 
 /// What a storage run appends besides the log.
@@ -359,7 +388,8 @@ mod tests {
             let answered: Vec<(u64, String)> = rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
-                tokio::spawn(durable_server(listener, dir.path().to_owned(), how));
+                let sink = Sink::create(dir.path(), how, 0).unwrap();
+                tokio::spawn(durable_server(listener, sink));
                 let sends: Vec<_> = bodies
                     .iter()
                     .map(|b| {
@@ -432,5 +462,27 @@ mod tests {
             answered.sort();
             assert_eq!(stored, answered, "{how:?}");
         }
+    }
+
+    /// A floor for a log of some size: the file is grown first, and the bodies then go after
+    /// the filler, each under the seq the append returned.
+    #[test]
+    fn a_grown_floor_file_is_that_large_and_keeps_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = 4 << 20;
+        let mut sink = Sink::create(dir.path(), Commit::QuickRepair, want).unwrap();
+        let path = dir.path().join("durable.redb");
+        assert!(std::fs::metadata(&path).unwrap().len() >= want);
+        let last = sink
+            .append([b"a".as_slice(), b"b".as_slice()].into_iter())
+            .unwrap();
+        assert!(last > 2, "the filler comes first");
+        drop(sink);
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let log = txn.open_table(EVENTS).unwrap();
+        assert_eq!(log.get(last - 1).unwrap().unwrap().value(), b"a");
+        assert_eq!(log.get(last).unwrap().unwrap().value(), b"b");
+        assert_eq!(log.last().unwrap().unwrap().0.value(), last);
     }
 }

@@ -85,6 +85,10 @@ enum Cmd {
         /// Directory for the file it appends to (the file is replaced, and left behind).
         #[arg(long)]
         dir: PathBuf,
+        /// Grow the redb file to this many bytes before serving (a floor for a log of that
+        /// size: a quick-repair commit costs more in a larger file). The redb modes only.
+        #[arg(long, default_value_t = 0)]
+        grow_to: u64,
     },
     /// Durable redb appends in commits of N: the storage ceiling, or with --index a dedupe
     /// index variant.
@@ -189,12 +193,16 @@ fn main() -> anyhow::Result<()> {
             listen,
             commit,
             dir,
+            grow_to,
         } => {
+            // The address is printed once the file is ready: a load started then measures
+            // the floor alone.
+            let sink = ceiling::Sink::create(&dir, commit, grow_to)?;
             let rt = runtime()?;
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(listen).await?;
                 println!("listening on http://{}", listener.local_addr()?);
-                ceiling::durable_server(listener, dir, commit).await
+                ceiling::durable_server(listener, sink).await
             })?;
         }
         Cmd::Storage {
