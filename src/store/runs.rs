@@ -62,6 +62,15 @@ pub struct Merge {
     pub after: Option<Vec<u8>>,
 }
 
+/// A level-0 run being written in steps ([`RunSet::add_step`]): not listed in
+/// [`RunSet::runs`] until its last key is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adding {
+    pub id: u32,
+    /// Keys written so far; the next step continues with the key after them.
+    pub written: u64,
+}
+
 /// The runs of one set and its merges in progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSet {
@@ -69,6 +78,8 @@ pub struct RunSet {
     /// Oldest first.
     pub runs: Vec<Run>,
     pub merges: Vec<Merge>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adding: Option<Adding>,
 }
 
 /// The table name of run `id` of set `set`. Every run table of every set starts with
@@ -308,6 +319,71 @@ impl RunSet {
         this.plan_merges();
         this.save(txn, set)?;
         Ok(added)
+    }
+
+    /// Writes the next at most `budget` of `keys` (sorted, without repeats; the same slice at
+    /// every step) into a level-0 run, in `txn`: the run a previous step began, or a new one
+    /// if there is none or `restart` (which drops what an earlier step wrote: a caller that
+    /// lost its keys, as after a restart, begins again). The run is listed, and the merges it
+    /// makes due are started, only by the step that writes its last key, so readers never see
+    /// part of it; its id is then returned. No keys: nothing happens.
+    pub fn add_step<K: AsRef<[u8]>>(
+        txn: &WriteTransaction,
+        set: &str,
+        keys: &[K],
+        budget: usize,
+        restart: bool,
+    ) -> Result<Option<u32>> {
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let mut this = RunSet::load(&txn.open_table(META)?, set)?;
+        if restart && let Some(stale) = this.adding.take() {
+            txn.delete_table(def(&table_name(set, stale.id)))?;
+        }
+        let Adding { id, written } = match this.adding.clone() {
+            Some(a) => a,
+            None => Adding {
+                id: this.take_id(),
+                written: 0,
+            },
+        };
+        let from = usize::try_from(written)
+            .unwrap_or(usize::MAX)
+            .min(keys.len());
+        let to = from.saturating_add(budget.max(1)).min(keys.len());
+        debug_assert!(
+            from == 0 || keys[from - 1].as_ref() < keys[from].as_ref(),
+            "keys must be sorted"
+        );
+        let mut table = txn.open_table(def(&table_name(set, id)))?;
+        let mut w = BlockWriter::new();
+        for k in &keys[from..to] {
+            debug_assert!(
+                w.last().is_none_or(|last| last < k.as_ref()),
+                "keys must be sorted"
+            );
+            w.push(&mut table, k.as_ref())?;
+        }
+        w.flush(&mut table)?;
+        drop(table);
+        let done = to == keys.len();
+        if done {
+            this.adding = None;
+            this.runs.push(Run {
+                id,
+                level: 0,
+                keys: to as u64,
+            });
+            this.plan_merges();
+        } else {
+            this.adding = Some(Adding {
+                id,
+                written: to as u64,
+            });
+        }
+        this.save(txn, set)?;
+        Ok(done.then_some(id))
     }
 
     fn take_id(&mut self) -> u32 {
@@ -567,7 +643,8 @@ pub fn clear(
         .runs
         .iter()
         .map(|r| r.id)
-        .chain(this.merges.iter().map(|m| m.output));
+        .chain(this.merges.iter().map(|m| m.output))
+        .chain(this.adding.iter().map(|a| a.id));
     for id in ids {
         txn.delete_table(def(&table_name(set, id)))?;
     }

@@ -1271,13 +1271,14 @@ pub(crate) mod tests {
             let out = w.submit(sub(&ids), 10).await.unwrap();
             assert!(out.iter().all(|o| matches!(o, Outcome::Accepted { .. })));
         }
-        // Builds are taken in at commits.
+        // Builds are taken in, and runs frozen a step, at commits: until the filters are in
+        // and the last old id is in a run.
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut n = 0;
-        while !w.prechecking() {
+        while !w.prechecking() || w.precheck.check(1, &["old-1999"]).to_settle() == 0 {
             assert!(
                 Instant::now() < deadline,
-                "the dedupe filters were never built"
+                "the dedupe filters were never built, or the old ids never frozen"
             );
             w.submit(sub(&[&format!("filler-{n}")]), 10).await.unwrap();
             n += 1;

@@ -1,6 +1,7 @@
 //! The index's storage: each commit's new fingerprints as one row of [`DEDUPE_COMMITS`]
-//! (and in the writer's memory), frozen into a sorted run every [`FREEZE_AT`] fingerprints,
-//! runs merged geometrically a bounded step per commit ([`super::super::runs`]); ids whose
+//! (and in the writer's memory), frozen into a sorted run every [`FREEZE_AT`] fingerprints
+//! (sorted off the writer thread, written a bounded step per commit: [`Freeze`]), runs
+//! merged geometrically a bounded step per commit ([`super::super::runs`]); ids whose
 //! fingerprint another id owns under their full key in [`DEDUPE`].
 
 use super::super::Result;
@@ -12,6 +13,7 @@ use super::precheck::{Known, Precheck};
 use super::rows::{COMMIT_ROW_V2, EntryBytes, FpMap, Owner, RUNS, commit_row_entries, split_entry};
 use redb::{Database, ReadTransaction, ReadableTable, Table, WriteTransaction};
 use std::collections::HashMap;
+use std::sync::mpsc;
 
 use std::sync::{Arc, RwLockReadGuard};
 
@@ -33,6 +35,99 @@ const MIN_MERGE_STEP: usize = 2048;
 /// redb holds a transaction's dirty pages in memory until it commits: 64Ki keys are some
 /// 1.7 MB of blocks.
 const MAX_MERGE_STEP: usize = 64 * 1024;
+/// A freeze of fewer fingerprints than this is sorted on the writer thread, in the
+/// [`Staged::apply`] that starts it (under a millisecond); larger ones on a thread of their own.
+/// Debug builds sort their runs of 512 on the thread too, so that the test suites and
+/// campaigns go through it.
+const SORT_INLINE_BELOW: usize = if cfg!(debug_assertions) {
+    256
+} else {
+    16 * 1024
+};
+/// Most keys of a freeze one commit writes: the merge step's budget, and in debug builds 128,
+/// so that the campaigns' runs of 512 take several commits (and crashes fall between them).
+fn freeze_budget(merge_budget: usize) -> usize {
+    if cfg!(debug_assertions) {
+        128
+    } else {
+        merge_budget
+    }
+}
+
+/// `active` becoming a run. Writing a run of [`FREEZE_AT`] fingerprints in one commit held
+/// the writer for tens of milliseconds (sorting, some 8 MB of blocks, the filter), and every
+/// request waiting on it with it. So the fingerprints are copied when `active` is full and
+/// sorted off the writer thread, then written a bounded step per commit
+/// ([`RunSet::add_step`]). Until the commit that writes the last of them they stay in
+/// `active` and their rows in [`DEDUPE_COMMITS`]: lookups, a restart and a crash see them
+/// there, and no reader sees the unfinished run.
+pub(super) enum Freeze {
+    Sorting(mpsc::Receiver<Frozen>),
+    /// `started`: a committed step wrote part of the run (else the next step begins it
+    /// anew, dropping what a step of an earlier freeze left).
+    Writing {
+        frozen: Frozen,
+        started: bool,
+    },
+}
+
+/// The fingerprints of one freeze, sorted as run keys, and the run's filter.
+pub(super) struct Frozen {
+    keys: Vec<EntryBytes>,
+    filter: FpFilter,
+    /// The largest seq among them: the rows the run replaces are those up to it.
+    upto: u64,
+}
+
+impl Frozen {
+    fn sort(entries: Vec<(u128, Owner)>, upto: u64) -> Frozen {
+        let mut filter = FpFilter::for_run(entries.len());
+        let mut keys: Vec<EntryBytes> = entries
+            .into_iter()
+            .map(|(fp, owner)| {
+                filter.insert(fp);
+                EntryBytes::new(fp, owner)
+            })
+            .collect();
+        // Entries of older builds (24 bytes) sort among the others by their fingerprint.
+        keys.sort_unstable();
+        Frozen { keys, filter, upto }
+    }
+}
+
+fn fingerprints(keys: &[EntryBytes]) -> impl Iterator<Item = u128> + '_ {
+    keys.iter()
+        .filter_map(|k| split_entry(k.as_slice()).map(|(fp, _)| fp))
+}
+
+impl Freeze {
+    /// Copies `active` and sorts it, inline when small, else on a background thread.
+    fn start(active: &FpMap, upto: u64, inline_below: usize) -> Freeze {
+        let entries: Vec<(u128, Owner)> = active.iter().map(|(&fp, &o)| (fp, o)).collect();
+        if entries.len() < inline_below {
+            return Freeze::Writing {
+                frozen: Frozen::sort(entries, upto),
+                started: false,
+            };
+        }
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("dedupe-freeze".into())
+            .spawn(move || {
+                super::run_in_background();
+                let _ = tx.send(Frozen::sort(entries, upto));
+            });
+        match spawned {
+            Ok(_) => Freeze::Sorting(rx),
+            // No thread: the next apply starts the freeze again.
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread to sort a dedupe run");
+                let (_, rx) = mpsc::channel();
+                Freeze::Sorting(rx)
+            }
+        }
+    }
+}
 
 /// The writer thread's part of the index: what is not in a run yet, and the filters (shared
 /// with the request threads' [`Precheck`]).
@@ -47,6 +142,10 @@ pub struct Staged {
     pub(super) active_upto: u64,
     /// The runs as of the last commit.
     pub(super) runs: RunSet,
+    /// `active` becoming a run, if it is.
+    pub(super) freeze: Option<Freeze>,
+    /// [`SORT_INLINE_BELOW`] (tests sort on the background thread too).
+    pub(super) sort_inline_below: usize,
 }
 
 impl Default for Staged {
@@ -58,6 +157,8 @@ impl Default for Staged {
             active: FpMap::default(),
             active_upto: 0,
             runs: RunSet::default(),
+            freeze: None,
+            sort_inline_below: SORT_INLINE_BELOW,
         }
     }
 }
@@ -127,7 +228,12 @@ impl Staged {
 
     /// Takes in what a committed [`Batch`] did.
     pub fn apply(&mut self, done: Committed) {
-        let new_run = done.new_run.as_ref().map(|(id, _)| *id);
+        let new_run = done.new_run;
+        if done.freeze_step
+            && let Some(Freeze::Writing { started, .. }) = &mut self.freeze
+        {
+            *started = true;
+        }
         // Runs that merges completed: read on lookups until their filter is built.
         let appeared: Vec<Run> = done
             .after
@@ -141,16 +247,45 @@ impl Staged {
         // The pre-checks share the filters: lock only when they change (rarely).
         if new_run.is_some() || !built.is_empty() || done.after.runs != self.runs.runs {
             let mut filters = self.shared.filters_mut();
-            if let Some((id, filter)) = done.new_run {
-                filters.add_run(id, filter, self.active.keys().copied());
-                self.active.clear();
-                self.active_upto = 0;
+            if let Some(id) = new_run
+                && let Some(Freeze::Writing { frozen, .. }) = self.freeze.take()
+            {
+                let Frozen { keys, filter, .. } = frozen;
+                filters.add_run(id, filter, fingerprints(&keys));
+                // Exactly the entries the run holds leave memory (those added since stay).
+                for (fp, owner) in keys.iter().filter_map(|k| split_entry(k.as_slice())) {
+                    if self.active.get(&fp).is_some_and(|o| o.seq == owner.seq) {
+                        self.active.remove(&fp);
+                    }
+                }
+                if self.active.is_empty() {
+                    self.active_upto = 0;
+                }
             }
             built.into_iter().for_each(|b| filters.take(b));
             filters.keep_live(&done.after);
         }
         for (fp, owner) in done.added {
             self.remember(fp, owner);
+        }
+        if let Some(Freeze::Sorting(rx)) = &self.freeze {
+            match rx.try_recv() {
+                Ok(frozen) => {
+                    self.freeze = Some(Freeze::Writing {
+                        frozen,
+                        started: false,
+                    })
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => self.freeze = None,
+            }
+        }
+        if self.freeze.is_none() && self.active.len() >= self.freeze_at {
+            self.freeze = Some(Freeze::start(
+                &self.active,
+                self.active_upto,
+                self.sort_inline_below,
+            ));
         }
         if let Some(b) = &self.builder {
             appeared.into_iter().for_each(|run| b.spawn_run(run));
@@ -182,8 +317,10 @@ pub struct Batch<'s, 't> {
 /// What a committed batch changed in memory.
 pub struct Committed {
     added: FpMap,
-    /// The run written from `active`, and its filter.
-    new_run: Option<(u32, FpFilter)>,
+    /// The batch wrote a step of the [`Freeze`] ...
+    freeze_step: bool,
+    /// ... and this is the run it completed.
+    new_run: Option<u32>,
     /// The runs after the commit.
     after: RunSet,
 }
@@ -247,8 +384,8 @@ impl Batch<'_, '_> {
     }
 
     /// Ends the index work of a transaction that added `added_events` events: writes its
-    /// commit row, the run of everything in memory once that is large enough, and a merge
-    /// step. Hand the result to [`Staged::apply`] once the commit succeeded.
+    /// commit row, a step of the run being frozen ([`Freeze`]) and a merge step. Hand the
+    /// result to [`Staged::apply`] once the commit succeeded.
     pub fn finish(self, added_events: usize) -> Result<Committed> {
         let Batch {
             staged,
@@ -275,43 +412,35 @@ impl Batch<'_, '_> {
             txn.open_table(DEDUPE_COMMITS)?
                 .insert(entries[0].0, row.as_slice())?;
         }
-        let new_run = if staged.active.len() >= staged.freeze_at {
-            Some(write_run(txn, &staged.active, staged.active_upto)?)
-        } else {
-            None
-        };
+        let budget = (MERGE_PER_EVENT * added_events).clamp(MIN_MERGE_STEP, MAX_MERGE_STEP);
+        let mut freeze_step = false;
+        let mut new_run = None;
+        if let Some(Freeze::Writing { frozen, started }) = &staged.freeze {
+            freeze_step = true;
+            let step = freeze_budget(budget);
+            new_run = RunSet::add_step(txn, RUNS, &frozen.keys, step, !started)?;
+            if new_run.is_some() {
+                // Rows are keyed by their first seq: those of the commits since the freeze
+                // began, this one's included, start past `upto`.
+                txn.open_table(DEDUPE_COMMITS)?
+                    .retain_in(..=frozen.upto, |_, _| false)?;
+            }
+        }
         let after = if new_run.is_some() || before.merging() {
-            let budget = (MERGE_PER_EVENT * added_events).clamp(MIN_MERGE_STEP, MAX_MERGE_STEP);
             RunSet::merge_step(txn, RUNS, budget)?;
+            RunSet::load(&txn.open_table(META)?, RUNS)?
+        } else if freeze_step {
             RunSet::load(&txn.open_table(META)?, RUNS)?
         } else {
             before
         };
         Ok(Committed {
             added,
+            freeze_step,
             new_run,
             after,
         })
     }
-}
-
-/// Writes `active` as a new run and deletes the rows it came from (every row up to `upto`:
-/// rows are keyed by their first seq, and this transaction's own row starts past `upto`).
-fn write_run(txn: &WriteTransaction, active: &FpMap, upto: u64) -> Result<(u32, FpFilter)> {
-    // Entries of older builds (24 bytes) sort among the others by their fingerprint.
-    let mut keys: Vec<EntryBytes> = (active.iter())
-        .map(|(&fp, &owner)| EntryBytes::new(fp, owner))
-        .collect();
-    keys.sort_unstable();
-    let id = RunSet::add(txn, RUNS, keys.iter().map(|k| k.as_slice()))?
-        .ok_or_else(|| super::super::Error::Internal("an empty dedupe run".into()))?;
-    let mut filter = FpFilter::for_run(keys.len());
-    for &fp in active.keys() {
-        filter.insert(fp);
-    }
-    txn.open_table(DEDUPE_COMMITS)?
-        .retain_in(..=upto, |_, _| false)?;
-    Ok((id, filter))
 }
 
 /// Every fingerprint entry of the index as one read transaction sees it (for

@@ -45,6 +45,12 @@ impl EntryBytes {
     }
 }
 
+impl AsRef<[u8]> for EntryBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 /// The smallest run key of `fp`: where a lookup starts.
 pub fn lowest_key(fp: u128) -> [u8; 16] {
     fp.to_be_bytes()

@@ -120,15 +120,19 @@ fn runs_of(db: &Database) -> RunSet {
     RunSet::load(&txn.open_table(META).unwrap(), RUNS).unwrap()
 }
 
-/// Commits one new id at a time until every run has its filter and the filter of
-/// everything is in (builds are taken in at commits).
+/// Commits one new id at a time until no freeze is under way (what filled memory is in a
+/// run), every run has its filter and the filter of everything is in (sorts and builds are
+/// taken in at commits).
 fn commit_until_filtered(db: &Database, staged: &mut Staged, seq: &mut u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut n = 0;
     loop {
         let set = runs_of(db);
         let filters = staged.shared.filters();
-        if set.runs.iter().all(|r| filters.has_run(r.id)) && filters.ready() {
+        if staged.freeze.is_none()
+            && set.runs.iter().all(|r| filters.has_run(r.id))
+            && filters.ready()
+        {
             return;
         }
         drop(filters);
@@ -670,4 +674,99 @@ fn a_duplicate_is_answered_from_the_index_entry_alone() {
         );
     }
     txn.abort().unwrap();
+}
+
+/// A freeze is sorted off the writer thread and written a step per commit: until its last
+/// step no reader sees the run and every id stays a duplicate (memory and the commit rows
+/// still hold them); a crash midway leaves a partial table that the next freeze drops; the
+/// finished run replaces exactly the rows it holds.
+#[test]
+fn a_run_is_frozen_in_steps_and_a_crash_midway_starts_it_again() {
+    use crate::store::runs::is_run_table;
+    use redb::TableHandle;
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(dir.path());
+    let background = |freeze_at| Staged {
+        freeze_at,
+        sort_inline_below: 0,
+        ..Staged::default()
+    };
+    let mut staged = background(5_000);
+    let mut seq = 1;
+    let first = ids("first", 5_000);
+    store_new(&db, &mut staged, &mut seq, &first);
+    let run_tables = |db: &Database| -> Vec<String> {
+        let txn = db.begin_read().unwrap();
+        let names = txn.list_tables().unwrap().map(|t| t.name().to_owned());
+        names.filter(|n| is_run_table(n)).collect()
+    };
+    // Single events until a step is written (the sort runs on its own thread).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut n = 0;
+    let mut new_one = |db: &Database, staged: &mut Staged, seq: &mut u64| {
+        n += 1;
+        assert_eq!(ingest(db, staged, seq, &[&format!("single-{n}")]), [true]);
+    };
+    while runs_of(&db).adding.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no step was written");
+        new_one(&db, &mut staged, &mut seq);
+    }
+    let set = runs_of(&db);
+    assert!(set.runs.is_empty(), "a partial run is listed: {set:?}");
+    let partial = set.adding.clone().unwrap();
+    assert!(
+        partial.written > 0 && partial.written < 5_000,
+        "{partial:?}"
+    );
+    assert_eq!(run_tables(&db).len(), 1);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&first))
+            .iter()
+            .all(|&n| !n)
+    );
+
+    // A crash: the freeze is lost with the writer's memory; the reload finds every id in
+    // the commit rows, and the next freeze drops the partial table.
+    let mut staged = reload(&db, 5_000);
+    staged.sort_inline_below = 0;
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&first))
+            .iter()
+            .all(|&n| !n)
+    );
+    while runs_of(&db).runs.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run was never completed"
+        );
+        new_one(&db, &mut staged, &mut seq);
+    }
+    let set = runs_of(&db);
+    assert_eq!(set.adding, None);
+    assert_eq!(set.runs.len(), 1);
+    assert_ne!(set.runs[0].id, partial.id, "the partial run was continued");
+    assert!(set.runs[0].keys >= 5_000, "{set:?}");
+    let listed = crate::store::runs::table_name(RUNS, set.runs[0].id);
+    assert_eq!(run_tables(&db), [listed], "the partial table is left");
+    // Every seq is indexed once, the run's entries left memory and the commit rows, and
+    // every id is still a duplicate, for the writer and after a reload.
+    let e = entries(&db.begin_read().unwrap()).unwrap();
+    let mut seqs: Vec<u64> = e.runs.iter().chain(&e.unmerged).map(|p| p.0).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), e.runs.len() + e.unmerged.len());
+    assert_eq!(seqs.len() as u64, seq - 1);
+    assert_eq!(staged.in_memory(), e.unmerged.len());
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&first))
+            .iter()
+            .all(|&n| !n)
+    );
+    let mut staged = reload(&db, 5_000);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&first))
+            .iter()
+            .all(|&n| !n)
+    );
+    assert_eq!(staged.in_memory(), e.unmerged.len());
 }
