@@ -805,6 +805,10 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
         "≤ 5 s",
         Some(after_kill <= Duration::from_secs(5)),
     ));
+    say(format!(
+        "peak RSS: fresh-log singles {rss_single_mib:.0} MiB, fill and bulk runs \
+         {rss_fill_mib:.0} MiB, after the restart (singles, SIGKILL) {rss_bulk_mib:.0} MiB"
+    ));
     let rss_max = rss_single_mib.max(rss_fill_mib).max(rss_bulk_mib);
     rows.push(row(
         "Peak RSS of inlet over all runs",

@@ -56,11 +56,11 @@ fn freeze_budget(merge_budget: usize) -> usize {
 
 /// `active` becoming a run. Writing a run of [`FREEZE_AT`] fingerprints in one commit held
 /// the writer for tens of milliseconds (sorting, some 8 MB of blocks, the filter), and every
-/// request waiting on it with it. So the fingerprints are copied when `active` is full and
-/// sorted off the writer thread, then written a bounded step per commit
-/// ([`RunSet::add_step`]). Until the commit that writes the last of them they stay in
-/// `active` and their rows in [`DEDUPE_COMMITS`]: lookups, a restart and a crash see them
-/// there, and no reader sees the unfinished run.
+/// request waiting on it with it. So when `active` is full it becomes [`Staged::frozen`]
+/// (and `active` starts anew), its fingerprints are copied and sorted off the writer thread,
+/// then written a bounded step per commit ([`RunSet::add_step`]). Until the commit that
+/// writes the last of them they stay in `frozen` and their rows in [`DEDUPE_COMMITS`]:
+/// lookups, a restart and a crash see them there, and no reader sees the unfinished run.
 pub(super) enum Freeze {
     Sorting(mpsc::Receiver<Frozen>),
     /// `started`: a committed step wrote part of the run (else the next step begins it
@@ -136,10 +136,14 @@ pub struct Staged {
     pub(super) freeze_at: usize,
     pub(super) shared: Arc<Precheck>,
     pub(super) builder: Option<Builder>,
-    /// Fingerprint → seq, committed but not in a run yet (all of [`DEDUPE_COMMITS`]).
+    /// Fingerprint → seq, committed but not in a run yet, and not being frozen into one:
+    /// with `frozen`, all of [`DEDUPE_COMMITS`].
     pub(super) active: FpMap,
     /// Largest seq in `active`: the rows a run of it replaces are those up to it.
     pub(super) active_upto: u64,
+    /// What `active` held when the [`Freeze`] under way began (empty when none is): asked
+    /// by lookups like `active` until the commit that completes the run, then dropped.
+    pub(super) frozen: FpMap,
     /// The runs as of the last commit.
     pub(super) runs: RunSet,
     /// `active` becoming a run, if it is.
@@ -156,6 +160,7 @@ impl Default for Staged {
             builder: None,
             active: FpMap::default(),
             active_upto: 0,
+            frozen: FpMap::default(),
             runs: RunSet::default(),
             freeze: None,
             sort_inline_below: SORT_INLINE_BELOW,
@@ -206,7 +211,7 @@ impl Staged {
 
     /// Fingerprints held in memory (not in a run yet).
     pub fn in_memory(&self) -> usize {
-        self.active.len()
+        self.active.len() + self.frozen.len()
     }
 
     /// Starts the index work of one write transaction.
@@ -250,17 +255,8 @@ impl Staged {
             if let Some(id) = new_run
                 && let Some(Freeze::Writing { frozen, .. }) = self.freeze.take()
             {
-                let Frozen { keys, filter, .. } = frozen;
-                filters.add_run(id, filter, fingerprints(&keys));
-                // Exactly the entries the run holds leave memory (those added since stay).
-                for (fp, owner) in keys.iter().filter_map(|k| split_entry(k.as_slice())) {
-                    if self.active.get(&fp).is_some_and(|o| o.seq == owner.seq) {
-                        self.active.remove(&fp);
-                    }
-                }
-                if self.active.is_empty() {
-                    self.active_upto = 0;
-                }
+                filters.add_run(id, frozen.filter, fingerprints(&frozen.keys));
+                self.frozen = FpMap::default();
             }
             built.into_iter().for_each(|b| filters.take(b));
             filters.keep_live(&done.after);
@@ -277,15 +273,19 @@ impl Staged {
                     })
                 }
                 Err(mpsc::TryRecvError::Empty) => {}
-                Err(mpsc::TryRecvError::Disconnected) => self.freeze = None,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    // The sort never came back: its fingerprints join `active` again, for
+                    // the next freeze.
+                    self.active.extend(self.frozen.drain());
+                    self.freeze = None;
+                }
             }
         }
         if self.freeze.is_none() && self.active.len() >= self.freeze_at {
-            self.freeze = Some(Freeze::start(
-                &self.active,
-                self.active_upto,
-                self.sort_inline_below,
-            ));
+            // `active` starts anew; what it held is read as `frozen` until its run is in.
+            self.frozen = std::mem::take(&mut self.active);
+            let upto = std::mem::take(&mut self.active_upto);
+            self.freeze = Some(Freeze::start(&self.frozen, upto, self.sort_inline_below));
         }
         if let Some(b) = &self.builder {
             appeared.into_iter().for_each(|run| b.spawn_run(run));
@@ -355,8 +355,8 @@ impl Batch<'_, '_> {
         if in_no_run {
             // No run has gained an id since the pre-check found none holding this one:
             // only what was committed since (memory) and this transaction can hold it.
-            let (added, active) = (&self.added, &self.staged.active);
-            return find_in_memory(id, removed, added, active, events, &self.overflow);
+            let maps = [&self.added, &self.staged.active, &self.staged.frozen];
+            return find_in_memory(id, removed, &maps, events, &self.overflow);
         }
         let mut runs = Runs::with_tables(
             &self.runs,
@@ -364,7 +364,8 @@ impl Batch<'_, '_> {
             std::mem::take(&mut self.run_tables),
             |name| self.txn.open_table(super::super::runs::def(name)),
         );
-        let unstaged = Unstaged::Memory(&self.added, &self.staged.active);
+        let maps = [&self.added, &self.staged.active, &self.staged.frozen];
+        let unstaged = Unstaged::Memory(&maps);
         let check = find(id, removed, unstaged, &mut runs, events, &self.overflow);
         self.run_tables = runs.into_tables();
         check

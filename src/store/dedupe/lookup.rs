@@ -76,8 +76,9 @@ impl<'a> Id<'a> {
 
 /// The fingerprints not in a run yet, as a view knows them.
 pub enum Unstaged<'a> {
-    /// The writer's memory: this transaction's additions, then the committed ones.
-    Memory(&'a FpMap, &'a FpMap),
+    /// The writer's memory: this transaction's additions, then the committed ones (those
+    /// not frozen, those being frozen into a run).
+    Memory(&'a [&'a FpMap; 3]),
     /// The commit rows, scanned after the runs (a reader outside the writer).
     Rows(&'a ReadOnlyTable<u64, &'static [u8]>),
     /// Unknown (the pre-check): an id not found is left to the writer.
@@ -166,12 +167,10 @@ where
     F: Fn(&str) -> std::result::Result<T, TableError>,
 {
     let owner = match unstaged {
-        Unstaged::Memory(added, committed) => {
-            match added.get(&id.fp).or_else(|| committed.get(&id.fp)) {
-                Some(&owner) => Some(owner),
-                None => runs.owner(id.fp)?,
-            }
-        }
+        Unstaged::Memory(maps) => match in_memory(maps, id.fp) {
+            Some(owner) => Some(owner),
+            None => runs.owner(id.fp)?,
+        },
         Unstaged::Rows(rows) => match runs.owner(id.fp)? {
             Some(seq) => Some(seq),
             None => in_rows(rows, id.fp)?,
@@ -182,17 +181,26 @@ where
 }
 
 /// [`find`] when no run can hold `id` (a pre-check's [`super::Known::Absent`] still stands):
-/// only `added` (this transaction's) and `committed` (not in a run yet) are asked.
+/// only the writer's memory is asked ([`Unstaged::Memory`]'s maps).
 pub fn find_in_memory(
     id: Id<'_>,
     removed_through: u64,
-    added: &FpMap,
-    committed: &FpMap,
+    maps: &[&FpMap; 3],
     events: &impl ReadableTable<u64, &'static [u8]>,
     overflow: &impl ReadableTable<&'static [u8], u64>,
 ) -> Result<Check> {
-    let owner = added.get(&id.fp).or_else(|| committed.get(&id.fp));
-    confirm(id, owner.copied(), removed_through, events, overflow)
+    confirm(
+        id,
+        in_memory(maps, id.fp),
+        removed_through,
+        events,
+        overflow,
+    )
+}
+
+/// The owner of `fp` in the first of `maps` that holds it (a fingerprint is in one at most).
+fn in_memory(maps: &[&FpMap; 3], fp: u128) -> Option<Owner> {
+    maps.iter().find_map(|m| m.get(&fp).copied())
 }
 
 /// The answer for `id` once its fingerprint's `owner` (if any) is known.

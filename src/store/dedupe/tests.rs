@@ -542,7 +542,11 @@ fn a_precheck_token_never_lets_a_duplicate_through() {
     assert_eq!(ingest(&db, &mut staged, &mut seq, &["between-d"]), [true]);
     let runs_before = runs_of(&db).runs.len();
     let mut n = 0;
-    while staged.active.contains_key(&fingerprint(1, "between-d")) {
+    let in_memory = |s: &Staged| {
+        let fp = fingerprint(1, "between-d");
+        s.active.contains_key(&fp) || s.frozen.contains_key(&fp)
+    };
+    while in_memory(&staged) {
         ingest(&db, &mut staged, &mut seq, &[&format!("push-{n}")]);
         n += 1;
     }
