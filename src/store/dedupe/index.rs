@@ -142,7 +142,7 @@ pub struct Staged {
     /// Largest seq in `active`: the rows a run of it replaces are those up to it.
     pub(super) active_upto: u64,
     /// What `active` held when the [`Freeze`] under way began (empty when none is): asked
-    /// by lookups like `active` until the commit that completes the run, then dropped.
+    /// by lookups like `active` until the commit that completes the run, then emptied.
     pub(super) frozen: FpMap,
     /// The runs as of the last commit.
     pub(super) runs: RunSet,
@@ -256,7 +256,9 @@ impl Staged {
                 && let Some(Freeze::Writing { frozen, .. }) = self.freeze.take()
             {
                 filters.add_run(id, frozen.filter, fingerprints(&frozen.keys));
-                self.frozen = FpMap::default();
+                // Emptied, not freed: the next freeze swaps it in as `active`, so that the
+                // two tables take turns instead of a new one growing by doublings each time.
+                self.frozen.clear();
             }
             built.into_iter().for_each(|b| filters.take(b));
             filters.keep_live(&done.after);
@@ -282,8 +284,9 @@ impl Staged {
             }
         }
         if self.freeze.is_none() && self.active.len() >= self.freeze_at {
-            // `active` starts anew; what it held is read as `frozen` until its run is in.
-            self.frozen = std::mem::take(&mut self.active);
+            // `active` starts anew (in the emptied table of the last freeze); what it held is
+            // read as `frozen` until its run is in.
+            std::mem::swap(&mut self.frozen, &mut self.active);
             let upto = std::mem::take(&mut self.active_upto);
             self.freeze = Some(Freeze::start(&self.frozen, upto, self.sort_inline_below));
         }
