@@ -348,9 +348,17 @@ impl RunSet {
                 written: 0,
             },
         };
+        // More written than given: not the keys the run was begun with. Failing the commit
+        // makes the writer reload, and its next freeze begins anew.
         let from = usize::try_from(written)
-            .unwrap_or(usize::MAX)
-            .min(keys.len());
+            .ok()
+            .filter(|&w| w <= keys.len())
+            .ok_or_else(|| {
+                super::Error::Internal(format!(
+                    "run {id}: {written} keys written of {}",
+                    keys.len()
+                ))
+            })?;
         let to = from.saturating_add(budget.max(1)).min(keys.len());
         debug_assert!(
             from == 0 || keys[from - 1].as_ref() < keys[from].as_ref(),
@@ -733,6 +741,43 @@ mod tests {
             .filter(|t| is_run_table(t.name()))
             .count();
         assert_eq!(tables, runs);
+    }
+
+    /// A run added in steps is invisible until its last step, then holds exactly its keys;
+    /// `restart` drops a partial run; steps given other keys than those begun with fail.
+    #[test]
+    fn a_run_added_in_steps_appears_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let keys: Vec<Vec<u8>> = (0..10u16).map(|k| k.to_be_bytes().to_vec()).collect();
+        let step = |keys: &[Vec<u8>], restart| {
+            let txn = db.begin_write().unwrap();
+            let done = RunSet::add_step(&txn, "t", keys, 4, restart);
+            txn.commit().unwrap();
+            done
+        };
+        assert_eq!(step(&keys, true).unwrap(), None);
+        let stale = state(&store).adding.unwrap();
+        assert_eq!(stale.written, 4);
+        // Begun anew: the partial table goes, a new run starts.
+        assert_eq!(step(&keys, true).unwrap(), None);
+        assert_ne!(state(&store).adding.as_ref().unwrap().id, stale.id);
+        assert_eq!(all(&store), (vec![], 0));
+        assert!(step(&keys[..3], false).is_err(), "fewer keys than written");
+        assert_eq!(step(&keys, false).unwrap(), None);
+        let id = step(&keys, false).unwrap().expect("complete");
+        let set = state(&store);
+        assert_eq!((set.adding, set.runs.len()), (None, 1));
+        assert_eq!((set.runs[0].id, set.runs[0].keys), (id, 10));
+        assert_eq!(all(&store), (keys, 1));
+        let txn = db.begin_read().unwrap();
+        let tables = txn.list_tables().unwrap();
+        let runs: Vec<String> = tables
+            .map(|t| t.name().to_owned())
+            .filter(|n| is_run_table(n))
+            .collect();
+        assert_eq!(runs, [table_name("t", id)]);
     }
 
     #[test]
