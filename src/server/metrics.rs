@@ -85,35 +85,38 @@ pub fn render(state: &State) -> String {
         "Time from request headers to response, by status class",
         state.counters.requests.seconds.clone(),
     );
+    let gauge = |v: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        g
+    };
+    // A counter kept by the process as an atomic, read at scrape time.
+    let count = |v: &AtomicU64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(v.load(Ordering::Relaxed));
+        c
+    };
     if let Some(c) = &state.ctx.cluster {
-        let owned = Gauge::<i64>::default();
-        owned.set(c.owned().len() as i64);
         reg.register(
             "inlet_cluster_owned_partitions",
             "Partitions this node owns and serves",
-            owned,
+            gauge(c.owned().len() as u64),
         );
-        let takeovers = Counter::<u64>::default();
-        takeovers.inc_by(c.takeovers.load(Ordering::Relaxed));
         reg.register(
             "inlet_cluster_failovers",
             "Partitions this node took over (at start, after an owner was lost, on rebalancing)",
-            takeovers,
+            count(&c.takeovers),
         );
-        let lag = Gauge::<i64>::default();
-        lag.set(c.follow_lag.load(Ordering::Relaxed) as i64);
         reg.register(
             "inlet_cluster_follow_lag",
             "Messages of the event stream this node has not applied or passed yet (it applies \
              every partition it does not own)",
-            lag,
+            gauge(c.follow_lag.load(Ordering::Relaxed)),
         );
-        let admin_lag = Gauge::<i64>::default();
-        admin_lag.set(i64::try_from(c.admin.lag()).unwrap_or(i64::MAX));
         reg.register(
             "inlet_cluster_admin_lag",
             "Admin records (tenants, apps, keys, settings) in the engine not yet applied here",
-            admin_lag,
+            gauge(c.admin.lag()),
         );
         reg.register(
             "inlet_cluster_append_duration_seconds",
@@ -132,17 +135,7 @@ pub fn render(state: &State) -> String {
         "Events per group commit",
         w.metrics.batch_events.clone(),
     );
-    let gauge = |v: u64| {
-        let g = Gauge::<i64>::default();
-        g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        g
-    };
     if let Some(geo) = state.config.enrich.as_ref().and_then(|e| e.geo()) {
-        let count = |v: &AtomicU64| {
-            let c = Counter::<u64>::default();
-            c.inc_by(v.load(Ordering::Relaxed));
-            c
-        };
         reg.register(
             "inlet_enrich_geo_reloads",
             "Geo database files read again after a change or SIGHUP",
@@ -160,12 +153,10 @@ pub fn render(state: &State) -> String {
             "Distinct enrichment answers stored once (store::enrichments)",
             gauge(dict.len() as u64),
         );
-        let full = Counter::<u64>::default();
-        full.inc_by(dict.full.load(Ordering::Relaxed));
         reg.register(
             "inlet_enrich_dictionary_full",
             "Enrichment answers stored in their event: the dictionary was full",
-            full,
+            count(&dict.full),
         );
     }
     reg.register(
@@ -204,19 +195,15 @@ pub fn render(state: &State) -> String {
         state.counters.connections_write_stalled.clone(),
     );
     crate::quarantine::register_metrics(&state.store, &state.quarantine, &mut reg);
-    let prechecked = Counter::<u64>::default();
-    prechecked.inc_by(w.prechecked_duplicates.load(Ordering::Relaxed));
     reg.register(
         "inlet_dedupe_prechecked_duplicates",
         "Duplicates of stored events found by the request threads, before the writer (docs/design/dedupe.md)",
-        prechecked,
+        count(&w.prechecked_duplicates),
     );
-    let dropped = Counter::<u64>::default();
-    dropped.inc_by(w.dropped_notes.load(Ordering::Relaxed));
     reg.register(
         "inlet_receipt_notes_dropped",
         "Rejections and duplicates left out of the receipts because the writer was busy (their events were answered all the same)",
-        dropped,
+        count(&w.dropped_notes),
     );
     if let Some(lag) = state.indexer.as_ref().map(|i| i.lag()) {
         reg.register(
