@@ -62,13 +62,11 @@ fn freeze_budget(merge_budget: usize) -> usize {
 /// writes the last of them they stay in `frozen` and their rows in [`DEDUPE_COMMITS`]:
 /// lookups, a restart and a crash see them there, and no reader sees the unfinished run.
 pub(super) enum Freeze {
-    Sorting(mpsc::Receiver<Frozen>),
+    /// With the largest seq among the fingerprints being sorted.
+    Sorting(mpsc::Receiver<Frozen>, u64),
     /// `started`: a committed step wrote part of the run (else the next step begins it
     /// anew, dropping what a step of an earlier freeze left).
-    Writing {
-        frozen: Frozen,
-        started: bool,
-    },
+    Writing { frozen: Frozen, started: bool },
 }
 
 /// The fingerprints of one freeze, sorted as run keys, and the run's filter.
@@ -118,12 +116,12 @@ impl Freeze {
                 let _ = tx.send(Frozen::sort(entries, upto));
             });
         match spawned {
-            Ok(_) => Freeze::Sorting(rx),
+            Ok(_) => Freeze::Sorting(rx, upto),
             // No thread: the next apply starts the freeze again.
             Err(e) => {
                 tracing::warn!(error = %e, "no thread to sort a dedupe run");
                 let (_, rx) = mpsc::channel();
-                Freeze::Sorting(rx)
+                Freeze::Sorting(rx, upto)
             }
         }
     }
@@ -266,7 +264,7 @@ impl Staged {
         for (fp, owner) in done.added {
             self.remember(fp, owner);
         }
-        if let Some(Freeze::Sorting(rx)) = &self.freeze {
+        if let Some(&Freeze::Sorting(ref rx, upto)) = self.freeze.as_ref() {
             match rx.try_recv() {
                 Ok(frozen) => {
                     self.freeze = Some(Freeze::Writing {
@@ -279,6 +277,7 @@ impl Staged {
                     // The sort never came back: its fingerprints join `active` again, for
                     // the next freeze.
                     self.active.extend(self.frozen.drain());
+                    self.active_upto = self.active_upto.max(upto);
                     self.freeze = None;
                 }
             }

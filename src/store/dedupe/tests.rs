@@ -774,3 +774,42 @@ fn a_run_is_frozen_in_steps_and_a_crash_midway_starts_it_again() {
     );
     assert_eq!(staged.in_memory(), e.unmerged.len());
 }
+
+/// A sort that never comes back (its thread gone) gives its fingerprints back to memory, and
+/// the freeze that follows replaces exactly their commit rows, even when the commit that
+/// notices it added nothing.
+#[test]
+fn a_lost_sort_is_frozen_again_with_its_rows() {
+    use super::index::Freeze;
+    let dir = tempfile::tempdir().unwrap();
+    let db = fresh_db(dir.path());
+    let mut staged = Staged {
+        freeze_at: 500,
+        sort_inline_below: 0,
+        ..Staged::default()
+    };
+    let mut seq = 1;
+    let first = ids("first", 600);
+    store_new(&db, &mut staged, &mut seq, &first);
+    let Some(Freeze::Sorting(_, upto)) = staged.freeze else {
+        panic!("no sort under way");
+    };
+    assert_eq!(upto, 600);
+    let (_, dead) = std::sync::mpsc::channel();
+    staged.freeze = Some(Freeze::Sorting(dead, upto));
+    // Duplicates only: the commits add nothing to memory.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while runs_of(&db).runs.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never frozen again");
+        assert_eq!(ingest(&db, &mut staged, &mut seq, &["first-1"]), [false]);
+    }
+    let e = entries(&db.begin_read().unwrap()).unwrap();
+    assert_eq!(e.runs.len(), 600);
+    assert!(e.unmerged.is_empty(), "{} rows left", e.unmerged.len());
+    assert_eq!(staged.in_memory(), 0);
+    assert!(
+        ingest(&db, &mut staged, &mut seq, &refs(&first))
+            .iter()
+            .all(|&n| !n)
+    );
+}
