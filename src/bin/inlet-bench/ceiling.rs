@@ -12,6 +12,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use inlet::store::codec::{EventRecord, encode_event};
 use redb::{Database, ReadableTable, TableDefinition};
+use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -69,12 +70,16 @@ pub enum Commit {
 /// The bare server with a durable group commit behind it: each request's body goes to one
 /// writer thread, which takes everything queued, makes it durable in one commit into `sink`
 /// and only then lets the requests answer. No auth, parsing or index: the floor of a durable
-/// single-event server on this machine. Never returns.
+/// single-event server on this machine. With `per_event`, each body must be a bulk body
+/// (`{"events":[…]}`), and each of its events is stored as its own row: the floor of a
+/// durable bulk server that keeps events one by one (the JSON parse that finds them, a row
+/// each, the commit; no validation, dedupe or index). Never returns.
 pub async fn durable_server(
     listener: tokio::net::TcpListener,
     mut sink: Sink,
+    per_event: bool,
 ) -> anyhow::Result<()> {
-    type Pending = (Bytes, tokio::sync::oneshot::Sender<u64>);
+    type Pending = (Bytes, Vec<Range<usize>>, tokio::sync::oneshot::Sender<u64>);
     let (tx, rx) = std::sync::mpsc::channel::<Pending>();
     std::thread::Builder::new()
         .name("group-commit".into())
@@ -82,12 +87,15 @@ pub async fn durable_server(
             while let Ok(first) = rx.recv() {
                 let mut group = vec![first];
                 group.extend(rx.try_iter());
-                let last = sink
-                    .append(group.iter().map(|(body, _)| body.as_ref()))
-                    .expect("durable append");
-                let first = last + 1 - group.len() as u64;
-                for (seq, (_, reply)) in (first..).zip(group) {
-                    let _ = reply.send(seq);
+                let rows = group
+                    .iter()
+                    .flat_map(|(body, events, _)| events.iter().map(|r| &body[r.clone()]));
+                let last = sink.append(rows).expect("durable append");
+                let stored: u64 = group.iter().map(|(_, e, _)| e.len() as u64).sum();
+                let mut next = last + 1 - stored;
+                for (_, events, reply) in group {
+                    next += events.len() as u64;
+                    let _ = reply.send(next - 1);
                 }
             }
         })?;
@@ -97,13 +105,26 @@ pub async fn durable_server(
             let tx = tx.clone();
             async move {
                 let body = req.into_body().collect().await?.to_bytes();
+                let events = if per_event {
+                    event_ranges(&body)
+                } else {
+                    Some(std::iter::once(0..body.len()).collect())
+                };
+                let Some(events) = events else {
+                    let mut res = Response::new(Full::new(Bytes::from_static(
+                        br#"{"error":"not a bulk body"}"#,
+                    )));
+                    *res.status_mut() = hyper::StatusCode::BAD_REQUEST;
+                    return Ok(res);
+                };
+                let accepted = events.len();
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                let status = match tx.send((body, reply)) {
+                let status = match tx.send((body, events, reply)) {
                     Ok(()) => answer.await.ok(),
                     Err(_) => None,
                 };
                 let mut res = Response::new(Full::new(Bytes::from(match status {
-                    Some(seq) => format!(r#"{{"accepted":1,"seq":{seq}}}"#),
+                    Some(seq) => format!(r#"{{"accepted":{accepted},"seq":{seq}}}"#),
                     None => r#"{"error":"not stored"}"#.to_owned(),
                 })));
                 if status.is_none() {
@@ -115,6 +136,27 @@ pub async fn durable_server(
     })
     .await?;
     Ok(())
+}
+
+/// Where each event of a bulk body (`{"events":[…]}`) lies in it; `None` if it is not one.
+fn event_ranges(body: &[u8]) -> Option<Vec<Range<usize>>> {
+    #[derive(serde::Deserialize)]
+    struct Bulk<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a serde_json::value::RawValue>,
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    let bulk: Bulk = serde_json::from_str(text).ok()?;
+    let base = text.as_ptr() as usize;
+    Some(
+        bulk.events
+            .iter()
+            .map(|e| {
+                let start = e.get().as_ptr() as usize - base;
+                start..start + e.get().len()
+            })
+            .collect(),
+    )
 }
 
 /// Where the durable bare server's groups go.
@@ -371,7 +413,7 @@ pub fn storage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::ReadableDatabase;
+    use redb::{ReadableDatabase, ReadableTableMetadata};
 
     /// Every body the durable floor answered is in its file, under the seq it answered: the
     /// floor measures real appends, not answers.
@@ -389,7 +431,7 @@ mod tests {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
                 let sink = Sink::create(dir.path(), how, 0).unwrap();
-                tokio::spawn(durable_server(listener, sink));
+                tokio::spawn(durable_server(listener, sink, false));
                 let sends: Vec<_> = bodies
                     .iter()
                     .map(|b| {
@@ -461,6 +503,81 @@ mod tests {
             let mut answered = answered;
             answered.sort();
             assert_eq!(stored, answered, "{how:?}");
+        }
+    }
+
+    /// The bulk floor stores each event of a body as its own row, the body's events under
+    /// consecutive seqs ending at the one it answered; a body that is not a bulk body is
+    /// refused with a 400 and stores nothing.
+    #[test]
+    fn the_bulk_floor_stores_each_event_as_a_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let event = |b: usize, k: usize| format!(r#"{{"b":{b},"k":[{k}, "x"]}}"#);
+        let bodies: Vec<String> = (0..12)
+            .map(|b| {
+                format!(
+                    r#"{{"events": [{}, {} ,{}]}}"#,
+                    event(b, 0),
+                    event(b, 1),
+                    event(b, 2)
+                )
+            })
+            .collect();
+        let (answered, refused) = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let sink = Sink::create(dir.path(), Commit::QuickRepair, 0).unwrap();
+            tokio::spawn(durable_server(listener, sink, true));
+            let post = move |body: String| {
+                tokio::spawn(async move {
+                    let req = Request::post("/")
+                        .header(hyper::header::HOST, addr.to_string())
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap();
+                    crate::load::send(&mut None, addr, req)
+                        .await
+                        .expect("answered")
+                })
+            };
+            let sends: Vec<_> = bodies.iter().map(|b| post(b.clone())).collect();
+            let mut answered = Vec::new();
+            for (b, s) in sends.into_iter().enumerate() {
+                let (status, reply) = s.await.unwrap();
+                assert_eq!(status, 200);
+                let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+                assert_eq!(v["accepted"], 3);
+                answered.push((b, v["seq"].as_u64().unwrap()));
+            }
+            let refused = post(r#"{"event":{"b":99}}"#.to_owned()).await.unwrap();
+            (answered, refused)
+        });
+        rt.shutdown_timeout(Duration::from_secs(5));
+        assert_eq!(refused.0, 400);
+        let path = dir.path().join("durable.redb");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let db = loop {
+            match Database::open(&path) {
+                Ok(db) => break db,
+                Err(e) if Instant::now() < deadline => {
+                    assert!(matches!(e, redb::DatabaseError::DatabaseAlreadyOpen), "{e}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("the commit thread kept the file open: {e}"),
+            }
+        };
+        let txn = db.begin_read().unwrap();
+        let log = txn.open_table(EVENTS).unwrap();
+        assert_eq!(log.len().unwrap(), 36);
+        for (b, last) in answered {
+            for k in 0..3 {
+                let row = log.get(last - 2 + k as u64).unwrap().unwrap();
+                assert_eq!(std::str::from_utf8(row.value()).unwrap(), event(b, k));
+            }
         }
     }
 

@@ -89,6 +89,10 @@ enum Cmd {
         /// size: a quick-repair commit costs more in a larger file). The redb modes only.
         #[arg(long, default_value_t = 0)]
         grow_to: u64,
+        /// Take bulk bodies (`{"events":[…]}`) and store each event as its own row: the
+        /// floor of a durable bulk server that keeps events one by one.
+        #[arg(long)]
+        per_event: bool,
     },
     /// Durable redb appends in commits of N: the storage ceiling, or with --index a dedupe
     /// index variant.
@@ -194,6 +198,7 @@ fn main() -> anyhow::Result<()> {
             commit,
             dir,
             grow_to,
+            per_event,
         } => {
             // The address is printed once the file is ready: a load started then measures
             // the floor alone.
@@ -202,7 +207,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(listen).await?;
                 println!("listening on http://{}", listener.local_addr()?);
-                ceiling::durable_server(listener, sink).await
+                ceiling::durable_server(listener, sink, per_event).await
             })?;
         }
         Cmd::Storage {
