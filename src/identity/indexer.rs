@@ -16,6 +16,7 @@
 use super::Fed;
 use super::Identity;
 use crate::store::writer::{CommitListener, Stored};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +28,18 @@ pub const INDEX_WHEN_IDLE_FOR: Duration = Duration::from_millis(50);
 /// Most bytes of records handed over by the writer and not taken in yet; past it a batch is
 /// left out, and its events are read from the log.
 pub const FEED_BYTES: usize = 16 << 20;
+
+/// Most events committed and not in the graph yet that the writer lets pile up: past it,
+/// the writer waits for the indexer before it takes its next batch ([`Indexer::pace`]).
+/// Indexing costs more per event than storing, so a load the cores cannot index as fast
+/// as they store it (bulk on a small machine) would otherwise leave an ever longer tail,
+/// and every profile read (and erasure) reads the whole tail from the log into memory.
+/// Four chunks: the indexer steps at one, so it is never reached while it keeps up.
+pub const MAX_LAG: u64 = 4 * super::INDEX_CHUNK as u64;
+
+/// Longest the writer waits for the indexer before one batch: a step that takes longer
+/// (a slow disk) slows ingest down but never stops it.
+pub const PACE_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// Most events held as keys, waiting for their step; past it a batch is left out (read from
 /// the log later).
@@ -53,6 +66,11 @@ pub struct Indexer {
 struct Shared {
     state: Mutex<Progress>,
     wake: Condvar,
+    /// Notified after every step (and on a failure or the stop): the writer waits on it in
+    /// [`Indexer::pace`].
+    stepped: Condvar,
+    /// Microseconds the writer was held, in all.
+    paced_us: AtomicU64,
 }
 
 struct Progress {
@@ -66,6 +84,14 @@ struct Progress {
     reopened: bool,
     /// The graph's cursor after the last step (`None` before the first).
     indexed: Option<u64>,
+    /// The lag the writer lets stand: [`MAX_LAG`], or more while a larger one found at the
+    /// start (a graph rebuilt from the log, a lag left by an older build) is worked off. It
+    /// only falls: the writer never lets a lag grow, it waits.
+    allowed: u64,
+    /// The last step failed: the indexer is in its backoff, and the writer does not wait.
+    failing: bool,
+    /// Most events a pace ([`Indexer::pace`]) lets stand (tests lower it).
+    max_lag: u64,
     last_commit: Instant,
     stop: bool,
 }
@@ -81,10 +107,15 @@ impl Indexer {
                 handed_bytes: 0,
                 reopened: false,
                 indexed: None,
+                allowed: u64::MAX,
+                failing: false,
+                max_lag: MAX_LAG,
                 last_commit: Instant::now(),
                 stop: false,
             }),
             wake: Condvar::new(),
+            stepped: Condvar::new(),
+            paced_us: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let thread_identity = identity.clone();
@@ -121,10 +152,63 @@ impl Indexer {
         s.committed.saturating_sub(s.indexed.unwrap_or(0))
     }
 
+    /// Holds the calling thread (the writer's, before it takes a batch) while more events
+    /// than allowed wait for the graph ([`MAX_LAG`]), at most [`PACE_WAIT_MAX`]; not while
+    /// the indexer is in a failure's backoff, nor before its first step. Returns how long it
+    /// held.
+    pub fn pace(&self) -> Duration {
+        let started = Instant::now();
+        let deadline = started + PACE_WAIT_MAX;
+        let mut s = self.shared.lock();
+        while let Some(indexed) = s.indexed
+            && !s.stop
+            && !s.failing
+            && s.committed.saturating_sub(indexed) > s.allowed
+        {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::debug!(
+                    target: "inlet::slow",
+                    lag = s.committed.saturating_sub(indexed),
+                    "the writer went on without the identity indexer"
+                );
+                break;
+            }
+            s = self
+                .shared
+                .stepped
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(s);
+        let held = started.elapsed();
+        self.shared
+            .paced_us
+            .fetch_add(held.as_micros() as u64, Ordering::Relaxed);
+        held
+    }
+
+    /// Time the writer spent held by [`Indexer::pace`] since the start.
+    pub fn paced(&self) -> Duration {
+        Duration::from_micros(self.shared.paced_us.load(Ordering::Relaxed))
+    }
+
+    #[cfg(test)]
+    fn set_max_lag(&self, max_lag: u64) {
+        self.shared.lock().max_lag = max_lag;
+    }
+
+    #[cfg(test)]
+    fn stepped_once(&self) -> bool {
+        self.shared.lock().indexed.is_some()
+    }
+
     /// Stops the thread (after the step in progress) and waits for it.
     pub fn stop(&self) {
         self.shared.lock().stop = true;
         self.shared.wake.notify_one();
+        self.shared.stepped.notify_all();
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
@@ -138,6 +222,10 @@ impl CommitListener for Indexer {
 
     fn wants_stored(&self) -> bool {
         true
+    }
+
+    fn pace(&self) {
+        Indexer::pace(self);
     }
 
     fn stored(&self, events: &Arc<Stored>) {
@@ -322,7 +410,19 @@ fn run(identity: &Identity, shared: &Shared) {
                 }
                 let indexed_before = indexed;
                 indexed = Some(cursor);
-                shared.lock().indexed = Some(cursor);
+                {
+                    let mut s = shared.lock();
+                    let lag = s.committed.saturating_sub(cursor);
+                    // A cursor that went back (a graph rebuilt from the log) brings a lag of
+                    // its own: worked off, not waited for.
+                    if indexed_before.is_some_and(|before| cursor < before) {
+                        s.allowed = u64::MAX;
+                    }
+                    s.allowed = s.max_lag.max(s.allowed.min(lag));
+                    s.indexed = Some(cursor);
+                    s.failing = false;
+                }
+                shared.stepped.notify_all();
                 merging = more;
                 backoff = FIRST_BACKOFF;
                 let stepped_at = Instant::now();
@@ -341,6 +441,8 @@ fn run(identity: &Identity, shared: &Shared) {
             }
             Err(e) => {
                 tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "identity indexing failed");
+                shared.lock().failing = true;
+                shared.stepped.notify_all();
                 // The log may be what failed (the writer reopens it); the graph's handle is
                 // dropped only when it refuses a commit itself.
                 if !graph_usable(identity) {
@@ -448,6 +550,55 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(cursor(&store), 3);
+    }
+
+    /// Reads the indexer's lag after every commit.
+    struct LagSeen {
+        indexer: std::sync::Arc<Indexer>,
+        max: std::sync::atomic::AtomicU64,
+    }
+
+    impl crate::store::writer::CommitListener for LagSeen {
+        fn committed(&self, _seq: u64) {
+            self.max
+                .fetch_max(self.indexer.lag(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Past the lag it allows, the writer waits for a step before its next batch. Here steps
+    /// come only once the log is idle for a while (the chunk is far larger than what is
+    /// sent), so without the pace the lag would reach every event sent.
+    #[tokio::test]
+    async fn the_writer_waits_for_the_indexer_past_the_lag_it_allows() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Identity::open(&Store::open(dir.path()).unwrap());
+        let indexer = Arc::new(Indexer::start(store.clone()).unwrap());
+        indexer.set_max_lag(30);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !indexer.stepped_once() {
+            assert!(std::time::Instant::now() < deadline, "no first step");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let seen = Arc::new(LagSeen {
+            indexer: indexer.clone(),
+            max: Default::default(),
+        });
+        let w = crate::store::writer::Writer::start(
+            store.store(),
+            crate::store::writer::DEFAULT_QUEUE_BYTES,
+            vec![indexer.clone(), seen.clone()],
+        )
+        .unwrap();
+        for b in 0..40 {
+            let ids: Vec<String> = (0..10).map(|i| format!("e{b}-{i}")).collect();
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            w.submit(sub(&ids), 10).await.unwrap();
+        }
+        let max = seen.max.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(max <= 30 + 10, "{max} events waited for the graph");
+        assert!(indexer.paced() > std::time::Duration::ZERO);
+        assert!(cursor(&store) >= 400 - 40, "the steps kept up");
     }
 
     #[tokio::test]

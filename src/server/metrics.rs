@@ -205,11 +205,21 @@ pub fn render(state: &State) -> String {
         "Rejections and duplicates left out of the receipts because the writer was busy (their events were answered all the same)",
         count(&w.dropped_notes),
     );
-    if let Some(lag) = state.indexer.as_ref().map(|i| i.lag()) {
+    if let Some(indexer) = state.indexer.as_ref() {
         reg.register(
             "inlet_identity_lag_events",
             "Events stored but not yet in the identity graph's index (profiles read them from the log meanwhile)",
-            gauge(lag),
+            gauge(indexer.lag()),
+        );
+        let paced = Counter::<f64, AtomicU64>::default();
+        paced.inc_by(indexer.paced().as_secs_f64());
+        reg.register(
+            "inlet_identity_paced_seconds",
+            format!(
+                "Time the writer held ingest for the identity indexer (it lets at most {} stored events wait for the index)",
+                crate::identity::indexer::MAX_LAG
+            ),
+            paced,
         );
     }
     reg.register(

@@ -153,6 +153,12 @@ pub trait CommitListener: Send + Sync {
     /// They are exactly the log's seqs `first..` of the batch, as committed.
     fn stored(&self, _events: &Arc<Stored>) {}
 
+    /// Called on the writer thread before it takes its next batch. A listener that must stay
+    /// within a bounded distance of the log (the identity indexer) holds the writer here
+    /// until it is within it again, for a bounded time: the requests wait in the queue
+    /// meanwhile, and past the queue's bound they are answered 503 with a `Retry-After`.
+    fn pace(&self) {}
+
     /// The writer opened its database again (after a failure, or a job replaced the file):
     /// what [`CommitListener::stored`] handed over before may differ from the file now.
     fn reopened(&self) {}
@@ -657,6 +663,11 @@ fn run(
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_REOPEN_BACKOFF);
                 }
+            }
+        }
+        if db.is_some() {
+            for l in listeners {
+                l.pace();
             }
         }
         let mut batch: Vec<Item> = Vec::new();
