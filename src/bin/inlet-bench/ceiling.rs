@@ -415,17 +415,37 @@ mod tests {
     use super::*;
     use redb::{ReadableDatabase, ReadableTableMetadata};
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Opens the floor's redb file once the commit thread has let go of it (it ends when the
+    /// runtime that held its senders is dropped).
+    fn open_once_closed(path: &Path) -> Database {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Database::open(path) {
+                Ok(db) => return db,
+                Err(e) if Instant::now() < deadline => {
+                    assert!(matches!(e, redb::DatabaseError::DatabaseAlreadyOpen), "{e}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("the commit thread kept the file open: {e}"),
+            }
+        }
+    }
+
     /// Every body the durable floor answered is in its file, under the seq it answered: the
     /// floor measures real appends, not answers.
     #[test]
     fn the_durable_floor_stores_every_body_it_answers() {
         for how in [Commit::QuickRepair, Commit::Redb, Commit::File] {
             let dir = tempfile::tempdir().unwrap();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = runtime();
             let bodies: Vec<String> = (0..40).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
             let answered: Vec<(u64, String)> = rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -474,21 +494,7 @@ mod tests {
                     out
                 }
                 Commit::QuickRepair | Commit::Redb => {
-                    let path = dir.path().join("durable.redb");
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    let db = loop {
-                        match Database::open(&path) {
-                            Ok(db) => break db,
-                            Err(e) if Instant::now() < deadline => {
-                                assert!(
-                                    matches!(e, redb::DatabaseError::DatabaseAlreadyOpen),
-                                    "{e}"
-                                );
-                                std::thread::sleep(Duration::from_millis(5));
-                            }
-                            Err(e) => panic!("the commit thread kept the file open: {e}"),
-                        }
-                    };
+                    let db = open_once_closed(&dir.path().join("durable.redb"));
                     let txn = db.begin_read().unwrap();
                     let log = txn.open_table(EVENTS).unwrap();
                     log.iter()
@@ -512,11 +518,7 @@ mod tests {
     #[test]
     fn the_bulk_floor_stores_each_event_as_a_row() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let event = |b: usize, k: usize| format!(r#"{{"b":{b},"k":[{k}, "x"]}}"#);
         let bodies: Vec<String> = (0..12)
             .map(|b| {
@@ -558,18 +560,7 @@ mod tests {
         });
         rt.shutdown_timeout(Duration::from_secs(5));
         assert_eq!(refused.0, 400);
-        let path = dir.path().join("durable.redb");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let db = loop {
-            match Database::open(&path) {
-                Ok(db) => break db,
-                Err(e) if Instant::now() < deadline => {
-                    assert!(matches!(e, redb::DatabaseError::DatabaseAlreadyOpen), "{e}");
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!("the commit thread kept the file open: {e}"),
-            }
-        };
+        let db = open_once_closed(&dir.path().join("durable.redb"));
         let txn = db.begin_read().unwrap();
         let log = txn.open_table(EVENTS).unwrap();
         assert_eq!(log.len().unwrap(), 36);
