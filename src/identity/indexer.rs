@@ -123,6 +123,8 @@ impl Indexer {
             .name("inlet-indexer".into())
             .spawn(move || {
                 crate::store::dedupe::run_in_background();
+                // However the thread ends (a panic too), the writer no longer waits for it.
+                let _released = Released(&thread_shared);
                 run(&thread_identity, &thread_shared)
             })?;
         Ok(Indexer {
@@ -253,6 +255,16 @@ impl CommitListener for Indexer {
 impl Drop for Indexer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Marks the indexer stopped when dropped, and wakes a writer waiting in [`Indexer::pace`].
+struct Released<'a>(&'a Shared);
+
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        self.0.lock().stop = true;
+        self.0.stepped.notify_all();
     }
 }
 
