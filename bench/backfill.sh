@@ -13,15 +13,8 @@ set -euo pipefail
 events=${1:-10000000}
 root=$(dirname "$0")/..
 inlet=${2:-$root/target/release/inlet} bench=$root/target/release/inlet-bench
-addr=127.0.0.1:${BACKFILL_PORT:-18095}
-dir=$(mktemp -d "${BACKFILL_DIR:-/tmp}/inlet-backfill.XXXXXX")
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir" "$dir.log"; }
-trap cleanup EXIT
 . "$root/bench/serve.sh"
-
-serve "$inlet" "$dir" "$addr"
-key=$("$inlet" keys mint --data "$dir" --app default --label backfill)
+scratch "$inlet" backfill "${BACKFILL_PORT:-18095}" "${BACKFILL_DIR:-/tmp}"
 metric() { curl -sf "http://$addr/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 peak() { awk '/^VmHWM/ {printf "%.0f MiB", $2 / 1024}' /proc/"$pid"/status; }
 steps=$(((events + 1999999) / 2000000))

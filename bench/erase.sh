@@ -12,14 +12,8 @@ set -euo pipefail
 events=${1:-1000000} rate=${2:-500}
 root=$(dirname "$0")/..
 inlet=$root/target/release/inlet bench=$root/target/release/inlet-bench
-addr=127.0.0.1:${ERASE_PORT:-18094}
-dir=$(mktemp -d "${ERASE_DIR:-/tmp}/inlet-erase.XXXXXX")
-pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$dir" "$dir.log"; }
-trap cleanup EXIT
 . "$root/bench/serve.sh"
-serve "$inlet" "$dir" "$addr"
-key=$("$inlet" --data "$dir" keys mint --app default --label bench 2> /dev/null)
+scratch "$inlet" erase "${ERASE_PORT:-18094}" "${ERASE_DIR:-/tmp}"
 "$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 --requests $((events / 1000)) --seed 7
 for i in 1 2 3 4 5; do
   curl -sf -H "Authorization: Bearer $key" -H 'Content-Type: application/json' "http://$addr/s2s/event" \

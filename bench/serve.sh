@@ -11,3 +11,20 @@ serve() {
     sleep 0.1
   done
 }
+
+# `scratch BIN NAME PORT BASE`: a fresh data dir under BASE, removed with its log when the
+# script exits, `BIN serve` on 127.0.0.1:PORT in it (`serve`) and a key minted for the app
+# `default`; sets `dir`, `addr`, `pid` and `key`.
+scratch() {
+  addr=127.0.0.1:$3
+  dir=$(mktemp -d "$4/inlet-$2.XXXXXX")
+  pid=
+  trap 'scratch_cleanup' EXIT
+  serve "$1" "$dir" "$addr"
+  key=$("$1" --data "$dir" keys mint --app default --label "$2" 2> /dev/null)
+}
+
+scratch_cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2> /dev/null && wait "$pid" 2> /dev/null
+  rm -rf "$dir" "$dir.log"
+}
