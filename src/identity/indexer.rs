@@ -156,9 +156,9 @@ impl Indexer {
 
     /// Holds the calling thread (the writer's, before it takes a batch) while more events
     /// than allowed wait for the graph ([`MAX_LAG`]), at most [`PACE_WAIT_MAX`]; not while
-    /// the indexer is in a failure's backoff, nor before its first step. Returns how long it
-    /// held.
-    pub fn pace(&self) -> Duration {
+    /// the indexer is in a failure's backoff, nor before its first step. The time held adds
+    /// to [`Indexer::paced`].
+    pub fn pace(&self) {
         let started = Instant::now();
         let deadline = started + PACE_WAIT_MAX;
         let mut s = self.shared.lock();
@@ -184,11 +184,9 @@ impl Indexer {
                 .0;
         }
         drop(s);
-        let held = started.elapsed();
         self.shared
             .paced_us
-            .fetch_add(held.as_micros() as u64, Ordering::Relaxed);
-        held
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Time the writer spent held by [`Indexer::pace`] since the start.
