@@ -18,15 +18,33 @@ use std::sync::mpsc;
 use std::sync::{Arc, RwLockReadGuard};
 
 /// Fingerprints kept in memory (and in [`DEDUPE_COMMITS`]) before they become a run. Larger
-/// means fewer, larger level-0 runs; memory holds about 40 bytes per fingerprint (some
-/// 10 MiB), and a start reads back at most that many. Debug builds (the test suites and
-/// the crash and power-loss campaigns) write a run every 512 fingerprints, so that their few
-/// thousand events go through run writes and merges of several levels too.
+/// means fewer, larger level-0 runs, and a start reads back at most that many. Chosen so
+/// that `active` and `frozen` each fit a table of 2^18 slots ([`TABLE_ROOM`]). Debug builds
+/// (the test suites and the crash and power-loss campaigns) write a run every 512
+/// fingerprints, so that their few thousand events go through run writes and merges of
+/// several levels too.
 pub const FREEZE_AT: usize = if cfg!(debug_assertions) {
     512
 } else {
-    256 * 1024
+    192 * 1024
 };
+/// Fingerprints `active` and `frozen` are sized for: [`FREEZE_AT`], the batch that takes
+/// `active` past it, and the batches committed while the freeze is written. A hash table
+/// holds 7/8 of its slots (a power of two) before it doubles, and a table's slots are 33
+/// bytes: this is 7/8 of 2^18, 8.25 MiB a table. A `FREEZE_AT` just past that fit doubles
+/// both tables to 16.5 MiB each, half of it empty.
+const TABLE_ROOM: usize = FREEZE_AT + 2 * crate::store::writer::MAX_BATCH_EVENTS;
+// A change to either constant keeps the tables full: TABLE_ROOM is 7/8 of a power of two.
+const _: () = assert!(
+    cfg!(debug_assertions) || (TABLE_ROOM % 7 == 0 && (TABLE_ROOM / 7 * 8).is_power_of_two())
+);
+
+/// A table for `active` or `frozen`, with the room they need, so that it never grows (a
+/// growth copies every entry, on the writer thread, and holds both copies meanwhile).
+fn fingerprint_table() -> FpMap {
+    FpMap::with_capacity_and_hasher(TABLE_ROOM, Default::default())
+}
+
 /// Merge work per commit: this many keys per event the commit added, within
 /// [`MIN_MERGE_STEP`]..[`MAX_MERGE_STEP`]. Each id is rewritten once per level it passes
 /// through, so 4 keeps merges ahead of new runs.
@@ -156,9 +174,9 @@ impl Default for Staged {
             freeze_at: FREEZE_AT,
             shared: Arc::default(),
             builder: None,
-            active: FpMap::default(),
+            active: fingerprint_table(),
             active_upto: 0,
-            frozen: FpMap::default(),
+            frozen: fingerprint_table(),
             runs: RunSet::default(),
             freeze: None,
             sort_inline_below: SORT_INLINE_BELOW,
@@ -256,7 +274,9 @@ impl Staged {
                 filters.add_run(id, frozen.filter, fingerprints(&frozen.keys));
                 // Emptied, not freed: the next freeze swaps it in as `active`, so that the
                 // two tables take turns instead of a new one growing by doublings each time.
+                // One that grew past its room (a sort starved for long) shrinks back.
                 self.frozen.clear();
+                self.frozen.shrink_to(TABLE_ROOM);
             }
             built.into_iter().for_each(|b| filters.take(b));
             filters.keep_live(&done.after);
