@@ -36,7 +36,8 @@ pub const FREEZE_AT: usize = if cfg!(debug_assertions) {
 const TABLE_ROOM: usize = FREEZE_AT + 2 * crate::store::writer::MAX_BATCH_EVENTS;
 // A change to either constant keeps the tables full: TABLE_ROOM is 7/8 of a power of two.
 const _: () = assert!(
-    cfg!(debug_assertions) || (TABLE_ROOM % 7 == 0 && (TABLE_ROOM / 7 * 8).is_power_of_two())
+    cfg!(debug_assertions)
+        || (TABLE_ROOM.is_multiple_of(7) && (TABLE_ROOM / 7 * 8).is_power_of_two())
 );
 
 /// A table for `active` or `frozen`, with the room they need, so that it never grows (a
