@@ -38,6 +38,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Most events one commit takes (it may take one request more to finish a request whole).
 pub const MAX_BATCH_EVENTS: usize = 16_384;
+// The dedupe index sizes its tables of new fingerprints for batches of this size.
+const _: () = assert!(MAX_BATCH_EVENTS <= super::dedupe::BATCH_ROOM);
 /// Most requests one commit answers.
 pub const MAX_BATCH_REQUESTS: usize = 4_096;
 /// Default queue budget: bytes of request bodies waiting for the writer.

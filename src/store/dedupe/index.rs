@@ -28,12 +28,15 @@ pub const FREEZE_AT: usize = if cfg!(debug_assertions) {
 } else {
     192 * 1024
 };
+/// Most fingerprints one commit adds that the tables allow for: the writer's batches are no
+/// larger (`store::writer::MAX_BATCH_EVENTS`, checked there).
+pub const BATCH_ROOM: usize = 16 * 1024;
 /// Fingerprints `active` and `frozen` are sized for: [`FREEZE_AT`], the batch that takes
 /// `active` past it, and the batches committed while the freeze is written. A hash table
 /// holds 7/8 of its slots (a power of two) before it doubles, and a table's slots are 33
 /// bytes: this is 7/8 of 2^18, 8.25 MiB a table. A `FREEZE_AT` just past that fit doubles
 /// both tables to 16.5 MiB each, half of it empty.
-const TABLE_ROOM: usize = FREEZE_AT + 2 * crate::store::writer::MAX_BATCH_EVENTS;
+const TABLE_ROOM: usize = FREEZE_AT + 2 * BATCH_ROOM;
 // A change to either constant keeps the tables full: TABLE_ROOM is 7/8 of a power of two.
 const _: () = assert!(
     cfg!(debug_assertions)

@@ -20,7 +20,7 @@ mod precheck;
 mod rows;
 
 pub use filters::{BACKGROUND_NICE, run_in_background};
-pub use index::{Batch, Committed, Entries, Staged, entries};
+pub use index::{BATCH_ROOM, Batch, Committed, Entries, Staged, entries};
 pub use lookup::{Check, Slot, fingerprint, lookup_committed};
 pub use precheck::{Known, Precheck, Prechecked};
 
