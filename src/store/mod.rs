@@ -32,13 +32,11 @@ use tables::*;
 
 /// The database file inside the data dir.
 pub const DB_FILE: &str = "inlet.redb";
-/// Page cache of the log's database, and its write buffer: redb holds a commit's dirty
-/// pages in up to half of it until the commit (a batch of `writer::MAX_BATCH_EVENTS` has
-/// some 11 MiB; it writes the excess out early), and keeps them as recent pages after. redb's default is far larger than this appliance
-/// needs; same-minute A/Bs found neither 40 MiB faster than this, for bulk or single events,
-/// nor a larger cache faster than 40 MiB, and each MiB is in the peak RSS
-/// (docs/design/memory.md).
-pub const CACHE_BYTES: usize = 24 << 20;
+/// Page cache of the log's database. redb's default is far larger than this appliance needs;
+/// with the identity graph's 8 MiB (`identity::graph::GRAPH_CACHE_BYTES`) it is what the 200 MiB
+/// bound of docs/design/memory.md allows once the indexer runs beside the writer; a larger
+/// cache did not raise the ingest rate (docs/design/memory.md).
+pub const CACHE_BYTES: usize = 40 << 20;
 
 /// What a store operation can fail with. Only [`Error::NotFound`], [`Error::Conflict`] and
 /// [`Error::Refused`] are the caller's doing: their text is written for the person who asked
