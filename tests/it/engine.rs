@@ -139,13 +139,18 @@ pub struct Engine {
 
 static THREE_NODE_ENGINES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The turn to run a three-node engine: held until the engine is dropped.
+pub fn three_node_turn() -> std::sync::MutexGuard<'static, ()> {
+    THREE_NODE_ENGINES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Engine {
     /// Three nodes routed to each other, fsync before ack; returns once every node sees a
     /// JetStream meta group of three with a leader.
     pub fn cluster() -> Engine {
-        let turn = THREE_NODE_ENGINES
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let turn = three_node_turn();
         let mut engine = Engine::start(3, true, Some("16MB"));
         engine._turn = Some(turn);
         engine
