@@ -42,6 +42,13 @@ pub const FANOUT: usize = 8;
 pub const BLOCK_BYTES: usize = 4000;
 const BLOCK_V1: u8 = 1;
 
+/// How many keys of `key_len` bytes fill a block. A step ([`RunSet::merge_step`],
+/// [`RunSet::add_step`]) ends with its last block written, however full: a set of keys of
+/// one size stays in full blocks when its steps are multiples of this.
+pub const fn keys_per_block(key_len: usize) -> usize {
+    (BLOCK_BYTES - 1) / (2 + key_len)
+}
+
 /// One immutable sorted run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
@@ -664,7 +671,7 @@ pub fn clear(
 mod tests {
     use super::*;
     use crate::store::Store;
-    use redb::{ReadableDatabase, TableHandle};
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
     use std::collections::BTreeSet;
 
     fn all(store: &Store) -> (Vec<Vec<u8>>, usize) {
@@ -778,6 +785,52 @@ mod tests {
             .filter(|n| is_run_table(n))
             .collect();
         assert_eq!(runs, [table_name("t", id)]);
+    }
+
+    /// Merge steps of whole blocks ([`keys_per_block`]) of keys of one size leave the output
+    /// in full blocks: as many as the keys need, however many steps wrote it.
+    #[test]
+    fn steps_of_whole_blocks_leave_full_blocks() {
+        const KEY: usize = 32;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = store.db().unwrap();
+        let per_block = keys_per_block(KEY);
+        let mut keys = 0u64;
+        let txn = db.begin_write().unwrap();
+        for run in 0..FANOUT as u64 {
+            let run_keys: Vec<[u8; KEY]> = (0..300u64)
+                .map(|k| {
+                    let mut key = [0u8; KEY];
+                    key[..8].copy_from_slice(&(k * FANOUT as u64 + run).to_be_bytes());
+                    key
+                })
+                .collect();
+            keys += run_keys.len() as u64;
+            RunSet::add(&txn, "t", run_keys.iter().map(|k| k.as_slice())).unwrap();
+        }
+        txn.commit().unwrap();
+        let mut steps = 0;
+        loop {
+            let txn = db.begin_write().unwrap();
+            let more = RunSet::merge_step(&txn, "t", per_block).unwrap();
+            txn.commit().unwrap();
+            steps += 1;
+            if !more {
+                break;
+            }
+        }
+        let set = state(&store);
+        assert_eq!(set.runs.len(), 1, "{set:?}");
+        assert_eq!(set.runs[0].keys, keys);
+        assert!(steps > 10, "{steps} steps");
+        let txn = db.begin_read().unwrap();
+        let table = txn
+            .open_table(def(&table_name("t", set.runs[0].id)))
+            .unwrap();
+        assert_eq!(table.len().unwrap(), keys.div_ceil(per_block as u64));
+        // A block holds no more than that: one key more does not fit.
+        assert!((per_block + 1) * (2 + KEY) + 1 > BLOCK_BYTES);
     }
 
     #[test]

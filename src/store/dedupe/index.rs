@@ -5,7 +5,7 @@
 //! fingerprint another id owns under their full key in [`DEDUPE`].
 
 use super::super::Result;
-use super::super::runs::{Run, RunSet};
+use super::super::runs::{Run, RunSet, keys_per_block};
 use super::super::tables::{DEDUPE, DEDUPE_COMMITS, META};
 use super::filters::{Builder, Filters, FpFilter};
 use super::lookup::{Check, Id, Runs, Slot, Unstaged, find, find_in_memory, removed_through};
@@ -49,14 +49,28 @@ fn fingerprint_table() -> FpMap {
     FpMap::with_capacity_and_hasher(TABLE_ROOM, Default::default())
 }
 
-/// Merge work per commit: this many keys per event the commit added, within
-/// [`MIN_MERGE_STEP`]..[`MAX_MERGE_STEP`]. Each id is rewritten once per level it passes
-/// through, so 4 keeps merges ahead of new runs.
+/// Merge work per commit: this many keys per event the commit added, rounded up to whole
+/// blocks ([`merge_budget`]). Each id is rewritten once per level it passes through, so 4
+/// keeps merges ahead of new runs. Work in proportion to the commit's events, and no floor
+/// beyond a block, so that a commit of a few single events does not carry a large merge's
+/// steps at many times the per-event share of a bulk commit (the requests waiting on it
+/// would).
 const MERGE_PER_EVENT: usize = 4;
-const MIN_MERGE_STEP: usize = 2048;
 /// redb holds a transaction's dirty pages in memory until it commits: 64Ki keys are some
 /// 1.7 MB of blocks.
 const MAX_MERGE_STEP: usize = 64 * 1024;
+/// Keys of a full block: a step's last block is written as it is, so steps of whole blocks
+/// keep the runs in full blocks.
+pub(super) const KEYS_PER_BLOCK: usize = keys_per_block(std::mem::size_of::<EntryBytes>());
+
+/// The keys of merges (and of a freeze) a commit that added `added_events` events writes.
+pub(super) fn merge_budget(added_events: usize) -> usize {
+    (MERGE_PER_EVENT * added_events)
+        .max(1)
+        .next_multiple_of(KEYS_PER_BLOCK)
+        .min(MAX_MERGE_STEP / KEYS_PER_BLOCK * KEYS_PER_BLOCK)
+}
+
 /// A freeze of fewer fingerprints than this is sorted on the writer thread, in the
 /// [`Staged::apply`] that starts it (under a millisecond); larger ones on a thread of their own.
 /// Debug builds sort their runs of 512 on the thread too, so that the test suites and
@@ -439,7 +453,7 @@ impl Batch<'_, '_> {
             txn.open_table(DEDUPE_COMMITS)?
                 .insert(entries[0].0, row.as_slice())?;
         }
-        let budget = (MERGE_PER_EVENT * added_events).clamp(MIN_MERGE_STEP, MAX_MERGE_STEP);
+        let budget = merge_budget(added_events);
         let mut freeze_step = false;
         let mut new_run = None;
         if let Some(Freeze::Writing { frozen, started }) = &staged.freeze {

@@ -813,3 +813,26 @@ fn a_lost_sort_is_frozen_again_with_its_rows() {
             .all(|&n| !n)
     );
 }
+
+/// A commit's merge work follows its events (a few single events carry a block, not a
+/// large fixed step), in whole blocks, within the cap.
+#[test]
+fn merge_steps_follow_the_commits_events_in_whole_blocks() {
+    use super::index::{KEYS_PER_BLOCK, merge_budget};
+    let mut last = 0;
+    for events in [0, 1, 20, 29, 30, 40, 100, 1000, 4000, 16 * 1024, 1 << 20] {
+        let budget = merge_budget(events);
+        assert_eq!(budget % KEYS_PER_BLOCK, 0, "{events} events: {budget}");
+        assert!(budget >= last, "{events} events: {budget} < {last}");
+        assert!(budget <= 64 * 1024, "{events} events: {budget}");
+        if 4 * events <= 64 * 1024 - KEYS_PER_BLOCK {
+            assert!(budget >= 4 * events, "{events} events: {budget}");
+            // A commit of no new events still advances merges by a block.
+            let least = (4 * events).max(1);
+            assert!(budget < least + KEYS_PER_BLOCK, "{events} events: {budget}");
+        }
+        last = budget;
+    }
+    // A commit of a few single events writes a block or two.
+    assert!(merge_budget(30) <= 2 * KEYS_PER_BLOCK);
+}
