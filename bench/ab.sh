@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
 # Same-minute A/B of inlet builds under bulk load, with the CPU of each server thread.
 #
-#   bench/ab.sh [-r ROUNDS] [-f FILL_SECONDS] [-s SECONDS] [-m SHAPE] BIN... [-- LOAD_ARGS...]
+#   bench/ab.sh [-r ROUNDS] [-f FILL_SECONDS | -n FILL_REQUESTS] [-s SECONDS] [-m SHAPE] BIN... [-- LOAD_ARGS...]
 #
 # For each round and each build (alternating, so that a noisy machine hits all of them, and
 # each round starting with the next build, as the first run after a pause is favoured):
-# a fresh data dir, `BIN serve`, a key, FILL_SECONDS of bulk 1000 x 16 from empty, a wait
-# until the identity indexer has caught up on it, then
-# SECONDS measured in SHAPE (default `--bulk 1000 --conns 16`; `-m "--bulk 1 --conns 64"`
-# measures single events) with LOAD_ARGS added (e.g. `--dup-share 0.5 --dup-count 1000000
-# --dup-seed 1` to resubmit half of the ids from the first million filled). Prints the load
+# a fresh data dir, `BIN serve`, a key, FILL_SECONDS (or FILL_REQUESTS, for a log of an exact
+# size: `-n 12700` leaves the dedupe index's first 12.6M-key merge due) of bulk 1000 x 16
+# from empty, a wait until the identity indexer has caught up on it, then SECONDS measured
+# in SHAPE (default `--bulk 1000 --conns 16`; `-m "--bulk 1 --conns 64"` measures single
+# events) with LOAD_ARGS added (e.g. `--dup-share 0.5 --dup-count 1000000 --dup-seed 1` to
+# resubmit half of the ids from the first million filled). Prints the load
 # generator's line, each thread group's share of a core on CPU and runnable but waiting
 # for one (/proc/<pid>/task/*/schedstat), and peak RSS. Needs curl; uses 127.0.0.1:$AB_PORT
 # (18093) and $AB_DIR (/tmp). Data dirs are deleted after each run: a 20 s run writes GBs.
 set -euo pipefail
-rounds=2 fill=8 secs=15 shape="--bulk 1000 --conns 16"
-while getopts "r:f:s:m:" o; do
-  case $o in r) rounds=$OPTARG ;; f) fill=$OPTARG ;; s) secs=$OPTARG ;; m) shape=$OPTARG ;; *) exit 2 ;; esac
+rounds=2 fill=(--seconds 8) secs=15 shape="--bulk 1000 --conns 16"
+while getopts "r:f:n:s:m:" o; do
+  case $o in
+    r) rounds=$OPTARG ;; f) fill=(--seconds "$OPTARG") ;; n) fill=(--requests "$OPTARG") ;;
+    s) secs=$OPTARG ;; m) shape=$OPTARG ;; *) exit 2 ;;
+  esac
 done
 shift $((OPTIND - 1))
 bins=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do bins+=("$1"); shift; done
 [ $# -gt 0 ] && shift
-[ ${#bins[@]} -gt 0 ] || { echo "usage: $0 [-r N] [-f S] [-s S] [-m SHAPE] BIN... [-- LOAD_ARGS...]" >&2; exit 2; }
+[ ${#bins[@]} -gt 0 ] || { echo "usage: $0 [-r N] [-f S | -n REQUESTS] [-s S] [-m SHAPE] BIN... [-- LOAD_ARGS...]" >&2; exit 2; }
 bench=${INLET_BENCH:-$(dirname "$0")/../target/release/inlet-bench}
 . "$(dirname "$0")/serve.sh"
 port=${AB_PORT:-18093}
@@ -48,7 +52,7 @@ for r in $(seq "$rounds"); do
     dir=$(mktemp -d "${AB_DIR:-/tmp}/inlet-ab.XXXXXX")
     serve "$bin" "$dir" "$addr"
     key=$("$bin" keys mint --data "$dir" --app default --label ab)
-    "$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 --seconds "$fill" > /dev/null
+    "$bench" load --addr "$addr" --key "$key" --bulk 1000 --conns 16 "${fill[@]}" > /dev/null
     # The indexer catches up on the fill first: its work on earlier events would otherwise
     # count against the measured ones (and more so for a build that measures fewer).
     deadline=$((SECONDS + 300))
