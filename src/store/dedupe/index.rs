@@ -49,13 +49,17 @@ fn fingerprint_table() -> FpMap {
     FpMap::with_capacity_and_hasher(TABLE_ROOM, Default::default())
 }
 
-/// Merge work per commit: this many keys per event the commit added, rounded up to whole
-/// blocks ([`merge_budget`]). Each id is rewritten once per level it passes through, so 4
-/// keeps merges ahead of new runs. Work in proportion to the commit's events, and no floor
-/// beyond a block, so that a commit of a few single events does not carry a large merge's
-/// steps at many times the per-event share of a bulk commit (the requests waiting on it
-/// would).
+/// Merge work a commit earns: this many keys per event it added. Each id is rewritten once
+/// per level it passes through, so 4 keeps merges ahead of new runs.
 const MERGE_PER_EVENT: usize = 4;
+/// The least work of a step ([`step_budget`]): commits earn their share until it adds up to
+/// this, then one commit does it all. A step has a fixed cost (the run set's record read and
+/// written, the tables opened, their paths rewritten by the commit), too much to pay on every
+/// commit of a few single events; a floor on every commit instead made a commit of 30 single
+/// events carry 2,048 keys, 70 per event against 4 in a bulk commit, for as long as a large
+/// merge ran. Debug builds: 64, so that the test suites and campaigns go through commits
+/// that step and commits that only earn.
+const MIN_STEP: usize = if cfg!(debug_assertions) { 64 } else { 2048 };
 /// redb holds a transaction's dirty pages in memory until it commits: 64Ki keys are some
 /// 1.7 MB of blocks.
 const MAX_MERGE_STEP: usize = 64 * 1024;
@@ -63,12 +67,15 @@ const MAX_MERGE_STEP: usize = 64 * 1024;
 /// keep the runs in full blocks.
 pub(super) const KEYS_PER_BLOCK: usize = keys_per_block(std::mem::size_of::<EntryBytes>());
 
-/// The keys of merges (and of a freeze) a commit that added `added_events` events writes.
-pub(super) fn merge_budget(added_events: usize) -> usize {
-    (MERGE_PER_EVENT * added_events)
-        .max(1)
-        .next_multiple_of(KEYS_PER_BLOCK)
-        .min(MAX_MERGE_STEP / KEYS_PER_BLOCK * KEYS_PER_BLOCK)
+/// The keys of merges (and of a freeze) a commit writes, given the work `earned` by it and
+/// the commits since the last step: none below [`MIN_STEP`], else all of it in whole blocks,
+/// at most [`MAX_MERGE_STEP`].
+pub(super) fn step_budget(earned: usize) -> usize {
+    if earned < MIN_STEP {
+        return 0;
+    }
+    let most = MAX_MERGE_STEP / KEYS_PER_BLOCK * KEYS_PER_BLOCK;
+    earned.next_multiple_of(KEYS_PER_BLOCK).min(most)
 }
 
 /// A freeze of fewer fingerprints than this is sorted on the writer thread, in the
@@ -80,7 +87,7 @@ const SORT_INLINE_BELOW: usize = if cfg!(debug_assertions) {
 } else {
     16 * 1024
 };
-/// Most keys of a freeze one commit writes: the merge step's budget, and in debug builds 128,
+/// Most keys of a freeze one step writes: the merge step's budget, and in debug builds 128,
 /// so that the campaigns' runs of 512 take several commits (and crashes fall between them).
 fn freeze_budget(merge_budget: usize) -> usize {
     if cfg!(debug_assertions) {
@@ -184,6 +191,9 @@ pub struct Staged {
     pub(super) freeze: Option<Freeze>,
     /// [`SORT_INLINE_BELOW`] (tests sort on the background thread too).
     pub(super) sort_inline_below: usize,
+    /// Merge work earned by the commits since the last step, while a freeze or a merge waits
+    /// for steps ([`step_budget`]).
+    pub(super) earned: usize,
 }
 
 impl Default for Staged {
@@ -198,6 +208,7 @@ impl Default for Staged {
             runs: RunSet::default(),
             freeze: None,
             sort_inline_below: SORT_INLINE_BELOW,
+            earned: 0,
         }
     }
 }
@@ -268,6 +279,7 @@ impl Staged {
     /// Takes in what a committed [`Batch`] did.
     pub fn apply(&mut self, done: Committed) {
         let new_run = done.new_run;
+        self.earned = done.earned;
         if done.freeze_step
             && let Some(Freeze::Writing { started, .. }) = &mut self.freeze
         {
@@ -363,6 +375,8 @@ pub struct Committed {
     new_run: Option<u32>,
     /// The runs after the commit.
     after: RunSet,
+    /// [`Staged::earned`] after the commit.
+    earned: usize,
 }
 
 impl Batch<'_, '_> {
@@ -453,10 +467,21 @@ impl Batch<'_, '_> {
             txn.open_table(DEDUPE_COMMITS)?
                 .insert(entries[0].0, row.as_slice())?;
         }
-        let budget = merge_budget(added_events);
+        // Merge work is earned while there is some to do, and done in steps of at least
+        // MIN_STEP keys. A commit that stored nothing (duplicates only) earns as one event,
+        // so that the work still ends under such traffic.
+        let writing = matches!(staged.freeze, Some(Freeze::Writing { .. }));
+        let earned = if writing || before.merging() {
+            staged.earned + MERGE_PER_EVENT * added_events.max(1)
+        } else {
+            0
+        };
+        let budget = step_budget(earned);
         let mut freeze_step = false;
         let mut new_run = None;
-        if let Some(Freeze::Writing { frozen, started }) = &staged.freeze {
+        if budget > 0
+            && let Some(Freeze::Writing { frozen, started }) = &staged.freeze
+        {
             freeze_step = true;
             let step = freeze_budget(budget);
             new_run = RunSet::add_step(txn, RUNS, &frozen.keys, step, !started)?;
@@ -467,7 +492,7 @@ impl Batch<'_, '_> {
                     .retain_in(..=frozen.upto, |_, _| false)?;
             }
         }
-        let after = if new_run.is_some() || before.merging() {
+        let after = if budget > 0 && (new_run.is_some() || before.merging()) {
             RunSet::merge_step(txn, RUNS, budget)?;
             RunSet::load(&txn.open_table(META)?, RUNS)?
         } else if freeze_step {
@@ -475,11 +500,13 @@ impl Batch<'_, '_> {
         } else {
             before
         };
+        let earned = if budget > 0 { 0 } else { earned };
         Ok(Committed {
             added,
             freeze_step,
             new_run,
             after,
+            earned,
         })
     }
 }

@@ -814,25 +814,39 @@ fn a_lost_sort_is_frozen_again_with_its_rows() {
     );
 }
 
-/// A commit's merge work follows its events (a few single events carry a block, not a
-/// large fixed step), in whole blocks, within the cap.
+/// Merge work is done in steps of at least a floor and whole blocks, within the cap: the
+/// commits in between only earn it.
 #[test]
-fn merge_steps_follow_the_commits_events_in_whole_blocks() {
-    use super::index::{KEYS_PER_BLOCK, merge_budget};
+fn merge_steps_are_whole_blocks_past_a_floor() {
+    use super::index::{KEYS_PER_BLOCK, step_budget};
+    assert_eq!(step_budget(0), 0);
+    let floor = (1..100_000).find(|&k| step_budget(k) > 0).unwrap();
+    assert!(floor > 1, "every commit steps");
     let mut last = 0;
-    for events in [0, 1, 20, 29, 30, 40, 100, 1000, 4000, 16 * 1024, 1 << 20] {
-        let budget = merge_budget(events);
-        assert_eq!(budget % KEYS_PER_BLOCK, 0, "{events} events: {budget}");
-        assert!(budget >= last, "{events} events: {budget} < {last}");
-        assert!(budget <= 64 * 1024, "{events} events: {budget}");
-        if 4 * events <= 64 * 1024 - KEYS_PER_BLOCK {
-            assert!(budget >= 4 * events, "{events} events: {budget}");
-            // A commit of no new events still advances merges by a block.
-            let least = (4 * events).max(1);
-            assert!(budget < least + KEYS_PER_BLOCK, "{events} events: {budget}");
+    for earned in [
+        floor,
+        floor + 1,
+        4 * 30,
+        4 * 1000,
+        4 * 4000,
+        4 * 16 * 1024,
+        1 << 22,
+    ] {
+        let budget = step_budget(earned);
+        if earned < floor {
+            assert_eq!(budget, 0);
+            continue;
+        }
+        assert_eq!(budget % KEYS_PER_BLOCK, 0, "{earned} earned: {budget}");
+        assert!(budget >= last, "{earned} earned: {budget} < {last}");
+        assert!(budget <= 64 * 1024, "{earned} earned: {budget}");
+        if earned <= 64 * 1024 - KEYS_PER_BLOCK {
+            assert!(budget >= earned, "{earned} earned: {budget}");
+            assert!(
+                budget < earned + KEYS_PER_BLOCK,
+                "{earned} earned: {budget}"
+            );
         }
         last = budget;
     }
-    // A commit of a few single events writes a block or two.
-    assert!(merge_budget(30) <= 2 * KEYS_PER_BLOCK);
 }
