@@ -139,7 +139,7 @@ pub struct Engine {
 
 static THREE_NODE_ENGINES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The turn to run a three-node engine: held until the engine is dropped.
+/// The turn to run a three-node engine: hold the guard for as long as the engine runs.
 pub fn three_node_turn() -> std::sync::MutexGuard<'static, ()> {
     THREE_NODE_ENGINES
         .lock()
