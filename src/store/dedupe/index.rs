@@ -28,8 +28,10 @@ pub const FREEZE_AT: usize = if cfg!(debug_assertions) {
 } else {
     192 * 1024
 };
-/// Most fingerprints one commit adds that the tables allow for: the writer's batches are no
-/// larger (`store::writer::MAX_BATCH_EVENTS`, checked there).
+/// Most fingerprints one commit adds that the tables allow for: the writer stops taking
+/// requests into a batch at this size (`store::writer::MAX_BATCH_EVENTS`, checked there).
+/// One bulk request can take a batch past it; a table that grows then shrinks back once its
+/// freeze is written.
 pub const BATCH_ROOM: usize = 16 * 1024;
 /// Fingerprints `active` and `frozen` are sized for: [`FREEZE_AT`], the batch that takes
 /// `active` past it, and the batches committed while the freeze is written. A hash table
