@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let data_from = match matches.value_source("data") {
@@ -714,14 +714,22 @@ fn no_database(place: &Place) -> anyhow::Error {
     )
 }
 
-/// glibc gives each thread that allocates its own arena (up to 8 per core), and memory freed
-/// in one arena is not reused by another, and the tokio workers and the writer hand buffers
-/// to each other. Two arenas are enough for two busy threads, at no cost in throughput.
-fn limit_malloc_arenas() {
+/// Two settings of glibc's malloc, made before any other thread exists:
+/// - at most two arenas: glibc gives each thread that allocates its own (up to 8 per core),
+///   memory freed in one is not reused by another, and the tokio workers and the writer hand
+///   buffers to each other. Two are enough for two busy threads, at no cost in throughput;
+/// - blocks of 1 MiB and more always come from mmap, and go back to the system when freed.
+///   By default glibc raises that threshold to the size of every mmapped block freed (up to
+///   32 MiB), so after the first large buffer went, the next ones (an indexer chunk's keys, a
+///   batch's records, a sorted freeze) land in the heap between small long-lived blocks and
+///   their memory stays there: about 25 MiB of peak RSS under bulk load. Bulk request bodies
+///   (about 400 KB) stay below it: mapping each afresh cost server CPU.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 
