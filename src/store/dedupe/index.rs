@@ -287,8 +287,9 @@ impl Staged {
         {
             *started = true;
         }
-        // Runs that merges completed: read on lookups until their filter is built.
-        let appeared: Vec<Run> = done
+        // Runs that merges completed: read on lookups until their filter is built (the
+        // oldest gets none: `Filters::keep_live`).
+        let mut appeared: Vec<Run> = done
             .after
             .runs
             .iter()
@@ -312,6 +313,7 @@ impl Staged {
             }
             built.into_iter().for_each(|b| filters.take(b));
             filters.keep_live(&done.after);
+            appeared.retain(|r| filters.wants(&done.after, r.id));
         }
         for (fp, owner) in done.added {
             self.remember(fp, owner);
