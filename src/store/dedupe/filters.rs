@@ -206,7 +206,6 @@ impl Filters {
             .all(|r| Some(r.id) == oldest || self.runs.contains_key(&r.id))
     }
 
-
     /// Run `id` of `fps` was written, with `filter`.
     pub fn add_run(&mut self, id: u32, filter: FpFilter, fps: impl Iterator<Item = u128>) {
         self.epoch += 1;
@@ -293,8 +292,9 @@ impl Builder {
         self.rx.try_iter().collect()
     }
 
-    /// Builds, in one snapshot, the filter of every run listed in it (smallest first, each
-    /// sent when done) and then the filter of everything.
+    /// Builds, in one snapshot, the filter of every run listed in it but the oldest
+    /// (smallest first, each sent when done; see [`Filters::keep_live`]) and then the filter
+    /// of everything, sized for the ids in runs and an eighth more.
     pub fn spawn_all(&self) {
         let (db, tx) = (self.db.clone(), self.tx.clone());
         self.spawn(move || {
@@ -306,9 +306,14 @@ impl Builder {
                 let txn = db.begin_read()?;
                 let mut runs = RunSet::load(&txn.open_table(META)?, RUNS)?.runs;
                 let keys = runs.iter().map(|r| r.keys).sum::<u64>();
-                let mut all = GrowingFilter::with_capacity((keys + keys / 4) as usize);
+                let mut all = GrowingFilter::with_capacity((keys + keys / 8) as usize);
+                let oldest = runs.first().map(|r| r.id);
                 runs.sort_by_key(|r| r.keys);
                 for r in runs {
+                    if Some(r.id) == oldest {
+                        for_each_fingerprint(&txn, &r, |fp| all.insert(fp))?;
+                        continue;
+                    }
                     let built = run_filter(&txn, &r, Some(&mut all));
                     let failed = built.is_err();
                     if tx.send(Built::Run(r.id, built)).is_err() || failed {
@@ -361,17 +366,23 @@ fn run_filter(
     run: &Run,
     mut all: Option<&mut GrowingFilter>,
 ) -> Result<FpFilter> {
-    let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
     let mut filter = FpFilter::for_run(run.keys as usize);
-    runs::for_each_key(&table, |k| {
-        if let Some((fp, _)) = split_entry(k) {
-            filter.insert(fp);
-            if let Some(all) = all.as_deref_mut() {
-                all.insert(fp);
-            }
+    for_each_fingerprint(txn, run, |fp| {
+        filter.insert(fp);
+        if let Some(all) = all.as_deref_mut() {
+            all.insert(fp);
         }
     })?;
     Ok(filter)
+}
+
+fn for_each_fingerprint(txn: &ReadTransaction, run: &Run, mut f: impl FnMut(u128)) -> Result<()> {
+    let table = txn.open_table(runs::def(&runs::table_name(RUNS, run.id)))?;
+    runs::for_each_key(&table, |k| {
+        if let Some((fp, _)) = split_entry(k) {
+            f(fp);
+        }
+    })
 }
 
 /// Nice value of background threads (identity indexing, dedupe filter builds): below the
@@ -423,7 +434,11 @@ mod tests {
         }
         // Capacities 1 + 1 + 1 + 1.5 + 2.25 first parts' hold 6.75 of them: five parts.
         assert_eq!(g.parts.len(), 5);
-        assert!((0..6 * first as u64).step_by(997).all(|i| g.may_contain(fp(i))));
+        assert!(
+            (0..6 * first as u64)
+                .step_by(997)
+                .all(|i| g.may_contain(fp(i)))
+        );
     }
 
     /// Once the filter of everything is in, the oldest run (read last) has no filter of its

@@ -129,10 +129,7 @@ fn commit_until_filtered(db: &Database, staged: &mut Staged, seq: &mut u64) {
     loop {
         let set = runs_of(db);
         let filters = staged.shared.filters();
-        if staged.freeze.is_none()
-            && filters.cover(&set)
-            && filters.ready()
-        {
+        if staged.freeze.is_none() && filters.cover(&set) && filters.ready() {
             return;
         }
         drop(filters);
@@ -465,9 +462,10 @@ fn the_filters_never_hide_a_stored_id() {
             r.id
         );
     }
-    assert!(fps
-        .iter()
-        .all(|&fp| fresh.shared.filters().may_contain(oldest.id, fp)));
+    assert!(
+        fps.iter()
+            .all(|&fp| fresh.shared.filters().may_contain(oldest.id, fp))
+    );
     assert!(
         ingest(&db, &mut fresh, &mut seq, &refs(&novel))
             .iter()
