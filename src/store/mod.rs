@@ -34,10 +34,10 @@ use tables::*;
 pub const DB_FILE: &str = "inlet.redb";
 /// Page cache of the log's database. redb's default is far larger than this appliance needs;
 /// with the identity graph's 8 MiB (`identity::graph::GRAPH_CACHE_BYTES`) it is what the 200 MiB
-/// bound of docs/design/memory.md allows once the indexer runs beside the writer; neither a
-/// larger cache nor 40 MiB raised the ingest rate, resubmitted ids included
+/// bound of docs/design/memory.md allows once the indexer runs beside the writer; no larger
+/// cache (24, 40 MiB and more) raised the ingest rate, resubmitted ids included
 /// (docs/design/memory.md).
-pub const CACHE_BYTES: usize = 24 << 20;
+pub const CACHE_BYTES: usize = 16 << 20;
 
 /// What a store operation can fail with. Only [`Error::NotFound`], [`Error::Conflict`] and
 /// [`Error::Refused`] are the caller's doing: their text is written for the person who asked
