@@ -723,13 +723,19 @@ fn no_database(place: &Place) -> anyhow::Error {
 ///   32 MiB), so after the first large buffer went, the next ones (an indexer chunk's keys, a
 ///   batch's records, a sorted freeze) land in the heap between small long-lived blocks and
 ///   their memory stays there: about 25 MiB of peak RSS under bulk load. Bulk request bodies
-///   (about 400 KB) stay below it: mapping each afresh cost server CPU.
+///   (about 400 KB) stay below it: mapping each afresh cost server CPU;
+/// - the heap's free top is handed back past 2 MiB (twice that threshold, as glibc's own
+///   adjustment keeps it). Fixing the mmap threshold leaves this one at 128 KiB, and the
+///   writer's commits then shrank and regrew the heap a few hundred times a second, each
+///   regrown page faulted in afresh: about a tenth more CPU per single event on a grown log.
+///   The indexer still hands back all free memory every few seconds (`malloc_trim`).
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
     }
 }
 
