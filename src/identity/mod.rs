@@ -169,8 +169,9 @@ pub fn indexed_seq(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Re
 #[derive(Default)]
 struct ChunkKeys {
     bytes: Vec<u8>,
-    /// (first 16 bytes of the key, big-endian, zero-padded; start; end) of each key.
-    keys: Vec<(u128, u32, u32)>,
+    /// (first 16 bytes of the key as two big-endian halves, zero-padded; start; end) of
+    /// each key: 24 bytes, where a `u128` head (16-byte aligned) made it 32.
+    keys: Vec<([u64; 2], u32, u32)>,
 }
 
 impl ChunkKeys {
@@ -183,14 +184,15 @@ impl ChunkKeys {
         let mut head = [0u8; 16];
         let n = key.len().min(16);
         head[..n].copy_from_slice(&key[..n]);
+        let half = |h: &[u8]| u64::from_be_bytes(h.try_into().unwrap_or_default());
         self.keys.push((
-            u128::from_be_bytes(head),
+            [half(&head[..8]), half(&head[8..])],
             start as u32,
             self.bytes.len() as u32,
         ));
     }
 
-    fn key(&self, k: &(u128, u32, u32)) -> &[u8] {
+    fn key(&self, k: &([u64; 2], u32, u32)) -> &[u8] {
         &self.bytes[k.1 as usize..k.2 as usize]
     }
 
