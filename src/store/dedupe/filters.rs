@@ -26,9 +26,10 @@ pub struct FpFilter {
 }
 
 /// Bits per fingerprint and probes (within a 512-bit block) of the filter of everything:
-/// about 1% false "maybe".
-const FILTER_BITS_PER_KEY: usize = 10;
-const FILTER_PROBES: u32 = 7;
+/// about 1.5% false "maybe" (10 bits made it 1%, for a tenth more of the memory that grows
+/// with the log; a false "maybe" costs the run filters' probes and the oldest run's read).
+const FILTER_BITS_PER_KEY: usize = 9;
+const FILTER_PROBES: u32 = 6;
 /// The same for a run's filter, asked only after the filter of everything said "maybe"
 /// (mostly for resubmitted ids): about 6% false "maybe", for 40% less memory.
 const RUN_FILTER_BITS_PER_KEY: usize = 6;
@@ -243,9 +244,9 @@ impl Filters {
     /// Drops the filters of runs not listed in `set` (merged away), and, once the filter of
     /// everything is in, the oldest run's: lookups read the runs newest first, so that run's
     /// filter only spares a read to the ids the filter of everything let through and no
-    /// newer run holds (its own ids read it anyway; a new id gets there about once in a
-    /// hundred), and it is among the largest (merges make the oldest runs the biggest: 6 bits
-    /// of memory for a large share of the ids). A merge's output that becomes the oldest gets no filter
+    /// newer run holds (its own ids read it anyway; a new id gets there about once in
+    /// seventy), and it is among the largest (merges make the oldest runs the biggest: 6 bits
+    /// for a large share of the ids). A merge's output that becomes the oldest gets no filter
     /// built ([`Filters::wants`]).
     pub fn keep_live(&mut self, set: &RunSet) {
         self.runs
