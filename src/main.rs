@@ -714,7 +714,7 @@ fn no_database(place: &Place) -> anyhow::Error {
     )
 }
 
-/// Two settings of glibc's malloc, made before any other thread exists:
+/// Three settings of glibc's malloc, made before any other thread exists:
 /// - at most two arenas: glibc gives each thread that allocates its own (up to 8 per core),
 ///   memory freed in one is not reused by another, and the tokio workers and the writer hand
 ///   buffers to each other. Two are enough for two busy threads, at no cost in throughput;
@@ -722,12 +722,12 @@ fn no_database(place: &Place) -> anyhow::Error {
 ///   By default glibc raises that threshold to the size of every mmapped block freed (up to
 ///   32 MiB), so after the first large buffer went, the next ones (an indexer chunk's keys, a
 ///   batch's records, a sorted freeze) land in the heap between small long-lived blocks and
-///   their memory stays there: about 25 MiB of peak RSS under bulk load. Bulk request bodies
+///   their memory stays there (docs/design/memory.md has the A/B). Bulk request bodies
 ///   (about 400 KB) stay below it: mapping each afresh cost server CPU;
 /// - the heap's free top is handed back past 2 MiB (twice that threshold, as glibc's own
 ///   adjustment keeps it). Fixing the mmap threshold leaves this one at 128 KiB, and the
-///   writer's commits then shrank and regrew the heap a few hundred times a second, each
-///   regrown page faulted in afresh: about a tenth more CPU per single event on a grown log.
+///   writer's commits then shrank and regrew the heap hundreds of times a second, each
+///   regrown page faulted in afresh (more CPU per single event on a grown log).
 ///   The indexer still hands back all free memory every few seconds (`malloc_trim`).
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

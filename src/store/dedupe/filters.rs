@@ -94,8 +94,8 @@ impl FpFilter {
 /// A filter that grows by adding parts, so that it never has to be rebuilt: the filter of
 /// every fingerprint in a run. Each new part holds half as many as the parts before it
 /// together, so the filter grows 1.5 times and at most a third of it is headroom: parts
-/// that doubled were half headroom right after each growth (40 MiB of peak RSS past 31M
-/// ids). The price is a part more to probe every so often (nine at 30M ids against six).
+/// that doubled were half headroom right after each growth. The price is more parts to
+/// probe (nine at 30M ids against six).
 #[derive(Default)]
 pub struct GrowingFilter {
     parts: Vec<FpFilter>,
@@ -433,7 +433,7 @@ mod tests {
                 );
             }
         }
-        // Capacities 1 + 1 + 1 + 1.5 + 2.25 first parts' hold 6.75 of them: five parts.
+        // Parts of 1, 1, 1, 1.5 and 2.25 times the first capacity hold 6.75 of it: five.
         assert_eq!(g.parts.len(), 5);
         assert!(
             (0..6 * first as u64)
