@@ -723,7 +723,7 @@ fn no_database(place: &Place) -> anyhow::Error {
 ///   32 MiB), so after the first large buffer went, the next ones (an indexer chunk's keys, a
 ///   batch's records, a sorted freeze) land in the heap between small long-lived blocks and
 ///   their memory stays there (docs/design/memory.md has the A/B). Bulk request bodies
-///   (about 400 KB) stay below it: mapping each afresh cost server CPU;
+///   (about 400 KB) stay below it: a lower threshold cost server CPU, likely mapping each;
 /// - the heap's free top is handed back past 2 MiB (twice that threshold, as glibc's own
 ///   adjustment keeps it). Fixing the mmap threshold leaves this one at 128 KiB, and the
 ///   writer's commits then shrank and regrew the heap hundreds of times a second, each
