@@ -184,9 +184,9 @@ impl ChunkKeys {
         let mut head = [0u8; 16];
         let n = key.len().min(16);
         head[..n].copy_from_slice(&key[..n]);
-        let half = |h: &[u8]| u64::from_be_bytes(h.try_into().unwrap_or_default());
+        let head = u128::from_be_bytes(head);
         self.keys.push((
-            [half(&head[..8]), half(&head[8..])],
+            [(head >> 64) as u64, head as u64],
             start as u32,
             self.bytes.len() as u32,
         ));

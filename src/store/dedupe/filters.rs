@@ -201,10 +201,9 @@ impl Filters {
     /// Whether every run of `set` has its filter but the one [`Filters::keep_live`] drops.
     #[cfg(test)]
     pub fn cover(&self, set: &RunSet) -> bool {
-        let oldest = set.runs.first().map(|r| r.id).filter(|_| self.ready());
         set.runs
             .iter()
-            .all(|r| Some(r.id) == oldest || self.runs.contains_key(&r.id))
+            .all(|r| !self.wants(set, r.id) || self.runs.contains_key(&r.id))
     }
 
     /// Run `id` of `fps` was written, with `filter`.
@@ -249,19 +248,21 @@ impl Filters {
     /// for a large share of the ids). A merge's output that becomes the oldest gets no filter
     /// built ([`Filters::wants`]).
     pub fn keep_live(&mut self, set: &RunSet) {
+        let unfiltered = self.unfiltered(set);
         self.runs
-            .retain(|id, _| set.runs.iter().any(|r| r.id == *id));
-        if self.ready()
-            && let Some(oldest) = set.runs.first()
-        {
-            self.runs.remove(&oldest.id);
-        }
+            .retain(|id, _| Some(*id) != unfiltered && set.runs.iter().any(|r| r.id == *id));
     }
 
     /// Whether run `run` of `set` should have a filter of its own (see
     /// [`Filters::keep_live`]).
     pub fn wants(&self, set: &RunSet, run: u32) -> bool {
-        !self.ready() || set.runs.first().is_none_or(|r| r.id != run)
+        self.unfiltered(set) != Some(run)
+    }
+
+    /// The run of `set` that keeps no filter of its own: the oldest, once the filter of
+    /// everything is in.
+    fn unfiltered(&self, set: &RunSet) -> Option<u32> {
+        set.runs.first().map(|r| r.id).filter(|_| self.ready())
     }
 }
 
