@@ -68,6 +68,12 @@ fn the_whole_suite_runs_in_a_tiny_configuration() {
     );
     assert!(out.contains("Stored = acknowledged"), "{out}");
     assert!(out.contains("| yes | yes |"), "{out}");
+    // Both targets' CPU budgets, with where inlet's CPU went.
+    assert!(
+        out.contains("| CPU budget per request at the singles target (0.9 × floor"),
+        "{out}"
+    );
+    assert!(out.contains("without the identity indexer"), "{out}");
     // The PostgreSQL peer: its rows and a "× Postgres" ratio when it can run here (its tools
     // installed; as root, a postgres user to run it as), a line saying it was skipped if not.
     let found = |t: &str| format!("{{ command -v {t} || ls /usr/lib/postgresql/*/bin/{t}; }}");

@@ -4,11 +4,12 @@
 //! PostgreSQL peer's bulk run at its points.
 
 use crate::ceiling::{self, Index};
+use crate::cpu::{Meter, Used};
 use crate::load::{self, Report, Workload};
 use crate::postgres::{self, Peer, PgArgs};
 use crate::suite::{
-    RssSampler, Scratch, Server, cli, cpu_time, cpu_us_per_event, inlet_next_to_me, loadavg,
-    machine, say, signal, stored, workload,
+    RssSampler, Scratch, Server, cli, inlet_next_to_me, loadavg, machine, say, signal, stored,
+    workload,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -42,7 +43,8 @@ struct Point {
     fill_eps: f64,
     fill_cpu_us: f64,
     bulk: Report,
-    cpu_us: f64,
+    /// The server's CPU in the timed bulk run, per event.
+    cpu: Used,
     rss_mib: f64,
     load: String,
 }
@@ -81,7 +83,7 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
     for (i, &point) in points.iter().enumerate() {
         // Fill with the prefill's id stream up to `point` stored (the timed runs count too).
         let started = Instant::now();
-        let cpu0 = cpu_time(srv.pid());
+        let fill_cpu = Meter::start(srv.pid());
         let before = acked;
         while acked < point {
             let mut w = workload(srv.addr, &key, 1000, 16, 0.0);
@@ -98,18 +100,20 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
         }
         let fill_events = acked - before;
         let fill_eps = fill_events as f64 / started.elapsed().as_secs_f64();
-        let fill_cpu_us = cpu_us_per_event(cpu0, cpu_time(srv.pid()), fill_events);
+        let fill_cpu_us = fill_cpu.stop(fill_events).server;
         let load = loadavg();
         let mut w = workload(srv.addr, &key, 1000, 16, a.seconds);
         w.seed = 100 + i as u64;
-        let cpu0 = cpu_time(srv.pid());
+        let meter = Meter::start(srv.pid());
         let bulk = run(w);
-        let cpu_us = cpu_us_per_event(cpu0, cpu_time(srv.pid()), bulk.events_sent);
+        let cpu = meter.stop(bulk.events_sent);
         say(format!("bulk unique at {acked}: {}", bulk.summary()));
         say(format!(
             "point {acked}: fill {fill_eps:.0} ev/s ({fill_cpu_us:.1} µs/ev), bulk {:.0} ev/s \
-             ({cpu_us:.1} µs/ev), peak RSS {:.0} MiB, data dir {:.1} GiB, load {load}",
+             ({:.1} µs/ev: {}), peak RSS {:.0} MiB, data dir {:.1} GiB, load {load}",
             bulk.events_per_sec(),
+            cpu.server,
+            cpu.split(),
             rss.max_mib(),
             dir_bytes(&data.0) as f64 / (1u64 << 30) as f64
         ));
@@ -118,7 +122,7 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
             stored: acked,
             fill_eps,
             fill_cpu_us,
-            cpu_us,
+            cpu,
             rss_mib: rss.max_mib(),
             load: format!("{load} → {}", loadavg()),
             bulk,
@@ -166,7 +170,7 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
     println!();
     println!(
         "| stored | filling to here, ev/s (server CPU µs/ev) | bulk unique, ev/s | × storage | \
-         × Postgres | server CPU µs/ev | p99 ms | peak RSS so far, MiB | load avg |"
+         × Postgres | server CPU µs/ev (by thread) | p99 ms | peak RSS so far, MiB | load avg |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for p in &rows {
@@ -175,7 +179,7 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
             .at("bulk", p.stored)
             .filter(|r| (r.stored as f64 / p.stored as f64 - 1.0).abs() < 0.5);
         println!(
-            "| {} | {} | {eps:.0} | {:.2} | {} | {:.1} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {eps:.0} | {:.2} | {} | {:.1} ({}) | {:.0} | {:.0} | {} |",
             p.stored,
             if p.fill_eps > 0.0 {
                 format!("{:.0} ({:.1})", p.fill_eps, p.fill_cpu_us)
@@ -184,7 +188,8 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
             },
             eps / storage_eps,
             near.map_or(String::new(), |r| format!("{:.2}", eps / r.events_per_sec)),
-            p.cpu_us,
+            p.cpu.server,
+            p.cpu.split(),
             p.bulk.quantile_ms(0.99),
             p.rss_mib,
             p.load

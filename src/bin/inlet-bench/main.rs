@@ -3,6 +3,7 @@
 //! `target/release/inlet-bench all`.
 
 mod ceiling;
+mod cpu;
 mod curve;
 mod decode;
 mod load;

@@ -2,6 +2,7 @@
 //! the ceiling measured minutes before on the same machine.
 
 use crate::ceiling::{self, Index};
+use crate::cpu::Meter;
 use crate::load::{self, IdPool, Report, Workload};
 use anyhow::{Context, bail};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -287,26 +288,6 @@ impl Drop for RssSampler {
     }
 }
 
-/// CPU time (user + system) a process used so far (Linux clock ticks of 10 ms).
-pub(crate) fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime and stime are 12th/13th.
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let ticks = f.iter().sum::<u64>();
-    Duration::from_millis(ticks * 10)
-}
-
-/// Server CPU per event of a run, in microseconds: robust where wall-clock figures are not.
-pub(crate) fn cpu_us_per_event(before: Duration, after: Duration, events: u64) -> f64 {
-    (after - before).as_secs_f64() * 1e6 / events.max(1) as f64
-}
-
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -456,7 +437,7 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     // The durable floor of single events: the bare server, each request answered only after
     // a group commit holding it returned. Inlet's commit (redb, quick-repair), and a bare
     // write-ahead log (a plain file, fdatasync) for the cheapest durable write there is.
-    let mut floor_rps = 0.0;
+    let (mut floor_rps, mut floor_cpu) = (0.0, Default::default());
     for (commit, what) in [
         (
             ceiling::Commit::QuickRepair,
@@ -466,27 +447,32 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     ] {
         let scratch = Scratch::new(&base, "durable")?;
         let srv = Server::durable(commit, &scratch.0, 0)?;
+        let meter = Meter::start(srv.pid());
         let r = run(workload(srv.addr, "none", 1, 64, a.seconds));
+        let cpu = meter.stop(r.events_sent);
         srv.kill();
         drop(scratch);
         say(format!("durable floor, {commit:?}: {}", r.summary()));
         all_ok &= r.errors() == 0;
-        if commit == ceiling::Commit::QuickRepair {
-            floor_rps = r.requests_per_sec();
-        }
         rows.push(row(
             &format!(
                 "Durable floor: bare hyper + group commit into {what}, single events, 64 conns"
             ),
             format!(
-                "{:.0} req/s (p99 {:.1} ms)",
+                "{:.0} req/s (p99 {:.1} ms; server CPU {:.0} µs/request: {}; load generator {:.0})",
                 r.requests_per_sec(),
-                r.quantile_ms(0.99)
+                r.quantile_ms(0.99),
+                cpu.server,
+                cpu.split(),
+                cpu.generator
             ),
             format!("{:.2} × HTTP", r.requests_per_sec() / http_rps),
             "",
             None,
         ));
+        if commit == ceiling::Commit::QuickRepair {
+            (floor_rps, floor_cpu) = (r.requests_per_sec(), cpu);
+        }
     }
 
     // The durable floor of bulk: the same server taking bulk bodies, each event found by a
@@ -494,9 +480,9 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     // server that keeps events one by one reaches here with the load generator beside it.
     let scratch = Scratch::new(&base, "bulk-floor")?;
     let srv = Server::bulk_floor(&scratch.0)?;
-    let cpu0 = cpu_time(srv.pid());
+    let meter = Meter::start(srv.pid());
     let r = run(workload(srv.addr, "none", 1000, 16, a.seconds));
-    let bulk_floor_cpu = cpu_us_per_event(cpu0, cpu_time(srv.pid()), r.events_sent);
+    let bulk_floor_cpu = meter.stop(r.events_sent).server;
     srv.kill();
     drop(scratch);
     say(format!("bulk floor: {}", r.summary()));
@@ -524,17 +510,19 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     )?
     .trim()
     .to_owned();
-    let cpu0 = cpu_time(srv.pid());
+    let meter = Meter::start(srv.pid());
     let single = run(workload(srv.addr, &key, 1, 64, a.seconds));
-    let single_cpu = cpu_us_per_event(cpu0, cpu_time(srv.pid()), single.events_sent);
+    let single_cpu = meter.stop(single.events_sent);
     say(format!("inlet single, 64 conns: {}", single.summary()));
     let ratio = single.requests_per_sec() / http_rps;
     rows.push(row(
         "inlet single events, 64 conns, unique ids, fresh log",
         format!(
-            "{:.0} req/s (p99 {:.1} ms; server CPU {single_cpu:.0} µs/event)",
+            "{:.0} req/s (p99 {:.1} ms; server CPU {:.0} µs/event: {})",
             single.requests_per_sec(),
-            single.quantile_ms(0.99)
+            single.quantile_ms(0.99),
+            single_cpu.server,
+            single_cpu.split()
         ),
         format!(
             "{ratio:.2} × HTTP; {:.2} × durable floor",
@@ -542,6 +530,32 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
         ),
         "≥ 0.9 × floor",
         Some(single.requests_per_sec() >= 0.9 * floor_rps),
+    ));
+    // What the singles target leaves the server per request, as for bulk below: the cores'
+    // time at 0.9 × the floor's rate, less the load generator's per request. Both runs'
+    // busy cores say whether the floor itself was held by the cores or by the commits.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let at_target = 1e6 * cores / (0.9 * floor_rps);
+    let busy = |rps: f64, cpu: &crate::cpu::Used| rps * (cpu.server + cpu.generator) / 1e6;
+    rows.push(row(
+        &format!("CPU budget per request at the singles target (0.9 × floor, {cores:.0} cores)"),
+        format!(
+            "{at_target:.0} µs of the machine's CPU per request; the load generator takes \
+             {:.0}, leaving {:.0} µs for the server (inlet used {:.0}, {:.1} of it in its one \
+             writer thread; the durable floor's server {:.0}, {:.1} in its one committing \
+             thread); cores busy: {:.2} in the floor's run, {:.2} in inlet's",
+            single_cpu.generator,
+            at_target - single_cpu.generator,
+            single_cpu.server,
+            single_cpu.role("writer"),
+            floor_cpu.server,
+            floor_cpu.role("committer"),
+            busy(floor_rps, &floor_cpu),
+            busy(single.requests_per_sec(), &single_cpu),
+        ),
+        String::new(),
+        "",
+        None,
     ));
     // Open-loop runs at a fixed rate: latency counts from each request's scheduled start.
     let paced_at = |rate: f64, seed: u64| -> (Report, String) {
@@ -640,11 +654,10 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     ));
     let mut w = workload(srv.addr, &key, 1000, 16, a.seconds);
     w.seed = 11;
-    let cpu0 = cpu_time(srv.pid());
-    let gen0 = cpu_time(std::process::id());
+    let meter = Meter::start(srv.pid());
     let unique = run(w);
-    let unique_cpu = cpu_us_per_event(cpu0, cpu_time(srv.pid()), unique.events_sent);
-    let gen_cpu = cpu_us_per_event(gen0, cpu_time(std::process::id()), unique.events_sent);
+    let cpu = meter.stop(unique.events_sent);
+    let (unique_cpu, gen_cpu) = (cpu.server, cpu.generator);
     say(format!("bulk unique at {prefilled}: {}", unique.summary()));
     acked += unique.accepted;
     errors += unique.errors();
@@ -669,16 +682,17 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     // What the bulk target leaves the server per event: the machine's CPU time at the
     // target rate, less the load generator's share (it runs on the same machine). The bare
     // append's own cost is shown for scale: it is part of what the server must do.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let at_target = 1e6 * cores / (want * storage_eps);
     rows.push(row(
         &format!("CPU budget per event at the bulk target ({want} × storage, {cores:.0} cores)"),
         format!(
             "{at_target:.1} µs of the machine's CPU per event; the load generator takes \
-             {gen_cpu:.1}, leaving {:.1} µs for the server (inlet used {unique_cpu:.1}, the \
-             bulk floor {bulk_floor_cpu:.1}), of which the bare log append (the storage \
-             ceiling's own) is {append_cpu_us:.1}",
+             {gen_cpu:.1}, leaving {:.1} µs for the server (inlet used {unique_cpu:.1}: {}; \
+             {:.1} without the identity indexer; the bulk floor {bulk_floor_cpu:.1}), of \
+             which the bare log append (the storage ceiling's own) is {append_cpu_us:.1}",
             at_target - gen_cpu,
+            cpu.split(),
+            unique_cpu - cpu.role("identity indexer"),
         ),
         String::new(),
         "",
@@ -753,9 +767,9 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     rss = RssSampler::start(srv.pid());
     let mut w = workload(srv.addr, &key, 1, 64, a.seconds);
     w.seed = 14;
-    let cpu0 = cpu_time(srv.pid());
+    let meter = Meter::start(srv.pid());
     let single_n = run(w);
-    let single_n_cpu = cpu_us_per_event(cpu0, cpu_time(srv.pid()), single_n.events_sent);
+    let single_n_cpu = meter.stop(single_n.events_sent);
     say(format!(
         "inlet single, 64 conns, log at {counted}: {}",
         single_n.summary()
@@ -766,9 +780,11 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     rows.push(row(
         &format!("inlet single events, 64 conns, unique ids, log at {counted}"),
         format!(
-            "{:.0} req/s (p99 {:.1} ms; server CPU {single_n_cpu:.0} µs/event)",
+            "{:.0} req/s (p99 {:.1} ms; server CPU {:.0} µs/event: {})",
             single_n.requests_per_sec(),
-            single_n.quantile_ms(0.99)
+            single_n.quantile_ms(0.99),
+            single_n_cpu.server,
+            single_n_cpu.split()
         ),
         format!(
             "{:.2} × its floor; {:.2} × the fresh file's",
