@@ -201,6 +201,16 @@ pub fn render(state: &State) -> String {
         count(&w.prechecked_duplicates),
     );
     reg.register(
+        "inlet_dedupe_prechecked_ids",
+        "Event ids the request threads checked against the dedupe filters",
+        count(&w.prechecked_ids),
+    );
+    reg.register(
+        "inlet_dedupe_precheck_reads",
+        "Of the ids checked, those the filter of everything did not rule out, looked up in the runs by the request threads (its false positives, and the duplicates)",
+        count(&w.prechecked_reads),
+    );
+    reg.register(
         "inlet_receipt_notes_dropped",
         "Rejections and duplicates left out of the receipts because the writer was busy (their events were answered all the same)",
         count(&w.dropped_notes),

@@ -271,6 +271,11 @@ pub struct Stats {
     /// Duplicates the submitting threads found in a committed snapshot (the writer did not
     /// look them up).
     pub prechecked_duplicates: AtomicU64,
+    /// Event ids the submitting threads checked against the dedupe filters, and those of
+    /// them the filter of everything did not rule out (they read the runs for them): its
+    /// false positives, and the duplicates.
+    pub prechecked_ids: AtomicU64,
+    pub prechecked_reads: AtomicU64,
     /// Receipt tallies dropped: the queue was full, or past a commit's share.
     pub dropped_notes: AtomicU64,
 }
@@ -422,6 +427,7 @@ impl Writer {
         };
         let ids: Vec<&str> = sub.events.iter().map(|e| e.event_id()).collect();
         let pre = self.precheck.check(sub.app_id, &ids);
+        let (checked, reads) = (ids.len() as u64, pre.to_settle() as u64);
         // Settling reads pages, tens of microseconds of CPU for a few dozen ids: many of them
         // move this runtime thread's other tasks elsewhere first.
         let known = if pre.to_settle() >= SETTLE_IN_PLACE && multi_thread_runtime() {
@@ -445,9 +451,12 @@ impl Writer {
         }
         // Counted once queued: a refused submission answered nothing (nor does a dry run).
         if !dry {
-            self.stats
+            let stats = &self.stats;
+            stats
                 .prechecked_duplicates
                 .fetch_add(settled as u64, Ordering::Relaxed);
+            stats.prechecked_ids.fetch_add(checked, Ordering::Relaxed);
+            stats.prechecked_reads.fetch_add(reads, Ordering::Relaxed);
         }
         self.stats.queued_requests.fetch_add(1, Ordering::Relaxed);
         rx.await

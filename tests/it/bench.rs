@@ -74,6 +74,7 @@ fn the_whole_suite_runs_in_a_tiny_configuration() {
         "{out}"
     );
     assert!(out.contains("without the identity indexer"), "{out}");
+    assert!(out.contains("did not rule out 0.0%"), "{out}");
     // The PostgreSQL peer: its rows and a "× Postgres" ratio when it can run here (its tools
     // installed; as root, a postgres user to run it as), a line saying it was skipped if not.
     let found = |t: &str| format!("{{ command -v {t} || ls /usr/lib/postgresql/*/bin/{t}; }}");
@@ -122,6 +123,11 @@ fn the_cost_curve_runs_in_a_tiny_configuration() {
         .map(|r| r[2..].split(' ').next().unwrap().parse().unwrap())
         .collect();
     assert!(stored[0] >= 1000 && stored[1] >= 3000, "{out}");
+    // The share of ids the dedupe filter did not rule out, read from inlet's /metrics.
+    for r in &rows[1..] {
+        let share = r.split(" | ").nth(6).unwrap();
+        assert!(share.ends_with('%'), "{share} in {r}");
+    }
     assert!(out.contains("PostgreSQL: skipped (--no-postgres)"), "{out}");
     assert!(out.contains("no non-2xx: yes."), "{out}");
 }

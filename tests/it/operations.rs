@@ -455,6 +455,11 @@ fn metrics_parse_and_their_counters_equal_the_export() {
         sum(&m, "inlet_dedupe_prechecked_duplicates_total", &[]),
         0.0
     );
+    // Every id the writer was handed was checked against the filters first; of a handful of
+    // ids the filter of everything (built at once for an empty log) rules out nearly all.
+    assert_eq!(sum(&m, "inlet_dedupe_prechecked_ids_total", &[]), submitted);
+    let reads = sum(&m, "inlet_dedupe_precheck_reads_total", &[]);
+    assert!(reads <= submitted, "{reads} of {submitted}");
     assert!(
         m.iter()
             .any(|s| s.name == "inlet_receipt_notes_dropped_total")

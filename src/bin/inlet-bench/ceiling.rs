@@ -164,6 +164,9 @@ pub enum Sink {
     Redb {
         db: Database,
         quick_repair: bool,
+        /// Also write, in each commit, the rows inlet's writer writes beside the log for
+        /// single events ([`Sink::like_inlet`]).
+        like_inlet: bool,
         seq: u64,
     },
     File {
@@ -188,6 +191,7 @@ impl Sink {
                 Sink::Redb {
                     db,
                     quick_repair: how == Commit::QuickRepair,
+                    like_inlet: false,
                     seq,
                 }
             }
@@ -203,21 +207,54 @@ impl Sink {
         })
     }
 
+    /// A redb sink that also writes, in each commit, the tables inlet's writer writes for
+    /// single events besides the log: the dedupe index's commit row (32 bytes per event),
+    /// each raw body again (the audit), the key's last use, the tenant's usage counter and
+    /// the app's day and hour tallies. Plain rows, none of inlet's logic: what committing
+    /// seven tables instead of one costs. No effect on a file sink.
+    pub fn like_inlet(mut self) -> Sink {
+        if let Sink::Redb { like_inlet, .. } = &mut self {
+            *like_inlet = true;
+        }
+        self
+    }
+
     /// Makes `bodies` durable in one commit; returns the seq of the last.
     fn append<'a>(&mut self, bodies: impl Iterator<Item = &'a [u8]>) -> anyhow::Result<u64> {
         match self {
             Sink::Redb {
                 db,
                 quick_repair,
+                like_inlet,
                 seq,
             } => {
                 let mut txn = db.begin_write()?;
                 txn.set_quick_repair(*quick_repair);
+                let first = *seq + 1;
                 {
                     let mut log = txn.open_table(EVENTS)?;
+                    let mut audit = match like_inlet {
+                        true => Some(txn.open_table(AUDIT)?),
+                        false => None,
+                    };
                     for body in bodies {
                         *seq += 1;
                         log.insert(*seq, body)?;
+                        if let Some(audit) = &mut audit {
+                            audit.insert(*seq, body)?;
+                        }
+                    }
+                }
+                if *like_inlet && *seq >= first {
+                    let n = *seq + 1 - first;
+                    let row: Vec<u8> = (first..=*seq).flat_map(|s| [s as u8; 32]).collect();
+                    txn.open_table(COMMIT_ROWS)?.insert(first, row.as_slice())?;
+                    // The key's last use is a time: it changes with every commit.
+                    txn.open_table(KEY_USED)?.insert(1, *seq)?;
+                    for (table, key) in [(USAGE, 1), (DAYS, 20_000), (HOURS, 480_000)] {
+                        let mut t = txn.open_table(table)?;
+                        let old = t.get(key)?.map_or(0, |v| v.value());
+                        t.insert(key, old + n)?;
                     }
                 }
                 txn.commit()?;
@@ -279,6 +316,13 @@ pub enum Index {
 }
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+// The tables `Sink::like_inlet` writes besides the log.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const COMMIT_ROWS: TableDefinition<u64, &[u8]> = TableDefinition::new("commit_rows");
+const KEY_USED: TableDefinition<u64, u64> = TableDefinition::new("key_used");
+const USAGE: TableDefinition<u64, u64> = TableDefinition::new("usage");
+const DAYS: TableDefinition<u64, u64> = TableDefinition::new("days");
+const HOURS: TableDefinition<u64, u64> = TableDefinition::new("hours");
 const RANDOM: TableDefinition<&[u8], u64> = TableDefinition::new("dedupe");
 const FINGERPRINT: TableDefinition<u128, u64> = TableDefinition::new("dedupe_fp");
 const JOURNAL: TableDefinition<u64, u128> = TableDefinition::new("dedupe_journal");
@@ -510,6 +554,64 @@ mod tests {
             answered.sort();
             assert_eq!(stored, answered, "{how:?}");
         }
+    }
+
+    /// The floor that writes inlet's tables writes each of them in every commit: the
+    /// bodies twice, a commit row of 32 bytes per body, the counters summed, the key's use;
+    /// the plain floor writes the log alone.
+    #[test]
+    fn the_floor_like_inlet_writes_its_tables_in_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = Sink::create(dir.path(), Commit::QuickRepair, 0)
+            .unwrap()
+            .like_inlet();
+        let bodies: Vec<Vec<u8>> = (0..5u8).map(|n| vec![b'a' + n; 10 + n as usize]).collect();
+        assert_eq!(
+            sink.append(bodies[..3].iter().map(|b| b.as_slice()))
+                .unwrap(),
+            3
+        );
+        assert_eq!(
+            sink.append(bodies[3..].iter().map(|b| b.as_slice()))
+                .unwrap(),
+            5
+        );
+        let Sink::Redb { db, .. } = &sink else {
+            panic!("a redb sink")
+        };
+        let txn = db.begin_read().unwrap();
+        let rows = |t: TableDefinition<u64, &[u8]>| -> Vec<(u64, Vec<u8>)> {
+            let t = txn.open_table(t).unwrap();
+            (t.iter().unwrap())
+                .map(|r| r.unwrap())
+                .map(|(k, v)| (k.value(), v.value().to_vec()))
+                .collect()
+        };
+        let numbered: Vec<(u64, Vec<u8>)> = (1..).zip(bodies.iter().cloned()).collect();
+        assert_eq!(rows(EVENTS), numbered);
+        assert_eq!(rows(AUDIT), numbered);
+        let commits: Vec<(u64, usize)> = (rows(COMMIT_ROWS).into_iter())
+            .map(|(k, v)| (k, v.len()))
+            .collect();
+        assert_eq!(commits, [(1, 3 * 32), (4, 2 * 32)]);
+        for (table, want) in [(USAGE, 5), (DAYS, 5), (HOURS, 5), (KEY_USED, 5)] {
+            let t = txn.open_table(table).unwrap();
+            let values: Vec<u64> = (t.iter().unwrap()).map(|r| r.unwrap().1.value()).collect();
+            assert_eq!(values, [want]);
+        }
+        drop(txn);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut plain = Sink::create(dir.path(), Commit::QuickRepair, 0).unwrap();
+        plain.append(bodies.iter().map(|b| b.as_slice())).unwrap();
+        let Sink::Redb { db, .. } = &plain else {
+            panic!("a redb sink")
+        };
+        let txn = db.begin_read().unwrap();
+        assert!(
+            txn.open_table(AUDIT).is_err(),
+            "the plain floor writes the log alone"
+        );
     }
 
     /// The bulk floor stores each event of a body as its own row, the body's events under

@@ -8,8 +8,8 @@ use crate::cpu::{Meter, Used};
 use crate::load::{self, Report, Workload};
 use crate::postgres::{self, Peer, PgArgs};
 use crate::suite::{
-    RssSampler, Scratch, Server, cli, inlet_next_to_me, loadavg, machine, say, signal, stored,
-    workload,
+    PrecheckCounts, RssSampler, Scratch, Server, cli, inlet_next_to_me, loadavg, machine, say,
+    signal, stored, workload,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -45,6 +45,8 @@ struct Point {
     bulk: Report,
     /// The server's CPU in the timed bulk run, per event.
     cpu: Used,
+    /// The share of its ids the dedupe filter of everything did not rule out.
+    read_share: String,
     rss_mib: f64,
     load: String,
 }
@@ -105,12 +107,15 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
         let mut w = workload(srv.addr, &key, 1000, 16, a.seconds);
         w.seed = 100 + i as u64;
         let meter = Meter::start(srv.pid());
+        let pre = PrecheckCounts::now(srv.addr);
         let bulk = run(w);
         let cpu = meter.stop(bulk.events_sent);
+        let read_share = PrecheckCounts::read_share(pre, PrecheckCounts::now(srv.addr));
         say(format!("bulk unique at {acked}: {}", bulk.summary()));
         say(format!(
             "point {acked}: fill {fill_eps:.0} ev/s ({fill_cpu_us:.1} µs/ev), bulk {:.0} ev/s \
-             ({:.1} µs/ev: {}), peak RSS {:.0} MiB, data dir {:.1} GiB, load {load}",
+             ({:.1} µs/ev: {}; filter maybes {read_share}), peak RSS {:.0} MiB, data dir \
+             {:.1} GiB, load {load}",
             bulk.events_per_sec(),
             cpu.server,
             cpu.split(),
@@ -123,6 +128,7 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
             fill_eps,
             fill_cpu_us,
             cpu,
+            read_share,
             rss_mib: rss.max_mib(),
             load: format!("{load} → {}", loadavg()),
             bulk,
@@ -170,16 +176,17 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
     println!();
     println!(
         "| stored | filling to here, ev/s (server CPU µs/ev) | bulk unique, ev/s | × storage | \
-         × Postgres | server CPU µs/ev (by thread) | p99 ms | peak RSS so far, MiB | load avg |"
+         × Postgres | server CPU µs/ev (by thread) | filter maybes, share of ids | p99 ms | \
+         peak RSS so far, MiB | load avg |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for p in &rows {
         let eps = p.bulk.events_per_sec();
         let near = peer
             .at("bulk", p.stored)
             .filter(|r| (r.stored as f64 / p.stored as f64 - 1.0).abs() < 0.5);
         println!(
-            "| {} | {} | {eps:.0} | {:.2} | {} | {:.1} ({}) | {:.0} | {:.0} | {} |",
+            "| {} | {} | {eps:.0} | {:.2} | {} | {:.1} ({}) | {} | {:.0} | {:.0} | {} |",
             p.stored,
             if p.fill_eps > 0.0 {
                 format!("{:.0} ({:.1})", p.fill_eps, p.fill_cpu_us)
@@ -190,6 +197,7 @@ pub fn curve(a: &Args) -> anyhow::Result<()> {
             near.map_or(String::new(), |r| format!("{:.2}", eps / r.events_per_sec)),
             p.cpu.server,
             p.cpu.split(),
+            p.read_share,
             p.bulk.quantile_ms(0.99),
             p.rss_mib,
             p.load

@@ -94,6 +94,11 @@ enum Cmd {
         /// floor of a durable bulk server that keeps events one by one.
         #[arg(long)]
         per_event: bool,
+        /// Also write, in each commit, the other tables inlet writes for single events
+        /// (dedupe commit row, audit body, key use, usage, day and hour tallies). The redb
+        /// modes only.
+        #[arg(long)]
+        like_inlet: bool,
     },
     /// Durable redb appends in commits of N: the storage ceiling, or with --index a dedupe
     /// index variant.
@@ -200,10 +205,14 @@ fn main() -> anyhow::Result<()> {
             dir,
             grow_to,
             per_event,
+            like_inlet,
         } => {
             // The address is printed once the file is ready: a load started then measures
             // the floor alone.
-            let sink = ceiling::Sink::create(&dir, commit, grow_to)?;
+            let mut sink = ceiling::Sink::create(&dir, commit, grow_to)?;
+            if like_inlet {
+                sink = sink.like_inlet();
+            }
             let rt = runtime()?;
             rt.block_on(async {
                 let listener = tokio::net::TcpListener::bind(listen).await?;
