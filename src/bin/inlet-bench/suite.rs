@@ -238,19 +238,19 @@ impl PrecheckCounts {
 }
 
 fn metrics_text(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
     let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
+    get(addr, "/metrics")?.read_to_string(&mut text).ok()?;
     Some(text)
 }
 
 fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut line = String::new();
+    BufReader::new(get(addr, path)?).read_line(&mut line).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A connection to `addr` that has sent `GET path` and closes after the answer.
+fn get(addr: SocketAddr, path: &str) -> Option<TcpStream> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -258,9 +258,7 @@ fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    Some(s)
 }
 
 /// Runs the inlet CLI on `data` and returns stdout.
