@@ -1,6 +1,6 @@
 //! CPU time over one timed run: the server's (user + system, whole process and per thread
-//! role) and this load generator's, per event. The machine's two cores are shared by both,
-//! so these are the figures that say where a target's budget goes.
+//! role) and this load generator's, per event. The cores are shared by both, so these are
+//! the figures that say where a target's budget goes.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! `inlet-bench curve`: the cost curve. One inlet, one log, filled with bulk 1000 × 16 to
 //! each point in turn; at each point a timed unique bulk run gives events/s, the server's
-//! CPU per event and the peak RSS so far. Then restarts at the largest point, and the
-//! PostgreSQL peer's bulk run at its points.
+//! CPU per event (by thread), the share of ids the dedupe filter did not rule out and the
+//! peak RSS so far. Then restarts at the largest point, and the PostgreSQL peer's bulk run
+//! at its points.
 
 use crate::ceiling::{self, Index};
 use crate::cpu::{Meter, Used};

@@ -199,7 +199,6 @@ fn watch_for_address(out: impl Read + Send + 'static) -> anyhow::Result<SocketAd
     Ok(addr.parse()?)
 }
 
-/// Status of a `GET path`, or `None` when nothing answered.
 /// The counters of the event ids inlet's request threads checked against the dedupe
 /// filters and of those the filter of everything did not rule out (they read the runs).
 #[derive(Clone, Copy)]
@@ -243,6 +242,7 @@ fn metrics_text(addr: SocketAddr) -> Option<String> {
     Some(text)
 }
 
+/// Status of a `GET path`, or `None` when nothing answered.
 fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut line = String::new();
     BufReader::new(get(addr, path)?).read_line(&mut line).ok()?;
