@@ -2,7 +2,7 @@
 //! the ceiling measured minutes before on the same machine.
 
 use crate::ceiling::{self, Index};
-use crate::cpu::Meter;
+use crate::cpu::{Meter, Used};
 use crate::load::{self, IdPool, Report, Workload};
 use anyhow::{Context, bail};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -402,6 +402,25 @@ fn row(scenario: &str, figure: String, ratio: String, target: &str, met: Option<
     }
 }
 
+/// Single events × 64 connections for `seconds` against the floor server `srv` (no key),
+/// which is then killed; says the run's summary under `label` and clears `ok` on an error
+/// answer. The run, and the CPU it took.
+fn floor_singles(
+    srv: Server,
+    run: &impl Fn(Workload) -> Report,
+    seconds: f64,
+    label: &str,
+    ok: &mut bool,
+) -> (Report, Used) {
+    let meter = Meter::start(srv.pid());
+    let r = run(workload(srv.addr, "none", 1, 64, seconds));
+    let cpu = meter.stop(r.events_sent);
+    srv.kill();
+    say(format!("{label}: {}", r.summary()));
+    *ok &= r.errors() == 0;
+    (r, cpu)
+}
+
 pub(crate) fn say(msg: impl AsRef<str>) {
     eprintln!("[inlet-bench] {}", msg.as_ref());
 }
@@ -506,13 +525,9 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     ] {
         let scratch = Scratch::new(&base, "durable")?;
         let srv = Server::durable(commit, &scratch.0, 0)?;
-        let meter = Meter::start(srv.pid());
-        let r = run(workload(srv.addr, "none", 1, 64, a.seconds));
-        let cpu = meter.stop(r.events_sent);
-        srv.kill();
+        let label = format!("durable floor, {commit:?}");
+        let (r, cpu) = floor_singles(srv, &run, a.seconds, &label, &mut all_ok);
         drop(scratch);
-        say(format!("durable floor, {commit:?}: {}", r.summary()));
-        all_ok &= r.errors() == 0;
         rows.push(row(
             &format!(
                 "Durable floor: bare hyper + group commit into {what}, single events, 64 conns"
@@ -538,16 +553,9 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     // besides the log: what committing seven tables costs, with none of inlet's logic.
     let scratch = Scratch::new(&base, "durable-tables")?;
     let srv = Server::durable_like_inlet(&scratch.0)?;
-    let meter = Meter::start(srv.pid());
-    let r = run(workload(srv.addr, "none", 1, 64, a.seconds));
-    let tables_cpu = meter.stop(r.events_sent);
-    srv.kill();
+    let label = "durable floor writing inlet's tables";
+    let (r, tables_cpu) = floor_singles(srv, &run, a.seconds, label, &mut all_ok);
     drop(scratch);
-    say(format!(
-        "durable floor writing inlet's tables: {}",
-        r.summary()
-    ));
-    all_ok &= r.errors() == 0;
     let tables_rps = r.requests_per_sec();
     rows.push(row(
         "Durable floor writing inlet's tables: the same quick-repair commits, each also \
@@ -832,14 +840,9 @@ pub fn all(a: &Args) -> anyhow::Result<()> {
     let file_bytes = std::fs::metadata(data.0.join(inlet::store::DB_FILE))?.len();
     let scratch = Scratch::new(&base, "durable-grown")?;
     let srv = Server::durable(ceiling::Commit::QuickRepair, &scratch.0, file_bytes)?;
-    let grown = run(workload(srv.addr, "none", 1, 64, a.seconds));
-    srv.kill();
+    let label = format!("durable floor, QuickRepair, file grown to {file_bytes} bytes");
+    let (grown, _) = floor_singles(srv, &run, a.seconds, &label, &mut all_ok);
     drop(scratch);
-    say(format!(
-        "durable floor, QuickRepair, file grown to {file_bytes} bytes: {}",
-        grown.summary()
-    ));
-    all_ok &= grown.errors() == 0;
     let grown_rps = grown.requests_per_sec();
     rows.push(row(
         &format!(
